@@ -1,0 +1,106 @@
+"""Bounded caches: decoded data blocks (LRU by bytes) and open table files (LRU by count).
+
+Both are safe for concurrent use. A hit takes no lock: `OrderedDict.get` and `move_to_end` are
+single C calls under the GIL, and a `KeyError` from a concurrent eviction is harmless. Inserts
+and evictions take a lock so the byte count stays exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from ringkv.storage.fs import PosixFileSystem, RandomAccessFile
+
+
+class BlockCache:
+    __slots__ = ("_charge", "_entries", "_lock", "capacity_bytes", "hits", "misses", "used_bytes")
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self._entries: OrderedDict = OrderedDict()
+        self._charge: dict = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key):
+        value = self._entries.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:
+            pass
+        return value
+
+    def put(self, key, value, charge_bytes: int) -> None:
+        if charge_bytes > self.capacity_bytes:
+            return  # larger than the whole cache: serve it uncached
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = value
+            self._charge[key] = charge_bytes
+            self.used_bytes += charge_bytes
+            while self.used_bytes > self.capacity_bytes:
+                old, _ = self._entries.popitem(last=False)
+                self.used_bytes -= self._charge.pop(old)
+
+    def evict_table(self, number: int) -> None:
+        """Drop every block of a deleted table so its memory is reclaimed at once."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == number]:
+                del self._entries[key]
+                self.used_bytes -= self._charge.pop(key)
+
+
+class TableCache:
+    """Open files of tables, at most `capacity_files` at a time."""
+
+    def __init__(self, fs: PosixFileSystem, capacity_files: int):
+        self._fs = fs
+        self.capacity_files = capacity_files
+        self._files: OrderedDict[int, RandomAccessFile] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, number: int, path: str) -> RandomAccessFile:
+        f = self._files.get(number)
+        if f is not None:
+            self.hits += 1
+            try:
+                self._files.move_to_end(number)
+            except KeyError:
+                pass
+            return f
+        with self._lock:
+            f = self._files.get(number)
+            if f is not None:
+                return f
+            self.misses += 1
+            f = self._fs.open_read(path)
+            self._files[number] = f
+            while len(self._files) > self.capacity_files:
+                _, old = self._files.popitem(last=False)
+                # A reader holding `old` may still be inside pread; closing the descriptor
+                # under it would fail that read, so closing is left to garbage collection.
+                del old
+            return f
+
+    def evict(self, number: int) -> None:
+        with self._lock:
+            self._files.pop(number, None)
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+    def __len__(self) -> int:
+        return len(self._files)

@@ -1,0 +1,215 @@
+"""The one file-system interface every engine file goes through.
+
+Tests swap `PosixFileSystem` for `FaultInjectingFileSystem`, which remembers how much of each
+file was fsynced and, on `crash()`, throws away everything that was not: exactly what a power
+cut does to the page cache. That is how the crash tests show that synced writes survive and
+unsynced ones never appear half-written.
+
+Contract: `WritableFile.write` hands bytes to the OS (a process crash loses nothing written);
+`sync()` makes them durable; a rename is durable only after `sync_dir` of its directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+from ringkv.errors import StorageFullError
+
+
+def _raise_full(exc: OSError, path: str) -> None:
+    if exc.errno == errno.ENOSPC:
+        raise StorageFullError(f"no space left on device writing {path}") from exc
+    raise exc
+
+
+class WritableFile:
+    """An append-only file. Not safe for concurrent writers; the WAL serializes them."""
+
+    __slots__ = ("_fd", "path", "size")
+
+    def __init__(self, path: str, fd: int, size: int = 0):
+        self.path = path
+        self._fd = fd
+        self.size = size
+
+    def write(self, data: bytes) -> None:
+        try:
+            n = os.write(self._fd, data)
+            while n < len(data):  # short writes are rare but legal
+                n += os.write(self._fd, memoryview(data)[n:])
+        except OSError as exc:
+            _raise_full(exc, self.path)
+        self.size += len(data)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class RandomAccessFile:
+    """A file read at offsets with pread; safe for concurrent readers."""
+
+    __slots__ = ("_fd", "path", "size")
+
+    def __init__(self, path: str, fd: int):
+        self.path = path
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        # The table cache drops evicted files without closing them (a reader may be mid-pread);
+        # the descriptor is closed when the last reader lets go.
+        self.close()
+
+
+class PosixFileSystem:
+    def create(self, path: str) -> WritableFile:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        return WritableFile(path, fd)
+
+    def open_read(self, path: str) -> RandomAccessFile:
+        return RandomAccessFile(path, os.open(path, os.O_RDONLY))
+
+    def read_all(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_file_synced(self, path: str, data: bytes) -> None:
+        f = self.create(path)
+        try:
+            f.write(data)
+            f.sync()
+        finally:
+            f.close()
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+    def truncate(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _TrackedFile(WritableFile):
+    __slots__ = ("_owner",)
+
+    def __init__(self, path: str, fd: int, owner: FaultInjectingFileSystem):
+        super().__init__(path, fd)
+        self._owner = owner
+
+    def write(self, data: bytes) -> None:
+        self._owner._check_alive()
+        super().write(data)
+
+    def sync(self) -> None:
+        self._owner._check_alive()
+        super().sync()
+        with self._owner._lock:
+            self._owner._synced[self.path] = self.size
+
+
+class FaultInjectingFileSystem(PosixFileSystem):
+    """A real file system that can forget every unsynced byte, as a power cut would.
+
+    After `crash()` the files hold only what was synced (renames and creations only if their
+    directory was synced afterwards) and every further write raises, so the engine that was
+    running cannot make more progress; the test then reopens the directory with a fresh engine.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._synced: dict[str, int] = {}  # path -> bytes known durable
+        self._dir_synced: set[str] = set()  # paths whose directory entry is durable
+        self._renamed: dict[str, str] = {}  # dst -> src, rename not yet made durable
+        self._crashed = False
+
+    def _check_alive(self) -> None:
+        if self._crashed:
+            raise OSError(errno.EIO, "simulated crash: the file system is gone")
+
+    def create(self, path: str) -> WritableFile:
+        self._check_alive()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        with self._lock:
+            self._synced[path] = 0
+            self._dir_synced.discard(path)
+        return _TrackedFile(path, fd, self)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._check_alive()
+        os.replace(src, dst)
+        with self._lock:
+            self._synced[dst] = self._synced.pop(src, 0)
+            self._dir_synced.discard(src)
+            self._dir_synced.discard(dst)
+            self._renamed[dst] = src
+
+    def remove(self, path: str) -> None:
+        self._check_alive()
+        super().remove(path)
+        with self._lock:
+            self._synced.pop(path, None)
+            self._dir_synced.discard(path)
+
+    def sync_dir(self, path: str) -> None:
+        self._check_alive()
+        super().sync_dir(path)
+        with self._lock:
+            for p in list(self._synced):
+                if os.path.dirname(p) == path:
+                    self._dir_synced.add(p)
+                    self._renamed.pop(p, None)
+
+    def crash(self) -> None:
+        """Drop every unsynced byte and every file whose creation was not made durable."""
+        with self._lock:
+            self._crashed = True
+            for path, synced in self._synced.items():
+                if not os.path.exists(path):
+                    continue
+                if path not in self._dir_synced and path not in self._renamed:
+                    os.remove(path)  # created but its directory entry never reached the disk
+                    continue
+                if os.path.getsize(path) > synced:
+                    os.truncate(path, synced)

@@ -1,0 +1,80 @@
+"""The manifest: which tables are live, at which level, and which logs still hold unflushed data.
+
+Implements docs/formats/manifest.md. The whole state is rewritten on every change (it is a few
+hundred bytes per table, and changes come once per flush or compaction): written to
+`MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory fsynced. A reader therefore
+sees the old set or the new set, never a mix.
+
+    magic "ringkvMF" | format version u32 | payload length u32 | crc32c(payload) u32 | payload
+
+The payload is msgpack: {"next_file": int, "log_number": int, "levels": [[TableMeta, ...], ...]}.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import msgspec
+from crc32c import crc32c
+
+from ringkv.errors import CorruptionError
+from ringkv.storage.fs import PosixFileSystem
+from ringkv.storage.sstable import TableMeta
+
+MANIFEST_NAME = "MANIFEST"
+MANIFEST_MAGIC = b"ringkvMF"
+MANIFEST_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIII")
+HEADER_BYTES = _HEADER.size  # 20
+
+
+class ManifestState(msgspec.Struct):
+    next_file: int = 1
+    # Logs numbered below this are fully flushed into tables and may be deleted.
+    log_number: int = 0
+    levels: list[list[TableMeta]] = msgspec.field(default_factory=list)
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(ManifestState).decode
+
+
+def encode(state: ManifestState) -> bytes:
+    payload = _encode(state)
+    return _HEADER.pack(MANIFEST_MAGIC, MANIFEST_FORMAT_VERSION, len(payload), crc32c(payload)) + payload
+
+
+def decode(data: bytes, path: str) -> ManifestState:
+    if len(data) < HEADER_BYTES:
+        raise CorruptionError("manifest is shorter than its header", path, 0)
+    magic, version, length, crc = _HEADER.unpack_from(data)
+    if magic != MANIFEST_MAGIC:
+        raise CorruptionError("manifest has a bad magic number", path, 0)
+    if version != MANIFEST_FORMAT_VERSION:
+        raise CorruptionError(
+            f"manifest format version {version} is not supported (want {MANIFEST_FORMAT_VERSION})", path, 0
+        )
+    payload = data[HEADER_BYTES:]
+    if len(payload) != length:
+        raise CorruptionError(f"manifest payload is {len(payload)} bytes, header says {length}", path, HEADER_BYTES)
+    if crc32c(payload) != crc:
+        raise CorruptionError("manifest checksum mismatch", path, HEADER_BYTES)
+    try:
+        return _decode(payload)
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(f"manifest does not decode ({exc})", path, HEADER_BYTES) from exc
+
+
+def write(fs: PosixFileSystem, directory: str, state: ManifestState) -> None:
+    tmp = os.path.join(directory, MANIFEST_NAME + ".tmp")
+    fs.write_file_synced(tmp, encode(state))
+    fs.rename(tmp, os.path.join(directory, MANIFEST_NAME))
+    fs.sync_dir(directory)
+
+
+def read(fs: PosixFileSystem, directory: str) -> ManifestState | None:
+    path = os.path.join(directory, MANIFEST_NAME)
+    if not fs.exists(path):
+        return None
+    return decode(fs.read_all(path), path)

@@ -1,0 +1,375 @@
+"""SSTables: immutable sorted files of (key, value-or-tombstone). Implements docs/formats/sstable.md.
+
+    [data block]* [filter block] [index block] [properties block] [footer: 52 bytes]
+
+Every block on disk is `payload | compression u8 | crc32c u32` (the CRC covers payload and the
+compression byte). A data block's uncompressed payload is the msgpack array
+`[[key, ...], [value-or-nil, ...]]`: msgspec decodes it into two Python lists in one C call,
+and a point lookup is then one `bisect` (C) over the keys. That layout is chosen for Python's
+speed; prefix compression would save bytes but cost a Python loop per entry, and lz4 already
+removes most of the redundancy between neighbouring keys.
+
+A `Table` keeps its index and bloom filter in memory (about 4 bytes per key at the defaults,
+docs/formats/sstable.md) and reads data blocks through the shared block cache. A checksum
+failure raises CorruptionError naming the file and offset: wrong data is never returned.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterator
+
+import lz4.block
+import msgspec
+import zstandard
+from crc32c import crc32c
+
+from ringkv.errors import CorruptionError
+from ringkv.storage import bloom
+from ringkv.storage.fs import PosixFileSystem, WritableFile
+
+TABLE_MAGIC = b"ringkvST"
+TABLE_FORMAT_VERSION = 1
+_FOOTER = struct.Struct("<QIQIQII")  # filter, index, properties handles; format version
+_FOOTER_TAIL = struct.Struct("<I8s")  # crc32c of the first 40 bytes; magic
+FOOTER_BYTES = _FOOTER.size + _FOOTER_TAIL.size  # 52
+BLOCK_TRAILER_BYTES = 5
+
+COMPRESSION_NONE = 0
+COMPRESSION_LZ4 = 1
+COMPRESSION_ZSTD = 2
+COMPRESSION_CODES = {"none": COMPRESSION_NONE, "lz4": COMPRESSION_LZ4, "zstd": COMPRESSION_ZSTD}
+
+# Python-object overhead charged to the block cache per decoded entry (two bytes objects and
+# two list slots), so its byte bound tracks real memory rather than the on-disk size.
+CACHE_BYTES_PER_ENTRY = 90
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_block = msgspec.msgpack.Decoder(tuple[list[bytes], list[bytes | None]]).decode
+_decode_index = msgspec.msgpack.Decoder(tuple[list[bytes], list[int], list[int]]).decode
+_decode_props = msgspec.msgpack.Decoder(dict).decode
+_zstd_c = zstandard.ZstdCompressor(level=3)
+_zstd_d = zstandard.ZstdDecompressor()
+_U8U32 = struct.Struct("<BI")
+
+
+def table_file_name(number: int) -> str:
+    return f"{number:06d}.sst"
+
+
+def _compress(raw: bytes, code: int) -> tuple[bytes, int]:
+    if code == COMPRESSION_LZ4:
+        out = lz4.block.compress(raw, store_size=True)
+    elif code == COMPRESSION_ZSTD:
+        out = _zstd_c.compress(raw)
+    else:
+        return raw, COMPRESSION_NONE
+    # Keep the raw bytes unless compression saves at least 1/8: decompressing costs time.
+    if len(out) > len(raw) - (len(raw) >> 3):
+        return raw, COMPRESSION_NONE
+    return out, code
+
+
+def encode_block(raw: bytes, code: int) -> bytes:
+    payload, used = _compress(raw, code)
+    return payload + _U8U32.pack(used, crc32c(payload + bytes((used,))))
+
+
+def decode_block_bytes(data: bytes, path: str, offset: int) -> bytes:
+    """Check the trailer and decompress. REQUIRES: `data` is a whole block with its trailer."""
+    if len(data) < BLOCK_TRAILER_BYTES:
+        raise CorruptionError("SSTable block is truncated", path, offset)
+    code, crc = _U8U32.unpack_from(data, len(data) - BLOCK_TRAILER_BYTES)
+    body = data[: -BLOCK_TRAILER_BYTES + 1]  # payload and compression byte
+    if crc32c(body) != crc:
+        raise CorruptionError("SSTable block checksum mismatch", path, offset)
+    payload = body[:-1]
+    try:
+        if code == COMPRESSION_NONE:
+            return payload
+        if code == COMPRESSION_LZ4:
+            return lz4.block.decompress(payload)
+        if code == COMPRESSION_ZSTD:
+            return _zstd_d.decompress(payload)
+    except Exception as exc:  # a checksummed block that fails to decompress is still corrupt
+        raise CorruptionError(f"SSTable block does not decompress ({exc})", path, offset) from exc
+    raise CorruptionError(f"SSTable block has unknown compression {code}", path, offset)
+
+
+class TableMeta(msgspec.Struct, array_like=True):
+    """What the manifest records about a table; enough to place it without opening it."""
+
+    number: int
+    file_bytes: int
+    smallest: bytes
+    largest: bytes
+    entries: int
+    tombstones: int
+    raw_bytes: int  # sum of key and value lengths
+
+
+class SSTableWriter:
+    """Builds one table. REQUIRES: keys added in strictly increasing order."""
+
+    def __init__(
+        self,
+        file: WritableFile,
+        number: int,
+        block_bytes: int,
+        compression: str,
+        bloom_bits_per_key: int,
+    ):
+        self._file = file
+        self._number = number
+        self._block_bytes = block_bytes
+        self._code = COMPRESSION_CODES[compression]
+        self._bits_per_key = bloom_bits_per_key
+        self._keys: list[bytes] = []
+        self._vals: list[bytes | None] = []
+        self._block_raw = 0
+        self._all_keys: list[bytes] = []
+        self._index_keys: list[bytes] = []
+        self._index_offsets: list[int] = []
+        self._index_sizes: list[int] = []
+        self._offset = 0
+        self.entries = 0
+        self.tombstones = 0
+        self.raw_bytes = 0
+        self._smallest: bytes | None = None
+        self._last: bytes | None = None
+
+    @property
+    def file_bytes(self) -> int:
+        return self._offset + self._block_raw
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        self._keys.append(key)
+        self._vals.append(value)
+        self._all_keys.append(key)
+        n = len(key) + (len(value) if value is not None else 0)
+        self._block_raw += n + 4
+        self.raw_bytes += n
+        self.entries += 1
+        if value is None:
+            self.tombstones += 1
+        if self._smallest is None:
+            self._smallest = key
+        self._last = key
+        if self._block_raw >= self._block_bytes:
+            self._finish_block()
+
+    def add_many(self, keys: list[bytes], vals: list[bytes | None]) -> None:
+        for k, v in zip(keys, vals):
+            self.add(k, v)
+
+    def _write(self, data: bytes) -> tuple[int, int]:
+        off = self._offset
+        self._file.write(data)
+        self._offset += len(data)
+        return off, len(data)
+
+    def _finish_block(self) -> None:
+        if not self._keys:
+            return
+        block = encode_block(_encode((self._keys, self._vals)), self._code)
+        off, size = self._write(block)
+        self._index_keys.append(self._keys[-1])
+        self._index_offsets.append(off)
+        self._index_sizes.append(size)
+        self._keys = []
+        self._vals = []
+        self._block_raw = 0
+
+    def finish(self) -> TableMeta:
+        """Write filter, index, properties and footer; fsync. The caller closes the file."""
+        self._finish_block()
+        bits, k = bloom.build(self._all_keys, self._bits_per_key)
+        f_off, f_size = self._write(encode_block(bits, COMPRESSION_NONE))
+        index = _encode((self._index_keys, self._index_offsets, self._index_sizes))
+        i_off, i_size = self._write(encode_block(index, self._code))
+        props = {
+            "entries": self.entries,
+            "tombstones": self.tombstones,
+            "raw_bytes": self.raw_bytes,
+            "bloom_probes": k,
+            "data_blocks": len(self._index_keys),
+        }
+        p_off, p_size = self._write(encode_block(_encode(props), COMPRESSION_NONE))
+        head = _FOOTER.pack(f_off, f_size, i_off, i_size, p_off, p_size, TABLE_FORMAT_VERSION)
+        self._write(head + _FOOTER_TAIL.pack(crc32c(head), TABLE_MAGIC))
+        self._file.sync()
+        return TableMeta(
+            number=self._number,
+            file_bytes=self._offset,
+            smallest=self._smallest or b"",
+            largest=self._last or b"",
+            entries=self.entries,
+            tombstones=self.tombstones,
+            raw_bytes=self.raw_bytes,
+        )
+
+
+def _parse_footer(data: bytes, path: str, file_size: int) -> tuple[int, int, int, int, int, int]:
+    if len(data) != FOOTER_BYTES:
+        raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
+    head = data[: _FOOTER.size]
+    crc, magic = _FOOTER_TAIL.unpack_from(data, _FOOTER.size)
+    where = file_size - FOOTER_BYTES
+    if magic != TABLE_MAGIC:
+        raise CorruptionError("SSTable footer has a bad magic number", path, where)
+    if crc32c(head) != crc:
+        raise CorruptionError("SSTable footer checksum mismatch", path, where)
+    f_off, f_size, i_off, i_size, p_off, p_size, version = _FOOTER.unpack(head)
+    if version != TABLE_FORMAT_VERSION:
+        raise CorruptionError(
+            f"SSTable format version {version} is not supported (want {TABLE_FORMAT_VERSION})", path, where
+        )
+    for off, size in ((f_off, f_size), (i_off, i_size), (p_off, p_size)):
+        if off + size > where:
+            raise CorruptionError("SSTable footer points past the end of the file", path, where)
+    return f_off, f_size, i_off, i_size, p_off, p_size
+
+
+class Table:
+    """An open SSTable's resident part (index, bloom filter, bounds). Safe for concurrent readers.
+
+    Data blocks are read through `block_cache` (keyed by (number, offset)) and the file through
+    `table_cache`, which bounds how many files are open at once.
+    """
+
+    __slots__ = (
+        "_block_cache",
+        "_index_keys",
+        "_index_offsets",
+        "_index_sizes",
+        "_table_cache",
+        "bloom",
+        "largest",
+        "meta",
+        "number",
+        "path",
+        "smallest",
+    )
+
+    def __init__(self, path: str, meta: TableMeta, fs: PosixFileSystem, block_cache, table_cache):
+        self.path = path
+        self.meta = meta
+        self.number = meta.number
+        self.smallest = meta.smallest
+        self.largest = meta.largest
+        self._block_cache = block_cache
+        self._table_cache = table_cache
+        f = table_cache.get(self.number, path)
+        size = f.size
+        if size < FOOTER_BYTES:
+            raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
+        f_off, f_size, i_off, i_size, p_off, p_size = _parse_footer(
+            f.read(size - FOOTER_BYTES, FOOTER_BYTES), path, size
+        )
+        index_raw = decode_block_bytes(f.read(i_off, i_size), path, i_off)
+        try:
+            keys, offsets, sizes = _decode_index(index_raw)
+        except msgspec.DecodeError as exc:
+            raise CorruptionError(f"SSTable index does not decode ({exc})", path, i_off) from exc
+        if not (len(keys) == len(offsets) == len(sizes)):
+            raise CorruptionError("SSTable index arrays differ in length", path, i_off)
+        self._index_keys = keys
+        self._index_offsets = array("Q", offsets)
+        self._index_sizes = array("I", sizes)
+        try:
+            props = _decode_props(decode_block_bytes(f.read(p_off, p_size), path, p_off))
+            probes = int(props["bloom_probes"])
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptionError(f"SSTable properties do not decode ({exc})", path, p_off) from exc
+        # The probe count comes from the table itself, so tables stay readable when
+        # bloom_bits_per_key changes.
+        self.bloom = bloom.BloomFilter(decode_block_bytes(f.read(f_off, f_size), path, f_off), probes)
+
+    def resident_bytes(self) -> int:
+        """Memory held outside the caches: index keys, handles and the bloom filter."""
+        keys = self._index_keys
+        return (
+            self.bloom.memory_bytes()
+            + sum(len(k) + 33 for k in keys)
+            + 8 * len(keys)
+            + 12 * len(keys)
+        )
+
+    def _block(self, i: int) -> tuple[list[bytes], list[bytes | None]]:
+        off = self._index_offsets[i]
+        cache = self._block_cache
+        key = (self.number, off)
+        block = cache.get(key)
+        if block is not None:
+            return block
+        data = self._table_cache.get(self.number, self.path).read(off, self._index_sizes[i])
+        raw = decode_block_bytes(data, self.path, off)
+        try:
+            block = _decode_block(raw)
+        except msgspec.DecodeError as exc:
+            raise CorruptionError(f"SSTable data block does not decode ({exc})", self.path, off) from exc
+        if len(block[0]) != len(block[1]):
+            raise CorruptionError("SSTable data block keys and values differ in count", self.path, off)
+        cache.put(key, block, len(raw) + CACHE_BYTES_PER_ENTRY * len(block[0]))
+        return block
+
+    def get(self, key: bytes):
+        """The stored value, None for a tombstone, or `MISSING` when the table lacks the key."""
+        i = bisect_left(self._index_keys, key)
+        if i == len(self._index_keys):
+            return MISSING
+        keys, vals = self._block(i)
+        j = bisect_left(keys, key)
+        if j < len(keys) and keys[j] == key:
+            return vals[j]
+        return MISSING
+
+    def blocks_from(self, start: bytes | None, end: bytes | None):
+        """(keys, values) slices of consecutive blocks covering start <= key < end."""
+        index_keys = self._index_keys
+        i = 0 if start is None else bisect_left(index_keys, start)
+        n = len(index_keys)
+        lo = None if start is None else start
+        while i < n:
+            keys, vals = self._block(i)
+            a = bisect_left(keys, lo) if lo is not None else 0
+            lo = None
+            if end is not None and keys[-1] >= end:
+                b = bisect_left(keys, end)
+                if a < b:
+                    yield keys[a:b], vals[a:b]
+                return
+            if a:
+                yield keys[a:], vals[a:]
+            else:
+                yield keys, vals
+            i += 1
+
+    def items_from(self, start: bytes | None, end: bytes | None) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key, value-or-None) in order for start <= key < end."""
+        for keys, vals in self.blocks_from(start, end):
+            yield from zip(keys, vals)
+
+
+MISSING = object()
+
+
+def read_all_blocks(data: bytes, path: str) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
+    """Every data block of a whole table file held in memory, in order (compaction's reader)."""
+    size = len(data)
+    if size < FOOTER_BYTES:
+        raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
+    _, _, i_off, i_size, _, _ = _parse_footer(data[size - FOOTER_BYTES :], path, size)
+    try:
+        _, offsets, sizes = _decode_index(decode_block_bytes(data[i_off : i_off + i_size], path, i_off))
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(f"SSTable index does not decode ({exc})", path, i_off) from exc
+    for off, sz in zip(offsets, sizes):
+        raw = decode_block_bytes(data[off : off + sz], path, off)
+        try:
+            block = _decode_block(raw)
+        except msgspec.DecodeError as exc:
+            raise CorruptionError(f"SSTable data block does not decode ({exc})", path, off) from exc
+        yield block

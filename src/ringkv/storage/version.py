@@ -1,0 +1,159 @@
+"""A Version: one immutable arrangement of live tables into levels, and compaction picking.
+
+Level 0 holds flushed memtables, newest first, whose key ranges may overlap. Every deeper level
+holds tables with disjoint ranges, sorted by key, and is older than every level above it. A
+point lookup therefore checks L0 tables newest to oldest, then at most one table per level.
+
+Versions never change; flushes and compactions build a new one. Scans pin the version they
+started on, and the engine deletes a table file only once no live version holds it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from ringkv.storage.options import Options
+from ringkv.storage.sstable import MISSING, Table
+
+
+class Version:
+    __slots__ = ("__weakref__", "_deep", "_largest", "levels")
+
+    def __init__(self, levels: list[list[Table]]):
+        self.levels = levels
+        self._largest = [[t.largest for t in level] for level in levels]
+        # (largest keys, tables) of each non-empty level below 0: what a point lookup walks.
+        self._deep = [(self._largest[li], levels[li]) for li in range(1, len(levels)) if levels[li]]
+
+    def get(self, key: bytes):
+        """Newest value (None for a tombstone) or MISSING."""
+        for t in self.levels[0]:
+            if t.smallest <= key <= t.largest and t.bloom.may_contain(key):
+                v = t.get(key)
+                if v is not MISSING:
+                    return v
+        for lk, tables in self._deep:
+            i = bisect_left(lk, key)
+            if i < len(lk):
+                t = tables[i]
+                if t.smallest <= key and t.bloom.may_contain(key):
+                    v = t.get(key)
+                    if v is not MISSING:
+                        return v
+        return MISSING
+
+    def overlapping(self, level: int, smallest: bytes | None, largest: bytes | None) -> list[Table]:
+        """Tables of `level` (>= 1) whose range meets [smallest, largest]; None is unbounded."""
+        tables = self.levels[level]
+        lo = 0 if smallest is None else bisect_left(self._largest[level], smallest)
+        out = []
+        for t in tables[lo:]:
+            if largest is not None and t.smallest > largest:
+                break
+            out.append(t)
+        return out
+
+    def level_tables_from(self, level: int, start: bytes | None) -> list[Table]:
+        lo = 0 if start is None else bisect_left(self._largest[level], start)
+        return self.levels[level][lo:]
+
+    def numbers(self) -> set[int]:
+        return {t.number for level in self.levels for t in level}
+
+    def level_bytes(self, level: int) -> int:
+        return sum(t.meta.file_bytes for t in self.levels[level])
+
+    def ranges_below(self, level: int) -> list[list[tuple[bytes, bytes]]]:
+        """Key ranges of every level deeper than `level`, for the tombstone-drop rule."""
+        return [[(t.smallest, t.largest) for t in lv] for lv in self.levels[level + 1 :] if lv]
+
+    def with_changes(self, removed: set[int], added: dict[int, list[Table]]) -> Version:
+        levels = []
+        for li, level in enumerate(self.levels):
+            kept = [t for t in level if t.number not in removed]
+            new = added.get(li, [])
+            if li == 0:
+                kept = new + kept  # new L0 tables are the newest
+            else:
+                kept = sorted(kept + new, key=lambda t: t.smallest)
+            levels.append(kept)
+        return Version(levels)
+
+
+class CompactionPick:
+    __slots__ = ("inputs", "level", "output_level", "trivial_move")
+
+    def __init__(self, level: int, inputs: list[Table], overlaps: list[Table], trivial_move: bool):
+        self.level = level
+        self.output_level = level + 1
+        # Sorted runs, newest first: each L0 table alone, then the rest of `level`, then the
+        # overlapping tables of the next level.
+        self.inputs = inputs, overlaps
+        self.trivial_move = trivial_move
+
+    def runs(self) -> list[list[Table]]:
+        upper, lower = self.inputs
+        runs = [[t] for t in upper] if self.level == 0 else [upper]
+        if lower:
+            runs.append(lower)
+        return runs
+
+    def tables(self) -> list[Table]:
+        return self.inputs[0] + self.inputs[1]
+
+
+def level_max_bytes(options: Options, level: int) -> int:
+    return options.level1_max_bytes * options.level_size_multiplier ** (level - 1)
+
+
+def scores(version: Version, options: Options) -> list[float]:
+    out = [len(version.levels[0]) / options.level0_compaction_trigger_files]
+    for li in range(1, len(version.levels) - 1):
+        out.append(version.level_bytes(li) / level_max_bytes(options, li))
+    return out
+
+
+def pick_compaction(version: Version, options: Options, pointers: dict[int, bytes]) -> CompactionPick | None:
+    """The most urgent compaction (LevelDB's size-based rule), or None when none is due."""
+    sc = scores(version, options)
+    best = max(range(len(sc)), key=sc.__getitem__)
+    if sc[best] < 1.0:
+        return None
+    return pick_for_level(version, best, pointers)
+
+
+def pick_for_level(version: Version, level: int, pointers: dict[int, bytes]) -> CompactionPick | None:
+    tables = version.levels[level]
+    if not tables:
+        return None
+    if level == 0:
+        upper = list(tables)
+        smallest = min(t.smallest for t in upper)
+        largest = max(t.largest for t in upper)
+    else:
+        # Round-robin through the level's key space so every range gets compacted in turn.
+        ptr = pointers.get(level)
+        i = 0 if ptr is None else bisect_right([t.largest for t in tables], ptr)
+        upper = [tables[i % len(tables)]]
+        smallest, largest = upper[0].smallest, upper[0].largest
+    lower = version.overlapping(level + 1, smallest, largest)
+    trivial = level > 0 and not lower and len(upper) == 1
+    return CompactionPick(level, upper, lower, trivial)
+
+
+def pick_range(version: Version, level: int, start: bytes | None, end: bytes | None) -> CompactionPick | None:
+    """Everything of `level` that meets [start, end] (for compact_range), or None."""
+    if level == 0:
+        upper = [
+            t
+            for t in version.levels[0]
+            if (start is None or t.largest >= start) and (end is None or t.smallest <= end)
+        ]
+    else:
+        upper = version.overlapping(level, start, end)
+    if not upper:
+        return None
+    smallest = min(t.smallest for t in upper)
+    largest = max(t.largest for t in upper)
+    lower = version.overlapping(level + 1, smallest, largest)
+    return CompactionPick(level, upper, lower, False)

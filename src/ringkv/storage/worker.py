@@ -1,0 +1,134 @@
+"""Worker processes for flushes and compaction merges.
+
+Merging tables is CPU-bound Python; run on the caller's thread it would hold the GIL and stall
+whatever else the process does (a node's event loop above all). A worker is a plain
+`python -m ringkv.storage.worker_main` child talking over its stdin/stdout pipes: length-prefixed
+pickles of (job function name, job) in, (ok, result or exception) out. Unlike a
+multiprocessing pool it never re-imports the parent's `__main__`, so the engine can be embedded
+in any script, a REPL or a notebook.
+
+A worker exits when its parent goes away (EOF on stdin). Idle workers are kept in a small
+process-wide pool and reused by every engine in the process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+
+from ringkv.errors import RingkvError
+
+_LEN = struct.Struct("<Q")
+MAX_IDLE_WORKERS = 4
+
+
+class WorkerDiedError(RingkvError):
+    """The worker process ended while running a job."""
+
+
+def _functions():
+    from ringkv.storage import compaction
+
+    return {"flush": compaction.run_flush, "compact": compaction.run_compaction}
+
+
+class WorkerProcess:
+    """One child process; `run` is called by one thread at a time."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        # The child must import the same ringkv as the parent, even from a source checkout.
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ringkv.storage.worker_main"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def run(self, name: str, job):
+        data = pickle.dumps((name, job), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+            self._proc.stdin.flush()
+            head = self._proc.stdout.read(_LEN.size)
+            if len(head) < _LEN.size:
+                raise WorkerDiedError(f"compaction worker exited with code {self._proc.wait()}")
+            (n,) = _LEN.unpack(head)
+            ok, result = pickle.loads(self._proc.stdout.read(n))
+        except (BrokenPipeError, EOFError) as exc:
+            raise WorkerDiedError(f"compaction worker died: {exc}") from exc
+        if not ok:
+            raise result
+        return result
+
+    def close(self) -> None:
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+
+
+_idle: list[WorkerProcess] = []
+_idle_lock = threading.Lock()
+
+
+def run_in_worker(name: str, job):
+    """Run `job` in an idle worker (starting one if none is idle); retried once if it dies."""
+    for attempt in range(2):
+        with _idle_lock:
+            worker = _idle.pop() if _idle else None
+        if worker is None or not worker.alive():
+            worker = WorkerProcess()
+        try:
+            result = worker.run(name, job)
+        except WorkerDiedError:
+            if attempt:
+                raise
+            continue
+        except BaseException:
+            worker.close()
+            raise
+        with _idle_lock:
+            if len(_idle) < MAX_IDLE_WORKERS:
+                _idle.append(worker)
+                worker = None
+        if worker is not None:
+            worker.close()
+        return result
+    raise AssertionError("unreachable")
+
+
+def main() -> None:
+    # Keep the protocol pipe to ourselves: anything the job prints goes to stderr.
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    proto_in = sys.stdin.buffer
+    functions = _functions()
+    while True:
+        head = proto_in.read(_LEN.size)
+        if len(head) < _LEN.size:
+            return  # the parent closed the pipe or died
+        (n,) = _LEN.unpack(head)
+        name, job = pickle.loads(proto_in.read(n))
+        try:
+            reply = (True, functions[name](job))
+        except BaseException as exc:  # report every failure to the parent, then keep serving
+            try:
+                pickle.dumps(exc)
+            except Exception:
+                exc = RingkvError(f"{type(exc).__name__}: {exc}")
+            reply = (False, exc)
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        proto_out.write(_LEN.pack(len(data)) + data)
+        proto_out.flush()
