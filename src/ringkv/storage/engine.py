@@ -42,7 +42,12 @@ from ringkv.storage.cache import BlockCache, TableCache
 from ringkv.storage.fs import PosixFileSystem
 from ringkv.storage.memtable import ENTRY_OVERHEAD_BYTES, MemTable
 from ringkv.storage.options import MAX_KEY_BYTES, Options
-from ringkv.storage.sstable import MISSING, Table, TableMeta, table_file_name
+from ringkv.storage.sstable import (
+    MISSING,
+    Table,
+    TableMeta,
+    table_file_name,
+)
 from ringkv.storage.version import CompactionPick, Version, pick_compaction, pick_range
 from ringkv.storage.worker import run_in_worker
 
@@ -270,18 +275,7 @@ class Engine:
     def _recover(self) -> None:
         fs = self._fs
         names = fs.listdir(self.path)
-        state = manifest.read(fs, self.path)
-        if state is None:
-            if any(n.endswith((".sst", ".wal")) for n in names):
-                if not self.options.salvage:
-                    raise CorruptionError(
-                        "MANIFEST is missing but data files are present; open with "
-                        "Options(salvage=True) to rebuild it from the tables and logs",
-                        os.path.join(self.path, manifest.MANIFEST_NAME),
-                    )
-                state = self._salvage_manifest(names)
-            else:
-                state = manifest.ManifestState(next_file=1, log_number=0, levels=[])
+        state = self._read_manifest(names)
         while len(state.levels) < self.options.max_levels:
             state.levels.append([])
         self._mstate = state
@@ -316,15 +310,16 @@ class Engine:
                     report.torn_at if report.torn_at is not None else report.salvaged_at,
                     "torn tail" if report.torn_at is not None else "salvage",
                 )
+        wal_number = self._next_number()
         if len(replay):
             number = self._next_number()
-            meta = jobs.write_table(self.path, number, sorted(replay.data.items(), key=itemgetter(0)), self._settings, fs)
+            items = sorted(replay.data.items(), key=itemgetter(0))
+            meta = jobs.write_table(self.path, number, items, self._settings, fs)
             self._flush_bytes += meta.file_bytes
             version = version.with_changes(set(), {0: [self._open_table(meta)]})
-        wal_number = self._next_number()
         state.log_number = wal_number
         state.levels = [[t.meta for t in level] for level in version.levels]
-        manifest.write(fs, self.path, state)
+        manifest.write(fs, self.path, manifest.encode(state))
         self._wal = wal.WalWriter(fs, os.path.join(self.path, wal_file_name(wal_number)))
         fs.sync_dir(self.path)
         self._install(_State(MemTable(wal_number), (), version))
@@ -336,22 +331,37 @@ class Engine:
             if (ext == "sst" and stem.isdigit() and int(stem) not in live) or (ext == "wal" and stem.isdigit() and int(stem) < wal_number) or name == manifest.MANIFEST_NAME + ".tmp":
                 fs.remove(os.path.join(self.path, name))
 
-    def _salvage_manifest(self, names: list[str]) -> manifest.ManifestState:
-        """Rebuild a lost manifest: every readable table becomes level 0, newest first."""
-        numbers = sorted((int(n[:-4]) for n in names if n.endswith(".sst") and n[:-4].isdigit()), reverse=True)
-        metas = []
-        for number in numbers:
-            path = self._table_path(number)
-            try:
-                metas.append(_scan_meta(path, number))
-            except CorruptionError as exc:
-                log.warning("salvage skips unreadable table %s: %s", path, exc)
-                self.recovery.append({"table": path, "skipped": str(exc)})
-        wal_numbers = [int(n[:-4]) for n in names if n.endswith(".wal") and n[:-4].isdigit()]
-        top = max(numbers + wal_numbers + [0])
-        # Logs newer than every table may hold unflushed data; older ones were flushed.
-        newest_table = numbers[0] if numbers else 0
-        return manifest.ManifestState(next_file=top + 1, log_number=newest_table + 1, levels=[metas])
+    def _read_manifest(self, names: list[str]) -> manifest.ManifestState:
+        fs = self._fs
+        main_path = os.path.join(self.path, manifest.MANIFEST_NAME)
+        try:
+            state = manifest.read(fs, self.path)
+            problem = None
+        except CorruptionError as exc:
+            state, problem = None, exc
+        if state is not None:
+            return state
+        has_data = any(n.endswith((".sst", ".wal")) for n in names)
+        if problem is None and not has_data:
+            return manifest.ManifestState(next_file=1, log_number=0, levels=[])  # a new store
+        if not self.options.salvage:
+            if problem is not None:
+                raise CorruptionError(
+                    f"{problem}; open with Options(salvage=True) to recover from MANIFEST.bak",
+                    problem.path,
+                    problem.offset,
+                )
+            raise CorruptionError(
+                "MANIFEST is missing but data files are present; open with Options(salvage=True) "
+                "to recover from MANIFEST.bak",
+                main_path,
+            )
+        backup = manifest.read(fs, self.path, manifest.BACKUP_NAME)  # raises if corrupt too
+        if backup is None:
+            raise CorruptionError("MANIFEST and its mirror MANIFEST.bak are both missing", main_path)
+        self.recovery.append({"manifest": main_path, "recovered_from": manifest.BACKUP_NAME, "problem": str(problem or "missing")})
+        log.warning("recovered the table set from %s (%s)", manifest.BACKUP_NAME, problem or "MANIFEST missing")
+        return backup
 
     def _next_number(self) -> int:
         n = self._mstate.next_file
@@ -584,7 +594,8 @@ class Engine:
 
     def _flush_one(self, mem: MemTable, number: int) -> None:
         if self.options.background == "process":
-            job = jobs.FlushJob(self.path, os.path.join(self.path, wal_file_name(mem.wal_number)), number, self._settings)
+            wal_path = os.path.join(self.path, wal_file_name(mem.wal_number))
+            job = jobs.FlushJob(self.path, wal_path, number, self._settings)
             meta = self._run_job("flush", job)
         else:
             items = sorted(mem.data.items(), key=itemgetter(0))
@@ -612,10 +623,7 @@ class Engine:
         self._fs.remove(os.path.join(self.path, wal_file_name(mem.wal_number)))
 
     def _write_manifest(self, encoded: bytes) -> None:
-        tmp = os.path.join(self.path, manifest.MANIFEST_NAME + ".tmp")
-        self._fs.write_file_synced(tmp, encoded)
-        self._fs.rename(tmp, os.path.join(self.path, manifest.MANIFEST_NAME))
-        self._fs.sync_dir(self.path)
+        manifest.write(self._fs, self.path, encoded)
 
     def _compaction_loop(self) -> None:
         while True:
@@ -814,21 +822,3 @@ def _prefix_end(prefix: bytes) -> bytes | None:
         return None
     p[-1] += 1
     return bytes(p)
-
-
-def _scan_meta(path: str, number: int) -> TableMeta:
-    from ringkv.storage.sstable import read_all_blocks
-
-    with open(path, "rb") as f:
-        data = f.read()
-    smallest = largest = None
-    entries = tombstones = raw = 0
-    for keys, vals in read_all_blocks(data, path):
-        if keys:
-            if smallest is None:
-                smallest = keys[0]
-            largest = keys[-1]
-        entries += len(keys)
-        tombstones += sum(1 for v in vals if v is None)
-        raw += sum(len(k) for k in keys) + sum(len(v) for v in vals if v is not None)
-    return TableMeta(number, len(data), smallest or b"", largest or b"", entries, tombstones, raw)

@@ -5,6 +5,11 @@ hundred bytes per table, and changes come once per flush or compaction): written
 `MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory fsynced. A reader therefore
 sees the old set or the new set, never a mix.
 
+A mirror, `MANIFEST.bak`, is written the same way right after. Files are deleted only once both
+copies stop naming them, so either copy always describes files that exist: when `MANIFEST` is
+lost or corrupt, `Options(salvage=True)` recovers from the mirror (at worst one change behind,
+whose output is then an orphan and whose input logs are replayed again).
+
     magic "ringkvMF" | format version u32 | payload length u32 | crc32c(payload) u32 | payload
 
 The payload is msgpack: {"next_file": int, "log_number": int, "levels": [[TableMeta, ...], ...]}.
@@ -23,6 +28,7 @@ from ringkv.storage.fs import PosixFileSystem
 from ringkv.storage.sstable import TableMeta
 
 MANIFEST_NAME = "MANIFEST"
+BACKUP_NAME = "MANIFEST.bak"
 MANIFEST_MAGIC = b"ringkvMF"
 MANIFEST_FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIII")
@@ -66,15 +72,17 @@ def decode(data: bytes, path: str) -> ManifestState:
         raise CorruptionError(f"manifest does not decode ({exc})", path, HEADER_BYTES) from exc
 
 
-def write(fs: PosixFileSystem, directory: str, state: ManifestState) -> None:
-    tmp = os.path.join(directory, MANIFEST_NAME + ".tmp")
-    fs.write_file_synced(tmp, encode(state))
-    fs.rename(tmp, os.path.join(directory, MANIFEST_NAME))
+def write(fs: PosixFileSystem, directory: str, data: bytes) -> None:
+    """Atomically replace MANIFEST, then its mirror MANIFEST.bak, with `data` (encoded)."""
+    for name in (MANIFEST_NAME, BACKUP_NAME):
+        tmp = os.path.join(directory, name + ".tmp")
+        fs.write_file_synced(tmp, data)
+        fs.rename(tmp, os.path.join(directory, name))
     fs.sync_dir(directory)
 
 
-def read(fs: PosixFileSystem, directory: str) -> ManifestState | None:
-    path = os.path.join(directory, MANIFEST_NAME)
+def read(fs: PosixFileSystem, directory: str, name: str = MANIFEST_NAME) -> ManifestState | None:
+    path = os.path.join(directory, name)
     if not fs.exists(path):
         return None
     return decode(fs.read_all(path), path)

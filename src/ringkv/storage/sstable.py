@@ -373,3 +373,4 @@ def read_all_blocks(data: bytes, path: str) -> Iterator[tuple[list[bytes], list[
         except msgspec.DecodeError as exc:
             raise CorruptionError(f"SSTable data block does not decode ({exc})", path, off) from exc
         yield block
+

@@ -12,13 +12,14 @@ cut the last write short: dropped) from corruption in the middle (an error namin
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
 
 from crc32c import crc32c
 
-from ringkv.errors import CorruptionError
+from ringkv.errors import CorruptionError, StorageFullError
 from ringkv.storage.fs import PosixFileSystem, WritableFile
 
 WAL_MAGIC = b"ringkvWL"
@@ -219,36 +220,36 @@ class WalWriter:
         self._fd = self._file.fileno() if type(self._file) is WritableFile else -1
 
     def append(self, record: bytes) -> int:
-        """Hand the record to the OS; returns its LSN (end position). REQUIRES: write lock held."""
-        n = len(record)
-        if self._fd >= 0 and os.write(self._fd, record) == n:
-            self._file.size += n
-        else:
-            self._append_slow(record)
-        self.bytes_written += n
-        self.written_lsn = lsn = self._base + self._file.size
-        return lsn
+        """Hand the record to the OS; returns its LSN (end position). REQUIRES: write lock held.
 
-    def _append_slow(self, record: bytes) -> None:
-        """Short writes, errors and test file systems. A failed append leaves no partial record."""
+        A failed append (ENOSPC, EIO) cuts the log back to where it was, so replay never meets
+        half a record followed by good ones, and raises (StorageFullError for a full disk).
+        """
+        n = len(record)
         f = self._file
         before = f.size
         try:
             if self._fd >= 0:
-                # os.write wrote a prefix: the rest goes through the retrying writer.
-                written = os.fstat(self._fd).st_size - before
-                f.size = before + written
-                f.write(record[written:])
+                written = os.write(self._fd, record)
+                if written != n:  # a short write: finish through the retrying writer
+                    f.size = before + written
+                    f.write(record[written:])
+                else:
+                    f.size = before + n
             else:
                 f.write(record)
-        except BaseException:
-            # Cut the log back so replay never meets half a record followed by good ones.
+        except OSError as exc:
             try:
                 os.ftruncate(f.fileno(), before)
                 f.size = before
             except OSError:
                 pass
+            if exc.errno == errno.ENOSPC:
+                raise StorageFullError(f"no space left on device appending to {self.path}") from exc
             raise
+        self.bytes_written += n
+        self.written_lsn = lsn = self._base + f.size
+        return lsn
 
     def sync_to(self, lsn: int) -> None:
         """Return once everything up to `lsn` is fsynced, sharing fsyncs among waiters."""

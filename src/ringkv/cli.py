@@ -1,0 +1,71 @@
+"""The `ringkv` command line.
+
+Exit codes scripts can rely on: 0 success, 1 a failed operation, 2 bad usage (click's own).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+DEFAULT_DATA_DIR = os.path.join(os.getcwd(), "ringkv-data")
+
+
+@click.group()
+@click.version_option(package_name="ringkv")
+def main() -> None:
+    """ringkv: a Dynamo-style distributed key-value store."""
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "data_dir",
+    default=os.path.join(DEFAULT_DATA_DIR, "demo"),
+    show_default=True,
+    help="Data directory of the embedded engine.",
+)
+@click.option("--keys", default=100_000, show_default=True, help="How many keys to write.")
+def demo(data_dir: str, keys: int) -> None:
+    """Write keys into the embedded storage engine, read them back, reopen and check again."""
+    from ringkv.storage import Engine, Options
+
+    console = Console()
+    console.print(f"[bold]ringkv storage engine demo[/] in {data_dir}")
+    value = b"v" * 100
+    with Engine.open(data_dir, Options()) as db:
+        started = time.perf_counter()
+        for i in range(keys):
+            db.put(b"demo:%08d" % i, value + b"%d" % i)
+        took = time.perf_counter() - started
+        console.print(f"wrote {keys:,} keys in {took:.2f} s ({keys / took:,.0f} puts/s)")
+        started = time.perf_counter()
+        for i in range(keys):
+            assert db.get(b"demo:%08d" % i) == value + b"%d" % i
+        took = time.perf_counter() - started
+        console.print(f"read them back in {took:.2f} s ({keys / took:,.0f} gets/s)")
+        with db.scan_prefix(b"demo:0000001") as it:
+            first = [k.decode() for k, _ in it][:5]
+        console.print(f"scan_prefix(b'demo:0000001') starts with {first}")
+    with Engine.open(data_dir, Options()) as db:
+        missing = sum(1 for i in range(keys) if db.get(b"demo:%08d" % i) != value + b"%d" % i)
+        stats = db.stats()
+    console.print(f"reopened: {keys - missing:,} of {keys:,} keys present")
+    table = RichTable(title="engine stats after reopen")
+    table.add_column("level")
+    table.add_column("tables", justify="right")
+    table.add_column("bytes", justify="right")
+    for lv in stats["levels"]:
+        if lv["tables"]:
+            table.add_row(str(lv["level"]), str(lv["tables"]), f"{lv['bytes']:,}")
+    console.print(table)
+    if missing:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
