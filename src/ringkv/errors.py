@@ -46,3 +46,91 @@ class ClosedError(RingkvError):
 
 class StorageFullError(RingkvError, OSError):
     """The disk refused a write (ENOSPC); nothing partial was acknowledged."""
+
+
+class ClockSkewError(RingkvError):
+    """A remote hybrid-logical-clock timestamp is further ahead of local time than allowed.
+
+    Merging it would drag this node's clock ahead of real time, so it is refused. The message
+    names both clocks and the bound, so an operator can find the node whose clock is wrong.
+    """
+
+    def __init__(self, remote_ms: int, physical_ms: int, max_offset_ms: int):
+        super().__init__(
+            f"remote clock is {remote_ms - physical_ms} ms ahead of local physical time "
+            f"(remote {remote_ms} ms, local {physical_ms} ms); max_offset_ms={max_offset_ms}: "
+            "check NTP on the node that sent it"
+        )
+        self.remote_ms = remote_ms
+        self.physical_ms = physical_ms
+        self.max_offset_ms = max_offset_ms
+
+
+class InvalidContextError(RingkvError, ValueError):
+    """A causal context handed in by a client is not one ringkv gave out (garbage, truncated,
+    too large or from an unknown format version). The client should read the key again."""
+
+
+# --- inter-node RPC (ringkv.net) ---
+
+
+class RpcError(RingkvError):
+    """A call to another node failed. `peer` names that node (or its address) when known."""
+
+    def __init__(self, message: str, peer: str | None = None):
+        super().__init__(message)
+        self.peer = peer
+
+
+class RpcTimeoutError(RpcError):
+    """No reply within the caller's `timeout_ms`; the request may still have run on the peer."""
+
+    def __init__(self, peer: str, timeout_ms: float, waiting_for: str | None = None):
+        message = f"{peer} timed out after {timeout_ms:g} ms"
+        if waiting_for:
+            message += f" ({waiting_for})"
+        super().__init__(message, peer)
+        self.timeout_ms = timeout_ms
+
+
+class PeerUnavailableError(RpcError):
+    """The peer could not be reached (refused, unknown address, connection lost or closed)."""
+
+    def __init__(self, peer: str, reason: str):
+        super().__init__(f"{peer} unavailable: {reason}", peer)
+        self.reason = reason
+
+
+class HandshakeError(RpcError):
+    """The peer belongs to another cluster or speaks another protocol version (or is not the
+    node the address book named); the connection was refused by one side."""
+
+    def __init__(self, peer: str, reason: str):
+        super().__init__(f"handshake with {peer} refused: {reason}", peer)
+        self.reason = reason
+
+
+class RpcProtocolError(RpcError):
+    """The peer sent bytes that break the RPC protocol; the connection was closed."""
+
+
+class FrameTooLargeError(RpcProtocolError, LimitError):
+    """A frame is longer than `max_frame_bytes` (sent or received)."""
+
+    def __init__(self, size_bytes: int, max_frame_bytes: int, peer: str | None = None,
+                 direction: str = ""):
+        where = f" {direction} {peer}" if peer and direction else ""
+        super().__init__(
+            f"frame of {size_bytes} bytes{where} is over max_frame_bytes={max_frame_bytes}", peer
+        )
+        self.size_bytes = size_bytes
+        self.max_frame_bytes = max_frame_bytes
+
+
+class RemoteError(RpcError):
+    """The peer ran the request and answered with an error (`code` from the RPC format)."""
+
+    def __init__(self, peer: str, code: int, remote_message: str):
+        super().__init__(f"{peer} answered with error {code}: {remote_message}", peer)
+        self.code = code
+        self.remote_message = remote_message

@@ -1,0 +1,216 @@
+"""The stored record: what the storage engine keeps as the value of a key.
+
+Implements docs/formats/record.md. A record is a clock plus siblings; a sibling is a dot, a
+value (bytes, or None for a tombstone), an HLC timestamp and an expiry (ms since the epoch,
+0 = never). The coordinating replica builds the new record with `apply_write`; every other
+replica, read repair and anti-entropy fold records together with `merge`.
+
+Winner rule (what a plain GET returns, the same on every node): among all siblings, the one
+with the highest HLC timestamp, ties broken by the highest dot (actor bytes, then counter).
+The winner is picked before liveness is looked at: if it is a tombstone, or expired
+(0 < expire_at_ms <= now_ms), the key is not found, even if an older concurrent sibling is
+live. Sibling-aware reads return `live_siblings(now_ms)` and the record's clock as context.
+
+Conflict policy per namespace: `siblings` keeps every value no write has superseded (dotted
+version vectors, see dvv.py); `lww` keeps only the winner, by the rule above, and ignores
+causality, as Cassandra does: the HLC is what orders writes there.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
+
+from ringkv.errors import CorruptionError
+from ringkv.versioning import dvv
+from ringkv.versioning.dvv import Actor, ClockField, Dot, VersionVector
+from ringkv.versioning.hlc import timestamp_ms
+
+FORMAT_VERSION = 1
+
+_Timestamp = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConflictPolicy(enum.StrEnum):
+    """How a namespace resolves concurrent writes."""
+
+    SIBLINGS = "siblings"
+    LWW = "lww"
+
+
+class Sibling(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One value of a key, tagged with the write that made it. gc=False: holds no cycles."""
+
+    dot: Dot
+    value: bytes | None
+    """None is a tombstone: a versioned delete."""
+    timestamp: _Timestamp
+    """HLC timestamp of the write (hlc.py), used by the winner rule and lww."""
+    expire_at_ms: _Timestamp = 0
+    """Milliseconds since the epoch at which the value stops being visible; 0 = never."""
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.value is None
+
+    def is_expired(self, now_ms: int) -> bool:
+        return 0 < self.expire_at_ms <= now_ms
+
+    def is_live(self, now_ms: int) -> bool:
+        """Visible to reads: not a tombstone and not expired."""
+        return self.value is not None and not 0 < self.expire_at_ms <= now_ms
+
+    def dead_since_ms(self) -> int | None:
+        """When this sibling stopped being visible (a tombstone from its write's millisecond,
+        an expiring value from expire_at_ms), or None if it never will on its own."""
+        if self.value is None:
+            return timestamp_ms(self.timestamp)
+        return self.expire_at_ms or None
+
+
+def _winner_key(sibling: Sibling) -> tuple[int, Dot]:
+    return sibling.timestamp, sibling.dot
+
+
+def pick_winner(siblings: tuple[Sibling, ...] | list[Sibling]) -> Sibling:
+    """The sibling the winner rule picks, live or not. REQUIRES: `siblings` is not empty.
+
+    Dots are unique, so the key is a total order and the pick does not depend on the order of
+    `siblings`.
+    """
+    return max(siblings, key=_winner_key)
+
+
+class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A key's stored versions. Immutable; build new ones with `apply_write` and `merge`.
+
+    Invariants (checked by `decode_record`): at least one sibling; the clock covers every
+    sibling's dot. Canonical form (produced by this module): clock in actor order, siblings
+    in dot order, so equal records encode to equal bytes.
+    """
+
+    clock: ClockField
+    siblings: tuple[Sibling, ...]
+
+    @property
+    def context(self) -> VersionVector:
+        """The causal context a read returns: everything this record has seen."""
+        return self.clock
+
+    def winner(self, now_ms: int) -> Sibling | None:
+        """What a plain GET returns at `now_ms`: the winner, or None (not found) when the
+        winner is a tombstone or has expired."""
+        best = pick_winner(self.siblings)
+        return best if best.is_live(now_ms) else None
+
+    def live_siblings(self, now_ms: int) -> list[Sibling]:
+        """The values a sibling-aware read returns: no tombstones, nothing expired."""
+        return [s for s in self.siblings if s.is_live(now_ms)]
+
+    def is_dead(self, now_ms: int, grace_ms: int = 0) -> bool:
+        """Whether every sibling is a tombstone or expired, and has been for `grace_ms`.
+
+        A compaction filter may drop the record when this holds for the namespace's grace
+        period (and anti-entropy has run since); a tombstone counts as dead from its HLC
+        millisecond, an expiring value from its expire_at_ms.
+        """
+        horizon_ms = now_ms - grace_ms
+        for s in self.siblings:
+            since_ms = s.dead_since_ms()
+            if since_ms is None or since_ms > horizon_ms:
+                return False
+        return True
+
+
+def apply_write(
+    stored: Record | None,
+    *,
+    actor: Actor,
+    context: Mapping[Actor, int] | None,
+    value: bytes | None,
+    timestamp: int,
+    expire_at_ms: int = 0,
+    policy: ConflictPolicy = ConflictPolicy.SIBLINGS,
+) -> Record:
+    """The record after `actor` coordinates a write of `value` (None deletes) to `stored`
+    (None when the key has no record here).
+
+    `context` is the clock the client read, or None for a blind write. Under `siblings` the
+    write replaces exactly the siblings its context saw; a blind write replaces nothing and
+    becomes a sibling of what is there. Under `lww` only the winner is kept.
+    """
+    clock: Mapping[Actor, int] = stored.clock if stored is not None else {}
+    siblings: tuple[Sibling, ...] = stored.siblings if stored is not None else ()
+    dot, new_clock, survivors = dvv.write(clock, siblings, actor, context)
+    new = Sibling(dot, value, timestamp, expire_at_ms)
+    if policy is ConflictPolicy.LWW:
+        return Record(new_clock, (pick_winner((*siblings, new)),))
+    survivors.append(new)
+    return Record(new_clock, tuple(dvv.in_dot_order(survivors)))
+
+
+def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS) -> Record:
+    """Fold two replicas' records of one key together: commutative, associative, idempotent.
+
+    Under `siblings` this is the dotted-version-vector sync (dvv.merge); under `lww` the
+    winner of both records' siblings, whatever their causality.
+    """
+    if a == b:
+        # Read repair and anti-entropy mostly compare equal copies.
+        return a
+    if policy is ConflictPolicy.LWW:
+        return Record(dvv.join(a.clock, b.clock), (pick_winner((*a.siblings, *b.siblings)),))
+    clock, siblings = dvv.merge(a.clock, a.siblings, b.clock, b.siblings)
+    return Record(clock, tuple(siblings))
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Record)
+_VERSION_BYTE = bytes([FORMAT_VERSION])
+
+# Hot path of every GET and SET. Measured on the 2-core dev box (Python 3.11.7, msgspec 0.22):
+# encode + decode of a record with one sibling and a 100-byte value (~140 bytes stored) takes
+# about 0.8-1.0 us: encode 0.2 us, decode 0.6-0.7 us of which ~0.2 us is the invariant checks.
+# Reproduce: PYTHONPATH=src python -m timeit
+#   -s "from ringkv.versioning.record import Record, Sibling, encode_record, decode_record"
+#   -s "from ringkv.versioning.dvv import Dot"
+#   -s "r = Record({b'n1': 1}, (Sibling(Dot(b'n1', 1), b'x' * 100, 1 << 60),))"
+#   "decode_record(encode_record(r))"
+
+
+def encode_record(record: Record) -> bytes:
+    """The stored bytes of `record`: format version byte, then the record as msgpack.
+
+    REQUIRES: `record` in canonical form (everything this module builds is).
+    """
+    return _VERSION_BYTE + _encoder.encode(record)
+
+
+def decode_record(data: bytes | bytearray | memoryview) -> Record:
+    """The record stored in `data`. Raises CorruptionError on a wrong format version, garbage,
+    truncation, trailing bytes, or a record that breaks its invariants."""
+    if len(data) == 0:
+        raise CorruptionError("record is empty")
+    if data[0] != FORMAT_VERSION:
+        raise CorruptionError(
+            f"record has format version {data[0]}, this build reads version {FORMAT_VERSION}"
+        )
+    # Slicing bytes copies; under 4 KiB the copy is cheaper than a memoryview (~0.15 us on a
+    # 144-byte record), above it the view saves copying the value.
+    body = data[1:] if len(data) <= 4096 else memoryview(data)[1:]
+    try:
+        record = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(f"record does not decode: {exc}") from None
+    if not record.siblings:
+        raise CorruptionError("record has no siblings")
+    clock = record.clock
+    for s in record.siblings:
+        if clock.get(s.dot.actor, 0) < s.dot.counter:
+            raise CorruptionError(f"record's clock does not cover the dot of a sibling: {s.dot}")
+    return record
