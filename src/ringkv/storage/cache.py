@@ -14,20 +14,19 @@ from ringkv.storage.fs import PosixFileSystem, RandomAccessFile
 
 
 class BlockCache:
-    __slots__ = ("_charge", "_entries", "_lock", "capacity_bytes", "hits", "misses", "used_bytes")
+    __slots__ = ("_entries", "_lock", "capacity_bytes", "hits", "misses", "used_bytes")
 
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
-        self._entries: OrderedDict = OrderedDict()
-        self._charge: dict = {}
+        self._entries: OrderedDict = OrderedDict()  # key -> (value, charge_bytes)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key):
-        value = self._entries.get(key)
-        if value is None:
+        entry = self._entries.get(key)
+        if entry is None:
             self.misses += 1
             return None
         self.hits += 1
@@ -35,27 +34,25 @@ class BlockCache:
             self._entries.move_to_end(key)
         except KeyError:
             pass
-        return value
+        return entry[0]
 
     def put(self, key, value, charge_bytes: int) -> None:
         if charge_bytes > self.capacity_bytes:
             return  # larger than the whole cache: serve it uncached
         with self._lock:
-            if key in self._entries:
+            entries = self._entries
+            if key in entries:
                 return
-            self._entries[key] = value
-            self._charge[key] = charge_bytes
+            entries[key] = (value, charge_bytes)
             self.used_bytes += charge_bytes
             while self.used_bytes > self.capacity_bytes:
-                old, _ = self._entries.popitem(last=False)
-                self.used_bytes -= self._charge.pop(old)
+                self.used_bytes -= entries.popitem(last=False)[1][1]
 
     def evict_table(self, number: int) -> None:
         """Drop every block of a deleted table so its memory is reclaimed at once."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == number]:
-                del self._entries[key]
-                self.used_bytes -= self._charge.pop(key)
+                self.used_bytes -= self._entries.pop(key)[1]
 
 
 class TableCache:

@@ -12,6 +12,7 @@ Contract: `WritableFile.write` hands bytes to the OS (a process crash loses noth
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import threading
 
@@ -56,19 +57,31 @@ class WritableFile:
 
 
 class RandomAccessFile:
-    """A file read at offsets with pread; safe for concurrent readers."""
+    """An immutable file read at offsets through a memory map; safe for concurrent readers.
 
-    __slots__ = ("_fd", "path", "size")
+    A slice of the map costs about 0.15 us against 0.75 us for a pread system call, and the
+    data comes from the page cache either way. Reads past the end return fewer bytes (callers
+    check lengths and checksums). REQUIRES: nobody truncates the file while it is open.
+    """
+
+    __slots__ = ("_fd", "_map", "path", "size")
 
     def __init__(self, path: str, fd: int):
         self.path = path
         self._fd = fd
         self.size = os.fstat(fd).st_size
+        self._map = mmap.mmap(fd, 0, prot=mmap.PROT_READ) if self.size else None
 
     def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
+        m = self._map
+        if m is None:
+            return b""
+        return m[offset : offset + length]
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

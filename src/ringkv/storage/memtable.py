@@ -35,6 +35,7 @@ class MemTable:
         "approx_bytes",
         "data",
         "user_bytes",
+        "wal",
         "wal_number",
     )
 
@@ -43,6 +44,7 @@ class MemTable:
         self.approx_bytes = 0
         self.user_bytes = 0  # key and value bytes written into it, for write amplification
         self.wal_number = wal_number
+        self.wal = None  # its WalWriter once frozen, until the flush thread syncs and closes it
         self._base: list[bytes] = []  # sorted; replaced, never mutated (snapshots hold it)
         self._delta: list[bytes] = []  # sorted; replaced, never mutated
         self._pending: list[bytes] = []  # keys added since the last sorted_keys(), unsorted

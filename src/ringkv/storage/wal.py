@@ -204,7 +204,12 @@ class WalWriter:
     monotonic across rotations.
     """
 
-    def __init__(self, fs: PosixFileSystem, path: str, base_lsn: int = 0):
+    def __init__(self, fs: PosixFileSystem, path: str, base_lsn: int = 0, previous: WalWriter | None = None):
+        # LSNs up to base_lsn live in `previous`, the log of the memtable frozen when this one
+        # started. It is fsynced by the flush thread, not by the rotation (which holds the
+        # write lock); until then a waiter on an older LSN is sent to it.
+        self._previous = previous
+        self._start_lsn = base_lsn
         self._fs = fs
         self._file: WritableFile = fs.create(path)
         self._file.write(file_header())
@@ -253,6 +258,11 @@ class WalWriter:
 
     def sync_to(self, lsn: int) -> None:
         """Return once everything up to `lsn` is fsynced, sharing fsyncs among waiters."""
+        if lsn <= self._start_lsn:
+            prev = self._previous
+            if prev is not None:
+                prev.sync_to(lsn)
+            return
         with self._cond:
             while self.synced_lsn < lsn:
                 if self._syncing:
@@ -279,4 +289,5 @@ class WalWriter:
     def close(self, sync: bool = True) -> None:
         if sync:
             self.sync_all()
+            self._previous = None  # synced logs are closed oldest first: nothing left to wait on
         self._file.close()
