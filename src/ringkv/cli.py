@@ -21,6 +21,48 @@ def main() -> None:
     """ringkv: a Dynamo-style distributed key-value store."""
 
 
+def _config_flags(func):
+    """The most used NodeConfig fields as flags; any field can also come from TOML or env."""
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file."),
+        click.option("--node-id", help="Node id [n1]."),
+        click.option("--data-dir", help="Data directory [./ringkv-data/<node-id>]."),
+        click.option("--host", help="Address to listen on [127.0.0.1]."),
+        click.option("--resp-port", type=int, help="Redis-protocol port [7379]."),
+        click.option("--http-port", type=int, help="HTTP API port [7380]."),
+        click.option("--sync", type=click.Choice(["always", "interval", "never"]), help="WAL sync policy [interval]."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[info]"),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+@main.command()
+@_config_flags
+def serve(config_path, **flags) -> None:
+    """Run a ringkv node (a cluster of one until the cluster is configured).
+
+    Settings come from defaults < --config TOML < RINGKV_* environment < flags.
+    """
+    from ringkv.errors import ConfigError
+    from ringkv.node.config import load_config
+    from ringkv.node.server import run
+
+    if flags.get("node_id") and not flags.get("data_dir"):
+        flags["data_dir"] = os.path.join("ringkv-data", flags["node_id"])
+    try:
+        config = load_config(config_path, overrides=flags)
+    except ConfigError as exc:
+        click.echo(f"ringkv: bad configuration: {exc}", err=True)
+        raise SystemExit(2) from None
+    try:
+        run(config)
+    except OSError as exc:
+        click.echo(f"ringkv: cannot start: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
 @main.command()
 @click.option(
     "--dir",

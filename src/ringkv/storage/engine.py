@@ -153,11 +153,15 @@ class ScanIterator:
     def close(self) -> None:
         if self._snaps is None:
             return
-        for s in self._snaps:
-            s.release()
+        engine = self._engine()
+        if engine is not None:
+            # Writers iterate a memtable's snapshot set under the write lock; removing from it
+            # concurrently would break their iteration.
+            with engine._write_lock:
+                for s in self._snaps:
+                    s.release()
         self._snaps = None
         self._state = None
-        engine = self._engine()
         if engine is not None:
             engine._delete_obsolete_files()
 

@@ -152,6 +152,31 @@ def apply_write(
     return Record(new_clock, tuple(dvv.in_dot_order(survivors)))
 
 
+def overwrite(
+    stored: Record | None,
+    *,
+    actor: Actor,
+    value: bytes | None,
+    timestamp: int,
+    expire_at_ms: int = 0,
+) -> Record:
+    """The record after `actor` overwrites everything it stores: exactly
+    `apply_write(stored, context=stored.clock, policy=SIBLINGS, ...)`, without the general
+    machinery. This is a plain Redis SET on the coordinating replica, the hottest write there is.
+    """
+    if stored is None:
+        return Record({actor: 1}, (Sibling(Dot(actor, 1), value, timestamp, expire_at_ms),))
+    clock = stored.clock
+    n = clock.get(actor, 0) + 1
+    if actor in clock:
+        clock = dict(clock)
+        clock[actor] = n
+    else:
+        clock = dict(sorted((*clock.items(), (actor, n))))  # canonical: actors in byte order
+    # Every stored sibling is covered by the stored clock, so the context replaces them all.
+    return Record(clock, (Sibling(Dot(actor, n), value, timestamp, expire_at_ms),))
+
+
 def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS) -> Record:
     """Fold two replicas' records of one key together: commutative, associative, idempotent.
 

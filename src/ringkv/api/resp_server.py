@@ -1,0 +1,803 @@
+"""The Redis-protocol server: an asyncio.Protocol per connection, commands to coordinator calls.
+
+Path of a request: `data_received` feeds the connection's `RequestParser`; each complete command
+is looked up in `COMMANDS` (name -> handler, arity); the handler validates arguments and calls
+the coordinator; its reply bytes are appended to the connection's output, which is written
+once per `data_received` (one `write` for a whole pipeline).
+
+Handlers are coroutines, run eagerly (`_run`): the first `send(None)` usually finishes them, with
+no task and no loop round trip. One that suspends (an fsync wait under `sync="always"`) keeps
+its place in the reply order: later replies queue behind it until it finishes.
+
+Limits (all in `RespLimits`): bulk size, arguments per command, inline line, query buffer,
+connections, per-client output buffer. A protocol error replies `-ERR Protocol error: ...` and
+closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ringkv import __version__
+from ringkv.api.resp import RESP2, RESP3, ProtocolError, RequestParser, bulk, error, integer
+from ringkv.errors import InvalidContextError, LimitError, RingkvError
+from ringkv.node.coordinator import CommandError, parse_float, parse_int
+from ringkv.node.replica import now_ms
+
+log = logging.getLogger("ringkv.resp")
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+SYNTAX = error("ERR syntax error")
+
+
+@dataclass
+class RespLimits:
+    max_bulk_bytes: int = 512 * 1024 * 1024
+    max_args: int = 1024 * 1024
+    max_inline_bytes: int = 64 * 1024
+    max_query_buffer_bytes: int = 1024 * 1024 * 1024
+    max_connections: int = 10_000
+    max_output_buffer_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class RespStats:
+    connections_received: int = 0
+    connections_rejected: int = 0
+    connections_current: int = 0
+    commands: dict = field(default_factory=dict)  # name -> count
+    protocol_errors: int = 0
+    output_buffer_closes: int = 0
+    keyspace_hits: int = 0
+    keyspace_misses: int = 0
+
+
+class RespServer:
+    """Shared state of every connection: the coordinator, limits, stats, INFO sources."""
+
+    def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None):
+        self.coordinator = coordinator
+        self.limits = limits or RespLimits()
+        self.stats = RespStats()
+        self.connections: set[RespConnection] = set()
+        self.started_ms = now_ms()
+        self.info_sources = info_sources or {}  # section name -> callable returning dict
+        self._ids = itertools.count(1)
+
+    def protocol_factory(self) -> RespConnection:
+        return RespConnection(self)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+
+class CommandReply(Exception):
+    """Raised by argument parsing to answer with a ready-made error reply."""
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+
+
+class RespConnection(asyncio.Protocol):
+    __slots__ = (
+        "_out",
+        "_paused",
+        "_pending",
+        "closing",
+        "coord",
+        "enc",
+        "id",
+        "name",
+        "parser",
+        "peer",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: RespServer):
+        self.server = server
+        self.coord = server.coordinator
+        lim = server.limits
+        self.parser = RequestParser(
+            lim.max_bulk_bytes, lim.max_args, lim.max_inline_bytes, lim.max_query_buffer_bytes
+        )
+        self.enc = RESP2
+        self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._pending: deque[list] = deque()  # [ready, reply] slots while a reply is outstanding
+        self._paused = False
+        self.closing = False
+        self.id = server.next_id()
+        self.name = b""
+        self.peer = ""
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        server = self.server
+        server.stats.connections_received += 1
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(server.connections) >= server.limits.max_connections:
+            server.stats.connections_rejected += 1
+            transport.write(error("ERR max number of clients reached"))
+            transport.close()
+            self.closing = True
+            return
+        server.connections.add(self)
+        server.stats.connections_current = len(server.connections)
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        self.server.stats.connections_current = len(self.server.connections)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than it asks: stop reading its requests until it catches up.
+        self._paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            commands = self.parser.feed(data)
+        except ProtocolError as exc:
+            for argv in exc.commands or ():
+                self._execute(argv)
+            self.server.stats.protocol_errors += 1
+            log.info("closing RESP connection from %s after a protocol error: %s", self.peer, exc)
+            self._reply(error("ERR " + str(exc)))
+            self._flush()
+            self.closing = True
+            self.transport.close()
+            return
+        for argv in commands:
+            self._execute(argv)
+            if self.closing:
+                break
+        self._flush()
+
+    # ------------------------------------------------------------------ execution
+
+    def _execute(self, argv: list[bytes]) -> None:
+        name = argv[0].lower()
+        spec = COMMANDS.get(name)
+        stats = self.server.stats.commands
+        if spec is None:
+            args = " ".join(f"'{a.decode('utf-8', 'replace')[:128]}'" for a in argv[1:20])
+            self._reply(
+                error(
+                    f"ERR unknown command '{argv[0].decode('utf-8', 'replace')[:128]}', with args beginning with: {args}"
+                )
+            )
+            return
+        handler, arity = spec
+        n = len(argv)
+        if (arity >= 0 and n != arity) or (arity < 0 and n < -arity):
+            self._reply(error(f"ERR wrong number of arguments for '{name.decode()}' command"))
+            return
+        stats[name] = stats.get(name, 0) + 1
+        try:
+            result = handler(self, argv)
+        except CommandReply as exc:
+            result = exc.reply
+        except CommandError as exc:
+            result = error(f"{exc.kind} {exc}")
+        if type(result) is bytes:
+            self._reply(result)
+        else:
+            self._run(result, None)
+
+    def _run(self, coro, slot) -> None:
+        """Drive a handler coroutine until it finishes or suspends (see the module docstring)."""
+        try:
+            fut = coro.send(None)
+        except StopIteration as stop:
+            reply = stop.value
+        except CommandReply as exc:
+            reply = exc.reply
+        except CommandError as exc:
+            reply = error(f"{exc.kind} {exc}")
+        except (InvalidContextError, LimitError) as exc:
+            reply = error(f"ERR {exc}")
+        except RingkvError as exc:
+            reply = error(f"ERR {exc}")
+        except Exception as exc:  # a bug must not take the connection or the node down
+            log.exception("command failed")
+            reply = error(f"ERR internal error: {type(exc).__name__}: {exc}")
+        else:
+            if slot is None:
+                slot = [False, None]
+                self._pending.append(slot)
+            if fut is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration
+                asyncio.get_running_loop().call_soon(self._run, coro, slot)
+            else:
+                fut._asyncio_future_blocking = False
+                fut.add_done_callback(lambda _f: self._resume(coro, slot))
+            return
+        if slot is None:
+            self._reply(reply)
+        else:
+            slot[0] = True
+            slot[1] = reply
+
+    def _resume(self, coro, slot) -> None:
+        self._run(coro, slot)
+        self._flush()
+
+    def _reply(self, data: bytes) -> None:
+        if self._pending:
+            self._pending.append([True, data])
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        out = self._out
+        while pending and pending[0][0]:
+            out.append(pending.popleft()[1])
+        if not out or self.transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.transport.is_closing():
+            return
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > self.server.limits.max_output_buffer_bytes:
+            self.server.stats.output_buffer_closes += 1
+            log.warning(
+                "closing RESP connection from %s: output buffer over max_output_buffer_bytes=%d",
+                self.peer,
+                self.server.limits.max_output_buffer_bytes,
+            )
+            self.closing = True
+            self.transport.abort()
+
+
+# ---------------------------------------------------------------------- argument helpers
+
+
+def _int_arg(data: bytes) -> int:
+    try:
+        return parse_int(data)
+    except CommandError:
+        raise CommandReply(error("ERR value is not an integer or out of range")) from None
+
+
+def _expire_ms(seconds_or_ms: bytes, unit_ms: int, absolute: bool, command: str) -> int:
+    n = _int_arg(seconds_or_ms)
+    if n <= 0 and not absolute:
+        raise CommandReply(error(f"ERR invalid expire time in '{command}' command"))
+    if n < 0:
+        raise CommandReply(error(f"ERR invalid expire time in '{command}' command"))
+    ms = n * unit_ms
+    if ms > (1 << 62):
+        raise CommandReply(error(f"ERR invalid expire time in '{command}' command"))
+    return ms if absolute else now_ms() + ms
+
+
+# ---------------------------------------------------------------------- connection commands
+
+
+def cmd_ping(c: RespConnection, argv):
+    if len(argv) > 2:
+        return error("ERR wrong number of arguments for 'ping' command")
+    return PONG if len(argv) == 1 else bulk(argv[1])
+
+
+def cmd_echo(c: RespConnection, argv):
+    return bulk(argv[1])
+
+
+def cmd_quit(c: RespConnection, argv):
+    c._reply(OK)
+    c._flush()
+    c.closing = True
+    c.transport.close()
+    return b""  # already replied
+
+
+def cmd_select(c: RespConnection, argv):
+    db = _int_arg(argv[1])
+    if db != 0:
+        return error("ERR DB index is out of range")
+    return OK
+
+
+def _server_map(c: RespConnection) -> dict:
+    return {
+        "server": "ringkv",
+        "version": __version__,
+        "proto": c.enc.protocol,
+        "id": c.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+    }
+
+
+def cmd_hello(c: RespConnection, argv):
+    i = 1
+    if len(argv) > 1:
+        try:
+            proto = parse_int(argv[1])
+        except CommandError:
+            return error("ERR Protocol version is not an integer or out of range")
+        if proto not in (2, 3):
+            return error("NOPROTO unsupported protocol version")
+        i = 2
+        new_enc = RESP3 if proto == 3 else RESP2
+    else:
+        new_enc = c.enc
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"auth" and i + 2 < len(argv):
+            i += 3  # no authentication configured: accepted, as Redis does without requirepass
+        elif opt == b"setname" and i + 1 < len(argv):
+            c.name = argv[i + 1]
+            i += 2
+        else:
+            return error(f"ERR Syntax error in HELLO option '{argv[i].decode('utf-8', 'replace')}'")
+    c.enc = new_enc
+    return c.enc.map(_server_map(c))
+
+
+def cmd_client(c: RespConnection, argv):
+    sub = argv[1].lower()
+    if sub == b"setname" and len(argv) == 3:
+        if any(ch <= 32 or ch >= 127 for ch in argv[2]):
+            return error("ERR Client names cannot contain spaces, newlines or special characters.")
+        c.name = argv[2]
+        return OK
+    if sub == b"getname" and len(argv) == 2:
+        return c.enc.optional_bulk(c.name or None)
+    if sub == b"id" and len(argv) == 2:
+        return integer(c.id)
+    if sub == b"setinfo" and len(argv) == 4:
+        return OK
+    if sub == b"info" and len(argv) == 2:
+        return bulk(_client_line(c).encode())
+    if sub == b"list" and len(argv) == 2:
+        return bulk("".join(_client_line(x) for x in c.server.connections).encode())
+    return error(
+        f"ERR unknown subcommand or wrong number of arguments for '{argv[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
+    )
+
+
+def _client_line(c: RespConnection) -> str:
+    return (
+        f"id={c.id} addr={c.peer} name={c.name.decode('utf-8', 'replace')} resp={c.enc.protocol}\n"
+    )
+
+
+def cmd_command(c: RespConnection, argv):
+    enc = c.enc
+    if len(argv) == 1:
+        return enc.array([_command_info(name) for name in sorted(COMMANDS)])
+    sub = argv[1].lower()
+    if sub == b"count":
+        return integer(len(COMMANDS))
+    if sub == b"info":
+        names = [a.lower() for a in argv[2:]] or sorted(COMMANDS)
+        return enc.array([_command_info(n) if n in COMMANDS else None for n in names])
+    if sub == b"docs":
+        # redis-cli asks for docs at start-up to show hints; an empty map is a valid answer.
+        return enc.map({})
+    if sub == b"list":
+        return enc.array([n for n in sorted(COMMANDS)])
+    return error(
+        f"ERR unknown subcommand '{argv[1].decode('utf-8', 'replace')}'. Try COMMAND HELP."
+    )
+
+
+def _command_info(name: bytes) -> list:
+    _, arity = COMMANDS[name]
+    first, last, step = KEY_SPECS.get(name, (0, 0, 0))
+    return [name, arity, [], first, last, step]
+
+
+def cmd_info(c: RespConnection, argv):
+    wanted = {a.lower().decode("utf-8", "replace") for a in argv[1:]}
+    if not wanted or wanted & {"all", "everything", "default"}:
+        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv"}
+    return c.enc.verbatim(render_info(c.server, wanted))
+
+
+def render_info(server: RespServer, sections: set[str]) -> str:
+    out = []
+    now = now_ms()
+    st = server.stats
+    if "server" in sections:
+        out.append(
+            "# Server\r\n"
+            f"redis_version:7.2.0\r\nringkv_version:{__version__}\r\nredis_mode:standalone\r\n"
+            f"process_id:{os.getpid()}\r\n"
+            f"uptime_in_seconds:{(now - server.started_ms) // 1000}\r\n"
+        )
+    if "clients" in sections:
+        out.append(
+            "# Clients\r\n"
+            f"connected_clients:{st.connections_current}\r\n"
+            f"maxclients:{server.limits.max_connections}\r\n"
+        )
+    for name, source in server.info_sources.items():
+        if name in sections:
+            body = "".join(f"{k}:{v}\r\n" for k, v in source().items())
+            out.append(f"# {name.capitalize()}\r\n{body}")
+    if "stats" in sections:
+        total = sum(st.commands.values())
+        out.append(
+            "# Stats\r\n"
+            f"total_connections_received:{st.connections_received}\r\n"
+            f"total_commands_processed:{total}\r\n"
+            f"rejected_connections:{st.connections_rejected}\r\n"
+            f"protocol_errors:{st.protocol_errors}\r\n"
+            f"client_output_buffer_limit_disconnections:{st.output_buffer_closes}\r\n"
+            f"expired_keys:{server.coordinator.expired_keys}\r\n"
+        )
+    if "keyspace" in sections:
+        n = server.coordinator._live_keys
+        out.append("# Keyspace\r\n" + (f"db0:keys={n},expires=0,avg_ttl=0\r\n" if n else ""))
+    return "\r\n".join(out)
+
+
+# ---------------------------------------------------------------------- key commands
+
+
+async def cmd_get(c: RespConnection, argv):
+    v = await c.coord.get_value(argv[1])
+    return c.enc.optional_bulk(v)
+
+
+async def cmd_set(c: RespConnection, argv):
+    if len(argv) == 3:
+        await c.coord.put(argv[1], argv[2])
+        return OK
+    expire_at = 0
+    keep_ttl = False
+    condition = None
+    get = False
+    seen_expiry = False
+    i = 3
+    n = len(argv)
+    while i < n:
+        opt = argv[i].lower()
+        if (
+            opt in (b"ex", b"px", b"exat", b"pxat")
+            and i + 1 < n
+            and not seen_expiry
+            and not keep_ttl
+        ):
+            unit = 1000 if opt in (b"ex", b"exat") else 1
+            expire_at = _expire_ms(argv[i + 1], unit, opt in (b"exat", b"pxat"), "set")
+            seen_expiry = True
+            i += 2
+        elif opt == b"nx" and condition is None:
+            condition = "nx"
+            i += 1
+        elif opt == b"xx" and condition is None:
+            condition = "xx"
+            i += 1
+        elif opt == b"get":
+            get = True
+            i += 1
+        elif opt == b"keepttl" and not seen_expiry:
+            keep_ttl = True
+            i += 1
+        else:
+            return SYNTAX
+    applied, old = await c.coord.set(
+        argv[1],
+        argv[2],
+        expire_at_ms=expire_at,
+        keep_ttl=keep_ttl,
+        condition=condition,
+        return_old=get,
+    )
+    if get:
+        return c.enc.optional_bulk(old)
+    return OK if applied else c.enc.null
+
+
+async def cmd_setnx(c: RespConnection, argv):
+    applied, _ = await c.coord.set(argv[1], argv[2], condition="nx")
+    return integer(1 if applied else 0)
+
+
+async def cmd_setex(c: RespConnection, argv):
+    await c.coord.set(argv[1], argv[3], expire_at_ms=_expire_ms(argv[2], 1000, False, "setex"))
+    return OK
+
+
+async def cmd_psetex(c: RespConnection, argv):
+    await c.coord.set(argv[1], argv[3], expire_at_ms=_expire_ms(argv[2], 1, False, "psetex"))
+    return OK
+
+
+async def cmd_getset(c: RespConnection, argv):
+    _, old = await c.coord.set(argv[1], argv[2], return_old=True)
+    return c.enc.optional_bulk(old)
+
+
+async def cmd_getdel(c: RespConnection, argv):
+    return c.enc.optional_bulk(await c.coord.getdel(argv[1]))
+
+
+async def cmd_getex(c: RespConnection, argv):
+    n = len(argv)
+    expire_at: int | None = None
+    if n == 3 and argv[2].lower() == b"persist":
+        expire_at = 0
+    elif n == 4:
+        opt = argv[2].lower()
+        if opt not in (b"ex", b"px", b"exat", b"pxat"):
+            return SYNTAX
+        unit = 1000 if opt in (b"ex", b"exat") else 1
+        expire_at = _expire_ms(argv[3], unit, opt in (b"exat", b"pxat"), "getex")
+    elif n != 2:
+        return SYNTAX
+    return c.enc.optional_bulk(await c.coord.getex(argv[1], expire_at))
+
+
+async def cmd_incr(c: RespConnection, argv):
+    return integer(await c.coord.incr_by(argv[1], 1))
+
+
+async def cmd_decr(c: RespConnection, argv):
+    return integer(await c.coord.incr_by(argv[1], -1))
+
+
+async def cmd_incrby(c: RespConnection, argv):
+    return integer(await c.coord.incr_by(argv[1], _int_arg(argv[2])))
+
+
+async def cmd_decrby(c: RespConnection, argv):
+    delta = _int_arg(argv[2])
+    if delta == -(1 << 63):
+        return error("ERR decrement would overflow")
+    return integer(await c.coord.incr_by(argv[1], -delta))
+
+
+async def cmd_incrbyfloat(c: RespConnection, argv):
+    delta = parse_float(argv[2])
+    return bulk(await c.coord.incr_by_float(argv[1], delta))
+
+
+async def cmd_mget(c: RespConnection, argv):
+    values = await c.coord.mget(argv[1:])
+    enc = c.enc
+    return enc.array_header(len(values)) + b"".join(enc.optional_bulk(v) for v in values)
+
+
+def _pairs(argv, command: str):
+    if len(argv) % 2 == 0:
+        raise CommandReply(error(f"ERR wrong number of arguments for '{command}' command"))
+    return list(zip(argv[1::2], argv[2::2]))
+
+
+async def cmd_mset(c: RespConnection, argv):
+    await c.coord.mset(_pairs(argv, "mset"))
+    return OK
+
+
+async def cmd_msetnx(c: RespConnection, argv):
+    return integer(1 if await c.coord.msetnx(_pairs(argv, "msetnx")) else 0)
+
+
+async def cmd_del(c: RespConnection, argv):
+    return integer(await c.coord.delete(argv[1:]))
+
+
+async def cmd_exists(c: RespConnection, argv):
+    return integer(await c.coord.exists(argv[1:]))
+
+
+async def cmd_strlen(c: RespConnection, argv):
+    v = await c.coord.get_value(argv[1])
+    return integer(0 if v is None else len(v))
+
+
+async def cmd_append(c: RespConnection, argv):
+    return integer(await c.coord.append(argv[1], argv[2]))
+
+
+async def cmd_type(c: RespConnection, argv):
+    v = await c.coord.get_value(argv[1])
+    return b"+none\r\n" if v is None else b"+string\r\n"
+
+
+def _expire_condition(argv, start: int):
+    cond = None
+    for a in argv[start:]:
+        opt = a.lower()
+        if opt not in (b"nx", b"xx", b"gt", b"lt"):
+            raise CommandReply(error(f"ERR Unsupported option {a.decode('utf-8', 'replace')}"))
+        if (
+            cond is not None
+            and {cond, opt.decode()} != {"gt", "xx"}
+            and {cond, opt.decode()} != {"lt", "xx"}
+        ):
+            raise CommandReply(
+                error("ERR NX and XX, GT or LT options at the same time are not compatible")
+            )
+        cond = opt.decode() if cond in (None, "xx") else cond
+    return cond
+
+
+def _expire_command(unit_ms: int, absolute: bool, name: str):
+    async def handler(c: RespConnection, argv):
+        n = _int_arg(argv[2])
+        cond = _expire_condition(argv, 3)
+        ms = n * unit_ms
+        if abs(ms) > (1 << 62):
+            return error(f"ERR invalid expire time in '{name}' command")
+        at = ms if absolute else now_ms() + ms
+        at = max(at, 1)  # a time at or before now deletes the key
+        return integer(1 if await c.coord.expire_at(argv[1], at, cond) else 0)
+
+    return handler
+
+
+async def cmd_ttl(c: RespConnection, argv):
+    ms = await c.coord.ttl_ms(argv[1])
+    return integer(ms if ms < 0 else (ms + 500) // 1000)
+
+
+async def cmd_pttl(c: RespConnection, argv):
+    return integer(await c.coord.ttl_ms(argv[1]))
+
+
+async def cmd_persist(c: RespConnection, argv):
+    return integer(1 if await c.coord.expire_at(argv[1], 0) else 0)
+
+
+async def cmd_dbsize(c: RespConnection, argv):
+    return integer(await c.coord.dbsize())
+
+
+async def cmd_scan(c: RespConnection, argv):
+    try:
+        cursor = int(argv[1])
+        if cursor < 0:
+            raise ValueError
+    except ValueError:
+        return error("ERR invalid cursor")
+    count = 10
+    match = None
+    i = 2
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"count" and i + 1 < len(argv):
+            count = _int_arg(argv[i + 1])
+            if count < 1:
+                return SYNTAX
+            i += 2
+        elif opt == b"match" and i + 1 < len(argv):
+            match = argv[i + 1]
+            i += 2
+        elif opt == b"type" and i + 1 < len(argv):
+            if argv[i + 1].lower() != b"string":
+                return c.enc.array([b"0", []])  # every ringkv value is a string
+            i += 2
+        else:
+            return SYNTAX
+    count = min(count, 100_000)  # bound the work of one call
+    next_cursor, keys = await c.coord.scan(cursor, count, match)
+    return c.enc.array([str(next_cursor).encode(), keys])
+
+
+async def cmd_keys(c: RespConnection, argv):
+    return c.enc.array(await c.coord.keys(argv[1]))
+
+
+async def cmd_flushall(c: RespConnection, argv):
+    for a in argv[1:]:
+        if a.lower() not in (b"sync", b"async"):
+            return SYNTAX
+    await c.coord.flushall()
+    return OK
+
+
+def cmd_time(c: RespConnection, argv):
+    t = time.time_ns() // 1000
+    return c.enc.array([str(t // 1_000_000).encode(), str(t % 1_000_000).encode()])
+
+
+# name -> (handler, arity as Redis counts it: n exact, -n at least n, command name included)
+COMMANDS: dict[bytes, tuple] = {
+    b"ping": (cmd_ping, -1),
+    b"echo": (cmd_echo, 2),
+    b"quit": (cmd_quit, -1),
+    b"select": (cmd_select, 2),
+    b"hello": (cmd_hello, -1),
+    b"client": (cmd_client, -2),
+    b"command": (cmd_command, -1),
+    b"info": (cmd_info, -1),
+    b"time": (cmd_time, 1),
+    b"dbsize": (cmd_dbsize, 1),
+    b"get": (cmd_get, 2),
+    b"set": (cmd_set, -3),
+    b"setnx": (cmd_setnx, 3),
+    b"setex": (cmd_setex, 4),
+    b"psetex": (cmd_psetex, 4),
+    b"getset": (cmd_getset, 3),
+    b"getdel": (cmd_getdel, 2),
+    b"getex": (cmd_getex, -2),
+    b"incr": (cmd_incr, 2),
+    b"incrby": (cmd_incrby, 3),
+    b"incrbyfloat": (cmd_incrbyfloat, 3),
+    b"decr": (cmd_decr, 2),
+    b"decrby": (cmd_decrby, 3),
+    b"mget": (cmd_mget, -2),
+    b"mset": (cmd_mset, -3),
+    b"msetnx": (cmd_msetnx, -3),
+    b"del": (cmd_del, -2),
+    b"unlink": (cmd_del, -2),
+    b"exists": (cmd_exists, -2),
+    b"strlen": (cmd_strlen, 2),
+    b"append": (cmd_append, 3),
+    b"type": (cmd_type, 2),
+    b"expire": (_expire_command(1000, False, "expire"), -3),
+    b"pexpire": (_expire_command(1, False, "pexpire"), -3),
+    b"expireat": (_expire_command(1000, True, "expireat"), -3),
+    b"pexpireat": (_expire_command(1, True, "pexpireat"), -3),
+    b"ttl": (cmd_ttl, 2),
+    b"pttl": (cmd_pttl, 2),
+    b"persist": (cmd_persist, 2),
+    b"scan": (cmd_scan, -2),
+    b"keys": (cmd_keys, 2),
+    b"flushdb": (cmd_flushall, -1),
+    b"flushall": (cmd_flushall, -1),
+}
+
+# (first key, last key, step) for COMMAND INFO, as Redis reports them.
+KEY_SPECS = {
+    name: spec
+    for names, spec in (
+        (
+            (
+                b"get",
+                b"set",
+                b"setnx",
+                b"setex",
+                b"psetex",
+                b"getset",
+                b"getdel",
+                b"getex",
+                b"incr",
+                b"incrby",
+                b"incrbyfloat",
+                b"decr",
+                b"decrby",
+                b"strlen",
+                b"append",
+                b"type",
+                b"expire",
+                b"pexpire",
+                b"expireat",
+                b"pexpireat",
+                b"ttl",
+                b"pttl",
+                b"persist",
+            ),
+            (1, 1, 1),
+        ),
+        ((b"mget", b"del", b"unlink", b"exists"), (1, -1, 1)),
+        ((b"mset", b"msetnx"), (1, -1, 2)),
+    )
+    for name in names
+}

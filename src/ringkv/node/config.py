@@ -1,0 +1,132 @@
+"""Node configuration: one typed object, defaults with units in the names.
+
+Sources, later ones win: built-in defaults < TOML file (`--config`) < `RINGKV_*` environment
+variables (`RINGKV_RESP_PORT=7400`) < command-line flags. Every value is checked at start-up;
+a bad one stops the node with a message naming the field and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from typing import Any
+
+from ringkv.errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class NodeConfig:
+    node_id: str = "n1"
+    data_dir: str = "./ringkv-data/n1"
+    host: str = "127.0.0.1"
+    resp_port: int = 7379  # not Redis's 6379, so both can run side by side
+    http_port: int = 7380
+    rpc_port: int = 7381
+
+    # Storage and durability.
+    sync: str = "interval"  # always | interval | never
+    sync_interval_ms: int = 100
+    memtable_bytes: int = 16 * MIB
+    block_cache_bytes: int = 64 * MIB
+    max_value_bytes: int = 1 * MIB
+    conflict_policy: str = "siblings"  # siblings | lww
+    tombstone_grace_s: int = 864_000  # 10 days, as Cassandra's gc_grace_seconds
+
+    # Client-facing limits.
+    max_connections: int = 10_000
+    max_output_buffer_bytes: int = 64 * MIB
+    max_args: int = 1024 * 1024
+    max_inline_bytes: int = 64 * 1024
+    max_query_buffer_bytes: int = 1024 * MIB
+    keys_max_count: int = 100_000
+    flush_enabled: bool = True
+    expiry_index_max_keys: int = 1_000_000
+    http_enabled: bool = True
+
+    # Operations.
+    shutdown_drain_ms: int = 5_000
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        def require(cond: bool, name: str, message: str) -> None:
+            if not cond:
+                raise ConfigError(name, f"{message}, got {getattr(self, name)!r}")
+
+        require(bool(self.node_id) and all(c.isalnum() or c in "-_." for c in self.node_id), "node_id",
+                "must be letters, digits, '-', '_' or '.'")
+        for port in ("resp_port", "http_port", "rpc_port"):
+            require(0 <= getattr(self, port) <= 65535, port, "must be a TCP port 0..65535 (0 picks a free one)")
+        require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
+        require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")
+        require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
+                "must be debug, info, warning or error")
+        for name in ("sync_interval_ms", "memtable_bytes", "max_value_bytes", "max_connections",
+                     "max_output_buffer_bytes", "max_args", "max_inline_bytes", "max_query_buffer_bytes",
+                     "keys_max_count", "expiry_index_max_keys", "shutdown_drain_ms"):
+            require(getattr(self, name) >= 1, name, "must be >= 1")
+        require(self.block_cache_bytes >= 0, "block_cache_bytes", "must be >= 0")
+        require(self.tombstone_grace_s >= 0, "tombstone_grace_s", "must be >= 0")
+        require(self.max_value_bytes <= 32 * MIB, "max_value_bytes", "must be <= 33554432 (32 MiB)")
+        require(self.memtable_bytes >= 64 * 1024, "memtable_bytes", "must be >= 65536")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    kind = FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(name, f"bad value {raw!r} from {source}: {exc}") from None
+
+
+def load_config(
+    toml_path: str | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> NodeConfig:
+    """Defaults < TOML < RINGKV_* environment < overrides (flags); validated."""
+    values: dict[str, Any] = {}
+    if toml_path:
+        try:
+            with open(toml_path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {toml_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{toml_path} is not valid TOML: {exc}") from None
+        for key, raw in doc.items():
+            if key not in FIELDS:
+                raise ConfigError(key, f"unknown setting in {toml_path}")
+            values[key] = _convert(key, raw, toml_path)
+    env = os.environ if env is None else env
+    for key, raw in env.items():
+        if key.startswith("RINGKV_") and key not in ("RINGKV_TEST_FULL",):
+            name = key[len("RINGKV_"):].lower()
+            if name in FIELDS:
+                values[name] = _convert(name, raw, f"environment variable {key}")
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            if key not in FIELDS:
+                raise ConfigError(key, "unknown setting")
+            values[key] = _convert(key, raw, f"flag --{key.replace('_', '-')}")
+    config = NodeConfig(**values)
+    config.validate()
+    return config

@@ -1,0 +1,122 @@
+"""The replica: versioned records of one node, on its storage engine.
+
+Every value is stored as a `versioning.Record` (dotted version vector, siblings, HLC timestamps,
+expiry) under the storage key `token u64 BE | len(namespace) u8 | namespace | key`, so that a
+ring partition is one contiguous key range (ARCHITECTURE.md, "Storage order").
+
+Two kinds of write reach a replica:
+- `write` coordinates a client write here: the new sibling gets a dot of this node's actor;
+- `apply` merges a record another replica made (replication, read repair, hints, streaming).
+
+Both return the stored record and the WAL LSN, which the caller waits on (off the event loop)
+when the sync policy is `always`. Synchronous and cheap: no call here waits on the disk.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from ringkv.cluster.ring import token
+from ringkv.errors import ClockSkewError, LimitError
+from ringkv.storage import Engine
+from ringkv.versioning import record as rec
+from ringkv.versioning.hlc import HybridLogicalClock
+from ringkv.versioning.record import ConflictPolicy, Record
+
+MAX_NAMESPACE_BYTES = 255
+_TOKEN = struct.Struct(">Q")
+
+
+def storage_key(namespace: bytes, key: bytes) -> bytes:
+    return _TOKEN.pack(token(namespace, key)) + bytes((len(namespace),)) + namespace + key
+
+
+def split_storage_key(skey: bytes) -> tuple[bytes, bytes]:
+    """(namespace, key) of a storage key."""
+    n = skey[8]
+    return skey[9 : 9 + n], skey[9 + n :]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Replica:
+    __slots__ = ("_decode", "_encode", "actor", "clock", "engine")
+
+    def __init__(self, engine: Engine, actor: bytes, clock: HybridLogicalClock | None = None):
+        self.engine = engine
+        self.actor = actor
+        self.clock = clock or HybridLogicalClock()
+        self._encode = rec.encode_record
+        self._decode = rec.decode_record
+
+    def read(self, namespace: bytes, key: bytes) -> Record | None:
+        data = self.engine.get(storage_key(namespace, key))
+        return None if data is None else self._decode(data)
+
+    def read_skey(self, skey: bytes) -> Record | None:
+        data = self.engine.get(skey)
+        return None if data is None else self._decode(data)
+
+    def write(
+        self,
+        namespace: bytes,
+        key: bytes,
+        value: bytes | None,
+        *,
+        context,
+        expire_at_ms: int = 0,
+        policy: ConflictPolicy = ConflictPolicy.SIBLINGS,
+        stored: Record | None = None,
+        skey: bytes | None = None,
+    ) -> tuple[Record, int]:
+        """Coordinate a write of `value` (None deletes) with the client's causal `context`.
+
+        `stored` and `skey`, when the caller already read them, save a second lookup.
+        """
+        if len(namespace) > MAX_NAMESPACE_BYTES:
+            raise LimitError(f"namespace is {len(namespace)} bytes; the limit is {MAX_NAMESPACE_BYTES}")
+        if skey is None:
+            skey = storage_key(namespace, key)
+            stored = self.read_skey(skey)
+        new = rec.apply_write(
+            stored,
+            actor=self.actor,
+            context=context,
+            value=value,
+            timestamp=self.clock.now(now_ms()),
+            expire_at_ms=expire_at_ms,
+            policy=policy,
+        )
+        return new, self._store(skey, new)
+
+    def apply(
+        self, namespace: bytes, key: bytes, incoming: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS
+    ) -> tuple[Record, int]:
+        """Merge a record made elsewhere into ours; returns the merged record."""
+        skey = storage_key(namespace, key)
+        stored = self.read_skey(skey)
+        self._observe(incoming)
+        merged = incoming if stored is None else rec.merge(stored, incoming, policy)
+        if merged == stored:
+            return merged, 0
+        return merged, self._store(skey, merged)
+
+    def _observe(self, incoming: Record) -> None:
+        # Keep our HLC ahead of every timestamp we store, so our next write orders after it.
+        # A timestamp too far ahead of our wall clock is stored but not followed: one node's
+        # broken clock must not drag every other node's clock into the future.
+        ts = max(s.timestamp for s in incoming.siblings)
+        try:
+            self.clock.observe(ts, now_ms())
+        except ClockSkewError:
+            pass
+
+    def _store(self, skey: bytes, record: Record) -> int:
+        return self.engine.put(skey, self._encode(record), sync=False)
+
+    def remove(self, skey: bytes) -> int:
+        """Physically remove a record (active expiry of a record every sibling of which is dead)."""
+        return self.engine.delete(skey, sync=False)

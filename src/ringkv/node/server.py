@@ -1,0 +1,262 @@
+"""The node process: `ringkv serve`.
+
+One uvloop event loop runs the RESP server, the HTTP server and the background cycles (active
+expiry, loop-stall monitor). The loop never waits on the disk: WAL fsyncs under
+`sync="always"` are awaited in a thread pool (group commit inside the engine), and flushes and
+compactions run in the engine's worker processes.
+
+SIGTERM or SIGINT: stop accepting connections, let in-flight requests finish (up to
+`shutdown_drain_ms`), close the servers, flush the memtable and close the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+
+from ringkv.api.resp_server import RespLimits, RespServer
+from ringkv.node.config import NodeConfig
+from ringkv.node.coordinator import LocalCoordinator
+from ringkv.node.identity import NodeIdentity
+from ringkv.node.replica import Replica, now_ms
+from ringkv.storage import Engine, Options
+from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
+from ringkv.versioning import record as rec
+from ringkv.versioning.record import ConflictPolicy
+
+log = logging.getLogger("ringkv.node")
+
+EXPIRY_CYCLE_MS = 100
+STALL_PROBE_MS = 50
+
+
+class ExpiredRecordFilter:
+    """The engine's compaction filter for versioned records (runs in the worker process).
+
+    Drops a record once every sibling is an expired value, or once every sibling is dead and
+    the newest death is older than the tombstone grace period (so deletes keep shadowing older
+    copies on other replicas for that long).
+    """
+
+    def __init__(self, tombstone_grace_ms: int):
+        self.tombstone_grace_ms = tombstone_grace_ms
+
+    def __call__(self, key: bytes, value: bytes) -> bool:
+        try:
+            record = rec.decode_record(value)
+        except Exception:
+            return True  # never drop what we cannot read: reads will report the corruption
+        now = now_ms()
+        if all(s.value is not None for s in record.siblings):
+            return not record.is_dead(now)
+        return not record.is_dead(now, self.tombstone_grace_ms)
+
+
+class StallMonitor:
+    """Measures how late the loop runs a callback scheduled every STALL_PROBE_MS."""
+
+    def __init__(self) -> None:
+        self.max_stall_ms = 0.0
+        self.recent: list[float] = []  # the 8 longest stalls, ms
+        self.samples = 0
+        self.over_5ms = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = STALL_PROBE_MS / 1000
+        while True:
+            start = loop.time()
+            await asyncio.sleep(interval)
+            late_ms = (loop.time() - start - interval) * 1000
+            self.samples += 1
+            if late_ms > 5:
+                self.over_5ms += 1
+            if late_ms > self.max_stall_ms:
+                self.max_stall_ms = late_ms
+            if len(self.recent) < 8 or late_ms > self.recent[-1]:
+                self.recent.append(late_ms)
+                self.recent.sort(reverse=True)
+                del self.recent[8:]
+
+    def info(self) -> dict:
+        return {
+            "loop_stall_max_ms": round(self.max_stall_ms, 2),
+            "loop_stalls_over_5ms": self.over_5ms,
+            "loop_stall_samples": self.samples,
+            "loop_stall_longest_ms": ",".join(f"{x:.1f}" for x in self.recent),
+        }
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.engine: Engine | None = None
+        self.coordinator: LocalCoordinator | None = None
+        self.resp: RespServer | None = None
+        self.stalls = StallMonitor()
+        self.resp_address: tuple[str, int] | None = None
+        self.http_address: tuple[str, int] | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task] = []
+        self._http = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        identity = NodeIdentity.load_or_create(cfg.data_dir, cfg.node_id)
+        options = Options(
+            sync=cfg.sync,
+            sync_interval_ms=cfg.sync_interval_ms,
+            memtable_bytes=cfg.memtable_bytes,
+            block_cache_bytes=cfg.block_cache_bytes,
+            # Records carry versions and may hold siblings: the user-value limit is enforced by
+            # the coordinator, the engine only bounds the record.
+            max_value_bytes=MAX_VALUE_BYTES_CEILING,
+            compaction_filter=ExpiredRecordFilter(cfg.tombstone_grace_s * 1000),
+        )
+        loop = asyncio.get_running_loop()
+        # Opening replays the WAL: off the loop, though nothing else runs yet.
+        self.engine = await loop.run_in_executor(None, Engine.open, os.path.join(cfg.data_dir, "engine"), options)
+        replica = Replica(self.engine, identity.actor)
+        self.coordinator = LocalCoordinator(
+            replica,
+            policy=ConflictPolicy(cfg.conflict_policy),
+            sync_always=cfg.sync == "always",
+            keys_max_count=cfg.keys_max_count,
+            flush_enabled=cfg.flush_enabled,
+            expiry_index_max_keys=cfg.expiry_index_max_keys,
+            max_value_bytes=cfg.max_value_bytes,
+        )
+        await loop.run_in_executor(None, self.coordinator.load)
+        limits = RespLimits(
+            max_bulk_bytes=cfg.max_value_bytes + 64 * 1024,
+            max_args=cfg.max_args,
+            max_inline_bytes=cfg.max_inline_bytes,
+            max_query_buffer_bytes=max(cfg.max_query_buffer_bytes, cfg.max_value_bytes + 64 * 1024),
+            max_connections=cfg.max_connections,
+            max_output_buffer_bytes=cfg.max_output_buffer_bytes,
+        )
+        self.resp = RespServer(
+            self.coordinator,
+            limits,
+            info_sources={"memory": self._memory_info, "persistence": self._engine_info, "ringkv": self._ringkv_info},
+        )
+        server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
+        self._servers.append(server)
+        self.resp_address = server.sockets[0].getsockname()[:2]
+        if cfg.http_enabled:
+            from ringkv.api.http import start_http
+
+            self._http, self.http_address = await start_http(self, cfg.host, cfg.http_port)
+        self._tasks.append(asyncio.create_task(self._expiry_loop(), name="ringkv-expiry"))
+        self._tasks.append(asyncio.create_task(self.stalls.run(), name="ringkv-stall-monitor"))
+        log.info(
+            "node %s (actor %s) serving RESP on %s:%d%s, data in %s",
+            cfg.node_id,
+            identity.actor.decode(),
+            *self.resp_address,
+            f", HTTP on {self.http_address[0]}:{self.http_address[1]}" if self.http_address else "",
+            cfg.data_dir,
+        )
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CYCLE_MS / 1000)
+            try:
+                self.coordinator.expire_cycle()
+            except Exception:
+                log.exception("active expiry cycle failed")
+
+    def _memory_info(self) -> dict:
+        import resource
+
+        st = self.engine.stats()
+        return {
+            "used_memory_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "memtable_bytes": st["memtable_bytes"],
+            "block_cache_used_bytes": st["block_cache"]["used_bytes"],
+            "block_cache_hit_rate": round(st["block_cache"]["hit_rate"], 4),
+            "resident_index_bloom_bytes": st["resident_bytes"],
+        }
+
+    def _engine_info(self) -> dict:
+        st = self.engine.stats()
+        return {
+            "sync_policy": self.config.sync,
+            "sstables": st["tables"],
+            "bytes_on_disk": st["bytes_on_disk"],
+            "flushes": st["flushes"],
+            "compactions": st["compactions"],
+            "write_amplification": round(st["write_amplification"], 3),
+            "write_stalls": st["write_stalls"],
+            "background_error": st["background_error"] or "",
+        }
+
+    def _ringkv_info(self) -> dict:
+        return {"node_id": self.config.node_id, **self.stalls.info()}
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Drain and close: no acknowledged write is lost, the memtable is flushed."""
+        for server in self._servers:
+            server.close()
+        deadline = time.monotonic() + self.config.shutdown_drain_ms / 1000
+        while self.resp and any(c._pending for c in self.resp.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.resp:
+            for conn in list(self.resp.connections):
+                conn.closing = True
+                if conn.transport is not None:
+                    conn.transport.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._http is not None:
+            await self._http.close()
+        loop = asyncio.get_running_loop()
+        if self.coordinator is not None:
+            self.coordinator.close()
+        if self.engine is not None:
+            await loop.run_in_executor(None, self._close_engine)
+        log.info("node %s stopped", self.config.node_id)
+
+    def _close_engine(self) -> None:
+        self.engine.flush()
+        self.engine.close()
+
+
+async def serve(config: NodeConfig) -> None:
+    node = Node(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    await node.start()
+    print(
+        f"ringkv node {config.node_id} ready: RESP {node.resp_address[0]}:{node.resp_address[1]}"
+        + (f", HTTP http://{node.http_address[0]}:{node.http_address[1]}" if node.http_address else ""),
+        flush=True,
+    )
+    await node.wait_stopped()
+    await node.stop()
+
+
+def run(config: NodeConfig) -> None:
+    import uvloop
+
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvloop.run(serve(config))

@@ -1,0 +1,1 @@
+"""Test support: launching real node processes (and, later, the deterministic simulator)."""

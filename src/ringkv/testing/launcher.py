@@ -1,0 +1,108 @@
+"""Start and stop real `ringkv serve` processes for tests and benchmarks.
+
+    with NodeProcess(tmp_path / "n1") as node:
+        redis.Redis(port=node.resp_port).set("k", "v")
+        node.kill()          # SIGKILL, as a crash
+        node.start()         # same data directory, same ports
+
+Ports are picked free on 127.0.0.1 at construction and kept across restarts, so clients can
+reconnect to a restarted node. Output goes to `<data_dir>.log`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NodeProcess:
+    def __init__(self, data_dir: str | os.PathLike, node_id: str = "n1", env: dict | None = None, **settings):
+        self.data_dir = Path(data_dir)
+        self.node_id = node_id
+        self.resp_port = settings.pop("resp_port", None) or free_port()
+        self.http_port = settings.pop("http_port", None) or free_port()
+        self.settings = settings
+        self.env = env or {}
+        self.log_path = Path(str(self.data_dir) + ".log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> NodeProcess:
+        env = dict(os.environ)
+        env.update({f"RINGKV_{k.upper()}": str(v) for k, v in self.settings.items()})
+        env.update(self.env)
+        cmd = [
+            sys.executable, "-m", "ringkv.cli", "serve",
+            "--node-id", self.node_id,
+            "--data-dir", str(self.data_dir),
+            "--resp-port", str(self.resp_port),
+            "--http-port", str(self.http_port),
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.resp_port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"node {self.node_id} not ready after {timeout_s} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait: a clean shutdown."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed or closed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> NodeProcess:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop()
+        except subprocess.TimeoutExpired:
+            pass
