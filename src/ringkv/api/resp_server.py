@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ringkv import __version__
 from ringkv.api.resp import RESP2, RESP3, ProtocolError, RequestParser, bulk, error, integer
 from ringkv.errors import InvalidContextError, LimitError, RingkvError
-from ringkv.node.coordinator import CommandError, parse_float, parse_int
+from ringkv.node.coordinator import PENDING, CommandError, parse_float, parse_int
 from ringkv.node.replica import now_ms
 
 log = logging.getLogger("ringkv.resp")
@@ -458,15 +458,41 @@ def render_info(server: RespServer, sections: set[str]) -> str:
 # ---------------------------------------------------------------------- key commands
 
 
-async def cmd_get(c: RespConnection, argv):
-    v = await c.coord.get_value(argv[1])
+def cmd_get(c: RespConnection, argv):
+    # The hottest command: answered without a coroutine when the coordinator can.
+    v = c.coord.get_value_now(argv[1])
+    if v is PENDING:
+        return _get_async(c, argv[1])
     return c.enc.optional_bulk(v)
 
 
-async def cmd_set(c: RespConnection, argv):
+async def _get_async(c: RespConnection, key: bytes):
+    return c.enc.optional_bulk(await c.coord.get_value(key))
+
+
+def cmd_set(c: RespConnection, argv):
     if len(argv) == 3:
-        await c.coord.put(argv[1], argv[2])
+        coord = c.coord
+        lsn = coord.put_now(argv[1], argv[2])
+        if lsn is PENDING:
+            return _set_async(c, argv)
+        if coord.sync_always:
+            return _durable_ok(coord, lsn)
         return OK
+    return _set_with_options(c, argv)
+
+
+async def _set_async(c: RespConnection, argv):
+    await c.coord.put(argv[1], argv[2])
+    return OK
+
+
+async def _durable_ok(coord, lsn: int):
+    await coord.durable(lsn)
+    return OK
+
+
+async def _set_with_options(c: RespConnection, argv):
     expire_at = 0
     keep_ttl = False
     condition = None

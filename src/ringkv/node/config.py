@@ -24,7 +24,6 @@ class NodeConfig:
     host: str = "127.0.0.1"
     resp_port: int = 7379  # not Redis's 6379, so both can run side by side
     http_port: int = 7380
-    rpc_port: int = 7381
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -57,7 +56,7 @@ class NodeConfig:
 
         require(bool(self.node_id) and all(c.isalnum() or c in "-_." for c in self.node_id), "node_id",
                 "must be letters, digits, '-', '_' or '.'")
-        for port in ("resp_port", "http_port", "rpc_port"):
+        for port in ("resp_port", "http_port"):
             require(0 <= getattr(self, port) <= 65535, port, "must be a TCP port 0..65535 (0 picks a free one)")
         require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
         require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")

@@ -30,6 +30,7 @@ from ringkv.versioning.dvv import decode_context, encode_context
 from ringkv.versioning.record import ConflictPolicy, Record, Sibling, overwrite
 
 DEFAULT_NAMESPACE = b""
+PENDING = object()  # a *_now fast path could not answer without IO: await the coroutine
 _TOKEN = struct.Struct(">Q")
 MAX_TOKEN = (1 << 64) - 1
 
@@ -198,6 +199,14 @@ class LocalCoordinator:
 
     # ---------------------------------------------------------------- helpers
 
+    @property
+    def sync_always(self) -> bool:
+        return self._sync_always
+
+    async def durable(self, lsn: int) -> None:
+        """Wait (off the loop) until the write at `lsn` is fsynced; no-op unless sync=always."""
+        await self._durable(lsn)
+
     async def _durable(self, lsn: int) -> None:
         if self._sync_always and lsn:
             loop = asyncio.get_running_loop()
@@ -252,7 +261,13 @@ class LocalCoordinator:
         return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
 
     async def get_value(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> bytes | None:
-        """The winning value only: the hot path of a plain GET."""
+        """The winning value only: a plain GET."""
+        return self.get_value_now(key, namespace)
+
+    def get_value_now(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE):
+        """GET without a coroutine, for the adapters' hot path; returns PENDING when the answer
+        needs IO (never on a single node; the cluster coordinator will return it for remote
+        keys, and the adapter then awaits get_value)."""
         data = self.replica.engine.get(storage_key(namespace, key))
         if data is None:
             return None
@@ -322,22 +337,27 @@ class LocalCoordinator:
         return True, old
 
     async def put(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> None:
-        """A plain overwrite: the hot path of SET without options, inlined (see _write)."""
-        if len(value) > self.max_value_bytes or self.policy is not ConflictPolicy.SIBLINGS:
-            skey, stored = self._read(key, namespace)
-            _, lsn = self._write(skey, namespace, key, stored, value)
-        else:
-            replica = self.replica
-            skey = storage_key(namespace, key)
-            engine = replica.engine
-            data = engine.get(skey)
-            stored = None if data is None else replica._decode(data)
-            new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.clock.now(now_ms()))
-            lsn = engine.put(skey, replica._encode(new), sync=False)
-            if stored is None or not _counted(stored):
-                self._live_keys += 1
+        """A plain overwrite: SET without options."""
+        lsn = self.put_now(key, value, namespace)
         if self._sync_always:
             await self._durable(lsn)
+
+    def put_now(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE):
+        """SET without a coroutine (see get_value_now); returns the LSN to wait for under
+        sync=always, or PENDING. The common case is inlined: one read, one overwrite."""
+        if len(value) > self.max_value_bytes or self.policy is not ConflictPolicy.SIBLINGS:
+            skey, stored = self._read(key, namespace)
+            return self._write(skey, namespace, key, stored, value)[1]
+        replica = self.replica
+        skey = storage_key(namespace, key)
+        engine = replica.engine
+        data = engine.get(skey)
+        stored = None if data is None else replica._decode(data)
+        new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.clock.now(now_ms()))
+        lsn = engine.put(skey, replica._encode(new), sync=False)
+        if stored is None or not _counted(stored):
+            self._live_keys += 1
+        return lsn
 
     async def put_versioned(
         self,
