@@ -70,6 +70,34 @@ class RespServer:
         self.started_ms = now_ms()
         self.info_sources = info_sources or {}  # section name -> callable returning dict
         self._ids = itertools.count(1)
+        self._waiting: list[RespConnection] = []  # replies held until the log write
+        self._commit_scheduled = False
+
+    def flush_after_commit(self, conn: RespConnection) -> None:
+        """Send `conn`'s replies once this loop iteration's writes are in the log.
+
+        Every connection that got data in one iteration of the event loop adds its writes to
+        the log's queue; one `write()` then carries them all (group commit at the OS level),
+        and only after it do the replies go out.
+        """
+        self._waiting.append(conn)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        waiting = self._waiting
+        self._waiting = []
+        try:
+            self.coordinator.commit_writes()
+        except Exception as exc:  # the log write failed: nothing queued may be acknowledged
+            log.error("log write failed, failing the requests that waited on it: %s", exc)
+            for conn in waiting:
+                conn.fail_pending_output(error(f"ERR write failed: {exc}"))
+            return
+        for conn in waiting:
+            conn._flush()
 
     def protocol_factory(self) -> RespConnection:
         return RespConnection(self)
@@ -161,7 +189,7 @@ class RespConnection(asyncio.Protocol):
             self.server.stats.protocol_errors += 1
             log.info("closing RESP connection from %s after a protocol error: %s", self.peer, exc)
             self._reply(error("ERR " + str(exc)))
-            self._flush()
+            self.flush_now()
             self.closing = True
             self.transport.close()
             return
@@ -169,7 +197,25 @@ class RespConnection(asyncio.Protocol):
             self._execute(argv)
             if self.closing:
                 break
+        if self.coord.has_pending_writes:
+            self.server.flush_after_commit(self)
+        else:
+            self._flush()
+
+    def flush_now(self) -> None:
+        """Write the log and then the replies at once (before closing the connection)."""
+        if self.coord.has_pending_writes:
+            self.coord.commit_writes()
         self._flush()
+
+    def fail_pending_output(self, reply: bytes) -> None:
+        """Replace this batch's replies with `reply` (each command gets it) and close."""
+        n = len(self._out)
+        self._out = [reply] * n
+        self._flush()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
 
     # ------------------------------------------------------------------ execution
 
@@ -237,7 +283,10 @@ class RespConnection(asyncio.Protocol):
 
     def _resume(self, coro, slot) -> None:
         self._run(coro, slot)
-        self._flush()
+        if self.coord.has_pending_writes:
+            self.server.flush_after_commit(self)
+        else:
+            self._flush()
 
     def _reply(self, data: bytes) -> None:
         if self._pending:
@@ -305,7 +354,7 @@ def cmd_echo(c: RespConnection, argv):
 
 def cmd_quit(c: RespConnection, argv):
     c._reply(OK)
-    c._flush()
+    c.flush_now()
     c.closing = True
     c.transport.close()
     return b""  # already replied

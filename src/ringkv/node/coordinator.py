@@ -354,10 +354,20 @@ class LocalCoordinator:
         data = engine.get(skey)
         stored = None if data is None else replica._decode(data)
         new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.clock.now(now_ms()))
-        lsn = engine.put(skey, replica._encode(new), sync=False)
+        # Deferred: the adapter calls commit_writes() once per event-loop iteration, before
+        # any reply goes out, so a burst of SETs costs one write() to the log.
+        lsn = engine.put(skey, replica._encode(new), defer=True)
         if stored is None or not _counted(stored):
             self._live_keys += 1
         return lsn
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self.replica.engine.has_deferred
+
+    def commit_writes(self) -> None:
+        """Hand every deferred write to the OS. Adapters call it before sending any reply."""
+        self.replica.engine.flush_deferred()
 
     async def put_versioned(
         self,

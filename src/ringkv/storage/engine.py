@@ -395,12 +395,16 @@ class Engine:
             if len(value) > self._max_value:
                 raise LimitError(f"value is {len(value)} bytes; the limit is max_value_bytes={self._max_value}")
 
-    def put(self, key: bytes, value: bytes, sync: bool | None = None) -> int:
+    def put(self, key: bytes, value: bytes, sync: bool | None = None, defer: bool = False) -> int:
         """Store `value` under `key`; returns the write's LSN.
 
         `sync=None` follows the engine's policy; `sync=False` skips the fsync wait of the
         `always` policy (the caller waits later with `wait_durable(lsn)`, e.g. off its event
         loop); `sync=True` waits for the fsync whatever the policy.
+
+        `defer=True` queues the log record instead of writing it (see WalWriter.append): the
+        value is visible at once, but the caller must call `flush_deferred()` before it
+        acknowledges the write to anyone. Implies `sync=False`.
         """
         # The engine's hottest method: _check, wal.encode_put and MemTable.put are inlined
         # (each call costs ~0.15 us in CPython, a tenth of the whole put).
@@ -420,7 +424,7 @@ class Engine:
             mem = self._state.mem
             if mem.approx_bytes >= self._memtable_bytes:
                 mem = self._make_room()
-            lsn = self._wal.append(record)
+            lsn = self._wal.append(record, defer)
             data = mem.data
             if mem._snapshots:
                 mem._save_undo(key)
@@ -432,9 +436,26 @@ class Engine:
             else:
                 mem.approx_bytes += len(value) - (len(old) if old else 0)
             mem.user_bytes += len(payload) - 4
-        if self._sync_always if sync is None else sync:
+        if (self._sync_always if sync is None else sync) and not defer:
             self._wal.sync_to(lsn)
         return lsn
+
+    @property
+    def has_deferred(self) -> bool:
+        return self._wal.has_deferred
+
+    def flush_deferred(self) -> int:
+        """Write every deferred log record to the OS in one call; returns the log's LSN.
+
+        If the write fails the engine turns read-only: the memtable already holds those values
+        and the log does not, so accepting more writes would let them be read and then lost.
+        """
+        with self._write_lock:
+            try:
+                return self._wal.flush_deferred()
+            except OSError as exc:
+                self._bg_error = exc
+                raise
 
     def delete(self, key: bytes, sync: bool | None = None) -> int:
         """Delete `key` (a tombstone until compaction drops it); returns the LSN. See put()."""
@@ -476,6 +497,8 @@ class Engine:
 
     def wait_durable(self, lsn: int) -> None:
         """Block until the log is fsynced up to `lsn` (group commit with other waiters)."""
+        if lsn > self._wal.written_lsn:
+            self.flush_deferred()
         self._wal.sync_to(lsn)
 
     def _make_room(self) -> MemTable:
@@ -512,6 +535,7 @@ class Engine:
         state = self._state
         number = self._next_number()
         old_wal = self._wal
+        old_wal.flush_deferred()
         path = os.path.join(self.path, wal_file_name(number))
         self._wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal)
         # The frozen log is fsynced and closed by the flush thread, before its table is built:

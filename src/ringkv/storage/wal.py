@@ -223,13 +223,46 @@ class WalWriter:
         # A plain POSIX file is written with os.write directly: one Python call less per record
         # on the engine's hottest path. Test file systems keep their hooks.
         self._fd = self._file.fileno() if type(self._file) is WritableFile else -1
+        self._deferred: list[bytes] = []
+        self._deferred_bytes = 0
 
-    def append(self, record: bytes) -> int:
+    def append(self, record: bytes, defer: bool = False) -> int:
         """Hand the record to the OS; returns its LSN (end position). REQUIRES: write lock held.
 
-        A failed append (ENOSPC, EIO) cuts the log back to where it was, so replay never meets
+        With `defer`, the record is only queued: `flush_deferred` writes every queued record in
+        one system call (a server coalesces the writes of one event-loop iteration this way and
+        answers its clients after the flush). A non-deferred append writes the queue first, so
+        records reach the log in the order they were appended.
+
+        A failed write (ENOSPC, EIO) cuts the log back to where it was, so replay never meets
         half a record followed by good ones, and raises (StorageFullError for a full disk).
         """
+        if defer:
+            self._deferred.append(record)
+            self._deferred_bytes += len(record)
+            return self._base + self._file.size + self._deferred_bytes
+        if self._deferred:
+            self._deferred.append(record)
+            record = self._take_deferred()
+        return self._write(record)
+
+    @property
+    def has_deferred(self) -> bool:
+        return bool(self._deferred)
+
+    def flush_deferred(self) -> int:
+        """Write every deferred record; returns the LSN written. REQUIRES: write lock held."""
+        if self._deferred:
+            self._write(self._take_deferred())
+        return self.written_lsn
+
+    def _take_deferred(self) -> bytes:
+        data = b"".join(self._deferred)
+        self._deferred.clear()
+        self._deferred_bytes = 0
+        return data
+
+    def _write(self, record: bytes) -> int:
         n = len(record)
         f = self._file
         before = f.size
@@ -287,6 +320,7 @@ class WalWriter:
         self.sync_to(self.written_lsn)
 
     def close(self, sync: bool = True) -> None:
+        self.flush_deferred()
         if sync:
             self.sync_all()
             self._previous = None  # synced logs are closed oldest first: nothing left to wait on
