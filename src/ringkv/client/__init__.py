@@ -1,0 +1,33 @@
+"""ringkv's Python client: `Client` (blocking) and `AsyncClient` (asyncio).
+
+    from ringkv.client import Client
+
+    with Client.from_url("ringkv://127.0.0.1:7379") as kv:
+        kv.set("greeting", "hello", ttl_s=30)
+        kv.get("greeting")          # b"hello"
+
+Both talk RESP to one node through redis-py's connection pools, retry only what is safe to
+resend, and raise the typed errors of `ringkv.client.errors`. docs/client.md is the guide.
+"""
+
+from ringkv.client.aio import AsyncClient
+from ringkv.client.errors import (
+    ClientError,
+    ConnectionFailedError,
+    RequestTimeoutError,
+    ResultUnknownError,
+    ServerError,
+)
+from ringkv.client.options import Consistency
+from ringkv.client.sync import Client
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "ConnectionFailedError",
+    "Consistency",
+    "RequestTimeoutError",
+    "ResultUnknownError",
+    "ServerError",
+]

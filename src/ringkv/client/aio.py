@@ -1,0 +1,199 @@
+"""`AsyncClient`: the asyncio twin of `Client`, same methods, same errors, same retry rules.
+
+    async with AsyncClient("127.0.0.1", 7379) as kv:
+        await kv.set("user:1", b"ada")
+        async for key in kv.scan_iter(match="user:*"):
+            ...
+
+Built on `redis.asyncio`'s `BlockingConnectionPool` and `Connection`, driven request by
+request as `Client` is (see its module for why not `redis.asyncio.Redis`). An AsyncClient
+belongs to the event loop that first uses it: its connections are that loop's sockets.
+
+Cancelling a call closes the connection it was using (its reply might still arrive and must
+not be taken as the next request's answer); for a non-idempotent request the outcome is then
+unknown, as after a lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Self, TypeVar
+
+import redis.asyncio
+import redis.asyncio.retry
+import redis.backoff
+import redis.exceptions
+
+from ringkv.client import commands
+from ringkv.client.base import ClientBase, pool_kwargs
+from ringkv.client.commands import Data, Request
+from ringkv.client.options import ClientOptions, Consistency, parse_consistency
+from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
+
+T = TypeVar("T")
+Level = str | Consistency | None
+
+
+class AsyncClient(ClientBase):
+    """An asyncio client of one ringkv node; see `Client` for what each method does."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7379,
+        *,
+        timeout_ms: float = 1000,
+        connect_timeout_ms: float = 1000,
+        max_connections: int = 50,
+        retries: int = 3,
+        backoff_base_ms: float = 20,
+        backoff_max_ms: float = 1000,
+        consistency: Level = None,
+    ):
+        super().__init__(
+            ClientOptions(
+                host=host,
+                port=port,
+                timeout_ms=timeout_ms,
+                connect_timeout_ms=connect_timeout_ms,
+                max_connections=max_connections,
+                retries=retries,
+                backoff_base_ms=backoff_base_ms,
+                backoff_max_ms=backoff_max_ms,
+                consistency=parse_consistency(consistency),
+            )
+        )
+        self._pool = redis.asyncio.BlockingConnectionPool(
+            connection_class=redis.asyncio.Connection,
+            **pool_kwargs(self.options, redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)),
+        )
+
+    # ------------------------------------------------------------------ the round trip
+
+    async def _execute(self, request: Request[T]) -> T:
+        if not request.args:
+            self._check_open()
+            return request.parse(None)
+        attempts = Attempts(request, self.options, self._rng)
+        pool = self._pool
+        while True:
+            # Checked on every attempt: a retry must not reopen a pool that close() emptied.
+            self._check_open()
+            attempts.begin()
+            try:
+                conn = await pool.get_connection()
+            except TRANSPORT_ERRORS as exc:
+                await asyncio.sleep(attempts.connect_failed(exc))
+                continue
+            try:
+                await conn.send_command(*request.args)
+                reply = await conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                await pool.release(conn)
+                raise attempts.server_error(exc) from None
+            except TRANSPORT_ERRORS as exc:
+                await conn.disconnect()
+                await pool.release(conn)
+                await asyncio.sleep(attempts.request_failed(exc))
+                continue
+            except BaseException:
+                # Cancelled mid-reply: see the module docstring.
+                await conn.disconnect()
+                await pool.release(conn)
+                raise
+            await pool.release(conn)
+            return request.parse(reply)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, key: Data, *, consistency: Level = None) -> bytes | None:
+        return await self._execute(commands.get(key, self._level(consistency)))
+
+    async def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
+        return await self._execute(commands.mget(keys, self._level(consistency)))
+
+    async def exists(self, *keys: Data, consistency: Level = None) -> int:
+        return await self._execute(commands.exists(keys, self._level(consistency)))
+
+    async def ttl(self, key: Data, *, consistency: Level = None) -> float | None:
+        return await self._execute(commands.ttl(key, self._level(consistency)))
+
+    def scan_iter(self, match: Data | None = None, count: int = 100) -> AsyncIterator[bytes]:
+        """`async for key in kv.scan_iter(...)`: every key once (see `Client.scan_iter`)."""
+        first = commands.scan_page(0, match, count)  # bad arguments fail here
+        return self._scan(first, match, count)
+
+    async def _scan(self, request: Request[tuple[int, list[bytes]]], match: Data | None,
+                    count: int) -> AsyncIterator[bytes]:
+        while True:
+            cursor, keys = await self._execute(request)
+            for key in keys:
+                yield key
+            if cursor == 0:
+                return
+            request = commands.scan_page(cursor, match, count)
+
+    async def dbsize(self) -> int:
+        return await self._execute(commands.dbsize())
+
+    async def info(self, section: str | None = None) -> dict[str, dict[str, Any]]:
+        return await self._execute(commands.info(section))
+
+    async def ping(self) -> bool:
+        return await self._execute(commands.ping())
+
+    # ------------------------------------------------------------------ writes
+
+    async def set(
+        self,
+        key: Data,
+        value: Data,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        if_not_exists: bool = False,
+        if_exists: bool = False,
+        *,
+        consistency: Level = None,
+    ) -> bool:
+        return await self._execute(
+            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists,
+                          self._level(consistency))
+        )
+
+    async def mset(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+                   consistency: Level = None) -> None:
+        await self._execute(commands.mset(pairs, self._level(consistency)))
+
+    async def delete(self, *keys: Data, consistency: Level = None) -> int:
+        return await self._execute(commands.delete(keys, self._level(consistency)))
+
+    async def incr(self, key: Data, delta: int = 1, *, consistency: Level = None) -> int:
+        return await self._execute(commands.incr(key, delta, self._level(consistency)))
+
+    async def incr_float(self, key: Data, delta: float, *, consistency: Level = None) -> float:
+        return await self._execute(commands.incr_float(key, delta, self._level(consistency)))
+
+    async def append(self, key: Data, value: Data, *, consistency: Level = None) -> int:
+        return await self._execute(commands.append(key, value, self._level(consistency)))
+
+    async def expire(self, key: Data, ttl_s: float, *, consistency: Level = None) -> bool:
+        return await self._execute(commands.expire(key, ttl_s, self._level(consistency)))
+
+    async def persist(self, key: Data, *, consistency: Level = None) -> bool:
+        return await self._execute(commands.persist(key, self._level(consistency)))
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def close(self) -> None:
+        """Close every pooled connection; later calls raise `ringkv.errors.ClosedError`."""
+        self._closed = True
+        await self._pool.disconnect()
+
+    aclose = close  # for contextlib.aclosing and redis.asyncio's naming
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,84 @@
+"""What `Client` and `AsyncClient` share apart from IO: options, the consistency default,
+URLs, and the keyword arguments of redis-py's connections."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from typing import Any, Self
+
+import redis.connection
+
+from ringkv.client.options import ClientOptions, Consistency, parse_consistency, parse_url
+from ringkv.errors import ClosedError
+
+# redis-py sends CLIENT SETINFO twice on every new connection unless told not to. A ringkv node
+# ignores it, and it costs two round trips per connection; it would also make "connected" mean
+# "already talked to the node", blurring the line between a failed connect (request not sent)
+# and a failed request. redis-py 7 takes `driver_info=None`; older ones lib_name/lib_version.
+_NO_HANDSHAKE: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
+def pool_kwargs(options: ClientOptions, retry: Any) -> dict[str, Any]:
+    """Keyword arguments of redis-py's BlockingConnectionPool (and its connections) for these options.
+
+    `retry` must be redis-py's no-retry policy: the client decides about retries itself
+    (`ringkv.client.retry`), and a retry inside redis-py would resend an INCR behind its back.
+    """
+    return {
+        "host": options.host,
+        "port": options.port,
+        "socket_timeout": options.timeout_ms / 1000,
+        "socket_connect_timeout": options.connect_timeout_ms / 1000,
+        "socket_keepalive": True,
+        "health_check_interval": 0,  # a PING before requests would double their round trips
+        # RESP2 explicitly (redis-py 8 defaults to RESP3): no HELLO round trip on connect, and
+        # replies in the shapes commands.py parses.
+        "protocol": 2,
+        "retry": retry,
+        "max_connections": options.max_connections,
+        # How long a caller waits for a free pooled connection when all are busy.
+        "timeout": options.timeout_ms / 1000,
+        **_NO_HANDSHAKE,
+    }
+
+
+class ClientBase:
+    """Options and bookkeeping common to both clients."""
+
+    def __init__(self, options: ClientOptions):
+        self.options = options
+        self._rng = random.Random()  # backoff jitter only
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """A client for `ringkv://host[:port]` (port 7379 when omitted); keyword arguments as
+        for the constructor."""
+        host, port = parse_url(url)
+        return cls(host, port, **kwargs)
+
+    @property
+    def address(self) -> str:
+        """The node's "host:port"."""
+        return self.options.address
+
+    @property
+    def consistency(self) -> Consistency | None:
+        """The level requests use unless a call names its own (None: the node's default)."""
+        return self.options.consistency
+
+    def _level(self, consistency: str | Consistency | None) -> Consistency | None:
+        return parse_consistency(consistency) or self.options.consistency
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"this client of {self.address} was closed")
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__} {self.address}{state}>"

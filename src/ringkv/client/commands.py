@@ -1,0 +1,301 @@
+"""Requests as data: what each client method sends, whether it may be resent, how to read the reply.
+
+Both clients (`Client` and `AsyncClient`) build a `Request` here and hand it to their own IO
+loop, so argument checks, encoding and reply parsing are written once. Nothing here does IO.
+
+A request is `idempotent` when sending it twice leaves the same state as sending it once
+(GET, SET without conditions, DEL, MSET, EXPIRE, ...): only those are retried after a
+connection failure. INCR, INCRBYFLOAT, APPEND and SET NX/XX are not: a lost reply means the
+outcome is unknown, and resending could apply the change twice.
+
+Keys and values are bytes; `str` is accepted and encoded as UTF-8. Replies are bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ringkv.client.options import Consistency
+
+T = TypeVar("T")
+Data = str | bytes | bytearray | memoryview
+
+# The node answers SCAN COUNT up to this many keys examined per page (resp_server bounds it).
+MAX_SCAN_COUNT = 100_000
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[T]):
+    """One command for the node.
+
+    `command` names it in error messages ("GET"). `args` is the whole command line; empty
+    `args` means no round trip is needed (DEL of no keys) and the result is `parse(None)`.
+    `consistency` is the level the caller asked for; a single node does not use it (see
+    `Consistency`), so it is not sent yet.
+    """
+
+    command: str
+    args: tuple[bytes | int, ...]
+    idempotent: bool
+    parse: Callable[[Any], T]
+    consistency: Consistency | None = None
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def encode(data: Data, what: str = "key") -> bytes:
+    """bytes-like as is, str as UTF-8. Anything else is refused rather than guessed at
+    (an int or None turning into b"5" or b"None" is a bug waiting to be stored)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or str, got {type(data).__name__}")
+
+
+def _keys(keys: Iterable[Data]) -> list[bytes]:
+    if isinstance(keys, str | bytes | bytearray | memoryview):
+        # mget("abc") would otherwise ask for keys "a", "b" and "c".
+        raise TypeError("keys must be an iterable of keys, not a single key")
+    return [encode(k) for k in keys]
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _ttl_ms(ttl_s: float | None, ttl_ms: int | None) -> int | None:
+    if ttl_s is not None and ttl_ms is not None:
+        raise ValueError("give ttl_s or ttl_ms, not both")
+    if ttl_ms is not None:
+        if type(ttl_ms) is not int or ttl_ms <= 0:
+            raise ValueError(f"ttl_ms must be a positive integer, got {ttl_ms!r}")
+        return ttl_ms
+    if ttl_s is not None:
+        if not _is_number(ttl_s) or not 0 < ttl_s < math.inf:
+            raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+        return math.ceil(ttl_s * 1000)  # never round a short TTL down to "no TTL"
+    return None
+
+
+# ---------------------------------------------------------------------- reply parsers
+
+
+def _optional_bytes(reply: Any) -> bytes | None:
+    return reply
+
+
+def _integer(reply: Any) -> int:
+    return int(reply)
+
+
+def _count(reply: Any) -> int:
+    return 0 if reply is None else int(reply)
+
+
+def _flag(reply: Any) -> bool:
+    return bool(reply)
+
+
+def _ok(reply: Any) -> bool:
+    # SET answers +OK when it wrote and a nil when an NX/XX condition did not hold.
+    return reply is not None
+
+
+def _none(reply: Any) -> None:
+    return None
+
+
+def _float(reply: Any) -> float:
+    return float(reply)
+
+
+def _seconds_left(reply: Any) -> float | None:
+    ms = int(reply)
+    return None if ms < 0 else ms / 1000  # -1: no expiry, -2: no such key
+
+
+def _values(reply: Any) -> list[bytes | None]:
+    return [] if reply is None else list(reply)
+
+
+def _pong(reply: Any) -> bool:
+    return reply in (b"PONG", "PONG")
+
+
+def _scan_page(reply: Any) -> tuple[int, list[bytes]]:
+    cursor, keys = reply
+    return int(cursor), list(keys)
+
+
+_INT = re.compile(r"-?\d+")
+_FLOAT = re.compile(r"-?\d+\.\d+(e[-+]?\d+)?")
+
+
+def _info_value(text: str) -> int | float | str:
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def parse_info(reply: Any) -> dict[str, dict[str, Any]]:
+    """INFO's text -> {section: {field: value}}, section names lower-case as INFO takes them.
+
+    Numbers become int or float; keyspace lines ("db0:keys=3,expires=0,avg_ttl=0") become
+    dicts. Fields before any "# Section" line land in section "".
+    """
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply or "")
+    sections: dict[str, dict[str, Any]] = {}
+    name = ""
+    current = sections.setdefault(name, {})
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            name = line[1:].strip().lower()
+            current = sections.setdefault(name, {})
+            continue
+        field, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if name == "keyspace":
+            current[field] = {
+                k: _info_value(v) for k, _, v in (item.partition("=") for item in value.split(","))
+            }
+        else:
+            current[field] = _info_value(value)
+    if not sections[""]:
+        del sections[""]
+    return sections
+
+
+# ---------------------------------------------------------------------- builders
+
+
+def get(key: Data, consistency: Consistency | None = None) -> Request[bytes | None]:
+    return Request("GET", (b"GET", encode(key)), True, _optional_bytes, consistency)
+
+
+def set_(
+    key: Data,
+    value: Data,
+    ttl_s: float | None = None,
+    ttl_ms: int | None = None,
+    if_not_exists: bool = False,
+    if_exists: bool = False,
+    consistency: Consistency | None = None,
+) -> Request[bool]:
+    if if_not_exists and if_exists:
+        raise ValueError("if_not_exists and if_exists exclude each other")
+    args: list[bytes | int] = [b"SET", encode(key), encode(value, "value")]
+    ms = _ttl_ms(ttl_s, ttl_ms)
+    if ms is not None:
+        args += [b"PX", ms]
+    if if_not_exists:
+        args.append(b"NX")
+    elif if_exists:
+        args.append(b"XX")
+    conditional = if_not_exists or if_exists
+    # A conditional SET is a read-modify-write: resent after it was applied, NX would answer
+    # "not written" for the caller's own write.
+    return Request("SET", tuple(args), not conditional, _ok, consistency)
+
+
+def delete(keys: Iterable[Data], consistency: Consistency | None = None) -> Request[int]:
+    # Resending DEL leaves the same state; only the count it returns may then be lower.
+    encoded = _keys(keys)
+    return Request("DEL", (b"DEL", *encoded) if encoded else (), True, _count, consistency)
+
+
+def exists(keys: Iterable[Data], consistency: Consistency | None = None) -> Request[int]:
+    encoded = _keys(keys)
+    return Request("EXISTS", (b"EXISTS", *encoded) if encoded else (), True, _count, consistency)
+
+
+def incr(key: Data, delta: int = 1, consistency: Consistency | None = None) -> Request[int]:
+    if type(delta) is not int or not _INT64_MIN <= delta <= _INT64_MAX:
+        raise ValueError(f"delta must be a 64-bit signed integer, got {delta!r}")
+    return Request("INCRBY", (b"INCRBY", encode(key), delta), False, _integer, consistency)
+
+
+def incr_float(key: Data, delta: float, consistency: Consistency | None = None) -> Request[float]:
+    if not _is_number(delta) or not math.isfinite(delta):
+        raise ValueError(f"delta must be a finite number, got {delta!r}")
+    return Request(
+        "INCRBYFLOAT", (b"INCRBYFLOAT", encode(key), repr(float(delta)).encode()), False, _float,
+        consistency,
+    )
+
+
+def append(key: Data, value: Data, consistency: Consistency | None = None) -> Request[int]:
+    return Request("APPEND", (b"APPEND", encode(key), encode(value, "value")), False, _integer,
+                   consistency)
+
+
+def expire(key: Data, ttl_s: float, consistency: Consistency | None = None) -> Request[bool]:
+    if not _is_number(ttl_s) or not math.isfinite(ttl_s):
+        raise ValueError(f"ttl_s must be a number of seconds, got {ttl_s!r}")
+    # PEXPIRE keeps sub-second TTLs. As in Redis, ttl_s <= 0 deletes the key. Resending it is
+    # harmless: the expiry is set again, counted from the later arrival.
+    ms = math.ceil(ttl_s * 1000) if ttl_s > 0 else math.floor(ttl_s * 1000)
+    return Request("PEXPIRE", (b"PEXPIRE", encode(key), ms), True, _flag, consistency)
+
+
+def persist(key: Data, consistency: Consistency | None = None) -> Request[bool]:
+    return Request("PERSIST", (b"PERSIST", encode(key)), True, _flag, consistency)
+
+
+def ttl(key: Data, consistency: Consistency | None = None) -> Request[float | None]:
+    return Request("PTTL", (b"PTTL", encode(key)), True, _seconds_left, consistency)
+
+
+def mget(keys: Iterable[Data], consistency: Consistency | None = None) -> Request[list[bytes | None]]:
+    encoded = _keys(keys)
+    return Request("MGET", (b"MGET", *encoded) if encoded else (), True, _values, consistency)
+
+
+def mset(
+    pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]],
+    consistency: Consistency | None = None,
+) -> Request[None]:
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    args: list[bytes | int] = []
+    for key, value in items:
+        args += [encode(key), encode(value, "value")]
+    return Request("MSET", (b"MSET", *args) if args else (), True, _none, consistency)
+
+
+def scan_page(cursor: int, match: Data | None = None, count: int = 100) -> Request[tuple[int, list[bytes]]]:
+    """One SCAN page. Resending a page is safe: the cursor is a position in the key space, so
+    it stays valid whatever happens between calls."""
+    if type(count) is not int or not 1 <= count <= MAX_SCAN_COUNT:
+        raise ValueError(f"count must be an integer 1..{MAX_SCAN_COUNT}, got {count!r}")
+    args: list[bytes | int] = [b"SCAN", cursor, b"COUNT", count]
+    if match is not None:
+        args += [b"MATCH", encode(match, "match pattern")]
+    return Request("SCAN", tuple(args), True, _scan_page)
+
+
+def dbsize() -> Request[int]:
+    return Request("DBSIZE", (b"DBSIZE",), True, _integer)
+
+
+def info(section: str | None = None) -> Request[dict[str, dict[str, Any]]]:
+    args: tuple[bytes | int, ...] = (b"INFO",) if section is None else (b"INFO", encode(section, "section"))
+    return Request("INFO", args, True, parse_info)
+
+
+def ping() -> Request[bool]:
+    return Request("PING", (b"PING",), True, _pong)

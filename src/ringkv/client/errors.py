@@ -1,0 +1,91 @@
+"""The errors a ringkv client raises, one per thing a caller does differently about it.
+
+    ConnectionFailedError  no node answered; the request was never executed (for a write that
+                           is not idempotent, it was never sent at all)  -> try later / elsewhere
+    RequestTimeoutError    a node took the request and gave no reply in timeout_ms
+    ResultUnknownError     a non-idempotent write was sent and its reply was lost: it may or may
+                           not have been applied -> read the key to find out, do not blindly resend
+    ServerError            the node answered with an error (bad argument, wrong type, ...): the
+                           same request will fail again
+
+All of them derive from `ClientError` (a `ringkv.errors.RingkvError`), so one `except` catches
+everything the client raises on purpose. `ConnectionFailedError` and `RequestTimeoutError` also
+derive from Python's `ConnectionError` and `TimeoutError`, for code that already catches those.
+"""
+
+from __future__ import annotations
+
+from ringkv.errors import RingkvError
+
+
+class ClientError(RingkvError):
+    """Base class of the errors raised by `ringkv.client`."""
+
+
+class ConnectionFailedError(ClientError, ConnectionError):
+    """No connection to the node could be made (or kept) within the configured attempts.
+
+    `address` is "host:port", `attempts` how many were made, `cause` the last failure.
+    """
+
+    def __init__(self, command: str, address: str, attempts: int, cause: BaseException):
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(f"{command}: could not reach {address} after {tries}: {_describe(cause)}")
+        self.command = command
+        self.address = address
+        self.attempts = attempts
+        self.cause = cause
+
+
+class RequestTimeoutError(ClientError, TimeoutError):
+    """The node accepted the request but did not answer within `timeout_ms`.
+
+    Raised only for idempotent requests (a non-idempotent one raises `ResultUnknownError`); a
+    timed-out request is not retried, since the node that did not answer is overloaded or
+    stopped and asking it again would multiply the wait.
+    """
+
+    def __init__(self, command: str, timeout_ms: float, address: str, waiting_for: str = "a reply"):
+        super().__init__(f"{command} timed out after {timeout_ms:g} ms waiting for {waiting_for} from {address}")
+        self.command = command
+        self.timeout_ms = timeout_ms
+        self.address = address
+
+
+class ServerError(ClientError):
+    """The node executed the request and answered with an error; `server_message` is its text."""
+
+    def __init__(self, command: str, address: str, server_message: str):
+        super().__init__(f"{address} answered {command} with an error: {server_message}")
+        self.command = command
+        self.address = address
+        self.server_message = server_message
+
+
+class ResultUnknownError(ClientError):
+    """A non-idempotent request (INCR, APPEND, a conditional SET) was sent and no reply came.
+
+    The node may have applied it or not; resending could apply it twice, so the client never
+    does. Read the key to learn the outcome. `timed_out` tells a missing reply (no answer in
+    `timeout_ms`) from a lost connection; `cause` is the underlying failure.
+    """
+
+    def __init__(self, command: str, address: str, cause: BaseException, timed_out: bool,
+                 timeout_ms: float):
+        if timed_out:
+            what = f"no reply from {address} within {timeout_ms:g} ms"
+        else:
+            what = f"the connection to {address} failed after the request was sent ({_describe(cause)})"
+        super().__init__(
+            f"{command} result unknown: {what}; the write may or may not have been applied, "
+            "read the key to find out"
+        )
+        self.command = command
+        self.address = address
+        self.cause = cause
+        self.timed_out = timed_out
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__

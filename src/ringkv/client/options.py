@@ -1,0 +1,103 @@
+"""A client's settings: one typed object, units in the names, checked when the client is made.
+
+`ClientOptions` is what `Client(...)` and `AsyncClient(...)` build from their keyword
+arguments; a bad value raises `ringkv.errors.ConfigError` naming the argument. Addresses can
+also come as a URL, `ringkv://host:port` (port 7379 when left out).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ringkv.errors import ConfigError
+
+DEFAULT_PORT = 7379
+URL_SCHEME = "ringkv"
+# Bounds that keep a typo from turning into an hour-long hang or a retry storm.
+MAX_TIMEOUT_MS = 3_600_000
+MAX_RETRIES = 100
+MAX_CONNECTIONS = 10_000
+
+
+class Consistency(enum.StrEnum):
+    """How many of a key's replicas must answer a request (Dynamo's R and W).
+
+    A single node has one replica: every level means "this node", and the node is never told.
+    The cluster issue sends the level with each request (`RINGKV.CONSISTENCY`).
+    """
+
+    ONE = "ONE"
+    QUORUM = "QUORUM"
+    ALL = "ALL"
+
+
+def parse_consistency(value: str | Consistency | None, field: str = "consistency") -> Consistency | None:
+    """`None` stays None (the client's default applies); names are case-insensitive."""
+    if value is None or isinstance(value, Consistency):
+        return value
+    if isinstance(value, str):
+        try:
+            return Consistency(value.upper())
+        except ValueError:
+            pass
+    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    timeout_ms: float = 1000  # per request: from sending it to its whole reply
+    connect_timeout_ms: float = 1000  # per TCP connect
+    max_connections: int = 50  # pooled connections; callers beyond it wait up to timeout_ms
+    retries: int = 3  # extra attempts of an idempotent request after a connection failure
+    backoff_base_ms: float = 20
+    backoff_max_ms: float = 1000
+    consistency: Consistency | None = None
+
+    def __post_init__(self) -> None:
+        def require(cond: bool, name: str, message: str) -> None:
+            if not cond:
+                raise ConfigError(name, f"{message}, got {getattr(self, name)!r}")
+
+        def number(name: str) -> bool:
+            value = getattr(self, name)
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        require(isinstance(self.host, str) and bool(self.host), "host", "must be a host name or address")
+        require(type(self.port) is int and 1 <= self.port <= 65535, "port", "must be a TCP port 1..65535")
+        for name in ("timeout_ms", "connect_timeout_ms"):
+            require(number(name) and 1 <= getattr(self, name) <= MAX_TIMEOUT_MS, name,
+                    f"must be a number of milliseconds, 1..{MAX_TIMEOUT_MS}")
+        require(type(self.max_connections) is int and 1 <= self.max_connections <= MAX_CONNECTIONS,
+                "max_connections", f"must be an integer 1..{MAX_CONNECTIONS}")
+        require(type(self.retries) is int and 0 <= self.retries <= MAX_RETRIES, "retries",
+                f"must be an integer 0..{MAX_RETRIES}")
+        require(number("backoff_base_ms") and self.backoff_base_ms >= 0, "backoff_base_ms", "must be >= 0")
+        require(number("backoff_max_ms") and self.backoff_max_ms >= self.backoff_base_ms,
+                "backoff_max_ms", "must be >= backoff_base_ms")
+        require(self.consistency is None or isinstance(self.consistency, Consistency), "consistency",
+                "must be a Consistency (parse_consistency reads names)")
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        return f"{host}:{self.port}"
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """`ringkv://host[:port]` -> (host, port). Anything else raises ConfigError("url")."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("url", f"{url!r} is not a valid URL: {exc}") from None
+    if parts.scheme != URL_SCHEME:
+        raise ConfigError("url", f"scheme must be {URL_SCHEME}://, got {url!r}")
+    if not parts.hostname:
+        raise ConfigError("url", f"no host in {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError("url", f"expected only {URL_SCHEME}://host:port, got {url!r}")
+    return parts.hostname, port if port is not None else DEFAULT_PORT

@@ -1,0 +1,120 @@
+"""When a failed request is tried again, and what its caller is told when it is not.
+
+The rules, shared by `Client` and `AsyncClient`:
+
+- A request fails either before it was sent (no connection could be made: refused, connect
+  timed out) or after (the connection broke, or no reply came within `timeout_ms`).
+- Before it was sent, nothing happened on the node. An idempotent request is tried again, up
+  to `retries` more times, after a jittered exponential backoff; then `ConnectionFailedError`.
+  A non-idempotent one is not retried at all, and raises `ConnectionFailedError` at once, which
+  for it means "certainly not applied".
+- After it was sent: a timeout raises `RequestTimeoutError` without a retry (the node that did
+  not answer is paused or overloaded; asking again multiplies the caller's wait and its load).
+  A broken connection is retried like a connect failure if the request is idempotent. A
+  non-idempotent request raises `ResultUnknownError` whatever the cause: it may have been
+  applied, and only the caller can decide how to find out.
+- An error answered by the node (`ServerError`) is never retried: the same request fails again.
+
+`Attempts` holds this logic for one request; the clients' IO loops call it on each failure and
+either sleep for the delay it returns or let its typed error propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import redis.exceptions
+
+from ringkv.client.commands import Request
+from ringkv.client.errors import (
+    ConnectionFailedError,
+    RequestTimeoutError,
+    ResultUnknownError,
+    ServerError,
+)
+from ringkv.client.options import ClientOptions
+
+log = logging.getLogger("ringkv.client")
+
+# What a broken or unreachable node looks like through redis-py (it wraps most socket errors
+# in its ConnectionError and TimeoutError, but raw OSErrors leak from some asyncio paths).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.InvalidResponse,
+    OSError,
+    EOFError,
+)
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError, TimeoutError)
+# redis-py's BlockingConnectionPool raises ConnectionError with this text when every pooled
+# connection stayed busy for the pool's timeout: that is a wait, not an unreachable node.
+_POOL_EXHAUSTED = "No connection available."
+
+
+def backoff_ms(retry: int, base_ms: float, max_ms: float, rng: random.Random) -> float:
+    """Delay before retry number `retry` (0 for the first retry).
+
+    Exponential from `base_ms`, capped at `max_ms`, then "equal jitter" (as ringkv.net's
+    reconnects): somewhere in the upper half of that value, so clients that lost the same node
+    at the same moment do not knock again in step, while the total wait keeps a floor (the sum
+    of the halves) that a caller sizing `retries` can count on.
+    """
+    exponent = min(retry, 32)  # no float overflow however many retries are configured
+    ceiling = min(max_ms, base_ms * 2**exponent)
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+class Attempts:
+    """The retry state of one request. Not thread-safe: one per call."""
+
+    __slots__ = ("address", "limit", "made", "options", "request", "rng")
+
+    def __init__(self, request: Request, options: ClientOptions, rng: random.Random):
+        self.request = request
+        self.options = options
+        self.rng = rng
+        self.address = options.address
+        self.limit = 1 + options.retries if request.idempotent else 1
+        self.made = 0
+
+    def begin(self) -> None:
+        self.made += 1
+
+    def connect_failed(self, exc: BaseException) -> float:
+        """No connection for this attempt: the request was not sent. Returns the delay in
+        seconds before the next attempt, or raises the caller's error."""
+        if isinstance(exc, redis.exceptions.ConnectionError) and str(exc) == _POOL_EXHAUSTED:
+            raise RequestTimeoutError(
+                self.request.command,
+                self.options.timeout_ms,
+                self.address,
+                f"one of max_connections={self.options.max_connections} pooled connections",
+            ) from exc
+        return self._retry_or_fail(exc)
+
+    def request_failed(self, exc: BaseException) -> float:
+        """The request was (perhaps partly) sent and no whole reply came."""
+        request = self.request
+        timed_out = isinstance(exc, TIMEOUT_ERRORS)
+        if not request.idempotent:
+            raise ResultUnknownError(
+                request.command, self.address, exc, timed_out, self.options.timeout_ms
+            ) from exc
+        if timed_out:
+            raise RequestTimeoutError(request.command, self.options.timeout_ms, self.address) from exc
+        return self._retry_or_fail(exc)
+
+    def server_error(self, exc: BaseException) -> ServerError:
+        return ServerError(self.request.command, self.address, str(exc))
+
+    def _retry_or_fail(self, exc: BaseException) -> float:
+        if self.made >= self.limit:
+            raise ConnectionFailedError(self.request.command, self.address, self.made, exc) from exc
+        opts = self.options
+        delay = backoff_ms(self.made - 1, opts.backoff_base_ms, opts.backoff_max_ms, self.rng)
+        log.debug(
+            "%s to %s failed (%s); retry %d of %d in %.0f ms",
+            self.request.command, self.address, exc, self.made, self.limit - 1, delay,
+        )
+        return delay / 1000

@@ -1,0 +1,232 @@
+"""`Client`: the blocking ringkv client, one node, a pool of connections, typed errors.
+
+    with Client("127.0.0.1", 7379, timeout_ms=500) as kv:
+        kv.set("user:1", b"ada", ttl_s=60)
+        kv.get("user:1")            # b"ada"
+
+It speaks RESP through redis-py's connection layer (`BlockingConnectionPool`, `Connection`,
+the hiredis parser) but drives each request itself rather than through `redis.Redis`: to keep
+an INCR from running twice it must know whether a failure came before the request was sent or
+after, and `redis.Redis.execute_command` hides that. The retry rules are in
+`ringkv.client.retry`, the commands in `ringkv.client.commands`.
+
+A `Client` is safe to share between threads: each call borrows a pooled connection for its one
+round trip. Calls beyond `max_connections` at once wait up to `timeout_ms` for one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Self, TypeVar
+
+import redis
+import redis.backoff
+import redis.exceptions
+import redis.retry
+
+from ringkv.client import commands
+from ringkv.client.base import ClientBase, pool_kwargs
+from ringkv.client.commands import Data, Request
+from ringkv.client.options import ClientOptions, Consistency, parse_consistency
+from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
+
+T = TypeVar("T")
+Level = str | Consistency | None
+
+
+class Client(ClientBase):
+    """A blocking client of one ringkv node.
+
+    Keys and values are bytes; `str` is accepted and encoded as UTF-8; values come back as
+    bytes. Every key method takes `consistency="ONE"|"QUORUM"|"ALL"` to override the client's
+    default for that call; a single node has one replica and does not use it.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7379,
+        *,
+        timeout_ms: float = 1000,
+        connect_timeout_ms: float = 1000,
+        max_connections: int = 50,
+        retries: int = 3,
+        backoff_base_ms: float = 20,
+        backoff_max_ms: float = 1000,
+        consistency: Level = None,
+    ):
+        super().__init__(
+            ClientOptions(
+                host=host,
+                port=port,
+                timeout_ms=timeout_ms,
+                connect_timeout_ms=connect_timeout_ms,
+                max_connections=max_connections,
+                retries=retries,
+                backoff_base_ms=backoff_base_ms,
+                backoff_max_ms=backoff_max_ms,
+                consistency=parse_consistency(consistency),
+            )
+        )
+        self._pool = redis.BlockingConnectionPool(
+            connection_class=redis.Connection,
+            **pool_kwargs(self.options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)),
+        )
+
+    # ------------------------------------------------------------------ the round trip
+
+    def _execute(self, request: Request[T]) -> T:
+        if not request.args:
+            self._check_open()
+            return request.parse(None)
+        attempts = Attempts(request, self.options, self._rng)
+        pool = self._pool
+        while True:
+            # Checked on every attempt: a retry must not reopen a pool that close() emptied.
+            self._check_open()
+            attempts.begin()
+            try:
+                conn = pool.get_connection()
+            except TRANSPORT_ERRORS as exc:
+                time.sleep(attempts.connect_failed(exc))
+                continue
+            try:
+                conn.send_command(*request.args)
+                reply = conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                # The error reply was read whole: the connection is clean and goes back.
+                pool.release(conn)
+                raise attempts.server_error(exc) from None
+            except TRANSPORT_ERRORS as exc:
+                conn.disconnect()
+                pool.release(conn)
+                time.sleep(attempts.request_failed(exc))
+                continue
+            except BaseException:
+                # Interrupted mid-reply (KeyboardInterrupt, a bug): the rest of the reply must
+                # not be read by the next borrower as the answer to its own request.
+                conn.disconnect()
+                pool.release(conn)
+                raise
+            pool.release(conn)
+            return request.parse(reply)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: Data, *, consistency: Level = None) -> bytes | None:
+        """The key's value, or None when it does not exist (or has expired)."""
+        return self._execute(commands.get(key, self._level(consistency)))
+
+    def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
+        """The values of `keys`, in order, None for each missing one."""
+        return self._execute(commands.mget(keys, self._level(consistency)))
+
+    def exists(self, *keys: Data, consistency: Level = None) -> int:
+        """How many of `keys` exist (a key named twice counts twice, as in Redis)."""
+        return self._execute(commands.exists(keys, self._level(consistency)))
+
+    def ttl(self, key: Data, *, consistency: Level = None) -> float | None:
+        """Seconds (millisecond precision) until the key expires; None when it has no expiry
+        or does not exist (`exists` tells which)."""
+        return self._execute(commands.ttl(key, self._level(consistency)))
+
+    def scan_iter(self, match: Data | None = None, count: int = 100) -> Iterator[bytes]:
+        """Every key (matching the glob `match`, if given), page by page of about `count`.
+
+        Each key that exists for the whole iteration is yielded exactly once; keys written or
+        deleted meanwhile may or may not be. A page lost to a connection failure is asked for
+        again from the same cursor.
+        """
+        first = commands.scan_page(0, match, count)  # bad arguments fail here, not at next()
+        return self._scan(first, match, count)
+
+    def _scan(self, request: Request[tuple[int, list[bytes]]], match: Data | None,
+              count: int) -> Iterator[bytes]:
+        while True:
+            cursor, keys = self._execute(request)
+            yield from keys
+            if cursor == 0:
+                return
+            request = commands.scan_page(cursor, match, count)
+
+    def dbsize(self) -> int:
+        """How many keys the node holds."""
+        return self._execute(commands.dbsize())
+
+    def info(self, section: str | None = None) -> dict[str, dict[str, Any]]:
+        """The node's INFO as {section: {field: value}}; numbers are int or float."""
+        return self._execute(commands.info(section))
+
+    def ping(self) -> bool:
+        """True when the node answers."""
+        return self._execute(commands.ping())
+
+    # ------------------------------------------------------------------ writes
+
+    def set(
+        self,
+        key: Data,
+        value: Data,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        if_not_exists: bool = False,
+        if_exists: bool = False,
+        *,
+        consistency: Level = None,
+    ) -> bool:
+        """Store `value` under `key`, with an optional TTL (`ttl_s` or `ttl_ms`).
+
+        Returns False, writing nothing, when `if_not_exists` and the key exists, or `if_exists`
+        and it does not. A conditional set is not retried (see `ResultUnknownError`).
+        """
+        return self._execute(
+            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists,
+                          self._level(consistency))
+        )
+
+    def mset(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+             consistency: Level = None) -> None:
+        """Store every (key, value) pair, as one request."""
+        self._execute(commands.mset(pairs, self._level(consistency)))
+
+    def delete(self, *keys: Data, consistency: Level = None) -> int:
+        """Delete `keys`; returns how many existed. After a retry the count can be low (the
+        lost first attempt may have deleted some)."""
+        return self._execute(commands.delete(keys, self._level(consistency)))
+
+    def incr(self, key: Data, delta: int = 1, *, consistency: Level = None) -> int:
+        """Add `delta` to the integer stored at `key` (0 when missing); returns the new value.
+        Never retried."""
+        return self._execute(commands.incr(key, delta, self._level(consistency)))
+
+    def incr_float(self, key: Data, delta: float, *, consistency: Level = None) -> float:
+        """Add `delta` to the number stored at `key`; returns the new value. Never retried."""
+        return self._execute(commands.incr_float(key, delta, self._level(consistency)))
+
+    def append(self, key: Data, value: Data, *, consistency: Level = None) -> int:
+        """Append `value` to the key's value (creating it); returns the new length.
+        Never retried."""
+        return self._execute(commands.append(key, value, self._level(consistency)))
+
+    def expire(self, key: Data, ttl_s: float, *, consistency: Level = None) -> bool:
+        """Make the key expire in `ttl_s` seconds (<= 0 deletes it, as in Redis). False when
+        the key does not exist."""
+        return self._execute(commands.expire(key, ttl_s, self._level(consistency)))
+
+    def persist(self, key: Data, *, consistency: Level = None) -> bool:
+        """Remove the key's expiry. False when it had none or does not exist."""
+        return self._execute(commands.persist(key, self._level(consistency)))
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Close every pooled connection. Calls after this raise `ringkv.errors.ClosedError`."""
+        self._closed = True
+        self._pool.disconnect()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
