@@ -25,7 +25,16 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ringkv import __version__
-from ringkv.api.resp import RESP2, RESP3, ProtocolError, RequestParser, bulk, error, integer
+from ringkv.api.resp import (
+    RESP2,
+    RESP3,
+    ProtocolError,
+    RequestParser,
+    SimpleString,
+    bulk,
+    error,
+    integer,
+)
 from ringkv.errors import InvalidContextError, LimitError, RingkvError
 from ringkv.node.coordinator import PENDING, CommandError, parse_float, parse_int
 from ringkv.node.replica import now_ms
@@ -224,7 +233,7 @@ class RespConnection(asyncio.Protocol):
         spec = COMMANDS.get(name)
         stats = self.server.stats.commands
         if spec is None:
-            args = " ".join(f"'{a.decode('utf-8', 'replace')[:128]}'" for a in argv[1:20])
+            args = "".join(f"'{a.decode('utf-8', 'replace')[:128]}' " for a in argv[1:20])
             self._reply(
                 error(
                     f"ERR unknown command '{argv[0].decode('utf-8', 'replace')[:128]}', with args beginning with: {args}"
@@ -243,6 +252,11 @@ class RespConnection(asyncio.Protocol):
             result = exc.reply
         except CommandError as exc:
             result = error(f"{exc.kind} {exc}")
+        except RingkvError as exc:
+            result = error(f"ERR {exc}")
+        except Exception as exc:  # a bug must not take the connection or the node down
+            log.exception("command failed")
+            result = error(f"ERR internal error: {type(exc).__name__}: {exc}")
         if type(result) is bytes:
             self._reply(result)
         else:
@@ -329,9 +343,7 @@ def _int_arg(data: bytes) -> int:
 
 def _expire_ms(seconds_or_ms: bytes, unit_ms: int, absolute: bool, command: str) -> int:
     n = _int_arg(seconds_or_ms)
-    if n <= 0 and not absolute:
-        raise CommandReply(error(f"ERR invalid expire time in '{command}' command"))
-    if n < 0:
+    if n <= 0:  # relative or absolute: 0 would mean "no expiry" downstream
         raise CommandReply(error(f"ERR invalid expire time in '{command}' command"))
     ms = n * unit_ms
     if ms > (1 << 62):
@@ -422,9 +434,9 @@ def cmd_client(c: RespConnection, argv):
         return bulk(_client_line(c).encode())
     if sub == b"list" and len(argv) == 2:
         return bulk("".join(_client_line(x) for x in c.server.connections).encode())
-    return error(
-        f"ERR unknown subcommand or wrong number of arguments for '{argv[1].decode('utf-8', 'replace')}'. Try CLIENT HELP."
-    )
+    if sub in (b"setname", b"getname", b"id", b"setinfo", b"info", b"list"):
+        return error(f"ERR wrong number of arguments for 'client|{sub.decode()}' command")
+    return error(f"ERR unknown subcommand '{argv[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
 
 
 def _client_line(c: RespConnection) -> str:
@@ -454,9 +466,15 @@ def cmd_command(c: RespConnection, argv):
 
 
 def _command_info(name: bytes) -> list:
+    """Redis 7's ten-field COMMAND entry: name, arity, flags, first key, last key, step, ACL
+    categories, tips, key specs, subcommands (clients index all ten)."""
     _, arity = COMMANDS[name]
     first, last, step = KEY_SPECS.get(name, (0, 0, 0))
-    return [name, arity, [], first, last, step]
+    if name in WRITE_COMMANDS:
+        flags = [SimpleString("write")]
+    else:
+        flags = [SimpleString("readonly")] if first else []
+    return [name, arity, flags, first, last, step, [], [], [], []]
 
 
 def cmd_info(c: RespConnection, argv):
@@ -701,11 +719,10 @@ def _expire_condition(argv, start: int):
         opt = a.lower()
         if opt not in (b"nx", b"xx", b"gt", b"lt"):
             raise CommandReply(error(f"ERR Unsupported option {a.decode('utf-8', 'replace')}"))
-        if (
-            cond is not None
-            and {cond, opt.decode()} != {"gt", "xx"}
-            and {cond, opt.decode()} != {"lt", "xx"}
-        ):
+        pair = {cond, opt.decode()}
+        if cond is not None and pair == {"gt", "lt"}:
+            raise CommandReply(error("ERR GT and LT options at the same time are not compatible"))
+        if cond is not None and pair != {"gt", "xx"} and pair != {"lt", "xx"}:
             raise CommandReply(
                 error("ERR NX and XX, GT or LT options at the same time are not compatible")
             )
@@ -875,4 +892,10 @@ KEY_SPECS = {
         ((b"mset", b"msetnx"), (1, -1, 2)),
     )
     for name in names
+}
+
+WRITE_COMMANDS = {
+    b"set", b"setnx", b"setex", b"psetex", b"getset", b"getdel", b"getex", b"incr", b"incrby",
+    b"incrbyfloat", b"decr", b"decrby", b"mset", b"msetnx", b"del", b"unlink", b"append",
+    b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"flushdb", b"flushall",
 }

@@ -30,6 +30,9 @@ from ringkv.versioning.dvv import decode_context, encode_context
 from ringkv.versioning.record import ConflictPolicy, Record, Sibling, overwrite
 
 DEFAULT_NAMESPACE = b""
+# A storage key is token (8) | namespace length (1) | namespace | key, and the engine takes
+# keys up to 64 KiB.
+MAX_KEY_BYTES = 65536 - 9
 PENDING = object()  # a *_now fast path could not answer without IO: await the coroutine
 _TOKEN = struct.Struct(">Q")
 MAX_TOKEN = (1 << 64) - 1
@@ -212,7 +215,18 @@ class LocalCoordinator:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._fsync_pool, self.replica.engine.wait_durable, lsn)
 
+    @staticmethod
+    def _check_key(key: bytes, namespace: bytes) -> None:
+        if len(key) + len(namespace) > MAX_KEY_BYTES:
+            raise CommandError(
+                f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES - len(namespace)} bytes "
+                "(64 KiB less the storage prefix)",
+                status=413,
+            )
+
     def _read(self, key: bytes, namespace: bytes) -> tuple[bytes, Record | None]:
+        if len(key) + len(namespace) > MAX_KEY_BYTES:
+            self._check_key(key, namespace)
         skey = storage_key(namespace, key)
         return skey, self.replica.read_skey(skey)
 
@@ -345,7 +359,11 @@ class LocalCoordinator:
     def put_now(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE):
         """SET without a coroutine (see get_value_now); returns the LSN to wait for under
         sync=always, or PENDING. The common case is inlined: one read, one overwrite."""
-        if len(value) > self.max_value_bytes or self.policy is not ConflictPolicy.SIBLINGS:
+        if (
+            len(value) > self.max_value_bytes
+            or len(key) + len(namespace) > MAX_KEY_BYTES
+            or self.policy is not ConflictPolicy.SIBLINGS
+        ):
             skey, stored = self._read(key, namespace)
             return self._write(skey, namespace, key, stored, value)[1]
         replica = self.replica
@@ -386,16 +404,28 @@ class LocalCoordinator:
         await self._durable(lsn)
         return encode_context(new.clock)
 
+    def _check_pairs(self, pairs: list[tuple[bytes, bytes]], namespace: bytes) -> dict[bytes, bytes]:
+        """Validate every pair before writing any (MSET is all or nothing); a key named twice
+        keeps its last value, as in Redis."""
+        for key, value in pairs:
+            self._check_key(key, namespace)
+            if len(value) > self.max_value_bytes:
+                raise CommandError(
+                    f"value is {len(value)} bytes; the limit is max_value_bytes={self.max_value_bytes}", status=413
+                )
+        return dict(pairs)
+
     async def mset(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> None:
         lsn = 0
-        for key, value in pairs:
+        for key, value in self._check_pairs(pairs, namespace).items():
             skey, stored = self._read(key, namespace)
             _, lsn = self._write(skey, namespace, key, stored, value)
         await self._durable(lsn)
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> bool:
+        unique = self._check_pairs(pairs, namespace)
         now = now_ms()
-        reads = [(k, v, *self._read(k, namespace)) for k, v in pairs]
+        reads = [(k, v, *self._read(k, namespace)) for k, v in unique.items()]
         if any(self._winner(stored, now) is not None for _, _, _, stored in reads):
             return False
         lsn = 0
