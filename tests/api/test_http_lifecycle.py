@@ -158,7 +158,7 @@ def test_an_unexpected_exception_is_a_logged_500_problem_and_the_app_keeps_servi
 
 
 class ReadOnlyEngine:
-    _closed = False
+    closed = False
 
     def stats(self) -> dict:
         return {"background_error": "compaction failed: disk on fire"}

@@ -696,9 +696,13 @@ class Engine:
             added = {pick.output_level: list(pick.inputs[0])}
             metas = []
         else:
-            total = sum(t.meta.file_bytes for t in tables)
+            # Output tables are cut at target_file_bytes of *file* size; whatever the inputs'
+            # compression, the outputs cannot hold more than the inputs' raw bytes plus block
+            # overhead, so twice the raw size bounds the count with room to spare.
+            raw = sum(t.meta.raw_bytes + 16 * t.meta.entries for t in tables)
             with self._write_lock:
-                numbers = [self._next_number() for _ in range(2 + len(tables) + 2 * total // self.options.target_file_bytes)]
+                count = 4 + len(tables) + 2 * raw // self.options.target_file_bytes
+                numbers = [self._next_number() for _ in range(count)]
             job = jobs.CompactionJob(
                 directory=self.path,
                 runs=[[t.path for t in run] for run in pick.runs()],
@@ -845,6 +849,10 @@ class Engine:
             self._wal.close(sync=True)
         self._table_cache.close()
         self._unlock_directory()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> Engine:
         return self

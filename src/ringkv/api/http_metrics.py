@@ -1,0 +1,203 @@
+"""Prometheus metrics of a node, served by the HTTP API at `/metrics`.
+
+Two sources:
+- `HttpMetrics` counts and times every HTTP request per command (the route's name), fed by
+  `RequestMetricsMiddleware`, a pure ASGI middleware: one send wrapper and one clock read per
+  request, no logging;
+- `NodeCollector` reads the node's own counters at scrape time (RESP commands, engine stats,
+  loop stalls, expiry), so nothing on the request paths of those layers pays for metrics.
+
+Each app gets its own `CollectorRegistry`: tests build several apps in one process, and the
+global registry would refuse the second set of metric names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+# Single-node requests take tens of microseconds to a few milliseconds; an fsync under
+# sync="always" takes a few milliseconds more. The buckets resolve both.
+LATENCY_BUCKETS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+UNMATCHED = "unmatched"  # requests that matched no route: one label, whatever the path
+
+
+class HttpMetrics:
+    """Request counts by (command, status) and latency histograms by command."""
+
+    def __init__(self, node: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "ringkv_http_requests",
+            "HTTP requests answered, by command (route name) and status code.",
+            ["command", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ringkv_http_request_duration_seconds",
+            "Time from the first byte handed to the app to the last byte of the answer.",
+            ["command"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(NodeCollector(node))
+        # labels() takes a lock and builds a tuple key; the set of (command, status) pairs is
+        # small and fixed by the routes, so the children are looked up once and kept.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, command: str, status: int, seconds: float) -> None:
+        pair = self._children.get((command, status))
+        if pair is None:
+            pair = (self.requests.labels(command, str(status)), self.latency.labels(command))
+            self._children[(command, status)] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request into an `HttpMetrics`.
+
+    The command label is the name of the route the router matched, read from the scope after
+    the app returns.
+    """
+
+    def __init__(self, app: Any, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app raises before answering, the server answers 500
+
+        async def send_recording_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            # The router leaves the matched route (APIRoutes) or at least its endpoint (FastAPI's
+            # own /openapi.json and /docs) in the scope.
+            name = (
+                getattr(scope.get("route"), "name", None)
+                or getattr(scope.get("endpoint"), "__name__", None)
+                or UNMATCHED
+            )
+            self.metrics.observe(name, status, time.perf_counter() - started)
+
+
+class NodeCollector:
+    """Reads the node's counters at scrape time. A node that is not started yields nothing."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        if node is None:
+            return
+        if getattr(node, "resp", None) is not None:
+            yield from _resp_metrics(node.resp.stats)
+        if getattr(node, "engine", None) is not None:
+            yield from _engine_metrics(node.engine.stats())
+        if getattr(node, "stalls", None) is not None:
+            yield from _loop_metrics(node.stalls)
+        coordinator = getattr(node, "coordinator", None)
+        if coordinator is not None:
+            yield CounterMetricFamily(
+                "ringkv_expired_keys", "Keys removed by active expiry.", value=coordinator.expired_keys
+            )
+
+
+def _resp_metrics(stats: Any) -> Iterator[Metric]:
+    commands = CounterMetricFamily(
+        "ringkv_resp_commands", "RESP commands executed, by command.", labels=["command"]
+    )
+    for name, count in list(stats.commands.items()):
+        commands.add_metric([name.decode("ascii", "replace")], count)
+    yield commands
+    yield GaugeMetricFamily(
+        "ringkv_resp_connections", "Open RESP client connections.", value=stats.connections_current
+    )
+    yield CounterMetricFamily(
+        "ringkv_resp_connections_received", "RESP connections accepted.", value=stats.connections_received
+    )
+    yield CounterMetricFamily(
+        "ringkv_resp_protocol_errors",
+        "RESP connections closed after a protocol error.",
+        value=stats.protocol_errors,
+    )
+
+
+def _engine_metrics(st: dict) -> Iterator[Metric]:
+    yield GaugeMetricFamily("ringkv_engine_sstables", "SSTables in the engine.", value=st["tables"])
+    level_tables = GaugeMetricFamily(
+        "ringkv_engine_level_sstables", "SSTables per LSM level.", labels=["level"]
+    )
+    level_bytes = GaugeMetricFamily(
+        "ringkv_engine_level_bytes", "Bytes of SSTables per LSM level.", labels=["level"]
+    )
+    for lv in st["levels"]:
+        level_tables.add_metric([str(lv["level"])], lv["tables"])
+        level_bytes.add_metric([str(lv["level"])], lv["bytes"])
+    yield level_tables
+    yield level_bytes
+    yield GaugeMetricFamily(
+        "ringkv_engine_disk_bytes", "Bytes of SSTables and WAL on disk.", value=st["bytes_on_disk"]
+    )
+    yield GaugeMetricFamily(
+        "ringkv_engine_memtable_bytes", "Approximate bytes in the active memtable.", value=st["memtable_bytes"]
+    )
+    yield GaugeMetricFamily(
+        "ringkv_engine_write_amplification",
+        "Bytes written to disk (WAL, flushes, compactions) per user byte written.",
+        value=st["write_amplification"],
+    )
+    yield GaugeMetricFamily(
+        "ringkv_engine_space_amplification",
+        "Bytes of all SSTables per byte of the last non-empty level.",
+        value=st["space_amplification"],
+    )
+    cache = st["block_cache"]
+    yield GaugeMetricFamily(
+        "ringkv_engine_block_cache_hit_ratio", "Block cache hits / lookups since start.", value=cache["hit_rate"]
+    )
+    yield GaugeMetricFamily(
+        "ringkv_engine_block_cache_used_bytes", "Bytes held by the block cache.", value=cache["used_bytes"]
+    )
+    yield CounterMetricFamily("ringkv_engine_flushes", "Memtable flushes.", value=st["flushes"])
+    yield CounterMetricFamily("ringkv_engine_compactions", "Compactions.", value=st["compactions"])
+    yield CounterMetricFamily(
+        "ringkv_engine_write_stalls", "Writes that waited for a flush or compaction.", value=st["write_stalls"]
+    )
+    yield GaugeMetricFamily(
+        "ringkv_engine_background_error",
+        "1 when a background flush or compaction failed and the engine turned read-only.",
+        value=1 if st["background_error"] else 0,
+    )
+
+
+def _loop_metrics(stalls: Any) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "ringkv_loop_stall_max_seconds",
+        "Longest delay of the event loop's periodic probe since start.",
+        value=stalls.max_stall_ms / 1000,
+    )
+    yield CounterMetricFamily(
+        "ringkv_loop_stalls_over_5ms", "Probes the event loop ran more than 5 ms late.", value=stalls.over_5ms
+    )
+    yield CounterMetricFamily("ringkv_loop_stall_samples", "Event loop probes run.", value=stalls.samples)

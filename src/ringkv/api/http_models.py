@@ -1,0 +1,122 @@
+"""Request and answer bodies of the HTTP API, as pydantic models.
+
+They validate the JSON requests and document the answers in the OpenAPI spec; handlers build
+answers directly (see `http._json`), so each model here must match what its handler writes
+(the schemathesis tests check it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH_ITEMS = 1000
+MAX_TTL_S = 100 * 365 * 86400  # 100 years; keeps expire_at_ms far from any overflow
+
+
+class ConsistencyLevel(StrEnum):
+    ONE = "ONE"
+    QUORUM = "QUORUM"
+    ALL = "ALL"
+
+
+KeyEncoding = Literal["utf-8", "base64"]
+_B64_SCHEMA = {"format": "byte", "contentEncoding": "base64"}
+
+
+class PutKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(description="The value, base64 (standard alphabet, padded).", json_schema_extra=_B64_SCHEMA)
+    ttl: float | None = Field(
+        None, gt=0, le=MAX_TTL_S, description="Seconds until the key expires (fractions allowed, ms resolution)."
+    )
+    if_not_exists: bool = Field(False, description="Write only if the key is missing; 409 otherwise.")
+
+
+class PutKeyResponse(BaseModel):
+    key: str
+    version: str = Field(description="Causal context after the write, base64.", json_schema_extra=_B64_SCHEMA)
+    applied: bool = Field(description="The write was applied (always true in a 200 answer).")
+    created: bool = Field(description="The key had no live value before this write.")
+
+
+class GetKeyResponse(BaseModel):
+    key: str
+    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
+    version: str = Field(
+        description="Causal context of what was read (opaque), base64.", json_schema_extra=_B64_SCHEMA
+    )
+    timestamp: int = Field(description="Hybrid logical clock timestamp of the write.")
+    ttl_remaining: float | None = Field(description="Seconds until expiry; null when the key does not expire.")
+
+
+class DeleteKeyResponse(BaseModel):
+    deleted: bool = Field(description="A live value was deleted (false: there was none).")
+
+
+class TtlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float | None = Field(
+        ..., gt=0, le=MAX_TTL_S, description="Seconds until expiry; null removes the expiry."
+    )
+
+
+class TtlResponse(BaseModel):
+    key: str
+    changed: bool = Field(description="False only when removing the expiry of a key that had none.")
+
+
+class IncrRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delta: int = Field(1, ge=-(1 << 63), le=(1 << 63) - 1, description="Amount to add (negative subtracts).")
+
+
+class IncrResponse(BaseModel):
+    value: int = Field(description="The value after the increment (signed 64-bit).")
+
+
+class BatchGetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] = Field(max_length=MAX_BATCH_ITEMS, description="Keys to read, in key_encoding.")
+
+
+class BatchGetResponse(BaseModel):
+    values: list[str | None] = Field(description="Base64 values in the order of the keys; null for a missing key.")
+
+
+class BatchPutItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="The key, in key_encoding.")
+    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
+    ttl: float | None = Field(None, gt=0, le=MAX_TTL_S, description="Seconds until expiry.")
+
+
+class BatchPutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BatchPutItem] = Field(max_length=MAX_BATCH_ITEMS)
+
+
+class BatchPutResponse(BaseModel):
+    written: int
+
+
+class KeyListResponse(BaseModel):
+    keys: list[str] = Field(description="Keys in key_encoding, in ring order (not sorted).")
+    cursor: str | None = Field(description="Pass as `cursor` for the next page; null when the listing is done.")
+
+
+class ScanResponse(BaseModel):
+    cursor: str = Field(description="Next cursor (decimal); \"0\" when the scan is done.")
+    keys: list[str]
+
+
+class StatusResponse(BaseModel):
+    status: str
