@@ -134,3 +134,19 @@ class RemoteError(RpcError):
         super().__init__(f"{peer} answered with error {code}: {remote_message}", peer)
         self.code = code
         self.remote_message = remote_message
+
+
+class QuorumError(RingkvError):
+    """Too few replicas answered a read or write for its consistency level.
+
+    The message names every replica that failed and why, sorted by node id, e.g.
+    "needed 2 replicas, 1 answered: n3 timed out after 500 ms". `failures` maps node id to
+    reason; replicas still pending when the outcome was decided are not failures.
+    """
+
+    def __init__(self, needed: int, answered: int, failures: dict[str, str]):
+        self.needed = needed
+        self.answered = answered
+        self.failures = dict(sorted(failures.items()))
+        detail = "; ".join(f"{node} {reason}" for node, reason in self.failures.items())
+        super().__init__(f"needed {needed} replicas, {answered} answered: {detail}")

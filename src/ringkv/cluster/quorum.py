@@ -1,0 +1,233 @@
+"""Quorum decisions of one read or write: replica answers in, an outcome out.
+
+The coordinator sends a request to a partition's replicas (primaries and fallbacks) and feeds
+every answer here: `on_success` or `on_failure` (a timeout is a failure it reports; this
+module has no clock). The request succeeds once W (or R) replicas succeeded, and fails as soon
+as too few replicas are left to get there. Once decided, the outcome is fixed; later answers
+are still recorded, because the coordinator still applies them (read repair of late replies,
+hints). Reads keep the merge of every version received, through `merge` and `same` functions
+supplied by the caller, so this module does not know the record format. Implements
+docs/ring.md, "Quorum decisions".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ringkv.errors import ConfigError, QuorumError
+
+
+class ConsistencyLevel(enum.Enum):
+    """How many of a key's N replicas must answer: one, a majority, or all of them."""
+
+    ONE = "one"
+    QUORUM = "quorum"
+    ALL = "all"
+
+
+def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> int:
+    """The number of replicas `level` requires out of `n`.
+
+    An int is an explicit r or w and must be in 1..n. `field` ("r" or "w") names the request
+    field in the error, so the client learns which of its arguments was wrong.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
+    if level is ConsistencyLevel.ONE:
+        return 1
+    if level is ConsistencyLevel.QUORUM:
+        return n // 2 + 1
+    if level is ConsistencyLevel.ALL:
+        return n
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise ConfigError(field, f"expected one, quorum, all or an integer, got {level!r}")
+    if not 1 <= level <= n:
+        raise ConfigError(field, f"must be in 1..{n} (the key's replica count), got {level}")
+    return level
+
+
+# Per-replica state and its transitions: (state, answer) -> new state. A success after a
+# failure counts, because a replica that timed out and answered later does hold the write; a
+# success is final, so a duplicate or contradicting failure report after it changes nothing.
+_PENDING, _SUCCEEDED, _FAILED = "pending", "succeeded", "failed"
+_TRANSITIONS = {
+    (_PENDING, _SUCCEEDED): _SUCCEEDED,
+    (_PENDING, _FAILED): _FAILED,
+    (_FAILED, _SUCCEEDED): _SUCCEEDED,
+    (_FAILED, _FAILED): _FAILED,
+    (_SUCCEEDED, _SUCCEEDED): _SUCCEEDED,
+    (_SUCCEEDED, _FAILED): _SUCCEEDED,
+}
+
+
+class _Quorum:
+    """Counting and the decision, shared by reads and writes."""
+
+    __slots__ = (
+        "_error",
+        "_outcome",
+        "_pending",
+        "_reasons",
+        "_states",
+        "_successes",
+        "needed",
+        "replicas",
+    )
+
+    def __init__(self, replicas: tuple[str, ...], needed: int, field: str):
+        replicas = tuple(replicas)
+        if not replicas:
+            raise ConfigError("replicas", "a request needs at least one replica")
+        if len(set(replicas)) != len(replicas):
+            twice = sorted(n for n, count in Counter(replicas).items() if count > 1)
+            raise ConfigError("replicas", f"listed twice: {', '.join(twice)}")
+        if (
+            isinstance(needed, bool)
+            or not isinstance(needed, int)
+            or not 1 <= needed <= len(replicas)
+        ):
+            raise ConfigError(
+                field, f"must be in 1..{len(replicas)} (the replicas asked), got {needed!r}"
+            )
+        self.replicas = replicas
+        self.needed = needed
+        self._states = dict.fromkeys(replicas, _PENDING)
+        self._reasons: dict[str, str] = {}
+        self._successes = 0
+        self._pending = len(replicas)
+        self._outcome: bool | None = None
+        self._error: QuorumError | None = None
+
+    def on_success(self, node: str, reply: Any = None) -> bool:
+        """Record that `node` succeeded. True only for the answer that decided the outcome."""
+        if self._move(node, _SUCCEEDED):
+            self._accept(node, reply)
+        return self._decide()
+
+    def on_failure(self, node: str, reason: str) -> bool:
+        """Record that `node` failed, e.g. reason="timed out after 500 ms". True if decisive."""
+        if self._move(node, _FAILED):
+            self._reasons[node] = reason
+        return self._decide()
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def succeeded(self) -> bool:
+        """True once enough replicas succeeded; False while undecided or after a failure."""
+        return self._outcome is True
+
+    @property
+    def error(self) -> QuorumError | None:
+        """The error to give the client if the request failed, as it stood at the decision."""
+        return self._error
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Replicas that have not answered yet, in replica order."""
+        return tuple(n for n in self.replicas if self._states[n] is _PENDING)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Replicas that failed (and have not answered since), with their reasons."""
+        return {n: self._reasons[n] for n in self.replicas if self._states[n] is _FAILED}
+
+    def _move(self, node: str, answer: str) -> bool:
+        """Apply one answer; True if the replica's state changed."""
+        try:
+            before = self._states[node]
+        except KeyError:
+            raise ValueError(f"{node!r} is not a replica of this request") from None
+        after = _TRANSITIONS[before, answer]
+        if after is before:
+            return False
+        self._states[node] = after
+        if before is _PENDING:
+            self._pending -= 1
+        if after is _SUCCEEDED:
+            self._successes += 1
+            self._reasons.pop(node, None)
+        return True
+
+    def _decide(self) -> bool:
+        if self._outcome is not None:
+            return False
+        if self._successes >= self.needed:
+            self._outcome = True
+            return True
+        if self._successes + self._pending < self.needed:
+            self._outcome = False
+            self._error = QuorumError(self.needed, self._successes, self.failures)
+            return True
+        return False
+
+    def _accept(self, node: str, reply: Any) -> None:
+        """Hook: a replica's first success, with its reply."""
+
+
+class WriteQuorum(_Quorum):
+    """Decides a write: succeeded when `w` of `replicas` acknowledged it."""
+
+    __slots__ = ()
+
+    def __init__(self, replicas: tuple[str, ...], w: int):
+        super().__init__(replicas, w, "w")
+
+
+_NOTHING = object()
+
+
+class ReadQuorum(_Quorum):
+    """Decides a read and merges the versions the replicas returned.
+
+    REQUIRES: `merge(a, b)` is commutative and associative (a causal merge of sibling sets is),
+    so the result does not depend on the order replies arrive in; `same(a, b)` tells whether
+    two versions are equivalent, so a replica whose reply is not `same` as the merge has
+    missed something and gets the merged version by read repair.
+    """
+
+    __slots__ = ("_merge", "_merged", "_replies", "_same")
+
+    def __init__(
+        self,
+        replicas: tuple[str, ...],
+        r: int,
+        merge: Callable[[Any, Any], Any],
+        same: Callable[[Any, Any], bool],
+    ):
+        super().__init__(replicas, r, "r")
+        self._merge = merge
+        self._same = same
+        self._replies: dict[str, Any] = {}
+        self._merged: Any = _NOTHING
+
+    @property
+    def has_result(self) -> bool:
+        return self._merged is not _NOTHING
+
+    @property
+    def result(self) -> Any:
+        """The merge of every reply received so far, late ones included."""
+        if self._merged is _NOTHING:
+            raise RuntimeError("no replica has answered the read yet")
+        return self._merged
+
+    def stale_replicas(self) -> tuple[str, ...]:
+        """Replicas that answered with something other than the merged result, in replica order.
+
+        These are the read-repair targets. Replicas that failed or have not answered are not
+        listed: nothing is known of what they hold. Call again after late replies arrive.
+        """
+        if self._merged is _NOTHING:
+            return ()
+        merged, same, replies = self._merged, self._same, self._replies
+        return tuple(n for n in self.replicas if n in replies and not same(replies[n], merged))
+
+    def _accept(self, node: str, reply: Any) -> None:
+        self._replies[node] = reply
+        self._merged = reply if self._merged is _NOTHING else self._merge(self._merged, reply)

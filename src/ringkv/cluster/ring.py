@@ -1,0 +1,401 @@
+"""The ring: keys to tokens, tokens to partitions, partitions to owner nodes and replicas.
+
+Contract: a `Ring` is a pure function of (member set, partition count Q, replica count N). The
+order of the member list does not matter, nothing depends on the process (no `hash()`, no clock,
+no randomness), so every node that knows the same members computes the same ring. Partitions
+are Q equal contiguous ranges of the 64-bit token space (Q a power of two, fixed at cluster
+creation). Owners are chosen by weighted rendezvous hashing under a per-node capacity within
+1.5 partitions of the node's weighted share, resolved as the unique stable matching between
+partitions and nodes. Implements docs/ring.md, which also gives measured balance and movement.
+
+A `Ring` is immutable once built and safe to share between tasks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Set
+from fractions import Fraction
+from typing import NamedTuple
+
+import msgspec
+from xxhash import xxh3_64_intdigest
+
+from ringkv.cluster.preference import Replica, build_preference_lists, walk_fallbacks
+from ringkv.errors import ConfigError
+
+TOKEN_BITS = 64
+DEFAULT_PARTITIONS = 1024
+MAX_PARTITIONS = 1 << 16
+DEFAULT_REPLICAS = 3
+MAX_REPLICAS = 16
+MAX_MEMBERS = 4096
+
+_UNIT_53 = 2.0**-53  # scales a 53-bit integer into [0, 1) exactly
+_HALF = Fraction(1, 2)
+_CAPACITY_SEED = 0x52494E474B56  # "RINGKV": keeps the dither independent of rendezvous scores
+
+
+# --- keys, tokens, partitions -----------------------------------------------------------------
+
+
+def token(namespace: bytes, key: bytes) -> int:
+    """The 64-bit token of a key: xxh3_64 of len(namespace) as 4 bytes big-endian ‖ namespace ‖ key.
+
+    The length prefix keeps ("a", "bc") and ("ab", "c") apart. Storage keeps records under
+    token (8 bytes big-endian) ‖ namespace ‖ key, so one partition is one contiguous key range.
+    """
+    return xxh3_64_intdigest(len(namespace).to_bytes(4, "big") + namespace + key)
+
+
+def check_partitions(partitions: int) -> int:
+    """Validate a partition count Q and return log2(Q)."""
+    if (
+        isinstance(partitions, bool)
+        or not isinstance(partitions, int)
+        or partitions < 1
+        or partitions & (partitions - 1)
+    ):
+        raise ConfigError("partitions", f"must be a power of two, got {partitions!r}")
+    if partitions > MAX_PARTITIONS:
+        raise ConfigError("partitions", f"must be at most {MAX_PARTITIONS}, got {partitions}")
+    return partitions.bit_length() - 1
+
+
+def partition_of(token_: int, partitions: int) -> int:
+    """The partition holding a token: its top log2(Q) bits.
+
+    REQUIRES: `partitions` passed `check_partitions` (not re-checked: this is on every request).
+    """
+    return token_ >> (TOKEN_BITS - (partitions.bit_length() - 1))
+
+
+def partition_range(partition: int, partitions: int) -> tuple[int, int]:
+    """The first and last token (both inclusive) of a partition."""
+    shift = TOKEN_BITS - (partitions.bit_length() - 1)
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} out of range 0..{partitions - 1}")
+    return partition << shift, ((partition + 1) << shift) - 1
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+class Member(msgspec.Struct, frozen=True):
+    """A node as the ring sees it. `weight` scales its share; (dc, rack) is its failure domain."""
+
+    node_id: str
+    weight: float = 1.0
+    rack: str = ""
+    dc: str = ""
+
+
+def _validated_members(members: Iterable[Member]) -> tuple[Member, ...]:
+    by_id: dict[str, Member] = {}
+    for m in members:
+        if not isinstance(m, Member):
+            raise ConfigError("members", f"expected Member, got {type(m).__name__}")
+        if not m.node_id:
+            raise ConfigError("members", "node_id must not be empty")
+        if not (math.isfinite(m.weight) and m.weight > 0):
+            raise ConfigError("members", f"{m.node_id}: weight must be > 0, got {m.weight!r}")
+        if m.node_id in by_id and by_id[m.node_id] != m:
+            raise ConfigError("members", f"{m.node_id} is listed twice with different attributes")
+        by_id[m.node_id] = m
+    if not by_id:
+        raise ConfigError("members", "a ring needs at least one member")
+    if len(by_id) > MAX_MEMBERS:
+        raise ConfigError("members", f"at most {MAX_MEMBERS} members, got {len(by_id)}")
+    # Sorting by node id is what makes the ring independent of the order of the list.
+    return tuple(sorted(by_id.values(), key=lambda m: m.node_id))
+
+
+# --- ownership --------------------------------------------------------------------------------
+
+
+def capacities(members: tuple[Member, ...], partitions: int) -> list[int]:
+    """Each member's most partitions: its ideal share rounded by a per-node dither.
+
+    ideal_i = Q * weight_i / total weight; cap_i = floor(ideal_i + 1/2 + d_i) with d_i in [0, 1)
+    a hash of the node id, so cap_i lies in (ideal_i - 1/2, ideal_i + 3/2). Were all nodes to
+    round alike (ceil), every node of a weight would drop a unit of capacity at the same
+    membership change and evict partitions all at once; dithered, a join lowers the caps of a
+    few nodes whose total roughly matches the newcomer's share (docs/ring.md, "Movement").
+    If the caps fall short of Q, the nodes furthest below their ideal get one more each.
+    Fractions (exact for any float) make the result independent of summation order and of
+    rounding, so every node computes the same caps.
+    """
+    weights = [Fraction(m.weight) for m in members]
+    total = sum(weights)
+    ideal = [partitions * w / total for w in weights]
+    dither = [
+        Fraction(xxh3_64_intdigest(m.node_id.encode(), _CAPACITY_SEED), 1 << 64) for m in members
+    ]
+    caps = [math.floor(x + _HALF + d) for x, d in zip(ideal, dither)]
+    short = partitions - sum(caps)
+    if short > 0:
+        # Every term cap - ideal exceeds -1/2, so more than 2 * short nodes are below their
+        # ideal, and one more unit keeps each of them under ideal + 1.
+        below = sorted(range(len(caps)), key=lambda i: (caps[i] - ideal[i], members[i].node_id))
+        for i in below[:short]:
+            caps[i] += 1
+    return caps
+
+
+class _Preferences:
+    """Rendezvous keys of (partition, member) pairs, computed only as far as needed.
+
+    score(p, i) = xxh3_64(p as 4 bytes, seed = xxh3_64(node id)). With equal weights the score
+    itself is the key (higher wins), all integers. With unequal weights the key is
+    ln(u) / weight with u = score mapped into (0, 1): the "exponential race" form of weighted
+    rendezvous, under which member i tops a partition with probability weight_i / total.
+    """
+
+    __slots__ = ("_inv_weights", "_orders", "_seeds", "_weighted")
+
+    def __init__(self, members: tuple[Member, ...]):
+        self._seeds = [xxh3_64_intdigest(m.node_id.encode()) for m in members]
+        self._weighted = len({m.weight for m in members}) > 1
+        self._inv_weights = [1.0 / m.weight for m in members]
+        # Full rankings, kept only for partitions that were turned away at least once.
+        self._orders: dict[int, tuple[list, list[int]]] = {}
+
+    def keys(self, p: int) -> list:
+        pkey = p.to_bytes(4, "big")
+        if self._weighted:
+            log = math.log
+            # (h >> 11) + 0.5 over 2**53 is a double strictly inside (0, 1).
+            return [
+                log(((xxh3_64_intdigest(pkey, s) >> 11) + 0.5) * _UNIT_53) * iw
+                for s, iw in zip(self._seeds, self._inv_weights)
+            ]
+        return [xxh3_64_intdigest(pkey, s) for s in self._seeds]
+
+    def first_choice(self, p: int) -> tuple[object, int]:
+        """(key, member) of the partition's favourite member."""
+        row = self.keys(p)
+        best = max(row)
+        # Ties (never seen in practice) go to the lowest index, i.e. the smallest node id.
+        return best, row.index(best)
+
+    def choice(self, p: int, rank: int) -> tuple[object, int]:
+        """(key, member) of the partition's `rank`-th favourite member (0 = first)."""
+        cached = self._orders.get(p)
+        if cached is None:
+            row = self.keys(p)
+            # sorted() is stable under reverse=True, so ties keep the lowest index first.
+            cached = (row, sorted(range(len(row)), key=row.__getitem__, reverse=True))
+            self._orders[p] = cached
+        row, order = cached
+        i = order[rank]
+        return row[i], i
+
+
+def assign_owners(members: tuple[Member, ...], partitions: int) -> list[int]:
+    """The owner (index into `members`) of every partition.
+
+    Every partition ranks the members by its rendezvous key; every member ranks partitions by
+    the same key and takes at most its capacity. The result is the stable matching: no
+    partition would rather be with a member that would rather have it. Because both sides
+    rank by one key per pair, that matching is unique, so the order in which proposals are
+    processed does not change it. Partitions propose (Gale-Shapley); most are accepted by
+    their first choice, so the full ranking is computed for few of them.
+    """
+    prefs = _Preferences(members)
+    caps = capacities(members, partitions)
+    held: list[list[tuple[object, int]]] = [[] for _ in members]  # min-heaps of (key, partition)
+    owner = [-1] * partitions
+    rank = [0] * partitions
+    free = list(range(partitions - 1, -1, -1))
+    while free:
+        p = free.pop()
+        key, i = prefs.first_choice(p) if rank[p] == 0 else prefs.choice(p, rank[p])
+        rank[p] += 1
+        entry = (key, p)
+        heap = held[i]
+        if len(heap) < caps[i]:
+            heapq.heappush(heap, entry)
+            owner[p] = i
+        elif heap[0] < entry:
+            _, evicted = heapq.heapreplace(heap, entry)
+            owner[p] = i
+            owner[evicted] = -1
+            free.append(evicted)
+        else:
+            free.append(p)
+    # Sum of capacities >= Q, so every partition found a member before running out of choices.
+    assert -1 not in owner
+    return owner
+
+
+# --- the ring ---------------------------------------------------------------------------------
+
+
+class PartitionChange(NamedTuple):
+    """How one partition differs between two rings: what streaming has to move."""
+
+    partition: int
+    old_owner: str
+    new_owner: str
+    old_replicas: tuple[str, ...]
+    new_replicas: tuple[str, ...]
+
+    @property
+    def gained(self) -> tuple[str, ...]:
+        """Nodes that become replicas and must receive the partition's data."""
+        return tuple(n for n in self.new_replicas if n not in self.old_replicas)
+
+    @property
+    def lost(self) -> tuple[str, ...]:
+        """Nodes that stop being replicas and may drop the partition once it is streamed."""
+        return tuple(n for n in self.old_replicas if n not in self.new_replicas)
+
+
+class Ring:
+    """Owners and preference lists of Q partitions for a set of members.
+
+    REQUIRES: every node of a cluster builds its ring with the same `partitions` and
+    `replicas`; they are cluster settings, fixed at creation. Lookups by partition are O(1).
+    """
+
+    __slots__ = (
+        "_index",
+        "_owned",
+        "_owner_idx",
+        "_owners",
+        "_pref_idx",
+        "_preference",
+        "_replica_of",
+        "members",
+        "node_ids",
+        "partitions",
+        "replicas",
+    )
+
+    def __init__(
+        self,
+        members: Iterable[Member],
+        partitions: int = DEFAULT_PARTITIONS,
+        replicas: int = DEFAULT_REPLICAS,
+    ):
+        check_partitions(partitions)
+        if (
+            isinstance(replicas, bool)
+            or not isinstance(replicas, int)
+            or not 1 <= replicas <= MAX_REPLICAS
+        ):
+            raise ConfigError(
+                "replicas", f"must be an integer in 1..{MAX_REPLICAS}, got {replicas!r}"
+            )
+        self.members = _validated_members(members)
+        self.partitions = partitions
+        self.replicas = replicas
+        self.node_ids = tuple(m.node_id for m in self.members)
+        self._index = {node: i for i, node in enumerate(self.node_ids)}
+        domain_numbers: dict[tuple[str, str], int] = {}
+        domains = [
+            domain_numbers.setdefault((m.dc, m.rack), len(domain_numbers)) for m in self.members
+        ]
+
+        owners = assign_owners(self.members, partitions)
+        self._owner_idx = tuple(owners)
+        self._owners = tuple(self.node_ids[i] for i in owners)
+        owned: dict[str, list[int]] = {node: [] for node in self.node_ids}
+        for p, node in enumerate(self._owners):
+            owned[node].append(p)
+        self._owned = {node: tuple(ps) for node, ps in owned.items()}
+        self._pref_idx = build_preference_lists(owners, domains, replicas)
+        names = self.node_ids
+        self._preference = tuple(tuple(names[i] for i in lst) for lst in self._pref_idx)
+        replica_of: dict[str, list[int]] = {node: [] for node in self.node_ids}
+        for p, lst in enumerate(self._preference):
+            for node in lst:
+                replica_of[node].append(p)
+        self._replica_of = {node: tuple(ps) for node, ps in replica_of.items()}
+
+    def __repr__(self) -> str:
+        return f"Ring({len(self.members)} members, partitions={self.partitions}, replicas={self.replicas})"
+
+    # -- keys to partitions
+
+    def partition_of(self, token_: int) -> int:
+        return partition_of(token_, self.partitions)
+
+    def partition_range(self, partition: int) -> tuple[int, int]:
+        return partition_range(partition, self.partitions)
+
+    def partition_for_key(self, namespace: bytes, key: bytes) -> int:
+        return partition_of(token(namespace, key), self.partitions)
+
+    # -- partitions to nodes
+
+    def owner(self, partition: int) -> str:
+        return self._owners[self._checked(partition)]
+
+    def preference_list(self, partition: int) -> tuple[str, ...]:
+        """The partition's N replicas, owner first, rack-distinct nodes before the rest.
+
+        A namespace with a smaller N uses a prefix: every prefix is itself rack-diverse.
+        Shorter than N only when fewer than N members own partitions.
+        """
+        return self._preference[self._checked(partition)]
+
+    def fallbacks(
+        self, partition: int, unavailable: Set[str], n: int | None = None
+    ) -> tuple[Replica, ...]:
+        """Where a sloppy-quorum request for `partition` goes when `unavailable` nodes are down.
+
+        The first `n` (default N) nodes of the preference list that are available, in order,
+        then for each unavailable one the next available node walking clockwise that is not
+        among those n, with `hint_for` naming the primary it stands in for. Fewer than n
+        entries only when the ring has no more available nodes.
+        """
+        primaries = self._pref_idx[self._checked(partition)]
+        if n is not None:
+            if not 1 <= n <= self.replicas:
+                raise ValueError(f"n must be in 1..{self.replicas}, got {n}")
+            primaries = primaries[:n]
+        names = self.node_ids
+        if unavailable.isdisjoint(names[i] for i in primaries):
+            return tuple(Replica(names[i]) for i in primaries)
+        down = {self._index[node] for node in unavailable if node in self._index}
+        pairs = walk_fallbacks(self._owner_idx, partition, primaries, down)
+        return tuple(Replica(names[i], None if f is None else names[f]) for i, f in pairs)
+
+    def owned_partitions(self, node_id: str) -> tuple[int, ...]:
+        """Partitions `node_id` owns (is first in the preference list of), ascending."""
+        return self._owned.get(node_id, ())
+
+    def replica_partitions(self, node_id: str) -> tuple[int, ...]:
+        """Partitions whose preference list includes `node_id`, ascending."""
+        return self._replica_of.get(node_id, ())
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of the token space each member owns (0.0 for a member that owns none)."""
+        return {node: len(ps) / self.partitions for node, ps in self._owned.items()}
+
+    def _checked(self, partition: int) -> int:
+        # Negative indexes would silently wrap around the tuple.
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")
+        return partition
+
+
+def diff(old: Ring, new: Ring) -> tuple[PartitionChange, ...]:
+    """Partitions whose owner or preference list differ between two rings, ascending.
+
+    This is the streaming plan of a join or leave: each change's `gained` nodes need the
+    partition's data, its `lost` nodes can drop it afterwards.
+    """
+    if old.partitions != new.partitions:
+        raise ConfigError(
+            "partitions",
+            f"cannot compare rings of {old.partitions} and {new.partitions} partitions",
+        )
+    changes = []
+    for p in range(old.partitions):
+        before, after = old._preference[p], new._preference[p]
+        if before != after or old._owners[p] != new._owners[p]:
+            changes.append(PartitionChange(p, old._owners[p], new._owners[p], before, after))
+    return tuple(changes)
