@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from xxhash import xxh3_64_intdigest
 
 _MASK32 = 0xFFFFFFFF
@@ -20,20 +21,23 @@ def probes_for(bits_per_key: int) -> int:
 
 
 def build(keys: list[bytes], bits_per_key: int) -> tuple[bytes, int]:
-    """Return (bit array, probe count) for `keys`."""
+    """Return (bit array, probe count) for `keys`.
+
+    Vectorized with numpy: a Python loop of k probes per key was a quarter of a flush's time.
+    The positions are exactly those `may_contain` computes (h1 + i*h2 < 2**37: no overflow).
+    """
     k = probes_for(bits_per_key)
     nbits = max(64, len(keys) * bits_per_key)
     nbits = (nbits + 7) & ~7
-    bits = bytearray(nbits >> 3)
-    for key in keys:
-        h = xxh3_64_intdigest(key)
-        h1 = h & _MASK32
-        h2 = (h >> 32) | 1
-        for _ in range(k):
-            pos = h1 % nbits
-            bits[pos >> 3] |= 1 << (pos & 7)
-            h1 += h2
-    return bytes(bits), k
+    bits = np.zeros(nbits >> 3, dtype=np.uint8)
+    if keys:
+        h = np.fromiter(map(xxh3_64_intdigest, keys), dtype=np.uint64, count=len(keys))
+        h1 = h & np.uint64(_MASK32)
+        h2 = (h >> np.uint64(32)) | np.uint64(1)
+        for i in range(k):
+            pos = (h1 + np.uint64(i) * h2) % np.uint64(nbits)
+            np.bitwise_or.at(bits, (pos >> np.uint64(3)).astype(np.intp), (np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8)))
+    return bits.tobytes(), k
 
 
 class BloomFilter:

@@ -317,8 +317,7 @@ class Engine:
         wal_number = self._next_number()
         if len(replay):
             number = self._next_number()
-            items = sorted(replay.data.items(), key=itemgetter(0))
-            meta = jobs.write_table(self.path, number, items, self._settings, fs)
+            meta = jobs.write_table(self.path, number, replay.data, self._settings, fs)
             self._flush_bytes += meta.file_bytes
             version = version.with_changes(set(), {0: [self._open_table(meta)]})
         state.log_number = wal_number
@@ -478,6 +477,8 @@ class Engine:
         `sync=False` skips the fsync wait of the `always` policy: the caller then waits with
         `wait_durable(lsn)` (or `when_durable`), which is how an event loop avoids blocking.
         """
+        if self._closed:
+            raise ClosedError(f"engine at {self.path} is closed")
         for key, value in batch.ops:
             self._check(key, value)
         if not batch.ops:
@@ -538,6 +539,9 @@ class Engine:
         old_wal.flush_deferred()
         path = os.path.join(self.path, wal_file_name(number))
         self._wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal)
+        # The new log's directory entry must be durable before any write in it is acknowledged
+        # under sync="always"; the next manifest write may be a whole flush away.
+        self._fs.sync_dir(self.path)
         # The frozen log is fsynced and closed by the flush thread, before its table is built:
         # an fsync of a 16 MiB log here would stall every writer behind the write lock.
         state.mem.wal = old_wal
@@ -549,6 +553,10 @@ class Engine:
 
     def get(self, key: bytes) -> bytes | None:
         """The value stored under `key`, or None."""
+        if type(key) is not bytes or self._closed:
+            if self._closed:
+                raise ClosedError(f"engine at {self.path} is closed")
+            raise TypeError(f"key must be bytes, got {type(key).__name__}")
         state = self._state
         v = state.mem.data.get(key, MISSING)
         if v is MISSING:
@@ -558,8 +566,6 @@ class Engine:
                     return v
             v = state.version.get(key)
             if v is MISSING:
-                if self._closed:
-                    raise ClosedError(f"engine at {self.path} is closed")
                 return None
         return v
 
@@ -638,8 +644,7 @@ class Engine:
             job = jobs.FlushJob(self.path, wal_path, number, self._settings)
             meta = self._run_job("flush", job)
         else:
-            items = sorted(mem.data.items(), key=itemgetter(0))
-            meta = jobs.write_table(self.path, number, items, self._settings, self._fs)
+            meta = jobs.write_table(self.path, number, mem.data, self._settings, self._fs)
         table = self._open_table(meta)
         with self._manifest_lock:
             with self._write_lock:

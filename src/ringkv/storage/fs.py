@@ -47,6 +47,12 @@ class WritableFile:
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def cut_back(self, size: int) -> None:
+        """Undo a failed append: shrink the file to `size` bytes, never grow it."""
+        if os.fstat(self._fd).st_size > size:
+            os.ftruncate(self._fd, size)
+        self.size = size
+
     def fileno(self) -> int:
         return self._fd
 
@@ -151,30 +157,40 @@ class _TrackedFile(WritableFile):
         super().__init__(path, fd)
         self._owner = owner
 
+    # Every operation holds the owner's lock, so a crash() lands between operations, never
+    # inside one (a real disk has no half-done write() syscall either).
     def write(self, data: bytes) -> None:
-        self._owner._check_alive()
-        super().write(data)
+        with self._owner._lock:
+            self._owner._check_alive()
+            super().write(data)
 
     def sync(self) -> None:
-        self._owner._check_alive()
-        super().sync()
         with self._owner._lock:
+            self._owner._check_alive()
+            super().sync()
             self._owner._synced[self.path] = self.size
+
+    def cut_back(self, size: int) -> None:
+        with self._owner._lock:
+            self._owner._check_alive()
+            super().cut_back(size)
 
 
 class FaultInjectingFileSystem(PosixFileSystem):
     """A real file system that can forget every unsynced byte, as a power cut would.
 
-    After `crash()` the files hold only what was synced (renames and creations only if their
-    directory was synced afterwards) and every further write raises, so the engine that was
-    running cannot make more progress; the test then reopens the directory with a fresh engine.
+    After `crash()`: each file holds only what was synced; a file whose creation was not made
+    durable by `sync_dir` is gone; a rename not made durable is undone (the target gets back
+    the durable content it had, or disappears). Every further operation raises, so the engine
+    that was running cannot make more progress; the test then reopens the directory with a
+    fresh engine. Files that existed before this object was created are taken as durable.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._synced: dict[str, int] = {}  # path -> bytes known durable
         self._dir_synced: set[str] = set()  # paths whose directory entry is durable
-        self._renamed: dict[str, str] = {}  # dst -> src, rename not yet made durable
+        self._undo_rename: dict[str, bytes | None] = {}  # dst -> durable content it replaced
         self._crashed = False
 
     def _check_alive(self) -> None:
@@ -182,47 +198,70 @@ class FaultInjectingFileSystem(PosixFileSystem):
             raise OSError(errno.EIO, "simulated crash: the file system is gone")
 
     def create(self, path: str) -> WritableFile:
-        self._check_alive()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         with self._lock:
+            self._check_alive()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
             self._synced[path] = 0
             self._dir_synced.discard(path)
-        return _TrackedFile(path, fd, self)
+            return _TrackedFile(path, fd, self)
+
+    def _durable_content(self, path: str) -> bytes | None:
+        if not os.path.exists(path):
+            return None
+        if path in self._synced and path not in self._dir_synced:
+            return None  # its creation is not durable: after a crash it never existed
+        with open(path, "rb") as f:
+            data = f.read()
+        return data[: self._synced[path]] if path in self._synced else data
 
     def rename(self, src: str, dst: str) -> None:
-        self._check_alive()
-        os.replace(src, dst)
         with self._lock:
-            self._synced[dst] = self._synced.pop(src, 0)
+            self._check_alive()
+            if dst not in self._undo_rename:
+                self._undo_rename[dst] = self._durable_content(dst)
+            os.replace(src, dst)
+            self._synced[dst] = self._synced.pop(src, os.path.getsize(dst))
             self._dir_synced.discard(src)
             self._dir_synced.discard(dst)
-            self._renamed[dst] = src
 
     def remove(self, path: str) -> None:
-        self._check_alive()
-        super().remove(path)
         with self._lock:
+            self._check_alive()
+            super().remove(path)
             self._synced.pop(path, None)
             self._dir_synced.discard(path)
 
-    def sync_dir(self, path: str) -> None:
-        self._check_alive()
-        super().sync_dir(path)
+    def truncate(self, path: str, size: int) -> None:
         with self._lock:
+            self._check_alive()
+            super().truncate(path, size)
+
+    def sync_dir(self, path: str) -> None:
+        with self._lock:
+            self._check_alive()
+            super().sync_dir(path)
             for p in list(self._synced):
                 if os.path.dirname(p) == path:
                     self._dir_synced.add(p)
-                    self._renamed.pop(p, None)
+            for dst in [d for d in self._undo_rename if os.path.dirname(d) == path]:
+                del self._undo_rename[dst]
 
     def crash(self) -> None:
-        """Drop every unsynced byte and every file whose creation was not made durable."""
+        """Drop every unsynced byte, every non-durable creation and every non-durable rename."""
         with self._lock:
             self._crashed = True
             for path, synced in self._synced.items():
                 if not os.path.exists(path):
                     continue
-                if path not in self._dir_synced and path not in self._renamed:
-                    os.remove(path)  # created but its directory entry never reached the disk
+                if path not in self._dir_synced:
+                    os.remove(path)  # created (or renamed) but its directory entry never reached the disk
                     continue
                 if os.path.getsize(path) > synced:
                     os.truncate(path, synced)
+            for dst, old in self._undo_rename.items():
+                if old is None:
+                    if os.path.exists(dst):
+                        os.remove(dst)
+                else:
+                    with open(dst, "wb") as f:
+                        f.write(old)

@@ -123,10 +123,8 @@ class MemSnapshot:
         if not runs:
             return
         keys = runs[0] if len(runs) == 1 else sorted(runs[0] + runs[1])
-        if not undo:
-            for k in keys:
-                yield k, data[k]
-            return
+        # The undo map must be consulted for every key, even if it is empty when iteration
+        # starts: a key may be overwritten while the scan is running.
         # Every listed key existed when the snapshot was taken (keys added later are only in
         # the memtable's pending list), so an undo entry always holds a real old value.
         for k in keys:

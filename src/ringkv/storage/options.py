@@ -7,6 +7,7 @@ mistake stops the engine before it touches the disk.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Callable
 from typing import Literal
 
@@ -105,5 +106,15 @@ class Options:
         positive("compaction_rate_bytes_per_s", self.compaction_rate_bytes_per_s, 64 * KIB)
         positive("block_cache_bytes", self.block_cache_bytes, 0)
         positive("table_cache_files", self.table_cache_files, 4)
-        if self.compaction_filter is not None and not callable(self.compaction_filter):
-            raise ConfigError("compaction_filter", "must be a callable (key, value) -> bool")
+        if self.compaction_filter is not None:
+            if not callable(self.compaction_filter):
+                raise ConfigError("compaction_filter", "must be a callable (key, value) -> bool")
+            if self.background == "process":
+                try:
+                    pickle.dumps(self.compaction_filter)
+                except Exception as exc:
+                    raise ConfigError(
+                        "compaction_filter",
+                        f"must be picklable to run in a worker process (a module-level function or "
+                        f"class instance, not a lambda or closure): {exc}",
+                    ) from None

@@ -17,9 +17,11 @@ failure raises CorruptionError naming the file and offset: wrong data is never r
 from __future__ import annotations
 
 import struct
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
 import lz4.block
 import msgspec
@@ -50,9 +52,28 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_block = msgspec.msgpack.Decoder(tuple[list[bytes], list[bytes | None]]).decode
 _decode_index = msgspec.msgpack.Decoder(tuple[list[bytes], list[int], list[int]]).decode
 _decode_props = msgspec.msgpack.Decoder(dict).decode
-_zstd_c = zstandard.ZstdCompressor(level=3)
-_zstd_d = zstandard.ZstdDecompressor()
+# zstandard's (de)compressor objects are not thread-safe: one of each per thread.
+_zstd = threading.local()
+
+
+def _zstd_compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_zstd, "c", None)
+    if c is None:
+        c = _zstd.c = zstandard.ZstdCompressor(level=3)
+    return c
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_zstd, "d", None)
+    if d is None:
+        d = _zstd.d = zstandard.ZstdDecompressor()
+    return d
 _U8U32 = struct.Struct("<BI")
+
+
+def _entry_bytes(klen: int, vlen: int) -> int:
+    # What a block is filled by: key, value and 4 bytes of framing per entry (see add()).
+    return klen + vlen + 4
 
 
 def table_file_name(number: int) -> str:
@@ -63,7 +84,7 @@ def _compress(raw: bytes, code: int) -> tuple[bytes, int]:
     if code == COMPRESSION_LZ4:
         out = lz4.block.compress(raw, store_size=True)
     elif code == COMPRESSION_ZSTD:
-        out = _zstd_c.compress(raw)
+        out = _zstd_compressor().compress(raw)
     else:
         return raw, COMPRESSION_NONE
     # Keep the raw bytes unless compression saves at least 1/8: decompressing costs time.
@@ -92,7 +113,7 @@ def decode_block_bytes(data: bytes, path: str, offset: int) -> bytes:
         if code == COMPRESSION_LZ4:
             return lz4.block.decompress(payload)
         if code == COMPRESSION_ZSTD:
-            return _zstd_d.decompress(payload)
+            return _zstd_decompressor().decompress(payload)
     except Exception as exc:  # a checksummed block that fails to decompress is still corrupt
         raise CorruptionError(f"SSTable block does not decompress ({exc})", path, offset) from exc
     raise CorruptionError(f"SSTable block has unknown compression {code}", path, offset)
@@ -161,8 +182,47 @@ class SSTableWriter:
             self._finish_block()
 
     def add_many(self, keys: list[bytes], vals: list[bytes | None]) -> None:
-        for k, v in zip(keys, vals):
-            self.add(k, v)
+        """Add sorted entries in bulk: the same blocks as calling add() for each, with the
+        per-entry work done by C (map, accumulate, bisect) instead of a Python call per entry.
+        REQUIRES: keys sorted, all after any key already added."""
+        if not keys:
+            return
+        if self._keys:  # finish the partial block through the same path
+            keys = self._keys + keys
+            vals = self._vals + vals
+            self.entries -= len(self._keys)
+            self.raw_bytes -= self._block_raw - 4 * len(self._keys)
+            self.tombstones -= self._vals.count(None)
+            del self._all_keys[-len(self._keys):]
+            self._keys = []
+            self._vals = []
+            self._block_raw = 0
+        klens = list(map(len, keys))
+        vlens = [len(v) if v is not None else 0 for v in vals]
+        cum = list(accumulate(map(_entry_bytes, klens, vlens)))
+        n = len(keys)
+        start = 0
+        base = 0
+        limit = self._block_bytes
+        while start < n:
+            end = bisect_left(cum, base + limit, start)  # the entry that fills the block
+            if end >= n:
+                self._keys = keys[start:]
+                self._vals = vals[start:]
+                self._block_raw = cum[-1] - base
+                break
+            self._keys = keys[start : end + 1]
+            self._vals = vals[start : end + 1]
+            self._finish_block()
+            base = cum[end]
+            start = end + 1
+        self._all_keys.extend(keys)
+        self.entries += n
+        self.tombstones += vals.count(None)
+        self.raw_bytes += sum(klens) + sum(vlens)
+        if self._smallest is None:
+            self._smallest = keys[0]
+        self._last = keys[-1]
 
     def _write(self, data: bytes) -> tuple[int, int]:
         off = self._offset

@@ -144,11 +144,13 @@ def pick_for_level(version: Version, level: int, pointers: dict[int, bytes]) -> 
 def pick_range(version: Version, level: int, start: bytes | None, end: bytes | None) -> CompactionPick | None:
     """Everything of `level` that meets [start, end] (for compact_range), or None."""
     if level == 0:
-        upper = [
-            t
-            for t in version.levels[0]
-            if (start is None or t.largest >= start) and (end is None or t.smallest <= end)
-        ]
+        # Level-0 tables overlap each other: moving only the ones meeting the range below
+        # older ones that stay would let the older values shadow them. Take all of level 0.
+        tables = version.levels[0]
+        meets = any(
+            (start is None or t.largest >= start) and (end is None or t.smallest <= end) for t in tables
+        )
+        upper = list(tables) if meets else []
     else:
         upper = version.overlapping(level, start, end)
     if not upper:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ringkv.errors import RingkvError
 
@@ -37,13 +39,21 @@ def _functions():
 
 
 class WorkerProcess:
-    """One child process; `run` is called by one thread at a time."""
+    """One child process; `run` is called by one thread at a time.
+
+    Workers are started from one long-lived thread: Linux delivers the parent-death signal
+    when the *thread* that forked the child exits, and the engine threads that use workers
+    come and go with their engines.
+    """
 
     def __init__(self) -> None:
         env = dict(os.environ)
-        # The child must import the same ringkv as the parent, even from a source checkout.
+        # The child must import what the parent can: the same ringkv (even from a source
+        # checkout) and the module of a compaction filter, wherever the parent found it.
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        paths = [src] + [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env["RINGKV_WORKER_PARENT"] = str(os.getpid())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ringkv.storage.worker_main"],
             stdin=subprocess.PIPE,
@@ -81,6 +91,15 @@ class WorkerProcess:
 
 _idle: list[WorkerProcess] = []
 _idle_lock = threading.Lock()
+_spawner: ThreadPoolExecutor | None = None
+
+
+def _spawn() -> WorkerProcess:
+    global _spawner
+    with _idle_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringkv-worker-spawner")
+    return _spawner.submit(WorkerProcess).result()
 
 
 def run_in_worker(name: str, job):
@@ -89,7 +108,7 @@ def run_in_worker(name: str, job):
         with _idle_lock:
             worker = _idle.pop() if _idle else None
         if worker is None or not worker.alive():
-            worker = WorkerProcess()
+            worker = _spawn()
         try:
             result = worker.run(name, job)
         except WorkerDiedError:
@@ -109,7 +128,25 @@ def run_in_worker(name: str, job):
     raise AssertionError("unreachable")
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent goes away (PR_SET_PDEATHSIG).
+
+    Without it a worker finishes its job after the engine's process was killed, and writes
+    tables under file numbers that a restarted engine hands out again.
+    """
+    parent = int(os.environ.get("RINGKV_WORKER_PARENT", "0"))
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits at the next job it cannot read
+    if parent and os.getppid() != parent:
+        os._exit(0)  # the parent died before prctl took effect
+
+
 def main() -> None:
+    _die_with_parent()
     # Keep the protocol pipe to ourselves: anything the job prints goes to stderr.
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -120,8 +157,9 @@ def main() -> None:
         if len(head) < _LEN.size:
             return  # the parent closed the pipe or died
         (n,) = _LEN.unpack(head)
-        name, job = pickle.loads(proto_in.read(n))
+        data = proto_in.read(n)
         try:
+            name, job = pickle.loads(data)  # a filter whose module cannot be imported fails here
             reply = (True, functions[name](job))
         except BaseException as exc:  # report every failure to the parent, then keep serving
             try:
