@@ -44,9 +44,12 @@ class BlockCache:
             if key in entries:
                 return
             entries[key] = (value, charge_bytes)
-            self.used_bytes += charge_bytes
-            while self.used_bytes > self.capacity_bytes:
-                self.used_bytes -= entries.popitem(last=False)[1][1]
+            used = self.used_bytes + charge_bytes
+            capacity = self.capacity_bytes
+            popitem = entries.popitem
+            while used > capacity:
+                used -= popitem(last=False)[1][1]
+            self.used_bytes = used
 
     def evict_table(self, number: int) -> None:
         """Drop every block of a deleted table so its memory is reclaimed at once."""

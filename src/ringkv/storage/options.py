@@ -60,7 +60,9 @@ class Options:
     background: Background = "process"
 
     # Caches.
-    block_cache_bytes: int = 64 * MIB
+    # Decoded blocks (Python lists) take ~1.7x their size on disk, and decoding is most of a
+    # read's cost, so the cache is sized to hold a few hundred MiB of data decoded.
+    block_cache_bytes: int = 256 * MIB
     table_cache_files: int = 512
 
     # Recovery: when True, a corrupt WAL record in the middle of a log is skipped along with the

@@ -103,13 +103,14 @@ def decode_block_bytes(data: bytes, path: str, offset: int) -> bytes:
     if len(data) < BLOCK_TRAILER_BYTES:
         raise CorruptionError("SSTable block is truncated", path, offset)
     code, crc = _U8U32.unpack_from(data, len(data) - BLOCK_TRAILER_BYTES)
-    body = data[: -BLOCK_TRAILER_BYTES + 1]  # payload and compression byte
-    if crc32c(body) != crc:
+    # memoryview slices: no copy of the block for the checksum or the decompressor.
+    view = memoryview(data)
+    if crc32c(view[: -BLOCK_TRAILER_BYTES + 1]) != crc:  # payload and compression byte
         raise CorruptionError("SSTable block checksum mismatch", path, offset)
-    payload = body[:-1]
+    payload = view[:-BLOCK_TRAILER_BYTES]
     try:
         if code == COMPRESSION_NONE:
-            return payload
+            return bytes(payload)
         if code == COMPRESSION_LZ4:
             return lz4.block.decompress(payload)
         if code == COMPRESSION_ZSTD:
