@@ -511,6 +511,8 @@ class Engine:
             if self._closed:
                 raise ClosedError(f"engine at {self.path} is closed")
             state = self._state
+            if state.mem.approx_bytes < self._memtable_bytes:
+                return state.mem  # another writer rotated while this one waited
             too_many_imms = len(state.imms) >= self.options.max_immutable_memtables
             too_many_l0 = len(state.version.levels[0]) >= self.options.level0_stop_writes_files
             if not (too_many_imms or too_many_l0):

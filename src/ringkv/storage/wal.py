@@ -320,10 +320,12 @@ class WalWriter:
 
     def sync_to(self, lsn: int) -> None:
         """Return once everything up to `lsn` is fsynced, sharing fsyncs among waiters."""
+        prev = self._previous
+        if prev is not None:
+            # Durability is a prefix: this log must never be durable past a tail of the
+            # previous one that is not.
+            prev.sync_to(min(lsn, self._start_lsn))
         if lsn <= self._start_lsn:
-            prev = self._previous
-            if prev is not None:
-                prev.sync_to(lsn)
             return
         with self._cond:
             while self.synced_lsn < lsn:
