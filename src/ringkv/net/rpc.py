@@ -22,6 +22,7 @@ protocol object is owned by its transport; the channel only reads its `closed` f
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -138,7 +139,7 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else describe_exception(exc)
 
 
-class _FramedConnection(asyncio.Protocol):
+class _FramedConnection(asyncio.Protocol, abc.ABC):
     """What both ends share: framing, coalesced writes, write backpressure, closing."""
 
     __slots__ = ("_codec", "_decoder", "_flush_scheduled", "_limits", "_loop", "_out",
@@ -193,11 +194,13 @@ class _FramedConnection(asyncio.Protocol):
 
     # -- for subclasses -----------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _frame_received(self, frame: bytes) -> None:
-        raise NotImplementedError
+        """One whole frame arrived (the server and client sides read different messages)."""
 
+    @abc.abstractmethod
     def _frame_too_large(self, size_bytes: int) -> None:
-        raise NotImplementedError
+        """The peer announced a frame over max_frame_bytes; the connection must close."""
 
     def _writing_paused_changed(self) -> None:
         pass
