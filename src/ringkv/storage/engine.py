@@ -650,11 +650,10 @@ class Engine:
         table = self._open_table(meta)
         with self._manifest_lock:
             with self._write_lock:
-                state = self._state
-                imms = tuple(m for m in state.imms if m is not mem)
-                version = state.version.with_changes(set(), {0: [table]})
+                imms = tuple(m for m in self._state.imms if m is not mem)
+                version = self._state.version.with_changes(set(), {0: [table]})
                 # Logs older than the oldest memtable still in memory are no longer needed.
-                oldest = imms[-1].wal_number if imms else state.mem.wal_number
+                oldest = imms[-1].wal_number if imms else self._state.mem.wal_number
                 self._mstate.log_number = oldest
                 self._mstate.levels = [[t.meta for t in level] for level in version.levels]
                 encoded = manifest.encode(self._mstate)
@@ -662,8 +661,10 @@ class Engine:
             with self._write_lock:
                 # Holding the manifest lock, no compaction changed the version meanwhile;
                 # only the memtables may have rotated.
-                state = self._state
-                self._install(_State(state.mem, tuple(m for m in state.imms if m is not mem), version))
+                # No local keeps the old state: it would pin the old version's files.
+                self._install(
+                    _State(self._state.mem, tuple(m for m in self._state.imms if m is not mem), version)
+                )
                 self._flush_bytes += meta.file_bytes
                 self._flushes += 1
                 self._cond.notify_all()
@@ -731,8 +732,8 @@ class Engine:
                 encoded = manifest.encode(self._mstate)
             self._write_manifest(encoded)
             with self._write_lock:
-                state = self._state
-                self._install(_State(state.mem, state.imms, version))
+                # No local keeps the old state: it would pin the replaced tables.
+                self._install(_State(self._state.mem, self._state.imms, version))
                 if not pick.trivial_move:
                     self._obsolete |= removed
                 self._compactions += 1
@@ -852,6 +853,7 @@ class Engine:
             self._cond.notify_all()
         for t in self._threads:
             t.join()
+        self._delete_obsolete_files()
         with contextlib.suppress(OSError):
             self._wal.close(sync=True)
         self._table_cache.close()
