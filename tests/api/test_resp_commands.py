@@ -182,6 +182,9 @@ def test_command_arities_match_redis(rs, redis_server):
     ours = call(rs, "COMMAND", "INFO", *names)
     theirs = call(real, "COMMAND", "INFO", *names)
     for name, mine, reference in zip(names, ours, theirs):
+        if reference is None:
+            assert name.lower().startswith("ringkv."), f"Redis does not know {name}"
+            continue  # ringkv's own commands have no Redis counterpart
         assert mine[1] == reference[1], f"arity of {name}: ringkv {mine[1]}, Redis {reference[1]}"
         assert mine[3:6] == reference[3:6], f"key positions of {name}"
 

@@ -56,6 +56,7 @@ from ringkv.api.http_models import (
     BatchPutRequest,
     BatchPutResponse,
     ConsistencyLevel,
+    ContextResponse,
     DeleteKeyResponse,
     GetKeyResponse,
     IncrRequest,
@@ -64,10 +65,12 @@ from ringkv.api.http_models import (
     KeyListResponse,
     PutKeyRequest,
     PutKeyResponse,
+    PutVersionRequest,
     ScanResponse,
     StatusResponse,
     TtlRequest,
     TtlResponse,
+    VersionsResponse,
 )
 from ringkv.api.http_problems import (
     PROBLEM_JSON,
@@ -210,6 +213,27 @@ def _decode_key(text: str, encoding: KeyEncoding, field: str) -> bytes:
     if len(key) > MAX_KEY_BYTES:
         raise ProblemError(413, "too-large", f"{field} is {len(key)} bytes; the limit is {MAX_KEY_BYTES} bytes")
     return key
+
+
+def _decode_context(text: str, field: str) -> bytes:
+    """A causal context sent back by a client: base64, standard or URL-safe alphabet, padding
+    optional. Contexts often travel in query strings, where an unescaped `+` arrives as a
+    space: the URL-safe alphabet needs no escaping."""
+    try:
+        padded = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
+        context = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProblemError(
+            400,
+            "invalid-base64",
+            f"{field} is not valid base64 (in a query string, escape + as %2B or use the URL-safe alphabet)",
+        ) from None
+    if not context:
+        # The coordinator reads an empty context as none: a blind write the client did not ask for.
+        raise ProblemError(
+            400, "invalid-context", f"{field} is empty: send the context a read returned, or none for a blind write"
+        )
+    return context
 
 
 def _encode_key(key: bytes, encoding: KeyEncoding) -> str:
@@ -510,6 +534,66 @@ class KeyValueApi:
             raise ProblemError(409, "not-an-integer", f"cannot increment key {key[:200]!r}: {exc}") from None
         return _json({"value": value})
 
+    # ------------------------------------------------------------ siblings
+
+    async def get_versions(
+        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Read every live sibling of a key (concurrent writes that no write has replaced) and
+        the causal context that covers them all. A key with no record answers 200 with
+        `context: null` and no siblings."""
+        kb = _suffixed_path_key(request, key, key_encoding, "/versions")
+        versions = await self._coordinator().get_versions(kb)
+        return _json(
+            {
+                "key": _encode_key(kb, key_encoding),
+                "context": None if versions.context is None else _b64(versions.context),
+                "siblings": [
+                    {
+                        "value": _b64(s.value),
+                        "timestamp": s.timestamp,
+                        "ttl_remaining": _ttl_remaining(s.expire_at_ms),
+                    }
+                    for s in versions.siblings
+                ],
+            }
+        )
+
+    async def put_versioned(
+        self,
+        request: Request,
+        key: KeyPath,
+        body: Annotated[PutVersionRequest, Body()],
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Write a value with the causal context a read returned: it replaces exactly the
+        siblings that read saw. Without a context the write is blind and becomes a sibling of
+        whatever is stored."""
+        kb = _suffixed_path_key(request, key, key_encoding, "/versions")
+        value = _decode_value(body.value, "value")
+        context = None if body.context is None else _decode_context(body.context, "context")
+        new = await self._coordinator().put_versioned(kb, value, context, expire_at_ms=_expire_at_ms(body.ttl))
+        return _json({"context": _b64(new)})
+
+    async def delete_versioned(
+        self,
+        request: Request,
+        key: KeyPath,
+        level: Consistency,
+        context: Annotated[
+            str | None,
+            Query(description="The context a read returned, base64 (URL-safe alphabet accepted); absent: blind."),
+        ] = None,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Delete with a causal context: a versioned tombstone replaces the siblings the read
+        saw (a blind delete replaces none of them)."""
+        kb = _suffixed_path_key(request, key, key_encoding, "/versions")
+        ctx = None if context is None else _decode_context(context, "context")
+        new = await self._coordinator().put_versioned(kb, None, ctx)
+        return _json({"context": _b64(new)})
+
     # ------------------------------------------------------------ batches
 
     async def batch_get(
@@ -619,6 +703,21 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
     """The route table: (path, handler, method, route options)."""
     key = API + "/keys/{key:ringkv_key}"
     octet = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    # Before the plain key routes, whose key pattern would take `k/versions` as the key: a key
+    # whose path ends in /versions is reached with key_encoding=base64 (docs/http.md).
+    versions = key + "/versions"
+    yield versions, api.get_versions, "GET", {
+        "response_model": VersionsResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503),
+    }
+    yield versions, api.put_versioned, "PUT", {
+        "response_model": ContextResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503, 507),
+    }
+    yield versions, api.delete_versioned, "DELETE", {
+        "response_model": ContextResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503, 507),
+    }
     yield key, api.get_key, "GET", {
         "response_model": GetKeyResponse,
         "responses": {200: {"content": octet}, **problem_responses(400, 404, 422, 503)},

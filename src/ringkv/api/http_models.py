@@ -120,3 +120,45 @@ class ScanResponse(BaseModel):
 
 class StatusResponse(BaseModel):
     status: str
+
+
+# ---------------------------------------------------------------------- sibling-aware routes
+
+
+class VersionedSibling(BaseModel):
+    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
+    timestamp: int = Field(description="Hybrid logical clock timestamp of the write that made it.")
+    ttl_remaining: float | None = Field(description="Seconds until it expires; null when it does not.")
+
+
+class VersionsResponse(BaseModel):
+    key: str = Field(description="The key, in key_encoding.")
+    context: str | None = Field(
+        description="Causal context covering every sibling (opaque), base64; null when the key has no record.",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    siblings: list[VersionedSibling] = Field(
+        description="Every live value (concurrent writes), in a stable order; empty when none is live."
+    )
+
+
+class PutVersionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(description="The value, base64 (standard alphabet, padded).", json_schema_extra=_B64_SCHEMA)
+    context: str | None = Field(
+        None,
+        description="The context a read returned, base64: the write replaces exactly the siblings that read "
+        "saw. Absent or null: a blind write, kept beside whatever is stored.",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    ttl: float | None = Field(
+        None, gt=0, le=MAX_TTL_S, description="Seconds until the value expires (fractions allowed, ms resolution)."
+    )
+
+
+class ContextResponse(BaseModel):
+    context: str = Field(
+        description="Causal context after the write, base64: pass it to replace what this write left.",
+        json_schema_extra=_B64_SCHEMA,
+    )

@@ -35,7 +35,7 @@ from ringkv.api.resp import (
     error,
     integer,
 )
-from ringkv.errors import InvalidContextError, LimitError, RingkvError
+from ringkv.errors import InvalidContextError, RingkvError
 from ringkv.node.coordinator import PENDING, CommandError, parse_float, parse_int
 from ringkv.node.replica import now_ms
 
@@ -229,8 +229,13 @@ class RespConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ execution
 
     def _execute(self, argv: list[bytes]) -> None:
-        name = argv[0].lower()
-        spec = COMMANDS.get(name)
+        # Clients send names in one case or the other: look the name up as sent first.
+        spec = _COMMANDS_AS_SENT.get(argv[0])
+        if spec is not None:
+            name = spec[2]
+        else:
+            name = argv[0].lower()
+            spec = COMMANDS.get(name)
         stats = self.server.stats.commands
         if spec is None:
             args = "".join(f"'{a.decode('utf-8', 'replace')[:128]}' " for a in argv[1:20])
@@ -240,7 +245,7 @@ class RespConnection(asyncio.Protocol):
                 )
             )
             return
-        handler, arity = spec
+        handler, arity = spec[0], spec[1]
         n = len(argv)
         if (arity >= 0 and n != arity) or (arity < 0 and n < -arity):
             self._reply(error(f"ERR wrong number of arguments for '{name.decode()}' command"))
@@ -252,6 +257,8 @@ class RespConnection(asyncio.Protocol):
             result = exc.reply
         except CommandError as exc:
             result = error(f"{exc.kind} {exc}")
+        except InvalidContextError as exc:
+            result = error(f"ERR invalid causal context: {exc}")
         except RingkvError as exc:
             result = error(f"ERR {exc}")
         except Exception as exc:  # a bug must not take the connection or the node down
@@ -272,8 +279,8 @@ class RespConnection(asyncio.Protocol):
             reply = exc.reply
         except CommandError as exc:
             reply = error(f"{exc.kind} {exc}")
-        except (InvalidContextError, LimitError) as exc:
-            reply = error(f"ERR {exc}")
+        except InvalidContextError as exc:
+            reply = error(f"ERR invalid causal context: {exc}")
         except RingkvError as exc:
             reply = error(f"ERR {exc}")
         except Exception as exc:  # a bug must not take the connection or the node down
@@ -809,6 +816,74 @@ def cmd_time(c: RespConnection, argv):
     return c.enc.array([str(t // 1_000_000).encode(), str(t % 1_000_000).encode()])
 
 
+# ---------------------------------------------------------------------- sibling-aware commands
+#
+# ringkv's own commands, for clients that handle concurrent writes themselves (GET answers the
+# deterministic winner; these answer every sibling). The causal context is opaque bytes: pass
+# back, unchanged, the one a read gave, and the write replaces exactly the siblings that read
+# saw; without one, the write is blind and becomes a sibling of whatever is stored.
+#
+#   RINGKV.GETV key
+#       -> [context, [[value, timestamp, ttl_ms], ...]]
+#       context: bulk string, or null when the key has no record at all (a key whose values
+#       were all deleted still has one: its tombstones' context). One entry per live sibling,
+#       in a stable order (the order of the writes' dots, the same on every read): the value
+#       (bulk string), its HLC timestamp (integer), milliseconds until it expires (integer, -1
+#       when it does not). RESP3 answers the same nested arrays (its null is `_`): one shape
+#       for every client to parse.
+#   RINGKV.PUTV key value [CONTEXT context] [PX ms | EX seconds]  -> the new context (bulk)
+#   RINGKV.DELV key [CONTEXT context]                             -> the new context (bulk)
+#       DELV writes a versioned tombstone: with the context of a read, no sibling that read
+#       saw stays live.
+#
+# A context that ringkv did not give out is `-ERR invalid causal context: ...`.
+
+
+async def cmd_getv(c: RespConnection, argv):
+    versions = await c.coord.get_versions(argv[1])
+    now = now_ms()
+    siblings = [
+        [s.value, s.timestamp, max(0, s.expire_at_ms - now) if s.expire_at_ms else -1]
+        for s in versions.siblings
+    ]
+    return c.enc.array([versions.context, siblings])
+
+
+def _versioned_options(argv, start: int, command: str, expiry: bool) -> tuple[bytes | None, int]:
+    """CONTEXT (and, when `expiry`, PX or EX) after argv[start]: (context, expire_at_ms)."""
+    context = None
+    expire_at = 0
+    i = start
+    n = len(argv)
+    while i < n:
+        opt = argv[i].lower()
+        if opt == b"context" and i + 1 < n and context is None:
+            context = argv[i + 1]
+            if not context:
+                # The coordinator reads an empty context as "none": a blind write the client
+                # did not ask for.
+                raise InvalidContextError(
+                    "the context is empty: pass the context a read returned, or no CONTEXT for a blind write"
+                )
+            i += 2
+        elif expiry and opt in (b"px", b"ex") and i + 1 < n and not expire_at:
+            expire_at = _expire_ms(argv[i + 1], 1 if opt == b"px" else 1000, False, command)
+            i += 2
+        else:
+            raise CommandReply(SYNTAX)
+    return context, expire_at
+
+
+async def cmd_putv(c: RespConnection, argv):
+    context, expire_at = _versioned_options(argv, 3, "ringkv.putv", True)
+    return bulk(await c.coord.put_versioned(argv[1], argv[2], context, expire_at_ms=expire_at))
+
+
+async def cmd_delv(c: RespConnection, argv):
+    context, _ = _versioned_options(argv, 2, "ringkv.delv", False)
+    return bulk(await c.coord.put_versioned(argv[1], None, context))
+
+
 # name -> (handler, arity as Redis counts it: n exact, -n at least n, command name included)
 COMMANDS: dict[bytes, tuple] = {
     b"ping": (cmd_ping, -1),
@@ -854,6 +929,9 @@ COMMANDS: dict[bytes, tuple] = {
     b"keys": (cmd_keys, 2),
     b"flushdb": (cmd_flushall, -1),
     b"flushall": (cmd_flushall, -1),
+    b"ringkv.getv": (cmd_getv, 2),
+    b"ringkv.putv": (cmd_putv, -3),
+    b"ringkv.delv": (cmd_delv, -2),
 }
 
 # (first key, last key, step) for COMMAND INFO, as Redis reports them.
@@ -885,6 +963,9 @@ KEY_SPECS = {
                 b"ttl",
                 b"pttl",
                 b"persist",
+                b"ringkv.getv",
+                b"ringkv.putv",
+                b"ringkv.delv",
             ),
             (1, 1, 1),
         ),
@@ -898,4 +979,13 @@ WRITE_COMMANDS = {
     b"set", b"setnx", b"setex", b"psetex", b"getset", b"getdel", b"getex", b"incr", b"incrby",
     b"incrbyfloat", b"decr", b"decrby", b"mset", b"msetnx", b"del", b"unlink", b"append",
     b"expire", b"pexpire", b"expireat", b"pexpireat", b"persist", b"flushdb", b"flushall",
+    b"ringkv.putv", b"ringkv.delv",
+}
+
+# COMMANDS keyed by the lower- and upper-case names too, each with its canonical name: saves a
+# bytes.lower() per command.
+_COMMANDS_AS_SENT = {
+    variant: (handler, arity, name)
+    for name, (handler, arity) in COMMANDS.items()
+    for variant in (name, name.upper())
 }

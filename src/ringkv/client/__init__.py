@@ -19,6 +19,7 @@ from ringkv.client.errors import (
     ServerError,
 )
 from ringkv.client.options import Consistency
+from ringkv.client.siblings import Sibling, Versions
 from ringkv.client.sync import Client
 
 __all__ = [
@@ -30,4 +31,6 @@ __all__ = [
     "RequestTimeoutError",
     "ResultUnknownError",
     "ServerError",
+    "Sibling",
+    "Versions",
 ]

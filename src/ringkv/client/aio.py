@@ -17,6 +17,7 @@ unknown, as after a lost connection.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
@@ -30,6 +31,7 @@ from ringkv.client.base import ClientBase, pool_kwargs
 from ringkv.client.commands import Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
+from ringkv.client.siblings import Resolver, Versions
 
 T = TypeVar("T")
 Level = str | Consistency | None
@@ -107,8 +109,24 @@ class AsyncClient(ClientBase):
 
     # ------------------------------------------------------------------ reads
 
-    async def get(self, key: Data, *, consistency: Level = None) -> bytes | None:
-        return await self._execute(commands.get(key, self._level(consistency)))
+    async def get(self, key: Data, resolver: Resolver | None = None, *,
+                  consistency: Level = None) -> bytes | None:
+        """See `Client.get`; `resolver` may also return an awaitable, which is awaited."""
+        level = self._level(consistency)
+        if resolver is None:
+            return await self._execute(commands.get(key, level))
+        versions = await self._execute(commands.get_versions(key, level))
+        if len(versions.siblings) < 2:
+            return versions.siblings[0].value if versions.siblings else None
+        resolved = resolver(versions.values)
+        if inspect.isawaitable(resolved):
+            resolved = await resolved
+        value, write = commands.resolved_write(key, versions, resolved, level)
+        await self._execute(write)
+        return value
+
+    async def get_versions(self, key: Data, *, consistency: Level = None) -> Versions:
+        return await self._execute(commands.get_versions(key, self._level(consistency)))
 
     async def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
         return await self._execute(commands.mget(keys, self._level(consistency)))
@@ -167,6 +185,24 @@ class AsyncClient(ClientBase):
 
     async def delete(self, *keys: Data, consistency: Level = None) -> int:
         return await self._execute(commands.delete(keys, self._level(consistency)))
+
+    async def put_versioned(
+        self,
+        key: Data,
+        value: Data,
+        context: Data | None = None,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        *,
+        consistency: Level = None,
+    ) -> bytes:
+        return await self._execute(
+            commands.put_versioned(key, value, context, ttl_s, ttl_ms, self._level(consistency))
+        )
+
+    async def delete_versioned(self, key: Data, context: Data | None = None, *,
+                               consistency: Level = None) -> bytes:
+        return await self._execute(commands.delete_versioned(key, context, self._level(consistency)))
 
     async def incr(self, key: Data, delta: int = 1, *, consistency: Level = None) -> int:
         return await self._execute(commands.incr(key, delta, self._level(consistency)))

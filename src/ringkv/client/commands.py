@@ -6,7 +6,9 @@ loop, so argument checks, encoding and reply parsing are written once. Nothing h
 A request is `idempotent` when sending it twice leaves the same state as sending it once
 (GET, SET without conditions, DEL, MSET, EXPIRE, ...): only those are retried after a
 connection failure. INCR, INCRBYFLOAT, APPEND and SET NX/XX are not: a lost reply means the
-outcome is unknown, and resending could apply the change twice.
+outcome is unknown, and resending could apply the change twice. Nor are the sibling-aware
+writes (RINGKV.PUTV, RINGKV.DELV): a second copy has not seen the first one's version, so
+both would stay, as siblings.
 
 Keys and values are bytes; `str` is accepted and encoded as UTF-8. Replies are bytes.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ringkv.client.options import Consistency
+from ringkv.client.siblings import Versions, parse_versions
 
 T = TypeVar("T")
 Data = str | bytes | bytearray | memoryview
@@ -124,6 +127,10 @@ def _seconds_left(reply: Any) -> float | None:
     return None if ms < 0 else ms / 1000  # -1: no expiry, -2: no such key
 
 
+def _context(reply: Any) -> bytes:
+    return bytes(reply)
+
+
 def _values(reply: Any) -> list[bytes | None]:
     return [] if reply is None else list(reply)
 
@@ -211,6 +218,52 @@ def set_(
     # A conditional SET is a read-modify-write: resent after it was applied, NX would answer
     # "not written" for the caller's own write.
     return Request("SET", tuple(args), not conditional, _ok, consistency)
+
+
+def get_versions(key: Data, consistency: Consistency | None = None) -> Request[Versions]:
+    return Request("RINGKV.GETV", (b"RINGKV.GETV", encode(key)), True, parse_versions, consistency)
+
+
+def _context_args(context: Data | None) -> list[bytes | int]:
+    if context is None:
+        return []
+    data = encode(context, "context")
+    if not data:
+        # The node would refuse it; None is how a blind write is asked for.
+        raise ValueError("context is empty: pass the context a read returned, or None for a blind write")
+    return [b"CONTEXT", data]
+
+
+def put_versioned(
+    key: Data,
+    value: Data,
+    context: Data | None = None,
+    ttl_s: float | None = None,
+    ttl_ms: int | None = None,
+    consistency: Consistency | None = None,
+) -> Request[bytes]:
+    args: list[bytes | int] = [b"RINGKV.PUTV", encode(key), encode(value, "value"), *_context_args(context)]
+    ms = _ttl_ms(ttl_s, ttl_ms)
+    if ms is not None:
+        args += [b"PX", ms]
+    return Request("RINGKV.PUTV", tuple(args), False, _context, consistency)
+
+
+def delete_versioned(
+    key: Data, context: Data | None = None, consistency: Consistency | None = None
+) -> Request[bytes]:
+    args = (b"RINGKV.DELV", encode(key), *_context_args(context))
+    return Request("RINGKV.DELV", args, False, _context, consistency)
+
+
+def resolved_write(
+    key: Data, versions: Versions, resolved: Any, consistency: Consistency | None = None
+) -> tuple[bytes, Request[bytes]]:
+    """The value a resolver returned for `versions`' siblings, and the write that replaces
+    them with it (their context; the TTL of `Versions.resolved_ttl_ms`)."""
+    value = encode(resolved, "the resolver's result")
+    write = put_versioned(key, value, versions.context, ttl_ms=versions.resolved_ttl_ms(), consistency=consistency)
+    return value, write
 
 
 def delete(keys: Iterable[Data], consistency: Consistency | None = None) -> Request[int]:

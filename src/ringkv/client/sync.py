@@ -30,6 +30,7 @@ from ringkv.client.base import ClientBase, pool_kwargs
 from ringkv.client.commands import Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
+from ringkv.client.siblings import Resolver, Versions
 
 T = TypeVar("T")
 Level = str | Consistency | None
@@ -114,9 +115,29 @@ class Client(ClientBase):
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, key: Data, *, consistency: Level = None) -> bytes | None:
-        """The key's value, or None when it does not exist (or has expired)."""
-        return self._execute(commands.get(key, self._level(consistency)))
+    def get(self, key: Data, resolver: Resolver | None = None, *, consistency: Level = None) -> bytes | None:
+        """The key's value, or None when it does not exist (or has expired).
+
+        Without `resolver`, concurrent writes answer the node's deterministic winner. With it,
+        the read is sibling-aware: one live sibling is returned as is; several are passed to
+        `resolver(values) -> bytes` and its answer is written back with their context (so they
+        collapse into one) and returned. The write-back is never retried (see
+        `put_versioned`); its errors propagate, and a later resolving read tries again.
+        """
+        level = self._level(consistency)
+        if resolver is None:
+            return self._execute(commands.get(key, level))
+        versions = self._execute(commands.get_versions(key, level))
+        if len(versions.siblings) < 2:
+            return versions.siblings[0].value if versions.siblings else None
+        value, write = commands.resolved_write(key, versions, resolver(versions.values), level)
+        self._execute(write)
+        return value
+
+    def get_versions(self, key: Data, *, consistency: Level = None) -> Versions:
+        """Every live sibling of the key with the causal context covering them (context None
+        when the key has no record)."""
+        return self._execute(commands.get_versions(key, self._level(consistency)))
 
     def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
         """The values of `keys`, in order, None for each missing one."""
@@ -194,6 +215,29 @@ class Client(ClientBase):
         """Delete `keys`; returns how many existed. After a retry the count can be low (the
         lost first attempt may have deleted some)."""
         return self._execute(commands.delete(keys, self._level(consistency)))
+
+    def put_versioned(
+        self,
+        key: Data,
+        value: Data,
+        context: Data | None = None,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        *,
+        consistency: Level = None,
+    ) -> bytes:
+        """Write `value` with the `context` a read returned: it replaces exactly the siblings
+        that read saw. Without a context the write is blind and becomes a sibling of whatever
+        is stored. Returns the new context. Never retried: a resent copy would not have seen
+        the first one, and both would stay as siblings."""
+        return self._execute(
+            commands.put_versioned(key, value, context, ttl_s, ttl_ms, self._level(consistency))
+        )
+
+    def delete_versioned(self, key: Data, context: Data | None = None, *, consistency: Level = None) -> bytes:
+        """Delete with the `context` a read returned: no sibling that read saw stays live.
+        Returns the new context. Never retried."""
+        return self._execute(commands.delete_versioned(key, context, self._level(consistency)))
 
     def incr(self, key: Data, delta: int = 1, *, consistency: Level = None) -> int:
         """Add `delta` to the integer stored at `key` (0 when missing); returns the new value.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ringkv.errors import RingkvError
 from ringkv.node.replica import Replica, now_ms, split_storage_key, storage_key
 from ringkv.versioning.dvv import decode_context, encode_context
-from ringkv.versioning.record import ConflictPolicy, Record, Sibling, overwrite
+from ringkv.versioning.record import ConflictPolicy, Record, Sibling, overwrite, pick_winner
 
 DEFAULT_NAMESPACE = b""
 # A storage key is token (8) | namespace length (1) | namespace | key, and the engine takes
@@ -285,8 +285,11 @@ class LocalCoordinator:
         data = self.replica.engine.get(storage_key(namespace, key))
         if data is None:
             return None
-        w = self.replica._decode(data).winner(now_ms())
-        return None if w is None else w.value
+        # Record.winner(now) inlined: the clock is read only for a value that can expire.
+        w = pick_winner(self.replica._decode(data).siblings)
+        if w.expire_at_ms and w.expire_at_ms <= now_ms():
+            return None
+        return w.value  # None for a tombstone
 
     async def get_versions(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> Versions:
         record = self.replica.read(namespace, key)

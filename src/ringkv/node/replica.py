@@ -17,7 +17,8 @@ from __future__ import annotations
 import struct
 import time
 
-from ringkv.cluster.ring import token
+from xxhash import xxh3_64_digest
+
 from ringkv.errors import ClockSkewError, LimitError
 from ringkv.storage import Engine
 from ringkv.versioning import record as rec
@@ -28,8 +29,22 @@ MAX_NAMESPACE_BYTES = 255
 _TOKEN = struct.Struct(">Q")
 
 
+_PREFIXES: dict[bytes, tuple[bytes, bytes]] = {}
+MAX_CACHED_NAMESPACES = 1024
+
+
 def storage_key(namespace: bytes, key: bytes) -> bytes:
-    return _TOKEN.pack(token(namespace, key)) + bytes((len(namespace),)) + namespace + key
+    """token u64 BE | len(namespace) u8 | namespace | key, with token = ring.token(namespace, key).
+
+    On every request's path, so the per-namespace prefixes are cached and the token's 8
+    big-endian bytes come straight from xxh3's digest (its canonical form is big-endian).
+    """
+    p = _PREFIXES.get(namespace)
+    if p is None:
+        p = (len(namespace).to_bytes(4, "big") + namespace, bytes((len(namespace),)) + namespace)
+        if len(_PREFIXES) < MAX_CACHED_NAMESPACES:
+            _PREFIXES[namespace] = p
+    return xxh3_64_digest(p[0] + key) + p[1] + key
 
 
 def split_storage_key(skey: bytes) -> tuple[bytes, bytes]:

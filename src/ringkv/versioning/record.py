@@ -81,6 +81,8 @@ def pick_winner(siblings: tuple[Sibling, ...] | list[Sibling]) -> Sibling:
     Dots are unique, so the key is a total order and the pick does not depend on the order of
     `siblings`.
     """
+    if len(siblings) == 1:
+        return siblings[0]  # the common case: no concurrent writes
     return max(siblings, key=_winner_key)
 
 

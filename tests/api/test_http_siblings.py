@@ -1,0 +1,244 @@
+"""Sibling-aware reads and writes over HTTP (`/api/v1/keys/{key}/versions`), driven by httpx
+against a real `ringkv serve`.
+
+Two clients read the same version of a key and both write with the context they read: both
+values stay as siblings, until a write with the context covering both resolves them.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.parse
+
+import httpx
+import pytest
+import redis
+
+from ringkv.testing.launcher import NodeProcess
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    node = NodeProcess(tmp_path_factory.mktemp("http-siblings") / "n1", max_value_bytes=100_000).start()
+    yield node
+    assert node.stop() == 0, node.log()
+
+
+@pytest.fixture
+def client(node):
+    redis.Redis(port=node.resp_port).flushall()
+    with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=10) as client:
+        yield client
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def versions_url(key: str, **query) -> str:
+    url = "/api/v1/keys/" + urllib.parse.quote(key, safe="/") + "/versions"
+    return url + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def read(client: httpx.Client, key: str) -> dict:
+    r = client.get(versions_url(key))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def values(client: httpx.Client, key: str) -> list[bytes]:
+    return sorted(unb64(s["value"]) for s in read(client, key)["siblings"])
+
+
+def write(client: httpx.Client, key: str, value: bytes, context: str | None = None, **fields) -> str:
+    body = {"value": b64(value), **fields}
+    if context is not None:
+        body["context"] = context
+    r = client.put(versions_url(key), json=body)
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"context"}
+    return r.json()["context"]
+
+
+def assert_problem(r: httpx.Response, status: int, slug: str, *in_detail: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    doc = r.json()
+    assert doc["type"] == f"urn:ringkv:problem:{slug}", doc
+    for text in in_detail:
+        assert text in doc["detail"], doc
+
+
+def make_siblings(a: httpx.Client, b: httpx.Client, key: str) -> str:
+    """Two clients read one version of `key` and both write with its context."""
+    assert a.put("/api/v1/keys/" + key, json={"value": b64(b"start")}).status_code == 200
+    seen_a, seen_b = read(a, key), read(b, key)
+    assert seen_a["context"] == seen_b["context"] is not None
+    write(a, key, b"from-a", seen_a["context"])
+    write(b, key, b"from-b", seen_b["context"])
+    return seen_a["context"]
+
+
+@pytest.fixture
+def other(node):
+    with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=10) as client:
+        yield client
+
+
+# ---------------------------------------------------------------------- siblings
+
+
+def test_a_missing_key_has_no_context_and_no_siblings(client):
+    assert read(client, "missing") == {"key": "missing", "context": None, "siblings": []}
+
+
+def test_two_writers_with_the_same_context_both_survive_as_siblings(client, other):
+    make_siblings(client, other, "cart")
+    doc = read(other, "cart")
+    assert doc["key"] == "cart" and doc["context"]
+    assert sorted(unb64(s["value"]) for s in doc["siblings"]) == [b"from-a", b"from-b"]
+    for sibling in doc["siblings"]:
+        assert isinstance(sibling["timestamp"], int) and sibling["timestamp"] > 0
+        assert sibling["ttl_remaining"] is None
+
+
+def test_plain_get_answers_the_same_winner_every_time(client, other, node):
+    make_siblings(client, other, "cart")
+    newest = max(read(client, "cart")["siblings"], key=lambda s: s["timestamp"])
+    answers = {client.get("/api/v1/keys/cart").json()["value"] for _ in range(5)}
+    assert answers == {newest["value"]}
+    assert redis.Redis(port=node.resp_port).get("cart") == unb64(newest["value"])
+
+
+def test_a_write_with_the_context_covering_both_resolves_them(client, other):
+    make_siblings(client, other, "cart")
+    context = read(client, "cart")["context"]
+    after = write(client, "cart", b"from-a,from-b", context)
+    assert after != context
+    doc = read(other, "cart")
+    assert doc["context"] == after
+    assert [unb64(s["value"]) for s in doc["siblings"]] == [b"from-a,from-b"]
+
+
+def test_a_blind_write_adds_a_sibling(client):
+    write(client, "k", b"one")
+    write(client, "k", b"two")
+    assert values(client, "k") == [b"one", b"two"]
+
+
+def test_plain_put_replaces_every_sibling(client, other):
+    make_siblings(client, other, "cart")
+    assert client.put("/api/v1/keys/cart", json={"value": b64(b"plain")}).status_code == 200
+    assert values(client, "cart") == [b"plain"]
+
+
+def test_delete_with_the_context_leaves_no_live_sibling(client, other):
+    make_siblings(client, other, "cart")
+    context = read(client, "cart")["context"]
+    r = client.delete(versions_url("cart", context=context))
+    assert r.status_code == 200, r.text
+    after = r.json()["context"]
+    assert read(client, "cart") == {"key": "cart", "context": after, "siblings": []}
+    assert client.get("/api/v1/keys/cart").status_code == 404
+
+
+def test_a_blind_delete_leaves_the_siblings_it_did_not_see(client, other):
+    make_siblings(client, other, "cart")
+    assert client.delete(versions_url("cart")).status_code == 200
+    assert values(client, "cart") == [b"from-a", b"from-b"]
+
+
+def test_a_context_in_the_url_safe_alphabet_without_padding_is_accepted(client, other):
+    make_siblings(client, other, "cart")
+    context = read(client, "cart")["context"]
+    url_safe = base64.urlsafe_b64encode(unb64(context)).decode().rstrip("=")
+    r = client.delete(versions_url("cart") + "?context=" + url_safe)
+    assert r.status_code == 200, r.text
+    assert values(client, "cart") == []
+
+
+def test_a_ttl_gives_the_sibling_an_expiry(client):
+    write(client, "k", b"forever")
+    write(client, "k", b"brief", ttl=0.5)
+    ttls = sorted((s["ttl_remaining"] is not None, s["ttl_remaining"]) for s in read(client, "k")["siblings"])
+    assert ttls[0] == (False, None) and 0 < ttls[1][1] <= 0.5
+    time.sleep(0.7)
+    assert values(client, "k") == [b"forever"]
+
+
+def test_binary_keys_travel_as_base64(client, node):
+    key = b"\xff\x00/versions"  # ends like the route: reachable only as base64
+    encoded = base64.urlsafe_b64encode(key).decode()
+    url = f"/api/v1/keys/{encoded}/versions?key_encoding=base64"
+    r = client.put(url, json={"value": b64(b"v")})
+    assert r.status_code == 200, r.text
+    doc = client.get(url).json()
+    assert doc["key"] == b64(key)  # answers use the standard alphabet
+    assert [unb64(s["value"]) for s in doc["siblings"]] == [b"v"]
+    assert redis.Redis(port=node.resp_port).get(key) == b"v"
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_a_garbage_context_is_a_400_and_nothing_is_written(client):
+    write(client, "k", b"v")
+    for garbage in (b"garbage", b"\x01\xff\xfe", b"\x07xyz"):
+        r = client.put(versions_url("k"), json={"value": b64(b"w"), "context": b64(garbage)})
+        assert_problem(r, 400, "invalid-context", "causal context")
+        assert_problem(client.delete(versions_url("k", context=b64(garbage))), 400, "invalid-context")
+    assert values(client, "k") == [b"v"]
+
+
+def test_an_empty_context_is_refused_rather_than_taken_as_blind(client):
+    write(client, "k", b"v")
+    r = client.put(versions_url("k"), json={"value": b64(b"w"), "context": ""})
+    assert_problem(r, 400, "invalid-context", "context is empty")
+    assert_problem(client.delete(versions_url("k", context="")), 400, "invalid-context")
+    assert values(client, "k") == [b"v"]
+
+
+def test_bad_base64_and_bad_bodies(client):
+    r = client.put(versions_url("k"), json={"value": "not base64!"})
+    assert_problem(r, 400, "invalid-base64", "value")
+    r = client.put(versions_url("k"), json={"value": b64(b"v"), "context": "a b"})
+    assert_problem(r, 400, "invalid-base64", "context")
+    assert_problem(client.put(versions_url("k"), json={"value": b64(b"v"), "extra": 1}), 422, "validation-error")
+    assert_problem(client.put(versions_url("k"), json={"value": b64(b"v"), "ttl": 0}), 422, "validation-error")
+    assert_problem(client.put(versions_url("k"), json={}), 422, "validation-error")
+    r = client.put(versions_url("k"), json={"value": b64(b"x" * 100_001)})
+    assert_problem(r, 413, "too-large", "max_value_bytes")
+    assert read(client, "k")["context"] is None
+
+
+def test_the_routes_are_in_the_openapi_spec(client):
+    spec = client.get("/openapi.json").json()
+    methods = spec["paths"]["/api/v1/keys/{key}/versions"]
+    assert set(methods) == {"get", "put", "delete"}
+
+
+# ---------------------------------------------------------------------- durability
+
+
+def test_siblings_survive_a_crash_and_restart(tmp_path):
+    node = NodeProcess(tmp_path / "n1").start()
+    try:
+        base = f"http://127.0.0.1:{node.http_port}"
+        with httpx.Client(base_url=base, timeout=10) as a, httpx.Client(base_url=base, timeout=10) as b:
+            make_siblings(a, b, "cart")
+            before = read(a, "cart")
+        node.kill()
+        node.start()
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert read(c, "cart") == before
+            write(c, "cart", b"merged", before["context"])
+            assert values(c, "cart") == [b"merged"]
+    finally:
+        node.stop()
