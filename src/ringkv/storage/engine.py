@@ -425,7 +425,7 @@ class Engine:
                 mem = self._make_room()
             lsn = self._wal.append(record, defer)
             data = mem.data
-            if mem._snapshots:
+            if mem._snapshots.data:  # the WeakSet's own set: truth-testing the WeakSet runs Python code
                 mem._save_undo(key)
             old = data.get(key, MISSING)
             data[key] = value

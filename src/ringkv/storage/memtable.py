@@ -55,7 +55,7 @@ class MemTable:
 
     def put(self, key: bytes, value: bytes | None) -> None:
         data = self.data
-        if self._snapshots:
+        if self._snapshots.data:  # see Engine.put
             self._save_undo(key)
         old = data.get(key, _ABSENT)
         data[key] = value
