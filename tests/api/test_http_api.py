@@ -519,3 +519,14 @@ def test_keys_with_newlines_find_their_route(client):
         assert client.post(key_url(key, "/incr"), json={}).status_code == 409  # "v" is not an integer
     # A newline after a route's suffix is not that route.
     assert_problem(client.post("/api/v1/keys/k/incr%0A", json={}), 404, "not-found")
+
+
+def test_metrics_have_a_latency_histogram_per_resp_command(node):
+    """Operators read per-command RESP latency from /metrics, not only counts."""
+    r = redis.Redis(port=node.resp_port, protocol=2)
+    r.set("metrics:k", "v")
+    r.get("metrics:k")
+    r.close()
+    text = httpx.get(f"http://127.0.0.1:{node.http_port}/metrics").text
+    assert 'ringkv_resp_command_seconds_bucket{command="get",le="+Inf"}' in text
+    assert 'ringkv_resp_command_seconds_count{command="set"}' in text

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from ringkv.api.resp_server import LATENCY_BUCKETS_S as RESP_LATENCY_BUCKETS_S
 
 # Single-node requests take tens of microseconds to a few milliseconds; an fsync under
 # sync="always" takes a few milliseconds more. The buckets resolve both.
@@ -130,6 +137,19 @@ def _resp_metrics(stats: Any) -> Iterator[Metric]:
     for name, count in list(stats.commands.items()):
         commands.add_metric([name.decode("ascii", "replace")], count)
     yield commands
+    latency = HistogramMetricFamily(
+        "ringkv_resp_command_seconds",
+        "RESP command latency from parsed to reply ready, by command.",
+        labels=["command"],
+    )
+    for name, counts in list(stats.latency.items()):
+        cumulative = []
+        total = 0
+        for bound, n in zip((*RESP_LATENCY_BUCKETS_S, float("inf")), counts):
+            total += n
+            cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
+        latency.add_metric([name.decode("ascii", "replace")], cumulative, stats.latency_sum_s.get(name, 0.0))
+    yield latency
     yield GaugeMetricFamily(
         "ringkv_resp_connections", "Open RESP client connections.", value=stats.connections_current
     )

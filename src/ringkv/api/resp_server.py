@@ -21,8 +21,10 @@ import itertools
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
+from time import perf_counter
 
 from ringkv import __version__
 from ringkv.api.resp import (
@@ -42,6 +44,8 @@ from ringkv.node.replica import now_ms
 log = logging.getLogger("ringkv.resp")
 
 OK = b"+OK\r\n"
+# Upper bounds of the RESP command latency histogram (/metrics), seconds.
+LATENCY_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 PONG = b"+PONG\r\n"
 SYNTAX = error("ERR syntax error")
 
@@ -66,6 +70,18 @@ class RespStats:
     output_buffer_closes: int = 0
     keyspace_hits: int = 0
     keyspace_misses: int = 0
+    # name -> counts per bucket of LATENCY_BUCKETS_S (the last: above every bound), and sums.
+    latency: dict = field(default_factory=dict)
+    latency_sum_s: dict = field(default_factory=dict)
+
+    def observe(self, name: bytes, seconds: float) -> None:
+        """One command's latency, from parsed to reply ready (fsync waits included)."""
+        buckets = self.latency.get(name)
+        if buckets is None:
+            buckets = self.latency[name] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+            self.latency_sum_s[name] = 0.0
+        buckets[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s[name] += seconds
 
 
 class RespServer:
@@ -251,6 +267,7 @@ class RespConnection(asyncio.Protocol):
             self._reply(error(f"ERR wrong number of arguments for '{name.decode()}' command"))
             return
         stats[name] = stats.get(name, 0) + 1
+        started = perf_counter()
         try:
             result = handler(self, argv)
         except CommandReply as exc:
@@ -266,10 +283,11 @@ class RespConnection(asyncio.Protocol):
             result = error(f"ERR internal error: {type(exc).__name__}: {exc}")
         if type(result) is bytes:
             self._reply(result)
+            self.server.stats.observe(name, perf_counter() - started)
         else:
-            self._run(result, None)
+            self._run(result, None, name, started)
 
-    def _run(self, coro, slot) -> None:
+    def _run(self, coro, slot, name: bytes, started: float) -> None:
         """Drive a handler coroutine until it finishes or suspends (see the module docstring)."""
         try:
             fut = coro.send(None)
@@ -291,19 +309,20 @@ class RespConnection(asyncio.Protocol):
                 slot = [False, None]
                 self._pending.append(slot)
             if fut is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration
-                asyncio.get_running_loop().call_soon(self._run, coro, slot)
+                asyncio.get_running_loop().call_soon(self._run, coro, slot, name, started)
             else:
                 fut._asyncio_future_blocking = False
-                fut.add_done_callback(lambda _f: self._resume(coro, slot))
+                fut.add_done_callback(lambda _f: self._resume(coro, slot, name, started))
             return
+        self.server.stats.observe(name, perf_counter() - started)
         if slot is None:
             self._reply(reply)
         else:
             slot[0] = True
             slot[1] = reply
 
-    def _resume(self, coro, slot) -> None:
-        self._run(coro, slot)
+    def _resume(self, coro, slot, name: bytes, started: float) -> None:
+        self._run(coro, slot, name, started)
         if self.coord.has_pending_writes:
             self.server.flush_after_commit(self)
         else:
