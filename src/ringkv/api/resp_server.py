@@ -131,6 +131,21 @@ class RespServer:
         return next(self._ids)
 
 
+def error_reply(exc: Exception) -> bytes:
+    """The RESP error a failed command answers with: the one place exceptions become replies."""
+    if isinstance(exc, CommandReply):
+        return exc.reply
+    if isinstance(exc, CommandError):
+        return error(f"{exc.kind} {exc}")
+    if isinstance(exc, InvalidContextError):
+        return error(f"ERR invalid causal context: {exc}")
+    if isinstance(exc, RingkvError):
+        return error(f"ERR {exc}")
+    # A bug must not take the connection or the node down.
+    log.error("command failed", exc_info=exc)
+    return error(f"ERR internal error: {type(exc).__name__}: {exc}")
+
+
 class CommandReply(Exception):
     """Raised by argument parsing to answer with a ready-made error reply."""
 
@@ -270,17 +285,8 @@ class RespConnection(asyncio.Protocol):
         started = perf_counter()
         try:
             result = handler(self, argv)
-        except CommandReply as exc:
-            result = exc.reply
-        except CommandError as exc:
-            result = error(f"{exc.kind} {exc}")
-        except InvalidContextError as exc:
-            result = error(f"ERR invalid causal context: {exc}")
-        except RingkvError as exc:
-            result = error(f"ERR {exc}")
-        except Exception as exc:  # a bug must not take the connection or the node down
-            log.exception("command failed")
-            result = error(f"ERR internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            result = error_reply(exc)
         if type(result) is bytes:
             self._reply(result)
             self.server.stats.observe(name, perf_counter() - started)
@@ -293,17 +299,8 @@ class RespConnection(asyncio.Protocol):
             fut = coro.send(None)
         except StopIteration as stop:
             reply = stop.value
-        except CommandReply as exc:
-            reply = exc.reply
-        except CommandError as exc:
-            reply = error(f"{exc.kind} {exc}")
-        except InvalidContextError as exc:
-            reply = error(f"ERR invalid causal context: {exc}")
-        except RingkvError as exc:
-            reply = error(f"ERR {exc}")
-        except Exception as exc:  # a bug must not take the connection or the node down
-            log.exception("command failed")
-            reply = error(f"ERR internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            reply = error_reply(exc)
         else:
             if slot is None:
                 slot = [False, None]
