@@ -385,19 +385,19 @@ class KeyValueApi:
     """The route handlers. Each reads `node.coordinator` per request, so the app can be built
     before the node starts (and for the OpenAPI spec, without a node).
 
-    Data handlers take `level` (the validated consistency level) and do not use it yet: the
-    coordinator of a cluster of one has no replicas to wait for. The cluster issue passes it on.
+    Data handlers take `level` (the validated consistency level) and run at it: the request's
+    read and write levels are both that level; without one, the node's defaults apply.
     """
 
     def __init__(self, node: Any, metrics: HttpMetrics) -> None:
         self.node = node
         self.metrics = metrics
 
-    def _coordinator(self) -> Any:
+    def _coordinator(self, level: ConsistencyLevel | None = None) -> Any:
         coordinator = getattr(self.node, "coordinator", None)
         if coordinator is None:
             raise ProblemError(503, "unavailable", "the node is not running")
-        return coordinator
+        return coordinator if level is None else coordinator.at(level.value, level.value)
 
     # ------------------------------------------------------------ single keys
 
@@ -412,7 +412,7 @@ class KeyValueApi:
         """Read a key: JSON with the base64 value, or the raw bytes with
         `Accept: application/octet-stream` (version, timestamp and TTL then in headers)."""
         kb = _path_key(request, key, key_encoding)
-        value = await self._coordinator().get(kb)
+        value = await self._coordinator(level).get(kb)
         if value is None:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
         ttl = _ttl_remaining(value.expire_at_ms)
@@ -436,7 +436,7 @@ class KeyValueApi:
     ) -> Response:
         """Whether a key has a live value: 200 or 404, no body."""
         kb = _path_key(request, key, key_encoding)
-        found = await self._coordinator().exists([kb])
+        found = await self._coordinator(level).exists([kb])
         return Response(status_code=200 if found else 404)
 
     async def put_key(
@@ -484,7 +484,7 @@ class KeyValueApi:
                 ) from None
             value = _decode_value(put.value, "value")
             ttl, nx = put.ttl, put.if_not_exists
-        coordinator = self._coordinator()
+        coordinator = self._coordinator(level)
         # Read the causal context and write with it: a plain overwrite, as SET is, that also
         # gives the client the new version. No await suspends between the two on one node.
         seen = await coordinator.get_versions(kb)
@@ -498,7 +498,7 @@ class KeyValueApi:
     ) -> Response:
         """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which."""
         kb = _path_key(request, key, key_encoding)
-        n = await self._coordinator().delete([kb])
+        n = await self._coordinator(level).delete([kb])
         return _json({"deleted": n > 0})
 
     async def set_ttl(
@@ -511,7 +511,7 @@ class KeyValueApi:
     ) -> Response:
         """Set a key's expiry (`ttl` seconds from now) or remove it (`ttl: null`)."""
         kb = _suffixed_path_key(request, key, key_encoding, "/ttl")
-        coordinator = self._coordinator()
+        coordinator = self._coordinator(level)
         if await coordinator.ttl_ms(kb) == -2:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
         changed = await coordinator.expire_at(kb, 0 if body.ttl is None else _expire_at_ms(body.ttl))
@@ -528,7 +528,7 @@ class KeyValueApi:
         """Add `delta` to the integer stored under a key (a missing key counts as 0), as INCRBY."""
         kb = _suffixed_path_key(request, key, key_encoding, "/incr")
         try:
-            value = await self._coordinator().incr_by(kb, body.delta)
+            value = await self._coordinator(level).incr_by(kb, body.delta)
         except CommandError as exc:
             # The request is well formed; what is stored (or the sum) is not an int64.
             raise ProblemError(409, "not-an-integer", f"cannot increment key {key[:200]!r}: {exc}") from None
@@ -543,7 +543,7 @@ class KeyValueApi:
         the causal context that covers them all. A key with no record answers 200 with
         `context: null` and no siblings."""
         kb = _suffixed_path_key(request, key, key_encoding, "/versions")
-        versions = await self._coordinator().get_versions(kb)
+        versions = await self._coordinator(level).get_versions(kb)
         return _json(
             {
                 "key": _encode_key(kb, key_encoding),
@@ -573,7 +573,7 @@ class KeyValueApi:
         kb = _suffixed_path_key(request, key, key_encoding, "/versions")
         value = _decode_value(body.value, "value")
         context = None if body.context is None else _decode_context(body.context, "context")
-        new = await self._coordinator().put_versioned(kb, value, context, expire_at_ms=_expire_at_ms(body.ttl))
+        new = await self._coordinator(level).put_versioned(kb, value, context, expire_at_ms=_expire_at_ms(body.ttl))
         return _json({"context": _b64(new)})
 
     async def delete_versioned(
@@ -591,7 +591,7 @@ class KeyValueApi:
         saw (a blind delete replaces none of them)."""
         kb = _suffixed_path_key(request, key, key_encoding, "/versions")
         ctx = None if context is None else _decode_context(context, "context")
-        new = await self._coordinator().put_versioned(kb, None, ctx)
+        new = await self._coordinator(level).put_versioned(kb, None, ctx)
         return _json({"context": _b64(new)})
 
     # ------------------------------------------------------------ batches
@@ -601,7 +601,7 @@ class KeyValueApi:
     ) -> Response:
         """Read up to 1000 keys at once."""
         keys = [_decode_key(k, key_encoding, f"keys[{i}]") for i, k in enumerate(body.keys)]
-        values = await self._coordinator().mget(keys)
+        values = await self._coordinator(level).mget(keys)
         return _json({"values": [None if v is None else _b64(v) for v in values]})
 
     async def batch_put(
@@ -609,7 +609,7 @@ class KeyValueApi:
     ) -> Response:
         """Write up to 1000 keys, in order. Every item is checked before any is written, so a
         bad item rejects the whole batch."""
-        coordinator = self._coordinator()
+        coordinator = self._coordinator(level)
         limit = coordinator.max_value_bytes
         writes = []
         for i, item in enumerate(body.items):
@@ -639,7 +639,7 @@ class KeyValueApi:
         """List keys with a prefix, a page at a time. A key present for the whole listing is
         returned exactly once; a page may hold fewer than `limit` keys (even none) while
         `cursor` is not null."""
-        coordinator = self._coordinator()
+        coordinator = self._coordinator(level)
         match = _prefix_glob(_decode_key(prefix, key_encoding, "prefix"))
         position = _cursor(cursor)
         keys: list[bytes] = []
@@ -673,7 +673,7 @@ class KeyValueApi:
     ) -> Response:
         """Redis SCAN: examine `count` records from `cursor`, return the live keys among them."""
         pattern = None if match is None else _decode_key(match, key_encoding, "match")
-        position, keys = await self._coordinator().scan(_cursor(cursor), count, pattern)
+        position, keys = await self._coordinator(level).scan(_cursor(cursor), count, pattern)
         return _json({"cursor": str(position), "keys": [_encode_key(k, key_encoding) for k in keys]})
 
     # ------------------------------------------------------------ operations

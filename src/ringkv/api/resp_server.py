@@ -87,8 +87,9 @@ class RespStats:
 class RespServer:
     """Shared state of every connection: the coordinator, limits, stats, INFO sources."""
 
-    def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None):
+    def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None, status_source=None):
         self.coordinator = coordinator
+        self.status_source = status_source  # async () -> dict, RINGKV.STATUS
         self.limits = limits or RespLimits()
         self.stats = RespStats()
         self.connections: set[RespConnection] = set()
@@ -162,6 +163,7 @@ class RespConnection(asyncio.Protocol):
         "coord",
         "enc",
         "id",
+        "levels",
         "name",
         "parser",
         "peer",
@@ -172,6 +174,7 @@ class RespConnection(asyncio.Protocol):
     def __init__(self, server: RespServer):
         self.server = server
         self.coord = server.coordinator
+        self.levels = server.coordinator.levels  # (read, write), RINGKV.CONSISTENCY
         lim = server.limits
         self.parser = RequestParser(
             lim.max_bulk_bytes, lim.max_args, lim.max_inline_bytes, lim.max_query_buffer_bytes
@@ -287,6 +290,8 @@ class RespConnection(asyncio.Protocol):
             result = handler(self, argv)
         except Exception as exc:
             result = error_reply(exc)
+        if result is None:  # RINGKV.AT ran the inner command, which replied
+            return
         if type(result) is bytes:
             self._reply(result)
             self.server.stats.observe(name, perf_counter() - started)
@@ -855,6 +860,66 @@ def cmd_time(c: RespConnection, argv):
 # A context that ringkv did not give out is `-ERR invalid causal context: ...`.
 
 
+def _level_arg(data: bytes, field: str):
+    from ringkv.cluster.quorum import parse_level
+
+    return parse_level(data.decode("utf-8", "replace"), field)
+
+
+def _level_text(level) -> bytes:
+    return str(level).encode() if isinstance(level, int) else level.value.upper().encode()
+
+
+def cmd_consistency(c: RespConnection, argv):
+    """RINGKV.CONSISTENCY [level | READ level | WRITE level | READ level WRITE level]:
+    the connection's read (R) and write (W) levels; with no argument, shows them."""
+    r = w = None
+    if len(argv) == 2:
+        r = w = _level_arg(argv[1], "level")
+    else:
+        i = 1
+        while i < len(argv):
+            which = argv[i].lower()
+            if which not in (b"read", b"write") or i + 1 >= len(argv):
+                return error("ERR syntax error: expected RINGKV.CONSISTENCY [level] | [READ level] [WRITE level]")
+            level = _level_arg(argv[i + 1], which.decode())
+            if which == b"read":
+                r = level
+            else:
+                w = level
+            i += 2
+    if r is not None or w is not None:
+        levels = (c.levels[0] if r is None else r, c.levels[1] if w is None else w)
+        c.coord = c.server.coordinator.at(*levels)
+        c.levels = levels
+        return OK
+    r, w = c.levels
+    return c.enc.array([b"read", _level_text(r), b"write", _level_text(w)])
+
+
+async def cmd_status(c: RespConnection, argv):
+    """RINGKV.STATUS: the cluster's members, partitions and keys, as one JSON document."""
+    if c.server.status_source is None:
+        return error("ERR RINGKV.STATUS is not available on this server")
+    import json
+
+    return bulk(json.dumps(await c.server.status_source()).encode())
+
+
+def cmd_at(c: RespConnection, argv):
+    """RINGKV.AT level command [arg ...]: one command at another read and write level."""
+    level = _level_arg(argv[1], "level")
+    saved = c.coord
+    c.coord = saved.at(level, level)
+    try:
+        # The command starts now and binds the coordinator it calls before it first waits,
+        # so restoring the connection's own right after is safe for the commands behind it.
+        c._execute(argv[2:])
+    finally:
+        c.coord = saved
+    return None
+
+
 async def cmd_getv(c: RespConnection, argv):
     versions = await c.coord.get_versions(argv[1])
     now = now_ms()
@@ -948,6 +1013,9 @@ COMMANDS: dict[bytes, tuple] = {
     b"ringkv.getv": (cmd_getv, 2),
     b"ringkv.putv": (cmd_putv, -3),
     b"ringkv.delv": (cmd_delv, -2),
+    b"ringkv.consistency": (cmd_consistency, -1),
+    b"ringkv.at": (cmd_at, -3),
+    b"ringkv.status": (cmd_status, 1),
 }
 
 # (first key, last key, step) for COMMAND INFO, as Redis reports them.

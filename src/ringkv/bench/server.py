@@ -52,15 +52,23 @@ class Cell:
         return [a.rps / b.rps for a, b in zip(self.ringkv, self.redis)]
 
 
-def run_redis_benchmark(port: int, test: str, requests: int, pipeline: int) -> Result:
-    cmd = [
+def redis_benchmark_command(port: int, test: str, requests: int, pipeline: int, clients: int = CLIENTS) -> list[str]:
+    return [
         "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test.lower(),
-        "-c", str(CLIENTS), "-n", str(requests), "-P", str(pipeline), "-r", "100000", "--csv",
+        "-c", str(clients), "-n", str(requests), "-P", str(pipeline), "-r", "100000", "--csv",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+
+
+def parse_redis_benchmark(out: str, test: str) -> Result:
     rows = list(csv.DictReader(io.StringIO(out)))
     row = next(r for r in rows if r["test"].upper().startswith(test.upper()))
     return Result(float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]))
+
+
+def run_redis_benchmark(port: int, test: str, requests: int, pipeline: int, clients: int = CLIENTS) -> Result:
+    cmd = redis_benchmark_command(port, test, requests, pipeline, clients)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    return parse_redis_benchmark(out, test)
 
 
 class RedisServer:

@@ -89,7 +89,7 @@ class AsyncClient(ClientBase):
                 await asyncio.sleep(attempts.connect_failed(exc))
                 continue
             try:
-                await conn.send_command(*request.args)
+                await conn.send_command(*commands.wire_args(request))
                 reply = await conn.read_response()
             except redis.exceptions.ResponseError as exc:
                 await pool.release(conn)

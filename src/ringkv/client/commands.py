@@ -39,8 +39,8 @@ class Request(Generic[T]):
 
     `command` names it in error messages ("GET"). `args` is the whole command line; empty
     `args` means no round trip is needed (DEL of no keys) and the result is `parse(None)`.
-    `consistency` is the level the caller asked for; a single node does not use it (see
-    `Consistency`), so it is not sent yet.
+    `consistency` is the level the caller asked for, sent as `RINGKV.AT <level> <command...>`
+    (see `wire_args`); None leaves the connection's level (the node's default).
     """
 
     command: str
@@ -48,6 +48,13 @@ class Request(Generic[T]):
     idempotent: bool
     parse: Callable[[Any], T]
     consistency: Consistency | None = None
+
+
+def wire_args(request: Request) -> tuple[bytes | int | str, ...]:
+    """The command line sent for `request`: wrapped in RINGKV.AT when it names a level."""
+    if request.consistency is None:
+        return request.args
+    return (b"RINGKV.AT", request.consistency.value, *request.args)
 
 
 # ---------------------------------------------------------------------- encoding

@@ -24,8 +24,8 @@ MAX_CONNECTIONS = 10_000
 class Consistency(enum.StrEnum):
     """How many of a key's replicas must answer a request (Dynamo's R and W).
 
-    A single node has one replica: every level means "this node", and the node is never told.
-    The cluster issue sends the level with each request (`RINGKV.CONSISTENCY`).
+    Sent with each request that names one (`RINGKV.AT <level> <command>`). A single node has
+    one replica, so there every level means "this node".
     """
 
     ONE = "ONE"

@@ -93,7 +93,7 @@ class Client(ClientBase):
                 time.sleep(attempts.connect_failed(exc))
                 continue
             try:
-                conn.send_command(*request.args)
+                conn.send_command(*commands.wire_args(request))
                 reply = conn.read_response()
             except redis.exceptions.ResponseError as exc:
                 # The error reply was read whole: the connection is clean and goes back.

@@ -49,6 +49,22 @@ def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> i
     return level
 
 
+def parse_level(value: str | ConsistencyLevel | int, field: str = "level") -> ConsistencyLevel | int:
+    """A level from its name (`one`, `quorum`, `all`, any case) or a count (an int or digits).
+    Counts are checked against N by `resolve`, when N is known."""
+    if isinstance(value, ConsistencyLevel) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.isdigit() and len(text) <= 3:
+            return int(text)
+        try:
+            return ConsistencyLevel(text)
+        except ValueError:
+            pass
+    raise ConfigError(field, f"expected ONE, QUORUM, ALL or a replica count, got {str(value)[:64]!r}")
+
+
 # Per-replica state and its transitions: (state, answer) -> new state. A success after a
 # failure counts, because a replica that timed out and answered later does hold the write; a
 # success is final, so a duplicate or contradicting failure report after it changes nothing.

@@ -73,6 +73,12 @@ logger = logging.getLogger(__name__)
 RequestHandler = Callable[[str, Any], Awaitable[Any]]
 """`async handler(peer_node_id, body) -> reply body (a registered message, or None)`."""
 
+NOT_HANDLED = object()
+FastHandler = Callable[[str, Any], Any]
+"""`fast_handler(peer_node_id, body) -> reply body, or NOT_HANDLED`: tried first, on the
+connection's callback, for requests answerable without waiting; NOT_HANDLED sends the request
+to the async handler (in a task), so the fast one must not have acted on it."""
+
 
 @dataclass(frozen=True, slots=True)
 class RpcLimits:
@@ -368,6 +374,21 @@ class _ServerConnection(_FramedConnection):
             # message types we do not, and the connection stays useful for the others.
             self._send(Response(envelope.id, None, Error(ErrorCode.BAD_REQUEST, str(exc))))
             return
+        fast = self._server.fast_handler
+        if fast is not None:
+            # Requests that need no waiting are answered here, without a task each.
+            try:
+                reply = fast(self.peer_node_id, body)
+            except Exception as exc:
+                logger.warning("RPC handler failed on %s from %s: %s", type(body).__name__,
+                               self.peer_node_id, describe_exception(exc),
+                               exc_info=not isinstance(exc, RingkvError))
+                self._send_response(Response(envelope.id, None,
+                                             Error(ErrorCode.HANDLER_FAILED, describe_exception(exc))))
+                return
+            if reply is not NOT_HANDLED:
+                self._send_response(Response(envelope.id, reply))
+                return
         self._running += 1
         task = self._loop.create_task(self._serve(envelope.id, body))
         self._server._tasks.add(task)
@@ -455,8 +476,8 @@ class RpcServer:
     await points: close() cancels those still running.
     """
 
-    __slots__ = ("_connections", "_server", "_tasks", "cluster_name", "codec", "handler",
-                 "limits", "node_id", "protocol_version")
+    __slots__ = ("_connections", "_server", "_tasks", "cluster_name", "codec", "fast_handler",
+                 "handler", "limits", "node_id", "protocol_version")
 
     def __init__(
         self,
@@ -467,8 +488,10 @@ class RpcServer:
         *,
         limits: RpcLimits | None = None,
         protocol_version: int = PROTOCOL_VERSION,
+        fast_handler: FastHandler | None = None,
     ):
         self.handler = handler
+        self.fast_handler = fast_handler
         self.cluster_name = cluster_name
         self.node_id = node_id
         self.codec = codec
@@ -722,6 +745,31 @@ class PeerChannel:
         finally:
             self._release_slot()
 
+    def start_call(self, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+        """call() without a coroutine, when nothing needs waiting for: the request is sent now
+        and the returned future resolves as call() would return or raise. None when it cannot
+        be sent at once (not connected, no free slot, writes paused): use call()."""
+        conn = self._conn
+        if (conn is None or conn.closed or conn.write_paused
+                or self._inflight >= self._max_inflight or self._slot_waiters):
+            return None
+        self._inflight += 1
+        try:
+            request_id, future = conn.send_request(body)
+        except BaseException:
+            self._release_slot()
+            raise
+        loop = conn._loop
+        timer = loop.call_at(loop.time() + timeout_ms / 1000.0, _expire, future, self.peer, timeout_ms)
+
+        def finished(_future: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            conn.forget(request_id)
+            self._release_slot()
+
+        future.add_done_callback(finished)
+        return future
+
     # In-flight slots are counted by hand rather than with asyncio.Semaphore: the free-slot
     # case, which is nearly every call, then costs an integer compare instead of a coroutine.
 
@@ -899,6 +947,13 @@ class RpcClient:
         if channel is None:
             raise PeerUnavailableError(peer, "no address known for it")
         return await channel.call(body, timeout_ms)
+
+    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+        """PeerChannel.start_call for `peer` (None: use call())."""
+        channel = self._channels.get(peer)
+        if channel is None or self._closed or type(body) not in self.codec.body_types:
+            return None
+        return channel.start_call(body, timeout_ms)
 
     async def close(self) -> None:
         """Close every connection; calls still waiting fail with PeerUnavailableError."""

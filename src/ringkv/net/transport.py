@@ -40,7 +40,7 @@ from ringkv.net.messages import (
     Response,
     describe_exception,
 )
-from ringkv.net.rpc import RequestHandler, RpcClient, RpcLimits, RpcServer
+from ringkv.net.rpc import FastHandler, RequestHandler, RpcClient, RpcLimits, RpcServer
 
 
 class Transport(abc.ABC):
@@ -54,12 +54,18 @@ class Transport(abc.ABC):
     node_id: str
 
     @abc.abstractmethod
-    async def start(self, handler: RequestHandler) -> None:
-        """Begin answering peers' requests with `handler(peer_node_id, body)`."""
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
+        """Begin answering peers' requests with `handler(peer_node_id, body)`; a transport may
+        try `fast_handler` first (see rpc.FastHandler)."""
 
     @abc.abstractmethod
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
         """Send `body` to `peer`; return its reply body."""
+
+    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+        """`call` without a coroutine where the transport can: a future of the reply, or None
+        (then use `call`). The default always says None."""
+        return None
 
     @abc.abstractmethod
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:
@@ -108,14 +114,17 @@ class TcpTransport(Transport):
     def server(self) -> RpcServer | None:
         return self._server
 
-    async def start(self, handler: RequestHandler) -> None:
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
         server = RpcServer(handler, self.cluster_name, self.node_id, self.codec,
-                           limits=self.limits)
+                           limits=self.limits, fast_handler=fast_handler)
         await server.start(self._host, self._port)
         self._server = server
 
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
         return await self._client.call(peer, body, timeout_ms)
+
+    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+        return self._client.start_call(peer, body, timeout_ms)
 
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:
         self._client.set_peer_address(node_id, host, port)
@@ -334,7 +343,7 @@ class MemoryTransport(Transport):
         self._closed = False
         network._register(self)
 
-    async def start(self, handler: RequestHandler) -> None:
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
         if self._closed:
             raise ClosedError(f"transport of {self.node_id} is closed")
         self.handler = handler

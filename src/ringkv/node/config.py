@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from typing import Any
 
@@ -24,6 +25,19 @@ class NodeConfig:
     host: str = "127.0.0.1"
     resp_port: int = 7379  # not Redis's 6379, so both can run side by side
     http_port: int = 7380
+    rpc_port: int = 7381  # inter-node RPC (docs/formats/rpc.md)
+
+    # Cluster. Static membership: every node is given the same `members` list, each entry
+    # `node_id@host:rpc_port` with an optional `/rack`, comma-separated. Empty: a cluster of
+    # one, served without RPC. `partitions` and `cluster_name` are fixed at cluster creation.
+    cluster_name: str = "ringkv"
+    members: str = ""
+    partitions: int = 1024
+    replicas: int = 3  # N of the default namespace
+    read_consistency: str = "quorum"  # one | quorum | all | an integer r
+    write_consistency: str = "quorum"  # one | quorum | all | an integer w
+    replica_timeout_ms: int = 500  # how long a coordinator waits for one replica's answer
+    read_repair: str = "background"  # background | blocking | off
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -58,7 +72,7 @@ class NodeConfig:
 
         require(bool(self.node_id) and all(c.isalnum() or c in "-_." for c in self.node_id), "node_id",
                 "must be letters, digits, '-', '_' or '.'")
-        for port in ("resp_port", "http_port"):
+        for port in ("resp_port", "http_port", "rpc_port"):
             require(0 <= getattr(self, port) <= 65535, port, "must be a TCP port 0..65535 (0 picks a free one)")
         require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
         require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")
@@ -72,6 +86,56 @@ class NodeConfig:
         require(self.tombstone_grace_s >= 0, "tombstone_grace_s", "must be >= 0")
         require(self.max_value_bytes <= 32 * MIB, "max_value_bytes", "must be <= 33554432 (32 MiB)")
         require(self.memtable_bytes >= 64 * 1024, "memtable_bytes", "must be >= 65536")
+        require(bool(self.cluster_name) and all(c.isalnum() or c in "-_." for c in self.cluster_name),
+                "cluster_name", "must be letters, digits, '-', '_' or '.'")
+        require(self.read_repair in ("background", "blocking", "off"), "read_repair",
+                "must be background, blocking or off")
+        require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
+        from ringkv.cluster.ring import MAX_REPLICAS, check_partitions
+
+        try:
+            check_partitions(self.partitions)
+        except ConfigError as exc:
+            raise ConfigError("partitions", f"{exc}".split(": ", 1)[1]) from None
+        require(1 <= self.replicas <= MAX_REPLICAS, "replicas", f"must be in 1..{MAX_REPLICAS}")
+        for name in ("read_consistency", "write_consistency"):
+            value = getattr(self, name)
+            require(value in ("one", "quorum", "all") or (value.isdigit() and 1 <= int(value) <= self.replicas),
+                    name, f"must be one, quorum, all or an integer in 1..replicas={self.replicas}")
+        members = self.member_list()
+        if members:
+            require(any(m.node_id == self.node_id for m in members), "members",
+                    f"must include this node ({self.node_id})")
+
+    def member_list(self) -> list[MemberAddress]:
+        """`members` parsed; raises ConfigError naming the entry that is wrong."""
+        out: list[MemberAddress] = []
+        seen: set[str] = set()
+        for entry in (e.strip() for e in self.members.split(",")):
+            if not entry:
+                continue
+            m = _MEMBER.fullmatch(entry)
+            if m is None:
+                raise ConfigError("members", f"entry {entry!r} is not node_id@host:port[/rack]")
+            node_id, host, port, rack = m.group(1), m.group(2), int(m.group(3)), m.group(4) or ""
+            if not 1 <= port <= 65535:
+                raise ConfigError("members", f"entry {entry!r}: port must be 1..65535")
+            if node_id in seen:
+                raise ConfigError("members", f"{node_id} is listed twice")
+            seen.add(node_id)
+            out.append(MemberAddress(node_id, host, port, rack))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberAddress:
+    node_id: str
+    host: str
+    rpc_port: int
+    rack: str = ""
+
+
+_MEMBER = re.compile(r"([A-Za-z0-9_.-]+)@([A-Za-z0-9_.:-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})(?:/([A-Za-z0-9_.-]+))?")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ringkv.cluster.quorum import ConsistencyLevel, parse_level, resolve
 from ringkv.errors import RingkvError
 from ringkv.node.replica import Replica, now_ms, split_storage_key, storage_key
 from ringkv.versioning.dvv import decode_context, encode_context
@@ -167,8 +168,14 @@ class LocalCoordinator:
         flush_enabled: bool = True,
         expiry_index_max_keys: int = 1_000_000,
         max_value_bytes: int = 1024 * 1024,
+        partitions: int = 1024,
     ):
         self.replica = replica
+        # Live keys per ring partition (the top log2(Q) bits of the token), for cluster-wide
+        # DBSIZE and `ringkv cluster status`.
+        self.partitions = partitions
+        self._partition_shift = 64 - (partitions.bit_length() - 1)
+        self._partition_keys = [0] * partitions
         self.max_value_bytes = max_value_bytes
         self.policy = policy
         self.keys_max_count = keys_max_count
@@ -181,6 +188,19 @@ class LocalCoordinator:
         self.expired_keys = 0
         self.expiry_index_dropped = 0
 
+    # ---------------------------------------------------------------- consistency
+
+    # One replica: every level means "this node". Explicit counts are still checked, so a
+    # client learns at once that r=2 cannot be met here.
+    levels = (ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM)
+
+    def at(self, r=None, w=None) -> LocalCoordinator:
+        if r is not None:
+            resolve(parse_level(r, "r"), 1, field="r")
+        if w is not None:
+            resolve(parse_level(w, "w"), 1, field="w")
+        return self
+
     # ---------------------------------------------------------------- start-up
 
     def load(self) -> None:
@@ -188,17 +208,29 @@ class LocalCoordinator:
         live = 0
         heap: list[tuple[int, bytes]] = []
         decode = self.replica._decode
+        parts = [0] * self.partitions
+        shift = self._partition_shift
         with self.replica.engine.scan() as it:
             for skey, data in it:
                 record = decode(data)
                 if _counted(record):
                     live += 1
+                    parts[int.from_bytes(skey[:8], "big") >> shift] += 1
                 exp = _max_expiry(record)
                 if exp and len(heap) < self._expiry_max:
                     heap.append((exp, skey))
         heapq.heapify(heap)
         self._live_keys = live
+        self._partition_keys = parts
         self._expiry_heap = heap
+
+    def _count(self, skey: bytes, delta: int) -> None:
+        self._live_keys += delta
+        self._partition_keys[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
+
+    def partition_keys(self) -> list[int]:
+        """Live keys per ring partition on this replica."""
+        return list(self._partition_keys)
 
     # ---------------------------------------------------------------- helpers
 
@@ -222,6 +254,12 @@ class LocalCoordinator:
                 f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES - len(namespace)} bytes "
                 "(64 KiB less the storage prefix)",
                 status=413,
+            )
+
+    def _check_value(self, value: bytes) -> None:
+        if len(value) > self.max_value_bytes:
+            raise CommandError(
+                f"value is {len(value)} bytes; the limit is max_value_bytes={self.max_value_bytes}", status=413
             )
 
     def _read(self, key: bytes, namespace: bytes) -> tuple[bytes, Record | None]:
@@ -252,7 +290,9 @@ class LocalCoordinator:
             namespace, key, value, context=context, expire_at_ms=expire_at_ms, policy=self.policy,
             stored=stored, skey=skey,
         )
-        self._live_keys += _counted(new) - (_counted(stored) if stored is not None else 0)
+        delta = _counted(new) - (_counted(stored) if stored is not None else 0)
+        if delta:
+            self._count(skey, delta)
         if expire_at_ms and len(self._expiry_heap) < self._expiry_max:
             heapq.heappush(self._expiry_heap, (expire_at_ms, skey))
         elif expire_at_ms:
@@ -379,7 +419,7 @@ class LocalCoordinator:
         # any reply goes out, so a burst of SETs costs one write() to the log.
         lsn = engine.put(skey, replica._encode(new), defer=True)
         if stored is None or not _counted(stored):
-            self._live_keys += 1
+            self._count(skey, 1)
         return lsn
 
     @property
@@ -389,6 +429,21 @@ class LocalCoordinator:
     def commit_writes(self) -> None:
         """Hand every deferred write to the OS. Adapters call it before sending any reply."""
         self.replica.engine.flush_deferred()
+
+    def apply_record(self, skey: bytes, data: bytes) -> int:
+        """Merge a record another replica made (replication, read repair) into ours; returns
+        the LSN to wait on under sync=always (0 when ours already covered it)."""
+        incoming = self.replica._decode(data)  # CorruptionError on garbage: nothing stored
+        stored = self.replica.read_skey(skey)
+        merged, lsn = self.replica.apply_skey(skey, incoming, stored, self.policy)
+        if lsn:
+            delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
+            if delta:
+                self._count(skey, delta)
+            exp = _max_expiry(merged)
+            if exp and len(self._expiry_heap) < self._expiry_max:
+                heapq.heappush(self._expiry_heap, (exp, skey))
+        return lsn
 
     async def put_versioned(
         self,
@@ -554,6 +609,7 @@ class LocalCoordinator:
             lsn = engine.delete(skey, sync=False)
             n += 1
         self._live_keys = 0
+        self._partition_keys = [0] * self.partitions
         self._expiry_heap = []
         await self._durable(lsn)
         return n
@@ -577,17 +633,36 @@ class LocalCoordinator:
         """
         if not 0 <= cursor <= MAX_TOKEN:
             raise CommandError("invalid cursor")
+        keys, _, next_token = self.scan_range(cursor, MAX_TOKEN, count, match, namespace)
+        return (0 if next_token is None else next_token), keys
+
+    def scan_range(
+        self,
+        start_token: int,
+        end_token: int,
+        count: int,
+        match: bytes | None = None,
+        namespace: bytes = DEFAULT_NAMESPACE,
+    ) -> tuple[list[bytes], int, int | None]:
+        """Live keys with tokens in [start_token, end_token], in token order, examining about
+        `count` records: (keys, records examined, token to resume at or None when done).
+
+        A page never ends between two keys of one token, so resuming at a token is exact.
+        """
         regex = glob_to_regex(match) if match is not None and match != b"*" else None
         now = now_ms()
         decode = self.replica._decode
         keys: list[bytes] = []
         examined = 0
         last_token = None
-        with self.replica.engine.scan(_TOKEN.pack(cursor)) as it:
+        end = _TOKEN.pack(end_token + 1) if end_token < MAX_TOKEN else None
+        with self.replica.engine.scan(_TOKEN.pack(start_token), end) as it:
             for skey, data in it:
                 tok = _TOKEN.unpack_from(skey)[0]
+                if tok > end_token:
+                    break
                 if examined >= count and tok != last_token:
-                    return tok, keys  # resume at this token next time
+                    return keys, examined, tok  # resume at this token next time
                 examined += 1
                 last_token = tok
                 ns, key = split_storage_key(skey)
@@ -598,7 +673,7 @@ class LocalCoordinator:
                 if decode(data).winner(now) is None:
                     continue
                 keys.append(key)
-        return 0, keys
+        return keys, examined, None
 
     async def keys(self, pattern: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> list[bytes]:
         if self._live_keys > self.keys_max_count:
@@ -633,7 +708,7 @@ class LocalCoordinator:
                 continue
             self.replica.remove(skey)
             if _counted(record):
-                self._live_keys -= 1
+                self._count(skey, -1)
             removed += 1
         self.expired_keys += removed
         return removed

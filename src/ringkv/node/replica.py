@@ -119,6 +119,16 @@ class Replica:
             return merged, 0
         return merged, self._store(skey, merged)
 
+    def apply_skey(
+        self, skey: bytes, incoming: Record, stored: Record | None, policy: ConflictPolicy
+    ) -> tuple[Record, int]:
+        """`apply` for a caller that holds the storage key and has read the stored record."""
+        self._observe(incoming)
+        merged = incoming if stored is None else rec.merge(stored, incoming, policy)
+        if merged == stored:
+            return merged, 0
+        return merged, self._store(skey, merged)
+
     def _observe(self, incoming: Record) -> None:
         # Keep our HLC ahead of every timestamp we store, so our next write orders after it.
         # A timestamp too far ahead of our wall clock is stored but not followed: one node's

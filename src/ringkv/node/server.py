@@ -96,6 +96,10 @@ class Node:
         self.config = config
         self.engine: Engine | None = None
         self.coordinator: LocalCoordinator | None = None
+        self.local: LocalCoordinator | None = None
+        self.cluster = None
+        self.transport = None
+        self.rpc_address: tuple[str, int] | None = None
         self.resp: RespServer | None = None
         self.stalls = StallMonitor()
         self.resp_address: tuple[str, int] | None = None
@@ -131,8 +135,15 @@ class Node:
             flush_enabled=cfg.flush_enabled,
             expiry_index_max_keys=cfg.expiry_index_max_keys,
             max_value_bytes=cfg.max_value_bytes,
+            partitions=cfg.partitions,
         )
+        self.local = self.coordinator
         await loop.run_in_executor(None, self.coordinator.load)
+        self.identity = identity
+        self.started_ms = now_ms()
+        members = cfg.member_list()
+        if members:
+            await self._join_cluster(members)
         limits = RespLimits(
             max_bulk_bytes=cfg.max_value_bytes + 64 * 1024,
             max_args=cfg.max_args,
@@ -145,6 +156,7 @@ class Node:
             self.coordinator,
             limits,
             info_sources={"memory": self._memory_info, "persistence": self._engine_info, "ringkv": self._ringkv_info},
+            status_source=self.status,
         )
         server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
         self._servers.append(server)
@@ -164,11 +176,67 @@ class Node:
             cfg.data_dir,
         )
 
+    async def _join_cluster(self, members) -> None:
+        """Static membership: build the ring from `members`, listen for peers, and coordinate
+        through the cluster from now on."""
+        from ringkv.cluster.quorum import parse_level
+        from ringkv.cluster.ring import Member, Ring
+        from ringkv.net.messages import MessageCodec
+        from ringkv.net.transport import TcpTransport
+        from ringkv.node.cluster import Cluster, ClusterCoordinator
+        from ringkv.node.messages import MESSAGE_TYPES
+
+        cfg = self.config
+        ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.replicas)
+        me = next(m for m in members if m.node_id == cfg.node_id)
+        transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
+                                 host=me.host, port=me.rpc_port)
+        for m in members:
+            if m.node_id != cfg.node_id:
+                transport.set_peer_address(m.node_id, m.host, m.rpc_port)
+        self.cluster = Cluster(cfg.node_id, self.local, ring, transport,
+                               replica_timeout_ms=cfg.replica_timeout_ms, read_repair=cfg.read_repair,
+                               info=self._node_info)
+        self.coordinator = ClusterCoordinator(self.cluster).at(
+            parse_level(cfg.read_consistency, "read_consistency"),
+            parse_level(cfg.write_consistency, "write_consistency"))
+        await transport.start(self.cluster.handle, self.cluster.handle_now)
+        self.rpc_address = transport.address
+        self.transport = transport
+        log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s:%d",
+                 cfg.node_id, cfg.cluster_name, len(members), cfg.replicas, cfg.partitions, *self.rpc_address)
+
+    def _node_info(self):
+        from ringkv.node.messages import NodeInfoReply
+
+        def addr(a):
+            return f"{a[0]}:{a[1]}" if a else ""
+
+        return NodeInfoReply(
+            self.config.node_id, self.identity.actor.decode(), addr(self.resp_address),
+            addr(self.http_address), self.local._live_keys, self.local.partition_keys(),
+            self.engine.stats()["bytes_on_disk"], now_ms() - self.started_ms)
+
+    async def status(self) -> dict:
+        """Members, partitions and keys per node (RINGKV.STATUS, `ringkv cluster status`)."""
+        if self.cluster is not None:
+            return await self.coordinator.cluster_status()
+        info = self._node_info()
+        return {
+            "cluster": {"partitions": self.config.partitions, "replicas": 1, "members": 1},
+            "nodes": [{
+                "node_id": info.node_id, "status": "up", "primary_partitions": self.config.partitions,
+                "replica_partitions": self.config.partitions, "share": 1.0, "actor": info.actor,
+                "resp": info.resp_address, "http": info.http_address, "keys": info.live_keys,
+                "bytes_on_disk": info.bytes_on_disk, "uptime_ms": info.uptime_ms,
+            }],
+        }
+
     async def _expiry_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_CYCLE_MS / 1000)
             try:
-                self.coordinator.expire_cycle()
+                self.local.expire_cycle()
             except Exception:
                 log.exception("active expiry cycle failed")
 
@@ -198,7 +266,14 @@ class Node:
         }
 
     def _ringkv_info(self) -> dict:
-        return {"node_id": self.config.node_id, **self.stalls.info()}
+        info = {"node_id": self.config.node_id, **self.stalls.info()}
+        if self.cluster is not None:
+            info["cluster_name"] = self.config.cluster_name
+            info["cluster_members"] = len(self.cluster.ring.node_ids)
+            info["cluster_replicas"] = self.cluster.ring.replicas
+            info["rpc_address"] = f"{self.rpc_address[0]}:{self.rpc_address[1]}"
+            info.update({f"cluster_{k}": v for k, v in self.cluster.stats.items()})
+        return info
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -228,8 +303,12 @@ class Node:
         if http_closed is not None:
             await http_closed
         loop = asyncio.get_running_loop()
-        if self.coordinator is not None:
-            self.coordinator.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.local is not None:
+            self.local.close()
         if self.engine is not None:
             await loop.run_in_executor(None, self._close_engine)
         log.info("node %s stopped", self.config.node_id)
@@ -261,4 +340,17 @@ def run(config: NodeConfig) -> None:
         level=getattr(logging, config.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    uvloop.run(serve(config))
+    profile_out = os.environ.get("RINGKV_PROFILE_OUT")
+    if not profile_out:
+        uvloop.run(serve(config))
+        return
+    # For benchmarks: a cProfile of the whole node, written at a clean stop (SIGTERM).
+    import cProfile
+
+    profiler = cProfile.Profile(time.process_time)  # CPU time: idle waits do not count
+    profiler.enable()
+    try:
+        uvloop.run(serve(config))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_out)

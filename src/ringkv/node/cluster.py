@@ -1,0 +1,847 @@
+"""The cluster coordinator: any node coordinates any request over the key's N replicas.
+
+`Cluster` is what a node shares between requests: the ring, the transport to its peers, the
+local replica (a `LocalCoordinator`) and the RPC handler that answers other nodes.
+`ClusterCoordinator` is a view of it at one consistency level; `at()` makes another view (per
+RESP connection with `RINGKV.CONSISTENCY`, per HTTP request with `Consistency-Level`). The
+quorum decisions themselves are the pure `cluster/quorum.py`; this module does the IO.
+
+Reads send `ReplicaGet` to every replica of the key (the local one is read without a hop),
+answer once R have answered, and merge what they returned. Replicas that answered with less
+than the merge get it back (read repair): after the last reply by default, before the answer
+with `read_repair = "blocking"`.
+
+Writes run on a replica of the key, which makes the new version (its actor names the dot) and
+sends the resulting record to the other replicas with `ReplicaPut`, answering once W hold it.
+A plain write (SET, MSET, RINGKV.PUTV) runs on this node when it is a replica of the key, else
+on the first reachable one. Read-modify-write commands (INCR, APPEND, SET NX/XX/GET, GETDEL,
+DEL, EXPIRE, ...) always run on the key's first reachable replica in preference-list order:
+that node reads at R, applies the command and writes at W under a per-key lock, so such
+commands on one key are serialized while it is up. What holds when it is not is in
+docs/cluster.md, "Read-modify-write commands".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ringkv.cluster.quorum import ConsistencyLevel, ReadQuorum, WriteQuorum, parse_level, resolve
+from ringkv.cluster.ring import Ring
+from ringkv.errors import (
+    ConfigError,
+    PeerUnavailableError,
+    QuorumError,
+    RemoteError,
+    RingkvError,
+    RpcError,
+    RpcTimeoutError,
+)
+from ringkv.net.rpc import NOT_HANDLED
+from ringkv.net.transport import Transport
+from ringkv.node.coordinator import (
+    DEFAULT_NAMESPACE,
+    MAX_TOKEN,
+    PENDING,
+    CommandError,
+    LocalCoordinator,
+    Value,
+    Versions,
+)
+from ringkv.node.messages import (
+    FlushAll,
+    FlushAllReply,
+    Forward,
+    ForwardReply,
+    NodeInfo,
+    NodeInfoReply,
+    ReplicaAck,
+    ReplicaGet,
+    ReplicaPut,
+    ReplicaRecord,
+    ScanPage,
+    ScanRange,
+)
+from ringkv.node.replica import now_ms, storage_key
+from ringkv.versioning import record as rec
+from ringkv.versioning.dvv import decode_context, encode_context
+from ringkv.versioning.record import ConflictPolicy
+
+log = logging.getLogger("ringkv.cluster")
+
+Level = ConsistencyLevel | int
+
+# The write methods of LocalCoordinator a replica runs for a coordinator (Forward.method).
+# Each takes the key first and the namespace as a keyword; `delete` and `mset` take lists.
+_WRITE_METHODS = frozenset({
+    "set", "put", "put_versioned", "mset", "delete", "getdel", "incr_by", "incr_by_float",
+    "append", "expire_at", "getex",
+})
+# msgpack has no tuple: results that are tuples come back as lists.
+_TUPLE_RESULTS = frozenset({"set"})
+# A forwarded command reads at R and writes at W on the replica: it may take two replica
+# timeouts plus the hop.
+_FORWARD_TIMEOUTS = 3
+# Most records a background read repair holds before it drops new ones (a slow peer must
+# not grow the node's memory without bound).
+MAX_REPAIRS_IN_FLIGHT = 10_000
+
+
+def _reason(exc: BaseException) -> str:
+    """A replica's failure as QuorumError lists it after the node id."""
+    if isinstance(exc, RpcTimeoutError):
+        return f"timed out after {exc.timeout_ms:g} ms"
+    if isinstance(exc, PeerUnavailableError):
+        return f"unavailable ({exc.reason})"
+    if isinstance(exc, RemoteError):
+        return f"failed: {exc.remote_message}"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return f"failed: {exc}"
+
+
+class _FanOut:
+    """One request sent to several replicas: feeds a quorum, wakes the coordinator once it is
+    decided, and calls `after` when the last replica has answered (or failed)."""
+
+    __slots__ = ("after", "decided", "outstanding", "quorum", "reply_of")
+
+    def __init__(self, quorum, outstanding: int, after: Callable[[_FanOut], None] | None,
+                 reply_of: Callable[[Any], Any]):
+        self.quorum = quorum
+        self.outstanding = outstanding
+        self.after = after
+        self.reply_of = reply_of
+        self.decided: asyncio.Future[None] | None = None
+
+    def answered(self, node: str, task: asyncio.Future) -> None:
+        q = self.quorum
+        if task.cancelled():
+            q.on_failure(node, "cancelled")
+        else:
+            exc = task.exception()
+            if exc is None:
+                q.on_success(node, self.reply_of(task.result()))
+            else:
+                q.on_failure(node, _reason(exc))
+        if q.done and self.decided is not None and not self.decided.done():
+            self.decided.set_result(None)
+        self.outstanding -= 1
+        if self.outstanding == 0 and self.after is not None:
+            try:
+                self.after(self)
+            except Exception:
+                log.exception("handling late replica answers failed")
+
+
+_ACK = ReplicaAck()
+
+
+def _record_bytes(reply: ReplicaRecord) -> bytes | None:
+    return reply.record
+
+
+def _ack(reply: Any) -> None:
+    return None
+
+
+class _KeyLocks:
+    """Per-key mutual exclusion for read-modify-write commands. An entry exists only while a
+    key is held, so the table is bounded by the commands in flight."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[bytes, deque[asyncio.Future[None]]] = {}
+
+    async def acquire(self, skey: bytes) -> None:
+        waiters = self._held.get(skey)
+        if waiters is None:
+            self._held[skey] = deque()
+            return
+        fut = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(skey)  # handed the lock, then cancelled: pass it on
+            raise
+
+    def release(self, skey: bytes) -> None:
+        waiters = self._held[skey]
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        del self._held[skey]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class Cluster:
+    """This node's part in the cluster: ring, peers, local replica, and the RPC handler."""
+
+    def __init__(
+        self,
+        node_id: str,
+        local: LocalCoordinator,
+        ring: Ring,
+        transport: Transport,
+        *,
+        replica_timeout_ms: float = 500.0,
+        read_repair: str = "background",
+        info: Callable[[], NodeInfoReply] | None = None,
+    ):
+        if read_repair not in ("background", "blocking", "off"):
+            raise ConfigError("read_repair", f"must be background, blocking or off, got {read_repair!r}")
+        if node_id not in ring.node_ids:
+            raise ConfigError("members", f"this node ({node_id}) is not a member of the ring")
+        self.node_id = node_id
+        self.local = local
+        self.engine = local.replica.engine
+        self.ring = ring
+        self.transport = transport
+        self.replica_timeout_ms = replica_timeout_ms
+        self.read_repair = read_repair
+        self._info = info
+        self._shift = 64 - (ring.partitions.bit_length() - 1)
+        self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
+        self._locks = _KeyLocks()
+        self._background: set[asyncio.Task] = set()
+        self.stats = {
+            "reads": 0, "writes": 0, "forwarded": 0, "read_repairs": 0, "quorum_failures": 0,
+            "replica_failures": 0, "repairs_dropped": 0,
+        }
+
+    # ------------------------------------------------------------------ placement
+
+    def replicas_of(self, skey: bytes) -> tuple[str, ...]:
+        return self._prefs[int.from_bytes(skey[:8], "big") >> self._shift]
+
+    # ------------------------------------------------------------------ fan-out
+
+    def fan_out(self, nodes: Iterable[str], body: Any, state: _FanOut) -> None:
+        transport = self.transport
+        timeout = self.replica_timeout_ms
+        for node in nodes:
+            fut = transport.start_call(node, body, timeout)
+            if fut is None:  # connecting, or no free slot: the full path, in a task
+                fut = asyncio.get_running_loop().create_task(transport.call(node, body, timeout))
+            fut.add_done_callback(lambda f, node=node: state.answered(node, f))
+
+    async def call(self, node: str, body: Any, timeout_ms: float) -> Any:
+        """transport.call in a task of its own: the RESP adapter drives commands outside any
+        task, and the RPC client's connect path needs one (asyncio.timeout)."""
+        return await asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout_ms))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def merge_raw(self, a: bytes | None, b: bytes | None) -> bytes | None:
+        """Merge two replicas' stored records (bytes; None is no record)."""
+        if a is None or a == b:
+            return b
+        if b is None:
+            return a
+        merged = rec.merge(rec.decode_record(a), rec.decode_record(b), self.local.policy)
+        return rec.encode_record(merged)
+
+    def repair(self, skey: bytes, merged: bytes | None, stale: Iterable[str]) -> list[asyncio.Task]:
+        """Send the merged record to replicas that answered with less; local ones at once."""
+        tasks = []
+        if merged is None:
+            return tasks
+        for node in stale:
+            self.stats["read_repairs"] += 1
+            if node == self.node_id:
+                self.local.apply_record(skey, merged)
+                continue
+            if len(self._background) >= MAX_REPAIRS_IN_FLIGHT:
+                self.stats["repairs_dropped"] += 1
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self.transport.call(node, ReplicaPut(skey, merged), self.replica_timeout_ms))
+            self._background.add(task)
+            task.add_done_callback(_repair_done)
+            task.add_done_callback(self._background.discard)
+            tasks.append(task)
+        return tasks
+
+    # ------------------------------------------------------------------ serving peers
+
+    def handle_now(self, peer: str, body: Any) -> Any:
+        """The RPC fast path: replica reads, and replica writes that need no fsync wait, are
+        answered on the connection's callback (net/rpc.FastHandler); the rest go to `handle`."""
+        kind = type(body)
+        if kind is ReplicaGet:
+            data = self.engine.get(body.skey)
+            return ReplicaRecord(None if data is None else bytes(data))
+        if kind is ReplicaPut and not self.local.sync_always:
+            self.local.apply_record(body.skey, body.record)
+            return _ACK
+        return NOT_HANDLED
+
+    async def handle(self, peer: str, body: Any) -> Any:
+        """The RPC handler: what this node does for a coordinator elsewhere."""
+        kind = type(body)
+        if kind is ReplicaGet:
+            data = self.engine.get(body.skey)
+            return ReplicaRecord(None if data is None else bytes(data))
+        if kind is ReplicaPut:
+            lsn = self.local.apply_record(body.skey, body.record)
+            if lsn and self.local.sync_always:
+                await self.local.durable(lsn)
+            return ReplicaAck()
+        if kind is Forward:
+            return await self._forwarded(body)
+        if kind is ScanRange:
+            keys, examined, nxt = self.local.scan_range(
+                body.start_token, body.end_token, max(1, min(body.count, 100_000)), body.match,
+                body.namespace)
+            return ScanPage(keys, examined, nxt)
+        if kind is NodeInfo:
+            return self.node_info()
+        if kind is FlushAll:
+            return FlushAllReply(await self.local.flushall())
+        raise CommandError(f"unexpected message {kind.__name__}")
+
+    async def _forwarded(self, body: Forward) -> ForwardReply:
+        if body.method not in _WRITE_METHODS:
+            return ForwardReply(error=f"unknown forwarded method {body.method!r}")
+        if not isinstance(body.args, dict):
+            return ForwardReply(error="forwarded arguments must be a map")
+        self.stats["forwarded"] += 1
+        view = ClusterCoordinator(self, body.r, body.w)
+        try:
+            result = await view.execute(body.method, body.namespace, body.key, body.args)
+        except QuorumError as exc:
+            return ForwardReply(error=str(exc), kind="ERR", status=503, quorum=True)
+        except CommandError as exc:
+            return ForwardReply(error=str(exc), kind=exc.kind, status=exc.status)
+        except RingkvError as exc:
+            return ForwardReply(error=str(exc), status=400)
+        return ForwardReply(result=result)
+
+    def node_info(self) -> NodeInfoReply:
+        if self._info is not None:
+            return self._info()
+        return NodeInfoReply(self.node_id, "", "", "", self.local._live_keys,
+                             self.local.partition_keys(), 0, 0)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _repair_done(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("read repair not delivered: %s", task.exception())
+
+
+class RemoteCommandError(CommandError):
+    """A command that failed on the replica it was forwarded to, with that replica's message."""
+
+
+class ClusterQuorumError(QuorumError):
+    """A QuorumError raised on the replica a command was forwarded to, passed on verbatim."""
+
+    def __init__(self, message: str):
+        RingkvError.__init__(self, message)
+        self.needed = 0
+        self.answered = 0
+        self.failures = {}
+
+
+class ClusterCoordinator:
+    """The coordinator of one node of a cluster, at one read and one write level.
+
+    Same methods, arguments and results as LocalCoordinator, so the protocol adapters do not
+    know whether they serve a cluster. `r` and `w` are levels (ConsistencyLevel or an explicit
+    count), resolved per key against its replica count.
+    """
+
+    __slots__ = ("c", "r", "w")
+
+    def __init__(self, cluster: Cluster, r: Level = ConsistencyLevel.QUORUM,
+                 w: Level = ConsistencyLevel.QUORUM):
+        self.c = cluster
+        self.r = r
+        self.w = w
+
+    def at(self, r: Level | str | None = None, w: Level | str | None = None) -> ClusterCoordinator:
+        """A view of the same node at other levels (None keeps the current one). Explicit
+        counts are checked against the cluster's N here, so a bad one fails at once."""
+        n = self.c.ring.replicas
+        r = self.r if r is None else parse_level(r, "r")
+        w = self.w if w is None else parse_level(w, "w")
+        resolve(r, n, field="r")
+        resolve(w, n, field="w")
+        return ClusterCoordinator(self.c, r, w)
+
+    @property
+    def levels(self) -> tuple[Level, Level]:
+        return self.r, self.w
+
+    # ------------------------------------------------------------------ delegated to the replica
+
+    def __getattr__(self, name: str) -> Any:
+        # Node plumbing (sync policy, INFO counters, active expiry, commits) is the local
+        # replica's: the cluster adds nothing to it.
+        return getattr(self.c.local, name)
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self.c.local.has_pending_writes
+
+    def commit_writes(self) -> None:
+        self.c.local.commit_writes()
+
+    # ------------------------------------------------------------------ reading
+
+    async def read_raw(self, skey: bytes, pref: tuple[str, ...] | None = None) -> bytes | None:
+        """The merge of what R replicas store for the key (None: none has a record)."""
+        c = self.c
+        c.stats["reads"] += 1
+        if pref is None:
+            pref = c.replicas_of(skey)
+        me = c.node_id
+        q = ReadQuorum(pref, resolve(self.r, len(pref), field="r"), c.merge_raw, _same_raw)
+        remote = [n for n in pref if n != me]
+        if len(remote) < len(pref):
+            data = c.engine.get(skey)
+            q.on_success(me, None if data is None else bytes(data))
+        state = None
+        if remote:
+            after = None if c.read_repair == "off" else _repair_after(c, skey)
+            state = _FanOut(q, len(remote), after, _record_bytes)
+            c.fan_out(remote, ReplicaGet(skey), state)
+            if not q.done:
+                state.decided = asyncio.get_running_loop().create_future()
+                await state.decided
+        if not q.succeeded:
+            c.stats["quorum_failures"] += 1
+            raise q.error
+        merged = q.result
+        if c.read_repair == "blocking" and state is not None:
+            tasks = c.repair(skey, merged, q.stale_replicas())
+            if tasks:
+                await asyncio.wait(tasks)
+            state.after = None if state.outstanding else state.after
+        return merged
+
+    async def _record(self, key: bytes, namespace: bytes) -> rec.Record | None:
+        self.c.local._check_key(key, namespace)
+        data = await self.read_raw(storage_key(namespace, key))
+        return None if data is None else rec.decode_record(data)
+
+    async def get(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> Value | None:
+        record = await self._record(key, namespace)
+        if record is None:
+            return None
+        w = record.winner(now_ms())
+        if w is None:
+            return None
+        return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
+
+    async def get_value(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> bytes | None:
+        record = await self._record(key, namespace)
+        if record is None:
+            return None
+        w = record.winner(now_ms())
+        return None if w is None else w.value
+
+    def get_value_now(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE):
+        return PENDING
+
+    async def get_versions(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> Versions:
+        record = await self._record(key, namespace)
+        if record is None:
+            return Versions([], None)
+        sibs = [Value(s.value, s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(now_ms())]
+        return Versions(sibs, encode_context(record.clock))
+
+    async def exists(self, keys: Iterable[bytes], namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        values = await self.mget(list(keys), namespace)
+        return sum(v is not None for v in values)
+
+    async def mget(self, keys: list[bytes], namespace: bytes = DEFAULT_NAMESPACE) -> list[bytes | None]:
+        if len(keys) == 1:
+            return [await self.get_value(keys[0], namespace)]
+        return list(await asyncio.gather(*(self.get_value(k, namespace) for k in keys)))
+
+    async def ttl_ms(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        record = await self._record(key, namespace)
+        now = now_ms()
+        w = None if record is None else record.winner(now)
+        if w is None:
+            return -2
+        if not w.expire_at_ms:
+            return -1
+        return max(0, w.expire_at_ms - now)
+
+    # ------------------------------------------------------------------ writing
+
+    async def execute(self, method: str, namespace: bytes, key: bytes, args: dict) -> Any:
+        """Run a write method on this node, which must be a replica of the key: (for a
+        read-modify-write) read at R under the key's lock, apply it locally, replicate at W."""
+        c = self.c
+        local = c.local
+        skey = storage_key(namespace, key)
+        pref = c.replicas_of(skey)
+        rmw = _is_rmw(method, args)
+        if rmw:
+            await c._locks.acquire(skey)
+        try:
+            engine = c.engine
+            if rmw:
+                merged = await self.read_raw(skey, pref)
+                if merged is not None:
+                    stored = engine.get(skey)
+                    if stored is None or bytes(stored) != merged:
+                        local.apply_record(skey, merged)
+            before = engine.get(skey)
+            result = await _invoke(local, method, key, namespace, args)
+            if local.has_pending_writes:
+                local.commit_writes()  # in the log before any other replica is asked to hold it
+            after = engine.get(skey)
+            if after is not None and after is not before and after != before:
+                await self._replicate(skey, bytes(after), pref)
+            return result
+        finally:
+            if rmw:
+                c._locks.release(skey)
+
+    async def _replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...]) -> None:
+        c = self.c
+        c.stats["writes"] += 1
+        me = c.node_id
+        q = WriteQuorum(pref, resolve(self.w, len(pref), field="w"))
+        if me in pref:
+            q.on_success(me)
+        remote = [n for n in pref if n != me]
+        if remote:
+            state = _FanOut(q, len(remote), None, _ack)
+            c.fan_out(remote, ReplicaPut(skey, data), state)
+            if not q.done:
+                state.decided = asyncio.get_running_loop().create_future()
+                await state.decided
+        if not q.succeeded:
+            c.stats["quorum_failures"] += 1
+            raise q.error
+
+    async def _write(self, method: str, namespace: bytes, key: bytes, args: dict) -> Any:
+        """Run a write where it must run: here if this node may, else forwarded to the first
+        reachable replica of the key."""
+        c = self.c
+        c.local._check_key(key, namespace)
+        skey = storage_key(namespace, key)
+        pref = c.replicas_of(skey)
+        me = c.node_id
+        if me in pref and not _is_rmw(method, args):
+            return await self.execute(method, namespace, key, args)
+        failures: dict[str, str] = {}
+        n = len(pref)
+        body = None
+        for node in pref:
+            if node == me:
+                return await self.execute(method, namespace, key, args)
+            if body is None:
+                body = Forward(method, namespace, key, args, resolve(self.r, n, field="r"),
+                               resolve(self.w, n, field="w"))
+            timeout = c.replica_timeout_ms * _FORWARD_TIMEOUTS
+            try:
+                reply = await c.call(node, body, timeout)
+            except PeerUnavailableError as exc:
+                failures[node] = _reason(exc)
+                continue  # it never ran there: the next replica may run it
+            except RpcTimeoutError:
+                raise CommandError(
+                    f"forwarded to replica {node}, which did not answer within {timeout:g} ms: "
+                    "the write may or may not have been applied", status=504) from None
+            except RpcError as exc:
+                raise CommandError(f"forwarded to replica {node}: {exc}", status=502) from None
+            if reply.error:
+                if reply.quorum:
+                    raise ClusterQuorumError(reply.error)
+                raise RemoteCommandError(reply.error, reply.kind, reply.status)
+            result = reply.result
+            return tuple(result) if method in _TUPLE_RESULTS else result
+        c.stats["quorum_failures"] += 1
+        raise QuorumError(1, 0, failures)
+
+    async def set(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        namespace: bytes = DEFAULT_NAMESPACE,
+        expire_at_ms: int = 0,
+        keep_ttl: bool = False,
+        condition: str | None = None,
+        return_old: bool = False,
+    ) -> tuple[bool, bytes | None]:
+        self.c.local._check_value(value)
+        args = {"value": value}
+        if expire_at_ms:
+            args["expire_at_ms"] = expire_at_ms
+        if keep_ttl:
+            args["keep_ttl"] = True
+        if condition is not None:
+            args["condition"] = condition
+        if return_old:
+            args["return_old"] = True
+        return await self._write("set", namespace, key, args)
+
+    async def put(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> None:
+        self.c.local._check_value(value)
+        await self._write("put", namespace, key, {"value": value})
+
+    def put_now(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE):
+        return PENDING
+
+    async def put_versioned(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: bytes | None,
+        *,
+        namespace: bytes = DEFAULT_NAMESPACE,
+        expire_at_ms: int = 0,
+    ) -> bytes:
+        if context:
+            decode_context(context)  # a bad context fails here, before any hop
+        if value is not None:
+            self.c.local._check_value(value)
+        return await self._write("put_versioned", namespace, key,
+                                 {"value": value, "context": context, "expire_at_ms": expire_at_ms})
+
+    async def mset(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> None:
+        unique = self.c.local._check_pairs(pairs, namespace)
+        await asyncio.gather(*(self._write("put", namespace, k, {"value": v}) for k, v in unique.items()))
+
+    async def msetnx(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> bool:
+        """All or nothing when no other client writes these keys meanwhile: the keys live on
+        different replica sets, so the check and the writes are not one atomic step."""
+        unique = self.c.local._check_pairs(pairs, namespace)
+        if await self.exists(list(unique), namespace):
+            return False
+        await self.mset(list(unique.items()), namespace)
+        return True
+
+    async def delete(self, keys: Iterable[bytes], namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        keys = list(keys)
+        for key in keys:
+            self.c.local._check_key(key, namespace)
+        counts = await asyncio.gather(*(self._write("delete", namespace, k, {}) for k in keys))
+        return sum(counts)
+
+    async def getdel(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> bytes | None:
+        return await self._write("getdel", namespace, key, {})
+
+    async def incr_by(self, key: bytes, delta: int, namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        return await self._write("incr_by", namespace, key, {"delta": delta})
+
+    async def incr_by_float(self, key: bytes, delta: float, namespace: bytes = DEFAULT_NAMESPACE) -> bytes:
+        return await self._write("incr_by_float", namespace, key, {"delta": delta})
+
+    async def append(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        return await self._write("append", namespace, key, {"value": value})
+
+    async def expire_at(
+        self, key: bytes, expire_at_ms: int, condition: str | None = None, namespace: bytes = DEFAULT_NAMESPACE
+    ) -> bool:
+        return await self._write("expire_at", namespace, key,
+                                 {"expire_at_ms": expire_at_ms, "condition": condition})
+
+    async def getex(self, key: bytes, expire_at_ms: int | None, namespace: bytes = DEFAULT_NAMESPACE) -> bytes | None:
+        if expire_at_ms is None:
+            return await self.get_value(key, namespace)
+        return await self._write("getex", namespace, key, {"expire_at_ms": expire_at_ms})
+
+    async def flushall(self) -> int:
+        """FLUSHALL on every member. A member that cannot be reached keeps its keys, and they
+        return by read repair: the error names it."""
+        c = self.c
+        if not c.local.flush_enabled:
+            raise CommandError("FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
+        removed = await c.local.flushall()
+        others = [n for n in c.ring.node_ids if n != c.node_id]
+        replies = await asyncio.gather(
+            *(c.transport.call(n, FlushAll(), c.replica_timeout_ms * 4) for n in others),
+            return_exceptions=True)
+        failed = {n: _reason(r) for n, r in zip(others, replies, strict=True) if isinstance(r, BaseException)}
+        if failed:
+            detail = "; ".join(f"{n} {why}" for n, why in sorted(failed.items()))
+            raise CommandError(f"FLUSHALL did not reach every member: {detail}", status=503)
+        return removed + sum(r.removed for r in replies)
+
+    # ------------------------------------------------------------------ the whole keyspace
+
+    async def node_infos(self) -> dict[str, NodeInfoReply | str]:
+        """Every member's figures, or why it did not answer."""
+        c = self.c
+        others = [n for n in c.ring.node_ids if n != c.node_id]
+        replies = await asyncio.gather(
+            *(c.transport.call(n, NodeInfo(), c.replica_timeout_ms) for n in others),
+            return_exceptions=True)
+        out: dict[str, NodeInfoReply | str] = {c.node_id: c.node_info()}
+        for node, reply in zip(others, replies, strict=True):
+            out[node] = _reason(reply) if isinstance(reply, BaseException) else reply
+        return out
+
+    async def dbsize(self) -> int:
+        """Live keys in the cluster: each partition counted on its first replica that answers."""
+        infos = await self.node_infos()
+        total = 0
+        for p, pref in enumerate(self.c._prefs):
+            for node in pref:
+                info = infos.get(node)
+                if isinstance(info, NodeInfoReply):
+                    total += info.partition_keys[p]
+                    break
+            else:
+                detail = "; ".join(f"{n} {infos.get(n)}" for n in pref)
+                raise CommandError(f"DBSIZE needs one replica of every partition; none answered for "
+                                   f"partition {p}: {detail}", status=503)
+        return total
+
+    async def scan(
+        self,
+        cursor: int,
+        count: int = 10,
+        match: bytes | None = None,
+        namespace: bytes = DEFAULT_NAMESPACE,
+    ) -> tuple[int, list[bytes]]:
+        """One page of the cluster's keys in token order; the cursor is the token to resume at.
+
+        Each run of consecutive partitions is read from one replica (this node when it holds
+        them), so a key is listed once; a key that replica has not received yet is missed
+        (as a read at ONE would miss it).
+        """
+        if not 0 <= cursor <= MAX_TOKEN:
+            raise CommandError("invalid cursor")
+        c = self.c
+        ring = c.ring
+        prefs = c._prefs
+        me = c.node_id
+        keys: list[bytes] = []
+        examined = 0
+        tok = cursor
+        while True:
+            p = ring.partition_of(tok)
+            candidates = (me,) if me in prefs[p] else prefs[p]
+            failures: dict[str, str] = {}
+            for target in candidates:
+                last = p
+                while last + 1 < ring.partitions and target in prefs[last + 1]:
+                    last += 1
+                end_tok = ring.partition_range(last)[1]
+                budget = count - examined
+                if target == me:
+                    page, ex, nxt = c.local.scan_range(tok, end_tok, budget, match, namespace)
+                    break
+                try:
+                    reply = await c.call(target, ScanRange(namespace, tok, end_tok, budget, match),
+                                                   c.replica_timeout_ms * 2)
+                except RpcError as exc:
+                    failures[target] = _reason(exc)
+                    continue
+                page, ex, nxt = reply.keys, reply.examined, reply.next_token
+                break
+            else:
+                detail = "; ".join(f"{n} {why}" for n, why in failures.items())
+                raise CommandError(f"SCAN needs one replica of partition {p}; none answered: {detail}",
+                                   status=503)
+            keys.extend(page)
+            examined += ex
+            if nxt is not None:
+                return nxt, keys
+            if end_tok == MAX_TOKEN:
+                return 0, keys
+            tok = end_tok + 1
+            if examined >= count:
+                return tok, keys
+
+    async def keys(self, pattern: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> list[bytes]:
+        limit = self.c.local.keys_max_count
+        out: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, page = await self.scan(cursor, 1000, pattern, namespace)
+            out.extend(page)
+            if len(out) > limit:
+                raise CommandError(
+                    f"KEYS refused: more than keys_max_count={limit} keys match; use SCAN with "
+                    "MATCH to page through them")
+            if cursor == 0:
+                return out
+
+    async def cluster_status(self) -> dict:
+        """Members, their partitions and keys (`ringkv cluster status`, INFO cluster)."""
+        c = self.c
+        infos = await self.node_infos()
+        shares = c.ring.shares()
+        nodes = []
+        for node in c.ring.node_ids:
+            info = infos[node]
+            entry = {
+                "node_id": node,
+                "status": "up" if isinstance(info, NodeInfoReply) else "unreachable",
+                "primary_partitions": len(c.ring.owned_partitions(node)),
+                "replica_partitions": len(c.ring.replica_partitions(node)),
+                "share": round(shares[node], 4),
+            }
+            if isinstance(info, NodeInfoReply):
+                entry.update(actor=info.actor, resp=info.resp_address, http=info.http_address,
+                             keys=info.live_keys, bytes_on_disk=info.bytes_on_disk,
+                             uptime_ms=info.uptime_ms)
+            else:
+                entry["error"] = info
+            nodes.append(entry)
+        return {"cluster": {"partitions": c.ring.partitions, "replicas": c.ring.replicas,
+                            "members": len(c.ring.node_ids)},
+                "nodes": nodes}
+
+
+def _same_raw(a: bytes | None, b: bytes | None) -> bool:
+    return a == b
+
+
+def _repair_after(c: Cluster, skey: bytes) -> Callable[[_FanOut], None]:
+    def after(state: _FanOut) -> None:
+        q = state.quorum
+        if q.has_result:
+            c.repair(skey, q.result, q.stale_replicas())
+    return after
+
+
+def _is_rmw(method: str, args: dict) -> bool:
+    if method in ("put", "put_versioned", "mset"):
+        return False
+    if method == "set":
+        return bool(args.get("condition") or args.get("return_old") or args.get("keep_ttl"))
+    return True
+
+
+def _invoke(local: LocalCoordinator, method: str, key: bytes, namespace: bytes, args: dict):
+    if method == "delete":
+        return local.delete([key], namespace=namespace)
+    if method == "mset":
+        return local.mset([(key, args["value"])], namespace=namespace)
+    if method == "put_versioned":
+        return local.put_versioned(key, args["value"], args["context"], namespace=namespace,
+                                   expire_at_ms=args.get("expire_at_ms", 0))
+    return getattr(local, method)(key, namespace=namespace, **args)
+
+
+__all__ = ["Cluster", "ClusterCoordinator", "ConflictPolicy", "parse_level"]

@@ -1,0 +1,112 @@
+"""The node-to-node messages of the cluster protocol (bodies of net.messages.Request/Response).
+
+Records travel as their stored bytes (versioning/record.py's encoding), so a replica answers a
+read with what its engine returned, without decoding it, and stores an incoming record after
+one merge. Keys travel as storage keys (token ‖ namespace ‖ key, node/replica.py), so the
+receiver never hashes. Every type is tagged and array-like (net.messages.MessageCodec); new
+fields may only be appended, with defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ReplicaGet(msgspec.Struct, tag="ReplicaGet", array_like=True):
+    """Read one record from the replica. Reply: ReplicaRecord."""
+
+    skey: bytes
+
+
+class ReplicaRecord(msgspec.Struct, tag="ReplicaRecord", array_like=True):
+    """A replica's stored record of a key (None: it has none)."""
+
+    record: bytes | None
+
+
+class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
+    """Merge a record into the replica's copy (replication, read repair). Reply: ReplicaAck
+    once it is in the replica's log (and fsynced under sync=always)."""
+
+    skey: bytes
+    record: bytes
+
+
+class ReplicaAck(msgspec.Struct, tag="ReplicaAck", array_like=True):
+    ok: bool = True
+
+
+class Forward(msgspec.Struct, tag="Forward", array_like=True):
+    """Run a key's write on this replica, as its coordinator (read-modify-write commands, and
+    writes that reached a node that holds no replica of the key). Reply: ForwardReply.
+
+    `method` is a LocalCoordinator write method; `args` its keyword arguments besides the key.
+    `r`/`w` are the levels the client asked for, resolved to counts.
+    """
+
+    method: str
+    namespace: bytes
+    key: bytes
+    args: dict[str, Any]
+    r: int
+    w: int
+
+
+class ForwardReply(msgspec.Struct, tag="ForwardReply", array_like=True):
+    """The method's result, or the error the client is to see (`kind` is the Redis error
+    prefix, `status` the HTTP status, `quorum` true for a QuorumError)."""
+
+    result: Any = None
+    error: str = ""
+    kind: str = "ERR"
+    status: int = 400
+    quorum: bool = False
+
+
+class ScanRange(msgspec.Struct, tag="ScanRange", array_like=True):
+    """One page of keys whose tokens lie in [start_token, end_token]. Reply: ScanPage."""
+
+    namespace: bytes
+    start_token: int
+    end_token: int
+    count: int
+    match: bytes | None
+
+
+class ScanPage(msgspec.Struct, tag="ScanPage", array_like=True):
+    """`next_token` is where to resume inside the range, None when the range is done."""
+
+    keys: list[bytes]
+    examined: int
+    next_token: int | None
+
+
+class NodeInfo(msgspec.Struct, tag="NodeInfo", array_like=True):
+    """Ask a node for its figures. Reply: NodeInfoReply."""
+
+
+class NodeInfoReply(msgspec.Struct, tag="NodeInfoReply", array_like=True):
+    node_id: str
+    actor: str
+    resp_address: str
+    http_address: str
+    live_keys: int
+    partition_keys: list[int]  # live keys per ring partition, for the partitions it holds
+    bytes_on_disk: int
+    uptime_ms: int
+
+
+class FlushAll(msgspec.Struct, tag="FlushAll", array_like=True):
+    """FLUSHALL on this node's replica. Reply: FlushAllReply."""
+
+
+class FlushAllReply(msgspec.Struct, tag="FlushAllReply", array_like=True):
+    removed: int
+
+
+MESSAGE_TYPES = (
+    ReplicaGet, ReplicaRecord, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
+    ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply,
+)
