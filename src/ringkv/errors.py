@@ -141,12 +141,18 @@ class QuorumError(RingkvError):
 
     The message names every replica that failed and why, sorted by node id, e.g.
     "needed 2 replicas, 1 answered: n3 timed out after 500 ms". `failures` maps node id to
-    reason; replicas still pending when the outcome was decided are not failures.
+    reason; replicas still pending when the outcome was decided are not failures, and the
+    message lists them apart ("(n2 had not answered yet)").
     """
 
-    def __init__(self, needed: int, answered: int, failures: dict[str, str]):
+    def __init__(self, needed: int, answered: int, failures: dict[str, str],
+                 pending: tuple[str, ...] = ()):
         self.needed = needed
         self.answered = answered
         self.failures = dict(sorted(failures.items()))
+        self.pending = tuple(sorted(pending))
         detail = "; ".join(f"{node} {reason}" for node, reason in self.failures.items())
+        if self.pending:
+            # Decided before they answered: too many had already failed for W (or R) to be met.
+            detail += f" ({', '.join(self.pending)} had not answered yet)"
         super().__init__(f"needed {needed} replicas, {answered} answered: {detail}")

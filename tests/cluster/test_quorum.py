@@ -98,6 +98,7 @@ def test_a_failed_quorum_names_every_failed_replica_and_why(case):
     replicas, needed, outcome = case
     quorum = WriteQuorum(replicas, needed)
     failures_at_decision: dict[str, str] = {}
+    pending_at_decision: tuple[str, ...] = ()
     successes = 0
     for node, ok, reason in outcome:
         was_done = quorum.done
@@ -106,6 +107,8 @@ def test_a_failed_quorum_names_every_failed_replica_and_why(case):
             successes += ok
             if not ok:
                 failures_at_decision[node] = reason
+            if quorum.done:
+                pending_at_decision = quorum.pending
     if quorum.succeeded:
         return
     error = quorum.error
@@ -113,7 +116,10 @@ def test_a_failed_quorum_names_every_failed_replica_and_why(case):
     detail = "; ".join(
         f"{node} {failures_at_decision[node]}" for node in sorted(failures_at_decision)
     )
+    if pending_at_decision:
+        detail += f" ({', '.join(sorted(pending_at_decision))} had not answered yet)"
     assert str(error) == f"needed {needed} replicas, {successes} answered: {detail}"
+    assert error.pending == tuple(sorted(pending_at_decision))
     assert error.failures == dict(sorted(failures_at_decision.items()))
 
 
@@ -128,6 +134,7 @@ def test_the_error_reads_as_the_operator_expects():
     quorum.on_failure("n1", "connection refused")
     assert str(quorum.error) == (
         "needed 2 replicas, 0 answered: n1 connection refused; n3 timed out after 500 ms"
+        " (n2 had not answered yet)"
     )
 
 

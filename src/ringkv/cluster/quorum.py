@@ -178,7 +178,7 @@ class _Quorum:
             return True
         if self._successes + self._pending < self.needed:
             self._outcome = False
-            self._error = QuorumError(self.needed, self._successes, self.failures)
+            self._error = QuorumError(self.needed, self._successes, self.failures, self.pending)
             return True
         return False
 

@@ -44,6 +44,7 @@ from ringkv.net.rpc import NOT_HANDLED
 from ringkv.net.transport import Transport
 from ringkv.node.coordinator import (
     DEFAULT_NAMESPACE,
+    MAX_KEY_BYTES,
     MAX_TOKEN,
     PENDING,
     CommandError,
@@ -603,7 +604,23 @@ class ClusterCoordinator:
         return await self._write("set", namespace, key, args)
 
     async def put(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> None:
-        self.c.local._check_value(value)
+        """A plain SET. On a replica of the key, the common case, this is one local overwrite
+        and one ReplicaPut per other replica; the adapter puts the local write in the log
+        before it replies (deferred, see LocalCoordinator.put_now)."""
+        c = self.c
+        local = c.local
+        if (
+            len(value) <= local.max_value_bytes
+            and len(key) + len(namespace) <= MAX_KEY_BYTES
+            and local.policy is ConflictPolicy.SIBLINGS
+            and not local.sync_always
+        ):
+            skey = storage_key(namespace, key)
+            pref = c.replicas_of(skey)
+            if c.node_id in pref:
+                await self._replicate(skey, local.overwrite_now(skey, value), pref)
+                return
+        local._check_value(value)
         await self._write("put", namespace, key, {"value": value})
 
     def put_now(self, key: bytes, value: bytes, namespace: bytes = DEFAULT_NAMESPACE):

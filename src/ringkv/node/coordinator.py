@@ -422,6 +422,21 @@ class LocalCoordinator:
             self._count(skey, 1)
         return lsn
 
+    def overwrite_now(self, skey: bytes, value: bytes) -> bytes:
+        """put_now's overwrite for a caller that checked the key, the value and the policy and
+        holds the storage key: a deferred write (see put_now); returns the stored record's
+        bytes, which the cluster coordinator replicates as they are."""
+        replica = self.replica
+        engine = replica.engine
+        data = engine.get(skey)
+        stored = None if data is None else replica._decode(data)
+        new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.clock.now(now_ms()))
+        encoded = replica._encode(new)
+        engine.put(skey, encoded, defer=True)
+        if stored is None or not _counted(stored):
+            self._count(skey, 1)
+        return encoded
+
     @property
     def has_pending_writes(self) -> bool:
         return self.replica.engine.has_deferred
