@@ -211,6 +211,9 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
     def _writing_paused_changed(self) -> None:
         pass
 
+    def _before_flush(self) -> None:
+        """Hook: runs before buffered frames are handed to the transport."""
+
     def _send(self, message: msgspec.Struct) -> None:
         """Append one frame to the output buffer; it leaves with the next flush.
 
@@ -234,6 +237,7 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._before_flush()
         out = self._out
         if not out or self.closed:
             return
@@ -310,6 +314,11 @@ class _ServerConnection(_FramedConnection):
             self._violation(
                 f"no handshake within handshake_timeout_ms={self._limits.handshake_timeout_ms:g}"
             )
+
+    def _before_flush(self) -> None:
+        hook = self._server.before_reply
+        if hook is not None:
+            hook()
 
     def _frame_received(self, frame: bytes) -> None:
         if self.peer_node_id is None:
@@ -476,8 +485,8 @@ class RpcServer:
     await points: close() cancels those still running.
     """
 
-    __slots__ = ("_connections", "_server", "_tasks", "cluster_name", "codec", "fast_handler",
-                 "handler", "limits", "node_id", "protocol_version")
+    __slots__ = ("_connections", "_server", "_tasks", "before_reply", "cluster_name", "codec",
+                 "fast_handler", "handler", "limits", "node_id", "protocol_version")
 
     def __init__(
         self,
@@ -489,9 +498,13 @@ class RpcServer:
         limits: RpcLimits | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         fast_handler: FastHandler | None = None,
+        before_reply: Callable[[], None] | None = None,
     ):
         self.handler = handler
         self.fast_handler = fast_handler
+        # Called before replies leave, e.g. to write the log records a handler deferred: the
+        # replies of one loop iteration then share one log write, made before any of them.
+        self.before_reply = before_reply
         self.cluster_name = cluster_name
         self.node_id = node_id
         self.codec = codec

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -54,9 +54,11 @@ class Transport(abc.ABC):
     node_id: str
 
     @abc.abstractmethod
-    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None,
+                    before_reply: Callable[[], None] | None = None) -> None:
         """Begin answering peers' requests with `handler(peer_node_id, body)`; a transport may
-        try `fast_handler` first (see rpc.FastHandler)."""
+        try `fast_handler` first (see rpc.FastHandler), and must call `before_reply` before
+        replies leave (rpc.RpcServer.before_reply)."""
 
     @abc.abstractmethod
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
@@ -114,9 +116,10 @@ class TcpTransport(Transport):
     def server(self) -> RpcServer | None:
         return self._server
 
-    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None,
+                    before_reply: Callable[[], None] | None = None) -> None:
         server = RpcServer(handler, self.cluster_name, self.node_id, self.codec,
-                           limits=self.limits, fast_handler=fast_handler)
+                           limits=self.limits, fast_handler=fast_handler, before_reply=before_reply)
         await server.start(self._host, self._port)
         self._server = server
 
@@ -343,7 +346,8 @@ class MemoryTransport(Transport):
         self._closed = False
         network._register(self)
 
-    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None) -> None:
+    async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None,
+                    before_reply: Callable[[], None] | None = None) -> None:
         if self._closed:
             raise ClosedError(f"transport of {self.node_id} is closed")
         self.handler = handler

@@ -286,9 +286,15 @@ class Cluster:
             data = self.engine.get(body.skey)
             return ReplicaRecord(None if data is None else bytes(data))
         if kind is ReplicaPut and not self.local.sync_always:
-            self.local.apply_record(body.skey, body.record)
+            # Deferred: before_reply writes the log before this acknowledgement leaves.
+            self.local.apply_record(body.skey, body.record, defer=True)
             return _ACK
         return NOT_HANDLED
+
+    def before_reply(self) -> None:
+        """Replicas acknowledge only what is in their log (net/rpc.RpcServer.before_reply)."""
+        if self.local.has_pending_writes:
+            self.local.commit_writes()
 
     async def handle(self, peer: str, body: Any) -> Any:
         """The RPC handler: what this node does for a coordinator elsewhere."""

@@ -445,12 +445,13 @@ class LocalCoordinator:
         """Hand every deferred write to the OS. Adapters call it before sending any reply."""
         self.replica.engine.flush_deferred()
 
-    def apply_record(self, skey: bytes, data: bytes) -> int:
+    def apply_record(self, skey: bytes, data: bytes, defer: bool = False) -> int:
         """Merge a record another replica made (replication, read repair) into ours; returns
-        the LSN to wait on under sync=always (0 when ours already covered it)."""
+        the LSN to wait on under sync=always (0 when ours already covered it). `defer` as for
+        Engine.put: the caller must commit_writes() before acknowledging."""
         incoming = self.replica._decode(data)  # CorruptionError on garbage: nothing stored
         stored = self.replica.read_skey(skey)
-        merged, lsn = self.replica.apply_skey(skey, incoming, stored, self.policy)
+        merged, lsn = self.replica.apply_skey(skey, incoming, stored, self.policy, defer=defer)
         if lsn:
             delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
             if delta:

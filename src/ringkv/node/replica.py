@@ -120,13 +120,16 @@ class Replica:
         return merged, self._store(skey, merged)
 
     def apply_skey(
-        self, skey: bytes, incoming: Record, stored: Record | None, policy: ConflictPolicy
+        self, skey: bytes, incoming: Record, stored: Record | None, policy: ConflictPolicy,
+        defer: bool = False,
     ) -> tuple[Record, int]:
         """`apply` for a caller that holds the storage key and has read the stored record."""
         self._observe(incoming)
         merged = incoming if stored is None else rec.merge(stored, incoming, policy)
         if merged == stored:
             return merged, 0
+        if defer:
+            return merged, self.engine.put(skey, self._encode(merged), defer=True)
         return merged, self._store(skey, merged)
 
     def _observe(self, incoming: Record) -> None:

@@ -200,7 +200,7 @@ class Node:
         self.coordinator = ClusterCoordinator(self.cluster).at(
             parse_level(cfg.read_consistency, "read_consistency"),
             parse_level(cfg.write_consistency, "write_consistency"))
-        await transport.start(self.cluster.handle, self.cluster.handle_now)
+        await transport.start(self.cluster.handle, self.cluster.handle_now, self.cluster.before_reply)
         self.rpc_address = transport.address
         self.transport = transport
         log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s:%d",
