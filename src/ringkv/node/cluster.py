@@ -52,6 +52,7 @@ from ringkv.node.coordinator import (
     Value,
     Versions,
 )
+from ringkv.node.handoff import HintStore
 from ringkv.node.messages import (
     FlushAll,
     FlushAllReply,
@@ -198,6 +199,7 @@ class Cluster:
         replica_timeout_ms: float = 500.0,
         read_repair: str = "background",
         info: Callable[[], NodeInfoReply] | None = None,
+        hints: HintStore | None = None,
     ):
         if read_repair not in ("background", "blocking", "off"):
             raise ConfigError("read_repair", f"must be background, blocking or off, got {read_repair!r}")
@@ -211,6 +213,7 @@ class Cluster:
         self.replica_timeout_ms = replica_timeout_ms
         self.read_repair = read_repair
         self._info = info
+        self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
         self._shift = 64 - (ring.partitions.bit_length() - 1)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
         self._locks = _KeyLocks()
@@ -537,7 +540,8 @@ class ClusterCoordinator:
             q.on_success(me)
         remote = [n for n in pref if n != me]
         if remote:
-            state = _FanOut(q, len(remote), None, _ack)
+            after = None if c.hints is None else _hint_after(c, skey, data)
+            state = _FanOut(q, len(remote), after, _ack)
             c.fan_out(remote, ReplicaPut(skey, data), state)
             if not q.done:
                 state.decided = asyncio.get_running_loop().create_future()
@@ -845,6 +849,14 @@ def _repair_after(c: Cluster, skey: bytes) -> Callable[[_FanOut], None]:
         q = state.quorum
         if q.has_result:
             c.repair(skey, q.result, q.stale_replicas())
+    return after
+
+
+def _hint_after(c: Cluster, skey: bytes, data: bytes) -> Callable[[_FanOut], None]:
+    """Once every replica has answered a write: keep a hint for each that did not take it."""
+    def after(state: _FanOut) -> None:
+        for node in state.quorum.failures:
+            c.hints.add(node, skey, data)
     return after
 
 

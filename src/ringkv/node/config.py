@@ -38,6 +38,10 @@ class NodeConfig:
     write_consistency: str = "quorum"  # one | quorum | all | an integer w
     replica_timeout_ms: int = 500  # how long a coordinator waits for one replica's answer
     read_repair: str = "background"  # background | blocking | off
+    # Hinted handoff (node/handoff.py): writes a replica missed, kept for it.
+    max_hint_window_ms: int = 3 * 3600 * 1000
+    max_hints: int = 1_000_000
+    hint_delivery_rate_per_s: int = 1000
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -91,6 +95,8 @@ class NodeConfig:
         require(self.read_repair in ("background", "blocking", "off"), "read_repair",
                 "must be background, blocking or off")
         require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
+        for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s"):
+            require(getattr(self, name) >= 1, name, "must be >= 1")
         from ringkv.cluster.ring import MAX_REPLICAS, check_partitions
 
         try:

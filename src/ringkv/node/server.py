@@ -21,6 +21,7 @@ import time
 from ringkv.api.resp_server import RespLimits, RespServer
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import LocalCoordinator
+from ringkv.node.handoff import HintDelivery, HintStore
 from ringkv.node.identity import NodeIdentity
 from ringkv.node.replica import Replica, now_ms
 from ringkv.storage import Engine, Options
@@ -100,6 +101,8 @@ class Node:
         self.cluster = None
         self.transport = None
         self.rpc_address: tuple[str, int] | None = None
+        self.hints = None
+        self.handoff = None
         self.resp: RespServer | None = None
         self.stalls = StallMonitor()
         self.resp_address: tuple[str, int] | None = None
@@ -194,9 +197,16 @@ class Node:
         for m in members:
             if m.node_id != cfg.node_id:
                 transport.set_peer_address(m.node_id, m.host, m.rpc_port)
+        loop = asyncio.get_running_loop()
+        self.hints = await loop.run_in_executor(None, lambda: HintStore(
+            cfg.data_dir, max_hints=cfg.max_hints, max_hint_window_ms=cfg.max_hint_window_ms,
+            policy=ConflictPolicy(cfg.conflict_policy), sync=cfg.sync))
         self.cluster = Cluster(cfg.node_id, self.local, ring, transport,
                                replica_timeout_ms=cfg.replica_timeout_ms, read_repair=cfg.read_repair,
-                               info=self._node_info)
+                               info=self._node_info, hints=self.hints)
+        self.handoff = HintDelivery(self.hints, self.cluster.call, rate_per_s=cfg.hint_delivery_rate_per_s,
+                                    timeout_ms=cfg.replica_timeout_ms * 4)
+        self._tasks.append(asyncio.create_task(self.handoff.run(), name="ringkv-handoff"))
         self.coordinator = ClusterCoordinator(self.cluster).at(
             parse_level(cfg.read_consistency, "read_consistency"),
             parse_level(cfg.write_consistency, "write_consistency"))
@@ -273,6 +283,7 @@ class Node:
             info["cluster_replicas"] = self.cluster.ring.replicas
             info["rpc_address"] = f"{self.rpc_address[0]}:{self.rpc_address[1]}"
             info.update({f"cluster_{k}": v for k, v in self.cluster.stats.items()})
+            info.update(self.hints.stats)
         return info
 
     def request_stop(self) -> None:
@@ -307,6 +318,8 @@ class Node:
             await self.cluster.close()
         if self.transport is not None:
             await self.transport.close()
+        if self.hints is not None:
+            await loop.run_in_executor(None, self.hints.close)
         if self.local is not None:
             self.local.close()
         if self.engine is not None:
