@@ -421,7 +421,7 @@ def test_levels_out_of_range_and_all_with_a_replica_down(tmp_path):
                 r.execute_command("RINGKV.AT", "4", "GET", "k")
             assert "1..3" in str(err.value), str(err.value)
             # A rejected level leaves the connection's levels as they were.
-            assert r.execute_command("RINGKV.CONSISTENCY") == [b"read", b"QUORUM", b"write", b"QUORUM"]
+            assert r.execute_command("RINGKV.CONSISTENCY") == [b"read", b"QUORUM", b"write", b"QUORUM", b"mode", b"SLOPPY"]
 
             assert r.execute_command("RINGKV.AT", "ALL", "SET", "k", "v") == b"OK"
             assert r.execute_command("RINGKV.AT", "ALL", "GET", "k") == b"v"

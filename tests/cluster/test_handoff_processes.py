@@ -74,3 +74,44 @@ def test_hints_older_than_the_window_are_dropped(tmp_path):
         info = _info(r1)
         assert info["hints_expired"] == 10
         assert info["hints_delivered"] == 0
+
+
+def _key_outside(ring_members: list[str], outsider: str) -> tuple[bytes, tuple[str, ...]]:
+    """A key whose three replicas do not include `outsider`, and those replicas."""
+    from ringkv.cluster.ring import Member, Ring
+
+    ring = Ring([Member(m) for m in ring_members], 1024, 3)
+    for i in range(10_000):
+        key = b"sloppy%d" % i
+        pref = ring.preference_list(ring.partition_for_key(b"", key))
+        if outsider not in pref:
+            return key, pref
+    raise AssertionError("no such key")
+
+
+def test_sloppy_quorum_a_stand_in_takes_the_write_and_hands_it_over(tmp_path):
+    with LocalCluster(tmp_path, nodes=4, replicas=3, replica_timeout_ms=1000) as cluster:
+        key, pref = _key_outside([n.node_id for n in cluster.nodes], "n4")
+        coordinator, *down = (cluster.node(n) for n in pref)
+        n4 = cluster.node("n4")
+        for node in down:
+            node.kill()
+        r = redis.Redis(port=coordinator.resp_port)
+        # Strict: only the key's own replicas count, and only one is up.
+        with pytest.raises(redis.ResponseError, match="needed 2 replicas, 1 answered"):
+            r.execute_command("RINGKV.AT", "QUORUM", "STRICT", "SET", key, "strict")
+        # Sloppy (the default): n4 stands in for one of them, holding a hint.
+        assert r.set(key, "sloppy")
+        r4 = redis.Redis(port=n4.resp_port)
+        assert _info(r4)["hints_pending"] == 1
+        assert _info(r)["cluster_stand_ins"] >= 1
+        for node in down:
+            node.start()
+        _wait(lambda: _info(r4)["hints_pending"] == 0 and _info(r)["hints_pending"] == 0,
+              what="hints delivered by the stand-in and the coordinator")
+        # Each formerly dead replica holds the write on its own.
+        coordinator.stop()
+        n4.stop()
+        for node in down:
+            rn = redis.Redis(port=node.resp_port)
+            assert rn.execute_command("RINGKV.AT", "ONE", "GET", key) == b"sloppy"

@@ -871,30 +871,38 @@ def _level_text(level) -> bytes:
 
 
 def cmd_consistency(c: RespConnection, argv):
-    """RINGKV.CONSISTENCY [level | READ level | WRITE level | READ level WRITE level]:
-    the connection's read (R) and write (W) levels; with no argument, shows them."""
-    r = w = None
-    if len(argv) == 2:
-        r = w = _level_arg(argv[1], "level")
+    """RINGKV.CONSISTENCY [level | READ level | WRITE level | READ level WRITE level] [STRICT |
+    SLOPPY]: the connection's read (R) and write (W) levels, and whether writes refuse
+    stand-in nodes (STRICT) or accept them (SLOPPY, the default); with no argument, shows them."""
+    r = w = strict = None
+    args = list(argv[1:])
+    if args and args[-1].lower() in (b"strict", b"sloppy"):
+        strict = args.pop().lower() == b"strict"
+    if len(args) == 1:
+        r = w = _level_arg(args[0], "level")
     else:
-        i = 1
-        while i < len(argv):
-            which = argv[i].lower()
-            if which not in (b"read", b"write") or i + 1 >= len(argv):
-                return error("ERR syntax error: expected RINGKV.CONSISTENCY [level] | [READ level] [WRITE level]")
-            level = _level_arg(argv[i + 1], which.decode())
+        i = 0
+        while i < len(args):
+            which = args[i].lower()
+            if which not in (b"read", b"write") or i + 1 >= len(args):
+                return error("ERR syntax error: expected RINGKV.CONSISTENCY [level] | [READ level] "
+                             "[WRITE level] [STRICT|SLOPPY]")
+            level = _level_arg(args[i + 1], which.decode())
             if which == b"read":
                 r = level
             else:
                 w = level
             i += 2
-    if r is not None or w is not None:
-        levels = (c.levels[0] if r is None else r, c.levels[1] if w is None else w)
+    if r is not None or w is not None or strict is not None:
+        cur_r, cur_w, cur_strict = c.levels
+        levels = (cur_r if r is None else r, cur_w if w is None else w,
+                  cur_strict if strict is None else strict)
         c.coord = c.server.coordinator.at(*levels)
         c.levels = levels
         return OK
-    r, w = c.levels
-    return c.enc.array([b"read", _level_text(r), b"write", _level_text(w)])
+    r, w, strict = c.levels
+    return c.enc.array([b"read", _level_text(r), b"write", _level_text(w),
+                        b"mode", b"STRICT" if strict else b"SLOPPY"])
 
 
 async def cmd_status(c: RespConnection, argv):
@@ -907,14 +915,21 @@ async def cmd_status(c: RespConnection, argv):
 
 
 def cmd_at(c: RespConnection, argv):
-    """RINGKV.AT level command [arg ...]: one command at another read and write level."""
+    """RINGKV.AT level [STRICT|SLOPPY] command [arg ...]: one command at another level."""
     level = _level_arg(argv[1], "level")
+    inner = argv[2:]
+    strict = None
+    if inner[0].lower() in (b"strict", b"sloppy"):
+        strict = inner[0].lower() == b"strict"
+        inner = inner[1:]
+        if not inner:
+            return error("ERR wrong number of arguments for 'ringkv.at' command")
     saved = c.coord
-    c.coord = saved.at(level, level)
+    c.coord = c.server.coordinator.at(level, level, c.levels[2] if strict is None else strict)
     try:
         # The command starts now and binds the coordinator it calls before it first waits,
         # so restoring the connection's own right after is safe for the commands behind it.
-        c._execute(argv[2:])
+        c._execute(inner)
     finally:
         c.coord = saved
     return None

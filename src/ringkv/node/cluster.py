@@ -109,7 +109,7 @@ class _FanOut:
     """One request sent to several replicas: feeds a quorum, wakes the coordinator once it is
     decided, and calls `after` when the last replica has answered (or failed)."""
 
-    __slots__ = ("after", "decided", "outstanding", "quorum", "reply_of")
+    __slots__ = ("after", "decided", "outstanding", "quorum", "reply_of", "stand_in")
 
     def __init__(self, quorum, outstanding: int, after: Callable[[_FanOut], None] | None,
                  reply_of: Callable[[Any], Any]):
@@ -118,17 +118,33 @@ class _FanOut:
         self.after = after
         self.reply_of = reply_of
         self.decided: asyncio.Future[None] | None = None
+        # Sloppy quorum: stand_in(node, reason, state) -> True when another node was asked to
+        # take the write for `node`; it then reports through `resolved`.
+        self.stand_in: Callable[[str, str, _FanOut], bool] | None = None
 
     def answered(self, node: str, task: asyncio.Future) -> None:
-        q = self.quorum
         if task.cancelled():
-            q.on_failure(node, "cancelled")
+            self.resolved(node, False, "cancelled")
+            return
+        exc = task.exception()
+        if exc is None:
+            self.resolved(node, True, task.result())
+            return
+        reason = _reason(exc)
+        if self.stand_in is not None:
+            try:
+                if self.stand_in(node, reason, self):
+                    return
+            except Exception:  # a bug here must not leave the request waiting forever
+                log.exception("finding a stand-in for %s failed", node)
+        self.resolved(node, False, reason)
+
+    def resolved(self, node: str, ok: bool, reply_or_reason: Any) -> None:
+        q = self.quorum
+        if ok:
+            q.on_success(node, self.reply_of(reply_or_reason))
         else:
-            exc = task.exception()
-            if exc is None:
-                q.on_success(node, self.reply_of(task.result()))
-            else:
-                q.on_failure(node, _reason(exc))
+            q.on_failure(node, reply_or_reason)
         if q.done and self.decided is not None and not self.decided.done():
             self.decided.set_result(None)
         self.outstanding -= 1
@@ -214,13 +230,14 @@ class Cluster:
         self.read_repair = read_repair
         self._info = info
         self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
+        self.sloppy = hints is not None  # stand-ins for down replicas count toward W
         self._shift = 64 - (ring.partitions.bit_length() - 1)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
         self._locks = _KeyLocks()
         self._background: set[asyncio.Task] = set()
         self.stats = {
             "reads": 0, "writes": 0, "forwarded": 0, "read_repairs": 0, "quorum_failures": 0,
-            "replica_failures": 0, "repairs_dropped": 0,
+            "replica_failures": 0, "repairs_dropped": 0, "stand_ins": 0, "hints_taken": 0,
         }
 
     # ------------------------------------------------------------------ placement
@@ -288,6 +305,11 @@ class Cluster:
         if kind is ReplicaGet:
             data = self.engine.get(body.skey)
             return ReplicaRecord(None if data is None else bytes(data))
+        if kind is ReplicaPut and body.hint_for:
+            if self.hints is None or not self.hints.add(body.hint_for, body.skey, body.record):
+                raise CommandError(f"cannot keep a hint for {body.hint_for}: hint store absent or full")
+            self.stats["hints_taken"] += 1
+            return _ACK
         if kind is ReplicaPut and not self.local.sync_always:
             # Deferred: before_reply writes the log before this acknowledgement leaves.
             self.local.apply_record(body.skey, body.record, defer=True)
@@ -305,6 +327,8 @@ class Cluster:
         if kind is ReplicaGet:
             data = self.engine.get(body.skey)
             return ReplicaRecord(None if data is None else bytes(data))
+        if kind is ReplicaPut and body.hint_for:
+            return self.handle_now(peer, body)
         if kind is ReplicaPut:
             lsn = self.local.apply_record(body.skey, body.record)
             if lsn and self.local.sync_always:
@@ -380,15 +404,17 @@ class ClusterCoordinator:
     count), resolved per key against its replica count.
     """
 
-    __slots__ = ("c", "r", "w")
+    __slots__ = ("c", "r", "strict", "w")
 
     def __init__(self, cluster: Cluster, r: Level = ConsistencyLevel.QUORUM,
-                 w: Level = ConsistencyLevel.QUORUM):
+                 w: Level = ConsistencyLevel.QUORUM, strict: bool = False):
         self.c = cluster
         self.r = r
         self.w = w
+        self.strict = strict  # refuse stand-ins: only the key's own replicas count toward W
 
-    def at(self, r: Level | str | None = None, w: Level | str | None = None) -> ClusterCoordinator:
+    def at(self, r: Level | str | None = None, w: Level | str | None = None,
+           strict: bool | None = None) -> ClusterCoordinator:
         """A view of the same node at other levels (None keeps the current one). Explicit
         counts are checked against the cluster's N here, so a bad one fails at once."""
         n = self.c.ring.replicas
@@ -396,11 +422,11 @@ class ClusterCoordinator:
         w = self.w if w is None else parse_level(w, "w")
         resolve(r, n, field="r")
         resolve(w, n, field="w")
-        return ClusterCoordinator(self.c, r, w)
+        return ClusterCoordinator(self.c, r, w, self.strict if strict is None else strict)
 
     @property
-    def levels(self) -> tuple[Level, Level]:
-        return self.r, self.w
+    def levels(self) -> tuple[Level, Level, bool]:
+        return self.r, self.w, self.strict
 
     # ------------------------------------------------------------------ delegated to the replica
 
@@ -542,6 +568,8 @@ class ClusterCoordinator:
         if remote:
             after = None if c.hints is None else _hint_after(c, skey, data)
             state = _FanOut(q, len(remote), after, _ack)
+            if c.sloppy and not self.strict and len(c.ring.node_ids) > len(pref):
+                state.stand_in = _StandIns(c, skey, data, pref)
             c.fan_out(remote, ReplicaPut(skey, data), state)
             if not q.done:
                 state.decided = asyncio.get_running_loop().create_future()
@@ -850,6 +878,46 @@ def _repair_after(c: Cluster, skey: bytes) -> Callable[[_FanOut], None]:
         if q.has_result:
             c.repair(skey, q.result, q.stale_replicas())
     return after
+
+
+class _StandIns:
+    """Sloppy quorum for one write: when a replica fails, the next available node on the
+    ring that is not a replica of the key (Ring.fallbacks) takes the record as a hint for it,
+    and its acknowledgement counts toward W in the failed replica's place."""
+
+    __slots__ = ("c", "data", "failed", "partition", "skey", "used")
+
+    def __init__(self, c: Cluster, skey: bytes, data: bytes, pref: tuple[str, ...]):
+        self.c = c
+        self.skey = skey
+        self.data = data
+        self.partition = int.from_bytes(skey[:8], "big") >> c._shift
+        self.failed: set[str] = set()
+        self.used: set[str] = set()
+
+    def __call__(self, node: str, reason: str, state: _FanOut) -> bool:
+        self.failed.add(node)
+        candidates = [r.node_id for r in self.c.ring.fallbacks(self.partition, self.failed)
+                      if r.hint_for is not None and r.node_id not in self.used]
+        if not candidates:
+            return False
+        stand_in = candidates[0]
+        self.used.add(stand_in)
+        self.c.stats["stand_ins"] += 1
+        fut = self.c.transport.start_call(stand_in, ReplicaPut(self.skey, self.data, node),
+                                          self.c.replica_timeout_ms)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_task(self.c.transport.call(
+                stand_in, ReplicaPut(self.skey, self.data, node), self.c.replica_timeout_ms))
+
+        def done(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                state.resolved(node, True, f.result())
+            else:
+                why = "cancelled" if f.cancelled() else _reason(f.exception())
+                state.resolved(node, False, f"{reason}, and stand-in {stand_in} {why}")
+        fut.add_done_callback(done)
+        return True
 
 
 def _hint_after(c: Cluster, skey: bytes, data: bytes) -> Callable[[_FanOut], None]:

@@ -192,9 +192,9 @@ class LocalCoordinator:
 
     # One replica: every level means "this node". Explicit counts are still checked, so a
     # client learns at once that r=2 cannot be met here.
-    levels = (ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM)
+    levels = (ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
 
-    def at(self, r=None, w=None) -> LocalCoordinator:
+    def at(self, r=None, w=None, strict=None) -> LocalCoordinator:
         if r is not None:
             resolve(parse_level(r, "r"), 1, field="r")
         if w is not None:

@@ -28,10 +28,14 @@ class ReplicaRecord(msgspec.Struct, tag="ReplicaRecord", array_like=True):
 
 class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
     """Merge a record into the replica's copy (replication, read repair). Reply: ReplicaAck
-    once it is in the replica's log (and fsynced under sync=always)."""
+    once it is in the replica's log (and fsynced under sync=always).
+
+    With `hint_for`, the receiver is a stand-in (sloppy quorum): it keeps the record as a hint
+    for that node, to deliver when it is back, and does not store it as its own data."""
 
     skey: bytes
     record: bytes
+    hint_for: str = ""
 
 
 class ReplicaAck(msgspec.Struct, tag="ReplicaAck", array_like=True):
