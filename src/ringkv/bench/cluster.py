@@ -11,8 +11,8 @@ clients), so every node coordinates a third of the requests; their ops/s add up 
 quoted is the worst of the three. Runs rotate between the three systems and repeat; the report
 quotes medians and each repeat's ratio to Redis.
 
-With `--profile-dir`, a last extra run profiles the cluster's nodes (cProfile, written when they
-stop) and the report lists where the CPU goes.
+With `--profile-dir`, a last extra run samples the cluster's nodes with py-spy (if installed;
+it is in the `bench` extra) and the report lists where their time goes.
 
 This is a benchmark, not a test: the machine is small and shared (the cluster's three processes
 and the load generators share its cores), so only ratios measured side by side mean much, and
@@ -22,8 +22,8 @@ nothing here is tuned to make ringkv look good.
 from __future__ import annotations
 
 import os
-import pstats
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,24 +80,56 @@ def run_spread(ports: list[int], test: str, requests: int) -> Result:
     )
 
 
-def profile_summary(paths: list[str], requests: int, top: int = 25) -> list[str]:
-    """The functions with the most own time, summed over the nodes' profiles."""
-    stats = pstats.Stats(paths[0])
-    for p in paths[1:]:
-        stats.add(p)
-    total = sum(v[2] for v in stats.stats.values())
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+# Where a sampled frame's own time is put when the report groups it (first match wins).
+_GROUPS = (
+    ("writes to sockets (send syscalls: replies to clients, RPC frames)",
+     ("RespConnection._flush", "_FramedConnection._flush")),
+    ("the event loop itself (uvloop in C: epoll, socket reads, callback dispatch)", ("Runner.run",)),
+    ("WAL writes", ("WalWriter._write",)),
+)
+
+
+def profile_summary(paths: list[str], top: int = 20) -> list[str]:
+    """py-spy's raw samples of the three nodes, as shares of their sampled time."""
+    self_time: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.rstrip()
+                if not line:
+                    continue
+                stack, n = line.rsplit(" ", 1)
+                leaf = stack.split(";")[-1]
+                name, _, where = leaf.partition(" (")
+                where = where.rstrip(")").split("/site-packages/")[-1].split("/src/")[-1]
+                key = f"{name} ({where.rsplit(':', 1)[0]})"
+                self_time[key] = self_time.get(key, 0) + int(n)
+                total += int(n)
+    if not total:
+        return ["(py-spy recorded no samples)"]
+    groups = {label: 0 for label, _ in _GROUPS}
+    rest = 0
+    for key, n in self_time.items():
+        for label, names in _GROUPS:
+            if any(key.startswith(name + " ") for name in names):
+                groups[label] += n
+                break
+        else:
+            rest += n
     lines = [
-        f"Own CPU time of the three nodes' processes during one SET run and one GET run of "
-        f"{requests:,} requests each (cProfile on CPU time, which slows Python code down; the shares are what "
-        f"matters): {total:.1f} s in all, {total / (2 * requests) * 1e6:.0f} us per request.",
+        f"py-spy samples (100 per second per node, of the thread holding the GIL, so idle waits "
+        f"in epoll do not count) of the three nodes during one "
+        f"SET and one GET run: {total:,} samples.",
         "",
-        "| function | own time s | share | calls per request |",
-        "|---|---:|---:|---:|",
+        "| where the time goes | share |",
+        "|---|---:|",
     ]
-    for (filename, line, name), (_cc, nc, tt, _ct, _callers) in rows:
-        where = filename.split("/site-packages/")[-1].split("/src/")[-1]
-        lines.append(f"| `{name}` ({where}:{line}) | {tt:.2f} | {tt / total:.1%} | {nc / (2 * requests):.2f} |")
+    lines += [f"| {label} | {n / total:.1%} |" for label, n in groups.items()]
+    lines += [f"| Python code of the request path (parsing, coordinator, quorum, RPC framing, replica, engine) | {rest / total:.1%} |",
+              "", "Functions with the most own time:", "", "| function | share |", "|---|---:|"]
+    for key, n in sorted(self_time.items(), key=lambda kv: kv[1], reverse=True)[:top]:
+        lines.append(f"| `{key}` | {n / total:.1%} |")
     return lines
 
 
@@ -139,6 +171,35 @@ def render(cells: dict[str, Cell], requests: int, repeats: int, profile: list[st
     return "\n".join(lines) + "\n"
 
 
+def run_profiled(tmp: str, profile_dir: str, requests: int, quiet: dict) -> list[str]:
+    """One more SET and GET run on a fresh cluster with py-spy sampling every node."""
+    if shutil.which("py-spy") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "py-spy")):
+        return ["(py-spy is not installed: `pip install py-spy` to profile)"]
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(profile_dir, exist_ok=True)
+    cluster = LocalCluster(os.path.join(tmp, "profiled"), nodes=3, replicas=3, **quiet)
+    paths = []
+    with cluster:
+        ports = [n.resp_port for n in cluster.nodes]
+        for test in ("SET", "GET"):
+            spies = []
+            for n in cluster.nodes:
+                path = os.path.abspath(os.path.join(profile_dir, f"{test.lower()}-{n.node_id}.txt"))
+                paths.append(path)
+                spies.append(subprocess.Popen(
+                    [spy, "record", "--pid", str(n.proc.pid), "--rate", "100", "--format", "raw", "--gil",
+                     "--output", path, "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1.0)  # let py-spy attach
+            r = run_spread(ports, test, requests)
+            print(f"profiled {test}: {r.rps:,.0f} ops/s", flush=True)
+            for p in spies:
+                p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            for p in spies:
+                p.wait(timeout=30)
+    return profile_summary([p for p in paths if os.path.exists(p)])
+
+
 @click.command()
 @click.option("--requests", default=100_000, show_default=True, help="Requests per run (spread over the nodes for the cluster).")
 @click.option("--repeats", default=3, show_default=True)
@@ -168,17 +229,7 @@ def main(requests: int, repeats: int, out: str, profile_dir: str | None) -> None
                               f"p99 {r.p99_ms} ms", flush=True)
         profile: list[str] = []
         if profile_dir:
-            os.makedirs(profile_dir, exist_ok=True)
-            paths = [os.path.abspath(os.path.join(profile_dir, f"n{i + 1}.prof")) for i in range(3)]
-            cluster = LocalCluster(os.path.join(tmp, "profiled"), nodes=3, replicas=3, **quiet)
-            for n, path in zip(cluster.nodes, paths):
-                n.env["RINGKV_PROFILE_OUT"] = path
-            with cluster:
-                ports = [n.resp_port for n in cluster.nodes]
-                for test in ("SET", "GET"):
-                    r = run_spread(ports, test, requests)
-                    print(f"profiled {test}: {r.rps:,.0f} ops/s", flush=True)
-            profile = profile_summary(paths, requests)
+            profile = run_profiled(tmp, profile_dir, requests, quiet)
     report = render(cells, requests, repeats, profile)
     print(report)
     if out != "-":
