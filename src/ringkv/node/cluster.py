@@ -58,6 +58,8 @@ from ringkv.node.messages import (
     FlushAllReply,
     Forward,
     ForwardReply,
+    GossipStates,
+    GossipSyn,
     NodeInfo,
     NodeInfoReply,
     ReplicaAck,
@@ -231,6 +233,7 @@ class Cluster:
         self._info = info
         self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
         self.sloppy = hints is not None  # stand-ins for down replicas count toward W
+        self.gossiper = None  # node/gossiper.py, once started: liveness of the other nodes
         self._shift = 64 - (ring.partitions.bit_length() - 1)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
         self._locks = _KeyLocks()
@@ -247,10 +250,23 @@ class Cluster:
 
     # ------------------------------------------------------------------ fan-out
 
+    def is_up(self, node: str) -> bool:
+        """Whether the failure detector believes `node` up (always, without gossip)."""
+        g = self.gossiper
+        return g is None or g.is_up(node)
+
     def fan_out(self, nodes: Iterable[str], body: Any, state: _FanOut) -> None:
         transport = self.transport
         timeout = self.replica_timeout_ms
+        gossiper = self.gossiper
         for node in nodes:
+            if gossiper is not None and not gossiper.is_up(node):
+                # Known down: fail it now rather than wait out a timeout (it may be partitioned
+                # away, not refusing connections); stand-ins and hints take it from there.
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(PeerUnavailableError(node, f"down (phi {gossiper.phi(node):.1f})"))
+                fut.add_done_callback(lambda f, node=node: state.answered(node, f))
+                continue
             fut = transport.start_call(node, body, timeout)
             if fut is None:  # connecting, or no free slot: the full path, in a task
                 fut = asyncio.get_running_loop().create_task(transport.call(node, body, timeout))
@@ -305,6 +321,11 @@ class Cluster:
         if kind is ReplicaGet:
             data = self.engine.get(body.skey)
             return ReplicaRecord(None if data is None else bytes(data))
+        if kind is GossipSyn and self.gossiper is not None:
+            return self.gossiper.on_syn(body)
+        if kind is GossipStates and self.gossiper is not None:
+            self.gossiper.on_states(body)
+            return _ACK
         if kind is ReplicaPut and body.hint_for:
             if self.hints is None or not self.hints.add(body.hint_for, body.skey, body.record):
                 raise CommandError(f"cannot keep a hint for {body.hint_for}: hint store absent or full")
@@ -343,6 +364,8 @@ class Cluster:
             return ScanPage(keys, examined, nxt)
         if kind is NodeInfo:
             return self.node_info()
+        if kind is GossipSyn or kind is GossipStates:
+            return self.handle_now(peer, body)
         if kind is FlushAll:
             return FlushAllReply(await self.local.flushall())
         raise CommandError(f"unexpected message {kind.__name__}")
@@ -591,7 +614,12 @@ class ClusterCoordinator:
         failures: dict[str, str] = {}
         n = len(pref)
         body = None
+        # The first replica the failure detector believes up (the list in order if none is).
+        order = [node for node in pref if c.is_up(node)] or list(pref)
         for node in pref:
+            if node not in order:
+                failures[node] = "down (failure detector)"
+        for node in order:
             if node == me:
                 return await self.execute(method, namespace, key, args)
             if body is None:
@@ -856,6 +884,11 @@ class ClusterCoordinator:
                 "replica_partitions": len(c.ring.replica_partitions(node)),
                 "share": round(shares[node], 4),
             }
+            if c.gossiper is not None:
+                gossip = c.gossiper.status().get(node)
+                if gossip is not None:
+                    entry.update(phi=gossip["phi"], detector="up" if gossip["up"] else "down",
+                                 generation=gossip["generation"], heartbeat=gossip["heartbeat"])
             if isinstance(info, NodeInfoReply):
                 entry.update(actor=info.actor, resp=info.resp_address, http=info.http_address,
                              keys=info.live_keys, bytes_on_disk=info.bytes_on_disk,

@@ -42,6 +42,11 @@ class NodeConfig:
     max_hint_window_ms: int = 3 * 3600 * 1000
     max_hints: int = 1_000_000
     hint_delivery_rate_per_s: int = 1000
+    # Gossip and failure detection (node/gossiper.py, docs/membership.md).
+    gossip_interval_ms: int = 1000
+    gossip_fanout: int = 2  # peers per round, 1..3
+    phi_threshold: float = 8.0
+    phi_acceptable_pause_ms: int = 1000
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -95,7 +100,10 @@ class NodeConfig:
         require(self.read_repair in ("background", "blocking", "off"), "read_repair",
                 "must be background, blocking or off")
         require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
-        for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s"):
+        require(1 <= self.gossip_fanout <= 3, "gossip_fanout", "must be 1, 2 or 3")
+        require(self.phi_threshold > 0, "phi_threshold", "must be > 0")
+        require(self.phi_acceptable_pause_ms >= 0, "phi_acceptable_pause_ms", "must be >= 0")
+        for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms"):
             require(getattr(self, name) >= 1, name, "must be >= 1")
         from ringkv.cluster.ring import MAX_REPLICAS, check_partitions
 
@@ -163,6 +171,13 @@ def _convert(name: str, raw: Any, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError("expected an integer")
             return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number")
+            return value
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(name, f"bad value {raw!r} from {source}: {exc}") from None

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from ringkv.cluster.gossip import NodeState
+
 
 class ReplicaGet(msgspec.Struct, tag="ReplicaGet", array_like=True):
     """Read one record from the replica. Reply: ReplicaRecord."""
@@ -110,7 +112,27 @@ class FlushAllReply(msgspec.Struct, tag="FlushAllReply", array_like=True):
     removed: int
 
 
+class GossipSyn(msgspec.Struct, tag="GossipSyn", array_like=True):
+    """Gossip, first step: what the caller holds, as (node_id, generation, version) per node.
+    Reply: GossipAck."""
+
+    digest: list[tuple[str, int, int]]
+
+
+class GossipAck(msgspec.Struct, tag="GossipAck", array_like=True):
+    """States the caller lacks or holds older, and the nodes whose states we want."""
+
+    states: list[NodeState]
+    request: list[str]
+
+
+class GossipStates(msgspec.Struct, tag="GossipStates", array_like=True):
+    """Gossip, last step: the states the peer asked for. Reply: ReplicaAck."""
+
+    states: list[NodeState]
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
-    ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply,
+    ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
 )

@@ -103,6 +103,7 @@ class Node:
         self.rpc_address: tuple[str, int] | None = None
         self.hints = None
         self.handoff = None
+        self.gossiper = None
         self.resp: RespServer | None = None
         self.stalls = StallMonitor()
         self.resp_address: tuple[str, int] | None = None
@@ -168,6 +169,8 @@ class Node:
             from ringkv.api.http import start_http
 
             self._http, self.http_address = await start_http(self, cfg.host, cfg.http_port)
+        if self.cluster is not None:
+            self._start_gossip()
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="ringkv-expiry"))
         self._tasks.append(asyncio.create_task(self.stalls.run(), name="ringkv-stall-monitor"))
         log.info(
@@ -215,6 +218,27 @@ class Node:
         self.transport = transport
         log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s:%d",
                  cfg.node_id, cfg.cluster_name, len(members), cfg.replicas, cfg.partitions, *self.rpc_address)
+
+    def _start_gossip(self) -> None:
+        from ringkv.node.gossiper import Gossiper, local_state
+
+        cfg = self.config
+
+        def addr(a):
+            return f"{a[0]}:{a[1]}" if a else ""
+
+        me = next(m for m in cfg.member_list() if m.node_id == cfg.node_id)
+        state = local_state(cfg.node_id, now_ms(), self.rpc_address, addr(self.resp_address),
+                            addr(self.http_address), me.rack)
+        self.gossiper = Gossiper(
+            state, [m.node_id for m in cfg.member_list()], self.cluster.call,
+            interval_ms=cfg.gossip_interval_ms, fanout=cfg.gossip_fanout, phi_threshold=cfg.phi_threshold,
+            acceptable_pause_ms=cfg.phi_acceptable_pause_ms,
+            load=lambda: {"keys": self.local._live_keys},
+            on_up=lambda node: self.handoff.poke())
+        self.cluster.gossiper = self.gossiper
+        self.handoff.is_up = self.gossiper.is_up
+        self._tasks.append(asyncio.create_task(self.gossiper.run(), name="ringkv-gossip"))
 
     def _node_info(self):
         from ringkv.node.messages import NodeInfoReply
@@ -284,6 +308,10 @@ class Node:
             info["rpc_address"] = f"{self.rpc_address[0]}:{self.rpc_address[1]}"
             info.update({f"cluster_{k}": v for k, v in self.cluster.stats.items()})
             info.update(self.hints.stats)
+            if self.gossiper is not None:
+                info["gossip_rounds"] = self.gossiper.rounds
+                info["gossip_exchanges_failed"] = self.gossiper.exchanges_failed
+                info["nodes_down"] = ",".join(sorted(self.gossiper.down()))
         return info
 
     def request_stop(self) -> None:

@@ -1,0 +1,72 @@
+"""Gossip and phi-accrual failure detection across real processes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from ringkv.testing.launcher import LocalCluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _down(r: redis.Redis) -> set[str]:
+    text = r.info("ringkv").get("nodes_down", "")
+    return set(str(text).split(",")) - {""}
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_a_paused_node_is_suspected_by_everyone_and_cleared_when_it_resumes(tmp_path):
+    with LocalCluster(tmp_path, nodes=3, replicas=3, gossip_interval_ms=200,
+                      phi_acceptable_pause_ms=200) as cluster:
+        n1, n2, n3 = cluster.nodes
+        r1, r2 = redis.Redis(port=n1.resp_port), redis.Redis(port=n2.resp_port)
+        _wait(lambda: r1.info("ringkv")["gossip_rounds"] >= 5, 10, "a few gossip rounds")
+        assert _down(r1) == set() and _down(r2) == set()
+        n3.pause()  # SIGSTOP: its sockets stay open, it just stops answering
+        try:
+            started = time.monotonic()
+            _wait(lambda: _down(r1) == {"n3"} and _down(r2) == {"n3"}, 20, "n3 suspected")
+            detect_s = time.monotonic() - started
+            # While n3 is known down, QUORUM writes do not wait for it at all.
+            t = time.monotonic()
+            for i in range(50):
+                assert r1.set(f"k{i}", "v")
+            assert time.monotonic() - t < 5  # 50 writes, none waiting out a 500 ms timeout
+            status = json.loads(r1.execute_command("RINGKV.STATUS"))
+            n3_status = next(n for n in status["nodes"] if n["node_id"] == "n3")
+            assert n3_status["detector"] == "down" and n3_status["phi"] >= 8
+        finally:
+            n3.resume()
+        _wait(lambda: _down(r1) == set() and _down(r2) == set(), 20, "n3 up again")
+        # Coming back up triggers hint delivery: n3 gets the 50 writes it missed.
+        _wait(lambda: r1.info("ringkv")["hints_pending"] == 0, 20, "hints delivered")
+        assert detect_s < 15
+
+
+def test_gossip_spreads_every_nodes_state(tmp_path):
+    with LocalCluster(tmp_path, nodes=4, replicas=3, gossip_interval_ms=200) as cluster:
+        r = redis.Redis(port=cluster.nodes[0].resp_port)
+
+        seen: list = []
+
+        def everyone_known() -> bool:
+            status = json.loads(r.execute_command("RINGKV.STATUS"))
+            seen[:] = [{k: n.get(k) for k in ("node_id", "detector", "heartbeat", "error")} for n in status["nodes"]]
+            return all(n.get("heartbeat", 0) > 1 and n.get("detector") == "up" for n in status["nodes"])
+
+        try:
+            _wait(everyone_known, 20, "every node's heartbeat to reach n1")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last status {seen}") from None
