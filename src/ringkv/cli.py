@@ -806,9 +806,38 @@ def cluster_status_command(session: NodeSession) -> int:
     return EXIT_NO if down else EXIT_OK
 
 
+@main.command("repair")
+@_node_command
+def repair_command(session: NodeSession) -> int:
+    """Run anti-entropy now on the node asked: compare every partition it holds with every
+    other replica (Merkle trees) and copy what differs both ways; print what it fixed.
+
+    It can take a while on a large node: give it time with --timeout-ms (e.g. 600000).
+    Exit 0 when every comparison completed, 4 when some failed (listed).
+    """
+    summary = _fetch_json(session, "RINGKV.REPAIR", lambda d: "comparisons" in d)
+    if session.as_json:
+        session.emit(summary)
+    else:
+        session.say(
+            f"compared {summary.get('partitions', 0)} partitions in {summary.get('comparisons', 0)} "
+            f"comparisons ({summary.get('in_sync', 0)} already in sync) in {summary.get('seconds', 0)} s: "
+            f"{summary.get('keys_pushed', 0)} keys pushed, {summary.get('keys_pulled', 0)} keys pulled, "
+            f"{summary.get('traffic_bytes', 0):,} bytes of tree traffic")
+        for line in summary.get("errors", []):
+            session.note(line)
+    return EXIT_SERVER_ERROR if summary.get("error_count") else EXIT_OK
+
+
 def _fetch_status(session: NodeSession) -> dict[str, Any]:
-    """RINGKV.STATUS of the session's node (the client has no method for it: one raw command
-    over redis-py, with the client's connection settings and no retries)."""
+    """RINGKV.STATUS of the session's node."""
+    return _fetch_json(session, "RINGKV.STATUS",
+                       lambda d: isinstance(d.get("nodes"), list))
+
+
+def _fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
+    """A ringkv command answering one JSON document (the client has no method for these: one
+    raw command over redis-py, with the client's connection settings and no retries)."""
     import redis
     import redis.backoff
     import redis.exceptions
@@ -822,24 +851,24 @@ def _fetch_status(session: NodeSession) -> dict[str, Any]:
         connection_class=redis.Connection,
         **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
     try:
-        reply = redis.Redis(connection_pool=pool).execute_command("RINGKV.STATUS")
+        reply = redis.Redis(connection_pool=pool).execute_command(command)
     except redis.exceptions.TimeoutError as exc:
         session.fail(EXIT_UNREACHABLE, "unreachable",
-                     f"RINGKV.STATUS: no answer from {address} within {options.timeout_ms:g} ms ({exc})")
+                     f"{command}: no answer from {address} within {options.timeout_ms:g} ms ({exc})")
     except redis.exceptions.ConnectionError as exc:
-        session.fail(EXIT_UNREACHABLE, "unreachable", f"RINGKV.STATUS: could not reach {address}: {exc}")
+        session.fail(EXIT_UNREACHABLE, "unreachable", f"{command}: could not reach {address}: {exc}")
     except redis.exceptions.ResponseError as exc:
-        session.fail(EXIT_SERVER_ERROR, "server_error", f"RINGKV.STATUS at {address}: {exc}")
+        session.fail(EXIT_SERVER_ERROR, "server_error", f"{command} at {address}: {exc}")
     finally:
         pool.disconnect()
     try:
-        status = json.loads(reply)
-        if not isinstance(status, dict) or not isinstance(status.get("nodes"), list):
-            raise ValueError("not a status document")
+        doc = json.loads(reply)
+        if not isinstance(doc, dict) or not check(doc):
+            raise ValueError("not the expected document")
     except ValueError as exc:
         session.fail(EXIT_SERVER_ERROR, "server_error",
-                     f"RINGKV.STATUS at {address}: unexpected reply {str(reply)[:200]!r} ({exc})")
-    return status
+                     f"{command} at {address}: unexpected reply {str(reply)[:200]!r} ({exc})")
+    return doc
 
 
 if __name__ == "__main__":

@@ -694,6 +694,20 @@ class KeyValueApi:
             raise ProblemError(503, "unavailable", f"the storage engine is read-only after a background error: {error}")
         return _json({"status": "ready"})
 
+    async def cluster_status(self) -> Response:
+        """Members, their partitions, keys, addresses and liveness, as this node sees them (the
+        same document as RINGKV.STATUS and `ringkv cluster status --json`)."""
+        if not hasattr(self.node, "status") or getattr(self.node, "coordinator", None) is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        return _json(await self.node.status())
+
+    async def cluster_repair(self) -> Response:
+        """Run anti-entropy now over every partition this node holds; answers what it fixed
+        (as `ringkv repair`)."""
+        if not hasattr(self.node, "repair") or getattr(self.node, "coordinator", None) is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        return _json(await self.node.repair())
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -770,6 +784,12 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
         "response_model": ScanResponse,
         "responses": problem_responses(400, 422, 503),
     }
+    json_object = {"response_class": Response, "responses": {
+        200: {"description": "A JSON document (see docs/cluster.md).",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
+        **problem_responses(503)}}
+    yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
+    yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
     yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
     yield "/metrics", api.metrics_text, "GET", {

@@ -87,9 +87,11 @@ class RespStats:
 class RespServer:
     """Shared state of every connection: the coordinator, limits, stats, INFO sources."""
 
-    def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None, status_source=None):
+    def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None, status_source=None,
+                 repair_source=None):
         self.coordinator = coordinator
         self.status_source = status_source  # async () -> dict, RINGKV.STATUS
+        self.repair_source = repair_source  # async () -> dict, RINGKV.REPAIR
         self.limits = limits or RespLimits()
         self.stats = RespStats()
         self.connections: set[RespConnection] = set()
@@ -914,6 +916,15 @@ async def cmd_status(c: RespConnection, argv):
     return bulk(json.dumps(await c.server.status_source()).encode())
 
 
+async def cmd_repair(c: RespConnection, argv):
+    """RINGKV.REPAIR: anti-entropy now over every partition this node holds; JSON summary."""
+    if c.server.repair_source is None:
+        return error("ERR RINGKV.REPAIR is not available on this server")
+    import json
+
+    return bulk(json.dumps(await c.server.repair_source()).encode())
+
+
 def cmd_at(c: RespConnection, argv):
     """RINGKV.AT level [STRICT|SLOPPY] command [arg ...]: one command at another level."""
     level = _level_arg(argv[1], "level")
@@ -1031,6 +1042,7 @@ COMMANDS: dict[bytes, tuple] = {
     b"ringkv.consistency": (cmd_consistency, -1),
     b"ringkv.at": (cmd_at, -3),
     b"ringkv.status": (cmd_status, 1),
+    b"ringkv.repair": (cmd_repair, 1),
 }
 
 # (first key, last key, step) for COMMAND INFO, as Redis reports them.

@@ -54,6 +54,8 @@ from ringkv.node.coordinator import (
 )
 from ringkv.node.handoff import HintStore
 from ringkv.node.messages import (
+    AeDigests,
+    AeList,
     FlushAll,
     FlushAllReply,
     Forward,
@@ -62,6 +64,8 @@ from ringkv.node.messages import (
     GossipSyn,
     NodeInfo,
     NodeInfoReply,
+    Repair,
+    RepairReply,
     ReplicaAck,
     ReplicaGet,
     ReplicaPut,
@@ -234,6 +238,7 @@ class Cluster:
         self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
         self.sloppy = hints is not None  # stand-ins for down replicas count toward W
         self.gossiper = None  # node/gossiper.py, once started: liveness of the other nodes
+        self.anti_entropy = None  # node/antientropy.py
         self._shift = 64 - (ring.partitions.bit_length() - 1)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
         self._locks = _KeyLocks()
@@ -321,6 +326,10 @@ class Cluster:
         if kind is ReplicaGet:
             data = self.engine.get(body.skey)
             return ReplicaRecord(None if data is None else bytes(data))
+        if kind is AeDigests and self.anti_entropy is not None:
+            return self.anti_entropy.on_digests(body)
+        if kind is AeList and self.anti_entropy is not None:
+            return self.anti_entropy.on_list(body)
         if kind is GossipSyn and self.gossiper is not None:
             return self.gossiper.on_syn(body)
         if kind is GossipStates and self.gossiper is not None:
@@ -364,8 +373,10 @@ class Cluster:
             return ScanPage(keys, examined, nxt)
         if kind is NodeInfo:
             return self.node_info()
-        if kind is GossipSyn or kind is GossipStates:
+        if kind is GossipSyn or kind is GossipStates or kind is AeDigests or kind is AeList:
             return self.handle_now(peer, body)
+        if kind is Repair and self.anti_entropy is not None:
+            return RepairReply(await self.anti_entropy.repair_all())
         if kind is FlushAll:
             return FlushAllReply(await self.local.flushall())
         raise CommandError(f"unexpected message {kind.__name__}")

@@ -47,6 +47,9 @@ class NodeConfig:
     gossip_fanout: int = 2  # peers per round, 1..3
     phi_threshold: float = 8.0
     phi_acceptable_pause_ms: int = 1000
+    # Anti-entropy (node/antientropy.py): one partition compared with one peer per interval;
+    # 0 turns the background rounds off (`ringkv repair` still works).
+    anti_entropy_interval_ms: int = 1000
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -102,6 +105,7 @@ class NodeConfig:
         require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
         require(1 <= self.gossip_fanout <= 3, "gossip_fanout", "must be 1, 2 or 3")
         require(self.phi_threshold > 0, "phi_threshold", "must be > 0")
+        require(self.anti_entropy_interval_ms >= 0, "anti_entropy_interval_ms", "must be >= 0 (0: off)")
         require(self.phi_acceptable_pause_ms >= 0, "phi_acceptable_pause_ms", "must be >= 0")
         for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms"):
             require(getattr(self, name) >= 1, name, "must be >= 1")

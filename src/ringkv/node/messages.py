@@ -132,7 +132,44 @@ class GossipStates(msgspec.Struct, tag="GossipStates", array_like=True):
     states: list[NodeState]
 
 
+class AeDigests(msgspec.Struct, tag="AeDigests", array_like=True):
+    """Anti-entropy: the digests at `level` of the descendants of `parents` (at
+    `parents_level`) in the responder's Merkle tree of `partition` (cluster/merkle.py).
+    `fresh`: rebuild the tree first (the first request of a comparison). Reply: AeDigestsReply."""
+
+    partition: int
+    level: int
+    parents_level: int
+    parents: list[int]
+    fresh: bool = False
+
+
+class AeDigestsReply(msgspec.Struct, tag="AeDigestsReply", array_like=True):
+    digests: bytes  # merkle.pack_digests: 12 bytes each
+
+
+class AeList(msgspec.Struct, tag="AeList", array_like=True):
+    """Anti-entropy: the (storage key, record digest) pairs under tree nodes (level, index).
+    Reply: AeListReply."""
+
+    partition: int
+    nodes: list[list[int]]
+
+
+class AeListReply(msgspec.Struct, tag="AeListReply", array_like=True):
+    entries: list[tuple[bytes, int]]
+
+
+class Repair(msgspec.Struct, tag="Repair", array_like=True):
+    """Run anti-entropy over every partition the receiver holds. Reply: RepairReply."""
+
+
+class RepairReply(msgspec.Struct, tag="RepairReply", array_like=True):
+    summary: dict[str, Any]
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
+    AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply,
 )

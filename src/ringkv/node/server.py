@@ -104,6 +104,7 @@ class Node:
         self.hints = None
         self.handoff = None
         self.gossiper = None
+        self.anti_entropy = None
         self.resp: RespServer | None = None
         self.stalls = StallMonitor()
         self.resp_address: tuple[str, int] | None = None
@@ -161,6 +162,7 @@ class Node:
             limits,
             info_sources={"memory": self._memory_info, "persistence": self._engine_info, "ringkv": self._ringkv_info},
             status_source=self.status,
+            repair_source=self.repair,
         )
         server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
         self._servers.append(server)
@@ -239,6 +241,19 @@ class Node:
         self.cluster.gossiper = self.gossiper
         self.handoff.is_up = self.gossiper.is_up
         self._tasks.append(asyncio.create_task(self.gossiper.run(), name="ringkv-gossip"))
+        from ringkv.node.antientropy import AntiEntropy
+
+        self.anti_entropy = AntiEntropy(self.cluster, interval_ms=max(1, cfg.anti_entropy_interval_ms),
+                                        is_up=self.gossiper.is_up)
+        self.cluster.anti_entropy = self.anti_entropy
+        if cfg.anti_entropy_interval_ms:
+            self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="ringkv-anti-entropy"))
+
+    async def repair(self) -> dict:
+        """`ringkv repair`: anti-entropy over every partition this node holds, now."""
+        if self.anti_entropy is None:
+            return {"partitions": 0, "comparisons": 0, "note": "a cluster of one has nothing to repair"}
+        return await self.anti_entropy.repair_all()
 
     def _node_info(self):
         from ringkv.node.messages import NodeInfoReply
@@ -312,6 +327,11 @@ class Node:
                 info["gossip_rounds"] = self.gossiper.rounds
                 info["gossip_exchanges_failed"] = self.gossiper.exchanges_failed
                 info["nodes_down"] = ",".join(sorted(self.gossiper.down()))
+            if self.anti_entropy is not None:
+                st = self.anti_entropy.stats
+                info.update(ae_comparisons=st.comparisons, ae_in_sync=st.in_sync, ae_keys_pushed=st.keys_pushed,
+                            ae_keys_pulled=st.keys_pulled, ae_traffic_bytes=st.traffic_bytes,
+                            ae_failures=st.failures, ae_partitions_completed=len(st.completed_ms))
         return info
 
     def request_stop(self) -> None:

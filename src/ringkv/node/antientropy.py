@@ -1,0 +1,292 @@
+"""Anti-entropy: replicas of a partition compare Merkle trees and exchange what differs.
+
+Drives cluster/merkle.py (the trees and the comparison, docs/anti-entropy.md) over RPC:
+
+    initiator                                   responder (another replica of the partition)
+    TreeDiff.next_request()  -- AeDigests -->   its tree's digests at the asked level
+                             <-- digests ---
+    ... level by level, only into nodes that differ ...
+    ListRequest              -- AeList -->      (storage key, record digest) of those nodes
+    push what it lacks with ReplicaPut; pull what we lack with ReplicaGet
+
+Trees are **rebuilt by a scan of the partition** when a comparison starts (and kept for
+`TREE_TTL_S` on the responder, which answers several requests of one comparison from it). A
+partition is one contiguous key range of the engine, so the scan is sequential and costs one
+pass over the partition's records; comparisons run one partition at a time, every
+`anti_entropy_interval_ms`, so the event loop is never held by more than one partition's scan.
+The tree module also supports incremental maintenance on the write path; we do not hook it in
+yet because every write path (put fast paths, replica applies, expiry, compaction drops) would
+have to report old and new bytes exactly, and a tree that drifts would cost traffic on every
+round. Rebuilding is always exact. Where the scans start to cost too much (large partitions),
+the next step is building trees in a worker process from the engine's files.
+
+`repair_all()` (`ringkv repair`, `RINGKV.REPAIR`) compares every partition this node holds
+with every other replica of it and reports what it fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from xxhash import xxh3_64_intdigest
+
+from ringkv.cluster.merkle import (
+    DigestRequest,
+    ListRequest,
+    MerkleTree,
+    RangeEntries,
+    TreeDiff,
+    pack_digests,
+    unpack_digests,
+)
+from ringkv.errors import RingkvError, RpcError
+from ringkv.node.messages import (
+    AeDigests,
+    AeDigestsReply,
+    AeList,
+    AeListReply,
+    ReplicaGet,
+    ReplicaPut,
+)
+
+log = logging.getLogger("ringkv.antientropy")
+
+TREE_TTL_S = 30.0  # how long a responder keeps a tree it built for a comparison
+MAX_CACHED_TREES = 64
+MAX_TRANSFER_KEYS_PER_ROUND = 100_000  # keys pushed plus pulled for one partition and peer
+_TOKEN = struct.Struct(">Q")
+
+
+@dataclass
+class RoundResult:
+    partition: int
+    peer: str
+    in_sync: bool
+    pushed: int = 0
+    pulled: int = 0
+    traffic_bytes: int = 0
+    round_trips: int = 0
+    error: str = ""
+
+
+@dataclass
+class AntiEntropyStats:
+    comparisons: int = 0
+    in_sync: int = 0
+    keys_pushed: int = 0
+    keys_pulled: int = 0
+    traffic_bytes: int = 0
+    failures: int = 0
+    # partition -> when its last complete round (every other replica compared) started, ms
+    completed_ms: dict[int, int] = field(default_factory=dict)
+
+
+class _Side:
+    """One replica's view of one partition for one comparison: the tree and scanned ranges."""
+
+    def __init__(self, tree: MerkleTree, engine):
+        self.tree = tree
+        self.entries = RangeEntries()
+        self.engine = engine
+        self.built = time.monotonic()
+
+    def _load_buckets(self, buckets: list[int]) -> None:
+        for b in buckets:
+            first, last = self.tree.bucket_range(b)
+            if not self.entries.covers(first, last):
+                self.entries.load(first, last, _scan_digests(self.engine, first, last))
+
+    def digests(self, level: int, indexes: list[int]):
+        self._load_buckets(self.tree.buckets_to_load(level, indexes))
+        return self.tree.digests(level, indexes, self.entries)
+
+    def listing(self, nodes) -> dict[bytes, int]:
+        # A listed node may span several leaf buckets: scan its range directly.
+        out: dict[bytes, int] = {}
+        for level, index in nodes:
+            first, last = self.tree.node_range(level, index)
+            out.update(_scan_digests(self.engine, first, last))
+        return out
+
+
+def _scan_digests(engine, first: int, last: int):
+    end = _TOKEN.pack(last + 1) if last < (1 << 64) - 1 else None
+    with engine.scan(_TOKEN.pack(first), end) as it:
+        return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it]
+
+
+class AntiEntropy:
+    def __init__(self, cluster, *, interval_ms: int = 1000, is_up: Callable[[str], bool] | None = None):
+        self.c = cluster
+        self.engine = cluster.engine
+        self.interval_ms = interval_ms
+        self.is_up = is_up or (lambda node: True)
+        self.stats = AntiEntropyStats()
+        self._cache: dict[int, _Side] = {}
+        self._next = 0
+        self._peer_turn: dict[int, int] = {}
+        self._round_started: dict[int, tuple[int, set[str]]] = {}
+        self._lock = asyncio.Lock()  # one comparison at a time from this node
+
+    # ------------------------------------------------------------------ trees
+
+    def build(self, partition: int) -> _Side:
+        ring = self.c.ring
+        first, last = ring.partition_range(partition)
+        items = _scan_digests(self.engine, first, last)
+        tree = MerkleTree.build_from_digests(partition, ring.partitions, items)
+        return _Side(tree, self.engine)
+
+    def _responder_side(self, partition: int) -> _Side:
+        side = self._cache.get(partition)
+        if side is None or time.monotonic() - side.built > TREE_TTL_S:
+            if len(self._cache) >= MAX_CACHED_TREES:
+                oldest = min(self._cache, key=lambda p: self._cache[p].built)
+                del self._cache[oldest]
+            side = self._cache[partition] = self.build(partition)
+        return side
+
+    # ------------------------------------------------------------------ serving peers
+
+    def on_digests(self, body: AeDigests) -> AeDigestsReply:
+        if body.fresh:
+            self._cache.pop(body.partition, None)
+        self._check_partition(body.partition)
+        side = self._responder_side(body.partition)
+        req = DigestRequest(body.level, body.parents_level, tuple(body.parents))
+        return AeDigestsReply(pack_digests(side.digests(req.level, req.indexes)))
+
+    def on_list(self, body: AeList) -> AeListReply:
+        self._check_partition(body.partition)
+        side = self._responder_side(body.partition)
+        listing = side.listing([tuple(n) for n in body.nodes])
+        return AeListReply(sorted(listing.items()))
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.c.ring.partitions:
+            raise RingkvError(f"partition {partition} out of range")
+
+    # ------------------------------------------------------------------ comparing
+
+    async def compare(self, partition: int, peer: str) -> RoundResult:
+        """One comparison of `partition` with `peer`, and the transfers it calls for."""
+        async with self._lock:
+            return await self._compare(partition, peer)
+
+    async def _compare(self, partition: int, peer: str) -> RoundResult:
+        c = self.c
+        mine = self.build(partition)
+        diff = TreeDiff(mine.tree)
+        result = RoundResult(partition, peer, in_sync=False)
+        timeout = c.replica_timeout_ms * 4
+        first = True
+        try:
+            while (request := diff.next_request()) is not None:
+                if isinstance(request, DigestRequest):
+                    reply = await c.call(peer, AeDigests(partition, request.level, request.parents_level,
+                                                         list(request.parents), first), timeout)
+                    first = False
+                    diff.receive_digests(request, mine.digests(request.level, request.indexes),
+                                         unpack_digests(reply.digests))
+                else:
+                    assert isinstance(request, ListRequest)
+                    reply = await c.call(peer, AeList(partition, [list(n) for n in request.nodes]), timeout)
+                    diff.receive_listing(request, mine.listing(request.nodes), dict(reply.entries))
+            result.in_sync = diff.in_sync
+            they_need = diff.they_need[:MAX_TRANSFER_KEYS_PER_ROUND]
+            i_need = diff.i_need[:MAX_TRANSFER_KEYS_PER_ROUND]
+            for skey in they_need:
+                data = self.engine.get(skey)
+                if data is not None:
+                    await c.call(peer, ReplicaPut(skey, bytes(data)), timeout)
+                    result.pushed += 1
+            for skey in i_need:
+                reply = await c.call(peer, ReplicaGet(skey), timeout)
+                if reply.record is not None:
+                    c.local.apply_record(skey, reply.record)
+                    result.pulled += 1
+            if c.local.has_pending_writes:
+                c.local.commit_writes()
+        except (RpcError, RingkvError, ValueError) as exc:
+            result.error = str(exc)
+            self.stats.failures += 1
+        result.traffic_bytes = diff.traffic_bytes
+        result.round_trips = diff.round_trips
+        st = self.stats
+        st.comparisons += 1
+        st.in_sync += result.in_sync
+        st.keys_pushed += result.pushed
+        st.keys_pulled += result.pulled
+        st.traffic_bytes += diff.traffic_bytes
+        return result
+
+    def _others(self, partition: int) -> list[str]:
+        return [n for n in self.c.ring.preference_list(partition) if n != self.c.node_id]
+
+    async def repair_all(self) -> dict:
+        """Compare every partition this node holds with every other replica of it."""
+        started = time.monotonic()
+        results: list[RoundResult] = []
+        partitions = self.c.ring.replica_partitions(self.c.node_id)
+        for p in partitions:
+            round_ms = int(time.time() * 1000)
+            ok = True
+            for peer in self._others(p):
+                r = await self.compare(p, peer)
+                results.append(r)
+                ok = ok and not r.error
+            if ok:
+                self.stats.completed_ms[p] = round_ms
+        errors = [f"partition {r.partition} with {r.peer}: {r.error}" for r in results if r.error]
+        return {
+            "partitions": len(partitions),
+            "comparisons": len(results),
+            "in_sync": sum(r.in_sync for r in results),
+            "keys_pushed": sum(r.pushed for r in results),
+            "keys_pulled": sum(r.pulled for r in results),
+            "traffic_bytes": sum(r.traffic_bytes for r in results),
+            "seconds": round(time.monotonic() - started, 3),
+            "errors": errors[:20],
+            "error_count": len(errors),
+        }
+
+    async def run(self) -> None:
+        """Background rounds: the next partition this node holds, with its next live peer."""
+        while True:
+            await asyncio.sleep(self.interval_ms / 1000)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("anti-entropy round failed")
+
+    async def tick(self) -> RoundResult | None:
+        partitions = self.c.ring.replica_partitions(self.c.node_id)
+        if not partitions:
+            return None
+        p = partitions[self._next % len(partitions)]
+        self._next += 1
+        others = [n for n in self._others(p) if self.is_up(n)]
+        if not others:
+            return None
+        turn = self._peer_turn.get(p, 0)
+        self._peer_turn[p] = turn + 1
+        peer = others[turn % len(others)]
+        started_ms, seen = self._round_started.get(p, (int(time.time() * 1000), set()))
+        result = await self.compare(p, peer)
+        if result.error:
+            self._round_started.pop(p, None)
+            return result
+        seen = seen | {peer}
+        if seen >= set(self._others(p)):
+            self.stats.completed_ms[p] = started_ms
+            self._round_started.pop(p, None)
+        else:
+            self._round_started[p] = (started_ms, seen)
+        return result
