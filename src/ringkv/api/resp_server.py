@@ -88,10 +88,11 @@ class RespServer:
     """Shared state of every connection: the coordinator, limits, stats, INFO sources."""
 
     def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None, status_source=None,
-                 repair_source=None):
+                 repair_source=None, fault_source=None):
         self.coordinator = coordinator
         self.status_source = status_source  # async () -> dict, RINGKV.STATUS
         self.repair_source = repair_source  # async () -> dict, RINGKV.REPAIR
+        self.fault_source = fault_source  # (argv) -> str, RINGKV.FAULT; None unless fault_injection
         self.limits = limits or RespLimits()
         self.stats = RespStats()
         self.connections: set[RespConnection] = set()
@@ -925,6 +926,16 @@ async def cmd_repair(c: RespConnection, argv):
     return bulk(json.dumps(await c.server.repair_source()).encode())
 
 
+def cmd_fault(c: RespConnection, argv):
+    """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms: tests and chaos runs only."""
+    if c.server.fault_source is None:
+        return error("ERR fault injection is disabled on this node (fault_injection = false)")
+    try:
+        return bulk(c.server.fault_source(argv[1:]).encode())
+    except ValueError as exc:
+        return error(f"ERR RINGKV.FAULT: {exc}")
+
+
 def cmd_at(c: RespConnection, argv):
     """RINGKV.AT level [STRICT|SLOPPY] command [arg ...]: one command at another level."""
     level = _level_arg(argv[1], "level")
@@ -1043,6 +1054,7 @@ COMMANDS: dict[bytes, tuple] = {
     b"ringkv.at": (cmd_at, -3),
     b"ringkv.status": (cmd_status, 1),
     b"ringkv.repair": (cmd_repair, 1),
+    b"ringkv.fault": (cmd_fault, -2),
 }
 
 # (first key, last key, step) for COMMAND INFO, as Redis reports them.

@@ -50,6 +50,8 @@ class NodeConfig:
     # Anti-entropy (node/antientropy.py): one partition compared with one peer per interval;
     # 0 turns the background rounds off (`ringkv repair` still works).
     anti_entropy_interval_ms: int = 1000
+    # Tests and the chaos suite only: accept RINGKV.FAULT commands (node/faults.py).
+    fault_injection: bool = False
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never

@@ -105,6 +105,9 @@ class Node:
         self.handoff = None
         self.gossiper = None
         self.anti_entropy = None
+        from ringkv.node.faults import FaultState
+
+        self.faults = FaultState()
         self.resp: RespServer | None = None
         self.stalls = StallMonitor()
         self.resp_address: tuple[str, int] | None = None
@@ -163,6 +166,7 @@ class Node:
             info_sources={"memory": self._memory_info, "persistence": self._engine_info, "ringkv": self._ringkv_info},
             status_source=self.status,
             repair_source=self.repair,
+            fault_source=self.fault if cfg.fault_injection else None,
         )
         server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
         self._servers.append(server)
@@ -199,6 +203,10 @@ class Node:
         me = next(m for m in members if m.node_id == cfg.node_id)
         transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
                                  host=me.host, port=me.rpc_port)
+        if cfg.fault_injection:
+            from ringkv.node.faults import FaultyTransport
+
+            transport = FaultyTransport(transport, self.faults)
         for m in members:
             if m.node_id != cfg.node_id:
                 transport.set_peer_address(m.node_id, m.host, m.rpc_port)
@@ -248,6 +256,28 @@ class Node:
         self.cluster.anti_entropy = self.anti_entropy
         if cfg.anti_entropy_interval_ms:
             self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="ringkv-anti-entropy"))
+
+    def fault(self, argv: list[bytes]) -> str:
+        """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms (node/faults.py)."""
+        from ringkv.node.faults import SkewedClock
+
+        if not argv:
+            raise ValueError("expected PARTITION node..., HEAL or CLOCK_SKEW ms")
+        what = argv[0].lower()
+        if what == b"partition":
+            self.faults.blocked |= {a.decode() for a in argv[1:]}
+            return f"blocked {','.join(sorted(self.faults.blocked))}"
+        if what == b"heal":
+            self.faults.blocked.clear()
+            return "healed"
+        if what == b"clock_skew" and len(argv) == 2:
+            skew = int(argv[1])
+            replica = self.local.replica
+            if not isinstance(replica.clock, SkewedClock):
+                replica.clock = SkewedClock(replica.clock)
+            replica.clock.skew_ms = skew
+            return f"clock skew {skew} ms"
+        raise ValueError("expected PARTITION node..., HEAL or CLOCK_SKEW ms")
 
     async def repair(self) -> dict:
         """`ringkv repair`: anti-entropy over every partition this node holds, now."""
