@@ -40,11 +40,18 @@ class ExpiredRecordFilter:
 
     Drops a record once every sibling is an expired value, or once every sibling is dead and
     the newest death is older than the tombstone grace period (so deletes keep shadowing older
-    copies on other replicas for that long).
+    copies on other replicas for that long). In a cluster (`partitions` given), a record
+    holding a tombstone is kept until, besides, an anti-entropy round of its partition that
+    started after its grace period ended has completed (cluster/merkle.gc_horizon_ms): only
+    then is every replica known to hold the delete, so dropping it cannot bring the value back.
+    `completed_ms` (partition -> start of its last completed round) is updated by the node and
+    travels to the worker with each compaction job, as the filter is pickled per job.
     """
 
-    def __init__(self, tombstone_grace_ms: int):
+    def __init__(self, tombstone_grace_ms: int, partitions: int | None = None):
         self.tombstone_grace_ms = tombstone_grace_ms
+        self.partitions = partitions
+        self.completed_ms: dict[int, int] = {}
 
     def __call__(self, key: bytes, value: bytes) -> bool:
         try:
@@ -54,7 +61,17 @@ class ExpiredRecordFilter:
         now = now_ms()
         if all(s.value is not None for s in record.siblings):
             return not record.is_dead(now)
-        return not record.is_dead(now, self.tombstone_grace_ms)
+        if not record.is_dead(now, self.tombstone_grace_ms):
+            return True
+        if self.partitions is None:
+            return False
+        partition = int.from_bytes(key[:8], "big") >> (64 - (self.partitions.bit_length() - 1))
+        started = self.completed_ms.get(partition)
+        if started is None:
+            return True  # no completed round yet: keep the tombstone
+        deaths = [s.dead_since_ms() for s in record.siblings]
+        newest = max(d for d in deaths if d is not None)
+        return newest > started - self.tombstone_grace_ms
 
 
 class StallMonitor:
@@ -120,6 +137,8 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         os.makedirs(cfg.data_dir, exist_ok=True)
+        self.compaction_filter = ExpiredRecordFilter(
+            cfg.tombstone_grace_s * 1000, cfg.partitions if cfg.member_list() else None)
         identity = NodeIdentity.load_or_create(cfg.data_dir, cfg.node_id)
         options = Options(
             sync=cfg.sync,
@@ -129,7 +148,7 @@ class Node:
             # Records carry versions and may hold siblings: the user-value limit is enforced by
             # the coordinator, the engine only bounds the record.
             max_value_bytes=MAX_VALUE_BYTES_CEILING,
-            compaction_filter=ExpiredRecordFilter(cfg.tombstone_grace_s * 1000),
+            compaction_filter=self.compaction_filter,
         )
         loop = asyncio.get_running_loop()
         # Opening replays the WAL: off the loop, though nothing else runs yet.
@@ -253,6 +272,8 @@ class Node:
 
         self.anti_entropy = AntiEntropy(self.cluster, interval_ms=max(1, cfg.anti_entropy_interval_ms),
                                         is_up=self.gossiper.is_up)
+        # Completed rounds gate tombstone collection (ExpiredRecordFilter): the same dict.
+        self.anti_entropy.stats.completed_ms = self.compaction_filter.completed_ms
         self.cluster.anti_entropy = self.anti_entropy
         if cfg.anti_entropy_interval_ms:
             self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="ringkv-anti-entropy"))
