@@ -95,6 +95,10 @@ def serve(config_path, **flags) -> None:
 
     Settings come from defaults < --config TOML < RINGKV_* environment < flags.
     """
+    _serve(config_path, flags)
+
+
+def _serve(config_path, flags) -> None:
     from ringkv.errors import ConfigError
     from ringkv.node.config import load_config
     from ringkv.node.server import run
@@ -827,6 +831,80 @@ def repair_command(session: NodeSession) -> int:
         for line in summary.get("errors", []):
             session.note(line)
     return EXIT_SERVER_ERROR if summary.get("error_count") else EXIT_OK
+
+
+@main.group("admin")
+def admin_group() -> None:
+    """Change the cluster's membership: join a node, decommission one, remove a dead one.
+
+    docs/cluster.md, "Joining and leaving", says what each does and guarantees.
+    """
+
+
+@admin_group.command("join")
+@_config_flags
+def admin_join_command(config_path, **flags) -> None:
+    """Start this node as a new member: it learns the cluster from the nodes in --members (give
+    at least one existing node and this one), receives its partitions, then serves them.
+
+    Same settings as `ringkv serve`; progress is in `ringkv admin status`.
+    """
+    flags["join"] = True
+    _serve(config_path, flags)
+
+
+@admin_group.command("decommission")
+@_node_command
+def admin_decommission_command(session: NodeSession) -> int:
+    """Hand every partition of the node asked to the nodes that take it over, then leave the
+    ring; stop the node afterwards. Give it time with --timeout-ms (e.g. 600000)."""
+    doc = _fetch_json(session, "RINGKV.ADMIN DECOMMISSION", lambda d: "status" in d)
+    if session.as_json:
+        session.emit(doc)
+    else:
+        session.say(f"left the ring: {doc.get('partitions_handed_over', 0)} partition hand-overs, "
+                    f"{doc.get('keys_pushed', 0)} keys pushed, {doc.get('errors', 0)} errors; "
+                    "the node can be stopped now")
+    return EXIT_SERVER_ERROR if doc.get("errors") else EXIT_OK
+
+
+@admin_group.command("remove")
+@click.argument("node_id")
+@_node_command
+def admin_remove_command(session: NodeSession, node_id: str) -> int:
+    """Take a dead node out of the ring (ask any live node); the others rebuild its partitions
+    from the remaining replicas."""
+    doc = _fetch_json(session, f"RINGKV.ADMIN REMOVE {node_id}", lambda d: "removed" in d)
+    if session.as_json:
+        session.emit(doc)
+    else:
+        session.say(f"removed {doc['removed']}; its partitions are being rebuilt from the other replicas")
+    return EXIT_OK
+
+
+@admin_group.command("status")
+@_node_command
+def admin_status_command(session: NodeSession) -> int:
+    """The ring, nodes joining or leaving, and the progress of partition moves."""
+    status = _fetch_status(session)
+    if session.as_json:
+        session.emit(status)
+        return EXIT_OK
+    m = status.get("membership", {})
+    session.say(f"ring: {', '.join(m.get('ring', [])) or '-'}")
+    if m.get("pending"):
+        session.say(f"after the moves in progress: {', '.join(m['pending'])}")
+    move = m.get("move", {})
+    if move.get("kind"):
+        total = max(1, move.get("partitions_total", 0))
+        done = move.get("partitions_done", 0)
+        bar = "#" * int(30 * done / total)
+        session.say(f"{move['kind']}: [{bar:<30}] {done}/{move.get('partitions_total', 0)} partitions, "
+                    f"{move.get('errors', 0)} errors")
+    for n in status.get("nodes", []):
+        session.say(f"{n['node_id']}: {n['status']}, {'in the ring' if n.get('in_ring') else 'not in the ring'}, "
+                    f"{n.get('replica_partitions', 0)} partitions, {n.get('keys', '-')} keys")
+    return EXIT_OK
 
 
 def _fetch_status(session: NodeSession) -> dict[str, Any]:

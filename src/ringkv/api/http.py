@@ -708,6 +708,25 @@ class KeyValueApi:
             raise ProblemError(503, "unavailable", "the node is not running")
         return _json(await self.node.repair())
 
+    async def cluster_remove_node(self, node_id: str) -> Response:
+        """Take a node out of the ring: this node decommissions itself (hands its partitions
+        over, then leaves) when `node_id` names it; any other node is removed as dead and its
+        partitions are rebuilt from the remaining replicas."""
+        admin = getattr(self.node, "admin", None)
+        if admin is None or getattr(self.node, "coordinator", None) is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        me = getattr(getattr(self.node, "config", None), "node_id", None)
+        argv = [b"decommission"] if node_id == me else [b"remove", node_id.encode()]
+        try:
+            return _json(await admin(argv))
+        except ValueError as exc:
+            raise ProblemError(400, "bad-request", str(exc)) from None
+
+    async def cluster_rebalance(self) -> Response:
+        """Bring every partition this node holds in line with its other replicas now (the
+        anti-entropy pass `ringkv repair` runs), e.g. after a membership change."""
+        return await self.cluster_repair()
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -790,6 +809,9 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
         **problem_responses(503)}}
     yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
     yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
+    yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
+    yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400)}}
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
     yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
     yield "/metrics", api.metrics_text, "GET", {

@@ -88,11 +88,12 @@ class RespServer:
     """Shared state of every connection: the coordinator, limits, stats, INFO sources."""
 
     def __init__(self, coordinator, limits: RespLimits | None = None, info_sources=None, status_source=None,
-                 repair_source=None, fault_source=None):
+                 repair_source=None, fault_source=None, admin_source=None):
         self.coordinator = coordinator
         self.status_source = status_source  # async () -> dict, RINGKV.STATUS
         self.repair_source = repair_source  # async () -> dict, RINGKV.REPAIR
         self.fault_source = fault_source  # (argv) -> str, RINGKV.FAULT; None unless fault_injection
+        self.admin_source = admin_source  # async (argv) -> dict, RINGKV.ADMIN
         self.limits = limits or RespLimits()
         self.stats = RespStats()
         self.connections: set[RespConnection] = set()
@@ -926,6 +927,18 @@ async def cmd_repair(c: RespConnection, argv):
     return bulk(json.dumps(await c.server.repair_source()).encode())
 
 
+async def cmd_admin(c: RespConnection, argv):
+    """RINGKV.ADMIN DECOMMISSION | REMOVE node | STATUS: membership changes; JSON replies."""
+    if c.server.admin_source is None:
+        return error("ERR RINGKV.ADMIN is not available on this server")
+    import json
+
+    try:
+        return bulk(json.dumps(await c.server.admin_source(argv[1:])).encode())
+    except ValueError as exc:
+        return error(f"ERR RINGKV.ADMIN: {exc}")
+
+
 def cmd_fault(c: RespConnection, argv):
     """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms: tests and chaos runs only."""
     if c.server.fault_source is None:
@@ -1055,6 +1068,7 @@ COMMANDS: dict[bytes, tuple] = {
     b"ringkv.status": (cmd_status, 1),
     b"ringkv.repair": (cmd_repair, 1),
     b"ringkv.fault": (cmd_fault, -2),
+    b"ringkv.admin": (cmd_admin, -2),
 }
 
 # (first key, last key, step) for COMMAND INFO, as Redis reports them.

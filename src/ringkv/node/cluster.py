@@ -225,8 +225,6 @@ class Cluster:
     ):
         if read_repair not in ("background", "blocking", "off"):
             raise ConfigError("read_repair", f"must be background, blocking or off, got {read_repair!r}")
-        if node_id not in ring.node_ids:
-            raise ConfigError("members", f"this node ({node_id}) is not a member of the ring")
         self.node_id = node_id
         self.local = local
         self.engine = local.replica.engine
@@ -240,7 +238,7 @@ class Cluster:
         self.gossiper = None  # node/gossiper.py, once started: liveness of the other nodes
         self.anti_entropy = None  # node/antientropy.py
         self._shift = 64 - (ring.partitions.bit_length() - 1)
-        self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
+        self.set_rings(ring, None)
         self._locks = _KeyLocks()
         self._background: set[asyncio.Task] = set()
         self.stats = {
@@ -249,6 +247,28 @@ class Cluster:
         }
 
     # ------------------------------------------------------------------ placement
+
+    def set_rings(self, ring: Ring, pending: Ring | None) -> None:
+        """Route by `ring`; while nodes join or leave, also write to `pending`'s extra replicas
+        of each partition (node/membership.py)."""
+        self.ring = ring
+        self.pending = pending
+        self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
+        extra: dict[int, tuple[str, ...]] = {}
+        if pending is not None:
+            for p, pref in enumerate(self._prefs):
+                more = tuple(n for n in pending.preference_list(p) if n not in pref)
+                if more:
+                    extra[p] = more
+        self._extra = extra
+
+    @property
+    def known_nodes(self) -> tuple[str, ...]:
+        """The ring's nodes and the pending ring's (joining nodes)."""
+        nodes = set(self.ring.node_ids)
+        if self.pending is not None:
+            nodes |= set(self.pending.node_ids)
+        return tuple(sorted(nodes))
 
     def replicas_of(self, skey: bytes) -> tuple[str, ...]:
         return self._prefs[int.from_bytes(skey[:8], "big") >> self._shift]
@@ -599,6 +619,10 @@ class ClusterCoordinator:
         if me in pref:
             q.on_success(me)
         remote = [n for n in pref if n != me]
+        if c._extra:
+            extra = c._extra.get(int.from_bytes(skey[:8], "big") >> c._shift)
+            if extra:
+                _write_extra(c, skey, data, extra)
         if remote:
             after = None if c.hints is None else _hint_after(c, skey, data)
             state = _FanOut(q, len(remote), after, _ack)
@@ -769,7 +793,7 @@ class ClusterCoordinator:
         if not c.local.flush_enabled:
             raise CommandError("FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
         removed = await c.local.flushall()
-        others = [n for n in c.ring.node_ids if n != c.node_id]
+        others = [n for n in c.known_nodes if n != c.node_id]
         replies = await asyncio.gather(
             *(c.transport.call(n, FlushAll(), c.replica_timeout_ms * 4) for n in others),
             return_exceptions=True)
@@ -784,7 +808,7 @@ class ClusterCoordinator:
     async def node_infos(self) -> dict[str, NodeInfoReply | str]:
         """Every member's figures, or why it did not answer."""
         c = self.c
-        others = [n for n in c.ring.node_ids if n != c.node_id]
+        others = [n for n in c.known_nodes if n != c.node_id]
         replies = await asyncio.gather(
             *(c.transport.call(n, NodeInfo(), c.replica_timeout_ms) for n in others),
             return_exceptions=True)
@@ -886,14 +910,15 @@ class ClusterCoordinator:
         infos = await self.node_infos()
         shares = c.ring.shares()
         nodes = []
-        for node in c.ring.node_ids:
-            info = infos[node]
+        for node in sorted(set(c.known_nodes) | {c.node_id}):
+            info = infos.get(node, "not asked")
             entry = {
                 "node_id": node,
                 "status": "up" if isinstance(info, NodeInfoReply) else "unreachable",
+                "in_ring": node in c.ring.node_ids,
                 "primary_partitions": len(c.ring.owned_partitions(node)),
                 "replica_partitions": len(c.ring.replica_partitions(node)),
-                "share": round(shares[node], 4),
+                "share": round(shares.get(node, 0.0), 4),
             }
             if c.gossiper is not None:
                 gossip = c.gossiper.status().get(node)
@@ -962,6 +987,22 @@ class _StandIns:
                 state.resolved(node, False, f"{reason}, and stand-in {stand_in} {why}")
         fut.add_done_callback(done)
         return True
+
+
+def _write_extra(c: Cluster, skey: bytes, data: bytes, nodes: tuple[str, ...]) -> None:
+    """A write to the replicas a partition is moving to: not counted toward W, hinted on failure."""
+    for node in nodes:
+        if node == c.node_id:
+            continue
+        fut = c.transport.start_call(node, ReplicaPut(skey, data), c.replica_timeout_ms)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_task(
+                c.transport.call(node, ReplicaPut(skey, data), c.replica_timeout_ms))
+
+        def done(f: asyncio.Future, node: str = node) -> None:
+            if (f.cancelled() or f.exception() is not None) and c.hints is not None:
+                c.hints.add(node, skey, data)
+        fut.add_done_callback(done)
 
 
 def _hint_after(c: Cluster, skey: bytes, data: bytes) -> Callable[[_FanOut], None]:

@@ -50,6 +50,10 @@ class NodeConfig:
     # Anti-entropy (node/antientropy.py): one partition compared with one peer per interval;
     # 0 turns the background rounds off (`ringkv repair` still works).
     anti_entropy_interval_ms: int = 1000
+    # Live membership (node/membership.py): start as a joining node and receive partitions;
+    # how long a node waits after announcing a join or leave before moving data.
+    join: bool = False
+    membership_settle_ms: int = 3000
     # Tests and the chaos suite only: accept RINGKV.FAULT commands (node/faults.py).
     fault_injection: bool = False
 
@@ -107,6 +111,7 @@ class NodeConfig:
         require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
         require(1 <= self.gossip_fanout <= 3, "gossip_fanout", "must be 1, 2 or 3")
         require(self.phi_threshold > 0, "phi_threshold", "must be > 0")
+        require(self.membership_settle_ms >= 0, "membership_settle_ms", "must be >= 0")
         require(self.anti_entropy_interval_ms >= 0, "anti_entropy_interval_ms", "must be >= 0 (0: off)")
         require(self.phi_acceptable_pause_ms >= 0, "phi_acceptable_pause_ms", "must be >= 0")
         for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms"):

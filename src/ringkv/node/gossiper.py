@@ -47,6 +47,7 @@ class Gossiper:
         load: Callable[[], dict] | None = None,
         rng: random.Random | None = None,
         on_up: Callable[[str], None] | None = None,
+        on_change: Callable[[list], None] | None = None,
     ):
         self.membership = Membership(local)
         self.detectors = FailureDetectors(threshold=phi_threshold,
@@ -59,6 +60,7 @@ class Gossiper:
         self.load = load
         self.rng = rng or random.Random()
         self.on_up = on_up
+        self.on_change = on_change  # (StateChange list) -> None: addresses, ring (membership.py)
         self.rounds = 0
         self.exchanges_failed = 0
         self._down: set[str] = set()
@@ -124,7 +126,13 @@ class Gossiper:
 
     def merge(self, states: list[NodeState]) -> None:
         now = now_ms()
-        for change in self.membership.merge(states, now):
+        changes = self.membership.merge(states, now)
+        if changes and self.on_change is not None:
+            try:
+                self.on_change(changes)
+            except Exception:
+                log.exception("acting on membership changes failed")
+        for change in changes:
             if change.node_id == self.node_id:
                 continue
             if change.new is not None and not change.new.is_tombstone:
@@ -156,5 +164,5 @@ class Gossiper:
 
 
 def local_state(node_id: str, generation: int, rpc: tuple[str, int], resp: str, http: str,
-                rack: str = "") -> NodeState:
-    return NodeState(node_id, generation, 1, NodeStatus.NORMAL, rpc[0], rpc[1], resp, http, rack)
+                rack: str = "", status: NodeStatus = NodeStatus.NORMAL) -> NodeState:
+    return NodeState(node_id, generation, 1, status, rpc[0], rpc[1], resp, http, rack)

@@ -122,6 +122,7 @@ class Node:
         self.handoff = None
         self.gossiper = None
         self.anti_entropy = None
+        self.membership = None
         from ringkv.node.faults import FaultState
 
         self.faults = FaultState()
@@ -186,6 +187,7 @@ class Node:
             status_source=self.status,
             repair_source=self.repair,
             fault_source=self.fault if cfg.fault_injection else None,
+            admin_source=self.admin,
         )
         server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
         self._servers.append(server)
@@ -249,7 +251,9 @@ class Node:
                  cfg.node_id, cfg.cluster_name, len(members), cfg.replicas, cfg.partitions, *self.rpc_address)
 
     def _start_gossip(self) -> None:
+        from ringkv.cluster.gossip import NodeStatus
         from ringkv.node.gossiper import Gossiper, local_state
+        from ringkv.node.membership import MembershipManager
 
         cfg = self.config
 
@@ -257,14 +261,20 @@ class Node:
             return f"{a[0]}:{a[1]}" if a else ""
 
         me = next(m for m in cfg.member_list() if m.node_id == cfg.node_id)
+        self.membership = MembershipManager(
+            self, cfg.member_list(), settle_s=cfg.membership_settle_ms / 1000,
+            progress_path=os.path.join(cfg.data_dir, "membership.json"))
+        progress = self.membership._load_progress().get("status")
+        joining = progress == "joining" or (cfg.join and progress not in ("normal", "left"))
+        status = NodeStatus.JOINING if joining else NodeStatus.NORMAL
         state = local_state(cfg.node_id, now_ms(), self.rpc_address, addr(self.resp_address),
-                            addr(self.http_address), me.rack)
+                            addr(self.http_address), me.rack, status)
         self.gossiper = Gossiper(
             state, [m.node_id for m in cfg.member_list()], self.cluster.call,
             interval_ms=cfg.gossip_interval_ms, fanout=cfg.gossip_fanout, phi_threshold=cfg.phi_threshold,
             acceptable_pause_ms=cfg.phi_acceptable_pause_ms,
             load=lambda: {"keys": self.local._live_keys},
-            on_up=lambda node: self.handoff.poke())
+            on_up=lambda node: self.handoff.poke(), on_change=self.membership.on_gossip)
         self.cluster.gossiper = self.gossiper
         self.handoff.is_up = self.gossiper.is_up
         self._tasks.append(asyncio.create_task(self.gossiper.run(), name="ringkv-gossip"))
@@ -277,6 +287,23 @@ class Node:
         self.cluster.anti_entropy = self.anti_entropy
         if cfg.anti_entropy_interval_ms:
             self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="ringkv-anti-entropy"))
+        self.membership.refresh()
+        self._tasks.append(asyncio.create_task(self.membership.run(), name="ringkv-membership"))
+        if joining:
+            self._tasks.append(asyncio.create_task(self.membership.join(), name="ringkv-join"))
+
+    async def admin(self, argv: list[bytes]) -> dict:
+        """RINGKV.ADMIN DECOMMISSION | REMOVE node | STATUS (node/membership.py)."""
+        if self.membership is None:
+            raise ValueError("a cluster of one has no membership to change")
+        what = argv[0].lower() if argv else b""
+        if what == b"decommission" and len(argv) == 1:
+            return await self.membership.decommission()
+        if what == b"remove" and len(argv) == 2:
+            return self.membership.remove(argv[1].decode())
+        if what == b"status" and len(argv) == 1:
+            return self.membership.status()
+        raise ValueError("expected DECOMMISSION, REMOVE node or STATUS")
 
     def fault(self, argv: list[bytes]) -> str:
         """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms (node/faults.py)."""
@@ -320,7 +347,10 @@ class Node:
     async def status(self) -> dict:
         """Members, partitions and keys per node (RINGKV.STATUS, `ringkv cluster status`)."""
         if self.cluster is not None:
-            return await self.coordinator.cluster_status()
+            doc = await self.coordinator.cluster_status()
+            if self.membership is not None:
+                doc["membership"] = self.membership.status()
+            return doc
         info = self._node_info()
         return {
             "cluster": {"partitions": self.config.partitions, "replicas": 1, "members": 1},

@@ -1,0 +1,168 @@
+"""Joining, decommissioning and removing nodes under a read and write load, with real
+processes: no read of an acknowledged key returns not-found, no acknowledged write is lost, and
+at the end every partition has N replicas holding its data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+from ringkv.testing.launcher import LocalCluster, NodeProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+SETTINGS = dict(replicas=3, partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
+                replica_timeout_ms=2000)
+
+
+class Load:
+    """Writers and readers through the given ports: every write that was acknowledged is
+    read back later; a not-found or wrong value for such a key is an anomaly."""
+
+    def __init__(self, ports: list[int]):
+        self.ports = ports
+        self.acked: dict[str, str] = {}
+        self.anomalies: list[str] = []
+        self.errors = 0
+        self.reads = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._writer, args=(i,)) for i in range(2)]
+        self._threads += [threading.Thread(target=self._reader, args=(i,)) for i in range(2)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _client(self, i: int) -> redis.Redis:
+        return redis.Redis(port=self.ports[i % len(self.ports)], socket_timeout=10)
+
+    def _writer(self, w: int) -> None:
+        r = self._client(w)
+        n = 0
+        while not self._stop.is_set():
+            key, value = f"w{w}-{n}", f"v{n}"
+            try:
+                if r.set(key, value):
+                    with self._lock:
+                        self.acked[key] = value
+            except redis.RedisError:
+                self.errors += 1
+            n += 1
+            time.sleep(0.002)
+
+    def _reader(self, i: int) -> None:
+        r = self._client(i + 1)
+        while not self._stop.is_set():
+            with self._lock:
+                items = list(self.acked.items())[-200:]
+            for key, value in items[:: max(1, len(items) // 20)]:
+                try:
+                    got = r.get(key)
+                except redis.RedisError:
+                    self.errors += 1
+                    continue
+                self.reads += 1
+                if got != value.encode():
+                    self.anomalies.append(f"{key}: read {got!r}, acknowledged {value!r}")
+            time.sleep(0.01)
+
+
+def _status(port: int) -> dict:
+    return json.loads(redis.Redis(port=port).execute_command("RINGKV.STATUS"))
+
+
+def _replicas_hold_everything(cluster_ports: list[int], keys: dict[str, str]) -> list[str]:
+    """Each key at ALL through one node: every replica in the ring answers with it."""
+    r = redis.Redis(port=cluster_ports[0], socket_timeout=30)
+    bad = []
+    for key, value in keys.items():
+        got = r.execute_command("RINGKV.AT", "ALL", "GET", key)
+        if got != value.encode():
+            bad.append(f"{key}: {got!r}")
+    return bad
+
+
+def test_join_then_decommission_under_load(tmp_path):
+    with LocalCluster(tmp_path, nodes=3, **SETTINGS) as cluster:
+        ports = [n.resp_port for n in cluster.nodes]
+        r1 = redis.Redis(port=ports[0])
+        for i in range(200):
+            r1.set(f"pre{i}", "p")
+        n4 = NodeProcess(tmp_path / "n4", node_id="n4", **SETTINGS)
+        n4.settings["members"] = cluster.nodes[0].settings["members"].split(",")[0] + f",n4@127.0.0.1:{n4.rpc_port}"
+        with Load(ports) as load:
+            out = subprocess.Popen(
+                [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n4",
+                 "--data-dir", str(n4.data_dir), "--resp-port", str(n4.resp_port),
+                 "--http-port", str(n4.http_port), "--rpc-port", str(n4.rpc_port)],
+                env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n4.settings.items()}},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            n4.proc = out
+            n4.wait_ready()
+            r4 = redis.Redis(port=n4.resp_port)
+            deadline = time.monotonic() + 60
+            while json.loads(r4.execute_command("RINGKV.ADMIN", "STATUS"))["local_status"] != "normal":
+                assert time.monotonic() < deadline, "join did not finish"
+                time.sleep(0.2)
+            time.sleep(1.5)  # every node learns that n4 is normal
+            status = _status(ports[0])
+            assert status["membership"]["ring"] == ["n1", "n2", "n3", "n4"]
+            # Now n2 leaves, still under load.
+            doc = json.loads(redis.Redis(port=ports[1], socket_timeout=120).execute_command(
+                "RINGKV.ADMIN", "DECOMMISSION"))
+            assert doc["status"] == "left" and doc["errors"] == 0
+            time.sleep(1.5)
+        assert load.anomalies == []
+        assert load.reads > 50 and len(load.acked) > 100
+        cluster.nodes[1].stop()
+        status = _status(ports[0])
+        assert status["membership"]["ring"] == ["n1", "n3", "n4"]
+        in_ring = [n for n in status["nodes"] if n["in_ring"]]
+        # Every partition has N=3 replicas: with 3 nodes left, each holds all 64.
+        assert all(n["replica_partitions"] == 64 for n in in_ring)
+        expected = {f"pre{i}": "p" for i in range(200)} | load.acked
+        assert _replicas_hold_everything([ports[0]], expected) == []
+        # And each of them holds every key itself (3 nodes, N=3), n4 included.
+        assert {n["node_id"]: n["keys"] for n in in_ring} == dict.fromkeys(["n1", "n3", "n4"], len(expected))
+        n4.stop()
+
+
+def test_remove_a_dead_node_rebuilds_its_partitions_from_the_other_replicas(tmp_path):
+    with LocalCluster(tmp_path, nodes=4, **SETTINGS) as cluster:
+        r1 = redis.Redis(port=cluster.nodes[0].resp_port)
+        keys = {f"k{i}": f"v{i}" for i in range(200)}
+        for k, v in keys.items():
+            r1.set(k, v)
+        cluster.nodes[3].kill()
+        out = subprocess.run(
+            [sys.executable, "-m", "ringkv.cli", "admin", "remove", "n4", "--port",
+             str(cluster.nodes[0].resp_port), "--json"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 60
+        while True:
+            st = _status(cluster.nodes[0].resp_port)
+            moves = [s["membership"]["move"] for s in (_status(n.resp_port) for n in cluster.nodes[:3])]
+            if st["membership"]["ring"] == ["n1", "n2", "n3"] and all(
+                    m["partitions_done"] >= m["partitions_total"] for m in moves):
+                break
+            assert time.monotonic() < deadline, f"rebuild did not finish: {moves}"
+            time.sleep(0.3)
+        # Every key is on all three remaining replicas, each holding it itself.
+        assert _replicas_hold_everything([cluster.nodes[0].resp_port], keys) == []
+        st = _status(cluster.nodes[0].resp_port)
+        assert {n["node_id"]: n.get("keys") for n in st["nodes"] if n["in_ring"]} == dict.fromkeys(
+            ["n1", "n2", "n3"], 200)
