@@ -949,5 +949,20 @@ def _fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
     return doc
 
 
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks that start their own servers and write a report (docs/benchmarks/)."""
+
+
+def _add_bench_commands() -> None:
+    # The command module imports only click: the benchmark's own modules load when it runs.
+    from ringkv.bench.ycsb.command import ycsb
+
+    bench_group.add_command(ycsb)
+
+
+_add_bench_commands()
+
+
 if __name__ == "__main__":
     main()

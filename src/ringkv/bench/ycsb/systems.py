@@ -1,0 +1,315 @@
+"""The measured systems: each starts its servers on loopback, says how to reach them, what it
+runs with, and how much CPU its processes have used.
+
+    with SYSTEMS["etcd"](tmp_dir, consistency="quorum") as system:
+        system.driver_spec()            # DriverSpec for the client processes
+        system.server_cpu_s()           # user + system CPU of its processes so far
+
+| name | what runs |
+|---|---|
+| ringkv-cluster | 3 `ringkv serve` processes (LocalCluster), N=3, R and W from `--consistency` |
+| ringkv-node | 1 `ringkv serve` process, defaults |
+| redis | `redis-server` with its defaults (RDB snapshots, no AOF) |
+| etcd | 3 `etcd` processes (Debian's etcd-server) forming one raft cluster |
+
+Every system writes its data under the temporary directory it is given and is stopped (SIGTERM,
+then waited for) when its `with` block ends.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ringkv.bench.server import RedisServer, _version
+from ringkv.bench.ycsb.drivers import DriverSpec
+from ringkv.testing.launcher import LocalCluster, NodeProcess, free_port
+
+ETCD_READY_TIMEOUT_S = 30.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_tree_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes, their reaped children and their live
+    descendants (a ringkv node runs compaction in worker processes). Linux /proc only; 0
+    elsewhere."""
+    stats: dict[int, tuple[int, float, float]] = {}  # pid -> (ppid, own cpu, reaped children's)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) may hold spaces: the fields after it start past ")".
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        ppid = int(fields[1])
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        stats[int(name)] = (ppid, (utime + stime) / _CLK_TCK, (cutime + cstime) / _CLK_TCK)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total = 0.0
+    todo = [p for p in pids if p in stats]
+    for p in todo:
+        total += stats[p][2]  # reaped children of the roots count once, here
+    while todo:
+        pid = todo.pop()
+        total += stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+class System:
+    """A measured system; subclasses start and stop its servers."""
+
+    name = ""
+    kind = ""  # the driver kind
+
+    def __init__(self, root: Path, consistency: str = "quorum"):
+        self.root = Path(root) / self.name
+        self.consistency = consistency
+
+    def __enter__(self) -> System:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def driver_spec(self) -> DriverSpec:
+        return DriverSpec(self.kind, self.addresses())
+
+    def server_cpu_s(self) -> float:
+        return process_tree_cpu_s(self.pids())
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this system cannot run here (a missing program), or None."""
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def settings(self) -> str:
+        raise NotImplementedError
+
+
+def _ringkv_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ringkv {version('ringkv')}"
+    except PackageNotFoundError:
+        return "ringkv (not installed)"
+
+
+_QUIET = {"http_enabled": "false", "log_level": "warning"}
+
+
+class RingkvCluster(System):
+    name = "ringkv-cluster"
+    kind = "ringkv"
+
+    def start(self) -> None:
+        self.cluster = LocalCluster(self.root, nodes=3, replicas=3, read_consistency=self.consistency,
+                                    write_consistency=self.consistency, **_QUIET)
+        self.cluster.start()
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+    def addresses(self):
+        return tuple(("127.0.0.1", n.resp_port) for n in self.cluster.nodes)
+
+    def pids(self) -> list[int]:
+        return [n.proc.pid for n in self.cluster.nodes if n.proc is not None]
+
+    def version(self) -> str:
+        return _ringkv_version()
+
+    def settings(self) -> str:
+        return (f"3 `ringkv serve` processes on loopback, N=3, R=W={self.consistency.upper()} "
+                "(node defaults `read_consistency`/`write_consistency`), WAL fsynced every 100 ms "
+                "(`sync = interval`, the default), HTTP off; each client process spreads its "
+                "tasks over the three nodes")
+
+
+class RingkvNode(System):
+    name = "ringkv-node"
+    kind = "ringkv"
+
+    def start(self) -> None:
+        self.node = NodeProcess(self.root / "n1", **_QUIET)
+        self.node.start()
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    def addresses(self):
+        return (("127.0.0.1", self.node.resp_port),)
+
+    def pids(self) -> list[int]:
+        return [self.node.proc.pid] if self.node.proc is not None else []
+
+    def version(self) -> str:
+        return _ringkv_version()
+
+    def settings(self) -> str:
+        return "one `ringkv serve` process, defaults (WAL fsynced every 100 ms), HTTP off"
+
+
+class Redis(System):
+    name = "redis"
+    kind = "redis"
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            return "redis-server/redis-cli not on PATH (Debian: redis-server, redis-tools)"
+        return None
+
+    def start(self) -> None:
+        self.server = RedisServer(str(self.root))
+        self.server.__enter__()
+
+    def stop(self) -> None:
+        self.server.__exit__(None, None, None)
+
+    def addresses(self):
+        return (("127.0.0.1", self.server.port),)
+
+    def pids(self) -> list[int]:
+        return [self.server.proc.pid] if self.server.proc is not None else []
+
+    def version(self) -> str:
+        return _version(["redis-server", "--version"])
+
+    def settings(self) -> str:
+        return ("`redis-server` defaults (one thread serving commands, RDB snapshots, no AOF, so "
+                "no fsync per write); records are strings, plus one sorted set indexing every key "
+                "for scans")
+
+
+class EtcdCluster(System):
+    """Three etcd members on loopback, each with its own client port, peer port and data dir."""
+
+    name = "etcd"
+    kind = "etcd"
+    MEMBERS = 3
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        if shutil.which("etcd") is None:
+            return "etcd not on PATH (Debian: etcd-server)"
+        return None
+
+    def start(self) -> None:
+        self.members = [(f"e{i + 1}", free_port(), free_port()) for i in range(self.MEMBERS)]
+        initial = ",".join(f"{name}=http://127.0.0.1:{peer}" for name, _, peer in self.members)
+        self.procs: list[subprocess.Popen] = []
+        for name, client, peer in self.members:
+            log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)
+            self.procs.append(subprocess.Popen(
+                ["etcd", "--name", name, "--data-dir", str(self.root / name),
+                 "--listen-client-urls", f"http://127.0.0.1:{client}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-cluster", initial, "--initial-cluster-token", "ringkv-bench-ycsb",
+                 "--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn"],
+                stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + ETCD_READY_TIMEOUT_S
+        pending = {client for _, client, _ in self.members}
+        while pending and time.monotonic() < deadline:
+            for proc, (name, _, _) in zip(self.procs, self.members):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"etcd member {name} exited with {proc.returncode}: "
+                                       f"{self._log_tail(name)}")
+            for port in list(pending):
+                # http.client, not urllib: no proxy from the environment for a loopback check.
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+                try:
+                    conn.request("GET", "/health")
+                    r = conn.getresponse()
+                    if r.status == 200 and json.loads(r.read()).get("health") == "true":
+                        pending.discard(port)
+                except (OSError, ValueError, http.client.HTTPException):
+                    pass
+                finally:
+                    conn.close()
+            time.sleep(0.1)
+        if pending:
+            raise TimeoutError(f"etcd cluster not healthy after {ETCD_READY_TIMEOUT_S} s: "
+                               f"{self._log_tail(self.members[0][0])}")
+
+    def _log_tail(self, name: str) -> str:
+        try:
+            return (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        # One member at a time: stopped together, a leader waits about 7 s trying to hand its
+        # leadership to a follower that is stopping too; stopped in turn, each takes ~0.1 s.
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def addresses(self):
+        return tuple(("127.0.0.1", client) for _, client, _ in self.members)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def version(self) -> str:
+        return _version(["etcd", "--version"])
+
+    def settings(self) -> str:
+        return ("3 `etcd` processes on loopback forming one raft cluster, defaults (every write "
+                "committed by a majority and fsynced to each member's WAL before the reply; reads "
+                "linearizable), spoken to through the v3 JSON gateway on the client port (aiohttp); each "
+                "client process spreads its tasks over the three members (followers forward "
+                "writes to the leader)")
+
+
+SYSTEMS: dict[str, type[System]] = {
+    s.name: s for s in (RingkvCluster, RingkvNode, Redis, EtcdCluster)
+}
