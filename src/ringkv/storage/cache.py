@@ -54,8 +54,13 @@ class BlockCache:
     def evict_table(self, number: int) -> None:
         """Drop every block of a deleted table so its memory is reclaimed at once."""
         with self._lock:
-            for key in [k for k in self._entries if k[0] == number]:
-                self.used_bytes -= self._entries.pop(key)[1]
+            # list() copies in one C call: a Python-level loop over the live dict could see a
+            # lock-free hit's move_to_end in another thread and fail with "mutated during
+            # iteration" (it did, under the concurrent readers-and-writers test).
+            for key in [k for k in list(self._entries) if k[0] == number]:
+                entry = self._entries.pop(key, None)
+                if entry is not None:
+                    self.used_bytes -= entry[1]
 
 
 class TableCache:
@@ -98,7 +103,7 @@ class TableCache:
 
     def close(self) -> None:
         with self._lock:
-            for f in self._files.values():
+            for f in list(self._files.values()):
                 f.close()
             self._files.clear()
 
