@@ -54,6 +54,7 @@ from ringkv.node.coordinator import (
 )
 from ringkv.node.handoff import HintStore
 from ringkv.node.messages import (
+    MAX_KEYS_PER_GET_MANY,
     AeDigests,
     AeList,
     FlushAll,
@@ -68,8 +69,10 @@ from ringkv.node.messages import (
     RepairReply,
     ReplicaAck,
     ReplicaGet,
+    ReplicaGetMany,
     ReplicaPut,
     ReplicaRecord,
+    ReplicaRecords,
     ScanPage,
     ScanRange,
 )
@@ -170,6 +173,46 @@ def _record_bytes(reply: ReplicaRecord) -> bytes | None:
 
 def _ack(reply: Any) -> None:
     return None
+
+
+class _ManyState:
+    """Bookkeeping of one read_raw_many: wakes the caller once every key's quorum is decided,
+    and read-repairs each key once every replica has answered."""
+
+    __slots__ = ("decided", "outstanding", "undecided")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.decided: asyncio.Future[None] = loop.create_future()
+        self.undecided = 0
+        self.outstanding = 0
+
+    def answered(self, fut: asyncio.Future, node: str, chunk: list[int], quorums, skeys, c) -> None:
+        records = None
+        reason = "cancelled"
+        if not fut.cancelled():
+            exc = fut.exception()
+            if exc is None:
+                records = fut.result().records
+                if len(records) != len(chunk):
+                    records, reason = None, f"answered {len(records)} records for {len(chunk)} keys"
+            else:
+                reason = _reason(exc)
+        for pos, i in enumerate(chunk):
+            q = quorums[i]
+            was_done = q.done
+            if records is not None:
+                q.on_success(node, records[pos])
+            else:
+                q.on_failure(node, reason)
+            if q.done and not was_done:
+                self.undecided -= 1
+        if self.undecided == 0 and not self.decided.done():
+            self.decided.set_result(None)
+        self.outstanding -= 1
+        if self.outstanding == 0 and c.read_repair != "off":
+            for i, q in enumerate(quorums):
+                if q.has_result:
+                    c.repair(skeys[i], q.result, q.stale_replicas())
 
 
 class _KeyLocks:
@@ -355,6 +398,11 @@ class Cluster:
         if kind is GossipStates and self.gossiper is not None:
             self.gossiper.on_states(body)
             return _ACK
+        if kind is ReplicaGetMany:
+            if len(body.skeys) > MAX_KEYS_PER_GET_MANY:
+                raise CommandError(f"{len(body.skeys)} keys in one ReplicaGetMany; the limit is {MAX_KEYS_PER_GET_MANY}")
+            get = self.engine.get
+            return ReplicaRecords([None if (d := get(k)) is None else bytes(d) for k in body.skeys])
         if kind is ReplicaPut and body.hint_for:
             if self.hints is None or not self.hints.add(body.hint_for, body.skey, body.record):
                 raise CommandError(f"cannot keep a hint for {body.hint_for}: hint store absent or full")
@@ -567,7 +615,62 @@ class ClusterCoordinator:
     async def mget(self, keys: list[bytes], namespace: bytes = DEFAULT_NAMESPACE) -> list[bytes | None]:
         if len(keys) == 1:
             return [await self.get_value(keys[0], namespace)]
-        return list(await asyncio.gather(*(self.get_value(k, namespace) for k in keys)))
+        local = self.c.local
+        for k in keys:
+            local._check_key(k, namespace)
+        now = now_ms()
+        out: list[bytes | None] = []
+        for data in await self.read_raw_many([storage_key(namespace, k) for k in keys]):
+            w = None if data is None else rec.decode_record(data).winner(now)
+            out.append(None if w is None else w.value)
+        return out
+
+    async def read_raw_many(self, skeys: list[bytes]) -> list[bytes | None]:
+        """read_raw of several keys with one ReplicaGetMany per replica set and replica (keys
+        are grouped by preference list), each key still decided by its own read quorum."""
+        c = self.c
+        me = c.node_id
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, skey in enumerate(skeys):
+            groups.setdefault(c.replicas_of(skey), []).append(i)
+        quorums: list[ReadQuorum | None] = [None] * len(skeys)
+        loop = asyncio.get_running_loop()
+        state = _ManyState(loop)
+        for pref, idxs in groups.items():
+            r = resolve(self.r, len(pref), field="r")
+            for i in idxs:
+                q = ReadQuorum(pref, r, c.merge_raw, _same_raw)
+                quorums[i] = q
+                if me in pref:
+                    data = c.engine.get(skeys[i])
+                    q.on_success(me, None if data is None else bytes(data))
+                if not q.done:
+                    state.undecided += 1
+            remote = [n for n in pref if n != me]
+            for start in range(0, len(idxs), MAX_KEYS_PER_GET_MANY):
+                chunk = idxs[start:start + MAX_KEYS_PER_GET_MANY]
+                body = ReplicaGetMany([skeys[i] for i in chunk])
+                for node in remote:
+                    state.outstanding += 1
+                    if not c.is_up(node):
+                        fut = loop.create_future()
+                        fut.set_exception(PeerUnavailableError(node, "down (failure detector)"))
+                    else:
+                        fut = c.transport.start_call(node, body, c.replica_timeout_ms)
+                        if fut is None:
+                            fut = loop.create_task(c.transport.call(node, body, c.replica_timeout_ms))
+                    fut.add_done_callback(
+                        lambda f, node=node, chunk=chunk: state.answered(f, node, chunk, quorums, skeys, c))
+        if state.undecided:
+            await state.decided
+        out = []
+        for q in quorums:
+            if not q.succeeded:
+                c.stats["quorum_failures"] += 1
+                raise q.error
+            out.append(q.result)
+        c.stats["reads"] += len(skeys)
+        return out
 
     async def ttl_ms(self, key: bytes, namespace: bytes = DEFAULT_NAMESPACE) -> int:
         record = await self._record(key, namespace)

@@ -28,6 +28,20 @@ class ReplicaRecord(msgspec.Struct, tag="ReplicaRecord", array_like=True):
     record: bytes | None
 
 
+class ReplicaGetMany(msgspec.Struct, tag="ReplicaGetMany", array_like=True):
+    """Read several records from the replica (MGET, EXISTS): at most MAX_KEYS_PER_GET_MANY.
+    Reply: ReplicaRecords, in the same order."""
+
+    skeys: list[bytes]
+
+
+class ReplicaRecords(msgspec.Struct, tag="ReplicaRecords", array_like=True):
+    records: list[bytes | None]
+
+
+MAX_KEYS_PER_GET_MANY = 1000
+
+
 class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
     """Merge a record into the replica's copy (replication, read repair). Reply: ReplicaAck
     once it is in the replica's log (and fsynced under sync=always).
@@ -169,7 +183,7 @@ class RepairReply(msgspec.Struct, tag="RepairReply", array_like=True):
 
 
 MESSAGE_TYPES = (
-    ReplicaGet, ReplicaRecord, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
+    ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply,
 )
