@@ -166,3 +166,31 @@ def test_remove_a_dead_node_rebuilds_its_partitions_from_the_other_replicas(tmp_
         st = _status(cluster.nodes[0].resp_port)
         assert {n["node_id"]: n.get("keys") for n in st["nodes"] if n["in_ring"]} == dict.fromkeys(
             ["n1", "n2", "n3"], 200)
+
+
+def test_a_joining_node_given_its_seed_over_http_joins(tmp_path):
+    import httpx
+
+    with LocalCluster(tmp_path, nodes=3, **SETTINGS) as cluster:
+        r1 = redis.Redis(port=cluster.nodes[0].resp_port)
+        for i in range(50):
+            r1.set(f"h{i}", "v")
+        n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true", **SETTINGS)
+        n4.settings["members"] = f"n4@127.0.0.1:{n4.rpc_port}"  # knows nobody yet
+        with n4:
+            base = f"http://127.0.0.1:{n4.http_port}/api/v1/admin/cluster"
+            time.sleep(1)
+            assert httpx.get(base + "/status").json()["membership"]["local_status"] == "joining"
+            bad = httpx.post(base + "/nodes", json={"seeds": ["not a member"]})
+            assert bad.status_code == 400 and "node_id@host:port" in bad.json()["detail"]
+            seed = cluster.nodes[0].settings["members"].split(",")[0]
+            ok = httpx.post(base + "/nodes", json={"seeds": [seed]})
+            assert ok.status_code == 200 and ok.json()["seeds"] == ["n1"]
+            deadline = time.monotonic() + 60
+            while httpx.get(base + "/status").json()["membership"]["local_status"] != "normal":
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            again = httpx.post(base + "/nodes", json={"seeds": [seed]})
+            assert again.status_code == 409
+            time.sleep(1.5)
+            assert _status(cluster.nodes[0].resp_port)["membership"]["ring"] == ["n1", "n2", "n3", "n4"]

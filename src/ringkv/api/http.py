@@ -61,6 +61,7 @@ from ringkv.api.http_models import (
     GetKeyResponse,
     IncrRequest,
     IncrResponse,
+    JoinRequest,
     KeyEncoding,
     KeyListResponse,
     PutKeyRequest,
@@ -143,7 +144,7 @@ async def consistency_level(
         str,  # noqa: RUF013
         Header(
             alias="Consistency-Level",
-            description="ONE, QUORUM or ALL (case-insensitive). No effect on a single node yet.",
+            description="ONE, QUORUM or ALL (case-insensitive): the request's R and W.",
             json_schema_extra={"enum": [c.value for c in ConsistencyLevel]},
         ),
     ] = None,  # type: ignore[assignment]
@@ -155,8 +156,12 @@ async def consistency_level(
             json_schema_extra={"enum": [c.value for c in ConsistencyLevel]},
         ),
     ] = None,  # type: ignore[assignment]
-) -> ConsistencyLevel | None:
-    """Validated here (400, not FastAPI's 422) so the cluster issue can pass it on unchanged."""
+    strict: Annotated[
+        bool,
+        Query(description="Refuse stand-in nodes (sloppy quorum): only the key's own replicas count toward W."),
+    ] = False,
+) -> RequestLevel | None:
+    """Validated here (400, not FastAPI's 422)."""
     levels = []
     for source, raw in (("Consistency-Level header", header), ("consistency query parameter", query)):
         if raw is None:
@@ -173,10 +178,22 @@ async def consistency_level(
             "invalid-consistency",
             f"Consistency-Level header says {levels[0].value} but the consistency query parameter says {levels[1].value}",
         )
-    return levels[0] if levels else None
+    if not levels and not strict:
+        return None
+    return RequestLevel(levels[0] if levels else None, strict)
 
 
-Consistency = Annotated[ConsistencyLevel | None, Depends(consistency_level)]
+class RequestLevel:
+    """A request's consistency level (None: the node's default) and strictness."""
+
+    __slots__ = ("level", "strict")
+
+    def __init__(self, level: ConsistencyLevel | None, strict: bool):
+        self.level = level
+        self.strict = strict
+
+
+Consistency = Annotated[RequestLevel | None, Depends(consistency_level)]
 
 
 # ---------------------------------------------------------------------- encoding helpers
@@ -393,11 +410,14 @@ class KeyValueApi:
         self.node = node
         self.metrics = metrics
 
-    def _coordinator(self, level: ConsistencyLevel | None = None) -> Any:
+    def _coordinator(self, level: RequestLevel | None = None) -> Any:
         coordinator = getattr(self.node, "coordinator", None)
         if coordinator is None:
             raise ProblemError(503, "unavailable", "the node is not running")
-        return coordinator if level is None else coordinator.at(level.value, level.value)
+        if level is None:
+            return coordinator
+        name = None if level.level is None else level.level.value
+        return coordinator.at(name, name, True if level.strict else None)
 
     # ------------------------------------------------------------ single keys
 
@@ -722,6 +742,18 @@ class KeyValueApi:
         except ValueError as exc:
             raise ProblemError(400, "bad-request", str(exc)) from None
 
+    async def cluster_add_seeds(self, body: JoinRequest) -> Response:
+        """On a node started with `ringkv admin join`: the members to learn the cluster from
+        (node_id@host:rpc_port). It then joins: receives its partitions and turns normal."""
+        admin = getattr(self.node, "admin", None)
+        if admin is None or getattr(self.node, "coordinator", None) is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        try:
+            return _json(await admin([b"join", *(seed.encode() for seed in body.seeds)]))
+        except ValueError as exc:
+            raise ProblemError(409 if "not joining" in str(exc) else 400,
+                               "conflict" if "not joining" in str(exc) else "bad-request", str(exc)) from None
+
     async def cluster_rebalance(self) -> Response:
         """Bring every partition this node holds in line with its other replicas now (the
         anti-entropy pass `ringkv repair` runs), e.g. after a membership change."""
@@ -810,6 +842,8 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
     yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
     yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
     yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
+    yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409, 422)}}
     yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
         **json_object, "responses": {**json_object["responses"], **problem_responses(400)}}
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}

@@ -128,6 +128,43 @@ class NodeCollector:
             yield CounterMetricFamily(
                 "ringkv_expired_keys", "Keys removed by active expiry.", value=coordinator.expired_keys
             )
+        if getattr(node, "cluster", None) is not None:
+            yield from _cluster_metrics(node)
+
+
+def _cluster_metrics(node: Any) -> Iterator[Metric]:
+    """Coordinator, hints, failure detector, anti-entropy and partition moves."""
+    stats = node.cluster.stats
+    for name, help_text in (
+        ("reads", "Reads coordinated here."), ("writes", "Writes replicated from here."),
+        ("forwarded", "Writes run here for another coordinator."),
+        ("read_repairs", "Records sent to replicas that answered a read with less."),
+        ("quorum_failures", "Requests that could not reach R or W replicas."),
+        ("stand_ins", "Writes a stand-in took for a failed replica (sloppy quorum)."),
+    ):
+        yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
+    hints = getattr(node, "hints", None)
+    if hints is not None:
+        yield GaugeMetricFamily("ringkv_hints_pending", "Hints waiting for their replica.",
+                                value=hints.stats["hints_pending"])
+        yield CounterMetricFamily("ringkv_hints_delivered", "Hints delivered.", value=hints.stats["hints_delivered"])
+        yield CounterMetricFamily("ringkv_hints_expired", "Hints dropped past max_hint_window_ms.",
+                                  value=hints.stats["hints_expired"])
+    gossiper = getattr(node, "gossiper", None)
+    if gossiper is not None:
+        yield GaugeMetricFamily("ringkv_nodes_down", "Nodes the failure detector believes down.",
+                                value=len(gossiper.down()))
+    ae = getattr(node, "anti_entropy", None)
+    if ae is not None:
+        yield CounterMetricFamily("ringkv_anti_entropy_comparisons", "Partition comparisons run.",
+                                  value=ae.stats.comparisons)
+        yield CounterMetricFamily("ringkv_anti_entropy_keys_transferred", "Keys pushed or pulled.",
+                                  value=ae.stats.keys_pushed + ae.stats.keys_pulled)
+    membership = getattr(node, "membership", None)
+    if membership is not None:
+        yield GaugeMetricFamily("ringkv_partition_moves_total", "Partitions the current join, leave or "
+                                "rebalance moves.", value=membership.moves_total)
+        yield GaugeMetricFamily("ringkv_partition_moves_done", "Of those, moved.", value=membership.moves_done)
 
 
 def _resp_metrics(stats: Any) -> Iterator[Metric]:

@@ -162,3 +162,11 @@ class ContextResponse(BaseModel):
         description="Causal context after the write, base64: pass it to replace what this write left.",
         json_schema_extra=_B64_SCHEMA,
     )
+
+
+class JoinRequest(BaseModel):
+    """The members a joining node learns the cluster from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: list[str] = Field(min_length=1, max_length=64, description="node_id@host:rpc_port entries")

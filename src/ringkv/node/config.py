@@ -139,16 +139,11 @@ class NodeConfig:
         for entry in (e.strip() for e in self.members.split(",")):
             if not entry:
                 continue
-            m = _MEMBER.fullmatch(entry)
-            if m is None:
-                raise ConfigError("members", f"entry {entry!r} is not node_id@host:port[/rack]")
-            node_id, host, port, rack = m.group(1), m.group(2), int(m.group(3)), m.group(4) or ""
-            if not 1 <= port <= 65535:
-                raise ConfigError("members", f"entry {entry!r}: port must be 1..65535")
-            if node_id in seen:
-                raise ConfigError("members", f"{node_id} is listed twice")
-            seen.add(node_id)
-            out.append(MemberAddress(node_id, host, port, rack))
+            member = parse_member(entry)
+            if member.node_id in seen:
+                raise ConfigError("members", f"{member.node_id} is listed twice")
+            seen.add(member.node_id)
+            out.append(member)
         return out
 
 
@@ -158,6 +153,17 @@ class MemberAddress:
     host: str
     rpc_port: int
     rack: str = ""
+
+
+def parse_member(entry: str) -> MemberAddress:
+    """One `node_id@host:rpc_port[/rack]` entry; ConfigError naming it when malformed."""
+    m = _MEMBER.fullmatch(entry.strip())
+    if m is None:
+        raise ConfigError("members", f"entry {entry!r} is not node_id@host:port[/rack]")
+    node_id, host, port, rack = m.group(1), m.group(2), int(m.group(3)), m.group(4) or ""
+    if not 1 <= port <= 65535:
+        raise ConfigError("members", f"entry {entry!r}: port must be 1..65535")
+    return MemberAddress(node_id, host, port, rack)
 
 
 _MEMBER = re.compile(r"([A-Za-z0-9_.-]+)@([A-Za-z0-9_.:-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})(?:/([A-Za-z0-9_.-]+))?")

@@ -175,12 +175,18 @@ class MembershipManager:
         c = self.node.cluster
         me = c.node_id
         self.move_kind = "join"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # learn the cluster first
+        waited = 0.0
+        while True:  # learn the cluster first: a joining node never serves a ring of itself
             known = {s.node_id for s in g.membership.states()}
             if len(known) > 1 and set(self.config_members) <= known | {me}:
                 break
             await asyncio.sleep(0.2)
+            waited += 0.2
+            if waited >= 10:
+                waited = 0.0
+                log.warning("joining: no other member heard from yet; seeds: %s (add one with "
+                            "RINGKV.ADMIN JOIN or POST /api/v1/admin/cluster/nodes)",
+                            ",".join(sorted(set(self.config_members) - {me})) or "none")
         await asyncio.sleep(self.settle_s)  # let every node learn that we are joining
         self.refresh()
         pending = c.pending or c.ring
@@ -205,6 +211,25 @@ class MembershipManager:
         self._save_progress({"status": "normal", "synced": sorted(done)})
         self.refresh()
         log.info("joined: %d partitions received; now normal", len(done))
+
+    def add_seeds(self, entries: list[str]) -> dict:
+        """Give a joining node (more) members to learn the cluster from."""
+        from ringkv.node.config import MemberAddress, parse_member
+
+        g = self.node.gossiper
+        if g.membership.local.status is not NodeStatus.JOINING:
+            raise ValueError("this node is not joining: start it with `ringkv admin join`")
+        added: list[MemberAddress] = [parse_member(e) for e in entries]
+        if not added:
+            raise ValueError("give at least one seed, node_id@host:rpc_port")
+        for m in added:
+            if m.node_id == self.node.cluster.node_id:
+                continue
+            self.config_members[m.node_id] = m
+            self.node.transport.set_peer_address(m.node_id, m.host, m.rpc_port)
+            if m.node_id not in g.seeds:
+                g.seeds.append(m.node_id)
+        return {"seeds": sorted(set(self.config_members) - {self.node.cluster.node_id})}
 
     # ------------------------------------------------------------------ leave
 
