@@ -882,7 +882,7 @@ def cmd_consistency(c: RespConnection, argv):
     args = list(argv[1:])
     if args and args[-1].lower() in (b"strict", b"sloppy"):
         strict = args.pop().lower() == b"strict"
-    if len(args) == 1:
+    if len(args) == 1 and args[0].lower() not in (b"read", b"write"):
         r = w = _level_arg(args[0], "level")
     else:
         i = 0
