@@ -964,5 +964,15 @@ def _add_bench_commands() -> None:
 _add_bench_commands()
 
 
+def _add_chaos_command() -> None:
+    # Imports only click: the chaos suite's modules load when `ringkv chaos` runs.
+    from ringkv.chaos.command import chaos
+
+    main.add_command(chaos)
+
+
+_add_chaos_command()
+
+
 if __name__ == "__main__":
     main()

@@ -455,7 +455,7 @@ class Cluster:
         if not isinstance(body.args, dict):
             return ForwardReply(error="forwarded arguments must be a map")
         self.stats["forwarded"] += 1
-        view = ClusterCoordinator(self, body.r, body.w)
+        view = ClusterCoordinator(self, body.r, body.w, body.strict)
         try:
             result = await view.execute(body.method, body.namespace, body.key, body.args)
         except QuorumError as exc:
@@ -762,7 +762,7 @@ class ClusterCoordinator:
                 return await self.execute(method, namespace, key, args)
             if body is None:
                 body = Forward(method, namespace, key, args, resolve(self.r, n, field="r"),
-                               resolve(self.w, n, field="w"))
+                               resolve(self.w, n, field="w"), self.strict)
             timeout = c.replica_timeout_ms * _FORWARD_TIMEOUTS
             try:
                 reply = await c.call(node, body, timeout)

@@ -72,6 +72,7 @@ class Forward(msgspec.Struct, tag="Forward", array_like=True):
     args: dict[str, Any]
     r: int
     w: int
+    strict: bool = False  # refuse stand-ins (sloppy quorum) when replicating
 
 
 class ForwardReply(msgspec.Struct, tag="ForwardReply", array_like=True):

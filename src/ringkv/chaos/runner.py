@@ -1,0 +1,329 @@
+"""One chaos run, start to verdict (docs/reliability.md):
+
+1. start a LocalCluster with fault injection on (data directories on small tmpfs mounts when
+   the `disk` nemesis is asked for: root only);
+2. run the workload clients and the nemesis's schedule for `duration_s`;
+3. stop both, heal everything (resume, restart, heal partitions, clocks to 0, free disks),
+   wait until every node sees every other one up, then RINGKV.REPAIR on every node until it
+   compares every partition without an error;
+4. read each replica's own copy of every key (the node isolated by a partition of its own for
+   the moment of the reads, so neither read repair nor anti-entropy can touch a copy between
+   the compared reads), polling a few seconds for convergence, then every key at ALL;
+5. check (checker.py), save the history as JSON and return the verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ringkv.chaos import checker
+from ringkv.chaos.history import History, save
+from ringkv.chaos.nemesis import DiskFiller, Nemesis, fault_commands
+from ringkv.chaos.schedule import KINDS, make_schedule
+from ringkv.chaos.workloads import WORKLOADS, Endpoint, Worker, wait_all
+from ringkv.cluster.ring import Member, Ring
+from ringkv.testing.launcher import LocalCluster, NodeProcess
+
+HEAL_DEADLINE_S = 60.0
+CONVERGE_DEADLINE_S = 10.0
+
+
+@dataclasses.dataclass
+class ChaosConfig:
+    seed: int = 1
+    nodes: int = 3
+    duration_s: float = 60.0
+    nemesis: tuple[str, ...] = ("kill", "pause", "partition", "skew")
+    workloads: tuple[str, ...] = WORKLOADS
+    clients: int = 6  # worker threads, spread over the workloads
+    keys: int = 4  # registers and sets per workload (counters: half as many)
+    think_ms: float = 10.0
+    timeout_ms: int = 2000  # client socket timeout
+    consistency: str = "quorum"  # R and W of every client: one | quorum | all
+    partitions: int = 64
+    replicas: int = 3
+    hold_s: tuple[float, float] = (2.0, 6.0)
+    gap_s: tuple[float, float] = (1.0, 3.0)
+    disk_mib: int = 48  # tmpfs size per node with the `disk` nemesis
+    workdir: str | None = None  # default: a new directory under the system's temp dir
+    keep_data: bool = False
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra node settings
+
+    def command(self) -> str:
+        """The command line that replays this run's schedule and choices."""
+        return (f"ringkv chaos --seed {self.seed} --nodes {self.nodes} --duration-s {self.duration_s:g} "
+                f"--nemesis {','.join(self.nemesis) or 'none'} --workload {','.join(self.workloads)} "
+                f"--clients {self.clients} --keys {self.keys}"
+                + (f" --replicas {self.replicas}" if self.replicas != 3 else "")
+                + (f" --consistency {self.consistency}" if self.consistency != "quorum" else ""))
+
+
+@dataclasses.dataclass
+class ChaosResult:
+    config: ChaosConfig
+    history_path: Path
+    anomalies: list[checker.Anomaly]
+    stats: dict[str, Any]
+
+    @property
+    def unexpected(self) -> list[checker.Anomaly]:
+        """Anomalies that match no documented limitation."""
+        return [a for a in self.anomalies if a.known is None]
+
+    def summary(self) -> str:
+        s = self.stats
+        lines = [
+            f"seed {self.config.seed}: {s['ops']} operations ({s['ok']} ok, {s['unknown']} unknown, "
+            f"{s['fail']} failed) on {s['keys']} keys, {s['faults']} faults "
+            f"({', '.join(f'{k} {v}' for k, v in s['fault_kinds'].items()) or 'none'}), "
+            f"{len(self.anomalies)} anomalies"
+            + (f" ({len(self.anomalies) - len(self.unexpected)} known limitations)"
+               if len(self.unexpected) != len(self.anomalies) else ""),
+        ]
+        lines += [f"  ANOMALY {a.describe()}" for a in self.anomalies]
+        lines.append(f"history: {self.history_path}")
+        lines.append(f"replay:  {self.config.command()}")
+        return "\n".join(lines)
+
+
+def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
+    for kind in config.nemesis:
+        if kind not in KINDS:
+            raise ValueError(f"unknown nemesis {kind!r}; choose from {', '.join(KINDS)} or none")
+    for w in config.workloads:
+        if w not in WORKLOADS:
+            raise ValueError(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    workdir = Path(config.workdir or tempfile.mkdtemp(prefix=f"ringkv-chaos-{config.seed}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster_dir = workdir / "cluster"
+    settings = {
+        "replicas": config.replicas, "partitions": config.partitions, "fault_injection": "true",
+        "gossip_interval_ms": 200, **config.settings,
+    }
+    cluster = LocalCluster(cluster_dir, nodes=config.nodes, **settings)
+    node_ids = [n.node_id for n in cluster.nodes]
+    schedule = make_schedule(config.seed, node_ids, config.duration_s, config.nemesis,
+                             hold_s=config.hold_s, gap_s=config.gap_s)
+    log(f"chaos seed {config.seed}: {config.nodes} nodes, {config.duration_s:g} s, nemesis "
+        f"{','.join(config.nemesis) or 'none'}, workloads {','.join(config.workloads)}, "
+        f"{len(schedule)} faults scheduled; data in {workdir}")
+    mounts = _mount_tmpfs(cluster, config.disk_mib) if "disk" in config.nemesis else []
+    history = History()
+    doc: dict[str, Any] = {
+        "seed": config.seed, "config": dataclasses.asdict(config), "command": config.command(),
+        "settings": settings, "schedule": [e.to_dict() for e in schedule],
+    }
+    try:
+        cluster.start()
+        history = History()  # time 0 is when the cluster is up and the load begins
+        endpoints = [Endpoint(n.node_id, n.resp_port) for n in cluster.nodes]
+        stop = threading.Event()
+        workers = [
+            Worker(i, config.clients, config.workloads[i % len(config.workloads)], endpoints,
+                   history, config.seed, stop, keys=config.keys, think_ms=config.think_ms,
+                   timeout_s=config.timeout_ms / 1000, level=config.consistency.upper())
+            for i in range(config.clients)
+        ]
+        disk = DiskFiller({n.node_id: n.data_dir for n in cluster.nodes}) if mounts else None
+        nemesis = Nemesis(cluster, history, schedule, disk, log)
+        nemesis_thread = threading.Thread(target=nemesis.run, args=(stop,), name="chaos-nemesis",
+                                          daemon=True)
+        for w in workers:
+            w.start()
+        nemesis_thread.start()
+        stop.wait(config.duration_s)
+        stop.set()
+        nemesis_thread.join(HEAL_DEADLINE_S)
+        stuck = wait_all(workers, config.timeout_ms / 1000 * 3 + 5)
+        log(f"load stopped at {history.now():.1f} s ({len(history.ops)} operations); healing")
+        nemesis.heal()
+        doc["stuck_workers"] = stuck
+        doc["heal"] = _heal(cluster, log)
+        keys = sorted({op.key for op in history.ops})
+        replicas, converge_s = _converged_replicas(cluster, keys, config)
+        doc["converge_s"] = converge_s
+        final = _final_reads(cluster, keys)
+        doc["final"] = {k: dataclasses.asdict(v) for k, v in final.items()}
+        doc["replicas"] = replicas
+        anomalies = checker.check(history.ops, final, replicas, faults=nemesis.applied > 0,
+                                  read_your_writes=config.consistency != "one")
+        if stuck:
+            anomalies.append(checker.Anomaly("liveness", "-", f"workers still running: {stuck}"))
+        stats = _stats(history, schedule, keys, nemesis)
+        stats["counters"] = {k: {"ok": b["ok"], "unknown": b["unknown"],
+                                 "final": final[k].values if k in final else None}
+                             for k, b in checker.counter_bounds(history.ops).items()}
+        doc["stats"] = stats
+        doc["anomalies"] = [dataclasses.asdict(a) for a in anomalies]
+    except BaseException as exc:
+        doc["error"] = repr(exc)
+        path = save(workdir / "history.json", doc, history)
+        log(f"chaos run failed ({exc!r}); history so far: {path}")
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.__exit__(None, None, None)
+        for m in mounts:
+            subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)
+    path = save(workdir / "history.json", doc, history)
+    if not config.keep_data:
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+    return ChaosResult(config, path, anomalies, stats)
+
+
+# ------------------------------------------------------------------ healing and final state
+
+
+def _redis(node: NodeProcess, timeout_s: float = 10.0) -> redis.Redis:
+    return redis.Redis(port=node.resp_port, socket_timeout=timeout_s,
+                       socket_connect_timeout=timeout_s, single_connection_client=True)
+
+
+def _heal(cluster: LocalCluster, log: Callable[[str], None]) -> dict[str, Any]:
+    """Wait until every node's failure detector sees every node up, then repair every node."""
+    started = time.monotonic()
+    deadline = started + HEAL_DEADLINE_S
+    ids = {n.node_id for n in cluster.nodes}
+    for node in cluster.nodes:
+        while True:
+            try:
+                with _redis(node) as r:
+                    doc = json.loads(r.execute_command("RINGKV.STATUS"))
+                up = {n["node_id"] for n in doc["nodes"]
+                      if n.get("status") == "up" and n.get("detector", "up") == "up"}
+                if up >= ids:
+                    break
+            except (redis.RedisError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node.node_id} does not see every node up after healing")
+            time.sleep(0.2)
+    up_s = time.monotonic() - started
+    repairs = {}
+    for node in cluster.nodes:
+        while True:
+            try:
+                with _redis(node, 60.0) as r:
+                    summary = json.loads(r.execute_command("RINGKV.REPAIR"))
+                if summary.get("error_count", 0) == 0:
+                    repairs[node.node_id] = summary
+                    break
+            except (redis.RedisError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RINGKV.REPAIR on {node.node_id} still failing after healing")
+            time.sleep(0.5)
+    pushed = sum(s.get("keys_pushed", 0) for s in repairs.values())
+    pulled = sum(s.get("keys_pulled", 0) for s in repairs.values())
+    log(f"healed: all up after {up_s:.1f} s, repair pushed {pushed} and pulled {pulled} keys "
+        f"({time.monotonic() - started:.1f} s)")
+    return {"up_s": round(up_s, 3), "repair": repairs}
+
+
+def _replica_sets(cluster: LocalCluster, keys: list[str], config: ChaosConfig) -> dict[str, tuple[str, ...]]:
+    ring = Ring([Member(n.node_id) for n in cluster.nodes], config.partitions, config.replicas)
+    return {k: ring.preference_list(ring.partition_for_key(b"", k.encode())) for k in keys}
+
+
+def _local_copies(cluster: LocalCluster, keys_of: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Each node's own copy of the keys it holds, read while the node is cut off from every
+    other (so the reads neither repair nor get repaired)."""
+    copies: dict[str, dict[str, Any]] = {}
+    ids = [n.node_id for n in cluster.nodes]
+    for node in cluster.nodes:
+        keys = keys_of.get(node.node_id, [])
+        if not keys:
+            continue
+        others = [i for i in ids if i != node.node_id]
+        fault_commands(node, [("PARTITION", *others)])
+        try:
+            with _redis(node) as r:
+                for key in keys:
+                    context, siblings = r.execute_command("RINGKV.AT", "ONE", "RINGKV.GETV", key)
+                    copies.setdefault(key, {})[node.node_id] = {
+                        "context": context.hex() if context else None,
+                        "siblings": sorted([s[0].decode(), int(s[1]), int(s[2])] for s in siblings),
+                    }
+        finally:
+            fault_commands(node, [("HEAL",)])
+    return copies
+
+
+def _converged_replicas(cluster: LocalCluster, keys: list[str],
+                        config: ChaosConfig) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Replica copies once they agree, or the last ones read when they still do not after
+    CONVERGE_DEADLINE_S; and how long it took (None: never)."""
+    replicas_of = _replica_sets(cluster, keys, config)
+    keys_of: dict[str, list[str]] = {}
+    for key, nodes in replicas_of.items():
+        for n in nodes:
+            keys_of.setdefault(n, []).append(key)
+    started = time.monotonic()
+    while True:
+        copies = _local_copies(cluster, keys_of)
+        if not checker.check_convergence(copies):
+            return copies, round(time.monotonic() - started, 3)
+        if time.monotonic() - started > CONVERGE_DEADLINE_S:
+            return copies, None
+        time.sleep(1.0)
+
+
+def _final_reads(cluster: LocalCluster, keys: list[str]) -> dict[str, checker.FinalRead]:
+    out: dict[str, checker.FinalRead] = {}
+    deadline = time.monotonic() + 20.0
+    for i, key in enumerate(keys):
+        error = None
+        while True:
+            node = cluster.nodes[i % len(cluster.nodes)]
+            try:
+                with _redis(node) as r:
+                    _, siblings = r.execute_command("RINGKV.AT", "ALL", "RINGKV.GETV", key)
+                out[key] = checker.FinalRead([s[0].decode() for s in siblings])
+                break
+            except redis.RedisError as exc:
+                error = str(exc)
+            if time.monotonic() > deadline:
+                out[key] = checker.FinalRead(None, error)
+                break
+            time.sleep(0.3)
+    return out
+
+
+def _stats(history: History, schedule, keys: list[str], nemesis: Nemesis) -> dict[str, Any]:
+    outcomes = {"ok": 0, "unknown": 0, "fail": 0}
+    for op in history.ops:
+        outcomes[op.outcome or "unknown"] = outcomes.get(op.outcome or "unknown", 0) + 1
+    kinds: dict[str, int] = {}
+    for e in schedule[: nemesis.applied]:
+        name = f"partition/{e.shape}" if e.kind == "partition" else e.kind
+        kinds[name] = kinds.get(name, 0) + 1
+    return {"ops": len(history.ops), **outcomes, "keys": len(keys), "faults": nemesis.applied,
+            "fault_kinds": kinds, "fault_actions_failed": sum(not f.ok for f in history.faults)}
+
+
+def _mount_tmpfs(cluster: LocalCluster, size_mib: int) -> list[Path]:
+    """A tmpfs of `size_mib` as each node's data directory (the `disk` nemesis fills one)."""
+    mounts = []
+    for n in cluster.nodes:
+        n.data_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
+                               str(n.data_dir)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            for m in mounts:
+                subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)
+            raise RuntimeError(f"the disk nemesis needs a tmpfs per node (root): {proc.stderr.strip()}")
+        mounts.append(n.data_dir)
+    return mounts
+

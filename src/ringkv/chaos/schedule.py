@@ -1,0 +1,155 @@
+"""A seeded fault schedule: which fault, on which nodes, from when to when. Pure: the same
+(seed, nodes, duration, kinds) always give the same schedule, so a run's faults replay.
+
+Faults, one `FaultEvent` each:
+
+    kill       SIGKILL one node at `start_s`, start it again (same data directory) at `end_s`
+    pause      SIGSTOP one node, SIGCONT it at `end_s`
+    partition  cut the cluster (RINGKV.FAULT PARTITION on each node, HEAL at `end_s`), one of
+                 halves    a random split into two non-empty sides
+                 isolate   one node alone against the rest
+                 bridge    two sides that cannot reach each other, and one node that reaches
+                           both (Jepsen's "bridge": every side sees a majority)
+    skew       shift one node's clock by `skew_ms` (RINGKV.FAULT CLOCK_SKEW), back to 0 at end
+    disk       fill one node's data directory (a small tmpfs) until `end_s`
+
+With one kind the faults come one after another, a quiet gap between them. With several, a
+fault may start while another is still on (`overlap_p`), so kinds combine: a kill during a
+partition, a pause of a skewed node. Rules that keep every combination meaningful: at most
+one partition at a time, one skew per node, and at most a minority of nodes down (killed or
+paused) at once, so a quorum of the up nodes can still exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from typing import Any
+
+KINDS = ("kill", "pause", "partition", "skew", "disk")
+PARTITION_SHAPES = ("halves", "isolate", "bridge")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultEvent:
+    """One fault. `nodes` are its targets (for a partition, every node); `blocked` maps each
+    node to the nodes it must not reach (partition only); `skew_ms` is the clock shift."""
+
+    start_s: float
+    end_s: float
+    kind: str
+    nodes: tuple[str, ...]
+    shape: str = ""
+    blocked: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    skew_ms: int = 0
+
+    def blocked_map(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.blocked)
+
+    def describe(self) -> str:
+        when = f"{self.start_s:6.1f}-{self.end_s:6.1f}s"
+        if self.kind == "partition":
+            sides = " ".join(f"{n}-x-{','.join(b)}" for n, b in self.blocked if b)
+            return f"{when} partition/{self.shape}: {sides}"
+        if self.kind == "skew":
+            return f"{when} skew {self.nodes[0]} {self.skew_ms:+d} ms"
+        return f"{when} {self.kind} {','.join(self.nodes)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["blocked"] = {n: list(b) for n, b in self.blocked}
+        return d
+
+
+def _overlaps(e: FaultEvent, start: float, end: float) -> bool:
+    return e.start_s < end and start < e.end_s
+
+
+def partition_sides(shape: str, nodes: Sequence[str], rng: random.Random) -> dict[str, tuple[str, ...]]:
+    """Who blocks whom, for a partition of `shape` over `nodes` (at least 2; bridge needs 3)."""
+    nodes = list(nodes)
+    rng.shuffle(nodes)
+    bridge: list[str] = []
+    if shape == "isolate":
+        a, b = nodes[:1], nodes[1:]
+    elif shape == "bridge":
+        bridge, rest = nodes[:1], nodes[1:]
+        cut = rng.randint(1, len(rest) - 1)
+        a, b = rest[:cut], rest[cut:]
+    else:
+        cut = rng.randint(1, len(nodes) - 1)
+        a, b = nodes[:cut], nodes[cut:]
+    blocked = {n: tuple(sorted(b)) for n in a}
+    blocked.update({n: tuple(sorted(a)) for n in b})
+    blocked.update({n: () for n in bridge})
+    return blocked
+
+
+def make_schedule(
+    seed: int,
+    node_ids: Sequence[str],
+    duration_s: float,
+    kinds: Sequence[str],
+    *,
+    warmup_s: float = 1.0,
+    hold_s: tuple[float, float] = (2.0, 6.0),
+    gap_s: tuple[float, float] = (1.0, 3.0),
+    overlap_p: float = 0.35,
+    max_skew_ms: int = 30_000,
+) -> list[FaultEvent]:
+    """Faults from `warmup_s` to `duration_s` (none ends later), in order of start."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    nodes = sorted(node_ids)
+    kinds = sorted(set(kinds), key=KINDS.index)
+    if not kinds or len(nodes) < 2:
+        return []
+    rng = random.Random(f"ringkv-chaos-schedule:{seed}")
+    max_down = max(1, (len(nodes) - 1) // 2)
+    events: list[FaultEvent] = []
+    t = warmup_s
+    while t + hold_s[0] <= duration_s:
+        kind = rng.choice(kinds)
+        hold = rng.uniform(*hold_s)
+        end = min(t + hold, duration_s)
+        active = [e for e in events if _overlaps(e, t, end)]
+        event = _make_event(rng, kind, nodes, t, end, active, max_down, max_skew_ms)
+        if event is not None:
+            events.append(event)
+        if len(kinds) > 1 and rng.random() < overlap_p:
+            t = round(t + rng.uniform(0.3, max(0.4, hold * 0.8)), 3)
+        else:
+            t = round(end + rng.uniform(*gap_s), 3)
+    return events
+
+
+def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, end: float,
+                active: list[FaultEvent], max_down: int, max_skew_ms: int) -> FaultEvent | None:
+    start, end = round(start, 3), round(end, 3)
+    down = {n for e in active if e.kind in ("kill", "pause", "disk") for n in e.nodes}
+    if kind in ("kill", "pause", "disk"):
+        free = [n for n in nodes if n not in down]
+        if len({n for e in active if e.kind in ("kill", "pause") for n in e.nodes}) >= max_down \
+                and kind != "disk":
+            return None
+        if not free:
+            return None
+        return FaultEvent(start, end, kind, (rng.choice(free),))
+    if kind == "partition":
+        if any(e.kind == "partition" for e in active):
+            return None
+        shapes = [s for s in PARTITION_SHAPES if s != "bridge" or len(nodes) >= 3]
+        shape = rng.choice(shapes)
+        blocked = partition_sides(shape, nodes, rng)
+        return FaultEvent(start, end, kind, tuple(nodes), shape,
+                          tuple(sorted(blocked.items())))
+    if kind == "skew":
+        skewed = {n for e in active if e.kind == "skew" for n in e.nodes}
+        free = [n for n in nodes if n not in skewed]
+        if not free:
+            return None
+        skew = rng.choice((-1, 1)) * rng.randint(100, max_skew_ms)
+        return FaultEvent(start, end, kind, (rng.choice(free),), skew_ms=skew)
+    raise ValueError(kind)
