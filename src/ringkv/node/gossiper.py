@@ -101,6 +101,13 @@ class Gossiper:
         known = {s.node_id for s in self.membership.states() if not s.is_tombstone} | set(self.seeds)
         live = {n for n in known if self.detectors.is_up(n, now)}
         peers = self.membership.choose_peers(self.rng, live, self.seeds, self.fanout)
+        # Cassandra's rule: now and then also try a member held down. Every member is a seed
+        # here, so choose_peers never picks one held down, and without this the two sides of a
+        # healed partition (each of 2 or more nodes) would never talk again: the simulator
+        # found it (docs/benchmarks/scale.md).
+        down = sorted(known - live - {self.node_id})
+        if down and self.rng.random() < len(down) / (len(live) + 1):
+            peers.append(self.rng.choice(down))
         self.rounds += 1
         await asyncio.gather(*(self._exchange(p) for p in peers))
         self._note_transitions()
