@@ -864,14 +864,18 @@ def cmd_time(c: RespConnection, argv):
 # A context that ringkv did not give out is `-ERR invalid causal context: ...`.
 
 
-def _level_arg(data: bytes, field: str):
-    from ringkv.cluster.quorum import parse_level
-
-    return parse_level(data.decode("utf-8", "replace"), field)
+def _level_arg(data: bytes, field: str) -> str:
+    """A level as the client sent it, normalised; the coordinator's `at()` parses and checks
+    it (ONE, QUORUM, ALL or a count), so the adapter needs no cluster module."""
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        raise CommandError(f"{field} must be ONE, QUORUM, ALL or a replica count")
+    return text.upper()
 
 
 def _level_text(level) -> bytes:
-    return str(level).encode() if isinstance(level, int) else level.value.upper().encode()
+    value = getattr(level, "value", level)  # a coordinator's own level, or what a client sent
+    return str(value).upper().encode()
 
 
 def cmd_consistency(c: RespConnection, argv):
