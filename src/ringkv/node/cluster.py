@@ -345,11 +345,6 @@ class Cluster:
         task, and the RPC client's connect path needs one (asyncio.timeout)."""
         return await asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout_ms))
 
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     def merge_raw(self, a: bytes | None, b: bytes | None) -> bytes | None:
         """Merge two replicas' stored records (bytes; None is no record)."""
         if a is None or a == b:

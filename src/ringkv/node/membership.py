@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 
 from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
@@ -291,7 +290,3 @@ class MembershipManager:
             "move": {"kind": self.move_kind, "partitions_total": self.moves_total,
                      "partitions_done": self.moves_done, "errors": self.move_errors},
         }
-
-
-def on_changes(manager: MembershipManager) -> Callable:
-    return manager.on_gossip
