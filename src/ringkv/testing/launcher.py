@@ -12,6 +12,7 @@ reconnect to a restarted node. Output goes to `<data_dir>.log`.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,7 +23,34 @@ from pathlib import Path
 READY_TIMEOUT_S = 30.0
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_port_rng = random.Random()
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
+
+    A node binds its ports a moment after the launcher picks them; a port from the ephemeral
+    range (what binding port 0 returns) can meanwhile be taken by any outgoing connection on
+    the machine, e.g. another node's RPC client, and the node then fails with "Address already
+    in use". Ports below that range are never handed out implicitly.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = _port_rng.randint(10_000, high) if high > 10_000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
