@@ -24,6 +24,7 @@ not neighbours by name. YCSB's Cassandra binding scans by token the same way.
 
 from __future__ import annotations
 
+import abc
 import base64
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,31 +46,37 @@ class DriverSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-class Session:
+class Session(abc.ABC):
     """The operations of one concurrent task. `read` and `scan` answer how many records were
     found, so the load generator can count reads of records that should exist and did not."""
 
     __slots__ = ()
 
+    @abc.abstractmethod
     async def read(self, key: bytes) -> int:
-        raise NotImplementedError
+        """Read one record: 1 if it was found, 0 if not."""
 
+    @abc.abstractmethod
     async def update(self, key: bytes, value: bytes) -> None:
-        raise NotImplementedError
+        """Overwrite one record."""
 
+    @abc.abstractmethod
     async def insert(self, key: bytes, value: bytes) -> None:
-        raise NotImplementedError
+        """Add one record."""
 
+    @abc.abstractmethod
     async def scan(self, start: bytes, count: int) -> int:
-        raise NotImplementedError
+        """Read up to `count` records from `start`; how many were found."""
 
 
-class Driver:
+class Driver(abc.ABC):
+    @abc.abstractmethod
     def session(self, task: int) -> Session:
-        raise NotImplementedError
+        """The session of concurrent task number `task`."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close every connection."""
 
 
 # ---------------------------------------------------------------------- ringkv

@@ -18,6 +18,7 @@ then waited for) when its `with` block ends.
 
 from __future__ import annotations
 
+import abc
 import http.client
 import json
 import os
@@ -71,7 +72,7 @@ def process_tree_cpu_s(pids: list[int]) -> float:
     return total
 
 
-class System:
+class System(abc.ABC):
     """A measured system; subclasses start and stop its servers."""
 
     name = ""
@@ -89,17 +90,21 @@ class System:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the system's servers and wait until they answer."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop them and wait for them to exit."""
 
+    @abc.abstractmethod
     def addresses(self) -> tuple[tuple[str, int], ...]:
-        raise NotImplementedError
+        """Where clients reach it, one (host, port) per server."""
 
+    @abc.abstractmethod
     def pids(self) -> list[int]:
-        raise NotImplementedError
+        """The servers' process ids, for the CPU figures."""
 
     def driver_spec(self) -> DriverSpec:
         return DriverSpec(self.kind, self.addresses())
@@ -112,11 +117,13 @@ class System:
         """Why this system cannot run here (a missing program), or None."""
         return None
 
+    @abc.abstractmethod
     def version(self) -> str:
-        raise NotImplementedError
+        """Each system implements it."""
 
+    @abc.abstractmethod
     def settings(self) -> str:
-        raise NotImplementedError
+        """Each system implements it."""
 
 
 def _ringkv_version() -> str:
