@@ -19,6 +19,7 @@ store is bounded by `max_hints`; past it new hints are dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -135,10 +136,8 @@ class HintDelivery:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):  # a timeout is the periodic round
                 await asyncio.wait_for(self._wake.wait(), self.interval_ms / 1000)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.deliver_round()

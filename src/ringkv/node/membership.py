@@ -156,8 +156,10 @@ class MembershipManager:
             try:
                 with open(self.progress_path) as f:
                     return json.load(f)
-            except (OSError, ValueError):
-                pass
+            except (OSError, ValueError) as exc:
+                # Starting over is safe (a move is an idempotent comparison), but say so.
+                log.warning("cannot read %s (%s): membership moves start from the beginning",
+                            self.progress_path, exc)
         return {}
 
     def _save_progress(self, doc: dict) -> None:
