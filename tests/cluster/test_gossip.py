@@ -270,6 +270,17 @@ def test_removing_yourself_or_a_stranger_is_refused():
         me.mark_removed("n9", 0.0)
 
 
+def test_a_configured_node_never_heard_from_can_be_removed_and_its_last_incarnation_stays_out():
+    # n2 started at time 5 and gossiped with n3, then died before n1 heard of it.
+    n1, n3, n2 = node("n1"), node("n3"), node("n2", generation=5)
+    exchange(n3, n2)
+    [change] = n1.mark_removed("n2", 10.0, configured=True)
+    assert change.new == NodeState("n2", 10, MAX_COUNTER, REMOVED)
+    # What n3 still holds of n2 is older than the removal: the tombstone spreads to n3.
+    exchange(n1, n3, 11.0)
+    assert n3.get("n2").status is REMOVED and n1.get("n2").status is REMOVED
+
+
 def test_a_peer_holding_a_newer_incarnation_of_us_makes_our_generation_move_past_it():
     # The clock stepped back across a restart: the new start time is an older generation.
     me = node("n1", generation=1000)

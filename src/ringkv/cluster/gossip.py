@@ -422,19 +422,25 @@ class Membership:
             raise ConfigError("local", problem)
         return self._set_local(updated)
 
-    def mark_removed(self, node: str, now_ms: float) -> list[StateChange]:
+    def mark_removed(self, node: str, now_ms: float, configured: bool = False) -> list[StateChange]:
         """An operator removes `node`, which is down for good: write its tombstone.
 
         The tombstone is canonical (node id, the generation known here, the largest version,
         status removed, every other field at its default), so two nodes removing it at once
         write the same state. Returns the change, as `merge` does; empty if already removed.
+
+        A node this one has never heard from is refused unless `configured` (the caller knows
+        it from its static member list: it may have died before its first gossip got here).
+        Its tombstone then takes generation `now_ms`, which supersedes every incarnation
+        started before the removal, whatever other nodes heard of it.
         """
         if node == self._local_id:
             raise ConfigError("node", f"{node} cannot remove itself: leave instead")
         current = self._states.get(node)
-        if current is None:
+        if current is None and not configured:
             raise ConfigError("node", f"{node} is not a member known to {self._local_id}")
-        tombstone = NodeState(node, current.generation, MAX_COUNTER, NodeStatus.REMOVED)
+        generation = current.generation if current is not None else int(now_ms)
+        tombstone = NodeState(node, generation, MAX_COUNTER, NodeStatus.REMOVED)
         return self.merge([tombstone], now_ms)
 
     # -- the exchange

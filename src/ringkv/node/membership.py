@@ -278,7 +278,8 @@ class MembershipManager:
             raise ValueError("a node cannot remove itself: decommission it instead")
         if node not in self._statuses():
             raise ValueError(f"{node} is not a member")
-        changes = g.membership.mark_removed(node, time.time() * 1000)
+        changes = g.membership.mark_removed(node, time.time() * 1000,
+                                            configured=node in self.config_members)
         self.on_gossip(changes)
         self.refresh()
         return {"removed": node}
