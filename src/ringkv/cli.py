@@ -863,7 +863,7 @@ def admin_decommission_command(session: NodeSession) -> int:
         session.emit(doc)
     else:
         session.say(f"left the ring: {doc.get('partitions_handed_over', 0)} partition hand-overs, "
-                    f"{doc.get('keys_pushed', 0)} keys pushed, {doc.get('errors', 0)} errors; "
+                    f"{doc.get('keys_moved', 0)} keys moved, {doc.get('errors', 0)} errors; "
                     "the node can be stopped now")
     return EXIT_SERVER_ERROR if doc.get("errors") else EXIT_OK
 

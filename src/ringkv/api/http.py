@@ -83,6 +83,7 @@ from ringkv.api.http_problems import (
 )
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import MAX_TOKEN, CommandError
+from ringkv.node.namespaces import bind
 from ringkv.node.replica import now_ms
 
 API = "/api/v1"
@@ -160,6 +161,11 @@ async def consistency_level(
         bool,
         Query(description="Refuse stand-in nodes (sloppy quorum): only the key's own replicas count toward W."),
     ] = False,
+    namespace: Annotated[
+        str,  # noqa: RUF013
+        Query(description="The namespace the keys are in (GET /api/v1/namespaces lists them); "
+                          "the default namespace if absent."),
+    ] = None,  # type: ignore[assignment]
 ) -> RequestLevel | None:
     """Validated here (400, not FastAPI's 422)."""
     levels = []
@@ -178,19 +184,20 @@ async def consistency_level(
             "invalid-consistency",
             f"Consistency-Level header says {levels[0].value} but the consistency query parameter says {levels[1].value}",
         )
-    if not levels and not strict:
+    if not levels and not strict and namespace is None:
         return None
-    return RequestLevel(levels[0] if levels else None, strict)
+    return RequestLevel(levels[0] if levels else None, strict, namespace)
 
 
 class RequestLevel:
-    """A request's consistency level (None: the node's default) and strictness."""
+    """A request's consistency level (None: the node's default), strictness and namespace."""
 
-    __slots__ = ("level", "strict")
+    __slots__ = ("level", "namespace", "strict")
 
-    def __init__(self, level: ConsistencyLevel | None, strict: bool):
+    def __init__(self, level: ConsistencyLevel | None, strict: bool, namespace: str | None = None):
         self.level = level
         self.strict = strict
+        self.namespace = namespace
 
 
 Consistency = Annotated[RequestLevel | None, Depends(consistency_level)]
@@ -415,6 +422,14 @@ class KeyValueApi:
         if coordinator is None:
             raise ProblemError(503, "unavailable", "the node is not running")
         if level is None:
+            return coordinator
+        if level.namespace is not None:
+            try:
+                spec = coordinator.namespaces.named(level.namespace)
+            except ValueError as exc:
+                raise ProblemError(400, "unknown-namespace", str(exc)) from None
+            coordinator = bind(coordinator, spec)
+        if level.level is None and not level.strict:
             return coordinator
         name = None if level.level is None else level.level.value
         return coordinator.at(name, name, True if level.strict else None)
@@ -714,6 +729,12 @@ class KeyValueApi:
             raise ProblemError(503, "unavailable", f"the storage engine is read-only after a background error: {error}")
         return _json({"status": "ready"})
 
+    async def list_namespaces(self) -> Response:
+        """The cluster's namespaces, each with its replica count N and conflict policy; pick
+        one per request with `?namespace=`."""
+        coordinator = self._coordinator()
+        return _json({"namespaces": [s.as_dict() for s in coordinator.namespaces]})
+
     async def cluster_status(self) -> Response:
         """Members, their partitions, keys, addresses and liveness, as this node sees them (the
         same document as RINGKV.STATUS and `ringkv cluster status --json`)."""
@@ -840,6 +861,7 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
               "content": {"application/json": {"schema": {"type": "object"}}}},
         **problem_responses(503)}}
     yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
+    yield API + "/namespaces", api.list_namespaces, "GET", json_object
     yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
     yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
     yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {

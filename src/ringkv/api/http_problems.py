@@ -59,6 +59,7 @@ _TITLES = {
     "invalid-cursor": "Invalid cursor",
     "invalid-context": "Invalid causal context",
     "key-not-found": "Key not found",
+    "unknown-namespace": "Unknown namespace",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "conflict": "Conflict",

@@ -163,6 +163,7 @@ class RespConnection(asyncio.Protocol):
         "_out",
         "_paused",
         "_pending",
+        "base",
         "closing",
         "coord",
         "enc",
@@ -178,6 +179,7 @@ class RespConnection(asyncio.Protocol):
     def __init__(self, server: RespServer):
         self.server = server
         self.coord = server.coordinator
+        self.base = server.coordinator  # bound to the connection's namespace (RINGKV.NAMESPACE)
         self.levels = server.coordinator.levels  # (read, write), RINGKV.CONSISTENCY
         lim = server.limits
         self.parser = RequestParser(
@@ -829,11 +831,53 @@ async def cmd_keys(c: RespConnection, argv):
 
 
 async def cmd_flushall(c: RespConnection, argv):
+    """FLUSHALL empties every namespace; FLUSHDB the connection's namespace (all of them in
+    the default one, as Redis's db 0 is its only database there)."""
     for a in argv[1:]:
         if a.lower() not in (b"sync", b"async"):
             return SYNTAX
-    await c.coord.flushall()
+    coord = c.coord
+    if argv[0].lower() == b"flushdb" and getattr(coord, "namespace", b""):
+        if not coord.flush_enabled:
+            return error("ERR FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
+        # Versioned deletes of the namespace's keys, page by page, through the coordinator.
+        cursor = 0
+        while True:
+            cursor, keys = await coord.scan(cursor, 1000)
+            if keys:
+                await coord.delete(keys)
+            if cursor == 0:
+                return OK
+    await coord.flushall()
     return OK
+
+
+def _namespaces(c: RespConnection):
+    return getattr(c.server.coordinator, "namespaces", None)
+
+
+def cmd_namespace(c: RespConnection, argv):
+    """RINGKV.NAMESPACE [name]: the connection's namespace; with a name, switch to it
+    ("default" is the default namespace). Like SELECT, it lasts until the connection ends."""
+    namespaces = _namespaces(c)
+    if len(argv) == 1:
+        return bulk((c.base.spec.name if hasattr(c.base, "spec") else "default").encode())
+    from ringkv.node.namespaces import bind
+
+    try:
+        spec = namespaces.named(argv[1])
+    except ValueError as exc:
+        return error(f"ERR {exc}")
+    c.base = bind(c.server.coordinator, spec)
+    c.coord = c.base.at(*c.levels)
+    return OK
+
+
+def cmd_namespaces(c: RespConnection, argv):
+    """RINGKV.NAMESPACES: every namespace, each as [name, replicas, conflict_policy]."""
+    return c.enc.array([
+        [s.name.encode(), s.replicas, s.conflict_policy.value.encode()] for s in _namespaces(c)
+    ])
 
 
 def cmd_time(c: RespConnection, argv):
@@ -905,7 +949,7 @@ def cmd_consistency(c: RespConnection, argv):
         cur_r, cur_w, cur_strict = c.levels
         levels = (cur_r if r is None else r, cur_w if w is None else w,
                   cur_strict if strict is None else strict)
-        c.coord = c.server.coordinator.at(*levels)
+        c.coord = c.base.at(*levels)
         c.levels = levels
         return OK
     r, w, strict = c.levels
@@ -964,7 +1008,7 @@ def cmd_at(c: RespConnection, argv):
         if not inner:
             return error("ERR wrong number of arguments for 'ringkv.at' command")
     saved = c.coord
-    c.coord = c.server.coordinator.at(level, level, c.levels[2] if strict is None else strict)
+    c.coord = c.base.at(level, level, c.levels[2] if strict is None else strict)
     try:
         # The command starts now and binds the coordinator it calls before it first waits,
         # so restoring the connection's own right after is safe for the commands behind it.
@@ -1069,6 +1113,8 @@ COMMANDS: dict[bytes, tuple] = {
     b"ringkv.delv": (cmd_delv, -2),
     b"ringkv.consistency": (cmd_consistency, -1),
     b"ringkv.at": (cmd_at, -3),
+    b"ringkv.namespace": (cmd_namespace, -1),
+    b"ringkv.namespaces": (cmd_namespaces, 1),
     b"ringkv.status": (cmd_status, 1),
     b"ringkv.repair": (cmd_repair, 1),
     b"ringkv.fault": (cmd_fault, -2),

@@ -52,6 +52,7 @@ class AsyncClient(ClientBase):
         backoff_base_ms: float = 20,
         backoff_max_ms: float = 1000,
         consistency: Level = None,
+        namespace: str | None = None,
     ):
         super().__init__(
             ClientOptions(
@@ -64,11 +65,12 @@ class AsyncClient(ClientBase):
                 backoff_base_ms=backoff_base_ms,
                 backoff_max_ms=backoff_max_ms,
                 consistency=parse_consistency(consistency),
+                namespace=namespace,
             )
         )
         self._pool = redis.asyncio.BlockingConnectionPool(
             connection_class=redis.asyncio.Connection,
-            **pool_kwargs(self.options, redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)),
+            **pool_kwargs(self.options, redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0), True),
         )
 
     # ------------------------------------------------------------------ the round trip

@@ -8,9 +8,10 @@ import random
 from typing import Any, Self
 
 import redis.connection
+import redis.exceptions
 
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency, parse_url
-from ringkv.errors import ClosedError
+from ringkv.errors import ClosedError, ConfigError
 
 # redis-py sends CLIENT SETINFO twice on every new connection unless told not to. A ringkv node
 # ignores it, and it costs two round trips per connection; it would also make "connected" mean
@@ -23,7 +24,31 @@ _NO_HANDSHAKE: dict[str, Any] = (
 )
 
 
-def pool_kwargs(options: ClientOptions, retry: Any) -> dict[str, Any]:
+def _namespace_hook(namespace: str, asynchronous: bool) -> Any:
+    """redis-py's connect hook (`redis_connect_func`): the usual handshake, then the client's
+    namespace. A ResponseError (an unknown namespace) fails the connect."""
+    if asynchronous:
+        async def hook(conn: Any) -> None:
+            await conn.on_connect()
+            await conn.send_command("RINGKV.NAMESPACE", namespace)
+            try:
+                await conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                await conn.disconnect()
+                raise ConfigError("namespace", str(exc)) from None
+    else:
+        def hook(conn: Any) -> None:
+            conn.on_connect()
+            conn.send_command("RINGKV.NAMESPACE", namespace)
+            try:
+                conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                conn.disconnect()
+                raise ConfigError("namespace", str(exc)) from None
+    return hook
+
+
+def pool_kwargs(options: ClientOptions, retry: Any, asynchronous: bool = False) -> dict[str, Any]:
     """Keyword arguments of redis-py's BlockingConnectionPool (and its connections) for these options.
 
     `retry` must be redis-py's no-retry policy: the client decides about retries itself
@@ -44,6 +69,8 @@ def pool_kwargs(options: ClientOptions, retry: Any) -> dict[str, Any]:
         # How long a caller waits for a free pooled connection when all are busy.
         "timeout": options.timeout_ms / 1000,
         **_NO_HANDSHAKE,
+        **({} if options.namespace is None else {
+            "redis_connect_func": _namespace_hook(options.namespace, asynchronous)}),
     }
 
 

@@ -8,6 +8,7 @@ also come as a URL, `ringkv://host:port` (port 7379 when left out).
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,6 +57,7 @@ class ClientOptions:
     backoff_base_ms: float = 20
     backoff_max_ms: float = 1000
     consistency: Consistency | None = None
+    namespace: str | None = None  # sent once per new connection (RINGKV.NAMESPACE); None: default
 
     def __post_init__(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -80,6 +82,9 @@ class ClientOptions:
                 "backoff_max_ms", "must be >= backoff_base_ms")
         require(self.consistency is None or isinstance(self.consistency, Consistency), "consistency",
                 "must be a Consistency (parse_consistency reads names)")
+        require(self.namespace is None or (isinstance(self.namespace, str)
+                                           and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.namespace) is not None),
+                "namespace", "must be a namespace name: 1..64 letters, digits, '-', '_' or '.'")
 
     @property
     def address(self) -> str:

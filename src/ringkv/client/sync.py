@@ -56,6 +56,7 @@ class Client(ClientBase):
         backoff_base_ms: float = 20,
         backoff_max_ms: float = 1000,
         consistency: Level = None,
+        namespace: str | None = None,
     ):
         super().__init__(
             ClientOptions(
@@ -68,6 +69,7 @@ class Client(ClientBase):
                 backoff_base_ms=backoff_base_ms,
                 backoff_max_ms=backoff_max_ms,
                 consistency=parse_consistency(consistency),
+                namespace=namespace,
             )
         )
         self._pool = redis.BlockingConnectionPool(

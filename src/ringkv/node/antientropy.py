@@ -20,6 +20,12 @@ have to report old and new bytes exactly, and a tree that drifts would cost traf
 round. Rebuilding is always exact. Where the scans start to cost too much (large partitions),
 the next step is building trees in a worker process from the engine's files.
 
+Namespaces with a smaller N than the ring's (node/namespaces.py) keep a key on a prefix of
+the preference list, so two replicas at positions i and j of a partition's list must agree
+only on the keys of namespaces with N > max(i, j): both sides build their trees from those
+keys alone (`min_replicas` in the messages), and a key is never copied to a node that should
+not hold it. Partition moves use the same rule with the joining or leaving node's position.
+
 `repair_all()` (`ringkv repair`, `RINGKV.REPAIR`) compares every partition this node holds
 with every other replica of it and reports what it fixed.
 """
@@ -89,17 +95,18 @@ class AntiEntropyStats:
 class _Side:
     """One replica's view of one partition for one comparison: the tree and scanned ranges."""
 
-    def __init__(self, tree: MerkleTree, engine):
+    def __init__(self, tree: MerkleTree, engine, keep: Callable[[bytes], bool] | None = None):
         self.tree = tree
         self.entries = RangeEntries()
         self.engine = engine
+        self.keep = keep
         self.built = time.monotonic()
 
     def _load_buckets(self, buckets: list[int]) -> None:
         for b in buckets:
             first, last = self.tree.bucket_range(b)
             if not self.entries.covers(first, last):
-                self.entries.load(first, last, _scan_digests(self.engine, first, last))
+                self.entries.load(first, last, _scan_digests(self.engine, first, last, self.keep))
 
     def digests(self, level: int, indexes: list[int]):
         self._load_buckets(self.tree.buckets_to_load(level, indexes))
@@ -110,14 +117,18 @@ class _Side:
         out: dict[bytes, int] = {}
         for level, index in nodes:
             first, last = self.tree.node_range(level, index)
-            out.update(_scan_digests(self.engine, first, last))
+            out.update(_scan_digests(self.engine, first, last, self.keep))
         return out
 
 
-def _scan_digests(engine, first: int, last: int):
+def _scan_digests(engine, first: int, last: int, keep: Callable[[bytes], bool] | None = None):
+    """(storage key, record digest) of the records with tokens in [first, last]; only those
+    `keep` accepts, if given."""
     end = _TOKEN.pack(last + 1) if last < (1 << 64) - 1 else None
     with engine.scan(_TOKEN.pack(first), end) as it:
-        return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it]
+        if keep is None:
+            return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it]
+        return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it if keep(k)]
 
 
 class AntiEntropy:
@@ -127,7 +138,7 @@ class AntiEntropy:
         self.interval_ms = interval_ms
         self.is_up = is_up or (lambda node: True)
         self.stats = AntiEntropyStats()
-        self._cache: dict[int, _Side] = {}
+        self._cache: dict[tuple[int, int], _Side] = {}  # (partition, min_replicas) -> tree
         self._next = 0
         self._peer_turn: dict[int, int] = {}
         self._round_started: dict[int, tuple[int, set[str]]] = {}
@@ -135,35 +146,53 @@ class AntiEntropy:
 
     # ------------------------------------------------------------------ trees
 
-    def build(self, partition: int) -> _Side:
+    def _keep(self, min_replicas: int) -> Callable[[bytes], bool] | None:
+        """Which keys a comparison covers: those of namespaces with N >= min_replicas."""
+        namespaces = self.c.namespaces
+        if min_replicas <= namespaces.min_replicas:
+            return None
+        n_of = namespaces.replicas_of_skey
+        return lambda skey: n_of(skey) >= min_replicas
+
+    def min_replicas(self, partition: int, peer: str) -> int:
+        """The N a namespace needs for both this node and `peer` to hold its keys of
+        `partition`: one more than the later of their two positions."""
+        c = self.c
+        if c.namespaces.min_replicas == c.namespaces.max_replicas:
+            return 0
+        return max(c.position(c.node_id, partition), c.position(peer, partition)) + 1
+
+    def build(self, partition: int, min_replicas: int = 0) -> _Side:
         ring = self.c.ring
         first, last = ring.partition_range(partition)
-        items = _scan_digests(self.engine, first, last)
+        keep = self._keep(min_replicas)
+        items = _scan_digests(self.engine, first, last, keep)
         tree = MerkleTree.build_from_digests(partition, ring.partitions, items)
-        return _Side(tree, self.engine)
+        return _Side(tree, self.engine, keep)
 
-    def _responder_side(self, partition: int) -> _Side:
-        side = self._cache.get(partition)
+    def _responder_side(self, partition: int, min_replicas: int) -> _Side:
+        key = (partition, min_replicas)
+        side = self._cache.get(key)
         if side is None or time.monotonic() - side.built > TREE_TTL_S:
             if len(self._cache) >= MAX_CACHED_TREES:
-                oldest = min(self._cache, key=lambda p: self._cache[p].built)
+                oldest = min(self._cache, key=lambda k: self._cache[k].built)
                 del self._cache[oldest]
-            side = self._cache[partition] = self.build(partition)
+            side = self._cache[key] = self.build(partition, min_replicas)
         return side
 
     # ------------------------------------------------------------------ serving peers
 
     def on_digests(self, body: AeDigests) -> AeDigestsReply:
         if body.fresh:
-            self._cache.pop(body.partition, None)
+            self._cache.pop((body.partition, body.min_replicas), None)
         self._check_partition(body.partition)
-        side = self._responder_side(body.partition)
+        side = self._responder_side(body.partition, body.min_replicas)
         req = DigestRequest(body.level, body.parents_level, tuple(body.parents))
         return AeDigestsReply(pack_digests(side.digests(req.level, req.indexes)))
 
     def on_list(self, body: AeList) -> AeListReply:
         self._check_partition(body.partition)
-        side = self._responder_side(body.partition)
+        side = self._responder_side(body.partition, body.min_replicas)
         listing = side.listing([tuple(n) for n in body.nodes])
         return AeListReply(sorted(listing.items()))
 
@@ -173,14 +202,20 @@ class AntiEntropy:
 
     # ------------------------------------------------------------------ comparing
 
-    async def compare(self, partition: int, peer: str) -> RoundResult:
-        """One comparison of `partition` with `peer`, and the transfers it calls for."""
+    async def compare(self, partition: int, peer: str, min_replicas: int | None = None) -> RoundResult:
+        """One comparison of `partition` with `peer`, and the transfers it calls for; of the
+        keys of namespaces with N >= min_replicas (None: as the two nodes' positions in the
+        rings say; membership moves give it, node/membership.py)."""
         async with self._lock:
-            return await self._compare(partition, peer)
+            return await self._compare(partition, peer, min_replicas)
 
-    async def _compare(self, partition: int, peer: str) -> RoundResult:
+    async def _compare(self, partition: int, peer: str, min_replicas: int | None) -> RoundResult:
         c = self.c
-        mine = self.build(partition)
+        if min_replicas is None:
+            min_replicas = self.min_replicas(partition, peer)
+        elif min_replicas <= c.namespaces.min_replicas:
+            min_replicas = 0
+        mine = self.build(partition, min_replicas)
         diff = TreeDiff(mine.tree)
         result = RoundResult(partition, peer, in_sync=False)
         timeout = c.replica_timeout_ms * 4
@@ -189,13 +224,15 @@ class AntiEntropy:
             while (request := diff.next_request()) is not None:
                 if isinstance(request, DigestRequest):
                     reply = await c.call(peer, AeDigests(partition, request.level, request.parents_level,
-                                                         list(request.parents), first), timeout)
+                                                         list(request.parents), first, min_replicas),
+                                         timeout)
                     first = False
                     diff.receive_digests(request, mine.digests(request.level, request.indexes),
                                          unpack_digests(reply.digests))
                 else:
                     assert isinstance(request, ListRequest)
-                    reply = await c.call(peer, AeList(partition, [list(n) for n in request.nodes]), timeout)
+                    reply = await c.call(peer, AeList(partition, [list(n) for n in request.nodes], min_replicas),
+                                         timeout)
                     diff.receive_listing(request, mine.listing(request.nodes), dict(reply.entries))
             result.in_sync = diff.in_sync
             they_need = diff.they_need[:MAX_TRANSFER_KEYS_PER_ROUND]

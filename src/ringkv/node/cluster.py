@@ -24,6 +24,7 @@ docs/cluster.md, "Read-modify-write commands".
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -75,7 +76,10 @@ from ringkv.node.messages import (
     ReplicaRecords,
     ScanPage,
     ScanRange,
+    SyncPartition,
+    SyncPartitionReply,
 )
+from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import now_ms, storage_key
 from ringkv.versioning import record as rec
 from ringkv.versioning.dvv import decode_context, encode_context
@@ -99,6 +103,7 @@ _FORWARD_TIMEOUTS = 3
 # Most records a background read repair holds before it drops new ones (a slow peer must
 # not grow the node's memory without bound).
 MAX_REPAIRS_IN_FLIGHT = 10_000
+MAX_SYNC_SOURCES = 16  # sources of one SyncPartition: at most a preference list
 
 
 def _reason(exc: BaseException) -> str:
@@ -265,11 +270,15 @@ class Cluster:
         read_repair: str = "background",
         info: Callable[[], NodeInfoReply] | None = None,
         hints: HintStore | None = None,
+        namespaces: Namespaces | None = None,
     ):
         if read_repair not in ("background", "blocking", "off"):
             raise ConfigError("read_repair", f"must be background, blocking or off, got {read_repair!r}")
         self.node_id = node_id
         self.local = local
+        # Each namespace's N and policy; without a configuration, one namespace of the ring's N.
+        self.namespaces = namespaces or Namespaces(ring.replicas, local.policy.value)
+        self._merges = {p: functools.partial(self.merge_raw, policy=p) for p in ConflictPolicy}
         self.engine = local.replica.engine
         self.ring = ring
         self.transport = transport
@@ -297,12 +306,18 @@ class Cluster:
         self.ring = ring
         self.pending = pending
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
-        extra: dict[int, tuple[str, ...]] = {}
+        # A namespace with a smaller N than the ring's uses a prefix of each list.
+        self._prefs_by_n = {n: tuple(pref[:n] for pref in self._prefs)
+                            for n in {s.replicas for s in self.namespaces} if n < ring.replicas}
+        self._default_prefs = self.prefs_for(self.namespaces.default.replicas)
+        # n -> partition -> the pending ring's replicas that the ring lacks
+        extra: dict[int, dict[int, tuple[str, ...]]] = {}
         if pending is not None:
-            for p, pref in enumerate(self._prefs):
-                more = tuple(n for n in pending.preference_list(p) if n not in pref)
-                if more:
-                    extra[p] = more
+            for n in {s.replicas for s in self.namespaces}:
+                for p, pref in enumerate(self._prefs):
+                    more = tuple(x for x in pending.preference_list(p)[:n] if x not in pref[:n])
+                    if more:
+                        extra.setdefault(n, {})[p] = more
         self._extra = extra
 
     @property
@@ -313,8 +328,38 @@ class Cluster:
             nodes |= set(self.pending.node_ids)
         return tuple(sorted(nodes))
 
+    def prefs_for(self, n: int) -> tuple[tuple[str, ...], ...]:
+        """Every partition's preference list for a namespace of N = n."""
+        return self._prefs_by_n.get(n, self._prefs)
+
     def replicas_of(self, skey: bytes) -> tuple[str, ...]:
-        return self._prefs[int.from_bytes(skey[:8], "big") >> self._shift]
+        if not skey[8]:
+            return self._default_prefs[int.from_bytes(skey[:8], "big") >> self._shift]
+        n = self.namespaces.replicas_of_skey(skey)
+        return self.prefs_for(n)[int.from_bytes(skey[:8], "big") >> self._shift]
+
+    def extra_replicas_of(self, skey: bytes) -> tuple[str, ...] | None:
+        """While a partition moves: the new owners a write to `skey` also goes to."""
+        by_partition = self._extra.get(self.namespaces.replicas_of_skey(skey))
+        return None if by_partition is None else by_partition.get(int.from_bytes(skey[:8], "big") >> self._shift)
+
+    def merger_of(self, skey: bytes) -> Callable[[bytes | None, bytes | None], bytes | None]:
+        """merge_raw under the conflict policy of `skey`'s namespace."""
+        if not skey[8] or self.namespaces.uniform:
+            return self.merge_raw
+        return self._merges[self.namespaces.policy_of_skey(skey)]
+
+    def position(self, node: str, partition: int) -> int:
+        """`node`'s place in the partition's preference list (the pending ring's when it is
+        not in the ring's); the ring's N when in neither."""
+        pref = self._prefs[partition]
+        if node in pref:
+            return pref.index(node)
+        if self.pending is not None:
+            pending = self.pending.preference_list(partition)
+            if node in pending:
+                return pending.index(node)
+        return self.ring.replicas
 
     # ------------------------------------------------------------------ fan-out
 
@@ -345,13 +390,14 @@ class Cluster:
         task, and the RPC client's connect path needs one (asyncio.timeout)."""
         return await asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout_ms))
 
-    def merge_raw(self, a: bytes | None, b: bytes | None) -> bytes | None:
-        """Merge two replicas' stored records (bytes; None is no record)."""
+    def merge_raw(self, a: bytes | None, b: bytes | None, policy: ConflictPolicy | None = None) -> bytes | None:
+        """Merge two replicas' stored records (bytes; None is no record) under `policy`
+        (the default namespace's if None)."""
         if a is None or a == b:
             return b
         if b is None:
             return a
-        merged = rec.merge(rec.decode_record(a), rec.decode_record(b), self.local.policy)
+        merged = rec.merge(rec.decode_record(a), rec.decode_record(b), policy or self.local.policy)
         return rec.encode_record(merged)
 
     def repair(self, skey: bytes, merged: bytes | None, stale: Iterable[str]) -> list[asyncio.Task]:
@@ -440,9 +486,26 @@ class Cluster:
             return self.handle_now(peer, body)
         if kind is Repair and self.anti_entropy is not None:
             return RepairReply(await self.anti_entropy.repair_all())
+        if kind is SyncPartition and self.anti_entropy is not None:
+            return await self._sync_partition(body)
         if kind is FlushAll:
             return FlushAllReply(await self.local.flushall())
         raise CommandError(f"unexpected message {kind.__name__}")
+
+    async def _sync_partition(self, body: SyncPartition) -> SyncPartitionReply:
+        if not 0 <= body.partition < self.ring.partitions or len(body.sources) > MAX_SYNC_SOURCES:
+            raise CommandError(f"SyncPartition: partition {body.partition} out of range or more than "
+                               f"{MAX_SYNC_SOURCES} sources")
+        reply = SyncPartitionReply({}, 0, 0)
+        for source, min_replicas in body.sources:
+            if source == self.node_id:
+                continue
+            result = await self.anti_entropy.compare(body.partition, source, min_replicas)
+            if result.error:
+                reply.failed[source] = result.error
+            reply.pulled += result.pulled
+            reply.pushed += result.pushed
+        return reply
 
     async def _forwarded(self, body: Forward) -> ForwardReply:
         if body.method not in _WRITE_METHODS:
@@ -465,7 +528,7 @@ class Cluster:
         if self._info is not None:
             return self._info()
         return NodeInfoReply(self.node_id, "", "", "", self.local._live_keys,
-                             self.local.partition_keys(), 0, 0)
+                             self.local.partition_keys(), 0, 0, self.local.namespace_partition_keys())
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -548,7 +611,7 @@ class ClusterCoordinator:
         if pref is None:
             pref = c.replicas_of(skey)
         me = c.node_id
-        q = ReadQuorum(pref, resolve(self.r, len(pref), field="r"), c.merge_raw, _same_raw)
+        q = ReadQuorum(pref, resolve(self.r, len(pref), field="r"), c.merger_of(skey), _same_raw)
         remote = [n for n in pref if n != me]
         if len(remote) < len(pref):
             data = c.engine.get(skey)
@@ -634,7 +697,7 @@ class ClusterCoordinator:
         for pref, idxs in groups.items():
             r = resolve(self.r, len(pref), field="r")
             for i in idxs:
-                q = ReadQuorum(pref, r, c.merge_raw, _same_raw)
+                q = ReadQuorum(pref, r, c.merger_of(skeys[i]), _same_raw)
                 quorums[i] = q
                 if me in pref:
                     data = c.engine.get(skeys[i])
@@ -718,7 +781,7 @@ class ClusterCoordinator:
             q.on_success(me)
         remote = [n for n in pref if n != me]
         if c._extra:
-            extra = c._extra.get(int.from_bytes(skey[:8], "big") >> c._shift)
+            extra = c.extra_replicas_of(skey)
             if extra:
                 _write_extra(c, skey, data, extra)
         if remote:
@@ -812,6 +875,7 @@ class ClusterCoordinator:
             len(value) <= local.max_value_bytes
             and len(key) + len(namespace) <= MAX_KEY_BYTES
             and local.policy is ConflictPolicy.SIBLINGS
+            and (not namespace or local.namespaces.of_stored(namespace).conflict_policy is ConflictPolicy.SIBLINGS)
             and not local.sync_always
         ):
             skey = storage_key(namespace, key)
@@ -915,15 +979,19 @@ class ClusterCoordinator:
             out[node] = _reason(reply) if isinstance(reply, BaseException) else reply
         return out
 
-    async def dbsize(self) -> int:
-        """Live keys in the cluster: each partition counted on its first replica that answers."""
+    async def dbsize(self, namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        """Live keys of `namespace` in the cluster: each partition counted on its first
+        replica that answers."""
         infos = await self.node_infos()
         total = 0
-        for p, pref in enumerate(self.c._prefs):
+        name = namespace.decode("utf-8", "replace")
+        prefs = self.c.prefs_for(self.c.namespaces.of_stored(namespace).replicas)
+        for p, pref in enumerate(prefs):
             for node in pref:
                 info = infos.get(node)
                 if isinstance(info, NodeInfoReply):
-                    total += info.partition_keys[p]
+                    counts = info.namespace_partition_keys.get(name) if namespace else info.partition_keys
+                    total += counts[p] if counts else 0
                     break
             else:
                 detail = "; ".join(f"{n} {infos.get(n)}" for n in pref)
@@ -948,7 +1016,7 @@ class ClusterCoordinator:
             raise CommandError("invalid cursor")
         c = self.c
         ring = c.ring
-        prefs = c._prefs
+        prefs = c.prefs_for(c.namespaces.of_stored(namespace).replicas)
         me = c.node_id
         keys: list[bytes] = []
         examined = 0
@@ -1052,19 +1120,20 @@ class _StandIns:
     ring that is not a replica of the key (Ring.fallbacks) takes the record as a hint for it,
     and its acknowledgement counts toward W in the failed replica's place."""
 
-    __slots__ = ("c", "data", "failed", "partition", "skey", "used")
+    __slots__ = ("c", "data", "failed", "partition", "pref", "skey", "used")
 
     def __init__(self, c: Cluster, skey: bytes, data: bytes, pref: tuple[str, ...]):
         self.c = c
         self.skey = skey
         self.data = data
+        self.pref = pref
         self.partition = int.from_bytes(skey[:8], "big") >> c._shift
         self.failed: set[str] = set()
         self.used: set[str] = set()
 
     def __call__(self, node: str, reason: str, state: _FanOut) -> bool:
         self.failed.add(node)
-        candidates = [r.node_id for r in self.c.ring.fallbacks(self.partition, self.failed)
+        candidates = [r.node_id for r in self.c.ring.fallbacks(self.partition, self.failed, len(self.pref))
                       if r.hint_for is not None and r.node_id not in self.used]
         if not candidates:
             return False

@@ -65,7 +65,11 @@ class NodeConfig:
     # read's cost, so the cache is sized to hold a few hundred MiB of data decoded.
     block_cache_bytes: int = 256 * MIB
     max_value_bytes: int = 1 * MIB
-    conflict_policy: str = "siblings"  # siblings | lww
+    conflict_policy: str = "siblings"  # siblings | lww, of the default namespace
+    # Other namespaces, each with its own N and policy (node/namespaces.py): a TOML table
+    # [namespaces.NAME] of replicas and conflict_policy, or as a string (environment, flags)
+    # "NAME:replicas=2:conflict_policy=lww,NAME2:replicas=1". Identical on every node.
+    namespaces: str = ""
     tombstone_grace_s: int = 864_000  # 10 days, as Cassandra's gc_grace_seconds
 
     # Client-facing limits.
@@ -127,10 +131,23 @@ class NodeConfig:
             value = getattr(self, name)
             require(value in ("one", "quorum", "all") or (value.isdigit() and 1 <= int(value) <= self.replicas),
                     name, f"must be one, quorum, all or an integer in 1..replicas={self.replicas}")
+        self.namespace_specs()
         members = self.member_list()
         if members:
             require(any(m.node_id == self.node_id for m in members), "members",
                     f"must include this node ({self.node_id})")
+
+    def namespace_specs(self):
+        """The cluster's namespaces (node/namespaces.py); ConfigError naming what is wrong."""
+        from ringkv.cluster.ring import MAX_REPLICAS
+        from ringkv.node.namespaces import Namespaces
+
+        return Namespaces(self.replicas, self.conflict_policy, self.namespaces, MAX_REPLICAS)
+
+    @property
+    def ring_replicas(self) -> int:
+        """N of the ring: the largest of every namespace's (smaller ones use a prefix)."""
+        return self.namespace_specs().max_replicas
 
     def member_list(self) -> list[MemberAddress]:
         """`members` parsed; raises ConfigError naming the entry that is wrong."""
@@ -218,6 +235,10 @@ def load_config(
         for key, raw in doc.items():
             if key not in FIELDS:
                 raise ConfigError(key, f"unknown setting in {toml_path}")
+            if key == "namespaces" and isinstance(raw, dict):
+                from ringkv.node.namespaces import format_namespaces
+
+                raw = format_namespaces(raw)
             values[key] = _convert(key, raw, toml_path)
     env = os.environ if env is None else env
     for key, raw in env.items():

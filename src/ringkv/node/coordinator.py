@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ringkv.cluster.quorum import ConsistencyLevel, parse_level, resolve
 from ringkv.errors import RingkvError
+from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import Replica, now_ms, split_storage_key, storage_key
 from ringkv.versioning.dvv import decode_context, encode_context
 from ringkv.versioning.record import ConflictPolicy, Record, Sibling, overwrite, pick_winner
@@ -169,13 +170,17 @@ class LocalCoordinator:
         expiry_index_max_keys: int = 1_000_000,
         max_value_bytes: int = 1024 * 1024,
         partitions: int = 1024,
+        namespaces: Namespaces | None = None,
     ):
         self.replica = replica
+        # Each namespace's N and conflict policy (node/namespaces.py); `policy` is the default's.
+        self.namespaces = namespaces or Namespaces(1, policy.value)
         # Live keys per ring partition (the top log2(Q) bits of the token), for cluster-wide
         # DBSIZE and `ringkv cluster status`.
         self.partitions = partitions
         self._partition_shift = 64 - (partitions.bit_length() - 1)
-        self._partition_keys = [0] * partitions
+        self._partition_keys = [0] * partitions  # of the default namespace
+        self._ns_partition_keys: dict[bytes, list[int]] = {}  # of the others
         self.max_value_bytes = max_value_bytes
         self.policy = policy
         self.keys_max_count = keys_max_count
@@ -208,29 +213,40 @@ class LocalCoordinator:
         live = 0
         heap: list[tuple[int, bytes]] = []
         decode = self.replica._decode
-        parts = [0] * self.partitions
-        shift = self._partition_shift
+        self._partition_keys = [0] * self.partitions
+        self._ns_partition_keys = {}
         with self.replica.engine.scan() as it:
             for skey, data in it:
                 record = decode(data)
                 if _counted(record):
                     live += 1
-                    parts[int.from_bytes(skey[:8], "big") >> shift] += 1
+                    self._count(skey, 1)
                 exp = _max_expiry(record)
                 if exp and len(heap) < self._expiry_max:
                     heap.append((exp, skey))
         heapq.heapify(heap)
         self._live_keys = live
-        self._partition_keys = parts
         self._expiry_heap = heap
 
     def _count(self, skey: bytes, delta: int) -> None:
         self._live_keys += delta
-        self._partition_keys[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
+        parts = self._partition_keys
+        if skey[8]:
+            ns = bytes(skey[9:9 + skey[8]])
+            parts = self._ns_partition_keys.get(ns)
+            if parts is None:
+                parts = self._ns_partition_keys[ns] = [0] * self.partitions
+        parts[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
 
-    def partition_keys(self) -> list[int]:
-        """Live keys per ring partition on this replica."""
+    def partition_keys(self, namespace: bytes = DEFAULT_NAMESPACE) -> list[int]:
+        """Live keys of `namespace` per ring partition on this replica."""
+        if namespace:
+            return list(self._ns_partition_keys.get(namespace) or [0] * self.partitions)
         return list(self._partition_keys)
+
+    def namespace_partition_keys(self) -> dict[str, list[int]]:
+        """partition_keys of every namespace but the default, by name."""
+        return {ns.decode("utf-8", "replace"): list(parts) for ns, parts in self._ns_partition_keys.items()}
 
     # ---------------------------------------------------------------- helpers
 
@@ -287,7 +303,8 @@ class LocalCoordinator:
         if context is None and not blind and stored is not None:
             context = stored.clock
         new, lsn = self.replica.write(
-            namespace, key, value, context=context, expire_at_ms=expire_at_ms, policy=self.policy,
+            namespace, key, value, context=context, expire_at_ms=expire_at_ms,
+            policy=self.namespaces.of_stored(namespace).conflict_policy,
             stored=stored, skey=skey,
         )
         delta = _counted(new) - (_counted(stored) if stored is not None else 0)
@@ -405,6 +422,7 @@ class LocalCoordinator:
         if (
             len(value) > self.max_value_bytes
             or len(key) + len(namespace) > MAX_KEY_BYTES
+            or (namespace and self.namespaces.of_stored(namespace).conflict_policy is not ConflictPolicy.SIBLINGS)
             or self.policy is not ConflictPolicy.SIBLINGS
         ):
             skey, stored = self._read(key, namespace)
@@ -451,7 +469,8 @@ class LocalCoordinator:
         Engine.put: the caller must commit_writes() before acknowledging."""
         incoming = self.replica._decode(data)  # CorruptionError on garbage: nothing stored
         stored = self.replica.read_skey(skey)
-        merged, lsn = self.replica.apply_skey(skey, incoming, stored, self.policy, defer=defer)
+        policy = self.namespaces.policy_of_skey(skey) if skey[8] else self.policy
+        merged, lsn = self.replica.apply_skey(skey, incoming, stored, policy, defer=defer)
         if lsn:
             delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
             if delta:
@@ -626,14 +645,18 @@ class LocalCoordinator:
             n += 1
         self._live_keys = 0
         self._partition_keys = [0] * self.partitions
+        self._ns_partition_keys = {}
         self._expiry_heap = []
         await self._durable(lsn)
         return n
 
     # ---------------------------------------------------------------- keyspace
 
-    async def dbsize(self) -> int:
-        return self._live_keys
+    async def dbsize(self, namespace: bytes = DEFAULT_NAMESPACE) -> int:
+        if not self._ns_partition_keys:
+            return self._live_keys if not namespace else 0
+        parts = self._ns_partition_keys.get(namespace) if namespace else self._partition_keys
+        return sum(parts) if parts else 0
 
     async def scan(
         self,

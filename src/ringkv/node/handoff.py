@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from ringkv.errors import RpcError
 from ringkv.node.messages import ReplicaPut
+from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import now_ms
 from ringkv.storage import Engine, Options
 from ringkv.versioning import record as rec
@@ -49,13 +50,15 @@ class HintStore:
     """The durable hints of one node (see the module docstring)."""
 
     def __init__(self, data_dir: str, *, max_hints: int = 1_000_000, max_hint_window_ms: int = 3 * 3600 * 1000,
-                 policy: ConflictPolicy = ConflictPolicy.SIBLINGS, sync: str = "interval"):
+                 policy: ConflictPolicy = ConflictPolicy.SIBLINGS, sync: str = "interval",
+                 namespaces: Namespaces | None = None):
         self.engine = Engine.open(os.path.join(data_dir, "hints"),
                                   Options(sync=sync, memtable_bytes=4 * 1024 * 1024, background="thread",
                                           block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024))
         self.max_hints = max_hints
         self.max_hint_window_ms = max_hint_window_ms
         self.policy = policy
+        self.namespaces = namespaces or Namespaces(1, policy.value)  # each namespace's policy
         self.stats = {"hints_stored": 0, "hints_delivered": 0, "hints_dropped_full": 0,
                       "hints_expired": 0, "hints_pending": 0}
         self._targets: dict[str, int] = {}  # target -> hints pending
@@ -79,7 +82,8 @@ class HintStore:
             self.stats["hints_pending"] += 1
         else:
             created = _CREATED.unpack_from(old)[0]
-            merged = rec.merge(rec.decode_record(bytes(old[8:])), rec.decode_record(record), self.policy)
+            merged = rec.merge(rec.decode_record(bytes(old[8:])), rec.decode_record(record),
+                             self.namespaces.policy_of_skey(skey))
             data = rec.encode_record(merged)
         self.engine.put(key, _CREATED.pack(created) + data, sync=False)
         self.stats["hints_stored"] += 1

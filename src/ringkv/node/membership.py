@@ -29,6 +29,13 @@ after a crash (a comparison is idempotent) and catches writes that raced with it
 
 Whenever the ring changes, a node also syncs the partitions it newly holds (the same pull), so
 every partition ends with N replicas holding its data.
+
+With namespaces of different N (node/namespaces.py), a node at position i of a preference list
+holds the keys of namespaces with N > i, so a node that only moves forward in a list also
+gains keys, and the one node holding a key of an N=1 namespace may leave the list entirely.
+`plan_moves` says, per partition, which node must receive what from which: the node driving
+a join or a decommission runs every move of every partition before the ring switches (its own
+comparisons directly, the others' with a SyncPartition RPC to the receiving node).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
@@ -46,6 +55,43 @@ log = logging.getLogger("ringkv.membership")
 
 RING = (NodeStatus.NORMAL, NodeStatus.LEAVING)
 PENDING = (NodeStatus.NORMAL, NodeStatus.JOINING)
+SYNC_TIMEOUT_MS = 120_000  # one SyncPartition: every comparison of one partition on the receiver
+
+
+@dataclass(frozen=True)
+class Move:
+    """`gainer` receives from `source` the keys of namespaces with N >= min_replicas; among
+    them those of the N values in `covers`, which it did not hold before."""
+
+    gainer: str
+    source: str
+    min_replicas: int
+    covers: tuple[int, ...]
+
+
+def plan_moves(old: Sequence[str], new: Sequence[str], replica_counts: Iterable[int]) -> list[Move]:
+    """The moves that make the nodes of `new` (a partition's next preference list) hold what
+    that list gives them, from the nodes of `old` (its current list).
+
+    A node at position i holds the namespaces with N > i. A node at position i of `new` and j
+    of `old` (infinite when absent) needs the N values with i < N <= j; a source at position k
+    of `old` holds those with N > k. The gainer compares with every source that holds one it
+    needs, over the keys both must hold (N > max(i, k)): nothing reaches a node that its
+    position does not give it. With one N and a node already in the list, there is nothing
+    to move.
+    """
+    counts = sorted(set(replica_counts))
+    moves: list[Move] = []
+    for i, gainer in enumerate(new):
+        j = old.index(gainer) if gainer in old else len(old) + max(counts)
+        needs = [n for n in counts if i < n <= j]
+        if not needs:
+            continue
+        for k, source in enumerate(old):
+            covers = tuple(n for n in needs if n > k)
+            if source != gainer and covers:
+                moves.append(Move(gainer, source, max(i, k) + 1, covers))
+    return moves
 
 
 class MembershipManager:
@@ -60,7 +106,8 @@ class MembershipManager:
         self.moves_done = 0
         self.move_kind = ""  # join | leave | rebalance
         self.move_errors = 0
-        self._sync_queue: list[int] = []
+        self.keys_moved = 0  # pulled and pushed by the moves this node ran or asked for
+        self._sync_queue: list[tuple[int, list[Move]]] = []  # after a ring change: moves to here
         self._already_synced: set[int] = set()  # received while joining: no second pull
         self._wake = asyncio.Event()
         self._task_done: asyncio.Event | None = None
@@ -93,9 +140,9 @@ class MembershipManager:
         old = c.ring if self.ring_nodes else None
         if not ring_members:
             return False
-        ring = Ring(ring_members, cfg.partitions, cfg.replicas)
+        ring = Ring(ring_members, cfg.partitions, cfg.ring_replicas)
         pending = None if pending_ids == ring_ids or not pending_members else Ring(
-            pending_members, cfg.partitions, cfg.replicas)
+            pending_members, cfg.partitions, cfg.ring_replicas)
         changed = ring_ids != self.ring_nodes
         self.ring_nodes, self.pending_nodes = ring_ids, pending_ids
         c.set_rings(ring, pending)
@@ -103,8 +150,15 @@ class MembershipManager:
                  f"; pending: {','.join(pending_ids)}" if pending is not None else "")
         if changed and old is not None:
             me = c.node_id
-            gained = [p for p in ring.replica_partitions(me)
-                      if me not in old.preference_list(p) and p not in self._already_synced]
+            counts = self._replica_counts()
+            gained = []
+            for p in ring.replica_partitions(me):
+                if p in self._already_synced:
+                    continue
+                moves = [m for m in plan_moves(old.preference_list(p), ring.preference_list(p), counts)
+                         if m.gainer == me]
+                if moves:
+                    gained.append((p, moves))
             self._already_synced.clear()
             if gained:
                 log.info("ring change: %d partitions newly held here; syncing them", len(gained))
@@ -131,23 +185,64 @@ class MembershipManager:
             await self._wake.wait()
             self._wake.clear()
             while self._sync_queue:
-                p = self._sync_queue.pop(0)
-                await self._pull(p, self.node.cluster.ring.preference_list(p))
+                p, moves = self._sync_queue.pop(0)
+                await self._run_moves(p, moves)
                 self.moves_done += 1
 
-    async def _pull(self, partition: int, sources) -> bool:
+    def _replica_counts(self) -> set[int]:
+        return {s.replicas for s in self.node.cluster.namespaces}
+
+    async def _run_moves(self, partition: int, moves: list[Move]) -> bool:
+        """Run a partition's moves: this node's comparisons itself, the others' by asking the
+        receiving node (SyncPartition). True when every gainer got every N it needs from some
+        source (a source that is down or fails is logged and counted; another may cover it)."""
+        from ringkv.node.messages import SyncPartition
+
         c = self.node.cluster
-        ok = False
-        for peer in sources:
-            if peer == c.node_id or not c.is_up(peer):
-                continue
-            result = await self.node.anti_entropy.compare(partition, peer)
-            if result.error:
-                self.move_errors += 1
-                log.warning("syncing partition %d from %s failed: %s", partition, peer, result.error)
-            else:
-                ok = True
+        by_gainer: dict[str, list[Move]] = {}
+        for m in moves:
+            by_gainer.setdefault(m.gainer, []).append(m)
+        ok = True
+        for gainer, gainer_moves in by_gainer.items():
+            needed = {n for m in gainer_moves for n in m.covers}
+            covered: set[int] = set()
+            usable = [m for m in gainer_moves if c.is_up(m.source) or m.source == c.node_id]
+            if gainer == c.node_id:
+                for m in usable:
+                    result = await self.node.anti_entropy.compare(partition, m.source, m.min_replicas)
+                    self.keys_moved += result.pulled + result.pushed
+                    if result.error:
+                        self.move_errors += 1
+                        log.warning("syncing partition %d from %s failed: %s", partition, m.source, result.error)
+                    else:
+                        covered.update(m.covers)
+            elif usable:
+                body = SyncPartition(partition, [(m.source, m.min_replicas) for m in usable])
+                try:
+                    reply = await c.call(gainer, body, SYNC_TIMEOUT_MS)
+                except Exception as exc:  # RpcError, a remote error: the move is not done
+                    self.move_errors += 1
+                    log.warning("asking %s to sync partition %d failed: %s", gainer, partition, exc)
+                    ok = False
+                    continue
+                self.keys_moved += reply.pulled + reply.pushed
+                for m in usable:
+                    if m.source in reply.failed:
+                        self.move_errors += 1
+                        log.warning("%s syncing partition %d from %s failed: %s", gainer, partition,
+                                    m.source, reply.failed[m.source])
+                    else:
+                        covered.update(m.covers)
+            ok = ok and covered >= needed
         return ok
+
+    def _plan(self, partition: int) -> list[Move]:
+        """The moves of `partition` from the ring to the pending ring (none without one)."""
+        c = self.node.cluster
+        if c.pending is None:
+            return []
+        return plan_moves(c.ring.preference_list(partition), c.pending.preference_list(partition),
+                          self._replica_counts())
 
     # ------------------------------------------------------------------ join
 
@@ -190,17 +285,16 @@ class MembershipManager:
                             ",".join(sorted(set(self.config_members) - {me})) or "none")
         await asyncio.sleep(self.settle_s)  # let every node learn that we are joining
         self.refresh()
-        pending = c.pending or c.ring
         progress = self._load_progress()
         done = set(progress.get("synced", []))
-        todo = [p for p in pending.replica_partitions(me) if p not in done]
+        plans = {p: moves for p in range(c.ring.partitions) if p not in done and (moves := self._plan(p))}
+        todo = sorted(plans)
         self.moves_total = len(todo) + len(done)
         self.moves_done = len(done)
-        log.info("joining: %d partitions to receive (%d already done)", len(todo), len(done))
+        log.info("joining: %d partitions to move (%d already done)", len(todo), len(done))
         for p in todo:
             started = time.monotonic()
-            sources = [n for n in c.ring.preference_list(p) if n != me]
-            if await self._pull(p, sources) or not sources:
+            if await self._run_moves(p, plans[p]):
                 done.add(p)
                 self.moves_done += 1
                 self._save_progress({"status": "joining", "synced": sorted(done)})
@@ -237,37 +331,27 @@ class MembershipManager:
     async def decommission(self, rate_partitions_per_s: float = 50.0) -> dict:
         g = self.node.gossiper
         c = self.node.cluster
-        me = c.node_id
         if g.membership.local.status is NodeStatus.NORMAL:
             g.membership.set_local_status(NodeStatus.LEAVING)
             self.refresh()
         self.move_kind = "leave"
         await asyncio.sleep(self.settle_s)  # every coordinator now also writes to the new owners
         self.refresh()
-        pending = c.pending
-        moved = 0
-        if pending is not None:
-            work = []
-            for p in c.ring.replica_partitions(me):
-                gainers = [n for n in pending.preference_list(p) if n not in c.ring.preference_list(p)]
-                work.extend((p, n) for n in gainers)
-            self.moves_total, self.moves_done = len(work), 0
-            for p, target in work:
-                started = time.monotonic()
-                result = await self.node.anti_entropy.compare(p, target)
-                if result.error:
-                    self.move_errors += 1
-                    log.warning("handing partition %d to %s failed: %s", p, target, result.error)
-                moved += result.pushed
-                self.moves_done += 1
-                elapsed = time.monotonic() - started
-                if elapsed < 1 / rate_partitions_per_s:
-                    await asyncio.sleep(1 / rate_partitions_per_s - elapsed)
+        plans = {p: moves for p in range(c.ring.partitions) if (moves := self._plan(p))}
+        self.moves_total, self.moves_done = len(plans), 0
+        for p in sorted(plans):
+            started = time.monotonic()
+            if not await self._run_moves(p, plans[p]):
+                log.warning("partition %d: not every move finished; anti-entropy will catch up", p)
+            self.moves_done += 1
+            elapsed = time.monotonic() - started
+            if elapsed < 1 / rate_partitions_per_s:
+                await asyncio.sleep(1 / rate_partitions_per_s - elapsed)
         g.membership.set_local_status(NodeStatus.LEFT)
         self._save_progress({"status": "left"})
         await asyncio.sleep(self.settle_s)  # let the news spread before the operator stops us
         self.refresh()
-        return {"status": "left", "partitions_handed_over": self.moves_total, "keys_pushed": moved,
+        return {"status": "left", "partitions_handed_over": self.moves_total, "keys_moved": self.keys_moved,
                 "errors": self.move_errors}
 
     # ------------------------------------------------------------------ remove

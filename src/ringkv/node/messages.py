@@ -117,6 +117,8 @@ class NodeInfoReply(msgspec.Struct, tag="NodeInfoReply", array_like=True):
     partition_keys: list[int]  # live keys per ring partition, for the partitions it holds
     bytes_on_disk: int
     uptime_ms: int
+    # partition_keys of every namespace but the default (which partition_keys counts), by name
+    namespace_partition_keys: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
 
 class FlushAll(msgspec.Struct, tag="FlushAll", array_like=True):
@@ -157,6 +159,9 @@ class AeDigests(msgspec.Struct, tag="AeDigests", array_like=True):
     parents_level: int
     parents: list[int]
     fresh: bool = False
+    # Compare only keys of namespaces with N >= min_replicas (0: all): the two replicas' later
+    # position in the partition's preference list, plus one (node/namespaces.py).
+    min_replicas: int = 0
 
 
 class AeDigestsReply(msgspec.Struct, tag="AeDigestsReply", array_like=True):
@@ -169,6 +174,7 @@ class AeList(msgspec.Struct, tag="AeList", array_like=True):
 
     partition: int
     nodes: list[list[int]]
+    min_replicas: int = 0  # as in AeDigests
 
 
 class AeListReply(msgspec.Struct, tag="AeListReply", array_like=True):
@@ -183,8 +189,22 @@ class RepairReply(msgspec.Struct, tag="RepairReply", array_like=True):
     summary: dict[str, Any]
 
 
+class SyncPartition(msgspec.Struct, tag="SyncPartition", array_like=True):
+    """A membership move: compare `partition` with each (source, min_replicas) in turn, as
+    AeDigests' min_replicas says, receiving what the receiver lacks. Reply: SyncPartitionReply."""
+
+    partition: int
+    sources: list[tuple[str, int]]
+
+
+class SyncPartitionReply(msgspec.Struct, tag="SyncPartitionReply", array_like=True):
+    failed: dict[str, str]  # source -> why its comparison failed
+    pulled: int
+    pushed: int
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
-    AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply,
+    AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
 )

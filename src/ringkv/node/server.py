@@ -164,6 +164,7 @@ class Node:
             expiry_index_max_keys=cfg.expiry_index_max_keys,
             max_value_bytes=cfg.max_value_bytes,
             partitions=cfg.partitions,
+            namespaces=cfg.namespace_specs(),
         )
         self.local = self.coordinator
         await loop.run_in_executor(None, self.coordinator.load)
@@ -220,7 +221,7 @@ class Node:
         from ringkv.node.messages import MESSAGE_TYPES
 
         cfg = self.config
-        ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.replicas)
+        ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.ring_replicas)
         me = next(m for m in members if m.node_id == cfg.node_id)
         transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
                                  host=me.host, port=me.rpc_port)
@@ -234,10 +235,11 @@ class Node:
         loop = asyncio.get_running_loop()
         self.hints = await loop.run_in_executor(None, lambda: HintStore(
             cfg.data_dir, max_hints=cfg.max_hints, max_hint_window_ms=cfg.max_hint_window_ms,
-            policy=ConflictPolicy(cfg.conflict_policy), sync=cfg.sync))
+            policy=ConflictPolicy(cfg.conflict_policy), sync=cfg.sync,
+            namespaces=self.local.namespaces))
         self.cluster = Cluster(cfg.node_id, self.local, ring, transport,
                                replica_timeout_ms=cfg.replica_timeout_ms, read_repair=cfg.read_repair,
-                               info=self._node_info, hints=self.hints)
+                               info=self._node_info, hints=self.hints, namespaces=self.local.namespaces)
         self.handoff = HintDelivery(self.hints, self.cluster.call, rate_per_s=cfg.hint_delivery_rate_per_s,
                                     timeout_ms=cfg.replica_timeout_ms * 4)
         self._tasks.append(asyncio.create_task(self.handoff.run(), name="ringkv-handoff"))
@@ -248,7 +250,8 @@ class Node:
         self.rpc_address = transport.address
         self.transport = transport
         log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s:%d",
-                 cfg.node_id, cfg.cluster_name, len(members), cfg.replicas, cfg.partitions, *self.rpc_address)
+                 cfg.node_id, cfg.cluster_name, len(members), cfg.ring_replicas, cfg.partitions,
+                 *self.rpc_address)
 
     def _start_gossip(self) -> None:
         from ringkv.cluster.gossip import NodeStatus
@@ -344,7 +347,8 @@ class Node:
         return NodeInfoReply(
             self.config.node_id, self.identity.actor.decode(), addr(self.resp_address),
             addr(self.http_address), self.local._live_keys, self.local.partition_keys(),
-            self.engine.stats()["bytes_on_disk"], now_ms() - self.started_ms)
+            self.engine.stats()["bytes_on_disk"], now_ms() - self.started_ms,
+            self.local.namespace_partition_keys())
 
     async def status(self) -> dict:
         """Members, partitions and keys per node (RINGKV.STATUS, `ringkv cluster status`)."""
