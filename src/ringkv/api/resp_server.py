@@ -317,7 +317,7 @@ class RespConnection(asyncio.Protocol):
                 slot = [False, None]
                 self._pending.append(slot)
             if fut is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration
-                asyncio.get_running_loop().call_soon(self._run, coro, slot, name, started)
+                asyncio.get_running_loop().call_soon(self._resume, coro, slot, name, started)
             else:
                 fut._asyncio_future_blocking = False
                 fut.add_done_callback(lambda _f: self._resume(coro, slot, name, started))
