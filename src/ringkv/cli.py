@@ -882,6 +882,20 @@ def admin_remove_command(session: NodeSession, node_id: str) -> int:
     return EXIT_OK
 
 
+@admin_group.command("cleanup")
+@_node_command
+def admin_cleanup_command(session: NodeSession) -> int:
+    """Remove from the node asked the data it no longer holds as a replica (left behind by
+    joins and decommissions). Run it on each node once a membership change has finished."""
+    doc = _fetch_json(session, "RINGKV.ADMIN CLEANUP", lambda d: "records_removed" in d)
+    if session.as_json:
+        session.emit(doc)
+    else:
+        session.say(f"removed {doc['records_removed']} records of {doc['partitions']} partitions "
+                    f"this node no longer holds ({doc['seconds']} s)")
+    return EXIT_OK
+
+
 @admin_group.command("status")
 @_node_command
 def admin_status_command(session: NodeSession) -> int:

@@ -4,6 +4,8 @@ failures and a join, and its own conflict policy; RESP, HTTP and the Python clie
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -96,6 +98,16 @@ def test_each_namespace_keeps_its_own_number_of_copies(tmp_path):
                 assert "needed 1" in str(exc) and "n3" in str(exc), exc
                 failed += 1
         assert 0 < failed < KEYS
+        # Cleanup drops data only from a settled ring with every member up.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r.execute_command("RINGKV.ADMIN", "CLEANUP")
+            except redis.ResponseError as exc:
+                assert "n3 down: cleanup runs only when every member of the ring is up" in str(exc)
+                break
+            assert time.monotonic() < deadline, "cleanup was not refused with n3 down"
+            time.sleep(0.5)
 
 
 def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_path):
@@ -127,11 +139,26 @@ def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_p
             assert doc["status"] == "left" and doc["errors"] == 0, doc
             time.sleep(1.5)
             cluster.nodes[1].stop()
-            for node in (cluster.nodes[0], cluster.nodes[2], n4):
+            remaining = (cluster.nodes[0], cluster.nodes[2], n4)
+            for node in remaining:
                 for namespace in COPIES:
                     rn = _conn(node, namespace)
                     got = [rn.execute_command("RINGKV.AT", "ALL", "GET", f"k{k}") for k in range(KEYS)]
                     assert got == [f"{namespace}-{k}".encode() for k in range(KEYS)], (node.node_id, namespace)
+
+            # The old owners still hold copies they are no longer replicas of; cleanup drops
+            # exactly those: each key ends with its namespace's number of copies, all readable.
+            assert sum(_stored_keys(cluster).values()) > KEYS * sum(COPIES.values())
+            for node in remaining:
+                out = subprocess.run([sys.executable, "-m", "ringkv.cli", "admin", "cleanup", "--timeout-ms", "60000", "--port",
+                                      str(node.resp_port), "--json"], capture_output=True, text=True, timeout=60)
+                assert out.returncode == 0, out.stderr
+                assert json.loads(out.stdout)["records_removed"] >= 0
+            assert sum(_stored_keys(cluster).values()) == KEYS * sum(COPIES.values())
+            for namespace in COPIES:
+                rn = _conn(n4, namespace)
+                got = [rn.execute_command("RINGKV.AT", "ALL", "GET", f"k{k}") for k in range(KEYS)]
+                assert got == [f"{namespace}-{k}".encode() for k in range(KEYS)], namespace
 
 
 def test_conflict_policy_flushdb_http_and_client_per_namespace(tmp_path):

@@ -763,6 +763,17 @@ class KeyValueApi:
         except ValueError as exc:
             raise ProblemError(400, "bad-request", str(exc)) from None
 
+    async def cluster_cleanup(self) -> Response:
+        """Remove from this node the data it no longer holds as a replica (left behind by joins
+        and decommissions); refused (409) while a membership change runs or a member is down."""
+        admin = getattr(self.node, "admin", None)
+        if admin is None or getattr(self.node, "coordinator", None) is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        try:
+            return _json(await admin([b"cleanup"]))
+        except ValueError as exc:
+            raise ProblemError(409, "conflict", str(exc)) from None
+
     async def cluster_add_seeds(self, body: JoinRequest) -> Response:
         """On a node started with `ringkv admin join`: the members to learn the cluster from
         (node_id@host:rpc_port). It then joins: receives its partitions and turns normal."""
@@ -866,6 +877,8 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
     yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
     yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {
         **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409, 422)}}
+    yield API + "/admin/cluster/cleanup", api.cluster_cleanup, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(409)}}
     yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
         **json_object, "responses": {**json_object["responses"], **problem_responses(400)}}
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}

@@ -650,6 +650,21 @@ class LocalCoordinator:
         await self._durable(lsn)
         return n
 
+    def drop_range(self, first_token: int, last_token: int, drop) -> int:
+        """Remove from this replica, for good and without tombstones, the records with tokens in
+        [first_token, last_token] for which `drop(skey)` is true: data this node no longer
+        holds as a replica (`ringkv admin cleanup`). Returns how many were removed."""
+        engine = self.replica.engine
+        decode = self.replica._decode
+        end = _TOKEN.pack(last_token + 1) if last_token < MAX_TOKEN else None
+        with engine.scan(_TOKEN.pack(first_token), end) as it:
+            doomed = [(bytes(skey), _counted(decode(data))) for skey, data in it if drop(skey)]
+        for skey, counted in doomed:
+            engine.delete(skey, sync=False)
+            if counted:
+                self._count(skey, -1)
+        return len(doomed)
+
     # ---------------------------------------------------------------- keyspace
 
     async def dbsize(self, namespace: bytes = DEFAULT_NAMESPACE) -> int:

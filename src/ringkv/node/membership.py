@@ -354,6 +354,42 @@ class MembershipManager:
         return {"status": "left", "partitions_handed_over": self.moves_total, "keys_moved": self.keys_moved,
                 "errors": self.move_errors}
 
+    # ------------------------------------------------------------------ cleanup
+
+    async def cleanup(self) -> dict:
+        """Remove from this node the data of partitions (and namespaces) it no longer holds
+        as a replica: what joins and decommissions leave behind (`ringkv admin cleanup`).
+
+        Refused while a membership change is in progress or a member of the ring is down: a
+        node's view of the ring must be the settled one before it drops anything.
+        """
+        c = self.node.cluster
+        if c.pending is not None:
+            raise ValueError("a membership change is in progress (see `ringkv admin status`): "
+                             "run cleanup once it has finished")
+        down = [n for n in c.ring.node_ids if n != c.node_id and not c.is_up(n)]
+        if down:
+            raise ValueError(f"{', '.join(down)} down: cleanup runs only when every member of the ring is up")
+        me = c.node_id
+        namespaces = c.namespaces
+        started = time.monotonic()
+        removed = partitions = 0
+        for p in range(c.ring.partitions):
+            pref = c.ring.preference_list(p)
+            position = pref.index(me) if me in pref else c.ring.replicas
+            if position < namespaces.min_replicas:
+                continue  # a replica of every namespace here
+            first, last = c.ring.partition_range(p)
+            n = self.node.local.drop_range(
+                first, last, lambda skey, position=position: namespaces.replicas_of_skey(skey) <= position)
+            if n:
+                removed += n
+                partitions += 1
+            await asyncio.sleep(0)  # one partition at a time: requests go on meanwhile
+        log.info("cleanup: removed %d records of %d partitions this node no longer holds", removed, partitions)
+        return {"records_removed": removed, "partitions": partitions,
+                "seconds": round(time.monotonic() - started, 3)}
+
     # ------------------------------------------------------------------ remove
 
     def remove(self, node: str) -> dict:

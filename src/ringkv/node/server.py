@@ -296,7 +296,8 @@ class Node:
             self._tasks.append(asyncio.create_task(self.membership.join(), name="ringkv-join"))
 
     async def admin(self, argv: list[bytes]) -> dict:
-        """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | STATUS (node/membership.py)."""
+        """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | CLEANUP | STATUS
+        (node/membership.py)."""
         if self.membership is None:
             raise ValueError("a cluster of one has no membership to change")
         what = argv[0].lower() if argv else b""
@@ -306,9 +307,11 @@ class Node:
             return self.membership.remove(argv[1].decode())
         if what == b"status" and len(argv) == 1:
             return self.membership.status()
+        if what == b"cleanup" and len(argv) == 1:
+            return await self.membership.cleanup()
         if what == b"join" and len(argv) >= 2:
             return self.membership.add_seeds([a.decode() for a in argv[1:]])
-        raise ValueError("expected DECOMMISSION, REMOVE node, JOIN seed... or STATUS")
+        raise ValueError("expected DECOMMISSION, REMOVE node, JOIN seed..., CLEANUP or STATUS")
 
     def fault(self, argv: list[bytes]) -> str:
         """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms (node/faults.py)."""
