@@ -194,3 +194,27 @@ def test_a_joining_node_given_its_seed_over_http_joins(tmp_path):
             assert again.status_code == 409
             time.sleep(1.5)
             assert _status(cluster.nodes[0].resp_port)["membership"]["ring"] == ["n1", "n2", "n3", "n4"]
+
+
+def test_a_decommission_that_cannot_hand_over_is_cancelled_and_the_node_stays(tmp_path):
+    # With n4 down, the partitions n4 would take over from n2 cannot move: leaving anyway
+    # could take the only up-to-date copy of a key with it.
+    with LocalCluster(tmp_path, nodes=4, **SETTINGS) as cluster:
+        r1 = redis.Redis(port=cluster.nodes[0].resp_port)
+        for i in range(100):
+            r1.set(f"d{i}", "v")
+        cluster.nodes[3].kill()
+        deadline = time.monotonic() + 30
+        while not any(n["node_id"] == "n4" and n.get("detector") == "down" for n in _status(cluster.nodes[1].resp_port)["nodes"]):
+            assert time.monotonic() < deadline, "n4 not detected down"
+            time.sleep(0.3)
+        out = subprocess.run(
+            [sys.executable, "-m", "ringkv.cli", "admin", "decommission", "--timeout-ms", "120000", "--port",
+             str(cluster.nodes[1].resp_port), "--json"], capture_output=True, text=True, timeout=150)
+        assert out.returncode != 0
+        assert "decommission cancelled" in out.stdout + out.stderr and "stays in the ring" in out.stdout + out.stderr
+        time.sleep(1)
+        for port in (cluster.nodes[0].resp_port, cluster.nodes[1].resp_port):
+            st = _status(port)
+            assert st["membership"]["ring"] == ["n1", "n2", "n3", "n4"] and st["membership"]["pending"] == []
+        assert all(r1.get(f"d{i}") == b"v" for i in range(100))

@@ -56,6 +56,8 @@ log = logging.getLogger("ringkv.membership")
 RING = (NodeStatus.NORMAL, NodeStatus.LEAVING)
 PENDING = (NodeStatus.NORMAL, NodeStatus.JOINING)
 SYNC_TIMEOUT_MS = 120_000  # one SyncPartition: every comparison of one partition on the receiver
+DECOMMISSION_ATTEMPTS = 3  # rounds over the partitions not yet handed over
+DECOMMISSION_RETRY_S = 2.0  # pause before the second round (twice that before the third)
 
 
 @dataclass(frozen=True)
@@ -339,14 +341,34 @@ class MembershipManager:
         self.refresh()
         plans = {p: moves for p in range(c.ring.partitions) if (moves := self._plan(p))}
         self.moves_total, self.moves_done = len(plans), 0
-        for p in sorted(plans):
-            started = time.monotonic()
-            if not await self._run_moves(p, plans[p]):
-                log.warning("partition %d: not every move finished; anti-entropy will catch up", p)
-            self.moves_done += 1
-            elapsed = time.monotonic() - started
-            if elapsed < 1 / rate_partitions_per_s:
-                await asyncio.sleep(1 / rate_partitions_per_s - elapsed)
+        failed = sorted(plans)
+        for attempt in range(DECOMMISSION_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(DECOMMISSION_RETRY_S * attempt)
+                log.warning("decommission: %d partitions not handed over yet; attempt %d of %d",
+                            len(failed), attempt + 1, DECOMMISSION_ATTEMPTS)
+            todo, failed = failed, []
+            for p in todo:
+                started = time.monotonic()
+                if await self._run_moves(p, plans[p]):
+                    self.moves_done += 1
+                else:
+                    failed.append(p)
+                elapsed = time.monotonic() - started
+                if elapsed < 1 / rate_partitions_per_s:
+                    await asyncio.sleep(1 / rate_partitions_per_s - elapsed)
+            if not failed:
+                break
+        if failed:
+            # Leaving now could take the only copy of a key with it (a namespace of N=1, or
+            # replicas that are down): stay in the ring and say which partitions are stuck.
+            g.membership.set_local_status(NodeStatus.NORMAL)
+            self.refresh()
+            self.move_kind = ""
+            raise ValueError(
+                f"decommission cancelled: {len(failed)} partitions could not be handed over "
+                f"(first: {', '.join(map(str, failed[:10]))}; see the node's log for why); the node "
+                "stays in the ring as normal: fix the cause and run decommission again")
         g.membership.set_local_status(NodeStatus.LEFT)
         self._save_progress({"status": "left"})
         await asyncio.sleep(self.settle_s)  # let the news spread before the operator stops us
