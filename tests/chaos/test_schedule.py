@@ -32,7 +32,7 @@ def test_no_nemesis_means_no_faults():
 @given(
     seed=st.integers(0, 2**31),
     n=st.integers(2, 5),
-    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=5, unique=True),
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=7, unique=True),
 )
 def test_schedule_rules_hold_for_every_seed(seed, n, kinds):
     nodes = NODES[:n]
@@ -51,6 +51,12 @@ def test_schedule_rules_hold_for_every_seed(seed, n, kinds):
         assert len(process_faults) == len(set(process_faults))
         skewed = [o.nodes[0] for o in on if o.kind == "skew"]
         assert len(skewed) == len(set(skewed))
+        degraded = [o.nodes[0] for o in on if o.kind in ("loss", "slow")]
+        assert len(degraded) == len(set(degraded))  # one network fault per node at a time
+        if e.kind == "loss":
+            assert 0.05 <= e.amount <= 0.3
+        if e.kind == "slow":
+            assert e.amount in (32, 64, 128)
         if e.kind == "partition":
             blocked = e.blocked_map()
             assert set(blocked) == set(nodes)

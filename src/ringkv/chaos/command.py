@@ -12,7 +12,7 @@ import sys
 
 import click
 
-NEMESES = "kill,pause,partition,skew,disk"
+NEMESES = "kill,pause,partition,skew,disk,loss,slow"
 WORKLOADS = "register,set,counter"
 
 
@@ -36,7 +36,8 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
 @click.option("--duration-s", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="How long the load and the faults run, before healing and checking.")
 @click.option("--nemesis", default="kill,pause,partition,skew", show_default=True,
-              help=f"Comma-separated faults from {NEMESES}, or none (disk needs root).")
+              help=f"Comma-separated faults from {NEMESES}, or none (disk needs root; loss and "
+                   "slow need --netns, which they turn on).")
 @click.option("--workload", "workloads", default=WORKLOADS, show_default=True,
               help=f"Comma-separated workloads from {WORKLOADS}.")
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 64),
@@ -49,9 +50,11 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Where the cluster's data and history.json go (default: a new temp directory).")
 @click.option("--keep-data", is_flag=True, help="Keep the nodes' data directories and logs.")
+@click.option("--netns", is_flag=True,
+              help="Run each node in a network namespace of its own (root): partitions by iptables.")
 def chaos(seed: int | None, nodes: int, replicas: int, duration_s: float, nemesis: str,
           workloads: str, clients: int, keys: int, consistency: str, workdir: str | None,
-          keep_data: bool) -> None:
+          keep_data: bool, netns: bool) -> None:
     """Run workloads against a local cluster under a seeded schedule of faults (SIGKILL,
     SIGSTOP, partitions, clock skew, a full disk), heal, repair, and check the history: no
     acknowledged write lost, replicas converge, concurrent writes survive as siblings,
@@ -71,7 +74,7 @@ def chaos(seed: int | None, nodes: int, replicas: int, duration_s: float, nemesi
         seed=seed, nodes=nodes, replicas=replicas, duration_s=duration_s,
         nemesis=_names(nemesis, NEMESES, "nemesis", allow_none=True),
         workloads=_names(workloads, WORKLOADS, "workload"), clients=clients, keys=keys,
-        consistency=consistency.lower(), workdir=workdir, keep_data=keep_data)
+        consistency=consistency.lower(), workdir=workdir, keep_data=keep_data, netns=netns)
     click.echo(f"seed {seed}", err=True)
     result = run(config, log=lambda line: click.echo(line, err=True))
     click.echo(result.summary())

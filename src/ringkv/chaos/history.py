@@ -58,7 +58,7 @@ class Op:
 @dataclasses.dataclass(slots=True)
 class FaultAction:
     """One thing the nemesis did: `action` is kill, start, pause, resume, partition, heal,
-    skew or unskew; `ok` False with `error` when it could not be done (a node was down)."""
+    skew, unskew, loss, slow or restore (the end of loss or slowness); `ok` False with `error` when it could not be done (a node was down)."""
 
     time_s: float
     action: str

@@ -64,8 +64,11 @@ class DiskFiller:
 
 class Nemesis:
     def __init__(self, cluster: LocalCluster, history: History, schedule: list[FaultEvent],
-                 disk: DiskFiller | None = None, log: Callable[[str], None] = print):
+                 disk: DiskFiller | None = None, log: Callable[[str], None] = print, network=None):
         self.cluster = cluster
+        # chaos/netns.NetnsNetwork when each node has a network namespace: partitions, loss
+        # and slowness are then made by the kernel (iptables, tbf), not by the nodes.
+        self.network = network
         self.history = history
         self.schedule = schedule
         self.disk = disk
@@ -115,7 +118,19 @@ class Nemesis:
             self.blocked = e.blocked_map()
             self.history.fault("partition", list(e.nodes), e.describe())
             for n in e.nodes:
-                self._sync(n)
+                if self.network is not None:
+                    self.network.block(n, self.blocked.get(n, ()))
+                else:
+                    self._sync(n)
+        elif e.kind in ("loss", "slow"):
+            if self.network is None:
+                self.history.fault(e.kind, [node], "needs nodes in network namespaces (--netns)", ok=False)
+            elif e.kind == "loss":
+                self.network.lossy(node, e.amount)
+                self.history.fault("loss", [node], f"{e.amount:.0%} of packets")
+            else:
+                self.network.slow(node, int(e.amount))
+                self.history.fault("slow", [node], f"{e.amount:g} kbit/s")
         elif e.kind == "skew":
             self.skew[node] = e.skew_ms
             self.history.fault("skew", [node], f"{e.skew_ms} ms")
@@ -133,7 +148,14 @@ class Nemesis:
             self.blocked = {}
             self.history.fault("heal", list(e.nodes))
             for n in e.nodes:
-                self._sync(n)
+                if self.network is not None:
+                    self.network.unblock(n)
+                else:
+                    self._sync(n)
+        elif e.kind in ("loss", "slow"):
+            if self.network is not None:
+                self.network.restore(node)
+                self.history.fault("restore", [node], e.kind)
         elif e.kind == "skew":
             self.skew.pop(node, None)
             self.history.fault("unskew", [node])
@@ -152,6 +174,10 @@ class Nemesis:
         for node in sorted(self.full):
             self._free(node)
         self.blocked = {}
+        if self.network is not None:
+            for n in self.cluster.nodes:
+                self.network.unblock(n.node_id)
+                self.network.restore(n.node_id)
         skewed = set(self.skew)
         self.skew = {}
         self.history.fault("heal-all", [n.node_id for n in self.cluster.nodes])
@@ -209,7 +235,7 @@ class Nemesis:
             return
         node = self.cluster.node(node_id)
         commands: list[tuple[str, ...]] = [("HEAL",)]
-        blocked = self.blocked.get(node_id, ())
+        blocked = self.blocked.get(node_id, ()) if self.network is None else ()
         if blocked:
             commands.append(("PARTITION", *blocked))
         if node_id in self.skew:
@@ -227,7 +253,7 @@ def fault_commands(node: NodeProcess, commands: list[tuple[str, ...]],
     """Send RINGKV.FAULT commands to one node, on one connection (retried from the first on a
     connection failure: every command is idempotent)."""
     for attempt in range(attempts):
-        r = redis.Redis(port=node.resp_port, socket_timeout=timeout_s,
+        r = redis.Redis(host=node.host, port=node.resp_port, socket_timeout=timeout_s,
                         socket_connect_timeout=timeout_s, single_connection_client=True)
         try:
             for cmd in commands:

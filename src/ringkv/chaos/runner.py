@@ -31,7 +31,7 @@ import redis
 from ringkv.chaos import checker
 from ringkv.chaos.history import History, save
 from ringkv.chaos.nemesis import DiskFiller, Nemesis, fault_commands
-from ringkv.chaos.schedule import KINDS, make_schedule
+from ringkv.chaos.schedule import KINDS, NETWORK_KINDS, make_schedule
 from ringkv.chaos.workloads import WORKLOADS, Endpoint, Worker, wait_all
 from ringkv.cluster.ring import Member, Ring
 from ringkv.testing.launcher import LocalCluster, NodeProcess
@@ -60,6 +60,9 @@ class ChaosConfig:
     workdir: str | None = None  # default: a new directory under the system's temp dir
     keep_data: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra node settings
+    # Each node in a network namespace of its own (root; chaos/netns.py): partitions by
+    # iptables, and the loss and slow nemeses. On when loss or slow is asked for.
+    netns: bool = False
 
     def command(self) -> str:
         """The command line that replays this run's schedule and choices."""
@@ -67,6 +70,7 @@ class ChaosConfig:
                 f"--nemesis {','.join(self.nemesis) or 'none'} --workload {','.join(self.workloads)} "
                 f"--clients {self.clients} --keys {self.keys}"
                 + (f" --replicas {self.replicas}" if self.replicas != 3 else "")
+                + (" --netns" if self.netns else "")
                 + (f" --consistency {self.consistency}" if self.consistency != "quorum" else ""))
 
 
@@ -105,6 +109,16 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
     for w in config.workloads:
         if w not in WORKLOADS:
             raise ValueError(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    if any(k in NETWORK_KINDS for k in config.nemesis):
+        config = dataclasses.replace(config, netns=True)
+    network = None
+    if config.netns:
+        from ringkv.chaos import netns
+
+        why = netns.unavailable()
+        if why is not None:
+            raise RuntimeError(f"--netns (and the loss and slow nemeses) cannot run here: {why}")
+        network = netns.NetnsNetwork([f"n{i + 1}" for i in range(config.nodes)]).up()
     workdir = Path(config.workdir or tempfile.mkdtemp(prefix=f"ringkv-chaos-{config.seed}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cluster_dir = workdir / "cluster"
@@ -112,13 +126,14 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         "replicas": config.replicas, "partitions": config.partitions, "fault_injection": "true",
         "gossip_interval_ms": 200, **config.settings,
     }
-    cluster = LocalCluster(cluster_dir, nodes=config.nodes, **settings)
+    cluster = LocalCluster(cluster_dir, nodes=config.nodes, network=network, **settings)
     node_ids = [n.node_id for n in cluster.nodes]
     schedule = make_schedule(config.seed, node_ids, config.duration_s, config.nemesis,
                              hold_s=config.hold_s, gap_s=config.gap_s)
     log(f"chaos seed {config.seed}: {config.nodes} nodes, {config.duration_s:g} s, nemesis "
         f"{','.join(config.nemesis) or 'none'}, workloads {','.join(config.workloads)}, "
-        f"{len(schedule)} faults scheduled; data in {workdir}")
+        f"{len(schedule)} faults scheduled; data in {workdir}"
+        + (f"; nodes in network namespaces on {network.subnet}.0/24" if network is not None else ""))
     mounts = _mount_tmpfs(cluster, config.disk_mib) if "disk" in config.nemesis else []
     history = History()
     doc: dict[str, Any] = {
@@ -128,7 +143,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
     try:
         cluster.start()
         history = History()  # time 0 is when the cluster is up and the load begins
-        endpoints = [Endpoint(n.node_id, n.resp_port) for n in cluster.nodes]
+        endpoints = [Endpoint(n.node_id, n.resp_port, n.host) for n in cluster.nodes]
         stop = threading.Event()
         workers = [
             Worker(i, config.clients, config.workloads[i % len(config.workloads)], endpoints,
@@ -137,7 +152,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
             for i in range(config.clients)
         ]
         disk = DiskFiller({n.node_id: n.data_dir for n in cluster.nodes}) if mounts else None
-        nemesis = Nemesis(cluster, history, schedule, disk, log)
+        nemesis = Nemesis(cluster, history, schedule, disk, log, network)
         nemesis_thread = threading.Thread(target=nemesis.run, args=(stop,), name="chaos-nemesis",
                                           daemon=True)
         for w in workers:
@@ -177,6 +192,8 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
             cluster.__exit__(None, None, None)
         for m in mounts:
             subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)
+        if network is not None:
+            network.down()
     path = save(workdir / "history.json", doc, history)
     if not config.keep_data:
         shutil.rmtree(cluster_dir, ignore_errors=True)
@@ -187,7 +204,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
 
 
 def _redis(node: NodeProcess, timeout_s: float = 10.0) -> redis.Redis:
-    return redis.Redis(port=node.resp_port, socket_timeout=timeout_s,
+    return redis.Redis(host=node.host, port=node.resp_port, socket_timeout=timeout_s,
                        socket_connect_timeout=timeout_s, single_connection_client=True)
 
 

@@ -12,6 +12,9 @@ Faults, one `FaultEvent` each:
                            both (Jepsen's "bridge": every side sees a majority)
     skew       shift one node's clock by `skew_ms` (RINGKV.FAULT CLOCK_SKEW), back to 0 at end
     disk       fill one node's data directory (a small tmpfs) until `end_s`
+    loss       drop a share (`amount`, 5-30 %) of the packets one node sends and receives
+    slow       limit what one node sends to `amount` kbit/s (32, 64 or 128)
+               (loss and slow need nodes in network namespaces: chaos/netns.py)
 
 With one kind the faults come one after another, a quiet gap between them. With several, a
 fault may start while another is still on (`overlap_p`), so kinds combine: a kill during a
@@ -27,7 +30,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-KINDS = ("kill", "pause", "partition", "skew", "disk")
+KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow")
+NETWORK_KINDS = ("loss", "slow")  # need nodes in network namespaces
 PARTITION_SHAPES = ("halves", "isolate", "bridge")
 
 
@@ -43,6 +47,7 @@ class FaultEvent:
     shape: str = ""
     blocked: tuple[tuple[str, tuple[str, ...]], ...] = ()
     skew_ms: int = 0
+    amount: float = 0.0  # loss: the share of packets dropped; slow: kbit/s
 
     def blocked_map(self) -> dict[str, tuple[str, ...]]:
         return dict(self.blocked)
@@ -54,6 +59,10 @@ class FaultEvent:
             return f"{when} partition/{self.shape}: {sides}"
         if self.kind == "skew":
             return f"{when} skew {self.nodes[0]} {self.skew_ms:+d} ms"
+        if self.kind == "loss":
+            return f"{when} loss {self.nodes[0]} {self.amount:.0%}"
+        if self.kind == "slow":
+            return f"{when} slow {self.nodes[0]} {self.amount:g} kbit/s"
         return f"{when} {self.kind} {','.join(self.nodes)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,4 +161,12 @@ def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, e
             return None
         skew = rng.choice((-1, 1)) * rng.randint(100, max_skew_ms)
         return FaultEvent(start, end, kind, (rng.choice(free),), skew_ms=skew)
+    if kind in NETWORK_KINDS:
+        degraded = {n for e in active if e.kind in NETWORK_KINDS for n in e.nodes}
+        free = [n for n in nodes if n not in degraded]
+        if not free:
+            return None
+        node = rng.choice(free)
+        amount = round(rng.uniform(0.05, 0.3), 3) if kind == "loss" else float(rng.choice((32, 64, 128)))
+        return FaultEvent(start, end, kind, (node,), amount=amount)
     raise ValueError(kind)

@@ -57,9 +57,14 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    def __init__(self, data_dir: str | os.PathLike, node_id: str = "n1", env: dict | None = None, **settings):
+    def __init__(self, data_dir: str | os.PathLike, node_id: str = "n1", env: dict | None = None,
+                 exec_prefix: list[str] | None = None, **settings):
         self.data_dir = Path(data_dir)
         self.node_id = node_id
+        # The address it listens on (RESP, HTTP, RPC): loopback unless it runs in a network
+        # namespace of its own, started through `exec_prefix` (chaos/netns.py).
+        self.host = settings.pop("host", "127.0.0.1")
+        self.exec_prefix = list(exec_prefix or [])
         self.resp_port = settings.pop("resp_port", None) or free_port()
         self.http_port = settings.pop("http_port", None) or free_port()
         self.rpc_port = settings.pop("rpc_port", None) or free_port()
@@ -71,9 +76,10 @@ class NodeProcess:
     def start(self, wait: bool = True) -> NodeProcess:
         env = dict(os.environ)
         env.update({f"RINGKV_{k.upper()}": str(v) for k, v in self.settings.items()})
+        env["RINGKV_HOST"] = self.host
         env.update(self.env)
         cmd = [
-            sys.executable, "-m", "ringkv.cli", "serve",
+            *self.exec_prefix, sys.executable, "-m", "ringkv.cli", "serve",
             "--node-id", self.node_id,
             "--data-dir", str(self.data_dir),
             "--resp-port", str(self.resp_port),
@@ -93,7 +99,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.resp_port), timeout=0.5) as s:
+                with socket.create_connection((self.host, self.resp_port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         return
@@ -160,12 +166,17 @@ class LocalCluster:
     apply to every node (as RINGKV_* variables), e.g. `replicas=3, read_repair="blocking"`.
     """
 
-    def __init__(self, root: str | os.PathLike, nodes: int = 3, **settings):
+    def __init__(self, root: str | os.PathLike, nodes: int = 3, network=None, **settings):
+        """`network`: a chaos.netns.NetnsNetwork that is up, to run each node in its own
+        network namespace at its own address (None: every node on loopback)."""
         self.root = Path(root)
         self.nodes = [
-            NodeProcess(self.root / f"n{i + 1}", node_id=f"n{i + 1}", **settings) for i in range(nodes)
+            NodeProcess(self.root / f"n{i + 1}", node_id=f"n{i + 1}", **settings,
+                        **({} if network is None else {"host": network.address(f"n{i + 1}"),
+                                                       "exec_prefix": network.exec_prefix(f"n{i + 1}")}))
+            for i in range(nodes)
         ]
-        members = ",".join(f"{n.node_id}@127.0.0.1:{n.rpc_port}" for n in self.nodes)
+        members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}" for n in self.nodes)
         for n in self.nodes:
             n.settings["members"] = members
 
