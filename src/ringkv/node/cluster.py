@@ -55,7 +55,9 @@ from ringkv.node.coordinator import (
 )
 from ringkv.node.handoff import HintStore
 from ringkv.node.messages import (
+    MAX_BYTES_PER_PUT_MANY,
     MAX_KEYS_PER_GET_MANY,
+    MAX_KEYS_PER_PUT_MANY,
     AeDigests,
     AeList,
     FlushAll,
@@ -72,6 +74,7 @@ from ringkv.node.messages import (
     ReplicaGet,
     ReplicaGetMany,
     ReplicaPut,
+    ReplicaPutMany,
     ReplicaRecord,
     ReplicaRecords,
     ScanPage,
@@ -453,7 +456,19 @@ class Cluster:
             # Deferred: before_reply writes the log before this acknowledgement leaves.
             self.local.apply_record(body.skey, body.record, defer=True)
             return _ACK
+        if kind is ReplicaPutMany and not self.local.sync_always:
+            self._check_put_many(body)
+            apply = self.local.apply_record
+            for skey, record in body.records:
+                apply(skey, record, defer=True)
+            return _ACK
         return NOT_HANDLED
+
+    @staticmethod
+    def _check_put_many(body: ReplicaPutMany) -> None:
+        if len(body.records) > MAX_KEYS_PER_PUT_MANY:
+            raise CommandError(f"{len(body.records)} records in one ReplicaPutMany; the limit is "
+                               f"{MAX_KEYS_PER_PUT_MANY}")
 
     def before_reply(self) -> None:
         """Replicas acknowledge only what is in their log (net/rpc.RpcServer.before_reply)."""
@@ -470,6 +485,14 @@ class Cluster:
             return self.handle_now(peer, body)
         if kind is ReplicaPut:
             lsn = self.local.apply_record(body.skey, body.record)
+            if lsn and self.local.sync_always:
+                await self.local.durable(lsn)
+            return ReplicaAck()
+        if kind is ReplicaPutMany:
+            self._check_put_many(body)
+            lsn = 0
+            for skey, record in body.records:
+                lsn = self.local.apply_record(skey, record) or lsn
             if lsn and self.local.sync_always:
                 await self.local.durable(lsn)
             return ReplicaAck()
@@ -906,8 +929,86 @@ class ClusterCoordinator:
                                  {"value": value, "context": context, "expire_at_ms": expire_at_ms})
 
     async def mset(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> None:
-        unique = self.c.local._check_pairs(pairs, namespace)
-        await asyncio.gather(*(self._write("put", namespace, k, {"value": v}) for k, v in unique.items()))
+        """Every key written at W. Keys this node is a replica of are written here and sent to
+        their other replicas in one ReplicaPutMany per replica set and replica; the others
+        are forwarded one by one (as SET is)."""
+        c = self.c
+        local = c.local
+        unique = local._check_pairs(pairs, namespace)
+        batchable = (
+            len(unique) > 1 and not local.sync_always and not c._extra
+            and local.namespaces.of_stored(namespace).conflict_policy is ConflictPolicy.SIBLINGS
+        )
+        if not batchable:
+            await asyncio.gather(*(self._write("put", namespace, k, {"value": v}) for k, v in unique.items()))
+            return
+        groups: dict[tuple[str, ...], list[tuple[bytes, bytes]]] = {}
+        elsewhere: list[tuple[bytes, bytes]] = []
+        for key, value in unique.items():
+            skey = storage_key(namespace, key)
+            pref = c.replicas_of(skey)
+            if c.node_id in pref:
+                groups.setdefault(pref, []).append((skey, local.overwrite_now(skey, value)))
+            else:
+                elsewhere.append((key, value))
+        local.commit_writes()  # in our log before any other replica is asked to hold them
+        await asyncio.gather(
+            *(self._write("put", namespace, k, {"value": v}) for k, v in elsewhere),
+            *(self._replicate_many(records[i:i + MAX_KEYS_PER_PUT_MANY], pref)
+              for pref, records in groups.items()
+              for i in range(0, len(records), MAX_KEYS_PER_PUT_MANY)))
+
+    async def _replicate_many(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...]) -> None:
+        """_replicate for several keys of one replica set, written here already: one
+        ReplicaPutMany per other replica (split by MAX_BYTES_PER_PUT_MANY). When too few
+        replicas take a batch, each key goes the single-key way (stand-ins, hints, the precise
+        error); a replica that fails after W was met gets hints, as for a single key."""
+        c = self.c
+        me = c.node_id
+        remote = [n for n in pref if n != me]
+        need = resolve(self.w, len(pref), field="w") - (1 if me in pref else 0)
+        if need <= 0 or not remote:
+            await asyncio.gather(*(self._replicate(skey, data, pref) for skey, data in records))
+            return
+        c.stats["writes"] += len(records)
+        chunks: list[list[tuple[bytes, bytes]]] = [[]]
+        size = 0
+        for item in records:
+            if chunks[-1] and size + len(item[1]) > MAX_BYTES_PER_PUT_MANY:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += len(item[1])
+        loop = asyncio.get_running_loop()
+        calls: list[asyncio.Future] = []
+        for node in remote:
+            for chunk in chunks:
+                body = ReplicaPutMany(chunk)
+                if not c.is_up(node):
+                    fut = loop.create_future()
+                    fut.set_exception(PeerUnavailableError(node, "down (failure detector)"))
+                else:
+                    fut = c.transport.start_call(node, body, c.replica_timeout_ms)
+                    if fut is None:
+                        fut = loop.create_task(c.transport.call(node, body, c.replica_timeout_ms))
+                fut.add_done_callback(functools.partial(_hint_chunk, c, node, chunk))
+                calls.append(fut)
+        # A replica counts once all its chunks are in; W is met when `need` replicas are.
+        per_node = len(chunks)
+        acked: dict[str, int] = {}
+        done_nodes = 0
+        pending = set(calls)
+        node_of = {id(f): remote[i // per_node] for i, f in enumerate(calls)}
+        while pending and done_nodes < need:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for f in finished:
+                if not f.cancelled() and f.exception() is None:
+                    node = node_of[id(f)]
+                    acked[node] = acked.get(node, 0) + 1
+                    if acked[node] == per_node:
+                        done_nodes += 1
+        if done_nodes < need:
+            await asyncio.gather(*(self._replicate(skey, data, pref) for skey, data in records))
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]], namespace: bytes = DEFAULT_NAMESPACE) -> bool:
         """All or nothing when no other client writes these keys meanwhile: the keys live on
@@ -1170,6 +1271,14 @@ def _write_extra(c: Cluster, skey: bytes, data: bytes, nodes: tuple[str, ...]) -
             if (f.cancelled() or f.exception() is not None) and c.hints is not None:
                 c.hints.add(node, skey, data)
         fut.add_done_callback(done)
+
+
+def _hint_chunk(c: Cluster, node: str, chunk: list[tuple[bytes, bytes]], fut: asyncio.Future) -> None:
+    """A ReplicaPutMany that failed: its records wait for `node` as hints (the outcome is
+    retrieved either way: nothing may wait on a batch once W is met)."""
+    if (fut.cancelled() or fut.exception() is not None) and c.hints is not None:
+        for skey, data in chunk:
+            c.hints.add(node, skey, data)
 
 
 def _hint_after(c: Cluster, skey: bytes, data: bytes) -> Callable[[_FanOut], None]:

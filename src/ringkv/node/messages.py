@@ -40,6 +40,8 @@ class ReplicaRecords(msgspec.Struct, tag="ReplicaRecords", array_like=True):
 
 
 MAX_KEYS_PER_GET_MANY = 1000
+MAX_KEYS_PER_PUT_MANY = 1000
+MAX_BYTES_PER_PUT_MANY = 4 * 1024 * 1024
 
 
 class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
@@ -52,6 +54,14 @@ class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
     skey: bytes
     record: bytes
     hint_for: str = ""
+
+
+class ReplicaPutMany(msgspec.Struct, tag="ReplicaPutMany", array_like=True):
+    """ReplicaPut of several keys of one replica set (MSET): at most MAX_KEYS_PER_PUT_MANY
+    records, MAX_BYTES_PER_PUT_MANY bytes of them in all (a larger single record goes alone).
+    Reply: ReplicaAck once every one is in the replica's log."""
+
+    records: list[tuple[bytes, bytes]]  # (storage key, record)
 
 
 class ReplicaAck(msgspec.Struct, tag="ReplicaAck", array_like=True):
@@ -207,4 +217,5 @@ MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
+    ReplicaPutMany,
 )
