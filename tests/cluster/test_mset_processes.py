@@ -5,8 +5,10 @@ error when too few replicas answer)."""
 
 from __future__ import annotations
 
+import base64
 import time
 
+import httpx
 import pytest
 import redis
 
@@ -47,6 +49,15 @@ def test_mset_reaches_every_replica_and_survives_replicas_going_down(tmp_path):
         while _all(r3, list(later)) != [v.encode() for v in later.values()]:
             assert time.monotonic() < deadline, "hints for the MSET did not reach n3"
             time.sleep(0.5)
+
+        # The HTTP batch endpoint takes the same path (keys with a TTL are written alongside).
+        items = [{"key": f"h{i}", "value": base64.b64encode(f"hv{i}".encode()).decode()} for i in range(300)]
+        items += [{"key": f"t{i}", "value": "dA==", "ttl": 600} for i in range(20)]
+        put = httpx.post(f"http://127.0.0.1:{n2.http_port}/api/v1/batch/put", json={"items": items}, timeout=30)
+        assert put.status_code == 200 and put.json() == {"written": 320}
+        assert _all(r3, [f"h{i}" for i in range(300)]) == [f"hv{i}".encode() for i in range(300)]
+        assert _all(r3, [f"t{i}" for i in range(20)]) == [b"t"] * 20
+        assert 0 < r3.ttl("t7") <= 600
 
         # Two down: QUORUM cannot be met, and the error says which replicas and why; ONE can.
         n2.kill()

@@ -655,8 +655,17 @@ class KeyValueApi:
                     413, "too-large", f"items[{i}].value is {len(v)} bytes; the limit is max_value_bytes={limit}"
                 )
             writes.append((k, v, item.ttl))
-        for k, v, ttl in writes:
-            await coordinator.set(k, v, expire_at_ms=_expire_at_ms(ttl))
+        if len({k for k, _, _ in writes}) < len(writes):
+            # A key named twice keeps its last value: write in order, one at a time.
+            for k, v, ttl in writes:
+                await coordinator.set(k, v, expire_at_ms=_expire_at_ms(ttl))
+        else:
+            # Distinct keys: the ones without a TTL as one MSET (batched per replica set in a
+            # cluster), the others concurrently.
+            plain = [(k, v) for k, v, ttl in writes if not ttl]
+            await asyncio.gather(
+                *([coordinator.mset(plain)] if plain else []),
+                *(coordinator.set(k, v, expire_at_ms=_expire_at_ms(ttl)) for k, v, ttl in writes if ttl))
         return _json({"written": len(writes)})
 
     # ------------------------------------------------------------ listing
