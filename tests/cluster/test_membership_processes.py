@@ -203,10 +203,18 @@ def test_a_decommission_that_cannot_hand_over_is_cancelled_and_the_node_stays(tm
         r1 = redis.Redis(port=cluster.nodes[0].resp_port)
         for i in range(100):
             r1.set(f"d{i}", "v")
-        cluster.nodes[3].kill()
+
+        def n4_seen_by_n2_as(state: str) -> bool:
+            return any(n["node_id"] == "n4" and n.get("detector") == state
+                       for n in _status(cluster.nodes[1].resp_port)["nodes"])
+
         deadline = time.monotonic() + 30
-        while not any(n["node_id"] == "n4" and n.get("detector") == "down" for n in _status(cluster.nodes[1].resp_port)["nodes"]):
-            assert time.monotonic() < deadline, "n4 not detected down"
+        while not n4_seen_by_n2_as("up"):  # n2 has heard n4's gossip: n4 was a live member
+            assert time.monotonic() < deadline, "n2 never heard from n4"
+            time.sleep(0.2)
+        cluster.nodes[3].kill()
+        while not n4_seen_by_n2_as("down"):
+            assert time.monotonic() < deadline + 30, "n4 not detected down"
             time.sleep(0.3)
         out = subprocess.run(
             [sys.executable, "-m", "ringkv.cli", "admin", "decommission", "--timeout-ms", "120000", "--port",
