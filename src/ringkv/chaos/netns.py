@@ -36,7 +36,7 @@ MAX_NODES = 200  # addresses .11 .. .210 of one /24
 
 
 class NetnsError(RuntimeError):
-    pass
+    """An `ip`, `iptables` or `tc` command failed; the message has the command and its error."""
 
 
 def unavailable() -> str | None:
