@@ -340,7 +340,7 @@ def _worker_main(index: int, processes: int, tasks: int, conn: Connection, acked
 
 
 class ClientPoolError(RuntimeError):
-    pass
+    """A load-generator process did not answer, exited or failed; the message says which and how."""
 
 
 class ClientPool:
