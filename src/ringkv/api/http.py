@@ -30,6 +30,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 import math
 import re
 import socket
@@ -91,7 +92,7 @@ MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024  # larger batches are split by the clien
 BODY_SLACK_BYTES = 64 * 1024  # JSON around a single base64 value: key, ttl, flags
 MAX_LIST_LIMIT = 10_000
 MAX_SCAN_COUNT = 100_000  # as RESP SCAN bounds COUNT
-# A prefix listing is a filtered scan (ARCHITECTURE.md, "Storage order"). A sparse prefix
+# A prefix listing is a filtered scan (docs/architecture.md). A sparse prefix
 # would make one request read the whole keyspace on the event loop, so one request examines
 # at most `limit + LIST_SCAN_BUDGET` records in at most LIST_MAX_SCAN_CALLS engine scans, and
 # may answer fewer than `limit` keys with a cursor to continue.
@@ -898,6 +899,8 @@ def _routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, An
     }
 
 
+log = logging.getLogger(__name__)
+
 _DESCRIPTION = """\
 The REST/JSON API of a ringkv node. Values are base64 in JSON or raw bytes with
 `application/octet-stream`; keys are UTF-8 text, or base64 with `key_encoding=base64`.
@@ -967,6 +970,40 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class ClosedConnectionGuard:
+    """The outermost ASGI layer: a response the server can no longer take is dropped.
+
+    uvicorn answers some malformed requests itself (a broken chunked body, say) with a 400 and
+    closes, while the app is still handling the request whose head arrived intact. When the
+    app's own answer then reaches the server, uvicorn's h11 protocol raises
+    `LocalProtocolError` (a state machine in MUST_CLOSE) instead of the `OSError` the ASGI
+    specification asks for on a closed connection. The connection is gone either way; this
+    layer notes that the first send failed and turns every later one into a no-op, so the
+    app finishes normally and nothing is logged as an application error.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        closed = False
+
+        async def send_unless_closed(message: dict) -> None:
+            nonlocal closed
+            if closed:
+                return
+            try:
+                await send(message)
+            except Exception as exc:
+                closed = True
+                log.debug("the server dropped the connection before the response (%s: %s)", type(exc).__name__, exc)
+
+        await self.app(scope, receive, send_unless_closed)
+
+
 class HttpHandle:
     """A running HTTP server; `close()` stops it (idempotent)."""
 
@@ -1007,7 +1044,7 @@ async def start_http(node: Any, host: str, port: int) -> tuple[HttpHandle, tuple
     drain_s = node_config.shutdown_drain_ms / 1000
     sock = _bind(host, port)
     config = uvicorn.Config(
-        create_app(node),
+        ClosedConnectionGuard(create_app(node)),
         host=host,
         port=port,
         log_level="error",  # "warning" logs a line per malformed request: garbage floods the log

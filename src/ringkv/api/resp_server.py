@@ -58,6 +58,12 @@ class RespLimits:
     max_query_buffer_bytes: int = 1024 * 1024 * 1024
     max_connections: int = 10_000
     max_output_buffer_bytes: int = 64 * 1024 * 1024
+    # A connection closed after a last reply (max connections, a protocol error, QUIT) reads
+    # and drops what its client still sends, for at most this long and this much: closing a
+    # socket with unread input makes the kernel send a reset, and a reset can reach the client
+    # before it has read the reply that said why.
+    linger_ms: int = 1000
+    linger_max_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -160,6 +166,7 @@ class CommandReply(Exception):
 
 class RespConnection(asyncio.Protocol):
     __slots__ = (
+        "_lingered_bytes",
         "_out",
         "_paused",
         "_pending",
@@ -190,6 +197,7 @@ class RespConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._pending: deque[list] = deque()  # [ready, reply] slots while a reply is outstanding
         self._paused = False
+        self._lingered_bytes = -1  # >= 0 once the connection only drains input before closing
         self.closing = False
         self.id = server.next_id()
         self.name = b""
@@ -206,8 +214,7 @@ class RespConnection(asyncio.Protocol):
         if len(server.connections) >= server.limits.max_connections:
             server.stats.connections_rejected += 1
             transport.write(error("ERR max number of clients reached"))
-            transport.close()
-            self.closing = True
+            self.close_after_reply()
             return
         server.connections.add(self)
         server.stats.connections_current = len(server.connections)
@@ -227,8 +234,29 @@ class RespConnection(asyncio.Protocol):
         if not self.closing:
             self.transport.resume_reading()
 
+    def close_after_reply(self) -> None:
+        """Close once the replies written so far have left: half-close, then drain and drop
+        what the client still sends (bounded by `linger_ms` and `linger_max_bytes`), so the
+        client reads the last reply instead of a connection reset."""
+        self.closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingered_bytes = 0
+        if self._paused:
+            transport.resume_reading()
+        asyncio.get_running_loop().call_later(self.server.limits.linger_ms / 1000, transport.close)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            if self._lingered_bytes >= 0:
+                self._lingered_bytes += len(data)
+                if self._lingered_bytes > self.server.limits.linger_max_bytes:
+                    self.transport.close()
             return
         try:
             commands = self.parser.feed(data)
@@ -239,8 +267,7 @@ class RespConnection(asyncio.Protocol):
             log.info("closing RESP connection from %s after a protocol error: %s", self.peer, exc)
             self._reply(error("ERR " + str(exc)))
             self.flush_now()
-            self.closing = True
-            self.transport.close()
+            self.close_after_reply()
             return
         for argv in commands:
             self._execute(argv)
@@ -401,8 +428,7 @@ def cmd_echo(c: RespConnection, argv):
 def cmd_quit(c: RespConnection, argv):
     c._reply(OK)
     c.flush_now()
-    c.closing = True
-    c.transport.close()
+    c.close_after_reply()
     return b""  # already replied
 
 

@@ -4,5 +4,5 @@ failure detection and Merkle trees.
 Nothing in this package does IO or keeps its own time: no asyncio, sockets, files, `time`,
 `random` or `os`. Time, randomness and messages are inputs; decisions are outputs. The async
 shell in `ringkv.node` feeds these classes, and the simulator in `ringkv.testing` drives the
-same code with virtual time (docs/ring.md, ARCHITECTURE.md "Layers").
+same code with virtual time (docs/ring.md, docs/architecture.md).
 """

@@ -2,7 +2,7 @@
 
 Every value is stored as a `versioning.Record` (dotted version vector, siblings, HLC timestamps,
 expiry) under the storage key `token u64 BE | len(namespace) u8 | namespace | key`, so that a
-ring partition is one contiguous key range (ARCHITECTURE.md, "Storage order").
+ring partition is one contiguous key range (docs/architecture.md).
 
 Two kinds of write reach a replica:
 - `write` coordinates a client write here: the new sibling gets a dot of this node's actor;

@@ -59,11 +59,18 @@ def ycsb(workloads: str, systems: str, records: int, operations: int, value_size
 
     A benchmark, not a test: the figures depend on the machine and on what else runs on it.
     """
-    from ringkv.bench.ycsb.harness import BenchConfig, run_benchmark
-    from ringkv.bench.ycsb.report import plot, render
+    from ringkv.bench import BenchDependencyError, require
 
     wl = _names(workloads, ALL_WORKLOADS, "workload")
     sy = _names(systems, ALL_SYSTEMS, "system")
+    try:
+        require("hdrhistogram", *(("aiohttp",) if "etcd" in sy else ()),
+                *(() if plots_dir == "-" else ("matplotlib",)))
+    except BenchDependencyError as exc:
+        raise click.ClickException(str(exc)) from None
+    from ringkv.bench.ycsb.harness import BenchConfig, run_benchmark
+    from ringkv.bench.ycsb.report import plot, render
+
     if clients < processes:
         raise click.BadParameter(f"--clients ({clients}) must be at least --processes ({processes})")
     config = BenchConfig(workloads=wl, systems=sy, records=records, operations=operations,
