@@ -12,12 +12,12 @@ import importlib.util
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 import redis
 
 from ringkv.testing.launcher import NodeProcess, free_port
+from ringkv.testing.wait import wait_until
 
 # The HTTP API is served beside RESP once it exists; until then the nodes run without it.
 HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http") else "false"
@@ -65,16 +65,17 @@ def redis_server():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis.Redis(port=port).ping():
-                break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"redis-server exited with {proc.returncode}")
+        return redis.Redis(port=port).ping()
+
+    try:
+        wait_until(answers, 30, "redis-server to answer PING", ignore=(redis.ConnectionError,))
+    except AssertionError:
+        proc.kill()
+        raise
     yield port
     proc.terminate()
     proc.wait(10)

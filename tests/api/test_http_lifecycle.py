@@ -23,6 +23,7 @@ from ringkv.errors import RingkvError
 from ringkv.node.config import NodeConfig
 from ringkv.node.server import Node
 from ringkv.testing.launcher import NodeProcess
+from ringkv.testing.wait import wait_until_async
 
 
 def node_config(tmp_path, **overrides) -> NodeConfig:
@@ -70,7 +71,16 @@ def test_stopping_does_not_wait_for_a_client_stuck_mid_request(tmp_path):
             b"PUT /api/v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: 1000\r\n\r\nonly part of it"
         )
-        await asyncio.sleep(0.1)
+        # The server has read the stuck request's head and waits for the rest of its body: a
+        # request uvicorn began (its connection has a cycle) and has not answered.
+        connections = node._http._server.server_state.connections
+
+        def mid_request() -> bool:
+            return any(getattr(c, "cycle", None) is not None and not c.cycle.response_complete
+                       for c in connections)
+
+        await wait_until_async(mid_request, 10, "the server to start on the half-sent request",
+                               interval_s=0.01)
         started = time.monotonic()
         await asyncio.wait_for(node.stop(), timeout=10)
         took = time.monotonic() - started

@@ -11,14 +11,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from ringkv.node.config import NodeConfig
 from ringkv.testing.launcher import free_port
+from ringkv.testing.wait import wait_until
 
 READY_TIMEOUT_S = 40.0
 
@@ -89,17 +90,18 @@ class ClusterUp:
         return "".join(self.lines)
 
     def wait_for(self, text: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.output:
+        def printed() -> bool:
+            if text in self.output:
+                return True
             if self.proc.poll() is not None:
                 self._reader.join(5)
                 if text in self.output:
-                    return
+                    return True
                 pytest.fail(f"cluster up exited ({self.proc.returncode}) before printing "
                             f"{text!r}:\n{self.output}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {text!r} from cluster up after {timeout_s} s:\n{self.output}")
-            time.sleep(0.05)
+            return False
+
+        wait_until(printed, timeout_s, lambda: f"{text!r} from cluster up:\n{self.output}")
 
     def pid(self, node_id: str) -> int:
         return int((self.data_dir / f"{node_id}.pid").read_text())
@@ -163,15 +165,19 @@ def test_cluster_up_serves_reports_a_crash_and_stops_on_ctrl_c(running: ClusterU
     assert n3.get("key:7") == b"value 7"
 
     # With N=3 every node holds every key (the third replica may trail the quorum briefly).
-    deadline = time.monotonic() + 10
-    while True:
+    keys_seen: list = []
+
+    def every_node_holds_every_key() -> dict | None:
         result = status(base, "--json")
         assert result.returncode == 0, result.stdout + result.stderr
         doc = json.loads(result.stdout)
-        if all(n.get("keys") == 20 for n in doc["nodes"]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert doc["cluster"] == {"partitions": doc["cluster"]["partitions"], "replicas": 3, "members": 3}
+        keys_seen[:] = [n.get("keys") for n in doc["nodes"]]
+        return doc if all(n.get("keys") == 20 for n in doc["nodes"]) else None
+
+    doc = wait_until(every_node_holds_every_key, 30,
+                     lambda: f"all 20 keys on every node (keys per node: {keys_seen})", interval_s=0.2)
+    # `cluster up` passes no --partitions: its nodes run the default ring.
+    assert doc["cluster"] == {"partitions": NodeConfig().partitions, "replicas": 3, "members": 3}
     assert [n["node_id"] for n in doc["nodes"]] == ["n1", "n2", "n3"]
     assert all(n["status"] == "up" for n in doc["nodes"])
     assert [n["keys"] for n in doc["nodes"]] == [20, 20, 20]
@@ -184,7 +190,7 @@ def test_cluster_up_serves_reports_a_crash_and_stops_on_ctrl_c(running: ClusterU
     # A crash: the others keep running and the cluster still answers.
     pids = {node_id: running.pid(node_id) for node_id in ("n1", "n2", "n3")}
     os.kill(pids["n3"], signal.SIGKILL)
-    running.wait_for("node n3 exited", timeout_s=10)
+    running.wait_for("node n3 exited", timeout_s=30)
     assert "killed by SIGKILL" in running.output and "n3.log" in running.output
     assert not (running.data_dir / "n3.pid").exists()
     assert running.proc.poll() is None

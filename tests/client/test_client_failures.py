@@ -26,6 +26,7 @@ from ringkv.client import (
 )
 from ringkv.client.retry import backoff_ms
 from ringkv.testing.launcher import NodeProcess, free_port
+from ringkv.testing.wait import wait_until
 
 
 @pytest.fixture
@@ -46,6 +47,20 @@ def pause(n: NodeProcess) -> None:
 def resume(n: NodeProcess) -> None:
     if n.proc is not None and n.proc.poll() is None:
         os.kill(n.proc.pid, signal.SIGCONT)
+
+
+def unread_bytes_at(port: int) -> int:
+    """Bytes that arrived at 127.0.0.1:`port` on established connections and that the
+    process listening there has not read yet (from /proc/net/tcp: Linux)."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        next(f)  # the header
+        for line in f:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if state == "01" and int(local.split(":")[1], 16) == port:  # 01: ESTABLISHED
+                total += int(queues.split(":")[1], 16)
+    return total
 
 
 def retries_logged(caplog: pytest.LogCaptureFixture) -> int:
@@ -70,11 +85,12 @@ def test_closed_port_fails_after_the_configured_retries_naming_the_address(caplo
 
 
 def test_closed_port_without_retries_fails_at_once() -> None:
-    kv = Client(port=free_port(), retries=0, backoff_base_ms=1000)
+    kv = Client(port=free_port(), retries=0, backoff_base_ms=20_000, backoff_max_ms=20_000)
     started = time.monotonic()
     with pytest.raises(ConnectionFailedError, match="after 1 attempt:"):
         kv.ping()
-    assert time.monotonic() - started < 0.5
+    # A retry would have slept at least 10 s (half the first backoff) first.
+    assert time.monotonic() - started < 5
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() -> None:
@@ -88,11 +104,13 @@ def test_backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() -> None:
 
 def test_get_is_retried_until_a_crashed_node_is_back(node: NodeProcess, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="ringkv.client")
-    kv = Client(port=node.resp_port, retries=20, backoff_base_ms=100, backoff_max_ms=400)
+    # Retries for at least 18 s (the halves of the backoffs), past a slow restart of the node.
+    kv = Client(port=node.resp_port, retries=40, backoff_base_ms=100, backoff_max_ms=1000)
     assert kv.set("k", "survives")
     node.kill()
     # The pooled connection is now dead and nothing listens: the GET below fails, backs off,
-    # and succeeds once the restarted node (same port, same data) accepts connections.
+    # and succeeds once the restarted node (same port, same data) accepts connections. The
+    # restart begins a moment after the GET, so its first attempts surely find nothing.
     restart = threading.Timer(0.3, node.start)
     restart.start()
     try:
@@ -104,14 +122,14 @@ def test_get_is_retried_until_a_crashed_node_is_back(node: NodeProcess, caplog) 
 
 def test_incr_against_a_killed_node_is_not_retried_and_not_applied(node: NodeProcess, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="ringkv.client")
-    kv = Client(port=node.resp_port, retries=5, backoff_base_ms=400)
+    kv = Client(port=node.resp_port, retries=5, backoff_base_ms=20_000, backoff_max_ms=20_000)
     assert kv.incr("counter") == 1
     node.kill()
     started = time.monotonic()
     with pytest.raises((ResultUnknownError, ConnectionFailedError)) as info:
         kv.incr("counter")
-    # A retry would have slept at least 200 ms (half the first backoff) first.
-    assert time.monotonic() - started < 0.2
+    # A retry would have slept at least 10 s (half the first backoff) first.
+    assert time.monotonic() - started < 5
     assert retries_logged(caplog) == 0
     if isinstance(info.value, ConnectionFailedError):
         assert info.value.attempts == 1
@@ -120,22 +138,20 @@ def test_incr_against_a_killed_node_is_not_retried_and_not_applied(node: NodePro
 
 
 def test_incr_sent_to_a_paused_node_is_unknown_and_applied_exactly_once(node: NodeProcess) -> None:
-    kv = Client(port=node.resp_port, timeout_ms=300, retries=5, backoff_base_ms=10)
+    kv = Client(port=node.resp_port, timeout_ms=1000, retries=5, backoff_base_ms=10)
     assert kv.incr("counter") == 1
     pause(node)
     started = time.monotonic()
     with pytest.raises(ResultUnknownError) as info:
         kv.incr("counter")
     took = time.monotonic() - started
-    assert 0.25 <= took < 1.0  # one timeout, not six
+    assert 0.9 <= took < 4.0  # one timeout, not six (6 s)
     assert info.value.timed_out and "may or may not have been applied" in str(info.value)
     resume(node)
     # The request sat in the node's socket and runs when it wakes: applied once. Had the
     # client resent it, each copy would be waiting there too and the counter would pass 2.
-    deadline = time.monotonic() + 5
-    while kv.get("counter") != b"2" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_until(lambda: kv.get("counter") == b"2", 30, "the INCR held by the paused node to run")
+    time.sleep(0.3)  # a quiet moment in which a resent copy, had there been one, would also run
     assert kv.get("counter") == b"2"
 
 
@@ -153,7 +169,8 @@ def test_incr_cut_off_by_a_crash_is_unknown_and_lost(node: NodeProcess) -> None:
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.3)  # the INCR is in the stopped node's socket
+    wait_until(lambda: unread_bytes_at(node.resp_port) > 0, 30, "the INCR to reach the stopped node's socket",
+               interval_s=0.01)
     node.kill()  # the node dies without reading it: the connection breaks, no timeout
     caller.join(10)
     [err] = outcome
@@ -163,16 +180,16 @@ def test_incr_cut_off_by_a_crash_is_unknown_and_lost(node: NodeProcess) -> None:
 
 
 def test_a_paused_node_makes_get_time_out_within_the_timeout(node: NodeProcess) -> None:
-    kv = Client(port=node.resp_port, timeout_ms=500, retries=3)
+    kv = Client(port=node.resp_port, timeout_ms=1000, retries=3)
     kv.set("k", "v")
     pause(node)
     try:
-        for client in (kv, Client(port=node.resp_port, timeout_ms=500, retries=3)):  # pooled, fresh
+        for client in (kv, Client(port=node.resp_port, timeout_ms=1000, retries=3)):  # pooled, fresh
             started = time.monotonic()
             with pytest.raises(RequestTimeoutError) as info:
                 client.get("k")
-            assert 0.45 <= time.monotonic() - started < 1.5  # not retried: 4 x 500 ms would be 2 s
-            assert str(info.value).startswith("GET timed out after 500 ms")
+            assert 0.9 <= time.monotonic() - started < 3.5  # not retried: 4 x 1000 ms would be 4 s
+            assert str(info.value).startswith("GET timed out after 1000 ms")
             assert isinstance(info.value, TimeoutError)
     finally:
         resume(node)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
 
 from ringkv.testing.launcher import LocalCluster
+from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,9 +42,8 @@ def test_repair_heals_a_replica_that_missed_writes_and_then_finds_everything_in_
         for k in keys:
             r1.set(k, "v-" + k)
         n3.start()
-        deadline = time.monotonic() + 20
-        while r1.info("ringkv")["hints_pending"] and time.monotonic() < deadline:
-            time.sleep(0.2)  # the hints are dropped (window 1 ms), not delivered
+        wait_until(lambda: r1.info("ringkv")["hints_pending"] == 0, 30,
+                   "n1 to drop its hints for n3 (window 1 ms), not deliver them", interval_s=0.2)
         assert r1.info("ringkv")["hints_delivered"] == 0
         out = subprocess.run(
             [sys.executable, "-m", "ringkv.cli", "repair", "--port", str(n1.resp_port), "--timeout-ms", "60000",
@@ -77,9 +76,8 @@ def test_background_rounds_heal_without_any_read_or_request(tmp_path):
             status = json.loads(r3.execute_command("RINGKV.STATUS"))
             return next(n for n in status["nodes"] if n["node_id"] == "n3")["keys"]
 
-        deadline = time.monotonic() + 60
-        while n3_keys() < 100 and time.monotonic() < deadline:
-            time.sleep(0.25)
+        wait_until(lambda: n3_keys() >= 100, 60, "background rounds to bring n3 all 100 keys",
+                   interval_s=0.25)
         assert n3_keys() == 100
         moved = r3.info("ringkv")["ae_keys_pulled"] + r1.info("ringkv")["ae_keys_pushed"]
         assert moved >= 1  # anti-entropy did it (hints were dropped, nothing was read)

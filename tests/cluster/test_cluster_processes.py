@@ -23,7 +23,6 @@ import json
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +30,7 @@ import pytest
 import redis
 
 from ringkv.testing.launcher import LocalCluster, NodeProcess
+from ringkv.testing.wait import wait_until
 from ringkv.versioning.dvv import decode_context
 
 RECONNECT_DEADLINE_S = 20.0  # well past the 5 s reconnect back-off cap
@@ -53,18 +53,14 @@ def connect(node: NodeProcess) -> Iterator[redis.Redis]:
 def poll(fn: Callable[[], Any], until: Callable[[Any], bool] = lambda _: True,
          deadline_s: float = RECONNECT_DEADLINE_S) -> Any:
     """fn() once it returns without a redis error and `until` its result holds."""
-    end = time.monotonic() + deadline_s
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-            if until(last):
-                return last
-        except redis.RedisError as exc:
-            last = exc
-        if time.monotonic() > end:
-            raise AssertionError(f"still not there after {deadline_s} s; last: {last!r}")
-        time.sleep(0.1)
+    answered: list[Any] = []
+
+    def ready() -> tuple[Any] | None:
+        answered[:] = [fn()]
+        return (answered[0],) if until(answered[0]) else None  # a tuple: fn() may answer None
+
+    return wait_until(ready, deadline_s, lambda: f"an answer as wanted (last answer: {answered!r})",
+                      interval_s=0.1, ignore=(redis.RedisError,))[0]
 
 
 def start_all(*nodes: NodeProcess) -> None:

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from ringkv.testing.launcher import LocalCluster
+from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,26 +21,17 @@ def _down(r: redis.Redis) -> set[str]:
     return {str(n) for n in names} - {""}
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def test_a_paused_node_is_suspected_by_everyone_and_cleared_when_it_resumes(tmp_path):
     with LocalCluster(tmp_path, nodes=3, replicas=3, gossip_interval_ms=200,
                       phi_acceptable_pause_ms=200) as cluster:
         n1, n2, n3 = cluster.nodes
         r1, r2 = redis.Redis(port=n1.resp_port), redis.Redis(port=n2.resp_port)
-        _wait(lambda: r1.info("ringkv")["gossip_rounds"] >= 5, 10, "a few gossip rounds")
+        wait_until(lambda: r1.info("ringkv")["gossip_rounds"] >= 5, 30, "a few gossip rounds")
         assert _down(r1) == set() and _down(r2) == set()
         n3.pause()  # SIGSTOP: its sockets stay open, it just stops answering
         try:
             started = time.monotonic()
-            _wait(lambda: _down(r1) == {"n3"} and _down(r2) == {"n3"}, 20, "n3 suspected")
+            wait_until(lambda: _down(r1) == {"n3"} and _down(r2) == {"n3"}, 20, "n3 suspected")
             detect_s = time.monotonic() - started
             # While n3 is known down, QUORUM writes do not wait for it at all.
             t = time.monotonic()
@@ -51,9 +43,9 @@ def test_a_paused_node_is_suspected_by_everyone_and_cleared_when_it_resumes(tmp_
             assert n3_status["detector"] == "down" and n3_status["phi"] >= 8
         finally:
             n3.resume()
-        _wait(lambda: _down(r1) == set() and _down(r2) == set(), 20, "n3 up again")
+        wait_until(lambda: _down(r1) == set() and _down(r2) == set(), 20, "n3 up again")
         # Coming back up triggers hint delivery: n3 gets the 50 writes it missed.
-        _wait(lambda: r1.info("ringkv")["hints_pending"] == 0, 20, "hints delivered")
+        wait_until(lambda: r1.info("ringkv")["hints_pending"] == 0, 20, "hints delivered")
         assert detect_s < 15
 
 
@@ -68,10 +60,7 @@ def test_gossip_spreads_every_nodes_state(tmp_path):
             seen[:] = [{k: n.get(k) for k in ("node_id", "detector", "heartbeat", "error")} for n in status["nodes"]]
             return all(n.get("heartbeat", 0) > 1 and n.get("detector") == "up" for n in status["nodes"])
 
-        try:
-            _wait(everyone_known, 20, "every node's heartbeat to reach n1")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; last status {seen}") from None
+        wait_until(everyone_known, 20, lambda: f"every node's heartbeat to reach n1; last status {seen}")
 
 
 def test_two_halves_of_a_healed_partition_find_each_other_again(tmp_path):
@@ -80,11 +69,11 @@ def test_two_halves_of_a_healed_partition_find_each_other_again(tmp_path):
     with LocalCluster(tmp_path, nodes=4, replicas=3, gossip_interval_ms=200,
                       phi_acceptable_pause_ms=200, fault_injection="true") as cluster:
         rs = [redis.Redis(port=n.resp_port) for n in cluster.nodes]
-        _wait(lambda: all(r.info("ringkv")["gossip_rounds"] >= 5 for r in rs), 10, "gossip rounds")
+        wait_until(lambda: all(r.info("ringkv")["gossip_rounds"] >= 5 for r in rs), 30, "gossip rounds")
         for r, other_side in zip(rs, (["n3", "n4"], ["n3", "n4"], ["n1", "n2"], ["n1", "n2"])):
             r.execute_command("RINGKV.FAULT", "PARTITION", *other_side)
-        _wait(lambda: _down(rs[0]) == {"n3", "n4"} and _down(rs[3]) == {"n1", "n2"}, 30,
+        wait_until(lambda: _down(rs[0]) == {"n3", "n4"} and _down(rs[3]) == {"n1", "n2"}, 30,
               "each half to hold the other down")
         for r in rs:
             r.execute_command("RINGKV.FAULT", "HEAL")
-        _wait(lambda: all(_down(r) == set() for r in rs), 30, "everyone up again after the heal")
+        wait_until(lambda: all(_down(r) == set() for r in rs), 30, "everyone up again after the heal")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import redis
 from ringkv.client import Client
 from ringkv.errors import ConfigError
 from ringkv.testing.launcher import LocalCluster, NodeProcess
+from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,6 +35,15 @@ def _stored_keys(cluster: LocalCluster) -> dict[str, int]:
     """Live keys each node holds itself, all namespaces together."""
     doc = json.loads(redis.Redis(port=cluster.nodes[0].resp_port).execute_command("RINGKV.STATUS"))
     return {n["node_id"]: n["keys"] for n in doc["nodes"] if "keys" in n}
+
+
+def _settled_on(nodes, ring: list[str]) -> bool:
+    """Every one of `nodes` has `ring` as its ring and no membership change pending."""
+    for node in nodes:
+        membership = json.loads(redis.Redis(port=node.resp_port).execute_command("RINGKV.STATUS"))["membership"]
+        if membership["ring"] != ring or membership["pending"]:
+            return False
+    return True
 
 
 def _repair_everywhere(nodes) -> None:
@@ -63,7 +72,10 @@ def test_each_namespace_keeps_its_own_number_of_copies(tmp_path):
 
         _write_each_namespace(cluster)
         expected_total = KEYS * sum(COPIES.values())
-        assert sum(_stored_keys(cluster).values()) == expected_total
+        # A write is acknowledged at W=2 of its N: a third copy of an "important" key may
+        # still be on its way.
+        wait_until(lambda: sum(_stored_keys(cluster).values()) == expected_total, 30,
+                   f"{expected_total} copies stored in all", interval_s=0.2)
         # Anti-entropy compares every pair of replicas and copies nothing to a node outside a
         # key's namespace's replica set.
         _repair_everywhere(cluster.nodes)
@@ -99,15 +111,15 @@ def test_each_namespace_keeps_its_own_number_of_copies(tmp_path):
                 failed += 1
         assert 0 < failed < KEYS
         # Cleanup drops data only from a settled ring with every member up.
-        deadline = time.monotonic() + 30
-        while True:
+        def cleanup_refused() -> bool:
             try:
                 r.execute_command("RINGKV.ADMIN", "CLEANUP")
             except redis.ResponseError as exc:
                 assert "n3 down: cleanup runs only when every member of the ring is up" in str(exc)
-                break
-            assert time.monotonic() < deadline, "cleanup was not refused with n3 down"
-            time.sleep(0.5)
+                return True
+            return False  # n1 has not detected n3 down yet
+
+        wait_until(cleanup_refused, 30, "cleanup to be refused with n3 down", interval_s=0.5)
 
 
 def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_path):
@@ -117,11 +129,10 @@ def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_p
         n4.settings["members"] = cluster.nodes[0].settings["members"].split(",")[0] + f",n4@127.0.0.1:{n4.rpc_port}"
         with n4:
             r4 = redis.Redis(port=n4.resp_port)
-            deadline = time.monotonic() + 60
-            while json.loads(r4.execute_command("RINGKV.ADMIN", "STATUS"))["local_status"] != "normal":
-                assert time.monotonic() < deadline, "join did not finish"
-                time.sleep(0.2)
-            time.sleep(1.5)  # every node learns that n4 is normal
+            wait_until(lambda: json.loads(r4.execute_command("RINGKV.ADMIN", "STATUS"))["local_status"] == "normal",
+                       60, "n4 finished joining", interval_s=0.2)
+            wait_until(lambda: _settled_on((*cluster.nodes, n4), ["n1", "n2", "n3", "n4"]), 30,
+                       "every node to learn that n4 is normal", interval_s=0.2)
             # Every key is on all of its namespace's replicas in the new ring, n4 included.
             for node in (*cluster.nodes, n4):
                 for namespace in COPIES:
@@ -137,9 +148,10 @@ def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_p
             doc = json.loads(redis.Redis(port=cluster.nodes[1].resp_port, socket_timeout=120).execute_command(
                 "RINGKV.ADMIN", "DECOMMISSION"))
             assert doc["status"] == "left" and doc["errors"] == 0, doc
-            time.sleep(1.5)
-            cluster.nodes[1].stop()
             remaining = (cluster.nodes[0], cluster.nodes[2], n4)
+            wait_until(lambda: _settled_on(remaining, ["n1", "n3", "n4"]), 30,
+                       "every remaining node to learn that n2 has left", interval_s=0.2)
+            cluster.nodes[1].stop()
             for node in remaining:
                 for namespace in COPIES:
                     rn = _conn(node, namespace)

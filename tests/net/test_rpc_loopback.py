@@ -30,6 +30,7 @@ from ringkv.net import MessageCodec, RpcClient, RpcLimits, RpcServer
 from ringkv.net.framing import FrameDecoder, encode_frame
 from ringkv.net.messages import PROTOCOL_VERSION, ErrorCode, Handshake, Request
 from ringkv.net.rpc import reconnect_backoff_ms
+from ringkv.testing.wait import wait_until_async
 
 CLUSTER = "blue"
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -48,11 +49,18 @@ class Fail(msgspec.Struct, tag=True):
     message: str
 
 
+class Hold(msgspec.Struct, tag=True):
+    """Answered only once the test calls `Node.release()`: a request that is surely still
+    running, however slow the machine (an Echo's delay could run out first)."""
+
+    data: bytes
+
+
 class Unknown(msgspec.Struct, tag=True):
     """Registered by the caller only: what a newer node's new message looks like to us."""
 
 
-CODEC = MessageCodec([Echo, Blob, Fail])
+CODEC = MessageCodec([Echo, Blob, Fail, Hold])
 
 
 class Node:
@@ -63,6 +71,11 @@ class Node:
         self.running = 0
         self.most_running = 0
         self.completed: list[bytes] = []
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Let every Hold request, running or still to come, be answered."""
+        self._released.set()
 
     async def handle(self, peer: str, body: Any) -> Any:
         self.calls += 1
@@ -75,6 +88,10 @@ class Node:
                 return body
             if isinstance(body, Blob):
                 return Echo(b"x" * body.size_bytes)
+            if isinstance(body, Hold):
+                await self._released.wait()
+                self.completed.append(body.data)
+                return Echo(body.data)
             raise ValueError(body.message)
         finally:
             self.running -= 1
@@ -112,10 +129,14 @@ def test_concurrent_calls_share_one_connection_and_replies_come_back_out_of_orde
         node = Node()
         server = await start_server(node)
         client = client_of(server)
-        # The first request sent is the slowest, so replies arrive in reverse order.
+        # The last request sent is answered at once, every earlier one 300 ms or more later
+        # (the first sent the slowest): replies come back out of order. The 300 ms, not 2, so
+        # that the server's process losing the CPU a moment between two handlers cannot
+        # reorder them.
         count = 100
         replies = await asyncio.gather(*(
-            client.call("n2", Echo(str(i).encode(), delay_ms=2 * (count - i)), 5000)
+            client.call("n2", Echo(str(i).encode(),
+                                   delay_ms=0 if i == count - 1 else 300 + 2 * (count - i)), 5000)
             for i in range(count)
         ))
         assert [reply.data for reply in replies] == [str(i).encode() for i in range(count)]
@@ -132,6 +153,9 @@ def test_timeout_names_the_peer_and_the_time(run):
     async def scenario() -> None:
         server = await start_server(Node())
         client = client_of(server)
+        # Connected first: on a loaded machine the connection alone could take the 100 ms
+        # (and the error would then say "still connecting").
+        assert (await client.call("n2", Echo(b"connect"), 10_000)).data == b"connect"
         started = time.monotonic()
         with pytest.raises(RpcTimeoutError) as caught:
             await client.call("n2", Echo(b"slow", delay_ms=1000), 100)
@@ -166,7 +190,7 @@ def test_handler_exception_comes_back_as_a_typed_error_and_the_connection_surviv
 def test_message_type_unknown_to_the_server_is_refused_alone(run):
     async def scenario() -> None:
         server = await start_server(Node())
-        newer = client_of(server, codec=MessageCodec([Echo, Blob, Fail, Unknown]))
+        newer = client_of(server, codec=MessageCodec([Echo, Blob, Fail, Hold, Unknown]))
         with pytest.raises(RemoteError) as caught:
             await newer.call("n2", Unknown(), 1000)
         assert caught.value.code == ErrorCode.BAD_REQUEST
@@ -253,16 +277,20 @@ def test_client_reconnects_after_the_server_restarts(run):
 
         server = await start_server(Node(), port=port)
         failures = 0
-        deadline = time.monotonic() + 2
-        while True:
+
+        async def call_after() -> Any:
+            nonlocal failures
             try:
-                reply = await client.call("n2", Echo(b"after"), 1000)
-                break
+                return await client.call("n2", Echo(b"after"), 1000)
             except PeerUnavailableError:
                 failures += 1  # still in the back-off of the refused attempt
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+                return None
+
+        reply = await wait_until_async(call_after, 10, "a call through the restarted server",
+                                       interval_s=0.01)
         assert reply.data == b"after"
+        # The back-off is at most 40 ms and the calls above are 10 ms apart (or more, on a
+        # loaded machine, which only makes fewer of them fail).
         assert failures <= 5
         await client.close()
         await server.close()
@@ -273,15 +301,16 @@ def test_client_reconnects_after_the_server_restarts(run):
 def test_calls_during_the_backoff_fail_at_once_and_say_when_the_next_attempt_is(run):
     async def scenario() -> None:
         server = await start_server(Node())
-        client = client_of(server, limits=RpcLimits(reconnect_base_backoff_ms=2000,
-                                                    reconnect_max_backoff_ms=2000))
+        client = client_of(server, limits=RpcLimits(reconnect_base_backoff_ms=20_000,
+                                                    reconnect_max_backoff_ms=20_000))
         await server.close()
         with pytest.raises(PeerUnavailableError, match=r"connection refused at 127\.0\.0\.1:"):
             await client.call("n2", Echo(b"x"), 1000)
         started = time.monotonic()
         with pytest.raises(PeerUnavailableError, match=r"next attempt in \d+ ms"):
-            await client.call("n2", Echo(b"x"), 1000)
-        assert time.monotonic() - started < 0.1
+            await client.call("n2", Echo(b"x"), 15_000)
+        # Neither the back-off (at least 10 s) nor the call's 15 s timeout was waited out.
+        assert time.monotonic() - started < 5
         await client.close()
 
     run(scenario())
@@ -332,7 +361,7 @@ def test_garbage_bytes_close_that_connection_while_another_client_keeps_working(
         assert (await client.call("n2", Echo(b"before"), 1000)).data == b"before"
         reader, writer = await raw_connection(server)
         writer.write(GARBAGE[garbage])
-        received = await asyncio.wait_for(reader.read(), 2)  # until the server closes it
+        received = await asyncio.wait_for(reader.read(), 10)  # until the server closes it
         writer.close()
         # Nothing but (perhaps) a handshake acceptance came back before the close.
         decoder = FrameDecoder()
@@ -352,7 +381,7 @@ def test_silent_connection_is_closed_after_the_handshake_timeout(run, caplog):
     async def scenario() -> None:
         server = await start_server(Node(), limits=RpcLimits(handshake_timeout_ms=50))
         reader, writer = await raw_connection(server)
-        assert await asyncio.wait_for(reader.read(), 2) == b""
+        assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
         await server.close()
 
@@ -365,11 +394,13 @@ def test_reply_over_the_frame_limit_closes_the_connection_and_fails_its_pending_
     run, caplog
 ):
     async def scenario() -> None:
-        server = await start_server(Node())
+        node = Node()
+        server = await start_server(node)
         client = client_of(server, limits=RpcLimits(max_frame_bytes=1024))
         await client.call("n2", Echo(b"connect"), 1000)
-        pending = asyncio.ensure_future(client.call("n2", Echo(b"slow", delay_ms=300), 2000))
-        await asyncio.sleep(0.02)
+        pending = asyncio.ensure_future(client.call("n2", Hold(b"held"), 10_000))
+        await wait_until_async(lambda: node.running == 1, 10, "the held call to reach the server",
+                               interval_s=0.01)
         with pytest.raises(FrameTooLargeError) as caught:
             await client.call("n2", Blob(4096), 1000)
         assert "from n2 is over max_frame_bytes=1024" in str(caught.value)
@@ -433,16 +464,18 @@ def test_inflight_bound_holds_and_callers_wait_for_a_slot(run):
 
 def test_caller_that_gets_no_slot_in_time_is_told_why(run):
     async def scenario() -> None:
-        server = await start_server(Node())
+        node = Node()
+        server = await start_server(node)
         client = client_of(server, limits=RpcLimits(max_inflight_requests=2))
-        hogs = [asyncio.ensure_future(client.call("n2", Echo(b"hog", delay_ms=500), 2000))
-                for _ in range(2)]
-        await asyncio.sleep(0.05)
+        hogs = [asyncio.ensure_future(client.call("n2", Hold(b"hog"), 10_000)) for _ in range(2)]
+        await wait_until_async(lambda: node.running == 2, 10, "both hogs to run on the server",
+                               interval_s=0.01)
         with pytest.raises(RpcTimeoutError) as caught:
             await client.call("n2", Echo(b"late"), 50)
         assert str(caught.value) == (
             "n2 timed out after 50 ms (no in-flight slot free, max_inflight_requests=2)"
         )
+        node.release()
         await asyncio.gather(*hogs)
         # The timed-out waiter gave nothing back twice: both slots are usable again.
         await asyncio.gather(*(client.call("n2", Echo(b"y"), 1000) for _ in range(2)))
@@ -454,11 +487,13 @@ def test_caller_that_gets_no_slot_in_time_is_told_why(run):
 
 def test_cancelled_callers_give_their_slots_back(run):
     async def scenario() -> None:
-        server = await start_server(Node())
+        node = Node()
+        server = await start_server(node)
         client = client_of(server, limits=RpcLimits(max_inflight_requests=1))
-        calls = [asyncio.ensure_future(client.call("n2", Echo(b"c", delay_ms=100), 2000))
-                 for _ in range(5)]
-        await asyncio.sleep(0.02)
+        calls = [asyncio.ensure_future(client.call("n2", Hold(b"c"), 10_000)) for _ in range(5)]
+        # One holds the only slot (its request runs on the server), four wait for it.
+        await wait_until_async(lambda: node.running == 1, 10, "the first call to run on the server",
+                               interval_s=0.01)
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -497,6 +532,8 @@ def test_peer_that_does_not_read_its_replies_stops_the_server_running_its_reques
         writer.write(b"".join(frames))
         await writer.drain()
         # Kernel buffers absorb some replies; then the server must stop taking requests.
+        # Stalled: no new call for 0.2 s. On a loaded machine that may also be a slow
+        # server; it then reads on below, which the test survives either way.
         stalled_at = -1
         while node.calls != stalled_at:
             stalled_at = node.calls
@@ -515,10 +552,12 @@ def test_peer_that_does_not_read_its_replies_stops_the_server_running_its_reques
 
 def test_closing_the_client_fails_its_waiting_calls(run):
     async def scenario() -> None:
-        server = await start_server(Node())
+        node = Node()
+        server = await start_server(node)
         client = client_of(server)
-        waiting = asyncio.ensure_future(client.call("n2", Echo(b"w", delay_ms=1000), 5000))
-        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(client.call("n2", Hold(b"w"), 10_000))
+        await wait_until_async(lambda: node.running == 1, 10, "the call to run on the server",
+                               interval_s=0.01)
         await client.close()
         with pytest.raises(RpcError):
             await waiting
@@ -529,13 +568,15 @@ def test_closing_the_client_fails_its_waiting_calls(run):
 
 def test_new_address_for_a_peer_moves_its_connection(run):
     async def scenario() -> None:
-        old_home = await start_server(Node())
+        old_node = Node()
+        old_home = await start_server(old_node)
         new_node = Node()
         new_home = await start_server(new_node)
         client = client_of(old_home)
         await client.call("n2", Echo(b"at the old address"), 1000)
-        waiting = asyncio.ensure_future(client.call("n2", Echo(b"w", delay_ms=500), 2000))
-        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(client.call("n2", Hold(b"w"), 10_000))
+        await wait_until_async(lambda: old_node.running == 1, 10,
+                               "the call to run at the old address", interval_s=0.01)
         client.set_peer_address("n2", *new_home.address)
         with pytest.raises(PeerUnavailableError, match=r"moved from 127\.0\.0\.1:\d+ to"):
             await waiting

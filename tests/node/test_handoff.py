@@ -81,7 +81,7 @@ def test_hints_past_the_window_are_dropped_not_sent(tmp_path, window_ms):
         sent.append(body)
 
     async def scenario():
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # ten times the window: the hint is surely past it
         await HintDelivery(store, call).deliver_round()
 
     asyncio.run(scenario())

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ringkv.testing.launcher import NodeProcess
+from ringkv.testing.wait import wait_until
 
 HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http") else "false"
 NO_RETRY = Retry(NoBackoff(), 0)  # a write to a dead node must fail, not be resent later
@@ -103,12 +104,15 @@ def run_writers_until_stopped(node: NodeProcess, stop_node, previous=None, min_a
     ]
     for w in writers:
         w.start()
-    deadline = time.monotonic() + 30
     started = time.monotonic()
-    while sum(w.acks for w in writers) < min_acks or time.monotonic() - started < 0.5:
-        assert time.monotonic() < deadline, "the writers made no progress"
+
+    def written_enough() -> bool:
         assert all(w.is_alive() for w in writers), [w.failure for w in writers]
-        time.sleep(0.02)
+        # At least half a second of writing too, so the stop lands amid a steady load.
+        return sum(w.acks for w in writers) >= min_acks and time.monotonic() - started >= 0.5
+
+    wait_until(written_enough, 30, lambda: f"{min_acks} acknowledged writes "
+               f"(got {sum(w.acks for w in writers)})", interval_s=0.02)
     stop_node()
     for w in writers:
         w.stop.set()

@@ -14,6 +14,7 @@ import pytest
 from ringkv.storage import Engine, Options, manifest, worker
 from ringkv.storage.compaction import RateLimitedFile
 from ringkv.storage.fs import PosixFileSystem
+from ringkv.testing.wait import wait_until
 
 MODES = ["thread", "process"]
 
@@ -53,16 +54,15 @@ def levels_holding(path, key) -> list[int]:
 def wait_for_compactions(db: Engine, timeout_s: float = 30.0) -> None:
     """Return once no level is over its size target, so background compaction has settled."""
     o = db.options
-    deadline = time.monotonic() + timeout_s
-    while True:
-        levels = db.stats()["levels"]
-        due = levels[0]["tables"] >= o.level0_compaction_trigger_files or any(
+    levels: list[dict] = []
+
+    def settled() -> bool:
+        levels[:] = db.stats()["levels"]
+        return not (levels[0]["tables"] >= o.level0_compaction_trigger_files or any(
             lv["bytes"] > o.level1_max_bytes * o.level_size_multiplier ** (lv["level"] - 1) for lv in levels[1:-1]
-        )
-        if not due:
-            return
-        assert time.monotonic() < deadline, f"compaction did not settle: {levels}"
-        time.sleep(0.02)
+        ))
+
+    wait_until(settled, timeout_s, lambda: f"compaction to settle: {levels}", interval_s=0.02)
 
 
 def bury(db: Engine, path: str, key: bytes) -> None:

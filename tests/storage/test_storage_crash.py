@@ -24,6 +24,7 @@ import pytest
 
 from ringkv.storage import Engine, Options, WriteBatch, wal
 from ringkv.storage.fs import FaultInjectingFileSystem
+from ringkv.testing.wait import wait_until
 
 FULL = os.environ.get("RINGKV_TEST_FULL") == "1"
 SEEDS = 60 if FULL else 20
@@ -418,23 +419,31 @@ def processes_tagged(tag: str) -> list[int]:
 def test_killed_engine_leaves_no_worker_writing_into_its_directory(tmp_path):
     path = str(tmp_path)
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
+
+    def tables():
+        return {n: os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(".sst")}
+
+    def output_begun() -> bool:
+        """The flushed table and, beside it, the compaction's output with its first bytes."""
+        sizes = tables()
+        return len(sizes) >= 2 and min(sizes.values()) > 0
+
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_COMPACTION_CHILD, path, tag], stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout.readline().strip() == "compacting"
-        time.sleep(0.5)
+        # The worker is then mid-write (for about 6 s) when the engine dies.
+        wait_until(output_begun, 30, "the compaction worker to start writing its output table",
+                   interval_s=0.02, ignore=(FileNotFoundError,))  # a table removed mid-listing
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
 
-    def tables():
-        return {n: os.path.getsize(os.path.join(path, n)) for n in os.listdir(path) if n.endswith(".sst")}
-
     try:
         at_death = tables()
-        time.sleep(1.0)
+        time.sleep(1.0)  # a quiet second: a worker still writing would add about 64 KB in it
         assert tables() == at_death, "tables changed after their engine was killed"
     finally:
         for pid in processes_tagged(tag):  # the orphaned workers this test started
