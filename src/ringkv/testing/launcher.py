@@ -1,16 +1,22 @@
-"""Start and stop real `ringkv serve` processes for tests and benchmarks.
+"""Start and stop real `ringkv serve` processes: for tests, for benchmarks and for
+`ringkv cluster up` (cli/cluster.py), which runs a cluster on this machine for an operator.
 
     with NodeProcess(tmp_path / "n1") as node:
         redis.Redis(port=node.resp_port).set("k", "v")
         node.kill()          # SIGKILL, as a crash
         node.start()         # same data directory, same ports
 
-Ports are picked free on 127.0.0.1 at construction and kept across restarts, so clients can
-reconnect to a restarted node. Output goes to `<data_dir>.log`.
+Ports not given are picked free on 127.0.0.1 at construction; all are kept across restarts, so
+clients can reconnect to a restarted node. Output is appended to `<data_dir>.log`, each start
+marked by a line of its own; with `pid_file=True` the pid is in `<data_dir>.pid` while the
+process runs. Settings reach the node as `RINGKV_*` environment variables; the node id, data
+directory and ports as flags. Only the standard library is imported here, so the command line
+can use this without loading any test tooling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -21,6 +27,8 @@ import time
 from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 20
 
 
 def _ephemeral_low() -> int:
@@ -32,6 +40,11 @@ def _ephemeral_low() -> int:
 
 
 _port_rng = random.Random()
+
+
+def connect_address(host: str) -> str:
+    """An address that reaches a server listening on `host` (a wildcard one included)."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def free_port() -> int:
@@ -57,13 +70,26 @@ def free_port() -> int:
 
 
 class NodeProcess:
+    """One `ringkv serve` process, started, restarted and stopped from this process.
+
+    Not thread-safe: one thread drives a NodeProcess. `poll`, `stop` and `kill` notice the
+    exit and then remove the pid file, so the file names a process only while it runs.
+    """
+
     def __init__(self, data_dir: str | os.PathLike, node_id: str = "n1", env: dict | None = None,
-                 exec_prefix: list[str] | None = None, **settings):
+                 exec_prefix: list[str] | None = None, *, pid_file: bool = False,
+                 own_process_group: bool = False, started_by: str = "ringkv.testing.launcher",
+                 **settings):
+        """`settings`: NodeConfig fields (`replicas=3`, `sync="always"`), `host` and the three
+        ports included. `own_process_group`: a Ctrl-C at the terminal does not reach the node,
+        so that whoever started it can stop it in order. `started_by` names the starter in the
+        line that marks each start in the log."""
         self.data_dir = Path(data_dir)
         self.node_id = node_id
         # The address it listens on (RESP, HTTP, RPC): loopback unless it runs in a network
-        # namespace of its own, started through `exec_prefix` (chaos/netns.py).
+        # namespace of its own, started through `exec_prefix` (chaos/netns.py), or is given.
         self.host = settings.pop("host", "127.0.0.1")
+        self.connect_host = connect_address(self.host)
         self.exec_prefix = list(exec_prefix or [])
         self.resp_port = settings.pop("resp_port", None) or free_port()
         self.http_port = settings.pop("http_port", None) or free_port()
@@ -71,7 +97,17 @@ class NodeProcess:
         self.settings = settings
         self.env = env or {}
         self.log_path = Path(str(self.data_dir) + ".log")
+        self.pid_path = Path(str(self.data_dir) + ".pid") if pid_file else None
+        self.own_process_group = own_process_group
+        self.started_by = started_by
         self.proc: subprocess.Popen | None = None
+        self.log_offset = 0  # where the current run's output starts in the log
+        self._terminated = False  # SIGTERM sent to the current run
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        """The ports it listens on, each with what it serves."""
+        return [("RESP", self.resp_port), ("HTTP", self.http_port), ("RPC", self.rpc_port)]
 
     def start(self, wait: bool = True) -> NodeProcess:
         env = dict(os.environ)
@@ -88,23 +124,39 @@ class NodeProcess:
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.log_offset = log.tell()
+            log.write(f"---- {self.started_by}: {self.node_id} starting at "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')} ----\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                process_group=0 if self.own_process_group else None)
+        self._terminated = False
+        if self.pid_path is not None:
+            self.pid_path.write_text(f"{self.proc.pid}\n")
         if wait:
             self.wait_ready()
         return self
 
+    def answers_ping(self) -> bool:
+        """Whether the node answers PING on its RESP port now: one try of at most 0.5 s to
+        connect and 0.5 s for the answer."""
+        try:
+            with socket.create_connection((self.connect_host, self.resp_port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Return once the node answers PING; RuntimeError if it exits first, TimeoutError
+        after `timeout_s`, both with the end of its log."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if self.poll() is not None:
                 raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection((self.host, self.resp_port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
+            if self.answers_ping():
+                return
             time.sleep(0.05)
         raise TimeoutError(f"node {self.node_id} not ready after {timeout_s} s:\n{self.log()}")
 
@@ -114,17 +166,46 @@ class NodeProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM and wait: a clean shutdown."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last `lines` lines of the current run's output (the log keeps earlier runs')."""
         try:
-            return self.proc.wait(timeout_s)
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                text = f.read().decode("utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            return f"(cannot read {self.log_path}: {exc})"
+        return "\n".join(text[-lines:])
+
+    def poll(self) -> int | None:
+        """The exit code once the process has exited (None before, or if never started)."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        if code is not None:
+            self._remove_pid_file()
+        return code
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: a clean shutdown begins (drain, flush, exit).
+
+        Sent once per start: a second SIGTERM that arrives after the node's event loop has
+        closed can meet the default handler again and kill the node while it exits."""
+        if self.running and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait: a clean shutdown. After `timeout_s`, SIGKILL, then TimeoutExpired."""
+        if self.proc is None or self.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.terminate()
+        try:
+            code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise
+        self._remove_pid_file()
+        return code
 
     def pause(self) -> None:
         """SIGSTOP: the process hangs, its sockets stay open (a stalled node)."""
@@ -142,6 +223,27 @@ class NodeProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._remove_pid_file()
+
+    def recorded_pid(self) -> int | None:
+        """The pid in the pid file when that process still exists and is a ringkv node: one
+        an earlier starter left running. (A stale file's pid may since have been reused by
+        another program, hence the look at its command line.)"""
+        if self.pid_path is None:
+            return None
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"ringkv" not in f.read():
+                    return None
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def _remove_pid_file(self) -> None:
+        if self.pid_path is not None:
+            with contextlib.suppress(OSError):
+                self.pid_path.unlink()
 
     def __enter__(self) -> NodeProcess:
         if self.proc is None:
@@ -196,8 +298,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         for n in self.nodes:
-            if n.running:
-                n.proc.send_signal(signal.SIGTERM)
+            n.terminate()
         for n in self.nodes:
             try:
                 n.stop()

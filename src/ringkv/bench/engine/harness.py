@@ -1,0 +1,179 @@
+"""The parent of a storage-engine benchmark run: a worker process per system and repeat, in an
+order rotated between repeats, and their figures gathered in a `BenchRun` for the report.
+
+    run = run_benchmark(BenchConfig(spec, repeats, systems, dir, out, memtable_bytes, command),
+                        console)
+
+A worker is `python -m ringkv.bench.engine --worker JOB` (`worker_main`): it reads its job
+(system, workload spec, directories) from the JSON file JOB, runs `measure.run_sequence` and
+writes the result as JSON where the job says. Each system runs in a process of its own, so
+its peak RSS is its own and no system's caches warm another's; a worker that fails fails the
+run, with the end of its stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ringkv.bench.engine.adapters import ADAPTERS, ANCHOR
+from ringkv.bench.engine.machine import filesystem_of, src_root
+from ringkv.bench.engine.measure import run_sequence, status_kib
+from ringkv.bench.engine.workload import Workload, WorkloadSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    spec: WorkloadSpec
+    repeats: int
+    systems: tuple[str, ...]
+    dir: Path | None
+    out: Path | None
+    memtable_bytes: int | None
+    command: str
+
+
+@dataclasses.dataclass
+class BenchRun:
+    config: BenchConfig
+    # results[system][repeat]; every system ran once per repeat, so index r pairs runs that
+    # were minutes apart on the same machine.
+    results: dict[str, list[dict[str, Any]]]
+    skipped: dict[str, str]
+    started: datetime.datetime
+    finished: datetime.datetime
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    fs_type: str
+
+    @property
+    def systems(self) -> list[str]:
+        return [s for s in self.config.systems if s in self.results]
+
+    def ops(self, system: str, phase: str) -> list[float]:
+        return [r["phases"][phase]["ops_per_s"] for r in self.results[system]]
+
+    def ratios(self, system: str, phase: str) -> list[float] | None:
+        """Per-repeat ratios to the anchor measured in the same repeat."""
+        if ANCHOR not in self.results:
+            return None
+        return [
+            mine["phases"][phase]["ops_per_s"] / anchor["phases"][phase]["ops_per_s"]
+            for mine, anchor in zip(self.results[system], self.results[ANCHOR])
+        ]
+
+
+def worker_main(spec_path: Path) -> None:
+    """Entry point of a child: run one system once and write its figures as JSON."""
+    job = json.loads(spec_path.read_text())
+    spec = WorkloadSpec(**job["workload"])
+    workload = Workload(spec)
+    # The workload lives for the whole run: take it out of the cyclic GC's view so full
+    # collections during timed loops do not walk a million list slots (same for every system).
+    gc.collect()
+    gc.freeze()
+    baseline_rss_kib = status_kib("self", "VmRSS")
+    adapter = ADAPTERS[job["system"]](job["memtable_bytes"], spec.live_user_bytes)
+    result = run_sequence(adapter, workload, Path(job["root"]))
+    result["baseline_rss_kib"] = baseline_rss_kib
+    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path(job["result_path"]).write_text(json.dumps(result))
+
+
+def _run_worker(system: str, config: BenchConfig, repeat: int, root: Path) -> dict[str, Any]:
+    run_dir = root / f"{system}-r{repeat + 1}"
+    run_dir.mkdir(parents=True)
+    job_path = root / f"{system}-r{repeat + 1}.job.json"
+    result_path = root / f"{system}-r{repeat + 1}.result.json"
+    job_path.write_text(
+        json.dumps(
+            {
+                "system": system,
+                "workload": dataclasses.asdict(config.spec),
+                "memtable_bytes": config.memtable_bytes,
+                "root": str(run_dir),
+                "result_path": str(result_path),
+            }
+        )
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(src_root()), env.get("PYTHONPATH", "")) if p
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ringkv.bench.engine", "--worker", str(job_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+            raise click.ClickException(
+                f"{system} (repeat {repeat + 1}) failed with exit status {proc.returncode}:\n{tail}"
+            )
+        return json.loads(result_path.read_text())
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        job_path.unlink(missing_ok=True)
+        result_path.unlink(missing_ok=True)
+
+
+def run_benchmark(config: BenchConfig, console: Console) -> BenchRun:
+    skipped: dict[str, str] = {}
+    systems = []
+    for system in config.systems:
+        reason = ADAPTERS[system].unavailable_reason()
+        if reason is None:
+            systems.append(system)
+        else:
+            skipped[system] = reason
+            console.print(f"[yellow]skipping {system}: {reason}[/yellow]")
+    if not systems:
+        raise click.ClickException("no system to measure: none of them imports")
+
+    if config.dir is None:
+        root = Path(tempfile.mkdtemp(prefix="ringkv-bench-"))
+    else:
+        config.dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="ringkv-bench-", dir=config.dir))
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    try:
+        for repeat in range(config.repeats):
+            # Rotate the order so no system always runs first (cold machine) or last.
+            shift = repeat % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                t0 = time.perf_counter()
+                console.print(f"repeat {repeat + 1}/{config.repeats}: {system} ...", end=" ")
+                results[system].append(_run_worker(system, config, repeat, root))
+                console.print(f"done in {time.perf_counter() - t0:.1f} s")
+        fs_type = filesystem_of(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return BenchRun(
+        config,
+        results,
+        skipped,
+        started,
+        datetime.datetime.now(datetime.UTC),
+        load_before,
+        os.getloadavg(),
+        fs_type,
+    )

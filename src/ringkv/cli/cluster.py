@@ -1,0 +1,351 @@
+"""`ringkv cluster`: run a cluster on this machine (`up`) and look at one (`status`).
+
+`cluster up` starts node i as n<i> on ports base+10*(i-1) (RESP), +1 (HTTP), +2 (RPC), each a
+`ringkv serve` process of its own (testing/launcher.NodeProcess, in a process group of its own
+so that a Ctrl-C reaches `cluster up` only), waits until every node answers PING, and then
+watches them: a node that exits is reported and the others keep running. Ctrl-C, SIGTERM or
+SIGHUP stops every node cleanly. Its exit codes are in CLUSTER_UP_EXIT_CODES_HELP.
+
+`cluster status` prints the members as the node asked sees them; it exits 1 when some member
+is unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from ringkv.cli.exit_codes import EXIT_NO, EXIT_OK, EXIT_USAGE
+from ringkv.cli.serve import DEFAULT_DATA_DIR
+from ringkv.cli.session import NodeSession, fetch_status, node_command
+from ringkv.testing.launcher import NodeProcess, connect_address
+
+DEFAULT_CLUSTER_DIR = os.path.join(DEFAULT_DATA_DIR, "cluster")
+MAX_CLUSTER_NODES = 32
+CLUSTER_PORT_STRIDE = 10  # node i listens on base + 10*(i-1): RESP, +1 HTTP, +2 RPC
+CLUSTER_READY_TIMEOUT_S = 30.0
+CLUSTER_STOP_TIMEOUT_S = 30.0
+_PIPE_WIDTH = 200  # columns of tables written to a pipe or file
+
+CLUSTER_UP_EXIT_CODES_HELP = """\b
+Exit codes of cluster up:
+  0  the cluster ran and was stopped (Ctrl-C, SIGTERM or SIGHUP)
+  1  a node failed to start or get ready, or every node exited
+  2  usage error, or a port is already in use"""
+
+CLUSTER_STATUS_EXIT_CODES_HELP = """\b
+Exit codes of cluster status:
+  0  every member is up
+  1  some member is unreachable (from the node asked)
+  2  usage error
+  3  could not reach the node asked (or no answer within --timeout-ms)
+  4  the node answered with an error"""
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console for tables: as wide as the terminal, or wide enough not to squeeze a table
+    that goes to a pipe or file."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=_PIPE_WIDTH)
+    return console
+
+
+@click.group("cluster")
+def cluster_group() -> None:
+    """Run a cluster on this machine (`up`) and look at one (`status`)."""
+
+
+def _local_node(index: int, root: str, host: str, base_port: int) -> NodeProcess:
+    """Node n<index> of `cluster up`: data in root/n<index>, log root/n<index>.log, pid file
+    root/n<index>.pid, and the ports its index gives it."""
+    resp_port = base_port + CLUSTER_PORT_STRIDE * (index - 1)
+    return NodeProcess(
+        os.path.join(root, f"n{index}"), node_id=f"n{index}", host=host, resp_port=resp_port,
+        http_port=resp_port + 1, rpc_port=resp_port + 2, pid_file=True, own_process_group=True,
+        started_by="ringkv cluster up")
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now, or None when it could. SO_REUSEADDR as
+    the node's servers set it: a port held only by connections in TIME_WAIT (a node stopped a
+    moment ago) counts as free."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _stop_nodes(console: Console, nodes: list[NodeProcess]) -> None:
+    """SIGTERM every running node, then wait for each (SIGKILL after CLUSTER_STOP_TIMEOUT_S)."""
+    running = [n for n in nodes if n.running]
+    if running:
+        console.print(f"stopping {len(running)} node{'s' if len(running) != 1 else ''} ...")
+    for n in running:
+        n.terminate()
+    for n in running:
+        try:
+            code = n.stop(CLUSTER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            console.print(f"[yellow]{n.node_id} did not stop within {CLUSTER_STOP_TIMEOUT_S:.0f} s: "
+                          f"killed[/] (log: {escape(str(n.log_path))})")
+        else:
+            if code == 0:
+                console.print(f"{n.node_id} stopped")
+            else:
+                console.print(f"[yellow]{n.node_id} stopped ({_exit_text(code)})[/] "
+                              f"(log: {escape(str(n.log_path))})")
+    for n in nodes:
+        n.poll()  # a node that exited unseen: its pid file goes too
+
+
+def _report_exit(console: Console, node: NodeProcess, code: int, when: str) -> None:
+    log_path = escape(str(node.log_path))
+    console.print(f"[red]node {node.node_id} exited {when} ({_exit_text(code)})[/]; "
+                  f"log: {log_path}")
+    if code > 0:
+        tail = node.log_tail()
+        if tail:
+            console.print(f"last lines of {log_path}:", style="dim")
+            console.print(tail, markup=False, highlight=False)
+
+
+@cluster_group.command("up", epilog=CLUSTER_UP_EXIT_CODES_HELP)
+@click.option("--nodes", "node_count", default=3, show_default=True,
+              type=click.IntRange(1, MAX_CLUSTER_NODES), help="How many nodes (n1, n2, ...).")
+@click.option("--data-dir", default=DEFAULT_CLUSTER_DIR, show_default=True,
+              type=click.Path(file_okay=False),
+              help="Holds each node's data directory n<i>/, log n<i>.log and pid file n<i>.pid.")
+@click.option("--base-port", default=7379, show_default=True, type=click.IntRange(1, 65535),
+              help="Node i listens on RESP base+10*(i-1), HTTP +1, inter-node RPC +2.")
+@click.option("--replicas", default=3, show_default=True, type=click.IntRange(min=1),
+              help="N, replicas per key (at most --nodes).")
+@click.option("--sync", default="interval", show_default=True,
+              type=click.Choice(["always", "interval", "never"]), help="WAL sync policy of every node.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address every node listens on.")
+def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sync: str,
+               host: str) -> None:
+    """Start a cluster of ring nodes on this machine, each its own `ringkv serve` process,
+    and run it until Ctrl-C (or SIGTERM), which stops every node cleanly.
+
+    Node i is n<i>, with its data in DATA_DIR/n<i>, its output appended to DATA_DIR/n<i>.log
+    and, while it runs, its process id in DATA_DIR/n<i>.pid (`kill -9 $(cat DATA_DIR/n2.pid)`
+    simulates a crash). A node that exits is reported and the others keep running. Running
+    `cluster up` again on the same DATA_DIR restarts the same nodes on their data.
+    """
+    out = _console()
+    err = _console(stderr=True)
+    last_port = base_port + CLUSTER_PORT_STRIDE * (node_count - 1) + 2
+    if last_port > 65535:
+        raise click.BadParameter(
+            f"{node_count} nodes from {base_port} need ports up to {last_port}, over 65535",
+            param_hint="'--base-port'")
+    root = os.path.abspath(data_dir)
+    nodes = [_local_node(i, root, host, base_port) for i in range(1, node_count + 1)]
+    replicas = min(replicas, node_count)
+    reach = connect_address(host)  # where this process and the nodes reach each other
+
+    busy = []
+    for n in nodes:
+        for what, port in n.ports:
+            problem = _bind_error(host, port)
+            if isinstance(problem, socket.gaierror):
+                raise click.BadParameter(f"{host!r}: {problem}", param_hint="'--host'")
+            if problem is not None:
+                busy.append(f"port {port} ({what} of {n.node_id}) is not free on {host}: "
+                            f"{problem.strerror or problem}")
+    if busy:
+        for line in busy:
+            err.print(f"ringkv: {line}", style="red", markup=False)
+        still = [(n, pid) for n in nodes if (pid := n.recorded_pid()) is not None]
+        if still:
+            names = ", ".join(f"{n.node_id} (pid {pid})" for n, pid in still)
+            err.print(f"nodes of a cluster started earlier from {root} are still running: {names}; "
+                      f"stop it first (Ctrl-C where it runs, or kill {' '.join(str(p) for _, p in still)})",
+                      markup=False)
+        else:
+            err.print("choose other ports with --base-port", markup=False)
+        raise SystemExit(EXIT_USAGE)
+
+    try:
+        os.makedirs(root, exist_ok=True)
+        entries = os.listdir(root)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {root}: {exc.strerror or exc}",
+                                 param_hint="'--data-dir'") from None
+    extra_dirs = sorted(
+        (e for e in entries if e[:1] == "n" and e[1:].isdigit() and int(e[1:]) > node_count
+         and os.path.isdir(os.path.join(root, e))), key=lambda e: int(e[1:]))
+    if extra_dirs:
+        err.print(f"note: {root} also holds data of {', '.join(extra_dirs)}, which this run does "
+                  f"not start; keys they held may be missing", style="yellow", markup=False)
+
+    stop_signal: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_signal.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    members = ",".join(f"{n.node_id}@{reach}:{n.rpc_port}" for n in nodes)
+    for n in nodes:
+        n.settings.update(members=members, replicas=replicas, sync=sync)
+    out.print(f"starting {node_count} node{'s' if node_count != 1 else ''} in {escape(root)} ...")
+    try:
+        for n in nodes:
+            os.makedirs(n.data_dir, exist_ok=True)
+            n.start(wait=False)
+    except OSError as exc:
+        err.print(f"ringkv: cannot start the nodes: {exc}", style="red", markup=False)
+        _stop_nodes(out, nodes)
+        raise SystemExit(EXIT_NO) from None
+
+    # Ready: every node answers PING on its RESP port.
+    deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
+    waiting = list(nodes)
+    while waiting and not stop_signal:
+        for n in list(waiting):
+            code = n.poll()
+            if code is not None:
+                _report_exit(err, n, code, "before it was ready")
+                _stop_nodes(out, nodes)
+                raise SystemExit(EXIT_NO)
+            if n.answers_ping():
+                waiting.remove(n)
+        if waiting and time.monotonic() > deadline:
+            for n in waiting:
+                err.print(f"[red]node {n.node_id} not ready after {CLUSTER_READY_TIMEOUT_S:.0f} s[/]; "
+                          f"last lines of {escape(str(n.log_path))}:")
+                err.print(n.log_tail(), markup=False)
+            _stop_nodes(out, nodes)
+            raise SystemExit(EXIT_NO)
+        if waiting:
+            time.sleep(0.1)
+
+    if not stop_signal:
+        _print_cluster(out, nodes, root, host, reach, replicas)
+
+    # Run until told to stop; report nodes that exit meanwhile, keep the others running.
+    exited: set[str] = set()
+    while not stop_signal:
+        for n in nodes:
+            if n.node_id not in exited and (code := n.poll()) is not None:
+                exited.add(n.node_id)
+                _report_exit(err, n, code, "while the cluster was running")
+                left = len(nodes) - len(exited)
+                if left:
+                    out.print(f"{left} node{'s' if left != 1 else ''} still running; "
+                              "Ctrl-C stops the cluster")
+        if len(exited) == len(nodes):
+            err.print("ringkv: every node has exited", style="red", markup=False)
+            raise SystemExit(EXIT_NO)
+        time.sleep(0.2)
+
+    name = signal.Signals(stop_signal[0]).name
+    out.print(f"{name}: stopping the cluster")
+    _stop_nodes(out, nodes)
+    out.print("cluster stopped")
+
+
+def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, host: str, reach: str,
+                   replicas: int) -> None:
+    rel = os.path.relpath(root)
+    shown_root = root if rel.startswith("..") else rel
+    count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    out.print(f"[bold green]ringkv cluster ready[/]: {count}, N={replicas}, "
+              f"data and logs in {escape(shown_root)}")
+    table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("node", "RESP", "HTTP", "RPC", "data dir", "log"):
+        table.add_column(column, overflow="fold")
+    for n in nodes:
+        table.add_row(n.node_id, f"{host}:{n.resp_port}", f"{host}:{n.http_port}",
+                      f"{host}:{n.rpc_port}", n.node_id + os.sep, os.path.basename(n.log_path))
+    out.print(table)
+    first = nodes[0]
+    h = "" if reach == "127.0.0.1" else f" -h {reach}"
+    where = f"[{reach}]" if ":" in reach else reach
+    out.print("Talk to any node, e.g.:", markup=False)
+    for line in (f"redis-cli{h} -p {first.resp_port} set greeting hello",
+                 f"curl http://{where}:{first.http_port}/api/v1/keys/greeting",
+                 f"ringkv cluster status{' --host ' + reach if h else ''} --port {first.resp_port}"):
+        out.print(f"  {line}", markup=False)
+    out.print(f"Process ids are in {shown_root}{os.sep}n<i>.pid. A node that exits is reported "
+              "and the others keep running.", markup=False)
+    out.print("Ctrl-C stops the cluster.", style="bold", markup=False)
+
+
+@cluster_group.command("status", epilog=CLUSTER_STATUS_EXIT_CODES_HELP)
+@node_command
+def cluster_status_command(session: NodeSession) -> int:
+    """Show the cluster's members as the node asked sees them: status, addresses, keys held,
+    partitions owned (primary) and stored (replica), ring share and bytes on disk.
+
+    Exits 0 when every member is up, 1 when some member is unreachable.
+    """
+    status = fetch_status(session)
+    nodes = status.get("nodes", [])
+    down = [n for n in nodes if n.get("status") != "up"]
+    if session.as_json:
+        session.emit(status)
+        return EXIT_NO if down else EXIT_OK
+    table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("node", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("RESP", overflow="fold")
+    table.add_column("HTTP", overflow="fold")
+    for column in ("keys", "primary\npartitions", "replica\npartitions", "share", "disk\nbytes"):
+        table.add_column(column, justify="right", overflow="fold")
+
+    def number(value: Any) -> str:
+        return f"{value:,}" if isinstance(value, int) else "-"
+
+    for n in nodes:
+        up = n.get("status") == "up"
+        table.add_row(
+            escape(str(n.get("node_id", "?"))),
+            f"[green]{n.get('status')}[/]" if up else f"[red]{escape(str(n.get('status')))}[/]",
+            escape(n.get("resp") or "-"),
+            escape(n.get("http") or "-"),
+            number(n.get("keys")),
+            number(n.get("primary_partitions")),
+            number(n.get("replica_partitions")),
+            f"{n['share']:.1%}" if isinstance(n.get("share"), int | float) else "-",
+            number(n.get("bytes_on_disk")),
+        )
+    out = session.out if session.out.is_terminal else _console()
+    out.print(table)
+    for n in down:
+        session.out.print(f"{n.get('node_id')}: {n.get('error', n.get('status'))}", style="red",
+                          markup=False)
+    info = status.get("cluster", {})
+    members = info.get("members", len(nodes))
+    session.out.print(
+        f"{members} member{'s' if members != 1 else ''} ({len(nodes) - len(down)} up"
+        f"{f', {len(down)} unreachable' if down else ''}), {info.get('partitions', '?')} partitions, "
+        f"N={info.get('replicas', '?')}", markup=False)
+    return EXIT_NO if down else EXIT_OK

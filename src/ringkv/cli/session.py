@@ -1,0 +1,142 @@
+"""Talking to one node from a command: the options every such command shares (`--host`,
+`--port`, `--timeout-ms`, `--json`), the `NodeSession` it is given, and the exit codes of
+failures, in one place.
+
+    @click.command("get")
+    @click.argument("key")
+    @node_command
+    def get_command(session: NodeSession, key: str) -> int:
+        ...                                  # returns its exit code (0 or 1)
+
+Contract of a `node_command`: it gets a NodeSession whose client is closed when it returns; a
+node that cannot be reached (or does not answer within --timeout-ms) exits 3, a node that
+answers with an error exits 4, and with --json that error is the one JSON document printed.
+`fetch_json` runs a ringkv command that answers one JSON document (RINGKV.STATUS and friends)
+under the same rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from ringkv.cli.exit_codes import EXIT_SERVER_ERROR, EXIT_UNREACHABLE
+
+
+class NodeSession:
+    """What a data command needs: a client of the node and a way to print results and errors."""
+
+    def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool):
+        from ringkv.client import Client
+
+        self.as_json = as_json
+        self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms)
+        self.out = Console(highlight=False, emoji=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+    def emit(self, doc: Any) -> None:
+        """The one JSON document of a --json run."""
+        sys.stdout.buffer.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
+        sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        self.out.print(text, markup=False)
+
+    def note(self, text: str) -> None:
+        """A remark for the person at the terminal, kept off stdout so pipes get data only."""
+        self.err.print(text, style="dim", markup=False)
+
+    def fail(self, code: int, kind: str, message: str) -> NoReturn:
+        if self.as_json:
+            self.emit({"error": {"kind": kind, "message": message}})
+        else:
+            self.err.print(f"ringkv: {message}", style="red", markup=False)
+        raise SystemExit(code)
+
+
+def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
+    """Give a data command the shared options, a NodeSession, and the exit codes of errors."""
+
+    @functools.wraps(func)
+    def command(host: str, port: int, timeout_ms: int, as_json: bool, **kwargs: Any) -> None:
+        from ringkv.client import (
+            ConnectionFailedError,
+            RequestTimeoutError,
+            ResultUnknownError,
+            ServerError,
+        )
+
+        session = NodeSession(host, port, timeout_ms, as_json)
+        try:
+            code = func(session, **kwargs)
+        except (ConnectionFailedError, RequestTimeoutError, ResultUnknownError) as exc:
+            session.fail(EXIT_UNREACHABLE, "unreachable", str(exc))
+        except ServerError as exc:
+            session.fail(EXIT_SERVER_ERROR, "server_error", str(exc))
+        finally:
+            session.client.close()
+        if code:
+            raise SystemExit(code)
+
+    options = [
+        click.option("--host", envvar="RINGKV_HOST", show_envvar=True, default="127.0.0.1",
+                     show_default=True, help="Node address."),
+        click.option("--port", envvar="RINGKV_PORT", show_envvar=True, default=7379,
+                     show_default=True, type=click.IntRange(1, 65535),
+                     help="Node's Redis-protocol port."),
+        click.option("--timeout-ms", default=1000, show_default=True, type=click.IntRange(1, 3_600_000),
+                     help="Give up on a request (and on connecting) after this long."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON document on stdout (non-UTF-8 bytes as {\"base64\": ...})."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def fetch_status(session: NodeSession) -> dict[str, Any]:
+    """RINGKV.STATUS of the session's node."""
+    return fetch_json(session, "RINGKV.STATUS",
+                      lambda d: isinstance(d.get("nodes"), list))
+
+
+def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
+    """A ringkv command answering one JSON document (the client has no method for these: one
+    raw command over redis-py, with the client's connection settings and no retries)."""
+    import redis
+    import redis.backoff
+    import redis.exceptions
+    import redis.retry
+
+    from ringkv.client.base import pool_kwargs
+
+    options = session.client.options
+    address = f"{options.host}:{options.port}"
+    pool = redis.BlockingConnectionPool(
+        connection_class=redis.Connection,
+        **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
+    try:
+        reply = redis.Redis(connection_pool=pool).execute_command(command)
+    except redis.exceptions.TimeoutError as exc:
+        session.fail(EXIT_UNREACHABLE, "unreachable",
+                     f"{command}: no answer from {address} within {options.timeout_ms:g} ms ({exc})")
+    except redis.exceptions.ConnectionError as exc:
+        session.fail(EXIT_UNREACHABLE, "unreachable", f"{command}: could not reach {address}: {exc}")
+    except redis.exceptions.ResponseError as exc:
+        session.fail(EXIT_SERVER_ERROR, "server_error", f"{command} at {address}: {exc}")
+    finally:
+        pool.disconnect()
+    try:
+        doc = json.loads(reply)
+        if not isinstance(doc, dict) or not check(doc):
+            raise ValueError("not the expected document")
+    except ValueError as exc:
+        session.fail(EXIT_SERVER_ERROR, "server_error",
+                     f"{command} at {address}: unexpected reply {str(reply)[:200]!r} ({exc})")
+    return doc
