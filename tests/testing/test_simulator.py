@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from ringkv.cluster.gossip import NodeStatus
+from ringkv.cluster.gossip import NodeStatus, known_members
 from ringkv.node.messages import GossipSyn
 from ringkv.testing.sim.events import EventQueue
 from ringkv.testing.sim.network import NetworkConditions, SimulatedNetwork
@@ -91,6 +91,15 @@ def test_a_replay_in_another_process_with_other_string_hashing_gives_the_same_tr
         env={**os.environ, "PYTHONHASHSEED": "12345"},
     ).stdout
     assert f"trace sha256: {here.trace_hash}" in out
+
+
+def test_the_simulated_node_gossips_with_the_members_the_gossiper_would():
+    # The simulated node keeps cluster/gossip.known_members up to date from its merges rather
+    # than rebuilding it every round; the round itself (plan_round) is the node's. The two
+    # sets must be the same through crashes, restarts and partitions.
+    sim = lossy_run(11)
+    for node in sim.nodes.values():
+        assert node._known == known_members(node.membership, node.seeds), node.node_id
 
 
 # --- news and crashes ----------------------------------------------------------------------------

@@ -67,6 +67,9 @@ DEFAULT_TOMBSTONE_TTL_MS = 3 * 24 * 3600 * 1000  # as long as Cassandra keeps a 
 # max_frame_bytes and short enough not to hold up other RPCs on the connection.
 DEFAULT_MAX_STATES_PER_MESSAGE = 256
 MAX_FANOUT = 3
+# Rounds start every interval_ms * (1 +- ROUND_JITTER), drawn from the node's Random: jitter
+# keeps nodes that started together from gossiping in lockstep.
+ROUND_JITTER = 0.1
 
 
 class NodeStatus(enum.StrEnum):
@@ -255,6 +258,20 @@ class RandomSource(Protocol):
     def choice(self, seq: Sequence[str]) -> str: ...
 
 
+class Liveness(Protocol):
+    """What a round asks of the failure detectors (cluster/phi.FailureDetectors)."""
+
+    def is_up(self, node: str, now_ms: float) -> bool: ...
+
+
+class GossipRound(NamedTuple):
+    """What one round sends: a GossipSyn carrying `digest` to each of `peers` (empty when
+    there is nobody to talk to)."""
+
+    peers: list[str]
+    digest: list[DigestEntry]
+
+
 def _positive_int(field: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(field, f"must be an integer >= 1, got {value!r}")
@@ -421,6 +438,10 @@ class Membership:
         if problem is not None:
             raise ConfigError("local", problem)
         return self._set_local(updated)
+
+    def known_ids(self) -> set[str]:
+        """Every node held that is not a tombstone, this one included (unless it was removed)."""
+        return {n for n, s in self._states.items() if s.status not in TOMBSTONE_STATUSES}
 
     def mark_removed(self, node: str, now_ms: float, configured: bool = False) -> list[StateChange]:
         """An operator removes `node`, which is down for good: write its tombstone.
@@ -645,3 +666,60 @@ class Membership:
         moved = msgspec.structs.replace(local, generation=state.generation + 1, version=1)
         self._set_local(moved)
         return StateChange(local, moved)
+
+
+# --- one round ----------------------------------------------------------------------------------
+
+
+def known_members(membership: Membership, seeds: Iterable[str]) -> set[str]:
+    """The nodes a round may gossip with: every node held that is not a tombstone, and the
+    seeds. With static membership every configured member is a seed and counts as known from
+    the start: choose_peers prefers known live peers over seeds, so nodes that only knew their
+    first contact would otherwise gossip in closed cliques."""
+    return membership.known_ids() | set(seeds)
+
+
+def plan_round(
+    membership: Membership,
+    detectors: Liveness,
+    rng: RandomSource,
+    now_ms: float,
+    *,
+    seeds: Sequence[str],
+    fanout: int,
+    probe_unreachable: bool = True,
+    known: Set[str] | None = None,
+) -> GossipRound:
+    """The decisions of one gossip round, shared by node/gossiper.py and the simulator's
+    testing/sim/node.py: beat, choose the peers, and what to send them.
+
+    Beats (`membership.beat`), then draws up to `fanout` peers among the `known` members the
+    detectors hold up (`choose_peers`: random live peers, a seed now and then). With
+    `probe_unreachable` (the node's rule), also, with probability down / (live + 1), one
+    member held down: every member being a seed, choose_peers never picks a node held down,
+    and without this the two sides of a healed partition (each of 2 or more nodes) would never
+    talk again (Cassandra's rule; the simulator found it, docs/benchmarks/scale.md).
+
+    `known` defaults to `known_members(membership, seeds)`; a caller may pass the same set
+    kept up to date from its merges, to save rebuilding it every round. Draws from `rng` in
+    a fixed order (choose_peers, then the probe), so a seeded Random replays the same rounds.
+    REQUIRES: the shell updated the local load figures (`update_local`) before, if at all.
+    """
+    membership.beat(now_ms)
+    if known is None:
+        known = known_members(membership, seeds)
+    me = membership.local_id
+    is_up = detectors.is_up
+    live = {n for n in known if is_up(n, now_ms)}
+    peers = membership.choose_peers(rng, live, seeds, fanout)
+    if probe_unreachable:
+        down = sorted(n for n in known if n not in live and n != me)
+        if down and rng.random() < len(down) / (len(live) + 1):
+            peers.append(rng.choice(down))
+    # One digest serves every exchange of the round: they all start before any answer comes.
+    return GossipRound(peers, membership.digest() if peers else [])
+
+
+def round_delay_ms(interval_ms: float, rng: RandomSource, jitter: float = ROUND_JITTER) -> float:
+    """How long until the next round: `interval_ms` jittered by +-`jitter`, uniformly."""
+    return interval_ms * (1.0 - jitter + 2 * jitter * rng.random())

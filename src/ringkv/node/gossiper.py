@@ -1,7 +1,8 @@
 """The gossip shell: drives cluster/gossip.Membership and cluster/phi over RPC.
 
-Every `gossip_interval_ms` (1 s) the node bumps its heartbeat and runs a three-way exchange
-with 1 to 3 peers (cluster/gossip.choose_peers: random live peers, a seed now and then):
+Every `gossip_interval_ms` (1 s, jittered by ±10 %) the node bumps its heartbeat and runs a
+three-way exchange with 1 to 3 peers (cluster/gossip.plan_round, shared with the simulator:
+random live peers, a seed now and then, now and then a member held down):
 
     GossipSyn(digest)                      ->
                                            <- GossipAck(states the caller lacks, ids it wants)
@@ -24,7 +25,14 @@ import logging
 import random
 from collections.abc import Callable
 
-from ringkv.cluster.gossip import DigestEntry, Membership, NodeState, NodeStatus
+from ringkv.cluster.gossip import (
+    DigestEntry,
+    Membership,
+    NodeState,
+    NodeStatus,
+    plan_round,
+    round_delay_ms,
+)
 from ringkv.cluster.phi import FailureDetectors
 from ringkv.errors import RingkvError, RpcError
 from ringkv.node.messages import GossipAck, GossipStates, GossipSyn
@@ -82,7 +90,7 @@ class Gossiper:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_ms / 1000 * (0.9 + 0.2 * self.rng.random()))
+            await asyncio.sleep(round_delay_ms(self.interval_ms, self.rng) / 1000)
             try:
                 await self.round()
             except asyncio.CancelledError:
@@ -94,27 +102,17 @@ class Gossiper:
         now = now_ms()
         if self.load is not None:
             self.membership.update_local(**self.load())
-        self.membership.beat(now)
-        # The configured members count as known from the start: with static membership every
-        # one of them is a seed, and choose_peers prefers known live peers over seeds, so
-        # nodes that only knew their first contact would otherwise gossip in closed cliques.
-        known = {s.node_id for s in self.membership.states() if not s.is_tombstone} | set(self.seeds)
-        live = {n for n in known if self.detectors.is_up(n, now)}
-        peers = self.membership.choose_peers(self.rng, live, self.seeds, self.fanout)
-        # Cassandra's rule: now and then also try a member held down. Every member is a seed
-        # here, so choose_peers never picks one held down, and without this the two sides of a
-        # healed partition (each of 2 or more nodes) would never talk again: the simulator
-        # found it (docs/benchmarks/scale.md).
-        down = sorted(known - live - {self.node_id})
-        if down and self.rng.random() < len(down) / (len(live) + 1):
-            peers.append(self.rng.choice(down))
+        # The decisions (beat, peers, the probe of a member held down, the digest) are
+        # cluster/gossip.plan_round's, shared with the simulator: only the IO is here.
+        plan = plan_round(self.membership, self.detectors, self.rng, now,
+                          seeds=self.seeds, fanout=self.fanout)
         self.rounds += 1
-        await asyncio.gather(*(self._exchange(p) for p in peers))
+        await asyncio.gather(*(self._exchange(p, plan.digest) for p in plan.peers))
         self._note_transitions()
 
-    async def _exchange(self, peer: str) -> None:
+    async def _exchange(self, peer: str, digest: list[DigestEntry]) -> None:
         try:
-            ack = await self.call(peer, GossipSyn(list(self.membership.digest())), self.interval_ms)
+            ack = await self.call(peer, GossipSyn(list(digest)), self.interval_ms)
             self.merge(ack.states)
             if ack.request:
                 await self.call(peer, GossipStates(self.membership.states_for(ack.request)), self.interval_ms)

@@ -1,11 +1,12 @@
 """One simulated node: the real gossip Membership and phi FailureDetectors, driven as
 node/gossiper.py drives them, with messages in and messages out instead of RPC.
 
-Per round (`gossip_round`, every interval_ms jittered by ±10 % from the node's own Random):
-beat, pick 1..fanout peers among the configured members the detectors think up (plus a seed
-now and then, `Membership.choose_peers`), and send each a GossipSyn. `probe_unreachable`
-(on by default, as in the node) also gossips now and then with a member held down. The exchange is the
-shell's three steps, each a message through the simulated network:
+Per round (`gossip_round`, every interval_ms jittered by ±10 % from the node's own Random),
+the decisions are the node's own, cluster/gossip.plan_round: beat, pick 1..fanout peers among
+the configured members the detectors think up (plus a seed now and then), and send each a
+GossipSyn. `probe_unreachable` (on by default, as in the node) also gossips now and then with a
+member held down. The exchange is the shell's three steps, each a message through the
+simulated network:
 
     GossipSyn(digest)  ->  on_message: GossipAck(delta_for, request_for)
     GossipAck          ->  on_message: merge the delta, GossipStates(states_for(request))
@@ -27,7 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ringkv.cluster.gossip import Membership, NodeState, NodeStatus, StateChange
+from ringkv.cluster.gossip import (
+    ROUND_JITTER,
+    Membership,
+    NodeState,
+    NodeStatus,
+    StateChange,
+    plan_round,
+    round_delay_ms,
+)
 from ringkv.cluster.phi import FailureDetectors, PhiAccrualDetector
 from ringkv.errors import ConfigError
 from ringkv.node.messages import GossipAck, GossipStates, GossipSyn
@@ -37,7 +46,7 @@ DEFAULT_INTERVAL_MS = 1000.0
 DEFAULT_FANOUT = 2
 DEFAULT_PHI_THRESHOLD = 8.0
 DEFAULT_ACCEPTABLE_PAUSE_MS = 1000.0
-DEFAULT_INTERVAL_JITTER = 0.1  # the gossiper sleeps interval * (0.9 + 0.2 * random())
+DEFAULT_INTERVAL_JITTER = ROUND_JITTER  # the gossiper's, cluster/gossip.round_delay_ms
 
 # Bisection steps to find when phi crossed the threshold: 2^-60 of the silence is far below
 # a microsecond for any silence a simulation can reach.
@@ -141,8 +150,8 @@ class SimNode:
         # Static membership, as the node runs today: every configured member is a seed.
         self.seeds = [m for m in members if m != node_id]
         self._seed_set = frozenset(self.seeds)
-        # The gossiper's `known` (non-tombstone states | seeds), kept up to date from merges
-        # instead of rebuilt from a sorted states() every round: the same set, for less CPU.
+        # cluster/gossip.known_members (non-tombstone states | seeds), kept up to date from
+        # merges instead of rebuilt every round: the same set, for less CPU at 1000 nodes.
         self._known: set[str] = set(self.seeds) | {node_id}
         self.rng = rng
         self.running = True
@@ -155,7 +164,7 @@ class SimNode:
 
     def next_round_delay_ms(self) -> float:
         s = self.settings
-        return s.interval_ms * (1.0 - s.interval_jitter + 2 * s.interval_jitter * self.rng.random())
+        return round_delay_ms(s.interval_ms, self.rng, s.interval_jitter)
 
     def is_up(self, node: str, now_ms: float) -> bool:
         return node == self.node_id or self.detectors.is_up(node, now_ms)
@@ -163,22 +172,22 @@ class SimNode:
     # -- the round
 
     def gossip_round(self, now_ms: float) -> Outbox:
-        m = self.membership
-        m.beat(now_ms)
-        is_up = self.detectors.is_up
-        live = {n for n in self._known if is_up(n, now_ms)}
-        peers = m.choose_peers(self.rng, live, self.seeds, self.fanout)
-        if self.settings.probe_unreachable:
-            down = sorted(n for n in self._known if n not in live)
-            if down and self.rng.random() < len(down) / (len(live) + 1):
-                peers.append(self.rng.choice(down))
+        s = self.settings
+        plan = plan_round(
+            self.membership,
+            self.detectors,
+            self.rng,
+            now_ms,
+            seeds=self.seeds,
+            fanout=self.fanout,
+            probe_unreachable=s.probe_unreachable,
+            known=self._known,
+        )
         self.rounds += 1
-        if not peers:
+        if not plan.peers:
             return []
-        # One digest serves every exchange of the round: the gossiper's exchanges all start
-        # before any answer comes, so they send the same digest.
-        syn = GossipSyn(m.digest())
-        return [(peer, syn) for peer in peers]
+        syn = GossipSyn(plan.digest)
+        return [(peer, syn) for peer in plan.peers]
 
     # -- serving peers
 

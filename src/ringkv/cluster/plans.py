@@ -1,0 +1,331 @@
+"""Plans of one quorum read and one replicated write: who is asked, when the outcome is
+decided, who stands in for a failed replica, and who needs a hint. Answers in, sends out.
+
+A plan is a state machine per request, as h11's connection is per HTTP exchange: the shell
+(node/cluster.py, or the simulator's testing/sim/kv.py) calls `start()` and sends what it
+returns, reports every answer with `on_ack`/`on_record` or `on_failure` (a timeout is a failure
+the shell reports: plans own no timers), and sends what those return in turn. It replies to
+the client the first time `done` is true, and acts on `hints()` / `repairs()` once `finished`.
+The counting is cluster/quorum.py's (`ReadQuorum`, `WriteQuorum`); docs/ring.md ("Quorum
+decisions", "Fallbacks") and docs/cluster.md ("The path of a request", "Hinted handoff") are
+the rules implemented here.
+
+Rules of the module:
+- A replica the failure detector holds down (`is_up` is false) is not asked: it fails at once,
+  so a partitioned node costs no timeout. The coordinator itself (`me`) is never sent to: it
+  reads its own copy (`ReadPlan.local`) or already holds the write (it counts as one ack).
+- Sloppy quorum (writes, `fallbacks` given): a replica that fails gets at most one stand-in,
+  the first node of `fallbacks(failed replicas so far)` that stands in for somebody
+  (`hint_for` set) and has not stood in for another replica of this write. The stand-in is
+  sent the record as a hint for the failed replica; its ack counts toward W in that
+  replica's place; if it fails too, the replica fails with both reasons. A stand-in is never
+  replaced: one extra round trip at most per replica.
+- A moving partition's new owners (`extra`) get the record too; they never count toward W
+  and the coordinator keeps a hint for each that fails.
+- Each send is answered once: the first answer counts and later ones are ignored, as the RPC
+  layer completes a call once (a duplicate, or a reply after its timeout, changes nothing).
+- After the decision, answers are still recorded: reads merge late records (read repair of
+  late replicas), writes learn which replicas missed the record (hints).
+
+Pure: no clock, no randomness, no IO. One plan belongs to one request; not thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ringkv.cluster.quorum import ReadQuorum, WriteQuorum
+from ringkv.errors import QuorumError
+
+DOWN_REASON = "down (failure detector)"
+
+
+def _down_reason(node: str) -> str:
+    return DOWN_REASON
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One message a plan asks the shell to send: a ReplicaPut for a write (a ReplicaGet for a
+    read is just the node's name). Equal sends are the same send: within one plan a node gets
+    at most one send per role, so the value identifies it when its answer comes back."""
+
+    node: str  # where the message goes
+    hint_for: str | None = None  # set when `node` is a stand-in keeping the record as a hint for that replica
+    counts: bool = True  # False for writes to a moving partition's new owners (not counted toward W)
+
+
+# fallbacks(failed replicas) -> the ring's sloppy-quorum list for these failures, as
+# (node, hint_for) pairs: Ring.fallbacks(partition, failed, n) gives Replica(node_id, hint_for).
+Fallbacks = Callable[[frozenset[str]], Sequence[tuple[str, str | None]]]
+
+
+class ReadPlan:
+    """One quorum read of one key: ask every replica, succeed once `r` answered, merge.
+
+    The caller reads its own copy when `local` and reports it with `on_record(me, record)`,
+    before `start()` (as the node does: its own copy is at hand first, so a quorum error then
+    counts it among those that answered). REQUIRES, as ReadQuorum: `merge` is commutative and
+    associative, so the result does not depend on the order answers arrive in.
+    """
+
+    __slots__ = ("_down_reason", "_is_up", "_me", "_open", "_started", "local", "pref", "quorum")
+
+    def __init__(
+        self,
+        pref: tuple[str, ...],
+        r: int,
+        *,
+        me: str | None,
+        is_up: Callable[[str], bool],
+        merge: Callable[[Any, Any], Any],
+        same: Callable[[Any, Any], bool],
+        down_reason: Callable[[str], str] = _down_reason,
+    ):
+        self.quorum = ReadQuorum(pref, r, merge, same)
+        self.pref = self.quorum.replicas
+        self._me = me
+        self._is_up = is_up
+        self._down_reason = down_reason  # the failure of a replica held down, e.g. with its phi
+        self.local = me is not None and me in self.pref
+        self._open = set(self.pref)  # replicas that have neither answered nor failed
+        self._started = False
+
+    def start(self) -> list[str]:
+        """The remote replicas to send a ReplicaGet to, in preference order. Replicas held
+        down are not among them: they have failed already."""
+        if self._started:
+            raise RuntimeError("a read plan is started once")
+        self._started = True
+        me = self._me
+        out = []
+        for node in self.pref:
+            if node == me:
+                continue
+            if self._is_up(node):
+                out.append(node)
+            else:
+                self.on_failure(node, self._down_reason(node))
+        return out
+
+    def on_record(self, node: str, record: Any) -> None:
+        """`node` answered with `record` (None: it holds no record of the key)."""
+        if node in self._open:
+            self._open.discard(node)
+            self.quorum.on_success(node, record)
+        elif node not in self.quorum.replicas:
+            raise ValueError(f"{node!r} is not a replica of this read")
+
+    def on_failure(self, node: str, reason: str) -> None:
+        """`node` did not answer: reason as QuorumError lists it, e.g. "timed out after 500 ms"."""
+        if node in self._open:
+            self._open.discard(node)
+            self.quorum.on_failure(node, reason)
+        elif node not in self.quorum.replicas:
+            raise ValueError(f"{node!r} is not a replica of this read")
+
+    @property
+    def done(self) -> bool:
+        return self.quorum.done
+
+    @property
+    def succeeded(self) -> bool:
+        return self.quorum.succeeded
+
+    @property
+    def has_result(self) -> bool:
+        return self.quorum.has_result
+
+    @property
+    def result(self) -> Any:
+        """The merge of every record received so far, late ones included."""
+        return self.quorum.result
+
+    @property
+    def error(self) -> QuorumError | None:
+        return self.quorum.error
+
+    @property
+    def finished(self) -> bool:
+        """Every replica answered or failed: read repair may run."""
+        return self._started and not self._open
+
+    def repairs(self) -> list[str]:
+        """Replicas that answered with less than the merge, in preference order: read-repair
+        targets (the coordinator's own copy included when it is one of them)."""
+        return list(self.quorum.stale_replicas())
+
+
+class WritePlan:
+    """One replicated write of one record: who gets it, when W is met, stand-ins and hints.
+
+    `me` in `pref`: the coordinator already holds the write (it counts as one ack at once).
+    `fallbacks` None means strict: no stand-ins (STRICT, no hint store, or no node beyond the
+    preference list). `extra`: a moving partition's new owners, sent the record too, never
+    counted toward W, hinted when they fail.
+    """
+
+    __slots__ = (
+        "_down_reason",
+        "_extra_failed",
+        "_failed",
+        "_fallbacks",
+        "_is_up",
+        "_me",
+        "_open",
+        "_reasons",
+        "_sent",
+        "_started",
+        "_used",
+        "acked_by",
+        "extra",
+        "pref",
+        "quorum",
+    )
+
+    def __init__(
+        self,
+        pref: tuple[str, ...],
+        w: int,
+        *,
+        me: str | None,
+        is_up: Callable[[str], bool],
+        fallbacks: Fallbacks | None = None,
+        extra: tuple[str, ...] = (),
+        down_reason: Callable[[str], str] = _down_reason,
+    ):
+        self.quorum = WriteQuorum(pref, w)
+        self.pref = self.quorum.replicas
+        self._me = me
+        self._is_up = is_up
+        self._fallbacks = fallbacks
+        self._down_reason = down_reason
+        # The coordinator never sends to itself, and a new owner already in the list needs
+        # no second copy.
+        self.extra = tuple(dict.fromkeys(n for n in extra if n != me and n not in self.pref))
+        self._open: set[Send] = set()  # sends not answered yet
+        self._sent: set[Send] = set()  # every send made, answered or not
+        self._failed: set[str] = set()  # replicas that failed so far: what fallbacks() is given
+        self._used: set[str] = set()  # stand-ins already asked, for any replica
+        self._reasons: dict[str, str] = {}  # replica waiting on its stand-in -> its own failure
+        self._extra_failed: list[str] = []
+        # replica -> the node whose ack counted for it (itself, or its stand-in)
+        self.acked_by: dict[str, str] = {}
+        self._started = False
+        if me is not None and me in self.pref:
+            self.acked_by[me] = me
+            self.quorum.on_success(me)
+
+    def start(self) -> list[Send]:
+        """The sends of the write: every other replica in preference order (one held down
+        fails at once and may yield its stand-in's send instead), then the extra nodes."""
+        if self._started:
+            raise RuntimeError("a write plan is started once")
+        self._started = True
+        me = self._me
+        out: list[Send] = []
+        for node in self.pref:
+            if node == me:
+                continue
+            if self._is_up(node):
+                out.append(self._send(Send(node)))
+            else:
+                out.extend(self._replica_failed(node, self._down_reason(node)))
+        for node in self.extra:
+            # Not asked of the failure detector, as node/cluster._write_extra does today: a
+            # new owner held down fails by timeout, and then gets a hint.
+            out.append(self._send(Send(node, counts=False)))
+        return out
+
+    def on_ack(self, send: Send) -> list[Send]:
+        """`send`'s node holds the record (as data, or as a hint when it stands in)."""
+        if not self._take(send):
+            return []
+        if send.counts:
+            replica = send.hint_for or send.node
+            self.acked_by.setdefault(replica, send.node)
+            self.quorum.on_success(replica)
+        return []
+
+    def on_failure(self, send: Send, reason: str) -> list[Send]:
+        """`send` failed (reason as QuorumError lists it). Returns the stand-in's send when a
+        failed replica gets one."""
+        if not self._take(send):
+            return []
+        if not send.counts:
+            self._extra_failed.append(send.node)
+            return []
+        if send.hint_for is None:
+            return self._replica_failed(send.node, reason)
+        replica = send.hint_for
+        first = self._reasons.pop(replica)
+        self.quorum.on_failure(replica, f"{first}, and stand-in {send.node} {reason}")
+        return []
+
+    @property
+    def done(self) -> bool:
+        return self.quorum.done
+
+    @property
+    def succeeded(self) -> bool:
+        return self.quorum.succeeded
+
+    @property
+    def error(self) -> QuorumError | None:
+        return self.quorum.error
+
+    @property
+    def finished(self) -> bool:
+        """Every send answered, stand-ins and extra nodes included: hints() is final."""
+        return self._started and not self._open
+
+    def hints(self) -> list[str]:
+        """The nodes the coordinator must keep a hint for: replicas whose write failed with no
+        stand-in to take it (preference order), then the extra nodes that failed.
+
+        REQUIRES: finished (before, a replica may still be waiting on its stand-in)."""
+        if not self.finished:
+            raise RuntimeError("hints() is known once every send has been answered")
+        return [*self.quorum.failures, *self._extra_failed]
+
+    @property
+    def stand_ins(self) -> Mapping[str, str]:
+        """Replica -> the stand-in whose ack counted in its place."""
+        return {r: n for r, n in self.acked_by.items() if r != n}
+
+    # -- internals
+
+    def _take(self, send: Send) -> bool:
+        """Close `send`; False if it was answered already (or never sent)."""
+        if send in self._open:
+            self._open.discard(send)
+            return True
+        if send not in self._sent:
+            raise ValueError(f"{send!r} was not sent by this write")
+        return False
+
+    def _send(self, send: Send) -> Send:
+        self._open.add(send)
+        self._sent.add(send)
+        return send
+
+    def _replica_failed(self, node: str, reason: str) -> list[Send]:
+        if self._fallbacks is not None:
+            self._failed.add(node)
+            used, me = self._used, self._me
+            for candidate, hint_for in self._fallbacks(frozenset(self._failed)):
+                # The first fallback the ring hands to anyone: which failed primary the ring
+                # pairs it with depends on the order of failures, and the record it takes
+                # names `node` either way. A coordinator outside the list (the node never is:
+                # writes run on a replica) does not send to itself; it keeps hints anyway.
+                if hint_for is not None and candidate not in used and candidate != me:
+                    used.add(candidate)
+                    self._reasons[node] = reason
+                    return [self._send(Send(candidate, hint_for=node))]
+        self.quorum.on_failure(node, reason)
+        return []
+
+
+__all__ = ["DOWN_REASON", "Fallbacks", "ReadPlan", "Send", "WritePlan"]

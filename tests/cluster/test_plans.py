@@ -1,0 +1,537 @@
+"""Read and write plans as a coordinator runs them: replicas held down are not asked, a failed
+replica gets one stand-in whose ack counts in its place, the outcome is decided once, the
+coordinator learns exactly which nodes need a hint, and a read repairs exactly the replicas
+that answered with less than the merge, whatever order the answers came in."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ringkv.cluster.plans import DOWN_REASON, ReadPlan, Send, WritePlan
+from ringkv.cluster.ring import Member, Ring
+from ringkv.errors import ConfigError
+
+ABC = ("a", "b", "c")
+
+
+def everyone_up(node: str) -> bool:
+    return True
+
+
+def down(*nodes: str):
+    return lambda node: node not in nodes
+
+
+class Walk:
+    """Ring.fallbacks for a list `pref` with `beyond` the nodes met walking on, in order:
+    the available primaries, then for each failed primary in preference order the next node
+    of the walk. Records the failed sets it was asked with."""
+
+    def __init__(self, pref: Sequence[str], beyond: Sequence[str]):
+        self.pref = tuple(pref)
+        self.beyond = tuple(beyond)
+        self.asked: list[frozenset[str]] = []
+
+    def __call__(self, failed: frozenset[str]) -> list[tuple[str, str | None]]:
+        self.asked.append(failed)
+        out: list[tuple[str, str | None]] = [(n, None) for n in self.pref if n not in failed]
+        walk = iter(n for n in self.beyond if n not in failed)
+        for primary in (n for n in self.pref if n in failed):
+            node = next(walk, None)
+            if node is None:
+                break
+            out.append((node, primary))
+        return out
+
+
+def union(a: frozenset | None, b: frozenset | None) -> frozenset | None:
+    """A merge that is commutative and associative, as the record merge is."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a | b
+
+
+def same(a: object, b: object) -> bool:
+    return a == b
+
+
+# --- writes: scenarios ---------------------------------------------------------------------------
+
+
+def test_the_coordinator_counts_its_own_copy_at_once_and_still_sends_to_the_others():
+    plan = WritePlan(ABC, 1, me="a", is_up=everyone_up)
+    assert plan.done and plan.succeeded  # W = 1: decided before anything is sent
+    sends = plan.start()
+    assert sends == [Send("b"), Send("c")]
+    assert not plan.finished
+    plan.on_ack(sends[0])
+    plan.on_failure(sends[1], "timed out after 500 ms")
+    assert plan.finished
+    assert plan.hints() == ["c"]
+
+
+def test_a_quorum_write_succeeds_at_the_second_ack_and_hints_the_replica_that_timed_out():
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up)
+    b, c = plan.start()
+    assert not plan.done
+    plan.on_ack(b)
+    assert plan.done and plan.succeeded
+    assert plan.on_failure(c, "timed out after 500 ms") == []
+    assert plan.hints() == ["c"]
+    assert plan.acked_by == {"a": "a", "b": "b"}
+
+
+def test_a_replica_held_down_is_not_asked_and_fails_at_once_with_the_detectors_reason():
+    plan = WritePlan(ABC, 3, me="a", is_up=down("c"))
+    assert plan.start() == [Send("b")]
+    assert plan.done and not plan.succeeded  # ALL cannot be met any more
+    assert plan.error.failures == {"c": DOWN_REASON}
+    assert str(plan.error) == "needed 3 replicas, 1 answered: c down (failure detector) (b had not answered yet)"
+
+
+def test_the_reason_for_a_replica_held_down_can_name_its_phi():
+    plan = WritePlan(ABC, 3, me="a", is_up=down("c"), down_reason=lambda n: f"unavailable (down (phi {9.25:.1f}))")
+    plan.start()
+    assert plan.error.failures == {"c": "unavailable (down (phi 9.2))"}
+
+
+def test_a_stand_in_ack_counts_toward_w_in_place_of_the_failed_replica():
+    walk = Walk(ABC, ("x", "y"))
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up, fallbacks=walk)
+    b, c = plan.start()
+    stand_in = plan.on_failure(b, "timed out after 500 ms")
+    assert stand_in == [Send("x", hint_for="b")]
+    assert not plan.done  # b is waiting on its stand-in, not failed
+    plan.on_ack(stand_in[0])
+    assert plan.done and plan.succeeded
+    assert plan.on_failure(c, "timed out after 500 ms") == [Send("y", hint_for="c")]
+    assert plan.stand_ins == {"b": "x"}
+    assert not plan.finished  # c's stand-in has not answered
+
+
+def test_with_two_of_three_replicas_down_a_quorum_write_succeeds_through_their_stand_ins():
+    walk = Walk(ABC, ("x", "y"))
+    plan = WritePlan(ABC, 2, me="a", is_up=down("b", "c"), fallbacks=walk)
+    sends = plan.start()
+    assert sends == [Send("x", hint_for="b"), Send("y", hint_for="c")]
+    plan.on_ack(sends[1])
+    assert plan.succeeded
+    plan.on_ack(sends[0])
+    assert plan.finished and plan.hints() == []  # the stand-ins hold the hints, not the coordinator
+
+
+def test_a_failed_stand_in_fails_its_replica_with_both_reasons_and_the_coordinator_keeps_the_hint():
+    plan = WritePlan(ABC, 3, me="a", is_up=everyone_up, fallbacks=Walk(ABC, ("x",)))
+    b, c = plan.start()
+    plan.on_ack(c)
+    (x,) = plan.on_failure(b, "timed out after 500 ms")
+    assert plan.on_failure(x, "unavailable (connection refused)") == []
+    assert plan.done and not plan.succeeded
+    assert plan.error.failures == {"b": "timed out after 500 ms, and stand-in x unavailable (connection refused)"}
+    assert plan.hints() == ["b"]
+
+
+def test_fallbacks_are_asked_with_every_replica_failed_so_far():
+    walk = Walk(ABC, ("x", "y"))
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up, fallbacks=walk)
+    b, c = plan.start()
+    plan.on_failure(b, "timed out after 500 ms")
+    plan.on_failure(c, "timed out after 500 ms")
+    assert walk.asked == [frozenset({"b"}), frozenset({"b", "c"})]
+
+
+def test_a_stand_in_already_used_for_one_replica_is_not_reused_for_another():
+    # c fails first and gets x. When b fails, the ring pairs x with b (b comes first in the
+    # list) and y with c: the node takes the first fallback not used yet, y, for b.
+    walk = Walk(ABC, ("x", "y"))
+    plan = WritePlan(ABC, 3, me="a", is_up=everyone_up, fallbacks=walk)
+    b, c = plan.start()
+    assert plan.on_failure(c, "timed out after 500 ms") == [Send("x", hint_for="c")]
+    assert walk(frozenset({"b", "c"})) == [("a", None), ("x", "b"), ("y", "c")]
+    assert plan.on_failure(b, "timed out after 500 ms") == [Send("y", hint_for="b")]
+
+
+def test_a_replica_gets_no_stand_in_when_the_ring_has_no_node_left():
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up, fallbacks=Walk(ABC, ("x",)))
+    b, c = plan.start()
+    (x,) = plan.on_failure(b, "timed out after 500 ms")
+    assert plan.on_failure(c, "timed out after 500 ms") == []  # x is taken: nobody for c
+    assert not plan.done  # a, and b's stand-in still out: W = 2 can still be met
+    plan.on_ack(x)
+    assert plan.succeeded and plan.hints() == ["c"]
+
+
+def test_a_stand_in_is_asked_once_per_replica_even_if_it_fails():
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up, fallbacks=Walk(ABC, ("x", "y")))
+    b, c = plan.start()
+    (x,) = plan.on_failure(b, "timed out after 500 ms")
+    assert plan.on_failure(x, "timed out after 500 ms") == []  # no second stand-in for b
+    (y,) = plan.on_failure(c, "timed out after 500 ms")
+    assert y == Send("y", hint_for="c")  # x failed, but was used: never asked again
+    plan.on_ack(y)
+    assert plan.succeeded and plan.hints() == ["b"]
+
+
+def test_a_strict_write_asks_no_stand_in_and_keeps_hints_for_every_replica_that_missed_it():
+    plan = WritePlan(ABC, 2, me="a", is_up=down("c"), fallbacks=None)
+    (b,) = plan.start()
+    plan.on_failure(b, "timed out after 500 ms")
+    assert plan.done and not plan.succeeded
+    assert plan.hints() == ["b", "c"]
+
+
+def test_a_moving_partitions_new_owner_gets_the_write_without_counting_and_is_hinted_if_it_fails():
+    plan = WritePlan(ABC, 2, me="a", is_up=down("d"), extra=("d", "a"))
+    sends = plan.start()
+    # Sent even though held down, as node/cluster._write_extra does; never to the coordinator.
+    assert sends == [Send("b"), Send("c"), Send("d", counts=False)]
+    plan.on_ack(sends[2])
+    assert not plan.done  # the new owner's ack does not count toward W
+    plan.on_ack(sends[0])
+    assert plan.succeeded
+    plan2 = WritePlan(ABC, 2, me="a", is_up=everyone_up, extra=("d",))
+    b, c, d = plan2.start()
+    plan2.on_ack(b)
+    plan2.on_ack(c)
+    assert plan2.succeeded and not plan2.finished
+    plan2.on_failure(d, "timed out after 500 ms")
+    assert plan2.hints() == ["d"]
+
+
+def test_a_duplicate_or_late_answer_changes_nothing():
+    plan = WritePlan(ABC, 3, me="a", is_up=everyone_up)
+    b, c = plan.start()
+    plan.on_failure(b, "timed out after 500 ms")
+    plan.on_ack(b)  # the reply that came after the timeout: the RPC layer has dropped the call
+    assert plan.done and not plan.succeeded
+    plan.on_ack(c)
+    plan.on_ack(c)
+    assert plan.finished and plan.hints() == ["b"]
+    with pytest.raises(ValueError):
+        plan.on_ack(Send("zz"))
+
+
+def test_hints_are_not_known_before_every_send_is_answered():
+    plan = WritePlan(ABC, 1, me="a", is_up=everyone_up, fallbacks=Walk(ABC, ("x",)))
+    b, c = plan.start()
+    plan.on_ack(c)
+    plan.on_failure(b, "timed out after 500 ms")  # its stand-in x is still out
+    with pytest.raises(RuntimeError):
+        plan.hints()
+
+
+def test_a_coordinator_that_is_not_a_replica_counts_nobody_at_once():
+    plan = WritePlan(ABC, 2, me="z", is_up=everyone_up)
+    assert plan.start() == [Send("a"), Send("b"), Send("c")]
+    assert not plan.done
+
+
+def test_a_plan_starts_once():
+    plan = WritePlan(ABC, 2, me="a", is_up=everyone_up)
+    plan.start()
+    with pytest.raises(RuntimeError):
+        plan.start()
+
+
+def test_w_outside_the_preference_list_is_refused_naming_the_field():
+    with pytest.raises(ConfigError) as info:
+        WritePlan(ABC, 4, me="a", is_up=everyone_up)
+    assert info.value.field == "w"
+
+
+def test_with_the_real_ring_a_write_with_two_replicas_down_goes_to_the_next_nodes_clockwise():
+    ring = Ring([Member(f"n{i}") for i in range(1, 6)], partitions=16)
+    pref = ring.preference_list(0)
+    held_down = set(pref[1:])
+
+    def fallbacks(failed):
+        return [(r.node_id, r.hint_for) for r in ring.fallbacks(0, failed, len(pref))]
+
+    plan = WritePlan(pref, 2, me=pref[0], is_up=lambda n: n not in held_down, fallbacks=fallbacks)
+    sends = plan.start()
+    expected = [r for r in ring.fallbacks(0, held_down, 3) if r.hint_for is not None]
+    assert [(s.node, s.hint_for) for s in sends] == [(r.node_id, r.hint_for) for r in expected]
+    assert not ({s.node for s in sends} & set(pref))
+
+
+# --- writes: properties --------------------------------------------------------------------------
+
+
+NODES = tuple(f"n{i}" for i in range(1, 8))
+
+
+class WriteRun(NamedTuple):
+    ring: Ring
+    partition: int
+    pref: tuple[str, ...]
+    w: int
+    me: str | None
+    held_down: frozenset[str]
+    answers_ok: dict[str, bool]  # node -> whether it acks what it is sent
+    sloppy: bool
+    extra: tuple[str, ...]
+
+
+class ReadRun(NamedTuple):
+    pref: tuple[str, ...]
+    r: int
+    me: str | None
+    held_down: frozenset[str]
+    records: dict[str, frozenset | None]  # what each replica holds
+    fails: dict[str, bool]  # node -> whether its answer fails
+
+
+@st.composite
+def write_runs(draw):
+    """A ring, a key's preference list, who the detector holds down, who answers well, the
+    write's settings, and the order answers come in (drawn as the run goes)."""
+    members = NODES[: draw(st.integers(1, len(NODES)))]
+    ring = Ring([Member(n) for n in members], partitions=16, replicas=3)
+    partition = draw(st.integers(0, 15))
+    n = draw(st.integers(1, min(3, len(ring.preference_list(partition)))))
+    pref = ring.preference_list(partition)[:n]
+    w = draw(st.integers(1, n))
+    me = draw(st.sampled_from([None, *pref, *members]))
+    held_down = frozenset(draw(st.sets(st.sampled_from(members))) - {me})
+    answers_ok = {node: draw(st.booleans()) for node in members}
+    sloppy = draw(st.booleans()) and len(members) > n
+    others = [m for m in members if m not in pref]
+    extra = tuple(draw(st.lists(st.sampled_from(others), unique=True, max_size=2))) if others else ()
+    return WriteRun(ring, partition, pref, w, me, held_down, answers_ok, sloppy, extra)
+
+
+def run_write(data, ring, partition, pref, w, me, held_down, answers_ok, sloppy, extra):
+    asked: list[frozenset[str]] = []
+
+    def fallbacks(failed):
+        asked.append(failed)
+        return [(r.node_id, r.hint_for) for r in ring.fallbacks(partition, failed, len(pref))]
+
+    plan = WritePlan(pref, w, me=me, is_up=lambda node: node not in held_down,
+                     fallbacks=fallbacks if sloppy else None, extra=extra)
+    decisions = [plan.done]
+    sent: list[Send] = []
+    pending = plan.start()
+    sent.extend(pending)
+    decisions.append(plan.done)
+    while pending:
+        send = pending.pop(data.draw(st.integers(0, len(pending) - 1)))
+        if answers_ok[send.node] and send.node not in held_down:
+            more = plan.on_ack(send)
+        else:
+            more = plan.on_failure(send, "timed out after 500 ms")
+        sent.extend(more)
+        pending.extend(more)
+        decisions.append(plan.done)
+    return plan, sent, decisions, asked
+
+
+@given(write_runs(), st.data())
+def test_a_write_plan_decides_exactly_once_and_succeeds_iff_w_targets_acked(run, data):
+    pref, w, me, held_down, answers_ok = run.pref, run.w, run.me, run.held_down, run.answers_ok
+    plan, sent, decisions, _ = run_write(data, *run)
+    assert plan.finished
+    # decided exactly once: False ... False True ... True
+    assert decisions.count(True) == 0 or decisions[decisions.index(True):] == [True] * (len(decisions) - decisions.index(True))
+    assert plan.done
+    # A replica's write counts when it, or the stand-in sent for it, acked.
+    acked = {r for r in pref if r == me or (answers_ok[r] and r not in held_down and Send(r) in sent)}
+    for s in sent:
+        if s.hint_for is not None and answers_ok[s.node] and s.node not in held_down:
+            acked.add(s.hint_for)
+    assert set(plan.acked_by) == acked
+    assert plan.succeeded == (len(acked) >= w)
+    assert (plan.error is None) == plan.succeeded
+
+
+@given(write_runs(), st.data())
+def test_a_write_plan_sends_to_a_node_held_down_only_as_a_stand_in_and_never_twice_for_a_replica(run, data):
+    pref, me, held_down, answers_ok = run.pref, run.me, run.held_down, run.answers_ok
+    _, sent, _, asked = run_write(data, *run)
+    assert len(set(sent)) == len(sent)
+    for s in sent:
+        assert s.node != me
+        if s.node in held_down:
+            assert s.hint_for is not None or not s.counts
+    replicas = [s for s in sent if s.counts and s.hint_for is None]
+    stand_ins = [s for s in sent if s.hint_for is not None]
+    extras = [s for s in sent if not s.counts]
+    assert [s.node for s in replicas] == [r for r in pref if r != me and r not in held_down]
+    assert sorted(s.node for s in extras) == sorted(x for x in run.extra if x != me)
+    # One stand-in at most per replica, each node standing in once, only for a failed replica,
+    # never a replica of the key, and only when sloppy.
+    assert len({s.hint_for for s in stand_ins}) == len(stand_ins)
+    assert len({s.node for s in stand_ins}) == len(stand_ins)
+    assert not stand_ins or run.sloppy
+    for s in stand_ins:
+        assert s.node not in pref
+        assert s.hint_for in held_down or not answers_ok[s.hint_for]
+    # fallbacks() was asked with growing sets of failed replicas, one more each time
+    for before, after in itertools.pairwise(asked):
+        assert before < after and len(after) == len(before) + 1
+
+
+@given(write_runs(), st.data())
+def test_hints_are_exactly_the_replicas_without_an_ack_for_them_and_the_failed_new_owners(run, data):
+    held_down, answers_ok = run.held_down, run.answers_ok
+    plan, sent, _, _ = run_write(data, *run)
+    missed = [r for r in run.pref if r not in plan.acked_by]
+    failed_extra = {s.node for s in sent if not s.counts and (s.node in held_down or not answers_ok[s.node])}
+    hints = plan.hints()
+    assert hints[: len(missed)] == missed
+    assert set(hints[len(missed):]) == failed_extra
+    assert run.me not in hints
+
+
+@given(write_runs(), st.data())
+def test_stand_ins_are_the_first_unused_fallbacks_for_the_failures_so_far(run, data):
+    # The node's rule (node/cluster._StandIns), as an independent model.
+    ring, partition, pref, me = run.ring, run.partition, run.pref, run.me
+    _, sent, _, asked = run_write(data, *run)
+    used: set[str] = set()
+    stand_ins = iter(s for s in sent if s.hint_for is not None)
+    for failed in asked:
+        candidates = [r.node_id for r in ring.fallbacks(partition, failed, len(pref))
+                      if r.hint_for is not None and r.node_id not in used and r.node_id != me]
+        if candidates:
+            s = next(stand_ins)
+            assert s.node == candidates[0]
+            used.add(s.node)
+    assert next(stand_ins, None) is None
+
+
+# --- reads: scenarios ----------------------------------------------------------------------------
+
+
+def test_a_replica_reads_its_own_copy_and_asks_the_others():
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
+    assert plan.local
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == ["b", "c"]
+    plan.on_record("b", frozenset({1}))
+    assert plan.done and plan.succeeded and plan.result == {1}
+    assert not plan.finished
+
+
+def test_a_node_that_is_not_a_replica_reads_every_replica_remotely():
+    plan = ReadPlan(ABC, 2, me="z", is_up=everyone_up, merge=union, same=same)
+    assert not plan.local
+    assert plan.start() == ["a", "b", "c"]
+
+
+def test_a_read_does_not_ask_a_replica_held_down():
+    plan = ReadPlan(ABC, 2, me="a", is_up=down("b"), merge=union, same=same)
+    plan.on_record("a", None)
+    assert plan.start() == ["c"]
+    assert plan.quorum.failures == {"b": DOWN_REASON}
+
+
+def test_a_read_that_cannot_reach_r_fails_naming_every_replica_and_why():
+    plan = ReadPlan(ABC, 2, me="a", is_up=down("c"), merge=union, same=same)
+    plan.on_record("a", frozenset({1}))
+    (b,) = plan.start()
+    plan.on_failure(b, "timed out after 500 ms")
+    assert plan.done and not plan.succeeded
+    assert str(plan.error) == (
+        "needed 2 replicas, 1 answered: b timed out after 500 ms; c down (failure detector)"
+    )
+
+
+def test_a_read_repairs_the_replicas_that_answered_with_less_including_late_ones():
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
+    plan.on_record("a", frozenset({1}))
+    plan.start()
+    plan.on_record("b", frozenset({1}))
+    assert plan.succeeded and plan.repairs() == []
+    plan.on_record("c", frozenset({2}))  # late, and newer: a and b missed it
+    assert plan.finished
+    assert plan.result == {1, 2}
+    assert plan.repairs() == ["a", "b", "c"]
+
+
+def test_a_replica_that_answers_after_its_timeout_is_not_counted():
+    plan = ReadPlan(ABC, 2, me=None, is_up=everyone_up, merge=union, same=same)
+    plan.start()
+    plan.on_record("a", None)
+    plan.on_failure("b", "timed out after 500 ms")
+    plan.on_record("b", frozenset({1}))
+    plan.on_failure("c", "timed out after 500 ms")
+    assert plan.done and not plan.succeeded and plan.finished
+    with pytest.raises(ValueError):
+        plan.on_record("zz", None)
+
+
+# --- reads: properties ---------------------------------------------------------------------------
+
+
+@st.composite
+def read_runs(draw):
+    n = draw(st.integers(1, 5))
+    pref = tuple(f"n{i}" for i in range(1, n + 1))
+    r = draw(st.integers(1, n))
+    me = draw(st.sampled_from([None, "n9", *pref]))
+    held_down = frozenset(draw(st.sets(st.sampled_from(pref))) - {me})
+    # None is "no record"; a record is a set of write ids
+    records = {node: draw(st.none() | st.frozensets(st.integers(0, 5), max_size=3)) for node in pref}
+    fails = {node: draw(st.booleans()) and node != me for node in pref}
+    return ReadRun(pref, r, me, held_down, records, fails)
+
+
+def run_read(order_seed: list[int], pref, r, me, held_down, records, fails):
+    plan = ReadPlan(pref, r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same)
+    decisions = []
+    if plan.local:
+        plan.on_record(me, records[me])
+        decisions.append(plan.done)
+    pending = plan.start()
+    decisions.append(plan.done)
+    for i in order_seed:
+        if not pending:
+            break
+        node = pending.pop(i % len(pending))
+        if fails[node]:
+            plan.on_failure(node, "timed out after 500 ms")
+        else:
+            plan.on_record(node, records[node])
+        decisions.append(plan.done)
+    return plan, pending, decisions
+
+
+@given(read_runs(), st.lists(st.integers(0, 10), min_size=6, max_size=6),
+       st.lists(st.integers(0, 10), min_size=6, max_size=6))
+def test_a_reads_merge_repairs_and_outcome_do_not_depend_on_the_order_of_answers(run, order1, order2):
+    pref, r, me, held_down, records, fails = run
+    one, left1, decisions = run_read(order1, *run)
+    two, left2, _ = run_read(order2, *run)
+    assert not left1 and not left2 and one.finished and two.finished
+    assert decisions.count(True) == 0 or decisions[decisions.index(True):] == [True] * (len(decisions) - decisions.index(True))
+    answered = [n for n in pref if n == me or (n not in held_down and not fails[n])]
+    assert one.succeeded == two.succeeded == (len(answered) >= r)
+    if answered:
+        merged = None
+        for n in answered:
+            merged = union(merged, records[n])
+        assert one.result == two.result == merged
+        assert one.repairs() == two.repairs() == [n for n in answered if records[n] != merged]
+    else:
+        assert not one.has_result
+    assert one.done and (one.error is None) == one.succeeded
+    # replicas held down were never asked
+    assert all(node not in held_down for node in pref if node != me and node in answered)
+
+
+@given(read_runs())
+def test_a_read_never_asks_the_coordinator_nor_a_replica_held_down(run):
+    pref, me, held_down = run.pref, run.me, run.held_down
+    plan = ReadPlan(pref, run.r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same)
+    asked = plan.start()
+    assert asked == [n for n in pref if n != me and n not in held_down]
+    assert set(plan.quorum.failures) == set(held_down)
