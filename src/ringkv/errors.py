@@ -71,6 +71,34 @@ class InvalidContextError(RingkvError, ValueError):
     too large or from an unknown format version). The client should read the key again."""
 
 
+class CommandError(RingkvError):
+    """A request that cannot be applied; the message is what the client is told.
+
+    `kind` is the Redis error prefix (ERR, WRONGTYPE, ...), and `status` the HTTP status the
+    REST API answers with.
+    """
+
+    def __init__(self, message: str, kind: str = "ERR", status: int = 400):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class UnknownNamespaceError(RingkvError, ValueError):
+    """A request named a namespace the node's configuration does not have; the message lists
+    the ones there are."""
+
+
+class AdminRequestError(RingkvError, ValueError):
+    """An admin operation was asked with arguments it cannot take (no seeds, an unknown
+    member, a node removing itself). Asking again the same way fails the same way."""
+
+
+class AdminConflictError(RingkvError):
+    """An admin operation cannot run in the cluster's present state: another membership change
+    is in progress, a member is down, this node is not joining. It may succeed later."""
+
+
 # --- inter-node RPC (ringkv.net) ---
 
 

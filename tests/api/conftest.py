@@ -20,7 +20,7 @@ from ringkv.testing.launcher import NodeProcess, free_port
 from ringkv.testing.wait import wait_until
 
 # The HTTP API is served beside RESP once it exists; until then the nodes run without it.
-HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http") else "false"
+HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http_serving") else "false"
 
 RAW_TIMEOUT_S = 5.0
 

@@ -1,8 +1,9 @@
 """How the HTTP server lives inside a node: started in the node's loop, stopped with it, and
 what it answers when the node behind it is missing, broken or read-only.
 
-The in-process tests run a `Node` on uvloop in the test's thread, as `ringkv serve` does; the
-app-only tests drive `create_app` through httpx's ASGI transport with stand-in nodes.
+The in-process tests run a node with its servers (`ringkv.server.NodeServer`) on uvloop in the
+test's thread, as `ringkv serve` does; the app-only tests drive `create_app` through httpx's
+ASGI transport with stand-in services.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import httpx
 import pytest
 import uvloop
 
-from ringkv.api.http import create_app, start_http
+from ringkv.api.http_serving import create_app, start_http
 from ringkv.errors import RingkvError
 from ringkv.node.config import NodeConfig
-from ringkv.node.server import Node
+from ringkv.server import NodeServer
+from ringkv.service.contract import ServiceLimits
 from ringkv.testing.launcher import NodeProcess
 from ringkv.testing.wait import wait_until_async
 
@@ -36,7 +38,7 @@ def node_config(tmp_path, **overrides) -> NodeConfig:
 def test_port_0_binds_a_free_port_and_the_node_keeps_its_signal_handlers(tmp_path):
     async def scenario() -> None:
         before = signal.getsignal(signal.SIGTERM)
-        node = Node(node_config(tmp_path))
+        node = NodeServer(node_config(tmp_path))
         await node.start()
         try:
             host, port = node.http_address
@@ -59,7 +61,7 @@ def test_port_0_binds_a_free_port_and_the_node_keeps_its_signal_handlers(tmp_pat
 
 def test_stopping_does_not_wait_for_a_client_stuck_mid_request(tmp_path):
     async def scenario() -> float:
-        node = Node(node_config(tmp_path, shutdown_drain_ms=300))
+        node = NodeServer(node_config(tmp_path, shutdown_drain_ms=300))
         await node.start()
         host, port = node.http_address
         # One client idles on a keep-alive connection, one stopped halfway through a body.
@@ -102,14 +104,14 @@ def test_a_busy_port_is_an_oserror_for_the_caller(tmp_path):
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             with pytest.raises(OSError):
-                await start_http(None, "127.0.0.1", taken.getsockname()[1])
+                await start_http(create_app(), "127.0.0.1", taken.getsockname()[1])
 
     uvloop.run(scenario())
 
 
 def test_start_http_returns_a_handle_that_closes_twice_safely(tmp_path):
     async def scenario() -> None:
-        handle, (host, port) = await start_http(None, "127.0.0.1", 0)
+        handle, (host, port) = await start_http(create_app(), "127.0.0.1", 0)
         async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
             # No node behind the server: the data routes say so.
@@ -130,7 +132,7 @@ async def call(app, method: str, path: str, **kwargs) -> httpx.Response:
 
 
 def test_the_spec_builds_without_a_node():
-    spec = create_app(None).openapi()
+    spec = create_app().openapi()
     assert {"/api/v1/keys/{key}", "/api/v1/keys/{key}/ttl", "/api/v1/keys/{key}/incr", "/api/v1/batch/get",
             "/api/v1/batch/put", "/api/v1/keys", "/api/v1/scan", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     assert {"get", "put", "delete", "head"} == set(spec["paths"]["/api/v1/keys/{key}"])
@@ -140,7 +142,7 @@ def test_the_spec_builds_without_a_node():
 
 
 def test_without_a_running_node_data_routes_are_503_and_health_is_ok():
-    app = create_app(None)
+    app = create_app()
     r = asyncio.run(call(app, "GET", "/api/v1/keys/x"))
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
     assert asyncio.run(call(app, "GET", "/healthz")).status_code == 200
@@ -148,15 +150,15 @@ def test_without_a_running_node_data_routes_are_503_and_health_is_ok():
     assert asyncio.run(call(app, "GET", "/metrics")).status_code == 200
 
 
-class ExplodingCoordinator:
-    max_value_bytes = 1024
+class ExplodingService:
+    limits = ServiceLimits(1024, 100, True)
 
     async def get(self, key: bytes):
         raise ZeroDivisionError("a bug")
 
 
 def test_an_unexpected_exception_is_a_logged_500_problem_and_the_app_keeps_serving(caplog):
-    app = create_app(SimpleNamespace(coordinator=ExplodingCoordinator(), config=NodeConfig()))
+    app = create_app(ExplodingService())
     with caplog.at_level(logging.ERROR, logger="ringkv.http"):
         r = asyncio.run(call(app, "GET", "/api/v1/keys/boom"))
     assert r.status_code == 500
@@ -167,15 +169,16 @@ def test_an_unexpected_exception_is_a_logged_500_problem_and_the_app_keeps_servi
     assert asyncio.run(call(app, "GET", "/healthz")).status_code == 200
 
 
-class ReadOnlyEngine:
-    closed = False
-
-    def stats(self) -> dict:
-        return {"background_error": "compaction failed: disk on fire"}
+class ReadOnlyAdmin:
+    def health(self) -> str:
+        return "the storage engine is read-only after a background error: compaction failed: disk on fire"
 
 
-class ReadOnlyCoordinator:
-    max_value_bytes = 1024
+class ReadOnlyService:
+    limits = ServiceLimits(1024, 100, True)
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
 
     async def get_versions(self, key: bytes):
         return SimpleNamespace(siblings=[], context=None)
@@ -185,7 +188,7 @@ class ReadOnlyCoordinator:
 
 
 def test_a_read_only_engine_is_503_and_readyz_says_why():
-    app = create_app(SimpleNamespace(coordinator=ReadOnlyCoordinator(), engine=ReadOnlyEngine(), config=NodeConfig()))
+    app = create_app(ReadOnlyService(), ReadOnlyAdmin())
     r = asyncio.run(call(app, "PUT", "/api/v1/keys/k", json={"value": "dg=="}))
     assert r.status_code == 503 and "read-only" in r.json()["detail"]
     r = asyncio.run(call(app, "GET", "/readyz"))

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ringkv.api.http import create_app
+from ringkv.api.http_serving import create_app
 from ringkv.testing.launcher import NodeProcess
 
 MAX_EXAMPLES = 30  # per operation: the whole run stays well under a minute on 2 cores

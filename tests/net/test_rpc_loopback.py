@@ -27,8 +27,8 @@ from ringkv.errors import (
     RpcTimeoutError,
 )
 from ringkv.net import MessageCodec, RpcClient, RpcLimits, RpcServer
+from ringkv.net.envelope import PROTOCOL_VERSION, ErrorCode, Handshake, Request
 from ringkv.net.framing import FrameDecoder, encode_frame
-from ringkv.net.messages import PROTOCOL_VERSION, ErrorCode, Handshake, Request
 from ringkv.net.rpc import reconnect_backoff_ms
 from ringkv.testing.wait import wait_until_async
 

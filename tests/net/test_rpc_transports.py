@@ -28,7 +28,7 @@ from ringkv.net import (
     TcpTransport,
     Transport,
 )
-from ringkv.net.messages import ErrorCode
+from ringkv.net.envelope import ErrorCode
 from ringkv.testing.wait import wait_until_async
 
 pytestmark = pytest.mark.asyncio

@@ -11,11 +11,11 @@ from ringkv.node.handoff import HintDelivery, HintStore
 from ringkv.node.messages import ReplicaPut
 from ringkv.node.replica import storage_key
 from ringkv.versioning.dvv import Dot
-from ringkv.versioning.record import Record, Sibling, decode_record, encode_record
+from ringkv.versioning.record import DottedValue, Record, decode_record, encode_record
 
 
 def rec(actor: bytes, n: int, value: bytes) -> bytes:
-    return encode_record(Record({actor: n}, (Sibling(Dot(actor, n), value, n),)))
+    return encode_record(Record({actor: n}, (DottedValue(Dot(actor, n), value, n),)))
 
 
 def test_hints_survive_a_restart_and_merge_per_key(tmp_path):
@@ -86,4 +86,24 @@ def test_hints_past_the_window_are_dropped_not_sent(tmp_path, window_ms):
 
     asyncio.run(scenario())
     assert sent == [] and store.stats["hints_expired"] == 1 and store.pending() == 0
+    store.close()
+
+
+def test_a_miss_merged_into_a_hint_while_it_is_delivered_is_sent_too(tmp_path):
+    # Delivery awaits the target's ack; a write the target misses meanwhile merges into the
+    # same hint. Removing the hint after the ack would drop that newer write unsent (the
+    # simulator's `hint-race` variant found this).
+    store = HintStore(str(tmp_path))
+    k = storage_key(b"", b"k")
+    store.add("n3", k, rec(b"a", 1, b"first"))
+    sent: list[bytes] = []
+
+    async def call(node, body, timeout_ms):
+        if not sent:
+            store.add("n3", k, rec(b"a", 2, b"second"))  # missed while the first was in flight
+        sent.append(body.record)
+
+    asyncio.run(HintDelivery(store, call).deliver_round())
+    assert [s.value for r in sent for s in decode_record(r).siblings] == [b"first", b"second"]
+    assert store.pending() == 0
     store.close()

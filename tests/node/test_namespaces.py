@@ -1,5 +1,5 @@
 """Namespaces: parsing the configuration, what each storage key's N and policy are, and the
-coordinator view bound to one namespace."""
+service view bound to one namespace."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringkv.errors import ConfigError
+from ringkv.clock import Clock
+from ringkv.errors import ConfigError, UnknownNamespaceError
 from ringkv.node.config import load_config
-from ringkv.node.coordinator import LocalCoordinator
-from ringkv.node.namespaces import (
-    DEFAULT_NAME,
-    Namespaces,
-    NamespaceView,
-    bind,
-    format_namespaces,
-    parse_namespaces,
-)
+from ringkv.node.local_service import LocalService
+from ringkv.node.local_store import LocalStore
+from ringkv.node.namespaces import DEFAULT_NAME, Namespaces, format_namespaces, parse_namespaces
 from ringkv.node.replica import Replica, storage_key
 from ringkv.storage import Engine, Options
 from ringkv.versioning.record import ConflictPolicy
@@ -106,9 +101,11 @@ def test_a_view_keeps_each_namespace_apart_and_applies_its_policy(tmp_path):
         engine = Engine.open(str(tmp_path / "engine"), Options())
         try:
             namespaces = Namespaces(1, "siblings", "lww_ns:conflict_policy=lww")
-            local = LocalCoordinator(Replica(engine, b"a1"), namespaces=namespaces)
-            lww = bind(local, namespaces.named("lww_ns"))
-            assert isinstance(lww, NamespaceView) and bind(lww, namespaces.default) is local
+            local = LocalService(LocalStore(Replica(engine, b"a1"), Clock(), namespaces=namespaces))
+            lww = local.in_namespace("lww_ns")
+            assert lww.namespace.name == "lww_ns" and lww.in_namespace("default").namespace is namespaces.default
+            with pytest.raises(UnknownNamespaceError, match="unknown namespace 'nope'"):
+                local.in_namespace("nope")
             await local.put(b"k", b"default value")
             await lww.put(b"k", b"lww value")
             assert await local.get_value(b"k") == b"default value"

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import pickle
 
-from ringkv.node.replica import now_ms, storage_key
-from ringkv.node.server import ExpiredRecordFilter
+from ringkv.clock import SYSTEM_CLOCK, Clock
+from ringkv.node.expiry_filter import ExpiredRecordFilter
+from ringkv.node.replica import storage_key
 from ringkv.versioning.dvv import Dot
 from ringkv.versioning.hlc import make_timestamp
-from ringkv.versioning.record import Record, Sibling, encode_record
+from ringkv.versioning.record import DottedValue, Record, encode_record
+
+now_ms = SYSTEM_CLOCK.now_ms
 
 GRACE_MS = 10_000
 
 
 def tombstone(dead_ms: int) -> bytes:
-    return encode_record(Record({b"a": 1}, (Sibling(Dot(b"a", 1), None, make_timestamp(dead_ms)),)))
+    return encode_record(Record({b"a": 1}, (DottedValue(Dot(b"a", 1), None, make_timestamp(dead_ms)),)))
 
 
 def value(written_ms: int) -> bytes:
-    return encode_record(Record({b"a": 1}, (Sibling(Dot(b"a", 1), b"v", make_timestamp(written_ms)),)))
+    return encode_record(Record({b"a": 1}, (DottedValue(Dot(b"a", 1), b"v", make_timestamp(written_ms)),)))
 
 
 def partition_of(skey: bytes, partitions: int) -> int:
@@ -27,7 +30,7 @@ def partition_of(skey: bytes, partitions: int) -> int:
 
 
 def test_a_single_node_drops_tombstones_after_the_grace_period_only():
-    keep = ExpiredRecordFilter(GRACE_MS)
+    keep = ExpiredRecordFilter(GRACE_MS, Clock())
     k = storage_key(b"", b"k")
     now = now_ms()
     assert keep(k, tombstone(now - GRACE_MS + 1000))
@@ -36,7 +39,7 @@ def test_a_single_node_drops_tombstones_after_the_grace_period_only():
 
 
 def test_in_a_cluster_a_tombstone_also_waits_for_a_completed_round_that_started_after_its_grace():
-    keep = ExpiredRecordFilter(GRACE_MS, partitions=64)
+    keep = ExpiredRecordFilter(GRACE_MS, Clock(), partitions=64)
     k = storage_key(b"", b"k")
     p = partition_of(k, 64)
     now = now_ms()
@@ -52,7 +55,7 @@ def test_in_a_cluster_a_tombstone_also_waits_for_a_completed_round_that_started_
 
 
 def test_the_rounds_travel_with_the_filter_to_the_compaction_worker():
-    keep = ExpiredRecordFilter(GRACE_MS, partitions=64)
+    keep = ExpiredRecordFilter(GRACE_MS, Clock(), partitions=64)
     k = storage_key(b"", b"k")
     keep.completed_ms[partition_of(k, 64)] = now_ms()
     copy = pickle.loads(pickle.dumps(keep))  # what a compaction job carries

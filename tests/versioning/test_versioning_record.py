@@ -14,8 +14,8 @@ from ringkv.versioning.hlc import make_timestamp
 from ringkv.versioning.record import (
     FORMAT_VERSION,
     ConflictPolicy,
+    DottedValue,
     Record,
-    Sibling,
     apply_write,
     decode_record,
     encode_record,
@@ -110,7 +110,7 @@ def test_an_expired_winner_reads_as_not_found():
 
 siblings_strategy = st.lists(
     st.builds(
-        Sibling,
+        DottedValue,
         dot=st.builds(Dot, st.sampled_from([N1, N2, N3]), st.integers(1, 3)),
         value=st.none() | st.binary(max_size=8),
         timestamp=st.integers(0, 3),
@@ -233,7 +233,7 @@ records = st.builds(
     st.dictionaries(st.binary(max_size=MAX_ACTOR_BYTES), st.integers(1, 2**64 - 1), max_size=3),
     st.lists(
         st.builds(
-            Sibling,
+            DottedValue,
             dot=st.builds(Dot, st.binary(min_size=1, max_size=12), st.integers(1, 2**64 - 1)),
             value=st.none() | st.binary(max_size=300),
             timestamp=st.integers(0, 2**64 - 1),
@@ -261,7 +261,7 @@ def test_large_values_round_trip():
 
 
 def test_one_sibling_record_layout_matches_the_format_document():
-    record = Record({b"n1": 1}, (Sibling(Dot(b"n1", 1), b"hi", make_timestamp(T0, 3)),))
+    record = Record({b"n1": 1}, (DottedValue(Dot(b"n1", 1), b"hi", make_timestamp(T0, 3)),))
     assert encode_record(record).hex() == (
         "01"  # format version
         "92"  # array(2): clock, siblings
@@ -306,6 +306,6 @@ def test_every_truncation_raises_corruption_error(record):
     ids=["empty", "wrong-version", "trailing-bytes", "no-siblings", "zero-counter", "uncovered"],
 )
 def test_corrupt_record_names_what_is_wrong(mangle, message):
-    data = encode_record(Record({b"n1": 1}, (Sibling(Dot(b"n1", 1), b"hi", 5),)))
+    data = encode_record(Record({b"n1": 1}, (DottedValue(Dot(b"n1", 1), b"hi", 5),)))
     with pytest.raises(CorruptionError, match=message):
         decode_record(mangle(data))

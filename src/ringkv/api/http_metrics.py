@@ -4,8 +4,9 @@ Two sources:
 - `HttpMetrics` counts and times every HTTP request per command (the route's name), fed by
   `RequestMetricsMiddleware`, a pure ASGI middleware: one send wrapper and one clock read per
   request, no logging;
-- `NodeCollector` reads the node's own counters at scrape time (RESP commands, engine stats,
-  loop stalls, expiry), so nothing on the request paths of those layers pays for metrics.
+- `NodeCollector` reads the node's own figures at scrape time (`AdminService.metrics()`: the
+  engine, loop stalls, expiry, the cluster's counters) and the RESP server's, so nothing on the
+  request paths of those layers pays for metrics.
 
 Each app gets its own `CollectorRegistry`: tests build several apps in one process, and the
 global registry would refuse the second set of metric names.
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from ringkv.api.resp_server import LATENCY_BUCKETS_S as RESP_LATENCY_BUCKETS_S
+from ringkv.service.contract import AdminService
 
 # Single-node requests take tens of microseconds to a few milliseconds; an fsync under
 # sync="always" takes a few milliseconds more. The buckets resolve both.
@@ -38,7 +40,7 @@ UNMATCHED = "unmatched"  # requests that matched no route: one label, whatever t
 class HttpMetrics:
     """Request counts by (command, status) and latency histograms by command."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, admin: AdminService | None, resp_stats: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "ringkv_http_requests",
@@ -53,7 +55,7 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self.registry.register(NodeCollector(node))
+        self.registry.register(NodeCollector(admin, resp_stats))
         # labels() takes a lock and builds a tuple key; the set of (command, status) pairs is
         # small and fixed by the routes, so the children are looked up once and kept.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -108,33 +110,29 @@ class RequestMetricsMiddleware:
 
 
 class NodeCollector:
-    """Reads the node's counters at scrape time. A node that is not started yields nothing."""
+    """Reads the node's figures at scrape time. Without an admin service, only RESP's."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
+    def __init__(self, admin: AdminService | None, resp_stats: Any = None) -> None:
+        self.admin = admin
+        self.resp_stats = resp_stats
 
     def collect(self) -> Iterator[Metric]:
-        node = self.node
-        if node is None:
+        if self.resp_stats is not None:
+            yield from _resp_metrics(self.resp_stats)
+        if self.admin is None:
             return
-        if getattr(node, "resp", None) is not None:
-            yield from _resp_metrics(node.resp.stats)
-        if getattr(node, "engine", None) is not None:
-            yield from _engine_metrics(node.engine.stats())
-        if getattr(node, "stalls", None) is not None:
-            yield from _loop_metrics(node.stalls)
-        coordinator = getattr(node, "coordinator", None)
-        if coordinator is not None:
-            yield CounterMetricFamily(
-                "ringkv_expired_keys", "Keys removed by active expiry.", value=coordinator.expired_keys
-            )
-        if getattr(node, "cluster", None) is not None:
-            yield from _cluster_metrics(node)
+        figures = self.admin.metrics()
+        yield from _engine_metrics(figures["engine"])
+        yield from _loop_metrics(figures["loop"])
+        yield CounterMetricFamily("ringkv_expired_keys", "Keys removed by active expiry.",
+                                  value=figures["expired_keys"])
+        if "cluster" in figures:
+            yield from _cluster_metrics(figures)
 
 
-def _cluster_metrics(node: Any) -> Iterator[Metric]:
+def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
     """Coordinator, hints, failure detector, anti-entropy and partition moves."""
-    stats = node.cluster.stats
+    stats = figures["cluster"]
     for name, help_text in (
         ("reads", "Reads coordinated here."), ("writes", "Writes replicated from here."),
         ("forwarded", "Writes run here for another coordinator."),
@@ -143,28 +141,22 @@ def _cluster_metrics(node: Any) -> Iterator[Metric]:
         ("stand_ins", "Writes a stand-in took for a failed replica (sloppy quorum)."),
     ):
         yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
-    hints = getattr(node, "hints", None)
-    if hints is not None:
-        yield GaugeMetricFamily("ringkv_hints_pending", "Hints waiting for their replica.",
-                                value=hints.stats["hints_pending"])
-        yield CounterMetricFamily("ringkv_hints_delivered", "Hints delivered.", value=hints.stats["hints_delivered"])
-        yield CounterMetricFamily("ringkv_hints_expired", "Hints dropped past max_hint_window_ms.",
-                                  value=hints.stats["hints_expired"])
-    gossiper = getattr(node, "gossiper", None)
-    if gossiper is not None:
-        yield GaugeMetricFamily("ringkv_nodes_down", "Nodes the failure detector believes down.",
-                                value=len(gossiper.down()))
-    ae = getattr(node, "anti_entropy", None)
-    if ae is not None:
-        yield CounterMetricFamily("ringkv_anti_entropy_comparisons", "Partition comparisons run.",
-                                  value=ae.stats.comparisons)
-        yield CounterMetricFamily("ringkv_anti_entropy_keys_transferred", "Keys pushed or pulled.",
-                                  value=ae.stats.keys_pushed + ae.stats.keys_pulled)
-    membership = getattr(node, "membership", None)
-    if membership is not None:
-        yield GaugeMetricFamily("ringkv_partition_moves_total", "Partitions the current join, leave or "
-                                "rebalance moves.", value=membership.moves_total)
-        yield GaugeMetricFamily("ringkv_partition_moves_done", "Of those, moved.", value=membership.moves_done)
+    hints = figures["hints"]
+    yield GaugeMetricFamily("ringkv_hints_pending", "Hints waiting for their replica.", value=hints["hints_pending"])
+    yield CounterMetricFamily("ringkv_hints_delivered", "Hints delivered.", value=hints["hints_delivered"])
+    yield CounterMetricFamily("ringkv_hints_expired", "Hints dropped past max_hint_window_ms.",
+                              value=hints["hints_expired"])
+    yield GaugeMetricFamily("ringkv_nodes_down", "Nodes the failure detector believes down.",
+                            value=figures["nodes_down"])
+    ae = figures["anti_entropy"]
+    yield CounterMetricFamily("ringkv_anti_entropy_comparisons", "Partition comparisons run.",
+                              value=ae["comparisons"])
+    yield CounterMetricFamily("ringkv_anti_entropy_keys_transferred", "Keys pushed or pulled.",
+                              value=ae["keys_transferred"])
+    moves = figures["moves"]
+    yield GaugeMetricFamily("ringkv_partition_moves_total", "Partitions the current join, leave or "
+                            "rebalance moves.", value=moves["total"])
+    yield GaugeMetricFamily("ringkv_partition_moves_done", "Of those, moved.", value=moves["done"])
 
 
 def _resp_metrics(stats: Any) -> Iterator[Metric]:
@@ -248,13 +240,13 @@ def _engine_metrics(st: dict) -> Iterator[Metric]:
     )
 
 
-def _loop_metrics(stalls: Any) -> Iterator[Metric]:
+def _loop_metrics(loop: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "ringkv_loop_stall_max_seconds",
         "Longest delay of the event loop's periodic probe since start.",
-        value=stalls.max_stall_ms / 1000,
+        value=loop["max_stall_ms"] / 1000,
     )
     yield CounterMetricFamily(
-        "ringkv_loop_stalls_over_5ms", "Probes the event loop ran more than 5 ms late.", value=stalls.over_5ms
+        "ringkv_loop_stalls_over_5ms", "Probes the event loop ran more than 5 ms late.", value=loop["over_5ms"]
     )
-    yield CounterMetricFamily("ringkv_loop_stall_samples", "Event loop probes run.", value=stalls.samples)
+    yield CounterMetricFamily("ringkv_loop_stall_samples", "Event loop probes run.", value=loop["samples"])

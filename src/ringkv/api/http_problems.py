@@ -25,14 +25,17 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ringkv.errors import (
+    AdminConflictError,
+    AdminRequestError,
     ClosedError,
+    CommandError,
     CorruptionError,
     InvalidContextError,
     LimitError,
     RingkvError,
     StorageFullError,
+    UnknownNamespaceError,
 )
-from ringkv.node.coordinator import CommandError
 
 log = logging.getLogger("ringkv.http")
 
@@ -133,6 +136,12 @@ def problem_from_exception(exc: Exception, request: Request | None = None) -> Pr
         return ProblemError(exc.status_code, slug, detail, headers=exc.headers)
     if isinstance(exc, InvalidContextError):
         return ProblemError(400, "invalid-context", str(exc))
+    if isinstance(exc, UnknownNamespaceError):
+        return ProblemError(400, "unknown-namespace", str(exc))
+    if isinstance(exc, AdminRequestError):
+        return ProblemError(400, "bad-request", str(exc))
+    if isinstance(exc, AdminConflictError):
+        return ProblemError(409, "conflict", str(exc))
     if isinstance(exc, LimitError):
         return ProblemError(413, "too-large", str(exc))
     if isinstance(exc, StorageFullError):

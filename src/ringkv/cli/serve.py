@@ -55,7 +55,7 @@ def run_node(config_path, flags) -> None:
     if it cannot start)."""
     from ringkv.errors import ConfigError
     from ringkv.node.config import load_config
-    from ringkv.node.server import run
+    from ringkv.server import run
 
     if flags.get("node_id") and not flags.get("data_dir"):
         flags["data_dir"] = os.path.join("ringkv-data", flags["node_id"])

@@ -2,7 +2,7 @@
 decided, who stands in for a failed replica, and who needs a hint. Answers in, sends out.
 
 A plan is a state machine per request, as h11's connection is per HTTP exchange: the shell
-(node/cluster.py, or the simulator's testing/sim/kv.py) calls `start()` and sends what it
+(node/read_path.py and node/write_path.py, or the simulator's testing/sim/kv.py) calls `start()` and sends what it
 returns, reports every answer with `on_ack`/`on_record` or `on_failure` (a timeout is a failure
 the shell reports: plans own no timers), and sends what those return in turn. It replies to
 the client the first time `done` is true, and acts on `hints()` / `repairs()` once `finished`.
@@ -58,7 +58,7 @@ class Send:
 
 
 # fallbacks(failed replicas) -> the ring's sloppy-quorum list for these failures, as
-# (node, hint_for) pairs: Ring.fallbacks(partition, failed, n) gives Replica(node_id, hint_for).
+# (node, hint_for) pairs: Ring.fallbacks(partition, failed, n) gives Holder(node_id, hint_for).
 Fallbacks = Callable[[frozenset[str]], Sequence[tuple[str, str | None]]]
 
 

@@ -14,8 +14,9 @@ from collections.abc import Sequence, Set
 from typing import NamedTuple
 
 
-class Replica(NamedTuple):
-    """One node a request goes to. `hint_for` names the primary a fallback stands in for.
+class Holder(NamedTuple):
+    """One node that holds a partition's copy for a request. `hint_for` names the primary a
+    fallback stands in for.
 
     A fallback keeps what it receives as a hint and hands it to `hint_for` when that node is
     reachable again (hinted handoff); a primary has `hint_for=None`.

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import msgspec
 from xxhash import xxh3_64_intdigest
 
-from ringkv.cluster.preference import Replica, build_preference_lists, walk_fallbacks
+from ringkv.cluster.preference import Holder, build_preference_lists, walk_fallbacks
 from ringkv.errors import ConfigError
 
 TOKEN_BITS = 64
@@ -343,7 +343,7 @@ class Ring:
 
     def fallbacks(
         self, partition: int, unavailable: Set[str], n: int | None = None
-    ) -> tuple[Replica, ...]:
+    ) -> tuple[Holder, ...]:
         """Where a sloppy-quorum request for `partition` goes when `unavailable` nodes are down.
 
         The first `n` (default N) nodes of the preference list that are available, in order,
@@ -358,10 +358,10 @@ class Ring:
             primaries = primaries[:n]
         names = self.node_ids
         if unavailable.isdisjoint(names[i] for i in primaries):
-            return tuple(Replica(names[i]) for i in primaries)
+            return tuple(Holder(names[i]) for i in primaries)
         down = {self._index[node] for node in unavailable if node in self._index}
         pairs = walk_fallbacks(self._owner_idx, partition, primaries, down)
-        return tuple(Replica(names[i], None if f is None else names[f]) for i, f in pairs)
+        return tuple(Holder(names[i], None if f is None else names[f]) for i, f in pairs)
 
     def owned_partitions(self, node_id: str) -> tuple[int, ...]:
         """Partitions `node_id` owns (is first in the preference list of), ascending."""

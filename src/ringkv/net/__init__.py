@@ -5,8 +5,7 @@ tagged msgspec Structs and passes them to a `MessageCodec`. This package never i
 ringkv.node, ringkv.storage or ringkv.api.
 """
 
-from ringkv.net.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
-from ringkv.net.messages import (
+from ringkv.net.envelope import (
     PROTOCOL_VERSION,
     Error,
     ErrorCode,
@@ -16,6 +15,7 @@ from ringkv.net.messages import (
     Request,
     Response,
 )
+from ringkv.net.framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from ringkv.net.rpc import RequestHandler, RpcClient, RpcLimits, RpcServer
 from ringkv.net.transport import MemoryNetwork, MemoryTransport, TcpTransport, Transport
 

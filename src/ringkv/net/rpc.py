@@ -46,15 +46,7 @@ from ringkv.errors import (
     RpcProtocolError,
     RpcTimeoutError,
 )
-from ringkv.net.framing import (
-    DEFAULT_MAX_FRAME_BYTES,
-    FRAME_HEADER_BYTES,
-    LARGEST_MAX_FRAME_BYTES,
-    FrameDecoder,
-    begin_frame,
-    end_frame,
-)
-from ringkv.net.messages import (
+from ringkv.net.envelope import (
     PROTOCOL_VERSION,
     Error,
     ErrorCode,
@@ -66,6 +58,14 @@ from ringkv.net.messages import (
     Request,
     Response,
     describe_exception,
+)
+from ringkv.net.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FRAME_HEADER_BYTES,
+    LARGEST_MAX_FRAME_BYTES,
+    FrameDecoder,
+    begin_frame,
+    end_frame,
 )
 
 logger = logging.getLogger(__name__)

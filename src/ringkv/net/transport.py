@@ -31,8 +31,7 @@ from ringkv.errors import (
     RpcProtocolError,
     RpcTimeoutError,
 )
-from ringkv.net.framing import DEFAULT_MAX_FRAME_BYTES
-from ringkv.net.messages import (
+from ringkv.net.envelope import (
     Error,
     ErrorCode,
     MessageCodec,
@@ -40,6 +39,7 @@ from ringkv.net.messages import (
     Response,
     describe_exception,
 )
+from ringkv.net.framing import DEFAULT_MAX_FRAME_BYTES
 from ringkv.net.rpc import FastHandler, RequestHandler, RpcClient, RpcLimits, RpcServer
 
 

@@ -1,1 +1,7 @@
-"""The node: the async shell that wires storage, versioning and (later) the cluster together."""
+"""The node: the async shell that implements the service contract (ringkv.service) over the
+local replica and its peers, and runs the cluster's background work.
+
+`assembly.open_node` builds a `node.Node` by constructors; docs/architecture.md maps the
+modules (local store and service, placement, read and write paths, forwarding, the replica-side
+RPC service, gossip, hints, anti-entropy, membership).
+"""

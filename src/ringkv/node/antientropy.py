@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from xxhash import xxh3_64_intdigest
 
+from ringkv.clock import Clock
 from ringkv.cluster.merkle import (
     DigestRequest,
     ListRequest,
@@ -51,6 +52,7 @@ from ringkv.cluster.merkle import (
     unpack_digests,
 )
 from ringkv.errors import RingkvError, RpcError
+from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
     AeDigests,
     AeDigestsReply,
@@ -59,6 +61,8 @@ from ringkv.node.messages import (
     ReplicaGet,
     ReplicaPut,
 )
+from ringkv.node.placement import Placement
+from ringkv.node.replica_calls import ReplicaCalls
 
 log = logging.getLogger("ringkv.antientropy")
 
@@ -132,12 +136,24 @@ def _scan_digests(engine, first: int, last: int, keep: Callable[[bytes], bool] |
 
 
 class AntiEntropy:
-    def __init__(self, cluster, *, interval_ms: int = 1000, is_up: Callable[[str], bool] | None = None):
-        self.c = cluster
-        self.engine = cluster.engine
+    """Merkle-tree comparisons of this node's partitions with their other replicas.
+
+    `completed_ms` (partition -> start of its last completed round) is shared with the
+    compaction filter, which collects a tombstone only after such a round (node/expiry_filter.py).
+    """
+
+    def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, clock: Clock, *,
+                 interval_ms: int = 1000, completed_ms: dict[int, int] | None = None):
+        self.placement = placement
+        self.node_id = placement.node_id
+        self.calls = calls
+        self.store = store
+        self.engine = store.engine
+        self.clock = clock
         self.interval_ms = interval_ms
-        self.is_up = is_up or (lambda node: True)
         self.stats = AntiEntropyStats()
+        if completed_ms is not None:
+            self.stats.completed_ms = completed_ms
         self._cache: dict[tuple[int, int], _Side] = {}  # (partition, min_replicas) -> tree
         self._next = 0
         self._peer_turn: dict[int, int] = {}
@@ -148,7 +164,7 @@ class AntiEntropy:
 
     def _keep(self, min_replicas: int) -> Callable[[bytes], bool] | None:
         """Which keys a comparison covers: those of namespaces with N >= min_replicas."""
-        namespaces = self.c.namespaces
+        namespaces = self.placement.namespaces
         if min_replicas <= namespaces.min_replicas:
             return None
         n_of = namespaces.replicas_of_skey
@@ -157,13 +173,13 @@ class AntiEntropy:
     def min_replicas(self, partition: int, peer: str) -> int:
         """The N a namespace needs for both this node and `peer` to hold its keys of
         `partition`: one more than the later of their two positions."""
-        c = self.c
-        if c.namespaces.min_replicas == c.namespaces.max_replicas:
+        placement = self.placement
+        if placement.namespaces.min_replicas == placement.namespaces.max_replicas:
             return 0
-        return max(c.position(c.node_id, partition), c.position(peer, partition)) + 1
+        return max(placement.position(self.node_id, partition), placement.position(peer, partition)) + 1
 
     def build(self, partition: int, min_replicas: int = 0) -> _Side:
-        ring = self.c.ring
+        ring = self.placement.ring
         first, last = ring.partition_range(partition)
         keep = self._keep(min_replicas)
         items = _scan_digests(self.engine, first, last, keep)
@@ -197,7 +213,7 @@ class AntiEntropy:
         return AeListReply(sorted(listing.items()))
 
     def _check_partition(self, partition: int) -> None:
-        if not 0 <= partition < self.c.ring.partitions:
+        if not 0 <= partition < self.placement.ring.partitions:
             raise RingkvError(f"partition {partition} out of range")
 
     # ------------------------------------------------------------------ comparing
@@ -210,20 +226,21 @@ class AntiEntropy:
             return await self._compare(partition, peer, min_replicas)
 
     async def _compare(self, partition: int, peer: str, min_replicas: int | None) -> RoundResult:
-        c = self.c
+        calls = self.calls
+        store = self.store
         if min_replicas is None:
             min_replicas = self.min_replicas(partition, peer)
-        elif min_replicas <= c.namespaces.min_replicas:
+        elif min_replicas <= self.placement.namespaces.min_replicas:
             min_replicas = 0
         mine = self.build(partition, min_replicas)
         diff = TreeDiff(mine.tree)
         result = RoundResult(partition, peer, in_sync=False)
-        timeout = c.replica_timeout_ms * 4
+        timeout = calls.timeout_ms * 4
         first = True
         try:
             while (request := diff.next_request()) is not None:
                 if isinstance(request, DigestRequest):
-                    reply = await c.call(peer, AeDigests(partition, request.level, request.parents_level,
+                    reply = await calls.call(peer, AeDigests(partition, request.level, request.parents_level,
                                                          list(request.parents), first, min_replicas),
                                          timeout)
                     first = False
@@ -231,7 +248,7 @@ class AntiEntropy:
                                          unpack_digests(reply.digests))
                 else:
                     assert isinstance(request, ListRequest)
-                    reply = await c.call(peer, AeList(partition, [list(n) for n in request.nodes], min_replicas),
+                    reply = await calls.call(peer, AeList(partition, [list(n) for n in request.nodes], min_replicas),
                                          timeout)
                     diff.receive_listing(request, mine.listing(request.nodes), dict(reply.entries))
             result.in_sync = diff.in_sync
@@ -240,15 +257,15 @@ class AntiEntropy:
             for skey in they_need:
                 data = self.engine.get(skey)
                 if data is not None:
-                    await c.call(peer, ReplicaPut(skey, bytes(data)), timeout)
+                    await calls.call(peer, ReplicaPut(skey, bytes(data)), timeout)
                     result.pushed += 1
             for skey in i_need:
-                reply = await c.call(peer, ReplicaGet(skey), timeout)
+                reply = await calls.call(peer, ReplicaGet(skey), timeout)
                 if reply.record is not None:
-                    c.local.apply_record(skey, reply.record)
+                    store.apply_record(skey, reply.record)
                     result.pulled += 1
-            if c.local.has_pending_writes:
-                c.local.commit_writes()
+            if store.has_pending_writes:
+                store.commit_writes()
         except (RpcError, RingkvError, ValueError) as exc:
             result.error = str(exc)
             self.stats.failures += 1
@@ -263,15 +280,15 @@ class AntiEntropy:
         return result
 
     def _others(self, partition: int) -> list[str]:
-        return [n for n in self.c.ring.preference_list(partition) if n != self.c.node_id]
+        return [n for n in self.placement.ring.preference_list(partition) if n != self.node_id]
 
     async def repair_all(self) -> dict:
         """Compare every partition this node holds with every other replica of it."""
         started = time.monotonic()
         results: list[RoundResult] = []
-        partitions = self.c.ring.replica_partitions(self.c.node_id)
+        partitions = self.placement.ring.replica_partitions(self.node_id)
         for p in partitions:
-            round_ms = int(time.time() * 1000)
+            round_ms = self.clock.now_ms()
             ok = True
             for peer in self._others(p):
                 r = await self.compare(p, peer)
@@ -304,18 +321,18 @@ class AntiEntropy:
                 log.exception("anti-entropy round failed")
 
     async def tick(self) -> RoundResult | None:
-        partitions = self.c.ring.replica_partitions(self.c.node_id)
+        partitions = self.placement.ring.replica_partitions(self.node_id)
         if not partitions:
             return None
         p = partitions[self._next % len(partitions)]
         self._next += 1
-        others = [n for n in self._others(p) if self.is_up(n)]
+        others = [n for n in self._others(p) if self.calls.is_up(n)]
         if not others:
             return None
         turn = self._peer_turn.get(p, 0)
         self._peer_turn[p] = turn + 1
         peer = others[turn % len(others)]
-        started_ms, seen = self._round_started.get(p, (int(time.time() * 1000), set()))
+        started_ms, seen = self._round_started.get(p, (self.clock.now_ms(), set()))
         result = await self.compare(p, peer)
         if result.error:
             self._round_started.pop(p, None)

@@ -14,6 +14,7 @@ import tomllib
 from typing import Any
 
 from ringkv.errors import ConfigError
+from ringkv.service.limits import DEFAULT_MAX_VALUE_BYTES
 
 MIB = 1024 * 1024
 
@@ -64,7 +65,7 @@ class NodeConfig:
     # Decoded blocks (Python lists) take ~1.7x their size on disk, and decoding is most of a
     # read's cost, so the cache is sized to hold a few hundred MiB of data decoded.
     block_cache_bytes: int = 256 * MIB
-    max_value_bytes: int = 1 * MIB
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     conflict_policy: str = "siblings"  # siblings | lww, of the default namespace
     # Other namespaces, each with its own N and policy (node/namespaces.py): a TOML table
     # [namespaces.NAME] of replicas and conflict_policy, or as a string (environment, flags)

@@ -4,8 +4,10 @@
 its calls to them fail at once as if refused ("partitioned by fault injection"), and their
 requests to it are answered with an error, which their coordinators count as a failed replica.
 Run it on every node of one side (the chaos suite does) for a symmetric partition.
-`RINGKV.FAULT HEAL` ends it. `RINGKV.FAULT CLOCK_SKEW ms` shifts the physical clock this
-node's hybrid logical clock reads by `ms` (negative: behind), as a node with a wrong clock.
+`RINGKV.FAULT HEAL` ends it. `RINGKV.FAULT CLOCK_SKEW ms` sets this node's clock `ms` off
+(negative: behind), as a node with a wrong clock: everything that reads the node's clock sees
+it (ringkv/clock.py), the hybrid logical clock, TTL expiry, the failure detector and the hint
+window among them.
 
 A node with `fault_injection = false` (the default) refuses every RINGKV.FAULT command.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ringkv.errors import PeerUnavailableError, RingkvError
+from ringkv.clock import Clock
+from ringkv.errors import AdminRequestError, PeerUnavailableError, RingkvError
 from ringkv.net.rpc import NOT_HANDLED
 from ringkv.net.transport import Transport
 
@@ -25,11 +28,30 @@ PARTITIONED = "partitioned by fault injection"
 class FaultState:
     """What the faults injected into one node are right now."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.blocked: set[str] = set()
+        self.clock = clock
 
     def blocks(self, peer: str) -> bool:
         return peer in self.blocked
+
+    def apply(self, argv: list[bytes]) -> str:
+        """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms; what it did, as a line."""
+        what = argv[0].lower() if argv else b""
+        if what == b"partition":
+            self.blocked |= {a.decode() for a in argv[1:]}
+            return f"blocked {','.join(sorted(self.blocked))}"
+        if what == b"heal" and len(argv) == 1:
+            self.blocked.clear()
+            return "healed"
+        if what == b"clock_skew" and len(argv) == 2:
+            try:
+                skew = int(argv[1])
+            except ValueError:
+                raise AdminRequestError(f"CLOCK_SKEW takes milliseconds, got {argv[1][:32]!r}") from None
+            self.clock.skew_ms = skew
+            return f"clock skew {skew} ms"
+        raise AdminRequestError("expected PARTITION node..., HEAL or CLOCK_SKEW ms")
 
 
 class FaultyTransport(Transport):
@@ -75,20 +97,3 @@ class FaultyTransport(Transport):
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-class SkewedClock:
-    """A hybrid logical clock reading a physical clock `skew_ms` off (CLOCK_SKEW)."""
-
-    def __init__(self, inner, skew_ms: int = 0):
-        self.inner = inner
-        self.skew_ms = skew_ms
-
-    def now(self, physical_ms: int) -> int:
-        return self.inner.now(physical_ms + self.skew_ms)
-
-    def observe(self, timestamp: int, physical_ms: int) -> int:
-        return self.inner.observe(timestamp, physical_ms + self.skew_ms)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)

@@ -13,8 +13,8 @@ so a node's liveness is known to everyone within a few rounds even without talki
 directly. The cluster coordinator asks `is_up(node)` to route around down nodes (forwarding,
 stand-ins, read and write fan-out), and hint delivery waits for a target to be up.
 
-Membership is still static (the ring comes from the `members` setting); gossip carries
-liveness, addresses and load figures, which `ringkv cluster status` shows. The seeds are the
+Gossip carries liveness, addresses, statuses (joining, leaving, left, removed) and load
+figures; node/membership.py follows the statuses to rebuild the ring. The seeds are the
 configured members.
 """
 
@@ -25,6 +25,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from ringkv.clock import Clock
 from ringkv.cluster.gossip import (
     DigestEntry,
     Membership,
@@ -36,7 +37,6 @@ from ringkv.cluster.gossip import (
 from ringkv.cluster.phi import FailureDetectors
 from ringkv.errors import RingkvError, RpcError
 from ringkv.node.messages import GossipAck, GossipStates, GossipSyn
-from ringkv.node.replica import now_ms
 
 log = logging.getLogger("ringkv.gossip")
 
@@ -47,6 +47,7 @@ class Gossiper:
         local: NodeState,
         seeds: list[str],
         call: Callable,
+        clock: Clock,
         *,
         interval_ms: int = 1000,
         fanout: int = 2,
@@ -55,7 +56,6 @@ class Gossiper:
         load: Callable[[], dict] | None = None,
         rng: random.Random | None = None,
         on_up: Callable[[str], None] | None = None,
-        on_change: Callable[[list], None] | None = None,
     ):
         self.membership = Membership(local)
         self.detectors = FailureDetectors(threshold=phi_threshold,
@@ -67,8 +67,9 @@ class Gossiper:
         self.fanout = fanout
         self.load = load
         self.rng = rng or random.Random()
+        self.clock = clock
         self.on_up = on_up
-        self.on_change = on_change  # (StateChange list) -> None: addresses, ring (membership.py)
+        self._listeners: list[Callable[[list], None]] = []  # of StateChange lists (membership.py)
         self.rounds = 0
         self.exchanges_failed = 0
         self._down: set[str] = set()
@@ -77,14 +78,22 @@ class Gossiper:
     def node_id(self) -> str:
         return self.membership.local_id
 
+    def subscribe(self, on_change: Callable[[list], None]) -> None:
+        """Call `on_change(changes)` with every batch of state changes gossip brings."""
+        self._listeners.append(on_change)
+
+    def add_seed(self, node: str) -> None:
+        if node != self.node_id and node not in self.seeds:
+            self.seeds.append(node)
+
     def is_up(self, node: str) -> bool:
-        return node == self.node_id or self.detectors.is_up(node, now_ms())
+        return node == self.node_id or self.detectors.is_up(node, self.clock.now_ms())
 
     def phi(self, node: str) -> float:
-        return self.detectors.phi(node, now_ms())
+        return self.detectors.phi(node, self.clock.now_ms())
 
     def down(self) -> set[str]:
-        return self.detectors.down(now_ms())
+        return self.detectors.down(self.clock.now_ms())
 
     # ------------------------------------------------------------------ the rounds
 
@@ -99,7 +108,7 @@ class Gossiper:
                 log.exception("gossip round failed")
 
     async def round(self) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         if self.load is not None:
             self.membership.update_local(**self.load())
         # The decisions (beat, peers, the probe of a member held down, the digest) are
@@ -130,11 +139,11 @@ class Gossiper:
         self.merge(states.states)
 
     def merge(self, states: list[NodeState]) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         changes = self.membership.merge(states, now)
-        if changes and self.on_change is not None:
+        for listener in self._listeners if changes else ():
             try:
-                self.on_change(changes)
+                listener(changes)
             except Exception:
                 log.exception("acting on membership changes failed")
         for change in changes:
@@ -157,7 +166,7 @@ class Gossiper:
         self._down = down
 
     def status(self) -> dict[str, dict]:
-        now = now_ms()
+        now = self.clock.now_ms()
         out = {}
         for s in self.membership.states():
             out[s.node_id] = {

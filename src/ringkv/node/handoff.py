@@ -25,10 +25,10 @@ import os
 import struct
 from collections.abc import Callable
 
+from ringkv.clock import SYSTEM_CLOCK, Clock
 from ringkv.errors import RpcError
 from ringkv.node.messages import ReplicaPut
 from ringkv.node.namespaces import Namespaces
-from ringkv.node.replica import now_ms
 from ringkv.storage import Engine, Options
 from ringkv.versioning import record as rec
 from ringkv.versioning.record import ConflictPolicy
@@ -49,12 +49,13 @@ def _prefix(target: str) -> bytes:
 class HintStore:
     """The durable hints of one node (see the module docstring)."""
 
-    def __init__(self, data_dir: str, *, max_hints: int = 1_000_000, max_hint_window_ms: int = 3 * 3600 * 1000,
-                 policy: ConflictPolicy = ConflictPolicy.SIBLINGS, sync: str = "interval",
-                 namespaces: Namespaces | None = None):
+    def __init__(self, data_dir: str, clock: Clock = SYSTEM_CLOCK, *, max_hints: int = 1_000_000,
+                 max_hint_window_ms: int = 3 * 3600 * 1000, policy: ConflictPolicy = ConflictPolicy.SIBLINGS,
+                 sync: str = "interval", namespaces: Namespaces | None = None):
         self.engine = Engine.open(os.path.join(data_dir, "hints"),
                                   Options(sync=sync, memtable_bytes=4 * 1024 * 1024, background="thread",
                                           block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024))
+        self.clock = clock
         self.max_hints = max_hints
         self.max_hint_window_ms = max_hint_window_ms
         self.policy = policy
@@ -76,7 +77,7 @@ class HintStore:
             if self.stats["hints_pending"] >= self.max_hints:
                 self.stats["hints_dropped_full"] += 1
                 return False
-            created = now_ms()
+            created = self.clock.now_ms()
             data = record
             self._targets[target] = self._targets.get(target, 0) + 1
             self.stats["hints_pending"] += 1
@@ -107,6 +108,17 @@ class HintStore:
                 if len(out) >= limit:
                     break
         return out
+
+    def remove_delivered(self, target: str, skey: bytes, record: bytes) -> bool:
+        """Remove the hint once `record` was delivered, unless a newer miss was merged into it
+        meanwhile (then it stays, to be sent again): False in that case."""
+        stored = self.engine.get(_prefix(target) + skey)
+        if stored is None:
+            return True
+        if bytes(stored[8:]) != record:
+            return False
+        self.remove(target, skey)
+        return True
 
     def remove(self, target: str, skey: bytes, expired: bool = False) -> None:
         self.engine.delete(_prefix(target) + skey, sync=False)
@@ -175,7 +187,7 @@ class HintDelivery:
                 if sent:
                     log.info("delivered %d hints to %s", sent, target)
                 return sent
-            oldest_allowed = now_ms() - store.max_hint_window_ms
+            oldest_allowed = store.clock.now_ms() - store.max_hint_window_ms
             for skey, created, record in hints:
                 if created < oldest_allowed:
                     store.remove(target, skey, expired=True)
@@ -187,7 +199,10 @@ class HintDelivery:
                     self._retry_at[target] = (loop.time() * 1000 + backoff, backoff)
                     log.debug("hints for %s not delivered (%s); next try in %d ms", target, exc, backoff)
                     return sent
-                store.remove(target, skey)
+                # Sending took a round trip, in which a new miss of this key may have been
+                # merged into the hint: then it is kept and sent again.
+                if not store.remove_delivered(target, skey, record):
+                    continue
                 sent += 1
                 if sent % self.rate_per_s == 0:  # rate limit: at most rate_per_s per second
                     elapsed = loop.time() - window_start

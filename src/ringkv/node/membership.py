@@ -48,8 +48,18 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ringkv.clock import Clock
 from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
+from ringkv.errors import AdminConflictError, AdminRequestError, ConfigError
+from ringkv.net.transport import Transport
+from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.config import MemberAddress, parse_member
+from ringkv.node.gossiper import Gossiper
+from ringkv.node.local_store import LocalStore
+from ringkv.node.messages import SyncPartition
+from ringkv.node.placement import Placement
+from ringkv.node.replica_calls import ReplicaCalls
 
 log = logging.getLogger("ringkv.membership")
 
@@ -96,9 +106,34 @@ def plan_moves(old: Sequence[str], new: Sequence[str], replica_counts: Iterable[
     return moves
 
 
+def read_progress(path: str) -> dict:
+    """What `path` (membership.json) recorded; {} when absent or unreadable."""
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError) as exc:
+            # Starting over is safe (a move is an idempotent comparison), but say so.
+            log.warning("cannot read %s (%s): membership moves start from the beginning", path, exc)
+    return {}
+
+
 class MembershipManager:
-    def __init__(self, node, config_members, *, settle_s: float = 3.0, progress_path: str | None = None):
-        self.node = node  # the Node: cluster, gossiper, anti_entropy, transport, config
+    """Keeps `placement`'s rings in step with gossip, and runs joins, leaves and removals."""
+
+    def __init__(self, placement: Placement, calls: ReplicaCalls, transport: Transport, store: LocalStore,
+                 anti_entropy: AntiEntropy, gossiper: Gossiper, clock: Clock, config_members, *,
+                 settle_s: float = 3.0, progress_path: str | None = None):
+        self.placement = placement
+        self.node_id = placement.node_id
+        self.calls = calls
+        self.transport = transport
+        self.store = store
+        self.anti_entropy = anti_entropy
+        self.gossiper = gossiper
+        self.clock = clock
+        self.partitions = placement.ring.partitions
+        self.replicas = placement.ring.replicas
         self.config_members = {m.node_id: m for m in config_members}
         self.settle_s = settle_s
         self.progress_path = progress_path
@@ -112,16 +147,14 @@ class MembershipManager:
         self._sync_queue: list[tuple[int, list[Move]]] = []  # after a ring change: moves to here
         self._already_synced: set[int] = set()  # received while joining: no second pull
         self._wake = asyncio.Event()
-        self._task_done: asyncio.Event | None = None
+        gossiper.subscribe(self.on_gossip)
 
     # ------------------------------------------------------------------ rings
 
     def _statuses(self) -> dict[str, tuple[NodeStatus, str]]:
         out = {n: (NodeStatus.NORMAL, m.rack) for n, m in self.config_members.items()}
-        g = self.node.gossiper
-        if g is not None:
-            for s in g.membership.states():
-                out[s.node_id] = (s.status, s.rack)
+        for s in self.gossiper.membership.states():
+            out[s.node_id] = (s.status, s.rack)
         return out
 
     def compute(self) -> tuple[list[Member], list[Member]]:
@@ -137,21 +170,20 @@ class MembershipManager:
         pending_ids = tuple(m.node_id for m in pending_members)
         if (ring_ids, pending_ids) == (self.ring_nodes, self.pending_nodes):
             return False
-        cfg = self.node.config
-        c = self.node.cluster
+        c = self.placement
         old = c.ring if self.ring_nodes else None
         if not ring_members:
             return False
-        ring = Ring(ring_members, cfg.partitions, cfg.ring_replicas)
+        ring = Ring(ring_members, self.partitions, self.replicas)
         pending = None if pending_ids == ring_ids or not pending_members else Ring(
-            pending_members, cfg.partitions, cfg.ring_replicas)
+            pending_members, self.partitions, self.replicas)
         changed = ring_ids != self.ring_nodes
         self.ring_nodes, self.pending_nodes = ring_ids, pending_ids
         c.set_rings(ring, pending)
         log.info("ring: %s%s", ",".join(ring_ids),
                  f"; pending: {','.join(pending_ids)}" if pending is not None else "")
         if changed and old is not None:
-            me = c.node_id
+            me = self.node_id
             counts = self._replica_counts()
             gained = []
             for p in ring.replica_partitions(me):
@@ -171,10 +203,10 @@ class MembershipManager:
         return changed
 
     def on_gossip(self, changes) -> None:
-        t = self.node.transport
+        t = self.transport
         for ch in changes:
             s = ch.new
-            if s is not None and s.node_id != self.node.cluster.node_id and s.rpc_port and ch.address_changed:
+            if s is not None and s.node_id != self.node_id and s.rpc_port and ch.address_changed:
                 t.set_peer_address(s.node_id, s.rpc_host, s.rpc_port)
         if any(ch.ring_changed for ch in changes):
             self.refresh()
@@ -192,15 +224,13 @@ class MembershipManager:
                 self.moves_done += 1
 
     def _replica_counts(self) -> set[int]:
-        return {s.replicas for s in self.node.cluster.namespaces}
+        return {s.replicas for s in self.placement.namespaces}
 
     async def _run_moves(self, partition: int, moves: list[Move]) -> bool:
         """Run a partition's moves: this node's comparisons itself, the others' by asking the
         receiving node (SyncPartition). True when every gainer got every N it needs from some
         source (a source that is down or fails is logged and counted; another may cover it)."""
-        from ringkv.node.messages import SyncPartition
-
-        c = self.node.cluster
+        me = self.node_id
         by_gainer: dict[str, list[Move]] = {}
         for m in moves:
             by_gainer.setdefault(m.gainer, []).append(m)
@@ -208,10 +238,10 @@ class MembershipManager:
         for gainer, gainer_moves in by_gainer.items():
             needed = {n for m in gainer_moves for n in m.covers}
             covered: set[int] = set()
-            usable = [m for m in gainer_moves if c.is_up(m.source) or m.source == c.node_id]
-            if gainer == c.node_id:
+            usable = [m for m in gainer_moves if self.calls.is_up(m.source) or m.source == me]
+            if gainer == me:
                 for m in usable:
-                    result = await self.node.anti_entropy.compare(partition, m.source, m.min_replicas)
+                    result = await self.anti_entropy.compare(partition, m.source, m.min_replicas)
                     self.keys_moved += result.pulled + result.pushed
                     if result.error:
                         self.move_errors += 1
@@ -221,7 +251,7 @@ class MembershipManager:
             elif usable:
                 body = SyncPartition(partition, [(m.source, m.min_replicas) for m in usable])
                 try:
-                    reply = await c.call(gainer, body, SYNC_TIMEOUT_MS)
+                    reply = await self.calls.call(gainer, body, SYNC_TIMEOUT_MS)
                 except Exception as exc:  # RpcError, a remote error: the move is not done
                     self.move_errors += 1
                     log.warning("asking %s to sync partition %d failed: %s", gainer, partition, exc)
@@ -240,7 +270,7 @@ class MembershipManager:
 
     def _plan(self, partition: int) -> list[Move]:
         """The moves of `partition` from the ring to the pending ring (none without one)."""
-        c = self.node.cluster
+        c = self.placement
         if c.pending is None:
             return []
         return plan_moves(c.ring.preference_list(partition), c.pending.preference_list(partition),
@@ -248,16 +278,13 @@ class MembershipManager:
 
     # ------------------------------------------------------------------ join
 
-    def _load_progress(self) -> dict:
-        if self.progress_path and os.path.exists(self.progress_path):
-            try:
-                with open(self.progress_path) as f:
-                    return json.load(f)
-            except (OSError, ValueError) as exc:
-                # Starting over is safe (a move is an idempotent comparison), but say so.
-                log.warning("cannot read %s (%s): membership moves start from the beginning",
-                            self.progress_path, exc)
-        return {}
+    @staticmethod
+    def saved_status_at(progress_path: str) -> str | None:
+        """The status the node's last membership step recorded (joining, normal, left)."""
+        return read_progress(progress_path).get("status")
+
+    def load_progress(self) -> dict:
+        return read_progress(self.progress_path) if self.progress_path else {}
 
     def _save_progress(self, doc: dict) -> None:
         if not self.progress_path:
@@ -269,9 +296,9 @@ class MembershipManager:
 
     async def join(self, rate_partitions_per_s: float = 50.0) -> None:
         """Run by a node started with join = true (see the module docstring)."""
-        g = self.node.gossiper
-        c = self.node.cluster
-        me = c.node_id
+        g = self.gossiper
+        c = self.placement
+        me = self.node_id
         self.move_kind = "join"
         waited = 0.0
         while True:  # learn the cluster first: a joining node never serves a ring of itself
@@ -287,7 +314,7 @@ class MembershipManager:
                             ",".join(sorted(set(self.config_members) - {me})) or "none")
         await asyncio.sleep(self.settle_s)  # let every node learn that we are joining
         self.refresh()
-        progress = self._load_progress()
+        progress = self.load_progress()
         done = set(progress.get("synced", []))
         plans = {p: moves for p in range(c.ring.partitions) if p not in done and (moves := self._plan(p))}
         todo = sorted(plans)
@@ -311,28 +338,28 @@ class MembershipManager:
 
     def add_seeds(self, entries: list[str]) -> dict:
         """Give a joining node (more) members to learn the cluster from."""
-        from ringkv.node.config import MemberAddress, parse_member
-
-        g = self.node.gossiper
+        g = self.gossiper
         if g.membership.local.status is not NodeStatus.JOINING:
-            raise ValueError("this node is not joining: start it with `ringkv admin join`")
-        added: list[MemberAddress] = [parse_member(e) for e in entries]
+            raise AdminConflictError("this node is not joining: start it with `ringkv admin join`")
+        try:
+            added: list[MemberAddress] = [parse_member(e) for e in entries]
+        except ConfigError as exc:
+            raise AdminRequestError(str(exc)) from None
         if not added:
-            raise ValueError("give at least one seed, node_id@host:rpc_port")
+            raise AdminRequestError("give at least one seed, node_id@host:rpc_port")
         for m in added:
-            if m.node_id == self.node.cluster.node_id:
+            if m.node_id == self.node_id:
                 continue
             self.config_members[m.node_id] = m
-            self.node.transport.set_peer_address(m.node_id, m.host, m.rpc_port)
-            if m.node_id not in g.seeds:
-                g.seeds.append(m.node_id)
-        return {"seeds": sorted(set(self.config_members) - {self.node.cluster.node_id})}
+            self.transport.set_peer_address(m.node_id, m.host, m.rpc_port)
+            g.add_seed(m.node_id)
+        return {"seeds": sorted(set(self.config_members) - {self.node_id})}
 
     # ------------------------------------------------------------------ leave
 
     async def decommission(self, rate_partitions_per_s: float = 50.0) -> dict:
-        g = self.node.gossiper
-        c = self.node.cluster
+        g = self.gossiper
+        c = self.placement
         if g.membership.local.status is NodeStatus.NORMAL:
             g.membership.set_local_status(NodeStatus.LEAVING)
             self.refresh()
@@ -365,7 +392,7 @@ class MembershipManager:
             g.membership.set_local_status(NodeStatus.NORMAL)
             self.refresh()
             self.move_kind = ""
-            raise ValueError(
+            raise AdminConflictError(
                 f"decommission cancelled: {len(failed)} partitions could not be handed over "
                 f"(first: {', '.join(map(str, failed[:10]))}; see the node's log for why); the node "
                 "stays in the ring as normal: fix the cause and run decommission again")
@@ -385,14 +412,14 @@ class MembershipManager:
         Refused while a membership change is in progress or a member of the ring is down: a
         node's view of the ring must be the settled one before it drops anything.
         """
-        c = self.node.cluster
+        c = self.placement
         if c.pending is not None:
-            raise ValueError("a membership change is in progress (see `ringkv admin status`): "
+            raise AdminConflictError("a membership change is in progress (see `ringkv admin status`): "
                              "run cleanup once it has finished")
-        down = [n for n in c.ring.node_ids if n != c.node_id and not c.is_up(n)]
+        me = self.node_id
+        down = [n for n in c.ring.node_ids if n != me and not self.calls.is_up(n)]
         if down:
-            raise ValueError(f"{', '.join(down)} down: cleanup runs only when every member of the ring is up")
-        me = c.node_id
+            raise AdminConflictError(f"{', '.join(down)} down: cleanup runs only when every member of the ring is up")
         namespaces = c.namespaces
         started = time.monotonic()
         removed = partitions = 0
@@ -402,7 +429,7 @@ class MembershipManager:
             if position < namespaces.min_replicas:
                 continue  # a replica of every namespace here
             first, last = c.ring.partition_range(p)
-            n = self.node.local.drop_range(
+            n = self.store.drop_range(
                 first, last, lambda skey, position=position: namespaces.replicas_of_skey(skey) <= position)
             if n:
                 removed += n
@@ -415,21 +442,20 @@ class MembershipManager:
     # ------------------------------------------------------------------ remove
 
     def remove(self, node: str) -> dict:
-        g = self.node.gossiper
-        if node == self.node.cluster.node_id:
-            raise ValueError("a node cannot remove itself: decommission it instead")
+        g = self.gossiper
+        if node == self.node_id:
+            raise AdminRequestError("a node cannot remove itself: decommission it instead")
         if node not in self._statuses():
-            raise ValueError(f"{node} is not a member")
-        changes = g.membership.mark_removed(node, time.time() * 1000,
+            raise AdminRequestError(f"{node} is not a member")
+        changes = g.membership.mark_removed(node, self.clock.now_ms(),
                                             configured=node in self.config_members)
         self.on_gossip(changes)
         self.refresh()
         return {"removed": node}
 
     def status(self) -> dict:
-        g = self.node.gossiper
         return {
-            "local_status": str(g.membership.local.status) if g else "normal",
+            "local_status": str(self.gossiper.membership.local.status),
             "ring": list(self.ring_nodes),
             "pending": list(self.pending_nodes) if self.pending_nodes != self.ring_nodes else [],
             "move": {"kind": self.move_kind, "partitions_total": self.moves_total,

@@ -1,9 +1,9 @@
-"""The node-to-node messages of the cluster protocol (bodies of net.messages.Request/Response).
+"""The node-to-node messages of the cluster protocol (bodies of net.envelope.Request/Response).
 
 Records travel as their stored bytes (versioning/record.py's encoding), so a replica answers a
 read with what its engine returned, without decoding it, and stores an incoming record after
 one merge. Keys travel as storage keys (token ‖ namespace ‖ key, node/replica.py), so the
-receiver never hashes. Every type is tagged and array-like (net.messages.MessageCodec); new
+receiver never hashes. Every type is tagged and array-like (net.envelope.MessageCodec); new
 fields may only be appended, with defaults.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from ringkv.cluster.gossip import NodeState
+from ringkv.node.commands import KeyCommand
 
 
 class ReplicaGet(msgspec.Struct, tag="ReplicaGet", array_like=True):
@@ -69,24 +70,20 @@ class ReplicaAck(msgspec.Struct, tag="ReplicaAck", array_like=True):
 
 
 class Forward(msgspec.Struct, tag="Forward", array_like=True):
-    """Run a key's write on this replica, as its coordinator (read-modify-write commands, and
-    writes that reached a node that holds no replica of the key). Reply: ForwardReply.
+    """Run a key's write command on this replica, as its coordinator (read-modify-write
+    commands, and writes that reached a node that holds no replica of the key). Reply:
+    ForwardReply. `r`/`w` are the levels the client asked for, resolved to counts."""
 
-    `method` is a LocalCoordinator write method; `args` its keyword arguments besides the key.
-    `r`/`w` are the levels the client asked for, resolved to counts.
-    """
-
-    method: str
     namespace: bytes
     key: bytes
-    args: dict[str, Any]
+    command: KeyCommand
     r: int
     w: int
     strict: bool = False  # refuse stand-ins (sloppy quorum) when replicating
 
 
 class ForwardReply(msgspec.Struct, tag="ForwardReply", array_like=True):
-    """The method's result, or the error the client is to see (`kind` is the Redis error
+    """The command's result, or the error the client is to see (`kind` is the Redis error
     prefix, `status` the HTTP status, `quorum` true for a QuorumError)."""
 
     result: Any = None

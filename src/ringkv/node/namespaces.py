@@ -17,41 +17,24 @@ can tell which N and policy apply to it: the coordinator (replica sets), the rep
 (merges), anti-entropy (which keys two replicas must both hold) and hinted handoff.
 
 Clients pick a namespace per connection (RESP `RINGKV.NAMESPACE name`), per request (HTTP
-`?namespace=`) or per client (`ringkv.Client(namespace=...)`); `NamespaceView` binds a
-coordinator to one. An unknown name is refused, naming the ones configured.
+`?namespace=`) or per client (`ringkv.Client(namespace=...)`); a service view is bound to
+one (`KeyValueService.in_namespace`). An unknown name is refused, naming the ones configured.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
 from typing import Any
 
 from ringkv.errors import ConfigError
+from ringkv.service.contract import DEFAULT_NAMESPACE_NAME, NamespaceSpec
 from ringkv.versioning.record import ConflictPolicy
 
-DEFAULT_NAME = "default"  # how clients name the default namespace (stored as b"")
+DEFAULT_NAME = DEFAULT_NAMESPACE_NAME  # how clients name the default namespace (stored as b"")
 MAX_NAMESPACES = 64
 MAX_NAME_BYTES = 64
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _FIELDS = ("replicas", "conflict_policy")
-
-
-@dataclasses.dataclass(frozen=True)
-class NamespaceSpec:
-    name: str  # as clients name it; "default" for the default namespace
-    replicas: int
-    conflict_policy: ConflictPolicy
-
-    @property
-    def stored(self) -> bytes:
-        """The namespace bytes in storage keys (empty for the default namespace)."""
-        return b"" if self.name == DEFAULT_NAME else self.name.encode()
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "replicas": self.replicas,
-                "conflict_policy": self.conflict_policy.value}
 
 
 def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -150,38 +133,3 @@ class Namespaces:
         return self.of_skey(skey).replicas
 
 
-SINGLE = Namespaces(1, "siblings")  # a coordinator built without a configuration
-
-
-class NamespaceView:
-    """A coordinator bound to one namespace: key-level calls get `namespace=` filled in;
-    `at()` keeps the binding; everything else is the coordinator's."""
-
-    __slots__ = ("_coord", "namespace", "spec")
-
-    _KEYED = frozenset({
-        "get", "get_value", "get_value_now", "get_versions", "exists", "mget", "ttl_ms", "set",
-        "put", "put_now", "put_versioned", "mset", "msetnx", "delete", "getdel", "incr_by",
-        "incr_by_float", "append", "expire_at", "getex", "scan", "keys", "dbsize",
-    })
-
-    def __init__(self, coord: Any, spec: NamespaceSpec):
-        self._coord = coord
-        self.spec = spec
-        self.namespace = spec.stored
-
-    def at(self, r=None, w=None, strict=None) -> NamespaceView:
-        return NamespaceView(self._coord.at(r, w, strict), self.spec)
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._coord, name)
-        if name in self._KEYED:
-            return functools.partial(value, namespace=self.namespace)
-        return value
-
-
-def bind(coord: Any, spec: NamespaceSpec) -> Any:
-    """`coord` bound to `spec`'s namespace (itself for the default namespace)."""
-    while isinstance(coord, NamespaceView):
-        coord = coord._coord
-    return coord if spec.name == DEFAULT_NAME else NamespaceView(coord, spec)

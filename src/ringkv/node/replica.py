@@ -15,17 +15,17 @@ when the sync policy is `always`. Synchronous and cheap: no call here waits on t
 from __future__ import annotations
 
 import struct
-import time
 
 from xxhash import xxh3_64_digest
 
+from ringkv.clock import SYSTEM_CLOCK, Clock
 from ringkv.errors import ClockSkewError, LimitError
+from ringkv.service.limits import MAX_NAMESPACE_BYTES
 from ringkv.storage import Engine
 from ringkv.versioning import record as rec
 from ringkv.versioning.hlc import HybridLogicalClock
 from ringkv.versioning.record import ConflictPolicy, Record
 
-MAX_NAMESPACE_BYTES = 255
 _TOKEN = struct.Struct(">Q")
 
 
@@ -53,19 +53,24 @@ def split_storage_key(skey: bytes) -> tuple[bytes, bytes]:
     return skey[9 : 9 + n], skey[9 + n :]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Replica:
-    __slots__ = ("_decode", "_encode", "actor", "clock", "engine")
+    """A node's versioned records. `wall` is the node's clock (ringkv/clock.py); `hlc` the
+    hybrid logical clock that stamps this replica's writes, fed from it."""
 
-    def __init__(self, engine: Engine, actor: bytes, clock: HybridLogicalClock | None = None):
+    __slots__ = ("_decode", "_encode", "actor", "engine", "hlc", "wall")
+
+    def __init__(self, engine: Engine, actor: bytes, wall: Clock = SYSTEM_CLOCK,
+                 hlc: HybridLogicalClock | None = None):
         self.engine = engine
         self.actor = actor
-        self.clock = clock or HybridLogicalClock()
+        self.wall = wall
+        self.hlc = hlc or HybridLogicalClock()
         self._encode = rec.encode_record
         self._decode = rec.decode_record
+
+    def hlc_now(self) -> int:
+        """A timestamp for a write made here now."""
+        return self.hlc.now(self.wall.now_ms())
 
     def read(self, namespace: bytes, key: bytes) -> Record | None:
         data = self.engine.get(storage_key(namespace, key))
@@ -101,7 +106,7 @@ class Replica:
             actor=self.actor,
             context=context,
             value=value,
-            timestamp=self.clock.now(now_ms()),
+            timestamp=self.hlc_now(),
             expire_at_ms=expire_at_ms,
             policy=policy,
         )
@@ -138,7 +143,7 @@ class Replica:
         # broken clock must not drag every other node's clock into the future.
         ts = max(s.timestamp for s in incoming.siblings)
         try:
-            self.clock.observe(ts, now_ms())
+            self.hlc.observe(ts, self.wall.now_ms())
         except ClockSkewError:
             pass
 

@@ -25,8 +25,8 @@ from ringkv.versioning.hlc import (
 )
 from ringkv.versioning.record import (
     ConflictPolicy,
+    DottedValue,
     Record,
-    Sibling,
     apply_write,
     decode_record,
     encode_record,
@@ -38,9 +38,9 @@ __all__ = [
     "Actor",
     "ConflictPolicy",
     "Dot",
+    "DottedValue",
     "HybridLogicalClock",
     "Record",
-    "Sibling",
     "VersionVector",
     "apply_write",
     "concurrent",

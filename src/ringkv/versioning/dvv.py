@@ -6,7 +6,7 @@ that made it. This is the scheme Riak 2.0 adopted (`dvv_enabled`) to end sibling
 write replaces exactly the siblings its causal context saw, nothing more, nothing less.
 
 The functions here are generic over the sibling type: anything with a `.dot` attribute (the
-stored `Sibling` of record.py, or a test's model). They never mutate their arguments; treat
+stored `DottedValue` of record.py, or a test's model). They never mutate their arguments; treat
 every clock as immutable. Canonical form, which Merkle hashing of encoded records relies on:
 every clock returned has its actors in byte order and no zero entries; every sibling list is in
 dot order. A dot names exactly one write (actor ids carry an epoch so a node that lost its data

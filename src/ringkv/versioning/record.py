@@ -41,8 +41,10 @@ class ConflictPolicy(enum.StrEnum):
     LWW = "lww"
 
 
-class Sibling(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """One value of a key, tagged with the write that made it. gc=False: holds no cycles."""
+class DottedValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One value of a key, tagged with the write that made it (its dot): a sibling of the
+    record. (The client's `Sibling` is what a sibling-aware read answers.) gc=False: it holds no
+    cycles."""
 
     dot: Dot
     value: bytes | None
@@ -71,11 +73,11 @@ class Sibling(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return self.expire_at_ms or None
 
 
-def _winner_key(sibling: Sibling) -> tuple[int, Dot]:
+def _winner_key(sibling: DottedValue) -> tuple[int, Dot]:
     return sibling.timestamp, sibling.dot
 
 
-def pick_winner(siblings: tuple[Sibling, ...] | list[Sibling]) -> Sibling:
+def pick_winner(siblings: tuple[DottedValue, ...] | list[DottedValue]) -> DottedValue:
     """The sibling the winner rule picks, live or not. REQUIRES: `siblings` is not empty.
 
     Dots are unique, so the key is a total order and the pick does not depend on the order of
@@ -95,20 +97,20 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """
 
     clock: ClockField
-    siblings: tuple[Sibling, ...]
+    siblings: tuple[DottedValue, ...]
 
     @property
     def context(self) -> VersionVector:
         """The causal context a read returns: everything this record has seen."""
         return self.clock
 
-    def winner(self, now_ms: int) -> Sibling | None:
+    def winner(self, now_ms: int) -> DottedValue | None:
         """What a plain GET returns at `now_ms`: the winner, or None (not found) when the
         winner is a tombstone or has expired."""
         best = pick_winner(self.siblings)
         return best if best.is_live(now_ms) else None
 
-    def live_siblings(self, now_ms: int) -> list[Sibling]:
+    def live_siblings(self, now_ms: int) -> list[DottedValue]:
         """The values a sibling-aware read returns: no tombstones, nothing expired."""
         return [s for s in self.siblings if s.is_live(now_ms)]
 
@@ -145,9 +147,9 @@ def apply_write(
     becomes a sibling of what is there. Under `lww` only the winner is kept.
     """
     clock: Mapping[Actor, int] = stored.clock if stored is not None else {}
-    siblings: tuple[Sibling, ...] = stored.siblings if stored is not None else ()
+    siblings: tuple[DottedValue, ...] = stored.siblings if stored is not None else ()
     dot, new_clock, survivors = dvv.write(clock, siblings, actor, context)
-    new = Sibling(dot, value, timestamp, expire_at_ms)
+    new = DottedValue(dot, value, timestamp, expire_at_ms)
     if policy is ConflictPolicy.LWW:
         return Record(new_clock, (pick_winner((*siblings, new)),))
     survivors.append(new)
@@ -167,7 +169,7 @@ def overwrite(
     machinery. This is a plain Redis SET on the coordinating replica, the hottest write there is.
     """
     if stored is None:
-        return Record({actor: 1}, (Sibling(Dot(actor, 1), value, timestamp, expire_at_ms),))
+        return Record({actor: 1}, (DottedValue(Dot(actor, 1), value, timestamp, expire_at_ms),))
     clock = stored.clock
     n = clock.get(actor, 0) + 1
     if actor in clock:
@@ -176,7 +178,7 @@ def overwrite(
     else:
         clock = dict(sorted((*clock.items(), (actor, n))))  # canonical: actors in byte order
     # Every stored sibling is covered by the stored clock, so the context replaces them all.
-    return Record(clock, (Sibling(Dot(actor, n), value, timestamp, expire_at_ms),))
+    return Record(clock, (DottedValue(Dot(actor, n), value, timestamp, expire_at_ms),))
 
 
 def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS) -> Record:
@@ -204,9 +206,9 @@ _VERSION_BYTE = bytes([FORMAT_VERSION])
 # encode + decode of a record with one sibling and a 100-byte value (~140 bytes stored) takes
 # about 0.8-1.0 us: encode 0.2 us, decode 0.6-0.7 us of which ~0.2 us is the invariant checks.
 # Reproduce: PYTHONPATH=src python -m timeit
-#   -s "from ringkv.versioning.record import Record, Sibling, encode_record, decode_record"
+#   -s "from ringkv.versioning.record import Record, DottedValue, encode_record, decode_record"
 #   -s "from ringkv.versioning.dvv import Dot"
-#   -s "r = Record({b'n1': 1}, (Sibling(Dot(b'n1', 1), b'x' * 100, 1 << 60),))"
+#   -s "r = Record({b'n1': 1}, (DottedValue(Dot(b'n1', 1), b'x' * 100, 1 << 60),))"
 #   "decode_record(encode_record(r))"
 
 

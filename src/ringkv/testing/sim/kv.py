@@ -19,7 +19,7 @@ gossiper. What is simplified, and why it does not weaken the checks:
   request twice and a second run would be a second write.
 - Writes run on a replica of the key: a client's contact node coordinates when it is one,
   else forwards to the first replica its detector holds up (the list's first if none), as
-  `ClusterCoordinator._write` does. Reads run on the contact node, replica or not.
+  `Forwarder.run` (node/forwarding.py) does. Reads run on the contact node, replica or not.
 - Hint delivery is a periodic tick (`hint_interval_ms`) sending each target the detector
   holds up at most `max_hints_per_tick` hints; no back-off (node/handoff.HintDelivery backs
   off a failing target from 1 s to 60 s; that only slows delivery). A hint is removed when
@@ -329,7 +329,7 @@ class KvNode:
         if self.alive:
             self.sim.network.send(self.node_id, dst, KvReply(call_id, body), self.sim.nodes[dst].generation)
 
-    # -- the replica side (node/cluster.Cluster.handle_now)
+    # -- the replica side (node/replica_service.ReplicaService)
 
     def serve(self, src: str, call_id: int, body: Any) -> Any:
         kind = type(body)
@@ -358,7 +358,7 @@ class KvNode:
 
     def write(self, key: bytes, value: bytes, done: Callable[[WriteResult], None]) -> None:
         """A client's plain SET sent to this node: run here when a replica of the key, else
-        forwarded to the first replica held up (ClusterCoordinator._write)."""
+        forwarded to the first replica held up (node/forwarding.py, Forwarder.run)."""
         pref, _ = self.sim.placement(key)
         if self.node_id in pref:
             self.coordinate_write(key, value, done)
@@ -374,7 +374,7 @@ class KvNode:
 
     def coordinate_write(self, key: bytes, value: bytes, done: Callable[[WriteResult], None]) -> None:
         """Make the new version here (a dot of this node's actor), store it, and replicate it
-        through a WritePlan at QUORUM (ClusterCoordinator.put and _replicate)."""
+        through a WritePlan at QUORUM (node/cluster_service.py put, node/write_path.py replicate)."""
         sim, store, s = self.sim, self.store, self.settings
         pref, partition = sim.placement(key)
         me = self.node_id
@@ -432,7 +432,7 @@ class KvNode:
 
     def read(self, key: bytes, level: ConsistencyLevel, done: Callable[[ReadResult], None]) -> None:
         """A client's GET sent to this node: a ReadPlan over the key's replicas, read repair
-        once every replica has answered (ClusterCoordinator.read_raw, _repair_after)."""
+        once every replica has answered (node/read_path.py, ReadPath.read)."""
         pref, _ = self.sim.placement(key)
         r = resolve(level, len(pref), field="r")
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.is_up, merge=merge_records, same=_same)

@@ -27,7 +27,7 @@ from redis.retry import Retry
 from ringkv.testing.launcher import NodeProcess
 from ringkv.testing.wait import wait_until
 
-HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http") else "false"
+HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http_serving") else "false"
 NO_RETRY = Retry(NoBackoff(), 0)  # a write to a dead node must fail, not be resent later
 KEYS_PER_WRITER = 200
 PIPELINE_DEPTH = 20

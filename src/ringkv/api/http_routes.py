@@ -1,0 +1,541 @@
+"""The HTTP API's routes: each handler translates one request into calls on the node's
+`KeyValueService` (or `AdminService`) and their results back into JSON or raw bytes.
+
+`routes(api)` is the route table: path, handler, method and the route's OpenAPI options. Errors
+are raised (ProblemError, or the service's typed errors) and answered as problem+json in one
+place (api/http_problems.py). Handlers are `async def` and never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Body, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from ringkv.api.http_codec import (
+    API,
+    LIST_MAX_SCAN_CALLS,
+    LIST_SCAN_BUDGET,
+    MAX_LIST_LIMIT,
+    OCTET_STREAM,
+    Consistency,
+    KeyEncodingQuery,
+    KeyPath,
+    RequestLevel,
+    b64,
+    decode_context,
+    decode_key,
+    decode_value,
+    encode_key,
+    expire_at_ms,
+    json_response,
+    parse_cursor,
+    path_key,
+    prefix_glob,
+    suffixed_path_key,
+    ttl_remaining,
+    wants_raw,
+)
+from ringkv.api.http_metrics import HttpMetrics
+from ringkv.api.http_models import (
+    MAX_TTL_S,
+    BatchGetRequest,
+    BatchGetResponse,
+    BatchPutRequest,
+    BatchPutResponse,
+    ContextResponse,
+    DeleteKeyResponse,
+    GetKeyResponse,
+    IncrRequest,
+    IncrResponse,
+    JoinRequest,
+    KeyListResponse,
+    PutKeyRequest,
+    PutKeyResponse,
+    PutVersionRequest,
+    ScanResponse,
+    StatusResponse,
+    TtlRequest,
+    TtlResponse,
+    VersionsResponse,
+)
+from ringkv.api.http_problems import PROBLEM_JSON, ProblemError, problem_responses
+from ringkv.errors import CommandError
+from ringkv.service.contract import AdminService, KeyValueService
+from ringkv.service.limits import MAX_SCAN_COUNT
+
+
+class KeyValueApi:
+    """The route handlers, over a node's services (None: the app exists for its OpenAPI spec
+    alone, and every route answers 503).
+
+    Data handlers take `level` (the validated consistency level, strictness and namespace)
+    and run on the service view it names; without one, the node's defaults apply.
+    """
+
+    def __init__(self, service: KeyValueService | None, admin: AdminService | None, metrics: HttpMetrics) -> None:
+        self.service = service
+        self.admin_service = admin
+        self.metrics = metrics
+
+    def _kv(self, level: RequestLevel | None = None) -> KeyValueService:
+        kv = self.service
+        if kv is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        if level is None:
+            return kv
+        if level.namespace is not None:
+            kv = kv.in_namespace(level.namespace)  # UnknownNamespaceError: 400 (http_problems)
+        if level.level is None and not level.strict:
+            return kv
+        name = None if level.level is None else level.level.value
+        return kv.at(name, name, True if level.strict else None)
+
+    def _admin(self) -> AdminService:
+        if self.admin_service is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        return self.admin_service
+
+    # ------------------------------------------------------------ single keys
+
+    async def get_key(
+        self,
+        request: Request,
+        key: KeyPath,
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+        accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Response:
+        """Read a key: JSON with the base64 value, or the raw bytes with
+        `Accept: application/octet-stream` (version, timestamp and TTL then in headers)."""
+        kb = path_key(request, key, key_encoding)
+        kv = self._kv(level)
+        value = await kv.get(kb)
+        if value is None:
+            raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
+        ttl = ttl_remaining(value.expire_at_ms, kv.now_ms())
+        if wants_raw(accept):
+            headers = {"Ringkv-Version": b64(value.context), "Ringkv-Timestamp": str(value.timestamp)}
+            if ttl is not None:
+                headers["Ringkv-TTL-Remaining"] = f"{ttl:.3f}"
+            return Response(value.value, media_type=OCTET_STREAM, headers=headers)
+        return json_response(
+            {
+                "key": key,
+                "value": b64(value.value),
+                "version": b64(value.context),
+                "timestamp": value.timestamp,
+                "ttl_remaining": ttl,
+            }
+        )
+
+    async def head_key(
+        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Whether a key has a live value: 200 or 404, no body."""
+        kb = path_key(request, key, key_encoding)
+        found = await self._kv(level).exists([kb])
+        return Response(status_code=200 if found else 404)
+
+    async def put_key(
+        self,
+        request: Request,
+        key: KeyPath,
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+        ttl: Annotated[
+            float | None, Query(gt=0, le=MAX_TTL_S, description="With an octet-stream body only: seconds until expiry.")
+        ] = None,
+        if_not_exists: Annotated[
+            bool | None, Query(description="With an octet-stream body only: write only if the key is missing.")
+        ] = None,
+    ) -> Response:
+        """Write a key: a JSON body with the base64 value, or the raw bytes with
+        `Content-Type: application/octet-stream`. Overwrites what the key held (replacing every
+        sibling this node has seen)."""
+        kb = path_key(request, key, key_encoding)
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        raw = media == OCTET_STREAM
+        if not raw and media != "application/json" and not media.endswith("+json"):
+            raise ProblemError(
+                415,
+                "unsupported-media-type",
+                f"Content-Type {media or '(none)'!r} is not accepted; send application/json or application/octet-stream",
+            )
+        body = await request.body()
+        if raw:
+            value = body
+            nx = bool(if_not_exists)
+        else:
+            if ttl is not None or if_not_exists is not None:
+                raise ProblemError(
+                    400,
+                    "bad-request",
+                    "ttl and if_not_exists go in the JSON body; as query parameters they are for "
+                    "application/octet-stream bodies",
+                )
+            try:
+                put = PutKeyRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise RequestValidationError(
+                    [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+                ) from None
+            value = decode_value(put.value, "value")
+            ttl, nx = put.ttl, put.if_not_exists
+        kv = self._kv(level)
+        # Read the causal context and write with it: a plain overwrite, as SET is, that also
+        # gives the client the new version. No await suspends between the two on one node.
+        seen = await kv.get_versions(kb)
+        if nx and seen.siblings:
+            raise ProblemError(409, "key-exists", f"key {key[:200]!r} exists and if_not_exists was set")
+        version = await kv.put_versioned(kb, value, seen.context, expire_at_ms=expire_at_ms(ttl, kv.now_ms()))
+        return json_response({"key": key, "version": b64(version), "applied": True, "created": not seen.siblings})
+
+    async def delete_key(
+        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which."""
+        kb = path_key(request, key, key_encoding)
+        n = await self._kv(level).delete([kb])
+        return json_response({"deleted": n > 0})
+
+    async def set_ttl(
+        self,
+        request: Request,
+        key: KeyPath,
+        body: Annotated[TtlRequest, Body()],
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Set a key's expiry (`ttl` seconds from now) or remove it (`ttl: null`)."""
+        kb = suffixed_path_key(request, key, key_encoding, "/ttl")
+        kv = self._kv(level)
+        if await kv.ttl_ms(kb) == -2:
+            raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
+        changed = await kv.expire_at(kb, 0 if body.ttl is None else expire_at_ms(body.ttl, kv.now_ms()))
+        return json_response({"key": key, "changed": changed})
+
+    async def incr(
+        self,
+        request: Request,
+        key: KeyPath,
+        body: Annotated[IncrRequest, Body()],
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Add `delta` to the integer stored under a key (a missing key counts as 0), as INCRBY."""
+        kb = suffixed_path_key(request, key, key_encoding, "/incr")
+        try:
+            value = await self._kv(level).incr_by(kb, body.delta)
+        except CommandError as exc:
+            # The request is well formed; what is stored (or the sum) is not an int64.
+            raise ProblemError(409, "not-an-integer", f"cannot increment key {key[:200]!r}: {exc}") from None
+        return json_response({"value": value})
+
+    # ------------------------------------------------------------ siblings
+
+    async def get_versions(
+        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Read every live sibling of a key (concurrent writes that no write has replaced) and
+        the causal context that covers them all. A key with no record answers 200 with
+        `context: null` and no siblings."""
+        kb = suffixed_path_key(request, key, key_encoding, "/versions")
+        kv = self._kv(level)
+        versions = await kv.get_versions(kb)
+        now = kv.now_ms()
+        return json_response(
+            {
+                "key": encode_key(kb, key_encoding),
+                "context": None if versions.context is None else b64(versions.context),
+                "siblings": [
+                    {
+                        "value": b64(s.value),
+                        "timestamp": s.timestamp,
+                        "ttl_remaining": ttl_remaining(s.expire_at_ms, now),
+                    }
+                    for s in versions.siblings
+                ],
+            }
+        )
+
+    async def put_versioned(
+        self,
+        request: Request,
+        key: KeyPath,
+        body: Annotated[PutVersionRequest, Body()],
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Write a value with the causal context a read returned: it replaces exactly the
+        siblings that read saw. Without a context the write is blind and becomes a sibling of
+        whatever is stored."""
+        kb = suffixed_path_key(request, key, key_encoding, "/versions")
+        value = decode_value(body.value, "value")
+        context = None if body.context is None else decode_context(body.context, "context")
+        kv = self._kv(level)
+        new = await kv.put_versioned(kb, value, context, expire_at_ms=expire_at_ms(body.ttl, kv.now_ms()))
+        return json_response({"context": b64(new)})
+
+    async def delete_versioned(
+        self,
+        request: Request,
+        key: KeyPath,
+        level: Consistency,
+        context: Annotated[
+            str | None,
+            Query(description="The context a read returned, base64 (URL-safe alphabet accepted); absent: blind."),
+        ] = None,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Delete with a causal context: a versioned tombstone replaces the siblings the read
+        saw (a blind delete replaces none of them)."""
+        kb = suffixed_path_key(request, key, key_encoding, "/versions")
+        ctx = None if context is None else decode_context(context, "context")
+        new = await self._kv(level).put_versioned(kb, None, ctx)
+        return json_response({"context": b64(new)})
+
+    # ------------------------------------------------------------ batches
+
+    async def batch_get(
+        self, body: BatchGetRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Read up to 1000 keys at once."""
+        keys = [decode_key(k, key_encoding, f"keys[{i}]") for i, k in enumerate(body.keys)]
+        values = await self._kv(level).mget(keys)
+        return json_response({"values": [None if v is None else b64(v) for v in values]})
+
+    async def batch_put(
+        self, body: BatchPutRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+    ) -> Response:
+        """Write up to 1000 keys, in order. Every item is checked before any is written, so a
+        bad item rejects the whole batch."""
+        kv = self._kv(level)
+        limit = kv.limits.max_value_bytes
+        writes = []
+        for i, item in enumerate(body.items):
+            k = decode_key(item.key, key_encoding, f"items[{i}].key")
+            v = decode_value(item.value, f"items[{i}].value")
+            if len(v) > limit:
+                raise ProblemError(
+                    413, "too-large", f"items[{i}].value is {len(v)} bytes; the limit is max_value_bytes={limit}"
+                )
+            writes.append((k, v, item.ttl))
+        if len({k for k, _, _ in writes}) < len(writes):
+            # A key named twice keeps its last value: write in order, one at a time.
+            for k, v, ttl in writes:
+                await kv.set(k, v, expire_at_ms=expire_at_ms(ttl, kv.now_ms()))
+        else:
+            # Distinct keys: the ones without a TTL as one MSET (batched per replica set in a
+            # cluster), the others concurrently.
+            plain = [(k, v) for k, v, ttl in writes if not ttl]
+            await asyncio.gather(
+                *([kv.mset(plain)] if plain else []),
+                *(kv.set(k, v, expire_at_ms=expire_at_ms(ttl, kv.now_ms())) for k, v, ttl in writes if ttl))
+        return json_response({"written": len(writes)})
+
+    # ------------------------------------------------------------ listing
+
+    async def list_keys(
+        self,
+        level: Consistency,
+        prefix: Annotated[str, Query(description="Only keys starting with this (in key_encoding).")] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT, description="Most keys in one page.")] = 100,
+        cursor: Annotated[
+            str | None, Query(description="From the previous page; absent or empty starts a listing.")
+        ] = None,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """List keys with a prefix, a page at a time. A key present for the whole listing is
+        returned exactly once; a page may hold fewer than `limit` keys (even none) while
+        `cursor` is not null."""
+        kv = self._kv(level)
+        match = prefix_glob(decode_key(prefix, key_encoding, "prefix"))
+        position = parse_cursor(cursor)
+        keys: list[bytes] = []
+        budget = limit + LIST_SCAN_BUDGET
+        examined = 0
+        for _ in range(LIST_MAX_SCAN_CALLS):
+            # count=keys still wanted: scan examines `count` records, so it cannot find more
+            # than that, and the page never overshoots `limit`.
+            count = min(limit - len(keys), budget - examined)
+            position, page = await kv.scan(position, count, match)
+            keys.extend(page)
+            examined += count
+            if position == 0 or len(keys) >= limit or examined >= budget:
+                break
+        return json_response(
+            {
+                "keys": [encode_key(k, key_encoding) for k in keys],
+                "cursor": None if position == 0 else str(position),
+            }
+        )
+
+    async def scan(
+        self,
+        level: Consistency,
+        cursor: Annotated[str, Query(description="0 starts a scan; then the cursor of the previous answer.")] = "0",
+        count: Annotated[int, Query(ge=1, le=MAX_SCAN_COUNT, description="Records to examine.")] = 10,
+        match: Annotated[
+            str | None, Query(description="Redis glob (*, ?, [abc], \\ escapes) on keys, in key_encoding.")
+        ] = None,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Redis SCAN: examine `count` records from `cursor`, return the live keys among them."""
+        pattern = None if match is None else decode_key(match, key_encoding, "match")
+        position, keys = await self._kv(level).scan(parse_cursor(cursor), count, pattern)
+        return json_response({"cursor": str(position), "keys": [encode_key(k, key_encoding) for k in keys]})
+
+    # ------------------------------------------------------------ operations
+
+    async def healthz(self) -> Response:
+        """The process is alive and its event loop answers."""
+        return json_response({"status": "ok"})
+
+    async def readyz(self) -> Response:
+        """Ready to serve: the engine is open and no background flush or compaction failed."""
+        why_not = self._admin().health()
+        if why_not is not None:
+            raise ProblemError(503, "unavailable", why_not)
+        return json_response({"status": "ready"})
+
+    async def list_namespaces(self) -> Response:
+        """The cluster's namespaces, each with its replica count N and conflict policy; pick
+        one per request with `?namespace=`."""
+        return json_response({"namespaces": [s.as_dict() for s in self._kv().namespaces()]})
+
+    async def cluster_status(self) -> Response:
+        """Members, their partitions, keys, addresses and liveness, as this node sees them (the
+        same document as RINGKV.STATUS and `ringkv cluster status --json`)."""
+        return json_response(await self._admin().status())
+
+    async def cluster_repair(self) -> Response:
+        """Run anti-entropy now over every partition this node holds; answers what it fixed
+        (as `ringkv repair`)."""
+        return json_response(await self._admin().repair())
+
+    async def cluster_remove_node(self, node_id: str) -> Response:
+        """Take a node out of the ring: this node decommissions itself (hands its partitions
+        over, then leaves) when `node_id` names it; any other node is removed as dead and its
+        partitions are rebuilt from the remaining replicas."""
+        admin = self._admin()
+        if node_id == admin.node_id:
+            return json_response(await admin.decommission())
+        return json_response(await admin.remove(node_id))
+
+    async def cluster_cleanup(self) -> Response:
+        """Remove from this node the data it no longer holds as a replica (left behind by joins
+        and decommissions); refused (409) while a membership change runs or a member is down."""
+        return json_response(await self._admin().cleanup())
+
+    async def cluster_add_seeds(self, body: JoinRequest) -> Response:
+        """On a node started with `ringkv admin join`: the members to learn the cluster from
+        (node_id@host:rpc_port). It then joins: receives its partitions and turns normal."""
+        return json_response(await self._admin().join(list(body.seeds)))
+
+    async def cluster_rebalance(self) -> Response:
+        """Bring every partition this node holds in line with its other replicas now (the
+        anti-entropy pass `ringkv repair` runs), e.g. after a membership change."""
+        return await self.cluster_repair()
+
+    async def metrics_text(self) -> Response:
+        """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any]]]:
+    """The route table: (path, handler, method, route options)."""
+    key = API + "/keys/{key:ringkv_key}"
+    octet = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    # Before the plain key routes, whose key pattern would take `k/versions` as the key: a key
+    # whose path ends in /versions is reached with key_encoding=base64 (docs/http.md).
+    versions = key + "/versions"
+    yield versions, api.get_versions, "GET", {
+        "response_model": VersionsResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503),
+    }
+    yield versions, api.put_versioned, "PUT", {
+        "response_model": ContextResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503, 507),
+    }
+    yield versions, api.delete_versioned, "DELETE", {
+        "response_model": ContextResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503, 507),
+    }
+    yield key, api.get_key, "GET", {
+        "response_model": GetKeyResponse,
+        "responses": {200: {"content": octet}, **problem_responses(400, 404, 422, 503)},
+    }
+    yield key, api.head_key, "HEAD", {
+        "response_class": Response,
+        "responses": {200: {"description": "The key has a live value."}, 404: {"description": "No live value."},
+                      **problem_responses(400, 422, 503)},
+    }
+    yield key, api.put_key, "PUT", {
+        "response_model": PutKeyResponse,
+        "responses": problem_responses(400, 409, 413, 415, 422, 503, 507),
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PutKeyRequest"}},
+                    **octet,
+                },
+            }
+        },
+    }
+    yield key, api.delete_key, "DELETE", {
+        "response_model": DeleteKeyResponse,
+        "responses": problem_responses(400, 422, 503, 507),
+    }
+    yield API + "/keys/{key:ringkv_key}/ttl", api.set_ttl, "POST", {
+        "response_model": TtlResponse,
+        "responses": problem_responses(400, 404, 413, 422, 503, 507),
+    }
+    yield API + "/keys/{key:ringkv_key}/incr", api.incr, "POST", {
+        "response_model": IncrResponse,
+        "responses": {**problem_responses(400, 404, 413, 422, 503, 507),
+                      409: {"description": "The stored value, or the sum, is not a signed 64-bit integer.",
+                            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
+    }
+    yield API + "/batch/get", api.batch_get, "POST", {
+        "response_model": BatchGetResponse,
+        "responses": problem_responses(400, 413, 422, 503),
+    }
+    yield API + "/batch/put", api.batch_put, "POST", {
+        "response_model": BatchPutResponse,
+        "responses": problem_responses(400, 413, 422, 503, 507),
+    }
+    yield API + "/keys", api.list_keys, "GET", {
+        "response_model": KeyListResponse,
+        "responses": problem_responses(400, 422, 503),
+    }
+    yield API + "/scan", api.scan, "GET", {
+        "response_model": ScanResponse,
+        "responses": problem_responses(400, 422, 503),
+    }
+    json_object = {"response_class": Response, "responses": {
+        200: {"description": "A JSON document (see docs/cluster.md).",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
+        **problem_responses(503)}}
+    yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
+    yield API + "/namespaces", api.list_namespaces, "GET", json_object
+    yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
+    yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
+    yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409, 422)}}
+    yield API + "/admin/cluster/cleanup", api.cluster_cleanup, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(409)}}
+    yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409)}}
+    yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
+    yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
+    yield "/metrics", api.metrics_text, "GET", {
+        "response_class": Response,
+        "responses": {200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }

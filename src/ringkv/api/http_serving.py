@@ -1,0 +1,273 @@
+"""Serving the HTTP API: the FastAPI app, its middleware, and uvicorn inside the node's loop.
+
+Contracts:
+- `create_app(service, admin)` builds the app over a node's services; `create_app()` builds it
+  for its OpenAPI spec alone (every route answers 503).
+- `start_http(app, host, port)` serves it with uvicorn inside the running event loop (the
+  node's uvloop) and returns `(handle, (host, port))`; `await handle.close()` stops it. The
+  process keeps its own SIGTERM/SIGINT handlers: the embedded uvicorn installs none.
+- Every error is `application/problem+json` (RFC 9457), mapped from exceptions in one place
+  (`http_problems.problem_from_exception`); an unexpected exception is logged and answered
+  500, and the connection and the node stay up.
+- Bodies are bounded (`BodyLimitMiddleware`): a single value's request may hold a base64
+  value of `max_value_bytes` plus 64 KiB, a batch `MAX_BATCH_BODY_BYTES`.
+- A response the server can no longer take is dropped (`ClosedConnectionGuard`).
+
+docs/http.md is the user's reference; `/openapi.json` is the machine-readable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ringkv import __version__
+from ringkv.api.http_codec import API, BODY_SLACK_BYTES, MAX_BATCH_BODY_BYTES, MAX_HTTP_HEAD_BYTES
+from ringkv.api.http_metrics import HttpMetrics, RequestMetricsMiddleware
+from ringkv.api.http_models import PutKeyRequest
+from ringkv.api.http_problems import Problem, ProblemError, ProblemRoute, problem_from_exception
+from ringkv.api.http_routes import KeyValueApi, routes
+from ringkv.service.contract import AdminService, KeyValueService
+from ringkv.service.limits import DEFAULT_MAX_VALUE_BYTES
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware bounding request bodies before anything buffers them.
+
+    A declared Content-Length over the limit is answered 413 at once; a chunked body is
+    counted as it arrives and the read that crosses the limit raises a 413 HTTPException,
+    which the route answers as a problem.
+    """
+
+    def __init__(self, app: Any, single_limit_bytes: int, batch_limit_bytes: int, max_value_bytes: int) -> None:
+        self.app = app
+        self.single_limit_bytes = single_limit_bytes
+        self.batch_limit_bytes = batch_limit_bytes
+        self.max_value_bytes = max_value_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        batch = scope["path"].startswith(API + "/batch/")
+        limit = self.batch_limit_bytes if batch else self.single_limit_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0  # the HTTP parser has rejected a malformed length already
+                if declared > limit:
+                    await self._too_large(limit, batch).response()(scope, receive, send)
+                    return
+                break
+        seen = 0
+
+        async def receive_bounded() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                problem = self._too_large(limit, batch)
+                raise StarletteHTTPException(413, problem.detail)
+            return message
+
+        await self.app(scope, receive_bounded, send)
+
+    def _too_large(self, limit: int, batch: bool) -> ProblemError:
+        if batch:
+            why = f"a batch request body may hold {limit} bytes (max_batch_body_bytes); split the batch"
+        else:
+            why = (
+                f"a request body may hold {limit} bytes: a base64 value of max_value_bytes={self.max_value_bytes} "
+                f"plus {BODY_SLACK_BYTES} bytes of JSON"
+            )
+        return ProblemError(413, "too-large", f"request body is too large: {why}")
+
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+The REST/JSON API of a ringkv node. Values are base64 in JSON or raw bytes with
+`application/octet-stream`; keys are UTF-8 text, or base64 with `key_encoding=base64`.
+Errors are `application/problem+json`. See docs/http.md.
+"""
+
+
+def create_app(service: KeyValueService | None = None, admin: AdminService | None = None, *,
+               resp_stats: Any = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> FastAPI:
+    """The app over a node's services; with none, an app for its OpenAPI spec alone (every
+    route answers 503). `resp_stats` (api/resp_server.RespStats) adds the RESP figures to
+    /metrics."""
+    metrics = HttpMetrics(admin, resp_stats)
+    api = KeyValueApi(service, admin, metrics)
+    app = FastAPI(title="ringkv", version=__version__, description=_DESCRIPTION)
+    app.router.route_class = ProblemRoute
+    for path, handler, method, options in routes(api):
+        app.add_api_route(
+            path, handler, methods=[method], name=handler.__name__, operation_id=handler.__name__, **options
+        )
+
+    async def routing_problem(request: Request, exc: Exception) -> Response:
+        # The router's own answers: no route for the path (404), or not for this method (405,
+        # with its Allow header). Routes answer their errors themselves (ProblemRoute).
+        problem = problem_from_exception(exc, request)
+        if problem.status == 404:
+            problem.detail = f"no route for {request.method} {request.url.path[:200]}"
+        elif problem.status == 405:
+            allowed = (problem.headers or {}).get("Allow", "")
+            problem.detail = f"{request.method} is not allowed on {request.url.path[:200]}; allowed: {allowed}"
+        return problem.response()
+
+    app.add_exception_handler(StarletteHTTPException, routing_problem)
+
+    single_limit = 4 * math.ceil(max_value_bytes / 3) + BODY_SLACK_BYTES
+    # add_middleware wraps what was added before: the metrics (added last) run outermost and
+    # see every answer, the body limit's early 413s included.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        single_limit_bytes=single_limit,
+        batch_limit_bytes=max(MAX_BATCH_BODY_BYTES, single_limit),
+        max_value_bytes=max_value_bytes,
+    )
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's spec, plus the schemas that routes reference by hand (problems, PUT's body)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in (Problem, PutKeyRequest):
+            schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the node's loop. The node owns SIGTERM/SIGINT (it drains every server
+    before closing the engine); uvicorn's own handlers would replace the node's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ClosedConnectionGuard:
+    """The outermost ASGI layer: a response the server can no longer take is dropped.
+
+    uvicorn answers some malformed requests itself (a broken chunked body, say) with a 400 and
+    closes, while the app is still handling the request whose head arrived intact. When the
+    app's own answer then reaches the server, uvicorn's h11 protocol raises
+    `LocalProtocolError` (a state machine in MUST_CLOSE) instead of the `OSError` the ASGI
+    specification asks for on a closed connection. The connection is gone either way; this
+    layer notes that the first send failed and turns every later one into a no-op, so the
+    app finishes normally and nothing is logged as an application error.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        closed = False
+
+        async def send_unless_closed(message: dict) -> None:
+            nonlocal closed
+            if closed:
+                return
+            try:
+                await send(message)
+            except Exception as exc:
+                closed = True
+                log.debug("the server dropped the connection before the response (%s: %s)", type(exc).__name__, exc)
+
+        await self.app(scope, receive, send_unless_closed)
+
+
+class HttpHandle:
+    """A running HTTP server; `close()` stops it (idempotent)."""
+
+    def __init__(self, server: _EmbeddedServer, task: asyncio.Task, drain_s: float) -> None:
+        self._server = server
+        self._task = task
+        self._drain_s = drain_s
+
+    async def close(self) -> None:
+        server = self._server
+        server.should_exit = True
+        try:
+            # uvicorn stops accepting, closes idle keep-alive connections, lets in-flight
+            # requests finish up to timeout_graceful_shutdown, then cancels them.
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=self._drain_s + 2)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # A client still sending a request (a slow or broken one) holds its connection past
+        # the drain: close it, so the node's shutdown never waits on a client.
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket here, so a bad address raises OSError to the caller (uvicorn
+    would log and sys.exit instead)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int = 10_000,
+                     drain_ms: int = 5_000) -> tuple[HttpHandle, tuple[str, int]]:
+    """Serve `app` on host:port (0 picks a free port) in the running loop."""
+    drain_s = drain_ms / 1000
+    sock = _bind(host, port)
+    config = uvicorn.Config(
+        ClosedConnectionGuard(app),
+        host=host,
+        port=port,
+        log_level="error",  # "warning" logs a line per malformed request: garbage floods the log
+        log_config=None,  # leave logging to the node (uvicorn's loggers propagate to its root)
+        access_log=False,
+        lifespan="off",
+        interface="asgi3",
+        ws="none",
+        proxy_headers=False,  # a middleware layer per request that a node does not need
+        server_header=False,
+        limit_concurrency=max_connections,
+        h11_max_incomplete_event_size=MAX_HTTP_HEAD_BYTES,
+        timeout_graceful_shutdown=max(1, math.ceil(drain_s)),
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="ringkv-http")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # startup failed: raise its error
+                raise RuntimeError("the HTTP server stopped during startup")
+            await asyncio.sleep(0.001)
+    except BaseException:
+        server.should_exit = True
+        sock.close()
+        raise
+    bound = server.servers[0].sockets[0].getsockname()
+    return HttpHandle(server, task, drain_s), (bound[0], bound[1])

@@ -1,0 +1,581 @@
+"""The RESP commands: one `CommandSpec` per command, and their handlers.
+
+A handler takes the connection and the command's arguments (argv[0] is the name) and returns
+the reply bytes, or a coroutine whose result is the reply (the connection drives it eagerly:
+api/resp_server.py), or None when it replied itself (RINGKV.AT). It calls the connection's
+`KeyValueService` view (`c.kv`: its namespace, its consistency levels) or the node's
+`AdminService` (`c.server.admin`). Redis's replies and error texts are kept exactly, so
+clients written for Redis parse them. ringkv's own commands (RINGKV.*) are in
+api/resp_ringkv.py; docs/redis-compat.md lists what differs from Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ringkv import __version__
+from ringkv.api import resp_ringkv as rk
+from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer
+from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_arg, text
+from ringkv.errors import CommandError
+from ringkv.service.limits import MAX_SCAN_COUNT
+from ringkv.service.numbers import parse_float, parse_int
+from ringkv.service.values import PENDING
+
+if TYPE_CHECKING:
+    from ringkv.api.resp_server import RespConnection, RespServer
+
+__all__ = ["COMMANDS", "COMMANDS_AS_SENT", "CommandReply", "CommandSpec"]
+
+WRITE, READONLY, ADMIN = "write", "readonly", "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command: its handler, its arity as Redis counts it (n exact, -n at least n, the name
+    included), where its keys are (first, last, step, as COMMAND INFO reports them), and its
+    flags (write, readonly, admin)."""
+
+    name: bytes
+    handler: Callable[..., Any]
+    arity: int
+    first_key: int = 0
+    last_key: int = 0
+    key_step: int = 0
+    flags: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------- connection commands
+
+
+def cmd_ping(c: RespConnection, argv):
+    if len(argv) > 2:
+        return error("ERR wrong number of arguments for 'ping' command")
+    return PONG if len(argv) == 1 else bulk(argv[1])
+
+
+def cmd_echo(c: RespConnection, argv):
+    return bulk(argv[1])
+
+
+def cmd_quit(c: RespConnection, argv):
+    c._reply(OK)
+    c.flush_now()
+    c.close_after_reply()
+    return b""  # already replied
+
+
+def cmd_select(c: RespConnection, argv):
+    db = int_arg(argv[1])
+    if db != 0:
+        return error("ERR DB index is out of range")
+    return OK
+
+
+def _server_map(c: RespConnection) -> dict:
+    return {
+        "server": "ringkv",
+        "version": __version__,
+        "proto": c.enc.protocol,
+        "id": c.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+    }
+
+
+def cmd_hello(c: RespConnection, argv):
+    i = 1
+    if len(argv) > 1:
+        try:
+            proto = parse_int(argv[1])
+        except CommandError:
+            return error("ERR Protocol version is not an integer or out of range")
+        if proto not in (2, 3):
+            return error("NOPROTO unsupported protocol version")
+        i = 2
+        new_enc = RESP3 if proto == 3 else RESP2
+    else:
+        new_enc = c.enc
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"auth" and i + 2 < len(argv):
+            i += 3  # no authentication configured: accepted, as Redis does without requirepass
+        elif opt == b"setname" and i + 1 < len(argv):
+            c.name = argv[i + 1]
+            i += 2
+        else:
+            return error(f"ERR Syntax error in HELLO option '{argv[i].decode('utf-8', 'replace')}'")
+    c.enc = new_enc
+    return c.enc.map(_server_map(c))
+
+
+def cmd_client(c: RespConnection, argv):
+    sub = argv[1].lower()
+    if sub == b"setname" and len(argv) == 3:
+        if any(ch <= 32 or ch >= 127 for ch in argv[2]):
+            return error("ERR Client names cannot contain spaces, newlines or special characters.")
+        c.name = argv[2]
+        return OK
+    if sub == b"getname" and len(argv) == 2:
+        return c.enc.optional_bulk(c.name or None)
+    if sub == b"id" and len(argv) == 2:
+        return integer(c.id)
+    if sub == b"setinfo" and len(argv) == 4:
+        return OK
+    if sub == b"info" and len(argv) == 2:
+        return bulk(_client_line(c).encode())
+    if sub == b"list" and len(argv) == 2:
+        return bulk("".join(_client_line(x) for x in c.server.connections).encode())
+    if sub in (b"setname", b"getname", b"id", b"setinfo", b"info", b"list"):
+        return error(f"ERR wrong number of arguments for 'client|{sub.decode()}' command")
+    return error(f"ERR unknown subcommand '{argv[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
+
+
+def _client_line(c: RespConnection) -> str:
+    return (
+        f"id={c.id} addr={c.peer} name={c.name.decode('utf-8', 'replace')} resp={c.enc.protocol}\n"
+    )
+
+
+def cmd_command(c: RespConnection, argv):
+    enc = c.enc
+    if len(argv) == 1:
+        return enc.array([_command_info(spec) for _, spec in sorted(COMMANDS.items())])
+    sub = argv[1].lower()
+    if sub == b"count":
+        return integer(len(COMMANDS))
+    if sub == b"info":
+        names = [a.lower() for a in argv[2:]] or sorted(COMMANDS)
+        return enc.array([_command_info(COMMANDS[n]) if n in COMMANDS else None for n in names])
+    if sub == b"docs":
+        # redis-cli asks for docs at start-up to show hints; an empty map is a valid answer.
+        return enc.map({})
+    if sub == b"list":
+        return enc.array(sorted(COMMANDS))
+    return error(f"ERR unknown subcommand '{text(argv[1])}'. Try COMMAND HELP.")
+
+
+def _command_info(spec: CommandSpec) -> list:
+    """Redis 7's ten-field COMMAND entry: name, arity, flags, first key, last key, step, ACL
+    categories, tips, key specs, subcommands (clients index all ten)."""
+    flags = [SimpleString(f) for f in spec.flags]
+    return [spec.name, spec.arity, flags, spec.first_key, spec.last_key, spec.key_step, [], [], [], []]
+
+
+def cmd_info(c: RespConnection, argv):
+    wanted = {a.lower().decode("utf-8", "replace") for a in argv[1:]}
+    if not wanted or wanted & {"all", "everything", "default"}:
+        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv"}
+    return c.enc.verbatim(render_info(c.server, wanted))
+
+
+def render_info(server: RespServer, sections: set[str]) -> str:
+    out = []
+    st = server.stats
+    admin = server.admin
+    if "server" in sections:
+        out.append(
+            "# Server\r\n"
+            f"redis_version:7.2.0\r\nringkv_version:{__version__}\r\nredis_mode:standalone\r\n"
+            f"process_id:{os.getpid()}\r\n"
+            f"uptime_in_seconds:{(server.service.now_ms() - server.started_ms) // 1000}\r\n"
+        )
+    if "clients" in sections:
+        out.append(
+            "# Clients\r\n"
+            f"connected_clients:{st.connections_current}\r\n"
+            f"maxclients:{server.limits.max_connections}\r\n"
+        )
+    if admin is not None:
+        for name, fields in admin.info().items():
+            if name in sections:
+                body = "".join(f"{k}:{v}\r\n" for k, v in fields.items())
+                out.append(f"# {name.capitalize()}\r\n{body}")
+    counts = admin.key_counts() if admin is not None else {"keys": 0, "expired_keys": 0}
+    if "stats" in sections:
+        total = sum(st.commands.values())
+        out.append(
+            "# Stats\r\n"
+            f"total_connections_received:{st.connections_received}\r\n"
+            f"total_commands_processed:{total}\r\n"
+            f"rejected_connections:{st.connections_rejected}\r\n"
+            f"protocol_errors:{st.protocol_errors}\r\n"
+            f"client_output_buffer_limit_disconnections:{st.output_buffer_closes}\r\n"
+            f"expired_keys:{counts['expired_keys']}\r\n"
+        )
+    if "keyspace" in sections:
+        n = counts["keys"]
+        out.append("# Keyspace\r\n" + (f"db0:keys={n},expires=0,avg_ttl=0\r\n" if n else ""))
+    return "\r\n".join(out)
+
+
+# ---------------------------------------------------------------------- key commands
+
+
+def cmd_get(c: RespConnection, argv):
+    # The hottest command: answered without a coroutine when the service can.
+    v = c.kv.get_value_now(argv[1])
+    if v is PENDING:
+        return _get_async(c, argv[1])
+    return c.enc.optional_bulk(v)
+
+
+async def _get_async(c: RespConnection, key: bytes):
+    return c.enc.optional_bulk(await c.kv.get_value(key))
+
+
+def cmd_set(c: RespConnection, argv):
+    if len(argv) == 3:
+        kv = c.kv
+        lsn = kv.put_now(argv[1], argv[2])
+        if lsn is PENDING:
+            return _set_async(c, argv)
+        if lsn:  # an fsync to wait for (sync = always)
+            return _durable_ok(kv, lsn)
+        return OK
+    return _set_with_options(c, argv)
+
+
+async def _set_async(c: RespConnection, argv):
+    await c.kv.put(argv[1], argv[2])
+    return OK
+
+
+async def _durable_ok(kv, lsn: int):
+    await kv.durable(lsn)
+    return OK
+
+
+async def _set_with_options(c: RespConnection, argv):
+    expire_at = 0
+    keep_ttl = False
+    condition = None
+    get = False
+    seen_expiry = False
+    i = 3
+    n = len(argv)
+    while i < n:
+        opt = argv[i].lower()
+        if (
+            opt in (b"ex", b"px", b"exat", b"pxat")
+            and i + 1 < n
+            and not seen_expiry
+            and not keep_ttl
+        ):
+            unit = 1000 if opt in (b"ex", b"exat") else 1
+            expire_at = expire_ms(c, argv[i + 1], unit, opt in (b"exat", b"pxat"), "set")
+            seen_expiry = True
+            i += 2
+        elif opt == b"nx" and condition is None:
+            condition = "nx"
+            i += 1
+        elif opt == b"xx" and condition is None:
+            condition = "xx"
+            i += 1
+        elif opt == b"get":
+            get = True
+            i += 1
+        elif opt == b"keepttl" and not seen_expiry:
+            keep_ttl = True
+            i += 1
+        else:
+            return SYNTAX
+    applied, old = await c.kv.set(
+        argv[1],
+        argv[2],
+        expire_at_ms=expire_at,
+        keep_ttl=keep_ttl,
+        condition=condition,
+        return_old=get,
+    )
+    if get:
+        return c.enc.optional_bulk(old)
+    return OK if applied else c.enc.null
+
+
+async def cmd_setnx(c: RespConnection, argv):
+    applied, _ = await c.kv.set(argv[1], argv[2], condition="nx")
+    return integer(1 if applied else 0)
+
+
+async def cmd_setex(c: RespConnection, argv):
+    await c.kv.set(argv[1], argv[3], expire_at_ms=expire_ms(c, argv[2], 1000, False, "setex"))
+    return OK
+
+
+async def cmd_psetex(c: RespConnection, argv):
+    await c.kv.set(argv[1], argv[3], expire_at_ms=expire_ms(c, argv[2], 1, False, "psetex"))
+    return OK
+
+
+async def cmd_getset(c: RespConnection, argv):
+    _, old = await c.kv.set(argv[1], argv[2], return_old=True)
+    return c.enc.optional_bulk(old)
+
+
+async def cmd_getdel(c: RespConnection, argv):
+    return c.enc.optional_bulk(await c.kv.getdel(argv[1]))
+
+
+async def cmd_getex(c: RespConnection, argv):
+    n = len(argv)
+    expire_at: int | None = None
+    if n == 3 and argv[2].lower() == b"persist":
+        expire_at = 0
+    elif n == 4:
+        opt = argv[2].lower()
+        if opt not in (b"ex", b"px", b"exat", b"pxat"):
+            return SYNTAX
+        unit = 1000 if opt in (b"ex", b"exat") else 1
+        expire_at = expire_ms(c, argv[3], unit, opt in (b"exat", b"pxat"), "getex")
+    elif n != 2:
+        return SYNTAX
+    return c.enc.optional_bulk(await c.kv.getex(argv[1], expire_at))
+
+
+async def cmd_incr(c: RespConnection, argv):
+    return integer(await c.kv.incr_by(argv[1], 1))
+
+
+async def cmd_decr(c: RespConnection, argv):
+    return integer(await c.kv.incr_by(argv[1], -1))
+
+
+async def cmd_incrby(c: RespConnection, argv):
+    return integer(await c.kv.incr_by(argv[1], int_arg(argv[2])))
+
+
+async def cmd_decrby(c: RespConnection, argv):
+    delta = int_arg(argv[2])
+    if delta == -(1 << 63):
+        return error("ERR decrement would overflow")
+    return integer(await c.kv.incr_by(argv[1], -delta))
+
+
+async def cmd_incrbyfloat(c: RespConnection, argv):
+    delta = parse_float(argv[2])
+    return bulk(await c.kv.incr_by_float(argv[1], delta))
+
+
+async def cmd_mget(c: RespConnection, argv):
+    values = await c.kv.mget(argv[1:])
+    enc = c.enc
+    return enc.array_header(len(values)) + b"".join(enc.optional_bulk(v) for v in values)
+
+
+def _pairs(argv, command: str):
+    if len(argv) % 2 == 0:
+        raise CommandReply(error(f"ERR wrong number of arguments for '{command}' command"))
+    return list(zip(argv[1::2], argv[2::2]))
+
+
+async def cmd_mset(c: RespConnection, argv):
+    await c.kv.mset(_pairs(argv, "mset"))
+    return OK
+
+
+async def cmd_msetnx(c: RespConnection, argv):
+    return integer(1 if await c.kv.msetnx(_pairs(argv, "msetnx")) else 0)
+
+
+async def cmd_del(c: RespConnection, argv):
+    return integer(await c.kv.delete(argv[1:]))
+
+
+async def cmd_exists(c: RespConnection, argv):
+    return integer(await c.kv.exists(argv[1:]))
+
+
+async def cmd_strlen(c: RespConnection, argv):
+    v = await c.kv.get_value(argv[1])
+    return integer(0 if v is None else len(v))
+
+
+async def cmd_append(c: RespConnection, argv):
+    return integer(await c.kv.append(argv[1], argv[2]))
+
+
+async def cmd_type(c: RespConnection, argv):
+    v = await c.kv.get_value(argv[1])
+    return b"+none\r\n" if v is None else b"+string\r\n"
+
+
+def _expire_condition(argv, start: int):
+    cond = None
+    for a in argv[start:]:
+        opt = a.lower()
+        if opt not in (b"nx", b"xx", b"gt", b"lt"):
+            raise CommandReply(error(f"ERR Unsupported option {a.decode('utf-8', 'replace')}"))
+        pair = {cond, opt.decode()}
+        if cond is not None and pair == {"gt", "lt"}:
+            raise CommandReply(error("ERR GT and LT options at the same time are not compatible"))
+        if cond is not None and pair != {"gt", "xx"} and pair != {"lt", "xx"}:
+            raise CommandReply(
+                error("ERR NX and XX, GT or LT options at the same time are not compatible")
+            )
+        cond = opt.decode() if cond in (None, "xx") else cond
+    return cond
+
+
+def _expire_command(unit_ms: int, absolute: bool, name: str):
+    async def handler(c: RespConnection, argv):
+        n = int_arg(argv[2])
+        cond = _expire_condition(argv, 3)
+        ms = n * unit_ms
+        if abs(ms) > (1 << 62):
+            return error(f"ERR invalid expire time in '{name}' command")
+        at = ms if absolute else c.kv.now_ms() + ms
+        at = max(at, 1)  # a time at or before now deletes the key
+        return integer(1 if await c.kv.expire_at(argv[1], at, cond) else 0)
+
+    return handler
+
+
+async def cmd_ttl(c: RespConnection, argv):
+    ms = await c.kv.ttl_ms(argv[1])
+    return integer(ms if ms < 0 else (ms + 500) // 1000)
+
+
+async def cmd_pttl(c: RespConnection, argv):
+    return integer(await c.kv.ttl_ms(argv[1]))
+
+
+async def cmd_persist(c: RespConnection, argv):
+    return integer(1 if await c.kv.expire_at(argv[1], 0) else 0)
+
+
+async def cmd_dbsize(c: RespConnection, argv):
+    return integer(await c.kv.dbsize())
+
+
+async def cmd_scan(c: RespConnection, argv):
+    try:
+        cursor = int(argv[1])
+        if cursor < 0:
+            raise ValueError
+    except ValueError:
+        return error("ERR invalid cursor")
+    count = 10
+    match = None
+    i = 2
+    while i < len(argv):
+        opt = argv[i].lower()
+        if opt == b"count" and i + 1 < len(argv):
+            count = int_arg(argv[i + 1])
+            if count < 1:
+                return SYNTAX
+            i += 2
+        elif opt == b"match" and i + 1 < len(argv):
+            match = argv[i + 1]
+            i += 2
+        elif opt == b"type" and i + 1 < len(argv):
+            if argv[i + 1].lower() != b"string":
+                return c.enc.array([b"0", []])  # every ringkv value is a string
+            i += 2
+        else:
+            return SYNTAX
+    count = min(count, MAX_SCAN_COUNT)  # bound the work of one call
+    next_cursor, keys = await c.kv.scan(cursor, count, match)
+    return c.enc.array([str(next_cursor).encode(), keys])
+
+
+async def cmd_keys(c: RespConnection, argv):
+    return c.enc.array(await c.kv.keys(argv[1]))
+
+
+async def cmd_flushall(c: RespConnection, argv):
+    """FLUSHALL empties every namespace; FLUSHDB the connection's namespace (all of them in
+    the default one, as Redis's db 0 is its only database there)."""
+    for a in argv[1:]:
+        if a.lower() not in (b"sync", b"async"):
+            return SYNTAX
+    if argv[0].lower() == b"flushdb":
+        await c.kv.flushdb()
+    else:
+        await c.kv.flushall()
+    return OK
+
+
+def cmd_time(c: RespConnection, argv):
+    t = c.kv.now_ms() * 1000  # the node's clock, in microseconds
+    return c.enc.array([str(t // 1_000_000).encode(), str(t % 1_000_000).encode()])
+
+
+def _spec(name: str, handler: Callable[..., Any], arity: int, keys: tuple[int, int, int] = (0, 0, 0),
+          *flags: str) -> CommandSpec:
+    if not flags and keys[0]:
+        flags = (READONLY,)
+    return CommandSpec(name.encode(), handler, arity, *keys, flags=flags)
+
+
+ONE_KEY = (1, 1, 1)
+KEYS = (1, -1, 1)
+PAIRS = (1, -1, 2)
+
+# Every command, once.
+_TABLE = (
+    _spec("ping", cmd_ping, -1),
+    _spec("echo", cmd_echo, 2),
+    _spec("quit", cmd_quit, -1),
+    _spec("select", cmd_select, 2),
+    _spec("hello", cmd_hello, -1),
+    _spec("client", cmd_client, -2),
+    _spec("command", cmd_command, -1),
+    _spec("info", cmd_info, -1),
+    _spec("time", cmd_time, 1),
+    _spec("dbsize", cmd_dbsize, 1),
+    _spec("get", cmd_get, 2, ONE_KEY),
+    _spec("set", cmd_set, -3, ONE_KEY, WRITE),
+    _spec("setnx", cmd_setnx, 3, ONE_KEY, WRITE),
+    _spec("setex", cmd_setex, 4, ONE_KEY, WRITE),
+    _spec("psetex", cmd_psetex, 4, ONE_KEY, WRITE),
+    _spec("getset", cmd_getset, 3, ONE_KEY, WRITE),
+    _spec("getdel", cmd_getdel, 2, ONE_KEY, WRITE),
+    _spec("getex", cmd_getex, -2, ONE_KEY, WRITE),
+    _spec("incr", cmd_incr, 2, ONE_KEY, WRITE),
+    _spec("incrby", cmd_incrby, 3, ONE_KEY, WRITE),
+    _spec("incrbyfloat", cmd_incrbyfloat, 3, ONE_KEY, WRITE),
+    _spec("decr", cmd_decr, 2, ONE_KEY, WRITE),
+    _spec("decrby", cmd_decrby, 3, ONE_KEY, WRITE),
+    _spec("mget", cmd_mget, -2, KEYS),
+    _spec("mset", cmd_mset, -3, PAIRS, WRITE),
+    _spec("msetnx", cmd_msetnx, -3, PAIRS, WRITE),
+    _spec("del", cmd_del, -2, KEYS, WRITE),
+    _spec("unlink", cmd_del, -2, KEYS, WRITE),
+    _spec("exists", cmd_exists, -2, KEYS),
+    _spec("strlen", cmd_strlen, 2, ONE_KEY),
+    _spec("append", cmd_append, 3, ONE_KEY, WRITE),
+    _spec("type", cmd_type, 2, ONE_KEY),
+    _spec("expire", _expire_command(1000, False, "expire"), -3, ONE_KEY, WRITE),
+    _spec("pexpire", _expire_command(1, False, "pexpire"), -3, ONE_KEY, WRITE),
+    _spec("expireat", _expire_command(1000, True, "expireat"), -3, ONE_KEY, WRITE),
+    _spec("pexpireat", _expire_command(1, True, "pexpireat"), -3, ONE_KEY, WRITE),
+    _spec("ttl", cmd_ttl, 2, ONE_KEY),
+    _spec("pttl", cmd_pttl, 2, ONE_KEY),
+    _spec("persist", cmd_persist, 2, ONE_KEY, WRITE),
+    _spec("scan", cmd_scan, -2),
+    _spec("keys", cmd_keys, 2),
+    _spec("flushdb", cmd_flushall, -1, (0, 0, 0), WRITE),
+    _spec("flushall", cmd_flushall, -1, (0, 0, 0), WRITE),
+    _spec("ringkv.getv", rk.cmd_getv, 2, ONE_KEY),
+    _spec("ringkv.putv", rk.cmd_putv, -3, ONE_KEY, WRITE),
+    _spec("ringkv.delv", rk.cmd_delv, -2, ONE_KEY, WRITE),
+    _spec("ringkv.consistency", rk.cmd_consistency, -1),
+    _spec("ringkv.at", rk.cmd_at, -3),
+    _spec("ringkv.namespace", rk.cmd_namespace, -1),
+    _spec("ringkv.namespaces", rk.cmd_namespaces, 1),
+    _spec("ringkv.status", rk.cmd_status, 1, (0, 0, 0), ADMIN),
+    _spec("ringkv.repair", rk.cmd_repair, 1, (0, 0, 0), ADMIN),
+    _spec("ringkv.fault", rk.cmd_fault, -2, (0, 0, 0), ADMIN),
+    _spec("ringkv.admin", rk.cmd_admin, -2, (0, 0, 0), ADMIN),
+)
+
+COMMANDS: dict[bytes, CommandSpec] = {spec.name: spec for spec in _TABLE}
+# Keyed by the lower- and upper-case names too: saves a bytes.lower() per command.
+COMMANDS_AS_SENT: dict[bytes, CommandSpec] = {
+    variant: spec for spec in _TABLE for variant in (spec.name, spec.name.upper())
+}

@@ -1,0 +1,219 @@
+"""ringkv's own RESP commands (RINGKV.*): consistency levels, namespaces, sibling-aware reads
+and writes, and the operator's commands (status, repair, membership, fault injection)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ringkv.api.resp import bulk, error
+from ringkv.api.resp_args import OK, SYNTAX, CommandReply, expire_ms
+from ringkv.errors import AdminRequestError, CommandError, InvalidContextError
+from ringkv.service.levels import Levels
+
+if TYPE_CHECKING:
+    from ringkv.api.resp_server import RespConnection
+
+
+# ---------------------------------------------------------------------- sibling-aware commands
+#
+# ringkv's own commands, for clients that handle concurrent writes themselves (GET answers the
+# deterministic winner; these answer every sibling). The causal context is opaque bytes: pass
+# back, unchanged, the one a read gave, and the write replaces exactly the siblings that read
+# saw; without one, the write is blind and becomes a sibling of whatever is stored.
+#
+#   RINGKV.GETV key
+#       -> [context, [[value, timestamp, ttl_ms], ...]]
+#       context: bulk string, or null when the key has no record at all (a key whose values
+#       were all deleted still has one: its tombstones' context). One entry per live sibling,
+#       in a stable order (the order of the writes' dots, the same on every read): the value
+#       (bulk string), its HLC timestamp (integer), milliseconds until it expires (integer, -1
+#       when it does not). RESP3 answers the same nested arrays (its null is `_`): one shape
+#       for every client to parse.
+#   RINGKV.PUTV key value [CONTEXT context] [PX ms | EX seconds]  -> the new context (bulk)
+#   RINGKV.DELV key [CONTEXT context]                             -> the new context (bulk)
+#       DELV writes a versioned tombstone: with the context of a read, no sibling that read
+#       saw stays live.
+#
+# A context that ringkv did not give out is `-ERR invalid causal context: ...`.
+
+
+def _level_arg(data: bytes, field: str) -> str:
+    """A level as the client sent it, normalised; the service's `at()` parses and checks it
+    (ONE, QUORUM, ALL or a count against the key's N)."""
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        raise CommandError(f"{field} must be ONE, QUORUM, ALL or a replica count")
+    return text.upper()
+
+
+def _level_text(level) -> bytes:
+    value = getattr(level, "value", level)  # a ConsistencyLevel, or what a client sent
+    return str(value).upper().encode()
+
+
+def cmd_consistency(c: RespConnection, argv):
+    """RINGKV.CONSISTENCY [level | READ level | WRITE level | READ level WRITE level] [STRICT |
+    SLOPPY]: the connection's read (R) and write (W) levels, and whether writes refuse
+    stand-in nodes (STRICT) or accept them (SLOPPY, the default); with no argument, shows them."""
+    r = w = strict = None
+    args = list(argv[1:])
+    if args and args[-1].lower() in (b"strict", b"sloppy"):
+        strict = args.pop().lower() == b"strict"
+    if len(args) == 1 and args[0].lower() not in (b"read", b"write"):
+        r = w = _level_arg(args[0], "level")
+    else:
+        i = 0
+        while i < len(args):
+            which = args[i].lower()
+            if which not in (b"read", b"write") or i + 1 >= len(args):
+                return error("ERR syntax error: expected RINGKV.CONSISTENCY [level] | [READ level] "
+                             "[WRITE level] [STRICT|SLOPPY]")
+            level = _level_arg(args[i + 1], which.decode())
+            if which == b"read":
+                r = level
+            else:
+                w = level
+            i += 2
+    if r is not None or w is not None or strict is not None:
+        cur = c.levels
+        levels = Levels(cur.r if r is None else r, cur.w if w is None else w,
+                        cur.strict if strict is None else strict)
+        c.kv = c.base.at(*levels)
+        c.levels = levels
+        return OK
+    r, w, strict = c.levels
+    return c.enc.array([b"read", _level_text(r), b"write", _level_text(w),
+                        b"mode", b"STRICT" if strict else b"SLOPPY"])
+
+
+def _admin(c: RespConnection, command: str):
+    admin = c.server.admin
+    if admin is None:
+        raise CommandReply(error(f"ERR {command} is not available on this server"))
+    return admin
+
+
+def _json(doc) -> bytes:
+    return bulk(json.dumps(doc).encode())
+
+
+async def cmd_status(c: RespConnection, argv):
+    """RINGKV.STATUS: the cluster's members, partitions and keys, as one JSON document."""
+    return _json(await _admin(c, "RINGKV.STATUS").status())
+
+
+async def cmd_repair(c: RespConnection, argv):
+    """RINGKV.REPAIR: anti-entropy now over every partition this node holds; JSON summary."""
+    return _json(await _admin(c, "RINGKV.REPAIR").repair())
+
+
+async def cmd_admin(c: RespConnection, argv):
+    """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | CLEANUP | STATUS: membership
+    changes (node/membership.py); JSON replies."""
+    admin = _admin(c, "RINGKV.ADMIN")
+    what = argv[1].lower()
+    args = argv[2:]
+    if what == b"decommission" and not args:
+        return _json(await admin.decommission())
+    if what == b"remove" and len(args) == 1:
+        return _json(await admin.remove(args[0].decode("utf-8", "replace")))
+    if what == b"status" and not args:
+        return _json(admin.membership())
+    if what == b"cleanup" and not args:
+        return _json(await admin.cleanup())
+    if what == b"join" and args:
+        return _json(await admin.join([a.decode("utf-8", "replace") for a in args]))
+    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node, JOIN seed..., CLEANUP or STATUS")
+
+
+def cmd_fault(c: RespConnection, argv):
+    """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms: tests and chaos runs only."""
+    admin = _admin(c, "RINGKV.FAULT")
+    try:
+        return bulk(admin.fault(argv[1:]).encode())
+    except AdminRequestError as exc:
+        return error(f"ERR RINGKV.FAULT: {exc}")
+
+
+def cmd_at(c: RespConnection, argv):
+    """RINGKV.AT level [STRICT|SLOPPY] command [arg ...]: one command at another level."""
+    level = _level_arg(argv[1], "level")
+    inner = argv[2:]
+    strict = None
+    if inner[0].lower() in (b"strict", b"sloppy"):
+        strict = inner[0].lower() == b"strict"
+        inner = inner[1:]
+        if not inner:
+            return error("ERR wrong number of arguments for 'ringkv.at' command")
+    saved = c.kv
+    c.kv = c.base.at(level, level, c.levels.strict if strict is None else strict)
+    try:
+        # The command starts now and binds the service view it calls before it first waits,
+        # so restoring the connection's own right after is safe for the commands behind it.
+        c._execute(inner)
+    finally:
+        c.kv = saved
+    return None
+
+
+async def cmd_getv(c: RespConnection, argv):
+    versions = await c.kv.get_versions(argv[1])
+    now = c.kv.now_ms()
+    siblings = [
+        [s.value, s.timestamp, max(0, s.expire_at_ms - now) if s.expire_at_ms else -1]
+        for s in versions.siblings
+    ]
+    return c.enc.array([versions.context, siblings])
+
+
+def _versioned_options(c: RespConnection, argv, start: int, command: str, expiry: bool) -> tuple[bytes | None, int]:
+    """CONTEXT (and, when `expiry`, PX or EX) after argv[start]: (context, expire_at_ms)."""
+    context = None
+    expire_at = 0
+    i = start
+    n = len(argv)
+    while i < n:
+        opt = argv[i].lower()
+        if opt == b"context" and i + 1 < n and context is None:
+            context = argv[i + 1]
+            if not context:
+                # The service reads an empty context as "none": a blind write the client
+                # did not ask for.
+                raise InvalidContextError(
+                    "the context is empty: pass the context a read returned, or no CONTEXT for a blind write"
+                )
+            i += 2
+        elif expiry and opt in (b"px", b"ex") and i + 1 < n and not expire_at:
+            expire_at = expire_ms(c, argv[i + 1], 1 if opt == b"px" else 1000, False, command)
+            i += 2
+        else:
+            raise CommandReply(SYNTAX)
+    return context, expire_at
+
+
+async def cmd_putv(c: RespConnection, argv):
+    context, expire_at = _versioned_options(c, argv, 3, "ringkv.putv", True)
+    return bulk(await c.kv.put_versioned(argv[1], argv[2], context, expire_at_ms=expire_at))
+
+
+async def cmd_delv(c: RespConnection, argv):
+    context, _ = _versioned_options(c, argv, 2, "ringkv.delv", False)
+    return bulk(await c.kv.put_versioned(argv[1], None, context))
+
+
+def cmd_namespace(c: RespConnection, argv):
+    """RINGKV.NAMESPACE [name]: the connection's namespace; with a name, switch to it
+    ("default" is the default namespace). Like SELECT, it lasts until the connection ends."""
+    if len(argv) == 1:
+        return bulk(c.base.namespace.name.encode())
+    c.base = c.base.in_namespace(argv[1])  # UnknownNamespaceError names the configured ones
+    c.kv = c.base.at(*c.levels)
+    return OK
+
+
+def cmd_namespaces(c: RespConnection, argv):
+    """RINGKV.NAMESPACES: every namespace, each as [name, replicas, conflict_policy]."""
+    return c.enc.array([
+        [s.name.encode(), s.replicas, s.conflict_policy.value.encode()] for s in c.kv.namespaces()
+    ])

@@ -1,0 +1,147 @@
+"""Building a node: every part constructed with what it needs, in dependency order.
+
+    clock, identity, engine ─ LocalStore ─┬─ LocalService                   (a cluster of one)
+                                          └─ Placement, Liveness, transport, ReplicaCalls,
+                                             HintStore, ReadPath, WritePath, Forwarder,
+                                             AntiEntropy, HintDelivery, Gossiper, Keyspace,
+                                             MembershipManager, ReplicaService,
+                                             ClusterService                  (a cluster member)
+
+The only link made after construction is a subscription: the membership follows the
+gossiper's state changes (`Gossiper.subscribe`), and the liveness the calls consult watches the
+gossiper's failure detectors (`Liveness.watch`), because the gossiper itself sends through the
+calls. `open_node` returns a `Node` whose transport already answers peers; the process starts
+its client adapters and then `Node.start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from ringkv.clock import Clock
+from ringkv.cluster.gossip import NodeStatus
+from ringkv.cluster.ring import Member, Ring
+from ringkv.net.envelope import MessageCodec
+from ringkv.net.transport import TcpTransport, Transport
+from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.cluster_service import ClusterService, DataPath
+from ringkv.node.config import NodeConfig
+from ringkv.node.expiry_filter import ExpiredRecordFilter
+from ringkv.node.faults import FaultState, FaultyTransport
+from ringkv.node.forwarding import Forwarder
+from ringkv.node.gossiper import Gossiper, local_state
+from ringkv.node.handoff import HintDelivery, HintStore
+from ringkv.node.identity import NodeIdentity
+from ringkv.node.keyspace import Keyspace
+from ringkv.node.local_service import LocalService
+from ringkv.node.local_store import LocalStore
+from ringkv.node.membership import MembershipManager
+from ringkv.node.messages import MESSAGE_TYPES
+from ringkv.node.node import ClusterParts, Node, NodeFigures
+from ringkv.node.placement import Placement
+from ringkv.node.read_path import ReadPath
+from ringkv.node.replica import Replica
+from ringkv.node.replica_calls import Liveness, ReplicaCalls
+from ringkv.node.replica_service import ReplicaService
+from ringkv.node.write_path import WritePath
+from ringkv.service.contract import ServiceLimits
+from ringkv.service.levels import Levels, parse_level
+from ringkv.storage import Engine, Options
+from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
+
+CLUSTER_STATS = ("reads", "writes", "forwarded", "read_repairs", "quorum_failures", "replica_failures",
+                 "repairs_dropped", "stand_ins", "hints_taken")
+
+
+async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
+    cfg = config
+    clock = clock or Clock()
+    loop = asyncio.get_running_loop()
+    os.makedirs(cfg.data_dir, exist_ok=True)
+    members = cfg.member_list()
+    expiry = ExpiredRecordFilter(cfg.tombstone_grace_s * 1000, clock, cfg.partitions if members else None)
+    identity = NodeIdentity.load_or_create(cfg.data_dir, cfg.node_id)
+    options = Options(
+        sync=cfg.sync,
+        sync_interval_ms=cfg.sync_interval_ms,
+        memtable_bytes=cfg.memtable_bytes,
+        block_cache_bytes=cfg.block_cache_bytes,
+        # Records carry versions and may hold siblings: the user-value limit is enforced by
+        # the store, the engine only bounds the record.
+        max_value_bytes=MAX_VALUE_BYTES_CEILING,
+        compaction_filter=expiry,
+    )
+    # Opening replays the WAL: off the loop, though nothing else runs yet.
+    engine = await loop.run_in_executor(None, Engine.open, os.path.join(cfg.data_dir, "engine"), options)
+    namespaces = cfg.namespace_specs()
+    store = LocalStore(
+        Replica(engine, identity.actor, clock), clock,
+        namespaces=namespaces,
+        sync_always=cfg.sync == "always",
+        keys_max_count=cfg.keys_max_count,
+        flush_enabled=cfg.flush_enabled,
+        expiry_index_max_keys=cfg.expiry_index_max_keys,
+        max_value_bytes=cfg.max_value_bytes,
+        partitions=cfg.partitions,
+    )
+    await loop.run_in_executor(None, store.load)
+    figures = NodeFigures(cfg.node_id, identity, engine, store, clock)
+    faults = FaultState(clock)
+    if not members:
+        return Node(cfg, clock, engine, store, LocalService(store), figures, faults, None)
+
+    # --- a member of a cluster
+    ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.ring_replicas)
+    me = next(m for m in members if m.node_id == cfg.node_id)
+    placement = Placement(cfg.node_id, ring, namespaces)
+    liveness = Liveness()
+    transport: Transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
+                                        host=me.host, port=me.rpc_port)
+    if cfg.fault_injection:
+        transport = FaultyTransport(transport, faults)
+    for m in members:
+        if m.node_id != cfg.node_id:
+            transport.set_peer_address(m.node_id, m.host, m.rpc_port)
+    calls = ReplicaCalls(cfg.node_id, transport, liveness, cfg.replica_timeout_ms)
+    hints = await loop.run_in_executor(None, lambda: HintStore(
+        cfg.data_dir, clock, max_hints=cfg.max_hints, max_hint_window_ms=cfg.max_hint_window_ms,
+        policy=namespaces.default.conflict_policy, sync=cfg.sync, namespaces=namespaces))
+    stats = dict.fromkeys(CLUSTER_STATS, 0)
+    reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair)
+    writes = WritePath(placement, calls, stats, hints)
+    forwarder = Forwarder(placement, calls, store, reads, writes, stats)
+    anti_entropy = AntiEntropy(placement, calls, store, clock, interval_ms=max(1, cfg.anti_entropy_interval_ms),
+                               completed_ms=expiry.completed_ms)
+    handoff = HintDelivery(hints, calls.call, is_up=liveness.is_up, rate_per_s=cfg.hint_delivery_rate_per_s,
+                           timeout_ms=cfg.replica_timeout_ms * 4)
+
+    progress_path = os.path.join(cfg.data_dir, "membership.json")
+    saved = MembershipManager.saved_status_at(progress_path)
+    joining = saved == "joining" or (cfg.join and saved not in ("normal", "left"))
+    address = (me.host, me.rpc_port)
+    gossiper = Gossiper(
+        local_state(cfg.node_id, clock.now_ms(), address, "", "", me.rack,
+                    NodeStatus.JOINING if joining else NodeStatus.NORMAL),
+        [m.node_id for m in members], calls.call, clock,
+        interval_ms=cfg.gossip_interval_ms, fanout=cfg.gossip_fanout, phi_threshold=cfg.phi_threshold,
+        acceptable_pause_ms=cfg.phi_acceptable_pause_ms,
+        load=lambda: {"keys": store.live_keys},
+        on_up=lambda node: handoff.poke())
+    liveness.watch(gossiper.is_up, gossiper.phi)
+    keyspace = Keyspace(placement, calls, store, figures, gossiper.status)
+    membership = MembershipManager(placement, calls, transport, store, anti_entropy, gossiper, clock, members,
+                                   settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path)
+    peers = ReplicaService(placement, store, forwarder, gossiper, anti_entropy, hints, stats, figures)
+    await transport.start(peers.handle, peers.handle_now, peers.before_reply)
+    if transport.address is not None:
+        gossiper.membership.update_local(rpc_host=transport.address[0], rpc_port=transport.address[1])
+
+    limits = ServiceLimits(cfg.max_value_bytes, cfg.keys_max_count, cfg.flush_enabled)
+    path = DataPath(cfg.node_id, clock, store, placement, reads, writes, forwarder, keyspace, limits)
+    levels = Levels(parse_level(cfg.read_consistency, "read_consistency"),
+                    parse_level(cfg.write_consistency, "write_consistency"), False)
+    service = ClusterService(path).at(levels.r, levels.w)
+    parts = ClusterParts(transport, placement, calls, reads, hints, handoff, gossiper, anti_entropy, membership,
+                         keyspace, stats, joining)
+    return Node(cfg, clock, engine, store, service, figures, faults, parts)

@@ -1,0 +1,313 @@
+"""The data service of a cluster node: any node coordinates any request over the key's replicas.
+
+`ClusterService` implements `service.KeyValueService`, bound to one namespace and one read
+level, write level and STRICT flag (`at()` and `in_namespace()` give other views of the same
+node). It is thin: reads go to `ReadPath` (quorum reads with read repair), writes to
+`Forwarder` (run on a replica: here, or forwarded) and `WritePath` (replication at W), the
+whole keyspace to `Keyspace`. What each path guarantees is in docs/cluster.md.
+
+A plain SET on a node that is a replica of the key, the common case, skips the command
+machinery: one local overwrite and one ReplicaPut per other replica; the adapter puts the
+local write in the log before it replies (deferred, see LocalStore.overwrite_now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ringkv.clock import Clock
+from ringkv.errors import UnknownNamespaceError
+from ringkv.node.commands import (
+    Append,
+    Command,
+    Delete,
+    ExpireAt,
+    GetDel,
+    GetEx,
+    IncrBy,
+    IncrByFloat,
+    Put,
+    PutVersioned,
+    Set,
+)
+from ringkv.node.forwarding import Forwarder
+from ringkv.node.keyspace import Keyspace
+from ringkv.node.local_service import flush_namespace
+from ringkv.node.local_store import LocalStore
+from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
+from ringkv.node.placement import Placement
+from ringkv.node.read_path import ReadPath
+from ringkv.node.replica import storage_key
+from ringkv.node.write_path import WritePath
+from ringkv.service.contract import NamespaceSpec, ServiceLimits
+from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
+from ringkv.service.limits import MAX_KEY_BYTES
+from ringkv.service.values import PENDING, SiblingSet, Value
+from ringkv.versioning import record as rec
+from ringkv.versioning.dvv import decode_context, encode_context
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """What every view of a cluster node shares."""
+
+    node_id: str
+    clock: Clock
+    store: LocalStore
+    placement: Placement
+    reads: ReadPath
+    writes: WritePath
+    forwarder: Forwarder
+    keyspace: Keyspace
+    limits: ServiceLimits
+
+
+DEFAULT_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
+
+
+class ClusterService:
+    __slots__ = ("_ns", "levels", "namespace", "path")
+
+    def __init__(self, path: DataPath, levels: Levels = DEFAULT_LEVELS, namespace: NamespaceSpec | None = None):
+        self.path = path
+        self.levels = levels
+        self.namespace = namespace or path.placement.namespaces.default
+        self._ns = self.namespace.stored
+
+    # ---------------------------------------------------------------- views
+
+    @property
+    def limits(self) -> ServiceLimits:
+        return self.path.limits
+
+    def at(self, r=None, w=None, strict=None) -> ClusterService:
+        """A view at other levels (None keeps the current one). Explicit counts are checked
+        against the cluster's N here, so a bad one fails at once."""
+        n = self.path.placement.ring.replicas
+        levels = self.levels
+        r = levels.r if r is None else parse_level(r, "r")
+        w = levels.w if w is None else parse_level(w, "w")
+        resolve(r, n, field="r")
+        resolve(w, n, field="w")
+        return ClusterService(self.path, Levels(r, w, levels.strict if strict is None else strict), self.namespace)
+
+    def in_namespace(self, name: str | bytes) -> ClusterService:
+        try:
+            spec = self.path.placement.namespaces.named(name)
+        except ValueError as exc:
+            raise UnknownNamespaceError(str(exc)) from None
+        return self if spec is self.namespace else ClusterService(self.path, self.levels, spec)
+
+    def namespaces(self) -> list[NamespaceSpec]:
+        return list(self.path.placement.namespaces)
+
+    def now_ms(self) -> int:
+        return self.path.clock.now_ms()
+
+    # ---------------------------------------------------------------- reads
+
+    def _skey(self, key: bytes) -> bytes:
+        self.path.store.check_key(key, self._ns)
+        return storage_key(self._ns, key)
+
+    async def _record(self, key: bytes) -> rec.Record | None:
+        skey = self._skey(key)
+        pref = self.path.placement.replicas_of(skey)
+        data = await self.path.reads.read(skey, resolve(self.levels.r, len(pref), field="r"), pref)
+        return None if data is None else rec.decode_record(data)
+
+    async def get(self, key: bytes) -> Value | None:
+        record = await self._record(key)
+        if record is None:
+            return None
+        w = record.winner(self.now_ms())
+        if w is None:
+            return None
+        return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
+
+    async def get_value(self, key: bytes) -> bytes | None:
+        record = await self._record(key)
+        if record is None:
+            return None
+        w = record.winner(self.now_ms())
+        return None if w is None else w.value
+
+    def get_value_now(self, key: bytes) -> Any:
+        return PENDING
+
+    async def get_versions(self, key: bytes) -> SiblingSet:
+        record = await self._record(key)
+        if record is None:
+            return SiblingSet([], None)
+        sibs = [Value(s.value, s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
+        return SiblingSet(sibs, encode_context(record.clock))
+
+    async def exists(self, keys: Iterable[bytes]) -> int:
+        values = await self.mget(list(keys))
+        return sum(v is not None for v in values)
+
+    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
+        if len(keys) == 1:
+            return [await self.get_value(keys[0])]
+        skeys = [self._skey(k) for k in keys]
+        r = self.levels.r
+        r_of = {n: resolve(r, n, field="r") for n in {s.replicas for s in self.path.placement.namespaces}}
+        now = self.now_ms()
+        out: list[bytes | None] = []
+        for data in await self.path.reads.read_many(skeys, r_of):
+            w = None if data is None else rec.decode_record(data).winner(now)
+            out.append(None if w is None else w.value)
+        return out
+
+    async def ttl_ms(self, key: bytes) -> int:
+        record = await self._record(key)
+        now = self.now_ms()
+        w = None if record is None else record.winner(now)
+        if w is None:
+            return -2
+        if not w.expire_at_ms:
+            return -1
+        return max(0, w.expire_at_ms - now)
+
+    # ---------------------------------------------------------------- writes
+
+    def _run(self, key: bytes, command: Command):
+        return self.path.forwarder.run(self._ns, key, command, self.levels)
+
+    async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
+                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
+        self.path.store.check_value(value)
+        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old))
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        path = self.path
+        store = path.store
+        ns = self._ns
+        if (
+            len(value) <= store.max_value_bytes
+            and len(key) + len(ns) <= MAX_KEY_BYTES
+            and store.plain_sets(ns)
+            and not store.sync_always
+        ):
+            skey = storage_key(ns, key)
+            pref = path.placement.replicas_of(skey)
+            if path.node_id in pref:
+                data, _ = store.overwrite_now(skey, value)
+                await store.committed()  # in our log before any other replica holds it
+                await path.writes.replicate(skey, data, pref, resolve(self.levels.w, len(pref), field="w"),
+                                            self.levels.strict)
+                return
+        store.check_value(value)
+        await self._run(key, Put(value))
+
+    def put_now(self, key: bytes, value: bytes) -> Any:
+        return PENDING
+
+    async def durable(self, lsn: int) -> None:
+        await self.path.store.durable(lsn)
+
+    async def put_versioned(self, key: bytes, value: bytes | None, context: bytes | None, *,
+                            expire_at_ms: int = 0) -> bytes:
+        if context:
+            decode_context(context)  # a bad context fails here, before any hop
+        self.path.store.check_value(value)
+        return await self._run(key, PutVersioned(value, context, expire_at_ms))
+
+    async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Every key written at W. Keys this node is a replica of are written here and sent to
+        their other replicas in one ReplicaPutMany per replica set and replica; the others
+        are forwarded one by one (as SET is)."""
+        path = self.path
+        store = path.store
+        ns = self._ns
+        unique = store.check_pairs(pairs, ns)
+        batchable = (
+            len(unique) > 1 and not store.sync_always and not path.placement.moving
+            and path.placement.namespaces.of_stored(ns).conflict_policy is rec.ConflictPolicy.SIBLINGS
+        )
+        if not batchable:
+            await asyncio.gather(*(self._run(k, Put(v)) for k, v in unique.items()))
+            return
+        groups: dict[tuple[str, ...], list[tuple[bytes, bytes]]] = {}
+        elsewhere: list[tuple[bytes, bytes]] = []
+        for key, value in unique.items():
+            skey = storage_key(ns, key)
+            pref = path.placement.replicas_of(skey)
+            if path.node_id in pref:
+                groups.setdefault(pref, []).append((skey, store.overwrite_now(skey, value)[0]))
+            else:
+                elsewhere.append((key, value))
+        store.commit_writes()  # in our log before any other replica is asked to hold them
+        w = self.levels.w
+        await asyncio.gather(
+            *(self._run(k, Put(v)) for k, v in elsewhere),
+            *(path.writes.replicate_many(records[i:i + MAX_KEYS_PER_PUT_MANY], pref,
+                                         resolve(w, len(pref), field="w"))
+              for pref, records in groups.items()
+              for i in range(0, len(records), MAX_KEYS_PER_PUT_MANY)))
+
+    async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
+        """All or nothing when no other client writes these keys meanwhile: the keys live on
+        different replica sets, so the check and the writes are not one atomic step."""
+        unique = self.path.store.check_pairs(pairs, self._ns)
+        if await self.exists(list(unique)):
+            return False
+        await self.mset(list(unique.items()))
+        return True
+
+    async def delete(self, keys: Iterable[bytes]) -> int:
+        keys = list(keys)
+        for key in keys:
+            self.path.store.check_key(key, self._ns)
+        return sum(await asyncio.gather(*(self._run(k, Delete()) for k in keys)))
+
+    async def getdel(self, key: bytes) -> bytes | None:
+        return await self._run(key, GetDel())
+
+    async def incr_by(self, key: bytes, delta: int) -> int:
+        return await self._run(key, IncrBy(delta))
+
+    async def incr_by_float(self, key: bytes, delta: float) -> bytes:
+        return await self._run(key, IncrByFloat(delta))
+
+    async def append(self, key: bytes, value: bytes) -> int:
+        return await self._run(key, Append(value))
+
+    async def expire_at(self, key: bytes, expire_at_ms: int, condition: str | None = None) -> bool:
+        return await self._run(key, ExpireAt(expire_at_ms, condition))
+
+    async def getex(self, key: bytes, expire_at_ms: int | None) -> bytes | None:
+        if expire_at_ms is None:
+            return await self.get_value(key)
+        return await self._run(key, GetEx(expire_at_ms))
+
+    async def flushall(self) -> int:
+        return await self.path.keyspace.flushall()
+
+    async def flushdb(self) -> int:
+        if not self._ns:
+            return await self.flushall()
+        return await flush_namespace(self)
+
+    # ---------------------------------------------------------------- the keyspace
+
+    async def dbsize(self) -> int:
+        return await self.path.keyspace.dbsize(self._ns)
+
+    async def scan(self, cursor: int, count: int = 10, match: bytes | None = None) -> tuple[int, list[bytes]]:
+        return await self.path.keyspace.scan(cursor, count, match, self._ns)
+
+    async def keys(self, pattern: bytes) -> list[bytes]:
+        return await self.path.keyspace.keys(pattern, self._ns)
+
+    # ---------------------------------------------------------------- batching
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self.path.store.engine.has_deferred
+
+    def commit_writes(self) -> None:
+        self.path.store.engine.flush_deferred()

@@ -1,0 +1,197 @@
+"""Where a key's write command runs, and running it there.
+
+A write runs on a replica of its key, which versions it (its actor names the dot) and
+replicates the record at W. A blind overwrite (SET, RINGKV.PUTV) runs on this node when it is
+a replica of the key. A command whose result depends on the current value (INCR, APPEND,
+SET NX/XX/GET, DEL, EXPIRE, ...) runs on the key's first reachable replica in preference-list
+order, which reads at R under a per-key lock, applies the command, and writes at W: so such
+commands on one key are serialized while that replica is up (docs/cluster.md says what holds
+when it is not). Otherwise the command travels in a typed `Forward` message.
+
+`run` is the coordinator's side, `execute` the replica's, `on_forward` the RPC handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from ringkv.errors import (
+    CommandError,
+    PeerUnavailableError,
+    QuorumError,
+    RingkvError,
+    RpcError,
+    RpcTimeoutError,
+)
+from ringkv.node.commands import Command, PutVersioned
+from ringkv.node.local_store import LocalStore
+from ringkv.node.messages import Forward, ForwardReply
+from ringkv.node.placement import Placement
+from ringkv.node.read_path import ReadPath
+from ringkv.node.replica import storage_key
+from ringkv.node.replica_calls import ReplicaCalls, failure_reason
+from ringkv.node.write_path import WritePath
+from ringkv.service.levels import Levels, resolve
+from ringkv.versioning.dvv import encode_context
+
+# A forwarded command reads at R and writes at W on the replica: it may take two replica
+# timeouts plus the hop.
+FORWARD_TIMEOUTS = 3
+
+
+class RemoteCommandError(CommandError):
+    """A command that failed on the replica it was forwarded to, with that replica's message."""
+
+
+class RemoteQuorumError(QuorumError):
+    """A QuorumError raised on the replica a command was forwarded to, passed on verbatim."""
+
+    def __init__(self, message: str):
+        RingkvError.__init__(self, message)
+        self.needed = 0
+        self.answered = 0
+        self.failures = {}
+        self.pending = ()
+
+
+class KeyLocks:
+    """Per-key mutual exclusion for read-modify-write commands. An entry exists only while a
+    key is held, so the table is bounded by the commands in flight."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[bytes, deque[asyncio.Future[None]]] = {}
+
+    async def acquire(self, skey: bytes) -> None:
+        waiters = self._held.get(skey)
+        if waiters is None:
+            self._held[skey] = deque()
+            return
+        fut = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(skey)  # handed the lock, then cancelled: pass it on
+            raise
+
+    def release(self, skey: bytes) -> None:
+        waiters = self._held[skey]
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        del self._held[skey]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class Forwarder:
+    def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, reads: ReadPath,
+                 writes: WritePath, stats: dict[str, int]):
+        self.node_id = placement.node_id
+        self.placement = placement
+        self.calls = calls
+        self.store = store
+        self.reads = reads
+        self.writes = writes
+        self.stats = stats
+        self.locks = KeyLocks()
+
+    async def run(self, namespace: bytes, key: bytes, command: Command, levels: Levels) -> Any:
+        """Run `command` where it must run: here if this node may, else on the first reachable
+        replica of the key."""
+        self.store.check_key(key, namespace)
+        skey = storage_key(namespace, key)
+        pref = self.placement.replicas_of(skey)
+        me = self.node_id
+        n = len(pref)
+        r = resolve(levels.r, n, field="r")
+        w = resolve(levels.w, n, field="w")
+        if me in pref and not command.reads_current:
+            return await self.execute(namespace, key, command, r, w, levels.strict)
+        failures: dict[str, str] = {}
+        # The first replica the failure detector believes up (the list in order if none is).
+        order = [node for node in pref if self.calls.is_up(node)] or list(pref)
+        for node in pref:
+            if node not in order:
+                failures[node] = "down (failure detector)"
+        body = None
+        for node in order:
+            if node == me:
+                return await self.execute(namespace, key, command, r, w, levels.strict)
+            if body is None:
+                body = Forward(namespace, key, command, r, w, levels.strict)
+            timeout = self.calls.timeout_ms * FORWARD_TIMEOUTS
+            try:
+                reply = await self.calls.call(node, body, timeout)
+            except PeerUnavailableError as exc:
+                failures[node] = failure_reason(exc)
+                continue  # it never ran there: the next replica may run it
+            except RpcTimeoutError:
+                raise CommandError(
+                    f"forwarded to replica {node}, which did not answer within {timeout:g} ms: "
+                    "the write may or may not have been applied", status=504) from None
+            except RpcError as exc:
+                raise CommandError(f"forwarded to replica {node}: {exc}", status=502) from None
+            if reply.error:
+                if reply.quorum:
+                    raise RemoteQuorumError(reply.error)
+                raise RemoteCommandError(reply.error, reply.kind, reply.status)
+            return command.decode_result(reply.result)
+        self.stats["quorum_failures"] += 1
+        raise QuorumError(1, 0, failures)
+
+    async def execute(self, namespace: bytes, key: bytes, command: Command, r: int, w: int, strict: bool) -> Any:
+        """Run `command` on this node, a replica of the key: (for a read-modify-write) read at
+        R under the key's lock, apply it locally, replicate the result at W."""
+        store = self.store
+        engine = store.engine
+        skey = storage_key(namespace, key)
+        pref = self.placement.replicas_of(skey)
+        rmw = command.reads_current
+        if rmw:
+            await self.locks.acquire(skey)
+        try:
+            if rmw:
+                merged = await self.reads.read(skey, r, pref)
+                if merged is not None:
+                    stored = engine.get(skey)
+                    if stored is None or bytes(stored) != merged:
+                        store.apply_record(skey, merged)
+            before = engine.get(skey)
+            result, record, lsn = store.execute(namespace, key, command)
+            if store.has_pending_writes:
+                store.commit_writes()  # in the log before any other replica is asked to hold it
+            await store.durable(lsn)
+            if isinstance(command, PutVersioned):
+                result = encode_context(record.clock)
+            after = engine.get(skey)
+            if after is not None and after is not before and after != before:
+                await self.writes.replicate(skey, bytes(after), pref, w, strict)
+            return result
+        finally:
+            if rmw:
+                self.locks.release(skey)
+
+    async def on_forward(self, body: Forward) -> ForwardReply:
+        """The replica's side of `run`."""
+        self.stats["forwarded"] += 1
+        n = len(self.placement.replicas_of(storage_key(body.namespace, body.key)))
+        if not (1 <= body.r <= n and 1 <= body.w <= n):
+            return ForwardReply(error=f"forwarded levels r={body.r}, w={body.w} outside 1..{n}")
+        try:
+            result = await self.execute(body.namespace, body.key, body.command, body.r, body.w, body.strict)
+        except QuorumError as exc:
+            return ForwardReply(error=str(exc), kind="ERR", status=503, quorum=True)
+        except CommandError as exc:
+            return ForwardReply(error=str(exc), kind=exc.kind, status=exc.status)
+        except RingkvError as exc:
+            return ForwardReply(error=str(exc), status=400)
+        return ForwardReply(result=result)

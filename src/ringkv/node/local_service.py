@@ -1,0 +1,259 @@
+"""The data service of a node that is a cluster of one: every call on the local replica.
+
+`LocalService` implements `service.KeyValueService` over a `LocalStore`, bound to one
+namespace. Every level means "this node" (explicit counts are still checked, so a client
+learns at once that r=2 cannot be met). On a single node none of the coroutines suspends
+except to wait for an fsync under sync=always, so the adapters run them eagerly: a GET costs
+no task and no event-loop round trip. Read-modify-write commands read and write with no await
+in between, so the event loop serializes them per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ringkv.errors import CommandError, UnknownNamespaceError
+from ringkv.node.commands import (
+    Append,
+    Command,
+    Delete,
+    ExpireAt,
+    GetDel,
+    GetEx,
+    IncrBy,
+    IncrByFloat,
+    Put,
+    PutVersioned,
+    Set,
+)
+from ringkv.node.local_store import LocalStore
+from ringkv.node.replica import storage_key
+from ringkv.service.contract import NamespaceSpec, ServiceLimits
+from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
+from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
+from ringkv.service.values import SiblingSet, Value
+from ringkv.versioning.dvv import decode_context, encode_context
+
+_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
+
+
+class LocalService:
+    __slots__ = ("_ns", "limits", "namespace", "store")
+
+    def __init__(self, store: LocalStore, namespace: NamespaceSpec | None = None):
+        self.store = store
+        self.namespace = namespace or store.namespaces.default
+        self._ns = self.namespace.stored
+        self.limits = ServiceLimits(store.max_value_bytes, store.keys_max_count, store.flush_enabled)
+
+    # ---------------------------------------------------------------- views
+
+    @property
+    def levels(self) -> Levels:
+        return _LEVELS
+
+    def at(self, r=None, w=None, strict=None) -> LocalService:
+        if r is not None:
+            resolve(parse_level(r, "r"), 1, field="r")
+        if w is not None:
+            resolve(parse_level(w, "w"), 1, field="w")
+        return self
+
+    def in_namespace(self, name: str | bytes) -> LocalService:
+        try:
+            spec = self.store.namespaces.named(name)
+        except ValueError as exc:
+            raise UnknownNamespaceError(str(exc)) from None
+        return self if spec is self.namespace else LocalService(self.store, spec)
+
+    def namespaces(self) -> list[NamespaceSpec]:
+        return list(self.store.namespaces)
+
+    def now_ms(self) -> int:
+        return self.store.clock.now_ms()
+
+    # ---------------------------------------------------------------- reads
+
+    def _skey(self, key: bytes) -> bytes:
+        if len(key) + len(self._ns) > MAX_KEY_BYTES:
+            self.store.check_key(key, self._ns)
+        return storage_key(self._ns, key)
+
+    async def get(self, key: bytes) -> Value | None:
+        record = self.store.read(self._skey(key))
+        if record is None:
+            return None
+        w = record.winner(self.now_ms())
+        if w is None:
+            return None
+        return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
+
+    async def get_value(self, key: bytes) -> bytes | None:
+        return self.store.get_value_now(self._skey(key))
+
+    def get_value_now(self, key: bytes) -> Any:
+        return self.store.get_value_now(storage_key(self._ns, key))
+
+    async def get_versions(self, key: bytes) -> SiblingSet:
+        record = self.store.read(self._skey(key))
+        if record is None:
+            return SiblingSet([], None)
+        sibs = [Value(s.value, s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
+        return SiblingSet(sibs, encode_context(record.clock))
+
+    async def exists(self, keys: Iterable[bytes]) -> int:
+        winner = self.store.winner
+        return sum(winner(self._skey(k)) is not None for k in keys)
+
+    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
+        get = self.store.get_value_now
+        return [get(self._skey(k)) for k in keys]
+
+    async def ttl_ms(self, key: bytes) -> int:
+        now = self.now_ms()
+        record = self.store.read(self._skey(key))
+        w = None if record is None else record.winner(now)
+        if w is None:
+            return -2
+        if not w.expire_at_ms:
+            return -1
+        return max(0, w.expire_at_ms - now)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _run(self, key: bytes, command: Command) -> Any:
+        result, _, lsn = self.store.execute(self._ns, key, command)
+        await self.store.durable(lsn)
+        return result
+
+    async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
+                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
+        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old))
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.store.durable(self.put_now(key, value))
+
+    def put_now(self, key: bytes, value: bytes) -> Any:
+        store = self.store
+        ns = self._ns
+        if len(value) > store.max_value_bytes or len(key) + len(ns) > MAX_KEY_BYTES or not store.plain_sets(ns):
+            return store.execute(ns, key, Put(value))[2]
+        return store.overwrite_now(storage_key(ns, key), value)[1]
+
+    async def durable(self, lsn: int) -> None:
+        await self.store.durable(lsn)
+
+    async def put_versioned(self, key: bytes, value: bytes | None, context: bytes | None, *,
+                            expire_at_ms: int = 0) -> bytes:
+        if context:
+            decode_context(context)  # a bad context fails before anything is read
+        _, record, lsn = self.store.execute(self._ns, key, PutVersioned(value, context, expire_at_ms))
+        await self.store.durable(lsn)
+        return encode_context(record.clock)
+
+    async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        lsn = 0
+        for key, value in self.store.check_pairs(pairs, self._ns).items():
+            lsn = self.store.execute(self._ns, key, Put(value))[2]
+        await self.store.durable(lsn)
+
+    async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
+        unique = self.store.check_pairs(pairs, self._ns)
+        if await self.exists(unique):
+            return False
+        await self.mset(list(unique.items()))
+        return True
+
+    async def delete(self, keys: Iterable[bytes]) -> int:
+        n = 0
+        lsn = 0
+        for key in keys:
+            result, _, key_lsn = self.store.execute(self._ns, key, Delete())
+            n += result
+            lsn = key_lsn or lsn
+        await self.store.durable(lsn)
+        return n
+
+    async def getdel(self, key: bytes) -> bytes | None:
+        return await self._run(key, GetDel())
+
+    async def incr_by(self, key: bytes, delta: int) -> int:
+        return await self._run(key, IncrBy(delta))
+
+    async def incr_by_float(self, key: bytes, delta: float) -> bytes:
+        return await self._run(key, IncrByFloat(delta))
+
+    async def append(self, key: bytes, value: bytes) -> int:
+        return await self._run(key, Append(value))
+
+    async def expire_at(self, key: bytes, expire_at_ms: int, condition: str | None = None) -> bool:
+        return await self._run(key, ExpireAt(expire_at_ms, condition))
+
+    async def getex(self, key: bytes, expire_at_ms: int | None) -> bytes | None:
+        if expire_at_ms is None:
+            return await self.get_value(key)
+        return await self._run(key, GetEx(expire_at_ms))
+
+    async def flushall(self) -> int:
+        return await self.store.flush()
+
+    async def flushdb(self) -> int:
+        if not self._ns:
+            return await self.flushall()
+        return await flush_namespace(self)
+
+    # ---------------------------------------------------------------- the keyspace
+
+    async def dbsize(self) -> int:
+        return self.store.dbsize(self._ns)
+
+    async def scan(self, cursor: int, count: int = 10, match: bytes | None = None) -> tuple[int, list[bytes]]:
+        """One page of keys in token order from `cursor` (0 starts; 0 returned means done).
+
+        The cursor is the token to resume from, so it stays valid whatever is written between
+        calls: keys present for the whole scan are returned exactly once (Redis's guarantee).
+        """
+        if not 0 <= cursor <= MAX_TOKEN:
+            raise CommandError("invalid cursor")
+        keys, _, next_token = self.store.scan_range(cursor, MAX_TOKEN, count, match, self._ns)
+        return (0 if next_token is None else next_token), keys
+
+    async def keys(self, pattern: bytes) -> list[bytes]:
+        store = self.store
+        if store.live_keys > store.keys_max_count:
+            raise CommandError(
+                f"KEYS refused: the keyspace holds {store.live_keys} keys, over keys_max_count="
+                f"{store.keys_max_count}; use SCAN with MATCH to page through it"
+            )
+        out: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, page = await self.scan(cursor, 1000, pattern)
+            out.extend(page)
+            if cursor == 0:
+                return out
+
+    # ---------------------------------------------------------------- batching
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self.store.engine.has_deferred
+
+    def commit_writes(self) -> None:
+        self.store.engine.flush_deferred()
+
+
+async def flush_namespace(service: Any) -> int:
+    """FLUSHDB in a named namespace: versioned deletes of its keys, page by page, through the
+    service (so a cluster deletes them on every replica). Returns how many existed."""
+    if not service.limits.flush_enabled:
+        raise CommandError("FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
+    removed = 0
+    cursor = 0
+    while True:
+        cursor, keys = await service.scan(cursor, 1000)
+        if keys:
+            removed += await service.delete(keys)
+        if cursor == 0:
+            return removed

@@ -1,0 +1,465 @@
+"""This node's replica as the node's other parts use it: commands, incoming records, counts.
+
+`LocalStore` owns the node's `Replica` (versioned records on the engine) and what the node
+keeps about it in memory: live keys per ring partition and namespace (for DBSIZE and cluster
+status), and the index of keys with an expiry (active expiry). Everything that changes a
+record here goes through it, so the counts stay true:
+
+- `execute(namespace, key, command)` runs a key command (node/commands.py) against the stored
+  record: the command decides from the current winner, the store writes what it decided,
+  versioned with this node's actor;
+- `overwrite_now` is a plain SET's hot path, inlined;
+- `apply_record` merges a record another replica made (replication, read repair, hints,
+  anti-entropy);
+- `drop_range`, `flush`, `expire_cycle` remove records.
+
+Writes may be deferred (`defer=True`, or the overwrite fast path): they reach the log at the
+next `commit_writes()`, which whoever acknowledges them calls first. Under sync=always,
+`durable(lsn)` waits for the fsync off the loop. Nothing here suspends otherwise, and nothing
+here knows of other nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import re
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ringkv.clock import Clock
+from ringkv.errors import CommandError
+from ringkv.node.commands import BLIND, STORED, Command
+from ringkv.node.namespaces import Namespaces
+from ringkv.node.replica import Replica, split_storage_key, storage_key
+from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
+from ringkv.versioning.dvv import decode_context
+from ringkv.versioning.record import ConflictPolicy, DottedValue, Record, overwrite, pick_winner
+
+_TOKEN = struct.Struct(">Q")
+
+
+class LocalStore:
+    def __init__(
+        self,
+        replica: Replica,
+        clock: Clock,
+        *,
+        namespaces: Namespaces,
+        sync_always: bool = False,
+        keys_max_count: int = 100_000,
+        flush_enabled: bool = True,
+        expiry_index_max_keys: int = 1_000_000,
+        max_value_bytes: int = 1024 * 1024,
+        partitions: int = 1024,
+    ):
+        self.replica = replica
+        self.engine = replica.engine
+        self.clock = clock
+        self.namespaces = namespaces
+        self.policy = namespaces.default.conflict_policy
+        self.max_value_bytes = max_value_bytes
+        self.keys_max_count = keys_max_count
+        self.flush_enabled = flush_enabled
+        self.sync_always = sync_always
+        # Live keys per ring partition (the top log2(Q) bits of the token), for cluster-wide
+        # DBSIZE and `ringkv cluster status`.
+        self.partitions = partitions
+        self._partition_shift = 64 - (partitions.bit_length() - 1)
+        self._partition_keys = [0] * partitions  # of the default namespace
+        self._ns_partition_keys: dict[bytes, list[int]] = {}  # of the others
+        self.live_keys = 0
+        self._fsync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringkv-fsync")
+        self._expiry_heap: list[tuple[int, bytes]] = []
+        self._expiry_max = expiry_index_max_keys
+        self.expired_keys = 0
+        self.expiry_index_dropped = 0
+        self._commit_waiter: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------------- start-up and counts
+
+    def load(self) -> None:
+        """Count keys and index expiries from what is on disk (once, at start)."""
+        live = 0
+        heap: list[tuple[int, bytes]] = []
+        decode = self.replica._decode
+        self._partition_keys = [0] * self.partitions
+        self._ns_partition_keys = {}
+        self.live_keys = 0
+        with self.engine.scan() as it:
+            for skey, data in it:
+                record = decode(data)
+                if _counted(record):
+                    live += 1
+                    self._count(skey, 1)
+                exp = _max_expiry(record)
+                if exp and len(heap) < self._expiry_max:
+                    heap.append((exp, skey))
+        heapq.heapify(heap)
+        self.live_keys = live
+        self._expiry_heap = heap
+
+    def _count(self, skey: bytes, delta: int) -> None:
+        self.live_keys += delta
+        parts = self._partition_keys
+        if skey[8]:
+            ns = bytes(skey[9:9 + skey[8]])
+            parts = self._ns_partition_keys.get(ns)
+            if parts is None:
+                parts = self._ns_partition_keys[ns] = [0] * self.partitions
+        parts[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
+
+    def partition_keys(self, namespace: bytes = b"") -> list[int]:
+        """Live keys of `namespace` per ring partition on this replica."""
+        if namespace:
+            return list(self._ns_partition_keys.get(namespace) or [0] * self.partitions)
+        return list(self._partition_keys)
+
+    def namespace_partition_keys(self) -> dict[str, list[int]]:
+        """partition_keys of every namespace but the default, by name."""
+        return {ns.decode("utf-8", "replace"): list(parts) for ns, parts in self._ns_partition_keys.items()}
+
+    def dbsize(self, namespace: bytes) -> int:
+        if not self._ns_partition_keys:
+            return self.live_keys if not namespace else 0
+        parts = self._ns_partition_keys.get(namespace) if namespace else self._partition_keys
+        return sum(parts) if parts else 0
+
+    # ---------------------------------------------------------------- checks
+
+    @staticmethod
+    def check_key(key: bytes, namespace: bytes) -> None:
+        if len(key) + len(namespace) > MAX_KEY_BYTES:
+            raise CommandError(
+                f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES - len(namespace)} bytes "
+                "(64 KiB less the storage prefix)",
+                status=413,
+            )
+
+    def check_value(self, value: bytes | None) -> None:
+        if value is not None and len(value) > self.max_value_bytes:
+            raise CommandError(
+                f"value is {len(value)} bytes; the limit is max_value_bytes={self.max_value_bytes}", status=413
+            )
+
+    def check_pairs(self, pairs: list[tuple[bytes, bytes]], namespace: bytes) -> dict[bytes, bytes]:
+        """Validate every pair before writing any (MSET is all or nothing); a key named twice
+        keeps its last value, as in Redis."""
+        for key, value in pairs:
+            self.check_key(key, namespace)
+            self.check_value(value)
+        return dict(pairs)
+
+    def plain_sets(self, namespace: bytes) -> bool:
+        """Whether a plain SET in `namespace` may take the overwrite fast path: siblings policy
+        (an overwrite replaces every sibling) and no fsync to wait for."""
+        return (
+            self.policy is ConflictPolicy.SIBLINGS
+            and (not namespace or self.namespaces.of_stored(namespace).conflict_policy is ConflictPolicy.SIBLINGS)
+        )
+
+    # ---------------------------------------------------------------- reads
+
+    def read(self, skey: bytes) -> Record | None:
+        return self.replica.read_skey(skey)
+
+    def winner(self, skey: bytes) -> DottedValue | None:
+        record = self.replica.read_skey(skey)
+        return None if record is None else record.winner(self.clock.now_ms())
+
+    def get_value_now(self, skey: bytes) -> bytes | None:
+        """A plain GET of the local replica, inlined: the clock is read only for a value that
+        can expire."""
+        data = self.engine.get(skey)
+        if data is None:
+            return None
+        w = pick_winner(self.replica._decode(data).siblings)
+        if w.expire_at_ms and w.expire_at_ms <= self.clock.now_ms():
+            return None
+        return w.value  # None for a tombstone
+
+    # ---------------------------------------------------------------- writes
+
+    def execute(self, namespace: bytes, key: bytes, command: Command) -> tuple[Any, Record | None, int]:
+        """Run `command` on the stored record: (its result, the record stored now, the LSN to
+        wait for under sync=always; 0 and the old record when the command wrote nothing)."""
+        self.check_key(key, namespace)
+        skey = storage_key(namespace, key)
+        stored = self.replica.read_skey(skey)
+        now = self.clock.now_ms()
+        effect = command.apply(None if stored is None else stored.winner(now), now)
+        if not effect.write:
+            return effect.result, stored, 0
+        if effect.context == STORED:
+            context, blind = None, False
+        elif effect.context == BLIND:
+            context, blind = None, True
+        else:
+            context, blind = decode_context(effect.context), False
+        new, lsn = self.write(skey, namespace, key, stored, effect.value, effect.expire_at_ms,
+                              context=context, blind=blind)
+        return effect.result, new, lsn
+
+    def write(
+        self,
+        skey: bytes,
+        namespace: bytes,
+        key: bytes,
+        stored: Record | None,
+        value: bytes | None,
+        expire_at_ms: int = 0,
+        context=None,
+        blind: bool = False,
+    ) -> tuple[Record, int]:
+        """Write with the stored clock as context (plain Redis overwrite) unless given one."""
+        self.check_value(value)
+        if context is None and not blind and stored is not None:
+            context = stored.clock
+        new, lsn = self.replica.write(
+            namespace, key, value, context=context, expire_at_ms=expire_at_ms,
+            policy=self.namespaces.of_stored(namespace).conflict_policy,
+            stored=stored, skey=skey,
+        )
+        delta = _counted(new) - (_counted(stored) if stored is not None else 0)
+        if delta:
+            self._count(skey, delta)
+        self._index_expiry(expire_at_ms, skey)
+        return new, lsn
+
+    def overwrite_now(self, skey: bytes, value: bytes) -> tuple[bytes, int]:
+        """A plain SET of a checked key and value in a namespace where `plain_sets` holds, as
+        a deferred write: (the stored record's bytes, which a cluster replicates as they are;
+        the LSN)."""
+        replica = self.replica
+        engine = self.engine
+        data = engine.get(skey)
+        stored = None if data is None else replica._decode(data)
+        new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.hlc_now())
+        encoded = replica._encode(new)
+        lsn = engine.put(skey, encoded, defer=True)
+        if stored is None or not _counted(stored):
+            self._count(skey, 1)
+        return encoded, lsn
+
+    def apply_record(self, skey: bytes, data: bytes, defer: bool = False) -> int:
+        """Merge a record another replica made (replication, read repair) into ours; returns
+        the LSN to wait on under sync=always (0 when ours already covered it). `defer` as for
+        Engine.put: the caller must commit_writes() before acknowledging."""
+        incoming = self.replica._decode(data)  # CorruptionError on garbage: nothing stored
+        stored = self.replica.read_skey(skey)
+        policy = self.namespaces.policy_of_skey(skey) if skey[8] else self.policy
+        merged, lsn = self.replica.apply_skey(skey, incoming, stored, policy, defer=defer)
+        if lsn:
+            delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
+            if delta:
+                self._count(skey, delta)
+            self._index_expiry(_max_expiry(merged), skey)
+        return lsn
+
+    def _index_expiry(self, expire_at_ms: int, skey: bytes) -> None:
+        if not expire_at_ms:
+            return
+        if len(self._expiry_heap) < self._expiry_max:
+            heapq.heappush(self._expiry_heap, (expire_at_ms, skey))
+        else:
+            self.expiry_index_dropped += 1
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self.engine.has_deferred
+
+    def commit_writes(self) -> None:
+        """Hand every deferred write to the OS. Adapters call it before sending any reply."""
+        self.engine.flush_deferred()
+
+    async def committed(self) -> None:
+        """Return once every write deferred so far is in the log (at the end of this loop
+        iteration, shared by every caller waiting in it: one write() for them all).
+
+        A replica must never hold a version this node's log lacks: a node restarted after a
+        crash would make its next write with the same dot, and the replicas, already holding
+        that dot, would take the new value for the old one and keep the old."""
+        if not self.engine.has_deferred:
+            return
+        waiter = self._commit_waiter
+        if waiter is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._commit_waiter = loop.create_future()
+            loop.call_soon(self._commit_for_waiters)
+        await asyncio.shield(waiter)
+
+    def _commit_for_waiters(self) -> None:
+        waiter, self._commit_waiter = self._commit_waiter, None
+        try:
+            self.commit_writes()
+        except Exception as exc:  # the log write failed: nothing deferred may be replicated
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(None)
+
+    async def durable(self, lsn: int) -> None:
+        """Wait (off the loop) until the write at `lsn` is fsynced; no-op unless sync=always."""
+        if self.sync_always and lsn:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._fsync_pool, self.engine.wait_durable, lsn)
+
+    # ---------------------------------------------------------------- removing records
+
+    async def flush(self) -> int:
+        """Remove every record of this replica (FLUSHALL); refused when `flush_enabled` is off."""
+        if not self.flush_enabled:
+            raise CommandError("FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
+        engine = self.engine
+        with engine.scan() as it:
+            skeys = [k for k, _ in it]
+        lsn = 0
+        for skey in skeys:
+            lsn = engine.delete(skey, sync=False)
+        self.live_keys = 0
+        self._partition_keys = [0] * self.partitions
+        self._ns_partition_keys = {}
+        self._expiry_heap = []
+        await self.durable(lsn)
+        return len(skeys)
+
+    def drop_range(self, first_token: int, last_token: int, drop: Callable[[bytes], bool]) -> int:
+        """Remove from this replica, for good and without tombstones, the records with tokens in
+        [first_token, last_token] for which `drop(skey)` is true: data this node no longer
+        holds as a replica (`ringkv admin cleanup`). Returns how many were removed."""
+        engine = self.engine
+        decode = self.replica._decode
+        end = _TOKEN.pack(last_token + 1) if last_token < MAX_TOKEN else None
+        with engine.scan(_TOKEN.pack(first_token), end) as it:
+            doomed = [(bytes(skey), _counted(decode(data))) for skey, data in it if drop(skey)]
+        for skey, counted in doomed:
+            engine.delete(skey, sync=False)
+            if counted:
+                self._count(skey, -1)
+        return len(doomed)
+
+    def expire_cycle(self, budget: int = 200) -> int:
+        """Remove up to `budget` records whose every sibling has expired (active expiry).
+
+        Called from the event loop every 100 ms, as Redis's active expiry cycle is; a record
+        whose TTL was changed since it was indexed is left alone.
+        """
+        heap = self._expiry_heap
+        now = self.clock.now_ms()
+        removed = 0
+        while heap and budget and heap[0][0] <= now:
+            _, skey = heapq.heappop(heap)
+            budget -= 1
+            record = self.replica.read_skey(skey)
+            if record is None or not record.is_dead(now) or any(s.value is None for s in record.siblings):
+                continue
+            self.replica.remove(skey)
+            if _counted(record):
+                self._count(skey, -1)
+            removed += 1
+        self.expired_keys += removed
+        return removed
+
+    # ---------------------------------------------------------------- the keyspace
+
+    def scan_range(
+        self,
+        start_token: int,
+        end_token: int,
+        count: int,
+        match: bytes | None = None,
+        namespace: bytes = b"",
+    ) -> tuple[list[bytes], int, int | None]:
+        """Live keys with tokens in [start_token, end_token], in token order, examining about
+        `count` records: (keys, records examined, token to resume at or None when done).
+
+        A page never ends between two keys of one token, so resuming at a token is exact.
+        """
+        regex = glob_to_regex(match) if match is not None and match != b"*" else None
+        now = self.clock.now_ms()
+        decode = self.replica._decode
+        keys: list[bytes] = []
+        examined = 0
+        last_token = None
+        end = _TOKEN.pack(end_token + 1) if end_token < MAX_TOKEN else None
+        with self.engine.scan(_TOKEN.pack(start_token), end) as it:
+            for skey, data in it:
+                tok = _TOKEN.unpack_from(skey)[0]
+                if tok > end_token:
+                    break
+                if examined >= count and tok != last_token:
+                    return keys, examined, tok  # resume at this token next time
+                examined += 1
+                last_token = tok
+                ns, key = split_storage_key(skey)
+                if ns != namespace:
+                    continue
+                if regex is not None and regex.match(key) is None:
+                    continue
+                if decode(data).winner(now) is None:
+                    continue
+                keys.append(key)
+        return keys, examined, None
+
+    def close(self) -> None:
+        self._fsync_pool.shutdown(wait=True)
+
+
+def _counted(record: Record | None) -> bool:
+    """Whether DBSIZE counts the record: it holds a value (expired or not, as Redis counts
+    keys whose TTL passed until they are collected)."""
+    if record is None:
+        return False
+    for s in record.siblings:
+        if s.value is not None:
+            return True
+    return False
+
+
+def _max_expiry(record: Record) -> int:
+    exps = [s.expire_at_ms for s in record.siblings if s.value is not None]
+    return max(exps) if exps and all(exps) else 0
+
+
+def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """Redis's glob (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, backslash escapes) as a bytes regex."""
+    out = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i : i + 1]
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i : i + 1]))
+        elif c == b"[":
+            j = i + 1
+            neg = j < n and pattern[j : j + 1] == b"^"
+            if neg:
+                j += 1
+            parts = []
+            while j < n and pattern[j : j + 1] != b"]":
+                if pattern[j : j + 1] == b"\\" and j + 1 < n:
+                    j += 1
+                    parts.append(re.escape(pattern[j : j + 1]))
+                elif j + 2 < n and pattern[j + 1 : j + 2] == b"-" and pattern[j + 2 : j + 3] != b"]":
+                    lo, hi = sorted((pattern[j : j + 1], pattern[j + 2 : j + 3]))
+                    parts.append(re.escape(lo) + b"-" + re.escape(hi))
+                    j += 2
+                else:
+                    parts.append(re.escape(pattern[j : j + 1]))
+                j += 1
+            if j >= n:  # no closing bracket: Redis matches the rest literally
+                out.append(re.escape(pattern[i:]))
+                break
+            body = b"".join(parts)
+            out.append(b"[" + (b"^" if neg else b"") + body + b"]" if body else (b"[^\\s\\S]" if not neg else b"."))
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(b"".join(out) + rb"\Z", re.DOTALL)

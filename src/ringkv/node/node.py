@@ -1,0 +1,296 @@
+"""A running node: its parts, its background tasks, its admin service, its orderly stop.
+
+`Node` is what node/assembly.py builds: every part constructed with what it needs, nothing
+patched in afterwards. It serves no client itself: the process (ringkv/server.py) puts the
+protocol adapters in front of `node.service` (the data, a `KeyValueService`) and `node.admin`
+(an `AdminService`), then calls `start(resp_address, http_address)`, which starts the
+background work (gossip, hint delivery, anti-entropy, membership moves, active expiry, the
+loop-stall probe). `stop()` ends the background work, closes the peers' transport and the
+hint store, flushes the memtable and closes the engine: no acknowledged write is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+from ringkv.clock import Clock
+from ringkv.errors import AdminConflictError, AdminRequestError
+from ringkv.net.transport import Transport
+from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.config import NodeConfig
+from ringkv.node.faults import FaultState
+from ringkv.node.gossiper import Gossiper
+from ringkv.node.handoff import HintDelivery, HintStore
+from ringkv.node.identity import NodeIdentity
+from ringkv.node.keyspace import Keyspace
+from ringkv.node.local_store import LocalStore
+from ringkv.node.membership import MembershipManager
+from ringkv.node.messages import NodeInfoReply
+from ringkv.node.placement import Placement
+from ringkv.node.read_path import ReadPath
+from ringkv.node.replica_calls import ReplicaCalls
+from ringkv.node.stalls import StallMonitor
+from ringkv.storage import Engine
+
+log = logging.getLogger("ringkv.node")
+
+EXPIRY_CYCLE_MS = 100
+
+
+@dataclass
+class ClusterParts:
+    """The parts a node has when it is a member of a cluster (None for a cluster of one)."""
+
+    transport: Transport
+    placement: Placement
+    calls: ReplicaCalls
+    reads: ReadPath
+    hints: HintStore
+    handoff: HintDelivery
+    gossiper: Gossiper
+    anti_entropy: AntiEntropy
+    membership: MembershipManager
+    keyspace: Keyspace
+    stats: dict[str, int]
+    joining: bool  # start the join's moves once serving
+
+
+class NodeFigures:
+    """This node's figures as its peers ask for them (NodeInfo) and status shows them."""
+
+    def __init__(self, node_id: str, identity: NodeIdentity, engine: Engine, store: LocalStore, clock: Clock):
+        self.node_id = node_id
+        self.identity = identity
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self.started_ms = clock.now_ms()
+        self.resp_address = ""  # "host:port" once serving, "" for a protocol not served
+        self.http_address = ""
+
+    def serving_at(self, resp_address: str, http_address: str) -> None:
+        self.resp_address = resp_address
+        self.http_address = http_address
+
+    def __call__(self) -> NodeInfoReply:
+        store = self.store
+        return NodeInfoReply(
+            self.node_id, self.identity.actor.decode(), self.resp_address, self.http_address,
+            store.live_keys, store.partition_keys(), self.engine.stats()["bytes_on_disk"],
+            self.clock.now_ms() - self.started_ms, store.namespace_partition_keys())
+
+
+class Node:
+    def __init__(self, config: NodeConfig, clock: Clock, engine: Engine, store: LocalStore, service: Any,
+                 figures: NodeFigures, faults: FaultState, cluster: ClusterParts | None):
+        self.config = config
+        self.clock = clock
+        self.engine = engine
+        self.store = store
+        self.service = service  # the KeyValueService at the configured levels
+        self.figures = figures
+        self.faults = faults
+        self.cluster = cluster
+        self.stalls = StallMonitor()
+        self.admin = NodeAdmin(self)
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    def start(self, resp_address: str, http_address: str) -> None:
+        """Begin the background work, now that clients can reach the node at these addresses
+        ("host:port", "" for a protocol not served)."""
+        self.figures.serving_at(resp_address, http_address)
+        spawn = self._spawn
+        c = self.cluster
+        if c is not None:
+            c.gossiper.membership.update_local(resp_address=resp_address, http_address=http_address)
+            spawn(c.handoff.run(), "handoff")
+            spawn(c.gossiper.run(), "gossip")
+            if self.config.anti_entropy_interval_ms:
+                spawn(c.anti_entropy.run(), "anti-entropy")
+            c.membership.refresh()
+            spawn(c.membership.run(), "membership")
+            if c.joining:
+                spawn(c.membership.join(), "join")
+        spawn(self._expiry_loop(), "expiry")
+        spawn(self.stalls.run(), "stall-monitor")
+
+    def _spawn(self, coro, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=f"ringkv-{name}"))
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CYCLE_MS / 1000)
+            try:
+                self.store.expire_cycle()
+            except Exception:
+                log.exception("active expiry cycle failed")
+
+    async def stop(self) -> None:
+        """End the background work and close everything; the adapters have stopped already."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        loop = asyncio.get_running_loop()
+        c = self.cluster
+        if c is not None:
+            await c.reads.close()
+            await c.transport.close()
+            await loop.run_in_executor(None, c.hints.close)
+        self.store.close()
+        await loop.run_in_executor(None, self._close_engine)
+        log.info("node %s stopped", self.node_id)
+
+    def _close_engine(self) -> None:
+        self.engine.flush()
+        self.engine.close()
+
+
+class NodeAdmin:
+    """The node's `AdminService`."""
+
+    def __init__(self, node: Node):
+        self._node = node
+
+    @property
+    def node_id(self) -> str:
+        return self._node.node_id
+
+    def _membership(self) -> MembershipManager:
+        if self._node.cluster is None:
+            raise AdminConflictError("a cluster of one has no membership to change")
+        return self._node.cluster.membership
+
+    async def status(self) -> dict:
+        node = self._node
+        c = node.cluster
+        if c is not None:
+            doc = await c.keyspace.status()
+            doc["membership"] = c.membership.status()
+            return doc
+        info = node.figures()
+        partitions = node.config.partitions
+        return {
+            "cluster": {"partitions": partitions, "replicas": 1, "members": 1},
+            "nodes": [{
+                "node_id": info.node_id, "status": "up", "primary_partitions": partitions,
+                "replica_partitions": partitions, "share": 1.0, "actor": info.actor,
+                "resp": info.resp_address, "http": info.http_address, "keys": info.live_keys,
+                "bytes_on_disk": info.bytes_on_disk, "uptime_ms": info.uptime_ms,
+            }],
+        }
+
+    async def repair(self) -> dict:
+        c = self._node.cluster
+        if c is None:
+            return {"partitions": 0, "comparisons": 0, "note": "a cluster of one has nothing to repair"}
+        return await c.anti_entropy.repair_all()
+
+    async def join(self, seeds: list[str]) -> dict:
+        return self._membership().add_seeds(seeds)
+
+    async def decommission(self) -> dict:
+        return await self._membership().decommission()
+
+    async def remove(self, node_id: str) -> dict:
+        return self._membership().remove(node_id)
+
+    async def cleanup(self) -> dict:
+        return await self._membership().cleanup()
+
+    def membership(self) -> dict:
+        return self._membership().status()
+
+    def fault(self, argv: list[bytes]) -> str:
+        if not self._node.config.fault_injection:
+            raise AdminRequestError("fault injection is disabled on this node (fault_injection = false)")
+        return self._node.faults.apply(argv)
+
+    def health(self) -> str | None:
+        engine = self._node.engine
+        if engine.closed:
+            return "the storage engine is closed"
+        error = engine.stats()["background_error"]
+        if error is not None:
+            return f"the storage engine is read-only after a background error: {error}"
+        return None
+
+    def key_counts(self) -> dict[str, int]:
+        store = self._node.store
+        return {"keys": store.live_keys, "expired_keys": store.expired_keys}
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        node = self._node
+        st = node.engine.stats()
+        return {
+            "memory": {
+                "used_memory_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "memtable_bytes": st["memtable_bytes"],
+                "block_cache_used_bytes": st["block_cache"]["used_bytes"],
+                "block_cache_hit_rate": round(st["block_cache"]["hit_rate"], 4),
+                "resident_index_bloom_bytes": st["resident_bytes"],
+            },
+            "persistence": {
+                "sync_policy": node.config.sync,
+                "sstables": st["tables"],
+                "bytes_on_disk": st["bytes_on_disk"],
+                "flushes": st["flushes"],
+                "compactions": st["compactions"],
+                "write_amplification": round(st["write_amplification"], 3),
+                "write_stalls": st["write_stalls"],
+                "background_error": st["background_error"] or "",
+            },
+            "ringkv": self._ringkv_info(),
+        }
+
+    def _ringkv_info(self) -> dict[str, Any]:
+        node = self._node
+        info: dict[str, Any] = {"node_id": node.node_id, **node.stalls.info()}
+        c = node.cluster
+        if c is None:
+            return info
+        ring = c.placement.ring
+        address = c.transport.address
+        info["cluster_name"] = node.config.cluster_name
+        info["cluster_members"] = len(ring.node_ids)
+        info["cluster_replicas"] = ring.replicas
+        info["rpc_address"] = f"{address[0]}:{address[1]}"
+        info.update({f"cluster_{k}": v for k, v in c.stats.items()})
+        info.update(c.hints.stats)
+        info["gossip_rounds"] = c.gossiper.rounds
+        info["gossip_exchanges_failed"] = c.gossiper.exchanges_failed
+        info["nodes_down"] = ",".join(sorted(c.gossiper.down()))
+        st = c.anti_entropy.stats
+        info.update(ae_comparisons=st.comparisons, ae_in_sync=st.in_sync, ae_keys_pushed=st.keys_pushed,
+                    ae_keys_pulled=st.keys_pulled, ae_traffic_bytes=st.traffic_bytes,
+                    ae_failures=st.failures, ae_partitions_completed=len(st.completed_ms))
+        return info
+
+    def metrics(self) -> dict[str, Any]:
+        node = self._node
+        out: dict[str, Any] = {
+            "engine": node.engine.stats(),
+            "loop": {"max_stall_ms": node.stalls.max_stall_ms, "over_5ms": node.stalls.over_5ms,
+                     "samples": node.stalls.samples},
+            "expired_keys": node.store.expired_keys,
+        }
+        c = node.cluster
+        if c is not None:
+            out["cluster"] = dict(c.stats)
+            out["hints"] = dict(c.hints.stats)
+            out["nodes_down"] = len(c.gossiper.down())
+            out["anti_entropy"] = {"comparisons": c.anti_entropy.stats.comparisons,
+                                   "keys_transferred": c.anti_entropy.stats.keys_pushed
+                                   + c.anti_entropy.stats.keys_pulled}
+            out["moves"] = {"total": c.membership.moves_total, "done": c.membership.moves_done}
+        return out

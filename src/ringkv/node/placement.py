@@ -1,0 +1,119 @@
+"""Where a key lives: its replicas under the current ring, and where it is moving to.
+
+`Placement` holds the ring this node routes by and, while nodes join or leave, the pending
+ring (node/membership.py swaps both with `set_rings`). A namespace with a smaller N than the
+ring's uses a prefix of each preference list (docs/namespaces.md), so the lists of every N in
+use are computed once per ring. Storage keys carry their namespace, so every question here
+takes a storage key and answers for that key's N and conflict policy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from ringkv.cluster.ring import Ring
+from ringkv.node.namespaces import Namespaces
+from ringkv.versioning import record as rec
+from ringkv.versioning.record import ConflictPolicy
+
+RawMerge = Callable[[bytes | None, bytes | None], bytes | None]
+
+
+def merge_raw(a: bytes | None, b: bytes | None, policy: ConflictPolicy = ConflictPolicy.SIBLINGS) -> bytes | None:
+    """Merge two replicas' stored records (bytes; None is no record) under `policy`."""
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    return rec.encode_record(rec.merge(rec.decode_record(a), rec.decode_record(b), policy))
+
+
+class Placement:
+    def __init__(self, node_id: str, ring: Ring, namespaces: Namespaces):
+        self.node_id = node_id
+        self.namespaces = namespaces
+        self._merges = {p: functools.partial(merge_raw, policy=p) for p in ConflictPolicy}
+        self._default_merge = self._merges[namespaces.default.conflict_policy]
+        self._shift = 64 - (ring.partitions.bit_length() - 1)
+        self.set_rings(ring, None)
+
+    def set_rings(self, ring: Ring, pending: Ring | None) -> None:
+        """Route by `ring`; while nodes join or leave, also write to `pending`'s extra replicas
+        of each partition."""
+        self.ring = ring
+        self.pending = pending
+        self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
+        self._prefs_by_n = {n: tuple(pref[:n] for pref in self._prefs)
+                            for n in {s.replicas for s in self.namespaces} if n < ring.replicas}
+        self._default_prefs = self.prefs_for(self.namespaces.default.replicas)
+        # n -> partition -> the pending ring's replicas that the ring lacks
+        extra: dict[int, dict[int, tuple[str, ...]]] = {}
+        if pending is not None:
+            for n in {s.replicas for s in self.namespaces}:
+                for p, pref in enumerate(self._prefs):
+                    more = tuple(x for x in pending.preference_list(p)[:n] if x not in pref[:n])
+                    if more:
+                        extra.setdefault(n, {})[p] = more
+        self._extra = extra
+
+    @property
+    def moving(self) -> bool:
+        """Whether some partition has replicas to add (a join, leave or removal in progress)."""
+        return bool(self._extra)
+
+    @property
+    def known_nodes(self) -> tuple[str, ...]:
+        """The ring's nodes and the pending ring's (joining nodes)."""
+        nodes = set(self.ring.node_ids)
+        if self.pending is not None:
+            nodes |= set(self.pending.node_ids)
+        return tuple(sorted(nodes))
+
+    def partition_of(self, skey: bytes) -> int:
+        return int.from_bytes(skey[:8], "big") >> self._shift
+
+    def prefs_for(self, n: int) -> tuple[tuple[str, ...], ...]:
+        """Every partition's preference list for a namespace of N = n."""
+        return self._prefs_by_n.get(n, self._prefs)
+
+    def replicas_of(self, skey: bytes) -> tuple[str, ...]:
+        if not skey[8]:
+            return self._default_prefs[int.from_bytes(skey[:8], "big") >> self._shift]
+        n = self.namespaces.replicas_of_skey(skey)
+        return self.prefs_for(n)[int.from_bytes(skey[:8], "big") >> self._shift]
+
+    def extra_replicas_of(self, skey: bytes) -> tuple[str, ...]:
+        """While a partition moves: the new owners a write to `skey` also goes to."""
+        by_partition = self._extra.get(self.namespaces.replicas_of_skey(skey))
+        return () if by_partition is None else by_partition.get(self.partition_of(skey), ())
+
+    def fallbacks_for(self, skey: bytes, n: int, is_up: Callable[[str], bool]
+                      ) -> Callable[[frozenset[str]], list[tuple[str, str | None]]]:
+        """The ring's sloppy-quorum list of `skey`'s partition, as a WritePlan asks for it:
+        nodes held down are passed over as stand-ins (asking one would cost a timeout)."""
+        partition = self.partition_of(skey)
+        ring = self.ring
+
+        def fallbacks(failed: frozenset[str]) -> list[tuple[str, str | None]]:
+            unavailable = failed | {node for node in ring.node_ids if not is_up(node)}
+            return [(r.node_id, r.hint_for) for r in ring.fallbacks(partition, unavailable, n)]
+        return fallbacks
+
+    def merger_of(self, skey: bytes) -> RawMerge:
+        """merge_raw under the conflict policy of `skey`'s namespace."""
+        if not skey[8] or self.namespaces.uniform:
+            return self._default_merge
+        return self._merges[self.namespaces.policy_of_skey(skey)]
+
+    def position(self, node: str, partition: int) -> int:
+        """`node`'s place in the partition's preference list (the pending ring's when it is
+        not in the ring's); the ring's N when in neither."""
+        pref = self._prefs[partition]
+        if node in pref:
+            return pref.index(node)
+        if self.pending is not None:
+            pending = self.pending.preference_list(partition)
+            if node in pending:
+                return pending.index(node)
+        return self.ring.replicas

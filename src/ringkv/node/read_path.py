@@ -1,0 +1,192 @@
+"""Quorum reads: ask a key's replicas, answer once R agree, repair the ones that answered less.
+
+The decisions are the pure `cluster/plans.ReadPlan` (which replicas to ask, when the read is
+decided, which replicas are stale); this module does the IO for it. The local replica, when it
+is one of the key's, is read without a hop. Replicas that answered with less than the merge
+get the merge back (read repair): after the last answer by default, before the client's
+answer with `read_repair = "blocking"`. Background repairs are bounded by
+MAX_REPAIRS_IN_FLIGHT; past it they are dropped (anti-entropy will find the difference) and
+counted.
+
+`read_many` reads many keys with one ReplicaGetMany per replica set and replica, each key still
+decided by its own plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from ringkv.cluster.plans import ReadPlan
+from ringkv.node.local_store import LocalStore
+from ringkv.node.messages import MAX_KEYS_PER_GET_MANY, ReplicaGet, ReplicaGetMany, ReplicaPut
+from ringkv.node.placement import Placement
+from ringkv.node.replica_calls import ReplicaCalls, outcome
+
+log = logging.getLogger("ringkv.cluster")
+
+# Most records a background read repair holds before it drops new ones (a slow peer must
+# not grow the node's memory without bound).
+MAX_REPAIRS_IN_FLIGHT = 10_000
+READ_REPAIR_MODES = ("background", "blocking", "off")
+
+
+def _same(a: bytes | None, b: bytes | None) -> bool:
+    return a == b
+
+
+class ReadPath:
+    def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, stats: dict[str, int], *,
+                 read_repair: str = "background"):
+        self.node_id = placement.node_id
+        self.placement = placement
+        self.calls = calls
+        self.store = store
+        self.stats = stats
+        self.read_repair = read_repair
+        self._repairs: set[asyncio.Task] = set()
+
+    def _plan(self, skey: bytes, pref: tuple[str, ...], r: int) -> ReadPlan:
+        plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.is_up,
+                        merge=self.placement.merger_of(skey), same=_same,
+                        down_reason=self.calls.liveness.why_down)
+        if plan.local:
+            data = self.store.engine.get(skey)
+            plan.on_record(self.node_id, None if data is None else bytes(data))
+        return plan
+
+    async def read(self, skey: bytes, r: int, pref: tuple[str, ...] | None = None) -> bytes | None:
+        """The merge of what R replicas store for the key (None: none has a record)."""
+        self.stats["reads"] += 1
+        if pref is None:
+            pref = self.placement.replicas_of(skey)
+        plan = self._plan(skey, pref, r)
+        asks = plan.start()
+        decided: asyncio.Future | None = None
+        background = self.read_repair == "background"
+
+        def answered(node: str, fut: asyncio.Future) -> None:
+            ok, reply = outcome(fut)
+            if ok:
+                plan.on_record(node, reply.record)
+            else:
+                plan.on_failure(node, reply)
+            if plan.done and decided is not None and not decided.done():
+                decided.set_result(None)
+            if plan.finished and background:
+                self.repair(skey, plan.result, plan.repairs())
+
+        if asks:
+            body = ReplicaGet(skey)
+            for node in asks:
+                self.calls.send(node, body).add_done_callback(lambda f, node=node: answered(node, f))
+            if not plan.done:
+                decided = asyncio.get_running_loop().create_future()
+                await decided
+        if not plan.succeeded:
+            self.stats["quorum_failures"] += 1
+            raise plan.error
+        if self.read_repair == "blocking":
+            tasks = self.repair(skey, plan.result, plan.repairs())
+            if tasks:
+                await asyncio.wait(tasks)
+        return plan.result
+
+    async def read_many(self, skeys: list[bytes], r_of: dict[int, int]) -> list[bytes | None]:
+        """`read` of several keys; `r_of` maps a replica count N to the R to use for it."""
+        me = self.node_id
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, skey in enumerate(skeys):
+            groups.setdefault(self.placement.replicas_of(skey), []).append(i)
+        plans: list[ReadPlan | None] = [None] * len(skeys)
+        loop = asyncio.get_running_loop()
+        decided = loop.create_future()
+        undecided = 0
+        outstanding = 0
+        repair = self.read_repair != "off"
+
+        def answered(fut: asyncio.Future, node: str, chunk: list[int]) -> None:
+            nonlocal undecided, outstanding
+            ok, reply = outcome(fut)
+            records = reply.records if ok else None
+            reason = reply if not ok else ""
+            if records is not None and len(records) != len(chunk):
+                records, reason = None, f"answered {len(records)} records for {len(chunk)} keys"
+            for pos, i in enumerate(chunk):
+                plan = plans[i]
+                was_done = plan.done
+                if records is not None:
+                    plan.on_record(node, records[pos])
+                else:
+                    plan.on_failure(node, reason)
+                if plan.done and not was_done:
+                    undecided -= 1
+            if undecided == 0 and not decided.done():
+                decided.set_result(None)
+            outstanding -= 1
+            if outstanding == 0 and repair:
+                for i, plan in enumerate(plans):
+                    if plan.has_result:
+                        self.repair(skeys[i], plan.result, plan.repairs())
+
+        sends: list[tuple[str, ReplicaGetMany, list[int]]] = []
+        for pref, idxs in groups.items():
+            r = r_of[len(pref)]
+            asks: list[str] = []
+            for i in idxs:
+                plan = self._plan(skeys[i], pref, r)
+                asks = plan.start()  # the same for every key of the group: one pref, one instant
+                plans[i] = plan
+                if not plan.done:
+                    undecided += 1
+            remote = [n for n in pref if n != me]
+            for start in range(0, len(idxs), MAX_KEYS_PER_GET_MANY):
+                chunk = idxs[start:start + MAX_KEYS_PER_GET_MANY]
+                body = ReplicaGetMany([skeys[i] for i in chunk])
+                sends.extend((node, body, chunk) for node in remote if node in asks)
+        outstanding = len(sends)
+        for node, body, chunk in sends:
+            self.calls.send(node, body).add_done_callback(
+                lambda f, node=node, chunk=chunk: answered(f, node, chunk))
+        if undecided:
+            await decided
+        out = []
+        for plan in plans:
+            if not plan.succeeded:
+                self.stats["quorum_failures"] += 1
+                raise plan.error
+            out.append(plan.result)
+        self.stats["reads"] += len(skeys)
+        return out
+
+    def repair(self, skey: bytes, merged: bytes | None, stale: Iterable[str]) -> list[asyncio.Task]:
+        """Send the merged record to replicas that answered with less; the local one at once."""
+        tasks: list[asyncio.Task] = []
+        if merged is None:
+            return tasks
+        for node in stale:
+            self.stats["read_repairs"] += 1
+            if node == self.node_id:
+                self.store.apply_record(skey, merged)
+                continue
+            if len(self._repairs) >= MAX_REPAIRS_IN_FLIGHT:
+                self.stats["repairs_dropped"] += 1
+                continue
+            task = asyncio.get_running_loop().create_task(self.calls.call(node, ReplicaPut(skey, merged)))
+            self._repairs.add(task)
+            task.add_done_callback(_repair_done)
+            task.add_done_callback(self._repairs.discard)
+            tasks.append(task)
+        return tasks
+
+    async def close(self) -> None:
+        for task in list(self._repairs):
+            task.cancel()
+        if self._repairs:
+            await asyncio.gather(*self._repairs, return_exceptions=True)
+
+
+def _repair_done(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("read repair not delivered: %s", task.exception())

@@ -1,0 +1,91 @@
+"""Calls from this node to its peers, failing at once for a peer believed down.
+
+Every request a coordinator makes of a replica goes through `ReplicaCalls.send`: a peer the
+failure detector believes down fails immediately with `PeerUnavailableError` (it may be
+partitioned away rather than refusing connections, and waiting out a timeout would hold the
+client for nothing; stand-ins and hints take it from there). Otherwise the transport's fast
+path starts the call without a task, or, while connecting, a task runs the full path. The
+reply (or the failure) arrives on the returned future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ringkv.errors import PeerUnavailableError, RemoteError, RpcTimeoutError
+from ringkv.net.transport import Transport
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A replica's failure as QuorumError lists it after the node id."""
+    if isinstance(exc, RpcTimeoutError):
+        return f"timed out after {exc.timeout_ms:g} ms"
+    if isinstance(exc, PeerUnavailableError):
+        return f"unavailable ({exc.reason})"
+    if isinstance(exc, RemoteError):
+        return f"failed: {exc.remote_message}"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return f"failed: {exc}"
+
+
+def outcome(fut: asyncio.Future) -> tuple[bool, Any]:
+    """(True, reply) or (False, reason) of a finished call."""
+    if fut.cancelled():
+        return False, "cancelled"
+    exc = fut.exception()
+    if exc is None:
+        return True, fut.result()
+    return False, failure_reason(exc)
+
+
+class ReplicaCalls:
+    def __init__(self, node_id: str, transport: Transport, liveness: Liveness, timeout_ms: float):
+        self.node_id = node_id
+        self.transport = transport
+        self.liveness = liveness
+        self.timeout_ms = timeout_ms
+
+    def is_up(self, node: str) -> bool:
+        return self.liveness.is_up(node)
+
+    def send(self, node: str, body: Any, timeout_ms: float | None = None) -> asyncio.Future:
+        """Start a call to `node`; its future holds the reply or the error."""
+        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        loop = asyncio.get_running_loop()
+        if not self.liveness.is_up(node):
+            fut = loop.create_future()
+            fut.set_exception(PeerUnavailableError(node, self.liveness.why_down(node)))
+            return fut
+        fut = self.transport.start_call(node, body, timeout)
+        if fut is None:  # connecting, or no free slot: the full path, in a task
+            fut = loop.create_task(self.transport.call(node, body, timeout))
+        return fut
+
+    async def call(self, node: str, body: Any, timeout_ms: float | None = None) -> Any:
+        """A call awaited in a task of its own, whatever the failure detector says: the RESP
+        adapter drives commands outside any task, and the RPC client's connect path needs one
+        (asyncio.timeout)."""
+        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        return await asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout))
+
+
+class Liveness:
+    """Whether this node believes a peer up: the gossiper's failure detectors once gossip runs
+    (node/gossiper.py plugs them in with `watch`), every peer up before that."""
+
+    def __init__(self) -> None:
+        self._is_up: Callable[[str], bool] | None = None
+        self._phi: Callable[[str], float] | None = None
+
+    def watch(self, is_up: Callable[[str], bool], phi: Callable[[str], float]) -> None:
+        self._is_up = is_up
+        self._phi = phi
+
+    def is_up(self, node: str) -> bool:
+        return self._is_up is None or self._is_up(node)
+
+    def why_down(self, node: str) -> str:
+        return "down (failure detector)" if self._phi is None else f"down (phi {self._phi(node):.1f})"

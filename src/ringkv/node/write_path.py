@@ -1,0 +1,135 @@
+"""Replicated writes: send a record this node holds to the key's other replicas, wait for W.
+
+The decisions are the pure `cluster/plans.WritePlan`: which nodes get the record, when W is
+met, which stand-in takes a failed replica's copy as a hint (sloppy quorum), and which nodes
+the coordinator keeps a hint for once every answer is in. This module sends what the plan
+says and feeds it the answers. The record is already in this node's log when `replicate` is
+called (a replica acknowledges only what it holds), so this node counts as one replica at once
+when it is one of the key's.
+
+`replicate_many` sends the records of one replica set in one ReplicaPutMany per other replica
+(bounded by MAX_KEYS_PER_PUT_MANY and MAX_BYTES_PER_PUT_MANY); when too few replicas take a
+batch, each key goes the single-key way (stand-ins, hints, the precise error), and a replica
+that fails after W was met gets its records as hints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from ringkv.cluster.plans import Send, WritePlan
+from ringkv.node.handoff import HintStore
+from ringkv.node.messages import MAX_BYTES_PER_PUT_MANY, ReplicaPut, ReplicaPutMany
+from ringkv.node.placement import Placement
+from ringkv.node.replica_calls import ReplicaCalls, outcome
+
+
+class WritePath:
+    def __init__(self, placement: Placement, calls: ReplicaCalls, stats: dict[str, int],
+                 hints: HintStore | None):
+        self.node_id = placement.node_id
+        self.placement = placement
+        self.calls = calls
+        self.stats = stats
+        self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
+
+    def _plan(self, skey: bytes, pref: tuple[str, ...], w: int, strict: bool) -> WritePlan:
+        placement = self.placement
+        sloppy = self.hints is not None and not strict and len(placement.ring.node_ids) > len(pref)
+        extra = placement.extra_replicas_of(skey) if placement.moving else ()
+        return WritePlan(pref, w, me=self.node_id, is_up=self.calls.is_up,
+                         fallbacks=placement.fallbacks_for(skey, len(pref), self.calls.is_up) if sloppy else None,
+                         extra=extra, down_reason=self.calls.liveness.why_down)
+
+    async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False) -> None:
+        """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took it."""
+        self.stats["writes"] += 1
+        plan = self._plan(skey, pref, w, strict)
+        decided: asyncio.Future | None = None
+        calls = self.calls
+        stats = self.stats
+        hints = self.hints
+
+        def start(sends: list[Send]) -> None:
+            for send in sends:
+                if send.hint_for is not None:
+                    stats["stand_ins"] += 1
+                    body = ReplicaPut(skey, data, send.hint_for)
+                else:
+                    body = plain
+                calls.send(send.node, body).add_done_callback(functools.partial(answered, send))
+
+        def answered(send: Send, fut: asyncio.Future) -> None:
+            ok, reason = outcome(fut)
+            if ok:
+                more = plan.on_ack(send)
+            else:
+                stats["replica_failures"] += 1
+                more = plan.on_failure(send, reason)
+            if more:
+                start(more)
+            if plan.done and decided is not None and not decided.done():
+                decided.set_result(None)
+            if plan.finished and hints is not None:
+                for node in plan.hints():
+                    hints.add(node, skey, data)
+
+        plain = ReplicaPut(skey, data)
+        start(plan.start())
+        if not plan.done:
+            decided = asyncio.get_running_loop().create_future()
+            await decided
+        if not plan.succeeded:
+            stats["quorum_failures"] += 1
+            raise plan.error
+
+    async def replicate_many(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...], w: int) -> None:
+        """`replicate` for several keys of one replica set, written here already."""
+        me = self.node_id
+        remote = [n for n in pref if n != me]
+        need = w - (1 if me in pref else 0)
+        if need <= 0 or not remote:
+            await asyncio.gather(*(self.replicate(skey, data, pref, w) for skey, data in records))
+            return
+        self.stats["writes"] += len(records)
+        chunks: list[list[tuple[bytes, bytes]]] = [[]]
+        size = 0
+        for item in records:
+            if chunks[-1] and size + len(item[1]) > MAX_BYTES_PER_PUT_MANY:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += len(item[1])
+        calls: list[asyncio.Future] = []
+        node_of: dict[int, str] = {}
+        for node in remote:
+            for chunk in chunks:
+                fut = self.calls.send(node, ReplicaPutMany(chunk))
+                fut.add_done_callback(functools.partial(self._hint_chunk, node, chunk))
+                node_of[id(fut)] = node
+                calls.append(fut)
+        # A replica counts once all its chunks are in; W is met when `need` replicas are.
+        per_node = len(chunks)
+        acked: dict[str, int] = {}
+        done_nodes = 0
+        pending = set(calls)
+        while pending and done_nodes < need:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for f in finished:
+                if outcome(f)[0]:
+                    node = node_of[id(f)]
+                    acked[node] = acked.get(node, 0) + 1
+                    if acked[node] == per_node:
+                        done_nodes += 1
+        if done_nodes < need:
+            await asyncio.gather(*(self.replicate(skey, data, pref, w) for skey, data in records))
+
+    def _hint_chunk(self, node: str, chunk: list[tuple[bytes, bytes]], fut: asyncio.Future) -> None:
+        """A ReplicaPutMany that failed: its records wait for `node` as hints (the outcome is
+        retrieved either way: nothing may wait on a batch once W is met)."""
+        if not outcome(fut)[0]:
+            self.stats["replica_failures"] += 1
+            if self.hints is not None:
+                for skey, data in chunk:
+                    self.hints.add(node, skey, data)

@@ -1,0 +1,183 @@
+"""The typed protocols the adapters call and the node implements.
+
+`KeyValueService` is one client's view of the data: bound to one namespace and one set of
+consistency levels. `at()` and `in_namespace()` give views at other levels or namespaces (per
+RESP connection with RINGKV.CONSISTENCY / RINGKV.NAMESPACE, per HTTP request with its headers
+and query); a view is cheap and holds no state of its own. A node of one and a cluster node
+implement the same protocol, so the adapters never know which they serve.
+
+Contracts every implementation keeps:
+- Keys are bytes of at most `limits.MAX_KEY_BYTES` less the namespace; values at most
+  `limits.max_value_bytes`. Over either: `CommandError` with status 413, naming the limit.
+- Bad input raises a `ringkv.errors.RingkvError` subclass whose message a client can act on;
+  anything else raised is a bug, which the adapters log and answer as an internal error.
+- Coroutines never block the loop. `get_value_now` and `put_now` answer without a coroutine
+  when they can (a single node, a local replica) and `PENDING` when they cannot.
+- Writes made while an adapter handles one batch of input may be deferred: the adapter calls
+  `commit_writes()` (when `has_pending_writes`) before it sends any reply, so that what is
+  acknowledged is in the log, and one `write()` carries a whole pipeline.
+
+`AdminService` is the operator's side: status, repair, membership changes, INFO sections and
+metric figures. Its errors are typed: `AdminRequestError` (bad arguments) and
+`AdminConflictError` (not now: another change runs, a member is down).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ringkv.service.levels import ConsistencyLevel, Levels
+from ringkv.service.values import SiblingSet, Value
+from ringkv.versioning.record import ConflictPolicy
+
+DEFAULT_NAMESPACE_NAME = "default"  # how clients name the default namespace (stored as b"")
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceSpec:
+    """A namespace: its name as clients give it, its N and its conflict policy."""
+
+    name: str
+    replicas: int
+    conflict_policy: ConflictPolicy
+
+    @property
+    def stored(self) -> bytes:
+        """The namespace bytes in storage keys (empty for the default namespace)."""
+        return b"" if self.name == DEFAULT_NAMESPACE_NAME else self.name.encode()
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "replicas": self.replicas,
+                "conflict_policy": self.conflict_policy.value}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceLimits:
+    """The limits of a node that depend on its configuration (the fixed ones are in
+    `service.limits`)."""
+
+    max_value_bytes: int
+    keys_max_count: int  # KEYS refuses to answer more
+    flush_enabled: bool  # FLUSHALL / FLUSHDB allowed
+
+
+class KeyValueService(Protocol):
+    """The data commands, in one namespace at one set of levels (see the module docstring)."""
+
+    @property
+    def namespace(self) -> NamespaceSpec: ...
+    @property
+    def levels(self) -> Levels: ...
+    @property
+    def limits(self) -> ServiceLimits: ...
+
+    def at(self, r: ConsistencyLevel | int | str | None = None, w: ConsistencyLevel | int | str | None = None,
+           strict: bool | None = None) -> KeyValueService:
+        """This view at other levels (None keeps one); ConfigError for a count over N."""
+
+    def in_namespace(self, name: str | bytes) -> KeyValueService:
+        """This view in another namespace ("default" or "" for the default one), same levels;
+        UnknownNamespaceError naming the configured ones."""
+
+    def namespaces(self) -> list[NamespaceSpec]: ...
+    def now_ms(self) -> int:
+        """The node's clock, for adapters turning relative expiries into absolute ones."""
+
+    # --- reads
+    async def get(self, key: bytes) -> Value | None: ...
+    async def get_value(self, key: bytes) -> bytes | None: ...
+    def get_value_now(self, key: bytes) -> Any:
+        """bytes, None, or PENDING (then await get_value)."""
+
+    async def get_versions(self, key: bytes) -> SiblingSet: ...
+    async def exists(self, keys: Iterable[bytes]) -> int: ...
+    async def mget(self, keys: list[bytes]) -> list[bytes | None]: ...
+    async def ttl_ms(self, key: bytes) -> int:
+        """Milliseconds left, -1 without expiry, -2 for a missing key (Redis's PTTL)."""
+
+    # --- writes
+    async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
+                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
+        """SET with its options: (applied, old value when `return_old`); condition None,
+        "nx" or "xx"."""
+
+    async def put(self, key: bytes, value: bytes) -> None: ...
+    def put_now(self, key: bytes, value: bytes) -> Any:
+        """A plain SET without a coroutine: an LSN to wait for under sync=always (`durable`),
+        or PENDING (then await put)."""
+
+    async def durable(self, lsn: int) -> None: ...
+    async def put_versioned(self, key: bytes, value: bytes | None, context: bytes | None, *,
+                            expire_at_ms: int = 0) -> bytes:
+        """A sibling-aware write replacing exactly what `context` saw (None: blind); value None
+        deletes. Returns the new context."""
+
+    async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None: ...
+    async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool: ...
+    async def delete(self, keys: Iterable[bytes]) -> int: ...
+    async def getdel(self, key: bytes) -> bytes | None: ...
+    async def incr_by(self, key: bytes, delta: int) -> int: ...
+    async def incr_by_float(self, key: bytes, delta: float) -> bytes: ...
+    async def append(self, key: bytes, value: bytes) -> int: ...
+    async def expire_at(self, key: bytes, expire_at_ms: int, condition: str | None = None) -> bool:
+        """Set (0: remove) the expiry; condition nx, xx, gt, lt. A past time deletes."""
+
+    async def getex(self, key: bytes, expire_at_ms: int | None) -> bytes | None: ...
+    async def flushall(self) -> int:
+        """Every key of every namespace, on every member."""
+
+    async def flushdb(self) -> int:
+        """Every key of this view's namespace (all of them in the default namespace)."""
+
+    # --- the keyspace
+    async def dbsize(self) -> int: ...
+    async def scan(self, cursor: int, count: int = 10, match: bytes | None = None) -> tuple[int, list[bytes]]:
+        """One page in token order; the cursor is the token to resume at, 0 when done."""
+
+    async def keys(self, pattern: bytes) -> list[bytes]: ...
+
+    # --- batching (see the module docstring)
+    @property
+    def has_pending_writes(self) -> bool: ...
+    def commit_writes(self) -> None: ...
+
+
+class AdminService(Protocol):
+    """The operator's calls (`ringkv admin`, RINGKV.ADMIN, /api/v1/admin)."""
+
+    @property
+    def node_id(self) -> str: ...
+    async def status(self) -> dict:
+        """Members, partitions, keys per node, and membership progress."""
+
+    async def repair(self) -> dict:
+        """Anti-entropy over every partition this node holds, now."""
+
+    async def join(self, seeds: list[str]) -> dict:
+        """On a joining node: the members to learn the cluster from (node_id@host:port)."""
+
+    async def decommission(self) -> dict: ...
+    async def remove(self, node_id: str) -> dict: ...
+    async def cleanup(self) -> dict: ...
+    def membership(self) -> dict:
+        """The ring, the pending ring and the progress of a change."""
+
+    def health(self) -> str | None:
+        """None when the node can serve; else why not (the engine closed, or read-only after a
+        background error)."""
+
+    def key_counts(self) -> dict[str, int]:
+        """{"keys": live keys on this replica, "expired_keys": removed by active expiry}."""
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        """INFO sections of the node beside the adapters' own: memory, persistence, keyspace
+        figures, ringkv (cluster, gossip, hints, anti-entropy)."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Figures for /metrics: engine, keys, cluster counters (see api/http_metrics.py)."""
+
+    def fault(self, argv: list[bytes]) -> str:
+        """RINGKV.FAULT (only when the node runs with fault_injection): PARTITION node..., HEAL,
+        CLOCK_SKEW ms. AdminRequestError when fault injection is off or the request is bad."""
