@@ -27,6 +27,7 @@ from ringkv.net.transport import TcpTransport, Transport
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.config import NodeConfig
+from ringkv.node.consensus import Acceptor, AcceptorStore, Proposer
 from ringkv.node.expiry_filter import ExpiredRecordFilter
 from ringkv.node.faults import FaultState, FaultyTransport
 from ringkv.node.forwarding import Forwarder
@@ -51,7 +52,8 @@ from ringkv.storage import Engine, Options
 from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
 CLUSTER_STATS = ("reads", "writes", "forwarded", "read_repairs", "quorum_failures", "replica_failures",
-                 "repairs_dropped", "stand_ins", "hints_taken")
+                 "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
+                 "paxos_leased", "paxos_retries", "paxos_stale_leases")
 
 
 async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
@@ -110,7 +112,10 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     stats = dict.fromkeys(CLUSTER_STATS, 0)
     reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair)
     writes = WritePath(placement, calls, stats, hints)
-    forwarder = Forwarder(placement, calls, store, reads, writes, stats)
+    acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync))
+    acceptor = Acceptor(acceptor_states, store)
+    proposer = Proposer(cfg.node_id, identity.actor, placement, calls, store, acceptor, hints, clock, stats)
+    forwarder = Forwarder(placement, calls, store, reads, writes, proposer, stats)
     anti_entropy = AntiEntropy(placement, calls, store, clock, interval_ms=max(1, cfg.anti_entropy_interval_ms),
                                completed_ms=expiry.completed_ms)
     handoff = HintDelivery(hints, calls.call, is_up=liveness.is_up, rate_per_s=cfg.hint_delivery_rate_per_s,
@@ -132,7 +137,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     keyspace = Keyspace(placement, calls, store, figures, gossiper.status)
     membership = MembershipManager(placement, calls, transport, store, anti_entropy, gossiper, clock, members,
                                    settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path)
-    peers = ReplicaService(placement, store, forwarder, gossiper, anti_entropy, hints, stats, figures)
+    peers = ReplicaService(placement, store, forwarder, acceptor, gossiper, anti_entropy, hints, stats, figures)
     await transport.start(peers.handle, peers.handle_now, peers.before_reply)
     if transport.address is not None:
         gossiper.membership.update_local(rpc_host=transport.address[0], rpc_port=transport.address[1])
@@ -142,6 +147,6 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     levels = Levels(parse_level(cfg.read_consistency, "read_consistency"),
                     parse_level(cfg.write_consistency, "write_consistency"), False)
     service = ClusterService(path).at(levels.r, levels.w)
-    parts = ClusterParts(transport, placement, calls, reads, hints, handoff, gossiper, anti_entropy, membership,
-                         keyspace, stats, joining)
+    parts = ClusterParts(transport, placement, calls, reads, hints, acceptor_states, handoff, gossiper, anti_entropy,
+                         membership, keyspace, stats, joining)
     return Node(cfg, clock, engine, store, service, figures, faults, parts)

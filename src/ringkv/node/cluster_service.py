@@ -31,6 +31,7 @@ from ringkv.node.commands import (
     IncrByFloat,
     Put,
     PutVersioned,
+    SerialRead,
     Set,
 )
 from ringkv.node.forwarding import Forwarder
@@ -115,6 +116,9 @@ class ClusterService:
 
     async def _record(self, key: bytes) -> rec.Record | None:
         skey = self._skey(key)
+        if self.levels.r is ConsistencyLevel.SERIAL:
+            data = await self.path.forwarder.run(self._ns, key, SerialRead(), self.levels)
+            return None if data is None else rec.decode_record(data)
         pref = self.path.placement.replicas_of(skey)
         data = await self.path.reads.read(skey, resolve(self.levels.r, len(pref), field="r"), pref)
         return None if data is None else rec.decode_record(data)
@@ -150,8 +154,8 @@ class ClusterService:
         return sum(v is not None for v in values)
 
     async def mget(self, keys: list[bytes]) -> list[bytes | None]:
-        if len(keys) == 1:
-            return [await self.get_value(keys[0])]
+        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL:
+            return list(await asyncio.gather(*(self.get_value(k) for k in keys)))
         skeys = [self._skey(k) for k in keys]
         r = self.levels.r
         r_of = {n: resolve(r, n, field="r") for n in {s.replicas for s in self.path.placement.namespaces}}

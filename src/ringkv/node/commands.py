@@ -200,7 +200,12 @@ class GetEx(Command, tag="GetEx", frozen=True):
         return Effect(True, winner.value, at, result=winner.value)
 
 
-KeyCommand = Put | Set | PutVersioned | Delete | GetDel | IncrBy | IncrByFloat | Append | ExpireAt | GetEx
-COMMAND_TYPES: tuple[type[Command], ...] = (
-    Put, Set, PutVersioned, Delete, GetDel, IncrBy, IncrByFloat, Append, ExpireAt, GetEx,
-)
+class SerialRead(Command, tag="SerialRead", frozen=True):
+    """A linearizable read (SERIAL): writes nothing. Where it runs, the consensus path answers
+    the key's whole record (encoded, or None), which `apply` cannot see."""
+
+    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+        return _unchanged(None)
+
+
+KeyCommand = SerialRead | Put | Set | PutVersioned | Delete | GetDel | IncrBy | IncrByFloat | Append | ExpireAt | GetEx

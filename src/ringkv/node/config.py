@@ -67,6 +67,10 @@ class NodeConfig:
     block_cache_bytes: int = 256 * MIB
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     conflict_policy: str = "siblings"  # siblings | lww, of the default namespace
+    # How commands that depend on the current value (INCR, CAS, SET NX, ...) run in the
+    # default namespace: paxos (a consensus round per key, linearizable) or fast (serialized on
+    # the key's first reachable replica, can lose an update during failures). docs/consistency.md.
+    rmw: str = "paxos"
     # Other namespaces, each with its own N and policy (node/namespaces.py): a TOML table
     # [namespaces.NAME] of replicas and conflict_policy, or as a string (environment, flags)
     # "NAME:replicas=2:conflict_policy=lww,NAME2:replicas=1". Identical on every node.
@@ -99,6 +103,7 @@ class NodeConfig:
             require(0 <= getattr(self, port) <= 65535, port, "must be a TCP port 0..65535 (0 picks a free one)")
         require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
         require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")
+        require(self.rmw in ("paxos", "fast"), "rmw", "must be paxos or fast")
         require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                 "must be debug, info, warning or error")
         for name in ("sync_interval_ms", "memtable_bytes", "max_value_bytes", "max_connections",
@@ -143,7 +148,7 @@ class NodeConfig:
         from ringkv.cluster.ring import MAX_REPLICAS
         from ringkv.node.namespaces import Namespaces
 
-        return Namespaces(self.replicas, self.conflict_policy, self.namespaces, MAX_REPLICAS)
+        return Namespaces(self.replicas, self.conflict_policy, self.namespaces, MAX_REPLICAS, self.rmw)
 
     @property
     def ring_replicas(self) -> int:

@@ -4,9 +4,11 @@ A write runs on a replica of its key, which versions it (its actor names the dot
 replicates the record at W. A blind overwrite (SET, RINGKV.PUTV) runs on this node when it is
 a replica of the key. A command whose result depends on the current value (INCR, APPEND,
 SET NX/XX/GET, DEL, EXPIRE, ...) runs on the key's first reachable replica in preference-list
-order, which reads at R under a per-key lock, applies the command, and writes at W: so such
-commands on one key are serialized while that replica is up (docs/cluster.md says what holds
-when it is not). Otherwise the command travels in a typed `Forward` message.
+order. There, in a namespace whose `rmw` is "paxos" (the default), it runs as a consensus
+round among the key's replicas (node/consensus.py): linearizable, whichever node runs it. In
+one whose `rmw` is "fast", that replica reads at R under a per-key lock, applies the command,
+and writes at W: such commands on one key are serialized only while every coordinator agrees
+which replica is first (docs/consistency.md). The command travels in a typed `Forward`.
 
 `run` is the coordinator's side, `execute` the replica's, `on_forward` the RPC handler.
 """
@@ -25,7 +27,8 @@ from ringkv.errors import (
     RpcError,
     RpcTimeoutError,
 )
-from ringkv.node.commands import Command, PutVersioned
+from ringkv.node.commands import Command, PutVersioned, SerialRead
+from ringkv.node.consensus import Proposer
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import Forward, ForwardReply
 from ringkv.node.placement import Placement
@@ -94,13 +97,14 @@ class KeyLocks:
 
 class Forwarder:
     def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, reads: ReadPath,
-                 writes: WritePath, stats: dict[str, int]):
+                 writes: WritePath, proposer: Proposer, stats: dict[str, int]):
         self.node_id = placement.node_id
         self.placement = placement
         self.calls = calls
         self.store = store
         self.reads = reads
         self.writes = writes
+        self.proposer = proposer
         self.stats = stats
         self.locks = KeyLocks()
 
@@ -159,6 +163,14 @@ class Forwarder:
         if rmw:
             await self.locks.acquire(skey)
         try:
+            if rmw and self.placement.namespaces.of_stored(namespace).rmw == "paxos":
+                # The consensus path; the lock only keeps this node's own rounds on one key from
+                # contending with each other (each then takes the one-round-trip way).
+                if isinstance(command, SerialRead):
+                    return await self.proposer.read(namespace, key)
+                return await self.proposer.run(namespace, key, command)
+            if isinstance(command, SerialRead):
+                return await self.reads.read(skey, r, pref)
             if rmw:
                 merged = await self.reads.read(skey, r, pref)
                 if merged is not None:

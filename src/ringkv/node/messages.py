@@ -210,9 +210,59 @@ class SyncPartitionReply(msgspec.Struct, tag="SyncPartitionReply", array_like=Tr
     pushed: int
 
 
+class PaxosPrepare(msgspec.Struct, tag="PaxosPrepare", array_like=True):
+    """Consensus, phase 1, for one key (node/consensus.py): promise `ballot`. Reply:
+    PaxosPromise."""
+
+    skey: bytes
+    ballot: tuple[int, str]
+
+
+class PaxosPromise(msgspec.Struct, tag="PaxosPromise", array_like=True):
+    """`ok`: promised, with what the acceptor accepted last and knows committed, and its
+    stored record of the key (the read folded into the prepare). Else `promised` is the
+    higher ballot it promised before."""
+
+    ok: bool
+    promised: tuple[int, str]
+    accepted: tuple[int, str] = (0, "")
+    value: bytes | None = None
+    committed: tuple[int, str] = (0, "")
+    record: bytes | None = None
+
+
+class PaxosPropose(msgspec.Struct, tag="PaxosPropose", array_like=True):
+    """Consensus, phase 2: accept `value` (an encoded record) at `ballot`. With `base` (the
+    encoded clock the proposer built the value on, sent when it skipped phase 1), refuse if
+    the stored record holds a write the base has not seen. Reply: PaxosAccepted."""
+
+    skey: bytes
+    ballot: tuple[int, str]
+    value: bytes
+    base: bytes | None = None
+
+
+class PaxosAccepted(msgspec.Struct, tag="PaxosAccepted", array_like=True):
+    """`ok`: accepted. Else `promised` is the higher ballot it promised, or `stale` says the
+    stored record has a write the proposal's base had not seen."""
+
+    ok: bool
+    promised: tuple[int, str] = (0, "")
+    stale: bool = False
+
+
+class PaxosCommit(msgspec.Struct, tag="PaxosCommit", array_like=True):
+    """The value of `ballot` is chosen: store `record` as this replica's data (merged) and
+    forget the accepted value it supersedes. Reply: ReplicaAck."""
+
+    skey: bytes
+    ballot: tuple[int, str]
+    record: bytes
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
-    ReplicaPutMany,
+    ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
 )

@@ -34,7 +34,8 @@ DEFAULT_NAME = DEFAULT_NAMESPACE_NAME  # how clients name the default namespace 
 MAX_NAMESPACES = 64
 MAX_NAME_BYTES = 64
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_FIELDS = ("replicas", "conflict_policy")
+_FIELDS = ("replicas", "conflict_policy", "rmw")
+RMW_MODES = ("paxos", "fast")
 
 
 def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -50,7 +51,7 @@ def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
             key, sep, value = f.partition("=")
             if not sep or key.strip() not in _FIELDS:
                 raise ConfigError("namespaces", f"entry {entry!r}: expected name:replicas=N:conflict_policy="
-                                                "siblings|lww")
+                                                "siblings|lww:rmw=paxos|fast")
             values[key.strip()] = value.strip()
         out.append((name, values))
     return out
@@ -65,7 +66,7 @@ def format_namespaces(table: dict[str, Any]) -> str:
         unknown = sorted(set(fields) - set(_FIELDS))
         if unknown:
             raise ConfigError("namespaces", f"[namespaces.{name}]: unknown setting {unknown[0]!r} "
-                                            "(replicas, conflict_policy)")
+                                            "(replicas, conflict_policy, rmw)")
         entries.append(":".join([str(name)] + [f"{k}={fields[k]}" for k in _FIELDS if k in fields]))
     return ",".join(entries)
 
@@ -73,8 +74,11 @@ def format_namespaces(table: dict[str, Any]) -> str:
 class Namespaces:
     """The namespaces of a cluster: the default one and the configured ones."""
 
-    def __init__(self, replicas: int, conflict_policy: str, text: str = "", max_replicas: int = 16):
-        self.default = NamespaceSpec(DEFAULT_NAME, replicas, ConflictPolicy(conflict_policy))
+    def __init__(self, replicas: int, conflict_policy: str, text: str = "", max_replicas: int = 16,
+                 rmw: str = "paxos"):
+        if rmw not in RMW_MODES:
+            raise ConfigError("rmw", f"must be paxos or fast, got {rmw!r}")
+        self.default = NamespaceSpec(DEFAULT_NAME, replicas, ConflictPolicy(conflict_policy), rmw)
         self._by_stored: dict[bytes, NamespaceSpec] = {b"": self.default}
         for name, fields in parse_namespaces(text):
             if _NAME.fullmatch(name) is None:
@@ -90,7 +94,10 @@ class Namespaces:
             policy = fields.get("conflict_policy", conflict_policy)
             if policy not in ("siblings", "lww"):
                 raise ConfigError("namespaces", f"{name}: conflict_policy must be siblings or lww, got {policy!r}")
-            self._by_stored[name.encode()] = NamespaceSpec(name, int(raw_n), ConflictPolicy(policy))
+            mode = fields.get("rmw", rmw)
+            if mode not in RMW_MODES:
+                raise ConfigError("namespaces", f"{name}: rmw must be paxos or fast, got {mode!r}")
+            self._by_stored[name.encode()] = NamespaceSpec(name, int(raw_n), ConflictPolicy(policy), mode)
             if len(self._by_stored) > MAX_NAMESPACES:
                 raise ConfigError("namespaces", f"at most {MAX_NAMESPACES} namespaces")
         self.max_replicas = max(s.replicas for s in self._by_stored.values())

@@ -23,6 +23,7 @@ from ringkv.errors import AdminConflictError, AdminRequestError
 from ringkv.net.transport import Transport
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.config import NodeConfig
+from ringkv.node.consensus import AcceptorStore
 from ringkv.node.faults import FaultState
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.handoff import HintDelivery, HintStore
@@ -51,6 +52,7 @@ class ClusterParts:
     calls: ReplicaCalls
     reads: ReadPath
     hints: HintStore
+    acceptor_states: AcceptorStore
     handoff: HintDelivery
     gossiper: Gossiper
     anti_entropy: AntiEntropy
@@ -147,6 +149,7 @@ class Node:
             await c.reads.close()
             await c.transport.close()
             await loop.run_in_executor(None, c.hints.close)
+            await loop.run_in_executor(None, c.acceptor_states.close)
         self.store.close()
         await loop.run_in_executor(None, self._close_engine)
         log.info("node %s stopped", self.node_id)

@@ -88,6 +88,14 @@ class Placement:
         by_partition = self._extra.get(self.namespaces.replicas_of_skey(skey))
         return () if by_partition is None else by_partition.get(self.partition_of(skey), ())
 
+    def pending_replicas_of(self, skey: bytes) -> tuple[str, ...] | None:
+        """While nodes join or leave: `skey`'s replicas under the pending ring (None when no
+        change is in progress). A consensus round needs a majority of both lists."""
+        if self.pending is None:
+            return None
+        n = self.namespaces.replicas_of_skey(skey)
+        return self.pending.preference_list(self.partition_of(skey))[:n]
+
     def fallbacks_for(self, skey: bytes, n: int, is_up: Callable[[str], bool]
                       ) -> Callable[[frozenset[str]], list[tuple[str, str | None]]]:
         """The ring's sloppy-quorum list of `skey`'s partition, as a WritePlan asks for it:

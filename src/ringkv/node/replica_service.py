@@ -15,6 +15,7 @@ from typing import Any
 from ringkv.errors import CommandError
 from ringkv.net.rpc import NOT_HANDLED
 from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.consensus import Acceptor
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.handoff import HintStore
@@ -31,6 +32,9 @@ from ringkv.node.messages import (
     GossipSyn,
     NodeInfo,
     NodeInfoReply,
+    PaxosCommit,
+    PaxosPrepare,
+    PaxosPropose,
     Repair,
     RepairReply,
     ReplicaAck,
@@ -57,13 +61,14 @@ ALWAYS, NEVER, UNLESS_SYNC = "always", "never", "unless-sync"
 
 
 class ReplicaService:
-    def __init__(self, placement: Placement, store: LocalStore, forwarder: Forwarder, gossiper: Gossiper,
-                 anti_entropy: AntiEntropy, hints: HintStore | None, stats: dict[str, int],
+    def __init__(self, placement: Placement, store: LocalStore, forwarder: Forwarder, acceptor: Acceptor,
+                 gossiper: Gossiper, anti_entropy: AntiEntropy, hints: HintStore | None, stats: dict[str, int],
                  node_info: Callable[[], NodeInfoReply]):
         self.node_id = placement.node_id
         self.placement = placement
         self.store = store
         self.forwarder = forwarder
+        self.acceptor = acceptor
         self.gossiper = gossiper
         self.anti_entropy = anti_entropy
         self.hints = hints
@@ -85,6 +90,9 @@ class ReplicaService:
             Repair: (self._repair, NEVER),
             SyncPartition: (self._sync_partition, NEVER),
             FlushAll: (self._flush_all, NEVER),
+            PaxosPrepare: (self._paxos_prepare, UNLESS_SYNC),
+            PaxosPropose: (self._paxos_propose, UNLESS_SYNC),
+            PaxosCommit: (acceptor.on_commit, NEVER),
         }
 
     # ------------------------------------------------------------------ the transport's hooks
@@ -182,6 +190,18 @@ class ReplicaService:
             reply.pulled += result.pulled
             reply.pushed += result.pushed
         return reply
+
+    def _paxos_prepare(self, body: PaxosPrepare) -> Any:
+        # Written to the OS before the answer (sync=False, not deferred); under sync=always the
+        # slow path awaits the fsync too.
+        if self.store.sync_always:
+            return self.acceptor.on_prepare(body)
+        return self.acceptor.prepare(body.skey, tuple(body.ballot))[0]
+
+    def _paxos_propose(self, body: PaxosPropose) -> Any:
+        if self.store.sync_always:
+            return self.acceptor.on_propose(body)
+        return self.acceptor.propose(body.skey, tuple(body.ballot), body.value, body.base)[0]
 
     async def _flush_all(self, body: FlushAll) -> FlushAllReply:
         return FlushAllReply(await self.store.flush())

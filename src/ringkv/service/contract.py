@@ -42,6 +42,10 @@ class NamespaceSpec:
     name: str
     replicas: int
     conflict_policy: ConflictPolicy
+    # How commands that depend on the current value run: "paxos" (linearizable, a consensus
+    # round per key) or "fast" (serialized on the key's first reachable replica; can lose an
+    # update when two replicas both believe they are first).
+    rmw: str = "paxos"
 
     @property
     def stored(self) -> bytes:
@@ -50,7 +54,7 @@ class NamespaceSpec:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "replicas": self.replicas,
-                "conflict_policy": self.conflict_policy.value}
+                "conflict_policy": self.conflict_policy.value, "rmw": self.rmw}
 
 
 @dataclasses.dataclass(frozen=True)

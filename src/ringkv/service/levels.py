@@ -14,11 +14,15 @@ from ringkv.errors import ConfigError
 
 
 class ConsistencyLevel(enum.Enum):
-    """How many of a key's N replicas must answer: one, a majority, or all of them."""
+    """How many of a key's N replicas must answer: one, a majority, or all of them. SERIAL is a
+    read through the key's consensus path (a majority, and any unfinished round completed
+    first: linearizable with CAS and the other read-modify-write commands); a write at SERIAL
+    is a write at QUORUM."""
 
     ONE = "one"
     QUORUM = "quorum"
     ALL = "all"
+    SERIAL = "serial"
 
 
 def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> int:
@@ -31,7 +35,7 @@ def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> i
         raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
     if level is ConsistencyLevel.ONE:
         return 1
-    if level is ConsistencyLevel.QUORUM:
+    if level is ConsistencyLevel.QUORUM or level is ConsistencyLevel.SERIAL:
         return n // 2 + 1
     if level is ConsistencyLevel.ALL:
         return n
@@ -55,7 +59,7 @@ def parse_level(value: str | ConsistencyLevel | int, field: str = "level") -> Co
             return ConsistencyLevel(text)
         except ValueError:
             pass
-    raise ConfigError(field, f"expected ONE, QUORUM, ALL or a replica count, got {str(value)[:64]!r}")
+    raise ConfigError(field, f"expected ONE, QUORUM, ALL, SERIAL or a replica count, got {str(value)[:64]!r}")
 
 
 class Levels(NamedTuple):

@@ -1,0 +1,318 @@
+"""Per-key Paxos (in the manner of CASPaxos): the acceptor's rules and one proposer round,
+without IO. docs/consistency.md argues why it is safe; this is the code it argues about.
+
+Every key has its own register, replicated on the key's N replicas, which are its acceptors.
+A round changes the register from its current value to a new one computed from it (a
+compare-and-set, an increment, ...):
+
+    proposer                                   acceptors (the key's replicas)
+    Prepare(ballot)              ------->      promise not to accept lower ballots; answer
+                                 <-------      what they accepted last, and their stored record
+    the new value = f(current)                 (current: the highest accepted value, merged
+                                                with the stored records of the quorum)
+    Propose(ballot, value)       ------->      accept it unless they promised higher
+                                 <-------      Accepted
+    chosen once a majority accepted: Commit to every replica (stored as data), reply
+
+Rules of this module:
+- A ballot is (counter, proposer id), ordered as a tuple; proposers pick a counter above every
+  ballot they have seen, and the id breaks ties, so two proposers never share a ballot.
+- An acceptor promises a ballot only if it is higher than every ballot it promised before, and
+  accepts a proposal only if its ballot is at least the one it promised. What it promised and
+  accepted is durable before it answers (the shell's job: `AcceptorState` is what it stores).
+- Accepting (b, v) also promises next(b) = (b.counter + 1, b.proposer): the proposer that
+  holds a majority's acceptance of b may propose next(b) without a Prepare (one round trip
+  instead of two), and any other proposer must prepare a ballot above next(b) at a majority,
+  which intersects the majority that accepted b, so it sees v. (CASPaxos, "one round-trip
+  optimization".)
+- The proposer takes the value accepted with the highest ballot in its promise quorum as the
+  register's current value, so a round that stopped half-way (accepted by some, not chosen)
+  is completed by whoever comes next; unless a commit of that ballot or a later one is known
+  in the quorum: then the stored records the acceptors answered with are the register, and
+  the accepted value (perhaps never chosen) is ignored.
+- During a membership change a key may have two replica sets (the ring's and the pending
+  ring's): every phase then needs a majority of each ("double quorum"), so the acceptors a
+  partition moves to take part before the ring switches to them.
+- Each acceptor's answer counts once per phase; late or duplicate answers change nothing.
+
+Values are opaque bytes here (the node stores encoded records). Nothing here reads a clock,
+draws a random number or does IO.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ringkv.errors import ConfigError
+
+Ballot = tuple[int, str]
+ZERO: Ballot = (0, "")
+MAX_BALLOT_COUNTER = (1 << 63) - 1  # ballots travel as msgpack integers
+
+
+def next_ballot(ballot: Ballot) -> Ballot:
+    """The ballot the proposer of `ballot` may propose next without preparing."""
+    return (ballot[0] + 1, ballot[1])
+
+
+def ballot_above(seen: Ballot, proposer: str, at_least: int = 0) -> Ballot:
+    """A ballot of `proposer` above `seen` and above next(seen) (so that it also outranks the
+    promise an acceptance implies), with a counter of at least `at_least`."""
+    counter = max(seen[0] + 2, at_least)
+    if counter > MAX_BALLOT_COUNTER:
+        raise ConfigError("ballot", "ballot counter overflow")
+    return (counter, proposer)
+
+
+# --------------------------------------------------------------------------- the acceptor
+
+
+class AcceptorState(msgspec.Struct, frozen=True, array_like=True):
+    """What one acceptor keeps for one key, durably. `value` is the accepted value, dropped
+    once a commit of it (or of a later ballot) arrives: it is then in the stored data."""
+
+    promised: Ballot = ZERO
+    accepted: Ballot = ZERO
+    value: bytes | None = None
+    committed: Ballot = ZERO
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AcceptorState)
+
+
+def encode_state(state: AcceptorState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes | None) -> AcceptorState:
+    """The stored state (a fresh acceptor's for None). Raises msgspec.ValidationError on
+    garbage, which the shell reports as corruption: an acceptor never guesses its promises."""
+    if data is None:
+        return AcceptorState()
+    state = _decoder.decode(data)
+    return AcceptorState(tuple(state.promised), tuple(state.accepted), state.value, tuple(state.committed))
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """An acceptor's yes to Prepare: what it accepted last, and what it knows committed."""
+
+    accepted: Ballot
+    value: bytes | None
+    committed: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An acceptor's no: it promised `promised`, which is higher."""
+
+    promised: Ballot
+
+
+def on_prepare(state: AcceptorState, ballot: Ballot) -> tuple[AcceptorState | None, Promise | Refusal]:
+    """(the state to store first, or None when unchanged; the answer)."""
+    if ballot <= state.promised:
+        return None, Refusal(state.promised)
+    new = replace_state(state, promised=ballot)
+    return new, Promise(state.accepted, state.value, state.committed)
+
+
+def on_propose(state: AcceptorState, ballot: Ballot, value: bytes) -> tuple[AcceptorState | None, bool | Refusal]:
+    """(the state to store first; True when accepted, else the Refusal)."""
+    if ballot < state.promised:
+        return None, Refusal(state.promised)
+    new = AcceptorState(next_ballot(ballot), ballot, value, state.committed)
+    return new, True
+
+
+def on_commit(state: AcceptorState, ballot: Ballot) -> AcceptorState | None:
+    """The value of `ballot` is chosen and stored as data here: forget an accepted value that
+    it supersedes. None when nothing changes."""
+    if ballot <= state.committed:
+        return None
+    value = state.value
+    if state.accepted <= ballot:
+        value = None
+    return replace_state(state, value=value, committed=ballot)
+
+
+def replace_state(state: AcceptorState, **changes) -> AcceptorState:
+    return msgspec.structs.replace(state, **changes)
+
+
+# --------------------------------------------------------------------------- the proposer
+
+
+class Phase(enum.Enum):
+    PREPARE = "prepare"
+    PROPOSE = "propose"
+    CHOSEN = "chosen"
+    REFUSED = "refused"  # a higher ballot won: retry above `highest_seen`
+    UNAVAILABLE = "unavailable"  # too few acceptors answered
+
+
+@dataclass(slots=True)
+class _Group:
+    """One replica set whose majority a phase needs."""
+
+    nodes: tuple[str, ...]
+    needed: int
+    yes: set[str] = field(default_factory=set)
+    no: set[str] = field(default_factory=set)  # refused or failed
+
+    @property
+    def met(self) -> bool:
+        return len(self.yes) >= self.needed
+
+    @property
+    def lost(self) -> bool:
+        return len(self.nodes) - len(self.no) < self.needed
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+class ProposerRound:
+    """One round at one ballot (see the module docstring).
+
+    The shell sends Prepare to `acceptors` (`start()`), reports each answer, and once
+    `phase` is PROPOSE it has `current()` (with the promises' stored records) to compute the
+    value from and calls `propose()` to get the Propose sends; CHOSEN means a majority (of each group) accepted. A round that
+    starts with `leased=True` skips Prepare: its ballot is next(b) of a ballot b this proposer
+    had accepted by a majority, and `propose` is called at once.
+    """
+
+    __slots__ = ("_answered", "_failures", "_groups", "_nodes", "accepted_by", "ballot", "highest_seen",
+                 "phase", "promises", "sent_proposal")
+
+    def __init__(self, ballot: Ballot, replica_sets: Iterable[tuple[str, ...]], *, leased: bool = False):
+        sets = [tuple(s) for s in replica_sets if s]
+        if not sets:
+            raise ConfigError("acceptors", "a Paxos round needs at least one acceptor")
+        self.ballot = ballot
+        self._groups = [_Group(s, majority(len(s))) for s in sets]
+        self._nodes = tuple(dict.fromkeys(n for s in sets for n in s))
+        self.phase = Phase.PROPOSE if leased else Phase.PREPARE
+        self.promises: dict[str, Promise] = {}
+        self.accepted_by: set[str] = set()
+        self._answered: set[str] = set()  # answers of the current phase, once each
+        self._failures: dict[str, str] = {}
+        self.highest_seen: Ballot = ballot  # the highest ballot any refusal named
+        self.sent_proposal = False
+
+    @property
+    def acceptors(self) -> tuple[str, ...]:
+        return self._nodes
+
+    def start(self) -> tuple[str, ...]:
+        """The acceptors to send Prepare to (all of them)."""
+        return self._nodes if self.phase is Phase.PREPARE else ()
+
+    # ---------------------------------------------------------------- phase 1
+
+    def on_promise(self, node: str, promise: Promise) -> None:
+        if self.phase is not Phase.PREPARE or node in self._answered or node not in self._nodes:
+            return
+        self._answered.add(node)
+        self.promises[node] = promise
+        for g in self._groups:
+            if node in g.nodes:
+                g.yes.add(node)
+        if all(g.met for g in self._groups):
+            self.phase = Phase.PROPOSE
+
+    def current(self) -> tuple[Ballot, bytes | None]:
+        """Of the promise quorum: the highest ballot accepted and not known committed, and its
+        value (ZERO and None when there is none: every value accepted in the quorum is known
+        committed, and the stored records the promises carried are the register).
+
+        An accepted value is known committed when some acceptor of the quorum saw a commit of
+        that ballot or a later one; that acceptor's stored record then holds it, or a value
+        chosen after it and built on it. Such a value is left out rather than merged again:
+        it may be a proposal that was never chosen (accepted by a minority and overtaken),
+        whose effects must not enter the register. One not known committed must be proposed
+        again (completed) before anything is answered from it.
+        """
+        best: Ballot = ZERO
+        value: bytes | None = None
+        committed: Ballot = ZERO
+        for p in self.promises.values():
+            if p.value is not None and p.accepted > best:
+                best, value = p.accepted, p.value
+            committed = max(committed, p.committed)
+        if value is None or committed >= best:
+            return ZERO, None
+        return best, value
+
+    # ---------------------------------------------------------------- phase 2
+
+    def propose(self) -> tuple[str, ...]:
+        """The acceptors to send Propose(ballot, value) to; the shell has computed the value."""
+        if self.phase is not Phase.PROPOSE or self.sent_proposal:
+            raise RuntimeError(f"cannot propose in phase {self.phase.value}")
+        self.sent_proposal = True
+        self._answered = set()
+        for g in self._groups:
+            g.yes.clear()
+            g.no.clear()
+        return self._nodes
+
+    def on_accepted(self, node: str) -> None:
+        if self.phase is not Phase.PROPOSE or not self.sent_proposal or node in self._answered:
+            return
+        if node not in self._nodes:
+            return
+        self._answered.add(node)
+        self.accepted_by.add(node)
+        for g in self._groups:
+            if node in g.nodes:
+                g.yes.add(node)
+        if all(g.met for g in self._groups):
+            self.phase = Phase.CHOSEN
+
+    # ---------------------------------------------------------------- refusals and failures
+
+    def on_refusal(self, node: str, promised: Ballot, phase: Phase) -> None:
+        """`node` refused the `phase` message (PREPARE or PROPOSE): it promised `promised`."""
+        if promised > self.highest_seen:
+            self.highest_seen = promised
+        self._no(node, f"promised ballot {promised[0]}.{promised[1]}", phase)
+
+    def on_failure(self, node: str, reason: str, phase: Phase) -> None:
+        """`node` did not answer the `phase` message (down, timed out, an error)."""
+        self._no(node, reason, phase)
+
+    def _no(self, node: str, reason: str, phase: Phase) -> None:
+        # An answer to an earlier phase (a Prepare's refusal arriving once the round is
+        # proposing) says nothing about this one.
+        if phase is not self.phase or node in self._answered or node not in self._nodes:
+            return
+        if phase is Phase.PROPOSE and not self.sent_proposal:
+            return
+        self._answered.add(node)
+        self._failures[node] = reason
+        for g in self._groups:
+            if node in g.nodes:
+                g.no.add(node)
+        if any(g.lost for g in self._groups):
+            self.phase = Phase.REFUSED if self.highest_seen > self.ballot else Phase.UNAVAILABLE
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Acceptors that refused or failed in the current phase, with why."""
+        return dict(self._failures)
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Acceptors that have not answered the current phase."""
+        return tuple(n for n in self._nodes if n not in self._answered)
+
+    def needed(self) -> str:
+        """What a phase needs, for error messages: "2 of n1,n2,n3" (and of the pending set)."""
+        return " and ".join(f"{g.needed} of {','.join(g.nodes)}" for g in self._groups)
