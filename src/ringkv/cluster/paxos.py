@@ -42,8 +42,9 @@ draws a random number or does IO.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
 
@@ -316,3 +317,175 @@ class ProposerRound:
     def needed(self) -> str:
         """What a phase needs, for error messages: "2 of n1,n2,n3" (and of the pending set)."""
         return " and ".join(f"{g.needed} of {','.join(g.nodes)}" for g in self._groups)
+
+
+# --------------------------------------------------------------------------- a command's rounds
+#
+# The attempts of one command, written as a generator that yields what it needs done and
+# receives the answers (sans-IO, as h11 is): the node drives it with RPCs and asyncio, the
+# simulator with simulated messages and virtual time, so both run the same decisions.
+#
+#   Prepare(round)               -> the shell runs phase 1 to its end; sends back the stored
+#                                   records of the acceptors that promised
+#   Propose(round, value, base)  -> the shell runs phase 2 to its end; sends back whether the
+#                                   value may have been accepted somewhere without a majority
+#                                   seen (timeouts, or some accepted)
+#   Chosen(ballot, value)        -> the value is chosen: the shell stores it, sends the commits,
+#                                   keeps the lease; sends back nothing
+#   Pause(attempt)               -> the shell waits a jittered back-off; sends back nothing
+#
+# and returns an Outcome.
+
+
+class Register(Protocol):
+    """What the rounds need to know of the values (encoded records, in the node)."""
+
+    def merge(self, a: bytes | None, b: bytes | None) -> bytes | None:
+        """Both values folded together (None: no value)."""
+
+    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
+        """The command applied to `current`: (the new value, None when it writes nothing;
+        its result; the dot naming the new value, by which a later attempt recognises it)."""
+
+    def covers(self, value: bytes | None, dot: Any) -> bool:
+        """Whether `value` holds (or has superseded) the write named by `dot`."""
+
+    def base(self, value: bytes | None) -> bytes | None:
+        """What acceptors check a value proposed without phase 1 against (its clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The ballot this proposer's last value of a key was chosen with, and that value."""
+
+    ballot: Ballot
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    round: ProposerRound
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    round: ProposerRound
+    value: bytes
+    base: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    ballot: Ballot
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`done` (with the command's result, or the value read), `unavailable` (too few
+    acceptors answered and nothing was accepted: not applied), `contended` (other proposers
+    kept winning: not applied), or `unknown` (a value was proposed and may have been accepted:
+    `ballot` names it)."""
+
+    kind: str
+    result: Any = None
+    ballot: Ballot = ZERO
+    detail: str = ""
+
+
+def _unavailable(rnd: ProposerRound) -> Outcome:
+    detail = "; ".join(f"{n} {why}" for n, why in sorted(rnd.failures.items()))
+    return Outcome("unavailable", detail=f"needs {rnd.needed()} replicas to answer; they did not: {detail}")
+
+
+def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fresh_ballot: Callable[[], Ballot],
+                   *, lease: Lease | None = None, local: bytes | None = None, max_attempts: int = 8
+                   ) -> Generator[Prepare | Propose | Chosen | Pause, Any, Outcome]:
+    """The rounds of one read-modify-write command (see the section's comment). `lease`: skip
+    phase 1 in the first attempt, building on the leased value merged with `local` (this
+    proposer's own stored record). A value proposed in an attempt that ended without knowing
+    its fate is recognised by its dot in the register read by a later attempt."""
+    proposed: list[tuple[Any, Any, Ballot]] = []  # (dot, result, ballot) of values maybe accepted
+    for attempt in range(max_attempts):
+        if lease is not None:
+            current = register.merge(lease.value, local)
+            value, result, dot = register.compute(current)
+            if value is None:
+                # Nothing to write, but whether the leased value is still the register's is
+                # known only once a majority accepts at next(ballot): propose it, unchanged.
+                value = current
+            rnd = ProposerRound(next_ballot(lease.ballot), replica_sets, leased=True)
+            lease = None
+            maybe = yield Propose(rnd, value, register.base(current))
+            if rnd.phase is Phase.CHOSEN:
+                yield Chosen(rnd.ballot, value)
+                return Outcome("done", result, rnd.ballot)
+            if maybe and dot is not None:
+                proposed.append((dot, result, rnd.ballot))
+        rnd = ProposerRound(fresh_ballot(), replica_sets)
+        records = yield Prepare(rnd)
+        if rnd.phase is Phase.PROPOSE:
+            _, accepted = rnd.current()
+            known_chosen = accepted is None
+            current = accepted
+            for r in records:
+                current = register.merge(current, r)
+            earlier = next(((res, b) for dot, res, b in reversed(proposed) if register.covers(current, dot)), None)
+            if earlier is not None:
+                # An earlier attempt's value is in the register: answer from it once it is
+                # chosen (known committed, or completed now), else look again next attempt.
+                if known_chosen:
+                    return Outcome("done", earlier[0], earlier[1])
+                if current is not None:
+                    yield Propose(rnd, current)
+                    if rnd.phase is Phase.CHOSEN:
+                        yield Chosen(rnd.ballot, current)
+                        return Outcome("done", earlier[0], earlier[1])
+            else:
+                value, result, dot = register.compute(current)
+                if value is None:
+                    if known_chosen:
+                        return Outcome("done", result)
+                    value = current  # the answer rests on a value not known chosen: choose it first
+                if value is not None:
+                    maybe = yield Propose(rnd, value)
+                    if rnd.phase is Phase.CHOSEN:
+                        yield Chosen(rnd.ballot, value)
+                        return Outcome("done", result, rnd.ballot)
+                    if maybe and dot is not None:
+                        proposed.append((dot, result, rnd.ballot))
+        elif rnd.phase is Phase.UNAVAILABLE and not proposed:
+            return _unavailable(rnd)
+        yield Pause(attempt)
+    if proposed:
+        return Outcome("unknown", ballot=proposed[-1][2])
+    return Outcome("contended")
+
+
+def read_rounds(register: Register, replica_sets: list[tuple[str, ...]], fresh_ballot: Callable[[], Ballot],
+                *, max_attempts: int = 8) -> Generator[Prepare | Propose | Chosen | Pause, Any, Outcome]:
+    """A linearizable read: phase 1 at a majority of each replica set, and phase 2 first when
+    the value found is not known chosen. Outcome `done` carries the value."""
+    for attempt in range(max_attempts):
+        rnd = ProposerRound(fresh_ballot(), replica_sets)
+        records = yield Prepare(rnd)
+        if rnd.phase is Phase.PROPOSE:
+            _, accepted = rnd.current()
+            current = accepted
+            for r in records:
+                current = register.merge(current, r)
+            if accepted is None or current is None:
+                return Outcome("done", current)
+            yield Propose(rnd, current)
+            if rnd.phase is Phase.CHOSEN:
+                yield Chosen(rnd.ballot, current)
+                return Outcome("done", current, rnd.ballot)
+        elif rnd.phase is Phase.UNAVAILABLE:
+            return _unavailable(rnd)
+        yield Pause(attempt)
+    return Outcome("contended")

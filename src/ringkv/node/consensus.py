@@ -39,6 +39,7 @@ import logging
 import os
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ringkv.clock import Clock
@@ -46,16 +47,23 @@ from ringkv.cluster.paxos import (
     ZERO,
     AcceptorState,
     Ballot,
+    Chosen,
+    Lease,
+    Outcome,
     Phase,
+    Prepare,
     Promise,
+    Propose,
     ProposerRound,
     ballot_above,
+    command_rounds,
     decode_state,
     encode_state,
     next_ballot,
     on_commit,
     on_prepare,
     on_propose,
+    read_rounds,
 )
 from ringkv.errors import CommandError, CorruptionError
 from ringkv.node.commands import BLIND, STORED, Command
@@ -75,6 +83,7 @@ from ringkv.node.replica_calls import ReplicaCalls, outcome
 from ringkv.storage import Engine, Options
 from ringkv.versioning import dvv
 from ringkv.versioning import record as rec
+from ringkv.versioning.record import ConflictPolicy
 
 log = logging.getLogger("ringkv.consensus")
 
@@ -181,14 +190,33 @@ class Acceptor:
 # --------------------------------------------------------------------------- proposer
 
 
-class _Lease:
-    """The ballot this proposer's last value of a key was accepted with, and that value."""
+class RecordRegister:
+    """cluster/paxos.Register over encoded records, for one command on one key."""
 
-    __slots__ = ("ballot", "value")
+    __slots__ = ("_apply", "policy")
 
-    def __init__(self, ballot: Ballot, value: bytes):
-        self.ballot = ballot
-        self.value = value
+    def __init__(self, policy: ConflictPolicy, apply: Callable[[bytes | None], tuple[bytes | None, Any, Any]]):
+        self.policy = policy
+        self._apply = apply
+
+    def merge(self, a: bytes | None, b) -> bytes | None:
+        if b is None:
+            return a
+        b = bytes(b)
+        if a is None or a == b:
+            return b
+        return rec.encode_record(rec.merge(rec.decode_record(a), rec.decode_record(b), self.policy))
+
+    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
+        return self._apply(current)
+
+    @staticmethod
+    def covers(value: bytes | None, dot: dvv.Dot) -> bool:
+        return value is not None and dvv.covers(rec.decode_record(value).clock, dot)
+
+    @staticmethod
+    def base(value: bytes | None) -> bytes | None:
+        return None if value is None else dvv.encode_context(rec.decode_record(value).clock)
 
 
 class Proposer:
@@ -205,10 +233,10 @@ class Proposer:
         self.clock = clock
         self.stats = stats
         self.rng = rng or random.Random()
-        self._leases: OrderedDict[bytes, _Lease] = OrderedDict()
+        self._leases: OrderedDict[bytes, Lease] = OrderedDict()
         self._seen: OrderedDict[bytes, Ballot] = OrderedDict()  # the highest ballot seen per key
 
-    # ------------------------------------------------------------ placement
+    # ------------------------------------------------------------ placement and ballots
 
     def _replica_sets(self, skey: bytes) -> list[tuple[str, ...]]:
         pref = self.placement.replicas_of(skey)
@@ -224,150 +252,83 @@ class Proposer:
                 self._seen.popitem(last=False)
 
     def _fresh_ballot(self, skey: bytes) -> Ballot:
-        seen = self._seen.get(skey, ZERO)
-        ballot = ballot_above(seen, self.node_id, at_least=self.clock.now_ms())
+        ballot = ballot_above(self._seen.get(skey, ZERO), self.node_id, at_least=self.clock.now_ms())
         self._note_seen(skey, ballot)
         return ballot
 
-    # ------------------------------------------------------------ the command's way
+    # ------------------------------------------------------------ commands and reads
 
     async def run(self, namespace: bytes, key: bytes, command: Command) -> Any:
         """Run `command` as consensus rounds until one is chosen (see the module docstring)."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
         policy = self.placement.namespaces.of_stored(namespace).conflict_policy
-        proposed: list[tuple[dvv.Dot, Any, Ballot]] = []  # values that may have been chosen
         self.stats["paxos_commands"] += 1
-        for attempt in range(MAX_ATTEMPTS):
-            lease = self._leases.pop(skey, None)
-            if lease is not None and not proposed:
-                done, result = await self._leased(skey, lease, command, policy, proposed)
-                if done:
-                    return result
-            done, result = await self._full(skey, command, policy, proposed)
-            if done:
-                return result
-            self.stats["paxos_retries"] += 1
-            await asyncio.sleep(self._backoff_s(attempt))
-        if proposed:
+        lease = self._leases.pop(skey, None)
+        local = self.store.engine.get(skey) if lease is not None else None
+        rounds = command_rounds(
+            RecordRegister(policy, functools.partial(self._apply, command, policy)), self._replica_sets(skey),
+            functools.partial(self._fresh_ballot, skey), lease=lease,
+            local=None if local is None else bytes(local), max_attempts=MAX_ATTEMPTS)
+        outcome = await self._drive(skey, rounds)
+        if outcome.kind == "done":
+            if lease is not None and outcome.ballot == next_ballot(lease.ballot):
+                self.stats["paxos_leased"] += 1
+            return outcome.result
+        if outcome.kind == "unavailable":
+            raise ConsensusError(f"nothing was applied: consensus on the key {outcome.detail}")
+        if outcome.kind == "unknown":
             raise ConsensusError(
                 f"consensus on the key did not finish after {MAX_ATTEMPTS} rounds: the command may or may not "
-                f"have been applied (its last value was proposed at ballot {_ballot_text(proposed[-1][2])}); "
-                "read the key at SERIAL to complete any unfinished round and see the outcome", status=504)
+                f"have been applied (its value was proposed at ballot {_ballot_text(outcome.ballot)}); read "
+                "the key at SERIAL to complete any unfinished round and see the outcome", status=504)
         raise ConsensusError(
             f"consensus on the key was contended for {MAX_ATTEMPTS} rounds (other proposers kept winning): "
             "nothing was applied; retry later", status=409)
+
+    async def read(self, namespace: bytes, key: bytes) -> bytes | None:
+        """A linearizable read (SERIAL): the key's record, encoded (None: no record)."""
+        self.store.check_key(key, namespace)
+        skey = storage_key(namespace, key)
+        policy = self.placement.namespaces.of_stored(namespace).conflict_policy
+        self.stats["paxos_reads"] += 1
+        outcome = await self._drive(skey, read_rounds(
+            RecordRegister(policy, _no_command), self._replica_sets(skey),
+            functools.partial(self._fresh_ballot, skey), max_attempts=MAX_ATTEMPTS))
+        if outcome.kind == "done":
+            return outcome.result
+        if outcome.kind == "unavailable":
+            raise ConsensusError(f"a SERIAL read needs a majority: consensus on the key {outcome.detail}")
+        raise ConsensusError(f"a SERIAL read of the key was contended for {MAX_ATTEMPTS} rounds; retry later",
+                             status=409)
+
+    async def _drive(self, skey: bytes, rounds) -> Outcome:
+        """Do what a command's rounds ask for until they return (cluster/paxos.py)."""
+        reply: Any = None
+        while True:
+            try:
+                step = rounds.send(reply)
+            except StopIteration as done:
+                return done.value
+            kind = type(step)
+            if kind is Prepare:
+                reply = await self._phase1(skey, step.round)
+            elif kind is Propose:
+                reply = await self._phase2(skey, step.round, step.value, step.base)
+            elif kind is Chosen:
+                self._chosen(skey, step.ballot, step.value)
+                reply = None
+            else:
+                self.stats["paxos_retries"] += 1
+                await asyncio.sleep(self._backoff_s(step.attempt))
+                reply = None
 
     def _backoff_s(self, attempt: int) -> float:
         cap = min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * (2 ** attempt))
         return self.rng.uniform(0, cap) / 1000
 
-    async def _leased(self, skey: bytes, lease: _Lease, command: Command, policy, proposed) -> tuple[bool, Any]:
-        """Phase 2 only, at next(lease.ballot), on the value this proposer last had chosen."""
-        current = self._merge(policy, lease.value, self.store.engine.get(skey))
-        value, result, dot = self._apply(current, command, policy)
-        if value is None:
-            # Nothing to write, but whether the leased value is still the register's is known
-            # only once a majority accepts at next(ballot): propose it again, unchanged.
-            value = current
-        ballot = next_ballot(lease.ballot)
-        self._note_seen(skey, ballot)
-        rnd = ProposerRound(ballot, self._replica_sets(skey), leased=True)
-        base = dvv.encode_context(rec.decode_record(current).clock) if current is not None else b""
-        maybe = await self._phase2(skey, rnd, value, base=base or None)
-        if rnd.phase is Phase.CHOSEN:
-            self.stats["paxos_leased"] += 1
-            self._chosen(skey, rnd.ballot, value)
-            return True, result
-        if maybe:
-            proposed.append((dot, result, ballot))
-        return False, None
-
-    async def _full(self, skey: bytes, command: Command, policy, proposed) -> tuple[bool, Any]:
-        """Both phases. (True, result) once chosen; (False, _) to retry."""
-        rnd = ProposerRound(self._fresh_ballot(skey), self._replica_sets(skey))
-        records = await self._phase1(skey, rnd)
-        if rnd.phase is not Phase.PROPOSE:
-            self._not_prepared(rnd, proposed)
-            return False, None
-        _, accepted_value = rnd.current()
-        known_chosen = accepted_value is None
-        current = functools.reduce(functools.partial(self._merge, policy), records, accepted_value)
-        clock = rec.decode_record(current).clock if current is not None else {}
-        for dot, result, _ in reversed(proposed):  # an earlier attempt's value, chosen after all
-            if dvv.covers(clock, dot):
-                # Its effect is in the register, but answering from it needs it chosen: either
-                # known committed, or completed now (else the next attempt looks again).
-                if known_chosen or await self._finish(skey, rnd, current):
-                    return True, result
-                return False, None
-        value, result, dot = self._apply(current, command, policy)
-        if value is None:
-            if known_chosen:
-                return True, result
-            value = current  # the answer rests on a value not known chosen: have it chosen first
-        maybe = await self._phase2(skey, rnd, value)
-        if rnd.phase is Phase.CHOSEN:
-            self._chosen(skey, rnd.ballot, value)
-            return True, result
-        if maybe and dot is not None:
-            proposed.append((dot, result, rnd.ballot))
-        return False, None
-
-    async def _finish(self, skey: bytes, rnd: ProposerRound, value: bytes | None) -> bool:
-        """Propose the register's current value again, unchanged, to have it chosen; whether
-        it was."""
-        if value is None or rnd.phase is not Phase.PROPOSE:
-            return False
-        await self._phase2(skey, rnd, value)
-        if rnd.phase is not Phase.CHOSEN:
-            return False
-        self._chosen(skey, rnd.ballot, value)
-        return True
-
-    def _not_prepared(self, rnd: ProposerRound, proposed) -> None:
-        if rnd.phase is Phase.UNAVAILABLE and not proposed:
-            detail = "; ".join(f"{n} {why}" for n, why in sorted(rnd.failures.items()))
-            raise ConsensusError(f"nothing was applied: consensus on the key needs {rnd.needed()} replicas to "
-                                 f"answer; they did not: {detail}")
-
-    async def read(self, namespace: bytes, key: bytes) -> bytes | None:
-        """A linearizable read (SERIAL): phase 1 at a majority, and phase 2 first when the value
-        found is not known to be chosen."""
-        self.store.check_key(key, namespace)
-        skey = storage_key(namespace, key)
-        policy = self.placement.namespaces.of_stored(namespace).conflict_policy
-        self.stats["paxos_reads"] += 1
-        for attempt in range(MAX_ATTEMPTS):
-            rnd = ProposerRound(self._fresh_ballot(skey), self._replica_sets(skey))
-            records = await self._phase1(skey, rnd)
-            if rnd.phase is Phase.PROPOSE:
-                _, accepted_value = rnd.current()
-                known_chosen = accepted_value is None
-                current = functools.reduce(functools.partial(self._merge, policy), records, accepted_value)
-                if known_chosen:
-                    return current
-                if await self._finish(skey, rnd, current):
-                    return current
-            else:
-                self._not_prepared(rnd, [])
-            self.stats["paxos_retries"] += 1
-            await asyncio.sleep(self._backoff_s(attempt))
-        raise ConsensusError(f"a SERIAL read of the key was contended for {MAX_ATTEMPTS} rounds; retry later",
-                             status=409)
-
-    # ------------------------------------------------------------ values
-
-    @staticmethod
-    def _merge(policy, a: bytes | None, b) -> bytes | None:
-        if b is None:
-            return a
-        b = bytes(b)
-        if a is None or a == b:
-            return b
-        return rec.encode_record(rec.merge(rec.decode_record(a), rec.decode_record(b), policy))
-
-    def _apply(self, current: bytes | None, command: Command, policy) -> tuple[bytes | None, Any, dvv.Dot | None]:
+    def _apply(self, command: Command, policy: ConflictPolicy,
+               current: bytes | None) -> tuple[bytes | None, Any, dvv.Dot | None]:
         """(the new value, or None when the command writes nothing; its result; its dot)."""
         record = None if current is None else rec.decode_record(current)
         now = self.clock.now_ms()
@@ -477,10 +438,14 @@ class Proposer:
             fut = self.calls.send(node, body)
             if hints is not None:
                 fut.add_done_callback(lambda f, node=node: None if outcome(f)[0] else hints.add(node, skey, value))
-        self._leases[skey] = _Lease(ballot, value)
+        self._leases[skey] = Lease(ballot, value)
         self._leases.move_to_end(skey)
         if len(self._leases) > MAX_LEASES:
             self._leases.popitem(last=False)
+
+
+def _no_command(current: bytes | None) -> tuple[None, None, None]:
+    return None, None, None
 
 
 def _flip(result: tuple[bool, Any]) -> tuple[Any, bool]:
