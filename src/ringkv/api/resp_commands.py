@@ -23,7 +23,7 @@ from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_
 from ringkv.errors import CommandError
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.service.numbers import parse_float, parse_int
-from ringkv.service.values import PENDING
+from ringkv.service.values import PENDING, value_digest
 
 if TYPE_CHECKING:
     from ringkv.api.resp_server import RespConnection, RespServer
@@ -254,6 +254,7 @@ async def _set_with_options(c: RespConnection, argv):
     expire_at = 0
     keep_ttl = False
     condition = None
+    match = None
     get = False
     seen_expiry = False
     i = 3
@@ -270,12 +271,13 @@ async def _set_with_options(c: RespConnection, argv):
             expire_at = expire_ms(c, argv[i + 1], unit, opt in (b"exat", b"pxat"), "set")
             seen_expiry = True
             i += 2
-        elif opt == b"nx" and condition is None:
-            condition = "nx"
+        elif opt in (b"nx", b"xx") and condition is None:
+            condition = opt.decode()
             i += 1
-        elif opt == b"xx" and condition is None:
-            condition = "xx"
-            i += 1
+        elif opt in (b"ifeq", b"ifne", b"ifdeq", b"ifdne") and condition is None and i + 1 < n:
+            condition = opt.decode()
+            match = argv[i + 1]
+            i += 2
         elif opt == b"get":
             get = True
             i += 1
@@ -291,6 +293,7 @@ async def _set_with_options(c: RespConnection, argv):
         keep_ttl=keep_ttl,
         condition=condition,
         return_old=get,
+        match=match,
     )
     if get:
         return c.enc.optional_bulk(old)
@@ -384,6 +387,22 @@ async def cmd_msetnx(c: RespConnection, argv):
 
 async def cmd_del(c: RespConnection, argv):
     return integer(await c.kv.delete(argv[1:]))
+
+
+async def cmd_delex(c: RespConnection, argv):
+    """DELEX key [IFEQ value | IFNE value | IFDEQ digest | IFDNE digest] (Redis 8.4)."""
+    if len(argv) == 2:
+        return integer(await c.kv.delete_if(argv[1]))
+    opt = argv[2].lower()
+    if len(argv) != 4 or opt not in (b"ifeq", b"ifne", b"ifdeq", b"ifdne"):
+        return SYNTAX
+    return integer(await c.kv.delete_if(argv[1], opt.decode(), argv[3]))
+
+
+async def cmd_digest(c: RespConnection, argv):
+    """DIGEST key: the value's XXH3-64 as 16 hex digits, or nil (Redis 8.4)."""
+    value = await c.kv.get_value(argv[1])
+    return c.enc.optional_bulk(None if value is None else value_digest(value))
 
 
 async def cmd_exists(c: RespConnection, argv):
@@ -547,6 +566,8 @@ _TABLE = (
     _spec("del", cmd_del, -2, KEYS, WRITE),
     _spec("unlink", cmd_del, -2, KEYS, WRITE),
     _spec("exists", cmd_exists, -2, KEYS),
+    _spec("delex", cmd_delex, -2, ONE_KEY, WRITE),
+    _spec("digest", cmd_digest, 2, ONE_KEY),
     _spec("strlen", cmd_strlen, 2, ONE_KEY),
     _spec("append", cmd_append, 3, ONE_KEY, WRITE),
     _spec("type", cmd_type, 2, ONE_KEY),
@@ -564,6 +585,8 @@ _TABLE = (
     _spec("ringkv.getv", rk.cmd_getv, 2, ONE_KEY),
     _spec("ringkv.putv", rk.cmd_putv, -3, ONE_KEY, WRITE),
     _spec("ringkv.delv", rk.cmd_delv, -2, ONE_KEY, WRITE),
+    _spec("ringkv.cas", rk.cmd_cas, -4, ONE_KEY, WRITE),
+    _spec("ringkv.cad", rk.cmd_cad, 3, ONE_KEY, WRITE),
     _spec("ringkv.consistency", rk.cmd_consistency, -1),
     _spec("ringkv.at", rk.cmd_at, -3),
     _spec("ringkv.namespace", rk.cmd_namespace, -1),

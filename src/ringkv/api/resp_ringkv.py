@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ringkv.api.resp import bulk, error
+from ringkv.api.resp import bulk, error, integer
 from ringkv.api.resp_args import OK, SYNTAX, CommandReply, expire_ms
 from ringkv.errors import AdminRequestError, CommandError, InvalidContextError
 from ringkv.service.levels import Levels
@@ -217,3 +217,30 @@ def cmd_namespaces(c: RespConnection, argv):
     return c.enc.array([
         [s.name.encode(), s.replicas, s.conflict_policy.value.encode()] for s in c.kv.namespaces()
     ])
+
+
+# ---------------------------------------------------------------------- compare-and-set
+#
+#   RINGKV.CAS key expected-version new-value [EX seconds | PX ms]
+#       -> [1, new version] when the key's version was still `expected-version` (an empty one:
+#          the key has no live value), else [0, current version or null]. The version is the
+#          causal context RINGKV.GETV (or HTTP's GET) answers. On the consensus path
+#          (docs/consistency.md): linearizable with every other CAS, INCR, SET NX ... on the key.
+#   RINGKV.CAD key expected-version  -> 1 when deleted, 0 when the version had changed
+
+
+async def cmd_cas(c: RespConnection, argv):
+    expire_at = 0
+    if len(argv) == 6 and argv[4].lower() in (b"ex", b"px"):
+        expire_at = expire_ms(c, argv[5], 1000 if argv[4].lower() == b"ex" else 1, False, "ringkv.cas")
+    elif len(argv) != 4:
+        return SYNTAX
+    applied, version = await c.kv.cas(argv[1], argv[2] or None, argv[3], expire_at_ms=expire_at)
+    return c.enc.array([1 if applied else 0, version])
+
+
+async def cmd_cad(c: RespConnection, argv):
+    if not argv[2]:
+        return error("ERR RINGKV.CAD needs the version a read returned")
+    applied, _ = await c.kv.cas(argv[1], argv[2], None)
+    return integer(1 if applied else 0)

@@ -23,7 +23,9 @@ from ringkv.errors import UnknownNamespaceError
 from ringkv.node.commands import (
     Append,
     Command,
+    CompareAndSet,
     Delete,
+    DeleteIf,
     ExpireAt,
     GetDel,
     GetEx,
@@ -182,9 +184,10 @@ class ClusterService:
         return self.path.forwarder.run(self._ns, key, command, self.levels)
 
     async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
-                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
+                  condition: str | None = None, return_old: bool = False,
+                  match: bytes | None = None) -> tuple[bool, bytes | None]:
         self.path.store.check_value(value)
-        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old))
+        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old, match))
 
     async def put(self, key: bytes, value: bytes) -> None:
         path = self.path
@@ -270,6 +273,17 @@ class ClusterService:
 
     async def getdel(self, key: bytes) -> bytes | None:
         return await self._run(key, GetDel())
+
+    async def delete_if(self, key: bytes, condition: str | None = None, match: bytes | None = None) -> int:
+        return await self._run(key, DeleteIf(condition, match))
+
+    async def cas(self, key: bytes, expected: bytes | None, value: bytes | None, *,
+                  expire_at_ms: int = 0) -> tuple[bool, bytes | None]:
+        if expected:
+            decode_context(expected)  # a bad version fails here, before anything runs
+        if value is not None:
+            self.path.store.check_value(value)
+        return await self._run(key, CompareAndSet(expected or None, value, expire_at_ms))
 
     async def incr_by(self, key: bytes, delta: int) -> int:
         return await self._run(key, IncrBy(delta))

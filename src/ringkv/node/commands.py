@@ -1,10 +1,11 @@
 """Key commands as data: what a write does to a key's current value, decided without IO.
 
-Every write command of the data path (SET with its options, INCRBY, APPEND, EXPIRE, ...) is a
-tagged msgspec Struct. `apply(winner, now_ms)` takes the key's current winning value (None
-when the key is missing, expired or deleted) and returns an `Effect`: whether to write, the new
-value (None: a tombstone) and expiry, the causal context the write replaces, and the result the
-client gets. The same function runs wherever the command runs: on a single node, on the
+Every write command of the data path (SET with its options, INCRBY, APPEND, EXPIRE, CAS, ...)
+is a tagged msgspec Struct. `apply(winner, now_ms, clock)` takes the key's current winning value
+(None when the key is missing, expired or deleted) and the record's clock (its version; None
+without a record) and returns an `Effect`: whether to write, the new value (None: a tombstone)
+and expiry, the causal context the write replaces, and the result the client gets (`NEW_VERSION`
+where the result is the version the write makes, which only its executor knows). The same function runs wherever the command runs: on a single node, on the
 replica a command was forwarded to (the struct itself travels in `Forward`), and inside a
 consensus round. Replies travel as msgpack, which has no tuple: `decode_result` restores the
 shape a command's caller expects.
@@ -16,6 +17,7 @@ serialized per key) or is a blind overwrite that replaces whatever it finds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,9 +25,24 @@ import msgspec
 
 from ringkv.errors import CommandError
 from ringkv.service.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
+from ringkv.service.values import value_digest
+from ringkv.versioning.dvv import decode_context, encode_context
 from ringkv.versioning.record import DottedValue
 
 INCR_OVERFLOW = "increment or decrement would overflow"
+
+# Effect.result, for a command that answers the version its write makes: the executor puts the
+# new record's encoded clock in its place.
+NEW_VERSION = "new-version"
+
+def with_new_version(result: Any, clock: Mapping[bytes, int]) -> Any:
+    """`result` with NEW_VERSION (alone or in a tuple) replaced by the encoded `clock`."""
+    if result == NEW_VERSION:
+        return encode_context(clock)
+    if type(result) is tuple and NEW_VERSION in result:
+        return tuple(encode_context(clock) if r == NEW_VERSION else r for r in result)
+    return result
+
 
 # Effect.context: replace what is stored (a plain overwrite), replace nothing (a blind,
 # sibling-making write), or replace what an explicit context saw (bytes from the client).
@@ -53,7 +70,7 @@ class Command(msgspec.Struct, tag=True, array_like=True, frozen=True):
 
     reads_current: ClassVar[bool] = True
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:  # pragma: no cover - abstract
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:  # pragma: no cover - abstract
         raise NotImplementedError(type(self).__name__)
 
     def decode_result(self, raw: Any) -> Any:
@@ -66,27 +83,31 @@ class Put(Command, tag="Put", frozen=True):
     value: bytes
     reads_current: ClassVar[bool] = False
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         return Effect(True, self.value, result=None)
 
 
 class Set(Command, tag="Set", frozen=True):
-    """SET with options: (applied, old value when `return_old`). `condition` is None, "nx"
-    (only if missing) or "xx" (only if present); `keep_ttl` keeps the current expiry."""
+    """SET with options: (applied, old value when `return_old`). `condition`: None; "nx" (only
+    if missing); "xx" (only if present); "ifeq"/"ifne" (only if the current value is / is not
+    `match`; a missing key is not created by ifeq, is by ifne); "ifdeq"/"ifdne" (the same with
+    `match` the value's digest, 16 hex digits of XXH3, as Redis 8.4's DIGEST). `keep_ttl` keeps
+    the current expiry."""
 
     value: bytes
     expire_at_ms: int = 0
     keep_ttl: bool = False
     condition: str | None = None
     return_old: bool = False
+    match: bytes | None = None
 
     @property
     def reads_current(self) -> bool:  # type: ignore[override]
         return bool(self.condition or self.return_old or self.keep_ttl)
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         old = winner.value if winner is not None else None
-        if (self.condition == "nx" and winner is not None) or (self.condition == "xx" and winner is None):
+        if not condition_holds(self.condition, self.match, old):
             return _unchanged((False, old))
         expire = self.expire_at_ms
         if self.keep_ttl and winner is not None:
@@ -97,31 +118,84 @@ class Set(Command, tag="Set", frozen=True):
         return tuple(raw)
 
 
+def condition_holds(condition: str | None, match: bytes | None, old: bytes | None) -> bool:
+    """SET's and DELEX's conditions on the current value `old` (None: the key is missing)."""
+    if condition is None:
+        return True
+    if condition == "nx":
+        return old is None
+    if condition == "xx":
+        return old is not None
+    if condition == "ifeq":
+        return old is not None and old == match
+    if condition == "ifne":
+        return old is None or old != match
+    if condition == "ifdeq":
+        return old is not None and value_digest(old) == (match or b"").lower()
+    if condition == "ifdne":
+        return old is None or value_digest(old) != (match or b"").lower()
+    raise CommandError(f"unknown condition {condition!r}")
+
+
+class DeleteIf(Command, tag="DeleteIf", frozen=True):
+    """DELEX: delete the key if `condition` holds (None: if it exists); 1 when deleted."""
+
+    condition: str | None = None
+    match: bytes | None = None
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        if winner is None or not condition_holds(self.condition, self.match, winner.value):
+            return _unchanged(0)
+        return Effect(True, None, result=1)
+
+
+class CompareAndSet(Command, tag="CompareAndSet", frozen=True):
+    """Write `value` (None: delete) only if the key's version is still `expected` (the causal
+    context a read returned; None: the key has no live value). (True, the new version) when
+    written, else (False, the current version, None when the key has no live value)."""
+
+    expected: bytes | None
+    value: bytes | None
+    expire_at_ms: int = 0
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        current = None if winner is None or clock is None else clock
+        if self.expected is None:
+            matches = winner is None
+        else:
+            matches = current is not None and decode_context(self.expected) == current
+        if not matches:
+            return _unchanged((False, None if current is None else encode_context(current)))
+        return Effect(True, self.value, self.expire_at_ms, result=(True, NEW_VERSION))
+
+    def decode_result(self, raw: Any) -> Any:
+        return tuple(raw)
+
+
 class PutVersioned(Command, tag="PutVersioned", frozen=True):
     """A sibling-aware write (RINGKV.PUTV / DELV): replaces exactly what `context` saw, or
-    nothing when it is None (a blind write). Answers the new context, which only the node that
-    stored the record knows: `apply` leaves it to the caller (Effect.result is None)."""
+    nothing when it is None (a blind write). Answers the new context (NEW_VERSION)."""
 
     value: bytes | None
     context: bytes | None
     expire_at_ms: int = 0
     reads_current: ClassVar[bool] = False
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
-        return Effect(True, self.value, self.expire_at_ms, context=self.context or BLIND)
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        return Effect(True, self.value, self.expire_at_ms, context=self.context or BLIND, result=NEW_VERSION)
 
 
 class Delete(Command, tag="Delete", frozen=True):
     """DEL of one key: 1 when it existed (and is now a tombstone), else 0."""
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(0)
         return Effect(True, None, result=1)
 
 
 class GetDel(Command, tag="GetDel", frozen=True):
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(None)
         return Effect(True, None, result=winner.value)
@@ -130,7 +204,7 @@ class GetDel(Command, tag="GetDel", frozen=True):
 class IncrBy(Command, tag="IncrBy", frozen=True):
     delta: int
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         current = parse_int(winner.value) if winner is not None else 0
         new = current + self.delta
         if not INT64_MIN <= new <= INT64_MAX:
@@ -141,7 +215,7 @@ class IncrBy(Command, tag="IncrBy", frozen=True):
 class IncrByFloat(Command, tag="IncrByFloat", frozen=True):
     delta: float
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         current = parse_float(winner.value) if winner is not None else 0.0
         new = current + self.delta
         if math.isnan(new) or math.isinf(new):
@@ -153,7 +227,7 @@ class IncrByFloat(Command, tag="IncrByFloat", frozen=True):
 class Append(Command, tag="Append", frozen=True):
     value: bytes
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         new = (winner.value if winner is not None else b"") + self.value
         return Effect(True, new, winner.expire_at_ms if winner else 0, result=len(new))
 
@@ -165,7 +239,7 @@ class ExpireAt(Command, tag="ExpireAt", frozen=True):
     expire_at_ms: int
     condition: str | None = None
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(False)
         cur = winner.expire_at_ms
@@ -189,7 +263,7 @@ class GetEx(Command, tag="GetEx", frozen=True):
 
     expire_at_ms: int
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(None)
         at = self.expire_at_ms
@@ -204,8 +278,11 @@ class SerialRead(Command, tag="SerialRead", frozen=True):
     """A linearizable read (SERIAL): writes nothing. Where it runs, the consensus path answers
     the key's whole record (encoded, or None), which `apply` cannot see."""
 
-    def apply(self, winner: DottedValue | None, now_ms: int) -> Effect:
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         return _unchanged(None)
 
 
-KeyCommand = SerialRead | Put | Set | PutVersioned | Delete | GetDel | IncrBy | IncrByFloat | Append | ExpireAt | GetEx
+KeyCommand = (
+    SerialRead | Put | Set | PutVersioned | Delete | DeleteIf | CompareAndSet | GetDel | IncrBy | IncrByFloat | Append
+    | ExpireAt | GetEx
+)

@@ -66,7 +66,7 @@ from ringkv.cluster.paxos import (
     read_rounds,
 )
 from ringkv.errors import CommandError, CorruptionError
-from ringkv.node.commands import BLIND, STORED, Command
+from ringkv.node.commands import BLIND, STORED, Command, with_new_version
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -332,7 +332,8 @@ class Proposer:
         """(the new value, or None when the command writes nothing; its result; its dot)."""
         record = None if current is None else rec.decode_record(current)
         now = self.clock.now_ms()
-        effect = command.apply(None if record is None else record.winner(now), now)
+        effect = command.apply(None if record is None else record.winner(now), now,
+                               None if record is None else record.clock)
         if not effect.write:
             return None, effect.result, None
         if effect.context == STORED:
@@ -346,7 +347,7 @@ class Proposer:
                               timestamp=self.store.replica.hlc_now(), expire_at_ms=effect.expire_at_ms,
                               policy=policy)
         dot = max((s.dot for s in new.siblings if s.dot.actor == self.actor), key=lambda d: d.counter)
-        return rec.encode_record(new), effect.result, dot
+        return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
 
     # ------------------------------------------------------------ the phases
 

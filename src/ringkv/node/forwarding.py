@@ -27,7 +27,7 @@ from ringkv.errors import (
     RpcError,
     RpcTimeoutError,
 )
-from ringkv.node.commands import Command, PutVersioned, SerialRead
+from ringkv.node.commands import Command, SerialRead
 from ringkv.node.consensus import Proposer
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import Forward, ForwardReply
@@ -37,7 +37,6 @@ from ringkv.node.replica import storage_key
 from ringkv.node.replica_calls import ReplicaCalls, failure_reason
 from ringkv.node.write_path import WritePath
 from ringkv.service.levels import Levels, resolve
-from ringkv.versioning.dvv import encode_context
 
 # A forwarded command reads at R and writes at W on the replica: it may take two replica
 # timeouts plus the hop.
@@ -178,12 +177,10 @@ class Forwarder:
                     if stored is None or bytes(stored) != merged:
                         store.apply_record(skey, merged)
             before = engine.get(skey)
-            result, record, lsn = store.execute(namespace, key, command)
+            result, _, lsn = store.execute(namespace, key, command)
             if store.has_pending_writes:
                 store.commit_writes()  # in the log before any other replica is asked to hold it
             await store.durable(lsn)
-            if isinstance(command, PutVersioned):
-                result = encode_context(record.clock)
             after = engine.get(skey)
             if after is not None and after is not before and after != before:
                 await self.writes.replicate(skey, bytes(after), pref, w, strict)

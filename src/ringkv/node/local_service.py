@@ -17,7 +17,9 @@ from ringkv.errors import CommandError, UnknownNamespaceError
 from ringkv.node.commands import (
     Append,
     Command,
+    CompareAndSet,
     Delete,
+    DeleteIf,
     ExpireAt,
     GetDel,
     GetEx,
@@ -128,8 +130,9 @@ class LocalService:
         return result
 
     async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
-                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
-        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old))
+                  condition: str | None = None, return_old: bool = False,
+                  match: bytes | None = None) -> tuple[bool, bytes | None]:
+        return await self._run(key, Set(value, expire_at_ms, keep_ttl, condition, return_old, match))
 
     async def put(self, key: bytes, value: bytes) -> None:
         await self.store.durable(self.put_now(key, value))
@@ -148,9 +151,7 @@ class LocalService:
                             expire_at_ms: int = 0) -> bytes:
         if context:
             decode_context(context)  # a bad context fails before anything is read
-        _, record, lsn = self.store.execute(self._ns, key, PutVersioned(value, context, expire_at_ms))
-        await self.store.durable(lsn)
-        return encode_context(record.clock)
+        return await self._run(key, PutVersioned(value, context, expire_at_ms))
 
     async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
         lsn = 0
@@ -177,6 +178,17 @@ class LocalService:
 
     async def getdel(self, key: bytes) -> bytes | None:
         return await self._run(key, GetDel())
+
+    async def delete_if(self, key: bytes, condition: str | None = None, match: bytes | None = None) -> int:
+        return await self._run(key, DeleteIf(condition, match))
+
+    async def cas(self, key: bytes, expected: bytes | None, value: bytes | None, *,
+                  expire_at_ms: int = 0) -> tuple[bool, bytes | None]:
+        if expected:
+            decode_context(expected)  # a bad version fails here, before anything runs
+        if value is not None:
+            self.store.check_value(value)
+        return await self._run(key, CompareAndSet(expected or None, value, expire_at_ms))
 
     async def incr_by(self, key: bytes, delta: int) -> int:
         return await self._run(key, IncrBy(delta))

@@ -31,7 +31,7 @@ from typing import Any
 
 from ringkv.clock import Clock
 from ringkv.errors import CommandError
-from ringkv.node.commands import BLIND, STORED, Command
+from ringkv.node.commands import BLIND, STORED, Command, with_new_version
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import Replica, split_storage_key, storage_key
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
@@ -189,7 +189,8 @@ class LocalStore:
         skey = storage_key(namespace, key)
         stored = self.replica.read_skey(skey)
         now = self.clock.now_ms()
-        effect = command.apply(None if stored is None else stored.winner(now), now)
+        effect = command.apply(None if stored is None else stored.winner(now), now,
+                               None if stored is None else stored.clock)
         if not effect.write:
             return effect.result, stored, 0
         if effect.context == STORED:
@@ -200,7 +201,7 @@ class LocalStore:
             context, blind = decode_context(effect.context), False
         new, lsn = self.write(skey, namespace, key, stored, effect.value, effect.expire_at_ms,
                               context=context, blind=blind)
-        return effect.result, new, lsn
+        return with_new_version(effect.result, new.clock), new, lsn
 
     def write(
         self,

@@ -103,9 +103,11 @@ class KeyValueService(Protocol):
 
     # --- writes
     async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
-                  condition: str | None = None, return_old: bool = False) -> tuple[bool, bytes | None]:
-        """SET with its options: (applied, old value when `return_old`); condition None,
-        "nx" or "xx"."""
+                  condition: str | None = None, return_old: bool = False,
+                  match: bytes | None = None) -> tuple[bool, bytes | None]:
+        """SET with its options: (applied, old value when `return_old`). `condition`: None, nx,
+        xx, or Redis 8.4's ifeq / ifne (the current value compared with `match`) and ifdeq /
+        ifdne (its digest compared with `match`)."""
 
     async def put(self, key: bytes, value: bytes) -> None: ...
     def put_now(self, key: bytes, value: bytes) -> Any:
@@ -122,6 +124,15 @@ class KeyValueService(Protocol):
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool: ...
     async def delete(self, keys: Iterable[bytes]) -> int: ...
     async def getdel(self, key: bytes) -> bytes | None: ...
+    async def delete_if(self, key: bytes, condition: str | None = None, match: bytes | None = None) -> int:
+        """DELEX: delete the key if the condition (as SET's ifeq...ifdne; None: it exists)
+        holds; 1 when it was deleted."""
+
+    async def cas(self, key: bytes, expected: bytes | None, value: bytes | None, *,
+                  expire_at_ms: int = 0) -> tuple[bool, bytes | None]:
+        """Compare-and-set on the key's version (the context a read returned; None: no live
+        value): write `value` (None: delete) only if it is still `expected`. (True, the new
+        version) or (False, the current version). Linearizable on the consensus path."""
     async def incr_by(self, key: bytes, delta: int) -> int: ...
     async def incr_by_float(self, key: bytes, delta: float) -> bytes: ...
     async def append(self, key: bytes, value: bytes) -> int: ...

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xxhash import xxh3_64_hexdigest
+
 # What a `*_now` fast path answers when it cannot answer without IO: the adapter then awaits
 # the coroutine form of the same call.
 PENDING = object()
@@ -26,3 +28,9 @@ class SiblingSet:
 
     siblings: list[Value]
     context: bytes | None
+
+
+def value_digest(value: bytes) -> bytes:
+    """Redis 8.4's DIGEST of a value: XXH3-64, 16 lowercase hex digits (what SET and DELEX's
+    IFDEQ and IFDNE compare against)."""
+    return xxh3_64_hexdigest(value).encode()
