@@ -176,6 +176,10 @@ def test_command_table_parses_in_a_resp3_client(rs):
     assert table["get"]["arity"] == 2 and table["mset"]["step_count"] == 2
 
 
+# Redis 8.4's compare-and-set commands (arity from its command table, key at position 1).
+REDIS_8_4_COMMANDS = {"delex": -2, "digest": 2}
+
+
 def test_command_arities_match_redis(rs, redis_server):
     """A client that checks arity locally (as cluster proxies do) sees Redis's numbers."""
     real = redis.Redis(port=redis_server, decode_responses=True)
@@ -183,6 +187,10 @@ def test_command_arities_match_redis(rs, redis_server):
     ours = call(rs, "COMMAND", "INFO", *names)
     theirs = call(real, "COMMAND", "INFO", *names)
     for name, mine, reference in zip(names, ours, theirs):
+        if reference is None and name in REDIS_8_4_COMMANDS:
+            # Newer than the Debian redis-server the tests run: Redis 8.4's own table says.
+            assert mine[1] == REDIS_8_4_COMMANDS[name] and mine[3:6] == [1, 1, 1], name
+            continue
         if reference is None:
             assert name.lower().startswith("ringkv."), f"Redis does not know {name}"
             continue  # ringkv's own commands have no Redis counterpart
