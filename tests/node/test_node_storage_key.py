@@ -17,3 +17,18 @@ def test_storage_key_starts_with_the_ring_token_and_splits_back(namespace, key):
     skey = storage_key(namespace, key)
     assert skey[:8] == struct.pack(">Q", token(namespace, key))
     assert split_storage_key(skey) == (namespace, key)
+
+
+@given(st.binary(max_size=16), st.binary(max_size=40), st.binary(max_size=40), st.binary(min_size=1, max_size=20))
+def test_keys_with_one_hash_tag_share_a_token(namespace, before, after, tag):
+    # Redis Cluster's rule: the first {...} with something in it; no `}` inside the tag.
+    tag = tag.replace(b"}", b"x")
+    before = before.replace(b"{", b"x")
+    a, b = before + b"{" + tag + b"}" + after, b"{" + tag + b"}"
+    assert storage_key(namespace, a)[:8] == storage_key(namespace, b)[:8] == struct.pack(">Q", token(namespace, tag))
+
+
+def test_an_empty_or_unclosed_tag_hashes_the_whole_key():
+    for key in (b"{}x", b"{abc", b"x}{", b"plain"):
+        assert storage_key(b"", key)[:8] == struct.pack(">Q", token(b"", key))
+    assert storage_key(b"", b"a{}b{c}")[:8] == struct.pack(">Q", token(b"", b"a{}b{c}"))

@@ -40,13 +40,27 @@ _CAPACITY_SEED = 0x52494E474B56  # "RINGKV": keeps the dither independent of ren
 # --- keys, tokens, partitions -----------------------------------------------------------------
 
 
+def hash_part(key: bytes) -> bytes:
+    """The part of a key its token is computed from: Redis Cluster's hash tag, the bytes
+    between the first `{` and the first `}` after it when there is at least one, else the
+    whole key. `{user1}:cart` and `{user1}:profile` share a token, so they share a partition
+    and replica set (multi-key commands on them can be atomic)."""
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
 def token(namespace: bytes, key: bytes) -> int:
-    """The 64-bit token of a key: xxh3_64 of len(namespace) as 4 bytes big-endian ‖ namespace ‖ key.
+    """The 64-bit token of a key: xxh3_64 of len(namespace) as 4 bytes big-endian ‖ namespace ‖
+    the key's hash part (`hash_part`: its hash tag, or the whole key).
 
     The length prefix keeps ("a", "bc") and ("ab", "c") apart. Storage keeps records under
     token (8 bytes big-endian) ‖ namespace ‖ key, so one partition is one contiguous key range.
     """
-    return xxh3_64_intdigest(len(namespace).to_bytes(4, "big") + namespace + key)
+    return xxh3_64_intdigest(len(namespace).to_bytes(4, "big") + namespace + hash_part(key))
 
 
 def check_partitions(partitions: int) -> int:

@@ -34,7 +34,8 @@ MAX_CACHED_NAMESPACES = 1024
 
 
 def storage_key(namespace: bytes, key: bytes) -> bytes:
-    """token u64 BE | len(namespace) u8 | namespace | key, with token = ring.token(namespace, key).
+    """token u64 BE | len(namespace) u8 | namespace | key, with token = ring.token(namespace, key)
+    (computed from the key's hash tag when it has one: cluster/ring.hash_part).
 
     On every request's path, so the per-namespace prefixes are cached and the token's 8
     big-endian bytes come straight from xxh3's digest (its canonical form is big-endian).
@@ -44,7 +45,14 @@ def storage_key(namespace: bytes, key: bytes) -> bytes:
         p = (len(namespace).to_bytes(4, "big") + namespace, bytes((len(namespace),)) + namespace)
         if len(_PREFIXES) < MAX_CACHED_NAMESPACES:
             _PREFIXES[namespace] = p
-    return xxh3_64_digest(p[0] + key) + p[1] + key
+    # hash_part inlined (the hot path): keys without a `{` hash whole.
+    hashed = key
+    if b"{" in key:
+        start = key.find(b"{")
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            hashed = key[start + 1:end]
+    return xxh3_64_digest(p[0] + hashed) + p[1] + key
 
 
 def split_storage_key(skey: bytes) -> tuple[bytes, bytes]:
