@@ -314,6 +314,10 @@ class Proposer:
             if kind is Prepare:
                 reply = await self._phase1(skey, step.round)
             elif kind is Propose:
+                # A leased proposal uses a ballot fresh_ballot never made; once accepted it
+                # also stands for next(ballot), which acceptors then promise: a later fresh
+                # ballot must be above both.
+                self._note_seen(skey, next_ballot(step.round.ballot))
                 reply = await self._phase2(skey, step.round, step.value, step.base)
             elif kind is Chosen:
                 self._chosen(skey, step.ballot, step.value)
