@@ -185,8 +185,7 @@ def test_record_dropped_by_the_filter_does_not_resurrect_an_older_version(tmp_pa
 
 def test_rate_limited_file_writes_no_faster_than_its_rate(tmp_path):
     rate = 64 * 1024
-    fd = os.open(str(tmp_path / "out.sst"), os.O_WRONLY | os.O_CREAT, 0o644)
-    f = RateLimitedFile(str(tmp_path / "out.sst"), fd, rate)
+    f = RateLimitedFile(PosixFileSystem().create(str(tmp_path / "out.sst")), rate)
     started = time.monotonic()
     for _ in range(24):
         f.write(b"x" * 4096)

@@ -2,11 +2,14 @@
 is there, nothing that was not acknowledged appears half-done (a batch is all or nothing), and
 without fsync the store comes back as it was at some earlier moment, never a mix of moments.
 
-A power cut is simulated by FaultInjectingFileSystem, which forgets every byte and directory
-entry that was not synced. Real fsyncs are skipped in this module (`no_real_fsync`): what
-survives is decided by that bookkeeping alone, and skipping them makes hundreds of crash points
-affordable. A process kill (SIGKILL), which keeps what the OS already has, is tested with a real
-child process and real fsyncs.
+A power cut is simulated by FaultInjectingFileSystem (docs/storage-faults.md): seeded by the
+test's seed, it tears unsynced tails, fills them with garbage or zeros, and undoes directory
+updates not made durable, in the engine's process and in its worker processes alike (the
+engine runs with its default background mode). Real fsyncs are skipped in this module
+(`no_real_fsync`): what survives is decided by the disk model alone, and skipping them makes
+hundreds of crash points affordable. A process kill (SIGKILL), which keeps what the OS already
+has, is tested with a real child process and real fsyncs. Crash points enumerated operation by
+operation inside flushes and compactions are in test_storage_crash_points.py.
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ def no_real_fsync(monkeypatch):
 
 def crash_options(**overrides) -> Options:
     base = dict(
-        sync="always",
-        background="thread",  # worker processes would write files outside the fault injector
+        sync="always",  # and the default background mode: flushes and compactions in workers
         block_bytes=1024,
         target_file_bytes=64 * 1024,
         level1_max_bytes=64 * 1024,
@@ -138,6 +140,12 @@ def assert_batches_whole(state: dict[bytes, bytes], groups: int = GROUPS) -> Non
         assert len(values) == 1, f"batch of group {group} survived in part: {values}"
 
 
+def replay(seed: int, fs: FaultInjectingFileSystem) -> str:
+    """What a failing test prints first: how to replay it and what the power cut did."""
+    cut = "; ".join(fs.cut_report()[:12])
+    return f"reproduce with seed={seed} (the power cut: {cut}): "
+
+
 def describe(state, expected) -> str:
     lost = [k for k in expected if state.get(k) != expected[k]]
     extra = [k for k in state if k not in expected]
@@ -148,14 +156,14 @@ def describe(state, expected) -> str:
 def test_every_acknowledged_write_survives_a_power_cut_between_operations(tmp_path, seed):
     rng = random.Random(seed)
     path = str(tmp_path)
-    fs = FaultInjectingFileSystem()
+    fs = FaultInjectingFileSystem(seed)
     db = Engine.open(path, crash_options(), fs=fs)
     work = Workload(db, rng)
     work.run(rng.randrange(0, 400))  # background compactions may be running at the cut
     fs.crash()
     db.close()
     state = contents(path)
-    assert state == work.model, describe(state, work.model)
+    assert state == work.model, replay(seed, fs) + describe(state, work.model)
     assert_batches_whole(state)
 
 
@@ -164,7 +172,7 @@ def test_every_acknowledged_write_survives_a_power_cut_from_another_thread(tmp_p
     """The cut lands anywhere: inside a put's fsync, a flush, a compaction, a manifest rename."""
     rng = random.Random(1000 + seed)
     path = str(tmp_path)
-    fs = FaultInjectingFileSystem()
+    fs = FaultInjectingFileSystem(1000 + seed)
     db = Engine.open(path, crash_options(), fs=fs)
     work = Workload(db, rng)
     cut = threading.Timer(rng.uniform(0.0, 0.05), fs.crash)
@@ -173,7 +181,7 @@ def test_every_acknowledged_write_survives_a_power_cut_from_another_thread(tmp_p
     cut.join()
     db.close()
     state = contents(path)
-    assert state in work.acceptable(), describe(state, work.model)
+    assert state in work.acceptable(), replay(1000 + seed, fs) + describe(state, work.model)
     assert_batches_whole(state)
 
 
@@ -181,7 +189,7 @@ def test_every_acknowledged_write_survives_a_power_cut_from_another_thread(tmp_p
 def test_power_cut_during_recovery_loses_nothing(tmp_path, seed):
     rng = random.Random(2000 + seed)
     path = str(tmp_path)
-    fs = FaultInjectingFileSystem()
+    fs = FaultInjectingFileSystem(2000 + seed)
     db = Engine.open(path, crash_options(), fs=fs)
     work = Workload(db, rng)
     work.run(300)
@@ -189,11 +197,11 @@ def test_power_cut_during_recovery_loses_nothing(tmp_path, seed):
     db.close()
     # Recovery replays the logs into a table and rewrites the manifest; cut the power again
     # right after it, before anything else is synced.
-    second = FaultInjectingFileSystem()
+    second = FaultInjectingFileSystem(3000 + seed)
     recovered = Engine.open(path, crash_options(), fs=second)
     second.crash()
     recovered.close()
-    assert contents(path) == work.model
+    assert contents(path) == work.model, replay(2000 + seed, fs)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -203,7 +211,7 @@ def test_power_cut_without_fsync_recovers_the_store_as_of_one_earlier_moment(tmp
     the last completed flush."""
     rng = random.Random(3000 + seed)
     path = str(tmp_path)
-    fs = FaultInjectingFileSystem()
+    fs = FaultInjectingFileSystem(3000 + seed)
     db = Engine.open(path, crash_options(sync="never"), fs=fs)
     work = Workload(db, rng)
     work.run(rng.randrange(50, 400))
@@ -211,8 +219,8 @@ def test_power_cut_without_fsync_recovers_the_store_as_of_one_earlier_moment(tmp
     db.close()
     state = contents(path)
     moments = [i for i, past in enumerate(work.history) if past == state]
-    assert moments, "the recovered store matches no moment of the history"
-    assert max(moments) >= work.durable_index, "writes made durable by a flush were lost"
+    assert moments, replay(3000 + seed, fs) + "the recovered store matches no moment of the history"
+    assert max(moments) >= work.durable_index, replay(3000 + seed, fs) + "writes made durable by a flush were lost"
     assert_batches_whole(state)
 
 
@@ -241,23 +249,26 @@ def test_writes_made_durable_by_wait_durable_or_sync_true_survive_a_power_cut(tm
 
 
 class SlowTableDisk(FaultInjectingFileSystem):
-    """A disk where writing a table hangs until `gate` is set: the flush of a frozen memtable
-    stays in progress while writers go on appending to the new log."""
+    """A disk where installing a flushed table (the manifest's renames) hangs until `gate` is
+    set, once `armed`: the flush of a frozen memtable stays in progress while writers go on
+    appending to the new log. It hangs in the engine's process, so workers need not know."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
+        self.armed = False
 
-    def create(self, path):
-        if path.endswith(".sst"):
+    def rename(self, src, dst):
+        if self.armed:
             self.gate.wait(30)
-        return super().create(path)
+        return super().rename(src, dst)
 
 
 def test_writes_acknowledged_after_a_memtable_rotation_survive_a_power_cut(tmp_path):
     path = str(tmp_path)
     fs = SlowTableDisk()
     db = Engine.open(path, crash_options(memtable_bytes=64 * 1024), fs=fs)
+    fs.armed = True
     acknowledged = {}
 
     def put():
@@ -282,14 +293,14 @@ def test_every_acknowledged_write_survives_power_cuts_amid_automatic_flushes(tmp
     end of its flush."""
     rng = random.Random(4000 + seed)
     path = str(tmp_path)
-    fs = FaultInjectingFileSystem()
+    fs = FaultInjectingFileSystem(4000 + seed)
     db = Engine.open(path, crash_options(memtable_bytes=64 * 1024), fs=fs)
     work = Workload(db, rng, flushes=False)
     work.run(rng.randrange(50, 400))
     fs.crash()
     db.close()
     state = contents(path)
-    assert state == work.model, describe(state, work.model)
+    assert state == work.model, replay(4000 + seed, fs) + describe(state, work.model)
     assert_batches_whole(state)
 
 
@@ -304,8 +315,8 @@ CHILD = textwrap.dedent(
         return (b"%08d|" % i) * (i * 37 % 300)
 
     path, first = sys.argv[1], int(sys.argv[2])
-    db = Engine.open(path, Options(
-        sync="always", background="thread", memtable_bytes=64 * 1024, block_bytes=1024,
+    db = Engine.open(path, Options(  # flushes and compactions in worker processes, the default
+        sync="always", memtable_bytes=64 * 1024, block_bytes=1024,
         target_file_bytes=64 * 1024, level1_max_bytes=64 * 1024,
         level0_compaction_trigger_files=2,
     ))
@@ -506,3 +517,64 @@ def test_log_created_just_before_a_crash_with_a_zero_filled_header_is_empty(tmp_
     with open(os.path.join(path, "000099.wal"), "wb") as f:
         f.write(bytes(16))
     assert contents(path) == {b"k": b"v"}
+
+
+# ---------------------------------------- bugs found by the disk model's torn and garbage tails
+
+
+def logged_store(path) -> tuple[str, list[int]]:
+    """A closed store whose writes a0..a5 sit only in its log; the log and its record offsets."""
+    with Engine.open(path, crash_options(sync="never")) as db:
+        for i in range(6):
+            db.put(b"a%d" % i, b"x" * 100)
+    (log,) = [os.path.join(path, n) for n in os.listdir(path) if n.endswith(".wal")]
+    offsets = [wal.FILE_HEADER_BYTES + i * len(wal.encode_put(b"a0", b"x" * 100)) for i in range(6)]
+    return log, offsets
+
+
+@pytest.mark.parametrize("torn_at", ["record 3", "header"])
+def test_log_written_after_a_log_torn_by_a_power_cut_is_not_replayed(tmp_path, torn_at):
+    """Under sync="never" the disk may write back a newer log and not the tail of the older
+    one; replaying the newer log after the torn one recovered b0 without a3: a moment that
+    never was. Nothing in the newer log was acknowledged as durable (a log is fsynced only
+    after the one before it)."""
+    path = str(tmp_path)
+    log, offsets = logged_store(path)
+    os.truncate(log, offsets[3] + 7 if torn_at == "record 3" else 0)
+    newer = os.path.join(path, f"{int(os.path.basename(log)[:6]) + 1:06d}.wal")
+    with open(newer, "wb") as f:
+        f.write(wal.file_header() + wal.encode_put(b"b0", b"later"))
+    expected = {b"a%d" % i: b"x" * 100 for i in range(3 if torn_at == "record 3" else 0)}
+    with Engine.open(path, crash_options()) as db, db.scan() as it:
+        assert dict(it) == expected
+        assert db.stats()["recovery"][-1]["dropped_after_torn_log"] == log
+
+
+@pytest.mark.parametrize("fill", ["garbage", "zeros"])
+def test_store_opens_after_a_power_cut_left_garbage_after_its_last_log_record(tmp_path, fill):
+    """The disk grew the log's file but never wrote its last pages: the open refused the
+    store with a CorruptionError (found by the disk model's garbage tails)."""
+    path = str(tmp_path)
+    log, offsets = logged_store(path)
+    size = os.path.getsize(log)
+    junk = random.Random(5).randbytes(4096) if fill == "garbage" else bytes(4096)
+    with open(log, "r+b") as f:
+        f.seek(offsets[4] + 3)
+        f.write(junk[: size - offsets[4] - 3] + junk[:1000])
+    with Engine.open(path, crash_options()) as db, db.scan() as it:
+        assert dict(it) == {b"a%d" % i: b"x" * 100 for i in range(4)}
+
+
+def test_recovery_never_reuses_the_number_of_a_file_left_on_disk(tmp_path):
+    """Numbers handed out after the last manifest write (a rotated log, a crashed flush's
+    table) were handed out again by the next open, whose new files truncated those files."""
+    path = str(tmp_path)
+    logged_store(path)
+    with open(os.path.join(path, "000050.wal"), "wb") as f:  # a log rotated in just before a cut
+        f.write(wal.file_header())
+    with open(os.path.join(path, "000060.sst"), "wb") as f:  # a crashed flush's table
+        f.write(b"orphan")
+    with Engine.open(path, crash_options()) as db:
+        numbers = sorted(int(n[:6]) for n in os.listdir(path) if n[:6].isdigit())
+        assert numbers and min(numbers) > 60, numbers
+        assert db.get(b"a0") == b"x" * 100

@@ -5,6 +5,8 @@ the file and the offset of the bad record (or, under salvage, keeps what came be
 from __future__ import annotations
 
 import errno
+import pickle
+import random
 import struct
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from ringkv.errors import CorruptionError
 from ringkv.storage import wal
-from ringkv.storage.fs import PosixFileSystem, WritableFile
+from ringkv.storage.fs import FsyncFailedError, PosixFileSystem, WritableFile
 
 LOG = "000007.wal"
 
@@ -139,12 +141,41 @@ def test_flipped_bit_in_middle_record_raises_corruption_naming_offset(where):
     assert "salvage" in str(err.value)
 
 
-def test_flipped_bit_in_last_record_header_is_corruption_not_a_torn_tail():
-    # The length is covered by the header CRC: a bad header followed by data is damage.
+@pytest.mark.parametrize("kept", [0, 5, 13, 20])
+@pytest.mark.parametrize("fill", ["garbage", "zeros"])
+def test_torn_tail_filled_with_garbage_or_zeros_is_dropped_not_corruption(kept, fill):
+    """A power cut keeps part of the unsynced last record, and the file may have grown past it
+    with pages that never reached the disk: nothing good follows the bad bytes."""
     data, offsets = log_of(THREE_PUTS)
+    rest = len(data) - offsets[2] - kept + 100
+    tail = random.Random(kept).randbytes(rest) if fill == "garbage" else bytes(rest)
+    ops, report = wal.read_log(data[: offsets[2] + kept] + tail, LOG)
+    assert [k for k, _ in ops] == [b"k0", b"k1"]
+    assert report.torn_at == offsets[2]
+
+
+def test_bad_last_record_header_with_nothing_good_after_it_is_a_torn_tail():
+    # A flipped bit there cannot be told from the garbage a power cut leaves, and a torn tail
+    # holds nothing acknowledged: acknowledged records were fsynced, whole (docs/formats/wal.md).
+    data, offsets = log_of(THREE_PUTS)
+    ops, report = wal.read_log(flip_bit(data, offsets[2] + 1), LOG)
+    assert [k for k, _ in ops] == [b"k0", b"k1"]
+    assert report.torn_at == offsets[2]
+
+
+def test_garbage_followed_by_a_good_record_is_corruption_not_a_torn_tail():
+    # What a failed fsync leaves if writing goes on: a hole, then records synced later.
+    data, offsets = log_of(THREE_PUTS)
+    hole = random.Random(1).randbytes(offsets[2] - offsets[1])
     with pytest.raises(CorruptionError) as err:
-        wal.read_log(flip_bit(data, offsets[2] + 1), LOG)
-    assert err.value.offset == offsets[2]
+        wal.read_log(data[: offsets[1]] + hole + data[offsets[2] :], LOG)
+    assert err.value.offset == offsets[1]
+
+
+def test_log_whose_header_is_garbage_and_holds_nothing_good_is_an_empty_log():
+    garbage = random.Random(2).randbytes(300)
+    ops, report = wal.read_log(garbage, LOG)
+    assert ops == [] and report.torn_at == 0 and report.dropped_bytes == 300
 
 
 def test_salvage_keeps_records_before_the_corrupt_one():
@@ -181,20 +212,37 @@ def test_record_of_unknown_type_is_corruption():
     assert err.value.offset == offsets[1]
 
 
-def test_failed_fsync_is_raised_and_never_counted_as_durable(tmp_path):
-    class EioOnSync(WritableFile):
-        def sync(self) -> None:
-            raise OSError(errno.EIO, "simulated fsync failure")
+def test_fsync_that_fails_once_is_never_retried_so_its_lost_writes_never_count_as_durable(tmp_path):
+    """PostgreSQL's fsyncgate: after a failed fsync Linux may drop the dirty pages and clear the
+    error, so a retry "succeeds" without writing them. The writer must not retry."""
+    fsyncs = []
+
+    class EioOnFirstSync(WritableFile):
+        def _fsync(self) -> None:
+            fsyncs.append(self.size)
+            if len(fsyncs) == 1:
+                raise OSError(errno.EIO, "simulated fsync failure")
 
     class FailingSyncDisk(PosixFileSystem):
         def create(self, path):
             f = super().create(path)
-            return EioOnSync(f.path, f.fileno())
+            return EioOnFirstSync(f.path, f.fileno())
 
     writer = wal.WalWriter(FailingSyncDisk(), str(tmp_path / LOG))
     lsn = writer.append(wal.encode_put(b"k", b"v"))
-    for _ in range(2):  # a second waiter retries rather than hanging on the failed leader
-        with pytest.raises(OSError):
+    for _ in range(2):  # a second waiter is refused rather than retrying the fsync
+        with pytest.raises(FsyncFailedError, match=r"fsync of .*000007\.wal failed"):
             writer.sync_to(lsn)
+    later = writer.append(wal.encode_put(b"k2", b"v2"))
+    with pytest.raises(FsyncFailedError):
+        writer.sync_to(later)
+    assert len(fsyncs) == 1, "the failed fsync was retried"
     assert writer.synced_lsn < lsn
     writer.close(sync=False)
+
+
+def test_fsync_failure_pickles_with_its_path_for_worker_processes():
+    err = FsyncFailedError("/data/000009.sst", errno.EIO, "Input/output error")
+    back = pickle.loads(pickle.dumps(err))
+    assert (type(back), back.path, back.errno, str(back)) == (FsyncFailedError, err.path, errno.EIO, str(err))
+    assert "EIO" in str(back) and "/data/000009.sst" in str(back)

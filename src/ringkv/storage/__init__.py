@@ -7,14 +7,17 @@ See docs/storage.md for the design and docs/formats/ for the on-disk formats.
 """
 
 from ringkv.errors import CorruptionError, LimitError
-from ringkv.storage.engine import Engine, ScanIterator, WriteBatch, WriteStallError
+from ringkv.storage.engine import Engine, ReadOnlyError, ScanIterator, WriteBatch, WriteStallError
+from ringkv.storage.fs import FsyncFailedError
 from ringkv.storage.options import Options
 
 __all__ = [
     "CorruptionError",
     "Engine",
+    "FsyncFailedError",
     "LimitError",
     "Options",
+    "ReadOnlyError",
     "ScanIterator",
     "WriteBatch",
     "WriteStallError",

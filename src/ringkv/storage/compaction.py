@@ -1,9 +1,10 @@
 """Flush and compaction jobs: pure file-to-file work that runs in a worker process.
 
-A job is a picklable description (input paths, output numbers, options); the worker reads the
-inputs, merges them, writes fsynced output tables and returns their `TableMeta`. It never
-touches the manifest: the engine installs the result, so a crash mid-job leaves only orphan
-files that the next open deletes.
+A job is a picklable description (input paths, output numbers, options, and the file system to
+do its IO through); the worker reads the inputs, merges them, writes fsynced output tables and
+returns their `TableMeta`. It never touches the manifest: the engine installs the result, so a
+crash mid-job leaves only orphan files that the next open deletes. Every file operation goes
+through `job.fs`, so a test's fault-injecting disk reaches into the worker process too.
 
 Merge rules (docs/compaction.md):
 - inputs are given newest first; for each key the newest record wins, older ones are dropped;
@@ -16,6 +17,7 @@ Merge rules (docs/compaction.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -49,6 +51,7 @@ class CompactionJob:
     deeper_ranges: list[list[tuple[bytes, bytes]]]
     compaction_filter: CompactionFilter | None = None
     rate_bytes_per_s: int = 0
+    fs: PosixFileSystem = dataclasses.field(default_factory=PosixFileSystem)
 
 
 @dataclasses.dataclass
@@ -64,41 +67,52 @@ class JobResult:
     seconds: float = 0.0
 
 
-class RateLimitedFile(WritableFile):
-    """Sleeps as needed so that writes average at most `rate_bytes_per_s`."""
+class RateLimitedFile:
+    """A WritableFile that sleeps as needed so that writes average at most `rate_bytes_per_s`."""
 
-    __slots__ = ("_rate", "_started")
+    __slots__ = ("_file", "_rate", "_started")
 
-    def __init__(self, path: str, fd: int, rate_bytes_per_s: int):
-        super().__init__(path, fd)
+    def __init__(self, file: WritableFile, rate_bytes_per_s: int):
+        self._file = file
         self._rate = rate_bytes_per_s
         self._started = time.monotonic()
 
+    @property
+    def path(self) -> str:
+        return self._file.path
+
+    @property
+    def size(self) -> int:
+        return self._file.size
+
     def write(self, data: bytes) -> None:
-        super().write(data)
+        self._file.write(data)
         if self._rate:
-            ahead = self.size / self._rate - (time.monotonic() - self._started)
+            ahead = self._file.size / self._rate - (time.monotonic() - self._started)
             if ahead > 0.001:
                 time.sleep(ahead)
 
+    def sync(self) -> None:
+        self._file.sync()
 
-def _open_output(directory: str, number: int, rate: int) -> WritableFile:
-    path = os.path.join(directory, table_file_name(number))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    return RateLimitedFile(path, fd, rate)
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open_output(fs: PosixFileSystem, directory: str, number: int, rate: int) -> RateLimitedFile:
+    return RateLimitedFile(fs.create(os.path.join(directory, table_file_name(number))), rate)
 
 
 RUN_BATCH_BLOCKS = 128  # blocks read from each run per merge step: ~4,000 entries, ~0.5 MiB
 
 
-def _run_batches(paths: list[str], stats: JobResult):
+def _run_batches(fs: PosixFileSystem, paths: list[str], stats: JobResult):
     """(keys, values) lists of up to RUN_BATCH_BLOCKS consecutive blocks of one sorted run."""
     keys: list[bytes] = []
     vals: list[bytes | None] = []
     blocks = 0
     for path in paths:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fs.read_all(path)
         stats.bytes_read += len(data)
         for bkeys, bvals in read_all_blocks(data, path):
             keys += bkeys
@@ -161,10 +175,11 @@ def run_compaction(job: CompactionJob) -> JobResult:
     keep = job.compaction_filter
     s = job.settings
     numbers = iter(job.output_numbers)
+    fs = job.fs
     writer: SSTableWriter | None = None
-    out: WritableFile | None = None
+    out: RateLimitedFile | None = None
     try:
-        for chunk in merge_runs([_run_batches(run, stats) for run in job.runs]):
+        for chunk in merge_runs([_run_batches(fs, run, stats) for run in job.runs]):
             stats.records_in += len(chunk)
             # The newest version of each key is the first of its equal keys (rank breaks ties).
             prev = None
@@ -182,7 +197,7 @@ def run_compaction(job: CompactionJob) -> JobResult:
                 continue
             if writer is None:
                 number = next(numbers)
-                out = _open_output(job.directory, number, job.rate_bytes_per_s)
+                out = _open_output(fs, job.directory, number, job.rate_bytes_per_s)
                 writer = SSTableWriter(out, number, s.block_bytes, s.compression, s.bloom_bits_per_key)
             writer.add_many(keys, vals)
             stats.records_out += len(keys)
@@ -199,10 +214,12 @@ def run_compaction(job: CompactionJob) -> JobResult:
     except BaseException:
         if out is not None:
             out.close()
-        for meta in stats.outputs:
-            PosixFileSystem().remove(os.path.join(job.directory, table_file_name(meta.number)))
-        if writer is not None and out is not None:
-            PosixFileSystem().remove(out.path)
+        # Best effort: what is left (the disk may be gone) is an orphan the next open deletes.
+        with contextlib.suppress(OSError):
+            for meta in stats.outputs:
+                fs.remove(os.path.join(job.directory, table_file_name(meta.number)))
+            if writer is not None and out is not None:
+                fs.remove(out.path)
         raise
     stats.seconds = time.monotonic() - started
     return stats
@@ -233,6 +250,7 @@ class FlushJob:
     wal_path: str
     number: int
     settings: TableSettings
+    fs: PosixFileSystem = dataclasses.field(default_factory=PosixFileSystem)
 
 
 def write_table(directory: str, number: int, latest, settings: TableSettings, fs=None) -> TableMeta:
@@ -251,7 +269,8 @@ def write_table(directory: str, number: int, latest, settings: TableSettings, fs
         meta = writer.finish()
     except BaseException:
         f.close()
-        fs.remove(path)
+        with contextlib.suppress(OSError):  # best effort: an orphan the next open deletes
+            fs.remove(path)
         raise
     f.close()
     return meta
@@ -263,7 +282,5 @@ def run_flush(job: FlushJob) -> TableMeta:
     Reading the log back costs a little I/O but means no memtable crosses the process
     boundary: the main process only waits, and the log is already in the page cache.
     """
-    with open(job.wal_path, "rb") as f:
-        data = f.read()
-    ops, _ = wal.read_log(data, job.wal_path)
-    return write_table(job.directory, job.number, dict(ops), job.settings)  # the last write wins
+    ops, _ = wal.read_log(job.fs.read_all(job.wal_path), job.wal_path)
+    return write_table(job.directory, job.number, dict(ops), job.settings, job.fs)  # the last write wins

@@ -16,9 +16,16 @@ version) taken at their start. Scans see a snapshot: writes made after `scan()` 
 invisible to it.
 
 Recovery (`open`): read the manifest, open its tables, replay every log at or after its
-`log_number` (a torn tail is dropped; corruption elsewhere raises CorruptionError naming file
-and offset unless `Options(salvage=True)`), write what was replayed as one table, and delete
-files the manifest does not know (a crashed flush or compaction leaves such orphans).
+`log_number` (a torn tail is dropped, and so are the logs after a log that lost records to it;
+corruption elsewhere raises CorruptionError naming file and offset unless
+`Options(salvage=True)`), write what was replayed as one table, and delete files the manifest
+does not know (a crashed flush or compaction leaves such orphans).
+
+Failures it cannot take back (docs/storage-faults.md): a failed fsync of the log, a table, the
+manifest or the directory, and a failed flush or compaction, turn the engine read-only for good:
+writes raise ReadOnlyError naming the failure (`stats()["background_error"]` says it too), no
+manifest is written any more, and reads keep working. After a failed fsync of the log, reads
+show only what that log made durable, which is exactly what a reopen recovers.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from ringkv.errors import ClosedError, CorruptionError, LimitError, RingkvError
 from ringkv.storage import compaction as jobs
 from ringkv.storage import manifest, wal
 from ringkv.storage.cache import BlockCache, TableCache
-from ringkv.storage.fs import PosixFileSystem
+from ringkv.storage.fs import FsyncFailedError, PosixFileSystem
 from ringkv.storage.memtable import ENTRY_OVERHEAD_BYTES, MemTable
 from ringkv.storage.options import MAX_KEY_BYTES, Options
 from ringkv.storage.sstable import (
@@ -61,6 +68,19 @@ _U32 = wal._U32.pack
 
 class WriteStallError(RingkvError):
     """A write waited too long for flushes or compactions to make room."""
+
+
+class ReadOnlyError(RingkvError):
+    """The engine refuses writes after a failure it cannot take back; `reason` is that failure
+    (a FsyncFailedError, or whatever made a flush or compaction fail). Reads keep working;
+    reopening the engine recovers what is durable and takes writes again."""
+
+    def __init__(self, path: str, reason: BaseException):
+        super().__init__(
+            f"engine at {path} is read-only after a failure: {reason}; reads still work, reopen "
+            f"the engine to take writes again"
+        )
+        self.reason = reason
 
 
 def wal_file_name(number: int) -> str:
@@ -282,6 +302,11 @@ class Engine:
         state = self._read_manifest(names)
         while len(state.levels) < self.options.max_levels:
             state.levels.append([])
+        # Numbers handed out after the last manifest write (a rotated log, a crashed flush's
+        # table) are on disk but not in next_file: never hand them out again, so a new file
+        # never truncates an old one whose bytes recovery may still need.
+        on_disk = [int(stem) for stem, _, ext in (n.partition(".") for n in names) if ext in ("sst", "wal") and stem.isdigit()]
+        state.next_file = max([state.next_file, *(n + 1 for n in on_disk)])
         self._mstate = state
         levels = [[self._open_table(m) for m in level] for level in state.levels]
         for li in range(1, len(levels)):
@@ -291,11 +316,28 @@ class Engine:
         # Replay logs not yet flushed, oldest first, into one memtable.
         wal_numbers = sorted(int(n[:-4]) for n in names if n.endswith(".wal") and n[:-4].isdigit())
         replay = MemTable(0)
+        torn_log = None
         for number in wal_numbers:
             if number < state.log_number:
                 continue
             p = os.path.join(self.path, wal_file_name(number))
+            if torn_log is not None:
+                # An older log lost records at a power cut, so every record here was written
+                # after bytes that are gone: replaying it would recover a state that never
+                # existed. Nothing here was acknowledged under sync="always" either: a log is
+                # fsynced whole before any write in the next one is acknowledged.
+                dropped = fs.size(p)
+                self.recovery.append(
+                    {"log": p, "records": 0, "torn_tail_at": None, "salvaged_at": None,
+                     "dropped_bytes": dropped, "dropped_after_torn_log": torn_log}
+                )
+                log.warning("recovery dropped %s (%d bytes): it follows %s, whose tail was torn", p, dropped, torn_log)
+                continue
             ops, report = wal.read_log(fs.read_all(p), p, salvage=self.options.salvage)
+            if report.torn_at is not None:
+                # Even a log torn at offset 0 lost records: a log is rotated out only once it
+                # holds one, and a newer log exists only after such a rotation.
+                torn_log = p
             for key, value in ops:
                 replay.put(key, value)
             if report.torn_at is not None or report.salvaged_at is not None:
@@ -331,7 +373,11 @@ class Engine:
         live = version.numbers()
         for name in names:
             stem, _, ext = name.partition(".")
-            if (ext == "sst" and stem.isdigit() and int(stem) not in live) or (ext == "wal" and stem.isdigit() and int(stem) < wal_number) or name == manifest.MANIFEST_NAME + ".tmp":
+            if (
+                (ext == "sst" and stem.isdigit() and int(stem) not in live)
+                or (ext == "wal" and stem.isdigit() and int(stem) < wal_number)
+                or name in (manifest.MANIFEST_NAME + ".tmp", manifest.BACKUP_NAME + ".tmp")
+            ):
                 fs.remove(os.path.join(self.path, name))
 
     def _read_manifest(self, names: list[str]) -> manifest.ManifestState:
@@ -381,7 +427,7 @@ class Engine:
         if self._closed:
             raise ClosedError(f"engine at {self.path} is closed")
         if self._bg_error is not None:
-            raise RingkvError(f"engine is read-only after a background error: {self._bg_error}")
+            raise ReadOnlyError(self.path, self._bg_error)
         if type(key) is not bytes:
             raise TypeError(f"key must be bytes, got {type(key).__name__}")
         if len(key) > self._max_key:
@@ -420,6 +466,8 @@ class Engine:
         head = _RECORD_HEADER(crc32c(payload), len(payload), wal.TYPE_PUT)
         record = head + _U32(crc32c(head)) + payload
         with self._write_lock:
+            if self._bg_error is not None:  # turned read-only since the check above
+                raise ReadOnlyError(self.path, self._bg_error)
             mem = self._state.mem
             if mem.approx_bytes >= self._memtable_bytes:
                 mem = self._make_room()
@@ -436,7 +484,7 @@ class Engine:
                 mem.approx_bytes += len(value) - (len(old) if old else 0)
             mem.user_bytes += len(payload) - 4
         if (self._sync_always if sync is None else sync) and not defer:
-            self._wal.sync_to(lsn)
+            self._sync_log(lsn)
         return lsn
 
     @property
@@ -453,7 +501,7 @@ class Engine:
             try:
                 return self._wal.flush_deferred()
             except OSError as exc:
-                self._bg_error = exc
+                self._read_only_locked(exc)
                 raise
 
     def delete(self, key: bytes, sync: bool | None = None) -> int:
@@ -461,6 +509,8 @@ class Engine:
         self._check(key, None)
         record = wal.encode_delete(key)
         with self._write_lock:
+            if self._bg_error is not None:  # turned read-only since the check above
+                raise ReadOnlyError(self.path, self._bg_error)
             mem = self._state.mem
             if mem.approx_bytes >= self.options.memtable_bytes:
                 mem = self._make_room()
@@ -468,7 +518,7 @@ class Engine:
             mem.put(key, None)
             mem.user_bytes += len(key)
         if self._sync_always if sync is None else sync:
-            self._wal.sync_to(lsn)
+            self._sync_log(lsn)
         return lsn
 
     def write_batch(self, batch: WriteBatch, sync: bool | None = None) -> int:
@@ -485,6 +535,8 @@ class Engine:
             return self._wal.written_lsn
         record = wal.encode_batch(batch.ops)
         with self._write_lock:
+            if self._bg_error is not None:  # turned read-only since the check above
+                raise ReadOnlyError(self.path, self._bg_error)
             mem = self._state.mem
             if mem.approx_bytes >= self.options.memtable_bytes:
                 mem = self._make_room()
@@ -493,21 +545,29 @@ class Engine:
                 mem.put(key, value)
             mem.user_bytes += sum(len(k) + (len(v) if v else 0) for k, v in batch.ops)
         if self._sync_always if sync is None else sync:
-            self._wal.sync_to(lsn)
+            self._sync_log(lsn)
         return lsn
 
     def wait_durable(self, lsn: int) -> None:
         """Block until the log is fsynced up to `lsn` (group commit with other waiters)."""
         if lsn > self._wal.written_lsn:
             self.flush_deferred()
-        self._wal.sync_to(lsn)
+        self._sync_log(lsn)
+
+    def _sync_log(self, lsn: int) -> None:
+        """Wait for the fsync covering `lsn`; a failed fsync turns the engine read-only."""
+        try:
+            self._wal.sync_to(lsn)
+        except FsyncFailedError as exc:
+            self._enter_read_only(exc)
+            raise
 
     def _make_room(self) -> MemTable:
         """Freeze the full memtable and start a new one. REQUIRES: write lock held."""
         started = None
         while True:
             if self._bg_error is not None:
-                raise RingkvError(f"engine is read-only after a background error: {self._bg_error}")
+                raise ReadOnlyError(self.path, self._bg_error)
             if self._closed:
                 raise ClosedError(f"engine at {self.path} is closed")
             state = self._state
@@ -540,10 +600,16 @@ class Engine:
         old_wal = self._wal
         old_wal.flush_deferred()
         path = os.path.join(self.path, wal_file_name(number))
-        self._wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal)
+        new_wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal)
         # The new log's directory entry must be durable before any write in it is acknowledged
         # under sync="always"; the next manifest write may be a whole flush away.
-        self._fs.sync_dir(self.path)
+        try:
+            self._fs.sync_dir(self.path)
+        except FsyncFailedError as exc:
+            new_wal.abandon(exc)  # never written to: the old log and memtable stay current
+            self._read_only_locked(exc)
+            raise
+        self._wal = new_wal
         # The frozen log is fsynced and closed by the flush thread, before its table is built:
         # an fsync of a 16 MiB log here would stall every writer behind the write lock.
         state.mem.wal = old_wal
@@ -600,9 +666,12 @@ class Engine:
         while not self._closed:
             time.sleep(interval)
             w = self._wal
-            if w.written_lsn > w.synced_lsn:
+            if w.written_lsn > w.synced_lsn and not w.closed and w.failed is None:
                 try:
                     w.sync_to(w.written_lsn)
+                except FsyncFailedError as exc:
+                    self._enter_read_only(exc)
+                    return
                 except (OSError, ValueError):
                     if not self._closed:
                         log.exception("periodic WAL sync failed")
@@ -613,18 +682,64 @@ class Engine:
         return {"flush": jobs.run_flush, "compact": jobs.run_compaction}[name](job)
 
     def _fail(self, exc: BaseException) -> None:
-        log.error("background work failed; the engine is now read-only: %s", exc)
+        log.error("background work failed: %s", exc)
+        self._enter_read_only(exc)
+
+    def _enter_read_only(self, exc: BaseException) -> None:
         with self._write_lock:
+            self._read_only_locked(exc)
+
+    def _read_only_locked(self, exc: BaseException) -> None:
+        """Refuse writes from now on, keeping the first failure as the reason. After a failed
+        fsync of a log, also give up every log not yet durable and show readers only what is.
+        REQUIRES: write lock held."""
+        if self._bg_error is None:
             self._bg_error = exc
-            self._cond.notify_all()
+            log.error("the engine at %s is now read-only: %s", self.path, exc)
+        if isinstance(exc, FsyncFailedError) and exc.path.endswith(".wal"):
+            self._show_only_durable(exc)
+        self._cond.notify_all()
+
+    def _show_only_durable(self, cause: FsyncFailedError) -> None:
+        """Rebuild every memtable whose log is not durable to its end from the part that is.
+
+        Those logs are cut back to their durable bytes and never fsynced again (WalWriter.abandon):
+        what was written after the last good fsync may be lost, so no reader may see it either,
+        or it could read a value that the next open does not have. REQUIRES: write lock held.
+        """
+        state = self._state
+        mems = []
+        changed = False
+        for mem in (state.mem, *state.imms):
+            writer = self._wal if mem is state.mem else mem.wal
+            if writer is None or writer.closed or (writer.synced_lsn >= writer.written_lsn and not writer.has_deferred):
+                mems.append(mem)
+                continue
+            durable = writer.durable_bytes
+            writer.abandon(cause)
+            try:
+                ops, _ = wal.read_log(self._fs.read_all(writer.path)[:durable], writer.path)
+            except (OSError, CorruptionError) as exc:
+                # Never expected: these bytes were written by us and fsynced.
+                log.error("cannot reread %s to drop its lost writes from reads: %s", writer.path, exc)
+                mems.append(mem)
+                continue
+            rebuilt = MemTable(mem.wal_number)
+            for key, value in ops:
+                rebuilt.put(key, value)
+            rebuilt.wal = mem.wal
+            mems.append(rebuilt)
+            changed = True
+        if changed:
+            self._install(_State(mems[0], tuple(mems[1:]), state.version))
 
     def _flush_loop(self) -> None:
         while True:
             with self._write_lock:
-                while not self._closed and not self._state.imms:
+                while not self._closed and not self._state.imms and self._bg_error is None:
                     self._cond.wait()
-                if not self._state.imms:
-                    return  # closed and nothing left to flush
+                if not self._state.imms or self._bg_error is not None:
+                    return  # closed and nothing left to flush, or read-only: no manifest to install it
                 mem = self._state.imms[-1]  # oldest
                 number = self._next_number()
                 self._flushing = True
@@ -643,7 +758,7 @@ class Engine:
             mem.wal.close(sync=True)
         if self.options.background == "process":
             wal_path = os.path.join(self.path, wal_file_name(mem.wal_number))
-            job = jobs.FlushJob(self.path, wal_path, number, self._settings)
+            job = jobs.FlushJob(self.path, wal_path, number, self._settings, self._fs)
             meta = self._run_job("flush", job)
         else:
             meta = jobs.write_table(self.path, number, mem.data, self._settings, self._fs)
@@ -654,11 +769,12 @@ class Engine:
                 version = self._state.version.with_changes(set(), {0: [table]})
                 # Logs older than the oldest memtable still in memory are no longer needed.
                 oldest = imms[-1].wal_number if imms else self._state.mem.wal_number
-                self._mstate.log_number = oldest
-                self._mstate.levels = [[t.meta for t in level] for level in version.levels]
-                encoded = manifest.encode(self._mstate)
+                levels = [[t.meta for t in level] for level in version.levels]
+                encoded = self._encode_manifest(oldest, levels)
             self._write_manifest(encoded)
             with self._write_lock:
+                self._mstate.log_number = oldest
+                self._mstate.levels = levels
                 # Holding the manifest lock, no compaction changed the version meanwhile;
                 # only the memtables may have rotated.
                 # No local keeps the old state: it would pin the old version's files.
@@ -670,8 +786,25 @@ class Engine:
                 self._cond.notify_all()
         self._fs.remove(os.path.join(self.path, wal_file_name(mem.wal_number)))
 
+    def _encode_manifest(self, log_number: int, levels: list[list[TableMeta]]) -> bytes:
+        """The manifest with a change, leaving `_mstate` as it is until the change is durable:
+        after a failed write, no later manifest may carry it (a log_number advanced by a flush
+        whose table never got installed would let recovery skip that flush's log).
+        REQUIRES: write lock held, and no background error (read-only engines write none)."""
+        if self._bg_error is not None:
+            raise ReadOnlyError(self.path, self._bg_error)
+        return manifest.encode(
+            manifest.ManifestState(next_file=self._mstate.next_file, log_number=log_number, levels=levels)
+        )
+
     def _write_manifest(self, encoded: bytes) -> None:
-        manifest.write(self._fs, self.path, encoded)
+        """A failed write may leave a renamed manifest whose rename is not durable: write no
+        other one after it, whoever asked (a flush, a compaction, compact_range)."""
+        try:
+            manifest.write(self._fs, self.path, encoded)
+        except BaseException as exc:
+            self._enter_read_only(exc)
+            raise
 
     def _compaction_loop(self) -> None:
         while True:
@@ -682,13 +815,13 @@ class Engine:
                     if pick is not None:
                         break
                     self._cond.wait()
-                if self._closed:
+                if self._closed or self._bg_error is not None:
                     return
             try:
                 with self._compaction_lock:
                     # Re-pick under the compaction lock: a manual compaction may have run.
                     pick = pick_compaction(self._state.version, self.options, self._pointers)
-                    if pick is not None:
+                    if pick is not None and self._bg_error is None:
                         self._compact(pick)
             except BaseException as exc:
                 self._fail(exc)
@@ -719,8 +852,13 @@ class Engine:
                 deeper_ranges=self._state.version.ranges_below(pick.output_level),
                 compaction_filter=self.options.compaction_filter,
                 rate_bytes_per_s=self.options.compaction_rate_bytes_per_s,
+                fs=self._fs,
             )
-            result = self._run_job("compact", job)
+            try:
+                result = self._run_job("compact", job)
+            except FsyncFailedError as exc:
+                self._enter_read_only(exc)
+                raise
             metas = result.outputs
             added = {pick.output_level: [self._open_table(m) for m in metas]}
             self._compaction_bytes_read += result.bytes_read
@@ -728,10 +866,11 @@ class Engine:
         with self._manifest_lock:
             with self._write_lock:
                 version = self._state.version.with_changes(removed, added)
-                self._mstate.levels = [[t.meta for t in level] for level in version.levels]
-                encoded = manifest.encode(self._mstate)
+                levels = [[t.meta for t in level] for level in version.levels]
+                encoded = self._encode_manifest(self._mstate.log_number, levels)
             self._write_manifest(encoded)
             with self._write_lock:
+                self._mstate.levels = levels
                 # No local keeps the old state: it would pin the replaced tables.
                 self._install(_State(self._state.mem, self._state.imms, version))
                 if not pick.trivial_move:
@@ -763,24 +902,30 @@ class Engine:
         with self._write_lock:
             if self._closed:
                 raise ClosedError(f"engine at {self.path} is closed")
+            if self._bg_error is not None:
+                raise ReadOnlyError(self.path, self._bg_error)
             if len(self._state.mem):
                 self._make_room_for_flush()
             while (self._state.imms or self._flushing) and self._bg_error is None:
                 self._cond.notify_all()
                 self._cond.wait(0.1)
             if self._bg_error is not None:
-                raise RingkvError(f"flush failed: {self._bg_error}")
+                raise ReadOnlyError(self.path, self._bg_error)
 
     def _make_room_for_flush(self) -> None:
         while len(self._state.imms) >= self.options.max_immutable_memtables and self._bg_error is None:
             self._cond.notify_all()
             self._cond.wait(0.1)
+        if self._bg_error is not None:
+            raise ReadOnlyError(self.path, self._bg_error)
         self._rotate()
 
     def compact_range(self, start: bytes | None = None, end: bytes | None = None) -> None:
         """Flush, then merge every table meeting [start, end] down level by level."""
         self.flush()
         with self._compaction_lock:
+            if self._bg_error is not None:
+                raise ReadOnlyError(self.path, self._bg_error)
             last_nonempty = max((li for li, lv in enumerate(self._state.version.levels) if lv), default=0)
             for level in range(0, max(last_nonempty, 1)):
                 pick = pick_range(self._state.version, level, start, end)
@@ -855,6 +1000,8 @@ class Engine:
             t.join()
         self._delete_obsolete_files()
         with contextlib.suppress(OSError):
+            # After a failed fsync of the log this is a no-op: it was abandoned, not to be
+            # fsynced again (see _show_only_durable).
             self._wal.close(sync=True)
         self._table_cache.close()
         self._unlock_directory()

@@ -2,8 +2,9 @@
 
 Implements docs/formats/manifest.md. The whole state is rewritten on every change (it is a few
 hundred bytes per table, and changes come once per flush or compaction): written to
-`MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory fsynced. A reader therefore
-sees the old set or the new set, never a mix.
+`MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory fsynced (before the renames
+too, so the tables it names are in the directory first). A reader therefore sees the old set or
+the new set, never a mix.
 
 A mirror, `MANIFEST.bak`, is written the same way right after. Files are deleted only once both
 copies stop naming them, so either copy always describes files that exist: when `MANIFEST` is
@@ -73,7 +74,15 @@ def decode(data: bytes, path: str) -> ManifestState:
 
 
 def write(fs: PosixFileSystem, directory: str, data: bytes) -> None:
-    """Atomically replace MANIFEST, then its mirror MANIFEST.bak, with `data` (encoded)."""
+    """Atomically replace MANIFEST, then its mirror MANIFEST.bak, with `data` (encoded).
+
+    REQUIRES: every table `data` names is fsynced. The directory is fsynced first too, so the
+    tables' directory entries are durable before any manifest naming them can be: a file system
+    that does not commit directory updates in order could otherwise keep the rename and lose
+    the table (docs/storage-faults.md). Raises FsyncFailedError if any fsync fails; the caller
+    must then write no other manifest (the engine turns read-only).
+    """
+    fs.sync_dir(directory)
     for name in (MANIFEST_NAME, BACKUP_NAME):
         tmp = os.path.join(directory, name + ".tmp")
         fs.write_file_synced(tmp, data)

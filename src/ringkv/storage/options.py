@@ -56,7 +56,9 @@ class Options:
     compaction_rate_bytes_per_s: int = 64 * MIB
     compaction_filter: CompactionFilter | None = None
     # Where flushes and compaction merges run: a worker process keeps the caller's thread (and a
-    # serving event loop) free of the GIL; "thread" is for tests that inject file faults.
+    # serving event loop) free of the GIL; "thread" runs them in-process (small embedded uses,
+    # tests that hook the engine's threads). Either way every file operation goes through the
+    # engine's file system, which a job carries into its worker (docs/storage-faults.md).
     background: Background = "process"
 
     # Caches.

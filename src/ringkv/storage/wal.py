@@ -7,20 +7,27 @@ Implements docs/formats/wal.md. A log file is a 16-byte header followed by recor
 both CRCs are CRC32C, little-endian; the header CRC covers the nine bytes before it, so a flipped
 length can never be mistaken for a torn tail. `WalWriter` appends and implements the sync
 policies (group commit for `always`); `read_log` replays a file and tells a torn tail (the crash
-cut the last write short: dropped) from corruption in the middle (an error naming the offset).
+cut the last write short, or left garbage or zeros after it: dropped) from corruption in the
+middle (bad bytes followed by a good record: an error naming the offset).
+
+After a failed fsync the writer is done for (docs/storage-faults.md): every later `sync_to` past
+what was already durable raises FsyncFailedError, even if the disk would now accept an fsync,
+because the kernel may have dropped the bytes the failed one should have written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import struct
 import threading
 
 from crc32c import crc32c
 
 from ringkv.errors import CorruptionError, StorageFullError
-from ringkv.storage.fs import PosixFileSystem, WritableFile
+from ringkv.storage.fs import FsyncFailedError, PosixFileSystem, WritableFile
 
 WAL_MAGIC = b"ringkvWL"
 WAL_VERSION = 1
@@ -108,6 +115,33 @@ def decode_payload(rtype: int, payload: bytes, path: str, offset: int) -> list[t
     raise CorruptionError(f"WAL record has unknown type {rtype}", path, offset)
 
 
+_RECORD_TYPE_BYTE = re.compile(rb"[\x01-\x03]")
+
+
+def _good_record_after(data: bytes, start: int) -> bool:
+    """Whether a whole record with both checksums right starts anywhere after `start`.
+
+    Bad bytes with nothing good after them are what a power cut leaves (a torn write, then
+    garbage or zeros where the file grew but its pages never reached the disk); bad bytes
+    followed by a good record are damage to data that was once whole. Only offsets whose type
+    byte is a known type are checked, found by a C-level regex search, so a garbage tail costs
+    about one header CRC per 85 bytes.
+    """
+    size = len(data)
+    view = memoryview(data)
+    for m in _RECORD_TYPE_BYTE.finditer(data, start + 9):
+        p = m.start() - 8
+        if p + RECORD_HEADER_BYTES > size:
+            return False
+        pcrc, plen, _, hcrc = _FULL_HEADER.unpack_from(data, p)
+        end = p + RECORD_HEADER_BYTES + plen
+        if end > size or crc32c(view[p : p + 9]) != hcrc:
+            continue
+        if crc32c(view[p + RECORD_HEADER_BYTES : end]) == pcrc:
+            return True
+    return False
+
+
 class LogReport:
     """What replaying one log found: how far it is valid and what was dropped."""
 
@@ -147,6 +181,11 @@ def read_log(
     magic, version, _ = _FILE_HEADER.unpack_from(data)
     (hcrc,) = _U32.unpack_from(data, 12)
     if magic != WAL_MAGIC or crc32c(data[:12]) != hcrc:
+        if not _good_record_after(data, 0):
+            # Created just before a crash: its size reached the disk, its bytes did not.
+            report.torn_at = 0
+            report.dropped_bytes = size
+            return ops, report
         raise CorruptionError("WAL file header is not a ringkv WAL header", path, 0)
     if version != WAL_VERSION:
         raise CorruptionError(f"WAL format version {version} is not supported (want {WAL_VERSION})", path, 0)
@@ -184,8 +223,8 @@ def read_log(
             pcrc, plen, rtype = _RECORD_HEADER.unpack_from(data, off)
             (hcrc,) = _U32.unpack_from(data, off + 9)
             if crc32c(data[off : off + 9]) != hcrc:
-                if data.count(0, off) == size - off:
-                    torn = True  # zero-filled tail: a preallocated or half-persisted page
+                if data.count(0, off) == size - off or not _good_record_after(data, off):
+                    torn = True  # zeros or garbage to the end: pages that never reached the disk
                 else:
                     problem = "record header checksum mismatch"
             elif plen > MAX_RECORD_PAYLOAD_BYTES:
@@ -197,7 +236,7 @@ def read_log(
                 else:
                     payload = data[off + RECORD_HEADER_BYTES : end]
                     if crc32c(payload) != pcrc:
-                        if end == size:
+                        if end == size or not _good_record_after(data, off):
                             torn = True
                         else:
                             problem = "record payload checksum mismatch"
@@ -255,6 +294,9 @@ class WalWriter:
         self._fd = self._file.fileno() if type(self._file) is WritableFile else -1
         self._deferred: list[bytes] = []
         self._deferred_bytes = 0
+        # The first failed fsync; from then on nothing past synced_lsn is ever durable.
+        self.failed: FsyncFailedError | None = None
+        self.closed = False
 
     def append(self, record: bytes, defer: bool = False) -> int:
         """Hand the record to the OS; returns its LSN (end position). REQUIRES: write lock held.
@@ -329,6 +371,9 @@ class WalWriter:
             return
         with self._cond:
             while self.synced_lsn < lsn:
+                if self.failed is not None:
+                    # Never retry: the retry could succeed without the dropped pages.
+                    raise self._failure()
                 if self._syncing:
                     self._cond.wait()
                     continue
@@ -336,23 +381,62 @@ class WalWriter:
                 self._syncing = True
                 target = self.written_lsn
                 self._cond.release()
-                synced = False
+                failure = None
                 try:
                     self._file.sync()
-                    synced = True
+                except OSError as exc:  # FsyncFailedError from any WritableFile that keeps the contract
+                    failure = exc if isinstance(exc, FsyncFailedError) else FsyncFailedError(
+                        self.path, exc.errno, exc.strerror or str(exc)
+                    )
                 finally:
                     self._cond.acquire()
-                    if synced:
+                    if failure is not None:
+                        self.failed = failure
+                    elif self.failed is None:
                         self.synced_lsn = max(self.synced_lsn, target)
                     self._syncing = False
                     self._cond.notify_all()
 
+    def _failure(self) -> FsyncFailedError:
+        f = self.failed
+        return FsyncFailedError(f.path, f.errno, f.strerror)
+
     def sync_all(self) -> None:
         self.sync_to(self.written_lsn)
 
+    @property
+    def durable_bytes(self) -> int:
+        """How many bytes of this log file an fsync has made durable."""
+        return max(self.synced_lsn - self._base, 0)
+
     def close(self, sync: bool = True) -> None:
+        if self.closed:
+            return
         self.flush_deferred()
         if sync:
             self.sync_all()
             self._previous = None  # synced logs are closed oldest first: nothing left to wait on
         self._file.close()
+        self.closed = True
+
+    def abandon(self, cause: FsyncFailedError) -> None:
+        """Give the log up after a failed fsync (of this log or of one before it): drop queued
+        records, cut the file back to its durable bytes and close it without an fsync; later
+        waits past those bytes raise `cause`.
+
+        Cutting back keeps records written after the lost ones from reaching the disk behind a
+        hole (recovery would call that corruption); an fsync now could only claim as durable
+        what may not be. REQUIRES: the engine's write lock (no append runs meanwhile).
+        """
+        with self._cond:
+            if self.failed is None:
+                self.failed = cause
+        self._deferred.clear()
+        self._deferred_bytes = 0
+        if self.closed:
+            return
+        with contextlib.suppress(OSError):
+            self._file.cut_back(self.durable_bytes)
+        self.written_lsn = min(self.written_lsn, self.synced_lsn)
+        self._file.close()
+        self.closed = True

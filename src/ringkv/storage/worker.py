@@ -65,7 +65,8 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def run(self, name: str, job):
+    def run(self, name: str, job) -> tuple[bool, object]:
+        """(True, result) or (False, the exception the job raised); the worker stays usable."""
         data = pickle.dumps((name, job), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._proc.stdin.write(_LEN.pack(len(data)) + data)
@@ -77,9 +78,7 @@ class WorkerProcess:
             ok, result = pickle.loads(self._proc.stdout.read(n))
         except (BrokenPipeError, EOFError) as exc:
             raise WorkerDiedError(f"compaction worker died: {exc}") from exc
-        if not ok:
-            raise result
-        return result
+        return ok, result
 
     def close(self) -> None:
         try:
@@ -110,20 +109,23 @@ def run_in_worker(name: str, job):
         if worker is None or not worker.alive():
             worker = _spawn()
         try:
-            result = worker.run(name, job)
+            ok, result = worker.run(name, job)
         except WorkerDiedError:
             if attempt:
                 raise
             continue
         except BaseException:
-            worker.close()
+            worker.close()  # interrupted mid-protocol: its pipes are out of step
             raise
+        # A job that failed reported it and left its worker ready for the next one.
         with _idle_lock:
             if len(_idle) < MAX_IDLE_WORKERS:
                 _idle.append(worker)
                 worker = None
         if worker is not None:
             worker.close()
+        if not ok:
+            raise result
         return result
     raise AssertionError("unreachable")
 
