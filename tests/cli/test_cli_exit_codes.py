@@ -32,7 +32,7 @@ def test_get_of_a_missing_key_exits_1(node) -> None:
     assert human.returncode == 1 and human.stdout == b"" and b"not found" in human.stderr
     machine = ringkv("get", "no-such-key", "--port", port, "--json")
     assert machine.returncode == 1
-    assert json.loads(machine.stdout) == {"key": "no-such-key", "found": False, "value": None}
+    assert json.loads(machine.stdout) == {"key": "no-such-key", "found": False, "value": None, "version": None}
 
 
 def test_del_of_keys_that_do_not_exist_exits_1(node) -> None:

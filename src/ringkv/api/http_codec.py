@@ -79,7 +79,8 @@ async def consistency_level(
         str,  # noqa: RUF013
         Header(
             alias="Consistency-Level",
-            description="ONE, QUORUM or ALL (case-insensitive): the request's R and W.",
+            description="ONE, QUORUM or ALL (case-insensitive): the request's R and W. SERIAL: a linearizable "
+            "read through the key's consensus path (a write at SERIAL is at QUORUM).",
             json_schema_extra={"enum": [c.value for c in ConsistencyLevel]},
         ),
     ] = None,  # type: ignore[assignment]
@@ -110,7 +111,9 @@ async def consistency_level(
             levels.append(ConsistencyLevel(raw.upper()))
         except ValueError:
             raise ProblemError(
-                400, "invalid-consistency", f"{source} is {raw[:64]!r}; expected ONE, QUORUM or ALL"
+                400,
+                "invalid-consistency",
+                f"{source} is {raw[:64]!r}; expected ONE, QUORUM or ALL (or SERIAL, a linearizable read)",
             ) from None
     if len(levels) == 2 and levels[0] != levels[1]:
         raise ProblemError(
@@ -235,10 +238,10 @@ def ttl_remaining(expire_at_ms: int, now_ms: int) -> float | None:
     return max(0, expire_at_ms - now_ms) / 1000
 
 
-def json_response(doc: dict[str, Any], status: int = 200) -> Response:
+def json_response(doc: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # msgspec encodes without FastAPI's response-model validation: the models document the
     # answers; handlers build exactly what they say.
-    return Response(msgspec.json.encode(doc), status_code=status, media_type="application/json")
+    return Response(msgspec.json.encode(doc), status_code=status, media_type="application/json", headers=headers)
 
 
 def wants_raw(accept: str | None) -> bool:

@@ -17,9 +17,13 @@ MAX_TTL_S = 100 * 365 * 86400  # 100 years; keeps expire_at_ms far from any over
 
 
 class ConsistencyLevel(StrEnum):
+    """The levels a request may name. SERIAL is for reads: linearizable, through the key's
+    consensus path; a write at SERIAL is a write at QUORUM (service/levels.py)."""
+
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
+    SERIAL = "SERIAL"
 
 
 KeyEncoding = Literal["utf-8", "base64"]
@@ -51,6 +55,39 @@ class GetKeyResponse(BaseModel):
     )
     timestamp: int = Field(description="Hybrid logical clock timestamp of the write.")
     ttl_remaining: float | None = Field(description="Seconds until expiry; null when the key does not expire.")
+
+
+class CasRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expected_version: str | None = Field(
+        ...,
+        description="The version a read returned (GET's `version` or `ETag`), base64: the write applies only "
+        "if the key is still at it. null: only if the key has no live value.",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    new_value: str | None = Field(
+        ...,
+        description="The value to write, base64 (standard alphabet, padded); null deletes the key "
+        "(with a non-null expected_version).",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    ttl: float | None = Field(
+        None, gt=0, le=MAX_TTL_S, description="Seconds until the new value expires (with a new_value only)."
+    )
+
+
+class CasResponse(BaseModel):
+    success: bool = Field(description="The key was still at expected_version and the write was applied.")
+    new_version: str | None = Field(
+        description="The key's version after the write, base64; null when the write was not applied.",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    current_version: str | None = Field(
+        description="The key's version now, base64: new_version after a write, the version that did not "
+        "match after a refusal. null when the key has no live value (send expected_version null next).",
+        json_schema_extra=_B64_SCHEMA,
+    )
 
 
 class DeleteKeyResponse(BaseModel):

@@ -52,6 +52,12 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         None, description="For validation errors (422): FastAPI's list of what failed, where."
     )
+    current_version: str | None = Field(
+        None,
+        description="For a failed precondition (412): the key's version now, base64 (also in the ETag "
+        "header); null when the key has no live value.",
+        json_schema_extra={"format": "byte", "contentEncoding": "base64"},
+    )
 
 
 # slug -> title. The slug is the last part of the problem's `type` URN.
@@ -67,12 +73,15 @@ _TITLES = {
     "method-not-allowed": "Method not allowed",
     "conflict": "Conflict",
     "key-exists": "Key exists",
+    "precondition-failed": "Precondition failed",
     "not-an-integer": "Value is not an integer",
     "too-large": "Content too large",
     "unsupported-media-type": "Unsupported media type",
     "validation-error": "Request validation failed",
     "internal-error": "Internal server error",
+    "bad-gateway": "Bad gateway",
     "unavailable": "Service unavailable",
+    "result-unknown": "Outcome unknown",
     "insufficient-storage": "Insufficient storage",
 }
 _SLUG_BY_STATUS = {
@@ -80,11 +89,17 @@ _SLUG_BY_STATUS = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    412: "precondition-failed",
     413: "too-large",
     415: "unsupported-media-type",
     422: "validation-error",
     500: "internal-error",
+    # A coordinator's own errors (CommandError statuses): a replica a request was forwarded to
+    # failed (502); a write whose fate is unknown, e.g. a consensus round that did not finish
+    # (504: it may or may not have been applied).
+    502: "bad-gateway",
     503: "unavailable",
+    504: "result-unknown",
     507: "insufficient-storage",
 }
 
@@ -99,6 +114,7 @@ class ProblemError(Exception):
         detail: str,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -106,6 +122,7 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        self.extensions = extensions  # RFC 9457 extension members (documented on `Problem`)
 
     def response(self) -> Response:
         doc: dict[str, Any] = {
@@ -116,6 +133,8 @@ class ProblemError(Exception):
         }
         if self.errors is not None:
             doc["errors"] = self.errors
+        if self.extensions:
+            doc.update(self.extensions)
         return Response(
             msgspec.json.encode(doc), status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers
         )

@@ -41,6 +41,16 @@ from ringkv.api.http_codec import (
     ttl_remaining,
     wants_raw,
 )
+from ringkv.api.http_conditions import (
+    MAX_CONDITIONAL_ATTEMPTS,
+    NOT_YET_READ,
+    IfMatchHeader,
+    IfNoneMatchHeader,
+    Preconditions,
+    etag,
+    parse_preconditions,
+    precondition_failed,
+)
 from ringkv.api.http_metrics import HttpMetrics
 from ringkv.api.http_models import (
     MAX_TTL_S,
@@ -48,6 +58,8 @@ from ringkv.api.http_models import (
     BatchGetResponse,
     BatchPutRequest,
     BatchPutResponse,
+    CasRequest,
+    CasResponse,
     ContextResponse,
     DeleteKeyResponse,
     GetKeyResponse,
@@ -112,15 +124,19 @@ class KeyValueApi:
         accept: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Response:
         """Read a key: JSON with the base64 value, or the raw bytes with
-        `Accept: application/octet-stream` (version, timestamp and TTL then in headers)."""
+        `Accept: application/octet-stream` (version, timestamp and TTL then in headers). The
+        version is also the `ETag`, for `If-Match` on a later PUT or DELETE. At
+        `Consistency-Level: SERIAL` the read is linearizable (the key's consensus path)."""
         kb = path_key(request, key, key_encoding)
         kv = self._kv(level)
         value = await kv.get(kb)
         if value is None:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
         ttl = ttl_remaining(value.expire_at_ms, kv.now_ms())
+        # The version as an entity tag, for If-Match on the write that follows this read.
+        tag = {"ETag": etag(value.context)}
         if wants_raw(accept):
-            headers = {"Ringkv-Version": b64(value.context), "Ringkv-Timestamp": str(value.timestamp)}
+            headers = {**tag, "Ringkv-Version": b64(value.context), "Ringkv-Timestamp": str(value.timestamp)}
             if ttl is not None:
                 headers["Ringkv-TTL-Remaining"] = f"{ttl:.3f}"
             return Response(value.value, media_type=OCTET_STREAM, headers=headers)
@@ -131,7 +147,8 @@ class KeyValueApi:
                 "version": b64(value.context),
                 "timestamp": value.timestamp,
                 "ttl_remaining": ttl,
-            }
+            },
+            headers=tag,
         )
 
     async def head_key(
@@ -154,10 +171,14 @@ class KeyValueApi:
         if_not_exists: Annotated[
             bool | None, Query(description="With an octet-stream body only: write only if the key is missing.")
         ] = None,
+        if_match: IfMatchHeader = None,  # type: ignore[assignment]
+        if_none_match: IfNoneMatchHeader = None,  # type: ignore[assignment]
     ) -> Response:
         """Write a key: a JSON body with the base64 value, or the raw bytes with
         `Content-Type: application/octet-stream`. Overwrites what the key held (replacing every
-        sibling this node has seen)."""
+        sibling this node has seen). `If-Match: "<version>"` and `If-None-Match: *` make it a
+        compare-and-set (412 with the current version when they do not hold), as
+        `if_not_exists` does (409)."""
         kb = path_key(request, key, key_encoding)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         raw = media == OCTET_STREAM
@@ -187,22 +208,111 @@ class KeyValueApi:
                 ) from None
             value = decode_value(put.value, "value")
             ttl, nx = put.ttl, put.if_not_exists
+        conditions = parse_preconditions(if_match, if_none_match)
+        if nx and conditions is not None:
+            raise ProblemError(
+                400, "bad-request", "give if_not_exists or the If-Match / If-None-Match headers, not both"
+            )
         kv = self._kv(level)
-        # Read the causal context and write with it: a plain overwrite, as SET is, that also
-        # gives the client the new version. No await suspends between the two on one node.
-        seen = await kv.get_versions(kb)
-        if nx and seen.siblings:
-            raise ProblemError(409, "key-exists", f"key {key[:200]!r} exists and if_not_exists was set")
-        version = await kv.put_versioned(kb, value, seen.context, expire_at_ms=expire_at_ms(ttl, kv.now_ms()))
-        return json_response({"key": key, "version": b64(version), "applied": True, "created": not seen.siblings})
+        expire_at = expire_at_ms(ttl, kv.now_ms())
+        if nx:
+            # A compare-and-set against "no live value": one atomic step (linearizable on the
+            # consensus path), so of concurrent creators exactly one is told 200.
+            applied, version = await kv.cas(kb, None, value, expire_at_ms=expire_at)
+            if not applied:
+                raise ProblemError(409, "key-exists", f"key {key[:200]!r} exists and if_not_exists was set")
+            created = True
+        elif conditions is not None:
+            version, created = await self._write_if(kv, kb, key, conditions, value, expire_at)
+        else:
+            # Read the causal context and write with it: a plain overwrite, as SET is, that also
+            # gives the client the new version. No await suspends between the two on one node.
+            seen = await kv.get_versions(kb)
+            version = await kv.put_versioned(kb, value, seen.context, expire_at_ms=expire_at)
+            created = not seen.siblings
+        return json_response(
+            {"key": key, "version": b64(version), "applied": True, "created": created},
+            headers={"ETag": etag(version)},
+        )
+
+    async def _write_if(self, kv: KeyValueService, kb: bytes, key: str, conditions: Preconditions,
+                        value: bytes | None, expire_at: int) -> tuple[bytes, bool]:
+        """Write `value` (None: delete) at a version `conditions` allow, through compare-and-set:
+        (the new version, whether the key had no live value). Raises the 412 when the key is at a
+        version they refuse (http_conditions.py has the rules)."""
+        current = conditions.first_guess()
+        if current is NOT_YET_READ:
+            # Only a read can tell (If-Match: *): a SERIAL one, so that a refusal rests on the
+            # key's latest version and not on a replica that has not seen it.
+            seen = await kv.at("serial").get(kb)
+            current = None if seen is None else seen.context
+        for _ in range(MAX_CONDITIONAL_ATTEMPTS):
+            why = conditions.refusal(current)
+            if why is not None:
+                raise precondition_failed(key, why, current)
+            applied, version = await kv.cas(kb, current, value, expire_at_ms=expire_at)
+            if applied:
+                return version, current is None
+            current = version  # the key is at another version: may the write go at that one?
+        raise ProblemError(
+            409, "conflict",
+            f"key {key[:200]!r} changed {MAX_CONDITIONAL_ATTEMPTS} times while this conditional write ran; "
+            "nothing was written: retry")
 
     async def delete_key(
-        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+        self,
+        request: Request,
+        key: KeyPath,
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+        if_match: IfMatchHeader = None,  # type: ignore[assignment]
+        if_none_match: IfNoneMatchHeader = None,  # type: ignore[assignment]
     ) -> Response:
-        """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which."""
+        """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which. With
+        `If-Match: "<version>"`, only if the key is still at that version (412 with the current
+        version otherwise)."""
         kb = path_key(request, key, key_encoding)
-        n = await self._kv(level).delete([kb])
+        conditions = parse_preconditions(if_match, if_none_match)
+        kv = self._kv(level)
+        if conditions is not None:
+            _, had_none = await self._write_if(kv, kb, key, conditions, None, 0)
+            return json_response({"deleted": not had_none})
+        n = await kv.delete([kb])
         return json_response({"deleted": n > 0})
+
+    async def cas(
+        self,
+        request: Request,
+        key: KeyPath,
+        body: Annotated[CasRequest, Body()],
+        level: Consistency,
+        key_encoding: KeyEncodingQuery = "utf-8",
+    ) -> Response:
+        """Compare-and-set: write `new_value` (null: delete) only if the key is still at
+        `expected_version` (null: has no live value), as one atomic step (linearizable on the
+        key's consensus path). 200 either way: `success` says whether it was written, and
+        `current_version` is the version to expect next."""
+        kb = suffixed_path_key(request, key, key_encoding, "/cas")
+        expected = None if body.expected_version is None else decode_context(body.expected_version, "expected_version")
+        value = None if body.new_value is None else decode_value(body.new_value, "new_value")
+        if value is None and expected is None:
+            raise ProblemError(
+                400, "bad-request",
+                "new_value null deletes the key at expected_version; with expected_version null there is no live "
+                "value to delete")
+        if value is None and body.ttl is not None:
+            raise ProblemError(400, "bad-request", "ttl goes with a new_value; new_value null deletes the key")
+        kv = self._kv(level)
+        applied, version = await kv.cas(kb, expected, value, expire_at_ms=expire_at_ms(body.ttl, kv.now_ms()))
+        if not applied:
+            return json_response({"success": False, "new_version": None,
+                                  "current_version": None if version is None else b64(version)})
+        # After a delete the key has no live value: the next compare-and-set expects null.
+        current = None if value is None else version
+        return json_response(
+            {"success": True, "new_version": b64(version), "current_version": None if current is None else b64(current)},
+            headers=None if current is None else {"ETag": etag(current)},
+        )
 
     async def set_ttl(
         self,
@@ -457,7 +567,7 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
     versions = key + "/versions"
     yield versions, api.get_versions, "GET", {
         "response_model": VersionsResponse,
-        "responses": problem_responses(400, 404, 413, 422, 503),
+        "responses": problem_responses(400, 404, 409, 413, 422, 503),
     }
     yield versions, api.put_versioned, "PUT", {
         "response_model": ContextResponse,
@@ -467,18 +577,26 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
         "response_model": ContextResponse,
         "responses": problem_responses(400, 404, 413, 422, 503, 507),
     }
+    etag_header = {"ETag": {"description": 'The key\'s version, quoted: `"<version>"` (for If-Match).',
+                            "schema": {"type": "string"}}}
     yield key, api.get_key, "GET", {
         "response_model": GetKeyResponse,
-        "responses": {200: {"content": octet}, **problem_responses(400, 404, 422, 503)},
+        # 409: a SERIAL read that kept losing to other proposers of the key (nothing to retry
+        # but the read).
+        "responses": {200: {"content": octet, "headers": etag_header},
+                      **problem_responses(400, 404, 409, 422, 503)},
     }
     yield key, api.head_key, "HEAD", {
         "response_class": Response,
         "responses": {200: {"description": "The key has a live value."}, 404: {"description": "No live value."},
-                      **problem_responses(400, 422, 503)},
+                      **problem_responses(400, 409, 422, 503)},
     }
+    # 409: key-exists (if_not_exists), or a compare-and-set that kept losing to other writers
+    # of the key; 504: a write on the consensus path whose outcome is unknown.
     yield key, api.put_key, "PUT", {
         "response_model": PutKeyResponse,
-        "responses": problem_responses(400, 409, 413, 415, 422, 503, 507),
+        "responses": {200: {"headers": etag_header},
+                      **problem_responses(400, 409, 412, 413, 415, 422, 503, 504, 507)},
         "openapi_extra": {
             "requestBody": {
                 "required": True,
@@ -491,7 +609,11 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
     }
     yield key, api.delete_key, "DELETE", {
         "response_model": DeleteKeyResponse,
-        "responses": problem_responses(400, 422, 503, 507),
+        "responses": problem_responses(400, 409, 412, 422, 503, 504, 507),
+    }
+    yield API + "/keys/{key:ringkv_key}/cas", api.cas, "POST", {
+        "response_model": CasResponse,
+        "responses": problem_responses(400, 404, 409, 413, 422, 503, 504, 507),
     }
     yield API + "/keys/{key:ringkv_key}/ttl", api.set_ttl, "POST", {
         "response_model": TtlResponse,
@@ -505,7 +627,7 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
     }
     yield API + "/batch/get", api.batch_get, "POST", {
         "response_model": BatchGetResponse,
-        "responses": problem_responses(400, 413, 422, 503),
+        "responses": problem_responses(400, 409, 413, 422, 503),
     }
     yield API + "/batch/put", api.batch_put, "POST", {
         "response_model": BatchPutResponse,

@@ -11,6 +11,7 @@ resend, and raise the typed errors of `ringkv.client.errors`. docs/client.md is 
 """
 
 from ringkv.client.aio import AsyncClient
+from ringkv.client.commands import CasResult
 from ringkv.client.errors import (
     ClientError,
     ConnectionFailedError,
@@ -24,6 +25,7 @@ from ringkv.client.sync import Client
 
 __all__ = [
     "AsyncClient",
+    "CasResult",
     "Client",
     "ClientError",
     "ConnectionFailedError",

@@ -28,7 +28,7 @@ import redis.exceptions
 
 from ringkv.client import commands
 from ringkv.client.base import ClientBase, pool_kwargs
-from ringkv.client.commands import Data, Request
+from ringkv.client.commands import CasResult, Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
@@ -130,6 +130,9 @@ class AsyncClient(ClientBase):
     async def get_versions(self, key: Data, *, consistency: Level = None) -> Versions:
         return await self._execute(commands.get_versions(key, self._level(consistency)))
 
+    async def digest(self, key: Data, *, consistency: Level = None) -> str | None:
+        return await self._execute(commands.digest(key, self._level(consistency)))
+
     async def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
         return await self._execute(commands.mget(keys, self._level(consistency)))
 
@@ -174,12 +177,33 @@ class AsyncClient(ClientBase):
         if_not_exists: bool = False,
         if_exists: bool = False,
         *,
+        if_eq: Data | None = None,
+        if_ne: Data | None = None,
+        if_digest_eq: Data | None = None,
+        if_digest_ne: Data | None = None,
         consistency: Level = None,
     ) -> bool:
         return await self._execute(
-            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists,
-                          self._level(consistency))
+            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists, self._level(consistency),
+                          if_eq=if_eq, if_ne=if_ne, if_digest_eq=if_digest_eq, if_digest_ne=if_digest_ne)
         )
+
+    async def cas(
+        self,
+        key: Data,
+        expected_version: Data | None,
+        new_value: Data,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        *,
+        consistency: Level = None,
+    ) -> CasResult:
+        return await self._execute(
+            commands.cas(key, expected_version, new_value, ttl_s, ttl_ms, self._level(consistency))
+        )
+
+    async def cad(self, key: Data, expected_version: Data, *, consistency: Level = None) -> bool:
+        return await self._execute(commands.cad(key, expected_version, self._level(consistency)))
 
     async def mset(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
                    consistency: Level = None) -> None:
@@ -187,6 +211,19 @@ class AsyncClient(ClientBase):
 
     async def delete(self, *keys: Data, consistency: Level = None) -> int:
         return await self._execute(commands.delete(keys, self._level(consistency)))
+
+    async def delex(
+        self,
+        key: Data,
+        *,
+        if_eq: Data | None = None,
+        if_ne: Data | None = None,
+        if_digest_eq: Data | None = None,
+        if_digest_ne: Data | None = None,
+        consistency: Level = None,
+    ) -> bool:
+        return await self._execute(commands.delex(key, self._level(consistency), if_eq=if_eq, if_ne=if_ne,
+                                                  if_digest_eq=if_digest_eq, if_digest_ne=if_digest_ne))
 
     async def put_versioned(
         self,

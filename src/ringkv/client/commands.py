@@ -5,10 +5,12 @@ loop, so argument checks, encoding and reply parsing are written once. Nothing h
 
 A request is `idempotent` when sending it twice leaves the same state as sending it once
 (GET, SET without conditions, DEL, MSET, EXPIRE, ...): only those are retried after a
-connection failure. INCR, INCRBYFLOAT, APPEND and SET NX/XX are not: a lost reply means the
-outcome is unknown, and resending could apply the change twice. Nor are the sibling-aware
-writes (RINGKV.PUTV, RINGKV.DELV): a second copy has not seen the first one's version, so
-both would stay, as siblings.
+connection failure. INCR, INCRBYFLOAT, APPEND and the conditional writes (SET NX/XX/IFEQ...,
+DELEX with a condition, RINGKV.CAS, RINGKV.CAD) are not: a lost reply means the outcome is
+unknown, and resending could apply the change twice, or find the first copy's own write and
+answer "condition not met" for a write that was made. Nor are the sibling-aware writes
+(RINGKV.PUTV, RINGKV.DELV): a second copy has not seen the first one's version, so both would
+stay, as siblings.
 
 Keys and values are bytes; `str` is accepted and encoded as UTF-8. Replies are bytes.
 """
@@ -31,6 +33,18 @@ Data = str | bytes | bytearray | memoryview
 MAX_SCAN_COUNT = 100_000
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
+_DIGEST = re.compile(rb"[0-9a-fA-F]{16}")  # Redis 8.4's DIGEST: XXH3-64 as 16 hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class CasResult:
+    """What `cas` answers. `success`: the key was still at the expected version and the new
+    value was written. `version`: the key's version now: the new one after a write; after a
+    refusal the one that did not match, None when the key has no live value (expect None next).
+    A version belongs to its key: compare it only with versions of the same key."""
+
+    success: bool
+    version: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +216,26 @@ def get(key: Data, consistency: Consistency | None = None) -> Request[bytes | No
     return Request("GET", (b"GET", encode(key)), True, _optional_bytes, consistency)
 
 
+def _value_condition(if_eq: Data | None, if_ne: Data | None, if_digest_eq: Data | None,
+                     if_digest_ne: Data | None) -> list[bytes]:
+    """Redis 8.4's IFEQ / IFNE / IFDEQ / IFDNE and its argument, or nothing; at most one."""
+    given = [(option, match) for option, match in
+             ((b"IFEQ", if_eq), (b"IFNE", if_ne), (b"IFDEQ", if_digest_eq), (b"IFDNE", if_digest_ne))
+             if match is not None]
+    if len(given) > 1:
+        raise ValueError("if_eq, if_ne, if_digest_eq and if_digest_ne exclude each other")
+    if not given:
+        return []
+    option, match = given[0]
+    if option in (b"IFEQ", b"IFNE"):
+        return [option, encode(match, "the value to compare with")]
+    digest = encode(match, "digest")
+    if _DIGEST.fullmatch(digest) is None:
+        # Any other string would never equal a digest: the condition would silently never hold.
+        raise ValueError(f"a digest is 16 hex digits, as digest() returns, got {digest[:40]!r}")
+    return [option, digest.lower()]
+
+
 def set_(
     key: Data,
     value: Data,
@@ -210,9 +244,17 @@ def set_(
     if_not_exists: bool = False,
     if_exists: bool = False,
     consistency: Consistency | None = None,
+    *,
+    if_eq: Data | None = None,
+    if_ne: Data | None = None,
+    if_digest_eq: Data | None = None,
+    if_digest_ne: Data | None = None,
 ) -> Request[bool]:
     if if_not_exists and if_exists:
         raise ValueError("if_not_exists and if_exists exclude each other")
+    compare = _value_condition(if_eq, if_ne, if_digest_eq, if_digest_ne)
+    if compare and (if_not_exists or if_exists):
+        raise ValueError("if_not_exists / if_exists and a value condition (if_eq, ...) exclude each other")
     args: list[bytes | int] = [b"SET", encode(key), encode(value, "value")]
     ms = _ttl_ms(ttl_s, ttl_ms)
     if ms is not None:
@@ -221,10 +263,76 @@ def set_(
         args.append(b"NX")
     elif if_exists:
         args.append(b"XX")
-    conditional = if_not_exists or if_exists
+    args += compare
+    conditional = if_not_exists or if_exists or bool(compare)
     # A conditional SET is a read-modify-write: resent after it was applied, NX would answer
     # "not written" for the caller's own write.
     return Request("SET", tuple(args), not conditional, _ok, consistency)
+
+
+def _version_arg(version: Data | None, what: str) -> bytes:
+    """A version for RINGKV.CAS / CAD: the bytes a read returned; None (no live value) is sent
+    as the empty string."""
+    if version is None:
+        return b""
+    data = encode(version, what)
+    if not data:
+        # On the wire the empty string means "no live value": make the caller say so with None.
+        raise ValueError(f"{what} is empty: pass the version a read returned, or None for a key with no live value")
+    return data
+
+
+def _cas_result(reply: Any) -> CasResult:
+    applied, version = reply
+    return CasResult(bool(int(applied)), None if version is None else bytes(version))
+
+
+def cas(
+    key: Data,
+    expected_version: Data | None,
+    new_value: Data,
+    ttl_s: float | None = None,
+    ttl_ms: int | None = None,
+    consistency: Consistency | None = None,
+) -> Request[CasResult]:
+    args: list[bytes | int] = [b"RINGKV.CAS", encode(key), _version_arg(expected_version, "expected_version"),
+                               encode(new_value, "value")]
+    ms = _ttl_ms(ttl_s, ttl_ms)
+    if ms is not None:
+        args += [b"PX", ms]
+    # Never resent: a copy arriving after the first was applied finds the version changed (by
+    # itself) and answers "not applied" for a write that was made.
+    return Request("RINGKV.CAS", tuple(args), False, _cas_result, consistency)
+
+
+def cad(key: Data, expected_version: Data, consistency: Consistency | None = None) -> Request[bool]:
+    if expected_version is None:
+        raise ValueError("cad needs the version a read returned: a key with no live value has nothing to delete")
+    args = (b"RINGKV.CAD", encode(key), _version_arg(expected_version, "expected_version"))
+    return Request("RINGKV.CAD", args, False, _flag, consistency)
+
+
+def delex(
+    key: Data,
+    consistency: Consistency | None = None,
+    *,
+    if_eq: Data | None = None,
+    if_ne: Data | None = None,
+    if_digest_eq: Data | None = None,
+    if_digest_ne: Data | None = None,
+) -> Request[bool]:
+    compare = _value_condition(if_eq, if_ne, if_digest_eq, if_digest_ne)
+    # Without a condition DELEX is DEL of one key, safe to resend; with one, a resent copy
+    # would find the key gone and answer "not deleted" for the caller's own delete.
+    return Request("DELEX", (b"DELEX", encode(key), *compare), not compare, _flag, consistency)
+
+
+def _digest(reply: Any) -> str | None:
+    return None if reply is None else bytes(reply).decode("ascii")
+
+
+def digest(key: Data, consistency: Consistency | None = None) -> Request[str | None]:
+    return Request("DIGEST", (b"DIGEST", encode(key)), True, _digest, consistency)
 
 
 def get_versions(key: Data, consistency: Consistency | None = None) -> Request[Versions]:

@@ -3,8 +3,10 @@
     ConnectionFailedError  no node answered; the request was never executed (for a write that
                            is not idempotent, it was never sent at all)  -> try later / elsewhere
     RequestTimeoutError    a node took the request and gave no reply in timeout_ms
-    ResultUnknownError     a non-idempotent write was sent and its reply was lost: it may or may
-                           not have been applied -> read the key to find out, do not blindly resend
+    ResultUnknownError     a non-idempotent write was sent and its reply was lost, or the node
+                           answered that its outcome is unknown (a consensus round that did not
+                           finish): it may or may not have been applied -> read the key (at
+                           SERIAL) to find out, do not blindly resend
     ServerError            the node answered with an error (bad argument, wrong type, ...): the
                            same request will fail again
 
@@ -63,27 +65,35 @@ class ServerError(ClientError):
 
 
 class ResultUnknownError(ClientError):
-    """A non-idempotent request (INCR, APPEND, a conditional SET) was sent and no reply came.
+    """A non-idempotent request (INCR, APPEND, a conditional SET, CAS) was sent and no reply
+    came; or the node replied that it does not know the outcome itself (a consensus round, or a
+    write forwarded to another replica, that did not finish in time).
 
     The node may have applied it or not; resending could apply it twice, so the client never
-    does. Read the key to learn the outcome. `timed_out` tells a missing reply (no answer in
-    `timeout_ms`) from a lost connection; `cause` is the underlying failure.
+    does. Read the key to learn the outcome (at SERIAL: that also completes an unfinished
+    consensus round). `timed_out` tells a missing reply (no answer in `timeout_ms`) from a lost
+    connection; `server_message` is the node's reply when it said so itself (None otherwise);
+    `cause` is the underlying failure.
     """
 
     def __init__(self, command: str, address: str, cause: BaseException, timed_out: bool,
-                 timeout_ms: float):
-        if timed_out:
-            what = f"no reply from {address} within {timeout_ms:g} ms"
+                 timeout_ms: float, server_message: str | None = None):
+        if server_message is not None:
+            super().__init__(f"{command} result unknown: {address} answered: {server_message}")
         else:
-            what = f"the connection to {address} failed after the request was sent ({_describe(cause)})"
-        super().__init__(
-            f"{command} result unknown: {what}; the write may or may not have been applied, "
-            "read the key to find out"
-        )
+            if timed_out:
+                what = f"no reply from {address} within {timeout_ms:g} ms"
+            else:
+                what = f"the connection to {address} failed after the request was sent ({_describe(cause)})"
+            super().__init__(
+                f"{command} result unknown: {what}; the write may or may not have been applied, "
+                "read the key to find out"
+            )
         self.command = command
         self.address = address
         self.cause = cause
         self.timed_out = timed_out
+        self.server_message = server_message
 
 
 def _describe(exc: BaseException) -> str:

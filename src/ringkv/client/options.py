@@ -26,12 +26,15 @@ class Consistency(enum.StrEnum):
     """How many of a key's replicas must answer a request (Dynamo's R and W).
 
     Sent with each request that names one (`RINGKV.AT <level> <command>`). A single node has
-    one replica, so there every level means "this node".
+    one replica, so there every level means "this node". SERIAL is for reads: linearizable,
+    through the key's consensus path (it sees every CAS and conditional write acknowledged
+    before it); a write at SERIAL is a write at QUORUM.
     """
 
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
+    SERIAL = "SERIAL"
 
 
 def parse_consistency(value: str | Consistency | None, field: str = "consistency") -> Consistency | None:
@@ -43,7 +46,7 @@ def parse_consistency(value: str | Consistency | None, field: str = "consistency
             return Consistency(value.upper())
         except ValueError:
             pass
-    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, got {value!r}")
+    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, SERIAL, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

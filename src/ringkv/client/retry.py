@@ -14,6 +14,9 @@ The rules, shared by `Client` and `AsyncClient`:
   non-idempotent request raises `ResultUnknownError` whatever the cause: it may have been
   applied, and only the caller can decide how to find out.
 - An error answered by the node (`ServerError`) is never retried: the same request fails again.
+  One that says the node itself does not know whether the write was applied (a consensus
+  round or a forwarded write that did not finish: "... may or may not have been applied") is
+  a `ResultUnknownError` instead, for every request, idempotent or not.
 
 `Attempts` holds this logic for one request; the clients' IO loops call it on each failure and
 either sleep for the delay it returns or let its typed error propagate.
@@ -50,6 +53,10 @@ TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError
 # redis-py's BlockingConnectionPool raises ConnectionError with this text when every pooled
 # connection stayed busy for the pool's timeout: that is a wait, not an unreachable node.
 _POOL_EXHAUSTED = "No connection available."
+# What a node's error reply says when it does not know whether a write was applied
+# (node/consensus.py, node/forwarding.py: HTTP's 504). RESP has no error kind for it; the
+# text is the contract.
+OUTCOME_UNKNOWN = "may or may not have been applied"
 
 
 def backoff_ms(retry: int, base_ms: float, max_ms: float, rng: random.Random) -> float:
@@ -105,8 +112,12 @@ class Attempts:
             raise RequestTimeoutError(request.command, self.options.timeout_ms, self.address) from exc
         return self._retry_or_fail(exc)
 
-    def server_error(self, exc: BaseException) -> ServerError:
-        return ServerError(self.request.command, self.address, str(exc))
+    def server_error(self, exc: BaseException) -> ServerError | ResultUnknownError:
+        message = str(exc)
+        if OUTCOME_UNKNOWN in message:
+            return ResultUnknownError(self.request.command, self.address, exc, False, self.options.timeout_ms,
+                                      server_message=message)
+        return ServerError(self.request.command, self.address, message)
 
     def _retry_or_fail(self, exc: BaseException) -> float:
         if self.made >= self.limit:

@@ -43,6 +43,12 @@ class Versions:
     def values(self) -> list[bytes]:
         return [s.value for s in self.siblings]
 
+    @property
+    def version(self) -> bytes | None:
+        """The version to pass to `cas` (or `cad`) as expected: the context when a value is
+        live, None when none is (a compare-and-set then expects "no live value")."""
+        return self.context if self.siblings else None
+
     def resolved_ttl_ms(self) -> int | None:
         """The TTL a resolved value is written with: the latest expiry among the siblings when
         every one of them expires (a merge of expiring values should expire too), else None."""

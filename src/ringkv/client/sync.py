@@ -27,7 +27,7 @@ import redis.retry
 
 from ringkv.client import commands
 from ringkv.client.base import ClientBase, pool_kwargs
-from ringkv.client.commands import Data, Request
+from ringkv.client.commands import CasResult, Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
@@ -40,8 +40,9 @@ class Client(ClientBase):
     """A blocking client of one ringkv node.
 
     Keys and values are bytes; `str` is accepted and encoded as UTF-8; values come back as
-    bytes. Every key method takes `consistency="ONE"|"QUORUM"|"ALL"` to override the client's
-    default for that call; a single node has one replica and does not use it.
+    bytes. Every key method takes `consistency="ONE"|"QUORUM"|"ALL"|"SERIAL"` to override the
+    client's default for that call (SERIAL: a linearizable read); a single node has one replica
+    and does not use it.
     """
 
     def __init__(
@@ -138,8 +139,13 @@ class Client(ClientBase):
 
     def get_versions(self, key: Data, *, consistency: Level = None) -> Versions:
         """Every live sibling of the key with the causal context covering them (context None
-        when the key has no record)."""
+        when the key has no record). `.version` is what `cas` expects."""
         return self._execute(commands.get_versions(key, self._level(consistency)))
+
+    def digest(self, key: Data, *, consistency: Level = None) -> str | None:
+        """The value's digest (XXH3-64 as 16 lowercase hex digits, Redis 8.4's DIGEST), for
+        `set(..., if_digest_eq=...)` and `delex`; None when the key does not exist."""
+        return self._execute(commands.digest(key, self._level(consistency)))
 
     def mget(self, keys: Iterable[Data], *, consistency: Level = None) -> list[bytes | None]:
         """The values of `keys`, in order, None for each missing one."""
@@ -196,17 +202,50 @@ class Client(ClientBase):
         if_not_exists: bool = False,
         if_exists: bool = False,
         *,
+        if_eq: Data | None = None,
+        if_ne: Data | None = None,
+        if_digest_eq: Data | None = None,
+        if_digest_ne: Data | None = None,
         consistency: Level = None,
     ) -> bool:
         """Store `value` under `key`, with an optional TTL (`ttl_s` or `ttl_ms`).
 
-        Returns False, writing nothing, when `if_not_exists` and the key exists, or `if_exists`
-        and it does not. A conditional set is not retried (see `ResultUnknownError`).
+        Returns False, writing nothing, when its condition does not hold: `if_not_exists` and
+        the key exists, `if_exists` and it does not; `if_eq` and the value is not that (a
+        missing key is not created), `if_ne` and it is (a missing key is created);
+        `if_digest_eq` / `if_digest_ne` the same with the value's `digest`. One condition at
+        most. The check and the write are one step (linearizable on the consensus path). A
+        conditional set is not retried (see `ResultUnknownError`).
         """
         return self._execute(
-            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists,
-                          self._level(consistency))
+            commands.set_(key, value, ttl_s, ttl_ms, if_not_exists, if_exists, self._level(consistency),
+                          if_eq=if_eq, if_ne=if_ne, if_digest_eq=if_digest_eq, if_digest_ne=if_digest_ne)
         )
+
+    def cas(
+        self,
+        key: Data,
+        expected_version: Data | None,
+        new_value: Data,
+        ttl_s: float | None = None,
+        ttl_ms: int | None = None,
+        *,
+        consistency: Level = None,
+    ) -> CasResult:
+        """Compare-and-set: write `new_value` only if the key is still at `expected_version`
+        (the `.version` of a `get_versions`, or a previous `CasResult.version`; None: only if
+        the key has no live value). One atomic step, linearizable with every other CAS,
+        conditional write and SERIAL read of the key. Returns `CasResult(success, version)`:
+        the new version, or the current one (None: no live value) when it did not match.
+        Never retried: a lost reply raises `ResultUnknownError`."""
+        return self._execute(
+            commands.cas(key, expected_version, new_value, ttl_s, ttl_ms, self._level(consistency))
+        )
+
+    def cad(self, key: Data, expected_version: Data, *, consistency: Level = None) -> bool:
+        """Compare-and-delete: delete the key only if it is still at `expected_version`; True
+        when it was deleted. Never retried."""
+        return self._execute(commands.cad(key, expected_version, self._level(consistency)))
 
     def mset(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
              consistency: Level = None) -> None:
@@ -217,6 +256,21 @@ class Client(ClientBase):
         """Delete `keys`; returns how many existed. After a retry the count can be low (the
         lost first attempt may have deleted some)."""
         return self._execute(commands.delete(keys, self._level(consistency)))
+
+    def delex(
+        self,
+        key: Data,
+        *,
+        if_eq: Data | None = None,
+        if_ne: Data | None = None,
+        if_digest_eq: Data | None = None,
+        if_digest_ne: Data | None = None,
+        consistency: Level = None,
+    ) -> bool:
+        """Delete the key if its condition holds (as `set`'s if_eq ...; none: if it exists),
+        Redis 8.4's DELEX; True when it was deleted. With a condition, never retried."""
+        return self._execute(commands.delex(key, self._level(consistency), if_eq=if_eq, if_ne=if_ne,
+                                            if_digest_eq=if_digest_eq, if_digest_ne=if_digest_ne))
 
     def put_versioned(
         self,
