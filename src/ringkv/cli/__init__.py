@@ -64,9 +64,11 @@ def bench_group() -> None:
 # The bench and chaos command modules import only click: the benchmarks' and the chaos
 # suite's own modules load when their command runs, so `ringkv --help` stays fast.
 def _add_bench_commands() -> None:
+    from ringkv.bench.consistency.command import consistency
     from ringkv.bench.ycsb.command import ycsb
 
     bench_group.add_command(ycsb)
+    bench_group.add_command(consistency)
 
 
 _add_bench_commands()
