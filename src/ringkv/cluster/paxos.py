@@ -403,6 +403,16 @@ def _unavailable(rnd: ProposerRound) -> Outcome:
     return Outcome("unavailable", detail=f"needs {rnd.needed()} replicas to answer; they did not: {detail}")
 
 
+def _may_be_accepted(rnd: ProposerRound, shell_says: Any) -> bool:
+    """Whether the value proposed in `rnd`, which was not chosen, may have been accepted
+    somewhere: the shell says so (an acceptor accepted, or failed without saying no: a
+    timeout), or an acceptor had not answered yet when the round was decided. A round ends
+    as soon as a majority is out of reach, so a Propose may still be on its way to an
+    acceptor that has promised nothing higher: it will accept it, and a later round may
+    complete the value."""
+    return bool(shell_says) or bool(rnd.accepted_by) or bool(rnd.pending)
+
+
 def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fresh_ballot: Callable[[], Ballot],
                    *, lease: Lease | None = None, local: bytes | None = None, max_attempts: int = 8
                    ) -> Generator[Prepare | Propose | Chosen | Pause, Any, Outcome]:
@@ -425,7 +435,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
             if rnd.phase is Phase.CHOSEN:
                 yield Chosen(rnd.ballot, value)
                 return Outcome("done", result, rnd.ballot)
-            if maybe and dot is not None:
+            if _may_be_accepted(rnd, maybe) and dot is not None:
                 proposed.append((dot, result, rnd.ballot))
         rnd = ProposerRound(fresh_ballot(), replica_sets)
         records = yield Prepare(rnd)
@@ -435,7 +445,13 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
             current = accepted
             for r in records:
                 current = register.merge(current, r)
-            earlier = next(((res, b) for dot, res, b in reversed(proposed) if register.covers(current, dot)), None)
+            found = [(res, b) for dot, res, b in reversed(proposed) if register.covers(current, dot)]
+            earlier = found[0] if found else None
+            if earlier is not None and any(res != earlier[0] for res, _ in found):
+                # Two attempts proposed values with one dot (the shell's dot follows the
+                # register's clock, and the second attempt's register had not the first
+                # value): which of them is in the register, and so the result, is unknown.
+                return Outcome("unknown", ballot=earlier[1])
             if earlier is not None:
                 # An earlier attempt's value is in the register: answer from it once it is
                 # chosen (known committed, or completed now), else look again next attempt.
@@ -457,7 +473,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
                     if rnd.phase is Phase.CHOSEN:
                         yield Chosen(rnd.ballot, value)
                         return Outcome("done", result, rnd.ballot)
-                    if maybe and dot is not None:
+                    if _may_be_accepted(rnd, maybe) and dot is not None:
                         proposed.append((dot, result, rnd.ballot))
         elif rnd.phase is Phase.UNAVAILABLE and not proposed:
             return _unavailable(rnd)

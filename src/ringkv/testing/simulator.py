@@ -21,7 +21,9 @@ A failing check raises `SimulationFailure` with the seed and the command that re
 Scenarios (`SCENARIOS`, `run_scenario`) are what the tests and that command run: gossip and
 failure detection (propagation, crash, partition, convergence), and the data path (`kv`:
 reads and writes through cluster/plans.py, hints, read repair, checked for lost writes and
-convergence; testing/sim/datapath.py). docs/simulator.md describes them. The scale report
+convergence; testing/sim/datapath.py), and the consensus path (`consensus`: INCRs, CASes and
+SERIAL reads through cluster/paxos.py's rounds, every history checked for linearizability;
+testing/sim/consensus_scenario.py). docs/simulator.md describes them. The scale report
 (docs/benchmarks/scale.md) is `python -m ringkv.testing.simulator report`.
 """
 
@@ -735,12 +737,22 @@ def scenario_kv(seed: int, **params: object) -> ScenarioResult:
     return run(seed, **params)
 
 
+def scenario_consensus(seed: int, **params: object) -> ScenarioResult:
+    """INCRs, compare-and-sets and SERIAL reads through per-key Paxos (cluster/paxos.py's
+    rounds) on 5 nodes under crashes, partitions, loss, duplication and reordering; every
+    history must be linearizable. testing/sim/consensus_scenario.py has the story."""
+    from ringkv.testing.sim.consensus_scenario import scenario_consensus as run
+
+    return run(seed, **params)
+
+
 SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "propagation": scenario_propagation,
     "crash": scenario_crash,
     "partition": scenario_partition,
     "convergence": scenario_convergence,
     "kv": scenario_kv,
+    "consensus": scenario_consensus,
 }
 
 
