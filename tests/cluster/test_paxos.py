@@ -377,7 +377,7 @@ class ChainRegister:
             self.forks.append((a, b))
         return max(a, b, key=len)
 
-    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
+    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
         chain = [] if current is None else current.decode().split(".")
         chain.append(self.command)
         return ".".join(chain).encode(), len(chain), self.command

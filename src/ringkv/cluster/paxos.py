@@ -60,6 +60,22 @@ def next_ballot(ballot: Ballot) -> Ballot:
     return (ballot[0] + 1, ballot[1])
 
 
+BALLOT_UNITS_PER_MS = 1000
+
+
+def ballot_floor(now_ms: int) -> int:
+    """The lowest counter a proposer's fresh ballot may have at wall time `now_ms`.
+
+    A proposer forgets the ballots it used when it restarts, and must not use one again with
+    another value (two values at one ballot break Paxos). Counters start from the wall clock
+    in microseconds: leased rounds advance a key's counter by one each, so a restarted
+    proposer's first fresh ballot is above every ballot it used before, unless it ran more
+    than a thousand rounds per millisecond on one key or its wall clock stepped back.
+    The proposer's dots on the key are its ballot counters too (node/consensus.py), so they
+    never repeat either."""
+    return now_ms * BALLOT_UNITS_PER_MS
+
+
 def ballot_above(seen: Ballot, proposer: str, at_least: int = 0) -> Ballot:
     """A ballot of `proposer` above `seen` and above next(seen) (so that it also outranks the
     promise an acceptance implies), with a counter of at least `at_least`."""
@@ -343,9 +359,10 @@ class Register(Protocol):
     def merge(self, a: bytes | None, b: bytes | None) -> bytes | None:
         """Both values folded together (None: no value)."""
 
-    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
-        """The command applied to `current`: (the new value, None when it writes nothing;
-        its result; the dot naming the new value, by which a later attempt recognises it)."""
+    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
+        """The command applied to `current`, for a proposal at `ballot`: (the new value, None
+        when it writes nothing; its result; the dot naming the new value, by which a later
+        attempt recognises it; a proposer never gives two values one dot)."""
 
     def covers(self, value: bytes | None, dot: Any) -> bool:
         """Whether `value` holds (or has superseded) the write named by `dot`."""
@@ -424,12 +441,12 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
     for attempt in range(max_attempts):
         if lease is not None:
             current = register.merge(lease.value, local)
-            value, result, dot = register.compute(current)
+            rnd = ProposerRound(next_ballot(lease.ballot), replica_sets, leased=True)
+            value, result, dot = register.compute(current, rnd.ballot)
             if value is None:
                 # Nothing to write, but whether the leased value is still the register's is
                 # known only once a majority accepts at next(ballot): propose it, unchanged.
                 value = current
-            rnd = ProposerRound(next_ballot(lease.ballot), replica_sets, leased=True)
             lease = None
             maybe = yield Propose(rnd, value, register.base(current))
             if rnd.phase is Phase.CHOSEN:
@@ -463,7 +480,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
                         yield Chosen(rnd.ballot, current)
                         return Outcome("done", earlier[0], earlier[1])
             else:
-                value, result, dot = register.compute(current)
+                value, result, dot = register.compute(current, rnd.ballot)
                 if value is None:
                     if known_chosen:
                         return Outcome("done", result)

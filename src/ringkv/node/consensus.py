@@ -56,6 +56,7 @@ from ringkv.cluster.paxos import (
     Propose,
     ProposerRound,
     ballot_above,
+    ballot_floor,
     command_rounds,
     decode_state,
     encode_state,
@@ -207,8 +208,8 @@ class RecordRegister:
             return b
         return rec.encode_record(rec.merge(rec.decode_record(a), rec.decode_record(b), self.policy))
 
-    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
-        return self._apply(current)
+    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
+        return self._apply(current, ballot)
 
     @staticmethod
     def covers(value: bytes | None, dot: dvv.Dot) -> bool:
@@ -252,7 +253,7 @@ class Proposer:
                 self._seen.popitem(last=False)
 
     def _fresh_ballot(self, skey: bytes) -> Ballot:
-        ballot = ballot_above(self._seen.get(skey, ZERO), self.node_id, at_least=self.clock.now_ms())
+        ballot = ballot_above(self._seen.get(skey, ZERO), self.node_id, at_least=ballot_floor(self.clock.now_ms()))
         self._note_seen(skey, ballot)
         return ballot
 
@@ -331,27 +332,10 @@ class Proposer:
         cap = min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * (2 ** attempt))
         return self.rng.uniform(0, cap) / 1000
 
-    def _apply(self, command: Command, policy: ConflictPolicy,
-               current: bytes | None) -> tuple[bytes | None, Any, dvv.Dot | None]:
-        """(the new value, or None when the command writes nothing; its result; its dot)."""
-        record = None if current is None else rec.decode_record(current)
-        now = self.clock.now_ms()
-        effect = command.apply(None if record is None else record.winner(now), now,
-                               None if record is None else record.clock)
-        if not effect.write:
-            return None, effect.result, None
-        if effect.context == STORED:
-            context = record.clock if record is not None else None
-        elif effect.context == BLIND:
-            context = None
-        else:
-            context = dvv.decode_context(effect.context)
-        self.store.check_value(effect.value)
-        new = rec.apply_write(record, actor=self.actor, context=context, value=effect.value,
-                              timestamp=self.store.replica.hlc_now(), expire_at_ms=effect.expire_at_ms,
-                              policy=policy)
-        dot = max((s.dot for s in new.siblings if s.dot.actor == self.actor), key=lambda d: d.counter)
-        return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
+    def _apply(self, command: Command, policy: ConflictPolicy, current: bytes | None,
+               ballot: Ballot) -> tuple[bytes | None, Any, dvv.Dot | None]:
+        return apply_command(command, policy, current, ballot, actor=self.actor, now_ms=self.clock.now_ms(),
+                             timestamp=self.store.replica.hlc_now, check_value=self.store.check_value)
 
     # ------------------------------------------------------------ the phases
 
@@ -449,7 +433,41 @@ class Proposer:
             self._leases.popitem(last=False)
 
 
-def _no_command(current: bytes | None) -> tuple[None, None, None]:
+def apply_command(command: Command, policy: ConflictPolicy, current: bytes | None, ballot: Ballot, *,
+                  actor: bytes, now_ms: int, timestamp: Callable[[], int],
+                  check_value: Callable[[bytes | None], None] | None = None) -> tuple[bytes | None, Any, Any]:
+    """A proposal's value: `command` applied to the register's `current` value (an encoded
+    record): (the new record, or None when the command writes nothing; its result; its dot).
+
+    The new record's context is the current record's clock, so it supersedes everything the
+    round saw. Its dot's counter is the ballot's (the context also claims this actor's lower
+    counters as seen): ballots of one proposer never repeat, even across its restarts
+    (cluster/paxos.ballot_floor), so neither do its dots on the key, and a value it proposed
+    earlier and never saw chosen is superseded rather than mistaken for this one.
+    """
+    record = None if current is None else rec.decode_record(current)
+    effect = command.apply(None if record is None else record.winner(now_ms), now_ms,
+                           None if record is None else record.clock)
+    if not effect.write:
+        return None, effect.result, None
+    if effect.context == STORED:
+        context = record.clock if record is not None else None
+    elif effect.context == BLIND:
+        context = None
+    else:
+        context = dvv.decode_context(effect.context)
+    floor = ballot[0] - 1
+    if context is None or context.get(actor, 0) < floor:
+        context = {**(context or {}), actor: floor}
+    if check_value is not None:
+        check_value(effect.value)
+    new = rec.apply_write(record, actor=actor, context=context, value=effect.value, timestamp=timestamp(),
+                          expire_at_ms=effect.expire_at_ms, policy=policy)
+    dot = max((s.dot for s in new.siblings if s.dot.actor == actor), key=lambda d: d.counter)
+    return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
+
+
+def _no_command(current: bytes | None, ballot: Ballot) -> tuple[None, None, None]:
     return None, None, None
 
 

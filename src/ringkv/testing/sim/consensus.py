@@ -60,6 +60,7 @@ from ringkv.cluster.paxos import (
     Propose,
     ProposerRound,
     ballot_above,
+    ballot_floor,
     command_rounds,
     decode_state,
     encode_state,
@@ -70,8 +71,14 @@ from ringkv.cluster.paxos import (
     read_rounds,
 )
 from ringkv.errors import ClockSkewError, ConfigError, RingkvError
-from ringkv.node.commands import BLIND, STORED, Command, with_new_version
-from ringkv.node.consensus import BACKOFF_BASE_MS, BACKOFF_MAX_MS, MAX_ATTEMPTS, RecordRegister
+from ringkv.node.commands import Command
+from ringkv.node.consensus import (
+    BACKOFF_BASE_MS,
+    BACKOFF_MAX_MS,
+    MAX_ATTEMPTS,
+    RecordRegister,
+    apply_command,
+)
 from ringkv.node.messages import (
     PaxosAccepted,
     PaxosCommit,
@@ -386,7 +393,7 @@ class ConsensusNode:
         run.done(outcome)
 
     def _fresh_ballot(self, key: bytes) -> Ballot:
-        ballot = ballot_above(self._seen.get(key, ZERO), self.node_id, at_least=self.physical_ms())
+        ballot = ballot_above(self._seen.get(key, ZERO), self.node_id, at_least=ballot_floor(self.physical_ms()))
         self._note_seen(key, ballot)
         return ballot
 
@@ -419,25 +426,11 @@ class ConsensusNode:
         run.rounds = rounds
         self._advance(run, None)
 
-    def _apply(self, command: Command, current: bytes | None) -> tuple[bytes | None, Any, dvv.Dot | None]:
-        """Proposer._apply: the command applied to the register's value."""
-        record = None if current is None else rec.decode_record(current)
+    def _apply(self, command: Command, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
+        """Proposer._apply: the command applied to the register's value, by the node's code."""
         now = self.physical_ms()
-        effect = command.apply(None if record is None else record.winner(now), now,
-                               None if record is None else record.clock)
-        if not effect.write:
-            return None, effect.result, None
-        if effect.context == STORED:
-            context = record.clock if record is not None else None
-        elif effect.context == BLIND:
-            context = None
-        else:
-            context = dvv.decode_context(effect.context)
-        new = rec.apply_write(record, actor=self.store.actor, context=context, value=effect.value,
-                              timestamp=self.store.clock.now(now), expire_at_ms=effect.expire_at_ms, policy=POLICY)
-        actor = self.store.actor
-        dot = max((s.dot for s in new.siblings if s.dot.actor == actor), key=lambda d: d.counter)
-        return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
+        return apply_command(command, POLICY, current, ballot, actor=self.store.actor, now_ms=now,
+                             timestamp=functools.partial(self.store.clock.now, now))
 
     # -- driving the rounds (Proposer._drive)
 
@@ -573,7 +566,7 @@ def _ignore(*args: object) -> None:
     return None
 
 
-def _no_command(current: bytes | None) -> tuple[None, None, None]:
+def _no_command(current: bytes | None, ballot: Ballot) -> tuple[None, None, None]:
     return None, None, None
 
 
@@ -591,9 +584,9 @@ class RecordingRegister:
     def merge(self, a: bytes | None, b: bytes | None) -> bytes | None:
         return self.inner.merge(a, b)
 
-    def compute(self, current: bytes | None) -> tuple[bytes | None, Any, Any]:
+    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
         self.fresh = True
-        value, result, dot = self.inner.compute(current)
+        value, result, dot = self.inner.compute(current, ballot)
         if dot is not None:
             self.computed.append((dot, result))
         return value, result, dot
