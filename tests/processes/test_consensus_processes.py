@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from ringkv.testing.launcher import LocalCluster
+from ringkv.testing.probes import hears_everyone, nodes_down
 from ringkv.testing.wait import wait_until
 
 
@@ -46,11 +47,12 @@ def test_a_cas_with_a_version_from_before_a_plain_set_is_refused(cluster):
 def test_without_a_majority_nothing_is_applied_and_the_error_says_so(cluster):
     a = clients(cluster)[0]
     a.set("lonely", 1)
+    wait_until(lambda: hears_everyone(a), 30, "n1 to hear every node")
     for node in cluster.nodes[1:]:
         node.kill()
     # Whichever replica the command is forwarded to, a majority of the key's three replicas
     # cannot promise: the round ends before anything is proposed.
-    wait_until(lambda: "n2" in str(a.info("ringkv").get("nodes_down", "")), 30, "n1 to see n2 down")
+    wait_until(lambda: nodes_down(a) == {"n2", "n3"}, 30, "n1 to hold n2 and n3 down")
     for command in (("INCR", "lonely"), ("RINGKV.CAS", "lonely", "", "x"), ("SET", "lonely", "2", "NX")):
         with pytest.raises(redis.ResponseError, match="nothing was applied") as err:
             a.execute_command(*command)
