@@ -107,12 +107,13 @@ def test_a_proposal_still_on_its_way_when_its_round_is_lost_is_not_applied_twice
 
 
 @pytest.mark.parametrize("seed", [723, 1694, 2595, 2609])
-def test_a_command_whose_attempts_made_two_values_with_one_dot_does_not_guess_its_result(seed):
-    # The proposer's dot follows the register's clock: an attempt that read a register
-    # without the previous attempt's value gives its new value the same dot. Another proposer
+def test_a_command_whose_earlier_attempt_was_chosen_answers_that_attempts_result(seed):
+    # The proposer's dot followed the register's clock: an attempt that read a register
+    # without the previous attempt's value gave its new value the same dot. Another proposer
     # then completed the earlier value, and the command answered the later value's result (an
-    # INCR returning a count it did not make). It now answers "may or may not have been
-    # applied". These four were the failures of 3,000 harsh seeds.
+    # INCR returning a count it did not make). Each attempt's dot is now above its earlier
+    # attempts', so the command answers the chosen attempt's result. These four were the
+    # failures of 3,000 harsh seeds.
     run_scenario("consensus", seed, **HARSH)
 
 

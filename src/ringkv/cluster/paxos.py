@@ -359,10 +359,11 @@ class Register(Protocol):
     def merge(self, a: bytes | None, b: bytes | None) -> bytes | None:
         """Both values folded together (None: no value)."""
 
-    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
-        """The command applied to `current`, for a proposal at `ballot`: (the new value, None
-        when it writes nothing; its result; the dot naming the new value, by which a later
-        attempt recognises it; a proposer never gives two values one dot)."""
+    def compute(self, current: bytes | None, earlier: tuple[Any, ...]) -> tuple[bytes | None, Any, Any]:
+        """The command applied to `current`: (the new value, None when it writes nothing; its
+        result; the dot naming the new value, by which a later attempt recognises it). The
+        dot must differ from every one in `earlier`, the dots this command's earlier
+        attempts proposed (a later attempt may then tell which of its values was chosen)."""
 
     def covers(self, value: bytes | None, dot: Any) -> bool:
         """Whether `value` holds (or has superseded) the write named by `dot`."""
@@ -442,7 +443,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
         if lease is not None:
             current = register.merge(lease.value, local)
             rnd = ProposerRound(next_ballot(lease.ballot), replica_sets, leased=True)
-            value, result, dot = register.compute(current, rnd.ballot)
+            value, result, dot = register.compute(current, tuple(d for d, _, _ in proposed))
             if value is None:
                 # Nothing to write, but whether the leased value is still the register's is
                 # known only once a majority accepts at next(ballot): propose it, unchanged.
@@ -462,13 +463,9 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
             current = accepted
             for r in records:
                 current = register.merge(current, r)
-            found = [(res, b) for dot, res, b in reversed(proposed) if register.covers(current, dot)]
-            earlier = found[0] if found else None
-            if earlier is not None and any(res != earlier[0] for res, _ in found):
-                # Two attempts proposed values with one dot (the shell's dot follows the
-                # register's clock, and the second attempt's register had not the first
-                # value): which of them is in the register, and so the result, is unknown.
-                return Outcome("unknown", ballot=earlier[1])
+            # Each attempt's dot is above the earlier ones' (Register.compute), so the latest
+            # attempt whose dot the register covers is the one whose value was chosen.
+            earlier = next(((res, b) for dot, res, b in reversed(proposed) if register.covers(current, dot)), None)
             if earlier is not None:
                 # An earlier attempt's value is in the register: answer from it once it is
                 # chosen (known committed, or completed now), else look again next attempt.
@@ -480,7 +477,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
                         yield Chosen(rnd.ballot, current)
                         return Outcome("done", earlier[0], earlier[1])
             else:
-                value, result, dot = register.compute(current, rnd.ballot)
+                value, result, dot = register.compute(current, tuple(d for d, _, _ in proposed))
                 if value is None:
                     if known_chosen:
                         return Outcome("done", result)

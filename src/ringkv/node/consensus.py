@@ -208,8 +208,8 @@ class RecordRegister:
             return b
         return rec.encode_record(rec.merge(rec.decode_record(a), rec.decode_record(b), self.policy))
 
-    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
-        return self._apply(current, ballot)
+    def compute(self, current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[bytes | None, Any, Any]:
+        return self._apply(current, earlier)
 
     @staticmethod
     def covers(value: bytes | None, dot: dvv.Dot) -> bool:
@@ -333,8 +333,8 @@ class Proposer:
         return self.rng.uniform(0, cap) / 1000
 
     def _apply(self, command: Command, policy: ConflictPolicy, current: bytes | None,
-               ballot: Ballot) -> tuple[bytes | None, Any, dvv.Dot | None]:
-        return apply_command(command, policy, current, ballot, actor=self.actor, now_ms=self.clock.now_ms(),
+               earlier: tuple[dvv.Dot, ...]) -> tuple[bytes | None, Any, dvv.Dot | None]:
+        return apply_command(command, policy, current, earlier, actor=self.actor, now_ms=self.clock.now_ms(),
                              timestamp=self.store.replica.hlc_now, check_value=self.store.check_value)
 
     # ------------------------------------------------------------ the phases
@@ -433,17 +433,18 @@ class Proposer:
             self._leases.popitem(last=False)
 
 
-def apply_command(command: Command, policy: ConflictPolicy, current: bytes | None, ballot: Ballot, *,
+def apply_command(command: Command, policy: ConflictPolicy, current: bytes | None, earlier: tuple[dvv.Dot, ...], *,
                   actor: bytes, now_ms: int, timestamp: Callable[[], int],
                   check_value: Callable[[bytes | None], None] | None = None) -> tuple[bytes | None, Any, Any]:
     """A proposal's value: `command` applied to the register's `current` value (an encoded
     record): (the new record, or None when the command writes nothing; its result; its dot).
 
     The new record's context is the current record's clock, so it supersedes everything the
-    round saw. Its dot's counter is the ballot's (the context also claims this actor's lower
-    counters as seen): ballots of one proposer never repeat, even across its restarts
-    (cluster/paxos.ballot_floor), so neither do its dots on the key, and a value it proposed
-    earlier and never saw chosen is superseded rather than mistaken for this one.
+    round saw. Its dot is above the dots of `earlier` (this command's earlier attempts, whose
+    values the register did not show): two attempts never share a dot, so a later attempt
+    tells exactly which of its values was chosen. (Values of different commands may share a
+    dot when one was never chosen; only chosen values reach stored records, and each chosen
+    value's clock holds the one before it, so stored values never share one.)
     """
     record = None if current is None else rec.decode_record(current)
     effect = command.apply(None if record is None else record.winner(now_ms), now_ms,
@@ -456,8 +457,8 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
         context = None
     else:
         context = dvv.decode_context(effect.context)
-    floor = ballot[0] - 1
-    if context is None or context.get(actor, 0) < floor:
+    floor = max((d.counter for d in earlier if d.actor == actor), default=0)
+    if floor and (context is None or context.get(actor, 0) < floor):
         context = {**(context or {}), actor: floor}
     if check_value is not None:
         check_value(effect.value)
@@ -467,7 +468,7 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
     return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
 
 
-def _no_command(current: bytes | None, ballot: Ballot) -> tuple[None, None, None]:
+def _no_command(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[None, None, None]:
     return None, None, None
 
 

@@ -426,10 +426,10 @@ class ConsensusNode:
         run.rounds = rounds
         self._advance(run, None)
 
-    def _apply(self, command: Command, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
+    def _apply(self, command: Command, current: bytes | None, earlier: tuple) -> tuple[bytes | None, Any, Any]:
         """Proposer._apply: the command applied to the register's value, by the node's code."""
         now = self.physical_ms()
-        return apply_command(command, POLICY, current, ballot, actor=self.store.actor, now_ms=now,
+        return apply_command(command, POLICY, current, earlier, actor=self.store.actor, now_ms=now,
                              timestamp=functools.partial(self.store.clock.now, now))
 
     # -- driving the rounds (Proposer._drive)
@@ -566,7 +566,7 @@ def _ignore(*args: object) -> None:
     return None
 
 
-def _no_command(current: bytes | None, ballot: Ballot) -> tuple[None, None, None]:
+def _no_command(current: bytes | None, earlier: tuple) -> tuple[None, None, None]:
     return None, None, None
 
 
@@ -584,9 +584,9 @@ class RecordingRegister:
     def merge(self, a: bytes | None, b: bytes | None) -> bytes | None:
         return self.inner.merge(a, b)
 
-    def compute(self, current: bytes | None, ballot: Ballot) -> tuple[bytes | None, Any, Any]:
+    def compute(self, current: bytes | None, earlier: tuple) -> tuple[bytes | None, Any, Any]:
         self.fresh = True
-        value, result, dot = self.inner.compute(current, ballot)
+        value, result, dot = self.inner.compute(current, earlier)
         if dot is not None:
             self.computed.append((dot, result))
         return value, result, dot
