@@ -1,5 +1,5 @@
-"""The HTTP API's routes: each handler translates one request into calls on the node's
-`KeyValueService` (or `AdminService`) and their results back into JSON or raw bytes.
+"""The HTTP API's data routes: each handler translates one request into calls on the node's
+`KeyValueService` and their results back into JSON or raw bytes.
 
 `routes(api)` is the route table: path, handler, method and the route's OpenAPI options. Errors
 are raised (ProblemError, or the service's typed errors) and answered as problem+json in one
@@ -51,7 +51,6 @@ from ringkv.api.http_conditions import (
     parse_preconditions,
     precondition_failed,
 )
-from ringkv.api.http_metrics import HttpMetrics
 from ringkv.api.http_models import (
     MAX_TTL_S,
     BatchGetRequest,
@@ -65,20 +64,18 @@ from ringkv.api.http_models import (
     GetKeyResponse,
     IncrRequest,
     IncrResponse,
-    JoinRequest,
     KeyListResponse,
     PutKeyRequest,
     PutKeyResponse,
     PutVersionRequest,
     ScanResponse,
-    StatusResponse,
     TtlRequest,
     TtlResponse,
     VersionsResponse,
 )
 from ringkv.api.http_problems import PROBLEM_JSON, ProblemError, problem_responses
 from ringkv.errors import CommandError
-from ringkv.service.contract import AdminService, KeyValueService
+from ringkv.service.contract import KeyValueService
 from ringkv.service.limits import MAX_SCAN_COUNT
 
 
@@ -90,10 +87,8 @@ class KeyValueApi:
     and run on the service view it names; without one, the node's defaults apply.
     """
 
-    def __init__(self, service: KeyValueService | None, admin: AdminService | None, metrics: HttpMetrics) -> None:
+    def __init__(self, service: KeyValueService | None) -> None:
         self.service = service
-        self.admin_service = admin
-        self.metrics = metrics
 
     def _kv(self, level: RequestLevel | None = None) -> KeyValueService:
         kv = self.service
@@ -107,11 +102,6 @@ class KeyValueApi:
             return kv
         name = None if level.level is None else level.level.value
         return kv.at(name, name, True if level.strict else None)
-
-    def _admin(self) -> AdminService:
-        if self.admin_service is None:
-            raise ProblemError(503, "unavailable", "the node is not running")
-        return self.admin_service
 
     # ------------------------------------------------------------ single keys
 
@@ -410,6 +400,11 @@ class KeyValueApi:
         new = await self._kv(level).put_versioned(kb, None, ctx)
         return json_response({"context": b64(new)})
 
+    async def list_namespaces(self) -> Response:
+        """The cluster's namespaces, each with its replica count N and conflict policy; pick
+        one per request with `?namespace=`."""
+        return json_response({"namespaces": [s.as_dict() for s in self._kv().namespaces()]})
+
     # ------------------------------------------------------------ batches
 
     async def batch_get(
@@ -501,63 +496,6 @@ class KeyValueApi:
         position, keys = await self._kv(level).scan(parse_cursor(cursor), count, pattern)
         return json_response({"cursor": str(position), "keys": [encode_key(k, key_encoding) for k in keys]})
 
-    # ------------------------------------------------------------ operations
-
-    async def healthz(self) -> Response:
-        """The process is alive and its event loop answers."""
-        return json_response({"status": "ok"})
-
-    async def readyz(self) -> Response:
-        """Ready to serve: the engine is open and no background flush or compaction failed."""
-        why_not = self._admin().health()
-        if why_not is not None:
-            raise ProblemError(503, "unavailable", why_not)
-        return json_response({"status": "ready"})
-
-    async def list_namespaces(self) -> Response:
-        """The cluster's namespaces, each with its replica count N and conflict policy; pick
-        one per request with `?namespace=`."""
-        return json_response({"namespaces": [s.as_dict() for s in self._kv().namespaces()]})
-
-    async def cluster_status(self) -> Response:
-        """Members, their partitions, keys, addresses and liveness, as this node sees them (the
-        same document as RINGKV.STATUS and `ringkv cluster status --json`)."""
-        return json_response(await self._admin().status())
-
-    async def cluster_repair(self) -> Response:
-        """Run anti-entropy now over every partition this node holds; answers what it fixed
-        (as `ringkv repair`)."""
-        return json_response(await self._admin().repair())
-
-    async def cluster_remove_node(self, node_id: str) -> Response:
-        """Take a node out of the ring: this node decommissions itself (hands its partitions
-        over, then leaves) when `node_id` names it; any other node is removed as dead and its
-        partitions are rebuilt from the remaining replicas."""
-        admin = self._admin()
-        if node_id == admin.node_id:
-            return json_response(await admin.decommission())
-        return json_response(await admin.remove(node_id))
-
-    async def cluster_cleanup(self) -> Response:
-        """Remove from this node the data it no longer holds as a replica (left behind by joins
-        and decommissions); refused (409) while a membership change runs or a member is down."""
-        return json_response(await self._admin().cleanup())
-
-    async def cluster_add_seeds(self, body: JoinRequest) -> Response:
-        """On a node started with `ringkv admin join`: the members to learn the cluster from
-        (node_id@host:rpc_port). It then joins: receives its partitions and turns normal."""
-        return json_response(await self._admin().join(list(body.seeds)))
-
-    async def cluster_rebalance(self) -> Response:
-        """Bring every partition this node holds in line with its other replicas now (the
-        anti-entropy pass `ringkv repair` runs), e.g. after a membership change."""
-        return await self.cluster_repair()
-
-    async def metrics_text(self) -> Response:
-        """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
 def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any]]]:
     """The route table: (path, handler, method, route options)."""
     key = API + "/keys/{key:ringkv_key}"
@@ -641,23 +579,8 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
         "response_model": ScanResponse,
         "responses": problem_responses(400, 422, 503),
     }
-    json_object = {"response_class": Response, "responses": {
-        200: {"description": "A JSON document (see docs/cluster.md).",
-              "content": {"application/json": {"schema": {"type": "object"}}}},
-        **problem_responses(503)}}
-    yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
-    yield API + "/namespaces", api.list_namespaces, "GET", json_object
-    yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
-    yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
-    yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {
-        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409, 422)}}
-    yield API + "/admin/cluster/cleanup", api.cluster_cleanup, "POST", {
-        **json_object, "responses": {**json_object["responses"], **problem_responses(409)}}
-    yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
-        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409)}}
-    yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
-    yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
-    yield "/metrics", api.metrics_text, "GET", {
+    yield API + "/namespaces", api.list_namespaces, "GET", {
         "response_class": Response,
-        "responses": {200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    }
+        "responses": {200: {"description": "The namespaces (see docs/namespaces.md).",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **problem_responses(503)}}

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ringkv import __version__
+from ringkv.api.http_admin import AdminApi, admin_routes
 from ringkv.api.http_codec import API, BODY_SLACK_BYTES, MAX_BATCH_BODY_BYTES, MAX_HTTP_HEAD_BYTES
 from ringkv.api.http_metrics import HttpMetrics, RequestMetricsMiddleware
 from ringkv.api.http_models import PutKeyRequest
@@ -111,10 +112,10 @@ def create_app(service: KeyValueService | None = None, admin: AdminService | Non
     route answers 503). `resp_stats` (api/resp_server.RespStats) adds the RESP figures to
     /metrics."""
     metrics = HttpMetrics(admin, resp_stats)
-    api = KeyValueApi(service, admin, metrics)
     app = FastAPI(title="ringkv", version=__version__, description=_DESCRIPTION)
     app.router.route_class = ProblemRoute
-    for path, handler, method, options in routes(api):
+    table = [*routes(KeyValueApi(service)), *admin_routes(AdminApi(admin, metrics))]
+    for path, handler, method, options in table:
         app.add_api_route(
             path, handler, methods=[method], name=handler.__name__, operation_id=handler.__name__, **options
         )

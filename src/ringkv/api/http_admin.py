@@ -1,0 +1,103 @@
+"""The HTTP API's operations routes: the cluster administration under /api/v1/admin (the same
+calls as RINGKV.ADMIN and `ringkv admin`), health (`/healthz`, `/readyz`) and Prometheus
+`/metrics`. Each handler calls the node's `AdminService`; errors are raised and answered as
+problem+json in one place (api/http_problems.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from starlette.responses import Response
+
+from ringkv.api.http_codec import API, json_response
+from ringkv.api.http_metrics import HttpMetrics
+from ringkv.api.http_models import JoinRequest, StatusResponse
+from ringkv.api.http_problems import ProblemError, problem_responses
+from ringkv.service.contract import AdminService
+
+
+class AdminApi:
+    """The operations handlers, over a node's `AdminService` (None: every route answers 503)."""
+
+    def __init__(self, admin: AdminService | None, metrics: HttpMetrics) -> None:
+        self.admin_service = admin
+        self.metrics = metrics
+
+    def _admin(self) -> AdminService:
+        if self.admin_service is None:
+            raise ProblemError(503, "unavailable", "the node is not running")
+        return self.admin_service
+
+    async def healthz(self) -> Response:
+        """The process is alive and its event loop answers."""
+        return json_response({"status": "ok"})
+
+    async def readyz(self) -> Response:
+        """Ready to serve: the engine is open and no background flush or compaction failed."""
+        why_not = self._admin().health()
+        if why_not is not None:
+            raise ProblemError(503, "unavailable", why_not)
+        return json_response({"status": "ready"})
+
+    async def cluster_status(self) -> Response:
+        """Members, their partitions, keys, addresses and liveness, as this node sees them (the
+        same document as RINGKV.STATUS and `ringkv cluster status --json`)."""
+        return json_response(await self._admin().status())
+
+    async def cluster_repair(self) -> Response:
+        """Run anti-entropy now over every partition this node holds; answers what it fixed
+        (as `ringkv repair`)."""
+        return json_response(await self._admin().repair())
+
+    async def cluster_remove_node(self, node_id: str) -> Response:
+        """Take a node out of the ring: this node decommissions itself (hands its partitions
+        over, then leaves) when `node_id` names it; any other node is removed as dead and its
+        partitions are rebuilt from the remaining replicas."""
+        admin = self._admin()
+        if node_id == admin.node_id:
+            return json_response(await admin.decommission())
+        return json_response(await admin.remove(node_id))
+
+    async def cluster_cleanup(self) -> Response:
+        """Remove from this node the data it no longer holds as a replica (left behind by joins
+        and decommissions); refused (409) while a membership change runs or a member is down."""
+        return json_response(await self._admin().cleanup())
+
+    async def cluster_add_seeds(self, body: JoinRequest) -> Response:
+        """On a node started with `ringkv admin join`: the members to learn the cluster from
+        (node_id@host:rpc_port). It then joins: receives its partitions and turns normal."""
+        return json_response(await self._admin().join(list(body.seeds)))
+
+    async def cluster_rebalance(self) -> Response:
+        """Bring every partition this node holds in line with its other replicas now (the
+        anti-entropy pass `ringkv repair` runs), e.g. after a membership change."""
+        return await self.cluster_repair()
+
+    async def metrics_text(self) -> Response:
+        """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def admin_routes(api: AdminApi) -> Iterator[tuple[str, Callable, str, dict[str, Any]]]:
+    """The route table: (path, handler, method, route options)."""
+    json_object = {"response_class": Response, "responses": {
+        200: {"description": "A JSON document (see docs/cluster.md).",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
+        **problem_responses(503)}}
+    yield API + "/admin/cluster/status", api.cluster_status, "GET", json_object
+    yield API + "/admin/cluster/repair", api.cluster_repair, "POST", json_object
+    yield API + "/admin/cluster/rebalance", api.cluster_rebalance, "POST", json_object
+    yield API + "/admin/cluster/nodes", api.cluster_add_seeds, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409, 422)}}
+    yield API + "/admin/cluster/cleanup", api.cluster_cleanup, "POST", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(409)}}
+    yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", {
+        **json_object, "responses": {**json_object["responses"], **problem_responses(400, 409)}}
+    yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
+    yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
+    yield "/metrics", api.metrics_text, "GET", {
+        "response_class": Response,
+        "responses": {200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }
