@@ -35,6 +35,7 @@ from ringkv.node.commands import (
     PutVersioned,
     SerialRead,
     Set,
+    write_command,
 )
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.keyspace import Keyspace
@@ -48,7 +49,7 @@ from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES
-from ringkv.service.values import PENDING, SiblingSet, Value
+from ringkv.service.values import ANY_VERSION, PENDING, AnyVersion, SiblingSet, Value, Written
 from ringkv.versioning import record as rec
 from ringkv.versioning.dvv import decode_context, encode_context
 
@@ -285,8 +286,15 @@ class ClusterService:
             self.path.store.check_value(value)
         return await self._run(key, CompareAndSet(expected or None, value, expire_at_ms))
 
+    async def write(self, key: bytes, value: bytes | None, *, expire_at_ms: int = 0,
+                    expected: bytes | int | AnyVersion | None = ANY_VERSION) -> Written:
+        return Written(*await self._run(key, write_command(value, expire_at_ms, expected, self.path.store.check_value)))
+
     async def incr_by(self, key: bytes, delta: int) -> int:
         return await self._run(key, IncrBy(delta))
+
+    async def incr_by_versioned(self, key: bytes, delta: int) -> tuple[int, bytes]:
+        return await self._run(key, IncrBy(delta, versioned=True))
 
     async def incr_by_float(self, key: bytes, delta: float) -> bytes:
         return await self._run(key, IncrByFloat(delta))

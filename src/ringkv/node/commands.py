@@ -5,7 +5,9 @@ is a tagged msgspec Struct. `apply(winner, now_ms, clock)` takes the key's curre
 (None when the key is missing, expired or deleted) and the record's clock (its version; None
 without a record) and returns an `Effect`: whether to write, the new value (None: a tombstone)
 and expiry, the causal context the write replaces, and the result the client gets (`NEW_VERSION`
-where the result is the version the write makes, which only its executor knows). The same function runs wherever the command runs: on a single node, on the
+where the result is the version the write makes, `NEW_TIMESTAMP` where it is the timestamp of the
+key's winning value after it: only the executor knows those). The same function runs wherever
+the command runs: on a single node, on the
 replica a command was forwarded to (the struct itself travels in `Forward`), and inside a
 consensus round. Replies travel as msgpack, which has no tuple: `decode_result` restores the
 shape a command's caller expects.
@@ -17,7 +19,7 @@ serialized per key) or is a blind overwrite that replaces whatever it finds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,20 +29,27 @@ from ringkv.errors import CommandError
 from ringkv.service.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
 from ringkv.service.values import value_digest
 from ringkv.versioning.dvv import decode_context, encode_context
-from ringkv.versioning.record import DottedValue
+from ringkv.versioning.record import DottedValue, Record, pick_winner
 
 INCR_OVERFLOW = "increment or decrement would overflow"
 
-# Effect.result, for a command that answers the version its write makes: the executor puts the
-# new record's encoded clock in its place.
+# Effect.result, for a command that answers the version its write makes (the executor puts the
+# new record's encoded clock in its place) or the timestamp of the key's winning value after it.
 NEW_VERSION = "new-version"
+NEW_TIMESTAMP = "new-timestamp"
 
-def with_new_version(result: Any, clock: Mapping[bytes, int]) -> Any:
-    """`result` with NEW_VERSION (alone or in a tuple) replaced by the encoded `clock`."""
+
+def fill_result(result: Any, record: Record) -> Any:
+    """`result` with NEW_VERSION and NEW_TIMESTAMP (alone or in a tuple) replaced by what the
+    new `record` says."""
     if result == NEW_VERSION:
-        return encode_context(clock)
-    if type(result) is tuple and NEW_VERSION in result:
-        return tuple(encode_context(clock) if r == NEW_VERSION else r for r in result)
+        return encode_context(record.clock)
+    if type(result) is tuple and (NEW_VERSION in result or NEW_TIMESTAMP in result):
+        return tuple(
+            encode_context(record.clock) if r == NEW_VERSION
+            else pick_winner(record.siblings).timestamp if r == NEW_TIMESTAMP and record.siblings
+            else 0 if r == NEW_TIMESTAMP else r
+            for r in result)
     return result
 
 
@@ -172,6 +181,70 @@ class CompareAndSet(Command, tag="CompareAndSet", frozen=True):
         return tuple(raw)
 
 
+class Write(Command, tag="Write", frozen=True):
+    """The HTTP API's PUT and DELETE: write `value` (None: delete) when `expect` holds, and
+    answer (applied, created, the key's version after, the timestamp of its winning value
+    after). `expect`: "any" (a plain overwrite, as SET; a delete of a missing key writes
+    nothing), "missing" (the key has no live value), "context" (the key's version is exactly
+    `context`, the causal context a read returned) or "number" (the key's version number is
+    `number`: `version_number` of its context). `created`: the key had no live value before.
+    When nothing is written, the version and timestamp are the key's current ones (None and 0
+    without a record)."""
+
+    value: bytes | None
+    expire_at_ms: int = 0
+    expect: str = "any"
+    context: bytes | None = None
+    number: int = 0
+
+    @property
+    def reads_current(self) -> bool:  # type: ignore[override]
+        # An overwrite replaces whatever it finds; a delete answers whether there was a live
+        # value, so it is serialized per key, as DEL is.
+        return self.expect != "any" or self.value is None
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        live = winner is not None
+        expect = self.expect
+        if expect == "any":
+            holds = live or self.value is not None
+        elif expect == "missing":
+            holds = not live
+        elif expect == "context":
+            holds = live and clock is not None and self.context is not None and decode_context(self.context) == clock
+        elif expect == "number":
+            holds = live and clock is not None and sum(clock.values()) == self.number
+        else:
+            raise CommandError(f"unknown expectation {expect!r}")
+        if not holds:
+            return _unchanged((False, not live, None if clock is None else encode_context(clock),
+                               winner.timestamp if winner is not None else 0))
+        return Effect(True, self.value, self.expire_at_ms, result=(True, not live, NEW_VERSION, NEW_TIMESTAMP))
+
+    def decode_result(self, raw: Any) -> Any:
+        return tuple(raw)
+
+
+def write_command(value: bytes | None, expire_at_ms: int, expected: Any,
+                  check_value: Callable[[bytes | None], None]) -> Write:
+    """`KeyValueService.write`'s command, its arguments checked before any hop (a bad
+    context or value fails here)."""
+    check_value(value)
+    if isinstance(expected, bytes):
+        if not expected:
+            raise CommandError("the expected version is empty: pass the version a read returned")
+        decode_context(expected)
+        return Write(value, expire_at_ms, "context", expected)
+    if isinstance(expected, int) and not isinstance(expected, bool):
+        if expected < 0:
+            raise CommandError(f"the expected version number is {expected}; version numbers are >= 0")
+        # 0 is the version number of a key without a record: no live value.
+        return Write(value, expire_at_ms, "number", number=expected) if expected else Write(value, expire_at_ms, "missing")
+    if expected is None:
+        return Write(value, expire_at_ms, "missing")
+    return Write(value, expire_at_ms)
+
+
 class PutVersioned(Command, tag="PutVersioned", frozen=True):
     """A sibling-aware write (RINGKV.PUTV / DELV): replaces exactly what `context` saw, or
     nothing when it is None (a blind write). Answers the new context (NEW_VERSION)."""
@@ -202,14 +275,21 @@ class GetDel(Command, tag="GetDel", frozen=True):
 
 
 class IncrBy(Command, tag="IncrBy", frozen=True):
+    """INCRBY: the new value; with `versioned`, (the new value, the version the write makes)."""
+
     delta: int
+    versioned: bool = False
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         current = parse_int(winner.value) if winner is not None else 0
         new = current + self.delta
         if not INT64_MIN <= new <= INT64_MAX:
             raise CommandError(INCR_OVERFLOW)
-        return Effect(True, b"%d" % new, winner.expire_at_ms if winner else 0, result=new)
+        return Effect(True, b"%d" % new, winner.expire_at_ms if winner else 0,
+                      result=(new, NEW_VERSION) if self.versioned else new)
+
+    def decode_result(self, raw: Any) -> Any:
+        return tuple(raw) if self.versioned else raw
 
 
 class IncrByFloat(Command, tag="IncrByFloat", frozen=True):
@@ -283,6 +363,6 @@ class SerialRead(Command, tag="SerialRead", frozen=True):
 
 
 KeyCommand = (
-    SerialRead | Put | Set | PutVersioned | Delete | DeleteIf | CompareAndSet | GetDel | IncrBy | IncrByFloat | Append
+    SerialRead | Put | Set | Write | PutVersioned | Delete | DeleteIf | CompareAndSet | GetDel | IncrBy | IncrByFloat | Append
     | ExpireAt | GetEx
 )

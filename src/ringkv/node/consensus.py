@@ -67,7 +67,7 @@ from ringkv.cluster.paxos import (
     read_rounds,
 )
 from ringkv.errors import CommandError, CorruptionError
-from ringkv.node.commands import BLIND, STORED, Command, with_new_version
+from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -465,7 +465,7 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
     new = rec.apply_write(record, actor=actor, context=context, value=effect.value, timestamp=timestamp(),
                           expire_at_ms=effect.expire_at_ms, policy=policy)
     dot = max((s.dot for s in new.siblings if s.dot.actor == actor), key=lambda d: d.counter)
-    return rec.encode_record(new), with_new_version(effect.result, new.clock), dot
+    return rec.encode_record(new), fill_result(effect.result, new), dot
 
 
 def _no_command(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[None, None, None]:

@@ -28,13 +28,14 @@ from ringkv.node.commands import (
     Put,
     PutVersioned,
     Set,
+    write_command,
 )
 from ringkv.node.local_store import LocalStore
 from ringkv.node.replica import storage_key
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
-from ringkv.service.values import SiblingSet, Value
+from ringkv.service.values import ANY_VERSION, AnyVersion, SiblingSet, Value, Written
 from ringkv.versioning.dvv import decode_context, encode_context
 
 _LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
@@ -190,8 +191,15 @@ class LocalService:
             self.store.check_value(value)
         return await self._run(key, CompareAndSet(expected or None, value, expire_at_ms))
 
+    async def write(self, key: bytes, value: bytes | None, *, expire_at_ms: int = 0,
+                    expected: bytes | int | AnyVersion | None = ANY_VERSION) -> Written:
+        return Written(*await self._run(key, write_command(value, expire_at_ms, expected, self.store.check_value)))
+
     async def incr_by(self, key: bytes, delta: int) -> int:
         return await self._run(key, IncrBy(delta))
+
+    async def incr_by_versioned(self, key: bytes, delta: int) -> tuple[int, bytes]:
+        return await self._run(key, IncrBy(delta, versioned=True))
 
     async def incr_by_float(self, key: bytes, delta: float) -> bytes:
         return await self._run(key, IncrByFloat(delta))

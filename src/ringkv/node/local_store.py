@@ -31,7 +31,7 @@ from typing import Any
 
 from ringkv.clock import Clock
 from ringkv.errors import CommandError
-from ringkv.node.commands import BLIND, STORED, Command, with_new_version
+from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import Replica, split_storage_key, storage_key
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
@@ -201,7 +201,7 @@ class LocalStore:
             context, blind = decode_context(effect.context), False
         new, lsn = self.write(skey, namespace, key, stored, effect.value, effect.expire_at_ms,
                               context=context, blind=blind)
-        return with_new_version(effect.result, new.clock), new, lsn
+        return fill_result(effect.result, new), new, lsn
 
     def write(
         self,

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ringkv.service.levels import ConsistencyLevel, Levels
-from ringkv.service.values import SiblingSet, Value
+from ringkv.service.values import ANY_VERSION, AnyVersion, SiblingSet, Value, Written
 from ringkv.versioning.record import ConflictPolicy
 
 DEFAULT_NAMESPACE_NAME = "default"  # how clients name the default namespace (stored as b"")
@@ -133,7 +133,17 @@ class KeyValueService(Protocol):
         """Compare-and-set on the key's version (the context a read returned; None: no live
         value): write `value` (None: delete) only if it is still `expected`. (True, the new
         version) or (False, the current version). Linearizable on the consensus path."""
+    async def write(self, key: bytes, value: bytes | None, *, expire_at_ms: int = 0,
+                    expected: bytes | int | AnyVersion | None = ANY_VERSION) -> Written:
+        """Write `value` (None: delete) and answer the version it makes, if the key is at
+        `expected`: ANY_VERSION (a plain overwrite, replacing every sibling the executing
+        replica holds; a delete of a missing key writes nothing), None (no live value), a
+        causal context a read returned (exactly that version) or an int (that
+        `version_number`). Any expectation but ANY_VERSION is a compare-and-set: linearizable on
+        the consensus path."""
     async def incr_by(self, key: bytes, delta: int) -> int: ...
+    async def incr_by_versioned(self, key: bytes, delta: int) -> tuple[int, bytes]:
+        """INCRBY that also answers the version its write makes."""
     async def incr_by_float(self, key: bytes, delta: float) -> bytes: ...
     async def append(self, key: bytes, value: bytes) -> int: ...
     async def expire_at(self, key: bytes, expire_at_ms: int, condition: str | None = None) -> bool:

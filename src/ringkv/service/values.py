@@ -1,10 +1,13 @@
-"""What reads return."""
+"""What reads and versioned writes return, and what a version is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from xxhash import xxh3_64_hexdigest
+
+from ringkv.versioning.dvv import decode_context
 
 # What a `*_now` fast path answers when it cannot answer without IO: the adapter then awaits
 # the coroutine form of the same call.
@@ -28,6 +31,41 @@ class SiblingSet:
 
     siblings: list[Value]
     context: bytes | None
+
+
+class AnyVersion:
+    """`KeyValueService.write`'s expectation for a plain overwrite: whatever the key holds."""
+
+    def __repr__(self) -> str:
+        return "ANY_VERSION"
+
+
+ANY_VERSION: Final = AnyVersion()
+
+
+@dataclass(slots=True)
+class Written:
+    """What `KeyValueService.write` answers."""
+
+    applied: bool  # the expectation held and the write was made
+    created: bool  # the key had no live value before
+    version: bytes | None  # the key's causal context after (None: the key has no record)
+    timestamp: int  # HLC timestamp of the key's winning value after (0: none)
+
+
+def version_number(context: bytes | None) -> int:
+    """A key's version as a number: the sum of the counters of its causal context, which is
+    how many writes the context covers (0 without one).
+
+    Every write that descends from a version has a larger number than it: a write adds its
+    own dot to the context it replaces, and merging replicas' copies only adds dots. Two
+    versions with the same number are the same version when the key's writes are ordered (one
+    writer at a time, or every write a compare-and-set); concurrent writes can leave two
+    different versions with one number, so a compare-and-set that must be exact even then
+    compares the context itself (docs/http.md, "Versions")."""
+    if not context:
+        return 0
+    return sum(decode_context(context).values())
 
 
 def value_digest(value: bytes) -> bytes:
