@@ -54,8 +54,27 @@ def test_at_runs_one_command_at_a_level_and_rejects_bad_ones(r):
 
 def test_status_repair_admin_and_fault_on_a_cluster_of_one(r):
     status = json.loads(r.execute_command("RINGKV.STATUS"))
-    assert status["cluster"]["members"] == 1 and status["nodes"][0]["status"] == "up"
+    assert status["cluster"]["members"] == 1 and status["nodes"][0]["status"] == "healthy"
     assert json.loads(r.execute_command("RINGKV.REPAIR"))["comparisons"] == 0
     assert "a cluster of one has no membership" in err(r, "RINGKV.ADMIN", "STATUS")
     assert "fault injection is disabled" in err(r, "RINGKV.FAULT", "HEAL")
     assert r.ping() is True
+
+
+def test_cas_takes_a_version_number_or_a_context_and_answers_contexts(r):
+    r.delete("rk:cas")
+    applied, first = r.execute_command("RINGKV.CAS", "rk:cas", "", "a")
+    assert applied == 1
+    # The number 1 and the context of version 1 both name it; a stale number is refused with
+    # the current context.
+    applied, second = r.execute_command("RINGKV.CAS", "rk:cas", "1", "b")
+    assert applied == 1 and second != first
+    applied, current = r.execute_command("RINGKV.CAS", "rk:cas", "1", "c")
+    assert (applied, current) == (0, second)
+    assert r.execute_command("RINGKV.CAS", "rk:cas", second, "c")[0] == 1
+    # 0, as the empty string, expects no live value; RINGKV.CAD by number.
+    assert r.execute_command("RINGKV.CAS", "rk:cas", "0", "x")[0] == 0
+    assert r.execute_command("RINGKV.CAD", "rk:cas", "2") == 0
+    assert r.execute_command("RINGKV.CAD", "rk:cas", "3") == 1
+    assert r.get("rk:cas") is None
+    assert "needs the version a read returned" in err(r, "RINGKV.CAD", "rk:cas", "0")

@@ -48,6 +48,24 @@ def kv(node: NodeProcess) -> Iterator[Client]:
 # ---------------------------------------------------------------------- cas and cad
 
 
+def test_cas_and_cad_take_the_version_number_as_the_http_api_shows_it(kv: Client) -> None:
+    for i in range(3):
+        kv.set("numbered", f"v{i}")
+    assert kv.get_versions("numbered").version_number == 3
+    refused = kv.cas("numbered", 2, "late")
+    assert refused.success is False and refused.version_number == 3
+    done = kv.cas("numbered", 3, "v3")
+    assert done.success and done.version_number == 4 and kv.get("numbered") == b"v3"
+    # 0, like None, expects no live value.
+    assert kv.cas("fresh", 0, "first").version_number == 1
+    assert kv.cas("fresh", 0, "again").success is False
+    assert kv.cad("numbered", 3) is False and kv.cad("numbered", 4) is True
+    assert kv.get("numbered") is None
+    with pytest.raises(ValueError, match="version numbers are >= 0"):
+        kv.cas("numbered", -1, "x")
+
+
+
 def test_cas_creates_an_absent_key_then_writes_only_at_the_current_version(kv: Client) -> None:
     created = kv.cas("user:1", None, "ada")
     assert created.success is True and isinstance(created.version, bytes)

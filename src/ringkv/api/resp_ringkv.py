@@ -109,8 +109,8 @@ async def cmd_repair(c: RespConnection, argv):
 
 
 async def cmd_admin(c: RespConnection, argv):
-    """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | CLEANUP | STATUS: membership
-    changes (node/membership.py); JSON replies."""
+    """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | ADMIT host:port | CLEANUP |
+    STATUS: membership changes (node/membership.py, node/admission.py); JSON replies."""
     admin = _admin(c, "RINGKV.ADMIN")
     what = argv[1].lower()
     args = argv[2:]
@@ -124,7 +124,10 @@ async def cmd_admin(c: RespConnection, argv):
         return _json(await admin.cleanup())
     if what == b"join" and args:
         return _json(await admin.join([a.decode("utf-8", "replace") for a in args]))
-    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node, JOIN seed..., CLEANUP or STATUS")
+    if what == b"admit" and len(args) == 1:
+        return _json(await admin.admit(args[0].decode("utf-8", "replace")))
+    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node, JOIN seed..., ADMIT host:port, CLEANUP "
+                 "or STATUS")
 
 
 def cmd_fault(c: RespConnection, argv):
@@ -222,11 +225,24 @@ def cmd_namespaces(c: RespConnection, argv):
 # ---------------------------------------------------------------------- compare-and-set
 #
 #   RINGKV.CAS key expected-version new-value [EX seconds | PX ms]
-#       -> [1, new version] when the key's version was still `expected-version` (an empty one:
-#          the key has no live value), else [0, current version or null]. The version is the
-#          causal context RINGKV.GETV (or HTTP's GET) answers. On the consensus path
-#          (docs/consistency.md): linearizable with every other CAS, INCR, SET NX ... on the key.
+#       -> [1, new version] when the key's version was still `expected-version` (an empty one,
+#          or 0: the key has no live value), else [0, current version or null]. The version is
+#          the causal context RINGKV.GETV (or HTTP's `context`) answers, or its number (decimal
+#          digits: HTTP's `version`, the count of the key's writes; a context never reads as
+#          digits). Answers are contexts. On the consensus path (docs/consistency.md):
+#          linearizable with every other CAS, INCR, SET NX ... on the key.
 #   RINGKV.CAD key expected-version  -> 1 when deleted, 0 when the version had changed
+
+MAX_VERSION_DIGITS = 19  # a version number fits a signed 64-bit integer
+
+
+def _expected(arg: bytes) -> bytes | int | None:
+    """RINGKV.CAS's expected version: None (empty: no live value), a number, or a context."""
+    if not arg:
+        return None
+    if arg.isdigit() and len(arg) <= MAX_VERSION_DIGITS:
+        return int(arg)
+    return arg
 
 
 async def cmd_cas(c: RespConnection, argv):
@@ -235,12 +251,21 @@ async def cmd_cas(c: RespConnection, argv):
         expire_at = expire_ms(c, argv[5], 1000 if argv[4].lower() == b"ex" else 1, False, "ringkv.cas")
     elif len(argv) != 4:
         return SYNTAX
-    applied, version = await c.kv.cas(argv[1], argv[2] or None, argv[3], expire_at_ms=expire_at)
+    expected = _expected(argv[2])
+    if isinstance(expected, int):
+        written = await c.kv.write(argv[1], argv[3], expire_at_ms=expire_at, expected=expected)
+        current = None if not written.applied and written.created else written.version
+        return c.enc.array([1 if written.applied else 0, current])
+    applied, version = await c.kv.cas(argv[1], expected, argv[3], expire_at_ms=expire_at)
     return c.enc.array([1 if applied else 0, version])
 
 
 async def cmd_cad(c: RespConnection, argv):
-    if not argv[2]:
+    expected = _expected(argv[2])
+    if expected is None or expected == 0:
         return error("ERR RINGKV.CAD needs the version a read returned")
-    applied, _ = await c.kv.cas(argv[1], argv[2], None)
+    if isinstance(expected, int):
+        written = await c.kv.write(argv[1], None, expected=expected)
+        return integer(1 if written.applied else 0)
+    applied, _ = await c.kv.cas(argv[1], expected, None)
     return integer(1 if applied else 0)

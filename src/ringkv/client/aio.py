@@ -191,7 +191,7 @@ class AsyncClient(ClientBase):
     async def cas(
         self,
         key: Data,
-        expected_version: Data | None,
+        expected_version: Data | int | None,
         new_value: Data,
         ttl_s: float | None = None,
         ttl_ms: int | None = None,
@@ -202,7 +202,7 @@ class AsyncClient(ClientBase):
             commands.cas(key, expected_version, new_value, ttl_s, ttl_ms, self._level(consistency))
         )
 
-    async def cad(self, key: Data, expected_version: Data, *, consistency: Level = None) -> bool:
+    async def cad(self, key: Data, expected_version: Data | int, *, consistency: Level = None) -> bool:
         return await self._execute(commands.cad(key, expected_version, self._level(consistency)))
 
     async def mset(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from ringkv.client.options import Consistency
 from ringkv.client.siblings import Versions, parse_versions
+from ringkv.service.values import version_number
 
 T = TypeVar("T")
 Data = str | bytes | bytearray | memoryview
@@ -39,12 +40,18 @@ _DIGEST = re.compile(rb"[0-9a-fA-F]{16}")  # Redis 8.4's DIGEST: XXH3-64 as 16 h
 @dataclass(frozen=True, slots=True)
 class CasResult:
     """What `cas` answers. `success`: the key was still at the expected version and the new
-    value was written. `version`: the key's version now: the new one after a write; after a
-    refusal the one that did not match, None when the key has no live value (expect None next).
-    A version belongs to its key: compare it only with versions of the same key."""
+    value was written. `version`: the key's version now (its causal context): the new one after
+    a write; after a refusal the one that did not match, None when the key has no live value
+    (expect None next). `version_number` is its number, as the HTTP API's `version` (the count
+    of the key's writes). A version belongs to its key: compare it only with versions of the
+    same key."""
 
     success: bool
     version: bytes | None
+
+    @property
+    def version_number(self) -> int | None:
+        return None if self.version is None else version_number(self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +277,15 @@ def set_(
     return Request("SET", tuple(args), not conditional, _ok, consistency)
 
 
-def _version_arg(version: Data | None, what: str) -> bytes:
-    """A version for RINGKV.CAS / CAD: the bytes a read returned; None (no live value) is sent
-    as the empty string."""
+def _version_arg(version: Data | int | None, what: str) -> bytes:
+    """A version for RINGKV.CAS / CAD: the bytes a read returned, or a version number (an int,
+    sent as decimal digits); None (no live value) is sent as the empty string."""
     if version is None:
         return b""
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version < 0:
+            raise ValueError(f"{what} is {version}; version numbers are >= 0")
+        return b"%d" % version
     data = encode(version, what)
     if not data:
         # On the wire the empty string means "no live value": make the caller say so with None.
@@ -289,7 +300,7 @@ def _cas_result(reply: Any) -> CasResult:
 
 def cas(
     key: Data,
-    expected_version: Data | None,
+    expected_version: Data | int | None,
     new_value: Data,
     ttl_s: float | None = None,
     ttl_ms: int | None = None,
@@ -305,7 +316,7 @@ def cas(
     return Request("RINGKV.CAS", tuple(args), False, _cas_result, consistency)
 
 
-def cad(key: Data, expected_version: Data, consistency: Consistency | None = None) -> Request[bool]:
+def cad(key: Data, expected_version: Data | int, consistency: Consistency | None = None) -> Request[bool]:
     if expected_version is None:
         raise ValueError("cad needs the version a read returned: a key with no live value has nothing to delete")
     args = (b"RINGKV.CAD", encode(key), _version_arg(expected_version, "expected_version"))

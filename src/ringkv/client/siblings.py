@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ringkv.service.values import version_number
+
 Resolver = Callable[[list[bytes]], Any]
 """`resolver(values) -> bytes` (or str). `AsyncClient` also takes one that returns an awaitable."""
 
@@ -38,6 +40,12 @@ class Versions:
 
     context: bytes | None
     siblings: list[Sibling]
+
+    @property
+    def version_number(self) -> int:
+        """The context's number, as the HTTP API's `version`: the count of the key's writes (0
+        without a record); `cas` takes it as `expected_version` too (docs/http.md, Versions)."""
+        return version_number(self.context)
 
     @property
     def values(self) -> list[bytes]:

@@ -225,7 +225,7 @@ class Client(ClientBase):
     def cas(
         self,
         key: Data,
-        expected_version: Data | None,
+        expected_version: Data | int | None,
         new_value: Data,
         ttl_s: float | None = None,
         ttl_ms: int | None = None,
@@ -233,8 +233,9 @@ class Client(ClientBase):
         consistency: Level = None,
     ) -> CasResult:
         """Compare-and-set: write `new_value` only if the key is still at `expected_version`
-        (the `.version` of a `get_versions`, or a previous `CasResult.version`; None: only if
-        the key has no live value). One atomic step, linearizable with every other CAS,
+        (the `.version` of a `get_versions`, or a previous `CasResult.version`; or their
+        `version_number`, an int, as the HTTP API's `version`; None: only if the key has no live
+        value). One atomic step, linearizable with every other CAS,
         conditional write and SERIAL read of the key. Returns `CasResult(success, version)`:
         the new version, or the current one (None: no live value) when it did not match.
         Never retried: a lost reply raises `ResultUnknownError`."""
@@ -242,7 +243,7 @@ class Client(ClientBase):
             commands.cas(key, expected_version, new_value, ttl_s, ttl_ms, self._level(consistency))
         )
 
-    def cad(self, key: Data, expected_version: Data, *, consistency: Level = None) -> bool:
+    def cad(self, key: Data, expected_version: Data | int, *, consistency: Level = None) -> bool:
         """Compare-and-delete: delete the key only if it is still at `expected_version`; True
         when it was deleted. Never retried."""
         return self._execute(commands.cad(key, expected_version, self._level(consistency)))
