@@ -179,7 +179,7 @@ def test_cluster_up_serves_reports_a_crash_and_stops_on_ctrl_c(running: ClusterU
     # `cluster up` passes no --partitions: its nodes run the default ring.
     assert doc["cluster"] == {"partitions": NodeConfig().partitions, "replicas": 3, "members": 3}
     assert [n["node_id"] for n in doc["nodes"]] == ["n1", "n2", "n3"]
-    assert all(n["status"] == "up" for n in doc["nodes"])
+    assert all(n["status"] == "healthy" and n["role"] == "member" for n in doc["nodes"])
     assert [n["keys"] for n in doc["nodes"]] == [20, 20, 20]
     assert doc["nodes"][2]["resp"] == f"127.0.0.1:{base + 20}"
 
@@ -198,11 +198,11 @@ def test_cluster_up_serves_reports_a_crash_and_stops_on_ctrl_c(running: ClusterU
     result = status(base, "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     nodes = {n["node_id"]: n for n in json.loads(result.stdout)["nodes"]}
-    assert nodes["n1"]["status"] == nodes["n2"]["status"] == "up"
-    assert nodes["n3"]["status"] == "unreachable" and nodes["n3"]["error"]
+    assert nodes["n1"]["status"] == nodes["n2"]["status"] == "healthy"
+    assert nodes["n3"]["status"] == "down" and not nodes["n3"]["reachable"] and nodes["n3"]["error"]
     human = status(base)
     assert human.returncode == 1
-    assert "unreachable" in human.stdout and "1 unreachable" in human.stdout
+    assert "down" in human.stdout and "1 down" in human.stdout
     assert n1.get("key:3") == b"value 3"  # n1 and n2 are a quorum
 
     # Ctrl-C: every node stops, exit 0.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_BATCH_ITEMS = 1000
 MAX_TTL_S = 100 * 365 * 86400  # 100 years; keeps expire_at_ms far from any overflow
@@ -201,9 +201,151 @@ class ContextResponse(BaseModel):
     )
 
 
-class JoinRequest(BaseModel):
-    """The members a joining node learns the cluster from."""
+# ---------------------------------------------------------------------- cluster administration
+# The answers of /api/v1/admin (api/http_admin.py): the node's AdminService documents, which
+# docs/http.md describes field by field. The fields named here are always present (those with
+# a default: when the document has them); ringkv may add more (extra="allow").
+
+
+class AddNodeRequest(BaseModel):
+    """`node_address` (sent to any member): admit the joining node at that address. `seeds`
+    (sent to the joining node itself, the earlier form): the members it learns the cluster from."""
 
     model_config = ConfigDict(extra="forbid")
 
-    seeds: list[str] = Field(min_length=1, max_length=64, description="node_id@host:rpc_port entries")
+    node_address: str | None = Field(
+        None, max_length=300, examples=["10.0.1.10:6379"],
+        description="host:port of the new node's RESP (client) port; the node must be running as a "
+        "joining node (`ringkv admin join`) and not yet be a member.")
+    seeds: list[str] | None = Field(
+        None, min_length=1, max_length=64,
+        description="node_id@host:rpc_port entries, for a node started with `ringkv admin join`: sent to that node.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AddNodeRequest:
+        if (self.node_address is None) == (self.seeds is None):
+            raise ValueError("give node_address (the new node's host:port, sent to a member) or seeds "
+                             "(node_id@host:rpc_port entries, sent to the joining node), exactly one of them")
+        return self
+
+
+class MembershipMove(BaseModel):
+    """The partition moves of a node's current or last membership change."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description='"join", "leave", "rebalance", or "" when none ran.')
+    phase: str = Field(description='A join\'s phase: "waiting-for-seeds", "settling", "moving", "done".')
+    partitions_total: int
+    partitions_done: int
+    errors: int | None = None
+
+
+class ClusterMember(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str
+    address: str | None = Field(description="The node's client (RESP) address host:port; null when not known.")
+    status: Literal["healthy", "joining", "leaving", "down", "left", "removed"] = Field(
+        description="healthy: answered, held up by the failure detector and a normal member; down: did not "
+        "answer or held down; else its membership state.")
+    role: Literal["member", "joining", "leaving", "left", "removed"] = Field(
+        description="Its membership role (every member is equal: there is no leader).")
+    keys_count: int | None = Field(description="Live keys it holds as a replica; null when it did not answer.")
+    memory_used_mb: float | None = Field(
+        description="Resident memory of its process in MiB; null when it did not answer.")
+    reachable: bool = Field(description="It answered this status request.")
+    in_ring: bool
+    primary_partitions: int
+    replica_partitions: int
+    share: float
+    move: MembershipMove | None = Field(None, description="Its membership change, while one runs or ran.")
+    error: str | None = Field(None, description="Why it did not answer.")
+
+
+class ClusterFigures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    partitions: int
+    replicas: int = Field(description="N of the ring (the largest of the namespaces').")
+    members: int = Field(description="Nodes in the ring (normal and leaving).")
+
+
+class MembershipDocument(BaseModel):
+    """This node's membership state (RINGKV.ADMIN STATUS, `ringkv admin status`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    local_status: str
+    ring: list[str]
+    pending: list[str]
+    move: MembershipMove
+
+
+class ClusterStatusResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    nodes: list[ClusterMember]
+    total_keys: int = Field(description="Live keys in the cluster, each counted once (docs/http.md says how).")
+    total_keys_unknown_partitions: int = Field(
+        description="Partitions no replica answered for: total_keys is then a lower bound.")
+    replication_factor: int = Field(description="N of the default namespace; 1 on a node of one.")
+    cluster: ClusterFigures
+    membership: MembershipDocument | None = Field(None, description="Absent on a node of one.")
+
+
+class AdmitResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str
+    address: str
+    rpc_address: str | None
+    state: str = Field(description='The new node\'s membership state: "joining" until it has its partitions.')
+    admitted_by: str
+    seeds: list[str]
+    partitions: int
+    partitions_to_receive: int = Field(description="Partitions it will hold as a replica once normal.")
+    move: MembershipMove = Field(description="Its join's progress, as it reported it.")
+
+
+class SeedsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seeds: list[str] = Field(description="Every member the joining node now knows to learn the cluster from.")
+
+
+class RepairResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    partitions: int
+    comparisons: int
+    in_sync: int
+    keys_pushed: int
+    keys_pulled: int
+    traffic_bytes: int
+    seconds: float
+    errors: list[str]
+    error_count: int
+
+
+class CleanupResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    records_removed: int
+    partitions: int
+    seconds: float
+
+
+class DecommissionResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["left"]
+    partitions_handed_over: int
+    keys_moved: int
+    errors: int
+
+
+class RemoveResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    removed: str

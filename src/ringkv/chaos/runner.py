@@ -219,7 +219,7 @@ def _heal(cluster: LocalCluster, log: Callable[[str], None]) -> dict[str, Any]:
                 with _redis(node) as r:
                     doc = json.loads(r.execute_command("RINGKV.STATUS"))
                 up = {n["node_id"] for n in doc["nodes"]
-                      if n.get("status") == "up" and n.get("detector", "up") == "up"}
+                      if n.get("status") == "healthy"}  # answered, detector up, normal
                 if up >= ids:
                     break
             except (redis.RedisError, ValueError):

@@ -1,6 +1,6 @@
-"""Changing and repairing a running cluster: `ringkv admin` (join a node, decommission one,
-remove a dead one, clean up after a move, show the moves) and `ringkv repair` (anti-entropy
-now, on the node asked).
+"""Changing and repairing a running cluster: `ringkv admin` (join a node, admit one by its
+address, decommission one, remove a dead one, clean up after a move, show the moves) and
+`ringkv repair` (anti-entropy now, on the node asked).
 
 Each command but `admin join` asks one node over RESP and prints what it answered (exit codes:
 exit_codes.py; a command whose work partly failed exits 4). `admin join` runs this machine's
@@ -51,13 +51,33 @@ def admin_group() -> None:
 @admin_group.command("join")
 @config_flags
 def admin_join_command(config_path, **flags) -> None:
-    """Start this node as a new member: it learns the cluster from the nodes in --members (give
-    at least one existing node and this one), receives its partitions, then serves them.
+    """Start this node as a new member: it learns the cluster from the nodes in --members (at
+    least one existing node and this one), receives its partitions, then serves them. Without
+    --members it waits until a member admits it: `ringkv admin add-node HOST:PORT` (this
+    node's RESP address) asked of any member, or POST /api/v1/admin/cluster/nodes.
 
     Same settings as `ringkv serve`; progress is in `ringkv admin status`.
     """
     flags["join"] = True
     run_node(config_path, flags)
+
+
+@admin_group.command("add-node")
+@click.argument("address", metavar="HOST:PORT")
+@node_command
+def admin_add_node_command(session: NodeSession, address: str) -> int:
+    """Admit the node whose RESP port is at HOST:PORT into the cluster of the node asked (any
+    member). The new node must be running as a joining node (`ringkv admin join`, with no
+    --members needed) and not yet be a member; it is given the members as seeds, receives its
+    partitions and turns normal. Follow it with `ringkv cluster status`."""
+    doc = fetch_json(session, f"RINGKV.ADMIN ADMIT {address}", lambda d: "node_id" in d)
+    if session.as_json:
+        session.emit(doc)
+    else:
+        session.say(f"{doc['node_id']} at {doc['address']} (RPC {doc.get('rpc_address')}) is {doc['state']}: "
+                    f"it will receive {doc['partitions_to_receive']} of {doc['partitions']} partitions; "
+                    f"seeds {', '.join(doc['seeds'])}")
+    return EXIT_OK
 
 
 @admin_group.command("decommission")

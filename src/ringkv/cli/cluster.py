@@ -7,7 +7,7 @@ watches them: a node that exits is reported and the others keep running. Ctrl-C,
 SIGHUP stops every node cleanly. Its exit codes are in CLUSTER_UP_EXIT_CODES_HELP.
 
 `cluster status` prints the members as the node asked sees them; it exits 1 when some member
-is unreachable.
+is down (did not answer, or its failure detector holds it down).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ Exit codes of cluster up:
 
 CLUSTER_STATUS_EXIT_CODES_HELP = """\b
 Exit codes of cluster status:
-  0  every member is up
-  1  some member is unreachable (from the node asked)
+  0  no member is down (each is healthy, joining or leaving)
+  1  some member is down (as the node asked sees it)
   2  usage error
   3  could not reach the node asked (or no answer within --timeout-ms)
   4  the node answered with an error"""
@@ -302,36 +302,44 @@ def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, host: str,
 @cluster_group.command("status", epilog=CLUSTER_STATUS_EXIT_CODES_HELP)
 @node_command
 def cluster_status_command(session: NodeSession) -> int:
-    """Show the cluster's members as the node asked sees them: status, addresses, keys held,
-    partitions owned (primary) and stored (replica), ring share and bytes on disk.
+    """Show the cluster's members as the node asked sees them: status (healthy, joining,
+    leaving, down), role, addresses, keys held, memory, partitions owned (primary) and stored
+    (replica), ring share and bytes on disk; then the cluster's key count.
 
-    Exits 0 when every member is up, 1 when some member is unreachable.
+    Exits 0 when no member is down, 1 when some member is down.
     """
     status = fetch_status(session)
     nodes = status.get("nodes", [])
-    down = [n for n in nodes if n.get("status") != "up"]
+    down = [n for n in nodes if n.get("status") == "down"]
     if session.as_json:
         session.emit(status)
         return EXIT_NO if down else EXIT_OK
     table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("node", no_wrap=True)
     table.add_column("status", no_wrap=True)
+    table.add_column("role", no_wrap=True)
     table.add_column("RESP", overflow="fold")
     table.add_column("HTTP", overflow="fold")
-    for column in ("keys", "primary\npartitions", "replica\npartitions", "share", "disk\nbytes"):
+    for column in ("keys", "memory\nMiB", "primary\npartitions", "replica\npartitions", "share", "disk\nbytes"):
         table.add_column(column, justify="right", overflow="fold")
 
     def number(value: Any) -> str:
         return f"{value:,}" if isinstance(value, int) else "-"
 
+    colours = {"healthy": "green", "joining": "yellow", "leaving": "yellow"}
     for n in nodes:
-        up = n.get("status") == "up"
+        move = n.get("move") or {}
+        state = str(n.get("status"))
+        if state == "joining" and move.get("kind") == "join":
+            state += f" {move.get('partitions_done', 0)}/{move.get('partitions_total', 0)}"
         table.add_row(
             escape(str(n.get("node_id", "?"))),
-            f"[green]{n.get('status')}[/]" if up else f"[red]{escape(str(n.get('status')))}[/]",
-            escape(n.get("resp") or "-"),
+            f"[{colours.get(str(n.get('status')), 'red')}]{escape(state)}[/]",
+            escape(str(n.get("role") or "-")),
+            escape(n.get("address") or n.get("resp") or "-"),
             escape(n.get("http") or "-"),
-            number(n.get("keys")),
+            number(n.get("keys_count")),
+            f"{n['memory_used_mb']:,.1f}" if isinstance(n.get("memory_used_mb"), int | float) else "-",
             number(n.get("primary_partitions")),
             number(n.get("replica_partitions")),
             f"{n['share']:.1%}" if isinstance(n.get("share"), int | float) else "-",
@@ -346,6 +354,8 @@ def cluster_status_command(session: NodeSession) -> int:
     members = info.get("members", len(nodes))
     session.out.print(
         f"{members} member{'s' if members != 1 else ''} ({len(nodes) - len(down)} up"
-        f"{f', {len(down)} unreachable' if down else ''}), {info.get('partitions', '?')} partitions, "
-        f"N={info.get('replicas', '?')}", markup=False)
+        f"{f', {len(down)} down' if down else ''}), {info.get('partitions', '?')} partitions, "
+        f"N={info.get('replicas', '?')}, {number(status.get('total_keys'))} keys"
+        + (f" (at least: {status['total_keys_unknown_partitions']} partitions unanswered)"
+           if status.get("total_keys_unknown_partitions") else ""), markup=False)
     return EXIT_NO if down else EXIT_OK

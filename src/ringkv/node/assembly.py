@@ -4,7 +4,7 @@
                                           └─ Placement, Liveness, transport, ReplicaCalls,
                                              HintStore, ReadPath, WritePath, Forwarder,
                                              AntiEntropy, HintDelivery, Gossiper, Keyspace,
-                                             MembershipManager, ReplicaService,
+                                             MembershipManager, Admission, ReplicaService,
                                              ClusterService                  (a cluster member)
 
 The only link made after construction is a subscription: the membership follows the
@@ -24,6 +24,7 @@ from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
 from ringkv.net.envelope import MessageCodec
 from ringkv.net.transport import TcpTransport, Transport
+from ringkv.node.admission import Admission
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.config import NodeConfig
@@ -37,7 +38,7 @@ from ringkv.node.identity import NodeIdentity
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_service import LocalService
 from ringkv.node.local_store import LocalStore
-from ringkv.node.membership import MembershipManager
+from ringkv.node.membership import MembershipManager, MoveProgress
 from ringkv.node.messages import MESSAGE_TYPES
 from ringkv.node.node import ClusterParts, Node, NodeFigures
 from ringkv.node.placement import Placement
@@ -88,7 +89,8 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         partitions=cfg.partitions,
     )
     await loop.run_in_executor(None, store.load)
-    figures = NodeFigures(cfg.node_id, identity, engine, store, clock)
+    moves = MoveProgress()  # the membership manager's, reported by the figures
+    figures = NodeFigures(cfg.node_id, identity, engine, store, clock, moves)
     faults = FaultState(clock)
     if not members:
         return Node(cfg, clock, engine, store, LocalService(store), figures, faults, None)
@@ -136,7 +138,9 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     liveness.watch(gossiper.is_up, gossiper.phi)
     keyspace = Keyspace(placement, calls, store, figures, gossiper.status)
     membership = MembershipManager(placement, calls, transport, store, anti_entropy, gossiper, clock, members,
-                                   settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path)
+                                   settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path,
+                                   moves=moves)
+    admission = Admission(cfg.node_id, cfg.cluster_name, placement, gossiper, membership)
     peers = ReplicaService(placement, store, forwarder, acceptor, gossiper, anti_entropy, hints, stats, figures)
     await transport.start(peers.handle, peers.handle_now, peers.before_reply)
     if transport.address is not None:
@@ -148,5 +152,5 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
                     parse_level(cfg.write_consistency, "write_consistency"), False)
     service = ClusterService(path).at(levels.r, levels.w)
     parts = ClusterParts(transport, placement, calls, reads, hints, acceptor_states, handoff, gossiper, anti_entropy,
-                         membership, keyspace, stats, joining)
+                         membership, admission, keyspace, stats, joining)
     return Node(cfg, clock, engine, store, service, figures, faults, parts)

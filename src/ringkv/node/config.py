@@ -167,6 +167,10 @@ class NodeConfig:
                 raise ConfigError("members", f"{member.node_id} is listed twice")
             seen.add(member.node_id)
             out.append(member)
+        if not out and self.join:
+            # A joining node given no members knows only itself until a member admits it
+            # (node/admission.py) or it is given seeds: a cluster node, never a node of one.
+            out.append(MemberAddress(self.node_id, self.host, self.rpc_port))
         return out
 
 

@@ -171,6 +171,7 @@ class Gossiper:
         for s in self.membership.states():
             out[s.node_id] = {
                 "gossip_status": str(s.status), "generation": s.generation, "heartbeat": s.version,
+                "resp_address": s.resp_address,
                 "phi": round(self.detectors.phi(s.node_id, now), 2) if s.node_id != self.node_id else 0.0,
                 "up": s.node_id == self.node_id or self.detectors.is_up(s.node_id, now),
             }

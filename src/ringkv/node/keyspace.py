@@ -2,7 +2,8 @@
 
 Each run of consecutive partitions is read from one replica (this node when it holds them),
 so a SCAN lists a key once; the cursor is the token to resume at, valid on any node. DBSIZE
-counts each partition on its first replica that answers. FLUSHALL runs on every member.
+counts each partition on its first replica that answers; so does the status document's
+`total_keys`, over every namespace. FLUSHALL runs on every member.
 """
 
 from __future__ import annotations
@@ -15,7 +16,24 @@ from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import FlushAll, NodeInfo, NodeInfoReply, ScanRange
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls, failure_reason
+from ringkv.service.contract import NamespaceSpec
 from ringkv.service.limits import MAX_TOKEN
+
+MIB = 1024 * 1024
+
+# A member's `role` in the status document: its membership state (Dynamo has no leader).
+ROLES = {"normal": "member", "joining": "joining", "leaving": "leaving", "left": "left", "removed": "removed"}
+
+
+def member_status(reachable: bool, detector_up: bool, state: str) -> str:
+    """A member's `status` in the status document (docs/http.md): "healthy" when it answered
+    and the failure detector holds it up and it is a normal member; "down" when it did not
+    answer or the detector holds it down; else its membership state ("joining", "leaving")."""
+    if state in ("left", "removed"):
+        return state
+    if not (reachable and detector_up):
+        return "down"
+    return state if state in ("joining", "leaving") else "healthy"
 
 
 class Keyspace:
@@ -57,22 +75,31 @@ class Keyspace:
         """Live keys of `namespace` in the cluster: each partition counted on its first
         replica that answers."""
         infos = await self.node_infos()
+        spec = self.placement.namespaces.of_stored(namespace)
+        total, missing = self._count_once(infos, spec)
+        if missing:
+            pref = self.placement.prefs_for(spec.replicas)[missing[0]]
+            detail = "; ".join(f"{n} {infos.get(n)}" for n in pref)
+            raise CommandError(f"DBSIZE needs one replica of every partition; none answered for "
+                               f"partition {missing[0]}: {detail}", status=503)
+        return total
+
+    def _count_once(self, infos: dict[str, NodeInfoReply | str], spec: NamespaceSpec) -> tuple[int, list[int]]:
+        """Live keys of one namespace, each key once: each partition counted on the first
+        replica of its preference list that answered. Also the partitions none answered for."""
         total = 0
-        name = namespace.decode("utf-8", "replace")
-        placement = self.placement
-        prefs = placement.prefs_for(placement.namespaces.of_stored(namespace).replicas)
-        for p, pref in enumerate(prefs):
+        missing: list[int] = []
+        name = spec.name
+        for p, pref in enumerate(self.placement.prefs_for(spec.replicas)):
             for node in pref:
                 info = infos.get(node)
                 if isinstance(info, NodeInfoReply):
-                    counts = info.namespace_partition_keys.get(name) if namespace else info.partition_keys
+                    counts = info.namespace_partition_keys.get(name) if spec.stored else info.partition_keys
                     total += counts[p] if counts else 0
                     break
             else:
-                detail = "; ".join(f"{n} {infos.get(n)}" for n in pref)
-                raise CommandError(f"DBSIZE needs one replica of every partition; none answered for "
-                                   f"partition {p}: {detail}", status=503)
-        return total
+                missing.append(p)
+        return total, missing
 
     async def scan(self, cursor: int, count: int, match: bytes | None, namespace: bytes) -> tuple[int, list[bytes]]:
         """One page of the cluster's keys in token order; the cursor is the token to resume at.
@@ -138,7 +165,9 @@ class Keyspace:
                 return out
 
     async def status(self) -> dict:
-        """Members, their partitions and keys (`ringkv cluster status`, INFO cluster)."""
+        """Members, their health, role, partitions and keys, and the cluster's key count
+        (`ringkv cluster status`, RINGKV.STATUS, GET /api/v1/admin/cluster/status; the fields
+        are described in docs/http.md)."""
         placement = self.placement
         ring = placement.ring
         infos = await self.node_infos()
@@ -147,25 +176,48 @@ class Keyspace:
         nodes = []
         for node in sorted(set(placement.known_nodes) | {self.node_id}):
             info = infos.get(node, "not asked")
+            reply = info if isinstance(info, NodeInfoReply) else None
+            g = gossip.get(node, {})
+            in_ring = node in ring.node_ids
+            # A configured member not heard from by gossip yet: its place in the ring says.
+            state = g.get("gossip_status") or ("normal" if in_ring else "joining")
             entry = {
                 "node_id": node,
-                "status": "up" if isinstance(info, NodeInfoReply) else "unreachable",
-                "in_ring": node in ring.node_ids,
+                "address": (reply.resp_address if reply is not None else "") or g.get("resp_address") or None,
+                # a node never heard from is never held down (cluster/phi.py)
+                "status": member_status(reply is not None, g.get("up", True), state),
+                "role": ROLES.get(state, state),
+                "keys_count": reply.live_keys if reply is not None else None,
+                "memory_used_mb": round(reply.rss_bytes / MIB, 1) if reply is not None and reply.rss_bytes else None,
+                "reachable": reply is not None,
+                "in_ring": in_ring,
                 "primary_partitions": len(ring.owned_partitions(node)),
                 "replica_partitions": len(ring.replica_partitions(node)),
                 "share": round(shares.get(node, 0.0), 4),
             }
-            g = gossip.get(node)
-            if g is not None:
+            if g:
                 entry.update(phi=g["phi"], detector="up" if g["up"] else "down",
                              generation=g["generation"], heartbeat=g["heartbeat"])
-            if isinstance(info, NodeInfoReply):
-                entry.update(actor=info.actor, resp=info.resp_address, http=info.http_address,
-                             keys=info.live_keys, bytes_on_disk=info.bytes_on_disk,
-                             uptime_ms=info.uptime_ms)
+            if reply is not None:
+                entry.update(actor=reply.actor, resp=reply.resp_address, http=reply.http_address,
+                             keys=reply.live_keys, bytes_on_disk=reply.bytes_on_disk,
+                             uptime_ms=reply.uptime_ms, rss_bytes=reply.rss_bytes)
+                if reply.move_kind:
+                    entry["move"] = {"kind": reply.move_kind, "phase": reply.move_phase,
+                                     "partitions_total": reply.move_partitions_total,
+                                     "partitions_done": reply.move_partitions_done}
             else:
                 entry["error"] = info
             nodes.append(entry)
+        total_keys = 0
+        unknown: set[int] = set()
+        for spec in placement.namespaces:
+            count, missing = self._count_once(infos, spec)
+            total_keys += count
+            unknown.update(missing)
         return {"cluster": {"partitions": ring.partitions, "replicas": ring.replicas,
                             "members": len(ring.node_ids)},
-                "nodes": nodes}
+                "nodes": nodes,
+                "total_keys": total_keys,
+                "total_keys_unknown_partitions": len(unknown),
+                "replication_factor": placement.namespaces.default.replicas}

@@ -17,9 +17,11 @@ replica lists what differs and transfers it, so the same code streams a partitio
 after a crash (a comparison is idempotent) and catches writes that raced with it.
 
 - **join** (`ringkv admin join`, a node started with `join = true`): it starts `joining`,
-  learns the cluster by gossip, waits `settle` for every node to learn of it, then pulls every
-  partition the pending ring gives it from that partition's current replicas, recording each
-  one done in `<data_dir>/membership.json`; then it turns `normal` and the ring includes it.
+  is given seeds (its `members`, RINGKV.ADMIN JOIN, or a member admitting it by its address:
+  node/admission.py), learns the cluster by gossip, waits `settle` for every node to learn of
+  it, then pulls every partition the pending ring gives it from that partition's current
+  replicas, recording each one done in `<data_dir>/membership.json`; then it turns `normal`
+  and the ring includes it. `MoveProgress` says where it stands.
 - **decommission** (`ringkv admin decommission`): the node turns `leaving`, waits `settle`,
   pushes each of its partitions to the nodes the pending ring gives it to, then turns `left`
   and owns nothing (stop it then).
@@ -81,6 +83,26 @@ class Move:
     covers: tuple[int, ...]
 
 
+@dataclass
+class MoveProgress:
+    """The partition moves of this node's current (or last) membership change. The membership
+    manager updates it; the node's figures report it to peers (NodeInfoReply), so every
+    member's status shows a joining node's progress. One object, given to both."""
+
+    kind: str = ""  # join | leave | rebalance
+    # Where a join stands: waiting-for-seeds (it knows no member yet), settling (announced,
+    # letting every node learn of it), moving (receiving its partitions), done.
+    phase: str = ""
+    total: int = 0  # partitions to move
+    done: int = 0
+    errors: int = 0
+    keys_moved: int = 0  # pulled and pushed by the moves this node ran or asked for
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "phase": self.phase, "partitions_total": self.total,
+                "partitions_done": self.done, "errors": self.errors}
+
+
 def plan_moves(old: Sequence[str], new: Sequence[str], replica_counts: Iterable[int]) -> list[Move]:
     """The moves that make the nodes of `new` (a partition's next preference list) hold what
     that list gives them, from the nodes of `old` (its current list).
@@ -123,7 +145,7 @@ class MembershipManager:
 
     def __init__(self, placement: Placement, calls: ReplicaCalls, transport: Transport, store: LocalStore,
                  anti_entropy: AntiEntropy, gossiper: Gossiper, clock: Clock, config_members, *,
-                 settle_s: float = 3.0, progress_path: str | None = None):
+                 settle_s: float = 3.0, progress_path: str | None = None, moves: MoveProgress | None = None):
         self.placement = placement
         self.node_id = placement.node_id
         self.calls = calls
@@ -139,11 +161,7 @@ class MembershipManager:
         self.progress_path = progress_path
         self.ring_nodes: tuple[str, ...] = ()
         self.pending_nodes: tuple[str, ...] = ()
-        self.moves_total = 0
-        self.moves_done = 0
-        self.move_kind = ""  # join | leave | rebalance
-        self.move_errors = 0
-        self.keys_moved = 0  # pulled and pushed by the moves this node ran or asked for
+        self.moves = moves if moves is not None else MoveProgress()
         self._sync_queue: list[tuple[int, list[Move]]] = []  # after a ring change: moves to here
         self._already_synced: set[int] = set()  # received while joining: no second pull
         self._wake = asyncio.Event()
@@ -197,8 +215,8 @@ class MembershipManager:
             if gained:
                 log.info("ring change: %d partitions newly held here; syncing them", len(gained))
                 self._sync_queue.extend(gained)
-                self.moves_total += len(gained)
-                self.move_kind = self.move_kind or "rebalance"
+                self.moves.total += len(gained)
+                self.moves.kind = self.moves.kind or "rebalance"
                 self._wake.set()
         return changed
 
@@ -221,7 +239,7 @@ class MembershipManager:
             while self._sync_queue:
                 p, moves = self._sync_queue.pop(0)
                 await self._run_moves(p, moves)
-                self.moves_done += 1
+                self.moves.done += 1
 
     def _replica_counts(self) -> set[int]:
         return {s.replicas for s in self.placement.namespaces}
@@ -242,9 +260,9 @@ class MembershipManager:
             if gainer == me:
                 for m in usable:
                     result = await self.anti_entropy.compare(partition, m.source, m.min_replicas)
-                    self.keys_moved += result.pulled + result.pushed
+                    self.moves.keys_moved += result.pulled + result.pushed
                     if result.error:
-                        self.move_errors += 1
+                        self.moves.errors += 1
                         log.warning("syncing partition %d from %s failed: %s", partition, m.source, result.error)
                     else:
                         covered.update(m.covers)
@@ -253,14 +271,14 @@ class MembershipManager:
                 try:
                     reply = await self.calls.call(gainer, body, SYNC_TIMEOUT_MS)
                 except Exception as exc:  # RpcError, a remote error: the move is not done
-                    self.move_errors += 1
+                    self.moves.errors += 1
                     log.warning("asking %s to sync partition %d failed: %s", gainer, partition, exc)
                     ok = False
                     continue
-                self.keys_moved += reply.pulled + reply.pushed
+                self.moves.keys_moved += reply.pulled + reply.pushed
                 for m in usable:
                     if m.source in reply.failed:
-                        self.move_errors += 1
+                        self.moves.errors += 1
                         log.warning("%s syncing partition %d from %s failed: %s", gainer, partition,
                                     m.source, reply.failed[m.source])
                     else:
@@ -299,7 +317,8 @@ class MembershipManager:
         g = self.gossiper
         c = self.placement
         me = self.node_id
-        self.move_kind = "join"
+        self.moves.kind = "join"
+        self.moves.phase = "waiting-for-seeds"
         waited = 0.0
         while True:  # learn the cluster first: a joining node never serves a ring of itself
             known = {s.node_id for s in g.membership.states()}
@@ -309,23 +328,25 @@ class MembershipManager:
             waited += 0.2
             if waited >= 10:
                 waited = 0.0
-                log.warning("joining: no other member heard from yet; seeds: %s (add one with "
-                            "RINGKV.ADMIN JOIN or POST /api/v1/admin/cluster/nodes)",
+                log.warning("joining: no other member heard from yet; seeds: %s (admit this node "
+                            "from a member: `ringkv admin add-node` or POST /api/v1/admin/cluster/nodes)",
                             ",".join(sorted(set(self.config_members) - {me})) or "none")
+        self.moves.phase = "settling"
         await asyncio.sleep(self.settle_s)  # let every node learn that we are joining
         self.refresh()
         progress = self.load_progress()
         done = set(progress.get("synced", []))
         plans = {p: moves for p in range(c.ring.partitions) if p not in done and (moves := self._plan(p))}
         todo = sorted(plans)
-        self.moves_total = len(todo) + len(done)
-        self.moves_done = len(done)
+        self.moves.total = len(todo) + len(done)
+        self.moves.done = len(done)
+        self.moves.phase = "moving"
         log.info("joining: %d partitions to move (%d already done)", len(todo), len(done))
         for p in todo:
             started = time.monotonic()
             if await self._run_moves(p, plans[p]):
                 done.add(p)
-                self.moves_done += 1
+                self.moves.done += 1
                 self._save_progress({"status": "joining", "synced": sorted(done)})
             elapsed = time.monotonic() - started
             if elapsed < 1 / rate_partitions_per_s:
@@ -333,6 +354,7 @@ class MembershipManager:
         self._already_synced = set(done)
         g.membership.set_local_status(NodeStatus.NORMAL)
         self._save_progress({"status": "normal", "synced": sorted(done)})
+        self.moves.phase = "done"
         self.refresh()
         log.info("joined: %d partitions received; now normal", len(done))
 
@@ -363,11 +385,11 @@ class MembershipManager:
         if g.membership.local.status is NodeStatus.NORMAL:
             g.membership.set_local_status(NodeStatus.LEAVING)
             self.refresh()
-        self.move_kind = "leave"
+        self.moves.kind = "leave"
         await asyncio.sleep(self.settle_s)  # every coordinator now also writes to the new owners
         self.refresh()
         plans = {p: moves for p in range(c.ring.partitions) if (moves := self._plan(p))}
-        self.moves_total, self.moves_done = len(plans), 0
+        self.moves.total, self.moves.done = len(plans), 0
         failed = sorted(plans)
         for attempt in range(DECOMMISSION_ATTEMPTS):
             if attempt:
@@ -378,7 +400,7 @@ class MembershipManager:
             for p in todo:
                 started = time.monotonic()
                 if await self._run_moves(p, plans[p]):
-                    self.moves_done += 1
+                    self.moves.done += 1
                 else:
                     failed.append(p)
                 elapsed = time.monotonic() - started
@@ -391,7 +413,7 @@ class MembershipManager:
             # replicas that are down): stay in the ring and say which partitions are stuck.
             g.membership.set_local_status(NodeStatus.NORMAL)
             self.refresh()
-            self.move_kind = ""
+            self.moves.kind = ""
             raise AdminConflictError(
                 f"decommission cancelled: {len(failed)} partitions could not be handed over "
                 f"(first: {', '.join(map(str, failed[:10]))}; see the node's log for why); the node "
@@ -400,8 +422,8 @@ class MembershipManager:
         self._save_progress({"status": "left"})
         await asyncio.sleep(self.settle_s)  # let the news spread before the operator stops us
         self.refresh()
-        return {"status": "left", "partitions_handed_over": self.moves_total, "keys_moved": self.keys_moved,
-                "errors": self.move_errors}
+        return {"status": "left", "partitions_handed_over": self.moves.total, "keys_moved": self.moves.keys_moved,
+                "errors": self.moves.errors}
 
     # ------------------------------------------------------------------ cleanup
 
@@ -458,6 +480,5 @@ class MembershipManager:
             "local_status": str(self.gossiper.membership.local.status),
             "ring": list(self.ring_nodes),
             "pending": list(self.pending_nodes) if self.pending_nodes != self.ring_nodes else [],
-            "move": {"kind": self.move_kind, "partitions_total": self.moves_total,
-                     "partitions_done": self.moves_done, "errors": self.move_errors},
+            "move": self.moves.as_dict(),
         }

@@ -126,6 +126,13 @@ class NodeInfoReply(msgspec.Struct, tag="NodeInfoReply", array_like=True):
     uptime_ms: int
     # partition_keys of every namespace but the default (which partition_keys counts), by name
     namespace_partition_keys: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    rss_bytes: int = 0  # the node process's resident memory (0: unknown)
+    # The partition moves of its current or last membership change (node/membership.py
+    # MoveProgress), so every member's status shows a joining node's progress.
+    move_kind: str = ""
+    move_phase: str = ""
+    move_partitions_total: int = 0
+    move_partitions_done: int = 0
 
 
 class FlushAll(msgspec.Struct, tag="FlushAll", array_like=True):

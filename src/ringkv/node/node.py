@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
 from ringkv.errors import AdminConflictError, AdminRequestError
 from ringkv.net.transport import Transport
+from ringkv.node.admission import Admission, host_port, parse_node_address
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import AcceptorStore
@@ -30,7 +33,7 @@ from ringkv.node.handoff import HintDelivery, HintStore
 from ringkv.node.identity import NodeIdentity
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_store import LocalStore
-from ringkv.node.membership import MembershipManager
+from ringkv.node.membership import MembershipManager, MoveProgress
 from ringkv.node.messages import NodeInfoReply
 from ringkv.node.placement import Placement
 from ringkv.node.read_path import ReadPath
@@ -41,6 +44,21 @@ from ringkv.storage import Engine
 log = logging.getLogger("ringkv.node")
 
 EXPIRY_CYCLE_MS = 100
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MIB = 1024 * 1024
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident memory now: /proc/self/statm on Linux (kernel memory, no disk
+    read: cheap enough for the loop), else the peak from getrusage, the best figure there is.
+    The compaction worker processes are not counted."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 @dataclass
@@ -57,6 +75,7 @@ class ClusterParts:
     gossiper: Gossiper
     anti_entropy: AntiEntropy
     membership: MembershipManager
+    admission: Admission
     keyspace: Keyspace
     stats: dict[str, int]
     joining: bool  # start the join's moves once serving
@@ -65,12 +84,14 @@ class ClusterParts:
 class NodeFigures:
     """This node's figures as its peers ask for them (NodeInfo) and status shows them."""
 
-    def __init__(self, node_id: str, identity: NodeIdentity, engine: Engine, store: LocalStore, clock: Clock):
+    def __init__(self, node_id: str, identity: NodeIdentity, engine: Engine, store: LocalStore, clock: Clock,
+                 moves: MoveProgress):
         self.node_id = node_id
         self.identity = identity
         self.engine = engine
         self.store = store
         self.clock = clock
+        self.moves = moves  # updated by the membership manager (a cluster of one: never)
         self.started_ms = clock.now_ms()
         self.resp_address = ""  # "host:port" once serving, "" for a protocol not served
         self.http_address = ""
@@ -81,10 +102,12 @@ class NodeFigures:
 
     def __call__(self) -> NodeInfoReply:
         store = self.store
+        moves = self.moves
         return NodeInfoReply(
             self.node_id, self.identity.actor.decode(), self.resp_address, self.http_address,
             store.live_keys, store.partition_keys(), self.engine.stats()["bytes_on_disk"],
-            self.clock.now_ms() - self.started_ms, store.namespace_partition_keys())
+            self.clock.now_ms() - self.started_ms, store.namespace_partition_keys(),
+            resident_memory_bytes(), moves.kind, moves.phase, moves.total, moves.done)
 
 
 class Node:
@@ -181,26 +204,44 @@ class NodeAdmin:
             doc = await c.keyspace.status()
             doc["membership"] = c.membership.status()
             return doc
+        # A cluster of one: the same document, one healthy member holding every key once.
         info = node.figures()
         partitions = node.config.partitions
         return {
             "cluster": {"partitions": partitions, "replicas": 1, "members": 1},
             "nodes": [{
-                "node_id": info.node_id, "status": "up", "primary_partitions": partitions,
+                "node_id": info.node_id, "address": info.resp_address or None, "status": "healthy",
+                "role": "member", "keys_count": info.live_keys,
+                "memory_used_mb": round(info.rss_bytes / MIB, 1) if info.rss_bytes else None,
+                "reachable": True, "in_ring": True, "primary_partitions": partitions,
                 "replica_partitions": partitions, "share": 1.0, "actor": info.actor,
                 "resp": info.resp_address, "http": info.http_address, "keys": info.live_keys,
-                "bytes_on_disk": info.bytes_on_disk, "uptime_ms": info.uptime_ms,
+                "bytes_on_disk": info.bytes_on_disk, "uptime_ms": info.uptime_ms, "rss_bytes": info.rss_bytes,
             }],
+            "total_keys": info.live_keys,
+            "total_keys_unknown_partitions": 0,
+            "replication_factor": 1,
         }
 
     async def repair(self) -> dict:
         c = self._node.cluster
         if c is None:
-            return {"partitions": 0, "comparisons": 0, "note": "a cluster of one has nothing to repair"}
+            return {"partitions": 0, "comparisons": 0, "in_sync": 0, "keys_pushed": 0, "keys_pulled": 0,
+                    "traffic_bytes": 0, "seconds": 0.0, "errors": [], "error_count": 0,
+                    "note": "a cluster of one has nothing to repair"}
         return await c.anti_entropy.repair_all()
 
     async def join(self, seeds: list[str]) -> dict:
         return self._membership().add_seeds(seeds)
+
+    async def admit(self, address: str) -> dict:
+        parse_node_address(address)  # a malformed address is a 400 on a node of one too
+        c = self._node.cluster
+        if c is None:
+            raise AdminConflictError(
+                "this node runs as a cluster of one (started without members), which cannot admit another: "
+                "start the cluster's nodes with --members (docs/cluster.md)")
+        return await c.admission.admit(address)
 
     async def decommission(self) -> dict:
         return await self._membership().decommission()
@@ -212,7 +253,16 @@ class NodeAdmin:
         return await self._membership().cleanup()
 
     def membership(self) -> dict:
-        return self._membership().status()
+        """The membership manager's status, with what a member admitting this node checks
+        (node/admission.py): its id, RPC address, rack, cluster name, partitions and N."""
+        doc = self._membership().status()
+        c = self._node.cluster
+        assert c is not None
+        local = c.gossiper.membership.local
+        doc.update(node_id=self.node_id, rpc_address=host_port(local.rpc_host, local.rpc_port), rack=local.rack,
+                   cluster_name=self._node.config.cluster_name, partitions=c.placement.ring.partitions,
+                   replicas=c.placement.ring.replicas)
+        return doc
 
     def fault(self, argv: list[bytes]) -> str:
         if not self._node.config.fault_injection:
@@ -237,6 +287,7 @@ class NodeAdmin:
         st = node.engine.stats()
         return {
             "memory": {
+                "used_memory_rss_bytes": resident_memory_bytes(),
                 "used_memory_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "memtable_bytes": st["memtable_bytes"],
                 "block_cache_used_bytes": st["block_cache"]["used_bytes"],
@@ -295,5 +346,5 @@ class NodeAdmin:
             out["anti_entropy"] = {"comparisons": c.anti_entropy.stats.comparisons,
                                    "keys_transferred": c.anti_entropy.stats.keys_pushed
                                    + c.anti_entropy.stats.keys_pulled}
-            out["moves"] = {"total": c.membership.moves_total, "done": c.membership.moves_done}
+            out["moves"] = {"total": c.membership.moves.total, "done": c.membership.moves.done}
         return out

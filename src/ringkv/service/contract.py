@@ -175,13 +175,22 @@ class AdminService(Protocol):
     @property
     def node_id(self) -> str: ...
     async def status(self) -> dict:
-        """Members, partitions, keys per node, and membership progress."""
+        """Members (each with node_id, address, status, role, keys_count, memory_used_mb,
+        partitions, liveness, a joining node's progress), total_keys, replication_factor, and
+        membership progress: the document docs/http.md describes."""
 
     async def repair(self) -> dict:
         """Anti-entropy over every partition this node holds, now."""
 
     async def join(self, seeds: list[str]) -> dict:
         """On a joining node: the members to learn the cluster from (node_id@host:port)."""
+
+    async def admit(self, address: str) -> dict:
+        """On a member: admit the node whose client (RESP) port is at `address` ("host:port"),
+        running as a joining node: check it, give it the members as seeds, answer the join's
+        start and progress. AdminRequestError for a malformed address; AdminConflictError
+        when it cannot be admitted now (unreachable, already a member, not joining, its node
+        id taken, another membership change in progress), naming why."""
 
     async def decommission(self) -> dict: ...
     async def remove(self, node_id: str) -> dict: ...
