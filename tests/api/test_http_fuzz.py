@@ -30,10 +30,15 @@ VALID_REQUESTS = [
     b"GET /api/v1/keys/fuzz:a HTTP/1.1\r\nHost: n\r\n\r\n",
     b"HEAD /api/v1/keys/fuzz:a HTTP/1.1\r\nHost: n\r\n\r\n",
     b"DELETE /api/v1/keys/fuzz:b HTTP/1.1\r\nHost: n\r\n\r\n",
-    b'PUT /api/v1/keys/fuzz:a HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"value":"dg=="}',
+    b'PUT /api/v1/keys/fuzz:a HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{"value":"v"}',
+    b'PUT /api/v1/keys/fuzz:b HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{"value_base64":"/wD+"}',
+    b'PUT /api/v1/keys/fuzz:b?encoding=base64 HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"value":"dg=="}',
     b"PUT /api/v1/keys/fuzz:c?ttl=5 HTTP/1.1\r\nHost: n\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nabc",
     b'POST /api/v1/keys/fuzz:n/incr HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"delta":2}',
-    b'POST /api/v1/batch/get HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{"keys":["fuzz:a"]}',
+    b'POST /api/v1/batch/get HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n{"keys":["fuzz:a"]}',
+    b'POST /api/v1/batch/put HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{"operations":[{"key":"fuzz:p","value":"v"}],"atomic":false}',
+    b'POST /api/v1/keys/fuzz:c/cas HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n{"expected_version":null,"new_value":"c"}',
+    b'POST /api/v1/keys/fuzz:a/ttl HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{"ttl_seconds":60}',
     b"GET /api/v1/keys?prefix=fuzz&limit=5 HTTP/1.1\r\nHost: n\r\n\r\n",
     b"GET /api/v1/scan?cursor=0&count=5 HTTP/1.1\r\nHost: n\r\n\r\n",
     b"PUT /api/v1/keys/fuzz:d HTTP/1.1\r\nHost: n\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -131,14 +136,25 @@ class WellBehavedClient(threading.Thread):
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self.stop.is_set():
                 key = f"good:{self.rounds % 50}"
-                value = rng.randbytes(rng.randint(0, 2000))
+                # Bytes in value_base64 and text in value, in turn.
+                if self.rounds % 2:
+                    value = rng.randbytes(rng.randint(0, 2000))
+                    body = {"value_base64": base64.b64encode(value).decode()}
+                else:
+                    text = "".join(rng.choice("aé€😀\x01\"\\ ") for _ in range(rng.randint(0, 500)))
+                    value = text.encode()
+                    body = {"value": text}
                 try:
-                    r = client.put(f"/api/v1/keys/{key}", json={"value": base64.b64encode(value).decode()})
+                    r = client.put(f"/api/v1/keys/{key}", json=body)
                     if r.status_code != 200:
                         self.errors.append(f"PUT {key}: {r.status_code} {r.text[:200]}")
                     r = client.get(f"/api/v1/keys/{key}", headers={"Accept": "application/octet-stream"})
                     if r.status_code != 200 or r.content != value:
                         self.errors.append(f"GET {key}: {r.status_code}, value {'ok' if r.content == value else 'wrong'}")
+                    if "value" in body:  # text: JSON answers it as the same text
+                        r = client.get(f"/api/v1/keys/{key}")
+                        if r.status_code != 200 or r.json().get("value") != body["value"]:
+                            self.errors.append(f"GET {key} as JSON: {r.status_code}, {r.text[:200]}")
                 except httpx.HTTPError as exc:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 self.rounds += 1

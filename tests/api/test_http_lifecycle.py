@@ -24,6 +24,7 @@ from ringkv.errors import RingkvError
 from ringkv.node.config import NodeConfig
 from ringkv.server import NodeServer
 from ringkv.service.contract import ServiceLimits
+from ringkv.service.values import ANY_VERSION, AnyVersion, Written
 from ringkv.testing.launcher import NodeProcess
 from ringkv.testing.wait import wait_until_async
 
@@ -46,7 +47,7 @@ def test_port_0_binds_a_free_port_and_the_node_keeps_its_signal_handlers(tmp_pat
             async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
                 r = await client.put("/api/v1/keys/k", content=b"v", headers={"Content-Type": "application/octet-stream"})
                 assert r.status_code == 200
-                assert (await client.get("/api/v1/keys/k")).json()["value"] == "dg=="
+                assert (await client.get("/api/v1/keys/k")).json()["value"] == "v"
             # uvicorn installs its own SIGTERM/SIGINT handlers unless told not to; the node's
             # own (set by `serve`) must stay in charge of shutdown.
             assert signal.getsignal(signal.SIGTERM) is before
@@ -174,7 +175,13 @@ class ReadOnlyAdmin:
         return "the storage engine is read-only after a background error: compaction failed: disk on fire"
 
 
+READ_ONLY = "engine is read-only after a background error: compaction failed: disk on fire"
+
+
 class ReadOnlyService:
+    """A node whose engine turned read-only: reads answer, every write raises (as
+    KeyValueService.write and put_versioned do then)."""
+
     limits = ServiceLimits(1024, 100, True)
 
     def now_ms(self) -> int:
@@ -183,14 +190,38 @@ class ReadOnlyService:
     async def get_versions(self, key: bytes):
         return SimpleNamespace(siblings=[], context=None)
 
+    async def write(self, key: bytes, value: bytes | None, *, expire_at_ms: int = 0,
+                    expected: bytes | int | AnyVersion | None = ANY_VERSION) -> Written:
+        raise RingkvError(READ_ONLY)
+
     async def put_versioned(self, *args, **kwargs):
-        raise RingkvError("engine is read-only after a background error: compaction failed: disk on fire")
+        raise RingkvError(READ_ONLY)
 
 
-def test_a_read_only_engine_is_503_and_readyz_says_why():
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("PUT", "/api/v1/keys/k", {"value": "v"}),
+    ("PUT", "/api/v1/keys/k", {"value": "v", "if_not_exists": True}),
+    ("DELETE", "/api/v1/keys/k", None),
+    ("POST", "/api/v1/keys/k/cas", {"expected_version": 1, "new_value": "v"}),
+    ("PUT", "/api/v1/keys/k/versions", {"value": "v"}),
+])
+def test_a_read_only_engine_is_503_and_readyz_says_why(method, path, body):
     app = create_app(ReadOnlyService(), ReadOnlyAdmin())
-    r = asyncio.run(call(app, "PUT", "/api/v1/keys/k", json={"value": "dg=="}))
-    assert r.status_code == 503 and "read-only" in r.json()["detail"]
+    r = asyncio.run(call(app, method, path, json=body))
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json", r.text
+    assert "read-only" in r.json()["detail"]
+    r = asyncio.run(call(app, "GET", "/readyz"))
+    assert r.status_code == 503 and "disk on fire" in r.json()["detail"]
+
+
+def test_a_read_only_engine_fails_each_write_of_a_non_atomic_batch_with_503():
+    # The batch itself is answered (200); each write reports the refusal with its status.
+    app = create_app(ReadOnlyService(), ReadOnlyAdmin())
+    r = asyncio.run(call(app, "POST", "/api/v1/batch/put", json={"operations": [{"key": "k", "value": "v"}]}))
+    assert r.status_code == 200, r.text
+    assert r.json()["failed_keys"] == ["k"] and r.json()["status"] == "failed"
+    error = r.json()["results"][0]["error"]
+    assert error["status"] == 503 and "read-only" in error["detail"]
     r = asyncio.run(call(app, "GET", "/readyz"))
     assert r.status_code == 503 and "disk on fire" in r.json()["detail"]
 
@@ -202,7 +233,7 @@ def test_sigterm_stops_the_node_while_a_keep_alive_client_is_connected(tmp_path)
     node = NodeProcess(tmp_path / "n1").start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=10) as client:
-            assert client.put("/api/v1/keys/k", json={"value": "dg=="}).status_code == 200
+            assert client.put("/api/v1/keys/k", json={"value": "v"}).status_code == 200
             started = time.monotonic()
             assert node.stop() == 0, node.log()
             assert time.monotonic() - started < 10

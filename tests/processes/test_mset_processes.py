@@ -5,8 +5,6 @@ error when too few replicas answer)."""
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import pytest
 import redis
@@ -49,10 +47,13 @@ def test_mset_reaches_every_replica_and_survives_replicas_going_down(tmp_path):
                    "hints for the MSET to reach n3", interval_s=0.5)
 
         # The HTTP batch endpoint takes the same path (keys with a TTL are written alongside).
-        items = [{"key": f"h{i}", "value": base64.b64encode(f"hv{i}".encode()).decode()} for i in range(300)]
-        items += [{"key": f"t{i}", "value": "dA==", "ttl": 600} for i in range(20)]
-        put = httpx.post(f"http://127.0.0.1:{n2.http_port}/api/v1/batch/put", json={"items": items}, timeout=30)
-        assert put.status_code == 200 and put.json() == {"written": 320}
+        ops = [{"key": f"h{i}", "value": f"hv{i}"} for i in range(300)]
+        ops += [{"key": f"t{i}", "value_base64": "dA==", "ttl": 600} for i in range(20)]
+        put = httpx.post(f"http://127.0.0.1:{n2.http_port}/api/v1/batch/put", json={"operations": ops}, timeout=30)
+        assert put.status_code == 200, put.text
+        doc = put.json()
+        assert (doc["success_count"], doc["failed_keys"], doc["status"]) == (320, [], "success"), doc
+        assert [r["key"] for r in doc["results"] if r["success"]] == [op["key"] for op in ops]
         assert _all(r3, [f"h{i}" for i in range(300)]) == [f"hv{i}".encode() for i in range(300)]
         assert _all(r3, [f"t{i}" for i in range(20)]) == [b"t"] * 20
         assert 0 < r3.ttl("t7") <= 600

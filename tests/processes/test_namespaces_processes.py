@@ -199,8 +199,8 @@ def test_conflict_policy_flushdb_http_and_client_per_namespace(tmp_path):
         listed = httpx.get(base + "/namespaces").json()["namespaces"]
         assert [(n["name"], n["replicas"], n["conflict_policy"]) for n in listed] == [
             ("default", 2, "siblings"), ("important", 3, "siblings"), ("cache", 1, "lww")]
-        assert httpx.get(base + "/keys/k3", params={"namespace": "important"}).json()["value"] == "aW1wb3J0YW50LTM="
-        put = httpx.put(base + "/keys/h", params={"namespace": "cache"}, json={"value": "aA=="})
+        assert httpx.get(base + "/keys/k3", params={"namespace": "important"}).json()["value"] == "important-3"
+        put = httpx.put(base + "/keys/h", params={"namespace": "cache"}, json={"value": "h"})
         assert put.status_code == 200
         assert httpx.get(base + "/keys/h").status_code == 404  # not in the default namespace
         bad = httpx.get(base + "/keys/h", params={"namespace": "nope"})
