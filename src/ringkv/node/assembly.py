@@ -26,6 +26,8 @@ from ringkv.net.envelope import MessageCodec
 from ringkv.net.transport import TcpTransport, Transport
 from ringkv.node.admission import Admission
 from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.atomic_batches import AtomicBatches
+from ringkv.node.batchlog import BatchLog
 from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import Acceptor, AcceptorStore, Proposer
@@ -122,6 +124,12 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
                                completed_ms=expiry.completed_ms)
     handoff = HintDelivery(hints, calls.call, is_up=liveness.is_up, rate_per_s=cfg.hint_delivery_rate_per_s,
                            timeout_ms=cfg.replica_timeout_ms * 4)
+    batch_log = await loop.run_in_executor(None, lambda: BatchLog(
+        cfg.data_dir, clock, max_entries=cfg.batchlog_max_entries, max_bytes=cfg.batchlog_max_bytes, sync=cfg.sync))
+    batches = AtomicBatches(placement, calls, store, writes, batch_log, faults, clock,
+                            replay_delay_ms=cfg.batchlog_replay_delay_ms,
+                            replay_interval_ms=cfg.batchlog_replay_interval_ms,
+                            max_age_ms=cfg.tombstone_grace_s * 1000)
 
     progress_path = os.path.join(cfg.data_dir, "membership.json")
     saved = MembershipManager.saved_status_at(progress_path)
@@ -141,16 +149,17 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
                                    settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path,
                                    moves=moves)
     admission = Admission(cfg.node_id, cfg.cluster_name, placement, gossiper, membership)
-    peers = ReplicaService(placement, store, forwarder, acceptor, gossiper, anti_entropy, hints, stats, figures)
+    peers = ReplicaService(placement, store, forwarder, acceptor, gossiper, anti_entropy, hints, stats, figures,
+                           batches=batches)
     await transport.start(peers.handle, peers.handle_now, peers.before_reply)
     if transport.address is not None:
         gossiper.membership.update_local(rpc_host=transport.address[0], rpc_port=transport.address[1])
 
     limits = ServiceLimits(cfg.max_value_bytes, cfg.keys_max_count, cfg.flush_enabled)
-    path = DataPath(cfg.node_id, clock, store, placement, reads, writes, forwarder, keyspace, limits)
+    path = DataPath(cfg.node_id, clock, store, placement, reads, writes, forwarder, keyspace, limits, batches)
     levels = Levels(parse_level(cfg.read_consistency, "read_consistency"),
                     parse_level(cfg.write_consistency, "write_consistency"), False)
     service = ClusterService(path).at(levels.r, levels.w)
     parts = ClusterParts(transport, placement, calls, reads, hints, acceptor_states, handoff, gossiper, anti_entropy,
-                         membership, admission, keyspace, stats, joining)
+                         membership, admission, keyspace, stats, joining, batches)
     return Node(cfg, clock, engine, store, service, figures, faults, parts)

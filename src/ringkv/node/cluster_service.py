@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
-from ringkv.errors import UnknownNamespaceError
+from ringkv.errors import CommandError, UnknownNamespaceError
 from ringkv.node.commands import (
     Append,
     Command,
@@ -49,7 +49,15 @@ from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES
-from ringkv.service.values import ANY_VERSION, PENDING, AnyVersion, SiblingSet, Value, Written
+from ringkv.service.values import (
+    ANY_VERSION,
+    PENDING,
+    AnyVersion,
+    AtomicWrite,
+    SiblingSet,
+    Value,
+    Written,
+)
 from ringkv.versioning import record as rec
 from ringkv.versioning.dvv import decode_context, encode_context
 
@@ -67,6 +75,7 @@ class DataPath:
     forwarder: Forwarder
     keyspace: Keyspace
     limits: ServiceLimits
+    batches: Any = None  # node/atomic_batches.AtomicBatches (None: atomic batches refused)
 
 
 DEFAULT_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
@@ -256,6 +265,16 @@ class ClusterService:
                                          resolve(w, len(pref), field="w"))
               for pref, records in groups.items()
               for i in range(0, len(records), MAX_KEYS_PER_PUT_MANY)))
+
+    async def write_atomic(self, items: list[tuple[bytes, bytes, int]]) -> AtomicWrite:
+        """Every item or none (docs/atomic-batches.md): the keys of one replica set commit
+        together on each replica; a batch over several replica sets is logged on two nodes
+        first and replayed until every key is written (node/atomic_batches.py)."""
+        path = self.path
+        checked = path.store.check_batch(items, self._ns)
+        if path.batches is None:
+            raise CommandError("atomic batches are not available on this node", status=501)
+        return await path.batches.write(self._ns, checked, self.levels)
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
         """All or nothing when no other client writes these keys meanwhile: the keys live on

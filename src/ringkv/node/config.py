@@ -57,6 +57,14 @@ class NodeConfig:
     membership_settle_ms: int = 3000
     # Tests and the chaos suite only: accept RINGKV.FAULT commands (node/faults.py).
     fault_injection: bool = False
+    # Atomic batches (docs/atomic-batches.md): a batch over several replica sets waits in the
+    # batch log (<data_dir>/batchlog) of two nodes until every key is written. Every interval,
+    # each node replays the entries it has held for longer than the delay (twice the delay
+    # while their coordinator is up). New batches are refused (503) past either bound.
+    batchlog_replay_delay_ms: int = 10_000
+    batchlog_replay_interval_ms: int = 2_000
+    batchlog_max_entries: int = 10_000
+    batchlog_max_bytes: int = 256 * MIB
 
     # Storage and durability.
     sync: str = "interval"  # always | interval | never
@@ -124,8 +132,14 @@ class NodeConfig:
         require(self.membership_settle_ms >= 0, "membership_settle_ms", "must be >= 0")
         require(self.anti_entropy_interval_ms >= 0, "anti_entropy_interval_ms", "must be >= 0 (0: off)")
         require(self.phi_acceptable_pause_ms >= 0, "phi_acceptable_pause_ms", "must be >= 0")
-        for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms"):
+        for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms",
+                     "batchlog_replay_interval_ms", "batchlog_max_entries", "batchlog_max_bytes"):
             require(getattr(self, name) >= 1, name, "must be >= 1")
+        # A replay may run while the coordinator still applies the batch: harmless (applying a
+        # batch twice writes once) but wasted, so the delay outlasts a forwarded part's timeout.
+        require(self.batchlog_replay_delay_ms > 3 * self.replica_timeout_ms, "batchlog_replay_delay_ms",
+                f"must be longer than a forwarded write's timeout, 3 x replica_timeout_ms = "
+                f"{3 * self.replica_timeout_ms} ms")
         from ringkv.cluster.ring import MAX_REPLICAS, check_partitions
 
         try:

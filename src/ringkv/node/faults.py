@@ -7,7 +7,10 @@ Run it on every node of one side (the chaos suite does) for a symmetric partitio
 `RINGKV.FAULT HEAL` ends it. `RINGKV.FAULT CLOCK_SKEW ms` sets this node's clock `ms` off
 (negative: behind), as a node with a wrong clock: everything that reads the node's clock sees
 it (ringkv/clock.py), the hybrid logical clock, TTL expiry, the failure detector and the hint
-window among them.
+window among them. `RINGKV.FAULT BATCH_HOLD` stops every atomic batch this node coordinates
+through the batch log right after it is logged (here and on its partner) and before any of its
+keys is written, until `HEAL`: the moment a coordinator's crash is worst for the batch (tests
+kill the node then and watch the replay finish it; docs/atomic-batches.md).
 
 A node with `fault_injection = false` (the default) refuses every RINGKV.FAULT command.
 """
@@ -31,6 +34,13 @@ class FaultState:
     def __init__(self, clock: Clock) -> None:
         self.blocked: set[str] = set()
         self.clock = clock
+        self.hold_batches = False  # BATCH_HOLD: logged atomic batches wait in batch_gate
+
+    async def batch_gate(self) -> None:
+        """Where a logged atomic batch waits, between its logging and its first write, while
+        BATCH_HOLD is on."""
+        while self.hold_batches:
+            await asyncio.sleep(0.05)
 
     def blocks(self, peer: str) -> bool:
         return peer in self.blocked
@@ -43,7 +53,11 @@ class FaultState:
             return f"blocked {','.join(sorted(self.blocked))}"
         if what == b"heal" and len(argv) == 1:
             self.blocked.clear()
+            self.hold_batches = False
             return "healed"
+        if what == b"batch_hold" and len(argv) == 1:
+            self.hold_batches = True
+            return "holding logged atomic batches before their writes"
         if what == b"clock_skew" and len(argv) == 2:
             try:
                 skew = int(argv[1])
@@ -51,7 +65,7 @@ class FaultState:
                 raise AdminRequestError(f"CLOCK_SKEW takes milliseconds, got {argv[1][:32]!r}") from None
             self.clock.skew_ms = skew
             return f"clock skew {skew} ms"
-        raise AdminRequestError("expected PARTITION node..., HEAL or CLOCK_SKEW ms")
+        raise AdminRequestError("expected PARTITION node..., HEAL, CLOCK_SKEW ms or BATCH_HOLD")
 
 
 class FaultyTransport(Transport):

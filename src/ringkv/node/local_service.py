@@ -35,7 +35,7 @@ from ringkv.node.replica import storage_key
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
-from ringkv.service.values import ANY_VERSION, AnyVersion, SiblingSet, Value, Written
+from ringkv.service.values import ANY_VERSION, AnyVersion, AtomicWrite, SiblingSet, Value, Written
 from ringkv.versioning.dvv import decode_context, encode_context
 
 _LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
@@ -159,6 +159,19 @@ class LocalService:
         for key, value in self.store.check_pairs(pairs, self._ns).items():
             lsn = self.store.execute(self._ns, key, Put(value))[2]
         await self.store.durable(lsn)
+
+    async def write_atomic(self, items: list[tuple[bytes, bytes, int]]) -> AtomicWrite:
+        """Every item in one engine WriteBatch (docs/atomic-batches.md): after any crash the
+        store holds all of them or none; durable as the sync policy says before the answer.
+        The timestamp is chosen after every key's stored versions were observed, so each key
+        takes its value."""
+        store = self.store
+        checked = store.check_batch(items, self._ns)
+        if not checked:
+            return AtomicWrite(0, [], False)
+        applied = store.write_atomic(self._ns, checked)
+        await store.durable(applied.lsn)
+        return AtomicWrite(applied.timestamp, [], False)
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
         unique = self.store.check_pairs(pairs, self._ns)

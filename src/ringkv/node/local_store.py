@@ -27,6 +27,7 @@ import re
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
@@ -34,9 +35,38 @@ from ringkv.errors import CommandError
 from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import Replica, split_storage_key, storage_key
-from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
+from ringkv.service.limits import (
+    MAX_ATOMIC_BATCH_BYTES,
+    MAX_ATOMIC_BATCH_ITEMS,
+    MAX_KEY_BYTES,
+    MAX_TOKEN,
+)
+from ringkv.storage import WriteBatch
 from ringkv.versioning.dvv import decode_context
-from ringkv.versioning.record import ConflictPolicy, DottedValue, Record, overwrite, pick_winner
+from ringkv.versioning.record import (
+    ConflictPolicy,
+    DottedValue,
+    Record,
+    overwrite,
+    pick_winner,
+    write_at,
+)
+
+# One item of an atomic batch: (key, value, expire_at_ms; 0 = no expiry).
+BatchItem = tuple[bytes, bytes, int]
+
+
+@dataclass(slots=True)
+class AtomicApplied:
+    """What `LocalStore.write_atomic` did: `timestamp`, the batch's; `written`, the (storage
+    key, record) pairs it wrote in one WriteBatch; `kept`, those of keys that already held a
+    write stamped at or after the batch (left as they were); both to replicate. `lsn`: to wait
+    on under sync=always (0: nothing written)."""
+
+    timestamp: int
+    written: list[tuple[bytes, bytes]]
+    kept: list[tuple[bytes, bytes]]
+    lsn: int
 
 _TOKEN = struct.Struct(">Q")
 
@@ -152,6 +182,27 @@ class LocalStore:
             self.check_value(value)
         return dict(pairs)
 
+    def check_batch(self, items: list[BatchItem], namespace: bytes) -> list[BatchItem]:
+        """Validate an atomic batch before any of it is written (docs/atomic-batches.md):
+        every key and value within its limit, expiries >= 0, at most MAX_ATOMIC_BATCH_ITEMS
+        items and MAX_ATOMIC_BATCH_BYTES of keys and values. A key named twice keeps its last
+        value and expiry, in the place it was first named."""
+        if len(items) > MAX_ATOMIC_BATCH_ITEMS:
+            raise CommandError(f"an atomic batch holds {len(items)} items; the limit is {MAX_ATOMIC_BATCH_ITEMS}",
+                               status=413)
+        unique: dict[bytes, tuple[bytes, int]] = {}
+        for i, (key, value, expire_at_ms) in enumerate(items):
+            self.check_key(key, namespace)
+            self.check_value(value)
+            if type(expire_at_ms) is not int or expire_at_ms < 0:
+                raise CommandError(f"item {i}: expire_at_ms must be an integer >= 0, got {expire_at_ms!r}")
+            unique[key] = (value, expire_at_ms)
+        total = sum(len(k) + len(v) for k, (v, _) in unique.items())
+        if total > MAX_ATOMIC_BATCH_BYTES:
+            raise CommandError(f"an atomic batch holds {total} bytes of keys and values; the limit is "
+                               f"{MAX_ATOMIC_BATCH_BYTES} bytes: split it", status=413)
+        return [(k, v, e) for k, (v, e) in unique.items()]
+
     def plain_sets(self, namespace: bytes) -> bool:
         """Whether a plain SET in `namespace` may take the overwrite fast path: siblings policy
         (an overwrite replaces every sibling) and no fsync to wait for."""
@@ -258,6 +309,89 @@ class LocalStore:
                 self._count(skey, delta)
             self._index_expiry(_max_expiry(merged), skey)
         return lsn
+
+    def apply_records(self, records: list[tuple[bytes, bytes]], defer: bool = False) -> int:
+        """Merge several records other replicas made (ReplicaPutMany) in one WriteBatch: on this
+        replica they all reach the log or none does, whatever crashes. Every record is decoded
+        before anything is written (CorruptionError: nothing stored). Returns the LSN to wait
+        on under sync=always (0: every record was already covered). `defer` as apply_record's."""
+        replica = self.replica
+        decode = replica._decode
+        incoming = [(skey, decode(data)) for skey, data in records]
+        before: dict[bytes, Record | None] = {}
+        after: dict[bytes, Record] = {}
+        for skey, record in incoming:
+            if skey in after:
+                stored = after[skey]  # the same key twice in one message: fold both in
+            else:
+                stored = before[skey] = replica.read_skey(skey)
+            policy = self.namespaces.policy_of_skey(skey) if skey[8] else self.policy
+            after[skey] = replica.merge_incoming(record, stored, policy)
+        batch = WriteBatch()
+        changed = []
+        for skey, merged in after.items():
+            stored = before[skey]
+            if merged != stored:
+                batch.put(skey, replica._encode(merged))
+                changed.append((skey, stored, merged))
+        if not changed:
+            return 0
+        lsn = self.engine.write_batch(batch, sync=False, defer=defer)
+        for skey, stored, merged in changed:
+            delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
+            if delta:
+                self._count(skey, delta)
+            self._index_expiry(_max_expiry(merged), skey)
+        return lsn
+
+    def write_atomic(self, namespace: bytes, items: list[BatchItem], timestamp: int | None = None) -> AtomicApplied:
+        """Write an atomic batch's items (checked by check_batch, keys distinct) on this replica,
+        versioned with its actor, in one WriteBatch: all of them reach the log or none does,
+        whatever crashes. Not deferred: in the log on return.
+
+        Every value is stamped with the batch's timestamp. A key whose record holds a sibling
+        stamped at or after it is left alone (record.write_at): a later write wins, and writing
+        the same batch again is a no-op. `timestamp` None: choose it here, after the HLC has
+        observed every stored sibling of the batch's keys, so that no key is left alone (but
+        one stamped too far ahead of this node's clock to be observed). The HLC observes the
+        timestamp, so this replica's next write orders after the batch."""
+        replica = self.replica
+        engine = self.engine
+        policy = self.namespaces.of_stored(namespace).conflict_policy
+        actor = replica.actor
+        current: list[tuple[bytes, bytes | None, Record | None]] = []
+        for key, _, _ in items:
+            skey = storage_key(namespace, key)
+            data = engine.get(skey)
+            stored = None if data is None else replica._decode(data)
+            current.append((skey, data, stored))
+            if timestamp is None and stored is not None:
+                replica.observe(max(s.timestamp for s in stored.siblings))
+        if timestamp is None:
+            timestamp = replica.hlc_now()
+        else:
+            replica.observe(timestamp)
+        batch = WriteBatch()
+        written: list[tuple[bytes, bytes]] = []
+        kept: list[tuple[bytes, bytes]] = []
+        changes: list[tuple[bytes, Record | None, Record, int]] = []
+        for (_, value, expire_at_ms), (skey, data, stored) in zip(items, current, strict=True):
+            new = write_at(stored, actor=actor, value=value, timestamp=timestamp, expire_at_ms=expire_at_ms,
+                           policy=policy)
+            if new is None:
+                kept.append((skey, bytes(data)))
+                continue
+            encoded = replica._encode(new)
+            batch.put(skey, encoded)
+            written.append((skey, encoded))
+            changes.append((skey, stored, new, expire_at_ms))
+        lsn = engine.write_batch(batch, sync=False) if changes else 0
+        for skey, stored, new, expire_at_ms in changes:
+            delta = _counted(new) - (_counted(stored) if stored is not None else 0)
+            if delta:
+                self._count(skey, delta)
+            self._index_expiry(expire_at_ms, skey)
+        return AtomicApplied(timestamp, written, kept, lsn)
 
     def _index_expiry(self, expire_at_ms: int, skey: bytes) -> None:
         if not expire_at_ms:

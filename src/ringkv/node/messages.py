@@ -58,9 +58,11 @@ class ReplicaPut(msgspec.Struct, tag="ReplicaPut", array_like=True):
 
 
 class ReplicaPutMany(msgspec.Struct, tag="ReplicaPutMany", array_like=True):
-    """ReplicaPut of several keys of one replica set (MSET): at most MAX_KEYS_PER_PUT_MANY
-    records, MAX_BYTES_PER_PUT_MANY bytes of them in all (a larger single record goes alone).
-    Reply: ReplicaAck once every one is in the replica's log."""
+    """ReplicaPut of several keys of one replica set (MSET, atomic batches): at most
+    MAX_KEYS_PER_PUT_MANY records, MAX_BYTES_PER_PUT_MANY bytes of them in all (a larger single
+    record goes alone; an atomic batch's part goes whole, up to MAX_ATOMIC_BATCH_BYTES). The
+    replica applies them in one WriteBatch: all or none reach its log. Reply: ReplicaAck once
+    every one is in the replica's log."""
 
     records: list[tuple[bytes, bytes]]  # (storage key, record)
 
@@ -267,9 +269,47 @@ class PaxosCommit(msgspec.Struct, tag="PaxosCommit", array_like=True):
     record: bytes
 
 
+class AtomicPart(msgspec.Struct, tag="AtomicPart", array_like=True):
+    """Run one replica set's part of an atomic batch here, a replica of every key of it
+    (docs/atomic-batches.md): write the items in one WriteBatch stamped `timestamp` (0: the
+    receiver chooses it), then replicate them in one ReplicaPutMany per other replica and wait
+    for `w`. Reply: AtomicPartReply. At most MAX_ATOMIC_BATCH_ITEMS items."""
+
+    namespace: bytes
+    items: list[tuple[bytes, bytes, int]]  # (key, value, expire_at_ms)
+    timestamp: int
+    w: int
+    strict: bool = False
+    catch_up: bool = False  # a replay: merge the other replicas' copies of the keys in first
+
+
+class AtomicPartReply(msgspec.Struct, tag="AtomicPartReply", array_like=True):
+    """The part's timestamp once `w` replicas hold it; or the error (as ForwardReply's)."""
+
+    timestamp: int = 0
+    error: str = ""
+    kind: str = "ERR"
+    status: int = 400
+    quorum: bool = False
+
+
+class BatchLogStore(msgspec.Struct, tag="BatchLogStore", array_like=True):
+    """Keep a copy of an atomic batch in this node's batch log (node/batchlog.py), durably,
+    before answering: `entry` is an encoded BatchLogEntry. Reply: ReplicaAck."""
+
+    entry: bytes
+
+
+class BatchLogRemove(msgspec.Struct, tag="BatchLogRemove", array_like=True):
+    """Every key of the batch is written at W: drop this node's copy. Reply: ReplicaAck."""
+
+    batch_id: bytes
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
     ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
+    AtomicPart, AtomicPartReply, BatchLogStore, BatchLogRemove,
 )

@@ -25,6 +25,7 @@ from ringkv.errors import AdminConflictError, AdminRequestError
 from ringkv.net.transport import Transport
 from ringkv.node.admission import Admission, host_port, parse_node_address
 from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.atomic_batches import AtomicBatches
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import AcceptorStore
 from ringkv.node.faults import FaultState
@@ -79,6 +80,7 @@ class ClusterParts:
     keyspace: Keyspace
     stats: dict[str, int]
     joining: bool  # start the join's moves once serving
+    batches: AtomicBatches | None = None  # atomic batches and the replay of the batch log
 
 
 class NodeFigures:
@@ -143,6 +145,8 @@ class Node:
                 spawn(c.anti_entropy.run(), "anti-entropy")
             c.membership.refresh()
             spawn(c.membership.run(), "membership")
+            if c.batches is not None:
+                spawn(c.batches.run(), "batch-replay")
             if c.joining:
                 spawn(c.membership.join(), "join")
         spawn(self._expiry_loop(), "expiry")
@@ -173,6 +177,8 @@ class Node:
             await c.transport.close()
             await loop.run_in_executor(None, c.hints.close)
             await loop.run_in_executor(None, c.acceptor_states.close)
+            if c.batches is not None:
+                await loop.run_in_executor(None, c.batches.log.close)
         self.store.close()
         await loop.run_in_executor(None, self._close_engine)
         log.info("node %s stopped", self.node_id)
@@ -321,6 +327,8 @@ class NodeAdmin:
         info["rpc_address"] = f"{address[0]}:{address[1]}"
         info.update({f"cluster_{k}": v for k, v in c.stats.items()})
         info.update(c.hints.stats)
+        if c.batches is not None:
+            info.update(c.batches.info())
         info["gossip_rounds"] = c.gossiper.rounds
         info["gossip_exchanges_failed"] = c.gossiper.exchanges_failed
         info["nodes_down"] = ",".join(sorted(c.gossiper.down()))

@@ -146,14 +146,22 @@ class Replica:
         return merged, self._store(skey, merged)
 
     def _observe(self, incoming: Record) -> None:
-        # Keep our HLC ahead of every timestamp we store, so our next write orders after it.
-        # A timestamp too far ahead of our wall clock is stored but not followed: one node's
-        # broken clock must not drag every other node's clock into the future.
-        ts = max(s.timestamp for s in incoming.siblings)
+        self.observe(max(s.timestamp for s in incoming.siblings))
+
+    def observe(self, timestamp: int) -> None:
+        """Keep our HLC ahead of every timestamp we store, so our next write orders after it.
+        A timestamp too far ahead of our wall clock is stored but not followed: one node's
+        broken clock must not drag every other node's clock into the future."""
         try:
-            self.hlc.observe(ts, self.wall.now_ms())
+            self.hlc.observe(timestamp, self.wall.now_ms())
         except ClockSkewError:
             pass
+
+    def merge_incoming(self, incoming: Record, stored: Record | None, policy: ConflictPolicy) -> Record:
+        """What `apply_skey` would store, without storing it (a caller writing many records in
+        one WriteBatch)."""
+        self._observe(incoming)
+        return incoming if stored is None else rec.merge(stored, incoming, policy)
 
     def _store(self, skey: bytes, record: Record) -> int:
         return self.engine.put(skey, self._encode(record), sync=False)

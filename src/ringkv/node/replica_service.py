@@ -15,6 +15,7 @@ from typing import Any
 from ringkv.errors import CommandError
 from ringkv.net.rpc import NOT_HANDLED
 from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.atomic_batches import AtomicBatches
 from ringkv.node.consensus import Acceptor
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper
@@ -25,6 +26,9 @@ from ringkv.node.messages import (
     MAX_KEYS_PER_PUT_MANY,
     AeDigests,
     AeList,
+    AtomicPart,
+    BatchLogRemove,
+    BatchLogStore,
     FlushAll,
     FlushAllReply,
     Forward,
@@ -63,7 +67,7 @@ ALWAYS, NEVER, UNLESS_SYNC = "always", "never", "unless-sync"
 class ReplicaService:
     def __init__(self, placement: Placement, store: LocalStore, forwarder: Forwarder, acceptor: Acceptor,
                  gossiper: Gossiper, anti_entropy: AntiEntropy, hints: HintStore | None, stats: dict[str, int],
-                 node_info: Callable[[], NodeInfoReply]):
+                 node_info: Callable[[], NodeInfoReply], batches: AtomicBatches | None = None):
         self.node_id = placement.node_id
         self.placement = placement
         self.store = store
@@ -94,6 +98,12 @@ class ReplicaService:
             PaxosPropose: (self._paxos_propose, UNLESS_SYNC),
             PaxosCommit: (acceptor.on_commit, NEVER),
         }
+        if batches is not None:
+            self.handlers.update({
+                AtomicPart: (batches.on_part, NEVER),
+                BatchLogStore: (batches.on_log_store, NEVER),
+                BatchLogRemove: (batches.on_log_remove, ALWAYS),
+            })
 
     # ------------------------------------------------------------------ the transport's hooks
 
@@ -153,12 +163,12 @@ class ReplicaService:
         if len(body.records) > MAX_KEYS_PER_PUT_MANY:
             raise CommandError(f"{len(body.records)} records in one ReplicaPutMany; the limit is "
                                f"{MAX_KEYS_PER_PUT_MANY}")
-        apply = self.store.apply_record
-        defer = not self.store.sync_always
-        lsn = 0
-        for skey, record in body.records:
-            lsn = apply(skey, record, defer=defer) or lsn
-        return _ACK if defer else self._durable_ack(lsn)
+        # One WriteBatch: the records reach this replica's log all together or not at all, so an
+        # atomic batch's part commits together here too (node/atomic_batches.py).
+        if not self.store.sync_always:
+            self.store.apply_records(body.records, defer=True)  # before_reply writes the log
+            return _ACK
+        return self._durable_ack(self.store.apply_records(body.records))
 
     async def _durable_ack(self, lsn: int) -> ReplicaAck:
         await self.store.durable(lsn)

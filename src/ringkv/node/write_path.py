@@ -11,6 +11,11 @@ when it is one of the key's.
 (bounded by MAX_KEYS_PER_PUT_MANY and MAX_BYTES_PER_PUT_MANY); when too few replicas take a
 batch, each key goes the single-key way (stand-ins, hints, the precise error), and a replica
 that fails after W was met gets its records as hints.
+
+`replicate_atomic` sends one replica set's part of an atomic batch (node/atomic_batches.py) in
+ONE ReplicaPutMany per other replica, whatever its size (the batch's limits keep it within a
+frame), so that each replica applies the part as one WriteBatch; short of W, it goes the
+single-key way as `replicate_many` does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ import functools
 
 from ringkv.cluster.plans import Send, WritePlan
 from ringkv.node.handoff import HintStore
-from ringkv.node.messages import MAX_BYTES_PER_PUT_MANY, ReplicaPut, ReplicaPutMany
+from ringkv.node.messages import (
+    MAX_BYTES_PER_PUT_MANY,
+    MAX_KEYS_PER_PUT_MANY,
+    ReplicaPut,
+    ReplicaPutMany,
+)
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls, outcome
 
@@ -84,13 +94,14 @@ class WritePath:
             stats["quorum_failures"] += 1
             raise plan.error
 
-    async def replicate_many(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...], w: int) -> None:
+    async def replicate_many(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...], w: int,
+                             strict: bool = False) -> None:
         """`replicate` for several keys of one replica set, written here already."""
         me = self.node_id
         remote = [n for n in pref if n != me]
         need = w - (1 if me in pref else 0)
         if need <= 0 or not remote:
-            await asyncio.gather(*(self.replicate(skey, data, pref, w) for skey, data in records))
+            await asyncio.gather(*(self.replicate(skey, data, pref, w, strict) for skey, data in records))
             return
         self.stats["writes"] += len(records)
         chunks: list[list[tuple[bytes, bytes]]] = [[]]
@@ -123,7 +134,52 @@ class WritePath:
                     if acked[node] == per_node:
                         done_nodes += 1
         if done_nodes < need:
-            await asyncio.gather(*(self.replicate(skey, data, pref, w) for skey, data in records))
+            await asyncio.gather(*(self.replicate(skey, data, pref, w, strict) for skey, data in records))
+
+    async def replicate_atomic(self, written: list[tuple[bytes, bytes]], kept: list[tuple[bytes, bytes]],
+                               pref: tuple[str, ...], w: int, strict: bool = False) -> None:
+        """Replicate one replica set's part of an atomic batch, written here already (this node
+        is one of `pref`): `written`, the records the part made, in one ReplicaPutMany per
+        other replica (and per new owner while a partition moves); `kept`, the records of keys
+        this node already held at or after the batch, the way MSET's go (they only help the
+        other replicas catch up). Returns once W replicas hold every record; short of W, each
+        key goes the single-key way (stand-ins, hints, the precise QuorumError)."""
+        sends = []
+        if written:
+            sends.append(self._replicate_whole(written, pref, w, strict))
+        for i in range(0, len(kept), MAX_KEYS_PER_PUT_MANY):
+            sends.append(self.replicate_many(kept[i:i + MAX_KEYS_PER_PUT_MANY], pref, w, strict))
+        await asyncio.gather(*sends)
+
+    async def _replicate_whole(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...], w: int,
+                               strict: bool) -> None:
+        me = self.node_id
+        need = w - (1 if me in pref else 0)
+        self.stats["writes"] += len(records)
+        body = ReplicaPutMany(records)
+        calls: list[asyncio.Future] = []
+        for node in pref:
+            if node != me:
+                fut = self.calls.send(node, body)
+                fut.add_done_callback(functools.partial(self._hint_chunk, node, records))
+                calls.append(fut)
+        placement = self.placement
+        if placement.moving:  # new owners get it too, not counted toward W (as `replicate`'s extras)
+            extra: dict[str, list[tuple[bytes, bytes]]] = {}
+            for item in records:
+                for node in placement.extra_replicas_of(item[0]):
+                    if node != me and node not in pref:
+                        extra.setdefault(node, []).append(item)
+            for node, part in extra.items():
+                self.calls.send(node, ReplicaPutMany(part)).add_done_callback(
+                    functools.partial(self._hint_chunk, node, part))
+        acked = 0
+        pending = set(calls)
+        while pending and acked < need:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            acked += sum(1 for f in finished if outcome(f)[0])
+        if acked < need:
+            await asyncio.gather(*(self.replicate(skey, data, pref, w, strict) for skey, data in records))
 
     def _hint_chunk(self, node: str, chunk: list[tuple[bytes, bytes]], fut: asyncio.Future) -> None:
         """A ReplicaPutMany that failed: its records wait for `node` as hints (the outcome is

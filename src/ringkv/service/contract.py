@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ringkv.service.levels import ConsistencyLevel, Levels
-from ringkv.service.values import ANY_VERSION, AnyVersion, SiblingSet, Value, Written
+from ringkv.service.values import ANY_VERSION, AnyVersion, AtomicWrite, SiblingSet, Value, Written
 from ringkv.versioning.record import ConflictPolicy
 
 DEFAULT_NAMESPACE_NAME = "default"  # how clients name the default namespace (stored as b"")
@@ -121,6 +121,16 @@ class KeyValueService(Protocol):
         deletes. Returns the new context."""
 
     async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None: ...
+    async def write_atomic(self, items: list[tuple[bytes, bytes, int]]) -> AtomicWrite:
+        """Write every (key, value, expire_at_ms) or none of them (docs/atomic-batches.md): keys
+        of one replica set (the same replicas, e.g. one hash tag) commit together on each
+        replica; across replica sets the batch is first logged durably on two nodes and
+        replayed until every key is written (`pending`: keys the replay still has to write).
+        Every value carries the batch's timestamp; a key's write stamped at or after it wins.
+        Raises with nothing written when an item is over a limit (413, 400) or the batch cannot
+        be logged (503). A batch of one replica set short of W raises as a SET does
+        (QuorumError; a timeout: 504), its outcome unknown but the same for every key.
+        Not isolated: readers may see some keys written and others not yet meanwhile."""
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool: ...
     async def delete(self, keys: Iterable[bytes]) -> int: ...
     async def getdel(self, key: bytes) -> bytes | None: ...

@@ -18,3 +18,8 @@ MAX_TOKEN = (1 << 64) - 1  # scan cursors are ring tokens, 0..MAX_TOKEN
 MAX_SCAN_COUNT = 100_000
 # The largest value a client may store, unless the configuration says otherwise (max_value_bytes).
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+# An atomic batch (KeyValueService.write_atomic, docs/atomic-batches.md): at most this many
+# items, and this many bytes of keys and values in all, so that the batch-log entry and each
+# replica set's part travel in one inter-node frame (16 MiB) with room for the records' clocks.
+MAX_ATOMIC_BATCH_ITEMS = 1000
+MAX_ATOMIC_BATCH_BYTES = 8 * 1024 * 1024

@@ -53,6 +53,19 @@ class Written:
     timestamp: int  # HLC timestamp of the key's winning value after (0: none)
 
 
+@dataclass(slots=True)
+class AtomicWrite:
+    """What `KeyValueService.write_atomic` answers: the batch is committed (every key will hold
+    its value). `pending`: keys not yet written at W, which the batch log's replay writes
+    (empty when every key is written). `timestamp`: the batch's HLC timestamp, which every
+    value it wrote carries. `logged`: the batch spanned several replica sets and went through
+    the batch log."""
+
+    timestamp: int
+    pending: list[bytes]
+    logged: bool
+
+
 def version_number(context: bytes | None) -> int:
     """A key's version as a number: the sum of the counters of its causal context, which is
     how many writes the context covers (0 without one).

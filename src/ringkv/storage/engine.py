@@ -521,11 +521,13 @@ class Engine:
             self._sync_log(lsn)
         return lsn
 
-    def write_batch(self, batch: WriteBatch, sync: bool | None = None) -> int:
-        """Apply every op of `batch` atomically; returns the batch's LSN.
+    def write_batch(self, batch: WriteBatch, sync: bool | None = None, defer: bool = False) -> int:
+        """Apply every op of `batch` atomically (one log record); returns the batch's LSN.
 
         `sync=False` skips the fsync wait of the `always` policy: the caller then waits with
         `wait_durable(lsn)` (or `when_durable`), which is how an event loop avoids blocking.
+        `defer=True` queues the log record as put(defer=True) does (the caller must call
+        `flush_deferred()` before it acknowledges the batch); implies `sync=False`.
         """
         if self._closed:
             raise ClosedError(f"engine at {self.path} is closed")
@@ -540,11 +542,11 @@ class Engine:
             mem = self._state.mem
             if mem.approx_bytes >= self.options.memtable_bytes:
                 mem = self._make_room()
-            lsn = self._wal.append(record)
+            lsn = self._wal.append(record, defer)
             for key, value in batch.ops:
                 mem.put(key, value)
             mem.user_bytes += sum(len(k) + (len(v) if v else 0) for k, v in batch.ops)
-        if self._sync_always if sync is None else sync:
+        if (self._sync_always if sync is None else sync) and not defer:
             self._sync_log(lsn)
         return lsn
 

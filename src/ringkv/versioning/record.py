@@ -181,6 +181,34 @@ def overwrite(
     return Record(clock, (DottedValue(Dot(actor, n), value, timestamp, expire_at_ms),))
 
 
+def write_at(
+    stored: Record | None,
+    *,
+    actor: Actor,
+    value: bytes | None,
+    timestamp: int,
+    expire_at_ms: int = 0,
+    policy: ConflictPolicy = ConflictPolicy.SIBLINGS,
+) -> Record | None:
+    """The record after `actor` overwrites `stored` with a value stamped `timestamp` (an atomic
+    batch's, docs/atomic-batches.md), or None when `stored` holds a sibling, tombstones
+    included, stamped at or after it: a write made later than the batch wins, and applying
+    the same batch twice writes once (the second application finds its own timestamp).
+
+    The written record is a plain overwrite's (context: the stored clock, a dot of `actor`)
+    with the sibling's timestamp exactly `timestamp`.
+    """
+    if stored is not None:
+        for s in stored.siblings:
+            if s.timestamp >= timestamp:
+                return None
+        if policy is ConflictPolicy.SIBLINGS:
+            return overwrite(stored, actor=actor, value=value, timestamp=timestamp, expire_at_ms=expire_at_ms)
+        return apply_write(stored, actor=actor, context=stored.clock, value=value, timestamp=timestamp,
+                           expire_at_ms=expire_at_ms, policy=policy)
+    return overwrite(None, actor=actor, value=value, timestamp=timestamp, expire_at_ms=expire_at_ms)
+
+
 def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS) -> Record:
     """Fold two replicas' records of one key together: commutative, associative, idempotent.
 
