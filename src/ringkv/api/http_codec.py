@@ -1,10 +1,12 @@
 """The HTTP API's codec: how keys, values, causal contexts, cursors and consistency levels
 travel in requests and answers, and the parameters every key route shares.
 
-Values are binary-safe: base64 in JSON, or raw with `application/octet-stream`. Keys are UTF-8
-text unless the request says `key_encoding=base64`, which applies to every key in the request
-and in its answer (path, bodies, prefixes, listings). Contexts are base64 (the URL-safe
-alphabet accepted). Every malformed input is a `ProblemError` naming the field.
+Values are text in JSON (`value`), with `value_base64` for bytes that are not UTF-8, or raw with
+`application/octet-stream`; `encoding=base64` makes every `value` of a request and its answer
+base64 (ringkv's earlier shape). Keys are UTF-8 text unless the request says
+`key_encoding=base64`, which applies to every key in the request and in its answer (path,
+bodies, prefixes, listings). Contexts are base64 (the URL-safe alphabet accepted). Every
+malformed input is a `ProblemError` naming the field.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from fastapi import Depends, Header, Path, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
-from ringkv.api.http_models import ConsistencyLevel, KeyEncoding
+from ringkv.api.http_models import ConsistencyLevel, KeyEncoding, ValueEncoding
 from ringkv.api.http_problems import ProblemError
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
+from ringkv.service.values import version_number
+from ringkv.versioning.hlc import timestamp_ms
 
 API = "/api/v1"
 MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024  # larger batches are split by the client
@@ -71,6 +75,11 @@ KeyEncodingQuery = Annotated[
     KeyEncoding,
     Query(description="How keys travel in this request and its answer: UTF-8 text, or base64 of the bytes."),
 ]
+ValueEncodingQuery = Annotated[
+    ValueEncoding,
+    Query(description="How values travel in JSON: utf-8 (`value` is text; a value that is not UTF-8 is "
+                      "answered in `value_base64`) or base64 (every `value` is base64 of the bytes)."),
+]
 
 
 async def consistency_level(
@@ -79,8 +88,8 @@ async def consistency_level(
         str,  # noqa: RUF013
         Header(
             alias="Consistency-Level",
-            description="ONE, QUORUM or ALL (case-insensitive): the request's R and W. SERIAL: a linearizable "
-            "read through the key's consensus path (a write at SERIAL is at QUORUM).",
+            description="ONE (or EVENTUAL), QUORUM or ALL (or STRONG), case-insensitive: the request's R and "
+            "W. SERIAL: a linearizable read through the key's consensus path (a write at SERIAL is at QUORUM).",
             json_schema_extra={"enum": [c.value for c in ConsistencyLevel]},
         ),
     ] = None,  # type: ignore[assignment]
@@ -113,9 +122,10 @@ async def consistency_level(
             raise ProblemError(
                 400,
                 "invalid-consistency",
-                f"{source} is {raw[:64]!r}; expected ONE, QUORUM or ALL (or SERIAL, a linearizable read)",
+                f"{source} is {raw[:64]!r}; expected ONE (or EVENTUAL), QUORUM, ALL (or STRONG), or SERIAL "
+                "(a linearizable read)",
             ) from None
-    if len(levels) == 2 and levels[0] != levels[1]:
+    if len(levels) == 2 and levels[0].service_level != levels[1].service_level:
         raise ProblemError(
             400,
             "invalid-consistency",
@@ -148,12 +158,63 @@ def b64(data: bytes) -> str:
 
 
 def decode_value(text: str, field: str) -> bytes:
+    """A base64 value (standard alphabet, padded)."""
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ProblemError(
             400, "invalid-base64", f"{field} is not valid base64 (standard alphabet A-Z a-z 0-9 + /, padded with =)"
         ) from None
+
+
+def value_in(fields: Any, encoding: ValueEncoding, field: str, *, name: str = "value",
+             required: bool = True) -> bytes | None:
+    """The value of a request body: its `value` (text, or base64 under encoding=base64) or its
+    `value_base64`; exactly one of them. `field` names the body element in errors ("value",
+    "operations[3]"); `name` is the field pair's stem ("value", "new_value"). None when neither
+    is given and `required` is false."""
+    text = getattr(fields, name)
+    b64_text = getattr(fields, name + "_base64")
+    where = f"{field}." if field != name else ""
+    if text is not None and b64_text is not None:
+        raise ProblemError(400, "bad-request", f"give {where}{name} or {where}{name}_base64, not both")
+    if b64_text is not None:
+        return decode_value(b64_text, f"{where}{name}_base64")
+    if text is None:
+        if required:
+            raise ProblemError(400, "bad-request", f"{where}{name} is required (or {where}{name}_base64 for bytes)")
+        return None
+    if encoding == "base64":
+        return decode_value(text, f"{where}{name}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which a JSON \ud800 escape can carry
+        raise ProblemError(
+            400, "bad-request", f"{where}{name} is not valid UTF-8 text; send bytes in {where}{name}_base64"
+        ) from None
+
+
+def value_out(value: bytes, encoding: ValueEncoding, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the value added: `value` as text when it is UTF-8 (base64 under
+    encoding=base64), else `value_base64`."""
+    if encoding == "base64":
+        doc["value"] = b64(value)
+        return doc
+    try:
+        doc["value"] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["value_base64"] = b64(value)
+    return doc
+
+
+def unix_seconds(hlc_timestamp: int) -> int:
+    """An HLC timestamp as whole Unix seconds (what the specification's `timestamp` is)."""
+    return timestamp_ms(hlc_timestamp) // 1000
+
+
+def version_fields(context: bytes | None) -> dict[str, Any]:
+    """`version` (the number) and `context` (base64; None without one) of a key."""
+    return {"version": version_number(context), "context": None if context is None else b64(context)}
 
 
 def decode_key(text: str, encoding: KeyEncoding, field: str) -> bytes:

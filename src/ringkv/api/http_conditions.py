@@ -1,7 +1,7 @@
 """Conditional requests on a key (RFC 9110, section 13): `If-Match` and `If-None-Match` on PUT
 and DELETE of /api/v1/keys/{key}, with the key's version as its entity tag.
 
-A key's entity tag is its version, the causal context GET answers as `version`, in double
+A key's entity tag is its exact version, the causal context GET answers as `context`, in double
 quotes: `ETag: "AYHEC24xQDFkMjAwY2Y1AQ=="` (standard base64 is all characters an entity tag
 may hold). A key with no live value has no version and matches no tag.
 
@@ -29,6 +29,7 @@ from fastapi import Header
 
 from ringkv.api.http_codec import b64, decode_context
 from ringkv.api.http_problems import ProblemError
+from ringkv.service.values import version_number
 
 MAX_ENTITY_TAGS = 64  # tags in one header: a client has no use for more than a handful
 # Compare-and-set attempts of one conditional write. Each refused attempt means the key changed
@@ -138,11 +139,13 @@ def etag(version: bytes) -> str:
 
 
 def precondition_failed(key: str, why: str, current: bytes | None) -> ProblemError:
-    """The 412 answer: the current version in the body (`current_version`, null without a live
-    value) and, when there is one, in an ETag header. `why`: `Preconditions.refusal`'s."""
-    now = "has no live value" if current is None else f"is at version {b64(current)}"
+    """The 412 answer: the current version in the body (`current_version`, its number, and
+    `current_context`; null without a live value) and, when there is one, in an ETag header.
+    `why`: `Preconditions.refusal`'s."""
+    now = "has no live value" if current is None else f"is at version {version_number(current)} ({b64(current)})"
     return ProblemError(
         412, "precondition-failed", f"{why}: key {key[:200]!r} {now}; nothing was written",
         headers=None if current is None else {"ETag": etag(current)},
-        extensions={"current_version": None if current is None else b64(current)},
+        extensions={"current_version": None if current is None else version_number(current),
+                    "current_context": None if current is None else b64(current)},
     )

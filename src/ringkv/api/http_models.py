@@ -1,8 +1,9 @@
 """Request and answer bodies of the HTTP API, as pydantic models.
 
 They validate the JSON requests and document the answers in the OpenAPI spec; handlers build
-answers directly (see `http._json`), so each model here must match what its handler writes
-(the schemathesis tests check it).
+answers directly (`http_codec.json_response`), so each model here must match what its handler
+writes (the schemathesis tests check it). The shapes are the specification's (docs/http.md);
+fields named "an earlier name" are the ones ringkv answered before, kept for its users.
 """
 
 from __future__ import annotations
@@ -10,30 +11,58 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 MAX_BATCH_ITEMS = 1000
 MAX_TTL_S = 100 * 365 * 86400  # 100 years; keeps expire_at_ms far from any overflow
 
 
 class ConsistencyLevel(StrEnum):
-    """The levels a request may name. SERIAL is for reads: linearizable, through the key's
-    consensus path; a write at SERIAL is a write at QUORUM (service/levels.py)."""
+    """The levels a request may name. EVENTUAL and STRONG are the specification's names for ONE
+    and ALL. SERIAL is for reads: linearizable, through the key's consensus path; a write at
+    SERIAL is a write at QUORUM (service/levels.py)."""
 
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
     SERIAL = "SERIAL"
+    EVENTUAL = "EVENTUAL"
+    STRONG = "STRONG"
+
+    @property
+    def service_level(self) -> str:
+        """The service's name for it (service/levels.py)."""
+        return {"EVENTUAL": "one", "STRONG": "all"}.get(self.value, self.value.lower())
 
 
 KeyEncoding = Literal["utf-8", "base64"]
+ValueEncoding = Literal["utf-8", "base64"]
 _B64_SCHEMA = {"format": "byte", "contentEncoding": "base64"}
+_TEXT = "The value as text (UTF-8)"
+_VALUE_B64 = "The value, base64 (standard alphabet, padded): for values that are not UTF-8 text."
+_CONTEXT = (
+    "The key's causal context (opaque, base64): the exact version, for If-Match, the siblings routes and a "
+    "compare-and-set that must be exact even under concurrent writes."
+)
+_VERSION = (
+    "The key's version number: how many writes its history holds. Grows with every write; pass it back as "
+    "expected_version."
+)
+_TIMESTAMP = "When the value was written: Unix seconds."
+_HLC = "The write's hybrid logical clock timestamp (64-bit; ordering ties between writers)."
 
 
-class PutKeyRequest(BaseModel):
+class ValueFields(BaseModel):
+    """A value in a request: `value` as text, or `value_base64` (exactly one of them)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    value: str = Field(description="The value, base64 (standard alphabet, padded).", json_schema_extra=_B64_SCHEMA)
+    value: str | None = Field(
+        None, description=f"{_TEXT}; with ?encoding=base64, base64 of the bytes.")
+    value_base64: str | None = Field(None, description=_VALUE_B64, json_schema_extra=_B64_SCHEMA)
+
+
+class PutKeyRequest(ValueFields):
     ttl: float | None = Field(
         None, gt=0, le=MAX_TTL_S, description="Seconds until the key expires (fractions allowed, ms resolution)."
     )
@@ -42,69 +71,83 @@ class PutKeyRequest(BaseModel):
 
 class PutKeyResponse(BaseModel):
     key: str
-    version: str = Field(description="Causal context after the write, base64.", json_schema_extra=_B64_SCHEMA)
+    version: int = Field(description=_VERSION)
+    timestamp: int = Field(description=_TIMESTAMP)
+    status: Literal["success"] = Field(description="Always success in a 200 answer (a refused write is an error).")
+    context: str = Field(description=_CONTEXT, json_schema_extra=_B64_SCHEMA)
+    hlc: int = Field(description=_HLC)
     applied: bool = Field(description="The write was applied (always true in a 200 answer).")
     created: bool = Field(description="The key had no live value before this write.")
 
 
 class GetKeyResponse(BaseModel):
     key: str
-    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
-    version: str = Field(
-        description="Causal context of what was read (opaque), base64.", json_schema_extra=_B64_SCHEMA
-    )
-    timestamp: int = Field(description="Hybrid logical clock timestamp of the write.")
+    value: str | None = Field(
+        None, description=f"{_TEXT}; absent when it is not (then value_base64). With ?encoding=base64: base64.")
+    value_base64: str | None = Field(
+        None, description="The value, base64: present instead of value when the value is not UTF-8 text.",
+        json_schema_extra=_B64_SCHEMA)
+    version: int = Field(description=_VERSION)
+    timestamp: int = Field(description=_TIMESTAMP)
     ttl_remaining: float | None = Field(description="Seconds until expiry; null when the key does not expire.")
+    context: str = Field(description=_CONTEXT, json_schema_extra=_B64_SCHEMA)
+    hlc: int = Field(description=_HLC)
 
 
 class CasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expected_version: str | None = Field(
+    expected_version: StrictInt | StrictStr | None = Field(
         ...,
-        description="The version a read returned (GET's `version` or `ETag`), base64: the write applies only "
-        "if the key is still at it. null: only if the key has no live value.",
-        json_schema_extra=_B64_SCHEMA,
+        description="The version the write expects: a version number (GET's `version`), or a causal context "
+        "(GET's `context` or `ETag`, base64) for a comparison that stays exact under concurrent writes. "
+        "null or 0: the key has no live value.",
     )
     new_value: str | None = Field(
-        ...,
-        description="The value to write, base64 (standard alphabet, padded); null deletes the key "
-        "(with a non-null expected_version).",
-        json_schema_extra=_B64_SCHEMA,
+        None,
+        description=f"{_TEXT} to write (with ?encoding=base64: base64); null deletes the key. Required unless "
+        "new_value_base64 is given.",
     )
+    new_value_base64: str | None = Field(None, description=_VALUE_B64, json_schema_extra=_B64_SCHEMA)
     ttl: float | None = Field(
-        None, gt=0, le=MAX_TTL_S, description="Seconds until the new value expires (with a new_value only)."
+        None, gt=0, le=MAX_TTL_S, description="Seconds until the new value expires (with a new value only)."
     )
 
 
 class CasResponse(BaseModel):
     success: bool = Field(description="The key was still at expected_version and the write was applied.")
-    new_version: str | None = Field(
-        description="The key's version after the write, base64; null when the write was not applied.",
-        json_schema_extra=_B64_SCHEMA,
-    )
-    current_version: str | None = Field(
-        description="The key's version now, base64: new_version after a write, the version that did not "
-        "match after a refusal. null when the key has no live value (send expected_version null next).",
-        json_schema_extra=_B64_SCHEMA,
-    )
+    new_version: int | None = Field(
+        description="The key's version number after the write; null when the write was not applied.")
+    current_version: int | None = Field(
+        description="The key's version number now: new_version after a write, the version that did not match "
+        "after a refusal; null when the key has no live value (send expected_version null next).")
+    new_context: str | None = Field(
+        description="The causal context after the write; null when not applied.", json_schema_extra=_B64_SCHEMA)
+    current_context: str | None = Field(
+        description="The causal context now; null when the key has no live value.", json_schema_extra=_B64_SCHEMA)
 
 
 class DeleteKeyResponse(BaseModel):
+    key: str
     deleted: bool = Field(description="A live value was deleted (false: there was none).")
+    version: int = Field(description="The key's version number after the delete (a delete is a write); 0 when "
+                         "the key never existed.")
+    context: str | None = Field(description=_CONTEXT + " null when the key has no record.",
+                                json_schema_extra=_B64_SCHEMA)
 
 
 class TtlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ttl: float | None = Field(
-        ..., gt=0, le=MAX_TTL_S, description="Seconds until expiry; null removes the expiry."
-    )
+    ttl_seconds: float | None = Field(
+        None, gt=0, le=MAX_TTL_S, description="Seconds until expiry; null removes the expiry.")
+    ttl: float | None = Field(None, gt=0, le=MAX_TTL_S, description="Same as ttl_seconds (an earlier name).")
 
 
 class TtlResponse(BaseModel):
     key: str
     changed: bool = Field(description="False only when removing the expiry of a key that had none.")
+    ttl_seconds: float | None = Field(description="Seconds until expiry now; null when the key does not expire.")
 
 
 class IncrRequest(BaseModel):
@@ -114,7 +157,10 @@ class IncrRequest(BaseModel):
 
 
 class IncrResponse(BaseModel):
+    key: str
     value: int = Field(description="The value after the increment (signed 64-bit).")
+    version: int = Field(description=_VERSION)
+    context: str = Field(description=_CONTEXT, json_schema_extra=_B64_SCHEMA)
 
 
 class BatchGetRequest(BaseModel):
@@ -123,36 +169,72 @@ class BatchGetRequest(BaseModel):
     keys: list[str] = Field(max_length=MAX_BATCH_ITEMS, description="Keys to read, in key_encoding.")
 
 
+class BatchGetResult(BaseModel):
+    key: str
+    found: bool
+    value: str | None = Field(None, description=f"{_TEXT} (absent when not found or not UTF-8).")
+    value_base64: str | None = Field(
+        None, description="The value, base64, when it is not UTF-8 text.", json_schema_extra=_B64_SCHEMA)
+
+
 class BatchGetResponse(BaseModel):
-    values: list[str | None] = Field(description="Base64 values in the order of the keys; null for a missing key.")
+    results: list[BatchGetResult] = Field(description="One per key, in the order of the keys.")
 
 
-class BatchPutItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BatchPutItem(ValueFields):
     key: str = Field(description="The key, in key_encoding.")
-    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
     ttl: float | None = Field(None, gt=0, le=MAX_TTL_S, description="Seconds until expiry.")
 
 
 class BatchPutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[BatchPutItem] = Field(max_length=MAX_BATCH_ITEMS)
+    operations: list[BatchPutItem] | None = Field(
+        None, max_length=MAX_BATCH_ITEMS, description="The writes, in order (up to 1000).")
+    items: list[BatchPutItem] | None = Field(
+        None, max_length=MAX_BATCH_ITEMS, description="Same as operations (an earlier name).")
+    atomic: bool = Field(
+        False, description="All or nothing (docs/atomic-batches.md). false: each write on its own, reported per key.")
+
+
+class BatchPutError(BaseModel):
+    status: int
+    type: str
+    detail: str
+
+
+class BatchPutResult(BaseModel):
+    key: str
+    success: bool
+    version: int | None = Field(None, description="The key's version number after the write (non-atomic writes).")
+    pending: bool | None = Field(
+        None, description="Atomic batch: logged but not yet written at the level asked; the batch log's replay "
+        "writes it.")
+    error: BatchPutError | None = Field(None, description="Why this key was not written.")
 
 
 class BatchPutResponse(BaseModel):
-    written: int
+    success_count: int = Field(description="Writes done (an atomic batch's pending keys are not counted).")
+    failed_keys: list[str] = Field(description="Keys not written (non-atomic batches only).")
+    results: list[BatchPutResult] = Field(description="One per write, in order.")
+    atomic: bool
+    status: Literal["success", "partial", "failed", "pending"] = Field(
+        description="success: every write done; partial / failed: some / all writes failed (non-atomic); "
+        "pending: an atomic batch is committed but some keys wait for the batch log's replay.")
+    written: int = Field(description="Same as success_count (an earlier name).")
 
 
 class KeyListResponse(BaseModel):
     keys: list[str] = Field(description="Keys in key_encoding, in ring order (not sorted).")
     cursor: str | None = Field(description="Pass as `cursor` for the next page; null when the listing is done.")
+    has_more: bool = Field(description="Another page may hold keys (cursor is not null).")
 
 
 class ScanResponse(BaseModel):
-    cursor: str = Field(description="Next cursor (decimal); \"0\" when the scan is done.")
     keys: list[str]
+    next_cursor: str = Field(description="The cursor for the next call (decimal); \"0\" when the scan is done.")
+    done: bool = Field(description="The scan is complete.")
+    cursor: str = Field(description="Same as next_cursor (an earlier name).")
 
 
 class StatusResponse(BaseModel):
@@ -163,8 +245,11 @@ class StatusResponse(BaseModel):
 
 
 class VersionedSibling(BaseModel):
-    value: str = Field(description="The value, base64.", json_schema_extra=_B64_SCHEMA)
-    timestamp: int = Field(description="Hybrid logical clock timestamp of the write that made it.")
+    value: str | None = Field(None, description=f"{_TEXT}; absent when it is not (then value_base64).")
+    value_base64: str | None = Field(None, description="The value, base64, when it is not UTF-8 text.",
+                                     json_schema_extra=_B64_SCHEMA)
+    timestamp: int = Field(description=_TIMESTAMP)
+    hlc: int = Field(description="Hybrid logical clock timestamp of the write that made it.")
     ttl_remaining: float | None = Field(description="Seconds until it expires; null when it does not.")
 
 
@@ -174,15 +259,13 @@ class VersionsResponse(BaseModel):
         description="Causal context covering every sibling (opaque), base64; null when the key has no record.",
         json_schema_extra=_B64_SCHEMA,
     )
+    version: int = Field(description="The version number of that context (0 without a record).")
     siblings: list[VersionedSibling] = Field(
         description="Every live value (concurrent writes), in a stable order; empty when none is live."
     )
 
 
-class PutVersionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    value: str = Field(description="The value, base64 (standard alphabet, padded).", json_schema_extra=_B64_SCHEMA)
+class PutVersionRequest(ValueFields):
     context: str | None = Field(
         None,
         description="The context a read returned, base64: the write replaces exactly the siblings that read "
@@ -199,6 +282,7 @@ class ContextResponse(BaseModel):
         description="Causal context after the write, base64: pass it to replace what this write left.",
         json_schema_extra=_B64_SCHEMA,
     )
+    version: int = Field(description="Its version number.")
 
 
 # ---------------------------------------------------------------------- cluster administration

@@ -52,12 +52,23 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         None, description="For validation errors (422): FastAPI's list of what failed, where."
     )
-    current_version: str | None = Field(
+    current_version: int | None = Field(
         None,
-        description="For a failed precondition (412): the key's version now, base64 (also in the ETag "
+        description="For a failed precondition (412): the key's version number now; null when the key has "
+        "no live value.",
+    )
+    current_context: str | None = Field(
+        None,
+        description="For a failed precondition (412): the key's causal context now, base64 (also in the ETag "
         "header); null when the key has no live value.",
         json_schema_extra={"format": "byte", "contentEncoding": "base64"},
     )
+    version: int | None = Field(None, description="For key-exists (409): the key's version number.")
+    context: str | None = Field(
+        None, description="For key-exists (409): the key's causal context, base64.",
+        json_schema_extra={"format": "byte", "contentEncoding": "base64"})
+    failed_keys: list[str] | None = Field(
+        None, description="For an atomic batch refused as a whole: the keys that made it fail (nothing was written).")
 
 
 # slug -> title. The slug is the last part of the problem's `type` URN.

@@ -27,10 +27,10 @@ from ringkv.api.http_codec import (
     KeyEncodingQuery,
     KeyPath,
     RequestLevel,
+    ValueEncodingQuery,
     b64,
     decode_context,
     decode_key,
-    decode_value,
     encode_key,
     expire_at_ms,
     json_response,
@@ -39,6 +39,10 @@ from ringkv.api.http_codec import (
     prefix_glob,
     suffixed_path_key,
     ttl_remaining,
+    unix_seconds,
+    value_in,
+    value_out,
+    version_fields,
     wants_raw,
 )
 from ringkv.api.http_conditions import (
@@ -55,6 +59,7 @@ from ringkv.api.http_models import (
     MAX_TTL_S,
     BatchGetRequest,
     BatchGetResponse,
+    BatchPutItem,
     BatchPutRequest,
     BatchPutResponse,
     CasRequest,
@@ -64,6 +69,7 @@ from ringkv.api.http_models import (
     GetKeyResponse,
     IncrRequest,
     IncrResponse,
+    KeyEncoding,
     KeyListResponse,
     PutKeyRequest,
     PutKeyResponse,
@@ -71,12 +77,22 @@ from ringkv.api.http_models import (
     ScanResponse,
     TtlRequest,
     TtlResponse,
+    ValueEncoding,
     VersionsResponse,
 )
-from ringkv.api.http_problems import PROBLEM_JSON, ProblemError, problem_responses
-from ringkv.errors import CommandError
+from ringkv.api.http_problems import (
+    PROBLEM_JSON,
+    ProblemError,
+    problem_from_exception,
+    problem_responses,
+)
+from ringkv.errors import CommandError, RingkvError
 from ringkv.service.contract import KeyValueService
 from ringkv.service.limits import MAX_SCAN_COUNT
+from ringkv.service.values import Written, version_number
+
+# Writes of one non-atomic batch in flight at once (a batch holds at most MAX_BATCH_ITEMS).
+BATCH_WRITES_IN_FLIGHT = 64
 
 
 class KeyValueApi:
@@ -100,7 +116,7 @@ class KeyValueApi:
             kv = kv.in_namespace(level.namespace)  # UnknownNamespaceError: 400 (http_problems)
         if level.level is None and not level.strict:
             return kv
-        name = None if level.level is None else level.level.value
+        name = None if level.level is None else level.level.service_level
         return kv.at(name, name, True if level.strict else None)
 
     # ------------------------------------------------------------ single keys
@@ -111,11 +127,13 @@ class KeyValueApi:
         key: KeyPath,
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
         accept: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Response:
-        """Read a key: JSON with the base64 value, or the raw bytes with
-        `Accept: application/octet-stream` (version, timestamp and TTL then in headers). The
-        version is also the `ETag`, for `If-Match` on a later PUT or DELETE. At
+        """Read a key: JSON with the value as text (`value_base64` when it is not UTF-8), or the
+        raw bytes with `Accept: application/octet-stream` (version, timestamp and TTL then in
+        headers). `version` is a number that grows with every write; `context` is the exact
+        version, also the `ETag` for `If-Match` on a later PUT or DELETE. At
         `Consistency-Level: SERIAL` the read is linearizable (the key's consensus path)."""
         kb = path_key(request, key, key_encoding)
         kv = self._kv(level)
@@ -123,23 +141,19 @@ class KeyValueApi:
         if value is None:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
         ttl = ttl_remaining(value.expire_at_ms, kv.now_ms())
-        # The version as an entity tag, for If-Match on the write that follows this read.
+        # The exact version as an entity tag, for If-Match on the write that follows this read.
         tag = {"ETag": etag(value.context)}
         if wants_raw(accept):
-            headers = {**tag, "Ringkv-Version": b64(value.context), "Ringkv-Timestamp": str(value.timestamp)}
+            headers = {**tag, "Ringkv-Version": str(version_number(value.context)),
+                       "Ringkv-Context": b64(value.context), "Ringkv-Timestamp": str(unix_seconds(value.timestamp)),
+                       "Ringkv-HLC": str(value.timestamp)}
             if ttl is not None:
                 headers["Ringkv-TTL-Remaining"] = f"{ttl:.3f}"
             return Response(value.value, media_type=OCTET_STREAM, headers=headers)
-        return json_response(
-            {
-                "key": key,
-                "value": b64(value.value),
-                "version": b64(value.context),
-                "timestamp": value.timestamp,
-                "ttl_remaining": ttl,
-            },
-            headers=tag,
-        )
+        doc = value_out(value.value, encoding, {"key": key})
+        doc.update(version_fields(value.context))
+        doc.update(timestamp=unix_seconds(value.timestamp), hlc=value.timestamp, ttl_remaining=ttl)
+        return json_response(doc, headers=tag)
 
     async def head_key(
         self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
@@ -155,6 +169,7 @@ class KeyValueApi:
         key: KeyPath,
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
         ttl: Annotated[
             float | None, Query(gt=0, le=MAX_TTL_S, description="With an octet-stream body only: seconds until expiry.")
         ] = None,
@@ -164,11 +179,11 @@ class KeyValueApi:
         if_match: IfMatchHeader = None,  # type: ignore[assignment]
         if_none_match: IfNoneMatchHeader = None,  # type: ignore[assignment]
     ) -> Response:
-        """Write a key: a JSON body with the base64 value, or the raw bytes with
-        `Content-Type: application/octet-stream`. Overwrites what the key held (replacing every
-        sibling this node has seen). `If-Match: "<version>"` and `If-None-Match: *` make it a
-        compare-and-set (412 with the current version when they do not hold), as
-        `if_not_exists` does (409)."""
+        """Write a key: a JSON body with the value as text (`value`) or bytes (`value_base64`),
+        or the raw bytes with `Content-Type: application/octet-stream`. Overwrites what the key
+        held (replacing every sibling the replica has seen). `If-Match: "<context>"` and
+        `If-None-Match: *` make it a compare-and-set (412 with the current version when they do
+        not hold), as `if_not_exists` does (409)."""
         kb = path_key(request, key, key_encoding)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         raw = media == OCTET_STREAM
@@ -196,7 +211,7 @@ class KeyValueApi:
                 raise RequestValidationError(
                     [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
                 ) from None
-            value = decode_value(put.value, "value")
+            value = value_in(put, encoding, "value")
             ttl, nx = put.ttl, put.if_not_exists
         conditions = parse_preconditions(if_match, if_none_match)
         if nx and conditions is not None:
@@ -208,28 +223,26 @@ class KeyValueApi:
         if nx:
             # A compare-and-set against "no live value": one atomic step (linearizable on the
             # consensus path), so of concurrent creators exactly one is told 200.
-            applied, version = await kv.cas(kb, None, value, expire_at_ms=expire_at)
-            if not applied:
-                raise ProblemError(409, "key-exists", f"key {key[:200]!r} exists and if_not_exists was set")
-            created = True
+            written = await kv.write(kb, value, expire_at_ms=expire_at, expected=None)
+            if not written.applied:
+                raise ProblemError(409, "key-exists", f"key {key[:200]!r} exists and if_not_exists was set",
+                                   extensions=version_fields(written.version))
         elif conditions is not None:
-            version, created = await self._write_if(kv, kb, key, conditions, value, expire_at)
+            written = await self._write_if(kv, kb, key, conditions, value, expire_at)
         else:
-            # Read the causal context and write with it: a plain overwrite, as SET is, that also
-            # gives the client the new version. No await suspends between the two on one node.
-            seen = await kv.get_versions(kb)
-            version = await kv.put_versioned(kb, value, seen.context, expire_at_ms=expire_at)
-            created = not seen.siblings
+            written = await kv.write(kb, value, expire_at_ms=expire_at)
+        assert written.version is not None  # a write was made
         return json_response(
-            {"key": key, "version": b64(version), "applied": True, "created": created},
-            headers={"ETag": etag(version)},
+            {"key": key, **version_fields(written.version), "timestamp": unix_seconds(written.timestamp),
+             "status": "success", "hlc": written.timestamp, "applied": True, "created": written.created},
+            headers={"ETag": etag(written.version)},
         )
 
     async def _write_if(self, kv: KeyValueService, kb: bytes, key: str, conditions: Preconditions,
-                        value: bytes | None, expire_at: int) -> tuple[bytes, bool]:
-        """Write `value` (None: delete) at a version `conditions` allow, through compare-and-set:
-        (the new version, whether the key had no live value). Raises the 412 when the key is at a
-        version they refuse (http_conditions.py has the rules)."""
+                        value: bytes | None, expire_at: int) -> Written:
+        """Write `value` (None: delete) at a version `conditions` allow, through compare-and-set.
+        Raises the 412 when the key is at a version they refuse (http_conditions.py has the
+        rules)."""
         current = conditions.first_guess()
         if current is NOT_YET_READ:
             # Only a read can tell (If-Match: *): a SERIAL one, so that a refusal rests on the
@@ -240,10 +253,11 @@ class KeyValueApi:
             why = conditions.refusal(current)
             if why is not None:
                 raise precondition_failed(key, why, current)
-            applied, version = await kv.cas(kb, current, value, expire_at_ms=expire_at)
-            if applied:
-                return version, current is None
-            current = version  # the key is at another version: may the write go at that one?
+            written = await kv.write(kb, value, expire_at_ms=expire_at, expected=current)
+            if written.applied:
+                return written
+            # The key is at another version (None: no live value): may the write go at that one?
+            current = None if written.created else written.version
         raise ProblemError(
             409, "conflict",
             f"key {key[:200]!r} changed {MAX_CONDITIONAL_ATTEMPTS} times while this conditional write ran; "
@@ -258,17 +272,18 @@ class KeyValueApi:
         if_match: IfMatchHeader = None,  # type: ignore[assignment]
         if_none_match: IfNoneMatchHeader = None,  # type: ignore[assignment]
     ) -> Response:
-        """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which. With
-        `If-Match: "<version>"`, only if the key is still at that version (412 with the current
-        version otherwise)."""
+        """Delete a key. Idempotent: 200 whether or not it existed, `deleted` says which; a
+        delete is a write, so `version` grows. With `If-Match: "<context>"`, only if the key is
+        still at that version (412 with the current version otherwise)."""
         kb = path_key(request, key, key_encoding)
         conditions = parse_preconditions(if_match, if_none_match)
         kv = self._kv(level)
         if conditions is not None:
-            _, had_none = await self._write_if(kv, kb, key, conditions, None, 0)
-            return json_response({"deleted": not had_none})
-        n = await kv.delete([kb])
-        return json_response({"deleted": n > 0})
+            written = await self._write_if(kv, kb, key, conditions, None, 0)
+        else:
+            written = await kv.write(kb, None)
+        deleted = written.applied and not written.created
+        return json_response({"key": key, "deleted": deleted, **version_fields(written.version)})
 
     async def cas(
         self,
@@ -277,14 +292,24 @@ class KeyValueApi:
         body: Annotated[CasRequest, Body()],
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
     ) -> Response:
         """Compare-and-set: write `new_value` (null: delete) only if the key is still at
-        `expected_version` (null: has no live value), as one atomic step (linearizable on the
-        key's consensus path). 200 either way: `success` says whether it was written, and
-        `current_version` is the version to expect next."""
+        `expected_version` (a version number, or a context for an exact comparison; null or 0:
+        has no live value), as one atomic step (linearizable on the key's consensus path). 200
+        either way: `success` says whether it was written, and `current_version` is the version
+        to expect next."""
         kb = suffixed_path_key(request, key, key_encoding, "/cas")
-        expected = None if body.expected_version is None else decode_context(body.expected_version, "expected_version")
-        value = None if body.new_value is None else decode_value(body.new_value, "new_value")
+        expected: bytes | int | None
+        if isinstance(body.expected_version, str):
+            expected = decode_context(body.expected_version, "expected_version")
+        elif body.expected_version is not None and body.expected_version < 0:
+            raise ProblemError(400, "bad-request",
+                               f"expected_version is {body.expected_version}; version numbers are >= 0")
+        else:
+            expected = body.expected_version or None
+        required = "new_value" not in body.model_fields_set
+        value = value_in(body, encoding, "new_value", name="new_value", required=required)
         if value is None and expected is None:
             raise ProblemError(
                 400, "bad-request",
@@ -293,14 +318,21 @@ class KeyValueApi:
         if value is None and body.ttl is not None:
             raise ProblemError(400, "bad-request", "ttl goes with a new_value; new_value null deletes the key")
         kv = self._kv(level)
-        applied, version = await kv.cas(kb, expected, value, expire_at_ms=expire_at_ms(body.ttl, kv.now_ms()))
-        if not applied:
-            return json_response({"success": False, "new_version": None,
-                                  "current_version": None if version is None else b64(version)})
+        written = await kv.write(kb, value, expire_at_ms=expire_at_ms(body.ttl, kv.now_ms()), expected=expected)
+        if not written.applied:
+            current = None if written.created else written.version
+            return json_response({
+                "success": False, "new_version": None, "new_context": None,
+                "current_version": None if current is None else version_number(current),
+                "current_context": None if current is None else b64(current)})
         # After a delete the key has no live value: the next compare-and-set expects null.
+        version = written.version
+        assert version is not None
         current = None if value is None else version
         return json_response(
-            {"success": True, "new_version": b64(version), "current_version": None if current is None else b64(current)},
+            {"success": True, "new_version": version_number(version), "new_context": b64(version),
+             "current_version": None if current is None else version_number(current),
+             "current_context": None if current is None else b64(current)},
             headers=None if current is None else {"ETag": etag(current)},
         )
 
@@ -312,13 +344,21 @@ class KeyValueApi:
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
     ) -> Response:
-        """Set a key's expiry (`ttl` seconds from now) or remove it (`ttl: null`)."""
+        """Set a key's expiry (`ttl_seconds` from now) or remove it (`ttl_seconds: null`)."""
         kb = suffixed_path_key(request, key, key_encoding, "/ttl")
+        given = body.model_fields_set & {"ttl_seconds", "ttl"}
+        if len(given) != 1:
+            raise ProblemError(400, "bad-request",
+                               "give ttl_seconds (seconds until expiry; null removes the expiry), or ttl, not "
+                               + ("both" if given else "neither"))
+        seconds = body.ttl_seconds if "ttl_seconds" in given else body.ttl
         kv = self._kv(level)
         if await kv.ttl_ms(kb) == -2:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
-        changed = await kv.expire_at(kb, 0 if body.ttl is None else expire_at_ms(body.ttl, kv.now_ms()))
-        return json_response({"key": key, "changed": changed})
+        changed = await kv.expire_at(kb, 0 if seconds is None else expire_at_ms(seconds, kv.now_ms()))
+        remaining = await kv.ttl_ms(kb)
+        return json_response({"key": key, "changed": changed,
+                              "ttl_seconds": remaining / 1000 if remaining >= 0 else None})
 
     async def incr(
         self,
@@ -328,19 +368,23 @@ class KeyValueApi:
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
     ) -> Response:
-        """Add `delta` to the integer stored under a key (a missing key counts as 0), as INCRBY."""
+        """Add `delta` to the integer stored under a key (a missing key counts as 0), as INCRBY;
+        answers the new value and the version the increment made."""
         kb = suffixed_path_key(request, key, key_encoding, "/incr")
         try:
-            value = await self._kv(level).incr_by(kb, body.delta)
+            value, version = await self._kv(level).incr_by_versioned(kb, body.delta)
         except CommandError as exc:
+            if exc.status != 400:  # unavailable, or an outcome the consensus path could not tell
+                raise
             # The request is well formed; what is stored (or the sum) is not an int64.
             raise ProblemError(409, "not-an-integer", f"cannot increment key {key[:200]!r}: {exc}") from None
-        return json_response({"value": value})
+        return json_response({"key": key, "value": value, **version_fields(version)})
 
     # ------------------------------------------------------------ siblings
 
     async def get_versions(
-        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
+        self, request: Request, key: KeyPath, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
     ) -> Response:
         """Read every live sibling of a key (concurrent writes that no write has replaced) and
         the causal context that covers them all. A key with no record answers 200 with
@@ -352,13 +396,13 @@ class KeyValueApi:
         return json_response(
             {
                 "key": encode_key(kb, key_encoding),
-                "context": None if versions.context is None else b64(versions.context),
+                **version_fields(versions.context),
                 "siblings": [
-                    {
-                        "value": b64(s.value),
-                        "timestamp": s.timestamp,
+                    value_out(s.value, encoding, {
+                        "timestamp": unix_seconds(s.timestamp),
+                        "hlc": s.timestamp,
                         "ttl_remaining": ttl_remaining(s.expire_at_ms, now),
-                    }
+                    })
                     for s in versions.siblings
                 ],
             }
@@ -371,16 +415,17 @@ class KeyValueApi:
         body: Annotated[PutVersionRequest, Body()],
         level: Consistency,
         key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
     ) -> Response:
         """Write a value with the causal context a read returned: it replaces exactly the
         siblings that read saw. Without a context the write is blind and becomes a sibling of
         whatever is stored."""
         kb = suffixed_path_key(request, key, key_encoding, "/versions")
-        value = decode_value(body.value, "value")
+        value = value_in(body, encoding, "value")
         context = None if body.context is None else decode_context(body.context, "context")
         kv = self._kv(level)
         new = await kv.put_versioned(kb, value, context, expire_at_ms=expire_at_ms(body.ttl, kv.now_ms()))
-        return json_response({"context": b64(new)})
+        return json_response(version_fields(new))
 
     async def delete_versioned(
         self,
@@ -398,51 +443,108 @@ class KeyValueApi:
         kb = suffixed_path_key(request, key, key_encoding, "/versions")
         ctx = None if context is None else decode_context(context, "context")
         new = await self._kv(level).put_versioned(kb, None, ctx)
-        return json_response({"context": b64(new)})
+        return json_response(version_fields(new))
+
+    # ------------------------------------------------------------ batches
+
+    async def batch_get(
+        self, body: BatchGetRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
+    ) -> Response:
+        """Read up to 1000 keys at once: one result per key, in order, with `found`."""
+        keys = [decode_key(k, key_encoding, f"keys[{i}]") for i, k in enumerate(body.keys)]
+        values = await self._kv(level).mget(keys)
+        return json_response({"results": [
+            {"key": name, "found": False} if v is None else value_out(v, encoding, {"key": name, "found": True})
+            for name, v in zip(body.keys, values, strict=True)]})
+
+    async def batch_put(
+        self, body: BatchPutRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8",
+        encoding: ValueEncodingQuery = "utf-8",
+    ) -> Response:
+        """Write up to 1000 keys. `atomic: true`: all or nothing (docs/atomic-batches.md); every
+        item is checked first and a bad one rejects the batch. `atomic: false` (the default):
+        each write on its own, in order for a key named twice, with a result per key."""
+        if (body.operations is None) == (body.items is None):
+            raise ProblemError(400, "bad-request", "give operations (the writes), or items, not "
+                               + ("neither" if body.operations is None else "both"))
+        ops = body.operations if body.operations is not None else body.items
+        assert ops is not None
+        field = "operations" if body.operations is not None else "items"
+        kv = self._kv(level)
+        if body.atomic:
+            return await self._batch_put_atomic(kv, ops, field, key_encoding, encoding)
+        return await self._batch_put_each(kv, ops, field, key_encoding, encoding)
+
+    async def _batch_put_atomic(self, kv: KeyValueService, ops: list[BatchPutItem], field: str,
+                                key_encoding: KeyEncoding, encoding: ValueEncoding) -> Response:
+        limit = kv.limits.max_value_bytes
+        now = kv.now_ms()
+        items = []
+        for i, op in enumerate(ops):
+            try:
+                k = decode_key(op.key, key_encoding, f"{field}[{i}].key")
+                v = value_in(op, encoding, f"{field}[{i}]")
+            except ProblemError as exc:
+                # One bad write refuses the whole batch: say which, and that nothing was written.
+                raise ProblemError(exc.status, exc.slug, f"{exc.detail}; nothing was written",
+                                   extensions={"failed_keys": [op.key]}) from None
+            assert v is not None
+            if len(v) > limit:
+                raise ProblemError(
+                    413, "too-large", f"{field}[{i}] value is {len(v)} bytes; the limit is max_value_bytes={limit}; "
+                    "nothing was written", extensions={"failed_keys": [op.key]})
+            items.append((k, v, expire_at_ms(op.ttl, now)))
+        outcome = await kv.write_atomic(items)
+        pending = set(outcome.pending)
+        results = [{"key": op.key, "success": k not in pending, **({"pending": True} if k in pending else {})}
+                   for op, (k, _, _) in zip(ops, items, strict=True)]
+        done = sum(r["success"] for r in results)
+        return json_response({"success_count": done, "failed_keys": [], "results": results, "atomic": True,
+                              "status": "pending" if pending else "success", "written": done},
+                             status=202 if pending else 200)
+
+    async def _batch_put_each(self, kv: KeyValueService, ops: list[BatchPutItem], field: str,
+                              key_encoding: KeyEncoding, encoding: ValueEncoding) -> Response:
+        now = kv.now_ms()
+        results: list[dict[str, Any]] = [{} for _ in ops]
+        # A key named twice keeps its last value: its writes run in order, one chain per key;
+        # the chains run concurrently, BATCH_WRITES_IN_FLIGHT at a time.
+        chains: dict[bytes, list[tuple[int, bytes, int]]] = {}
+        for i, op in enumerate(ops):
+            try:
+                k = decode_key(op.key, key_encoding, f"{field}[{i}].key")
+                v = value_in(op, encoding, f"{field}[{i}]")
+                assert v is not None
+            except ProblemError as exc:
+                results[i] = _failed(op.key, exc)
+                continue
+            chains.setdefault(k, []).append((i, v, expire_at_ms(op.ttl, now)))
+        gate = asyncio.Semaphore(BATCH_WRITES_IN_FLIGHT)
+
+        async def run_chain(k: bytes, writes: list[tuple[int, bytes, int]]) -> None:
+            async with gate:
+                for i, v, at in writes:
+                    try:
+                        written = await kv.write(k, v, expire_at_ms=at)
+                    except RingkvError as exc:
+                        problem = problem_from_exception(exc)
+                        results[i] = _failed(ops[i].key, problem)
+                    else:
+                        results[i] = {"key": ops[i].key, "success": True,
+                                      "version": version_number(written.version)}
+
+        await asyncio.gather(*(run_chain(k, w) for k, w in chains.items()))
+        failed = [r["key"] for r in results if not r["success"]]
+        done = len(results) - len(failed)
+        status = "success" if not failed else "failed" if not done else "partial"
+        return json_response({"success_count": done, "failed_keys": failed, "results": results, "atomic": False,
+                              "status": status, "written": done})
 
     async def list_namespaces(self) -> Response:
         """The cluster's namespaces, each with its replica count N and conflict policy; pick
         one per request with `?namespace=`."""
         return json_response({"namespaces": [s.as_dict() for s in self._kv().namespaces()]})
-
-    # ------------------------------------------------------------ batches
-
-    async def batch_get(
-        self, body: BatchGetRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
-    ) -> Response:
-        """Read up to 1000 keys at once."""
-        keys = [decode_key(k, key_encoding, f"keys[{i}]") for i, k in enumerate(body.keys)]
-        values = await self._kv(level).mget(keys)
-        return json_response({"values": [None if v is None else b64(v) for v in values]})
-
-    async def batch_put(
-        self, body: BatchPutRequest, level: Consistency, key_encoding: KeyEncodingQuery = "utf-8"
-    ) -> Response:
-        """Write up to 1000 keys, in order. Every item is checked before any is written, so a
-        bad item rejects the whole batch."""
-        kv = self._kv(level)
-        limit = kv.limits.max_value_bytes
-        writes = []
-        for i, item in enumerate(body.items):
-            k = decode_key(item.key, key_encoding, f"items[{i}].key")
-            v = decode_value(item.value, f"items[{i}].value")
-            if len(v) > limit:
-                raise ProblemError(
-                    413, "too-large", f"items[{i}].value is {len(v)} bytes; the limit is max_value_bytes={limit}"
-                )
-            writes.append((k, v, item.ttl))
-        if len({k for k, _, _ in writes}) < len(writes):
-            # A key named twice keeps its last value: write in order, one at a time.
-            for k, v, ttl in writes:
-                await kv.set(k, v, expire_at_ms=expire_at_ms(ttl, kv.now_ms()))
-        else:
-            # Distinct keys: the ones without a TTL as one MSET (batched per replica set in a
-            # cluster), the others concurrently.
-            plain = [(k, v) for k, v, ttl in writes if not ttl]
-            await asyncio.gather(
-                *([kv.mset(plain)] if plain else []),
-                *(kv.set(k, v, expire_at_ms=expire_at_ms(ttl, kv.now_ms())) for k, v, ttl in writes if ttl))
-        return json_response({"written": len(writes)})
 
     # ------------------------------------------------------------ listing
 
@@ -478,6 +580,7 @@ class KeyValueApi:
             {
                 "keys": [encode_key(k, key_encoding) for k in keys],
                 "cursor": None if position == 0 else str(position),
+                "has_more": position != 0,
             }
         )
 
@@ -494,7 +597,14 @@ class KeyValueApi:
         """Redis SCAN: examine `count` records from `cursor`, return the live keys among them."""
         pattern = None if match is None else decode_key(match, key_encoding, "match")
         position, keys = await self._kv(level).scan(parse_cursor(cursor), count, pattern)
-        return json_response({"cursor": str(position), "keys": [encode_key(k, key_encoding) for k in keys]})
+        return json_response({"keys": [encode_key(k, key_encoding) for k in keys], "next_cursor": str(position),
+                              "done": position == 0, "cursor": str(position)})
+
+def _failed(key: str, problem: ProblemError) -> dict[str, Any]:
+    """A non-atomic batch's result for a write that failed."""
+    return {"key": key, "success": False,
+            "error": {"status": problem.status, "type": f"urn:ringkv:problem:{problem.slug}", "detail": problem.detail}}
+
 
 def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any]]]:
     """The route table: (path, handler, method, route options)."""
@@ -569,7 +679,10 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
     }
     yield API + "/batch/put", api.batch_put, "POST", {
         "response_model": BatchPutResponse,
-        "responses": problem_responses(400, 413, 422, 503, 507),
+        "responses": {202: {"description": "An atomic batch is committed (logged) but some keys wait for the "
+                            "batch log's replay (`pending`).",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchPutResponse"}}}},
+                      **problem_responses(400, 413, 422, 503, 507)},
     }
     yield API + "/keys", api.list_keys, "GET", {
         "response_model": KeyListResponse,

@@ -9,8 +9,9 @@ Contracts:
 - Every error is `application/problem+json` (RFC 9457), mapped from exceptions in one place
   (`http_problems.problem_from_exception`); an unexpected exception is logged and answered
   500, and the connection and the node stay up.
-- Bodies are bounded (`BodyLimitMiddleware`): a single value's request may hold a base64
-  value of `max_value_bytes` plus 64 KiB, a batch `MAX_BATCH_BODY_BYTES`.
+- Bodies are bounded (`BodyLimitMiddleware`): a single value's request may hold a value of
+  `max_value_bytes` as JSON text at its most escaped (`\u0001` is 6 bytes for 1) plus 64 KiB,
+  a batch `MAX_BATCH_BODY_BYTES`. The value itself is then checked against `max_value_bytes`.
 - A response the server can no longer take is dropped (`ClosedConnectionGuard`).
 
 docs/http.md is the user's reference; `/openapi.json` is the machine-readable one.
@@ -91,17 +92,22 @@ class BodyLimitMiddleware:
             why = f"a batch request body may hold {limit} bytes (max_batch_body_bytes); split the batch"
         else:
             why = (
-                f"a request body may hold {limit} bytes: a base64 value of max_value_bytes={self.max_value_bytes} "
-                f"plus {BODY_SLACK_BYTES} bytes of JSON"
+                f"a request body may hold {limit} bytes: a value of max_value_bytes={self.max_value_bytes} as JSON "
+                f"text at its most escaped ({JSON_ESCAPE_RATIO} bytes per byte) plus {BODY_SLACK_BYTES} bytes of JSON"
             )
         return ProblemError(413, "too-large", f"request body is too large: {why}")
 
 
 log = logging.getLogger(__name__)
 
+# The most bytes JSON text takes per byte of the value: a control character escaped as \u0001.
+JSON_ESCAPE_RATIO = 6
+
 _DESCRIPTION = """\
-The REST/JSON API of a ringkv node. Values are base64 in JSON or raw bytes with
-`application/octet-stream`; keys are UTF-8 text, or base64 with `key_encoding=base64`.
+The REST/JSON API of a ringkv node. Values are text in JSON (`value_base64` for bytes that are
+not UTF-8, or `encoding=base64`) or raw bytes with `application/octet-stream`; keys are UTF-8
+text, or base64 with `key_encoding=base64`. `version` is a number that grows with every write;
+`context` is the exact causal version.
 Errors are `application/problem+json`. See docs/http.md.
 """
 
@@ -133,7 +139,7 @@ def create_app(service: KeyValueService | None = None, admin: AdminService | Non
 
     app.add_exception_handler(StarletteHTTPException, routing_problem)
 
-    single_limit = 4 * math.ceil(max_value_bytes / 3) + BODY_SLACK_BYTES
+    single_limit = JSON_ESCAPE_RATIO * max_value_bytes + BODY_SLACK_BYTES
     # add_middleware wraps what was added before: the metrics (added last) run outermost and
     # see every answer, the body limit's early 413s included.
     app.add_middleware(

@@ -131,7 +131,7 @@ async def cmd_admin(c: RespConnection, argv):
 
 
 def cmd_fault(c: RespConnection, argv):
-    """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms: tests and chaos runs only."""
+    """RINGKV.FAULT PARTITION node... | HEAL | CLOCK_SKEW ms | BATCH_HOLD: tests and chaos runs only."""
     admin = _admin(c, "RINGKV.FAULT")
     try:
         return bulk(admin.fault(argv[1:]).encode())
