@@ -78,3 +78,13 @@ def test_cas_takes_a_version_number_or_a_context_and_answers_contexts(r):
     assert r.execute_command("RINGKV.CAD", "rk:cas", "3") == 1
     assert r.get("rk:cas") is None
     assert "needs the version a read returned" in err(r, "RINGKV.CAD", "rk:cas", "0")
+
+
+def test_msetatomic_writes_every_pair_or_none(r):
+    assert r.execute_command("RINGKV.MSETATOMIC", "rk:a1", "1", "rk:a2", "2", "rk:a1", "3") == [b"success", []]
+    assert r.mget("rk:a1", "rk:a2") == [b"3", b"2"]  # a key given twice keeps its later value
+    assert "wrong number of arguments" in err(r, "RINGKV.MSETATOMIC", "rk:a1", "1", "rk:a2")
+    # One value over the limit refuses the whole batch: nothing is written.
+    too_big = "x" * ((1 << 20) + 1)  # over the default max_value_bytes (1 MiB), within max_bulk_bytes
+    assert "max_value_bytes" in err(r, "RINGKV.MSETATOMIC", "rk:a3", "fine", "rk:a4", too_big)
+    assert r.exists("rk:a3") == 0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from ringkv.client import Client, Consistency
+from ringkv.client import Client, Consistency, ServerError
 from ringkv.client.commands import parse_info
 from ringkv.errors import ClosedError, ConfigError
 from ringkv.testing.launcher import NodeProcess
@@ -131,6 +131,15 @@ def test_mset_and_mget_keep_order_and_report_missing_keys(kv: Client) -> None:
     assert kv.mget(["x", "missing", "z", b"y"]) == [b"1", None, b"3", b"2"]
     assert kv.mget([]) == []
     kv.mset({})  # nothing to send
+
+
+def test_mset_atomic_writes_every_pair_or_none(kv: Client) -> None:
+    assert kv.mset_atomic({"acct:1": "90", "acct:2": "110"}) == []
+    assert kv.mget(["acct:1", "acct:2"]) == [b"90", b"110"]
+    assert kv.mset_atomic({}) == []
+    with pytest.raises(ServerError, match="max_value_bytes"):
+        kv.mset_atomic([("acct:1", "0"), ("acct:3", b"x" * ((1 << 20) + 1))])
+    assert kv.mget(["acct:1", "acct:3"]) == [b"90", None]
 
 
 def test_scan_iter_yields_every_key_exactly_once(kv: Client) -> None:

@@ -587,6 +587,7 @@ _TABLE = (
     _spec("ringkv.delv", rk.cmd_delv, -2, ONE_KEY, WRITE),
     _spec("ringkv.cas", rk.cmd_cas, -4, ONE_KEY, WRITE),
     _spec("ringkv.cad", rk.cmd_cad, 3, ONE_KEY, WRITE),
+    _spec("ringkv.msetatomic", rk.cmd_mset_atomic, -3, PAIRS, WRITE),
     _spec("ringkv.consistency", rk.cmd_consistency, -1),
     _spec("ringkv.at", rk.cmd_at, -3),
     _spec("ringkv.namespace", rk.cmd_namespace, -1),

@@ -269,3 +269,19 @@ async def cmd_cad(c: RespConnection, argv):
         return integer(1 if written.applied else 0)
     applied, _ = await c.kv.cas(argv[1], expected, None)
     return integer(1 if applied else 0)
+
+
+# ---------------------------------------------------------------------- atomic batches
+#
+#   RINGKV.MSETATOMIC key value [key value ...]
+#       -> ["success", []] when every key is written at W, or ["pending", [key, ...]] when the
+#          batch is committed in the batch log and those keys wait for its replay. All or
+#          nothing: docs/atomic-batches.md (the HTTP API's batch/put with "atomic": true).
+
+
+async def cmd_mset_atomic(c: RespConnection, argv):
+    if len(argv) % 2 == 0:
+        return error("ERR wrong number of arguments for 'ringkv.msetatomic' command")
+    outcome = await c.kv.write_atomic([(k, v, 0) for k, v in zip(argv[1::2], argv[2::2], strict=True)])
+    return c.enc.array([b"pending" if outcome.pending else b"success", list(outcome.pending)])
+

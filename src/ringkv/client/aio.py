@@ -209,6 +209,13 @@ class AsyncClient(ClientBase):
                    consistency: Level = None) -> None:
         await self._execute(commands.mset(pairs, self._level(consistency)))
 
+    async def mset_atomic(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+                    consistency: Level = None) -> list[bytes]:
+        """Store every (key, value) pair or none (docs/atomic-batches.md). Returns the keys
+        still pending: the batch is committed, and the batch log's replay writes them (empty
+        when every key is written)."""
+        return await self._execute(commands.mset_atomic(pairs, self._level(consistency)))
+
     async def delete(self, *keys: Data, consistency: Level = None) -> int:
         return await self._execute(commands.delete(keys, self._level(consistency)))
 

@@ -456,6 +456,26 @@ def mset(
     return Request("MSET", (b"MSET", *args) if args else (), True, _none, consistency)
 
 
+def mset_atomic(
+    pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]],
+    consistency: Consistency | None = None,
+) -> Request[list[bytes]]:
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    args: list[bytes | int] = []
+    for key, value in items:
+        args += [encode(key), encode(value, "value")]
+    # Resent like MSET: a second copy is a second batch with the same values.
+    return Request("RINGKV.MSETATOMIC", (b"RINGKV.MSETATOMIC", *args) if args else (), True, _pending_keys,
+                   consistency)
+
+
+def _pending_keys(reply: Any) -> list[bytes]:
+    if reply is None:  # no pairs: nothing sent
+        return []
+    _, pending = reply
+    return [bytes(k) for k in pending]
+
+
 def scan_page(cursor: int, match: Data | None = None, count: int = 100) -> Request[tuple[int, list[bytes]]]:
     """One SCAN page. Resending a page is safe: the cursor is a position in the key space, so
     it stays valid whatever happens between calls."""

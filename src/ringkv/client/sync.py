@@ -253,6 +253,13 @@ class Client(ClientBase):
         """Store every (key, value) pair, as one request."""
         self._execute(commands.mset(pairs, self._level(consistency)))
 
+    def mset_atomic(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+                    consistency: Level = None) -> list[bytes]:
+        """Store every (key, value) pair or none (docs/atomic-batches.md). Returns the keys
+        still pending: the batch is committed, and the batch log's replay writes them (empty
+        when every key is written)."""
+        return self._execute(commands.mset_atomic(pairs, self._level(consistency)))
+
     def delete(self, *keys: Data, consistency: Level = None) -> int:
         """Delete `keys`; returns how many existed. After a retry the count can be low (the
         lost first attempt may have deleted some)."""
