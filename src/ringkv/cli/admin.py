@@ -1,6 +1,7 @@
 """Changing and repairing a running cluster: `ringkv admin` (join a node, admit one by its
-address, decommission one, remove a dead one, clean up after a move, show the moves) and
-`ringkv repair` (anti-entropy now, on the node asked).
+address, decommission one, remove a dead one, clean up after a move, show the moves; `admin
+certs`, in cli/certs.py, makes development TLS certificates) and `ringkv repair` (anti-entropy
+now, on the node asked).
 
 Each command but `admin join` asks one node over RESP and prints what it answered (exit codes:
 exit_codes.py; a command whose work partly failed exits 4). `admin join` runs this machine's
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import click
 
+from ringkv.cli.certs import certs_command
 from ringkv.cli.exit_codes import EXIT_OK, EXIT_SERVER_ERROR
 from ringkv.cli.serve import config_flags, run_node
 from ringkv.cli.session import NodeSession, fetch_json, fetch_status, node_command
@@ -46,6 +48,9 @@ def admin_group() -> None:
 
     docs/cluster.md, "Joining and leaving", says what each does and guarantees.
     """
+
+
+admin_group.add_command(certs_command)
 
 
 @admin_group.command("join")
