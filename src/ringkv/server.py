@@ -4,7 +4,8 @@ The one module that knows both sides: it opens the node (node/assembly.py), puts
 server and the HTTP API in front of its `KeyValueService` and `AdminService`, starts the
 node's background work, and on SIGTERM or SIGINT stops in order: stop accepting connections,
 let in-flight requests finish (up to `shutdown_drain_ms`), close the adapters, then the node
-(which flushes the memtable and closes the engine).
+(which flushes the memtable and closes the engine). On SIGHUP it re-reads the TLS certificate
+files (security/tls.py): new connections use them, open ones carry on.
 
 One uvloop event loop runs everything. The loop never waits on the disk: WAL fsyncs under
 `sync="always"` are awaited in a thread pool (group commit inside the engine), and flushes and
@@ -25,6 +26,7 @@ from ringkv.api.resp_server import RespLimits, RespServer
 from ringkv.node.assembly import open_node
 from ringkv.node.config import NodeConfig
 from ringkv.node.node import Node
+from ringkv.security.tls import ServerTls
 
 log = logging.getLogger("ringkv.node")
 
@@ -44,7 +46,9 @@ class NodeServer:
         self.config = config
         self.node: Node | None = None
         self.resp: RespServer | None = None
-        self.resp_address: tuple[str, int] | None = None
+        self.resp_address: tuple[str, int] | None = None  # plain RESP; None with resp_port = -1
+        self.resp_tls_address: tuple[str, int] | None = None
+        self.tls: ServerTls | None = None
         self.http_address: tuple[str, int] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._http: HttpHandle | None = None
@@ -52,6 +56,8 @@ class NodeServer:
 
     async def start(self) -> None:
         cfg = self.config
+        # Certificates first: a bad file stops the start before the data directory is touched.
+        self.tls = ServerTls(cfg.tls_files(), cfg.tls_handshake_timeout_ms) if cfg.tls_enabled() else None
         node = self.node = await open_node(cfg)
         limits = RespLimits(
             max_bulk_bytes=cfg.max_value_bytes + RESP_FRAME_SLACK_BYTES,
@@ -63,24 +69,55 @@ class NodeServer:
         )
         self.resp = RespServer(node.service, node.admin, limits)
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
-        self._servers.append(server)
-        self.resp_address = server.sockets[0].getsockname()[:2]
+        if cfg.resp_port >= 0:
+            server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
+            self._servers.append(server)
+            self.resp_address = server.sockets[0].getsockname()[:2]
+        if cfg.tls_port >= 0 and self.tls is not None:
+            server = await loop.create_server(
+                self.resp.protocol_factory, cfg.host, cfg.tls_port, backlog=1024,
+                ssl=self.tls.context, ssl_handshake_timeout=self.tls.handshake_timeout_s)
+            self._servers.append(server)
+            self.resp_tls_address = server.sockets[0].getsockname()[:2]
         if cfg.http_enabled:
             app = create_app(node.service, node.admin, resp_stats=self.resp.stats, max_value_bytes=cfg.max_value_bytes)
             self._http, self.http_address = await start_http(
-                app, cfg.host, cfg.http_port, max_connections=cfg.max_connections, drain_ms=cfg.shutdown_drain_ms)
-        node.start(_address(self.resp_address), _address(self.http_address) if self.http_address else "")
+                app, cfg.host, cfg.http_port, max_connections=cfg.max_connections, drain_ms=cfg.shutdown_drain_ms,
+                tls=self.tls if cfg.http_tls else None)
+        # The RESP address other nodes and clients are told: plain when served, else TLS.
+        advertised = self.resp_address or self.resp_tls_address
+        node.start(_address(advertised), _address(self.http_address) if self.http_address else "")
         c = node.cluster
         if c is not None:
             log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s",
                      cfg.node_id, cfg.cluster_name, len(c.placement.ring.node_ids), c.placement.ring.replicas,
                      cfg.partitions, _address(c.transport.address))
         log.info(
-            "node %s (actor %s) serving RESP on %s%s, data in %s",
-            cfg.node_id, node.figures.identity.actor.decode(), _address(self.resp_address),
-            f", HTTP on {_address(self.http_address)}" if self.http_address else "", cfg.data_dir,
+            "node %s (actor %s) serving %s, data in %s",
+            cfg.node_id, node.figures.identity.actor.decode(), self.listening(), cfg.data_dir,
         )
+        if self.tls is not None:
+            log.info("TLS certificate %s from %s (client certificates: %s)", self.tls.certificate,
+                     cfg.tls_cert_file, cfg.tls_client_auth)
+
+    def listening(self) -> str:
+        """What it serves where, e.g. "RESP 127.0.0.1:7379, RESP+TLS 127.0.0.1:7389, HTTPS ..."."""
+        parts = []
+        if self.resp_address:
+            parts.append(f"RESP {_address(self.resp_address)}")
+        if self.resp_tls_address:
+            parts.append(f"RESP+TLS {_address(self.resp_tls_address)}")
+        if self.http_address:
+            scheme = "https" if self.config.http_tls else "http"
+            parts.append(f"{scheme.upper()} {scheme}://{_address(self.http_address)}")
+        return ", ".join(parts)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the certificate files; a bad one keeps the old (security/tls.py)."""
+        if self.tls is None:
+            log.info("SIGHUP: no TLS configured, nothing to reload")
+            return
+        self.tls.reload()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -129,11 +166,10 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, process.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, process.reload_tls)
     await process.start()
     _settle_garbage_collector()
-    resp, http = process.resp_address, process.http_address
-    print(f"ringkv node {config.node_id} ready: RESP {resp[0]}:{resp[1]}"
-          + (f", HTTP http://{http[0]}:{http[1]}" if http else ""), flush=True)
+    print(f"ringkv node {config.node_id} ready: {process.listening()}", flush=True)
     await process.wait_stopped()
     await process.stop()
 

@@ -5,7 +5,9 @@ Contracts:
   for its OpenAPI spec alone (every route answers 503).
 - `start_http(app, host, port)` serves it with uvicorn inside the running event loop (the
   node's uvloop) and returns `(handle, (host, port))`; `await handle.close()` stops it. The
-  process keeps its own SIGTERM/SIGINT handlers: the embedded uvicorn installs none.
+  process keeps its own SIGTERM/SIGINT handlers: the embedded uvicorn installs none. With
+  `tls=` (security/tls.ServerTls) the port serves HTTPS only, with the node's reloadable
+  context and its bound on the handshake.
 - Every error is `application/problem+json` (RFC 9457), mapped from exceptions in one place
   (`http_problems.problem_from_exception`); an unexpected exception is logged and answered
   500, and the connection and the node stay up.
@@ -40,6 +42,7 @@ from ringkv.api.http_metrics import HttpMetrics, RequestMetricsMiddleware
 from ringkv.api.http_models import PutKeyRequest
 from ringkv.api.http_problems import Problem, ProblemError, ProblemRoute, problem_from_exception
 from ringkv.api.http_routes import KeyValueApi, routes
+from ringkv.security.tls import ServerTls
 from ringkv.service.contract import AdminService, KeyValueService
 from ringkv.service.limits import DEFAULT_MAX_VALUE_BYTES
 
@@ -170,9 +173,32 @@ class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside the node's loop. The node owns SIGTERM/SIGINT (it drains every server
     before closing the engine); uvicorn's own handlers would replace the node's."""
 
+    tls_handshake_timeout_s: float | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.config.ssl is None or sockets is None:
+            await super().startup(sockets)
+            return
+        # uvicorn's startup on given sockets, with the one thing it does not pass: a bound on
+        # the TLS handshake (asyncio's default lets a silent client hold a connection 60 s).
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+                                              app_state=self.lifespan.state, _loop=_loop)
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog,
+                                     ssl_handshake_timeout=self.tls_handshake_timeout_s)
+            for sock in sockets
+        ]
+        self.started = True
 
 
 class ClosedConnectionGuard:
@@ -244,8 +270,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int = 10_000,
-                     drain_ms: int = 5_000) -> tuple[HttpHandle, tuple[str, int]]:
-    """Serve `app` on host:port (0 picks a free port) in the running loop."""
+                     drain_ms: int = 5_000, tls: ServerTls | None = None) -> tuple[HttpHandle, tuple[str, int]]:
+    """Serve `app` on host:port (0 picks a free port) in the running loop; HTTPS with `tls`."""
     drain_s = drain_ms / 1000
     sock = _bind(host, port)
     config = uvicorn.Config(
@@ -264,7 +290,12 @@ async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int
         h11_max_incomplete_event_size=MAX_HTTP_HEAD_BYTES,
         timeout_graceful_shutdown=max(1, math.ceil(drain_s)),
     )
+    if tls is not None:
+        config.load()
+        config.ssl = tls.context  # reloadable: see security/tls.ServerTls
     server = _EmbeddedServer(config)
+    if tls is not None:
+        server.tls_handshake_timeout_s = tls.handshake_timeout_s
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="ringkv-http")
     try:
         while not server.started:

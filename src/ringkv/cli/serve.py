@@ -66,6 +66,9 @@ def run_node(config_path, flags) -> None:
         raise SystemExit(2) from None
     try:
         run(config)
+    except ConfigError as exc:  # found at start: a TLS file that cannot be used, say
+        click.echo(f"ringkv: bad configuration: {exc}", err=True)
+        raise SystemExit(2) from None
     except OSError as exc:
         click.echo(f"ringkv: cannot start: {exc}", err=True)
         raise SystemExit(1) from None

@@ -1,6 +1,7 @@
 """Talking to one node from a command: the options every such command shares (`--host`,
-`--port`, `--timeout-ms`, `--json`), the `NodeSession` it is given, and the exit codes of
-failures, in one place.
+`--port`, `--timeout-ms`, `--json`, and TLS: `--tls`, `--cacert`, `--cert`, `--key`,
+`--insecure`, as redis-cli's), the `NodeSession` it is given, and the exit codes of failures,
+in one place.
 
     @click.command("get")
     @click.argument("key")
@@ -32,11 +33,12 @@ from ringkv.cli.exit_codes import EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 class NodeSession:
     """What a data command needs: a client of the node and a way to print results and errors."""
 
-    def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool):
+    def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool, **tls: Any):
+        """`tls`: the client's TLS arguments (tls, ca_file, cert_file, key_file, tls_verify)."""
         from ringkv.client import Client
 
         self.as_json = as_json
-        self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms)
+        self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms, **tls)
         self.out = Console(highlight=False, emoji=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
@@ -64,15 +66,22 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
     """Give a data command the shared options, a NodeSession, and the exit codes of errors."""
 
     @functools.wraps(func)
-    def command(host: str, port: int, timeout_ms: int, as_json: bool, **kwargs: Any) -> None:
+    def command(host: str, port: int, timeout_ms: int, as_json: bool, tls: bool, tls_ca: str | None,
+                tls_cert: str | None, tls_key: str | None, tls_insecure: bool, **kwargs: Any) -> None:
         from ringkv.client import (
             ConnectionFailedError,
             RequestTimeoutError,
             ResultUnknownError,
             ServerError,
         )
+        from ringkv.errors import ConfigError
 
-        session = NodeSession(host, port, timeout_ms, as_json)
+        try:
+            session = NodeSession(host, port, timeout_ms, as_json, tls=tls or bool(tls_ca or tls_cert),
+                                  ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key, tls_verify=not tls_insecure)
+        except ConfigError as exc:
+            flag = {"ca_file": "cacert", "cert_file": "cert", "key_file": "key"}.get(exc.field, exc.field)
+            raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint=f"--{flag}") from None
         try:
             code = func(session, **kwargs)
         except (ConnectionFailedError, RequestTimeoutError, ResultUnknownError) as exc:
@@ -94,6 +103,16 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
                      help="Give up on a request (and on connecting) after this long."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one JSON document on stdout (non-UTF-8 bytes as {\"base64\": ...})."),
+        click.option("--tls", is_flag=True, envvar="RINGKV_TLS", show_envvar=True,
+                     help="Connect with TLS (to the node's tls_port); implied by --cacert and --cert."),
+        click.option("--cacert", "tls_ca", envvar="RINGKV_TLS_CA", show_envvar=True, type=click.Path(dir_okay=False),
+                     help="CA certificate (PEM) to verify the node with [the system's CAs]."),
+        click.option("--cert", "tls_cert", envvar="RINGKV_TLS_CERT", show_envvar=True, type=click.Path(dir_okay=False),
+                     help="Client certificate (PEM), for a node with tls_client_auth."),
+        click.option("--key", "tls_key", envvar="RINGKV_TLS_KEY", show_envvar=True, type=click.Path(dir_okay=False),
+                     help="The client certificate's private key (PEM)."),
+        click.option("--insecure", "tls_insecure", is_flag=True, envvar="RINGKV_TLS_INSECURE", show_envvar=True,
+                     help="Do not verify the node's certificate (tests only)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -114,12 +133,12 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
     import redis.exceptions
     import redis.retry
 
-    from ringkv.client.base import pool_kwargs
+    from ringkv.client.base import connection_class, pool_kwargs
 
     options = session.client.options
     address = f"{options.host}:{options.port}"
     pool = redis.BlockingConnectionPool(
-        connection_class=redis.Connection,
+        connection_class=connection_class(options),
         **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
     try:
         reply = redis.Redis(connection_pool=pool).execute_command(command)

@@ -27,7 +27,7 @@ import redis.backoff
 import redis.exceptions
 
 from ringkv.client import commands
-from ringkv.client.base import ClientBase, pool_kwargs
+from ringkv.client.base import ClientBase, connection_class, pool_kwargs
 from ringkv.client.commands import CasResult, Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
@@ -53,6 +53,11 @@ class AsyncClient(ClientBase):
         backoff_max_ms: float = 1000,
         consistency: Level = None,
         namespace: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls_verify: bool = True,
     ):
         super().__init__(
             ClientOptions(
@@ -66,10 +71,15 @@ class AsyncClient(ClientBase):
                 backoff_max_ms=backoff_max_ms,
                 consistency=parse_consistency(consistency),
                 namespace=namespace,
+                tls=tls,
+                ca_file=ca_file,
+                cert_file=cert_file,
+                key_file=key_file,
+                tls_verify=tls_verify,
             )
         )
         self._pool = redis.asyncio.BlockingConnectionPool(
-            connection_class=redis.asyncio.Connection,
+            connection_class=connection_class(self.options, asynchronous=True),
             **pool_kwargs(self.options, redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0), True),
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import ssl
 from typing import Any, Self
 
 import redis.connection
@@ -48,6 +49,29 @@ def _namespace_hook(namespace: str, asynchronous: bool) -> Any:
     return hook
 
 
+def connection_class(options: ClientOptions, asynchronous: bool = False) -> type:
+    """redis-py's connection class for these options: TLS or plain TCP."""
+    if asynchronous:
+        import redis.asyncio.connection as aio
+
+        return aio.SSLConnection if options.tls else aio.Connection
+    return redis.connection.SSLConnection if options.tls else redis.connection.Connection
+
+
+def tls_kwargs(options: ClientOptions) -> dict[str, Any]:
+    """redis-py's SSLConnection arguments for the options' TLS settings (empty without TLS)."""
+    if not options.tls:
+        return {}
+    return {
+        "ssl_ca_certs": None if options.ca_file is None else str(options.ca_file),
+        "ssl_certfile": None if options.cert_file is None else str(options.cert_file),
+        "ssl_keyfile": None if options.key_file is None else str(options.key_file),
+        "ssl_cert_reqs": "required" if options.tls_verify else "none",
+        "ssl_check_hostname": options.tls_verify,
+        "ssl_min_version": ssl.TLSVersion.TLSv1_2,
+    }
+
+
 def pool_kwargs(options: ClientOptions, retry: Any, asynchronous: bool = False) -> dict[str, Any]:
     """Keyword arguments of redis-py's BlockingConnectionPool (and its connections) for these options.
 
@@ -69,6 +93,7 @@ def pool_kwargs(options: ClientOptions, retry: Any, asynchronous: bool = False) 
         # How long a caller waits for a free pooled connection when all are busy.
         "timeout": options.timeout_ms / 1000,
         **_NO_HANDSHAKE,
+        **tls_kwargs(options),
         **({} if options.namespace is None else {
             "redis_connect_func": _namespace_hook(options.namespace, asynchronous)}),
     }

@@ -3,11 +3,17 @@
 `ClientOptions` is what `Client(...)` and `AsyncClient(...)` build from their keyword
 arguments; a bad value raises `ringkv.errors.ConfigError` naming the argument. Addresses can
 also come as a URL, `ringkv://host:port` (port 7379 when left out).
+
+TLS (`tls=True`): the node's certificate is verified against `ca_file` (the system's CAs when
+None) and its host name or address against the certificate's SANs, unless `tls_verify=False`;
+`cert_file` and `key_file` present a client certificate (a node with tls_client_auth=required
+asks for one). The files are checked for readability here, so a typo fails at once.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -61,6 +67,11 @@ class ClientOptions:
     backoff_max_ms: float = 1000
     consistency: Consistency | None = None
     namespace: str | None = None  # sent once per new connection (RINGKV.NAMESPACE); None: default
+    tls: bool = False
+    ca_file: str | None = None  # CA certificates (PEM) to verify the node with; None: the system's
+    cert_file: str | None = None  # client certificate (PEM), with key_file
+    key_file: str | None = None
+    tls_verify: bool = True  # False: accept any certificate (tests only: anyone can pose as the node)
 
     def __post_init__(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -88,6 +99,18 @@ class ClientOptions:
         require(self.namespace is None or (isinstance(self.namespace, str)
                                            and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.namespace) is not None),
                 "namespace", "must be a namespace name: 1..64 letters, digits, '-', '_' or '.'")
+        require(isinstance(self.tls, bool), "tls", "must be True or False")
+        require(isinstance(self.tls_verify, bool), "tls_verify", "must be True or False")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            require(isinstance(path, str | os.PathLike) and bool(str(path)), name, "must be a file path")
+            require(self.tls, name, "is given but tls is off: pass tls=True")
+            require(os.path.isfile(path) and os.access(path, os.R_OK), name, "must be a readable file")
+        if (self.cert_file is None) != (self.key_file is None):
+            missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
+            raise ConfigError(missing, f"must be given with {given} (a client certificate and its key)")
 
     @property
     def address(self) -> str:

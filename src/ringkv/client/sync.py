@@ -26,7 +26,7 @@ import redis.exceptions
 import redis.retry
 
 from ringkv.client import commands
-from ringkv.client.base import ClientBase, pool_kwargs
+from ringkv.client.base import ClientBase, connection_class, pool_kwargs
 from ringkv.client.commands import CasResult, Data, Request
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
@@ -42,7 +42,8 @@ class Client(ClientBase):
     Keys and values are bytes; `str` is accepted and encoded as UTF-8; values come back as
     bytes. Every key method takes `consistency="ONE"|"QUORUM"|"ALL"|"SERIAL"` to override the
     client's default for that call (SERIAL: a linearizable read); a single node has one replica
-    and does not use it.
+    and does not use it. `tls=True` (with `ca_file`, `cert_file`, `key_file`, `tls_verify`)
+    talks to the node's TLS port: see `ClientOptions`.
     """
 
     def __init__(
@@ -58,6 +59,11 @@ class Client(ClientBase):
         backoff_max_ms: float = 1000,
         consistency: Level = None,
         namespace: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls_verify: bool = True,
     ):
         super().__init__(
             ClientOptions(
@@ -71,10 +77,15 @@ class Client(ClientBase):
                 backoff_max_ms=backoff_max_ms,
                 consistency=parse_consistency(consistency),
                 namespace=namespace,
+                tls=tls,
+                ca_file=ca_file,
+                cert_file=cert_file,
+                key_file=key_file,
+                tls_verify=tls_verify,
             )
         )
         self._pool = redis.BlockingConnectionPool(
-            connection_class=redis.Connection,
+            connection_class=connection_class(self.options),
             **pool_kwargs(self.options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)),
         )
 

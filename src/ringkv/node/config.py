@@ -95,6 +95,18 @@ class NodeConfig:
     flush_enabled: bool = True
     expiry_index_max_keys: int = 1_000_000
     http_enabled: bool = True
+    # TLS on the client ports (docs/security.md): the node's certificate and key (PEM), the CA
+    # that client certificates must chain to, and whether clients must present one. RESP over
+    # TLS listens on tls_port (-1: not served, 0: a free port), beside resp_port or instead of
+    # it (resp_port = -1, as Redis's `port 0`); http_tls makes http_port serve HTTPS only.
+    # Certificates are re-read on SIGHUP. A handshake not done within the timeout is dropped.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_client_auth: str = "none"  # none | optional | required
+    tls_port: int = -1
+    http_tls: bool = False
+    tls_handshake_timeout_ms: int = 5_000
 
     # Operations.
     shutdown_drain_ms: int = 5_000
@@ -107,8 +119,12 @@ class NodeConfig:
 
         require(bool(self.node_id) and all(c.isalnum() or c in "-_." for c in self.node_id), "node_id",
                 "must be letters, digits, '-', '_' or '.'")
-        for port in ("resp_port", "http_port", "rpc_port"):
+        for port in ("http_port", "rpc_port"):
             require(0 <= getattr(self, port) <= 65535, port, "must be a TCP port 0..65535 (0 picks a free one)")
+        for port in ("resp_port", "tls_port"):
+            require(-1 <= getattr(self, port) <= 65535, port,
+                    "must be a TCP port 0..65535 (0 picks a free one) or -1 (not served)")
+        self.validate_tls()
         require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
         require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")
         require(self.rmw in ("paxos", "fast"), "rmw", "must be paxos or fast")
@@ -156,6 +172,31 @@ class NodeConfig:
         if members:
             require(any(m.node_id == self.node_id for m in members), "members",
                     f"must include this node ({self.node_id})")
+
+    def tls_enabled(self) -> bool:
+        return self.tls_port >= 0 or self.http_tls
+
+    def validate_tls(self) -> None:
+        """The TLS settings agree with each other; the files themselves are read when the node
+        starts (security/tls.py), with errors naming the setting and the file."""
+        from ringkv.security.tls import CLIENT_AUTH_MODES, MAX_HANDSHAKE_TIMEOUT_MS
+
+        if self.tls_client_auth not in CLIENT_AUTH_MODES:
+            raise ConfigError("tls_client_auth", f"must be none, optional or required, got {self.tls_client_auth!r}")
+        if not 1 <= self.tls_handshake_timeout_ms <= MAX_HANDSHAKE_TIMEOUT_MS:
+            raise ConfigError("tls_handshake_timeout_ms", f"must be 1..{MAX_HANDSHAKE_TIMEOUT_MS}, "
+                                                          f"got {self.tls_handshake_timeout_ms}")
+        if self.resp_port == -1 and self.tls_port == -1:
+            raise ConfigError("resp_port", "is -1 (no plain RESP) but tls_port is -1 too: set tls_port to "
+                                           "serve RESP over TLS")
+        if self.tls_enabled():
+            self.tls_files()
+
+    def tls_files(self):
+        """The listeners' TLS files (security/tls.ServerTlsFiles); ConfigError naming a missing one."""
+        from ringkv.security.tls import ServerTlsFiles
+
+        return ServerTlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_file, self.tls_client_auth)
 
     def namespace_specs(self):
         """The cluster's namespaces (node/namespaces.py); ConfigError naming what is wrong."""

@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,6 +41,13 @@ def _ephemeral_low() -> int:
 
 
 _port_rng = random.Random()
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def connect_address(host: str) -> str:
@@ -140,12 +148,31 @@ class NodeProcess:
 
     def answers_ping(self) -> bool:
         """Whether the node answers PING on its RESP port now: one try of at most 0.5 s to
-        connect and 0.5 s for the answer."""
+        connect and 0.5 s for the answer. A node serving RESP only over TLS (resp_port=-1, an
+        explicit tls_port) is asked there, its certificate unchecked: the question is "is it
+        up", not "is it who it says"."""
+        if self.resp_port < 0:
+            return self._answers_tls_handshake(int(self.settings["tls_port"]))
         try:
             with socket.create_connection((self.connect_host, self.resp_port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
+            return False
+
+    def _answers_tls_handshake(self, port: int) -> bool:
+        try:
+            with socket.create_connection((self.connect_host, port), timeout=0.5) as raw, \
+                    _unverified_tls().wrap_socket(raw) as s:
+                # A node with tls_client_auth=required closes on a client without a certificate
+                # (an alert, or EOF), but only once its listener has done the handshake: it is up.
+                try:
+                    s.sendall(b"PING\r\n")
+                    answer = s.recv(16)
+                except ssl.SSLError:
+                    return True
+                return answer == b"" or answer.startswith(b"+PONG")
+        except OSError:  # ssl.SSLError included
             return False
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
