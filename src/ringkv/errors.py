@@ -84,6 +84,26 @@ class CommandError(RingkvError):
         self.status = status
 
 
+class AuthenticationError(CommandError):
+    """The client is not authenticated: no credentials where a user is required (NOAUTH), or
+    credentials that are wrong or no longer valid (WRONGPASS). RESP answers `-<kind> <message>`
+    as Redis words it; HTTP answers 401 with a WWW-Authenticate challenge. `reason` is the audit
+    line's and the metric's (security/audit.py)."""
+
+    def __init__(self, message: str = "invalid username-password pair or user is disabled.",
+                 kind: str = "WRONGPASS", reason: str = "wrongpass"):
+        super().__init__(message, kind=kind, status=401)
+        self.reason = reason
+
+
+class PermissionDeniedError(CommandError):
+    """An authenticated user's ACL rules do not allow the command or one of its keys: RESP
+    `-NOPERM ...`, HTTP 403. The message names the user and what was missing."""
+
+    def __init__(self, message: str):
+        super().__init__(message, kind="NOPERM", status=403)
+
+
 class UnknownNamespaceError(RingkvError, ValueError):
     """A request named a namespace the node's configuration does not have; the message lists
     the ones there are."""
@@ -127,6 +147,12 @@ class PeerUnavailableError(RpcError):
     def __init__(self, peer: str, reason: str):
         super().__init__(f"{peer} unavailable: {reason}", peer)
         self.reason = reason
+
+
+class ConnectionLostError(PeerUnavailableError):
+    """The connection was lost after the request was sent: the peer may have run it. Callers
+    that would send the request elsewhere must not (its outcome is unknown), unlike a
+    PeerUnavailableError raised before sending, which means it never ran."""
 
 
 class HandshakeError(RpcError):

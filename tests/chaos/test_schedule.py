@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringkv.chaos.schedule import KINDS, make_schedule, partition_sides
+from ringkv.chaos.schedule import KINDS, RESTART_SHAPES, make_schedule, partition_sides
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -32,7 +32,7 @@ def test_no_nemesis_means_no_faults():
 @given(
     seed=st.integers(0, 2**31),
     n=st.integers(2, 5),
-    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=7, unique=True),
+    kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=len(KINDS), unique=True),
 )
 def test_schedule_rules_hold_for_every_seed(seed, n, kinds):
     nodes = NODES[:n]
@@ -46,7 +46,9 @@ def test_schedule_rules_hold_for_every_seed(seed, n, kinds):
         on = [o for o in events if o.start_s <= e.start_s < o.end_s]
         assert sum(o.kind == "partition" for o in on) <= 1
         down = [o.nodes[0] for o in on if o.kind in ("kill", "pause")]
-        assert len(down) == len(set(down)) <= max_down
+        restarting = sum(o.kind == "restart" for o in on)  # one node down at a time
+        assert restarting <= 1
+        assert len(down) == len(set(down)) and len(down) + restarting <= max_down
         process_faults = [o.nodes[0] for o in on if o.kind in ("kill", "pause", "disk")]
         assert len(process_faults) == len(set(process_faults))
         skewed = [o.nodes[0] for o in on if o.kind == "skew"]
@@ -57,6 +59,8 @@ def test_schedule_rules_hold_for_every_seed(seed, n, kinds):
             assert 0.05 <= e.amount <= 0.3
         if e.kind == "slow":
             assert e.amount in (32, 64, 128)
+        if e.kind == "restart":
+            assert sorted(e.nodes) == nodes and e.shape in RESTART_SHAPES
         if e.kind == "partition":
             blocked = e.blocked_map()
             assert set(blocked) == set(nodes)
@@ -81,6 +85,14 @@ def test_partition_shapes(shape):
         assert all(bridges[0] not in b for b in blocked.values())
     if shape == "halves":
         assert cut_off == set(NODES)
+
+
+def test_restart_churn_restarts_every_node_one_after_another():
+    events = make_schedule(3, NODES[:3], 30, ["restart"], hold_s=(1.5, 3.0), gap_s=(0.5, 1.5))
+    assert len(events) >= 3
+    for e in events:
+        assert sorted(e.nodes) == NODES[:3] and e.shape in RESTART_SHAPES
+        assert e.describe().split()[-2].startswith("restart/")
 
 
 def test_the_smoke_runs_schedule_replays():

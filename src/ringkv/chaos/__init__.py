@@ -2,10 +2,14 @@
 operation recorded, and checkers that read the history afterwards (docs/reliability.md).
 
     schedule.py   a seeded fault schedule (pure): which fault, on which nodes, when
-    nemesis.py    applies a schedule to a LocalCluster: SIGKILL, SIGSTOP, RINGKV.FAULT
-    workloads.py  client processes (register, set-add, counter) that record every operation
+    nemesis.py    applies a schedule to a LocalCluster: SIGKILL, SIGSTOP, RINGKV.FAULT,
+                  rolling restarts; counts the faults that took effect
+    workloads.py  client processes (register, set, counter, cas-register) that record every
+                  operation
     history.py    the history: one entry per operation, saved as JSON
     checker.py    what must hold in a history and the state read after healing (pure)
+    linearizability.py
+                  whether a history is linearizable against a model (pure; Wing-Gong search)
     runner.py     one run: start, load + faults, heal, repair, final reads, check, save
     command.py    `ringkv chaos`
 

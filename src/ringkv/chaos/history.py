@@ -31,12 +31,25 @@ UNKNOWN = "unknown"
 class Op:
     """One client operation.
 
-    `f` is what it did: `read` (RINGKV.GETV; `result` is the sibling values), `write` (a
-    register's RINGKV.PUTV; `value` the new value), `add` (a set's RINGKV.PUTV; `value` the
-    new element, `result` unused), `incr` (INCR; `result` the new value). A write carries in
-    `observed` the sibling values of the read whose context it was sent with (None: a blind
-    write with no context). `node` is the node the request went to; `strict` whether the
-    connection refused stand-ins (RINGKV.CONSISTENCY QUORUM STRICT).
+    `f` is what it did:
+
+        read    RINGKV.GETV (or GET at SERIAL for a counter); `result` the sibling values
+        write   a register's RINGKV.PUTV; `value` the new value
+        add     a set's RINGKV.PUTV; `value` the new element
+        delete  RINGKV.DELV with a read's context (register, set); `value` a unique token
+                naming the delete, so it can be a register write's descendant
+        incr    INCR or INCRBY; `value` the increment, `result` the new value
+        cas     RINGKV.CAS; `value` [expected version or None, new value], `result`
+                [applied, version]: the new version when applied, else the current one
+        cad     RINGKV.CAD; `value` the expected version, `result` whether it deleted
+
+    A write, add or delete carries in `observed` the sibling values of the read whose
+    context it was sent with (None: a blind write with no context). `node` is the node the
+    request went to; `strict` whether the connection refused stand-ins (RINGKV.CONSISTENCY
+    QUORUM STRICT); `serial` whether a read ran at SERIAL (on the key's consensus path:
+    linearizable). Versions are the hex of the causal context a read or RINGKV.CAS answered
+    (the encoding is canonical: one clock, one text); a cas-register read records in
+    `version` the version it answered (None: no live value).
     """
 
     index: int
@@ -53,12 +66,17 @@ class Op:
     outcome: str | None = None
     result: Any = None
     error: str | None = None
+    serial: bool = False
+    version: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
 class FaultAction:
-    """One thing the nemesis did: `action` is kill, start, pause, resume, partition, heal,
-    skew, unskew, loss, slow or restore (the end of loss or slowness); `ok` False with `error` when it could not be done (a node was down)."""
+    """One thing the nemesis did: `action` is kill, stop (SIGTERM), start, pause, resume,
+    partition, heal, skew, unskew, fill, free, loss, slow, restore (the end of loss or
+    slowness), restart (a rolling restart begins), sync (faults re-applied to a node), or
+    not-applied (a fault that did not take effect, `detail` naming it); `ok` False with
+    `error` when it could not be done."""
 
     time_s: float
     action: str
@@ -81,10 +99,10 @@ class History:
         return round(time.monotonic() - self.started, 6)
 
     def invoke(self, process: int, workload: str, f: str, key: str, value: Any, node: str,
-               strict: bool, observed: list[str] | None = None) -> Op:
+               strict: bool, observed: list[str] | None = None, serial: bool = False) -> Op:
         with self._lock:
             op = Op(len(self.ops), process, workload, f, key, value, self.now(), node, strict,
-                    observed)
+                    observed, serial=serial)
             self.ops.append(op)
         return op
 

@@ -15,12 +15,17 @@ Faults, one `FaultEvent` each:
     loss       drop a share (`amount`, 5-30 %) of the packets one node sends and receives
     slow       limit what one node sends to `amount` kbit/s (32, 64 or 128)
                (loss and slow need nodes in network namespaces: chaos/netns.py)
+    restart    restart churn: stop every node in `nodes`' order, one after another, and start
+               it again (same data directory) before stopping the next; `shape` says how it
+               stops: `term` (SIGTERM, a clean shutdown) or `kill` (SIGKILL, a crash). The
+               nodes restart as fast as they come up, so the event may outlast `end_s`.
 
 With one kind the faults come one after another, a quiet gap between them. With several, a
 fault may start while another is still on (`overlap_p`), so kinds combine: a kill during a
 partition, a pause of a skewed node. Rules that keep every combination meaningful: at most
 one partition at a time, one skew per node, and at most a minority of nodes down (killed or
-paused) at once, so a quorum of the up nodes can still exist.
+paused, a rolling restart counting as one) at once, so a quorum of the up nodes can still
+exist; one rolling restart at a time.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow")
+# New kinds go at the end: a seed's schedule for the kinds it had stays what it was.
+KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow", "restart")
 NETWORK_KINDS = ("loss", "slow")  # need nodes in network namespaces
 PARTITION_SHAPES = ("halves", "isolate", "bridge")
+RESTART_SHAPES = ("term", "kill")  # how a rolling restart stops each node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +59,10 @@ class FaultEvent:
     def blocked_map(self) -> dict[str, tuple[str, ...]]:
         return dict(self.blocked)
 
+    def label(self) -> str:
+        """The kind, with the shape where it has one: `partition/bridge`, `restart/term`."""
+        return f"{self.kind}/{self.shape}" if self.shape else self.kind
+
     def describe(self) -> str:
         when = f"{self.start_s:6.1f}-{self.end_s:6.1f}s"
         if self.kind == "partition":
@@ -63,6 +74,8 @@ class FaultEvent:
             return f"{when} loss {self.nodes[0]} {self.amount:.0%}"
         if self.kind == "slow":
             return f"{when} slow {self.nodes[0]} {self.amount:g} kbit/s"
+        if self.kind == "restart":
+            return f"{when} restart/{self.shape} {','.join(self.nodes)}"
         return f"{when} {self.kind} {','.join(self.nodes)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,14 +151,21 @@ def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, e
                 active: list[FaultEvent], max_down: int, max_skew_ms: int) -> FaultEvent | None:
     start, end = round(start, 3), round(end, 3)
     down = {n for e in active if e.kind in ("kill", "pause", "disk") for n in e.nodes}
+    # A rolling restart holds one node down at a time, which one depending on when.
+    restarting = any(e.kind == "restart" for e in active)
+    stopped = len({n for e in active if e.kind in ("kill", "pause") for n in e.nodes}) + restarting
     if kind in ("kill", "pause", "disk"):
         free = [n for n in nodes if n not in down]
-        if len({n for e in active if e.kind in ("kill", "pause") for n in e.nodes}) >= max_down \
-                and kind != "disk":
+        if stopped >= max_down and kind != "disk":
             return None
         if not free:
             return None
         return FaultEvent(start, end, kind, (rng.choice(free),))
+    if kind == "restart":
+        if restarting or stopped >= max_down:
+            return None
+        order = tuple(rng.sample(nodes, len(nodes)))
+        return FaultEvent(start, end, kind, order, rng.choice(RESTART_SHAPES))
     if kind == "partition":
         if any(e.kind == "partition" for e in active):
             return None

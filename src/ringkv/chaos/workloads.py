@@ -1,12 +1,19 @@
 """Client processes of a chaos run: each a thread with one connection to one node, doing one
 workload's operations back to back and recording every one in the history.
 
-    register  per-key registers written with causal contexts: RINGKV.GETV, then RINGKV.PUTV
-              of a new unique value with the context that read returned (a blind PUTV, no
-              context, when the read failed); some operations are reads only
-    set       a grow-only set per key: RINGKV.GETV, union of the siblings' elements plus one
-              new unique element, RINGKV.PUTV with the read's context
-    counter   INCR (serialized per key on its first reachable replica, docs/cluster.md)
+    register      per-key registers written with causal contexts (the Dynamo path):
+                  RINGKV.GETV, then RINGKV.PUTV of a new unique value with the context that
+                  read returned (a blind PUTV, no context, when the read failed), or now and
+                  then RINGKV.DELV with it (a delete of exactly what the read saw); some
+                  operations are reads only
+    set           a set per key: RINGKV.GETV, union of the siblings' elements plus one new
+                  unique element, RINGKV.PUTV with the read's context; now and then a
+                  RINGKV.DELV of the whole set with the read's context
+    counter       INCR and INCRBY 3 (the consensus path: per-key Paxos, docs/consistency.md)
+                  and reads at SERIAL (`RINGKV.AT SERIAL GET`)
+    cas-register  a register changed only by consensus: read the value and its version
+                  (RINGKV.GETV, half the time at SERIAL), then RINGKV.CAS key version new-value,
+                  or now and then RINGKV.CAD key version; checked for linearizability
 
 Every connection runs `RINGKV.CONSISTENCY QUORUM STRICT` (even-numbered workers) or
 `... SLOPPY` (odd ones), or another level the run asks for: at QUORUM, R + W > N, and the
@@ -19,6 +26,15 @@ client that cannot reach its node moves on to the next one.
 Choices (key, operation, pacing) come from a random generator seeded by the run's seed and
 the worker's index, so a replay makes the same choices; what the cluster answers does not
 replay, and neither does the interleaving.
+
+An error that says "nothing was applied" (the consensus path's answer when too few replicas
+answered or other proposers kept winning, docs/consistency.md) is taken at its word: the
+operation is recorded as failed, not unknown. Were it ever applied all the same, the counter
+bounds or the linearizability check would show it. Any other error on a write is unknown.
+
+A planted bug, to test the checkers rather than the store (`lie_every`): the worker records
+every n-th write as acknowledged without sending it, with a made-up answer (the INCR's value
+one more increment on, a new CAS version). A run with it must fail.
 """
 
 from __future__ import annotations
@@ -38,10 +54,23 @@ import redis.retry
 from ringkv.chaos.history import FAIL, OK, UNKNOWN, History, Op
 from ringkv.client.base import _NO_HANDSHAKE
 
-WORKLOADS = ("register", "set", "counter")
-READ_FRACTION = 0.2  # of register and set operations, reads only
-SET_KEY_EPOCH_S = 10.0
-HOP_P = 0.02  # chance, per operation, that a client moves to a random node  # a set key takes adds for this long, then the workers move to new keys
+WORKLOADS = ("register", "set", "counter", "cas-register")
+READ_FRACTION = 0.2  # of register, set and cas-register operations, reads only
+REGISTER_DELETE_P = 0.1  # of register writes, deletes
+SET_DELETE_P = 0.05  # of set adds, deletes of the whole set
+COUNTER_READ_FRACTION = 0.2  # of counter operations, SERIAL reads
+INCRBY_P = 0.4  # of increments, INCRBY rather than INCR
+# One size only: increments of unknown outcome pile up (a full disk on a key's proposer makes
+# hundreds), and the linearizability search must find which of them took effect. With sizes
+# 1 and 3 that is a two-way choice at each step; with sizes 1 to 5 it is subset-sum, and a
+# 5-node run's counters exhausted a 10-minute search (docs/reliability.md, run c).
+INCRBY_DELTA = 3
+CAS_SERIAL_READ_P = 0.5  # of the reads before a CAS, at SERIAL (else at the connection's level)
+CAD_P = 0.1  # of the changes of a live cas-register, RINGKV.CAD
+SET_KEY_EPOCH_S = 10.0  # a set key takes adds for this long, then the workers move to new keys
+HOP_P = 0.02  # chance, per operation, that a client moves to a random node
+NOTHING_APPLIED = "nothing was applied"  # the consensus path's definite refusal
+REFUSED_BACKOFF_S = 0.1  # a client's pause after an error answer
 
 
 class NotSent(Exception):
@@ -116,18 +145,30 @@ def _versions(reply: Any) -> tuple[bytes | None, list[str]]:
     return context, [_text(s[0]) for s in siblings]
 
 
+def version_text(context: bytes | None) -> str | None:
+    """A version as the history records it: the hex of the causal context (canonical: the
+    same clock always encodes to the same bytes, versioning/dvv.py)."""
+    return context.hex() if context else None
+
+
 def set_elements(values: Sequence[str]) -> set[str]:
     """A set value is its elements separated by spaces; siblings merge by union."""
     return {e for v in values for e in v.split()}
 
 
+def set_value(observed: Sequence[str] | None, element: str) -> str:
+    """The value a set add wrote: the elements of the siblings it read, plus its own."""
+    return " ".join(sorted(set_elements(observed or ()) | {element}))
+
+
 class Worker(threading.Thread):
-    """One client: `index` numbers it among `workers`, it runs `workload` on `keys` keys."""
+    """One client: `index` numbers it among `workers`, it runs `workload` on `keys` keys.
+    `lie_every` > 0 plants a bug (the module's docstring)."""
 
     def __init__(self, index: int, workers: int, workload: str, endpoints: Sequence[Endpoint],
                  history: History, seed: int, stop: threading.Event, *, keys: int = 4,
                  think_ms: float = 10.0, timeout_s: float = 2.0, level: str = "QUORUM",
-                 hop_p: float = HOP_P):
+                 hop_p: float = HOP_P, lie_every: int = 0):
         super().__init__(name=f"chaos-{workload}-{index}", daemon=True)
         if workload not in WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
@@ -143,16 +184,20 @@ class Worker(threading.Thread):
         self.timeout_s = timeout_s
         self.level = level
         self.hop_p = hop_p
+        self.lie_every = lie_every
         self.strict = index % 2 == 0
         self.process = index
         self.seq = 0
+        self.writes = 0  # write operations invoked, for lie_every
+        self.counters: dict[str, int] = {}  # the last value seen per counter, for a made-up answer
         self._node = index % len(self.endpoints)
         self.session = NodeSession(self.endpoints[self._node], self.strict, timeout_s, level)
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        step = {"register": self._register, "set": self._set, "counter": self._counter}[self.workload]
+        step = {"register": self._register, "set": self._set, "counter": self._counter,
+                "cas-register": self._cas_register}[self.workload]
         try:
             while not self.stop.is_set():
                 if self.rng.random() < self.hop_p:
@@ -165,31 +210,53 @@ class Worker(threading.Thread):
 
     # ------------------------------------------------------------------ one request
 
-    def _do(self, f: str, key: str, value: Any, args: tuple, observed: list[str] | None = None,
-            write: bool = True) -> tuple[Op, Any]:
+    def request(self, f: str, key: str, value: Any, args: tuple, observed: list[str] | None = None,
+            write: bool = True, serial: bool = False) -> tuple[Op, bool, Any]:
+        """Send one request and record it: (the op, whether a reply came, the reply). The op
+        is completed here unless a reply came: the caller completes it with its result."""
         op = self.history.invoke(self.process, self.workload, f, key, value,
-                                 self.session.endpoint.node_id, self.strict, observed)
+                                 self.session.endpoint.node_id, self.strict, observed, serial)
+        if write and self.lie_every:
+            self.writes += 1
+            if self.writes % self.lie_every == 0:
+                return op, True, self._made_up_reply(op, args)
         try:
             reply = self.session.call(*args)
         except NotSent as exc:
             self.history.complete(op, FAIL, error=f"not sent: {exc}")
             self._next_node()
-            return op, None
+            return op, False, None
         except Indeterminate as exc:
             self.history.complete(op, UNKNOWN, error=str(exc))
             self.process += self.workers
             self._next_node()
-            return op, None
+            return op, False, None
         except Refused as exc:
             # A write the node refused may still be stored on the replicas that took it:
-            # "not acknowledged" is not "not written" (docs/cluster.md).
-            if write:
+            # "not acknowledged" is not "not written" (docs/cluster.md); unless the node
+            # says that nothing was applied (the consensus path, docs/consistency.md).
+            if write and NOTHING_APPLIED not in str(exc):
                 self.history.complete(op, UNKNOWN, error=str(exc))
                 self.process += self.workers
             else:
                 self.history.complete(op, FAIL, error=str(exc))
-            return op, None
-        return op, reply
+            # A node that errs at once (a full disk, no quorum) would otherwise take hundreds
+            # of requests a second, each an unknown outcome the checkers must carry to the
+            # end of the history; a client backs off, as a real one would.
+            self.stop.wait(REFUSED_BACKOFF_S)
+            return op, False, None
+        return op, True, reply
+
+    def _made_up_reply(self, op: Op, args: tuple) -> Any:
+        """The planted bug's answer to a write it never sent: what the command would answer."""
+        command = args[0].upper()
+        if command in ("INCR", "INCRBY"):
+            return self.counters.get(op.key, 0) + int(op.value)
+        if command == "RINGKV.CAS":
+            return [1, f"planted {op.index}".encode()]
+        if command == "RINGKV.CAD":
+            return 1
+        return b"planted"  # RINGKV.PUTV and DELV answer a context
 
     def _next_node(self) -> None:
         self.session.close()
@@ -207,17 +274,27 @@ class Worker(threading.Thread):
         self.session = NodeSession(self.endpoints[self._node], self.strict, self.timeout_s,
                                    self.level)
 
-    def _unique(self) -> str:
+    def _unique(self, prefix: str = "w") -> str:
         self.seq += 1
-        return f"w{self.index}.{self.seq}"
+        return f"{prefix}{self.index}.{self.seq}"
 
-    def _read(self, key: str) -> tuple[bool, bytes | None, list[str]]:
-        op, reply = self._do("read", key, None, ("RINGKV.GETV", key), write=False)
-        if reply is None:
+    def _read(self, key: str, serial: bool = False) -> tuple[bool, bytes | None, list[str]]:
+        args = ("RINGKV.AT", "SERIAL", "RINGKV.GETV", key) if serial else ("RINGKV.GETV", key)
+        op, ok, reply = self.request("read", key, None, args, write=False, serial=serial)
+        if not ok:
             return False, None, []
         context, values = _versions(reply)
+        if self.workload == "cas-register":
+            op.version = version_text(context) if values else None
         self.history.complete(op, OK, result=values)
         return True, context, values
+
+    def _delete_seen(self, key: str, context: bytes, values: list[str]) -> None:
+        """RINGKV.DELV with a read's context: a tombstone replacing exactly what it saw."""
+        op, ok, _ = self.request("delete", key, self._unique("d"), ("RINGKV.DELV", key, "CONTEXT", context),
+                             values)
+        if ok:
+            self.history.complete(op, OK)
 
     # ------------------------------------------------------------------ workloads
 
@@ -227,6 +304,9 @@ class Worker(threading.Thread):
         ok, context, values = self._read(key)
         if read_only or (not ok and self.rng.random() < 0.5):
             return
+        if ok and context is not None and values and self.rng.random() < REGISTER_DELETE_P:
+            self._delete_seen(key, context, values)
+            return
         value = self._unique()
         args: tuple = ("RINGKV.PUTV", key, value)
         observed = None
@@ -235,8 +315,8 @@ class Worker(threading.Thread):
             observed = values
         elif ok:
             observed = []  # the key had no record: nothing to replace
-        op, reply = self._do("write", key, value, args, observed)
-        if reply is not None:
+        op, done, _ = self.request("write", key, value, args, observed)
+        if done:
             self.history.complete(op, OK)
 
     def _set(self) -> None:
@@ -246,20 +326,58 @@ class Worker(threading.Thread):
         ok, context, values = self._read(key)
         if read_only or (not ok and self.rng.random() < 0.5):
             return
+        if ok and context is not None and values and self.rng.random() < SET_DELETE_P:
+            self._delete_seen(key, context, values)
+            return
         element = self._unique()
-        merged = set_elements(values) | {element}
-        args: tuple = ("RINGKV.PUTV", key, " ".join(sorted(merged)))
+        args: tuple = ("RINGKV.PUTV", key, set_value(values, element))
         if ok and context is not None:
             args += ("CONTEXT", context)
-        op, reply = self._do("add", key, element, args)
-        if reply is not None:
+        # `observed` keeps the siblings the value was built from: the value written is
+        # their elements plus `element` (set_value).
+        op, done, _ = self.request("add", key, element, args, values if ok else None)
+        if done:
             self.history.complete(op, OK)
 
     def _counter(self) -> None:
         key = f"ctr:{self.rng.randrange(max(1, self.keys // 2))}"
-        op, reply = self._do("incr", key, 1, ("INCR", key))
-        if reply is not None:
+        if self.rng.random() < COUNTER_READ_FRACTION:
+            op, ok, reply = self.request("read", key, None, ("RINGKV.AT", "SERIAL", "GET", key),
+                                     write=False, serial=True)
+            if ok:
+                values = [] if reply is None else [_text(reply)]
+                if values:
+                    self.counters[key] = int(values[0])
+                self.history.complete(op, OK, result=values)
+            return
+        delta = INCRBY_DELTA if self.rng.random() < INCRBY_P else 1
+        args = ("INCR", key) if delta == 1 else ("INCRBY", key, delta)
+        op, ok, reply = self.request("incr", key, delta, args)
+        if ok:
+            self.counters[key] = int(reply)
             self.history.complete(op, OK, result=int(reply))
+
+    def _cas_register(self) -> None:
+        key = f"cas:{self.rng.randrange(self.keys)}"
+        serial = self.rng.random() < CAS_SERIAL_READ_P
+        read_only = self.rng.random() < READ_FRACTION
+        ok, context, values = self._read(key, serial)
+        if read_only or not ok:
+            return
+        # A version is that of a live value: CAS with an empty one means "no live value"
+        # (a key never written or deleted: its tombstone's context is not a version).
+        version = context if values else None
+        if version is not None and self.rng.random() < CAD_P:
+            op, done, reply = self.request("cad", key, version_text(version), ("RINGKV.CAD", key, version))
+            if done:
+                self.history.complete(op, OK, result=bool(reply))
+            return
+        new = self._unique("c")
+        op, done, reply = self.request("cas", key, [version_text(version), new],
+                                   ("RINGKV.CAS", key, version or b"", new))
+        if done:
+            applied, current = reply
+            self.history.complete(op, OK, result=[bool(applied), version_text(current)])
 
 
 def wait_all(workers: Sequence[Worker], timeout_s: float) -> list[str]:

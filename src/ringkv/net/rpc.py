@@ -37,6 +37,7 @@ import msgspec
 from ringkv.errors import (
     ClosedError,
     ConfigError,
+    ConnectionLostError,
     FrameTooLargeError,
     HandshakeError,
     PeerUnavailableError,
@@ -599,7 +600,11 @@ class _ClientConnection(_FramedConnection):
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(make_error())
+                error = make_error()
+                if type(error) is PeerUnavailableError:
+                    # These requests were sent: the peer may have run them.
+                    error = ConnectionLostError(error.peer, error.reason)
+                future.set_exception(error)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 

@@ -25,6 +25,7 @@ import msgspec
 
 from ringkv.errors import (
     ClosedError,
+    ConnectionLostError,
     FrameTooLargeError,
     PeerUnavailableError,
     RemoteError,
@@ -289,9 +290,10 @@ class MemoryNetwork:
                 response = Response(0, reply)
         reply_payload = self._encode_reply(response, source)
         if destination in self._down:
-            # The node went down while its handler ran: to the caller, a reset connection.
+            # The node went down while its handler ran: to the caller, a reset connection
+            # after the request was sent (it may have run).
             if not future.done():
-                future.set_exception(PeerUnavailableError(destination, "connection lost"))
+                future.set_exception(ConnectionLostError(destination, "connection lost"))
             return
         if self._lost_on_the_way(destination, source):
             return
@@ -389,4 +391,4 @@ class MemoryTransport(Transport):
         self.network._unregister(self)
         for future, peer in self._waiting.items():
             if not future.done():
-                future.set_exception(PeerUnavailableError(peer, "connection lost"))
+                future.set_exception(ConnectionLostError(peer, "connection lost"))

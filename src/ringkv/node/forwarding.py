@@ -21,6 +21,8 @@ from typing import Any
 
 from ringkv.errors import (
     CommandError,
+    ConnectionLostError,
+    InvalidContextError,
     PeerUnavailableError,
     QuorumError,
     RingkvError,
@@ -41,6 +43,9 @@ from ringkv.service.levels import Levels, resolve
 # A forwarded command reads at R and writes at W on the replica: it may take two replica
 # timeouts plus the hop.
 FORWARD_TIMEOUTS = 3
+# How a replica's refusal of a client's causal context travels in a ForwardReply, so that the
+# coordinator raises the same InvalidContextError a local refusal would.
+INVALID_CONTEXT_PREFIX = "invalid causal context: "
 
 
 class RemoteCommandError(CommandError):
@@ -134,6 +139,13 @@ class Forwarder:
             timeout = self.calls.timeout_ms * FORWARD_TIMEOUTS
             try:
                 reply = await self.calls.call(node, body, timeout)
+            except ConnectionLostError:
+                # Sent, then the connection dropped: the replica may have run it (a consensus
+                # round it began may be completed later), so running it elsewhere could apply
+                # it twice, and "nothing was applied" could be false.
+                raise CommandError(
+                    f"forwarded to replica {node}, whose connection was lost before it answered: "
+                    "the write may or may not have been applied", status=504) from None
             except PeerUnavailableError as exc:
                 failures[node] = failure_reason(exc)
                 continue  # it never ran there: the next replica may run it
@@ -146,6 +158,8 @@ class Forwarder:
             if reply.error:
                 if reply.quorum:
                     raise RemoteQuorumError(reply.error)
+                if reply.error.startswith(INVALID_CONTEXT_PREFIX):
+                    raise InvalidContextError(reply.error[len(INVALID_CONTEXT_PREFIX):])
                 raise RemoteCommandError(reply.error, reply.kind, reply.status)
             return command.decode_result(reply.result)
         self.stats["quorum_failures"] += 1
@@ -177,7 +191,15 @@ class Forwarder:
                     if stored is None or bytes(stored) != merged:
                         store.apply_record(skey, merged)
             before = engine.get(skey)
-            result, _, lsn = store.execute(namespace, key, command)
+            try:
+                result, _, lsn = store.execute(namespace, key, command)
+            except InvalidContextError:
+                # The client's context names versions this replica lacks. It may have read
+                # them from a replica ahead of this one (a write this one missed): merge what
+                # the other replicas hold, then judge the context again (docs/security.md).
+                if rmw or not await self._catch_up(skey, pref, r):
+                    raise
+                result, _, lsn = store.execute(namespace, key, command)
             if store.has_pending_writes:
                 store.commit_writes()  # in the log before any other replica is asked to hold it
             await store.durable(lsn)
@@ -188,6 +210,25 @@ class Forwarder:
         finally:
             if rmw:
                 self.locks.release(skey)
+
+    async def _catch_up(self, skey: bytes, pref: tuple[str, ...], r: int) -> bool:
+        """Merge into this replica what the key's replicas store: every one the failure
+        detector holds up, or failing that R of them; False when fewer than R answered."""
+        up = sum(1 for node in pref if node == self.node_id or self.calls.is_up(node))
+        for level in dict.fromkeys((max(r, up), r)):
+            try:
+                merged = await self.reads.read(skey, level, pref)
+                break
+            except QuorumError:
+                continue
+        else:
+            return False
+        if merged is None:
+            return False
+        stored = self.store.engine.get(skey)
+        if stored is None or bytes(stored) != merged:
+            self.store.apply_record(skey, merged)
+        return True
 
     async def on_forward(self, body: Forward) -> ForwardReply:
         """The replica's side of `run`."""
@@ -201,6 +242,8 @@ class Forwarder:
             return ForwardReply(error=str(exc), kind="ERR", status=503, quorum=True)
         except CommandError as exc:
             return ForwardReply(error=str(exc), kind=exc.kind, status=exc.status)
+        except InvalidContextError as exc:
+            return ForwardReply(error=INVALID_CONTEXT_PREFIX + str(exc), status=400)
         except RingkvError as exc:
             return ForwardReply(error=str(exc), status=400)
         return ForwardReply(result=result)
