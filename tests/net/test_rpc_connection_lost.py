@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.net.test_rpc_loopback import Echo, Hold, Node, client_of, run, start_server  # noqa: F401
 
 from ringkv.errors import ConnectionLostError, PeerUnavailableError
-from tests.net.test_rpc_loopback import Echo, Hold, Node, client_of, run, start_server  # noqa: F401
 
 
 def test_a_request_in_flight_when_the_connection_drops_may_have_run(run):  # noqa: F811
