@@ -104,6 +104,31 @@ class PermissionDeniedError(CommandError):
         super().__init__(message, kind="NOPERM", status=403)
 
 
+class QuotaExceededError(CommandError):
+    """A request would take a namespace over one of its quotas (node/quotas.py): RESP
+    `-ERR quota exceeded: ...`, HTTP 429 `quota-exceeded` with `namespace`, `quota` (the
+    setting: max_keys, max_bytes or max_requests_per_s) and `limit`."""
+
+    PREFIX = "quota exceeded: "
+
+    def __init__(self, namespace: str, quota: str, limit: int, detail: str):
+        super().__init__(self.PREFIX + detail, kind="ERR", status=429)
+        self.namespace = namespace
+        self.quota = quota
+        self.limit = limit
+
+    @classmethod
+    def from_message(cls, message: str) -> QuotaExceededError | None:
+        """The error a message of one describes (passed on by another node), or None."""
+        import re
+
+        m = re.match(r"(?:ERR )?quota exceeded: namespace (\S+) .*?\b(max_keys|max_bytes|max_requests_per_s)=(\d+)",
+                     message)
+        if m is None:
+            return None
+        return cls(m.group(1), m.group(2), int(m.group(3)), message.split(cls.PREFIX, 1)[1])
+
+
 class UnknownNamespaceError(RingkvError, ValueError):
     """A request named a namespace the node's configuration does not have; the message lists
     the ones there are."""

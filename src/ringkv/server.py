@@ -15,17 +15,20 @@ compactions run in the engine's worker processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import time
 
+from ringkv.api.http_limits import HttpClientLimits, HttpClientStats, default_allowed_hosts
 from ringkv.api.http_serving import HttpHandle, create_app, start_http
 from ringkv.api.resp_server import RespLimits, RespServer
 from ringkv.node.assembly import open_node
 from ringkv.node.config import NodeConfig
 from ringkv.node.node import Node
+from ringkv.security.access import AccessControl, AccessSettings
 from ringkv.security.tls import ServerTls
 
 log = logging.getLogger("ringkv.node")
@@ -50,9 +53,12 @@ class NodeServer:
         self.resp_tls_address: tuple[str, int] | None = None
         self.tls: ServerTls | None = None
         self.http_address: tuple[str, int] | None = None
+        self.http_client_stats = HttpClientStats()  # the HTTP API's bounded-clients counts
         self._servers: list[asyncio.AbstractServer] = []
         self._http: HttpHandle | None = None
         self._stopping = asyncio.Event()
+        self.access: AccessControl | None = None
+        self._access_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -66,8 +72,13 @@ class NodeServer:
             max_query_buffer_bytes=max(cfg.max_query_buffer_bytes, cfg.max_value_bytes + RESP_FRAME_SLACK_BYTES),
             max_connections=cfg.max_connections,
             max_output_buffer_bytes=cfg.max_output_buffer_bytes,
+            max_inflight_commands=cfg.max_inflight_commands,
+            idle_timeout_ms=cfg.client_idle_timeout_ms,
+            max_connections_per_ip=cfg.max_connections_per_ip,
+            max_client_memory_bytes=cfg.max_client_memory_bytes,
         )
-        self.resp = RespServer(node.service, node.admin, limits)
+        self.access = access_control(cfg, node)
+        self.resp = RespServer(node.service, node.admin, limits, access=self.access)
         loop = asyncio.get_running_loop()
         if cfg.resp_port >= 0:
             server = await loop.create_server(self.resp.protocol_factory, cfg.host, cfg.resp_port, backlog=1024)
@@ -80,18 +91,30 @@ class NodeServer:
             self._servers.append(server)
             self.resp_tls_address = server.sockets[0].getsockname()[:2]
         if cfg.http_enabled:
-            app = create_app(node.service, node.admin, resp_stats=self.resp.stats, max_value_bytes=cfg.max_value_bytes)
+            allowed = default_allowed_hosts(cfg.http_allowed_hosts, cfg.host, (m.host for m in cfg.member_list()))
+            app = create_app(node.service, node.admin, resp_stats=self.resp.stats, max_value_bytes=cfg.max_value_bytes,
+                             access=self.access, allowed_hosts=allowed, client_stats=self.http_client_stats)
+            client_limits = HttpClientLimits(header_timeout_ms=cfg.http_header_timeout_ms,
+                                             idle_timeout_ms=cfg.client_idle_timeout_ms,
+                                             max_connections_per_ip=cfg.max_connections_per_ip)
             self._http, self.http_address = await start_http(
                 app, cfg.host, cfg.http_port, max_connections=cfg.max_connections, drain_ms=cfg.shutdown_drain_ms,
-                tls=self.tls if cfg.http_tls else None)
+                tls=self.tls if cfg.http_tls else None, client_limits=client_limits,
+                client_stats=self.http_client_stats)
         # The RESP address other nodes and clients are told: plain when served, else TLS.
         advertised = self.resp_address or self.resp_tls_address
         node.start(_address(advertised), _address(self.http_address) if self.http_address else "")
+        # Users: loaded (and bootstrapped) in the background, as the system namespace may not
+        # have a quorum until the other members start; commands wait for them meanwhile.
+        self._access_task = asyncio.create_task(self.access.run(cfg.requirepass, cfg.admin_password()),
+                                                name="ringkv-users")
         c = node.cluster
         if c is not None:
             log.info("node %s joined cluster %s of %d members (N=%d, %d partitions), RPC on %s",
                      cfg.node_id, cfg.cluster_name, len(c.placement.ring.node_ids), c.placement.ring.replicas,
                      cfg.partitions, _address(c.transport.address))
+            (log.info if cfg.member_auth() != "none" else log.warning)(
+                "RPC peers authenticated by: %s", cfg.member_auth_description())
         log.info(
             "node %s (actor %s) serving %s, data in %s",
             cfg.node_id, node.figures.identity.actor.decode(), self.listening(), cfg.data_dir,
@@ -139,8 +162,26 @@ class NodeServer:
             resp.close_all()
         if http_closed is not None:
             await http_closed
+        if self._access_task is not None:
+            self._access_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._access_task
+        if self.access is not None:
+            self.access.close()
         if self.node is not None:
             await self.node.stop()
+
+
+def access_control(cfg: NodeConfig, node: Node) -> AccessControl:
+    """The node's users and permissions on RESP and HTTP (security/access.py)."""
+    settings = AccessSettings(
+        protected_mode=cfg.protected_mode, refresh_interval_ms=cfg.acl_refresh_interval_ms,
+        cache_max_users=cfg.acl_cache_max_users, max_users=cfg.acl_max_users,
+        backoff_after_failures=cfg.auth_backoff_after_failures, backoff_base_ms=cfg.auth_backoff_base_ms,
+        backoff_max_ms=cfg.auth_backoff_max_ms, backoff_max_tracked=cfg.auth_backoff_max_tracked,
+        max_pending_auth=cfg.auth_max_pending, token_ttl_s=cfg.auth_token_ttl_s,
+        token_max_ttl_s=cfg.auth_token_max_ttl_s, tokens_max_per_user=cfg.auth_tokens_max_per_user)
+    return AccessControl(node.system, settings, now_ms=node.clock.now_ms, fallback=node.system_one)
 
 
 # The cyclic garbage collector, tuned for a server (measured on a 3-node cluster under

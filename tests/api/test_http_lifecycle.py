@@ -67,11 +67,11 @@ def test_stopping_does_not_wait_for_a_client_stuck_mid_request(tmp_path):
         host, port = node.http_address
         # One client idles on a keep-alive connection, one stopped halfway through a body.
         idle_reader, idle_writer = await asyncio.open_connection(host, port)
-        idle_writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle_writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await idle_reader.readuntil(b'{"status":"ok"}')
         stuck_reader, stuck_writer = await asyncio.open_connection(host, port)
         stuck_writer.write(
-            b"PUT /api/v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"PUT /api/v1/keys/k HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: 1000\r\n\r\nonly part of it"
         )
         # The server has read the stuck request's head and waits for the rest of its body: a

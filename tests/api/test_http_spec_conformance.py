@@ -263,7 +263,8 @@ def test_add_a_node_by_its_address(tmp_path):
     # follows the join further: keys, shares, refusals).
     settings = dict(replicas=3, partitions=64, gossip_interval_ms=200, membership_settle_ms=1000)
     with LocalCluster(tmp_path, nodes=3, **settings) as cluster, \
-            NodeProcess(tmp_path / "n4", node_id="n4", join="true", **settings) as n4:
+            NodeProcess(tmp_path / "n4", node_id="n4", join="true", **settings,
+                        **cluster.secret_settings) as n4:
         member = httpx.Client(base_url=f"http://127.0.0.1:{cluster.nodes[1].http_port}", timeout=HTTP_TIMEOUT_S)
         with member:
             added = member.post("/api/v1/admin/cluster/nodes", headers=JSON,

@@ -127,11 +127,16 @@ def test_a_small_run_reports_every_phase_for_every_system(tmp_path: Path) -> Non
             str(tmp_path / "stores"),
             "--out",
             str(out),
+            "--strategies",
+            "none",
+            "--ttl-records",
+            "0",
         ]
     )
 
     assert status == 0
     markdown = out.read_text()
+    assert "## Compaction strategies" not in markdown and "## TTL workload" not in markdown
     table = _section(markdown, "## Operations per second")
     header = next(line for line in table if line.startswith("| phase |"))
     assert [c.strip() for c in header.strip("|").split("|")][1:] == systems
@@ -149,3 +154,31 @@ def test_a_small_run_reports_every_phase_for_every_system(tmp_path: Path) -> Non
     ringkv_row = next(line for line in checks if line.startswith("| ringkv |"))
     assert "| 2,000 of 2,000 | 0 of 2,000 |" in ringkv_row
     assert "## Targets" in markdown
+
+
+@pytest.mark.slow  # short mode: test_a_small_run_reports_every_phase_for_every_system runs the harness
+@pytest.mark.skipif(ENGINE_MISSING is not None, reason=f"ringkv engine not ready: {ENGINE_MISSING}")
+def test_a_small_run_reports_each_compaction_strategy_and_the_ttl_workload(tmp_path: Path) -> None:
+    out = tmp_path / "engine.md"
+    strategies = ["ringkv-leveled", "ringkv-tiered", "ringkv-time_window"]
+
+    status = engine.main(
+        ["--keys", "2000", "--repeats", "1", "--systems", "ringkv", "--dir", str(tmp_path / "stores"),
+         "--out", str(out), "--strategies", ",".join(strategies), "--ttl-records", "3000",
+         "--ttl-memtable-bytes", "65536"]
+    )
+
+    assert status == 0
+    markdown = out.read_text()
+    section = _section(markdown, "## Compaction strategies")
+    header = next(line for line in section if line.startswith("| phase |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == strategies
+    amp = [line for line in section if line.startswith("| ringkv-")]
+    assert [line.split("|")[1].strip() for line in amp] == strategies
+    ttl = _section(markdown, "## TTL workload")
+    rows = {line.split("|")[1].strip(): line for line in ttl if line.startswith("| ") and "strategy" not in line}
+    assert set(rows) == {"leveled", "tiered", "time_window"}
+    dropped = int(rows["time_window"].split("|")[6].strip())
+    assert dropped >= 1, "the time-window run deleted no expired table: the workload proves nothing"
+    targets = _section(markdown, "## Strategy targets")
+    assert sum(1 for line in targets if line.startswith("| ") and "needed" not in line) == 2

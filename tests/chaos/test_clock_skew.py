@@ -29,7 +29,8 @@ def test_a_node_skewed_ahead_expires_a_ttl_early_and_only_there(tmp_path):
         other = redis.Redis(port=cluster.node("n2").resp_port, socket_timeout=5)
         assert other.set("session", "s", px=TTL_MS)
         history = History()
-        nemesis = Nemesis(cluster, history, [FaultEvent(0.0, 2.0, "skew", ("n1",), skew_ms=SKEW_MS)],
+        # Skewed for 6 s: long enough that the reads below run inside it on a loaded machine.
+        nemesis = Nemesis(cluster, history, [FaultEvent(0.0, 6.0, "skew", ("n1",), skew_ms=SKEW_MS)],
                           log=lambda line: None)
         stop = threading.Event()
         thread = threading.Thread(target=nemesis.run, args=(stop,), daemon=True)
@@ -43,7 +44,7 @@ def test_a_node_skewed_ahead_expires_a_ttl_early_and_only_there(tmp_path):
             assert other.get("session") == b"s"
             assert 0 < other.pttl("session") <= TTL_MS
         finally:
-            thread.join(10)
+            thread.join(20)
             stop.set()
         # The skew is over: n1 agrees again (the value was expired, not deleted).
         assert skewed.get("session") == b"s"

@@ -341,7 +341,8 @@ class SimNode:
         self.faults = FaultState(self.clock)
         self.batches = AtomicBatches(self.placement, self.calls, self.store, self.writes, self.log, self.faults,
                                      self.clock, replay_delay_ms=1_000, replay_interval_ms=100)
-        none = types.SimpleNamespace(on_syn=None, on_digests=None, on_list=None, on_forward=None, on_commit=None)
+        none = types.SimpleNamespace(on_syn=None, on_digests=None, on_list=None, on_forward=None,
+                                     on_forward_versioned=None, on_commit=None)
         self.peers = ReplicaService(self.placement, self.store, none, none, none, none, None, self.stats,
                                     lambda: None, batches=self.batches)
         limits = ServiceLimits(1024 * 1024, 1000, True)

@@ -60,7 +60,7 @@ def test_a_joining_node_admitted_by_its_address_becomes_a_healthy_member_holding
         # n4 knows no member: `join` with no members waits to be admitted. A longer settle
         # than the others keeps it joining long enough to be seen joining.
         n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true",
-                         **{**SETTINGS, "membership_settle_ms": 3000})
+                         **{**SETTINGS, "membership_settle_ms": 3000}, **cluster.secret_settings)
         with n4:
             r4 = redis.Redis(port=n4.resp_port, socket_timeout=30)
             assert json.loads(r4.execute_command("RINGKV.ADMIN", "STATUS"))["local_status"] == "joining"

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from ringkv.testing.launcher import LocalCluster, NodeProcess
+from ringkv.testing.probes import hears_everyone, nodes_down
 from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -116,7 +117,7 @@ def test_join_then_decommission_under_load(tmp_path):
         r1 = redis.Redis(port=ports[0])
         for i in range(200):
             r1.set(f"pre{i}", "p")
-        n4 = NodeProcess(tmp_path / "n4", node_id="n4", **SETTINGS)
+        n4 = NodeProcess(tmp_path / "n4", node_id="n4", **SETTINGS, **cluster.secret_settings)
         n4.settings["members"] = cluster.nodes[0].settings["members"].split(",")[0] + f",n4@127.0.0.1:{n4.rpc_port}"
         with Load(ports) as load:
             out = subprocess.Popen(
@@ -161,7 +162,10 @@ def test_remove_a_dead_node_rebuilds_its_partitions_from_the_other_replicas(tmp_
         keys = {f"k{i}": f"v{i}" for i in range(200)}
         for k, v in keys.items():
             r1.set(k, v)
+        wait_until(lambda: hears_everyone(r1), 30, "n1 hears every member")
         cluster.nodes[3].kill()
+        # remove refuses a node that is still heard from: wait until n1 holds n4 down.
+        wait_until(lambda: "n4" in nodes_down(r1), 30, "n1 holds n4 down")
         out = subprocess.run(
             [sys.executable, "-m", "ringkv.cli", "admin", "remove", "n4", "--port",
              str(cluster.nodes[0].resp_port), "--json"], capture_output=True, text=True, timeout=60)
@@ -189,7 +193,7 @@ def test_a_joining_node_given_its_seed_over_http_joins(tmp_path):
         r1 = redis.Redis(port=cluster.nodes[0].resp_port)
         for i in range(50):
             r1.set(f"h{i}", "v")
-        n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true", **SETTINGS)
+        n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true", **SETTINGS, **cluster.secret_settings)
         n4.settings["members"] = f"n4@127.0.0.1:{n4.rpc_port}"  # knows nobody yet
         with n4:
             base = f"http://127.0.0.1:{n4.http_port}/api/v1/admin/cluster"

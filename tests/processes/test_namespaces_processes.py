@@ -125,7 +125,7 @@ def test_each_namespace_keeps_its_own_number_of_copies(tmp_path):
 def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_path):
     with LocalCluster(tmp_path, nodes=3, **SETTINGS) as cluster:
         _write_each_namespace(cluster)
-        n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true", **SETTINGS)
+        n4 = NodeProcess(tmp_path / "n4", node_id="n4", join="true", **SETTINGS, **cluster.secret_settings)
         n4.settings["members"] = cluster.nodes[0].settings["members"].split(",")[0] + f",n4@127.0.0.1:{n4.rpc_port}"
         with n4:
             r4 = redis.Redis(port=n4.resp_port)

@@ -1,7 +1,8 @@
 """Compaction rules (docs/compaction.md), as a user sees their effects: overwritten versions and
 tombstones stop taking space, a deleted key never comes back (the tombstone shadows older
 versions until it reaches the bottom), the compaction filter applies in both background modes
-without resurrecting what it drops, and the I/O rate limit holds."""
+without resurrecting what it drops, and the I/O rate limit holds. The rules every strategy keeps
+run against each of them (`strategy`): leveled, tiered and time-window."""
 
 from __future__ import annotations
 
@@ -14,9 +15,22 @@ import pytest
 from ringkv.storage import Engine, Options, manifest, worker
 from ringkv.storage.compaction import RateLimitedFile
 from ringkv.storage.fs import PosixFileSystem
+from ringkv.storage.strategies import Leveled, Tiered, TimeWindow
 from ringkv.testing.wait import wait_until
 
 MODES = ["thread", "process"]
+STRATEGIES = {"leveled": Leveled(), "tiered": Tiered(min_merge_runs=8), "time_window": TimeWindow(min_merge_tables=8)}
+
+
+def never_expires(key: bytes, value: bytes) -> int:
+    """The expiry extractor time-window compaction needs; these records carry no TTL."""
+    return 0
+
+
+@pytest.fixture(params=sorted(STRATEGIES))
+def strategy(request) -> dict:
+    """Options that select one strategy (and what it needs)."""
+    return {"compaction": STRATEGIES[request.param], "expiry_of": never_expires}
 
 
 def drop_tmp(key: bytes, value: bytes) -> bool:
@@ -80,9 +94,9 @@ def filler_intact(db: Engine) -> bool:
 
 
 @pytest.mark.parametrize("background", MODES)
-def test_overwritten_versions_are_dropped_by_compact_range(tmp_path, background):
+def test_overwritten_versions_are_dropped_by_compact_range(tmp_path, background, strategy):
     path = str(tmp_path)
-    with Engine.open(path, options(background, level0_compaction_trigger_files=8)) as db:
+    with Engine.open(path, options(background, level0_compaction_trigger_files=8, **strategy)) as db:
         for version in range(5):
             for i in range(200):
                 db.put(b"key:%03d" % i, b"version %d " % version * 20)
@@ -94,9 +108,9 @@ def test_overwritten_versions_are_dropped_by_compact_range(tmp_path, background)
         assert all(db.get(b"key:%03d" % i) == b"version 4 " * 20 for i in range(200))
 
 
-def test_deleted_key_stays_deleted_when_an_older_table_holds_it(tmp_path):
+def test_deleted_key_stays_deleted_when_an_older_table_holds_it(tmp_path, strategy):
     path = str(tmp_path)
-    with Engine.open(path, options(level0_compaction_trigger_files=8)) as db:
+    with Engine.open(path, options(level0_compaction_trigger_files=8, **strategy)) as db:
         db.put(b"cart:42", b"three items")
         db.put(b"cart:43", b"one item")
         db.compact_range()  # the value now sits in level 1
@@ -105,7 +119,7 @@ def test_deleted_key_stays_deleted_when_an_older_table_holds_it(tmp_path):
         assert db.get(b"cart:42") is None
         with db.scan() as it:
             assert list(it) == [(b"cart:43", b"one item")]
-    with Engine.open(path, options()) as db:
+    with Engine.open(path, options(**strategy)) as db:
         assert db.get(b"cart:42") is None
         db.compact_range()
         assert db.get(b"cart:42") is None
@@ -132,9 +146,9 @@ def test_tombstone_shadows_an_older_version_in_a_deeper_level_until_the_bottom(t
         assert filler_intact(db)
 
 
-def test_tombstones_are_gone_after_a_full_compact_range(tmp_path):
+def test_tombstones_are_gone_after_a_full_compact_range(tmp_path, strategy):
     path = str(tmp_path)
-    with Engine.open(path, options(level0_compaction_trigger_files=8)) as db:
+    with Engine.open(path, options(level0_compaction_trigger_files=8, **strategy)) as db:
         for i in range(300):
             db.put(b"key:%03d" % i, b"v" * 100)
         db.flush()
@@ -150,9 +164,9 @@ def test_tombstones_are_gone_after_a_full_compact_range(tmp_path):
 
 
 @pytest.mark.parametrize("background", MODES)
-def test_compaction_filter_drops_matching_records(tmp_path, background):
+def test_compaction_filter_drops_matching_records(tmp_path, background, strategy):
     path = str(tmp_path)
-    with Engine.open(path, options(background, compaction_filter=drop_tmp)) as db:
+    with Engine.open(path, options(background, compaction_filter=drop_tmp, **strategy)) as db:
         for i in range(100):
             db.put(b"tmp:session:%03d" % i, b"expiring")
             db.put(b"user:%03d" % i, b"kept")

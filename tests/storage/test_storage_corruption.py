@@ -1,6 +1,10 @@
 """Damaged files, as an operator meets them when opening a store: every case is a clear
 CorruptionError naming the file and offset, or the documented salvage; never wrong data.
-A refused open changes nothing on disk, so the evidence stays for whoever investigates."""
+A refused open changes nothing on disk, so the evidence stays for whoever investigates.
+
+Every table and manifest case runs under each compaction strategy, and with column families
+(the tables then belong to a family other than the default one, and the manifest is format
+version 2)."""
 
 from __future__ import annotations
 
@@ -12,8 +16,37 @@ import pytest
 
 from ringkv.errors import CorruptionError
 from ringkv.storage import Engine, Options, sstable, wal
+from ringkv.storage.strategies import Leveled, PrefixRouter, Tiered, TimeWindow
 
-THREAD = dict(background="thread")
+THREAD: dict = dict(background="thread")  # the options of every open here, set per strategy
+
+
+def never_expires(key: bytes, value: bytes) -> int:
+    return 0
+
+
+MODES = {
+    "leveled": dict(compaction=Leveled()),
+    "tiered": dict(compaction=Tiered()),
+    "time_window": dict(compaction=TimeWindow(), expiry_of=never_expires),
+    # every "key:..." in a tiered family, other keys in leveled and time-window ones
+    "families": dict(
+        families={"low": Tiered(), "mid": TimeWindow()},
+        family_router=PrefixRouter({b"key:": "low", b"other:": "mid"}),
+        expiry_of=never_expires,
+    ),
+}
+
+
+@pytest.fixture(params=sorted(MODES))
+def strategy(request):
+    """Every open of the test under one strategy (the table and manifest cases ask for it;
+    the log's are the same whatever the strategy)."""
+    THREAD.clear()
+    THREAD.update(background="thread", **MODES[request.param])
+    yield request.param
+    THREAD.clear()
+    THREAD.update(background="thread")
 
 
 def files(path, ext):
@@ -137,7 +170,7 @@ def test_damaged_wal_file_header_raises_corruption_at_offset_zero(logged):
 
 
 @pytest.fixture
-def tabled(tmp_path):
+def tabled(tmp_path, strategy):
     """A store whose 300 keys sit in one uncompressed table of many small blocks."""
     path = str(tmp_path)
     with Engine.open(path, Options(compression="none", block_bytes=512, **THREAD)) as db:
@@ -226,7 +259,7 @@ def test_table_named_by_the_manifest_missing_raises_corruption(tabled):
 
 
 @pytest.fixture
-def manifested(tmp_path):
+def manifested(tmp_path, strategy):
     """A store with tables on two levels and a log, and its expected contents."""
     path = str(tmp_path)
     with Engine.open(path, Options(**THREAD)) as db:

@@ -5,10 +5,18 @@ the shortest sequence of operations hypothesis finds.
 
 Most runs use `background="thread"` for speed; one configuration keeps the default worker
 processes, so the code path a server runs is checked too. RINGKV_TEST_FULL=1 runs more examples.
+
+Every compaction strategy runs the same machine (docs/compaction.md): tiered, time-window, and
+an engine of three column families (leveled, tiered, time-window) whose routing changes on a
+reopen (the tables are re-routed). Those runs also carry a compaction filter and an expiry
+extractor: a value filled with EXPIRED_FILL has expired (the filter drops it, a time-window
+table made only of such values is deleted unread), so such a key may read as missing, but
+never as an older value: an expired record dropped must not uncover the version it replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -18,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ringkv.storage import Engine, Options, WriteBatch
+from ringkv.storage.strategies import Leveled, PrefixRouter, Tiered, TimeWindow
 
 FULL = os.environ.get("RINGKV_TEST_FULL") == "1"
 
@@ -27,6 +36,43 @@ keys = st.sampled_from(KEYS)
 # Sizes from empty to 3 KiB; a value is a repeated byte so hypothesis need not generate it.
 values = st.builds(lambda fill, n: bytes([fill]) * n, st.integers(0, 255), st.sampled_from([0, 1, 7, 100, 900, 3000]))
 bounds = st.one_of(st.none(), keys)
+
+# What the expiry extractor and the compaction filter of the expiring runs read in a value.
+EXPIRED_FILL = 0xEE  # expired long ago: the filter drops it
+NEVER_FILL = 0x00  # never expires: blocks the deletion of newer expired tables above it
+FILTER_FILL = 0xDD  # only the filter may drop it, and it keeps it: re-filtered, never deleted unread
+FAR_FUTURE_MS = 1 << 45
+fills = st.sampled_from([EXPIRED_FILL, NEVER_FILL, FILTER_FILL, 1, 7, 200])
+expiring_values = st.builds(lambda fill, n: bytes([fill]) * n, fills, st.sampled_from([0, 1, 100, 900, 3000]))
+
+
+def expiry_of(key: bytes, value: bytes) -> int:
+    fill = value[0] if value else NEVER_FILL
+    if fill == EXPIRED_FILL:
+        return 1
+    if fill == NEVER_FILL:
+        return 0
+    if fill == FILTER_FILL:
+        return -1
+    return FAR_FUTURE_MS
+
+
+def drop_expired(key: bytes, value: bytes) -> bool:
+    return value[:1] != bytes([EXPIRED_FILL])
+
+
+def expiring(value: bytes) -> bool:
+    return value[:1] == bytes([EXPIRED_FILL])
+
+
+class ModelClock:
+    """The time-window families' clock: moved by the `advance_time` rule, not by the wall."""
+
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def now_ms(self) -> int:
+        return self.ms
 
 
 def small(**overrides) -> Options:
@@ -47,8 +93,27 @@ class EngineMatchesDict(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.path = tempfile.mkdtemp(prefix="ringkv-model-")
+        self.clock = ModelClock()
+        self.options = self.options_now()
         self.db = Engine.open(self.path, self.options)
         self.model: dict[bytes, bytes] = {}
+
+    def options_now(self) -> Options:
+        return type(self).options
+
+    def matches(self, got: list[tuple[bytes, bytes]], expected: list[tuple[bytes, bytes]]) -> None:
+        """`got` is `expected`, except that keys whose value has expired may be missing."""
+        if self.options.compaction_filter is None:
+            assert got == expected
+            return
+        have = dict(got)
+        assert [k for k, _ in got] == sorted(have), "scan out of key order"
+        for k, v in expected:
+            if k in have:
+                assert have.pop(k) == v, f"{k!r} reads an older value"
+            else:
+                assert expiring(v), f"{k!r} is missing but its value has not expired"
+        assert not have, f"keys that were deleted came back: {sorted(have)[:3]}"
 
     def teardown(self) -> None:
         self.db.close()
@@ -92,17 +157,18 @@ class EngineMatchesDict(RuleBasedStateMachine):
 
     @rule(key=keys)
     def get(self, key):
-        assert self.db.get(key) == self.model.get(key)
+        got = self.db.get(key)
+        self.matches([] if got is None else [(key, got)], [(key, self.model[key])] if key in self.model else [])
 
     @rule(start=bounds, end=bounds)
     def scan(self, start, end):
         with self.db.scan(start, end) as it:
-            assert list(it) == self.expected(start, end)
+            self.matches(list(it), self.expected(start, end))
 
     @rule(prefix=st.sampled_from([*PREFIXES, b"", b"user:1", b"b"]))
     def scan_prefix(self, prefix):
         with self.db.scan_prefix(prefix) as it:
-            assert list(it) == [(k, v) for k, v in self.expected() if k.startswith(prefix)]
+            self.matches(list(it), [(k, v) for k, v in self.expected() if k.startswith(prefix)])
 
     @rule()
     def flush(self):
@@ -131,7 +197,29 @@ class EngineMatchesDict(RuleBasedStateMachine):
     @invariant()
     def whole_store_matches(self):
         with self.db.scan() as it:
-            assert list(it) == self.expected()
+            self.matches(list(it), self.expected())
+
+
+class ExpiringEngineMatchesDict(EngineMatchesDict):
+    """The machine with expiring values, a clock for time windows and (with `reroute`) a
+    change of routing at a reopen."""
+
+    def options_now(self) -> Options:
+        return dataclasses.replace(type(self).options, now_ms=self.clock.now_ms)
+
+    @rule(key=keys, value=expiring_values)
+    def put_expiring(self, key, value):
+        self.db.put(key, value)
+        self.model[key] = value
+
+    @rule(prefix=st.sampled_from(PREFIXES), fill=fills, size=st.sampled_from([1000, 3000]))
+    def bulk_put_expiring(self, prefix, fill, size):
+        """A memtable's worth of one kind: a table made only of expired values follows."""
+        self.bulk_put(prefix, fill, size)
+
+    @rule(windows=st.sampled_from([1, 3]))
+    def advance_time(self, windows):
+        self.clock.ms += windows * WINDOW_MS
 
 
 EXAMPLES = 100 if FULL else 25
@@ -142,6 +230,16 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+WINDOW_MS = 60_000
+EXPIRING = dict(compaction_filter=drop_expired, expiry_of=expiry_of)
+TIERED = Tiered(min_merge_runs=2, max_merge_runs=4, max_runs=6)
+TIME_WINDOW = TimeWindow(window_ms=WINDOW_MS, min_merge_tables=2)
+ROUTERS = [
+    PrefixRouter({b"a:": "tiered", b"user:": "windows"}),
+    PrefixRouter({b"b:": "tiered", b"\xff": "windows", b"user:1": "tiered"}),
+]
 
 
 class ThreadBackgroundLz4(EngineMatchesDict):
@@ -158,9 +256,69 @@ class WorkerProcessesUncompressed(EngineMatchesDict):
     options = small(compression="none", sync_interval_ms=5)  # background="process", the default
 
 
+class TieredThreadBackground(EngineMatchesDict):
+    options = small(background="thread", sync="never", compaction=TIERED)
+
+
+class TieredWithFilter(ExpiringEngineMatchesDict):
+    options = small(background="thread", sync="never", compaction=TIERED, **EXPIRING)
+
+
+class TimeWindowWithFilter(ExpiringEngineMatchesDict):
+    options = small(background="thread", sync="never", compaction=TIME_WINDOW, **EXPIRING)
+
+
+class LeveledWithFilter(ExpiringEngineMatchesDict):
+    options = small(background="thread", sync="never", **EXPIRING)
+
+
+class ThreeFamiliesRoutedAnew(ExpiringEngineMatchesDict):
+    """Leveled, tiered and time-window families in one engine; `reroute` reopens it with the
+    other router, which sends other keys to other families."""
+
+    routing = 0
+    families = {"tiered": TIERED, "windows": TIME_WINDOW}
+
+    def options_now(self) -> Options:
+        return dataclasses.replace(
+            super().options_now(), families=self.families, family_router=ROUTERS[self.routing]
+        )
+
+    @rule()
+    def reroute(self):
+        self.db.close()
+        self.routing = 1 - self.routing
+        self.options = self.options_now()
+        self.db = Engine.open(self.path, self.options)
+        assert set(self.db.stats()["families"]) == {"default", "tiered", "windows"}
+
+
+class ThreeFamiliesThreadBackground(ThreeFamiliesRoutedAnew):
+    options = small(background="thread", sync="never", **EXPIRING)
+
+
+class ThreeFamiliesWorkerProcesses(ThreeFamiliesRoutedAnew):
+    options = small(compression="none", sync_interval_ms=5, compaction=Leveled(), **EXPIRING)
+
+
 test_engine_matches_dict_thread_lz4 = ThreadBackgroundLz4.TestCase
 test_engine_matches_dict_thread_lz4.settings = SETTINGS
 test_engine_matches_dict_thread_zstd_tiny_caches_sync_always = ThreadBackgroundZstdTinyCachesSyncAlways.TestCase
 test_engine_matches_dict_thread_zstd_tiny_caches_sync_always.settings = SETTINGS
 test_engine_matches_dict_worker_processes = WorkerProcessesUncompressed.TestCase
 test_engine_matches_dict_worker_processes.settings = settings(SETTINGS, max_examples=max(4, EXAMPLES // 2))
+
+# The strategies: fewer examples each (the machine is the same), more under RINGKV_TEST_FULL=1.
+STRATEGY_SETTINGS = settings(SETTINGS, max_examples=max(12, EXAMPLES // 2))
+test_tiered_engine_matches_dict = TieredThreadBackground.TestCase
+test_tiered_engine_matches_dict.settings = STRATEGY_SETTINGS
+test_tiered_engine_with_expiry_matches_dict = TieredWithFilter.TestCase
+test_tiered_engine_with_expiry_matches_dict.settings = STRATEGY_SETTINGS
+test_time_window_engine_with_expiry_matches_dict = TimeWindowWithFilter.TestCase
+test_time_window_engine_with_expiry_matches_dict.settings = STRATEGY_SETTINGS
+test_leveled_engine_with_expiry_matches_dict = LeveledWithFilter.TestCase
+test_leveled_engine_with_expiry_matches_dict.settings = STRATEGY_SETTINGS
+test_three_families_rerouted_match_dict = ThreeFamiliesThreadBackground.TestCase
+test_three_families_rerouted_match_dict.settings = STRATEGY_SETTINGS
+test_three_families_in_worker_processes_match_dict = ThreeFamiliesWorkerProcesses.TestCase
+test_three_families_in_worker_processes_match_dict.settings = settings(SETTINGS, max_examples=max(4, EXAMPLES // 6))

@@ -182,7 +182,8 @@ def test_join_is_pointwise_max_in_actor_order_without_zeros():
 # --- contexts -------------------------------------------------------------------------------
 
 
-@given(st.dictionaries(st.binary(max_size=dvv.MAX_ACTOR_BYTES), st.integers(1, 2**64 - 1)))
+@given(st.dictionaries(st.binary(max_size=dvv.MAX_ACTOR_BYTES), st.integers(1, dvv.MAX_COUNTER),
+                       max_size=dvv.MAX_CLOCK_ACTORS))
 def test_context_round_trips(clock):
     assert dvv.decode_context(dvv.encode_context(clock)) == clock
 

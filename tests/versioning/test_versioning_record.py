@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringkv.errors import CorruptionError
-from ringkv.versioning.dvv import MAX_ACTOR_BYTES, Dot
+from ringkv.versioning.dvv import MAX_ACTOR_BYTES, MAX_COUNTER, Dot
 from ringkv.versioning.hlc import make_timestamp
 from ringkv.versioning.record import (
     FORMAT_VERSION,
@@ -230,11 +230,11 @@ records = st.builds(
         dict(sorted({**clock, **{s.dot.actor: s.dot.counter for s in sibs}}.items())),
         tuple(sorted(sibs, key=lambda s: s.dot)),
     ),
-    st.dictionaries(st.binary(max_size=MAX_ACTOR_BYTES), st.integers(1, 2**64 - 1), max_size=3),
+    st.dictionaries(st.binary(max_size=MAX_ACTOR_BYTES), st.integers(1, MAX_COUNTER), max_size=3),
     st.lists(
         st.builds(
             DottedValue,
-            dot=st.builds(Dot, st.binary(min_size=1, max_size=12), st.integers(1, 2**64 - 1)),
+            dot=st.builds(Dot, st.binary(min_size=1, max_size=12), st.integers(1, MAX_COUNTER)),
             value=st.none() | st.binary(max_size=300),
             timestamp=st.integers(0, 2**64 - 1),
             expire_at_ms=st.integers(0, 2**48 - 1),

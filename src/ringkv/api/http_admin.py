@@ -18,6 +18,8 @@ from ringkv.api.http_models import (
     AdmitResponse,
     CleanupResponse,
     ClusterStatusResponse,
+    CompactionRequest,
+    CompactionResponse,
     DecommissionResponse,
     RemoveResponse,
     RepairResponse,
@@ -63,13 +65,16 @@ class AdminApi:
         (as `ringkv repair`)."""
         return json_response(await self._admin().repair())
 
-    async def cluster_remove_node(self, node_id: str) -> Response:
+    async def cluster_remove_node(self, node_id: str, force: bool = False) -> Response:
         """Take a node out of the ring: this node decommissions itself (hands its partitions
         over, then leaves) when `node_id` names it; any other node is removed as dead and its
-        partitions are rebuilt from the remaining replicas."""
+        partitions are rebuilt from the remaining replicas. A node this one still hears from
+        is not removed (409: decommission it) unless `force=true`."""
         admin = self._admin()
         if node_id == admin.node_id:
             return json_response(await admin.decommission())
+        if force:
+            return json_response(await admin.remove(node_id, True))
         return json_response(await admin.remove(node_id))
 
     async def cluster_cleanup(self) -> Response:
@@ -95,6 +100,19 @@ class AdminApi:
         no rebalancing: the ring assigns partitions in balance from the member list alone."""
         return await self.cluster_repair()
 
+    async def namespace_compaction(self, namespace: str) -> Response:
+        """How a namespace's keys are compacted on the node asked: its column family, strategy
+        and settings, and the sorted runs a lookup there probes at most."""
+        return json_response(self._admin().compaction(namespace))
+
+    async def set_namespace_compaction(self, namespace: str, body: CompactionRequest) -> Response:
+        """Compact a namespace by another strategy from now on, on the node asked (ask each node):
+        the merges picked from now on, and the tables they and later flushes write, follow it;
+        tables already written stay until a merge takes them. Not stored: a restart takes the
+        configuration's strategy. The namespace needs a tree of its own (a `compaction` setting
+        in its configuration), or is the default one (docs/compaction.md)."""
+        return json_response(self._admin().set_compaction(namespace, body.compaction, dict(body.settings)))
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -114,7 +132,11 @@ def admin_routes(api: AdminApi) -> Iterator[tuple[str, Callable, str, dict[str, 
         AdmitResponse | SeedsResponse, 400, 409, 422)
     yield API + "/admin/cluster/cleanup", api.cluster_cleanup, "POST", answers(CleanupResponse, 409)
     yield API + "/admin/cluster/nodes/{node_id}", api.cluster_remove_node, "DELETE", answers(
-        DecommissionResponse | RemoveResponse, 400, 409)
+        DecommissionResponse | RemoveResponse, 400, 409, 422)
+    yield API + "/admin/namespaces/{namespace}/compaction", api.namespace_compaction, "GET", answers(
+        CompactionResponse, 400)
+    yield API + "/admin/namespaces/{namespace}/compaction", api.set_namespace_compaction, "PUT", answers(
+        CompactionResponse, 400, 422)
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
     yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
     yield "/metrics", api.metrics_text, "GET", {

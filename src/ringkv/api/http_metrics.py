@@ -128,6 +128,37 @@ class NodeCollector:
                                   value=figures["expired_keys"])
         if "cluster" in figures:
             yield from _cluster_metrics(figures)
+        if "namespaces" in figures:
+            yield from _namespace_metrics(figures["namespaces"])
+
+
+def _namespace_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
+    """Keys and bytes per namespace on this replica; for namespaces with a quota, this node's
+    estimate for the cluster, the limits, and refusals (node/quotas.py, docs/namespaces.md)."""
+    keys = GaugeMetricFamily("ringkv_namespace_keys", "Live keys of the namespace on this node's replica.",
+                             labels=["namespace"])
+    nbytes = GaugeMetricFamily("ringkv_namespace_bytes", "Bytes of live keys and values of the namespace on "
+                               "this node's replica.", labels=["namespace"])
+    est_keys = GaugeMetricFamily("ringkv_namespace_estimated_keys", "Live keys of the namespace in the "
+                                 "cluster, as this node estimates them for its quota.", labels=["namespace"])
+    est_bytes = GaugeMetricFamily("ringkv_namespace_estimated_bytes", "Bytes of the namespace in the cluster, "
+                                  "as this node estimates them for its quota.", labels=["namespace"])
+    limits = GaugeMetricFamily("ringkv_namespace_quota_limit", "A namespace's quota, by setting.",
+                               labels=["namespace", "quota"])
+    for name, doc in figures["namespaces"].items():
+        keys.add_metric([name], doc["keys"])
+        nbytes.add_metric([name], doc["bytes"])
+        if "estimated_keys" in doc:
+            est_keys.add_metric([name], doc["estimated_keys"])
+            est_bytes.add_metric([name], doc["estimated_bytes"])
+            for quota, limit in doc["limits"].items():
+                limits.add_metric([name, quota], limit)
+    refusals = CounterMetricFamily("ringkv_quota_refusals", "Requests refused by a namespace quota, by "
+                                   "namespace and quota (max_keys, max_bytes, max_requests_per_s).",
+                                   labels=["namespace", "quota"])
+    for (name, quota), count in sorted(figures["refusals"].items()):
+        refusals.add_metric([name, quota], count)
+    yield from (keys, nbytes, est_keys, est_bytes, limits, refusals)
 
 
 def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
@@ -157,6 +188,22 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily("ringkv_partition_moves_total", "Partitions the current join, leave or "
                             "rebalance moves.", value=moves["total"])
     yield GaugeMetricFamily("ringkv_partition_moves_done", "Of those, moved.", value=moves["done"])
+    auth = figures.get("rpc_auth", {})
+    refused = CounterMetricFamily(
+        "ringkv_rpc_handshakes_refused", "RPC connections refused before they were authenticated "
+        "(no or a wrong cluster secret, a certificate of another CA or node, ...), by reason.",
+        labels=["reason"])
+    prefix = "rpc_handshakes_refused_"
+    for key, count in auth.items():
+        if key.startswith(prefix):
+            refused.add_metric([key[len(prefix):]], count)
+    yield refused
+    yield CounterMetricFamily("ringkv_rpc_peers_refused", "Connect attempts to a peer that refused "
+                              "this node's handshake or failed to prove itself.",
+                              value=auth.get("rpc_peers_refused", 0))
+    yield CounterMetricFamily("ringkv_gossip_states_refused", "Gossip states refused for their "
+                              "origin (a tombstone from a non-member, a relayed address change).",
+                              value=auth.get("gossip_states_refused", 0))
 
 
 def _resp_metrics(stats: Any) -> Iterator[Metric]:
@@ -190,6 +237,14 @@ def _resp_metrics(stats: Any) -> Iterator[Metric]:
         "RESP connections closed after a protocol error.",
         value=stats.protocol_errors,
     )
+    # Bounded clients (api/resp_server.py): connections refused or closed, by why.
+    closes = CounterMetricFamily("ringkv_resp_client_closes", "RESP connections refused or closed to bound "
+                                 "clients, by reason.", labels=["reason"])
+    for reason, value in (("max_connections_per_ip", stats.connections_rejected_per_ip),
+                          ("idle_timeout", stats.idle_closes), ("max_client_memory", stats.client_memory_closes),
+                          ("cross_protocol", stats.cross_protocol_closes)):
+        closes.add_metric([reason], value)
+    yield closes
 
 
 def _engine_metrics(st: dict) -> Iterator[Metric]:
@@ -237,6 +292,30 @@ def _engine_metrics(st: dict) -> Iterator[Metric]:
         "ringkv_engine_background_error",
         "1 when a background flush or compaction failed and the engine turned read-only.",
         value=1 if st["background_error"] else 0,
+    )
+    # Compaction strategies per namespace (docs/compaction.md): each column family's read
+    # amplification, the expired tables time-window compaction deleted unread, and the merges
+    # refused because the disk could not hold their output.
+    runs = GaugeMetricFamily(
+        "ringkv_engine_family_sorted_runs",
+        "Sorted runs of each column family: the most SSTables a lookup there probes.",
+        labels=["family", "compaction"],
+    )
+    for name, family in st["families"].items():
+        runs.add_metric([name, family["compaction"]], family["sorted_runs"])
+    yield runs
+    yield CounterMetricFamily(
+        "ringkv_engine_expired_tables_dropped",
+        "SSTables whose every record had expired, deleted without being read (time-window compaction).",
+        value=st["expired_tables_dropped"],
+    )
+    yield CounterMetricFamily(
+        "ringkv_engine_expired_bytes_dropped", "Bytes of those SSTables.", value=st["expired_bytes_dropped"]
+    )
+    yield CounterMetricFamily(
+        "ringkv_engine_compaction_space_refusals",
+        "Merges refused before they started because the disk could not hold their output.",
+        value=st["compaction_space_refusals"],
     )
 
 

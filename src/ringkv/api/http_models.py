@@ -20,12 +20,14 @@ MAX_TTL_S = 100 * 365 * 86400  # 100 years; keeps expire_at_ms far from any over
 class ConsistencyLevel(StrEnum):
     """The levels a request may name. EVENTUAL and STRONG are the specification's names for ONE
     and ALL. SERIAL is for reads: linearizable, through the key's consensus path; a write at
-    SERIAL is a write at QUORUM (service/levels.py)."""
+    SERIAL is a write at QUORUM (service/levels.py). SESSION is ONE in the request's session
+    (the Session-Token header: read-your-writes and monotonic reads, api/http_session.py)."""
 
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
     SERIAL = "SERIAL"
+    SESSION = "SESSION"
     EVENTUAL = "EVENTUAL"
     STRONG = "STRONG"
 
@@ -433,3 +435,26 @@ class RemoveResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     removed: str
+
+
+class CompactionRequest(BaseModel):
+    """A namespace's compaction strategy from now on, on the node asked (docs/compaction.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compaction: Literal["leveled", "tiered", "time_window"] = Field(
+        description="leveled (read-heavy; the default), tiered (write-heavy), time_window (data with a TTL).")
+    settings: dict[str, StrictInt | StrictStr] = Field(
+        default_factory=dict, max_length=16, examples=[{"compaction_window_s": 600, "compaction_ttl_rule": "safe"}],
+        description="That strategy's settings, named as in the configuration (the `compaction_` prefix may be "
+        "left out): tiered: compaction_size_ratio_percent, compaction_min_merge_runs, compaction_max_runs; "
+        "time_window: compaction_window_s, compaction_ttl_rule (safe | aggressive). Unset ones take their defaults.")
+
+
+class CompactionResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    namespace: str
+    family: str = Field(description='The engine\'s column family holding the namespace\'s keys ("default" when '
+                        "it shares the default namespace's).")
+    compaction: str = Field(description="The strategy; its settings follow, by the engine's names (window_ms, ...).")

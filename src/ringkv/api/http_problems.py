@@ -32,6 +32,7 @@ from ringkv.errors import (
     CorruptionError,
     InvalidContextError,
     LimitError,
+    QuotaExceededError,
     RingkvError,
     StorageFullError,
     UnknownNamespaceError,
@@ -40,6 +41,7 @@ from ringkv.errors import (
 log = logging.getLogger("ringkv.http")
 
 PROBLEM_JSON = "application/problem+json"
+AUTH_CHALLENGE = 'Basic realm="ringkv", Bearer realm="ringkv"'  # the schemes api/http_auth.py takes
 
 
 class Problem(BaseModel):
@@ -69,6 +71,10 @@ class Problem(BaseModel):
         json_schema_extra={"format": "byte", "contentEncoding": "base64"})
     failed_keys: list[str] | None = Field(
         None, description="For an atomic batch refused as a whole: the keys that made it fail (nothing was written).")
+    namespace: str | None = Field(None, description="For quota-exceeded (429): the namespace whose quota it is.")
+    quota: str | None = Field(None, description="For quota-exceeded (429): the setting refused: max_keys, "
+                                                "max_bytes or max_requests_per_s.")
+    limit: int | None = Field(None, description="For quota-exceeded (429): the setting's value.")
 
 
 # slug -> title. The slug is the last part of the problem's `type` URN.
@@ -94,9 +100,16 @@ _TITLES = {
     "unavailable": "Service unavailable",
     "result-unknown": "Outcome unknown",
     "insufficient-storage": "Insufficient storage",
+    "unauthorized": "Authentication required",
+    "forbidden": "Permission denied",
+    "protected-mode": "Protected mode",
+    "quota-exceeded": "Quota exceeded",  # a namespace's quota (node/quotas.py): 429
+    "misdirected-request": "Misdirected request",  # a Host this node does not answer for (api/http_limits.py)
 }
 _SLUG_BY_STATUS = {
     400: "bad-request",
+    401: "unauthorized",  # no or bad credentials (api/http_auth.py), with a WWW-Authenticate challenge
+    403: "forbidden",  # the user's ACL rules refuse the request
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
@@ -155,8 +168,15 @@ def problem_from_exception(exc: Exception, request: Request | None = None) -> Pr
     """The one place where exceptions become HTTP answers."""
     if isinstance(exc, ProblemError):
         return exc
+    if isinstance(exc, QuotaExceededError):
+        # 429 for all three quotas, as Google's APIs answer RESOURCE_EXHAUSTED (a rate or a
+        # quota used up); `quota` says which. Only a rate refills by itself: Retry-After.
+        retry = {"Retry-After": "1"} if exc.quota == "max_requests_per_s" else None
+        return ProblemError(429, "quota-exceeded", str(exc), headers=retry,
+                            extensions={"namespace": exc.namespace, "quota": exc.quota, "limit": exc.limit})
     if isinstance(exc, CommandError):
-        return ProblemError(exc.status, _SLUG_BY_STATUS.get(exc.status, "bad-request"), str(exc))
+        challenge = {"WWW-Authenticate": AUTH_CHALLENGE} if exc.status == 401 else None
+        return ProblemError(exc.status, _SLUG_BY_STATUS.get(exc.status, "bad-request"), str(exc), headers=challenge)
     if isinstance(exc, RequestValidationError):
         errors = [_jsonable_error(e) for e in exc.errors()]
         return ProblemError(422, "validation-error", _validation_summary(errors), errors=errors)

@@ -86,7 +86,8 @@ from ringkv.api.http_problems import (
     problem_from_exception,
     problem_responses,
 )
-from ringkv.errors import CommandError, RingkvError
+from ringkv.api.http_session import CURRENT as CURRENT_SESSION
+from ringkv.errors import CommandError, InvalidContextError, RingkvError
 from ringkv.service.contract import KeyValueService
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.service.values import Written, version_number
@@ -110,10 +111,14 @@ class KeyValueApi:
         kv = self.service
         if kv is None:
             raise ProblemError(503, "unavailable", "the node is not running")
+        session = CURRENT_SESSION.get()  # Session-Token (api/http_session.py)
+        if session is not None:
+            kv = kv.with_session(session)
         if level is None:
             return kv
         if level.namespace is not None:
             kv = kv.in_namespace(level.namespace)  # UnknownNamespaceError: 400 (http_problems)
+        kv.admit()  # one request of the namespace's max_requests_per_s (429 when over)
         if level.level is None and not level.strict:
             return kv
         name = None if level.level is None else level.level.service_level
@@ -253,7 +258,14 @@ class KeyValueApi:
             why = conditions.refusal(current)
             if why is not None:
                 raise precondition_failed(key, why, current)
-            written = await kv.write(kb, value, expire_at_ms=expire_at, expected=current)
+            try:
+                written = await kv.write(kb, value, expire_at_ms=expire_at, expected=current)
+            except InvalidContextError:
+                # An entity tag naming versions the key never had is one the key is not at
+                # (RFC 9110 compares tags): look at the version it is at, as after a refusal.
+                seen = await kv.at("serial").get(kb)
+                current = None if seen is None else seen.context
+                continue
             if written.applied:
                 return written
             # The key is at another version (None: no live value): may the write go at that one?

@@ -36,12 +36,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ringkv import __version__
+from ringkv.api.client_limits import ThrottledLog
 from ringkv.api.http_admin import AdminApi, admin_routes
+from ringkv.api.http_auth import (
+    AuthApi,
+    GuardedAdmin,
+    GuardedService,
+    HttpAuthMiddleware,
+    auth_routes,
+)
 from ringkv.api.http_codec import API, BODY_SLACK_BYTES, MAX_BATCH_BODY_BYTES, MAX_HTTP_HEAD_BYTES
+from ringkv.api.http_limits import (
+    AllowedHosts,
+    HostCheckMiddleware,
+    HttpClientLimits,
+    HttpClientStats,
+    bounded_h11_protocol,
+)
 from ringkv.api.http_metrics import HttpMetrics, RequestMetricsMiddleware
 from ringkv.api.http_models import PutKeyRequest
 from ringkv.api.http_problems import Problem, ProblemError, ProblemRoute, problem_from_exception
 from ringkv.api.http_routes import KeyValueApi, routes
+from ringkv.api.http_session import HttpSessionMiddleware
+from ringkv.errors import CommandError
+from ringkv.security.access import AccessControl
 from ringkv.security.tls import ServerTls
 from ringkv.service.contract import AdminService, KeyValueService
 from ringkv.service.limits import DEFAULT_MAX_VALUE_BYTES
@@ -103,6 +121,8 @@ class BodyLimitMiddleware:
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE_S = 5.0  # uvicorn's default idle time of a keep-alive connection between requests
+
 # The most bytes JSON text takes per byte of the value: a control character escaped as \u0001.
 JSON_ESCAPE_RATIO = 6
 
@@ -115,15 +135,32 @@ Errors are `application/problem+json`. See docs/http.md.
 """
 
 
+def _session_codec(service: Any) -> Any:
+    """The service's session token codec (service/session.py), None when it has none."""
+    if service is None:
+        return None
+    try:
+        return service.sessions
+    except (AttributeError, CommandError):
+        return None
+
+
 def create_app(service: KeyValueService | None = None, admin: AdminService | None = None, *,
-               resp_stats: Any = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> FastAPI:
+               resp_stats: Any = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+               access: AccessControl | None = None, allowed_hosts: AllowedHosts | None = None,
+               client_stats: HttpClientStats | None = None) -> FastAPI:
     """The app over a node's services; with none, an app for its OpenAPI spec alone (every
     route answers 503). `resp_stats` (api/resp_server.RespStats) adds the RESP figures to
-    /metrics."""
+    /metrics. `access`: users and permissions (api/http_auth.py); None serves every request.
+    `allowed_hosts`: the Host names answered (api/http_limits.py); None answers any."""
     metrics = HttpMetrics(admin, resp_stats)
     app = FastAPI(title="ringkv", version=__version__, description=_DESCRIPTION)
     app.router.route_class = ProblemRoute
-    table = [*routes(KeyValueApi(service)), *admin_routes(AdminApi(admin, metrics))]
+    if access is not None:  # every data and admin call checked against the request's user
+        metrics.registry.register(access.audit.collector())
+        service = GuardedService(service, lambda: access.audit.permission_denied("http")) if service else None
+        admin = GuardedAdmin(admin, access) if admin is not None else None  # type: ignore[assignment]
+    table = [*routes(KeyValueApi(service)), *admin_routes(AdminApi(admin, metrics)), *auth_routes(AuthApi(access))]
     for path, handler, method, options in table:
         app.add_api_route(
             path, handler, methods=[method], name=handler.__name__, operation_id=handler.__name__, **options
@@ -151,6 +188,18 @@ def create_app(service: KeyValueService | None = None, admin: AdminService | Non
         batch_limit_bytes=max(MAX_BATCH_BODY_BYTES, single_limit),
         max_value_bytes=max_value_bytes,
     )
+    sessions = _session_codec(service)
+    if sessions is not None:  # Session-Token in and out (api/http_session.py), inside authentication
+        app.add_middleware(HttpSessionMiddleware, codec=sessions)
+    if access is not None:  # who the request is from, before its body is read (api/http_auth.py)
+        app.add_middleware(HttpAuthMiddleware, access=access)
+    if allowed_hosts is not None:  # DNS rebinding: refused before any other work
+        stats = client_stats if client_stats is not None else HttpClientStats()
+
+        def host_refused(_client: str) -> None:
+            stats.hosts_refused += 1
+
+        app.add_middleware(HostCheckMiddleware, allowed=allowed_hosts, on_refused=host_refused)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -270,9 +319,15 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int = 10_000,
-                     drain_ms: int = 5_000, tls: ServerTls | None = None) -> tuple[HttpHandle, tuple[str, int]]:
-    """Serve `app` on host:port (0 picks a free port) in the running loop; HTTPS with `tls`."""
+                     drain_ms: int = 5_000, tls: ServerTls | None = None,
+                     client_limits: HttpClientLimits | None = None,
+                     client_stats: HttpClientStats | None = None) -> tuple[HttpHandle, tuple[str, int]]:
+    """Serve `app` on host:port (0 picks a free port) in the running loop; HTTPS with `tls`.
+    `client_limits`: timeouts and the per-address limit (api/http_limits.py), counted in
+    `client_stats`."""
     drain_s = drain_ms / 1000
+    limits = client_limits or HttpClientLimits()
+    protocol = bounded_h11_protocol(limits, client_stats or HttpClientStats(), ThrottledLog(log))
     sock = _bind(host, port)
     config = uvicorn.Config(
         ClosedConnectionGuard(app),
@@ -288,6 +343,9 @@ async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int
         server_header=False,
         limit_concurrency=max_connections,
         h11_max_incomplete_event_size=MAX_HTTP_HEAD_BYTES,
+        http=protocol,
+        # A keep-alive connection idle between requests: uvicorn's 5 s, or less.
+        timeout_keep_alive=min(KEEP_ALIVE_S, limits.idle_timeout_ms / 1000) if limits.idle_timeout_ms else KEEP_ALIVE_S,
         timeout_graceful_shutdown=max(1, math.ceil(drain_s)),
     )
     if tls is not None:

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ringkv import __version__
+from ringkv.api import resp_acl
 from ringkv.api import resp_ringkv as rk
 from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer
 from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_arg, text
 from ringkv.errors import CommandError
+from ringkv.security.categories import UNIT_CATEGORIES
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.service.numbers import parse_float, parse_int
 from ringkv.service.values import PENDING, value_digest
@@ -100,17 +102,25 @@ def cmd_hello(c: RespConnection, argv):
         new_enc = RESP3 if proto == 3 else RESP2
     else:
         new_enc = c.enc
+    auth = None
     while i < len(argv):
         opt = argv[i].lower()
         if opt == b"auth" and i + 2 < len(argv):
-            i += 3  # no authentication configured: accepted, as Redis does without requirepass
+            auth = (argv[i + 1], argv[i + 2])
+            i += 3
         elif opt == b"setname" and i + 1 < len(argv):
             c.name = argv[i + 1]
             i += 2
         else:
             return error(f"ERR Syntax error in HELLO option '{argv[i].decode('utf-8', 'replace')}'")
-    c.enc = new_enc
-    return c.enc.map(_server_map(c))
+
+    def switch() -> bytes:
+        c.enc = new_enc
+        return c.enc.map(_server_map(c))
+
+    if auth is None and c.session.open:
+        return switch()
+    return resp_acl.hello(c, auth, switch)  # authenticate (or refuse) before switching
 
 
 def cmd_client(c: RespConnection, argv):
@@ -163,13 +173,14 @@ def _command_info(spec: CommandSpec) -> list:
     """Redis 7's ten-field COMMAND entry: name, arity, flags, first key, last key, step, ACL
     categories, tips, key specs, subcommands (clients index all ten)."""
     flags = [SimpleString(f) for f in spec.flags]
-    return [spec.name, spec.arity, flags, spec.first_key, spec.last_key, spec.key_step, [], [], [], []]
+    categories = [SimpleString("@" + c) for c in sorted(UNIT_CATEGORIES.get(spec.name.decode(), ()))]
+    return [spec.name, spec.arity, flags, spec.first_key, spec.last_key, spec.key_step, categories, [], [], []]
 
 
 def cmd_info(c: RespConnection, argv):
     wanted = {a.lower().decode("utf-8", "replace") for a in argv[1:]}
     if not wanted or wanted & {"all", "everything", "default"}:
-        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv"}
+        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv", "quotas"}
     return c.enc.verbatim(render_info(c.server, wanted))
 
 
@@ -189,6 +200,8 @@ def render_info(server: RespServer, sections: set[str]) -> str:
             "# Clients\r\n"
             f"connected_clients:{st.connections_current}\r\n"
             f"maxclients:{server.limits.max_connections}\r\n"
+            f"client_memory_bytes:{server.client_memory_bytes}\r\n"
+            f"maxmemory_clients:{server.limits.max_client_memory_bytes}\r\n"
         )
     if admin is not None:
         for name, fields in admin.info().items():
@@ -205,6 +218,11 @@ def render_info(server: RespServer, sections: set[str]) -> str:
             f"rejected_connections:{st.connections_rejected}\r\n"
             f"protocol_errors:{st.protocol_errors}\r\n"
             f"client_output_buffer_limit_disconnections:{st.output_buffer_closes}\r\n"
+            f"rejected_connections_per_ip:{st.connections_rejected_per_ip}\r\n"
+            f"client_idle_disconnections:{st.idle_closes}\r\n"
+            f"evicted_clients:{st.client_memory_closes}\r\n"
+            f"cross_protocol_disconnections:{st.cross_protocol_closes}\r\n"
+            f"client_inflight_pauses:{st.inflight_pauses}\r\n"
             f"expired_keys:{counts['expired_keys']}\r\n"
         )
     if "keyspace" in sections:
@@ -542,6 +560,8 @@ _TABLE = (
     _spec("quit", cmd_quit, -1),
     _spec("select", cmd_select, 2),
     _spec("hello", cmd_hello, -1),
+    _spec("auth", resp_acl.cmd_auth, -2),
+    _spec("acl", resp_acl.cmd_acl, -2),
     _spec("client", cmd_client, -2),
     _spec("command", cmd_command, -1),
     _spec("info", cmd_info, -1),
@@ -590,6 +610,7 @@ _TABLE = (
     _spec("ringkv.msetatomic", rk.cmd_mset_atomic, -3, PAIRS, WRITE),
     _spec("ringkv.consistency", rk.cmd_consistency, -1),
     _spec("ringkv.at", rk.cmd_at, -3),
+    _spec("ringkv.session", rk.cmd_session, -1),
     _spec("ringkv.namespace", rk.cmd_namespace, -1),
     _spec("ringkv.namespaces", rk.cmd_namespaces, 1),
     _spec("ringkv.status", rk.cmd_status, 1, (0, 0, 0), ADMIN),

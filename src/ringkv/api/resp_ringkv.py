@@ -3,12 +3,14 @@ and writes, and the operator's commands (status, repair, membership, fault injec
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 
 from ringkv.api.resp import bulk, error, integer
 from ringkv.api.resp_args import OK, SYNTAX, CommandReply, expire_ms
 from ringkv.errors import AdminRequestError, CommandError, InvalidContextError
+from ringkv.security import tenants
 from ringkv.service.levels import Levels
 
 if TYPE_CHECKING:
@@ -79,6 +81,8 @@ def cmd_consistency(c: RespConnection, argv):
         cur = c.levels
         levels = Levels(cur.r if r is None else r, cur.w if w is None else w,
                         cur.strict if strict is None else strict)
+        if SESSION_LEVEL in (r, w):
+            _ensure_session(c)
         c.kv = c.base.at(*levels)
         c.levels = levels
         return OK
@@ -109,15 +113,17 @@ async def cmd_repair(c: RespConnection, argv):
 
 
 async def cmd_admin(c: RespConnection, argv):
-    """RINGKV.ADMIN DECOMMISSION | REMOVE node | JOIN seed... | ADMIT host:port | CLEANUP |
-    STATUS: membership changes (node/membership.py, node/admission.py); JSON replies."""
+    """RINGKV.ADMIN DECOMMISSION | REMOVE node [FORCE] | JOIN seed... | ADMIT host:port | CLEANUP |
+    STATUS: membership changes (node/membership.py, node/admission.py); COMPACTION namespace
+    [strategy [setting value ...]]: a namespace's compaction strategy; JSON replies."""
     admin = _admin(c, "RINGKV.ADMIN")
     what = argv[1].lower()
     args = argv[2:]
     if what == b"decommission" and not args:
         return _json(await admin.decommission())
-    if what == b"remove" and len(args) == 1:
-        return _json(await admin.remove(args[0].decode("utf-8", "replace")))
+    if what == b"remove" and (len(args) == 1 or (len(args) == 2 and args[1].lower() == b"force")):
+        node = args[0].decode("utf-8", "replace")
+        return _json(await (admin.remove(node, True) if len(args) == 2 else admin.remove(node)))
     if what == b"status" and not args:
         return _json(admin.membership())
     if what == b"cleanup" and not args:
@@ -126,8 +132,25 @@ async def cmd_admin(c: RespConnection, argv):
         return _json(await admin.join([a.decode("utf-8", "replace") for a in args]))
     if what == b"admit" and len(args) == 1:
         return _json(await admin.admit(args[0].decode("utf-8", "replace")))
-    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node, JOIN seed..., ADMIT host:port, CLEANUP "
-                 "or STATUS")
+    if what == b"compaction" and args:
+        return _compaction(admin, [a.decode("utf-8", "replace") for a in args])
+    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node [FORCE], JOIN seed..., ADMIT host:port, CLEANUP, "
+                 "STATUS or COMPACTION namespace [strategy [setting value ...]]")
+
+
+def _compaction(admin, args: list[str]) -> bytes:
+    """RINGKV.ADMIN COMPACTION namespace: how its keys are compacted on this node;
+    RINGKV.ADMIN COMPACTION namespace strategy [setting value ...]: compact them by `strategy`
+    (leveled, tiered, time_window) from now on, on this node (docs/compaction.md)."""
+    namespace, rest = args[0], args[1:]
+    if not rest:
+        return _json(admin.compaction(namespace))
+    strategy, pairs = rest[0].lower(), rest[1:]
+    if len(pairs) % 2:
+        return error(f"ERR RINGKV.ADMIN COMPACTION: setting {pairs[-1]!r} has no value "
+                     "(expected setting value pairs, e.g. compaction_window_s 600)")
+    settings = {pairs[i].lower(): pairs[i + 1] for i in range(0, len(pairs), 2)}
+    return _json(admin.set_compaction(namespace, strategy, settings))
 
 
 def cmd_fault(c: RespConnection, argv):
@@ -150,6 +173,8 @@ def cmd_at(c: RespConnection, argv):
         if not inner:
             return error("ERR wrong number of arguments for 'ringkv.at' command")
     saved = c.kv
+    if level == SESSION_LEVEL:
+        _ensure_session(c)
     c.kv = c.base.at(level, level, c.levels.strict if strict is None else strict)
     try:
         # The command starts now and binds the service view it calls before it first waits,
@@ -205,6 +230,76 @@ async def cmd_delv(c: RespConnection, argv):
     return bulk(await c.kv.put_versioned(argv[1], None, context))
 
 
+# ---------------------------------------------------------------------- sessions
+#
+#   RINGKV.SESSION            start a new session on this connection -> its token (bulk)
+#   RINGKV.SESSION token      resume the session `token` names (from any connection or node)
+#                             -> the token
+#   RINGKV.SESSION TOKEN      the session's token now (null: no session)
+#   RINGKV.SESSION END        leave the session -> OK
+#
+# In a session every read answers a version at least as new as everything the session wrote
+# or read of the key (read-your-writes, monotonic reads), at any level; the token is updated
+# server-side after each command, so RINGKV.SESSION TOKEN is needed only to carry the session
+# to another connection (docs/consistency.md, "Sessions").
+
+SESSION_LEVEL = "SESSION"
+
+
+def _enter_session(c: RespConnection, token) -> None:
+    c.kv_session = token
+    c.base = c.base.with_session(token)
+    c.kv = c.base.at(*c.levels)
+
+
+def _ensure_session(c: RespConnection) -> None:
+    """A request at level SESSION runs in the connection's session, started if it has none."""
+    if c.kv_session is None:
+        _enter_session(c, c.base.sessions.new())
+
+
+# How often RINGKV.SESSION TOKEN, pipelined behind commands still running, looks again
+# whether they have finished (_token_after).
+SESSION_TOKEN_POLL_S = 0.001
+
+
+def _token_reply(c: RespConnection) -> bytes:
+    return c.enc.null if c.kv_session is None else bulk(c.base.sessions.encode(c.kv_session).encode())
+
+
+async def _token_after(c: RespConnection, earlier: list[list]) -> bytes:
+    """The token once the commands started before this one (their reply slots `earlier`)
+    have finished: the token must hold what they wrote or read."""
+    while not all(slot[0] for slot in earlier):
+        await asyncio.sleep(SESSION_TOKEN_POLL_S)
+    return _token_reply(c)
+
+
+def cmd_session(c: RespConnection, argv):
+    """RINGKV.SESSION [token | TOKEN | END] (see above)."""
+    if len(argv) > 2:
+        return error("ERR syntax error: expected RINGKV.SESSION [token | TOKEN | END]")
+    codec = c.base.sessions
+    if len(argv) == 1:
+        _enter_session(c, codec.new())
+        return bulk(codec.encode(c.kv_session).encode())
+    arg = argv[1]
+    if arg.lower() == b"token":
+        # Pipelined commands start before earlier ones finish (api/resp_server.py); a token
+        # pipelined behind a command that waits (a SERIAL read, a session read's search, a
+        # forwarded write) must wait for it, or it misses what that command observes. The
+        # Python client pipelines every session request so.
+        pending = [slot for slot in c._pending if not slot[0]]
+        return _token_after(c, pending) if pending else _token_reply(c)
+    if arg.lower() == b"end":
+        c.kv_session = None
+        c.base = c.base.with_session(None)
+        c.kv = c.base.at(*c.levels)
+        return OK
+    _enter_session(c, codec.decode(arg))  # SessionError names what is wrong with it
+    return bulk(codec.encode(c.kv_session).encode())
+
+
 def cmd_namespace(c: RespConnection, argv):
     """RINGKV.NAMESPACE [name]: the connection's namespace; with a name, switch to it
     ("default" is the default namespace). Like SELECT, it lasts until the connection ends."""
@@ -216,9 +311,11 @@ def cmd_namespace(c: RespConnection, argv):
 
 
 def cmd_namespaces(c: RespConnection, argv):
-    """RINGKV.NAMESPACES: every namespace, each as [name, replicas, conflict_policy]."""
+    """RINGKV.NAMESPACES: every namespace the user may use (security/tenants.py), each as
+    [name, replicas, conflict_policy]."""
     return c.enc.array([
-        [s.name.encode(), s.replicas, s.conflict_policy.value.encode()] for s in c.kv.namespaces()
+        [s.name.encode(), s.replicas, s.conflict_policy.value.encode()]
+        for s in tenants.visible(c.session.user, c.kv.namespaces())
     ])
 
 

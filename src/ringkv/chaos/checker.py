@@ -18,7 +18,15 @@ the operations and the final state, returns anomalies; docs/reliability.md expla
                       key after its own acknowledged write to it completed, and saw neither
                       that write nor a descendant (register), or not the element (set), unless
                       a delete that saw it came in between; or, after its own acknowledged
-                      delete, still saw a value that delete replaced.
+                      delete, still saw a value that delete replaced. In a session (a run at
+                      `session`), the same per session rather than per strict process.
+    session-read-your-writes
+                      in a session, a read answered a version whose clock does not descend the
+                      clock an earlier acknowledged write of the session answered for the key
+                      (RINGKV.PUTV and DELV answer the clock they left).
+    session-monotonic-reads
+                      in a session, a read answered a version whose clock does not descend
+                      that of an earlier read of the session of the key: it went back.
     divergence        after healing and repair, the replicas of a key hold different versions.
     final-read        the final read at ALL failed after healing (a liveness failure).
     counter           the final value is outside [acknowledged, acknowledged + unknown] (the
@@ -36,6 +44,7 @@ the operations and the final state, returns anomalies; docs/reliability.md expla
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +52,8 @@ from typing import Any
 
 from ringkv.chaos import linearizability as lin
 from ringkv.chaos.history import FAIL, OK, UNKNOWN, Op
-from ringkv.chaos.workloads import set_elements
+from ringkv.chaos.workloads import SESSION_ERROR, set_elements
+from ringkv.versioning import dvv
 
 LINEARIZABLE_WORKLOADS = ("cas-register", "counter")
 
@@ -208,10 +218,13 @@ def _ryw_registers(key: str, kops: Sequence[Op], desc: Mapping[str, set[str]],
 
 
 def _strict_processes(kops: Sequence[Op]) -> list[list[Op]]:
-    """The operations of each process on a STRICT connection, in invocation order."""
-    by_process: dict[int, list[Op]] = defaultdict(list)
+    """The operations of each process on a STRICT connection, and of each session (its
+    processes together: a session outlives a lost reply), in invocation order."""
+    by_process: dict[int | str, list[Op]] = defaultdict(list)
     for o in kops:
-        if o.strict:
+        if o.session is not None:
+            by_process[o.session].append(o)
+        elif o.strict:
             by_process[o.process].append(o)
     return [sorted(p, key=lambda o: o.invoke_s) for p in by_process.values()]
 
@@ -296,6 +309,73 @@ def _ryw_sets(key: str, kops: Sequence[Op], deleted_by: Mapping[str, list[Op]]) 
             if o.f == "delete" and o.outcome == OK:
                 own_deletes.append(o)
     return out
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def _clock(context: str | None) -> dict[bytes, int]:
+    """The version vector of a context as the history records it (hex; None: no record)."""
+    return dict(dvv.decode_context(bytes.fromhex(context))) if context else {}
+
+
+def check_sessions(ops: Sequence[Op]) -> list[Anomaly]:
+    """Each session's reads against what it wrote and read before, by clocks: an acknowledged
+    read of a key must answer a clock descending every clock the session's earlier
+    acknowledged writes (read-your-writes) and reads (monotonic reads) of the key answered.
+    Operations of unknown outcome or failed require nothing (the client never learned their
+    answer, nor the token after them); a refused session read is not a stale one."""
+    anomalies: list[Anomaly] = []
+    by_session: dict[str, list[Op]] = defaultdict(list)
+    for o in ops:
+        if o.session is not None and o.outcome == OK and o.f in ("read", "write", "add", "delete"):
+            by_session[o.session].append(o)
+    for session, sops in sorted(by_session.items()):
+        # per key: the operations whose clocks later reads must descend, with those clocks
+        seen: dict[str, list[tuple[Op, dict[bytes, int]]]] = defaultdict(list)
+        for o in sorted(sops, key=lambda o: o.invoke_s):
+            clock = _clock(o.context)
+            if o.f == "read":
+                behind = [(e, c) for e, c in seen[o.key] if not dvv.descends(clock, c)]
+                writes = [e for e, _ in behind if e.f != "read"]
+                for kind, culprits in (("session-read-your-writes", writes),
+                                       ("session-monotonic-reads", [e for e, _ in behind if e.f == "read"])):
+                    if not culprits:
+                        continue
+                    last = culprits[-1]
+                    what = "wrote" if kind == "session-read-your-writes" else "read"
+                    anomalies.append(Anomaly(
+                        kind, o.key,
+                        f"session {session} {what} version {_show_clock(_clock(last.context))} "
+                        f"(op {last.index}, ok at {last.complete_s:.3f}s via {last.node}), then read "
+                        f"{_show_clock(clock)} {o.result} at {o.invoke_s:.3f}s via {o.node}, which does "
+                        "not descend it", [*(e.index for e in culprits), o.index]))
+            if o.context is not None:
+                # What the session now holds for the key subsumes what this clock descends.
+                seen[o.key] = [(e, c) for e, c in seen[o.key] if not dvv.descends(clock, c)]
+                seen[o.key].append((o, clock))
+    return anomalies
+
+
+def _show_clock(clock: Mapping[bytes, int]) -> str:
+    return "{" + ", ".join(f"{a.decode('utf-8', 'replace')}:{n}" for a, n in sorted(clock.items())) + "}"
+
+
+def session_stats(ops: Sequence[Op]) -> dict[str, int]:
+    """How the sessions fared: their operations, acknowledged reads, and reads and writes the
+    cluster refused with a session error (allowed: an error, never a stale answer)."""
+    sops = [o for o in ops if o.session is not None]
+    nodes: dict[str, list[str]] = defaultdict(list)
+    for o in sops:
+        nodes[o.session].append(o.node)
+    return {
+        "sessions": len(nodes),
+        "ops": len(sops),
+        "reads_ok": sum(o.f == "read" and o.outcome == OK for o in sops),
+        "session_errors": sum(SESSION_ERROR in (o.error or "") for o in sops),
+        # how many times a session's next operation went to another node than its last
+        "moves": sum(a != b for path in nodes.values() for a, b in itertools.pairwise(path)),
+    }
 
 
 # ------------------------------------------------------------------ counters
@@ -465,6 +545,7 @@ def check(ops: Sequence[Op], final: Mapping[str, FinalRead],
         *check_sets(ops, final, read_your_writes, replicas),
         *check_counters(ops, final),
         *check_linearizable(ops, max_steps, lin_stats),
+        *check_sessions(ops),
     ]
     if stats is not None:
         stats["linearizability"] = lin_stats

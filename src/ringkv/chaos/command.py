@@ -45,8 +45,10 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
 @click.option("--keys", default=4, show_default=True, type=click.IntRange(1, 1000),
               help="Keys per workload (counters: half as many).")
 @click.option("--consistency", default="quorum", show_default=True,
-              type=click.Choice(["one", "quorum", "all"], case_sensitive=False),
-              help="R and W of every client; read-your-writes is checked unless ONE.")
+              type=click.Choice(["one", "quorum", "all", "session"], case_sensitive=False),
+              help="R and W of every client; read-your-writes is checked unless ONE. session: "
+                   "ONE in a session per client, checked for read-your-writes and monotonic "
+                   "reads per session.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Where the cluster's data and history.json go (default: a new temp directory).")
 @click.option("--keep-data", is_flag=True, help="Keep the nodes' data directories and logs.")
@@ -55,9 +57,12 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
 @click.option("--plant-lost-writes", "lie_every", default=0, type=click.IntRange(min=0), metavar="N",
               help="Test the checkers: each client records every N-th write as acknowledged "
                    "without sending it. The run must then report anomalies.")
+@click.option("--plant-stale-session-reads", "stale_every", default=0, type=click.IntRange(min=0),
+              metavar="N", help="Test the session checks (with --consistency session): each "
+                   "client records every N-th read with its session's first answer for the key.")
 def chaos(seed: int | None, nodes: int, replicas: int, duration_s: float, nemesis: str,
           workloads: str, clients: int, keys: int, consistency: str, workdir: str | None,
-          keep_data: bool, netns: bool, lie_every: int) -> None:
+          keep_data: bool, netns: bool, lie_every: int, stale_every: int) -> None:
     """Run workloads against a local cluster under a seeded schedule of faults (SIGKILL,
     SIGSTOP, partitions, clock skew, a full disk, restart churn), heal, repair, and check
     the history: no acknowledged write lost, no deleted value back, replicas converge,
@@ -79,7 +84,7 @@ def chaos(seed: int | None, nodes: int, replicas: int, duration_s: float, nemesi
         nemesis=_names(nemesis, NEMESES, "nemesis", allow_none=True),
         workloads=_names(workloads, WORKLOADS, "workload"), clients=clients, keys=keys,
         consistency=consistency.lower(), workdir=workdir, keep_data=keep_data, netns=netns,
-        lie_every=lie_every)
+        lie_every=lie_every, stale_every=stale_every)
     click.echo(f"seed {seed}", err=True)
     result = run(config, log=lambda line: click.echo(line, err=True))
     click.echo(result.summary())

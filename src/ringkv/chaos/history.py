@@ -50,6 +50,12 @@ class Op:
     linearizable). Versions are the hex of the causal context a read or RINGKV.CAS answered
     (the encoding is canonical: one clock, one text); a cas-register read records in
     `version` the version it answered (None: no live value).
+
+    In a session (a run at consistency `session`: every client's connection reads and writes
+    at ONE in a session of its own, chaos/workloads.py), `session` names it (one per client,
+    kept across reconnections, node moves and new process ids) and `context` is the hex of
+    the causal context the operation answered: a read's, or the one a RINGKV.PUTV or DELV
+    answered. The session checks compare these clocks (checker.check_sessions).
     """
 
     index: int
@@ -68,6 +74,8 @@ class Op:
     error: str | None = None
     serial: bool = False
     version: str | None = None
+    session: str | None = None
+    context: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -99,10 +107,11 @@ class History:
         return round(time.monotonic() - self.started, 6)
 
     def invoke(self, process: int, workload: str, f: str, key: str, value: Any, node: str,
-               strict: bool, observed: list[str] | None = None, serial: bool = False) -> Op:
+               strict: bool, observed: list[str] | None = None, serial: bool = False,
+               session: str | None = None) -> Op:
         with self._lock:
             op = Op(len(self.ops), process, workload, f, key, value, self.now(), node, strict,
-                    observed, serial=serial)
+                    observed, serial=serial, session=session)
             self.ops.append(op)
         return op
 

@@ -55,7 +55,9 @@ class ChaosConfig:
     keys: int = 4  # registers and sets per workload (counters: half as many)
     think_ms: float = 10.0
     timeout_ms: int = 2000  # client socket timeout
-    consistency: str = "quorum"  # R and W of every client: one | quorum | all
+    # R and W of every client: one | quorum | all | session (ONE in a session per client,
+    # checked for read-your-writes and monotonic reads per session: workloads.py)
+    consistency: str = "quorum"
     partitions: int = 64
     replicas: int = 3
     hold_s: tuple[float, float] = (2.0, 6.0)
@@ -70,6 +72,9 @@ class ChaosConfig:
     # A planted bug, to test the checkers: every n-th write of each client is recorded as
     # acknowledged without being sent (workloads.py). A run with it must report anomalies.
     lie_every: int = 0
+    # Another, for sessions: every n-th session read is recorded with the session's first
+    # answer for the key (workloads.py). A run with it must report session anomalies.
+    stale_every: int = 0
     linearizability_max_steps: int = lin.DEFAULT_MAX_STEPS  # the search's budget per key
 
     def command(self) -> str:
@@ -80,7 +85,8 @@ class ChaosConfig:
                 + (f" --replicas {self.replicas}" if self.replicas != 3 else "")
                 + (" --netns" if self.netns else "")
                 + (f" --consistency {self.consistency}" if self.consistency != "quorum" else "")
-                + (f" --plant-lost-writes {self.lie_every}" if self.lie_every else ""))
+                + (f" --plant-lost-writes {self.lie_every}" if self.lie_every else "")
+                + (f" --plant-stale-session-reads {self.stale_every}" if self.stale_every else ""))
 
 
 @dataclasses.dataclass
@@ -104,6 +110,11 @@ class ChaosResult:
             f"{len(self.anomalies)} anomalies",
         ]
         lines += [f"  FAULT NOT APPLIED {e}: {why}" for e, why in f["not_applied"]]
+        if s.get("sessions", {}).get("sessions"):
+            ss = s["sessions"]
+            lines.append(f"  sessions: {ss['sessions']} sessions, {ss['ops']} operations, {ss['reads_ok']} "
+                         f"reads answered, {ss['session_errors']} session errors, {ss['moves']} moves "
+                         "between nodes")
         for workload, c in s.get("linearizability", {}).items():
             lines.append(f"  linearizability, {workload}: {c['keys']} keys, {c['operations']} operations, "
                          f"{c['steps']} steps, {c['seconds']:.1f} s: "
@@ -138,6 +149,11 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         "replicas": config.replicas, "partitions": config.partitions, "fault_injection": "true",
         "gossip_interval_ms": 200, **config.settings,
     }
+    if network is not None:
+        # Nodes in network namespaces listen on private addresses, not loopback; the harness's
+        # clients and nemesis reach them there without users, as on a trusted network
+        # (docs/security.md, protected mode). Members still prove the cluster secret.
+        settings.setdefault("protected_mode", "false")
     cluster = LocalCluster(cluster_dir, nodes=config.nodes, network=network, **settings)
     node_ids = [n.node_id for n in cluster.nodes]
     schedule = make_schedule(config.seed, node_ids, config.duration_s, config.nemesis,
@@ -161,7 +177,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
             Worker(i, config.clients, config.workloads[i % len(config.workloads)], endpoints,
                    history, config.seed, stop, keys=config.keys, think_ms=config.think_ms,
                    timeout_s=config.timeout_ms / 1000, level=config.consistency.upper(),
-                   lie_every=config.lie_every)
+                   lie_every=config.lie_every, stale_every=config.stale_every)
             for i in range(config.clients)
         ]
         disk = DiskFiller({n.node_id: n.data_dir for n in cluster.nodes}) if mounts else None
@@ -187,6 +203,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         doc["replicas"] = replicas
         unread = _final_serial_reads(cluster, history)
         stats = _stats(history, schedule, keys, nemesis)
+        stats["sessions"] = checker.session_stats(history.ops)
         anomalies = checker.check(history.ops, final, replicas,
                                   read_your_writes=config.consistency != "one",
                                   max_steps=config.linearizability_max_steps, stats=stats)

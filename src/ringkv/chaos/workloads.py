@@ -32,9 +32,23 @@ answered or other proposers kept winning, docs/consistency.md) is taken at its w
 operation is recorded as failed, not unknown. Were it ever applied all the same, the counter
 bounds or the linearizability check would show it. Any other error on a write is unknown.
 
+Sessions (level `SESSION`, docs/consistency.md "Sessions"): each client has one session for
+the whole run, `s<index>`, and carries its token itself, as a session-aware client does: every
+request is one pipeline of the command and `RINGKV.SESSION TOKEN`, and a new connection (after
+a hop, a lost connection, a node that is down) first resumes the session with
+`RINGKV.SESSION <token>`, then runs `RINGKV.CONSISTENCY SESSION STRICT|SLOPPY`. A reply whose
+token did not come back is treated as a lost reply (the client does not know the session's
+state after it). Session clients move between nodes more often (SESSION_HOP_P): moving is
+what a session must survive. Operations record their session and the causal context they
+answered (history.Op), for checker.check_sessions. A session read refused with
+`session: ...` (no reachable replica has what the session saw) is a failed read, counted.
+
 A planted bug, to test the checkers rather than the store (`lie_every`): the worker records
 every n-th write as acknowledged without sending it, with a made-up answer (the INCR's value
-one more increment on, a new CAS version). A run with it must fail.
+one more increment on, a new CAS version). A run with it must fail. Another, for sessions
+(`stale_every`): every n-th session read is recorded with the answer of the session's first
+read of that key instead of its own, which is what a session read that ignored the token
+would answer; the session checks must catch it.
 """
 
 from __future__ import annotations
@@ -71,6 +85,9 @@ SET_KEY_EPOCH_S = 10.0  # a set key takes adds for this long, then the workers m
 HOP_P = 0.02  # chance, per operation, that a client moves to a random node
 NOTHING_APPLIED = "nothing was applied"  # the consensus path's definite refusal
 REFUSED_BACKOFF_S = 0.1  # a client's pause after an error answer
+SESSION_LEVEL = "SESSION"
+SESSION_HOP_P = 0.2  # chance, per operation, that a session client moves to a random node
+SESSION_ERROR = "session: "  # how a session read that found no replica with its version errs
 
 
 class NotSent(Exception):
@@ -92,15 +109,28 @@ class Endpoint:
     host: str = "127.0.0.1"
 
 
+class ClientSession:
+    """A client's ringkv session (level SESSION): its name and its token as last answered,
+    carried from connection to connection."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.token: bytes | None = None
+
+
 class NodeSession:
     """One RESP connection to one node at QUORUM, STRICT or SLOPPY; reconnected on demand,
-    with the consistency command sent again on each new connection."""
+    with the consistency command sent again on each new connection. With a `carrier` (level
+    SESSION), each new connection first resumes the carrier's session, and every command is
+    pipelined with RINGKV.SESSION TOKEN, the answer kept in the carrier."""
 
-    def __init__(self, endpoint: Endpoint, strict: bool, timeout_s: float, level: str = "QUORUM"):
+    def __init__(self, endpoint: Endpoint, strict: bool, timeout_s: float, level: str = "QUORUM",
+                 carrier: ClientSession | None = None):
         self.endpoint = endpoint
         self.strict = strict
         self.timeout_s = timeout_s
         self.level = level
+        self.carrier = carrier
         self._conn: redis.Connection | None = None
 
     def _connect(self) -> redis.Connection:
@@ -110,6 +140,9 @@ class NodeSession:
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), **_NO_HANDSHAKE)
         try:
             conn.connect()
+            if self.carrier is not None and self.carrier.token is not None:
+                conn.send_command("RINGKV.SESSION", self.carrier.token)
+                conn.read_response()
             conn.send_command("RINGKV.CONSISTENCY", self.level, "STRICT" if self.strict else "SLOPPY")
             conn.read_response()
         except (redis.exceptions.RedisError, OSError) as exc:
@@ -121,6 +154,8 @@ class NodeSession:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
+        if self.carrier is not None:
+            return self._call_in_session(conn, args)
         try:
             conn.send_command(*args)
             return conn.read_response()
@@ -129,6 +164,26 @@ class NodeSession:
         except (redis.exceptions.RedisError, OSError) as exc:
             self.close()
             raise Indeterminate(f"{self.endpoint.node_id}: {type(exc).__name__}: {exc}") from None
+
+    def _call_in_session(self, conn: redis.Connection, args: tuple) -> Any:
+        """The command and RINGKV.SESSION TOKEN in one pipeline; the token goes to the carrier.
+        Without the token's reply the command's counts as lost (Indeterminate)."""
+        refused: redis.exceptions.ResponseError | None = None
+        try:
+            conn.send_packed_command(conn.pack_commands([args, ("RINGKV.SESSION", "TOKEN")]))
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                reply, refused = None, exc
+            token = conn.read_response()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self.close()
+            raise Indeterminate(f"{self.endpoint.node_id}: {type(exc).__name__}: {exc}") from None
+        if token is not None:
+            self.carrier.token = token
+        if refused is not None:
+            raise Refused(str(refused))
+        return reply
 
     def close(self) -> None:
         if self._conn is not None:
@@ -168,7 +223,7 @@ class Worker(threading.Thread):
     def __init__(self, index: int, workers: int, workload: str, endpoints: Sequence[Endpoint],
                  history: History, seed: int, stop: threading.Event, *, keys: int = 4,
                  think_ms: float = 10.0, timeout_s: float = 2.0, level: str = "QUORUM",
-                 hop_p: float = HOP_P, lie_every: int = 0):
+                 hop_p: float | None = None, lie_every: int = 0, stale_every: int = 0):
         super().__init__(name=f"chaos-{workload}-{index}", daemon=True)
         if workload not in WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
@@ -183,15 +238,20 @@ class Worker(threading.Thread):
         self.think_ms = think_ms
         self.timeout_s = timeout_s
         self.level = level
-        self.hop_p = hop_p
+        self.carrier = ClientSession(f"s{index}") if level == SESSION_LEVEL else None
+        self.hop_p = hop_p if hop_p is not None else SESSION_HOP_P if self.carrier else HOP_P
         self.lie_every = lie_every
+        self.stale_every = stale_every
+        self.session_reads = 0  # reads in the session, for stale_every
+        self.first_reads: dict[str, tuple[bytes | None, list[str]]] = {}  # stale_every: one per key read
         self.strict = index % 2 == 0
         self.process = index
         self.seq = 0
         self.writes = 0  # write operations invoked, for lie_every
         self.counters: dict[str, int] = {}  # the last value seen per counter, for a made-up answer
         self._node = index % len(self.endpoints)
-        self.session = NodeSession(self.endpoints[self._node], self.strict, timeout_s, level)
+        self.session = NodeSession(self.endpoints[self._node], self.strict, timeout_s, level,
+                                   self.carrier)
 
     # ------------------------------------------------------------------ the loop
 
@@ -215,7 +275,8 @@ class Worker(threading.Thread):
         """Send one request and record it: (the op, whether a reply came, the reply). The op
         is completed here unless a reply came: the caller completes it with its result."""
         op = self.history.invoke(self.process, self.workload, f, key, value,
-                                 self.session.endpoint.node_id, self.strict, observed, serial)
+                                 self.session.endpoint.node_id, self.strict, observed, serial,
+                                 self.carrier.name if self.carrier else None)
         if write and self.lie_every:
             self.writes += 1
             if self.writes % self.lie_every == 0:
@@ -245,6 +306,8 @@ class Worker(threading.Thread):
             # end of the history; a client backs off, as a real one would.
             self.stop.wait(REFUSED_BACKOFF_S)
             return op, False, None
+        if self.carrier is not None and args[0] in ("RINGKV.PUTV", "RINGKV.DELV"):
+            op.context = version_text(reply)  # the clock the write left: the session requires it
         return op, True, reply
 
     def _made_up_reply(self, op: Op, args: tuple) -> Any:
@@ -262,7 +325,7 @@ class Worker(threading.Thread):
         self.session.close()
         self._node = (self._node + 1) % len(self.endpoints)
         self.session = NodeSession(self.endpoints[self._node], self.strict, self.timeout_s,
-                                   self.level)
+                                   self.level, self.carrier)
         # Do not hammer a node that is down: the next attempt goes elsewhere a little later.
         self.stop.wait(0.05)
 
@@ -272,7 +335,7 @@ class Worker(threading.Thread):
         self.session.close()
         self._node = self.rng.randrange(len(self.endpoints))
         self.session = NodeSession(self.endpoints[self._node], self.strict, self.timeout_s,
-                                   self.level)
+                                   self.level, self.carrier)
 
     def _unique(self, prefix: str = "w") -> str:
         self.seq += 1
@@ -286,7 +349,15 @@ class Worker(threading.Thread):
         context, values = _versions(reply)
         if self.workload == "cas-register":
             op.version = version_text(context) if values else None
-        self.history.complete(op, OK, result=values)
+        recorded = values
+        if self.carrier is not None:
+            op.context = version_text(context)
+            self.session_reads += 1
+            first = self.first_reads.setdefault(key, (context, values)) if self.stale_every else None
+            if first is not None and self.session_reads % self.stale_every == 0:
+                # The planted bug: record what the session's first read of the key answered.
+                op.context, recorded = version_text(first[0]), first[1]
+        self.history.complete(op, OK, result=recorded)
         return True, context, values
 
     def _delete_seen(self, key: str, context: bytes, values: list[str]) -> None:

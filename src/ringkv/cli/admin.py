@@ -1,6 +1,7 @@
 """Changing and repairing a running cluster: `ringkv admin` (join a node, admit one by its
 address, decommission one, remove a dead one, clean up after a move, show the moves; `admin
-certs`, in cli/certs.py, makes development TLS certificates) and `ringkv repair` (anti-entropy
+certs`, in cli/certs.py, makes development TLS certificates; `admin keys`, in cli/keys.py,
+manages the encryption-at-rest key file) and `ringkv repair` (anti-entropy
 now, on the node asked).
 
 Each command but `admin join` asks one node over RESP and prints what it answered (exit codes:
@@ -15,6 +16,7 @@ import click
 
 from ringkv.cli.certs import certs_command
 from ringkv.cli.exit_codes import EXIT_OK, EXIT_SERVER_ERROR
+from ringkv.cli.keys import keys_group
 from ringkv.cli.serve import config_flags, run_node
 from ringkv.cli.session import NodeSession, fetch_json, fetch_status, node_command
 
@@ -44,13 +46,15 @@ def repair_command(session: NodeSession) -> int:
 
 @click.group("admin")
 def admin_group() -> None:
-    """Change the cluster's membership: join a node, decommission one, remove a dead one.
+    """Change the cluster's membership (join a node, decommission one, remove a dead one) and a
+    namespace's compaction strategy (`admin compaction`).
 
     docs/cluster.md, "Joining and leaving", says what each does and guarantees.
     """
 
 
 admin_group.add_command(certs_command)
+admin_group.add_command(keys_group)
 
 
 @admin_group.command("join")
@@ -102,11 +106,14 @@ def admin_decommission_command(session: NodeSession) -> int:
 
 @admin_group.command("remove")
 @click.argument("node_id")
+@click.option("--force", is_flag=True, help="Remove it even though the node asked still hears from it.")
 @node_command
-def admin_remove_command(session: NodeSession, node_id: str) -> int:
+def admin_remove_command(session: NodeSession, node_id: str, force: bool) -> int:
     """Take a dead node out of the ring (ask any live node); the others rebuild its partitions
-    from the remaining replicas."""
-    doc = fetch_json(session, f"RINGKV.ADMIN REMOVE {node_id}", lambda d: "removed" in d)
+    from the remaining replicas. A node that is up is refused (decommission it instead) unless
+    --force."""
+    command = f"RINGKV.ADMIN REMOVE {node_id}" + (" FORCE" if force else "")
+    doc = fetch_json(session, command, lambda d: "removed" in d)
     if session.as_json:
         session.emit(doc)
     else:
@@ -150,4 +157,45 @@ def admin_status_command(session: NodeSession) -> int:
     for n in status.get("nodes", []):
         session.say(f"{n['node_id']}: {n['status']}, {'in the ring' if n.get('in_ring') else 'not in the ring'}, "
                     f"{n.get('replica_partitions', 0)} partitions, {n.get('keys', '-')} keys")
+    return EXIT_OK
+
+
+@admin_group.command("compaction")
+@click.argument("namespace")
+@click.argument("strategy", required=False, type=click.Choice(["leveled", "tiered", "time_window"]))
+@click.argument("settings", nargs=-1, metavar="[SETTING=VALUE]...")
+@node_command
+def admin_compaction_command(session: NodeSession, namespace: str, strategy: str | None,
+                             settings: tuple[str, ...]) -> int:
+    """Show how NAMESPACE is compacted on the node asked, or, with STRATEGY, compact it by that
+    strategy from now on: new merges and the tables they and later flushes write follow it.
+
+    SETTING=VALUE pairs are the strategy's settings, named as in the configuration (the
+    `compaction_` prefix may be left out): for tiered, size_ratio_percent, min_merge_runs,
+    max_runs; for time_window, window_s and ttl_rule (safe or aggressive). Only on the node
+    asked, and not stored: ask each node, and write the change into the configuration too.
+    The namespace must have an LSM tree of its own (a `compaction` setting in its
+    configuration), or be the default one. docs/compaction.md says when to pick each.
+    """
+    words = []
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value or any(c.isspace() for c in item):
+            raise click.BadParameter(f"{item!r}: expected SETTING=VALUE, e.g. window_s=600", param_hint="SETTING=VALUE")
+        words += [name, value]
+    if settings and strategy is None:
+        raise click.BadParameter("settings need a STRATEGY before them", param_hint="SETTING=VALUE")
+    if any(c.isspace() for c in namespace):
+        raise click.BadParameter(f"{namespace!r} is not a namespace name", param_hint="NAMESPACE")
+    command = " ".join(["RINGKV.ADMIN COMPACTION", namespace, *([strategy] if strategy else []), *words])
+    doc = fetch_json(session, command, lambda d: "compaction" in d)
+    if session.as_json:
+        session.emit(doc)
+        return EXIT_OK
+    fixed = {"namespace", "family", "compaction", "sorted_runs"}
+    shown = ", ".join(f"{k}={v}" for k, v in doc.items() if k not in fixed) or "no settings"
+    verb = "is now compacted" if strategy else "is compacted"
+    runs = f"; {doc['sorted_runs']} sorted runs" if "sorted_runs" in doc else ""
+    session.say(f"namespace {doc['namespace']} (column family {doc['family']}) {verb} {doc['compaction']} "
+                f"({shown}){runs}")
     return EXIT_OK

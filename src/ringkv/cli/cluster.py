@@ -4,7 +4,9 @@
 `ringkv serve` process of its own (testing/launcher.NodeProcess, in a process group of its own
 so that a Ctrl-C reaches `cluster up` only), waits until every node answers PING, and then
 watches them: a node that exits is reported and the others keep running. Ctrl-C, SIGTERM or
-SIGHUP stops every node cleanly. Its exit codes are in CLUSTER_UP_EXIT_CODES_HELP.
+SIGHUP stops every node cleanly. Its exit codes are in CLUSTER_UP_EXIT_CODES_HELP. Members
+authenticate each other with the cluster secret in DATA_DIR/cluster.secret (made on the first
+`up`, mode 0600, kept afterwards), which a node joining the cluster needs too.
 
 `cluster status` prints the members as the node asked sees them; it exits 1 when some member
 is down (did not answer, or its failure detector holds it down).
@@ -28,7 +30,12 @@ from rich.table import Table as RichTable
 from ringkv.cli.exit_codes import EXIT_NO, EXIT_OK, EXIT_USAGE
 from ringkv.cli.serve import DEFAULT_DATA_DIR
 from ringkv.cli.session import NodeSession, fetch_status, node_command
-from ringkv.testing.launcher import NodeProcess, connect_address
+from ringkv.testing.launcher import (
+    SECRET_FILE_NAME,
+    NodeProcess,
+    connect_address,
+    ensure_cluster_secret,
+)
 
 DEFAULT_CLUSTER_DIR = os.path.join(DEFAULT_DATA_DIR, "cluster")
 MAX_CLUSTER_NODES = 32
@@ -213,8 +220,16 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
         signal.signal(sig, on_signal)
 
     members = ",".join(f"{n.node_id}@{reach}:{n.rpc_port}" for n in nodes)
+    try:
+        # Members prove this secret to each other at every RPC connection (docs/security.md);
+        # kept with the data, so a restarted cluster keeps it.
+        secret_file = ensure_cluster_secret(os.path.join(root, SECRET_FILE_NAME))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot make the cluster secret in {root}: {exc.strerror or exc}",
+                                 param_hint="'--data-dir'") from None
     for n in nodes:
-        n.settings.update(members=members, replicas=replicas, sync=sync)
+        n.settings.update(members=members, replicas=replicas, sync=sync,
+                          cluster_secret_file=str(secret_file))
     out.print(f"starting {node_count} node{'s' if node_count != 1 else ''} in {escape(root)} ...")
     try:
         for n in nodes:
@@ -296,6 +311,9 @@ def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, host: str,
         out.print(f"  {line}", markup=False)
     out.print(f"Process ids are in {shown_root}{os.sep}n<i>.pid. A node that exits is reported "
               "and the others keep running.", markup=False)
+    out.print(f"Members authenticate with the secret in {os.path.join(shown_root, SECRET_FILE_NAME)}: "
+              "a node joining this cluster needs it (`ringkv admin join --cluster-secret-file ...`).",
+              markup=False)
     out.print("Ctrl-C stops the cluster.", style="bold", markup=False)
 
 

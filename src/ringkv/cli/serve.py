@@ -31,6 +31,8 @@ def config_flags(func):
         click.option("--members", help="Cluster members, comma-separated node_id@host:rpc_port[/rack] "
                      "(this node included); empty: a cluster of one."),
         click.option("--cluster-name", help="Name every member must share [ringkv]."),
+        click.option("--cluster-secret-file", help="File holding the secret every member proves to "
+                     "the others on the RPC port (mode 0600)."),
         click.option("--replicas", type=int, help="N, replicas per key [3]."),
         click.option("--sync", type=click.Choice(["always", "interval", "never"]), help="WAL sync policy [interval]."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[info]"),

@@ -1,7 +1,9 @@
 """Talking to one node from a command: the options every such command shares (`--host`,
-`--port`, `--timeout-ms`, `--json`, and TLS: `--tls`, `--cacert`, `--cert`, `--key`,
-`--insecure`, as redis-cli's), the `NodeSession` it is given, and the exit codes of failures,
-in one place.
+`--port`, `--timeout-ms`, `--json`, TLS: `--tls`, `--cacert`, `--cert`, `--key`,
+`--insecure`, as redis-cli's, and credentials: `--user` and `--pass`, or `--url
+ringkv://user:password@host:port`; environment RINGKV_USER, RINGKV_PASSWORD, RINGKV_URL), the
+`NodeSession` it is given, and the exit codes of failures, in one place. A password on the
+command line is visible to other users of the machine (ps): prefer RINGKV_PASSWORD.
 
     @click.command("get")
     @click.argument("key")
@@ -11,7 +13,7 @@ in one place.
 
 Contract of a `node_command`: it gets a NodeSession whose client is closed when it returns; a
 node that cannot be reached (or does not answer within --timeout-ms) exits 3, a node that
-answers with an error exits 4, and with --json that error is the one JSON document printed.
+answers with an error (a refused password or permission included) exits 4, and with --json that error is the one JSON document printed.
 `fetch_json` runs a ringkv command that answers one JSON document (RINGKV.STATUS and friends)
 under the same rules.
 """
@@ -33,12 +35,14 @@ from ringkv.cli.exit_codes import EXIT_SERVER_ERROR, EXIT_UNREACHABLE
 class NodeSession:
     """What a data command needs: a client of the node and a way to print results and errors."""
 
-    def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool, **tls: Any):
+    def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool, username: str | None = None,
+                 password: str | None = None, **tls: Any):
         """`tls`: the client's TLS arguments (tls, ca_file, cert_file, key_file, tls_verify)."""
         from ringkv.client import Client
 
         self.as_json = as_json
-        self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms, **tls)
+        self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms, username=username,
+                             password=password, **tls)
         self.out = Console(highlight=False, emoji=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
@@ -67,25 +71,36 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def command(host: str, port: int, timeout_ms: int, as_json: bool, tls: bool, tls_ca: str | None,
-                tls_cert: str | None, tls_key: str | None, tls_insecure: bool, **kwargs: Any) -> None:
+                tls_cert: str | None, tls_key: str | None, tls_insecure: bool, user: str | None,
+                password: str | None, url: str | None, **kwargs: Any) -> None:
         from ringkv.client import (
+            AuthenticationFailedError,
             ConnectionFailedError,
             RequestTimeoutError,
             ResultUnknownError,
             ServerError,
         )
+        from ringkv.client.options import parse_url
         from ringkv.errors import ConfigError
 
         try:
-            session = NodeSession(host, port, timeout_ms, as_json, tls=tls or bool(tls_ca or tls_cert),
-                                  ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key, tls_verify=not tls_insecure)
+            if url:  # its host, port and credentials; --user / --pass win over the URL's
+                host, port, url_user, url_password = parse_url(url)
+                if user is None and password is None:
+                    user, password = url_user, url_password
+            session = NodeSession(host, port, timeout_ms, as_json, username=user or None, password=password or None,
+                                  tls=tls or bool(tls_ca or tls_cert), ca_file=tls_ca, cert_file=tls_cert,
+                                  key_file=tls_key, tls_verify=not tls_insecure)
         except ConfigError as exc:
-            flag = {"ca_file": "cacert", "cert_file": "cert", "key_file": "key"}.get(exc.field, exc.field)
+            flag = {"ca_file": "cacert", "cert_file": "cert", "key_file": "key", "username": "user",
+                    "password": "pass"}.get(exc.field, exc.field)
             raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint=f"--{flag}") from None
         try:
             code = func(session, **kwargs)
         except (ConnectionFailedError, RequestTimeoutError, ResultUnknownError) as exc:
             session.fail(EXIT_UNREACHABLE, "unreachable", str(exc))
+        except AuthenticationFailedError as exc:
+            session.fail(EXIT_SERVER_ERROR, "authentication_failed", str(exc))
         except ServerError as exc:
             session.fail(EXIT_SERVER_ERROR, "server_error", str(exc))
         finally:
@@ -113,6 +128,12 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
                      help="The client certificate's private key (PEM)."),
         click.option("--insecure", "tls_insecure", is_flag=True, envvar="RINGKV_TLS_INSECURE", show_envvar=True,
                      help="Do not verify the node's certificate (tests only)."),
+        click.option("--user", envvar="RINGKV_USER", show_envvar=True, default=None,
+                     help="User to authenticate as (with --pass); without it, --pass is the default user's."),
+        click.option("--pass", "password", envvar="RINGKV_PASSWORD", show_envvar=True, default=None,
+                     help="Password (prefer the environment variable: a flag is visible in ps)."),
+        click.option("--url", envvar="RINGKV_URL", show_envvar=True, default=None,
+                     help="ringkv://[user:password@]host[:port], instead of --host, --port, --user, --pass."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -142,6 +163,8 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
         **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
     try:
         reply = redis.Redis(connection_pool=pool).execute_command(command)
+    except redis.exceptions.AuthenticationError as exc:  # a ConnectionError to redis-py, but an answer
+        session.fail(EXIT_SERVER_ERROR, "authentication_failed", f"{command}: {address} refused the credentials: {exc}")
     except redis.exceptions.TimeoutError as exc:
         session.fail(EXIT_UNREACHABLE, "unreachable",
                      f"{command}: no answer from {address} within {options.timeout_ms:g} ms ({exc})")

@@ -2,7 +2,7 @@
 
     from ringkv.client import Client
 
-    with Client.from_url("ringkv://127.0.0.1:7379") as kv:
+    with Client.from_url("ringkv://127.0.0.1:7379") as kv:   # or ringkv://user:password@host:port
         kv.set("greeting", "hello", ttl_s=30)
         kv.get("greeting")          # b"hello"
 
@@ -13,8 +13,10 @@ resend, and raise the typed errors of `ringkv.client.errors`. docs/client.md is 
 from ringkv.client.aio import AsyncClient
 from ringkv.client.commands import CasResult
 from ringkv.client.errors import (
+    AuthenticationFailedError,
     ClientError,
     ConnectionFailedError,
+    QuotaExceededError,
     RequestTimeoutError,
     ResultUnknownError,
     ServerError,
@@ -25,11 +27,13 @@ from ringkv.client.sync import Client
 
 __all__ = [
     "AsyncClient",
+    "AuthenticationFailedError",
     "CasResult",
     "Client",
     "ClientError",
     "ConnectionFailedError",
     "Consistency",
+    "QuotaExceededError",
     "RequestTimeoutError",
     "ResultUnknownError",
     "ServerError",

@@ -29,7 +29,7 @@ import redis.exceptions
 from ringkv.client import commands
 from ringkv.client.base import ClientBase, connection_class, pool_kwargs
 from ringkv.client.commands import CasResult, Data, Request
-from ringkv.client.options import ClientOptions, Consistency, parse_consistency
+from ringkv.client.options import ClientOptions, Consistency, credentials, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
 
@@ -58,6 +58,8 @@ class AsyncClient(ClientBase):
         cert_file: str | None = None,
         key_file: str | None = None,
         tls_verify: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ):
         super().__init__(
             ClientOptions(
@@ -76,6 +78,8 @@ class AsyncClient(ClientBase):
                 cert_file=cert_file,
                 key_file=key_file,
                 tls_verify=tls_verify,
+                # None and None: RINGKV_USER / RINGKV_PASSWORD from the environment, if set.
+                **dict(zip(("username", "password"), credentials(username, password), strict=True)),
             )
         )
         self._pool = redis.asyncio.BlockingConnectionPool(
@@ -100,9 +104,20 @@ class AsyncClient(ClientBase):
             except TRANSPORT_ERRORS as exc:
                 await asyncio.sleep(attempts.connect_failed(exc))
                 continue
+            session = self._session_for(request.consistency)
             try:
-                await conn.send_command(*commands.wire_args(request))
-                reply = await conn.read_response()
+                if session is None:
+                    await conn.send_command(*commands.wire_args(request))
+                    reply = await conn.read_response()
+                else:
+                    await conn.send_packed_command(conn.pack_commands(session.wrap(commands.wire_args(request))))
+                    replies: list[Any] = []
+                    for _ in range(3):
+                        try:
+                            replies.append(await conn.read_response())
+                        except redis.exceptions.ResponseError as exc:
+                            replies.append(exc)
+                    reply = session.unwrap(replies)
             except redis.exceptions.ResponseError as exc:
                 await pool.release(conn)
                 raise attempts.server_error(exc) from None

@@ -3,6 +3,7 @@ URLs, and the keyword arguments of redis-py's connections."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import random
 import ssl
@@ -84,6 +85,8 @@ def pool_kwargs(options: ClientOptions, retry: Any, asynchronous: bool = False) 
         "socket_timeout": options.timeout_ms / 1000,
         "socket_connect_timeout": options.connect_timeout_ms / 1000,
         "socket_keepalive": True,
+        "username": options.username,
+        "password": options.password,  # both None: no AUTH on connect
         "health_check_interval": 0,  # a PING before requests would double their round trips
         # RESP2 explicitly (redis-py 8 defaults to RESP3): no HELLO round trip on connect, and
         # replies in the shapes commands.py parses.
@@ -99,6 +102,32 @@ def pool_kwargs(options: ClientOptions, retry: Any, asynchronous: bool = False) 
     }
 
 
+class ClientSession:
+    """The token of a session (docs/consistency.md, "Sessions") as the client keeps it: each
+    request in the session is sent as one pipeline of `RINGKV.SESSION <token>`, the command,
+    and `RINGKV.SESSION TOKEN`, so that whichever pooled connection (or node) carries it, it
+    runs in the session, and the token it leaves is kept for the next one."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: bytes | str | None = None):
+        self.token = token.encode() if isinstance(token, str) else token
+
+    def wrap(self, args: tuple) -> list[tuple]:
+        start = (b"RINGKV.SESSION", self.token) if self.token else (b"RINGKV.SESSION",)
+        return [start, args, (b"RINGKV.SESSION", b"TOKEN")]
+
+    def unwrap(self, replies: list) -> Any:
+        """The command's reply from the pipeline's three (an error reply raised), the token kept."""
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if isinstance(replies[2], bytes):
+            self.token = replies[2]
+        if isinstance(replies[1], Exception):
+            raise replies[1]
+        return replies[1]
+
+
 class ClientBase:
     """Options and bookkeeping common to both clients."""
 
@@ -106,12 +135,38 @@ class ClientBase:
         self.options = options
         self._rng = random.Random()  # backoff jitter only
         self._closed = False
+        # The client's own session: at consistency SESSION (the default or a call's), or a
+        # view made by session().
+        self._session: ClientSession | None = (
+            ClientSession() if options.consistency is Consistency.SESSION else None)
+
+    def session(self, token: bytes | str | None = None) -> Self:
+        """A view of this client (same connections) with a session of its own: a new one, or
+        the one `token` names (`session_token` of another client or view, on any node). Close
+        the client, not the view."""
+        view = copy.copy(self)
+        view._session = ClientSession(token)
+        return view
+
+    @property
+    def session_token(self) -> bytes | None:
+        """The token of this client's session as it is now (None: no session yet)."""
+        return None if self._session is None else self._session.token
+
+    def _session_for(self, consistency: Consistency | None) -> ClientSession | None:
+        if self._session is None and consistency is Consistency.SESSION:
+            self._session = ClientSession()
+        return self._session
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
-        """A client for `ringkv://host[:port]` (port 7379 when omitted); keyword arguments as
-        for the constructor."""
-        host, port = parse_url(url)
+        """A client for `ringkv://[user:password@]host[:port]` (port 7379 when omitted);
+        keyword arguments as for the constructor (`username`/`password` given there win over
+        the URL's)."""
+        host, port, username, password = parse_url(url)
+        if username is not None or password is not None:
+            kwargs.setdefault("username", username)
+            kwargs.setdefault("password", password)
         return cls(host, port, **kwargs)
 
     @property

@@ -7,8 +7,12 @@
                            answered that its outcome is unknown (a consensus round that did not
                            finish): it may or may not have been applied -> read the key (at
                            SERIAL) to find out, do not blindly resend
-    ServerError            the node answered with an error (bad argument, wrong type, ...): the
-                           same request will fail again
+    ServerError            the node answered with an error (bad argument, wrong type, a
+                           NOPERM refusal of the user's ACL rules, ...): the same request will
+                           fail again
+      QuotaExceededError   a namespace's quota (keys, bytes, requests per second) refused it
+    AuthenticationFailedError  the node refused the client's credentials (WRONGPASS), or wants
+                           some (NOAUTH): never retried -> fix username/password
 
 All of them derive from `ClientError` (a `ringkv.errors.RingkvError`), so one `except` catches
 everything the client raises on purpose. `ConnectionFailedError` and `RequestTimeoutError` also
@@ -62,6 +66,31 @@ class ServerError(ClientError):
         self.command = command
         self.address = address
         self.server_message = server_message
+
+
+class AuthenticationFailedError(ClientError):
+    """The node refused to serve this client as it presented itself: a wrong user name or
+    password, a disabled or deleted user, or no credentials where the node needs some.
+    `server_message` is the node's reply (it never holds the password)."""
+
+    def __init__(self, command: str, address: str, server_message: str):
+        super().__init__(f"{address} refused to authenticate this client ({command}): {server_message}; give "
+                         "username and password (or RINGKV_USER / RINGKV_PASSWORD)")
+        self.command = command
+        self.address = address
+        self.server_message = server_message
+
+
+class QuotaExceededError(ServerError):
+    """The node refused the request because a namespace is at one of its quotas (nothing was
+    applied): `namespace`, `quota` (max_keys, max_bytes or max_requests_per_s) and `limit`. A
+    rate refills within a second; keys and bytes only once some are deleted."""
+
+    def __init__(self, command: str, address: str, server_message: str, namespace: str, quota: str, limit: int):
+        super().__init__(command, address, server_message)
+        self.namespace = namespace
+        self.quota = quota
+        self.limit = limit
 
 
 class ResultUnknownError(ClientError):

@@ -2,7 +2,14 @@
 
 `ClientOptions` is what `Client(...)` and `AsyncClient(...)` build from their keyword
 arguments; a bad value raises `ringkv.errors.ConfigError` naming the argument. Addresses can
-also come as a URL, `ringkv://host:port` (port 7379 when left out).
+also come as a URL, `ringkv://host:port` (port 7379 when left out), with credentials:
+`ringkv://user:password@host:port` (percent-encode `@`, `:` and `/` in them).
+
+Credentials: `username` and `password` authenticate every new connection (redis-py sends
+`AUTH username password`; a password alone is the `default` user's, as `requirepass`). When
+the caller gives neither (nor the URL), `credentials()` takes them from the environment:
+`RINGKV_USER` and `RINGKV_PASSWORD` (the CLI reads the same variables). A password is never
+part of a repr or an error message.
 
 TLS (`tls=True`): the node's certificate is verified against `ca_file` (the system's CAs when
 None) and its host name or address against the certificate's SANs, unless `tls_verify=False`;
@@ -15,8 +22,9 @@ from __future__ import annotations
 import enum
 import os
 import re
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from ringkv.errors import ConfigError
 
@@ -26,6 +34,9 @@ URL_SCHEME = "ringkv"
 MAX_TIMEOUT_MS = 3_600_000
 MAX_RETRIES = 100
 MAX_CONNECTIONS = 10_000
+MAX_CREDENTIAL_BYTES = 4096  # a node refuses longer passwords (security/passwords.py)
+USER_ENV = "RINGKV_USER"
+PASSWORD_ENV = "RINGKV_PASSWORD"
 
 
 class Consistency(enum.StrEnum):
@@ -34,13 +45,15 @@ class Consistency(enum.StrEnum):
     Sent with each request that names one (`RINGKV.AT <level> <command>`). A single node has
     one replica, so there every level means "this node". SERIAL is for reads: linearizable,
     through the key's consensus path (it sees every CAS and conditional write acknowledged
-    before it); a write at SERIAL is a write at QUORUM.
+    before it); a write at SERIAL is a write at QUORUM. SESSION is ONE in the client's session:
+    reads see the client's own writes and never go back in time (docs/consistency.md).
     """
 
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
     SERIAL = "SERIAL"
+    SESSION = "SESSION"
 
 
 def parse_consistency(value: str | Consistency | None, field: str = "consistency") -> Consistency | None:
@@ -52,7 +65,7 @@ def parse_consistency(value: str | Consistency | None, field: str = "consistency
             return Consistency(value.upper())
         except ValueError:
             pass
-    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, SERIAL, got {value!r}")
+    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, SERIAL, SESSION, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,8 @@ class ClientOptions:
     cert_file: str | None = None  # client certificate (PEM), with key_file
     key_file: str | None = None
     tls_verify: bool = True  # False: accept any certificate (tests only: anyone can pose as the node)
+    username: str | None = None  # None with a password: the default user
+    password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -108,6 +123,13 @@ class ClientOptions:
             require(isinstance(path, str | os.PathLike) and bool(str(path)), name, "must be a file path")
             require(self.tls, name, "is given but tls is off: pass tls=True")
             require(os.path.isfile(path) and os.access(path, os.R_OK), name, "must be a readable file")
+        for name in ("username", "password"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and 0 < len(value.encode()) <= MAX_CREDENTIAL_BYTES):
+                # Not `require`: its message would show the password.
+                raise ConfigError(name, f"must be a non-empty string of at most {MAX_CREDENTIAL_BYTES} bytes")
+        if self.username is not None and self.password is None:
+            raise ConfigError("password", f"must be given with username {self.username!r} (or in {PASSWORD_ENV})")
         if (self.cert_file is None) != (self.key_file is None):
             missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
             raise ConfigError(missing, f"must be given with {given} (a client certificate and its key)")
@@ -118,17 +140,43 @@ class ClientOptions:
         return f"{host}:{self.port}"
 
 
-def parse_url(url: str) -> tuple[str, int]:
-    """`ringkv://host[:port]` -> (host, port). Anything else raises ConfigError("url")."""
+def parse_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """`ringkv://[user[:password]@]host[:port]` -> (host, port, username, password); user
+    and password percent-decoded, None when absent (`ringkv://:pw@host`: a password alone).
+    Anything else raises ConfigError("url"), which never shows the password."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError("url", f"{url!r} is not a valid URL: {exc}") from None
+        raise ConfigError("url", f"{_hide_password(url)!r} is not a valid URL: {exc}") from None
+    shown = _hide_password(url)
     if parts.scheme != URL_SCHEME:
-        raise ConfigError("url", f"scheme must be {URL_SCHEME}://, got {url!r}")
+        raise ConfigError("url", f"scheme must be {URL_SCHEME}://, got {shown!r}")
     if not parts.hostname:
-        raise ConfigError("url", f"no host in {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ConfigError("url", f"expected only {URL_SCHEME}://host:port, got {url!r}")
-    return parts.hostname, port if port is not None else DEFAULT_PORT
+        raise ConfigError("url", f"no host in {shown!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError("url", f"expected only {URL_SCHEME}://[user:password@]host:port, got {shown!r}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username is not None and password is None:
+        raise ConfigError("url", f"{shown!r} names user {username!r} without a password (user:password@host)")
+    return parts.hostname, port if port is not None else DEFAULT_PORT, username, password
+
+
+def _hide_password(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = head.partition("://")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if ":" in userinfo else url
+
+
+def credentials(username: str | None, password: str | None,
+                environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The credentials a client uses: those given, else `RINGKV_USER` / `RINGKV_PASSWORD` from
+    the environment (empty variables count as unset)."""
+    if username is not None or password is not None:
+        return username, password
+    env = os.environ if environ is None else environ
+    return env.get(USER_ENV) or None, env.get(PASSWORD_ENV) or None

@@ -13,6 +13,9 @@ The rules, shared by `Client` and `AsyncClient`:
   A broken connection is retried like a connect failure if the request is idempotent. A
   non-idempotent request raises `ResultUnknownError` whatever the cause: it may have been
   applied, and only the caller can decide how to find out.
+- A refusal of the client's credentials (WRONGPASS when connecting, NOAUTH to a request) is
+  `AuthenticationFailedError`, never retried: the same credentials fail again, and each
+  failure lengthens the node's brute-force backoff for this address.
 - An error answered by the node (`ServerError`) is never retried: the same request fails again.
   One that says the node itself does not know whether the write was applied (a consensus
   round or a forwarded write that did not finish: "... may or may not have been applied") is
@@ -31,12 +34,15 @@ import redis.exceptions
 
 from ringkv.client.commands import Request
 from ringkv.client.errors import (
+    AuthenticationFailedError,
     ConnectionFailedError,
+    QuotaExceededError,
     RequestTimeoutError,
     ResultUnknownError,
     ServerError,
 )
 from ringkv.client.options import ClientOptions
+from ringkv.errors import QuotaExceededError as QuotaRefusal
 
 log = logging.getLogger("ringkv.client")
 
@@ -91,6 +97,7 @@ class Attempts:
     def connect_failed(self, exc: BaseException) -> float:
         """No connection for this attempt: the request was not sent. Returns the delay in
         seconds before the next attempt, or raises the caller's error."""
+        self._refused_credentials(exc)
         if isinstance(exc, redis.exceptions.ConnectionError) and str(exc) == _POOL_EXHAUSTED:
             raise RequestTimeoutError(
                 self.request.command,
@@ -102,6 +109,7 @@ class Attempts:
 
     def request_failed(self, exc: BaseException) -> float:
         """The request was (perhaps partly) sent and no whole reply came."""
+        self._refused_credentials(exc)
         request = self.request
         timed_out = isinstance(exc, TIMEOUT_ERRORS)
         if not request.idempotent:
@@ -112,11 +120,22 @@ class Attempts:
             raise RequestTimeoutError(request.command, self.options.timeout_ms, self.address) from exc
         return self._retry_or_fail(exc)
 
+    def _refused_credentials(self, exc: BaseException) -> None:
+        """WRONGPASS on connect, or NOAUTH to a request: redis-py makes both a ConnectionError,
+        but the node answered, and asking again with the same credentials only feeds its
+        brute-force backoff. (NOAUTH to a request means the request did not run.)"""
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            raise AuthenticationFailedError(self.request.command, self.address, str(exc)) from None
+
     def server_error(self, exc: BaseException) -> ServerError | ResultUnknownError:
         message = str(exc)
         if OUTCOME_UNKNOWN in message:
             return ResultUnknownError(self.request.command, self.address, exc, False, self.options.timeout_ms,
                                       server_message=message)
+        quota = QuotaRefusal.from_message(message)  # a namespace's quota (docs/namespaces.md)
+        if quota is not None:
+            return QuotaExceededError(self.request.command, self.address, message, quota.namespace, quota.quota,
+                                      quota.limit)
         return ServerError(self.request.command, self.address, message)
 
     def _retry_or_fail(self, exc: BaseException) -> float:

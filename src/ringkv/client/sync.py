@@ -28,7 +28,7 @@ import redis.retry
 from ringkv.client import commands
 from ringkv.client.base import ClientBase, connection_class, pool_kwargs
 from ringkv.client.commands import CasResult, Data, Request
-from ringkv.client.options import ClientOptions, Consistency, parse_consistency
+from ringkv.client.options import ClientOptions, Consistency, credentials, parse_consistency
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
 
@@ -43,7 +43,9 @@ class Client(ClientBase):
     bytes. Every key method takes `consistency="ONE"|"QUORUM"|"ALL"|"SERIAL"` to override the
     client's default for that call (SERIAL: a linearizable read); a single node has one replica
     and does not use it. `tls=True` (with `ca_file`, `cert_file`, `key_file`, `tls_verify`)
-    talks to the node's TLS port: see `ClientOptions`.
+    talks to the node's TLS port: see `ClientOptions`. `username` and `password` (else
+    RINGKV_USER / RINGKV_PASSWORD) authenticate each connection; a refusal raises
+    `AuthenticationFailedError`, never retried.
     """
 
     def __init__(
@@ -64,6 +66,8 @@ class Client(ClientBase):
         cert_file: str | None = None,
         key_file: str | None = None,
         tls_verify: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ):
         super().__init__(
             ClientOptions(
@@ -82,6 +86,8 @@ class Client(ClientBase):
                 cert_file=cert_file,
                 key_file=key_file,
                 tls_verify=tls_verify,
+                # None and None: RINGKV_USER / RINGKV_PASSWORD from the environment, if set.
+                **dict(zip(("username", "password"), credentials(username, password), strict=True)),
             )
         )
         self._pool = redis.BlockingConnectionPool(
@@ -106,9 +112,20 @@ class Client(ClientBase):
             except TRANSPORT_ERRORS as exc:
                 time.sleep(attempts.connect_failed(exc))
                 continue
+            session = self._session_for(request.consistency)
             try:
-                conn.send_command(*commands.wire_args(request))
-                reply = conn.read_response()
+                if session is None:
+                    conn.send_command(*commands.wire_args(request))
+                    reply = conn.read_response()
+                else:
+                    conn.send_packed_command(conn.pack_commands(session.wrap(commands.wire_args(request))))
+                    replies: list[Any] = []
+                    for _ in range(3):
+                        try:
+                            replies.append(conn.read_response())
+                        except redis.exceptions.ResponseError as exc:
+                            replies.append(exc)
+                    reply = session.unwrap(replies)
             except redis.exceptions.ResponseError as exc:
                 # The error reply was read whole: the connection is clean and goes back.
                 pool.release(conn)

@@ -37,6 +37,19 @@ Rules of the module:
   (the clock stepped back across a restart), and the local generation moves past it.
 - Everything is bounded: `max_members` nodes that are not tombstones (this one included),
   `max_tombstones` tombstones, `max_states_per_message` states per delta, request and merge.
+- Origin (docs/security.md). The shell names the authenticated peer a batch of states came
+  from (`merge(..., sender=)`; the RPC handshake proved who it is). A node speaks for itself:
+  its own state is taken from it as from anyone. What it relays about others is taken only
+  within what a relay may say: a tombstone (left, removed; this node's own removal included)
+  only from a member, i.e. a node held as normal or leaving (a joining node or one never
+  heard of cannot take nodes out of the ring), and a live state only if it moves none of the
+  node's addresses known here (only the node itself may announce a new address, so a relay
+  cannot point traffic elsewhere). The addresses known are pinned per node, apart from its
+  state: a relay that first cleared an address could otherwise set another one next. The
+  sender's own state is merged first, so a member's
+  first message can vouch for the tombstones it carries. Refused states are counted
+  (`refused_origin`). States merged without a sender (this node's own decisions, the
+  simulator) are not checked.
 
 Pure: no clock, no randomness of its own, no IO. Not thread-safe; one event loop owns it.
 """
@@ -201,6 +214,37 @@ def _addresses(s: NodeState) -> tuple[str, int, str, str]:
     return (s.rpc_host, s.rpc_port, s.resp_address, s.http_address)
 
 
+class Addresses(NamedTuple):
+    """Where a node said it listens: its RPC host and port, its client addresses."""
+
+    rpc: tuple[str, int] | None
+    resp: str
+    http: str
+
+
+def _pin(pinned: Addresses | None, state: NodeState) -> Addresses:
+    """`pinned` with every address `state` states (a field not stated keeps its pin: a node
+    fills its client addresses in after its first state, and tombstones carry none)."""
+    rpc = (state.rpc_host, state.rpc_port) if state.rpc_port else None
+    if pinned is None:
+        return Addresses(rpc, state.resp_address, state.http_address)
+    return Addresses(rpc or pinned.rpc, state.resp_address or pinned.resp,
+                     state.http_address or pinned.http)
+
+
+def _moved_addresses(pinned: Addresses, new: NodeState) -> str:
+    """The addresses `new` states otherwise than pinned ("" for none). An address not stated
+    (empty, port 0) moves nothing."""
+    moved = []
+    if pinned.rpc and new.rpc_port and pinned.rpc != (new.rpc_host, new.rpc_port):
+        moved.append("RPC address")
+    if pinned.resp and new.resp_address and pinned.resp != new.resp_address:
+        moved.append("resp_address")
+    if pinned.http and new.http_address and pinned.http != new.http_address:
+        moved.append("http_address")
+    return ", ".join(moved)
+
+
 def _ring_view(s: NodeState | None) -> tuple[NodeStatus, float, str, str] | None:
     """What of a state can change a ring, the future ring (joining nodes) included."""
     if s is None or s.status in TOMBSTONE_STATUSES:
@@ -288,6 +332,7 @@ class Membership:
 
     __slots__ = (
         "_local_id",
+        "_pinned",
         "_quiet_since_ms",
         "_states",
         "_tombstone_seen_ms",
@@ -296,6 +341,7 @@ class Membership:
         "max_tombstones",
         "refused_full",
         "refused_invalid",
+        "refused_origin",
         "tombstone_ttl_ms",
     )
 
@@ -331,9 +377,13 @@ class Membership:
         # order; a newer tombstone is moved to the end): gossiped ones, then silent ones.
         self._tombstone_seen_ms: dict[str, float] = {}
         self._quiet_since_ms: dict[str, float] = {}
+        # Every node's addresses as last stated (each field once stated), which only the node
+        # itself may change (module docstring, "Origin"). Forgotten with the node's state.
+        self._pinned: dict[str, Addresses] = {}
         # Counters for metrics: states dropped by merge, and why.
         self.refused_full = 0
         self.refused_invalid = 0
+        self.refused_origin = 0
 
     def __repr__(self) -> str:
         return (
@@ -523,13 +573,18 @@ class Membership:
                 out.append(state)
         return out
 
-    def merge(self, states: Sequence[NodeState], now_ms: float) -> list[StateChange]:
-        """Keep the newer state per node; return what changed, in the order of `states`.
+    def merge(self, states: Sequence[NodeState], now_ms: float,
+              sender: str | None = None) -> list[StateChange]:
+        """Keep the newer state per node; return what changed, in the order of `states` (the
+        sender's own state first).
 
+        `sender`: the authenticated node the states came from, whose relays are held to the
+        origin rules (module docstring); None for this node's own decisions.
         Refused without error, and counted: states that fail `state_problem`
-        (`refused_invalid`) and new nodes past max_members (`refused_full`). A tombstone
-        over max_tombstones evicts the oldest one, silent ones first. LimitError if more than
-        max_states_per_message states are given (the peer broke the protocol).
+        (`refused_invalid`), new nodes past max_members (`refused_full`), and what the sender
+        may not say (`refused_origin`). A tombstone over max_tombstones evicts the oldest one,
+        silent ones first. LimitError if more than max_states_per_message states are given
+        (the peer broke the protocol).
         """
         if len(states) > self.max_states_per_message:
             raise LimitError(
@@ -537,10 +592,17 @@ class Membership:
                 f"{self.max_states_per_message} states, got {len(states)}"
             )
         self.expire_tombstones(now_ms)
+        if sender is not None:
+            own = [s for s in states if isinstance(s, NodeState) and s.node_id == sender]
+            states = own + [s for s in states if not (isinstance(s, NodeState)
+                                                      and s.node_id == sender)]
         changes: list[StateChange] = []
         for state in states:
             if state_problem(state) is not None:
                 self.refused_invalid += 1
+                continue
+            if sender is not None and self.origin_problem(state, sender) is not None:
+                self.refused_origin += 1
                 continue
             node = state.node_id
             if node == self._local_id:
@@ -564,6 +626,7 @@ class Membership:
                     quiet.pop(oldest, None)
                     tombstones.pop(oldest, None)
                     del self._states[oldest]
+                    self._pinned.pop(oldest, None)
             else:
                 if (current is None or was_tombstone) and self._live_count() >= self.max_members:
                     self.refused_full += 1
@@ -572,8 +635,29 @@ class Membership:
                     tombstones.pop(node, None)
                     quiet.pop(node, None)
                 self._states[node] = state
+            if state.status not in TOMBSTONE_STATUSES:  # a tombstone's addresses lead nowhere
+                self._pinned[node] = _pin(self._pinned.get(node), state)
             changes.append(StateChange(current, state))
         return changes
+
+    def origin_problem(self, state: NodeState, sender: str) -> str | None:
+        """Why `sender` may not tell this node `state`, or None when it may (module docstring,
+        "Origin"). Pure: nothing changes."""
+        node = state.node_id
+        if node == sender:
+            return None  # a node's word about itself
+        if state.status in TOMBSTONE_STATUSES:
+            vouching = self._states.get(sender)
+            if vouching is None or vouching.status not in RING_STATUSES:
+                return (f"{sender} is not a member ({vouching.status if vouching else 'unknown'}): "
+                        f"it cannot say that {node} is {state.status}")
+            return None
+        pinned = self._pinned.get(node)
+        if pinned is not None:
+            moved = _moved_addresses(pinned, state)
+            if moved:
+                return f"{sender} relays a state of {node} with another {moved}: only {node} may move it"
+        return None
 
     def expire_tombstones(self, now_ms: float) -> list[str]:
         """Silence tombstones first seen tombstone_ttl_ms or longer ago, and forget those seen
@@ -594,6 +678,7 @@ class Membership:
                 break
             del quiet[node]
             del self._states[node]
+            self._pinned.pop(node, None)
             forgotten.append(node)
         return forgotten
 

@@ -8,14 +8,15 @@ reply instead of the whole connection.
 
 Wire stability rule: `Handshake` and `HandshakeReply` keep their leading fields forever (new
 fields may only be appended), so that any two versions can read each other's handshake and
-refuse each other politely.
+refuse each other politely. The challenge fields of the cluster secret were appended that way:
+a node without a secret still speaks protocol version 1 as it always did.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -36,24 +37,46 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 4
 
 
+# Bounds of the handshake's fields: a peer is not trusted before its handshake is done, so
+# nothing it sends then may be large (the whole frame is bounded by max_handshake_bytes too).
+MAX_HANDSHAKE_NAME_CHARS = 255  # cluster_name and node_id
+MAX_HANDSHAKE_REASON_CHARS = 1024
+MAX_HANDSHAKE_TOKEN_BYTES = 64  # a nonce or a proof (net/auth.py sends 32 of each)
+
+HandshakeName = Annotated[str, msgspec.Meta(max_length=MAX_HANDSHAKE_NAME_CHARS)]
+HandshakeToken = Annotated[bytes, msgspec.Meta(max_length=MAX_HANDSHAKE_TOKEN_BYTES)]
+
+
 class Handshake(msgspec.Struct, tag="Handshake", array_like=True):
-    """First frame a connecting node sends."""
+    """First frame a connecting node sends. `nonce`: its challenge to the accepting node when
+    it holds the cluster secret, empty otherwise (net/auth.py)."""
 
     protocol_version: int
-    cluster_name: str
-    node_id: str
+    cluster_name: HandshakeName
+    node_id: HandshakeName
+    nonce: HandshakeToken = b""
 
 
 class HandshakeReply(msgspec.Struct, tag="HandshakeReply", array_like=True):
     """The accepting node's answer to a Handshake. On refusal the connection is then closed.
 
     `node_id` names the accepting node, so a caller whose address book is stale learns that it
-    reached the wrong node instead of sending it another node's requests.
+    reached the wrong node instead of sending it another node's requests. With the cluster
+    secret, `nonce` is the accepting node's challenge and `proof` its answer to the caller's.
     """
 
     accepted: bool
-    reason: str = ""
-    node_id: str = ""
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_HANDSHAKE_REASON_CHARS)] = ""
+    node_id: HandshakeName = ""
+    nonce: HandshakeToken = b""
+    proof: HandshakeToken = b""
+
+
+class HandshakeProof(msgspec.Struct, tag="HandshakeProof", array_like=True):
+    """The connecting node's answer to the accepting node's challenge (cluster secret only):
+    its last handshake frame, sent before any Request."""
+
+    proof: HandshakeToken
 
 
 class Error(msgspec.Struct, array_like=True):
@@ -106,7 +129,7 @@ class MessageCodec:
     """
 
     __slots__ = ("body_types", "decode_body", "decode_envelope", "decode_handshake",
-                 "decode_handshake_reply", "encode", "encode_into")
+                 "decode_handshake_proof", "decode_handshake_reply", "encode", "encode_into")
 
     def __init__(self, body_types: Iterable[type[msgspec.Struct]]):
         types = tuple(body_types)
@@ -147,6 +170,8 @@ class MessageCodec:
             msgspec.msgpack.Decoder(Handshake).decode)
         self.decode_handshake_reply: Callable[[bytes], HandshakeReply] = (
             msgspec.msgpack.Decoder(HandshakeReply).decode)
+        self.decode_handshake_proof: Callable[[bytes], HandshakeProof] = (
+            msgspec.msgpack.Decoder(HandshakeProof).decode)
         # decode_envelope(payload) -> ReceivedRequest | ReceivedResponse, the body left raw.
         self.decode_envelope: Callable[[bytes], ReceivedRequest | ReceivedResponse] = (
             msgspec.msgpack.Decoder(ReceivedRequest | ReceivedResponse).decode)

@@ -80,7 +80,10 @@ class FrameDecoder:
         """Bytes received that do not yet make a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview, max_frames: int = 0) -> list[bytes]:
+        """The payloads `data` completes, at most `max_frames` of them (0: all); bytes of
+        frames not returned stay buffered, their headers unread, for the next call: a
+        connection reading a handshake takes one frame at a time under a smaller limit."""
         if self._failed is not None:
             raise FrameTooLargeError(self._failed.size_bytes, self.max_frame_bytes)
         buffer = self._buffer
@@ -96,6 +99,8 @@ class FrameDecoder:
         position = 0
         limit = self.max_frame_bytes
         while size - position >= FRAME_HEADER_BYTES:
+            if max_frames and len(frames) >= max_frames:
+                break
             (length,) = _HEADER.unpack_from(view, position)
             if length > limit:
                 self._failed = FrameTooLargeError(length, limit)

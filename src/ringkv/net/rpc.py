@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,11 +48,23 @@ from ringkv.errors import (
     RpcProtocolError,
     RpcTimeoutError,
 )
+from ringkv.net.auth import (
+    CLIENT,
+    NO_SECURITY,
+    NONCE_BYTES,
+    SERVER,
+    RpcSecurity,
+    handshake_proof,
+    new_nonce,
+    proof_matches,
+)
 from ringkv.net.envelope import (
+    MAX_HANDSHAKE_REASON_CHARS,
     PROTOCOL_VERSION,
     Error,
     ErrorCode,
     Handshake,
+    HandshakeProof,
     HandshakeReply,
     MessageCodec,
     ReceivedRequest,
@@ -68,8 +81,12 @@ from ringkv.net.framing import (
     begin_frame,
     end_frame,
 )
+from ringkv.net.tls import certificate_names, describe_names
 
 logger = logging.getLogger(__name__)
+
+# Plaintext taken out of TLS per read call: a TLS record holds at most 16 KiB.
+TLS_READ_BYTES = 256 * 1024
 
 RequestHandler = Callable[[str, Any], Awaitable[Any]]
 """`async handler(peer_node_id, body) -> reply body (a registered message, or None)`."""
@@ -93,8 +110,10 @@ class RpcLimits:
     max_concurrent_handlers: int = 256
     # TCP connect plus handshake, for one attempt.
     connect_timeout_ms: float = 1000.0
-    # How long an accepted connection may take to send its handshake.
+    # How long an accepted connection may take to finish its handshake (TLS included).
     handshake_timeout_ms: float = 2000.0
+    # Largest frame accepted before the peer is authenticated: a stranger's handshake.
+    max_handshake_bytes: int = 4096
     # Back-off after the first failed connect attempt; doubles per failure, jittered.
     reconnect_base_backoff_ms: float = 50.0
     reconnect_max_backoff_ms: float = 5000.0
@@ -108,7 +127,7 @@ class RpcLimits:
                 f"{self.max_frame_bytes}"
             )
         for name in ("max_inflight_requests", "max_concurrent_handlers",
-                     "write_buffer_high_bytes"):
+                     "write_buffer_high_bytes", "max_handshake_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("connect_timeout_ms", "handshake_timeout_ms",
@@ -140,6 +159,16 @@ def _format_address(address: Any) -> str:
     return str(address)
 
 
+def _write_nowhere(data: bytes | bytearray) -> None:
+    raise RuntimeError("RPC connection written to before it was made")
+
+
+def _shown(name: str) -> str:
+    """A peer's claimed name as a log line may show it: as given when printable, else quoted
+    (a stranger's newline must not forge log lines)."""
+    return name if name.isprintable() else repr(name)
+
+
 def _describe_os_error(exc: OSError) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -149,18 +178,23 @@ def _describe_os_error(exc: OSError) -> str:
 class _FramedConnection(asyncio.Protocol, abc.ABC):
     """What both ends share: framing, coalesced writes, write backpressure, closing."""
 
-    __slots__ = ("_codec", "_decoder", "_flush_scheduled", "_limits", "_loop", "_out",
-                 "_transport", "_write_paused", "closed", "remote")
+    __slots__ = ("_codec", "_decoder", "_flush_scheduled", "_handshaking", "_limits", "_loop",
+                 "_out", "_transport", "_write", "_write_paused", "closed", "remote")
 
     def __init__(self, codec: MessageCodec, limits: RpcLimits, loop: asyncio.AbstractEventLoop):
         self._codec = codec
         self._limits = limits
         self._loop = loop
-        self._decoder = FrameDecoder(limits.max_frame_bytes)
+        # Until the handshake is done, frames are read one at a time under the smaller
+        # handshake limit: a peer not yet authenticated cannot make us buffer 16 MiB.
+        self._handshaking = True
+        self._decoder = FrameDecoder(min(limits.max_handshake_bytes, limits.max_frame_bytes))
         self._out = bytearray()
         self._flush_scheduled = False
         self._write_paused = False
         self._transport: asyncio.Transport | None = None
+        # Where outgoing bytes go: the transport's write, or TLS's on an accepted connection.
+        self._write: Callable[[bytes | bytearray], None] = _write_nowhere
         self.closed = False
         self.remote = "?"
 
@@ -170,10 +204,14 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
         # uvloop's transports do not subclass asyncio.Transport, but provide its methods.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._write = transport.write
         transport.set_write_buffer_limits(high=self._limits.write_buffer_high_bytes)
         self.remote = _format_address(transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
+        if self._handshaking:
+            self._handshake_data(data)
+            return
         try:
             frames = self._decoder.feed(data)
         except FrameTooLargeError as exc:
@@ -183,6 +221,33 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
             if self.closed:
                 return
             self._frame_received(frame)
+
+    def _handshake_data(self, data: bytes) -> None:
+        """Feed handshake frames one by one to `_frame_received`, which ends the handshake
+        (`_end_handshake`) or closes; frames that came in the same read after the last
+        handshake frame are then read as the connection's traffic, under the full limit."""
+        decoder = self._decoder
+        while self._handshaking and not self.closed:
+            try:
+                frames = decoder.feed(data, 1)
+            except FrameTooLargeError as exc:
+                self._frame_too_large(exc.size_bytes)
+                return
+            data = b""
+            if not frames:
+                return
+            self._frame_received(frames[0])
+        if not self.closed and decoder.buffered_bytes:
+            self.data_received(b"")
+
+    def _end_handshake(self) -> None:
+        self._handshaking = False
+        self._decoder.max_frame_bytes = self._limits.max_frame_bytes
+
+    def _frame_limit(self) -> str:
+        """The limit the decoder applies now, as a log line names it."""
+        name = "max_handshake_bytes" if self._handshaking else "max_frame_bytes"
+        return f"{name}={self._decoder.max_frame_bytes}"
 
     def eof_received(self) -> bool:
         # Half-open connections are of no use to a request/response protocol: close fully.
@@ -245,8 +310,7 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
         # Hand the transport this buffer and start a fresh one rather than write-and-clear:
         # a transport may keep a reference to what it could not send yet.
         self._out = bytearray()
-        assert self._transport is not None
-        self._transport.write(out)
+        self._write(out)
 
     def _close(self, *, abort: bool) -> None:
         """Close the connection; without `abort`, frames already sent still go out first."""
@@ -259,16 +323,22 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
             self._transport.abort()
         else:
             if self._out:
-                self._transport.write(self._out)
+                self._write(self._out)
                 self._out = bytearray()
             self._transport.close()
 
 
 class _ServerConnection(_FramedConnection):
-    """One accepted connection: handshake first, then Requests, each run as a task."""
+    """One accepted connection: the handshake, then Requests, each run as a task.
 
-    __slots__ = ("_backlog", "_handshake_timer", "_reading_paused", "_running", "_server",
-                 "peer_node_id")
+    The handshake, in states (docs/formats/rpc.md, "Handshake"): waiting for the Handshake
+    (`_hello` None); with the cluster secret, waiting for the caller's HandshakeProof
+    (`_hello` set); open (`peer_node_id` set). Nothing the peer sends is acted on before it
+    is open, and all of it is bounded by handshake_timeout_ms and max_handshake_bytes.
+    """
+
+    __slots__ = ("_backlog", "_handshake_timer", "_hello", "_nonce", "_peer_names",
+                 "_reading_paused", "_running", "_server", "peer_node_id")
 
     def __init__(self, server: RpcServer, loop: asyncio.AbstractEventLoop):
         super().__init__(server.codec, server.limits, loop)
@@ -280,6 +350,9 @@ class _ServerConnection(_FramedConnection):
         self._backlog: deque[ReceivedRequest] = deque()
         self._reading_paused = False
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self._hello: Handshake | None = None  # the caller's, once received
+        self._nonce = b""  # our challenge to it (cluster secret)
+        self._peer_names: frozenset[str] = frozenset()  # what its certificate names (TLS)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -289,6 +362,12 @@ class _ServerConnection(_FramedConnection):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed and self._hello is not None and self.peer_node_id is None:
+            # A caller that finds our proof wrong (another secret) hangs up without its own.
+            logger.warning("refused RPC connection from %s (node %s): it closed the connection "
+                           "instead of proving the cluster secret (the nodes hold different "
+                           "secrets?)", self.remote, _shown(self._hello.node_id))
+            self._server.stats.refused("secret")
         super().connection_lost(exc)
         self._server._connections.discard(self)
         if self._handshake_timer is not None:
@@ -303,18 +382,20 @@ class _ServerConnection(_FramedConnection):
 
     def _violation(self, detail: str) -> None:
         logger.warning("closing RPC connection from %s: %s", self._who(), detail)
+        if self.peer_node_id is None and not self.closed:
+            self._server.stats.refused("malformed")
         self._close(abort=True)
 
     def _frame_too_large(self, size_bytes: int) -> None:
-        self._violation(
-            f"frame of {size_bytes} bytes is over max_frame_bytes={self._limits.max_frame_bytes}"
-        )
+        self._violation(f"frame of {size_bytes} bytes is over {self._frame_limit()}")
 
     def _handshake_timed_out(self) -> None:
         if self.peer_node_id is None and not self.closed:
-            self._violation(
-                f"no handshake within handshake_timeout_ms={self._limits.handshake_timeout_ms:g}"
-            )
+            what = "no handshake" if self._hello is None else "handshake not finished"
+            logger.warning("closing RPC connection from %s: %s within handshake_timeout_ms=%g",
+                           self._who(), what, self._limits.handshake_timeout_ms)
+            self._server.stats.refused("timeout")
+            self._close(abort=True)
 
     def _before_flush(self) -> None:
         hook = self._server.before_reply
@@ -323,7 +404,10 @@ class _ServerConnection(_FramedConnection):
 
     def _frame_received(self, frame: bytes) -> None:
         if self.peer_node_id is None:
-            self._handshake_received(frame)
+            if self._hello is None:
+                self._hello_received(frame)
+            else:
+                self._proof_received(frame)
             return
         try:
             envelope = self._codec.decode_envelope(frame)
@@ -345,36 +429,86 @@ class _ServerConnection(_FramedConnection):
             self._backlog.append(envelope)
         self._update_reading()
 
-    def _handshake_received(self, frame: bytes) -> None:
-        assert self._handshake_timer is not None
-        self._handshake_timer.cancel()
+    def _hello_received(self, frame: bytes) -> None:
         server = self._server
+        security = server.security
         try:
-            handshake = self._codec.decode_handshake(frame)
+            hello = self._codec.decode_handshake(frame)
         except msgspec.DecodeError as exc:
             self._violation(f"first frame is not a handshake ({exc})")
             return
-        reason = None
-        if handshake.protocol_version != server.protocol_version:
-            reason = (
-                f"protocol version {handshake.protocol_version} is not supported "
+        claimed = hello.node_id
+        kind = reason = None
+        if hello.protocol_version != server.protocol_version:
+            kind, reason = "version", (
+                f"protocol version {hello.protocol_version} is not supported "
                 f"(node {server.node_id} speaks version {server.protocol_version})"
             )
-        elif handshake.cluster_name != server.cluster_name:
-            reason = (
-                f"cluster name {handshake.cluster_name!r} does not match "
+        elif hello.cluster_name != server.cluster_name:
+            kind, reason = "cluster", (
+                f"cluster name {hello.cluster_name!r} does not match "
                 f"{server.cluster_name!r} of node {server.node_id}"
             )
-        if reason is not None:
-            logger.warning(
-                "refused RPC connection from %s (node %s): %s", self.remote, handshake.node_id,
-                reason,
+        elif not claimed:
+            kind, reason = "malformed", "the handshake names no node"
+        elif security.server_tls is not None and claimed not in self._peer_names:
+            kind, reason = "certificate", (
+                f"its certificate names {describe_names(self._peer_names)}, not node {claimed}"
             )
-            self._send(HandshakeReply(False, reason, server.node_id))
-            self._close(abort=False)
+        elif security.secret is not None and len(hello.nonce) != NONCE_BYTES:
+            kind, reason = "secret", (
+                f"node {server.node_id} requires the cluster secret, and the handshake offered "
+                "none (set cluster_secret_file on every member)" if not hello.nonce else
+                f"its challenge is {len(hello.nonce)} bytes, not {NONCE_BYTES}"
+            )
+        if reason is not None:
+            self._refuse(claimed, kind or "malformed", reason)
             return
-        self.peer_node_id = handshake.node_id
-        self._send(HandshakeReply(True, "", server.node_id))
+        if security.secret is None:
+            self._open(claimed)
+            self._send(HandshakeReply(True, "", server.node_id))
+            return
+        # The cluster secret: prove it first (the caller checks before it proves its own), and
+        # wait for the caller's proof before reading anything else.
+        self._hello = hello
+        self._nonce = new_nonce()
+        proof = handshake_proof(security.secret, SERVER, hello.protocol_version, server.cluster_name,
+                                claimed, server.node_id, hello.nonce, self._nonce)
+        self._send(HandshakeReply(True, "", server.node_id, self._nonce, proof))
+
+    def _proof_received(self, frame: bytes) -> None:
+        server = self._server
+        hello = self._hello
+        assert hello is not None and server.security.secret is not None
+        try:
+            given = self._codec.decode_handshake_proof(frame).proof
+        except msgspec.DecodeError:
+            self._refuse(hello.node_id, "secret",
+                         "it did not answer the cluster secret's challenge (sent another frame)")
+            return
+        expected = handshake_proof(server.security.secret, CLIENT, hello.protocol_version,
+                                   server.cluster_name, hello.node_id, server.node_id,
+                                   hello.nonce, self._nonce)
+        if not proof_matches(expected, given):
+            self._refuse(hello.node_id, "secret",
+                         "its proof of the cluster secret does not match (the nodes hold "
+                         "different secrets)")
+            return
+        self._open(hello.node_id)
+
+    def _open(self, node_id: str) -> None:
+        assert self._handshake_timer is not None
+        self._handshake_timer.cancel()
+        self.peer_node_id = node_id
+        self._end_handshake()
+
+    def _refuse(self, claimed: str, kind: str, reason: str) -> None:
+        server = self._server
+        logger.warning("refused RPC connection from %s (node %s): %s", self.remote,
+                       _shown(claimed), reason)
+        server.stats.refused(kind)
+        self._send(HandshakeReply(False, reason[:MAX_HANDSHAKE_REASON_CHARS], server.node_id))
+        self._close(abort=False)
 
     def _start_handler(self, envelope: ReceivedRequest) -> None:
         try:
@@ -478,16 +612,110 @@ class _ServerConnection(_FramedConnection):
             self._transport.resume_reading()
 
 
+class _TlsServerConnection(_ServerConnection):
+    """An accepted connection on a TLS port: TLS runs here over memory buffers rather than
+    in the listener, so that a failed TLS handshake is ours to log and count like any other
+    refusal (a listener's TLS drops it silently), bounded by the same handshake timer."""
+
+    __slots__ = ("_tls", "_tls_in", "_tls_out", "_tls_ready")
+
+    def __init__(self, server: RpcServer, loop: asyncio.AbstractEventLoop):
+        super().__init__(server, loop)
+        context = server.security.server_tls
+        assert context is not None
+        self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+        self._tls_ready = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._write = self._tls_write
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        tls = self._tls
+        self._tls_in.write(data)
+        try:
+            if not self._tls_ready:
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._tls_send()
+                    return
+                self._tls_ready = True
+                self._peer_names = certificate_names(tls.getpeercert())
+            plain = bytearray()
+            try:
+                while chunk := tls.read(TLS_READ_BYTES):
+                    plain += chunk
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:  # the peer closed TLS: as an EOF
+                self._close(abort=False)
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return
+        self._tls_send()  # the handshake's last flight, tickets, alerts
+        if plain and not self.closed:
+            super().data_received(bytes(plain))
+
+    def _tls_write(self, data: bytes | bytearray) -> None:
+        self._tls.write(data)
+        self._tls_send()
+
+    def _tls_send(self) -> None:
+        if self._tls_out.pending and self._transport is not None:
+            self._transport.write(self._tls_out.read())
+
+    def _tls_failed(self, exc: ssl.SSLError) -> None:
+        if self.peer_node_id is None:
+            logger.warning("refused RPC connection from %s: TLS handshake failed (%s)", self.remote,
+                           exc.reason or exc)
+            self._server.stats.refused("tls")
+        else:
+            logger.warning("closing RPC connection from %s: TLS failed (%s)", self._who(),
+                           exc.reason or exc)
+        self._tls_send()  # the alert that tells the peer why
+        self._close(abort=False)
+
+
+class HandshakeStats:
+    """Handshakes refused, by why: counted for the node's INFO and metrics.
+
+    Kinds on the accepting side: version, cluster (another cluster's name), secret (no proof
+    of the cluster secret, or a wrong one), certificate (a certificate that does not name the
+    claimed node), tls (the TLS handshake failed: no certificate, another CA), timeout,
+    malformed (not a handshake, too large). On the connecting side, `peers_refused` counts
+    peers that refused us or failed to prove themselves (each connect attempt once)."""
+
+    __slots__ = ("by_kind", "peers_refused")
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, int] = {}
+        self.peers_refused = 0
+
+    def refused(self, kind: str) -> None:
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+
 class RpcServer:
     """Accepts RPC connections for one node and answers their requests with `handler`.
 
     Handlers run concurrently, each as a task; a handler's exception becomes an Error reply
     (HANDLER_FAILED) and the connection carries on. Handlers should be cancel-safe at their
-    await points: close() cancels those still running.
+    await points: close() cancels those still running. With `security`, a connection is
+    answered only once the peer has proved the cluster secret and/or presented a certificate
+    of the cluster CA naming it (net/auth.py, net/tls.py); refusals are counted in `stats`.
     """
 
     __slots__ = ("_connections", "_server", "_tasks", "before_reply", "cluster_name", "codec",
-                 "fast_handler", "handler", "limits", "node_id", "protocol_version")
+                 "fast_handler", "handler", "limits", "node_id", "protocol_version", "security",
+                 "stats")
 
     def __init__(
         self,
@@ -500,8 +728,11 @@ class RpcServer:
         protocol_version: int = PROTOCOL_VERSION,
         fast_handler: FastHandler | None = None,
         before_reply: Callable[[], None] | None = None,
+        security: RpcSecurity = NO_SECURITY,
     ):
         self.handler = handler
+        self.security = security
+        self.stats = HandshakeStats()
         self.fast_handler = fast_handler
         # Called before replies leave, e.g. to write the log records a handler deferred: the
         # replies of one loop iteration then share one log write, made before any of them.
@@ -519,8 +750,9 @@ class RpcServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on host:port (port 0 picks a free one); return the bound address."""
         loop = asyncio.get_running_loop()
+        connection = _ServerConnection if self.security.server_tls is None else _TlsServerConnection
         self._server = await loop.create_server(
-            lambda: _ServerConnection(self, loop), host, port, reuse_address=True
+            lambda: connection(self, loop), host, port, reuse_address=True
         )
         return self.address
 
@@ -563,17 +795,27 @@ def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
 
 
 class _ClientConnection(_FramedConnection):
-    """The connection to one peer: our handshake first, then Requests out, Responses in."""
+    """The connection to one peer: our handshake first, then Requests out, Responses in.
 
-    __slots__ = ("_handshake", "_next_id", "_pending", "_writable", "handshake_done", "peer")
+    With TLS, the peer's certificate must name `peer` before anything is sent; with the
+    cluster secret, the peer must answer our challenge before we answer its own
+    (docs/formats/rpc.md, "Handshake"). `handshake_done` resolves only then."""
+
+    __slots__ = ("_handshake", "_next_id", "_pending", "_security", "_stats", "_writable",
+                 "handshake_done", "peer")
 
     def __init__(self, peer: str, handshake: Handshake, codec: MessageCodec, limits: RpcLimits,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, security: RpcSecurity = NO_SECURITY,
+                 stats: HandshakeStats | None = None):
         super().__init__(codec, limits, loop)
         self.peer = peer
         self.handshake_done: asyncio.Future[None] = loop.create_future()
         # Nobody awaits the handshake if the connect attempt was cancelled or timed out.
         self.handshake_done.add_done_callback(_retrieve_outcome)
+        self._security = security
+        self._stats = stats or HandshakeStats()
+        if security.secret is not None:
+            handshake = msgspec.structs.replace(handshake, nonce=new_nonce())
         self._handshake = handshake
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -581,12 +823,28 @@ class _ClientConnection(_FramedConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._security.client_tls is not None:
+            names = certificate_names(transport.get_extra_info("peercert"))
+            if self.peer not in names:
+                self._refused(f"the certificate of {self.remote} names {describe_names(names)}, "
+                              f"not node {self.peer}")
+                return
         self._send(self._handshake)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if isinstance(exc, ssl.SSLError) and not self.handshake_done.done():
+            # TLS 1.3 checks our certificate after our side of the TLS handshake is done: the
+            # peer's refusal arrives as an alert instead.
+            self._refused(f"its TLS refused our certificate ({exc.reason or exc})")
+            return
         reason = "connection lost" + (f" ({describe_exception(exc)})" if exc else "")
         self._fail(lambda: PeerUnavailableError(self.peer, reason))
+
+    def _refused(self, reason: str) -> None:
+        logger.warning("RPC handshake with %s at %s refused: %s", self.peer, self.remote, reason)
+        self._stats.peers_refused += 1
+        self._fail(lambda: HandshakeError(self.peer, reason))
 
     def abort(self, reason: str = "connection closed by this node") -> None:
         """Close now; calls waiting on this connection fail with PeerUnavailableError."""
@@ -609,6 +867,9 @@ class _ClientConnection(_FramedConnection):
             self._writable.set_result(None)
 
     def _frame_too_large(self, size_bytes: int) -> None:
+        if self._handshaking:
+            self._violation(f"handshake reply of {size_bytes} bytes is over {self._frame_limit()}")
+            return
         limit = self._limits.max_frame_bytes
         logger.warning(
             "closing RPC connection to %s at %s: frame of %d bytes is over max_frame_bytes=%d",
@@ -628,7 +889,16 @@ class _ClientConnection(_FramedConnection):
         try:
             envelope = self._codec.decode_envelope(frame)
         except msgspec.DecodeError as exc:
-            self._violation(f"undecodable frame ({exc})")
+            try:
+                # With the cluster secret, the peer refuses our proof after our side of the
+                # handshake is done: its refusal is the one frame that is not an envelope.
+                refusal = self._codec.decode_handshake_reply(frame)
+            except msgspec.DecodeError:
+                refusal = None
+            if refusal is not None and not refusal.accepted:
+                self._refused(refusal.reason)
+            else:
+                self._violation(f"undecodable frame ({exc})")
             return
         if type(envelope) is not ReceivedResponse:
             self._violation("sent a Request on a connection we opened")
@@ -654,16 +924,33 @@ class _ClientConnection(_FramedConnection):
             self._violation(f"answered the handshake with something else ({exc})")
             return
         reason = None
+        secret = self._security.secret
         if not reply.accepted:
             reason = reply.reason
         elif reply.node_id and reply.node_id != self.peer:
             # A stale address book: whoever listens there now is not the node we meant.
             reason = f"expected node {self.peer} at {self.remote}, found node {reply.node_id}"
+        elif secret is not None:
+            hello = self._handshake
+            if len(reply.nonce) != NONCE_BYTES or not reply.proof:
+                reason = (f"node {self.peer} did not answer the cluster secret's challenge: it runs "
+                          "without a secret (set cluster_secret_file on every member)")
+            else:
+                expected = handshake_proof(secret, SERVER, hello.protocol_version,
+                                           hello.cluster_name, hello.node_id, self.peer,
+                                           hello.nonce, reply.nonce)
+                if not proof_matches(expected, reply.proof):
+                    reason = (f"node {self.peer} failed the cluster secret's challenge: its proof "
+                              "does not match (the nodes hold different secrets)")
+                else:
+                    self._send(HandshakeProof(handshake_proof(
+                        secret, CLIENT, hello.protocol_version, hello.cluster_name,
+                        hello.node_id, self.peer, hello.nonce, reply.nonce)))
         if reason is None:
+            self._end_handshake()
             self.handshake_done.set_result(None)
             return
-        logger.warning("RPC handshake with %s at %s refused: %s", self.peer, self.remote, reason)
-        self._fail(lambda: HandshakeError(self.peer, reason))
+        self._refused(reason)
 
     def _writing_paused_changed(self) -> None:
         if not self._write_paused and self._writable is not None:
@@ -858,13 +1145,20 @@ class PeerChannel:
             async with timeout:
                 _, conn = await loop.create_connection(
                     lambda: _ClientConnection(self.peer, client.handshake, client.codec, limits,
-                                              loop),
-                    self.host, self.port,
+                                              loop, client.security, client.stats),
+                    self.host, self.port, ssl=client.security.client_tls,
                 )
                 await conn.handshake_done
         except (OSError, RpcError) as exc:  # TimeoutError is an OSError
             if conn is not None:
                 conn.abort()
+            if isinstance(exc, ssl.SSLError):
+                # The peer's certificate is not of our CA (or it has none): no handshake.
+                reason = f"TLS handshake with {address} failed ({exc.reason or exc})"
+                logger.warning("RPC handshake with %s at %s refused: %s", self.peer, address,
+                               reason)
+                client.stats.peers_refused += 1
+                exc = HandshakeError(self.peer, reason)
             if timeout.expired():
                 error: RpcError = PeerUnavailableError(
                     self.peer, f"no handshake from {address} within connect_timeout_ms="
@@ -916,7 +1210,8 @@ class RpcClient:
     peer without an address fails with PeerUnavailableError.
     """
 
-    __slots__ = ("_channels", "_closed", "codec", "handshake", "limits", "node_id", "rng")
+    __slots__ = ("_channels", "_closed", "codec", "handshake", "limits", "node_id", "rng",
+                 "security", "stats")
 
     def __init__(
         self,
@@ -927,8 +1222,11 @@ class RpcClient:
         limits: RpcLimits | None = None,
         rng: random.Random | None = None,
         protocol_version: int = PROTOCOL_VERSION,
+        security: RpcSecurity = NO_SECURITY,
     ):
         self.node_id = node_id
+        self.security = security
+        self.stats = HandshakeStats()
         self.codec = codec
         self.limits = limits or RpcLimits()
         # Injected so tests (and the simulator) get reproducible back-off jitter.

@@ -32,6 +32,7 @@ from ringkv.errors import (
     RpcProtocolError,
     RpcTimeoutError,
 )
+from ringkv.net.auth import NO_SECURITY, RpcSecurity
 from ringkv.net.envelope import (
     Error,
     ErrorCode,
@@ -78,6 +79,10 @@ class Transport(abc.ABC):
     async def close(self) -> None:
         """Stop answering and calling; calls still waiting fail."""
 
+    def handshake_stats(self) -> dict[str, int]:
+        """Handshakes refused (rpc.HandshakeStats), as flat counters; none without handshakes."""
+        return {}
+
 
 class TcpTransport(Transport):
     """Transport over TCP: an RpcServer for incoming calls, an RpcClient for outgoing ones."""
@@ -92,14 +97,18 @@ class TcpTransport(Transport):
         port: int = 0,
         limits: RpcLimits | None = None,
         rng: random.Random | None = None,
+        security: RpcSecurity = NO_SECURITY,
     ):
         self.node_id = node_id
         self.cluster_name = cluster_name
         self.codec = codec
         self.limits = limits or RpcLimits()
+        # How peers are authenticated, both ways: the cluster secret, mutual TLS (net/auth.py).
+        self.security = security
         self._host = host
         self._port = port
-        self._client = RpcClient(node_id, cluster_name, codec, limits=self.limits, rng=rng)
+        self._client = RpcClient(node_id, cluster_name, codec, limits=self.limits, rng=rng,
+                                 security=security)
         self._server: RpcServer | None = None
 
     @property
@@ -120,7 +129,8 @@ class TcpTransport(Transport):
     async def start(self, handler: RequestHandler, fast_handler: FastHandler | None = None,
                     before_reply: Callable[[], None] | None = None) -> None:
         server = RpcServer(handler, self.cluster_name, self.node_id, self.codec,
-                           limits=self.limits, fast_handler=fast_handler, before_reply=before_reply)
+                           limits=self.limits, fast_handler=fast_handler, before_reply=before_reply,
+                           security=self.security)
         await server.start(self._host, self._port)
         self._server = server
 
@@ -137,6 +147,14 @@ class TcpTransport(Transport):
         await self._client.close()
         if self._server is not None:
             await self._server.close()
+
+    def handshake_stats(self) -> dict[str, int]:
+        refused = self._server.stats if self._server is not None else None
+        out = {"rpc_handshakes_refused": refused.total if refused else 0}
+        for kind, count in sorted(refused.by_kind.items()) if refused else ():
+            out[f"rpc_handshakes_refused_{kind}"] = count
+        out["rpc_peers_refused"] = self._client.stats.peers_refused
+        return out
 
 
 class MemoryNetwork:

@@ -10,8 +10,11 @@ yet or only some. The member asked:
 2. asks the node over RESP for its membership document (`RINGKV.ADMIN STATUS`): its node id,
    RPC address, rack, cluster name, partition count, N and local status;
 3. checks that it can join this cluster: it is joining, its node id is not in the ring, its
-   cluster name, partition count and N are this cluster's, this member is a normal one, and no
-   other membership change runs (one node joins or leaves at a time);
+   cluster name, partition count and N are this cluster's, this member is a normal one, no
+   other membership change runs (one node joins or leaves at a time), and it passes this
+   cluster's member authentication: one RPC call to it, whose handshake needs the cluster
+   secret and/or a certificate of the cluster CA naming it (docs/security.md). The secret
+   itself never travels: the new node must have been started with it;
 4. gives it members as seeds (`RINGKV.ADMIN JOIN node_id@host:rpc_port ...`): the node learns
    the cluster by gossip, receives its partitions (node/membership.py, join) and turns normal;
 5. answers what happens next: the node's id and state, the partitions it will hold (in the
@@ -40,9 +43,10 @@ import hiredis
 
 from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
-from ringkv.errors import AdminConflictError, AdminRequestError
+from ringkv.errors import AdminConflictError, AdminRequestError, HandshakeError, RpcError
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.membership import MembershipManager
+from ringkv.node.messages import NodeInfo
 from ringkv.node.placement import Placement
 
 log = logging.getLogger("ringkv.admission")
@@ -180,6 +184,7 @@ class Admission:
             doc = self._membership_doc(where, await node.call("RINGKV.ADMIN", "STATUS"))
             new_id = str(doc["node_id"])
             self._check(where, new_id, doc)
+            await self._check_authentication(where, new_id, doc.get("rpc_address"))
             seeds = self.seeds()
             answer = await node.call("RINGKV.ADMIN", "JOIN", *seeds)
             if isinstance(answer, hiredis.ReplyError):
@@ -255,6 +260,31 @@ class Admission:
                 raise AdminConflictError(
                     f"a membership change is in progress ({', '.join(changing)}): admit {new_id} once it has "
                     "finished (one node joins or leaves at a time; see `ringkv admin status`)")
+
+    async def _check_authentication(self, where: str, new_id: str, rpc_address: Any) -> None:
+        """Refuse a node that this cluster's members would refuse at every RPC handshake (no
+        or another cluster secret, a certificate that is not of the cluster CA or does not
+        name it): admitted, it would wait as joining forever. One NodeInfo call to its RPC
+        address tells. A node this member cannot reach is let through (gossip starts from the
+        new node's side) with a warning."""
+        try:
+            host, port = parse_node_address(str(rpc_address))
+        except AdminRequestError:
+            log.warning("admitting %s at %s: its RPC address %r is not host:port; not checked", new_id,
+                        where, rpc_address)
+            return
+        transport = self.membership.transport
+        transport.set_peer_address(new_id, host, port)
+        try:
+            await transport.call(new_id, NodeInfo(), self.reply_timeout_ms)
+        except HandshakeError as exc:
+            raise AdminConflictError(
+                f"the node at {where} ({new_id}) fails this cluster's member authentication: {exc.reason}. "
+                "Start it with the cluster's secret (cluster_secret_file, the same file as every member's) "
+                f"and/or a certificate of the cluster CA naming {new_id} (rpc_tls_cert)") from None
+        except RpcError as exc:
+            log.warning("admitting %s at %s: its RPC port %s did not answer this member (%s); admitted "
+                        "unchecked", new_id, where, host_port(host, port), exc)
 
     def seeds(self) -> list[str]:
         """This member first, then other normal members, those believed up first, at most

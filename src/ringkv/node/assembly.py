@@ -31,7 +31,7 @@ from ringkv.node.batchlog import BatchLog
 from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import Acceptor, AcceptorStore, Proposer
-from ringkv.node.expiry_filter import ExpiredRecordFilter
+from ringkv.node.expiry_filter import ExpiredRecordFilter, RecordExpiry
 from ringkv.node.faults import FaultState, FaultyTransport
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper, local_state
@@ -44,19 +44,47 @@ from ringkv.node.membership import MembershipManager, MoveProgress
 from ringkv.node.messages import MESSAGE_TYPES
 from ringkv.node.node import ClusterParts, Node, NodeFigures
 from ringkv.node.placement import Placement
+from ringkv.node.quotas import NamespaceUsage, Quota, QuotaGate, QuotaRefresher
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import Replica
 from ringkv.node.replica_calls import Liveness, ReplicaCalls
 from ringkv.node.replica_service import ReplicaService
+from ringkv.node.session_reads import SessionReads
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import ServiceLimits
-from ringkv.service.levels import Levels, parse_level
+from ringkv.service.levels import ConsistencyLevel, Levels, parse_level
+from ringkv.service.session import SessionCodec
 from ringkv.storage import Engine, Options
 from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
 CLUSTER_STATS = ("reads", "writes", "forwarded", "read_repairs", "quorum_failures", "replica_failures",
                  "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
-                 "paxos_leased", "paxos_retries", "paxos_stale_leases")
+                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures")
+
+
+def data_engine_options(cfg: NodeConfig, clock: Clock, compaction_filter=None, keys=None) -> Options:
+    """The options of a node's data engine (`data_dir/engine`); `ringkv admin keys reseal`
+    opens it with them too, so its column families keep their strategies and routing."""
+    # A namespace with a compaction of its own is a column family of the engine (docs/compaction.md).
+    default_compaction, families, router = cfg.namespace_specs().engine_families()
+    return Options(
+        sync=cfg.sync,
+        sync_interval_ms=cfg.sync_interval_ms,
+        memtable_bytes=cfg.memtable_bytes,
+        block_cache_bytes=cfg.block_cache_bytes,
+        # Records carry versions and may hold siblings: the user-value limit is enforced by
+        # the store, the engine only bounds the record.
+        max_value_bytes=MAX_VALUE_BYTES_CEILING,
+        compaction_filter=compaction_filter,
+        compaction=default_compaction,
+        families=families,
+        family_router=router,
+        # Always given, so a family can be switched to time_window on the running node.
+        expiry_of=RecordExpiry(cfg.tombstone_grace_s * 1000, clustered=bool(cfg.member_list())),
+        now_ms=clock.now_ms,  # the clock the filter judges expiry by
+        compaction_headroom_percent=cfg.compaction_headroom_percent,
+        encryption_keys=keys,
+    )
 
 
 async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
@@ -67,19 +95,14 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     members = cfg.member_list()
     expiry = ExpiredRecordFilter(cfg.tombstone_grace_s * 1000, clock, cfg.partitions if members else None)
     identity = NodeIdentity.load_or_create(cfg.data_dir, cfg.node_id)
-    options = Options(
-        sync=cfg.sync,
-        sync_interval_ms=cfg.sync_interval_ms,
-        memtable_bytes=cfg.memtable_bytes,
-        block_cache_bytes=cfg.block_cache_bytes,
-        # Records carry versions and may hold siblings: the user-value limit is enforced by
-        # the store, the engine only bounds the record.
-        max_value_bytes=MAX_VALUE_BYTES_CEILING,
-        compaction_filter=expiry,
-    )
+    namespaces = cfg.namespace_specs()
+    keys = cfg.encryption_keys()  # sealing the hints, batch log and paxos engines too
+    options = data_engine_options(cfg, clock, expiry, keys)
     # Opening replays the WAL: off the loop, though nothing else runs yet.
     engine = await loop.run_in_executor(None, Engine.open, os.path.join(cfg.data_dir, "engine"), options)
-    namespaces = cfg.namespace_specs()
+    # Quotas per namespace (node/quotas.py): None when no namespace has one.
+    quotas = (QuotaGate(namespaces, NamespaceUsage(cfg.partitions), members=max(1, len(members)))
+              if any(Quota(s.max_keys, s.max_bytes, s.max_requests_per_s).any for s in namespaces) else None)
     store = LocalStore(
         Replica(engine, identity.actor, clock), clock,
         namespaces=namespaces,
@@ -89,13 +112,15 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         expiry_index_max_keys=cfg.expiry_index_max_keys,
         max_value_bytes=cfg.max_value_bytes,
         partitions=cfg.partitions,
+        quotas=quotas,
     )
     await loop.run_in_executor(None, store.load)
     moves = MoveProgress()  # the membership manager's, reported by the figures
     figures = NodeFigures(cfg.node_id, identity, engine, store, clock, moves)
     faults = FaultState(clock)
     if not members:
-        return Node(cfg, clock, engine, store, LocalService(store), figures, faults, None)
+        return Node(cfg, clock, engine, store, LocalService(store), figures, faults, None,
+                    system=LocalService(store, namespaces.system))
 
     # --- a member of a cluster
     ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.ring_replicas)
@@ -103,7 +128,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     placement = Placement(cfg.node_id, ring, namespaces)
     liveness = Liveness()
     transport: Transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
-                                        host=me.host, port=me.rpc_port)
+                                        host=me.host, port=me.rpc_port, security=cfg.rpc_security())
     if cfg.fault_injection:
         transport = FaultyTransport(transport, faults)
     for m in members:
@@ -112,11 +137,11 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     calls = ReplicaCalls(cfg.node_id, transport, liveness, cfg.replica_timeout_ms)
     hints = await loop.run_in_executor(None, lambda: HintStore(
         cfg.data_dir, clock, max_hints=cfg.max_hints, max_hint_window_ms=cfg.max_hint_window_ms,
-        policy=namespaces.default.conflict_policy, sync=cfg.sync, namespaces=namespaces))
+        policy=namespaces.default.conflict_policy, sync=cfg.sync, namespaces=namespaces, encryption_keys=keys))
     stats = dict.fromkeys(CLUSTER_STATS, 0)
     reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair)
     writes = WritePath(placement, calls, stats, hints)
-    acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync))
+    acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync, keys))
     acceptor = Acceptor(acceptor_states, store)
     proposer = Proposer(cfg.node_id, identity.actor, placement, calls, store, acceptor, hints, clock, stats)
     forwarder = Forwarder(placement, calls, store, reads, writes, proposer, stats)
@@ -125,7 +150,8 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     handoff = HintDelivery(hints, calls.call, is_up=liveness.is_up, rate_per_s=cfg.hint_delivery_rate_per_s,
                            timeout_ms=cfg.replica_timeout_ms * 4)
     batch_log = await loop.run_in_executor(None, lambda: BatchLog(
-        cfg.data_dir, clock, max_entries=cfg.batchlog_max_entries, max_bytes=cfg.batchlog_max_bytes, sync=cfg.sync))
+        cfg.data_dir, clock, max_entries=cfg.batchlog_max_entries, max_bytes=cfg.batchlog_max_bytes, sync=cfg.sync,
+        encryption_keys=keys))
     batches = AtomicBatches(placement, calls, store, writes, batch_log, faults, clock,
                             replay_delay_ms=cfg.batchlog_replay_delay_ms,
                             replay_interval_ms=cfg.batchlog_replay_interval_ms,
@@ -156,10 +182,23 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         gossiper.membership.update_local(rpc_host=transport.address[0], rpc_port=transport.address[1])
 
     limits = ServiceLimits(cfg.max_value_bytes, cfg.keys_max_count, cfg.flush_enabled)
-    path = DataPath(cfg.node_id, clock, store, placement, reads, writes, forwarder, keyspace, limits, batches)
+    security = cfg.rpc_security()
+    sessions = SessionCodec(cfg.cluster_name, security.secret, max_keys=cfg.session_max_keys,
+                            max_token_bytes=cfg.session_max_token_bytes)
+    session_reads = SessionReads(reads, hints, stats, wait_ms=cfg.session_wait_ms)
+    path = DataPath(cfg.node_id, clock, store, placement, reads, writes, forwarder, keyspace, limits, batches,
+                    sessions=sessions, session_reads=session_reads)
     levels = Levels(parse_level(cfg.read_consistency, "read_consistency"),
                     parse_level(cfg.write_consistency, "write_consistency"), False)
     service = ClusterService(path).at(levels.r, levels.w)
+    # The users' namespace (security/directory.py), always at QUORUM whatever the defaults.
+    system = ClusterService(path, Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False), namespaces.system)
+    # ... and at ONE, read only when no quorum answers at start (security/access.py).
+    system_one = ClusterService(path, Levels(ConsistencyLevel.ONE, ConsistencyLevel.QUORUM, False), namespaces.system)
+    refresher = None
+    if quotas is not None:
+        refresher = QuotaRefresher(quotas, cfg.node_id, namespaces, keyspace.node_infos, lambda n: placement.prefs_for(n),
+                                   lambda: len(placement.ring.node_ids), cfg.quota_refresh_interval_ms)
     parts = ClusterParts(transport, placement, calls, reads, hints, acceptor_states, handoff, gossiper, anti_entropy,
-                         membership, admission, keyspace, stats, joining, batches)
-    return Node(cfg, clock, engine, store, service, figures, faults, parts)
+                         membership, admission, keyspace, stats, joining, batches, refresher)
+    return Node(cfg, clock, engine, store, service, figures, faults, parts, system=system, system_one=system_one)

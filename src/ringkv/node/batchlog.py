@@ -109,10 +109,11 @@ class BatchLog:
     """This node's copies of logged atomic batches (see the module docstring)."""
 
     def __init__(self, data_dir: str, clock: Clock = SYSTEM_CLOCK, *, max_entries: int = 10_000,
-                 max_bytes: int = 256 * 1024 * 1024, sync: str = "interval"):
+                 max_bytes: int = 256 * 1024 * 1024, sync: str = "interval", encryption_keys=None):
         self.engine = Engine.open(os.path.join(data_dir, "batchlog"),
                                   Options(sync=sync, memtable_bytes=4 * 1024 * 1024, background="thread",
-                                          block_cache_bytes=1024 * 1024, max_value_bytes=2 * MAX_ENTRY_BYTES))
+                                          block_cache_bytes=1024 * 1024, max_value_bytes=2 * MAX_ENTRY_BYTES,
+                                          encryption_keys=encryption_keys))
         self.clock = clock
         self.sync_always = sync == "always"
         self.max_entries = max_entries

@@ -45,10 +45,12 @@ from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
 from ringkv.node.placement import Placement
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import storage_key
+from ringkv.node.session_reads import SessionReads
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES
+from ringkv.service.session import SessionCodec, SessionToken
 from ringkv.service.values import (
     ANY_VERSION,
     PENDING,
@@ -76,19 +78,25 @@ class DataPath:
     keyspace: Keyspace
     limits: ServiceLimits
     batches: Any = None  # node/atomic_batches.AtomicBatches (None: atomic batches refused)
+    sessions: SessionCodec | None = None  # session tokens (service/session.py); None: cluster name's key
+    session_reads: SessionReads | None = None  # reads in a session (node/session_reads.py)
 
 
 DEFAULT_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
 
 
 class ClusterService:
-    __slots__ = ("_ns", "levels", "namespace", "path")
+    __slots__ = ("_ns", "levels", "namespace", "path", "session")
 
-    def __init__(self, path: DataPath, levels: Levels = DEFAULT_LEVELS, namespace: NamespaceSpec | None = None):
+    def __init__(self, path: DataPath, levels: Levels = DEFAULT_LEVELS, namespace: NamespaceSpec | None = None,
+                 session: SessionToken | None = None):
         self.path = path
         self.levels = levels
         self.namespace = namespace or path.placement.namespaces.default
         self._ns = self.namespace.stored
+        # The session this view reads and writes in (None: none): its token is updated by
+        # every read and write made through the view (node/session_reads.py).
+        self.session = session
 
     # ---------------------------------------------------------------- views
 
@@ -105,20 +113,49 @@ class ClusterService:
         w = levels.w if w is None else parse_level(w, "w")
         resolve(r, n, field="r")
         resolve(w, n, field="w")
-        return ClusterService(self.path, Levels(r, w, levels.strict if strict is None else strict), self.namespace)
+        return ClusterService(self.path, Levels(r, w, levels.strict if strict is None else strict), self.namespace,
+                              self.session)
 
     def in_namespace(self, name: str | bytes) -> ClusterService:
         try:
             spec = self.path.placement.namespaces.named(name)
         except ValueError as exc:
             raise UnknownNamespaceError(str(exc)) from None
-        return self if spec is self.namespace else ClusterService(self.path, self.levels, spec)
+        return self if spec is self.namespace else ClusterService(self.path, self.levels, spec, self.session)
+
+    @property
+    def sessions(self) -> SessionCodec:
+        """How this node encodes and checks session tokens."""
+        codec = self.path.sessions
+        if codec is None:
+            raise CommandError("sessions are not available on this node", status=501)
+        return codec
+
+    def with_session(self, session: SessionToken | None) -> ClusterService:
+        """This view, reading and writing in `session` (None: in none)."""
+        return ClusterService(self.path, self.levels, self.namespace, session)
 
     def namespaces(self) -> list[NamespaceSpec]:
         return list(self.path.placement.namespaces)
 
     def now_ms(self) -> int:
         return self.path.clock.now_ms()
+
+    def admit(self) -> None:
+        """Count one client request in this view's namespace (max_requests_per_s, node/quotas.py)."""
+        gate = self.path.store.quotas
+        if gate is not None:
+            gate.admit(self._ns)
+
+    async def _check_batch_quota(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Refuse a batch that would take the namespace over its key or byte quota as a whole,
+        before any of it is written; the keys' current values are read (at ONE) only when the
+        batch might not fit."""
+        gate = self.path.store.quotas
+        if gate is None or self._ns not in gate.sized or gate.batch_upper_bound(self._ns, pairs):
+            return
+        current = await self.at(ConsistencyLevel.ONE).mget([k for k, _ in pairs])
+        gate.check_batch(self._ns, pairs, current)
 
     # ---------------------------------------------------------------- reads
 
@@ -130,9 +167,15 @@ class ClusterService:
         skey = self._skey(key)
         if self.levels.r is ConsistencyLevel.SERIAL:
             data = await self.path.forwarder.run(self._ns, key, SerialRead(), self.levels)
-            return None if data is None else rec.decode_record(data)
+            record = None if data is None else rec.decode_record(data)
+            if record is not None and self.session is not None:
+                self.session.observe(skey, record.clock)  # linearizable: as new as any write
+            return record
         pref = self.path.placement.replicas_of(skey)
-        data = await self.path.reads.read(skey, resolve(self.levels.r, len(pref), field="r"), pref)
+        r = resolve(self.levels.r, len(pref), field="r")
+        if self.session is not None and self.path.session_reads is not None:
+            return await self.path.session_reads.read(key, skey, r, pref, self.session)
+        data = await self.path.reads.read(skey, r, pref)
         return None if data is None else rec.decode_record(data)
 
     async def get(self, key: bytes) -> Value | None:
@@ -166,7 +209,7 @@ class ClusterService:
         return sum(v is not None for v in values)
 
     async def mget(self, keys: list[bytes]) -> list[bytes | None]:
-        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL:
+        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
             return list(await asyncio.gather(*(self.get_value(k) for k in keys)))
         skeys = [self._skey(k) for k in keys]
         r = self.levels.r
@@ -191,7 +234,25 @@ class ClusterService:
     # ---------------------------------------------------------------- writes
 
     def _run(self, key: bytes, command: Command):
-        return self.path.forwarder.run(self._ns, key, command, self.levels)
+        if self.session is None:
+            return self.path.forwarder.run(self._ns, key, command, self.levels)
+        return self._run_in_session(key, command)
+
+    async def _run_in_session(self, key: bytes, command: Command) -> Any:
+        """`_run`, then the session requires what the replica that ran it holds after."""
+        clock_out: list[bytes | None] = []
+        result = await self.path.forwarder.run(self._ns, key, command, self.levels, clock_out)
+        if clock_out and clock_out[0]:
+            skey = storage_key(self._ns, key)
+            pref = self.path.placement.replicas_of(skey)
+            self.session.observe(skey, decode_context(clock_out[0]),
+                                 self._settles(resolve(self.levels.w, len(pref), field="w"), pref))
+        return result
+
+    def _settles(self, w: int, pref: tuple[str, ...]) -> bool:
+        """Whether a write acknowledged at `w` is known held by every home replica: all N
+        acknowledged, and no stand-in counted (STRICT)."""
+        return w == len(pref) and self.levels.strict
 
     async def set(self, key: bytes, value: bytes, *, expire_at_ms: int = 0, keep_ttl: bool = False,
                   condition: str | None = None, return_old: bool = False,
@@ -214,8 +275,10 @@ class ClusterService:
             if path.node_id in pref:
                 data, _ = store.overwrite_now(skey, value)
                 await store.committed()  # in our log before any other replica holds it
-                await path.writes.replicate(skey, data, pref, resolve(self.levels.w, len(pref), field="w"),
-                                            self.levels.strict)
+                w = resolve(self.levels.w, len(pref), field="w")
+                await path.writes.replicate(skey, data, pref, w, self.levels.strict)
+                if self.session is not None:
+                    self.session.observe(skey, rec.decode_record(data).clock, self._settles(w, pref))
                 return
         store.check_value(value)
         await self._run(key, Put(value))
@@ -241,11 +304,13 @@ class ClusterService:
         store = path.store
         ns = self._ns
         unique = store.check_pairs(pairs, ns)
+        await self._check_batch_quota(list(unique.items()))
         batchable = (
             len(unique) > 1 and not store.sync_always and not path.placement.moving
+            and (store.quotas is None or ns not in store.quotas.sized)  # each write checked: node/quotas.py
             and path.placement.namespaces.of_stored(ns).conflict_policy is rec.ConflictPolicy.SIBLINGS
         )
-        if not batchable:
+        if not batchable or self.session is not None:
             await asyncio.gather(*(self._run(k, Put(v)) for k, v in unique.items()))
             return
         groups: dict[tuple[str, ...], list[tuple[bytes, bytes]]] = {}
@@ -272,6 +337,7 @@ class ClusterService:
         first and replayed until every key is written (node/atomic_batches.py)."""
         path = self.path
         checked = path.store.check_batch(items, self._ns)
+        await self._check_batch_quota([(k, v) for k, v, _ in checked])
         if path.batches is None:
             raise CommandError("atomic batches are not available on this node", status=501)
         return await path.batches.write(self._ns, checked, self.levels)

@@ -28,7 +28,7 @@ import msgspec
 from ringkv.errors import CommandError
 from ringkv.service.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
 from ringkv.service.values import value_digest
-from ringkv.versioning.dvv import decode_context, encode_context
+from ringkv.versioning.dvv import check_known, decode_context, encode_context
 from ringkv.versioning.record import DottedValue, Record, pick_winner
 
 INCR_OVERFLOW = "increment or decrement would overflow"
@@ -161,7 +161,9 @@ class DeleteIf(Command, tag="DeleteIf", frozen=True):
 class CompareAndSet(Command, tag="CompareAndSet", frozen=True):
     """Write `value` (None: delete) only if the key's version is still `expected` (the causal
     context a read returned; None: the key has no live value). (True, the new version) when
-    written, else (False, the current version, None when the key has no live value)."""
+    written, else (False, the current version, None when the key has no live value). An
+    `expected` naming versions the key's clock never had is refused (InvalidContextError), as
+    every client context is (dvv.check_known): it cannot be a version the key was at."""
 
     expected: bytes | None
     value: bytes | None
@@ -172,7 +174,9 @@ class CompareAndSet(Command, tag="CompareAndSet", frozen=True):
         if self.expected is None:
             matches = winner is None
         else:
-            matches = current is not None and decode_context(self.expected) == current
+            expected = decode_context(self.expected)
+            check_known(clock or {}, expected)
+            matches = current is not None and expected == current
         if not matches:
             return _unchanged((False, None if current is None else encode_context(current)))
         return Effect(True, self.value, self.expire_at_ms, result=(True, NEW_VERSION))
@@ -211,7 +215,10 @@ class Write(Command, tag="Write", frozen=True):
         elif expect == "missing":
             holds = not live
         elif expect == "context":
-            holds = live and clock is not None and self.context is not None and decode_context(self.context) == clock
+            expected = None if self.context is None else decode_context(self.context)
+            if expected is not None:
+                check_known(clock or {}, expected)  # as CompareAndSet's
+            holds = live and clock is not None and expected == clock
         elif expect == "number":
             holds = live and clock is not None and sum(clock.values()) == self.number
         else:
@@ -247,7 +254,8 @@ def write_command(value: bytes | None, expire_at_ms: int, expected: Any,
 
 class PutVersioned(Command, tag="PutVersioned", frozen=True):
     """A sibling-aware write (RINGKV.PUTV / DELV): replaces exactly what `context` saw, or
-    nothing when it is None (a blind write). Answers the new context (NEW_VERSION)."""
+    nothing when it is None (a blind write). Answers the new context (NEW_VERSION). The
+    executor refuses a context naming versions its record never had (LocalStore.execute)."""
 
     value: bytes | None
     context: bytes | None

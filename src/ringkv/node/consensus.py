@@ -66,7 +66,7 @@ from ringkv.cluster.paxos import (
     on_propose,
     read_rounds,
 )
-from ringkv.errors import CommandError, CorruptionError
+from ringkv.errors import CommandError, CorruptionError, InvalidContextError
 from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
@@ -79,6 +79,7 @@ from ringkv.node.messages import (
     ReplicaAck,
 )
 from ringkv.node.placement import Placement
+from ringkv.node.quotas import quota_checked
 from ringkv.node.replica import storage_key
 from ringkv.node.replica_calls import ReplicaCalls, outcome
 from ringkv.storage import Engine, Options
@@ -107,10 +108,11 @@ class ConsensusError(CommandError):
 class AcceptorStore:
     """Acceptor states by storage key, in their own engine (as hints are)."""
 
-    def __init__(self, data_dir: str, sync: str = "interval"):
+    def __init__(self, data_dir: str, sync: str = "interval", encryption_keys=None):
         self.engine = Engine.open(os.path.join(data_dir, "paxos"),
                                   Options(sync=sync, memtable_bytes=4 * 1024 * 1024, background="thread",
-                                          block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024))
+                                          block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024,
+                                          encryption_keys=encryption_keys))
         self.sync_always = sync == "always"
 
     def get(self, skey: bytes) -> AcceptorState:
@@ -268,10 +270,19 @@ class Proposer:
         lease = self._leases.pop(skey, None)
         local = self.store.engine.get(skey) if lease is not None else None
         rounds = command_rounds(
-            RecordRegister(policy, functools.partial(self._apply, command, policy)), self._replica_sets(skey),
+            RecordRegister(policy, quota_checked(functools.partial(self._apply, command, policy), self.store.quotas,
+                                                 namespace, len(key))), self._replica_sets(skey),
             functools.partial(self._fresh_ballot, skey), lease=lease,
             local=None if local is None else bytes(local), max_attempts=MAX_ATTEMPTS)
-        outcome = await self._drive(skey, rounds)
+        try:
+            outcome = await self._drive(skey, rounds)
+        except InvalidContextError:
+            if lease is None:
+                raise
+            # A client's context names a version the leased value lacks (a plain write since):
+            # the leased attempt computes first and proposes nothing, so run the command again
+            # with a full round, which reads a majority, before refusing the context.
+            return await self.run(namespace, key, command)
         if outcome.kind == "done":
             if lease is not None and outcome.ballot == next_ballot(lease.ballot):
                 self.stats["paxos_leased"] += 1
@@ -457,6 +468,7 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
         context = None
     else:
         context = dvv.decode_context(effect.context)
+        dvv.check_known(record.clock if record is not None else {}, context)  # as LocalStore.execute's
     floor = max((d.counter for d in earlier if d.actor == actor), default=0)
     if floor and (context is None or context.get(actor, 0) < floor):
         context = {**(context or {}), actor: floor}

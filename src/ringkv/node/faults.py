@@ -109,5 +109,8 @@ class FaultyTransport(Transport):
     def address(self):
         return self.inner.address
 
+    def handshake_stats(self) -> dict[str, int]:
+        return self.inner.handshake_stats()
+
     async def close(self) -> None:
         await self.inner.close()

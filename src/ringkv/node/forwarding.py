@@ -25,6 +25,7 @@ from ringkv.errors import (
     InvalidContextError,
     PeerUnavailableError,
     QuorumError,
+    QuotaExceededError,
     RingkvError,
     RpcError,
     RpcTimeoutError,
@@ -32,13 +33,15 @@ from ringkv.errors import (
 from ringkv.node.commands import Command, SerialRead
 from ringkv.node.consensus import Proposer
 from ringkv.node.local_store import LocalStore
-from ringkv.node.messages import Forward, ForwardReply
+from ringkv.node.messages import Forward, ForwardReply, ForwardVersioned, ForwardVersionedReply
 from ringkv.node.placement import Placement
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import storage_key
 from ringkv.node.replica_calls import ReplicaCalls, failure_reason
 from ringkv.node.write_path import WritePath
 from ringkv.service.levels import Levels, resolve
+from ringkv.versioning.dvv import encode_context
+from ringkv.versioning.record import decode_record
 
 # A forwarded command reads at R and writes at W on the replica: it may take two replica
 # timeouts plus the hop.
@@ -112,9 +115,17 @@ class Forwarder:
         self.stats = stats
         self.locks = KeyLocks()
 
-    async def run(self, namespace: bytes, key: bytes, command: Command, levels: Levels) -> Any:
+    def clock_of(self, skey: bytes) -> bytes | None:
+        """The encoded clock of this replica's record of `skey` (None: no record): what a
+        session requires of its next reads after a write ran here (node/session_reads.py)."""
+        data = self.store.engine.get(skey)
+        return None if data is None else encode_context(decode_record(bytes(data)).clock)
+
+    async def run(self, namespace: bytes, key: bytes, command: Command, levels: Levels,
+                  clock_out: list[bytes | None] | None = None) -> Any:
         """Run `command` where it must run: here if this node may, else on the first reachable
-        replica of the key."""
+        replica of the key. With `clock_out` (a session's write), the key's clock on the
+        replica that ran it, just after, is appended to it."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
         pref = self.placement.replicas_of(skey)
@@ -123,7 +134,10 @@ class Forwarder:
         r = resolve(levels.r, n, field="r")
         w = resolve(levels.w, n, field="w")
         if me in pref and not command.reads_current:
-            return await self.execute(namespace, key, command, r, w, levels.strict)
+            result = await self.execute(namespace, key, command, r, w, levels.strict)
+            if clock_out is not None:
+                clock_out.append(self.clock_of(skey))
+            return result
         failures: dict[str, str] = {}
         # The first replica the failure detector believes up (the list in order if none is).
         order = [node for node in pref if self.calls.is_up(node)] or list(pref)
@@ -133,9 +147,14 @@ class Forwarder:
         body = None
         for node in order:
             if node == me:
-                return await self.execute(namespace, key, command, r, w, levels.strict)
+                result = await self.execute(namespace, key, command, r, w, levels.strict)
+                if clock_out is not None:
+                    clock_out.append(self.clock_of(skey))
+                return result
             if body is None:
                 body = Forward(namespace, key, command, r, w, levels.strict)
+                if clock_out is not None:
+                    body = ForwardVersioned(body)
             timeout = self.calls.timeout_ms * FORWARD_TIMEOUTS
             try:
                 reply = await self.calls.call(node, body, timeout)
@@ -155,11 +174,17 @@ class Forwarder:
                     "the write may or may not have been applied", status=504) from None
             except RpcError as exc:
                 raise CommandError(f"forwarded to replica {node}: {exc}", status=502) from None
+            if clock_out is not None:
+                clock_out.append(reply.clock)
+                reply = reply.reply
             if reply.error:
                 if reply.quorum:
                     raise RemoteQuorumError(reply.error)
                 if reply.error.startswith(INVALID_CONTEXT_PREFIX):
                     raise InvalidContextError(reply.error[len(INVALID_CONTEXT_PREFIX):])
+                quota = QuotaExceededError.from_message(reply.error) if reply.status == 429 else None
+                if quota is not None:
+                    raise quota
                 raise RemoteCommandError(reply.error, reply.kind, reply.status)
             return command.decode_result(reply.result)
         self.stats["quorum_failures"] += 1
@@ -247,3 +272,10 @@ class Forwarder:
         except RingkvError as exc:
             return ForwardReply(error=str(exc), status=400)
         return ForwardReply(result=result)
+
+    async def on_forward_versioned(self, body: ForwardVersioned) -> ForwardVersionedReply:
+        """`on_forward` for a session's write: the reply carries the key's clock here after."""
+        reply = await self.on_forward(body.forward)
+        if reply.error:
+            return ForwardVersionedReply(reply)
+        return ForwardVersionedReply(reply, self.clock_of(storage_key(body.forward.namespace, body.forward.key)))

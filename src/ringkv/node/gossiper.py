@@ -16,6 +16,11 @@ stand-ins, read and write fan-out), and hint delivery waits for a target to be u
 Gossip carries liveness, addresses, statuses (joining, leaving, left, removed) and load
 figures; node/membership.py follows the statuses to rebuild the ring. The seeds are the
 configured members.
+
+Every state arrives from a peer the RPC handshake authenticated (net/auth.py): the one we sent
+a GossipSyn to (its GossipAck) or the one that sent us GossipStates. Its id goes to the merge
+as the sender, which holds what it relays to the origin rules of cluster/gossip.py: a
+tombstone only from a member, no address moved by a relay.
 """
 
 from __future__ import annotations
@@ -122,7 +127,7 @@ class Gossiper:
     async def _exchange(self, peer: str, digest: list[DigestEntry]) -> None:
         try:
             ack = await self.call(peer, GossipSyn(list(digest)), self.interval_ms)
-            self.merge(ack.states)
+            self.merge(ack.states, sender=peer)
             if ack.request:
                 await self.call(peer, GossipStates(self.membership.states_for(ack.request)), self.interval_ms)
         except (RpcError, RingkvError) as exc:
@@ -135,12 +140,17 @@ class Gossiper:
         digest = [DigestEntry(*e) for e in syn.digest]
         return GossipAck(self.membership.delta_for(digest), self.membership.request_for(digest))
 
-    def on_states(self, states: GossipStates) -> None:
-        self.merge(states.states)
+    def on_states(self, peer: str, states: GossipStates) -> None:
+        self.merge(states.states, sender=peer)
 
-    def merge(self, states: list[NodeState]) -> None:
+    def merge(self, states: list[NodeState], sender: str | None = None) -> None:
+        """Merge states `sender` (an authenticated peer; None: this node) told us."""
         now = self.clock.now_ms()
-        changes = self.membership.merge(states, now)
+        refused = self.membership.refused_origin
+        changes = self.membership.merge(states, now, sender)
+        if self.membership.refused_origin > refused:
+            log.debug("gossip: %d states from %s refused for their origin",
+                      self.membership.refused_origin - refused, sender)
         for listener in self._listeners if changes else ():
             try:
                 listener(changes)

@@ -51,10 +51,11 @@ class HintStore:
 
     def __init__(self, data_dir: str, clock: Clock = SYSTEM_CLOCK, *, max_hints: int = 1_000_000,
                  max_hint_window_ms: int = 3 * 3600 * 1000, policy: ConflictPolicy = ConflictPolicy.SIBLINGS,
-                 sync: str = "interval", namespaces: Namespaces | None = None):
+                 sync: str = "interval", namespaces: Namespaces | None = None, encryption_keys=None):
         self.engine = Engine.open(os.path.join(data_dir, "hints"),
                                   Options(sync=sync, memtable_bytes=4 * 1024 * 1024, background="thread",
-                                          block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024))
+                                          block_cache_bytes=8 * 1024 * 1024, max_value_bytes=64 * 1024 * 1024,
+                                          encryption_keys=encryption_keys))
         self.clock = clock
         self.max_hints = max_hints
         self.max_hint_window_ms = max_hint_window_ms
@@ -89,6 +90,19 @@ class HintStore:
         self.engine.put(key, _CREATED.pack(created) + data, sync=False)
         self.stats["hints_stored"] += 1
         return True
+
+    def read(self, skey: bytes, targets: list[str]) -> bytes | None:
+        """The merge of the hints kept for `skey` on behalf of any of `targets`, left in place
+        (a session read consults them, node/session_reads.py); None when there is none."""
+        merged: rec.Record | None = None
+        policy = self.namespaces.policy_of_skey(skey)
+        for target in targets:
+            data = self.engine.get(_prefix(target) + skey)
+            if data is None:
+                continue
+            hint = rec.decode_record(bytes(data[8:]))
+            merged = hint if merged is None else rec.merge(merged, hint, policy)
+        return None if merged is None else rec.encode_record(merged)
 
     def targets(self) -> list[str]:
         return [t for t, n in self._targets.items() if n > 0]

@@ -35,10 +35,14 @@ from ringkv.node.replica import storage_key
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
+from ringkv.service.session import SessionCodec, SessionToken
 from ringkv.service.values import ANY_VERSION, AnyVersion, AtomicWrite, SiblingSet, Value, Written
 from ringkv.versioning.dvv import decode_context, encode_context
 
 _LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
+# A node of one keeps no requirements in its tokens; they still refuse other clusters' tokens
+# (under the default cluster name) and altered ones.
+_SESSIONS = SessionCodec("ringkv")
 
 
 class LocalService:
@@ -70,11 +74,35 @@ class LocalService:
             raise UnknownNamespaceError(str(exc)) from None
         return self if spec is self.namespace else LocalService(self.store, spec)
 
+    @property
+    def sessions(self) -> SessionCodec:
+        """Session tokens of a node of one (service/session.py)."""
+        return _SESSIONS
+
+    def with_session(self, session: SessionToken | None) -> LocalService:
+        """Sessions need nothing here: the one replica holds every write it acknowledged, so
+        every read is as new as anything a session wrote or read."""
+        return self
+
     def namespaces(self) -> list[NamespaceSpec]:
         return list(self.store.namespaces)
 
     def now_ms(self) -> int:
         return self.store.clock.now_ms()
+
+    def admit(self) -> None:
+        """Count one client request in this view's namespace (max_requests_per_s, node/quotas.py)."""
+        gate = self.store.quotas
+        if gate is not None:
+            gate.admit(self._ns)
+
+    def _check_batch_quota(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Refuse a batch that would take the namespace over its key or byte quota as a whole,
+        before any of it is written."""
+        gate = self.store.quotas
+        if gate is not None and self._ns in gate.sized and not gate.batch_upper_bound(self._ns, pairs):
+            get = self.store.get_value_now
+            gate.check_batch(self._ns, pairs, [get(storage_key(self._ns, k)) for k, _ in pairs])
 
     # ---------------------------------------------------------------- reads
 
@@ -156,7 +184,9 @@ class LocalService:
 
     async def mset(self, pairs: list[tuple[bytes, bytes]]) -> None:
         lsn = 0
-        for key, value in self.store.check_pairs(pairs, self._ns).items():
+        unique = self.store.check_pairs(pairs, self._ns)
+        self._check_batch_quota(list(unique.items()))
+        for key, value in unique.items():
             lsn = self.store.execute(self._ns, key, Put(value))[2]
         await self.store.durable(lsn)
 
@@ -167,6 +197,7 @@ class LocalService:
         takes its value."""
         store = self.store
         checked = store.check_batch(items, self._ns)
+        self._check_batch_quota([(k, v) for k, v, _ in checked])
         if not checked:
             return AtomicWrite(0, [], False)
         applied = store.write_atomic(self._ns, checked)

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
-from ringkv.errors import CommandError
+from ringkv.errors import CommandError, CorruptionError
 from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.namespaces import Namespaces
+from ringkv.node.quotas import NamespaceUsage, QuotaGate, live_bytes, write_growth
 from ringkv.node.replica import Replica, split_storage_key, storage_key
 from ringkv.service.limits import (
     MAX_ATOMIC_BATCH_BYTES,
@@ -42,11 +43,12 @@ from ringkv.service.limits import (
     MAX_TOKEN,
 )
 from ringkv.storage import WriteBatch
-from ringkv.versioning.dvv import decode_context
+from ringkv.versioning.dvv import check_known, decode_context
 from ringkv.versioning.record import (
     ConflictPolicy,
     DottedValue,
     Record,
+    check_storable,
     overwrite,
     pick_winner,
     write_at,
@@ -84,6 +86,7 @@ class LocalStore:
         expiry_index_max_keys: int = 1_000_000,
         max_value_bytes: int = 1024 * 1024,
         partitions: int = 1024,
+        quotas: QuotaGate | None = None,
     ):
         self.replica = replica
         self.engine = replica.engine
@@ -101,9 +104,18 @@ class LocalStore:
         self._partition_keys = [0] * partitions  # of the default namespace
         self._ns_partition_keys: dict[bytes, list[int]] = {}  # of the others
         self.live_keys = 0
+        # Live keys and bytes per namespace (node/quotas.py), and the quotas writes and
+        # requests are checked against (None: no namespace has a quota).
+        self.usage = quotas.usage if quotas is not None else NamespaceUsage(partitions)
+        self.quotas = quotas
         self._fsync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringkv-fsync")
         self._expiry_heap: list[tuple[int, bytes]] = []
         self._expiry_max = expiry_index_max_keys
+        # Counted keys that have a TTL, with the live bytes counted for them: when a record
+        # vanishes without a write of ours (the compaction filter or a time-window table drop
+        # collected it after it expired), active expiry finds it gone and takes it off the
+        # counts here. Bounded like the heap: a key not indexed is not tracked.
+        self._expiring: dict[bytes, int] = {}
         self.expired_keys = 0
         self.expiry_index_dropped = 0
         self._commit_waiter: asyncio.Future[None] | None = None
@@ -118,18 +130,25 @@ class LocalStore:
         self._partition_keys = [0] * self.partitions
         self._ns_partition_keys = {}
         self.live_keys = 0
+        self.usage.clear()
+        expiring: dict[bytes, int] = {}
         with self.engine.scan() as it:
             for skey, data in it:
                 record = decode(data)
+                exp = _max_expiry(record)
                 if _counted(record):
                     live += 1
                     self._count(skey, 1)
-                exp = _max_expiry(record)
+                    nbytes = live_bytes(record, len(skey) - 9 - skey[8])
+                    self.usage.add(skey, 1, nbytes)
+                    if exp and len(heap) < self._expiry_max:
+                        expiring[skey] = nbytes
                 if exp and len(heap) < self._expiry_max:
                     heap.append((exp, skey))
         heapq.heapify(heap)
         self.live_keys = live
         self._expiry_heap = heap
+        self._expiring = expiring
 
     def _count(self, skey: bytes, delta: int) -> None:
         self.live_keys += delta
@@ -140,6 +159,37 @@ class LocalStore:
             if parts is None:
                 parts = self._ns_partition_keys[ns] = [0] * self.partitions
         parts[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
+
+    def _account(self, skey: bytes, old: Record | None, new: Record | None) -> None:
+        """Count a record's change from `old` to `new`: live keys (DBSIZE) and the namespace's
+        keys and bytes (node/quotas.py)."""
+        expiring = self._expiring
+        if old is None and expiring and skey in expiring:
+            self._uncount_vanished(skey)  # collected by compaction since it was counted
+        key_len = len(skey) - 9 - skey[8]
+        old_bytes = live_bytes(old, key_len)
+        new_bytes = live_bytes(new, key_len)
+        counted = _counted(new)
+        delta = counted - _counted(old)
+        if delta:
+            self._count(skey, delta)
+        if delta or new_bytes != old_bytes:
+            self.usage.add(skey, delta, new_bytes - old_bytes)
+        if counted and _max_expiry(new) and (skey in expiring or len(expiring) < self._expiry_max):
+            expiring[skey] = new_bytes
+        elif expiring:
+            expiring.pop(skey, None)
+
+    def _uncount_vanished(self, skey: bytes) -> bool:
+        """Take off the counts a key with a TTL whose record is gone though no write of ours
+        removed it (the compaction filter, or a time-window table drop, collected it once it
+        had expired). False when it was not counted."""
+        nbytes = self._expiring.pop(skey, None)
+        if nbytes is None:
+            return False
+        self._count(skey, -1)
+        self.usage.add(skey, -1, -nbytes)
+        return True
 
     def partition_keys(self, namespace: bytes = b"") -> list[int]:
         """Live keys of `namespace` per ring partition on this replica."""
@@ -249,7 +299,13 @@ class LocalStore:
         elif effect.context == BLIND:
             context, blind = None, True
         else:
+            # A client's context goes into the stored clock, so it may name only what this
+            # record has seen (docs/security.md): a made-up one could lift a counter to its
+            # limit or grow the clock without bound. A context from a replica ahead of this
+            # one is refused here too; node/forwarding.Forwarder.execute first catches this
+            # replica up from the others and runs the command again.
             context, blind = decode_context(effect.context), False
+            check_known(stored.clock if stored is not None else {}, context)
         new, lsn = self.write(skey, namespace, key, stored, effect.value, effect.expire_at_ms,
                               context=context, blind=blind)
         return fill_result(effect.result, new), new, lsn
@@ -267,16 +323,19 @@ class LocalStore:
     ) -> tuple[Record, int]:
         """Write with the stored clock as context (plain Redis overwrite) unless given one."""
         self.check_value(value)
+        replaces = context is None and not blind
         if context is None and not blind and stored is not None:
             context = stored.clock
+        if self.quotas is not None and namespace in self.quotas.sized:  # only growth is refused
+            policy = self.namespaces.of_stored(namespace).conflict_policy
+            self.quotas.check(namespace, *write_growth(stored, value, len(key),
+                                                       replaces or policy is ConflictPolicy.LWW))
         new, lsn = self.replica.write(
             namespace, key, value, context=context, expire_at_ms=expire_at_ms,
             policy=self.namespaces.of_stored(namespace).conflict_policy,
             stored=stored, skey=skey,
         )
-        delta = _counted(new) - (_counted(stored) if stored is not None else 0)
-        if delta:
-            self._count(skey, delta)
+        self._account(skey, stored, new)
         self._index_expiry(expire_at_ms, skey)
         return new, lsn
 
@@ -288,26 +347,43 @@ class LocalStore:
         engine = self.engine
         data = engine.get(skey)
         stored = None if data is None else replica._decode(data)
+        key_len = len(skey) - 9 - skey[8]
+        old_bytes = live_bytes(stored, key_len)
+        if self.quotas is not None and self.quotas.sized:
+            self.quotas.check(bytes(skey[9:9 + skey[8]]), 0 if _counted(stored) else 1,
+                              key_len + len(value) - old_bytes)
         new = overwrite(stored, actor=replica.actor, value=value, timestamp=replica.hlc_now())
         encoded = replica._encode(new)
         lsn = engine.put(skey, encoded, defer=True)
         if stored is None or not _counted(stored):
             self._count(skey, 1)
+            self.usage.add(skey, 1, key_len + len(value))
+        else:
+            self.usage.add(skey, 0, key_len + len(value) - old_bytes)
         return encoded, lsn
 
     def apply_record(self, skey: bytes, data: bytes, defer: bool = False) -> int:
         """Merge a record another replica made (replication, read repair) into ours; returns
         the LSN to wait on under sync=always (0 when ours already covered it). `defer` as for
-        Engine.put: the caller must commit_writes() before acknowledging."""
-        incoming = self.replica._decode(data)  # CorruptionError on garbage: nothing stored
+        Engine.put: the caller must commit_writes() before acknowledging.
+
+        Records come from peers, so nothing is stored before it is checked: `skey` well formed
+        and the key's own (CorruptionError), the record decodable within its bounds
+        (CorruptionError), the merge within them too (LimitError)."""
+        check_storage_key(skey)
+        incoming = self.replica._decode(data)
         stored = self.replica.read_skey(skey)
         policy = self.namespaces.policy_of_skey(skey) if skey[8] else self.policy
-        merged, lsn = self.replica.apply_skey(skey, incoming, stored, policy, defer=defer)
-        if lsn:
-            delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
-            if delta:
-                self._count(skey, delta)
-            self._index_expiry(_max_expiry(merged), skey)
+        merged = self.replica.merge_incoming(incoming, stored, policy)
+        if merged == stored:
+            return 0
+        check_storable(merged)
+        if defer:
+            lsn = self.engine.put(skey, self.replica._encode(merged), defer=True)
+        else:
+            lsn = self.replica._store(skey, merged)
+        self._account(skey, stored, merged)
+        self._index_expiry(_max_expiry(merged), skey)
         return lsn
 
     def apply_records(self, records: list[tuple[bytes, bytes]], defer: bool = False) -> int:
@@ -317,6 +393,8 @@ class LocalStore:
         on under sync=always (0: every record was already covered). `defer` as apply_record's."""
         replica = self.replica
         decode = replica._decode
+        for skey, _ in records:
+            check_storage_key(skey)
         incoming = [(skey, decode(data)) for skey, data in records]
         before: dict[bytes, Record | None] = {}
         after: dict[bytes, Record] = {}
@@ -332,15 +410,14 @@ class LocalStore:
         for skey, merged in after.items():
             stored = before[skey]
             if merged != stored:
+                check_storable(merged)
                 batch.put(skey, replica._encode(merged))
                 changed.append((skey, stored, merged))
         if not changed:
             return 0
         lsn = self.engine.write_batch(batch, sync=False, defer=defer)
         for skey, stored, merged in changed:
-            delta = _counted(merged) - (_counted(stored) if stored is not None else 0)
-            if delta:
-                self._count(skey, delta)
+            self._account(skey, stored, merged)
             self._index_expiry(_max_expiry(merged), skey)
         return lsn
 
@@ -387,9 +464,7 @@ class LocalStore:
             changes.append((skey, stored, new, expire_at_ms))
         lsn = engine.write_batch(batch, sync=False) if changes else 0
         for skey, stored, new, expire_at_ms in changes:
-            delta = _counted(new) - (_counted(stored) if stored is not None else 0)
-            if delta:
-                self._count(skey, delta)
+            self._account(skey, stored, new)
             self._index_expiry(expire_at_ms, skey)
         return AtomicApplied(timestamp, written, kept, lsn)
 
@@ -443,19 +518,24 @@ class LocalStore:
     # ---------------------------------------------------------------- removing records
 
     async def flush(self) -> int:
-        """Remove every record of this replica (FLUSHALL); refused when `flush_enabled` is off."""
+        """Remove every record of this replica (FLUSHALL) but the system namespace's (the
+        cluster's users); refused when `flush_enabled` is off."""
         if not self.flush_enabled:
             raise CommandError("FLUSHALL and FLUSHDB are disabled on this node (flush_enabled = false)")
         engine = self.engine
+        system = self.namespaces.system.stored
         with engine.scan() as it:
-            skeys = [k for k, _ in it]
+            skeys = [k for k, _ in it if split_storage_key(k)[0] != system]
         lsn = 0
         for skey in skeys:
             lsn = engine.delete(skey, sync=False)
-        self.live_keys = 0
+        kept = self._ns_partition_keys.get(system)
+        self.live_keys = sum(kept) if kept else 0
         self._partition_keys = [0] * self.partitions
-        self._ns_partition_keys = {}
+        self._ns_partition_keys = {system: kept} if kept else {}
+        self.usage.clear(keep=(system,))
         self._expiry_heap = []
+        self._expiring = {}
         await self.durable(lsn)
         return len(skeys)
 
@@ -467,11 +547,10 @@ class LocalStore:
         decode = self.replica._decode
         end = _TOKEN.pack(last_token + 1) if last_token < MAX_TOKEN else None
         with engine.scan(_TOKEN.pack(first_token), end) as it:
-            doomed = [(bytes(skey), _counted(decode(data))) for skey, data in it if drop(skey)]
-        for skey, counted in doomed:
+            doomed = [(bytes(skey), decode(data)) for skey, data in it if drop(skey)]
+        for skey, record in doomed:
             engine.delete(skey, sync=False)
-            if counted:
-                self._count(skey, -1)
+            self._account(skey, record, None)
         return len(doomed)
 
     def expire_cycle(self, budget: int = 200) -> int:
@@ -487,11 +566,13 @@ class LocalStore:
             _, skey = heapq.heappop(heap)
             budget -= 1
             record = self.replica.read_skey(skey)
-            if record is None or not record.is_dead(now) or any(s.value is None for s in record.siblings):
+            if record is None:
+                removed += self._uncount_vanished(skey)
+                continue
+            if not record.is_dead(now) or any(s.value is None for s in record.siblings):
                 continue
             self.replica.remove(skey)
-            if _counted(record):
-                self._count(skey, -1)
+            self._account(skey, record, None)
             removed += 1
         self.expired_keys += removed
         return removed
@@ -539,6 +620,19 @@ class LocalStore:
 
     def close(self) -> None:
         self._fsync_pool.shutdown(wait=True)
+
+
+def check_storage_key(skey: bytes) -> None:
+    """CorruptionError unless `skey` is a storage key as node/replica.storage_key makes them:
+    token, namespace length, namespace, key, with the token the key's (a record under another
+    token would sit in a partition that does not own it, out of reach of reads and repair)."""
+    n = len(skey)
+    if n < 9 or n < 9 + skey[8] or n - 9 > MAX_KEY_BYTES:
+        raise CorruptionError(f"storage key of {n} bytes is malformed (token u64, namespace length u8, "
+                              f"namespace, key of at most {MAX_KEY_BYTES} bytes)")
+    namespace, key = split_storage_key(skey)
+    if storage_key(namespace, key) != skey:
+        raise CorruptionError("storage key's token is not its key's: refused")
 
 
 def _counted(record: Record | None) -> bool:

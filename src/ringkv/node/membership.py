@@ -463,12 +463,29 @@ class MembershipManager:
 
     # ------------------------------------------------------------------ remove
 
-    def remove(self, node: str) -> dict:
+    def remove(self, node: str, force: bool = False) -> dict:
+        """Take `node` out of the ring as dead. Refused while the failure detector hears from
+        it (removing a node that serves loses its replicas for nothing), unless `force`."""
         g = self.gossiper
         if node == self.node_id:
             raise AdminRequestError("a node cannot remove itself: decommission it instead")
         if node not in self._statuses():
             raise AdminRequestError(f"{node} is not a member")
+        if not force and node in g.detectors and g.is_up(node):
+            raise AdminConflictError(
+                f"{node} is up (this node hears from it, phi {g.phi(node):.1f} < {g.detectors.threshold:g}): "
+                f"remove takes out a dead node; to take a live one out with its data, decommission it "
+                f"(`ringkv admin decommission` asked of {node}), or force the removal (RINGKV.ADMIN REMOVE "
+                f"{node} FORCE, `ringkv admin remove {node} --force`, DELETE ...?force=true)")
+        local = g.membership.local.status
+        if local not in RING:
+            # Its tombstone would be refused by every member anyway (a removal must come from
+            # a member: cluster/gossip.py, origin rules); say so instead of removing it here.
+            raise AdminConflictError(f"this node ({self.node_id}) is {local}, not a member of the ring: "
+                                     f"ask a member to remove {node}")
+        if force:
+            log.warning("removing %s by force (the failure detector holds it %s)", node,
+                        "up" if node in g.detectors and g.is_up(node) else "down or never heard from")
         changes = g.membership.mark_removed(node, self.clock.now_ms(),
                                             configured=node in self.config_members)
         self.on_gossip(changes)

@@ -135,6 +135,9 @@ class NodeInfoReply(msgspec.Struct, tag="NodeInfoReply", array_like=True):
     move_phase: str = ""
     move_partitions_total: int = 0
     move_partitions_done: int = 0
+    # Bytes of live keys and values per ring partition, by namespace name ("" for the default
+    # namespace): what the quotas of other nodes estimate a namespace's size from (node/quotas.py).
+    namespace_partition_bytes: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
 
 class FlushAll(msgspec.Struct, tag="FlushAll", array_like=True):
@@ -306,10 +309,38 @@ class BatchLogRemove(msgspec.Struct, tag="BatchLogRemove", array_like=True):
     batch_id: bytes
 
 
+class HintGet(msgspec.Struct, tag="HintGet", array_like=True):
+    """A session read (node/session_reads.py): the merge of the hints this node keeps for the
+    key `skey` on behalf of any of `targets` (its home replicas), without delivering them.
+    Reply: ReplicaRecord (None: no hint). At most MAX_HINT_GET_TARGETS targets."""
+
+    skey: bytes
+    targets: list[str]
+
+
+class ForwardVersioned(msgspec.Struct, tag="ForwardVersioned", array_like=True):
+    """`forward` as a Forward, for a session: the reply also carries the key's clock on the
+    replica that ran it, after it ran. Reply: ForwardVersionedReply."""
+
+    forward: Forward
+
+
+class ForwardVersionedReply(msgspec.Struct, tag="ForwardVersionedReply", array_like=True):
+    """`reply` as a Forward's; `clock`: the encoded clock of the key's record on the replica
+    that ran the command, after it (None: no record)."""
+
+    reply: ForwardReply
+    clock: bytes | None = None
+
+
+MAX_HINT_GET_TARGETS = 16  # a preference list's replicas
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
     ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
     AtomicPart, AtomicPartReply, BatchLogStore, BatchLogRemove,
+    HintGet, ForwardVersioned, ForwardVersionedReply,
 )

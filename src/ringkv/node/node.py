@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import resource
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
-from ringkv.errors import AdminConflictError, AdminRequestError
+from ringkv.errors import AdminConflictError, AdminRequestError, ConfigError
 from ringkv.net.transport import Transport
 from ringkv.node.admission import Admission, host_port, parse_node_address
 from ringkv.node.antientropy import AntiEntropy
@@ -36,11 +37,14 @@ from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_store import LocalStore
 from ringkv.node.membership import MembershipManager, MoveProgress
 from ringkv.node.messages import NodeInfoReply
+from ringkv.node.namespaces import compaction_strategy
 from ringkv.node.placement import Placement
+from ringkv.node.quotas import QuotaRefresher, namespace_figures
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica_calls import ReplicaCalls
 from ringkv.node.stalls import StallMonitor
 from ringkv.storage import Engine
+from ringkv.storage.strategies import describe
 
 log = logging.getLogger("ringkv.node")
 
@@ -81,6 +85,7 @@ class ClusterParts:
     stats: dict[str, int]
     joining: bool  # start the join's moves once serving
     batches: AtomicBatches | None = None  # atomic batches and the replay of the batch log
+    quotas: QuotaRefresher | None = None  # the other members' counts, for namespace quotas
 
 
 class NodeFigures:
@@ -109,17 +114,21 @@ class NodeFigures:
             self.node_id, self.identity.actor.decode(), self.resp_address, self.http_address,
             store.live_keys, store.partition_keys(), self.engine.stats()["bytes_on_disk"],
             self.clock.now_ms() - self.started_ms, store.namespace_partition_keys(),
-            resident_memory_bytes(), moves.kind, moves.phase, moves.total, moves.done)
+            resident_memory_bytes(), moves.kind, moves.phase, moves.total, moves.done,
+            store.usage.partition_bytes_by_name())
 
 
 class Node:
     def __init__(self, config: NodeConfig, clock: Clock, engine: Engine, store: LocalStore, service: Any,
-                 figures: NodeFigures, faults: FaultState, cluster: ClusterParts | None):
+                 figures: NodeFigures, faults: FaultState, cluster: ClusterParts | None, *, system: Any = None,
+                 system_one: Any = None):
         self.config = config
         self.clock = clock
         self.engine = engine
         self.store = store
         self.service = service  # the KeyValueService at the configured levels
+        self.system = system  # a KeyValueService of the system namespace at QUORUM: the users
+        self.system_one = system_one  # the same at ONE (None on a node of one): users without a quorum
         self.figures = figures
         self.faults = faults
         self.cluster = cluster
@@ -147,6 +156,8 @@ class Node:
             spawn(c.membership.run(), "membership")
             if c.batches is not None:
                 spawn(c.batches.run(), "batch-replay")
+            if c.quotas is not None:
+                spawn(c.quotas.run(), "quotas")
             if c.joining:
                 spawn(c.membership.join(), "join")
         spawn(self._expiry_loop(), "expiry")
@@ -186,6 +197,12 @@ class Node:
     def _close_engine(self) -> None:
         self.engine.flush()
         self.engine.close()
+
+
+def _info_text(text: str) -> str:
+    """`text` as an INFO value: clients (redis-py) read a value with "," and "=" as a list of
+    fields, so thousands separators go and other commas become semicolons."""
+    return re.sub(r"(?<=\d),(?=\d{3})", "", text).replace(",", ";")
 
 
 class NodeAdmin:
@@ -252,8 +269,8 @@ class NodeAdmin:
     async def decommission(self) -> dict:
         return await self._membership().decommission()
 
-    async def remove(self, node_id: str) -> dict:
-        return self._membership().remove(node_id)
+    async def remove(self, node_id: str, force: bool = False) -> dict:
+        return self._membership().remove(node_id, force)
 
     async def cleanup(self) -> dict:
         return await self._membership().cleanup()
@@ -309,9 +326,26 @@ class NodeAdmin:
                 "write_amplification": round(st["write_amplification"], 3),
                 "write_stalls": st["write_stalls"],
                 "background_error": st["background_error"] or "",
+                # Compaction strategies (docs/compaction.md): merges refused for want of disk
+                # space (and the last refusal's message), expired tables deleted unread, and
+                # each column family as Redis's keyspace lines read (db0:keys=...).
+                "compaction_space_refusals": st["compaction_space_refusals"],
+                "compaction_space_error": _info_text(st["compaction_space_error"] or ""),
+                "expired_tables_dropped": st["expired_tables_dropped"],
+                "expired_bytes_dropped": st["expired_bytes_dropped"],
+                **{f"family_{name}": f"compaction={f['compaction']},sorted_runs={f['sorted_runs']},"
+                                     f"tables={f['tables']},bytes={f['bytes']}"
+                   for name, f in st["families"].items()},
             },
             "ringkv": self._ringkv_info(),
+            "quotas": self._quotas_info(),
         }
+
+    def _quotas_info(self) -> dict[str, Any]:
+        """INFO's `# Quotas`: per namespace with a quota, the cluster estimate of its keys and
+        bytes, its limits, requests admitted and refusals by quota (node/quotas.py)."""
+        gate = self._node.store.quotas
+        return gate.info() if gate is not None else {}
 
     def _ringkv_info(self) -> dict[str, Any]:
         node = self._node
@@ -331,6 +365,8 @@ class NodeAdmin:
             info.update(c.batches.info())
         info["gossip_rounds"] = c.gossiper.rounds
         info["gossip_exchanges_failed"] = c.gossiper.exchanges_failed
+        info["gossip_states_refused"] = c.gossiper.membership.refused_origin
+        info.update(c.transport.handshake_stats())
         info["nodes_down"] = ",".join(sorted(c.gossiper.down()))
         st = c.anti_entropy.stats
         info.update(ae_comparisons=st.comparisons, ae_in_sync=st.in_sync, ae_keys_pushed=st.keys_pushed,
@@ -345,6 +381,7 @@ class NodeAdmin:
             "loop": {"max_stall_ms": node.stalls.max_stall_ms, "over_5ms": node.stalls.over_5ms,
                      "samples": node.stalls.samples},
             "expired_keys": node.store.expired_keys,
+            "namespaces": namespace_figures(node.store.namespaces, node.store.usage, node.store.quotas),
         }
         c = node.cluster
         if c is not None:
@@ -355,4 +392,44 @@ class NodeAdmin:
                                    "keys_transferred": c.anti_entropy.stats.keys_pushed
                                    + c.anti_entropy.stats.keys_pulled}
             out["moves"] = {"total": c.membership.moves.total, "done": c.membership.moves.done}
+            out["rpc_auth"] = {**c.transport.handshake_stats(),
+                               "gossip_states_refused": c.gossiper.membership.refused_origin}
         return out
+
+    def _compaction_family(self, namespace: str):
+        """(the namespace's spec, the engine's column family holding its keys)."""
+        namespaces = self._node.store.namespaces
+        try:
+            spec = namespaces.named(namespace)
+        except ValueError as exc:
+            raise AdminRequestError(str(exc)) from None
+        return spec, namespaces.family_of(spec)
+
+    def compaction(self, namespace: str) -> dict:
+        """How a namespace's keys are compacted on this node now: {"namespace", "family",
+        "compaction", the strategy's settings (the engine's names), "sorted_runs"}."""
+        spec, family = self._compaction_family(namespace)
+        engine = self._node.engine
+        runs = engine.stats()["families"][family]["sorted_runs"]
+        return {"namespace": spec.name, "family": family, **engine.families[family], "sorted_runs": runs}
+
+    def set_compaction(self, namespace: str, compaction: str, settings: dict[str, Any] | None = None) -> dict:
+        """Compact a namespace's LSM tree by another strategy from now on (docs/compaction.md):
+        the merges picked from now on, and the tables they and later flushes write, follow it.
+        Only on this node, and not stored: the configuration file keeps the strategy a restart
+        takes. A namespace without a compaction setting of its own shares the default
+        namespace's tree, and needs one (and a restart) first. A setting is named as in the
+        configuration (`compaction_window_s`), or without its `compaction_` prefix."""
+        spec, family = self._compaction_family(namespace)
+        if spec is not self._node.store.namespaces.default and not spec.compaction:
+            raise AdminRequestError(
+                f"namespace {spec.name!r} shares the default namespace's LSM tree; give it one of its own "
+                f"with [namespaces.{spec.name}] compaction = \"...\" in the configuration, and restart the node"
+            )
+        named = {k if k.startswith("compaction_") else f"compaction_{k}": v for k, v in (settings or {}).items()}
+        try:
+            strategy = compaction_strategy(compaction, named, "compaction")
+            self._node.engine.set_strategy(family, strategy)
+        except ConfigError as exc:
+            raise AdminRequestError(str(exc)) from None
+        return {"namespace": spec.name, "family": family, **describe(strategy)}

@@ -5,6 +5,12 @@ connection's callback (`handle_now`, the fast path: no task, no await) or needs 
 (`handle`). A replica write is answered on the fast path when no fsync is to be waited for:
 its log write is deferred, and `before_reply` puts it in the log before any acknowledgement
 leaves (net/rpc.RpcServer.before_reply). Unknown types are refused with an error naming them.
+
+Records from peers are checked before anything keeps them (docs/security.md): a storage key
+well formed and its key's, a record that decodes within its bounds (versioning/record.py),
+a context that decodes; ReplicaPut and ReplicaPutMany through LocalStore.apply_record(s),
+hints, proposals and commits here. A bad one is refused with an error naming what is wrong,
+and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from ringkv.node.consensus import Acceptor
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.handoff import HintStore
-from ringkv.node.local_store import LocalStore
+from ringkv.node.local_store import LocalStore, check_storage_key
 from ringkv.node.messages import (
+    MAX_HINT_GET_TARGETS,
     MAX_KEYS_PER_GET_MANY,
     MAX_KEYS_PER_PUT_MANY,
     AeDigests,
@@ -32,8 +39,10 @@ from ringkv.node.messages import (
     FlushAll,
     FlushAllReply,
     Forward,
+    ForwardVersioned,
     GossipStates,
     GossipSyn,
+    HintGet,
     NodeInfo,
     NodeInfoReply,
     PaxosCommit,
@@ -55,13 +64,16 @@ from ringkv.node.messages import (
 )
 from ringkv.node.placement import Placement
 from ringkv.service.limits import MAX_SCAN_COUNT
+from ringkv.versioning.dvv import decode_context
+from ringkv.versioning.record import decode_record
 
 MAX_SYNC_SOURCES = 16  # sources of one SyncPartition: at most a preference list
 _ACK = ReplicaAck()
 
 # How a message may be answered: always on the fast path, never, or only when the node need
-# not wait for an fsync (sync != always).
-ALWAYS, NEVER, UNLESS_SYNC = "always", "never", "unless-sync"
+# not wait for an fsync (sync != always). FROM_PEER: always on the fast path, and the handler
+# also takes the authenticated peer's id (gossip: cluster/gossip.py's origin rules).
+ALWAYS, NEVER, UNLESS_SYNC, FROM_PEER = "always", "never", "unless-sync", "from-peer"
 
 
 class ReplicaService:
@@ -85,7 +97,7 @@ class ReplicaService:
             ReplicaPut: (self._put, UNLESS_SYNC),
             ReplicaPutMany: (self._put_many, UNLESS_SYNC),
             GossipSyn: (gossiper.on_syn, ALWAYS),
-            GossipStates: (self._gossip_states, ALWAYS),
+            GossipStates: (self._gossip_states, FROM_PEER),
             AeDigests: (anti_entropy.on_digests, ALWAYS),
             AeList: (anti_entropy.on_list, ALWAYS),
             Forward: (forwarder.on_forward, NEVER),
@@ -96,7 +108,10 @@ class ReplicaService:
             FlushAll: (self._flush_all, NEVER),
             PaxosPrepare: (self._paxos_prepare, UNLESS_SYNC),
             PaxosPropose: (self._paxos_propose, UNLESS_SYNC),
-            PaxosCommit: (acceptor.on_commit, NEVER),
+            PaxosCommit: (self._paxos_commit, NEVER),
+            # Session reads and writes (node/session_reads.py)
+            HintGet: (self._hint_get, ALWAYS),
+            ForwardVersioned: (forwarder.on_forward_versioned, NEVER),
         }
         if batches is not None:
             self.handlers.update({
@@ -115,13 +130,15 @@ class ReplicaService:
         handler, rule = entry
         if rule is ALWAYS or (rule is UNLESS_SYNC and (not self.store.sync_always or self._is_hint(body))):
             return handler(body)
+        if rule is FROM_PEER:
+            return handler(peer, body)
         return NOT_HANDLED
 
     async def handle(self, peer: str, body: Any) -> Any:
         entry = self.handlers.get(type(body))
         if entry is None:
             raise CommandError(f"unexpected message {type(body).__name__}")
-        reply = entry[0](body)
+        reply = entry[0](peer, body) if entry[1] is FROM_PEER else entry[0](body)
         if hasattr(reply, "__await__"):
             reply = await reply
         return reply
@@ -141,6 +158,12 @@ class ReplicaService:
         data = self.store.engine.get(body.skey)
         return ReplicaRecord(None if data is None else bytes(data))
 
+    def _hint_get(self, body: HintGet) -> ReplicaRecord:
+        if len(body.targets) > MAX_HINT_GET_TARGETS:
+            raise CommandError(f"{len(body.targets)} targets in one HintGet; the limit is {MAX_HINT_GET_TARGETS}")
+        check_storage_key(body.skey)
+        return ReplicaRecord(None if self.hints is None else self.hints.read(body.skey, body.targets))
+
     def _get_many(self, body: ReplicaGetMany) -> ReplicaRecords:
         if len(body.skeys) > MAX_KEYS_PER_GET_MANY:
             raise CommandError(f"{len(body.skeys)} keys in one ReplicaGetMany; the limit is {MAX_KEYS_PER_GET_MANY}")
@@ -149,6 +172,9 @@ class ReplicaService:
 
     def _put(self, body: ReplicaPut) -> Any:
         if body.hint_for:
+            # Kept as bytes and delivered later: checked now, as a record to store would be.
+            check_storage_key(body.skey)
+            decode_record(body.record)
             if self.hints is None or not self.hints.add(body.hint_for, body.skey, body.record):
                 raise CommandError(f"cannot keep a hint for {body.hint_for}: hint store absent or full")
             self.stats["hints_taken"] += 1
@@ -174,8 +200,8 @@ class ReplicaService:
         await self.store.durable(lsn)
         return ReplicaAck()
 
-    def _gossip_states(self, body: GossipStates) -> ReplicaAck:
-        self.gossiper.on_states(body)
+    def _gossip_states(self, peer: str, body: GossipStates) -> ReplicaAck:
+        self.gossiper.on_states(peer, body)
         return _ACK
 
     def _scan_range(self, body: ScanRange) -> ScanPage:
@@ -202,6 +228,7 @@ class ReplicaService:
         return reply
 
     def _paxos_prepare(self, body: PaxosPrepare) -> Any:
+        check_storage_key(body.skey)
         # Written to the OS before the answer (sync=False, not deferred); under sync=always the
         # slow path awaits the fsync too.
         if self.store.sync_always:
@@ -209,9 +236,19 @@ class ReplicaService:
         return self.acceptor.prepare(body.skey, tuple(body.ballot))[0]
 
     def _paxos_propose(self, body: PaxosPropose) -> Any:
+        # The accepted value is kept as bytes and may become the key's record: checked first.
+        check_storage_key(body.skey)
+        decode_record(body.value)
+        if body.base is not None:
+            decode_context(body.base)
         if self.store.sync_always:
             return self.acceptor.on_propose(body)
         return self.acceptor.propose(body.skey, tuple(body.ballot), body.value, body.base)[0]
+
+    def _paxos_commit(self, body: PaxosCommit) -> Any:
+        check_storage_key(body.skey)
+        decode_record(body.record)  # before the acceptor notes the commit
+        return self.acceptor.on_commit(body)
 
     async def _flush_all(self, body: FlushAll) -> FlushAllReply:
         return FlushAllReply(await self.store.flush())

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ringkv.service.levels import ConsistencyLevel, Levels
+from ringkv.service.session import SessionCodec, SessionToken
 from ringkv.service.values import ANY_VERSION, AnyVersion, AtomicWrite, SiblingSet, Value, Written
 from ringkv.versioning.record import ConflictPolicy
 
@@ -46,6 +47,17 @@ class NamespaceSpec:
     # round per key) or "fast" (serialized on the key's first reachable replica; can lose an
     # update when two replicas both believe they are first).
     rmw: str = "paxos"
+    # How the node's engine compacts the namespace's keys (docs/compaction.md): "leveled",
+    # "tiered" or "time_window" gives it an LSM tree of its own; "" shares the default
+    # namespace's. `compaction_settings` are that strategy's `compaction_*` settings, as
+    # (name, value) pairs in name order, as the configuration gave them.
+    compaction: str = ""
+    compaction_settings: tuple[tuple[str, Any], ...] = ()
+    # Quotas (node/quotas.py, docs/namespaces.md): live keys, bytes of keys and values, and
+    # requests per second of the whole cluster; 0 is no limit.
+    max_keys: int = 0
+    max_bytes: int = 0
+    max_requests_per_s: int = 0
 
     @property
     def stored(self) -> bytes:
@@ -53,8 +65,15 @@ class NamespaceSpec:
         return b"" if self.name == DEFAULT_NAMESPACE_NAME else self.name.encode()
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "replicas": self.replicas,
-                "conflict_policy": self.conflict_policy.value, "rmw": self.rmw}
+        out = {"name": self.name, "replicas": self.replicas,
+               "conflict_policy": self.conflict_policy.value, "rmw": self.rmw}
+        if self.compaction:
+            out["compaction"] = self.compaction
+            out.update(self.compaction_settings)
+        for name in ("max_keys", "max_bytes", "max_requests_per_s"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +104,24 @@ class KeyValueService(Protocol):
         """This view in another namespace ("default" or "" for the default one), same levels;
         UnknownNamespaceError naming the configured ones."""
 
+    @property
+    def sessions(self) -> SessionCodec:
+        """How this node encodes and checks session tokens (service/session.py)."""
+
+    def with_session(self, session: SessionToken | None) -> KeyValueService:
+        """This view, reading and writing in `session` (None: in none): every read answers a
+        version at least as new as what the session wrote or read of the key, at any level,
+        or SessionError; every read and write updates the token. Views made from it (`at`,
+        `in_namespace`) stay in the session."""
+
     def namespaces(self) -> list[NamespaceSpec]: ...
     def now_ms(self) -> int:
         """The node's clock, for adapters turning relative expiries into absolute ones."""
+
+    def admit(self) -> None:
+        """Count one client request in this view's namespace against its max_requests_per_s
+        (adapters call it once per data command or request); QuotaExceededError (429) when
+        the namespace is over it on this node."""
 
     # --- reads
     async def get(self, key: bytes) -> Value | None: ...
@@ -203,7 +237,9 @@ class AdminService(Protocol):
         id taken, another membership change in progress), naming why."""
 
     async def decommission(self) -> dict: ...
-    async def remove(self, node_id: str) -> dict: ...
+    async def remove(self, node_id: str, force: bool = False) -> dict:
+        """Take a dead member out of the ring. AdminConflictError while the failure detector
+        holds it up, unless `force` (decommission a live node instead)."""
     async def cleanup(self) -> dict: ...
     def membership(self) -> dict:
         """The ring, the pending ring and the progress of a change."""
@@ -221,6 +257,18 @@ class AdminService(Protocol):
 
     def metrics(self) -> dict[str, Any]:
         """Figures for /metrics: engine, keys, cluster counters (see api/http_metrics.py)."""
+
+    def compaction(self, namespace: str) -> dict:
+        """How `namespace`'s keys are compacted on this node now: {"namespace", "family",
+        "compaction", the strategy's settings, "sorted_runs"}. AdminRequestError for an
+        unknown namespace."""
+
+    def set_compaction(self, namespace: str, compaction: str, settings: dict[str, Any] | None = None) -> dict:
+        """Compact `namespace` by `compaction` (leveled, tiered, time_window) with its
+        `compaction_*` settings (the prefix may be left out), on this node, from now on (not
+        stored: the configuration is); {"namespace", "family", "compaction", and the strategy's
+        settings}. AdminRequestError for an unknown namespace, a bad setting, or a namespace
+        without a compaction of its own (it shares the default namespace's tree)."""
 
     def fault(self, argv: list[bytes]) -> str:
         """RINGKV.FAULT (only when the node runs with fault_injection): PARTITION node..., HEAL,

@@ -17,12 +17,15 @@ class ConsistencyLevel(enum.Enum):
     """How many of a key's N replicas must answer: one, a majority, or all of them. SERIAL is a
     read through the key's consensus path (a majority, and any unfinished round completed
     first: linearizable with CAS and the other read-modify-write commands); a write at SERIAL
-    is a write at QUORUM."""
+    is a write at QUORUM. SESSION is ONE with the session guarantees (read-your-writes and
+    monotonic reads, service/session.py): a request at SESSION runs in the client's session,
+    starting one when it has none."""
 
     ONE = "one"
     QUORUM = "quorum"
     ALL = "all"
     SERIAL = "serial"
+    SESSION = "session"
 
 
 def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> int:
@@ -33,7 +36,7 @@ def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> i
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
-    if level is ConsistencyLevel.ONE:
+    if level is ConsistencyLevel.ONE or level is ConsistencyLevel.SESSION:
         return 1
     if level is ConsistencyLevel.QUORUM or level is ConsistencyLevel.SERIAL:
         return n // 2 + 1
@@ -59,7 +62,7 @@ def parse_level(value: str | ConsistencyLevel | int, field: str = "level") -> Co
             return ConsistencyLevel(text)
         except ValueError:
             pass
-    raise ConfigError(field, f"expected ONE, QUORUM, ALL, SERIAL or a replica count, got {str(value)[:64]!r}")
+    raise ConfigError(field, f"expected ONE, QUORUM, ALL, SERIAL, SESSION or a replica count, got {str(value)[:64]!r}")
 
 
 class Levels(NamedTuple):

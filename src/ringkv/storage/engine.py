@@ -15,11 +15,19 @@ Concurrency contract: every public method is thread-safe. Writers are serialized
 version) taken at their start. Scans see a snapshot: writes made after `scan()` returned are
 invisible to it.
 
-Recovery (`open`): read the manifest, open its tables, replay every log at or after its
-`log_number` (a torn tail is dropped, and so are the logs after a log that lost records to it;
-corruption elsewhere raises CorruptionError naming file and offset unless
-`Options(salvage=True)`), write what was replayed as one table, and delete files the manifest
-does not know (a crashed flush or compaction leaves such orphans).
+Recovery (`open`): read the manifest, open its tables, re-route them if the family routing
+changed (see below), replay every log at or after its `log_number` (a torn tail is dropped, and
+so are the logs after a log that lost records to it; corruption elsewhere raises
+CorruptionError naming file and offset unless `Options(salvage=True)`), write what was replayed
+as one table per family, and delete files the manifest does not know (a crashed flush or
+compaction leaves such orphans).
+
+Column families (docs/compaction.md): one log and one memtable for every family; a flush
+writes one table per family that has keys in the memtable, and each family's tables form an
+LSM tree of their own (a `Version`), compacted by that family's strategy. A read goes to the
+family the router names; a scan merges every family's runs. A family only ever holds keys the
+router sends to it: when an engine opens with a routing other than the one its manifest
+records, every table is merged once into the families of the new routing (`_reroute`).
 
 Failures it cannot take back (docs/storage-faults.md): a failed fsync of the log, a table, the
 manifest or the directory, and a failed flush or compaction, turn the engine read-only for good:
@@ -42,9 +50,16 @@ from operator import itemgetter
 
 from crc32c import crc32c
 
-from ringkv.errors import ClosedError, CorruptionError, LimitError, RingkvError
+from ringkv.errors import (
+    ClosedError,
+    ConfigError,
+    CorruptionError,
+    LimitError,
+    RingkvError,
+    StorageFullError,
+)
 from ringkv.storage import compaction as jobs
-from ringkv.storage import manifest, wal
+from ringkv.storage import manifest, sealing, tiered, time_window, wal
 from ringkv.storage.cache import BlockCache, TableCache
 from ringkv.storage.fs import FsyncFailedError, PosixFileSystem
 from ringkv.storage.memtable import ENTRY_OVERHEAD_BYTES, MemTable
@@ -55,12 +70,24 @@ from ringkv.storage.sstable import (
     TableMeta,
     table_file_name,
 )
-from ringkv.storage.version import CompactionPick, Version, pick_compaction, pick_range
+from ringkv.storage.strategies import (
+    DEFAULT_FAMILY,
+    Leveled,
+    Strategy,
+    Tiered,
+    TimeWindow,
+    describe,
+)
+from ringkv.storage.version import CompactionPick, RunsPick, Version, pick_compaction, pick_range
 from ringkv.storage.worker import run_in_worker
 
 log = logging.getLogger("ringkv.storage")
 
 WRITE_STALL_TIMEOUT_S = 60.0
+# How often the compaction thread looks again without being woken: expiry comes with time, not
+# with writes, and a merge refused for want of disk space is retried.
+COMPACTION_POLL_S = 1.0
+SPACE_RETRY_S = 10.0
 _PUT_PREFIX = wal._PUT_PREFIX.pack
 _RECORD_HEADER = wal._RECORD_HEADER.pack
 _U32 = wal._U32.pack
@@ -68,6 +95,23 @@ _U32 = wal._U32.pack
 
 class WriteStallError(RingkvError):
     """A write waited too long for flushes or compactions to make room."""
+
+
+class CompactionSpaceError(StorageFullError):
+    """A merge was refused before it started: the disk lacks room for its output.
+
+    The engine stays writable; a background merge is retried later (`SPACE_RETRY_S`), and
+    `stats()["compaction_space_refusals"]` counts the refusals."""
+
+    def __init__(self, path: str, family: str, what: str, needed_bytes: int, free_bytes: int):
+        super().__init__(
+            f"not enough disk space for compaction in {path} (family {family!r}, {what}): it needs "
+            f"{needed_bytes:,} bytes free for its output, {free_bytes:,} bytes are free; free some "
+            f"space (a merge of fewer runs needs less)"
+        )
+        self.family = family
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
 
 
 class ReadOnlyError(RingkvError):
@@ -110,12 +154,12 @@ class WriteBatch:
 class _State:
     """What a reader needs, swapped as a whole so a reader never sees half a change."""
 
-    __slots__ = ("imms", "mem", "version")
+    __slots__ = ("imms", "mem", "versions")
 
-    def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], version: Version):
+    def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], versions: tuple[Version, ...]):
         self.mem = mem
         self.imms = imms  # newest first
-        self.version = version
+        self.versions = versions  # one per column family, the default family first
 
 
 class ScanIterator:
@@ -130,15 +174,16 @@ class ScanIterator:
         self._snaps = snaps
         self._engine = weakref.ref(engine)
         sources = [s.items_from(start, end) for s in snaps if len(s.mem)]
-        runs = []  # block generators of each L0 table and each deeper level
-        version = state.version
-        for t in version.levels[0]:
-            if (end is None or t.smallest < end) and (start is None or t.largest >= start):
-                runs.append(t.blocks_from(start, end))
-        for li in range(1, len(version.levels)):
-            tables = version.level_tables_from(li, start)
-            if tables and (end is None or tables[0].smallest < end):
-                runs.append(_level_blocks(tables, start, end))
+        runs = []  # block generators of each L0 table and each deeper level, of every family
+        # A key lives in one family only, so the families' runs need no order among them.
+        for version in state.versions:
+            for t in version.levels[0]:
+                if (end is None or t.smallest < end) and (start is None or t.largest >= start):
+                    runs.append(t.blocks_from(start, end))
+            for li in range(1, len(version.levels)):
+                tables = version.level_tables_from(li, start)
+                if tables and (end is None or tables[0].smallest < end):
+                    runs.append(_level_blocks(tables, start, end))
         if not sources and len(runs) == 1:
             self._it = self._run_blocks(runs[0])
         else:
@@ -231,7 +276,8 @@ class Engine:
         self._block_cache = BlockCache(options.block_cache_bytes)
         self._table_cache = TableCache(fs, options.table_cache_files)
         self._settings = jobs.TableSettings(
-            options.block_bytes, options.compression, options.bloom_bits_per_key, options.target_file_bytes
+            options.block_bytes, options.compression, options.bloom_bits_per_key, options.target_file_bytes,
+            options.encryption_keys,
         )
         self._live_versions: weakref.WeakSet[Version] = weakref.WeakSet()
         self._obsolete: set[int] = set()
@@ -253,6 +299,23 @@ class Engine:
         self._compactions = 0
         self._stalls = 0
         self._stall_seconds = 0.0
+        self._space_refusals = 0
+        self._space_error: str | None = None
+        self._expired_tables_dropped = 0
+        self._expired_bytes_dropped = 0
+        # Column families: names and strategies by family index (the default family is 0).
+        strategies = options.strategies()
+        self._families: list[str] = list(strategies)
+        self._family_index = {name: i for i, name in enumerate(self._families)}
+        self._strategies: list[Strategy] = list(strategies.values())
+        self._router = options.family_router if len(self._families) > 1 else None
+        self._split = jobs.FamilySplit(self._router, self._families) if self._router is not None else None
+        self._pointers_of: list[dict[int, bytes]] = [{} for _ in self._families]
+        self._pointers = self._pointers_of[0]
+        self._space_retry_at: dict[int, float] = {}  # family index -> monotonic time
+        self._refiltered: dict[int, int] = {}  # table number -> ms when the filter last saw it
+        self._now_ms = options.now_ms or _wall_ms
+        self._last_created_ms = 0
 
     # ------------------------------------------------------------------ open and recovery
 
@@ -294,24 +357,31 @@ class Engine:
         path = self._table_path(meta.number)
         if not self._fs.exists(path):
             raise CorruptionError(f"table {table_file_name(meta.number)} named by the manifest is missing", path)
-        return Table(path, meta, self._fs, self._block_cache, self._table_cache)
+        return Table(path, meta, self._fs, self._block_cache, self._table_cache, self.options.encryption_keys)
 
     def _recover(self) -> None:
         fs = self._fs
         names = fs.listdir(self.path)
         state = self._read_manifest(names)
-        while len(state.levels) < self.options.max_levels:
-            state.levels.append([])
         # Numbers handed out after the last manifest write (a rotated log, a crashed flush's
         # table) are on disk but not in next_file: never hand them out again, so a new file
         # never truncates an old one whose bytes recovery may still need.
         on_disk = [int(stem) for stem, _, ext in (n.partition(".") for n in names) if ext in ("sst", "wal") and stem.isdigit()]
         state.next_file = max([state.next_file, *(n + 1 for n in on_disk)])
         self._mstate = state
-        levels = [[self._open_table(m) for m in level] for level in state.levels]
-        for li in range(1, len(levels)):
-            levels[li].sort(key=lambda t: t.smallest)
-        version = Version(levels)
+        stored: dict[str, Version] = {}
+        for name, family_levels in {DEFAULT_FAMILY: state.levels, **state.families}.items():
+            levels = [[self._open_table(m) for m in level] for level in family_levels] or [[]]
+            for li in range(1, len(levels)):
+                levels[li].sort(key=lambda t: t.smallest)
+            stored[name] = Version(levels)
+        if state.routing != self._routing() or set(stored) - set(self._families):
+            versions = self._reroute(stored, state.routing)
+        else:
+            versions = [stored.get(name, Version([[]])) for name in self._families]
+        versions = [self._shaped(fi, v) for fi, v in enumerate(versions)]
+        # Windows follow write order across restarts too, whatever the clock did meanwhile.
+        self._last_created_ms = max((t.meta.created_ms for v in versions for lv in v.levels for t in lv), default=0)
 
         # Replay logs not yet flushed, oldest first, into one memtable.
         wal_numbers = sorted(int(n[:-4]) for n in names if n.endswith(".wal") and n[:-4].isdigit())
@@ -333,7 +403,7 @@ class Engine:
                 )
                 log.warning("recovery dropped %s (%d bytes): it follows %s, whose tail was torn", p, dropped, torn_log)
                 continue
-            ops, report = wal.read_log(fs.read_all(p), p, salvage=self.options.salvage)
+            ops, report = wal.read_log(fs.read_all(p), p, salvage=self.options.salvage, keys=self.options.encryption_keys)
             if report.torn_at is not None:
                 # Even a log torn at offset 0 lost records: a log is rotated out only once it
                 # holds one, and a newer log exists only after such a rotation.
@@ -358,19 +428,20 @@ class Engine:
                 )
         wal_number = self._next_number()
         if len(replay):
-            number = self._next_number()
-            meta = jobs.write_table(self.path, number, replay.data, self._settings, fs)
-            self._flush_bytes += meta.file_bytes
-            version = version.with_changes(set(), {0: [self._open_table(meta)]})
+            for fi, meta in self._write_memtable(replay.data, [self._next_number() for _ in self._families]):
+                self._flush_bytes += meta.file_bytes
+                versions[fi] = versions[fi].with_changes(set(), {0: [self._open_table(meta)]})
         state.log_number = wal_number
-        state.levels = [[t.meta for t in level] for level in version.levels]
-        manifest.write(fs, self.path, manifest.encode(state))
-        self._wal = wal.WalWriter(fs, os.path.join(self.path, wal_file_name(wal_number)))
+        self._set_levels(state, versions)
+        state.routing = self._routing()
+        manifest.write(fs, self.path, manifest.encode(state, self.options.encryption_keys))
+        self._wal = wal.WalWriter(fs, os.path.join(self.path, wal_file_name(wal_number)), keys=self.options.encryption_keys)
         fs.sync_dir(self.path)
-        self._install(_State(MemTable(wal_number), (), version))
+        self._install(_State(MemTable(wal_number), (), tuple(versions)))
 
-        # Whatever the manifest does not name is an orphan of a crash (or was just replayed).
-        live = version.numbers()
+        # Whatever the manifest does not name is an orphan of a crash (or was just replayed,
+        # or re-routed into other tables).
+        live = set().union(*(v.numbers() for v in versions))
         for name in names:
             stem, _, ext = name.partition(".")
             if (
@@ -380,11 +451,129 @@ class Engine:
             ):
                 fs.remove(os.path.join(self.path, name))
 
+    # ------------------------------------------------------------------ column families
+
+    def _routing(self):
+        """What the manifest records of the routing: None for a single family."""
+        if self._router is None:
+            return None
+        return {"router": self._router.description, "families": sorted(self._families)}
+
+    def _shaped(self, fi: int, version: Version) -> Version:
+        """`version` in the shape its family's strategy keeps (leveled: `max_levels` levels)."""
+        if isinstance(self._strategies[fi], Leveled):
+            return version.padded(self.options.max_levels)
+        return version
+
+    def _tracks_expiry(self) -> list[bool]:
+        return [isinstance(s, TimeWindow) for s in self._strategies]
+
+    def _created_ms(self) -> int:
+        """The time a table written now belongs to: never earlier than the last one's, so time
+        windows follow write order even if the clock steps back."""
+        self._last_created_ms = max(self._last_created_ms, self._now_ms())
+        return self._last_created_ms
+
+    def _set_levels(self, state: manifest.ManifestState, versions) -> None:
+        state.levels, state.families = self._levels_of(versions)
+
+    def _levels_of(self, versions) -> tuple[list[list[TableMeta]], dict[str, list[list[TableMeta]]]]:
+        """(the default family's levels, every other family's), as the manifest records them."""
+        metas = [[[t.meta for t in level] for level in v.levels] for v in versions]
+        return metas[0], dict(zip(self._families[1:], metas[1:]))
+
+    def _write_memtable(self, data: dict, numbers: list[int]) -> list[tuple[int, TableMeta]]:
+        """Write a memtable's data in this thread: one table per family with keys in it."""
+        return jobs.write_tables(
+            self.path, numbers, data, self._settings, self._fs, self._split,
+            self.options.expiry_of, self._tracks_expiry(), self._created_ms(),
+        )
+
+    def _reroute(self, stored: dict[str, Version], old_routing) -> list[Version]:
+        """Every table merged once and written into the families of the current routing.
+
+        Run at open when the routing the manifest records is not this engine's (a family was
+        added or removed, or the router changed): a key must be in the family the router names,
+        or reads would miss it. The merge is a full compaction (newest version of each key,
+        the compaction filter, no tombstone kept: nothing older remains anywhere); each
+        family's output is one sorted run at its deepest level. Atomic: nothing changes on disk
+        until the manifest naming the outputs is written (by `_recover`)."""
+        runs = [run for v in stored.values() for run in v.sorted_runs()]
+        empty = [Version([[]]) for _ in self._families]
+        if not runs:
+            return empty
+        log.warning(
+            "re-routing every table of %s into its column families (the routing was %r, it is %r)",
+            self.path, old_routing, self._routing(),
+        )
+        tables = [t for run in runs for t in run]
+        raw = sum(t.meta.raw_bytes + 16 * t.meta.entries for t in tables)
+        count = len(self._families) * (4 + len(tables) + 2 * raw // self.options.target_file_bytes)
+        job = jobs.CompactionJob(
+            directory=self.path,
+            runs=[[t.path for t in run] for run in runs],
+            output_numbers=[self._next_number() for _ in range(count)],
+            settings=self._settings,
+            deeper_ranges=[],
+            compaction_filter=self.options.compaction_filter,
+            fs=self._fs,
+            split=self._split,
+            expiry_of=self.options.expiry_of,
+            track_expiry=self._tracks_expiry(),
+        )
+        result = self._run_job("compact", job)
+        self._compaction_bytes_read += result.bytes_read
+        self._compaction_bytes_written += result.bytes_written
+        out: list[list[Table]] = [[] for _ in self._families]
+        for fi, meta in zip(result.output_families, result.outputs):
+            out[fi].append(self._open_table(meta))
+        versions = []
+        for fi, tables_of in enumerate(out):
+            if not tables_of:
+                versions.append(empty[fi])
+            elif isinstance(self._strategies[fi], Leveled):
+                levels = [[] for _ in range(self.options.max_levels)]
+                levels[-1] = sorted(tables_of, key=lambda t: t.smallest)
+                versions.append(Version(levels))
+            else:
+                versions.append(Version([[], sorted(tables_of, key=lambda t: t.smallest)]))
+        return versions
+
+    @property
+    def families(self) -> dict[str, dict]:
+        """Each column family's strategy and settings, the default family first."""
+        return {name: describe(s) for name, s in zip(self._families, self._strategies)}
+
+    def set_strategy(self, family: str, strategy: Strategy) -> None:
+        """Compact `family` by `strategy` from now on: the merges picked from now on, and the
+        tables they and later flushes write, follow it; tables already written stay as they
+        are until a merge of the new strategy takes them. Not stored: the next `open` takes
+        the strategy its Options give (a node's configuration)."""
+        fi = self._family_index.get(family)
+        if fi is None:
+            raise ConfigError("family", f"no column family {family!r}; this engine has {', '.join(self._families)}")
+        if not isinstance(strategy, (Leveled, Tiered, TimeWindow)):
+            raise ConfigError("strategy", f"must be Leveled(), Tiered(...) or TimeWindow(...), got {strategy!r}")
+        strategy.validate(f"families.{family}")
+        if isinstance(strategy, TimeWindow) and self.options.expiry_of is None:
+            raise ConfigError(f"families.{family}", "time_window needs Options.expiry_of, to know when a table's records expire")
+        with self._write_lock:
+            if self._closed:
+                raise ClosedError(f"engine at {self.path} is closed")
+            self._strategies[fi] = strategy
+            state = self._state
+            versions = list(state.versions)
+            versions[fi] = self._shaped(fi, versions[fi])
+            self._install(_State(state.mem, state.imms, tuple(versions)))
+            self._space_retry_at.pop(fi, None)
+            self._cond.notify_all()
+        log.info("column family %r of %s now uses %s compaction", family, self.path, strategy.name)
+
     def _read_manifest(self, names: list[str]) -> manifest.ManifestState:
         fs = self._fs
         main_path = os.path.join(self.path, manifest.MANIFEST_NAME)
         try:
-            state = manifest.read(fs, self.path)
+            state = manifest.read(fs, self.path, keys=self.options.encryption_keys)
             problem = None
         except CorruptionError as exc:
             state, problem = None, exc
@@ -405,7 +594,7 @@ class Engine:
                 "to recover from MANIFEST.bak",
                 main_path,
             )
-        backup = manifest.read(fs, self.path, manifest.BACKUP_NAME)  # raises if corrupt too
+        backup = manifest.read(fs, self.path, manifest.BACKUP_NAME, self.options.encryption_keys)  # raises if corrupt too
         if backup is None:
             raise CorruptionError("MANIFEST and its mirror MANIFEST.bak are both missing", main_path)
         self.recovery.append({"manifest": main_path, "recovered_from": manifest.BACKUP_NAME, "problem": str(problem or "missing")})
@@ -418,7 +607,8 @@ class Engine:
         return n
 
     def _install(self, state: _State) -> None:
-        self._live_versions.add(state.version)
+        for v in state.versions:
+            self._live_versions.add(v)
         self._state = state
 
     # ------------------------------------------------------------------ writes
@@ -576,7 +766,7 @@ class Engine:
             if state.mem.approx_bytes < self._memtable_bytes:
                 return state.mem  # another writer rotated while this one waited
             too_many_imms = len(state.imms) >= self.options.max_immutable_memtables
-            too_many_l0 = len(state.version.levels[0]) >= self.options.level0_stop_writes_files
+            too_many_l0 = self._compaction_behind(state)
             if not (too_many_imms or too_many_l0):
                 break
             if started is None:
@@ -586,7 +776,8 @@ class Engine:
             if waited > WRITE_STALL_TIMEOUT_S:
                 raise WriteStallError(
                     f"write stalled {waited:.0f} s waiting for "
-                    + ("memtable flushes" if too_many_imms else "level-0 compaction")
+                    + ("memtable flushes" if too_many_imms else f"compaction ({too_many_l0})")
+                    + (f"; {self._space_error}" if self._space_error else "")
                 )
             self._cond.notify_all()
             self._cond.wait(0.1)
@@ -595,6 +786,18 @@ class Engine:
         self._rotate()
         return self._state.mem
 
+    def _compaction_behind(self, state: _State) -> str | None:
+        """Why a new frozen memtable must wait for compaction, or None: a family's level 0 is
+        full, or (tiered) its flushed runs would pass the read-amplification cap."""
+        for fi, version in enumerate(state.versions):
+            strategy = self._strategies[fi]
+            if isinstance(strategy, Tiered):
+                if tiered.stalls(version, strategy, len(state.imms)):
+                    return f"family {self._families[fi]!r} is at max_runs={strategy.max_runs} sorted runs"
+            elif len(version.levels[0]) >= self.options.level0_stop_writes_files:
+                return f"family {self._families[fi]!r} has {len(version.levels[0])} level-0 tables"
+        return None
+
     def _rotate(self) -> None:
         """REQUIRES: write lock held and room for one more frozen memtable."""
         state = self._state
@@ -602,7 +805,7 @@ class Engine:
         old_wal = self._wal
         old_wal.flush_deferred()
         path = os.path.join(self.path, wal_file_name(number))
-        new_wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal)
+        new_wal = wal.WalWriter(self._fs, path, old_wal.written_lsn, previous=old_wal, keys=self.options.encryption_keys)
         # The new log's directory entry must be durable before any write in it is acknowledged
         # under sync="always"; the next manifest write may be a whole flush away.
         try:
@@ -616,7 +819,7 @@ class Engine:
         # an fsync of a 16 MiB log here would stall every writer behind the write lock.
         state.mem.wal = old_wal
         self._user_bytes += state.mem.user_bytes
-        self._install(_State(MemTable(number), (state.mem, *state.imms), state.version))
+        self._install(_State(MemTable(number), (state.mem, *state.imms), state.versions))
         self._cond.notify_all()
 
     # ------------------------------------------------------------------ reads
@@ -634,7 +837,11 @@ class Engine:
                 v = m.data.get(key, MISSING)
                 if v is not MISSING:
                     return v
-            v = state.version.get(key)
+            versions = state.versions
+            if len(versions) == 1:
+                v = versions[0].get(key)
+            else:
+                v = versions[self._family_index.get(self._router(key), 0)].get(key)
             if v is MISSING:
                 return None
         return v
@@ -720,7 +927,8 @@ class Engine:
             durable = writer.durable_bytes
             writer.abandon(cause)
             try:
-                ops, _ = wal.read_log(self._fs.read_all(writer.path)[:durable], writer.path)
+                ops, _ = wal.read_log(self._fs.read_all(writer.path)[:durable], writer.path,
+                                      keys=self.options.encryption_keys)
             except (OSError, CorruptionError) as exc:
                 # Never expected: these bytes were written by us and fsynced.
                 log.error("cannot reread %s to drop its lost writes from reads: %s", writer.path, exc)
@@ -733,7 +941,7 @@ class Engine:
             mems.append(rebuilt)
             changed = True
         if changed:
-            self._install(_State(mems[0], tuple(mems[1:]), state.version))
+            self._install(_State(mems[0], tuple(mems[1:]), state.versions))
 
     def _flush_loop(self) -> None:
         while True:
@@ -743,10 +951,10 @@ class Engine:
                 if not self._state.imms or self._bg_error is not None:
                     return  # closed and nothing left to flush, or read-only: no manifest to install it
                 mem = self._state.imms[-1]  # oldest
-                number = self._next_number()
+                numbers = [self._next_number() for _ in self._families]
                 self._flushing = True
             try:
-                self._flush_one(mem, number)
+                self._flush_one(mem, numbers)
             except BaseException as exc:
                 self._fail(exc)
                 return
@@ -755,40 +963,47 @@ class Engine:
                     self._flushing = False
                     self._cond.notify_all()
 
-    def _flush_one(self, mem: MemTable, number: int) -> None:
+    def _flush_one(self, mem: MemTable, numbers: list[int]) -> None:
         if mem.wal is not None:
             mem.wal.close(sync=True)
         if self.options.background == "process":
             wal_path = os.path.join(self.path, wal_file_name(mem.wal_number))
-            job = jobs.FlushJob(self.path, wal_path, number, self._settings, self._fs)
-            meta = self._run_job("flush", job)
+            job = jobs.FlushJob(
+                self.path, wal_path, numbers, self._settings, self._fs, self._split,
+                self.options.expiry_of, self._tracks_expiry(), self._created_ms(),
+            )
+            written = self._run_job("flush", job)
         else:
-            meta = jobs.write_table(self.path, number, mem.data, self._settings, self._fs)
-        table = self._open_table(meta)
+            written = self._write_memtable(mem.data, numbers)
+        tables = [(fi, self._open_table(meta)) for fi, meta in written]
         with self._manifest_lock:
             with self._write_lock:
                 imms = tuple(m for m in self._state.imms if m is not mem)
-                version = self._state.version.with_changes(set(), {0: [table]})
+                versions = list(self._state.versions)
+                for fi, table in tables:
+                    versions[fi] = versions[fi].with_changes(set(), {0: [table]})
                 # Logs older than the oldest memtable still in memory are no longer needed.
                 oldest = imms[-1].wal_number if imms else self._state.mem.wal_number
-                levels = [[t.meta for t in level] for level in version.levels]
-                encoded = self._encode_manifest(oldest, levels)
+                levels, families = self._levels_of(versions)
+                encoded = self._encode_manifest(oldest, levels, families)
             self._write_manifest(encoded)
             with self._write_lock:
                 self._mstate.log_number = oldest
-                self._mstate.levels = levels
-                # Holding the manifest lock, no compaction changed the version meanwhile;
+                self._mstate.levels, self._mstate.families = levels, families
+                # Holding the manifest lock, no compaction changed the versions meanwhile;
                 # only the memtables may have rotated.
                 # No local keeps the old state: it would pin the old version's files.
                 self._install(
-                    _State(self._state.mem, tuple(m for m in self._state.imms if m is not mem), version)
+                    _State(self._state.mem, tuple(m for m in self._state.imms if m is not mem), tuple(versions))
                 )
-                self._flush_bytes += meta.file_bytes
+                self._flush_bytes += sum(meta.file_bytes for _, meta in written)
                 self._flushes += 1
                 self._cond.notify_all()
         self._fs.remove(os.path.join(self.path, wal_file_name(mem.wal_number)))
 
-    def _encode_manifest(self, log_number: int, levels: list[list[TableMeta]]) -> bytes:
+    def _encode_manifest(
+        self, log_number: int, levels: list[list[TableMeta]], families: dict[str, list[list[TableMeta]]]
+    ) -> bytes:
         """The manifest with a change, leaving `_mstate` as it is until the change is durable:
         after a failed write, no later manifest may carry it (a log_number advanced by a flush
         whose table never got installed would let recovery skip that flush's log).
@@ -796,7 +1011,11 @@ class Engine:
         if self._bg_error is not None:
             raise ReadOnlyError(self.path, self._bg_error)
         return manifest.encode(
-            manifest.ManifestState(next_file=self._mstate.next_file, log_number=log_number, levels=levels)
+            manifest.ManifestState(
+                next_file=self._mstate.next_file, log_number=log_number, levels=levels,
+                families=families, routing=self._mstate.routing,
+            ),
+            self.options.encryption_keys,
         )
 
     def _write_manifest(self, encoded: bytes) -> None:
@@ -811,34 +1030,89 @@ class Engine:
     def _compaction_loop(self) -> None:
         while True:
             with self._write_lock:
-                pick = None
+                picked = None
                 while not self._closed:
-                    pick = pick_compaction(self._state.version, self.options, self._pointers)
-                    if pick is not None:
+                    now = time.monotonic()
+                    for fi in [fi for fi, at in self._space_retry_at.items() if at <= now]:
+                        del self._space_retry_at[fi]  # retried below
+                    picked = self._pick()
+                    if picked is not None:
                         break
-                    self._cond.wait()
+                    self._cond.wait(self._poll_s())
                 if self._closed or self._bg_error is not None:
                     return
             try:
                 with self._compaction_lock:
                     # Re-pick under the compaction lock: a manual compaction may have run.
-                    pick = pick_compaction(self._state.version, self.options, self._pointers)
-                    if pick is not None and self._bg_error is None:
-                        self._compact(pick)
+                    picked = self._pick()
+                    if picked is not None and self._bg_error is None:
+                        self._compact(*picked)
+            except CompactionSpaceError as exc:
+                self._note_space_refusal(exc)
+                with self._write_lock:
+                    self._space_retry_at[self._family_index[exc.family]] = time.monotonic() + SPACE_RETRY_S
             except BaseException as exc:
                 self._fail(exc)
                 return
 
-    def _compact(self, pick: CompactionPick) -> None:
-        """Run one compaction and install it. REQUIRES: _compaction_lock held."""
+    def _poll_s(self) -> float | None:
+        """How long the compaction thread may sleep without a wake-up: forever, unless a family
+        expires data with time or a merge waits for disk space."""
+        if self._space_retry_at or any(isinstance(s, TimeWindow) for s in self._strategies):
+            return COMPACTION_POLL_S
+        return None
+
+    def _pick(self) -> tuple[int, CompactionPick | RunsPick] | None:
+        """(family index, the most urgent compaction of any family), or None when none is due.
+        Reads only: stats() asks it too."""
+        best = None
+        now = time.monotonic()
+        for fi, version in enumerate(self._state.versions):
+            if self._space_retry_at.get(fi, 0.0) > now:
+                continue  # a merge of this family was refused for want of space: not yet
+            pick = self._pick_for(fi, version)
+            if pick is not None and (best is None or pick.score > best[1].score):
+                best = (fi, pick)
+        return best
+
+    def _pick_for(self, fi: int, version: Version) -> CompactionPick | RunsPick | None:
+        strategy = self._strategies[fi]
+        if isinstance(strategy, Tiered):
+            return tiered.pick(version, strategy)
+        if isinstance(strategy, TimeWindow):
+            return time_window.pick(version, strategy, self._now_ms(), self._refiltered)
+        return pick_compaction(version.padded(self.options.max_levels), self.options, self._pointers_of[fi])
+
+    def _note_space_refusal(self, exc: CompactionSpaceError) -> None:
+        log.error("%s", exc)
+        with self._write_lock:
+            self._space_refusals += 1
+            self._space_error = str(exc)
+
+    def _check_headroom(self, fi: int, pick, tables: list[Table]) -> None:
+        """Refuse a merge before it starts when the disk cannot hold its output: the inputs'
+        bytes (what the output takes at most, as a rule), scaled by compaction_headroom_percent.
+        A merge that ran out of space midway would turn the engine read-only."""
+        needed = sum(t.meta.file_bytes for t in tables) * self.options.compaction_headroom_percent // 100
+        if not needed:
+            return
+        free = self._fs.free_bytes(self.path)
+        if free < needed:
+            raise CompactionSpaceError(self.path, self._families[fi], pick.describe(), needed, free)
+
+    def _compact(self, fi: int, pick: CompactionPick | RunsPick) -> None:
+        """Run one compaction of family `fi` and install it. REQUIRES: _compaction_lock held."""
         tables = pick.tables()
-        if pick.level > 0:
-            self._pointers[pick.level] = pick.inputs[0][-1].largest
+        if isinstance(pick, CompactionPick) and pick.level > 0:
+            self._pointers_of[fi][pick.level] = pick.inputs[0][-1].largest
         removed = {t.number for t in tables}
-        if pick.trivial_move:
-            added = {pick.output_level: list(pick.inputs[0])}
-            metas = []
+        strategy = self._strategies[fi]
+        windowed = isinstance(strategy, TimeWindow)
+        if pick.drop or pick.trivial_move:
+            # A manifest edit only: an expired table deleted unread, or a table moved whole.
+            outputs = [] if pick.drop else tables
         else:
+            self._check_headroom(fi, pick, tables)
             # Output tables are cut at target_file_bytes of *file* size; whatever the inputs'
             # compression, the outputs cannot hold more than the inputs' raw bytes plus block
             # overhead, so twice the raw size bounds the count with room to spare.
@@ -851,33 +1125,48 @@ class Engine:
                 runs=[[t.path for t in run] for run in pick.runs()],
                 output_numbers=numbers,
                 settings=self._settings,
-                deeper_ranges=self._state.version.ranges_below(pick.output_level),
+                deeper_ranges=pick.deeper_ranges(self._state.versions[fi]),
                 compaction_filter=self.options.compaction_filter,
                 rate_bytes_per_s=self.options.compaction_rate_bytes_per_s,
                 fs=self._fs,
+                created_ms=pick.created_ms if windowed else 0,
+                expiry_of=self.options.expiry_of if windowed else None,
+                track_expiry=[windowed],
             )
             try:
                 result = self._run_job("compact", job)
             except FsyncFailedError as exc:
                 self._enter_read_only(exc)
                 raise
-            metas = result.outputs
-            added = {pick.output_level: [self._open_table(m) for m in metas]}
+            outputs = [self._open_table(m) for m in result.outputs]
             self._compaction_bytes_read += result.bytes_read
             self._compaction_bytes_written += result.bytes_written
+            if windowed:
+                # The filter has just seen these records: not again before a window has passed.
+                seen = self._now_ms()
+                for t in outputs:
+                    if t.meta.filter_records:
+                        self._refiltered[t.number] = seen
         with self._manifest_lock:
             with self._write_lock:
-                version = self._state.version.with_changes(removed, added)
-                levels = [[t.meta for t in level] for level in version.levels]
-                encoded = self._encode_manifest(self._mstate.log_number, levels)
+                versions = list(self._state.versions)
+                versions[fi] = pick.apply(versions[fi], outputs)
+                levels, families = self._levels_of(versions)
+                encoded = self._encode_manifest(self._mstate.log_number, levels, families)
             self._write_manifest(encoded)
             with self._write_lock:
-                self._mstate.levels = levels
+                self._mstate.levels, self._mstate.families = levels, families
                 # No local keeps the old state: it would pin the replaced tables.
-                self._install(_State(self._state.mem, self._state.imms, version))
+                self._install(_State(self._state.mem, self._state.imms, tuple(versions)))
                 if not pick.trivial_move:
                     self._obsolete |= removed
-                self._compactions += 1
+                    for n in removed:
+                        self._refiltered.pop(n, None)
+                if pick.drop:
+                    self._expired_tables_dropped += len(tables)
+                    self._expired_bytes_dropped += sum(t.meta.file_bytes for t in tables)
+                else:
+                    self._compactions += 1
                 self._cond.notify_all()
         self._delete_obsolete_files()
 
@@ -915,7 +1204,17 @@ class Engine:
                 raise ReadOnlyError(self.path, self._bg_error)
 
     def _make_room_for_flush(self) -> None:
-        while len(self._state.imms) >= self.options.max_immutable_memtables and self._bg_error is None:
+        """Wait as a write would (`_make_room`): for a frozen memtable's place, and for
+        compaction when a family is full (a tiered family's read-amplification cap holds for
+        explicit flushes too)."""
+        started = time.monotonic()
+        while self._bg_error is None:
+            state = self._state
+            behind = self._compaction_behind(state)
+            if len(state.imms) < self.options.max_immutable_memtables and not behind:
+                break
+            if behind and time.monotonic() - started > WRITE_STALL_TIMEOUT_S:
+                raise WriteStallError(f"flush stalled {WRITE_STALL_TIMEOUT_S:.0f} s waiting for compaction ({behind})")
             self._cond.notify_all()
             self._cond.wait(0.1)
         if self._bg_error is not None:
@@ -923,33 +1222,136 @@ class Engine:
         self._rotate()
 
     def compact_range(self, start: bytes | None = None, end: bytes | None = None) -> None:
-        """Flush, then merge every table meeting [start, end] down level by level."""
+        """Flush, then run every record meeting [start, end] through a merge (the compaction
+        filter, the tombstone rule), in each family by its strategy: leveled merges the tables
+        meeting the range down level by level; tiered merges every run into one (if any table
+        meets the range); time-window deletes the expired tables, then merges each window's
+        runs into one. Raises CompactionSpaceError, before changing anything of the family
+        concerned, when the disk cannot hold a merge's output."""
         self.flush()
         with self._compaction_lock:
-            if self._bg_error is not None:
-                raise ReadOnlyError(self.path, self._bg_error)
-            last_nonempty = max((li for li, lv in enumerate(self._state.version.levels) if lv), default=0)
-            for level in range(0, max(last_nonempty, 1)):
-                pick = pick_range(self._state.version, level, start, end)
-                if pick is not None:
-                    self._compact(pick)
+            for fi in range(len(self._families)):
+                if self._bg_error is not None:
+                    raise ReadOnlyError(self.path, self._bg_error)
+                try:
+                    self._compact_family_range(fi, start, end)
+                except CompactionSpaceError as exc:
+                    self._note_space_refusal(exc)
+                    raise
+        self._delete_obsolete_files()
         with self._write_lock:
             self._cond.notify_all()
 
+    def _compact_family_range(self, fi: int, start: bytes | None, end: bytes | None) -> None:
+        strategy = self._strategies[fi]
+
+        def meets(t: Table) -> bool:
+            return (start is None or t.largest >= start) and (end is None or t.smallest <= end)
+
+        # No local may keep a version across _compact: it would pin the files a merge replaces.
+        if isinstance(strategy, Leveled):
+            last_nonempty = max((li for li, lv in enumerate(self._state.versions[fi].levels) if lv), default=0)
+            for level in range(0, max(last_nonempty, 1)):
+                pick = pick_range(self._state.versions[fi], level, start, end)
+                if pick is not None:
+                    self._compact(fi, pick)
+            return
+        if isinstance(strategy, TimeWindow):
+            drop, _ = time_window.expired(self._state.versions[fi].sorted_runs(), strategy, self._now_ms())
+            if drop:
+                self._compact(fi, RunsPick([[t] for t in drop], time_window.DROP_SCORE, "compact_range", drop=True))
+            for group in time_window.window_groups(self._state.versions[fi], strategy.window_ms):
+                if any(meets(t) for run in group for t in run):
+                    created = max(t.meta.created_ms for run in group for t in run)
+                    self._compact(fi, RunsPick(group, 1.0, "compact_range", created_ms=created))
+            return
+        runs = self._state.versions[fi].sorted_runs()
+        worth = len(runs) > 1 or self._state.versions[fi].levels[0] or self.options.compaction_filter is not None or any(
+            t.meta.tombstones for run in runs for t in run
+        )
+        if worth and any(meets(t) for run in runs for t in run):
+            self._compact(fi, RunsPick(runs, 1.0, "compact_range"))
+
+    def reseal(self) -> int:
+        """Rewrite every table not sealed with the current key (Options.encryption_keys; with
+        none, every sealed table) so that older keys can be retired (docs/security.md,
+        "Rotation"); returns how many tables were rewritten. A full compact_range first, then,
+        in every column family, what it left untouched is rewritten where it lies: a leveled
+        family's tables one by one at their level (a table overlaps nothing else in its
+        level), a tiered or time-window family's sorted runs one by one (a run keeps its place
+        and its time window; a level-0 table goes with the older level-0 tables, the shape
+        such families keep). Concurrent writes go on; their new files use the current key."""
+        keys = self.options.encryption_keys
+        want = keys.current_id if keys is not None else None
+
+        def stale(t: Table) -> bool:
+            return sealing.file_key_id(t.path) != want
+
+        self.compact_range()
+        rewritten = 0
+        with self._compaction_lock:
+            for fi in range(len(self._families)):
+                if isinstance(self._strategies[fi], Leveled):
+                    for level in range(1, len(self._state.versions[fi].levels)):
+                        for table in list(self._state.versions[fi].levels[level]):
+                            if self._bg_error is not None:
+                                raise ReadOnlyError(self.path, self._bg_error)
+                            if not stale(table):
+                                continue
+                            pick = CompactionPick(level, [table], [], False)
+                            pick.output_level = level  # in place: it overlaps nothing else in its level
+                            self._compact(fi, pick)
+                            rewritten += 1
+                    continue
+                # Oldest run first: a rewritten run keeps its place, so the indexes of the runs
+                # still to look at (the newer ones) do not change.
+                ri = len(self._state.versions[fi].sorted_runs()) - 1
+                while ri >= 0:
+                    if self._bg_error is not None:
+                        raise ReadOnlyError(self.path, self._bg_error)
+                    version = self._state.versions[fi]
+                    runs = version.sorted_runs()
+                    if not any(stale(t) for t in runs[ri]):
+                        ri -= 1
+                        continue
+                    l0 = len(version.levels[0])
+                    group = runs[ri:l0] if ri < l0 else [runs[ri]]
+                    created = max(t.meta.created_ms for run in group for t in run)
+                    self._compact(fi, RunsPick(group, 1.0, "reseal", created_ms=created))
+                    rewritten += sum(len(run) for run in group)
+                    ri -= 1
+        self._delete_obsolete_files()
+        return rewritten
+
     def stats(self) -> dict:
         state = self._state
-        version = state.version
-        levels = []
+        levels: list[dict] = []  # every family's level li summed up
+        families = {}
         total_file = 0
         resident = 0
         entries = 0
-        for li, level in enumerate(version.levels):
-            b = sum(t.meta.file_bytes for t in level)
-            total_file += b
-            resident += sum(t.resident_bytes() for t in level)
-            entries += sum(t.meta.entries for t in level)
-            levels.append({"level": li, "tables": len(level), "bytes": b})
-        last = next((lv["bytes"] for lv in reversed(levels) if lv["bytes"]), 0)
+        last = 0
+        for fi, version in enumerate(state.versions):
+            own = []
+            for li, level in enumerate(version.levels):
+                b = sum(t.meta.file_bytes for t in level)
+                total_file += b
+                resident += sum(t.resident_bytes() for t in level)
+                entries += sum(t.meta.entries for t in level)
+                own.append({"level": li, "tables": len(level), "bytes": b})
+                if li == len(levels):
+                    levels.append({"level": li, "tables": 0, "bytes": 0})
+                levels[li]["tables"] += len(level)
+                levels[li]["bytes"] += b
+            last += next((lv["bytes"] for lv in reversed(own) if lv["bytes"]), 0)
+            families[self._families[fi]] = {
+                **describe(self._strategies[fi]),
+                "levels": own,
+                "tables": sum(lv["tables"] for lv in own),
+                "bytes": sum(lv["bytes"] for lv in own),
+                # What a point lookup in this family may probe, at most: its sorted runs.
+                "sorted_runs": len(version.sorted_runs()),
+            }
         wal_bytes = self._wal.written_lsn
         user = self._user_bytes + state.mem.user_bytes
         written = wal_bytes + self._flush_bytes + self._compaction_bytes_written
@@ -971,6 +1373,14 @@ class Engine:
             "compactions": self._compactions,
             "write_stalls": self._stalls,
             "write_stall_seconds": round(self._stall_seconds, 3),
+            "families": families,
+            "expired_tables_dropped": self._expired_tables_dropped,
+            "expired_bytes_dropped": self._expired_bytes_dropped,
+            "compaction_space_refusals": self._space_refusals,
+            "compaction_space_error": self._space_error,
+            # Whether a compaction is due now (or running): what a caller waiting for
+            # background work to settle polls, with immutable_memtables.
+            "compaction_due": self._compaction_lock.locked() or self._pick() is not None,
             "block_cache": {
                 "capacity_bytes": bc.capacity_bytes,
                 "used_bytes": bc.used_bytes,
@@ -1017,6 +1427,10 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

@@ -198,6 +198,12 @@ class PosixFileSystem:
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
+    def free_bytes(self, path: str) -> int:
+        """Bytes an unprivileged writer may still use on the file system holding `path`
+        (statvfs: f_bavail blocks of f_frsize bytes); what a merge checks before it starts."""
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
     def sync_dir(self, path: str) -> None:
         """Make the creations, renames and unlinks in directory `path` durable."""
         try:

@@ -29,11 +29,12 @@ import zstandard
 from crc32c import crc32c
 
 from ringkv.errors import CorruptionError
-from ringkv.storage import bloom
+from ringkv.storage import bloom, sealing
 from ringkv.storage.fs import PosixFileSystem, WritableFile
 
 TABLE_MAGIC = b"ringkvST"
 TABLE_FORMAT_VERSION = 1
+SEALED_TABLE_FORMAT_VERSION = 2  # every block sealed; a seal header precedes the footer
 _FOOTER = struct.Struct("<QIQIQII")  # filter, index, properties handles; format version
 _FOOTER_TAIL = struct.Struct("<I8s")  # crc32c of the first 40 bytes; magic
 FOOTER_BYTES = _FOOTER.size + _FOOTER_TAIL.size  # 52
@@ -98,8 +99,10 @@ def encode_block(raw: bytes, code: int) -> bytes:
     return payload + _U8U32.pack(used, crc32c(payload + bytes((used,))))
 
 
-def decode_block_bytes(data: bytes, path: str, offset: int) -> bytes:
+def decode_block_bytes(data: bytes, path: str, offset: int, opener: sealing.TableOpener | None = None) -> bytes:
     """Check the trailer and decompress. REQUIRES: `data` is a whole block with its trailer."""
+    if opener is not None:
+        data = opener.open(data, offset)
     if len(data) < BLOCK_TRAILER_BYTES:
         raise CorruptionError("SSTable block is truncated", path, offset)
     code, crc = _U8U32.unpack_from(data, len(data) - BLOCK_TRAILER_BYTES)
@@ -121,7 +124,12 @@ def decode_block_bytes(data: bytes, path: str, offset: int) -> bytes:
 
 
 class TableMeta(msgspec.Struct, array_like=True):
-    """What the manifest records about a table; enough to place it without opening it."""
+    """What the manifest records about a table; enough to place it without opening it.
+
+    The last three fields were added with time-window compaction (docs/formats/sstable.md);
+    a manifest written before them decodes with their defaults (unknown), and a reader that
+    predates them ignores them.
+    """
 
     number: int
     file_bytes: int
@@ -130,6 +138,14 @@ class TableMeta(msgspec.Struct, array_like=True):
     entries: int
     tombstones: int
     raw_bytes: int  # sum of key and value lengths
+    # When the table's records reached the engine (ms since the epoch: a flush's time, the
+    # latest of a merge's inputs); 0: unknown. Time-window compaction groups tables by it.
+    created_ms: int = 0
+    # 0: unknown, or some record never expires. Else every record is dead from this time on
+    # (Options.expiry_of): the table may then be deleted unread, unless filter_records > 0.
+    expiry_ms: int = 0
+    # Records only the compaction filter may drop (dead from expiry_ms at the earliest).
+    filter_records: int = 0
 
 
 class SSTableWriter:
@@ -142,8 +158,10 @@ class SSTableWriter:
         block_bytes: int,
         compression: str,
         bloom_bits_per_key: int,
+        keys: sealing.KeyRing | None = None,
     ):
         self._file = file
+        self._sealer = sealing.TableSealer(keys, number) if keys is not None else None
         self._number = number
         self._block_bytes = block_bytes
         self._code = COMPRESSION_CODES[compression]
@@ -161,6 +179,10 @@ class SSTableWriter:
         self.raw_bytes = 0
         self._smallest: bytes | None = None
         self._last: bytes | None = None
+        # Set by the caller before finish() when known (TableMeta has their meaning).
+        self.created_ms = 0
+        self.expiry_ms = 0
+        self.filter_records = 0
 
     @property
     def file_bytes(self) -> int:
@@ -225,8 +247,10 @@ class SSTableWriter:
             self._smallest = keys[0]
         self._last = keys[-1]
 
-    def _write(self, data: bytes) -> tuple[int, int]:
+    def _write(self, data: bytes, block: bool = True) -> tuple[int, int]:
         off = self._offset
+        if block and self._sealer is not None:
+            data = self._sealer.seal(data, off)
         self._file.write(data)
         self._offset += len(data)
         return off, len(data)
@@ -257,9 +281,18 @@ class SSTableWriter:
             "bloom_probes": k,
             "data_blocks": len(self._index_keys),
         }
+        # Written only when known, so a table of a family that does not track them is the
+        # same file as before they existed.
+        for name in ("created_ms", "expiry_ms", "filter_records"):
+            if getattr(self, name):
+                props[name] = getattr(self, name)
         p_off, p_size = self._write(encode_block(_encode(props), COMPRESSION_NONE))
-        head = _FOOTER.pack(f_off, f_size, i_off, i_size, p_off, p_size, TABLE_FORMAT_VERSION)
-        self._write(head + _FOOTER_TAIL.pack(crc32c(head), TABLE_MAGIC))
+        version = TABLE_FORMAT_VERSION
+        if self._sealer is not None:
+            version = SEALED_TABLE_FORMAT_VERSION
+            self._write(self._sealer.seal_header, block=False)
+        head = _FOOTER.pack(f_off, f_size, i_off, i_size, p_off, p_size, version)
+        self._write(head + _FOOTER_TAIL.pack(crc32c(head), TABLE_MAGIC), block=False)
         self._file.sync()
         return TableMeta(
             number=self._number,
@@ -269,10 +302,27 @@ class SSTableWriter:
             entries=self.entries,
             tombstones=self.tombstones,
             raw_bytes=self.raw_bytes,
+            created_ms=self.created_ms,
+            expiry_ms=self.expiry_ms,
+            filter_records=self.filter_records,
         )
 
 
-def _parse_footer(data: bytes, path: str, file_size: int) -> tuple[int, int, int, int, int, int]:
+def footer_version(data: bytes, path: str, file_size: int) -> int:
+    return _parse_footer(data, path, file_size)[-1]
+
+
+def _opener(version: int, read, file_size: int, path: str, number: int, keys) -> sealing.TableOpener | None:
+    """The opener of a sealed table's blocks (None for a plain one); `read(offset, length)`."""
+    if version != SEALED_TABLE_FORMAT_VERSION:
+        return None
+    at = file_size - FOOTER_BYTES - sealing.SEAL_HEADER_BYTES
+    if at < 0:
+        raise CorruptionError("sealed SSTable is shorter than its seal header and footer", path, 0)
+    return sealing.TableOpener(read(at, sealing.SEAL_HEADER_BYTES), 0, path, number, keys)
+
+
+def _parse_footer(data: bytes, path: str, file_size: int) -> tuple[int, int, int, int, int, int, int]:
     if len(data) != FOOTER_BYTES:
         raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
     head = data[: _FOOTER.size]
@@ -283,14 +333,16 @@ def _parse_footer(data: bytes, path: str, file_size: int) -> tuple[int, int, int
     if crc32c(head) != crc:
         raise CorruptionError("SSTable footer checksum mismatch", path, where)
     f_off, f_size, i_off, i_size, p_off, p_size, version = _FOOTER.unpack(head)
-    if version != TABLE_FORMAT_VERSION:
+    if version not in (TABLE_FORMAT_VERSION, SEALED_TABLE_FORMAT_VERSION):
         raise CorruptionError(
             f"SSTable format version {version} is not supported (want {TABLE_FORMAT_VERSION})", path, where
         )
+    if version == SEALED_TABLE_FORMAT_VERSION:
+        where -= sealing.SEAL_HEADER_BYTES
     for off, size in ((f_off, f_size), (i_off, i_size), (p_off, p_size)):
         if off + size > where:
             raise CorruptionError("SSTable footer points past the end of the file", path, where)
-    return f_off, f_size, i_off, i_size, p_off, p_size
+    return f_off, f_size, i_off, i_size, p_off, p_size, version
 
 
 class Table:
@@ -305,6 +357,7 @@ class Table:
         "_index_keys",
         "_index_offsets",
         "_index_sizes",
+        "_opener",
         "_table_cache",
         "bloom",
         "largest",
@@ -314,7 +367,8 @@ class Table:
         "smallest",
     )
 
-    def __init__(self, path: str, meta: TableMeta, fs: PosixFileSystem, block_cache, table_cache):
+    def __init__(self, path: str, meta: TableMeta, fs: PosixFileSystem, block_cache, table_cache,
+                 keys: sealing.KeyRing | None = None):
         self.path = path
         self.meta = meta
         self.number = meta.number
@@ -326,10 +380,11 @@ class Table:
         size = f.size
         if size < FOOTER_BYTES:
             raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
-        f_off, f_size, i_off, i_size, p_off, p_size = _parse_footer(
+        f_off, f_size, i_off, i_size, p_off, p_size, version = _parse_footer(
             f.read(size - FOOTER_BYTES, FOOTER_BYTES), path, size
         )
-        index_raw = decode_block_bytes(f.read(i_off, i_size), path, i_off)
+        self._opener = opener = _opener(version, f.read, size, path, self.number, keys)
+        index_raw = decode_block_bytes(f.read(i_off, i_size), path, i_off, opener)
         try:
             keys, offsets, sizes = _decode_index(index_raw)
         except msgspec.DecodeError as exc:
@@ -340,13 +395,13 @@ class Table:
         self._index_offsets = array("Q", offsets)
         self._index_sizes = array("I", sizes)
         try:
-            props = _decode_props(decode_block_bytes(f.read(p_off, p_size), path, p_off))
+            props = _decode_props(decode_block_bytes(f.read(p_off, p_size), path, p_off, opener))
             probes = int(props["bloom_probes"])
         except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
             raise CorruptionError(f"SSTable properties do not decode ({exc})", path, p_off) from exc
         # The probe count comes from the table itself, so tables stay readable when
         # bloom_bits_per_key changes.
-        self.bloom = bloom.BloomFilter(decode_block_bytes(f.read(f_off, f_size), path, f_off), probes)
+        self.bloom = bloom.BloomFilter(decode_block_bytes(f.read(f_off, f_size), path, f_off, opener), probes)
 
     def resident_bytes(self) -> int:
         """Memory held outside the caches: index keys, handles and the bloom filter."""
@@ -366,7 +421,7 @@ class Table:
         if block is not None:
             return block
         data = self._table_cache.get(self.number, self.path).read(off, self._index_sizes[i])
-        raw = decode_block_bytes(data, self.path, off)
+        raw = decode_block_bytes(data, self.path, off, self._opener)
         try:
             block = _decode_block(raw)
         except msgspec.DecodeError as exc:
@@ -417,18 +472,21 @@ class Table:
 MISSING = object()
 
 
-def read_all_blocks(data: bytes, path: str) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
+def read_all_blocks(
+    data: bytes, path: str, keys: sealing.KeyRing | None = None
+) -> Iterator[tuple[list[bytes], list[bytes | None]]]:
     """Every data block of a whole table file held in memory, in order (compaction's reader)."""
     size = len(data)
     if size < FOOTER_BYTES:
         raise CorruptionError(f"SSTable is shorter than its {FOOTER_BYTES}-byte footer", path, 0)
-    _, _, i_off, i_size, _, _ = _parse_footer(data[size - FOOTER_BYTES :], path, size)
+    _, _, i_off, i_size, _, _, version = _parse_footer(data[size - FOOTER_BYTES :], path, size)
+    opener = _opener(version, lambda o, n: data[o : o + n], size, path, sealing.file_number(path), keys)
     try:
-        _, offsets, sizes = _decode_index(decode_block_bytes(data[i_off : i_off + i_size], path, i_off))
+        _, offsets, sizes = _decode_index(decode_block_bytes(data[i_off : i_off + i_size], path, i_off, opener))
     except msgspec.DecodeError as exc:
         raise CorruptionError(f"SSTable index does not decode ({exc})", path, i_off) from exc
     for off, sz in zip(offsets, sizes):
-        raw = decode_block_bytes(data[off : off + sz], path, off)
+        raw = decode_block_bytes(data[off : off + sz], path, off, opener)
         try:
             block = _decode_block(raw)
         except msgspec.DecodeError as exc:

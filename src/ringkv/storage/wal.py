@@ -27,10 +27,12 @@ import threading
 from crc32c import crc32c
 
 from ringkv.errors import CorruptionError, StorageFullError
+from ringkv.storage import sealing
 from ringkv.storage.fs import FsyncFailedError, PosixFileSystem, WritableFile
 
 WAL_MAGIC = b"ringkvWL"
 WAL_VERSION = 1
+SEALED_WAL_VERSION = 2  # a seal header follows the file header; every record is TYPE_SEALED
 _FILE_HEADER = struct.Struct("<8sII")  # magic, version, crc32c of the first 12 bytes
 FILE_HEADER_BYTES = _FILE_HEADER.size  # 16
 
@@ -43,13 +45,14 @@ MAX_RECORD_PAYLOAD_BYTES = 256 * 1024 * 1024
 TYPE_PUT = 1  # payload: key_len u32 | key | value
 TYPE_DELETE = 2  # payload: key
 TYPE_BATCH = 3  # payload: count u32, then per op: type u8 | key_len u32 | value_len u32 | key | value
+TYPE_SEALED = 4  # payload: sequence u32 | AES-GCM(type u8 | payload) | tag (storage/sealing.py)
 
 _PUT_PREFIX = struct.Struct("<I")
 _BATCH_OP = struct.Struct("<BII")
 
 
-def file_header() -> bytes:
-    head = _FILE_HEADER.pack(WAL_MAGIC, WAL_VERSION, 0)[:12]
+def file_header(version: int = WAL_VERSION) -> bytes:
+    head = _FILE_HEADER.pack(WAL_MAGIC, version, 0)[:12]
     return head + _U32.pack(crc32c(head))
 
 
@@ -115,7 +118,7 @@ def decode_payload(rtype: int, payload: bytes, path: str, offset: int) -> list[t
     raise CorruptionError(f"WAL record has unknown type {rtype}", path, offset)
 
 
-_RECORD_TYPE_BYTE = re.compile(rb"[\x01-\x03]")
+_RECORD_TYPE_BYTE = re.compile(rb"[\x01-\x04]")
 
 
 def _good_record_after(data: bytes, start: int) -> bool:
@@ -157,13 +160,15 @@ class LogReport:
 
 
 def read_log(
-    data: bytes, path: str, salvage: bool = False
+    data: bytes, path: str, salvage: bool = False, keys: sealing.KeyRing | None = None
 ) -> tuple[list[tuple[bytes, bytes | None]], LogReport]:
     """Every operation of a log, in order. REQUIRES: `data` is the whole file.
 
     A torn tail is dropped silently (reported in the LogReport); corruption followed by more
     data raises CorruptionError naming the offset unless `salvage`, which keeps what came before
-    and drops the rest of the file.
+    and drops the rest of the file. A sealed log needs the key ring holding its key
+    (ConfigError naming encryption_key_file otherwise); a sealed record that fails
+    authentication is corruption, whatever its CRCs say.
     """
     report = LogReport(path)
     ops: list[tuple[bytes, bytes | None]] = []
@@ -187,10 +192,21 @@ def read_log(
             report.dropped_bytes = size
             return ops, report
         raise CorruptionError("WAL file header is not a ringkv WAL header", path, 0)
-    if version != WAL_VERSION:
+    off = FILE_HEADER_BYTES
+    opener = None
+    if version == SEALED_WAL_VERSION:
+        if not sealing.seal_header_intact(data, off):
+            if not _good_record_after(data, off):
+                # Created just before a crash: the header's write was torn.
+                report.torn_at = 0
+                report.dropped_bytes = size
+                return ops, report
+            raise CorruptionError("sealed WAL's seal header checksum mismatch", path, off)
+        opener = sealing.WalOpener(data, off, path, keys)
+        off += sealing.SEAL_HEADER_BYTES
+    elif version != WAL_VERSION:
         raise CorruptionError(f"WAL format version {version} is not supported (want {WAL_VERSION})", path, 0)
 
-    off = FILE_HEADER_BYTES
     # Fast path for the common record, a valid PUT: one unpack, two CRCs over memoryview slices
     # (no copies), two slices for key and value. Everything else goes through the full checks.
     view = memoryview(data)
@@ -198,12 +214,13 @@ def read_log(
     unpack_u32 = _U32.unpack_from
     append = ops.append
     records = 0
+    fast_type = TYPE_PUT if opener is None else -1  # a sealed log takes the checked path
     while off < size:
         if size - off >= RECORD_HEADER_BYTES:
             pcrc, plen, rtype, hcrc = unpack_header(data, off)
             end = off + RECORD_HEADER_BYTES + plen
             if (
-                rtype == TYPE_PUT
+                rtype == fast_type
                 and end <= size
                 and crc32c(view[off : off + 9]) == hcrc
                 and crc32c(view[off + RECORD_HEADER_BYTES : end]) == pcrc
@@ -241,6 +258,15 @@ def read_log(
                         else:
                             problem = "record payload checksum mismatch"
                     else:
+                        if opener is not None or rtype == TYPE_SEALED:
+                            try:
+                                rtype, payload = _unseal(opener, rtype, payload, path, off)
+                            except CorruptionError:
+                                if not salvage:
+                                    raise
+                                report.salvaged_at = off
+                                report.dropped_bytes = size - off
+                                break
                         ops.extend(decode_payload(rtype, payload, path, off))
                         records += 1
                         off = end
@@ -264,6 +290,16 @@ def read_log(
     return ops, report
 
 
+def _unseal(opener: sealing.WalOpener | None, rtype: int, payload: bytes, path: str, off: int) -> tuple[int, bytes]:
+    # Every record of a sealed log is sealed: a plain one there (CRCs right or not) was put
+    # there by someone without the key.
+    if opener is None:
+        raise CorruptionError("WAL holds a sealed record but its header says it is not sealed", path, off)
+    if rtype != TYPE_SEALED:
+        raise CorruptionError(f"sealed WAL holds an unsealed record of type {rtype}", path, off)
+    return opener.open(payload, off)
+
+
 class WalWriter:
     """Appends records to one log file and makes them durable according to the sync policy.
 
@@ -273,22 +309,26 @@ class WalWriter:
     monotonic across rotations.
     """
 
-    def __init__(self, fs: PosixFileSystem, path: str, base_lsn: int = 0, previous: WalWriter | None = None):
+    def __init__(self, fs: PosixFileSystem, path: str, base_lsn: int = 0, previous: WalWriter | None = None,
+                 keys: sealing.KeyRing | None = None):
         # LSNs up to base_lsn live in `previous`, the log of the memtable frozen when this one
         # started. It is fsynced by the flush thread, not by the rotation (which holds the
         # write lock); until then a waiter on an older LSN is sent to it.
         self._previous = previous
         self._start_lsn = base_lsn
         self._fs = fs
+        # With keys, every record is sealed under a key of this log's own (storage/sealing.py).
+        self._sealer = sealing.WalSealer(keys, path) if keys is not None else None
+        header = file_header() if keys is None else file_header(SEALED_WAL_VERSION) + self._sealer.seal_header
         self._file: WritableFile = fs.create(path)
-        self._file.write(file_header())
+        self._file.write(header)
         self.path = path
-        self._base = base_lsn - FILE_HEADER_BYTES
+        self._base = base_lsn - len(header)
         self.written_lsn = base_lsn
         self.synced_lsn = base_lsn
         self._cond = threading.Condition(threading.Lock())
         self._syncing = False
-        self.bytes_written = FILE_HEADER_BYTES
+        self.bytes_written = len(header)
         # A plain POSIX file is written with os.write directly: one Python call less per record
         # on the engine's hottest path. Test file systems keep their hooks.
         self._fd = self._file.fileno() if type(self._file) is WritableFile else -1
@@ -309,6 +349,11 @@ class WalWriter:
         A failed write (ENOSPC, EIO) cuts the log back to where it was, so replay never meets
         half a record followed by good ones, and raises (StorageFullError for a full disk).
         """
+        if self._sealer is not None:
+            # Sealed where its offset is known: the associated data binds it to that offset.
+            view = memoryview(record)
+            record = encode_record(TYPE_SEALED, self._sealer.seal(
+                record[8], view[RECORD_HEADER_BYTES:], self._file.size + self._deferred_bytes))
         if defer:
             self._deferred.append(record)
             self._deferred_bytes += len(record)

@@ -156,7 +156,9 @@ class NodeProcess:
         try:
             with socket.create_connection((self.connect_host, self.resp_port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                # A node whose users need a password answers NOAUTH, and one in protected
+                # mode DENIED to a client not on loopback: up and serving either way.
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH", b"-DENIED"))
         except OSError:
             return False
 
@@ -171,7 +173,7 @@ class NodeProcess:
                     answer = s.recv(16)
                 except ssl.SSLError:
                     return True
-                return answer == b"" or answer.startswith(b"+PONG")
+                return answer == b"" or answer.startswith((b"+PONG", b"-NOAUTH", b"-DENIED"))
         except OSError:  # ssl.SSLError included
             return False
 
@@ -284,6 +286,25 @@ class NodeProcess:
             pass
 
 
+SECRET_FILE_NAME = "cluster.secret"
+SECRET_BYTES = 32
+
+
+def ensure_cluster_secret(path: str | os.PathLike) -> Path:
+    """The cluster secret file at `path`, made if absent: 32 random bytes, hex, mode 0600
+    (created with that mode, so no other user can ever read it). An existing file is kept:
+    a cluster started again on its directory keeps its secret."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(SECRET_BYTES).hex() + "\n")
+    return path
+
+
 class LocalCluster:
     """N `ringkv serve` processes that form one cluster (static membership) on loopback.
 
@@ -293,12 +314,24 @@ class LocalCluster:
 
     Node i is `n<i+1>`, its data in `<root>/n<i+1>`, its log in `<root>/n<i+1>.log`. Settings
     apply to every node (as RINGKV_* variables), e.g. `replicas=3, read_repair="blocking"`.
+
+    Members authenticate each other: the cluster's secret is `<root>/cluster.secret` (made on
+    first use, mode 0600), given to every node. A node started later to join the cluster gets
+    it with `**cluster.secret_settings`. `cluster_secret_file=""` starts a cluster without one
+    (loopback only), and settings naming their own secret or RPC TLS files are kept as given.
     """
 
     def __init__(self, root: str | os.PathLike, nodes: int = 3, network=None, **settings):
         """`network`: a chaos.netns.NetnsNetwork that is up, to run each node in its own
         network namespace at its own address (None: every node on loopback)."""
         self.root = Path(root)
+        self.secret_file: Path | None = None
+        if not any(settings.get(k) is not None for k in ("cluster_secret_file", "cluster_secret",
+                                                          "rpc_tls_cert")):
+            self.secret_file = ensure_cluster_secret(self.root / SECRET_FILE_NAME)
+            settings["cluster_secret_file"] = str(self.secret_file)
+        elif settings.get("cluster_secret_file"):
+            self.secret_file = Path(settings["cluster_secret_file"])
         self.nodes = [
             NodeProcess(self.root / f"n{i + 1}", node_id=f"n{i + 1}", **settings,
                         **({} if network is None else {"host": network.address(f"n{i + 1}"),
@@ -312,6 +345,12 @@ class LocalCluster:
     @property
     def members(self) -> str:
         return self.nodes[0].settings["members"]
+
+    @property
+    def secret_settings(self) -> dict[str, str]:
+        """What a node needs to be let in by this cluster's members: its secret file (empty
+        when the cluster runs without one)."""
+        return {} if self.secret_file is None else {"cluster_secret_file": str(self.secret_file)}
 
     def node(self, node_id: str) -> NodeProcess:
         return next(n for n in self.nodes if n.node_id == node_id)

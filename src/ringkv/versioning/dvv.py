@@ -12,7 +12,11 @@ every clock returned has its actors in byte order and no zero entries; every sib
 dot order. A dot names exactly one write (actor ids carry an epoch so a node that lost its data
 never reissues a dot), so two siblings with the same dot are the same value.
 
-Contexts handed to clients are opaque bytes; their layout is in docs/formats/record.md.
+Contexts handed to clients are opaque bytes; their layout is in docs/formats/record.md. A client
+may hand back only what a read gave out: `check_known` refuses a context naming versions the
+key's clock never had (docs/security.md, "Untrusted versions"). Every clock is bounded:
+counters at most MAX_COUNTER, at most MAX_CLOCK_ACTORS actors, checked wherever one is decoded
+and wherever a write would grow one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
-from ringkv.errors import InvalidContextError
+from ringkv.errors import InvalidContextError, LimitError
 
 Actor = bytes
 VersionVector = dict[Actor, int]
@@ -33,11 +37,25 @@ VersionVector = dict[Actor, int]
 MAX_ACTOR_BYTES = 255
 MAX_CONTEXT_BYTES = 64 * 1024
 CONTEXT_FORMAT_VERSION = 1
+# The highest counter a clock or dot may hold (2^53 - 1, writes per actor per key). A counter
+# grows by one per write its actor coordinates, so no key reaches it (at a million writes a
+# second it takes 285 years), and it stays far from 2^64, where msgpack can no longer encode
+# counter + 1, and exact in JSON numbers. Legacy consensus dots were ballot counters, wall-clock
+# microseconds (about 1.8e15 in 2026): under it too.
+MAX_COUNTER = (1 << 53) - 1
+# The most actors one clock names. A key's actors are the replica incarnations (node id +
+# data-directory epoch) that ever coordinated a write of it; 128 is many times what
+# membership changes make, and 128 actors of MAX_ACTOR_BYTES still encode in 34 KiB, inside
+# MAX_CONTEXT_BYTES, so every clock a key can hold is a context its reader can send back.
+MAX_CLOCK_ACTORS = 128
+# The refusal of a context that names what the key never had (an invented actor, a counter
+# above the stored one): shown to clients after "invalid causal context: ".
+UNKNOWN_VERSIONS = "it names versions this key never had; read the key again"
 
 _ActorField = Annotated[bytes, msgspec.Meta(max_length=MAX_ACTOR_BYTES)]
-_CounterField = Annotated[int, msgspec.Meta(ge=1)]
-ClockField = dict[_ActorField, _CounterField]
-"""The msgspec type of a stored or transmitted clock: decoding checks bounds in C."""
+_CounterField = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNTER)]
+ClockField = Annotated[dict[_ActorField, _CounterField], msgspec.Meta(max_length=MAX_CLOCK_ACTORS)]
+"""The msgspec type of a stored or transmitted clock: decoding checks the bounds in C."""
 
 
 class Dot(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
@@ -112,8 +130,33 @@ def _canonical(clock: VersionVector) -> VersionVector:
 
 def next_dot(actor: Actor, clock: Mapping[Actor, int], context: Mapping[Actor, int]) -> Dot:
     """The dot of a new write by `actor` to an object with `clock`, from a client that read
-    `context`: one past the highest counter of `actor` either has seen."""
-    return Dot(actor, max(clock.get(actor, 0), context.get(actor, 0)) + 1)
+    `context`: one past the highest counter of `actor` either has seen. LimitError when that
+    would pass MAX_COUNTER (only a clock no write of ours made can be there)."""
+    counter = max(clock.get(actor, 0), context.get(actor, 0)) + 1
+    if counter > MAX_COUNTER:
+        raise LimitError(f"the key's version counter of actor {actor.decode('utf-8', 'replace')} is at "
+                         f"MAX_COUNTER={MAX_COUNTER}: no further write by it can be versioned")
+    return Dot(actor, counter)
+
+
+def check_actors(clock: Mapping[Actor, int]) -> None:
+    """LimitError when `clock` names more than MAX_CLOCK_ACTORS actors (a record holding it
+    could not be decoded)."""
+    if len(clock) > MAX_CLOCK_ACTORS:
+        raise LimitError(f"a clock of {len(clock)} actors is over MAX_CLOCK_ACTORS={MAX_CLOCK_ACTORS}")
+
+
+def check_known(clock: Mapping[Actor, int], context: Mapping[Actor, int]) -> None:
+    """Refuse a client's `context` unless the key's `clock` has seen all of it: every actor
+    it names is in `clock` with at least its counter (InvalidContextError, UNKNOWN_VERSIONS).
+
+    A context is what a read of the key gave out, so it cannot name more than the key has;
+    one that does was made up, and taking it in would let a client lift counters to the
+    limit (locking the key) or add actors without bound. REQUIRES: `context` decoded (no zero
+    entries), so "descends" is exactly the rule.
+    """
+    if not descends(clock, context):
+        raise InvalidContextError(UNKNOWN_VERSIONS)
 
 
 def write(
@@ -132,6 +175,7 @@ def write(
     dot = next_dot(actor, clock, ctx)
     new_clock = _max_into({a: c for a, c in clock.items() if c > 0}, ctx)
     new_clock[actor] = dot.counter
+    check_actors(new_clock)
     survivors = [s for s in siblings if not covers(ctx, s.dot)]
     return dot, _canonical(new_clock), survivors
 
@@ -167,6 +211,18 @@ def in_dot_order(siblings: list[S]) -> list[S]:
 
 _context_encoder = msgspec.msgpack.Encoder()
 _context_decoder = msgspec.msgpack.Decoder(ClockField)
+_unbounded_clock_decoder = msgspec.msgpack.Decoder(dict[bytes, int])
+
+
+def _is_clock(body: memoryview) -> bool:
+    """Whether `body` is a well-formed clock (actors of at most MAX_ACTOR_BYTES, counters of
+    at least 1) past only the bounds of what a key can hold: MAX_COUNTER, MAX_CLOCK_ACTORS."""
+    try:
+        clock = _unbounded_clock_decoder.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return all(len(a) <= MAX_ACTOR_BYTES and c >= 1 for a, c in clock.items())
+
 _CONTEXT_VERSION_BYTE = bytes([CONTEXT_FORMAT_VERSION])
 
 
@@ -177,7 +233,9 @@ def encode_context(clock: Mapping[Actor, int]) -> bytes:
 
 def decode_context(data: bytes | bytearray | memoryview) -> VersionVector:
     """The clock in a context a client sent back. Raises InvalidContextError on anything
-    `encode_context` did not produce (garbage, truncation, oversize, unknown version)."""
+    `encode_context` did not produce (garbage, truncation, oversize, unknown version, a
+    counter over MAX_COUNTER, more than MAX_CLOCK_ACTORS actors), and nothing else. Whether
+    the key ever had these versions is `check_known`'s question, asked where the write runs."""
     if len(data) > MAX_CONTEXT_BYTES:
         raise InvalidContextError(
             f"causal context is {len(data)} bytes, over the {MAX_CONTEXT_BYTES}-byte limit"
@@ -192,6 +250,13 @@ def decode_context(data: bytes | bytearray | memoryview) -> VersionVector:
     try:
         clock = _context_decoder.decode(memoryview(data)[1:])
     except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError) and _is_clock(memoryview(data)[1:]):
+            # A well-formed clock past a bound (a counter near 2^64, an invented crowd of
+            # actors): no key ever had such versions.
+            raise InvalidContextError(
+                f"it names versions this key never had (counters are 1..{MAX_COUNTER}, at most "
+                f"{MAX_CLOCK_ACTORS} actors of at most {MAX_ACTOR_BYTES} bytes); read the key again"
+            ) from None
         raise InvalidContextError(
             f"causal context is not valid ({exc}): pass the context a read returned, unchanged"
         ) from None

@@ -24,12 +24,24 @@ from typing import Annotated
 
 import msgspec
 
-from ringkv.errors import CorruptionError
+from ringkv.errors import CorruptionError, LimitError
 from ringkv.versioning import dvv
-from ringkv.versioning.dvv import Actor, ClockField, Dot, VersionVector
+from ringkv.versioning.dvv import MAX_CLOCK_ACTORS, Actor, ClockField, Dot, VersionVector
 from ringkv.versioning.hlc import timestamp_ms
 
 FORMAT_VERSION = 1
+# Siblings: a client write that would leave a record holding more than MAX_SIBLINGS is refused
+# (a blind or partial-context write adds one; a write with the context of a read resolves them
+# all). Replicas that took writes apart can merge to more, up to MAX_RECORD_SIBLINGS, the most
+# a stored or received record may hold (16 replica incarnations each adding MAX_SIBLINGS
+# without ever syncing): a merge beyond it is refused where it would be stored.
+MAX_SIBLINGS = 64
+MAX_RECORD_SIBLINGS = 1024
+# A record's bytes beyond its values: the clock (at most MAX_CLOCK_ACTORS actors of 255 bytes
+# and a 9-byte counter) and, per sibling, its dot, timestamp, expiry and msgpack headers.
+# docs/formats/record.md works both out.
+MAX_CLOCK_BYTES = 5 + MAX_CLOCK_ACTORS * (2 + dvv.MAX_ACTOR_BYTES + 9)
+SIBLING_OVERHEAD_BYTES = 1 + (1 + 2 + dvv.MAX_ACTOR_BYTES + 9) + 5 + 9 + 9
 
 _Timestamp = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -97,7 +109,7 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """
 
     clock: ClockField
-    siblings: tuple[DottedValue, ...]
+    siblings: Annotated[tuple[DottedValue, ...], msgspec.Meta(max_length=MAX_RECORD_SIBLINGS)]
 
     @property
     def context(self) -> VersionVector:
@@ -145,6 +157,11 @@ def apply_write(
     `context` is the clock the client read, or None for a blind write. Under `siblings` the
     write replaces exactly the siblings its context saw; a blind write replaces nothing and
     becomes a sibling of what is there. Under `lww` only the winner is kept.
+
+    LimitError when the write would push the record past a bound: a counter past
+    dvv.MAX_COUNTER, more than MAX_CLOCK_ACTORS actors, or more than MAX_SIBLINGS siblings
+    where it had fewer. Whether a client's context names only what `stored` knows is the
+    caller's check (dvv.check_known), made where the write runs.
     """
     clock: Mapping[Actor, int] = stored.clock if stored is not None else {}
     siblings: tuple[DottedValue, ...] = stored.siblings if stored is not None else ()
@@ -153,6 +170,11 @@ def apply_write(
     if policy is ConflictPolicy.LWW:
         return Record(new_clock, (pick_winner((*siblings, new)),))
     survivors.append(new)
+    if len(survivors) > MAX_SIBLINGS and len(survivors) > len(siblings):
+        raise LimitError(
+            f"the key holds {len(siblings)} siblings and this write would keep them all, over "
+            f"MAX_SIBLINGS={MAX_SIBLINGS}: write with the context of a read (RINGKV.GETV, GET /versions) "
+            "to resolve them")
     return Record(new_clock, tuple(dvv.in_dot_order(survivors)))
 
 
@@ -173,10 +195,13 @@ def overwrite(
     clock = stored.clock
     n = clock.get(actor, 0) + 1
     if actor in clock:
+        if n > dvv.MAX_COUNTER:
+            dvv.next_dot(actor, clock, {})  # raises the LimitError naming the bound
         clock = dict(clock)
         clock[actor] = n
     else:
         clock = dict(sorted((*clock.items(), (actor, n))))  # canonical: actors in byte order
+        dvv.check_actors(clock)
     # Every stored sibling is covered by the stored clock, so the context replaces them all.
     return Record(clock, (DottedValue(Dot(actor, n), value, timestamp, expire_at_ms),))
 
@@ -213,7 +238,9 @@ def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS
     """Fold two replicas' records of one key together: commutative, associative, idempotent.
 
     Under `siblings` this is the dotted-version-vector sync (dvv.merge); under `lww` the
-    winner of both records' siblings, whatever their causality.
+    winner of both records' siblings, whatever their causality. The result is not checked
+    against the bounds (a read may merge what it never stores); `check_storable` is, before a
+    merge is stored.
     """
     if a == b:
         # Read repair and anti-entropy mostly compare equal copies.
@@ -222,6 +249,15 @@ def merge(a: Record, b: Record, policy: ConflictPolicy = ConflictPolicy.SIBLINGS
         return Record(dvv.join(a.clock, b.clock), (pick_winner((*a.siblings, *b.siblings)),))
     clock, siblings = dvv.merge(a.clock, a.siblings, b.clock, b.siblings)
     return Record(clock, tuple(siblings))
+
+
+def check_storable(record: Record) -> None:
+    """LimitError unless `record` is within the bounds `decode_record` checks: what a replica
+    stores must decode again. Counters need no check here: merges take maxima of decoded ones."""
+    dvv.check_actors(record.clock)
+    if len(record.siblings) > MAX_RECORD_SIBLINGS:
+        raise LimitError(f"a record of {len(record.siblings)} siblings is over MAX_RECORD_SIBLINGS="
+                         f"{MAX_RECORD_SIBLINGS}")
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -250,7 +286,9 @@ def encode_record(record: Record) -> bytes:
 
 def decode_record(data: bytes | bytearray | memoryview) -> Record:
     """The record stored in `data`. Raises CorruptionError on a wrong format version, garbage,
-    truncation, trailing bytes, or a record that breaks its invariants."""
+    truncation, trailing bytes, a record over its bounds (a counter over dvv.MAX_COUNTER, more
+    than MAX_CLOCK_ACTORS actors or MAX_RECORD_SIBLINGS siblings), or one that breaks its
+    invariants; and nothing else, whatever the bytes (records arrive from peers too)."""
     if len(data) == 0:
         raise CorruptionError("record is empty")
     if data[0] != FORMAT_VERSION:

@@ -20,7 +20,10 @@ from rich.console import Console
 from ringkv.bench.engine.adapters import ADAPTERS, SYSTEMS
 from ringkv.bench.engine.harness import BenchConfig, run_benchmark, worker_main
 from ringkv.bench.engine.report import TARGET_SCAN_COUNT, render_console, render_markdown
+from ringkv.bench.engine.strategies import STRATEGY_SYSTEMS, TTL_STRATEGIES, TtlSpec
 from ringkv.bench.engine.workload import WorkloadSpec
+
+TTL_MEMTABLE_BYTES = 4 << 20
 
 
 def _default_out() -> Path:
@@ -37,6 +40,14 @@ def _parse_systems(value: str) -> tuple[str, ...]:
     unknown = [s for s in names if s not in ADAPTERS]
     if unknown or not names:
         raise click.BadParameter(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+    return names
+
+
+def _parse_names(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip() and s.strip() != "none")
+    unknown = [s for s in names if s not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(known)} (or none)")
     return names
 
 
@@ -103,6 +114,27 @@ def _parse_systems(value: str) -> tuple[str, ...]:
     "(default: each system's own default).",
 )
 @click.option(
+    "--strategies",
+    default=",".join(STRATEGY_SYSTEMS),
+    show_default=True,
+    help="Systems that run the same workload with each compaction strategy, settling in the "
+    "background instead of compacting fully ('none': skip).",
+)
+@click.option(
+    "--ttl-records",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Writes of the TTL workload (an hour of time series, 10-minute TTL, compressed in "
+    "time), per strategy (default: --keys; 0 skips it).",
+)
+@click.option(
+    "--ttl-memtable-bytes",
+    type=click.IntRange(min=64 * 1024),
+    default=TTL_MEMTABLE_BYTES,
+    show_default=True,
+    help="ringkv's memtable in the TTL workload.",
+)
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -127,6 +159,9 @@ def cli(
     scans: int | None,
     seed: int,
     memtable_bytes: int | None,
+    strategies: str,
+    ttl_records: int | None,
+    ttl_memtable_bytes: int,
     json_out: Path | None,
     worker: Path | None,
 ) -> None:
@@ -153,7 +188,13 @@ def cli(
     )
     if memtable_bytes is not None:
         command += f" --memtable-bytes {memtable_bytes}"
-    config = BenchConfig(spec, repeats, chosen, dir_, out_path, memtable_bytes, command)
+    strategy_systems = _parse_names(strategies, STRATEGY_SYSTEMS)
+    ttl_records = keys if ttl_records is None else ttl_records
+    command += (f" --strategies {','.join(strategy_systems) or 'none'} --ttl-records {ttl_records}"
+                f" --ttl-memtable-bytes {ttl_memtable_bytes}")
+    ttl = TtlSpec(ttl_records, max(value_bytes, 16), ttl_memtable_bytes, seed) if ttl_records else None
+    config = BenchConfig(spec, repeats, chosen, dir_, out_path, memtable_bytes, command,
+                         strategy_systems, ttl, TTL_STRATEGIES if ttl else ())
     console = Console()
     if not console.is_terminal:
         # Piped or logged output would otherwise wrap the tables at 80 columns.

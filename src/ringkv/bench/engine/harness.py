@@ -33,7 +33,10 @@ from rich.console import Console
 from ringkv.bench.engine.adapters import ADAPTERS, ANCHOR
 from ringkv.bench.engine.machine import filesystem_of, src_root
 from ringkv.bench.engine.measure import run_sequence, status_kib
+from ringkv.bench.engine.strategies import STRATEGY_ADAPTERS, TtlSpec, run_ttl_sequence
 from ringkv.bench.engine.workload import Workload, WorkloadSpec
+
+TTL_PREFIX = "ttl-"  # the TTL workload's runs are named ttl-<strategy>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,11 @@ class BenchConfig:
     out: Path | None
     memtable_bytes: int | None
     command: str
+    # Compaction strategies (strategies.py): the systems that run the main workload with each,
+    # and the TTL workload's spec and strategies (None: not run).
+    strategy_systems: tuple[str, ...] = ()
+    ttl: TtlSpec | None = None
+    ttl_strategies: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -64,6 +72,14 @@ class BenchRun:
     def systems(self) -> list[str]:
         return [s for s in self.config.systems if s in self.results]
 
+    @property
+    def strategy_systems(self) -> list[str]:
+        return [s for s in self.config.strategy_systems if s in self.results]
+
+    @property
+    def ttl_runs(self) -> list[str]:
+        return [TTL_PREFIX + s for s in self.config.ttl_strategies if TTL_PREFIX + s in self.results]
+
     def ops(self, system: str, phase: str) -> list[float]:
         return [r["phases"][phase]["ops_per_s"] for r in self.results[system]]
 
@@ -80,6 +96,11 @@ class BenchRun:
 def worker_main(spec_path: Path) -> None:
     """Entry point of a child: run one system once and write its figures as JSON."""
     job = json.loads(spec_path.read_text())
+    if "ttl" in job:
+        result = run_ttl_sequence(job["system"][len(TTL_PREFIX):], TtlSpec(**job["ttl"]), Path(job["root"]))
+        result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        Path(job["result_path"]).write_text(json.dumps(result))
+        return
     spec = WorkloadSpec(**job["workload"])
     workload = Workload(spec)
     # The workload lives for the whole run: take it out of the cyclic GC's view so full
@@ -87,7 +108,7 @@ def worker_main(spec_path: Path) -> None:
     gc.collect()
     gc.freeze()
     baseline_rss_kib = status_kib("self", "VmRSS")
-    adapter = ADAPTERS[job["system"]](job["memtable_bytes"], spec.live_user_bytes)
+    adapter = {**ADAPTERS, **STRATEGY_ADAPTERS}[job["system"]](job["memtable_bytes"], spec.live_user_bytes)
     result = run_sequence(adapter, workload, Path(job["root"]))
     result["baseline_rss_kib"] = baseline_rss_kib
     result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -99,17 +120,16 @@ def _run_worker(system: str, config: BenchConfig, repeat: int, root: Path) -> di
     run_dir.mkdir(parents=True)
     job_path = root / f"{system}-r{repeat + 1}.job.json"
     result_path = root / f"{system}-r{repeat + 1}.result.json"
-    job_path.write_text(
-        json.dumps(
-            {
-                "system": system,
-                "workload": dataclasses.asdict(config.spec),
-                "memtable_bytes": config.memtable_bytes,
-                "root": str(run_dir),
-                "result_path": str(result_path),
-            }
-        )
-    )
+    job: dict[str, Any] = {
+        "system": system,
+        "workload": dataclasses.asdict(config.spec),
+        "memtable_bytes": config.memtable_bytes,
+        "root": str(run_dir),
+        "result_path": str(result_path),
+    }
+    if system.startswith(TTL_PREFIX):
+        job["ttl"] = dataclasses.asdict(config.ttl)
+    job_path.write_text(json.dumps(job))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(src_root()), env.get("PYTHONPATH", "")) if p
@@ -137,13 +157,16 @@ def _run_worker(system: str, config: BenchConfig, repeat: int, root: Path) -> di
 def run_benchmark(config: BenchConfig, console: Console) -> BenchRun:
     skipped: dict[str, str] = {}
     systems = []
-    for system in config.systems:
-        reason = ADAPTERS[system].unavailable_reason()
+    adapters = {**ADAPTERS, **STRATEGY_ADAPTERS}
+    for system in (*config.systems, *config.strategy_systems):
+        reason = adapters[system].unavailable_reason()
         if reason is None:
             systems.append(system)
         else:
             skipped[system] = reason
             console.print(f"[yellow]skipping {system}: {reason}[/yellow]")
+    if config.ttl is not None and ADAPTERS["ringkv"].unavailable_reason() is None:
+        systems += [TTL_PREFIX + s for s in config.ttl_strategies]
     if not systems:
         raise click.ClickException("no system to measure: none of them imports")
 

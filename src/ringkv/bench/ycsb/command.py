@@ -13,6 +13,9 @@ import click
 
 ALL_WORKLOADS = "a,b,c,d,e,f"
 ALL_SYSTEMS = "ringkv-cluster,ringkv-node,redis,etcd"
+# Measured only when named: the cluster at fixed levels, and in sessions (docs/benchmarks/ycsb.md,
+# "Sessions").
+EXTRA_SYSTEMS = "ringkv-one,ringkv-quorum,ringkv-session,ringkv-session-raw"
 
 
 def _names(value: str, known: str, what: str) -> tuple[str, ...]:
@@ -28,7 +31,8 @@ def _names(value: str, known: str, what: str) -> tuple[str, ...]:
 @click.option("--workloads", default=ALL_WORKLOADS, show_default=True,
               help="Comma-separated YCSB core workloads; they run in YCSB's order A, B, C, F, D, E.")
 @click.option("--systems", default=ALL_SYSTEMS, show_default=True,
-              help="Comma-separated systems to measure, each started and stopped by the harness.")
+              help="Comma-separated systems to measure, each started and stopped by the harness; "
+                   f"also {EXTRA_SYSTEMS} (the cluster at fixed levels, in sessions).")
 @click.option("--records", default=10_000, show_default=True, type=click.IntRange(min=1),
               help="Records loaded before the workloads run.")
 @click.option("--operations", default=20_000, show_default=True, type=click.IntRange(min=1),
@@ -62,7 +66,7 @@ def ycsb(workloads: str, systems: str, records: int, operations: int, value_size
     from ringkv.bench import BenchDependencyError, require
 
     wl = _names(workloads, ALL_WORKLOADS, "workload")
-    sy = _names(systems, ALL_SYSTEMS, "system")
+    sy = _names(systems, f"{ALL_SYSTEMS},{EXTRA_SYSTEMS}", "system")
     try:
         require("hdrhistogram", *(("aiohttp",) if "etcd" in sy else ()),
                 *(() if plots_dir == "-" else ("matplotlib",)))

@@ -16,6 +16,15 @@ What the operations are, per system (the report repeats this table):
 | update, insert | SET (whole record) | SET; an insert also ZADDs the key to a sorted-set index, in the same pipelined round trip | Put |
 | scan(start, n) | SCAN from start's token, COUNT n, then MGET of those keys: n consecutive records in token (hash) order | ZRANGEBYLEX on the index from start, LIMIT n, then MGET: n records in key order | one Range [start, end of "user" keys) with limit n: key order, in one request |
 
+Sessions (docs/consistency.md, "Sessions"; the `ringkv-session` systems): each concurrent task
+is one session for the whole run, its own (a user of a web application keeping one), at the
+nodes' default level. With `sessions="client"` a task's requests go through a session view of
+the node's client (`client.session()`): each request is one pipeline of `RINGKV.SESSION
+<token>`, the command and `RINGKV.SESSION TOKEN`, on any pooled connection. With
+`sessions="connection"` each task has a connection of its own (redis-py, like the `redis`
+driver) that ran `RINGKV.CONSISTENCY SESSION` once: the session lives on the connection, and
+no token travels.
+
 ringkv's SCAN walks the ring in token order and its cursor is a token, so a YCSB scan on
 ringkv reads the n records that follow the start key's token: the same amount of work as a
 key-range scan (a contiguous run of n records in the store's order), over records that are
@@ -110,7 +119,8 @@ class RingkvSession(Session):
 
 
 class RingkvDriver(Driver):
-    """ringkv.client.AsyncClient, one per node, pooled connections enough for every task."""
+    """ringkv.client.AsyncClient, one per node, pooled connections enough for every task;
+    with option `sessions="client"`, a session view of it per task."""
 
     def __init__(self, spec: DriverSpec, tasks: int):
         from ringkv.client import AsyncClient
@@ -122,7 +132,12 @@ class RingkvDriver(Driver):
                         consistency=spec.options.get("consistency"))
             for host, port in spec.addresses
         ]
-        self.sessions = [RingkvSession(c) for c in self.clients]
+        if spec.options.get("sessions") == "client":
+            # Task i's session goes through node i mod n's client, like its plain requests.
+            self.sessions = [RingkvSession(self.clients[t % len(self.clients)].session())
+                             for t in range(max(tasks, 1))]
+        else:
+            self.sessions = [RingkvSession(c) for c in self.clients]
 
     def session(self, task: int) -> Session:
         return self.sessions[task % len(self.sessions)]
@@ -130,6 +145,56 @@ class RingkvDriver(Driver):
     async def close(self) -> None:
         for c in self.clients:
             await c.close()
+
+
+class RingkvConnectionSession(RingkvSession):
+    """One task's own connection, in a session started by RINGKV.CONSISTENCY SESSION (held by
+    the connection: no token travels). Reads and writes only: YCSB's scans (workload E) go
+    through the node's client, outside the session."""
+
+    __slots__ = ("conn", "ready")
+
+    def __init__(self, conn: Any, client: Any):
+        super().__init__(client)
+        self.conn = conn
+        self.ready = False
+
+    async def _call(self, *args: Any) -> Any:
+        if not self.ready:
+            await self.conn.execute_command("RINGKV.CONSISTENCY", "SESSION")
+            self.ready = True
+        return await self.conn.execute_command(*args)
+
+    async def read(self, key: bytes) -> int:
+        return 0 if await self._call("GET", key) is None else 1
+
+    async def update(self, key: bytes, value: bytes) -> None:
+        await self._call("SET", key, value)
+
+    insert = update
+
+
+class RingkvConnectionDriver(RingkvDriver):
+    """A connection per task in a session of its own (option `sessions="connection"`)."""
+
+    def __init__(self, spec: DriverSpec, tasks: int):
+        import redis.asyncio
+
+        super().__init__(DriverSpec(spec.kind, spec.addresses), tasks)
+        self.conns = []
+        sessions: list[Session] = []
+        for t in range(max(tasks, 1)):
+            host, port = spec.addresses[t % len(spec.addresses)]
+            conn = redis.asyncio.Redis(host=host, port=port, protocol=2, socket_timeout=REQUEST_TIMEOUT_S,
+                                       socket_connect_timeout=5, single_connection_client=True)
+            self.conns.append(conn)
+            sessions.append(RingkvConnectionSession(conn, self.clients[t % len(self.clients)]))
+        self.sessions = sessions
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            await conn.aclose()
+        await super().close()
 
 
 # ---------------------------------------------------------------------- Redis
@@ -257,6 +322,8 @@ DRIVERS = {"ringkv": RingkvDriver, "redis": RedisDriver, "etcd": EtcdDriver}
 
 def make_driver(spec: DriverSpec, tasks: int) -> Driver:
     """The driver for `spec`; call from the event loop that will use it."""
+    if spec.kind == "ringkv" and spec.options.get("sessions") == "connection":
+        return RingkvConnectionDriver(spec, tasks)
     try:
         cls = DRIVERS[spec.kind]
     except KeyError:

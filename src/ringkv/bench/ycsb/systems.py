@@ -8,6 +8,9 @@ runs with, and how much CPU its processes have used.
 | name | what runs |
 |---|---|
 | ringkv-cluster | 3 `ringkv serve` processes (LocalCluster), N=3, R and W from `--consistency` |
+| ringkv-one, ringkv-quorum | the same at R=W=ONE, at R=W=QUORUM, whatever `--consistency` says |
+| ringkv-session | the same at R=W=ONE, each client task in a session of its own through the Python client (docs/consistency.md, "Sessions") |
+| ringkv-session-raw | the same, each task on a connection of its own that ran `RINGKV.CONSISTENCY SESSION` |
 | ringkv-node | 1 `ringkv serve` process, defaults |
 | redis | `redis-server` with its defaults (RDB snapshots, no AOF) |
 | etcd | 3 `etcd` processes (Debian's etcd-server) forming one raft cluster |
@@ -166,6 +169,49 @@ class RingkvCluster(System):
                 "tasks over the three nodes")
 
 
+class RingkvFixedLevel(RingkvCluster):
+    """The 3-node cluster at a level of its own, so that levels compare in one run."""
+
+    level = ""
+
+    def __init__(self, root: Path, consistency: str = "quorum"):
+        super().__init__(root, self.level)
+
+
+class RingkvOne(RingkvFixedLevel):
+    name = "ringkv-one"
+    level = "one"
+
+
+class RingkvQuorum(RingkvFixedLevel):
+    name = "ringkv-quorum"
+    level = "quorum"
+
+
+class RingkvSessionCluster(RingkvFixedLevel):
+    """At ONE, each client task in a session of its own (drivers.py, "Sessions")."""
+
+    name = "ringkv-session"
+    level = "one"
+    sessions = "client"
+
+    def driver_spec(self) -> DriverSpec:
+        return DriverSpec(self.kind, self.addresses(), {"sessions": self.sessions})
+
+    def settings(self) -> str:
+        how = ("through a session view of the Python client (`client.session()`): each request "
+               "pipelined as `RINGKV.SESSION <token>`, the command, `RINGKV.SESSION TOKEN`"
+               if self.sessions == "client" else
+               "on a connection of its own that ran `RINGKV.CONSISTENCY SESSION` (no token travels)")
+        return (super().settings() + "; each client task is one session for the whole run, " + how
+                + ", node defaults `session_max_keys` 128 and `session_wait_ms` 1000")
+
+
+class RingkvSessionRaw(RingkvSessionCluster):
+    name = "ringkv-session-raw"
+    sessions = "connection"
+
+
 class RingkvNode(System):
     name = "ringkv-node"
     kind = "ringkv"
@@ -318,5 +364,6 @@ class EtcdCluster(System):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (RingkvCluster, RingkvNode, Redis, EtcdCluster)
+    s.name: s for s in (RingkvCluster, RingkvOne, RingkvQuorum, RingkvSessionCluster,
+                        RingkvSessionRaw, RingkvNode, Redis, EtcdCluster)
 }

@@ -1,0 +1,199 @@
+"""The ACL categories of every ringkv command, and how each touches its keys.
+
+A rule names commands (`+get`), subcommands (`+client|id`) or categories (`+@read`); the
+permission check works on *units*: a plain command, or one subcommand of a container command
+(ACL, CLIENT, COMMAND, RINGKV.ADMIN). A container named with an unknown subcommand is its base
+unit (`client`), which the command then refuses on its own.
+
+Redis commands keep the categories Redis gives them (its command table: READONLY is @read,
+WRITE is @write, FAST is @fast and every other command @slow, ADMIN is @admin and @dangerous,
+plus the data-type and @keyspace/@connection groups). ringkv's own commands:
+
+- RINGKV.GETV reads a key (@read @string @fast); PUTV and DELV write one (@write @string
+  @fast); CAS, CAD and MSETATOMIC write through a consensus round or the batch log (@write
+  @string @slow).
+- RINGKV.CONSISTENCY, RINGKV.AT and RINGKV.NAMESPACE set the connection's levels or namespace
+  (@fast @connection); RINGKV.AT's inner command is checked on its own. RINGKV.NAMESPACES
+  lists the namespaces (@slow @connection).
+- FLUSHALL and FLUSHDB are @admin @slow @dangerous (Redis also has them in @keyspace and
+  @write: a user given +@write could empty the cluster).
+- RINGKV.STATUS, RINGKV.REPAIR, RINGKV.FAULT and every RINGKV.ADMIN subcommand act on the
+  cluster (@admin @slow @dangerous).
+
+Key access (Redis's key-spec logical flags, which `%R~` and `%W~` patterns are checked
+against): "r" the command returns the key's data, "w" it inserts, updates or deletes it, "rw"
+both, "any" neither (metadata only: EXISTS, TYPE, TTL), for which a read or a write pattern
+will do. The key positions themselves are the command table's (api/resp_commands.py).
+
+Pure data; tests/security/test_acl_rules.py checks that every command of the RESP table has a
+unit here and every unit is a command.
+"""
+
+from __future__ import annotations
+
+# Every category a rule may name (Redis's list, so rules written for Redis parse); commands of
+# data types ringkv does not have are simply in none of them.
+CATEGORIES = (
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string", "bitmap", "hyperloglog",
+    "geo", "stream", "pubsub", "admin", "fast", "slow", "blocking", "dangerous", "connection",
+    "transaction", "scripting",
+)
+
+R, W, RW, ANY = "r", "w", "rw", "any"
+
+_CONN_FAST = "fast connection"
+_ADMIN = "admin slow dangerous"
+
+# unit -> (categories, key access or None for a command without keys)
+_UNITS: dict[str, tuple[str, str | None]] = {
+    # connection
+    "ping": (_CONN_FAST, None),
+    "echo": (_CONN_FAST, None),
+    "quit": (_CONN_FAST, None),
+    "select": (_CONN_FAST, None),
+    "hello": (_CONN_FAST, None),
+    "auth": (_CONN_FAST, None),
+    "client": ("slow connection", None),
+    "client|setname": ("slow connection", None),
+    "client|getname": ("slow connection", None),
+    "client|id": ("slow connection", None),
+    "client|setinfo": ("slow connection", None),
+    "client|info": ("slow connection", None),
+    "client|list": ("admin slow dangerous connection", None),
+    "command": ("slow connection", None),
+    "command|count": ("slow connection", None),
+    "command|info": ("slow connection", None),
+    "command|docs": ("slow connection", None),
+    "command|list": ("slow connection", None),
+    # server
+    "info": ("slow dangerous", None),
+    "time": ("fast", None),
+    "dbsize": ("keyspace read fast", None),
+    "scan": ("keyspace read slow", None),
+    "keys": ("keyspace read slow dangerous", None),
+    # Not @write nor @keyspace (Redis has them in both): emptying the keyspace is granted
+    # only by @dangerous, @admin or naming the command (issue 13, docs/redis-compat.md).
+    "flushdb": ("admin slow dangerous", None),
+    "flushall": ("admin slow dangerous", None),
+    # strings
+    "get": ("read string fast", R),
+    "set": ("write string slow", W),  # with GET: rw (key_access)
+    "setnx": ("write string fast", W),
+    "setex": ("write string slow", W),
+    "psetex": ("write string slow", W),
+    "getset": ("write string fast", RW),
+    "getdel": ("write string fast", RW),
+    "getex": ("write string fast", RW),
+    "incr": ("write string fast", RW),
+    "incrby": ("write string fast", RW),
+    "incrbyfloat": ("write string fast", RW),
+    "decr": ("write string fast", RW),
+    "decrby": ("write string fast", RW),
+    "mget": ("read string fast", R),
+    "mset": ("write string slow", W),
+    "msetnx": ("write string slow", W),
+    "delex": ("write string fast", W),
+    "digest": ("read string fast", R),
+    "strlen": ("read string fast", ANY),
+    "append": ("write string fast", W),
+    # keyspace
+    "del": ("keyspace write slow", W),
+    "unlink": ("keyspace write fast", W),
+    "exists": ("keyspace read fast", ANY),
+    "type": ("keyspace read fast", ANY),
+    "expire": ("keyspace write fast", W),
+    "pexpire": ("keyspace write fast", W),
+    "expireat": ("keyspace write fast", W),
+    "pexpireat": ("keyspace write fast", W),
+    "ttl": ("keyspace read fast", ANY),
+    "pttl": ("keyspace read fast", ANY),
+    "persist": ("keyspace write fast", W),
+    # users and permissions
+    "acl": ("slow", None),
+    "acl|cat": ("slow", None),
+    "acl|whoami": ("slow", None),
+    "acl|genpass": ("slow", None),
+    "acl|help": ("slow", None),
+    "acl|setuser": (_ADMIN, None),
+    "acl|getuser": (_ADMIN, None),
+    "acl|deluser": (_ADMIN, None),
+    "acl|list": (_ADMIN, None),
+    "acl|users": (_ADMIN, None),
+    "acl|dryrun": (_ADMIN, None),
+    "acl|log": (_ADMIN, None),
+    "acl|save": (_ADMIN, None),
+    "acl|load": (_ADMIN, None),
+    # ringkv's own
+    "ringkv.getv": ("read string fast", R),
+    "ringkv.putv": ("write string fast", W),
+    "ringkv.delv": ("write string fast", W),
+    "ringkv.cas": ("write string slow", W),
+    "ringkv.cad": ("write string slow", W),
+    "ringkv.msetatomic": ("write string slow", W),
+    "ringkv.consistency": (_CONN_FAST, None),
+    "ringkv.at": (_CONN_FAST, None),
+    "ringkv.session": (_CONN_FAST, None),
+    "ringkv.namespace": (_CONN_FAST, None),
+    "ringkv.namespaces": ("slow connection", None),
+    "ringkv.status": (_ADMIN, None),
+    "ringkv.repair": (_ADMIN, None),
+    "ringkv.fault": (_ADMIN, None),
+    "ringkv.admin": (_ADMIN, None),
+    "ringkv.admin|status": (_ADMIN, None),
+    "ringkv.admin|decommission": (_ADMIN, None),
+    "ringkv.admin|remove": (_ADMIN, None),
+    "ringkv.admin|join": (_ADMIN, None),
+    "ringkv.admin|admit": (_ADMIN, None),
+    "ringkv.admin|cleanup": (_ADMIN, None),
+    "ringkv.admin|compaction": (_ADMIN, None),
+}
+
+UNIT_CATEGORIES: dict[str, frozenset[str]] = {u: frozenset(c.split()) for u, (c, _) in _UNITS.items()}
+KEY_ACCESS: dict[str, str | None] = {u: a for u, (_, a) in _UNITS.items()}
+ALL_UNITS: frozenset[str] = frozenset(_UNITS)
+
+
+def _containers() -> dict[str, frozenset[str]]:
+    subs: dict[str, set[str]] = {}
+    for unit in _UNITS:
+        if "|" in unit:
+            base, sub = unit.split("|", 1)
+            subs.setdefault(base, set()).add(sub)
+    return {base: frozenset(s) for base, s in subs.items()}
+
+
+CONTAINERS: dict[str, frozenset[str]] = _containers()  # container command -> its subcommands
+COMMAND_NAMES: frozenset[str] = frozenset(u for u in _UNITS if "|" not in u)
+
+# Commands every connection may run, authenticated or not, whatever its user's rules (Redis's
+# no-auth flag): authenticating, and leaving.
+NO_AUTH = frozenset({b"auth", b"hello", b"quit"})
+# Commands whose every use is an audit line (who, from where, what, result): the cluster's
+# administration, user changes, and emptying the keyspace.
+AUDITED = frozenset({b"ringkv.admin", b"ringkv.repair", b"ringkv.fault", b"acl", b"flushall", b"flushdb"})
+# ACL subcommands that change nothing (their use is not an admin action worth a line).
+ACL_READ_ONLY = frozenset({"cat", "whoami", "genpass", "help", "getuser", "list", "users", "dryrun", "log"})
+
+
+def unit_of(name: str, sub: bytes | None) -> str:
+    """The unit a command runs as: `name|sub` for a container's known subcommand, else `name`."""
+    subs = CONTAINERS.get(name)
+    if subs is not None and sub is not None:
+        s = sub.decode("ascii", "replace").lower()
+        if s in subs:
+            return f"{name}|{s}"
+    return name
+
+
+def units_in(category: str) -> list[str]:
+    """The units of a category, sorted (ACL CAT category)."""
+    return sorted(u for u, cats in UNIT_CATEGORIES.items() if category in cats)
+
+
+def key_access(unit: str, argv: list[bytes]) -> str | None:
+    """How the command touches its keys; SET with GET also reads (Redis resolves SET's variable
+    flags the same way)."""
+    access = KEY_ACCESS.get(unit)
+    if unit == "set" and len(argv) > 3 and any(a.lower() == b"get" for a in argv[3:]):
+        return RW
+    return access
