@@ -41,6 +41,7 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = 0.0  # the server process's CPU time per request (user + system)
 
 
 @dataclass
@@ -96,6 +97,18 @@ class RedisServer:
             self.proc.wait(10)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process `pid` has used (Linux /proc; 0 elsewhere). Per
+    request, it moves far less with the machine's load than ops/s does: the figure to compare
+    two builds by on a busy machine."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _version(cmd: list[str]) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -129,8 +142,9 @@ def render(cells: dict, requests: int, repeats: int) -> str:
         "(`-r 100000`), 3-byte values. Medians of the repeats; the ratio is the median of each "
         "repeat's ringkv/Redis pair (the runs alternate, so both see the same machine load).",
         "",
-        "| test | pipeline | ringkv ops/s | ringkv p50 / p99 ms | Redis ops/s | Redis p50 / p99 ms | ratio | target | verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| test | pipeline | ringkv ops/s | ringkv p50 / p99 ms | Redis ops/s | Redis p50 / p99 ms | ratio | target | verdict "
+        "| CPU us per request, ringkv / Redis |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for (test, pipeline), cell in cells.items():
         rk = cell.ringkv
@@ -146,12 +160,15 @@ def render(cells: dict, requests: int, repeats: int) -> str:
             f"{statistics.median(r.p50_ms for r in rk):.2f} / {rk_p99:.2f} | "
             f"{statistics.median(r.rps for r in rd):,.0f} | "
             f"{statistics.median(r.p50_ms for r in rd):.2f} / {statistics.median(r.p99_ms for r in rd):.2f} | "
-            f"{ratio:.2f} | >= {target} | {verdict} |"
+            f"{ratio:.2f} | >= {target} | {verdict} | "
+            f"{statistics.median(r.cpu_us for r in rk):.1f} / {statistics.median(r.cpu_us for r in rd):.1f} |"
         )
     lines += [
         "",
         "Targets (from the server issue): ratio >= 0.5 without pipelining, >= 0.25 with `-P 16`, "
-        "p99 <= 2 ms at 50 clients without pipelining.",
+        "p99 <= 2 ms at 50 clients without pipelining. CPU per request is the server process's user "
+        "plus system time over the run divided by its requests (ringkv's background compaction "
+        "workers not included).",
         "",
         "Every repeat:",
         "",
@@ -187,10 +204,13 @@ def main(requests: int, repeats: int, out: str) -> None:
                         if rep % 2:
                             order.reverse()
                         for name, port in order:
+                            pid = node.proc.pid if name == "ringkv" else redis.proc.pid
+                            cpu_before = process_cpu_s(pid)
                             r = run_redis_benchmark(port, test, n, pipeline)
+                            r.cpu_us = 1e6 * (process_cpu_s(pid) - cpu_before) / n
                             getattr(cell, name).append(r)
                             print(f"repeat {rep + 1} {test} -P {pipeline} {name}: {r.rps:,.0f} ops/s "
-                                  f"p50 {r.p50_ms} ms p99 {r.p99_ms} ms", flush=True)
+                                  f"p50 {r.p50_ms} ms p99 {r.p99_ms} ms, {r.cpu_us:.1f} us CPU per request", flush=True)
     report = render(cells, requests, repeats)
     print(report)
     if out != "-":
