@@ -118,6 +118,13 @@ class NodeProcess:
         return [("RESP", self.resp_port), ("HTTP", self.http_port), ("RPC", self.rpc_port)]
 
     def start(self, wait: bool = True) -> NodeProcess:
+        """Start the node's process; when this launcher's process is still running (a start
+        whose ready-wait timed out, say), wait for that one instead of starting a second
+        process on the same data directory and ports."""
+        if self.running:
+            if wait:
+                self.wait_ready()
+            return self
         env = dict(os.environ)
         env.update({f"RINGKV_{k.upper()}": str(v) for k, v in self.settings.items()})
         env["RINGKV_HOST"] = self.host
