@@ -22,6 +22,7 @@ import os
 import signal
 import time
 
+from ringkv import logs
 from ringkv.api.http_limits import HttpClientLimits, HttpClientStats, default_allowed_hosts
 from ringkv.api.http_serving import HttpHandle, create_app, start_http
 from ringkv.api.resp_server import RespLimits, RespServer
@@ -210,7 +211,9 @@ async def serve(config: NodeConfig) -> None:
     loop.add_signal_handler(signal.SIGHUP, process.reload_tls)
     await process.start()
     _settle_garbage_collector()
-    print(f"ringkv node {config.node_id} ready: {process.listening()}", flush=True)
+    ready = f"ringkv node {config.node_id} ready: {process.listening()}"
+    # Always printed (on stdout, whatever log_level says); as a JSON line under log_format = "json".
+    print(logs.standalone_line(ready, config.log_format, config.node_id), flush=True)
     await process.wait_stopped()
     await process.stop()
 
@@ -218,10 +221,7 @@ async def serve(config: NodeConfig) -> None:
 def run(config: NodeConfig) -> None:
     import uvloop
 
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format, config.node_id)
     profile_out = os.environ.get("RINGKV_PROFILE_OUT")
     if not profile_out:
         uvloop.run(serve(config))

@@ -391,6 +391,9 @@ class ChainRegister:
     def base(self, value: bytes | None) -> bytes | None:
         return None  # the node's stale-lease check is the shell's, not the protocol's
 
+    def unchanged(self, current: bytes | None, known: bytes | None) -> bytes | None:
+        return current
+
 
 @dataclass
 class Message:
@@ -488,8 +491,9 @@ class Schedule:
             if type(step) is Chosen:
                 self.chosen.append((step.ballot, step.value))
                 p.lease = Lease(step.ballot, step.value)
+                stored = step.value if step.record is None else step.record
                 for a in ACCEPTORS:
-                    self.send(Message("commit", p.pid, a, step.ballot, step.value))
+                    self.send(Message("commit", p.pid, a, step.ballot, stored))
             else:
                 assert type(step) is Pause
 

@@ -32,6 +32,7 @@ from ringkv.node.batchlog import (
 from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.commands import Put
 from ringkv.node.faults import FaultState
+from ringkv.node.latency import CallFigures
 from ringkv.node.local_service import LocalService
 from ringkv.node.local_store import LocalStore
 from ringkv.node.namespaces import Namespaces
@@ -307,6 +308,7 @@ class SimCalls:
         self.cluster = cluster
         self.timeout_ms = 200
         self.liveness = types.SimpleNamespace(why_down=lambda node: "down (test)")
+        self.figures = CallFigures()  # the write path times its quorums into it
         self.sent: list[tuple[str, str]] = []
 
     def is_up(self, node: str) -> bool:

@@ -127,6 +127,8 @@ def test_a_joining_node_admitted_by_its_address_becomes_a_healthy_member_holding
             assert again.status_code == 409 and "already a member" in again.json()["detail"]
 
 
+# CI's short mode leaves it out: refusals of admission, each a node start (20 s).
+@pytest.mark.slow
 def test_requests_that_cannot_admit_a_node_are_refused_saying_why(tmp_path):
     with LocalCluster(tmp_path, nodes=3, **SETTINGS) as cluster:
         n1, n2, _ = cluster.nodes

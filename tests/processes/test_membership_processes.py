@@ -186,6 +186,8 @@ def test_remove_a_dead_node_rebuilds_its_partitions_from_the_other_replicas(tmp_
             ["n1", "n2", "n3"], 200)
 
 
+# CI's short mode leaves it out: HTTP admission also runs in test_http_admin_processes.py (20 s).
+@pytest.mark.slow
 def test_a_joining_node_given_its_seed_over_http_joins(tmp_path):
     import httpx
 
@@ -215,6 +217,8 @@ def test_a_joining_node_given_its_seed_over_http_joins(tmp_path):
                        30, "n1 to learn that n4 is normal", interval_s=0.2)
 
 
+# CI's short mode leaves it out: an edge of decommission (30 s).
+@pytest.mark.slow
 def test_a_decommission_that_cannot_hand_over_is_cancelled_and_the_node_stays(tmp_path):
     # With n4 down, the partitions n4 would take over from n2 cannot move: leaving anyway
     # could take the only up-to-date copy of a key with it.

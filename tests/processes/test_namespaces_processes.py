@@ -122,6 +122,8 @@ def test_each_namespace_keeps_its_own_number_of_copies(tmp_path):
         wait_until(cleanup_refused, 30, "cleanup to be refused with n3 down", interval_s=0.5)
 
 
+# CI's short mode leaves it out: joins and decommissions run in test_membership_processes.py; this one adds per-namespace replica sets (30 s).
+@pytest.mark.slow
 def test_join_and_decommission_move_each_namespace_to_its_own_replica_sets(tmp_path):
     with LocalCluster(tmp_path, nodes=3, **SETTINGS) as cluster:
         _write_each_namespace(cluster)

@@ -71,7 +71,8 @@ def test_eviction_drops_settled_entries_first_and_degrades_only_for_unsettled_on
 def test_encode_then_decode_is_the_same_token(obs):
     codec = SessionCodec("cluster-a", b"s" * 32)
     token = _replay(obs, codec.max_keys, codec.max_token_bytes)
-    again = codec.decode(codec.encode(token))
+    # A codec without a cache: the text itself is decoded, not the copy kept when encoding.
+    again = SessionCodec("cluster-a", b"s" * 32, cache_max_bytes=0).decode(codec.encode(token))
     assert dict((d, (e.clock, e.settled)) for d, e in again.entries.items()) == \
         dict((d, (e.clock, e.settled)) for d, e in token.entries.items())
     assert list(again.entries) == list(token.entries)  # oldest first, kept
@@ -128,3 +129,61 @@ def test_a_write_known_held_everywhere_settles_and_goes_first():
     token.observe(b"d" * 9, {b"n1": 4})
     assert token.required(b"a" * 9) is None
     assert token.degraded  # an unsettled entry had to go
+
+
+def _state(token: SessionToken) -> tuple:
+    return list((d, e.clock, e.settled) for d, e in token.entries.items()), token.degraded
+
+
+@given(st.lists(observations, min_size=1, max_size=6), st.integers(1, 12), st.integers(256, 2048))
+def test_a_token_encoded_step_by_step_reads_back_as_it_was_at_each_step(steps, max_keys, max_bytes):
+    # The encoding reuses each entry's packed form and the text of an unchanged token, and
+    # the codec answers texts it issued from its cache: each of the texts must still read
+    # back, through the cache and without it, as exactly the token it was issued for.
+    codec = SessionCodec("c", max_keys=max_keys, max_token_bytes=max_bytes)
+    plain = SessionCodec("c", max_keys=max_keys, max_token_bytes=max_bytes, cache_max_bytes=0)
+    token = codec.new()
+    issued = []
+    for obs in steps:
+        for key, clock, settled in obs:
+            token.observe(key, clock, settled)
+        text = codec.encode_bytes(token)
+        assert token.unchanged and token.encoded_as(text)
+        assert codec.encode_bytes(token) is text  # unchanged: not encoded again
+        issued.append((text, _state(token)))
+    for text, state in issued:
+        assert _state(plain.decode(text)) == state
+        cached = codec.decode(text)
+        assert _state(cached) == state
+        cached.observe(b"another key", {b"n9:0009": 1})  # the caller's copy, not the cache's
+        assert _state(codec.decode(text)) == state
+
+
+def test_only_a_change_to_the_token_drops_its_text():
+    codec = SessionCodec("c")
+    token = codec.new()
+    token.observe(b"a" * 9, {b"n1": 1})
+    token.observe(b"b" * 9, {b"n1": 2})
+    codec.encode_bytes(token)
+    token.observe(b"b" * 9, {b"n1": 2})  # the newest entry, seen again: nothing changes
+    token.observe(b"a" * 9, {b"n1": 1}, settled=False)
+    assert not token.unchanged  # a's entry became the newest: the order is in the text
+    codec.encode_bytes(token)
+    token.observe(b"a" * 9, {b"n1": 1}, settled=True)
+    assert not token.unchanged  # settled now
+    codec.encode_bytes(token)
+    token.observe(b"a" * 9, {b"n1": 2})
+    assert not token.unchanged  # grown
+
+
+def test_the_codec_cache_keeps_to_its_byte_bound():
+    codec = SessionCodec("c", cache_max_bytes=4096)
+    token = codec.new()
+    texts = []
+    for i in range(200):
+        token.observe(b"key %d" % i, {b"n1:0001": i + 1})
+        texts.append(codec.encode_bytes(token))
+        assert codec._cache_bytes <= 4096
+    assert sum(len(t) for t in codec._cache) == codec._cache_bytes
+    # A text that left the cache is decoded (and checked) again, and reads back the same.
+    assert list(codec.decode(texts[0]).entries) == [key_digest(b"key 0")]

@@ -21,9 +21,12 @@ from ringkv.api.http_models import (
     CompactionRequest,
     CompactionResponse,
     DecommissionResponse,
+    OperationResponse,
+    OperationsResponse,
     RemoveResponse,
     RepairResponse,
     SeedsResponse,
+    StartOperationRequest,
     StatusResponse,
 )
 from ringkv.api.http_problems import ProblemError, problem_responses
@@ -113,6 +116,26 @@ class AdminApi:
         in its configuration), or is the default one (docs/compaction.md)."""
         return json_response(self._admin().set_compaction(namespace, body.compaction, dict(body.settings)))
 
+    async def list_operations(self, running: bool = False) -> Response:
+        """This node's long operations, newest first (docs/operations.md): every running one and
+        the last finished ones; `running=true` for those in flight only."""
+        return json_response({"operations": self._admin().operations(running)})
+
+    async def get_operation(self, operation_id: str, wait_ms: int = 0) -> Response:
+        """One operation of this node: its state, progress (done of total units), ETA and, once
+        finished, its result or error. `wait_ms` (up to 30000): answer as soon as it finishes,
+        or after that long."""
+        admin = self._admin()
+        if wait_ms:
+            return json_response(await admin.wait_operation(operation_id, wait_ms / 1000))
+        return json_response(admin.operation(operation_id))
+
+    async def start_operation(self, body: StartOperationRequest) -> Response:
+        """Start a long operation (repair, cleanup, decommission, remove, backup, restore) and
+        answer its document at once (202); follow it at /api/v1/admin/operations/{id}. 409 while
+        a conflicting operation runs (named) or the change is refused now."""
+        return json_response(await self._admin().start_operation(body.kind, dict(body.args)), status=202)
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -137,6 +160,10 @@ def admin_routes(api: AdminApi) -> Iterator[tuple[str, Callable, str, dict[str, 
         CompactionResponse, 400)
     yield API + "/admin/namespaces/{namespace}/compaction", api.set_namespace_compaction, "PUT", answers(
         CompactionResponse, 400, 422)
+    yield API + "/admin/operations", api.list_operations, "GET", answers(OperationsResponse, 422)
+    yield API + "/admin/operations", api.start_operation, "POST", {
+        **answers(OperationResponse, 400, 409, 422), "status_code": 202}
+    yield API + "/admin/operations/{operation_id}", api.get_operation, "GET", answers(OperationResponse, 400, 422)
     yield "/healthz", api.healthz, "GET", {"response_model": StatusResponse}
     yield "/readyz", api.readyz, "GET", {"response_model": StatusResponse, "responses": problem_responses(503)}
     yield "/metrics", api.metrics_text, "GET", {

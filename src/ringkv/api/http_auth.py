@@ -9,7 +9,8 @@
   `WWW-Authenticate: Basic realm="ringkv", Bearer realm="ringkv"`.
 Protected mode refuses a client not on loopback while the default user needs no password
 (403, `protected-mode`). `/healthz`, `/readyz` and the API's description (`/openapi.json`,
-`/docs`) answer anyone: probes and documentation, no data. `/metrics` needs INFO's permission.
+`/docs`, `/redoc` and their assets) and the console's page (`/`, its assets) answer anyone:
+probes, documentation and files, no data. `/metrics` needs INFO's permission.
 
 What a request may do is checked where it acts: the routes call the node's `KeyValueService`
 through `GuardedService` and its `AdminService` through `GuardedAdmin`, which check every call
@@ -47,7 +48,10 @@ from ringkv.service.values import ANY_VERSION
 # The request's session and how it authenticated ("basic", "bearer" or "" for none).
 CURRENT: contextvars.ContextVar[tuple[Session, str] | None] = contextvars.ContextVar("ringkv_http_session",
                                                                                       default=None)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/"})
+# The console's page and scripts and the API documentation's assets: files, no data (the
+# console's figures come from /api/v1/console/state, which needs a user: api/console.py).
+PUBLIC_PREFIXES = ("/console/static/", "/docs/static/")
 MAX_AUTHORIZATION_BYTES = 8192
 
 
@@ -61,6 +65,18 @@ def _unauthorized(detail: str) -> ProblemError:
     return _challenge(ProblemError(401, "unauthorized", detail))
 
 
+# A script's request (`X-Requested-With`, as Spring Security reads it) is challenged with Bearer
+# alone: a Basic challenge makes a browser open its own password dialog over the page, and the
+# console (api/console.py) signs in with a form of its own.
+SCRIPT_CHALLENGE = 'Bearer realm="ringkv"'
+
+
+def _for_script(problem: ProblemError, scope: dict) -> ProblemError:
+    if problem.status == 401 and any(name == b"x-requested-with" for name, _ in scope["headers"]):
+        problem.headers = {**(problem.headers or {}), "WWW-Authenticate": SCRIPT_CHALLENGE}
+    return problem
+
+
 class HttpAuthMiddleware:
     """See the module docstring."""
 
@@ -69,16 +85,16 @@ class HttpAuthMiddleware:
         self.access = access
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:
             session, scheme = await self._session(scope)
         except ProblemError as problem:
-            await problem.response()(scope, receive, send)
+            await _for_script(problem, scope).response()(scope, receive, send)
             return
         except CommandError as exc:
-            await _challenge(problem_from_exception(exc)).response()(scope, receive, send)
+            await _for_script(_challenge(problem_from_exception(exc)), scope).response()(scope, receive, send)
             return
         except Exception as exc:  # the users cannot be read (no quorum of the system namespace)
             problem = ProblemError(503, "unavailable", f"cannot authenticate now: the users are not readable ({exc})")
@@ -309,8 +325,11 @@ _ADMIN_UNITS = {
     "status": "ringkv.status", "repair": "ringkv.repair", "membership": "ringkv.admin|status",
     "join": "ringkv.admin|join", "admit": "ringkv.admin|admit", "decommission": "ringkv.admin|decommission",
     "remove": "ringkv.admin|remove", "cleanup": "ringkv.admin|cleanup", "fault": "ringkv.fault",
+    "ring_view": "ringkv.status",
+    "start_operation": "ringkv.admin|start", "operations": "ringkv.admin|operations",
+    "operation": "ringkv.admin|operation", "wait_operation": "ringkv.admin|wait",
 }
-_ADMIN_READS = frozenset({"status", "membership"})
+_ADMIN_READS = frozenset({"status", "membership", "ring_view", "operations", "operation", "wait_operation"})
 # Read by /healthz, /readyz and /metrics (whose access the middleware decides), not by users.
 _ADMIN_FACTS = frozenset({"node_id", "health", "key_counts", "info", "metrics"})
 

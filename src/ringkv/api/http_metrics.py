@@ -5,8 +5,14 @@ Two sources:
   `RequestMetricsMiddleware`, a pure ASGI middleware: one send wrapper and one clock read per
   request, no logging;
 - `NodeCollector` reads the node's own figures at scrape time (`AdminService.metrics()`: the
-  engine, loop stalls, expiry, the cluster's counters) and the RESP server's, so nothing on the
-  request paths of those layers pays for metrics.
+  engine, loop stalls, expiry, disk space, the cluster's counters, quorum latencies and the
+  per-peer figures) and the RESP server's, so nothing on the request paths of those layers
+  pays for metrics beyond the counts they keep anyway.
+
+And prometheus_client's own collectors of the process (`process_*`: CPU, resident memory,
+open file descriptors, start time) and of Python (`python_info`, `python_gc_*`), plus
+`ringkv_build_info{version, python}` (always 1), the version a node runs. docs/observability.md
+lists every metric.
 
 Each app gets its own `CollectorRegistry`: tests build several apps in one process, and the
 global registry would refuse the second set of metric names.
@@ -14,11 +20,20 @@ global registry would refuse the second set of metric names.
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +41,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ringkv import __version__
 from ringkv.api.resp_server import LATENCY_BUCKETS_S as RESP_LATENCY_BUCKETS_S
 from ringkv.service.contract import AdminService
 
@@ -56,6 +72,10 @@ class HttpMetrics:
             registry=self.registry,
         )
         self.registry.register(NodeCollector(admin, resp_stats))
+        # The process's and the interpreter's figures: prometheus_client's collectors (they read
+        # /proc and the gc module at scrape time), in this app's registry as well as the global one.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         # labels() takes a lock and builds a tuple key; the set of (command, status) pairs is
         # small and fixed by the routes, so the children are looked up once and kept.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -117,6 +137,10 @@ class NodeCollector:
         self.resp_stats = resp_stats
 
     def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("ringkv_build_info", "Always 1: the ringkv version and the Python "
+                                  "version this node runs, as labels.", labels=["version", "python"])
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build
         if self.resp_stats is not None:
             yield from _resp_metrics(self.resp_stats)
         if self.admin is None:
@@ -126,6 +150,12 @@ class NodeCollector:
         yield from _loop_metrics(figures["loop"])
         yield CounterMetricFamily("ringkv_expired_keys", "Keys removed by active expiry.",
                                   value=figures["expired_keys"])
+        disk = figures.get("disk") or {}
+        if disk:
+            yield GaugeMetricFamily("ringkv_disk_free_bytes", "Free bytes of the file system holding the "
+                                    "data directory.", value=disk["free_bytes"])
+            yield GaugeMetricFamily("ringkv_disk_size_bytes", "Size of the file system holding the data "
+                                    "directory.", value=disk["total_bytes"])
         if "cluster" in figures:
             yield from _cluster_metrics(figures)
         if "namespaces" in figures:
@@ -169,25 +199,44 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("forwarded", "Writes run here for another coordinator."),
         ("read_repairs", "Records sent to replicas that answered a read with less."),
         ("quorum_failures", "Requests that could not reach R or W replicas."),
+        ("replica_failures", "Replica writes that failed (timed out, unreachable, or an error) on the "
+                             "coordinator's side."),
+        ("repairs_dropped", "Read repairs not sent because too many were in flight."),
         ("stand_ins", "Writes a stand-in took for a failed replica (sloppy quorum)."),
+        ("hints_taken", "Writes this node kept as a stand-in, for a replica that was down."),
+        ("session_failures", "Session reads that found no replica holding the session's writes in time."),
     ):
         yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
     hints = figures["hints"]
     yield GaugeMetricFamily("ringkv_hints_pending", "Hints waiting for their replica.", value=hints["hints_pending"])
+    yield CounterMetricFamily("ringkv_hints_stored", "Hints stored for a replica that missed a write.",
+                              value=hints.get("hints_stored", 0))
     yield CounterMetricFamily("ringkv_hints_delivered", "Hints delivered.", value=hints["hints_delivered"])
     yield CounterMetricFamily("ringkv_hints_expired", "Hints dropped past max_hint_window_ms.",
                               value=hints["hints_expired"])
+    yield CounterMetricFamily("ringkv_hints_dropped", "Hints dropped because the hint store held max_hints "
+                              "(the replica is repaired by anti-entropy instead).",
+                              value=hints.get("hints_dropped_full", 0))
     yield GaugeMetricFamily("ringkv_nodes_down", "Nodes the failure detector believes down.",
                             value=figures["nodes_down"])
+    gossip = figures.get("gossip", {})
+    yield CounterMetricFamily("ringkv_gossip_rounds", "Gossip rounds run.", value=gossip.get("rounds", 0))
+    yield CounterMetricFamily("ringkv_gossip_failures", "Gossip exchanges with a peer that failed (no answer, "
+                              "refused).", value=gossip.get("exchanges_failed", 0))
     ae = figures["anti_entropy"]
     yield CounterMetricFamily("ringkv_anti_entropy_comparisons", "Partition comparisons run.",
                               value=ae["comparisons"])
     yield CounterMetricFamily("ringkv_anti_entropy_keys_transferred", "Keys pushed or pulled.",
                               value=ae["keys_transferred"])
+    yield CounterMetricFamily("ringkv_anti_entropy_failures", "Partition comparisons that failed (a replica "
+                              "did not answer, or the exchange broke off).", value=ae.get("failures", 0))
     moves = figures["moves"]
-    yield GaugeMetricFamily("ringkv_partition_moves_total", "Partitions the current join, leave or "
-                            "rebalance moves.", value=moves["total"])
+    yield GaugeMetricFamily("ringkv_partition_moves_planned", "Partitions the current (or last) join, leave "
+                            "or rebalance moves to or from this node.", value=moves["total"])
     yield GaugeMetricFamily("ringkv_partition_moves_done", "Of those, moved.", value=moves["done"])
+    yield CounterMetricFamily("ringkv_partition_moves", "Partitions moved by this node since it started.",
+                              value=moves.get("moved", 0))
+    yield from _latency_metrics(figures)
     auth = figures.get("rpc_auth", {})
     refused = CounterMetricFamily(
         "ringkv_rpc_handshakes_refused", "RPC connections refused before they were authenticated "
@@ -204,6 +253,41 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
     yield CounterMetricFamily("ringkv_gossip_states_refused", "Gossip states refused for their "
                               "origin (a tombstone from a non-member, a relayed address change).",
                               value=auth.get("gossip_states_refused", 0))
+
+
+def _buckets(cumulative: list[tuple[float, int]]) -> list[tuple[str, int]]:
+    return [("+Inf" if bound == float("inf") else repr(bound), n) for bound, n in cumulative]
+
+
+def _latency_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
+    """Quorum latencies per operation, and per peer: phi, up, replica call durations and
+    failures (node/latency.py). Peers are labelled by node id; the node bounds how many."""
+    quorum = HistogramMetricFamily(
+        "ringkv_quorum_duration_seconds", "Time from a coordinated request's first replica call to its R "
+        "(get) or W (set) answers, or to its failure, by operation.", labels=["operation"])
+    for op, (cumulative, total_s) in sorted(figures.get("quorum_latency", {}).items()):
+        quorum.add_metric([op], _buckets(cumulative), total_s)
+    yield quorum
+    peers = figures.get("peers", {})
+    phi = GaugeMetricFamily("ringkv_peer_phi", "The phi-accrual suspicion of each peer (above phi_threshold: "
+                            "down).", labels=["peer"])
+    up = GaugeMetricFamily("ringkv_peer_up", "1 when the failure detector believes the peer up, else 0.",
+                           labels=["peer"])
+    calls = HistogramMetricFamily("ringkv_peer_rpc_duration_seconds", "Duration of replica calls to each peer, "
+                                  "from sent to answered or failed.", labels=["peer"])
+    failures = CounterMetricFamily("ringkv_peer_rpc_failures", "Replica calls to each peer that failed, by "
+                                   "reason (timeout, unavailable: refused or believed down, error: the peer "
+                                   "answered with one).", labels=["peer", "reason"])
+    for peer, doc in sorted(peers.items()):
+        if "phi" in doc:
+            phi.add_metric([peer], doc["phi"])
+            up.add_metric([peer], 1 if doc["up"] else 0)
+        if "latency" in doc:
+            cumulative, total_s = doc["latency"]
+            calls.add_metric([peer], _buckets(cumulative), total_s)
+            for reason, n in sorted(doc["failures"].items()):
+                failures.add_metric([peer, reason], n)
+    yield from (phi, up, calls, failures)
 
 
 def _resp_metrics(stats: Any) -> Iterator[Metric]:

@@ -458,3 +458,53 @@ class CompactionResponse(BaseModel):
     family: str = Field(description='The engine\'s column family holding the namespace\'s keys ("default" when '
                         "it shares the default namespace's).")
     compaction: str = Field(description="The strategy; its settings follow, by the engine's names (window_ms, ...).")
+
+
+class OperationState(StrEnum):
+    """Where a long operation stands (docs/operations.md)."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class OperationResponse(BaseModel):
+    """A long operation of a node: join, decommission, remove, repair, cleanup, backup, restore."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="The node's id and a sequence number, e.g. n1.7; follow it on the node that runs it.")
+    kind: str
+    node_id: str
+    params: dict
+    state: OperationState
+    unit: str = Field(description="What done and total count (partitions, keys, ...).")
+    done: int
+    total: int
+    phase: str
+    started_ms: int
+    updated_ms: int
+    finished_ms: int = Field(description="0 while running.")
+    eta_s: float | None = Field(description="Seconds left at the rate of the current run; null when unknown.")
+    result: dict | None = Field(description="What it did, once done.")
+    error: str = Field(description="Why it failed or was interrupted; empty otherwise.")
+    resumed: int = Field(description="How many restarts of the node it was resumed after.")
+
+
+class OperationsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    operations: list[OperationResponse]
+
+
+class StartOperationRequest(BaseModel):
+    """Start a long operation on the node asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(max_length=64, examples=["repair"],
+                      description="repair, cleanup, decommission, remove (args node_id, force), or another kind "
+                      "the node offers (backup, restore).")
+    args: dict[str, StrictInt | StrictStr | bool] = Field(default_factory=dict, max_length=16,
+                                                          examples=[{"node_id": "n3", "force": False}])

@@ -37,6 +37,7 @@ from starlette.responses import Response
 
 from ringkv import __version__
 from ringkv.api.client_limits import ThrottledLog
+from ringkv.api.console import mount_console
 from ringkv.api.http_admin import AdminApi, admin_routes
 from ringkv.api.http_auth import (
     AuthApi,
@@ -154,7 +155,8 @@ def create_app(service: KeyValueService | None = None, admin: AdminService | Non
     /metrics. `access`: users and permissions (api/http_auth.py); None serves every request.
     `allowed_hosts`: the Host names answered (api/http_limits.py); None answers any."""
     metrics = HttpMetrics(admin, resp_stats)
-    app = FastAPI(title="ringkv", version=__version__, description=_DESCRIPTION)
+    # /docs and /redoc are the console module's, with every file served by the node (no CDN).
+    app = FastAPI(title="ringkv", version=__version__, description=_DESCRIPTION, docs_url=None, redoc_url=None)
     app.router.route_class = ProblemRoute
     if access is not None:  # every data and admin call checked against the request's user
         metrics.registry.register(access.audit.collector())
@@ -165,6 +167,8 @@ def create_app(service: KeyValueService | None = None, admin: AdminService | Non
         app.add_api_route(
             path, handler, methods=[method], name=handler.__name__, operation_id=handler.__name__, **options
         )
+
+    mount_console(app, admin)  # `/`, its state, /docs, /redoc and their files (api/console.py)
 
     async def routing_problem(request: Request, exc: Exception) -> Response:
         # The router's own answers: no route for the path (404), or not for this method (405,

@@ -8,7 +8,8 @@ which the client sends with its next request (to any node). A request at
 Requests with neither run in no session and get no header.
 
 `HttpSessionMiddleware` decodes the token before the route runs (a bad one is answered 400,
-naming what is wrong) and puts it in `CURRENT`, which `KeyValueApi._kv` binds the request's
+naming what is wrong; a token this node issued or checked a moment ago is a cache hit in the
+codec, service/session.py) and puts it in `CURRENT`, which `KeyValueApi._kv` binds the request's
 service view to; the response header is added when the response starts, after the handler
 has read and written.
 """
@@ -74,7 +75,9 @@ class HttpSessionMiddleware:
         async def send_with_token(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
-                headers.append((SESSION_TOKEN_HEADER, codec.encode(token).encode("ascii")))
+                # Encoded only if the request changed it (SessionToken keeps its text), and
+                # remembered by the codec, so the next request's header is a cache hit.
+                headers.append((SESSION_TOKEN_HEADER, codec.encode_bytes(token)))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -86,6 +86,12 @@ def gate(c: RespConnection, spec: CommandSpec, argv: list[bytes]) -> Any:
     """The command's result if it may run (its handler's), else the refusal (module docstring)."""
     access = c.server.access
     if access is None:
+        # No users: every command runs, and admin actions still leave their audit line (the
+        # client's address, no user).
+        if spec.name in AUDITED:
+            unit = unit_of(spec.name.decode(), argv[1] if len(argv) > 1 else None)
+            if not (spec.name == b"acl" and unit[4:] in ACL_READ_ONLY):
+                return _audited(c, spec, argv, unit)
         return spec.handler(c, argv)
     pending = c.session.pending_auth
     if pending is not None and not _authenticates(spec.name, argv):
@@ -186,10 +192,12 @@ async def _audited(c: RespConnection, spec: CommandSpec, argv: list[bytes], unit
     result = result or b""
     failed = result.startswith(b"-")
     detail = result[1:].split(b"\r\n", 1)[0].decode("utf-8", "replace") if failed else ""
-    access = c.server.access
-    assert access is not None
-    access.audit.admin_action("resp", session.client, session.name, unit, _shown_args(argv),
-                              "error" if failed else "ok", detail)
+    if c.server.access is None:  # no users: the connection's address, no user name
+        c.server.audit.admin_action("resp", c.peer, None, unit, _shown_args(argv), "error" if failed else "ok",
+                                    detail)
+    else:
+        c.server.audit.admin_action("resp", session.client, session.name, unit, _shown_args(argv),
+                                    "error" if failed else "ok", detail)
     return result
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ringkv import __version__
 from ringkv.api import resp_acl
+from ringkv.api import resp_backup as bk
 from ringkv.api import resp_ringkv as rk
 from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer
 from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_arg, text
@@ -614,9 +615,18 @@ _TABLE = (
     _spec("ringkv.namespace", rk.cmd_namespace, -1),
     _spec("ringkv.namespaces", rk.cmd_namespaces, 1),
     _spec("ringkv.status", rk.cmd_status, 1, (0, 0, 0), ADMIN),
-    _spec("ringkv.repair", rk.cmd_repair, 1, (0, 0, 0), ADMIN),
+    _spec("ringkv.repair", rk.cmd_repair, -1, (0, 0, 0), ADMIN),
     _spec("ringkv.fault", rk.cmd_fault, -2, (0, 0, 0), ADMIN),
     _spec("ringkv.admin", rk.cmd_admin, -2, (0, 0, 0), ADMIN),
+    # Persistence and backup (api/resp_backup.py, docs/backup.md)
+    _spec("save", bk.cmd_save, 1, (0, 0, 0), ADMIN),
+    _spec("bgsave", bk.cmd_bgsave, -1, (0, 0, 0), ADMIN),
+    _spec("lastsave", bk.cmd_lastsave, 1, (0, 0, 0), ADMIN),
+    _spec("dump", bk.cmd_dump, 2, ONE_KEY),
+    _spec("restore", bk.cmd_restore, -4, ONE_KEY, WRITE),
+    _spec("ringkv.snapshot", bk.cmd_snapshot, -1, (0, 0, 0), ADMIN),
+    _spec("ringkv.backup", bk.cmd_backup, -2, (0, 0, 0), ADMIN),
+    _spec("ringkv.restore", bk.cmd_restore_backup, -2, (0, 0, 0), ADMIN),
 )
 
 COMMANDS: dict[bytes, CommandSpec] = {spec.name: spec for spec in _TABLE}

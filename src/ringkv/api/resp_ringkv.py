@@ -108,34 +108,93 @@ async def cmd_status(c: RespConnection, argv):
 
 
 async def cmd_repair(c: RespConnection, argv):
-    """RINGKV.REPAIR: anti-entropy now over every partition this node holds; JSON summary."""
-    return _json(await _admin(c, "RINGKV.REPAIR").repair())
+    """RINGKV.REPAIR [ASYNC]: anti-entropy now over every partition this node holds; JSON
+    summary, or with ASYNC the operation's document at once (docs/operations.md)."""
+    admin = _admin(c, "RINGKV.REPAIR")
+    if len(argv) == 2 and argv[1].lower() == b"async":
+        return _json(await admin.start_operation("repair", {}))
+    if len(argv) != 1:
+        return error("ERR RINGKV.REPAIR: expected no argument, or ASYNC")
+    return _json(await admin.repair())
+
+
+OPERATION_WAIT_DEFAULT_MS = 10_000  # RINGKV.ADMIN WAIT id without a timeout
+
+
+def _operations(admin, what: bytes, args: list[bytes]) -> bytes | None:
+    """The long operations' subcommands of RINGKV.ADMIN (docs/operations.md); None when
+    `what` is none of them or its arguments do not fit."""
+    text = [a.decode("utf-8", "replace") for a in args]
+    if what == b"operations" and (not text or (len(text) == 1 and text[0].lower() == "running")):
+        return _json({"operations": admin.operations(running_only=bool(text))})
+    if what == b"operation" and len(text) == 1:
+        return _json(admin.operation(text[0]))
+    return None
+
+
+async def _start(admin, args: list[bytes]) -> bytes:
+    """RINGKV.ADMIN START kind [name value ...]: the operation's document at once."""
+    text = [a.decode("utf-8", "replace") for a in args]
+    kind, pairs = text[0].lower(), text[1:]
+    params: dict = {}
+    for i in range(0, len(pairs), 2):
+        name, value = pairs[i].lower(), pairs[i + 1]
+        params[name] = {"true": True, "false": False}.get(value.lower(), value)
+    return _json(await admin.start_operation(kind, params))
+
+
+async def _wait(admin, args: list[bytes]) -> bytes:
+    """RINGKV.ADMIN WAIT id [timeout_ms]: the document once finished, or as it stands then."""
+    timeout_ms = OPERATION_WAIT_DEFAULT_MS
+    if len(args) == 2:
+        try:
+            timeout_ms = int(args[1])
+        except ValueError:
+            return error(f"ERR RINGKV.ADMIN WAIT: timeout_ms must be an integer, got {args[1][:40]!r}")
+    return _json(await admin.wait_operation(args[0].decode("utf-8", "replace"), timeout_ms / 1000))
 
 
 async def cmd_admin(c: RespConnection, argv):
-    """RINGKV.ADMIN DECOMMISSION | REMOVE node [FORCE] | JOIN seed... | ADMIT host:port | CLEANUP |
-    STATUS: membership changes (node/membership.py, node/admission.py); COMPACTION namespace
-    [strategy [setting value ...]]: a namespace's compaction strategy; JSON replies."""
+    """RINGKV.ADMIN DECOMMISSION [ASYNC] | REMOVE node [FORCE] [ASYNC] | JOIN seed... | ADMIT
+    host:port | CLEANUP [ASYNC] | STATUS: membership changes (node/membership.py,
+    node/admission.py); START kind [name value ...] | OPERATIONS [RUNNING] | OPERATION id | WAIT
+    id [timeout_ms]: long operations (node/operations.py, docs/operations.md); COMPACTION
+    namespace [strategy [setting value ...]]: a namespace's compaction strategy; JSON replies."""
     admin = _admin(c, "RINGKV.ADMIN")
     what = argv[1].lower()
     args = argv[2:]
+    # ASYNC (last): start the change as an operation and answer its document at once.
+    run_async = bool(args) and args[-1].lower() == b"async" and what in (b"decommission", b"remove", b"cleanup")
+    if run_async:
+        args = args[:-1]
     if what == b"decommission" and not args:
-        return _json(await admin.decommission())
+        return _json(await (admin.start_operation("decommission", {}) if run_async else admin.decommission()))
     if what == b"remove" and (len(args) == 1 or (len(args) == 2 and args[1].lower() == b"force")):
         node = args[0].decode("utf-8", "replace")
-        return _json(await (admin.remove(node, True) if len(args) == 2 else admin.remove(node)))
+        force = len(args) == 2
+        if run_async:
+            return _json(await admin.start_operation("remove", {"node_id": node, "force": force}))
+        return _json(await (admin.remove(node, True) if force else admin.remove(node)))
     if what == b"status" and not args:
         return _json(admin.membership())
     if what == b"cleanup" and not args:
-        return _json(await admin.cleanup())
+        return _json(await (admin.start_operation("cleanup", {}) if run_async else admin.cleanup()))
+    if what == b"start" and args and len(args) % 2 == 1:
+        return await _start(admin, args)
+    if what == b"wait" and len(args) in (1, 2):
+        return await _wait(admin, args)
+    answered = _operations(admin, what, args)
+    if answered is not None:
+        return answered
     if what == b"join" and args:
         return _json(await admin.join([a.decode("utf-8", "replace") for a in args]))
     if what == b"admit" and len(args) == 1:
         return _json(await admin.admit(args[0].decode("utf-8", "replace")))
     if what == b"compaction" and args:
         return _compaction(admin, [a.decode("utf-8", "replace") for a in args])
-    return error("ERR RINGKV.ADMIN: expected DECOMMISSION, REMOVE node [FORCE], JOIN seed..., ADMIT host:port, CLEANUP, "
-                 "STATUS or COMPACTION namespace [strategy [setting value ...]]")
+    return error("ERR RINGKV.ADMIN: expected DECOMMISSION [ASYNC], REMOVE node [FORCE] [ASYNC], JOIN seed..., "
+                 "ADMIT host:port, CLEANUP [ASYNC], STATUS, START kind [name value ...], OPERATIONS [RUNNING], "
+                 "OPERATION id, WAIT id [timeout_ms] or COMPACTION namespace [strategy [setting value ...]]")
 
 
 def _compaction(admin, args: list[str]) -> bytes:
@@ -236,6 +295,10 @@ async def cmd_delv(c: RespConnection, argv):
 #   RINGKV.SESSION token      resume the session `token` names (from any connection or node)
 #                             -> the token
 #   RINGKV.SESSION TOKEN      the session's token now (null: no session)
+#   RINGKV.SESSION TOKEN CHANGED
+#                             the token, or 0 when it is still the one this connection last
+#                             answered or resumed (null: no session): a client that keeps the
+#                             token receives it only when a command changed it
 #   RINGKV.SESSION END        leave the session -> OK
 #
 # In a session every read answers a version at least as new as everything the session wrote
@@ -263,41 +326,48 @@ def _ensure_session(c: RespConnection) -> None:
 SESSION_TOKEN_POLL_S = 0.001
 
 
-def _token_reply(c: RespConnection) -> bytes:
-    return c.enc.null if c.kv_session is None else bulk(c.base.sessions.encode(c.kv_session).encode())
+def _token_reply(c: RespConnection, changed_only: bool = False) -> bytes:
+    if c.kv_session is None:
+        return c.enc.null
+    if changed_only and c.kv_session.unchanged:
+        return integer(0)
+    return bulk(c.base.sessions.encode_bytes(c.kv_session))
 
 
-async def _token_after(c: RespConnection, earlier: list[list]) -> bytes:
+async def _token_after(c: RespConnection, earlier: list[list], changed_only: bool) -> bytes:
     """The token once the commands started before this one (their reply slots `earlier`)
     have finished: the token must hold what they wrote or read."""
     while not all(slot[0] for slot in earlier):
         await asyncio.sleep(SESSION_TOKEN_POLL_S)
-    return _token_reply(c)
+    return _token_reply(c, changed_only)
 
 
 def cmd_session(c: RespConnection, argv):
     """RINGKV.SESSION [token | TOKEN | END] (see above)."""
-    if len(argv) > 2:
-        return error("ERR syntax error: expected RINGKV.SESSION [token | TOKEN | END]")
+    changed_only = len(argv) == 3 and argv[1].lower() == b"token" and argv[2].lower() == b"changed"
+    if len(argv) > 2 and not changed_only:
+        return error("ERR syntax error: expected RINGKV.SESSION [token | TOKEN [CHANGED] | END]")
     codec = c.base.sessions
     if len(argv) == 1:
         _enter_session(c, codec.new())
-        return bulk(codec.encode(c.kv_session).encode())
+        return bulk(codec.encode_bytes(c.kv_session))
     arg = argv[1]
     if arg.lower() == b"token":
         # Pipelined commands start before earlier ones finish (api/resp_server.py); a token
         # pipelined behind a command that waits (a SERIAL read, a session read's search, a
         # forwarded write) must wait for it, or it misses what that command observes. The
-        # Python client pipelines every session request so.
+        # Python client pipelines every session write so (docs/client.md, "Consistency").
         pending = [slot for slot in c._pending if not slot[0]]
-        return _token_after(c, pending) if pending else _token_reply(c)
+        return _token_after(c, pending, changed_only) if pending else _token_reply(c, changed_only)
     if arg.lower() == b"end":
         c.kv_session = None
         c.base = c.base.with_session(None)
         c.kv = c.base.at(*c.levels)
         return OK
-    _enter_session(c, codec.decode(arg))  # SessionError names what is wrong with it
-    return bulk(codec.encode(c.kv_session).encode())
+    if c.kv_session is not None and c.kv_session.encoded_as(arg):
+        return bulk(arg)  # the connection holds the session at this token already
+    _enter_session(c, codec.decode(arg))  # SessionError names what is wrong with it (or a cached copy)
+    return bulk(codec.encode_bytes(c.kv_session))
 
 
 def cmd_namespace(c: RespConnection, argv):

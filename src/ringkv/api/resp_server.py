@@ -55,6 +55,7 @@ from ringkv.errors import (
     UnknownNamespaceError,
 )
 from ringkv.security.access import PROTECTED_MODE_MESSAGE, AccessControl, OpenSession
+from ringkv.security.audit import Audit
 from ringkv.security.categories import AUDITED
 from ringkv.security.tenants import NAMESPACE_COMMANDS
 from ringkv.service.contract import AdminService, KeyValueService
@@ -132,6 +133,8 @@ class RespServer:
         self.service = service  # the node's view at its configured levels, default namespace
         self.admin = admin  # None: a server with no admin side (RINGKV.ADMIN and co. refuse)
         self.access = access  # users and permissions (api/resp_acl.py); None: every command allowed
+        # Admin actions are audit lines (security/audit.py) with or without access control.
+        self.audit = access.audit if access is not None else Audit()
         self.limits = limits or RespLimits()
         self.stats = RespStats()
         self.connections: set[RespConnection] = set()

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-NEMESES = "kill,pause,partition,skew,disk,loss,slow,restart"
+NEMESES = "kill,pause,partition,skew,disk,loss,slow,restart,membership"
 WORKLOADS = "register,set,counter,cas-register"
 
 

@@ -14,7 +14,8 @@ Applied, not attempted. A fault counts as applied only once it is seen to hold: 
 process has exited, the paused one is in the stopped state (/proc), every node of a partition
 answered its RINGKV.FAULT with the blocks asked for (or, for a node that was down, its peer on
 the other side did), the skewed node answered with the skew asked for, the disk has no byte
-left, each node of a rolling restart came back as a new process. A fault that is not (an
+left, each node of a rolling restart came back as a new process, a membership change's
+operation finished (the node left, or a member removed it) and its node was stopped. A fault that is not (an
 error, a node that never came back while the fault lasted) is counted as not applied, logged
 as `NOT APPLIED` and recorded in the history with the reason; the run goes on, and the smoke
 tests assert that every fault begun was applied.
@@ -24,13 +25,22 @@ the schedule until it ends or `stop` is set; `heal` ends every fault: resume the
 restart the killed, heal partitions, clocks back to 0, disks emptied; and raises if a node
 cannot be brought back to no fault at all (the checks after it would mean nothing).
 
+A membership change (`membership/decommission`, `membership/remove`) takes a node out for
+good: decommissioned (RINGKV.ADMIN DECOMMISSION ASYNC, followed to its end) and stopped, or
+killed and removed by a live member (RINGKV.ADMIN REMOVE ... FORCE); its data directory is then
+wiped. At the fault's end (or at `heal`) the node starts again, empty, as a joining node of the
+same id, and the fault's end waits until it serves as a member (docs/membership.md: a former
+member is taken back only as a new node joining).
+
 Contract: one thread calls run() and then heal(); nothing here is safe to call concurrently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -46,6 +56,7 @@ from ringkv.chaos.schedule import FaultEvent
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 
 COMMAND_TIMEOUT_S = 2.0
+MEMBERSHIP_TIMEOUT_S = 90.0  # a decommission to finish, a node joining again to turn normal
 STOPPED_WITHIN_S = 2.0  # how long a SIGSTOPped process may take to show as stopped in /proc
 TERM_TIMEOUT_S = 20.0  # a clean shutdown (SIGTERM) of a rolling restart, before SIGKILL
 BALLAST = "chaos-ballast"
@@ -116,6 +127,7 @@ class Nemesis:
         self.killed: set[str] = set()
         self.paused: set[str] = set()
         self.full: set[str] = set()
+        self.left: set[str] = set()  # out of the cluster by a membership change, data wiped
         self.blocked: dict[str, tuple[str, ...]] = {}  # what each node should block now
         self.skew: dict[str, int] = {}  # what each node's skew should be now
         # What each node has been seen to enforce (its RINGKV.FAULT answers, or iptables).
@@ -246,6 +258,8 @@ class Nemesis:
             self._fill(node)
         elif e.kind == "restart":
             self._rolling_restart(e)
+        elif e.kind == "membership":
+            self._leave(node, e.shape)
         else:
             raise ValueError(e.kind)
 
@@ -274,6 +288,8 @@ class Nemesis:
             self._sync(node, reset_skew=True)
         elif e.kind == "disk":
             self._free(node)
+        elif e.kind == "membership" and node in self.left:
+            self._rejoin(node)
         # A rolling restart ends when its last node is back (in _begin).
 
     # ------------------------------------------------------------------ healing
@@ -287,6 +303,8 @@ class Nemesis:
             self._restart(node)
         for node in sorted(self.full):
             self._free(node)
+        for node in sorted(self.left):
+            self._rejoin(node)
         self.blocked = {}
         if self.network is not None:
             for n in self.cluster.nodes:
@@ -364,7 +382,7 @@ class Nemesis:
         for node_id in e.nodes:
             if self._stop.is_set():
                 break
-            if node_id in self.killed or node_id in self.paused or node_id in self.full:
+            if node_id in self.killed or node_id in self.paused or node_id in self.full or node_id in self.left:
                 skipped.append(node_id)
                 continue
             node = self.cluster.node(node_id)
@@ -387,6 +405,73 @@ class Nemesis:
         if not restarted:
             raise FaultNotApplied(f"no node restarted (skipped, held down by other faults: "
                                   f"{', '.join(skipped) or 'none'})")
+
+    def _admin(self, node_id: str, *command: str) -> dict:
+        node = self.cluster.node(node_id)
+        r = redis.Redis(host=node.host, port=node.resp_port, socket_timeout=10, socket_connect_timeout=COMMAND_TIMEOUT_S,
+                        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        try:
+            return json.loads(r.execute_command(*command))
+        finally:
+            r.close()
+
+    def _members_up(self, but: str) -> list[str]:
+        return [n.node_id for n in self.cluster.nodes if n.node_id != but and n.running
+                and n.node_id not in self.paused and n.node_id not in self.left]
+
+    def _leave(self, node_id: str, shape: str) -> None:
+        """Take `node_id` out of the cluster (decommission or remove), stop it, wipe its data."""
+        node = self.cluster.node(node_id)
+        if not node.running or node_id in self.paused:
+            raise FaultNotApplied(f"{node_id} was not running")
+        if shape == "decommission":
+            op = self._admin(node_id, "RINGKV.ADMIN", "DECOMMISSION", "ASYNC")
+            deadline = time.monotonic() + MEMBERSHIP_TIMEOUT_S
+            while op["state"] == "running":
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise FaultNotApplied(f"decommission {op['id']} of {node_id} still running "
+                                          f"({op['done']}/{op['total']} {op['unit']})")
+                time.sleep(0.2)
+                with contextlib.suppress(redis.RedisError):
+                    op = self._admin(node_id, "RINGKV.ADMIN", "WAIT", op["id"], "1000")
+            if op["state"] != "done":
+                raise FaultNotApplied(f"decommission {op['id']} of {node_id} {op['state']}: {op['error']}")
+            node.stop(TERM_TIMEOUT_S)
+            detail = f"decommissioned ({op['id']}), stopped"
+        else:
+            others = self._members_up(node_id)
+            if not others:
+                raise FaultNotApplied(f"no member up to remove {node_id}")
+            self._kill(node_id, "to be removed")
+            self.killed.discard(node_id)
+            try:
+                op = self._admin(others[0], "RINGKV.ADMIN", "REMOVE", node_id, "FORCE", "ASYNC")
+            except redis.RedisError as exc:
+                self.killed.add(node_id)  # heal() restarts it as it is: it was not removed
+                raise FaultNotApplied(f"{others[0]} did not remove {node_id}: {exc}") from None
+            detail = f"killed, removed by {others[0]} ({op['id']})"
+        self._process_died(node_id)
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        self.left.add(node_id)
+        self.history.fault(f"membership-{shape}", [node_id], f"{detail}; data wiped")
+
+    def _rejoin(self, node_id: str) -> None:
+        """Start `node_id` again, empty, as a joining node; wait until it is a member."""
+        node = self.cluster.node(node_id)
+        node.settings["join"] = "true"
+        try:
+            node.start(wait=True)
+            deadline = time.monotonic() + MEMBERSHIP_TIMEOUT_S
+            while self._admin(node_id, "RINGKV.ADMIN", "STATUS")["local_status"] != "normal":
+                if time.monotonic() > deadline:
+                    raise FaultNotApplied(f"{node_id} not a member {MEMBERSHIP_TIMEOUT_S:g} s after joining again")
+                time.sleep(0.2)
+        except Exception as exc:
+            self.history.fault("membership-join", [node_id], ok=False, error=str(exc)[-500:])
+            raise
+        self.left.discard(node_id)
+        self.history.fault("membership-join", [node_id], "joined again, empty")
+        self._sync(node_id)
 
     def _fill(self, node_id: str) -> None:
         if self.disk is None:

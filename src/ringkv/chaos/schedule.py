@@ -19,6 +19,11 @@ Faults, one `FaultEvent` each:
                it again (same data directory) before stopping the next; `shape` says how it
                stops: `term` (SIGTERM, a clean shutdown) or `kill` (SIGKILL, a crash). The
                nodes restart as fast as they come up, so the event may outlast `end_s`.
+    membership a membership change: at `start_s` one node leaves the cluster, by `shape`
+               `decommission` (it hands its partitions over, then stops) or `remove` (it is
+               killed, and a live member removes it); its data directory is wiped; at
+               `end_s` it joins again as a new node of the same id (node/membership.py).
+               Counts as a node down; one at a time, never during a rolling restart.
 
 With one kind the faults come one after another, a quiet gap between them. With several, a
 fault may start while another is still on (`overlap_p`), so kinds combine: a kill during a
@@ -36,10 +41,11 @@ from collections.abc import Sequence
 from typing import Any
 
 # New kinds go at the end: a seed's schedule for the kinds it had stays what it was.
-KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow", "restart")
+KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow", "restart", "membership")
 NETWORK_KINDS = ("loss", "slow")  # need nodes in network namespaces
 PARTITION_SHAPES = ("halves", "isolate", "bridge")
 RESTART_SHAPES = ("term", "kill")  # how a rolling restart stops each node
+MEMBERSHIP_SHAPES = ("decommission", "remove")  # how a membership change takes a node out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,8 @@ class FaultEvent:
             return f"{when} slow {self.nodes[0]} {self.amount:g} kbit/s"
         if self.kind == "restart":
             return f"{when} restart/{self.shape} {','.join(self.nodes)}"
+        if self.kind == "membership":
+            return f"{when} membership/{self.shape} {self.nodes[0]}, joining again at the end"
         return f"{when} {self.kind} {','.join(self.nodes)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,10 +158,11 @@ def make_schedule(
 def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, end: float,
                 active: list[FaultEvent], max_down: int, max_skew_ms: int) -> FaultEvent | None:
     start, end = round(start, 3), round(end, 3)
-    down = {n for e in active if e.kind in ("kill", "pause", "disk") for n in e.nodes}
+    down = {n for e in active if e.kind in ("kill", "pause", "disk", "membership") for n in e.nodes}
     # A rolling restart holds one node down at a time, which one depending on when.
     restarting = any(e.kind == "restart" for e in active)
-    stopped = len({n for e in active if e.kind in ("kill", "pause") for n in e.nodes}) + restarting
+    changing = any(e.kind == "membership" for e in active)
+    stopped = len({n for e in active if e.kind in ("kill", "pause", "membership") for n in e.nodes}) + restarting
     if kind in ("kill", "pause", "disk"):
         free = [n for n in nodes if n not in down]
         if stopped >= max_down and kind != "disk":
@@ -161,8 +170,13 @@ def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, e
         if not free:
             return None
         return FaultEvent(start, end, kind, (rng.choice(free),))
+    if kind == "membership":
+        free = [n for n in nodes if n not in down]
+        if restarting or changing or stopped >= max_down or not free:
+            return None
+        return FaultEvent(start, end, kind, (rng.choice(free),), rng.choice(MEMBERSHIP_SHAPES))
     if kind == "restart":
-        if restarting or stopped >= max_down:
+        if restarting or changing or stopped >= max_down:
             return None
         order = tuple(rng.sample(nodes, len(nodes)))
         return FaultEvent(start, end, kind, order, rng.choice(RESTART_SHAPES))

@@ -22,7 +22,7 @@ Exit codes scripts can rely on:
 
 Modules, a command group each: `serve` (serve, demo, the node configuration flags), `data`
 (get, put, del, scan, info), `cluster` (cluster up, cluster status), `admin` (admin ...,
-repair); `session` is what every command that talks to a node shares, `exit_codes` the codes
+repair), `shell` (version, completion bash|zsh|fish); `session` is what every command that talks to a node shares, `exit_codes` the codes
 above. This module assembles the `ringkv` group, `main` (pyproject.toml's console script);
 `python -m ringkv.cli` runs the same (__main__.py).
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import click
 
-from ringkv.cli import admin, cluster, data, serve
+from ringkv.cli import admin, backup, cluster, data, serve, shell
 from ringkv.cli.exit_codes import EXIT_CODES_HELP
 
 
@@ -52,8 +52,16 @@ for _command in (
     cluster.cluster_group,
     admin.admin_group,
     admin.repair_command,
+    shell.version_command,
+    shell.completion_command,
 ):
     main.add_command(_command)
+
+
+# Backup and restore (cli/backup.py): `backup`, `restore`, `export`, `import`, `admin snapshot`.
+for _command in (backup.backup_group, backup.restore_command, backup.export_command, backup.import_command):
+    main.add_command(_command)
+admin.admin_group.add_command(backup.snapshot_group)
 
 
 @main.group("bench")

@@ -1,5 +1,5 @@
-"""Talking to one node from a command: the options every such command shares (`--host`,
-`--port`, `--timeout-ms`, `--json`, TLS: `--tls`, `--cacert`, `--cert`, `--key`,
+"""Talking to a node from a command: the options every such command shares (`--host`,
+repeatable or comma-separated for seeds to fail over to, `--port`, `--timeout-ms`, `--json`, TLS: `--tls`, `--cacert`, `--cert`, `--key`,
 `--insecure`, as redis-cli's, and credentials: `--user` and `--pass`, or `--url
 ringkv://user:password@host:port`; environment RINGKV_USER, RINGKV_PASSWORD, RINGKV_URL), the
 `NodeSession` it is given, and the exit codes of failures, in one place. A password on the
@@ -20,6 +20,7 @@ under the same rules.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -36,13 +37,14 @@ class NodeSession:
     """What a data command needs: a client of the node and a way to print results and errors."""
 
     def __init__(self, host: str, port: int, timeout_ms: int, as_json: bool, username: str | None = None,
-                 password: str | None = None, **tls: Any):
-        """`tls`: the client's TLS arguments (tls, ca_file, cert_file, key_file, tls_verify)."""
+                 password: str | None = None, seeds: tuple[tuple[str, int], ...] = (), **tls: Any):
+        """`tls`: the client's TLS arguments (tls, ca_file, cert_file, key_file, tls_verify).
+        `seeds`: more nodes to try, in order, when one refuses the connection."""
         from ringkv.client import Client
 
         self.as_json = as_json
         self.client = Client(host, port, timeout_ms=timeout_ms, connect_timeout_ms=timeout_ms, username=username,
-                             password=password, **tls)
+                             password=password, seeds=seeds, **tls)
         self.out = Console(highlight=False, emoji=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
@@ -70,7 +72,7 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
     """Give a data command the shared options, a NodeSession, and the exit codes of errors."""
 
     @functools.wraps(func)
-    def command(host: str, port: int, timeout_ms: int, as_json: bool, tls: bool, tls_ca: str | None,
+    def command(host: tuple[str, ...], port: int, timeout_ms: int, as_json: bool, tls: bool, tls_ca: str | None,
                 tls_cert: str | None, tls_key: str | None, tls_insecure: bool, user: str | None,
                 password: str | None, url: str | None, **kwargs: Any) -> None:
         from ringkv.client import (
@@ -80,20 +82,27 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
             ResultUnknownError,
             ServerError,
         )
-        from ringkv.client.options import parse_url
+        from ringkv.client.options import parse_address, parse_url
         from ringkv.errors import ConfigError
 
         try:
+            # --host h1 --host h2:7380, or --host h1,h2:7380 (RINGKV_HOST="h1 h2"): the first is
+            # the node, the others seeds tried in order when one refuses (ringkv.client.options).
+            addresses = [parse_address(a, port) for h in (host or ("127.0.0.1",)) for a in h.split(",") if a.strip()]
+            if not addresses:
+                raise ConfigError("host", "is empty: give host[:port]")
+            (first_host, first_port), seeds = addresses[0], tuple(addresses[1:])
             if url:  # its host, port and credentials; --user / --pass win over the URL's
-                host, port, url_user, url_password = parse_url(url)
+                first_host, first_port, url_user, url_password = parse_url(url)
                 if user is None and password is None:
                     user, password = url_user, url_password
-            session = NodeSession(host, port, timeout_ms, as_json, username=user or None, password=password or None,
+            session = NodeSession(first_host, first_port, timeout_ms, as_json, username=user or None,
+                                  password=password or None, seeds=seeds,
                                   tls=tls or bool(tls_ca or tls_cert), ca_file=tls_ca, cert_file=tls_cert,
                                   key_file=tls_key, tls_verify=not tls_insecure)
         except ConfigError as exc:
             flag = {"ca_file": "cacert", "cert_file": "cert", "key_file": "key", "username": "user",
-                    "password": "pass"}.get(exc.field, exc.field)
+                    "password": "pass", "seeds": "host"}.get(exc.field, exc.field)
             raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint=f"--{flag}") from None
         try:
             code = func(session, **kwargs)
@@ -109,8 +118,10 @@ def node_command(func: Callable[..., int | None]) -> Callable[..., None]:
             raise SystemExit(code)
 
     options = [
-        click.option("--host", envvar="RINGKV_HOST", show_envvar=True, default="127.0.0.1",
-                     show_default=True, help="Node address."),
+        click.option("--host", envvar="RINGKV_HOST", show_envvar=True, multiple=True, default=["127.0.0.1"],
+                     show_default=True, metavar="HOST[:PORT]",
+                     help="Node address; repeat it (or separate with commas) to give seeds tried in turn "
+                          "when one refuses the connection."),
         click.option("--port", envvar="RINGKV_PORT", show_envvar=True, default=7379,
                      show_default=True, type=click.IntRange(1, 65535),
                      help="Node's Redis-protocol port."),
@@ -157,23 +168,25 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
     from ringkv.client.base import connection_class, pool_kwargs
 
     options = session.client.options
-    address = f"{options.host}:{options.port}"
-    pool = redis.BlockingConnectionPool(
-        connection_class=connection_class(options),
-        **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
-    try:
-        reply = redis.Redis(connection_pool=pool).execute_command(command)
-    except redis.exceptions.AuthenticationError as exc:  # a ConnectionError to redis-py, but an answer
-        session.fail(EXIT_SERVER_ERROR, "authentication_failed", f"{command}: {address} refused the credentials: {exc}")
-    except redis.exceptions.TimeoutError as exc:
-        session.fail(EXIT_UNREACHABLE, "unreachable",
-                     f"{command}: no answer from {address} within {options.timeout_ms:g} ms ({exc})")
-    except redis.exceptions.ConnectionError as exc:
-        session.fail(EXIT_UNREACHABLE, "unreachable", f"{command}: could not reach {address}: {exc}")
-    except redis.exceptions.ResponseError as exc:
-        session.fail(EXIT_SERVER_ERROR, "server_error", f"{command} at {address}: {exc}")
-    finally:
-        pool.disconnect()
+    addresses = options.addresses
+    for i, (host, port) in enumerate(addresses):  # the seeds in turn while connecting fails
+        options = dataclasses.replace(options, host=host, port=port)
+        address = options.address
+        pool = redis.BlockingConnectionPool(
+            connection_class=connection_class(options),
+            **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)))
+        try:
+            reply = redis.Redis(connection_pool=pool).execute_command(command)
+            break
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                redis.exceptions.ResponseError) as exc:
+            if i + 1 < len(addresses) and _not_connected(exc):
+                session.note(f"{command}: could not connect to {address} ({exc}); trying {addresses[i + 1][0]}:"
+                             f"{addresses[i + 1][1]}")
+                continue
+            _fetch_failed(session, command, address, options.timeout_ms, exc)
+        finally:
+            pool.disconnect()
     try:
         doc = json.loads(reply)
         if not isinstance(doc, dict) or not check(doc):
@@ -182,3 +195,23 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
         session.fail(EXIT_SERVER_ERROR, "server_error",
                      f"{command} at {address}: unexpected reply {str(reply)[:200]!r} ({exc})")
     return doc
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """A connect that failed (refused, unreachable, timed out): the command was not sent."""
+    import redis.exceptions
+
+    return (isinstance(exc, redis.exceptions.ConnectionError)
+            and not isinstance(exc, redis.exceptions.AuthenticationError) and "connecting to" in str(exc))
+
+
+def _fetch_failed(session: NodeSession, command: str, address: str, timeout_ms: float, exc: BaseException) -> NoReturn:
+    import redis.exceptions
+
+    if isinstance(exc, redis.exceptions.AuthenticationError):  # a ConnectionError to redis-py, but an answer
+        session.fail(EXIT_SERVER_ERROR, "authentication_failed", f"{command}: {address} refused the credentials: {exc}")
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        session.fail(EXIT_UNREACHABLE, "unreachable", f"{command}: no answer from {address} within {timeout_ms:g} ms ({exc})")
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        session.fail(EXIT_UNREACHABLE, "unreachable", f"{command}: could not reach {address}: {exc}")
+    session.fail(EXIT_SERVER_ERROR, "server_error", f"{command} at {address}: {exc}")

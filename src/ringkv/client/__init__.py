@@ -20,6 +20,7 @@ from ringkv.client.errors import (
     RequestTimeoutError,
     ResultUnknownError,
     ServerError,
+    SessionStateLostError,
 )
 from ringkv.client.options import Consistency
 from ringkv.client.siblings import Sibling, Versions
@@ -37,6 +38,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResultUnknownError",
     "ServerError",
+    "SessionStateLostError",
     "Sibling",
     "Versions",
 ]

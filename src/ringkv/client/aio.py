@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
@@ -27,9 +28,32 @@ import redis.backoff
 import redis.exceptions
 
 from ringkv.client import commands
-from ringkv.client.base import ClientBase, connection_class, pool_kwargs
+from ringkv.client.base import (
+    _TOKEN_CHANGED,
+    BUSY,
+    GONE,
+    IDLE,
+    SESSION_HOLDER_POLL_S,
+    ClientBase,
+    ClientSession,
+    _link,
+    connection_class,
+    failed,
+    finish,
+    plan,
+    pool_kwargs,
+    raise_lost,
+    took_token,
+)
 from ringkv.client.commands import CasResult, Data, Request
-from ringkv.client.options import ClientOptions, Consistency, credentials, parse_consistency
+from ringkv.client.errors import ClientError, RequestTimeoutError
+from ringkv.client.options import (
+    ClientOptions,
+    Consistency,
+    credentials,
+    parse_consistency,
+    parse_seeds,
+)
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
 
@@ -39,6 +63,8 @@ Level = str | Consistency | None
 
 class AsyncClient(ClientBase):
     """An asyncio client of one ringkv node; see `Client` for what each method does."""
+
+    _ASYNCHRONOUS = True
 
     def __init__(
         self,
@@ -60,6 +86,7 @@ class AsyncClient(ClientBase):
         tls_verify: bool = True,
         username: str | None = None,
         password: str | None = None,
+        seeds: Iterable[str | tuple[str, int]] = (),
     ):
         super().__init__(
             ClientOptions(
@@ -80,9 +107,13 @@ class AsyncClient(ClientBase):
                 tls_verify=tls_verify,
                 # None and None: RINGKV_USER / RINGKV_PASSWORD from the environment, if set.
                 **dict(zip(("username", "password"), credentials(username, password), strict=True)),
+                seeds=parse_seeds(seeds),
             )
         )
-        self._pool = redis.asyncio.BlockingConnectionPool(
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> redis.asyncio.BlockingConnectionPool:
+        return redis.asyncio.BlockingConnectionPool(
             connection_class=connection_class(self.options, asynchronous=True),
             **pool_kwargs(self.options, redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0), True),
         )
@@ -93,46 +124,127 @@ class AsyncClient(ClientBase):
         if not request.args:
             self._check_open()
             return request.parse(None)
+        session = self._session_for(request.consistency)
+        if session is None:
+            return await self._run(request, None)
+        async with session.lock:  # a session runs one request at a time (ClientSession)
+            return await self._run(request, session)
+
+    async def _run(self, request: Request[T], session: ClientSession | None) -> T:
         attempts = Attempts(request, self.options, self._rng)
         pool = self._pool
+        tried = 0  # seeds this request moved to after a failed connect (ClientOptions.seeds)
         while True:
             # Checked on every attempt: a retry must not reopen a pool that close() emptied.
             self._check_open()
             attempts.begin()
+            # The session's holder when idle (SessionStateLostError if it was lost), else any.
+            conn = None if session is None else await self._holder(pool, session, request.command)
             try:
-                conn = await pool.get_connection()
+                if conn is None:
+                    conn = await pool.get_connection()
             except TRANSPORT_ERRORS as exc:
+                if self._pool is pool and self._fail_over(exc, tried):
+                    self._pool = self._new_pool()
+                    await pool.disconnect(inuse_connections=False)
+                    # Not sent: moving on is not one of the request's attempts.
+                    attempts.made -= 1
+                    attempts.address = f"{attempts.address}, then {self.options.address}"
+                    tried += 1
+                    pool = self._pool
+                    continue
                 await asyncio.sleep(attempts.connect_failed(exc))
+                pool = self._pool  # another task may have moved to the next seed meanwhile
                 continue
-            session = self._session_for(request.consistency)
+            p = None
             try:
-                if session is None:
-                    await conn.send_command(*commands.wire_args(request))
+                args = commands.wire_args(request)
+                p = plan(conn, pool, session, args, request.command)
+                if p is None:
+                    await conn.send_command(*args)
                     reply = await conn.read_response()
                 else:
-                    await conn.send_packed_command(conn.pack_commands(session.wrap(commands.wire_args(request))))
+                    await conn.send_packed_command(conn.pack_commands(p.commands))
                     replies: list[Any] = []
-                    for _ in range(3):
+                    for _ in p.commands:
                         try:
                             replies.append(await conn.read_response())
                         except redis.exceptions.ResponseError as exc:
                             replies.append(exc)
-                    reply = session.unwrap(replies)
-            except redis.exceptions.ResponseError as exc:
+                    reply = finish(p, conn, replies)
+            except (redis.exceptions.ResponseError, ClientError) as exc:
                 await pool.release(conn)
+                if isinstance(exc, ClientError):
+                    raise
                 raise attempts.server_error(exc) from None
             except TRANSPORT_ERRORS as exc:
+                failed(p, session, conn)
                 await conn.disconnect()
                 await pool.release(conn)
                 await asyncio.sleep(attempts.request_failed(exc))
                 continue
             except BaseException:
                 # Cancelled mid-reply: see the module docstring.
+                failed(p, session, conn)
                 await conn.disconnect()
                 await pool.release(conn)
                 raise
             await pool.release(conn)
             return request.parse(reply)
+
+    async def _holder(self, pool: Any, session: ClientSession, command: str) -> Any:
+        """See `Client._holder`."""
+        deadline = time.monotonic() + self.options.timeout_ms / 1000
+        while True:
+            got = session.claim(pool, _take_idle, self.address)
+            if got is not BUSY:
+                return got
+            if time.monotonic() > deadline:
+                raise RequestTimeoutError(command, self.options.timeout_ms, self.address,
+                                          "the session's state, being fetched by another request")
+            await asyncio.sleep(SESSION_HOLDER_POLL_S)
+
+    @property
+    def session_token(self) -> bytes | None:
+        """The token of this client's session (None: no session yet) when it holds everything
+        the session wrote and read; when the session's newest state is still on a pooled
+        connection, ClientError: `await fetch_session_token()` fetches it."""
+        session = self._session
+        if session is None:
+            return None
+        if session.holder is not None and session.unfetched:
+            raise ClientError("the session's newest state is on a pooled connection, not yet in the client's "
+                              "token: await fetch_session_token() to fetch it")
+        return session.token
+
+    async def fetch_session_token(self) -> bytes | None:
+        """The token of this client's session (None: no session yet), with everything the
+        session wrote and read: fetched from the pooled connection holding the session's newest
+        state when that state is not yet in the client's token (one round trip)."""
+        session = self._session
+        if session is None:
+            return None
+        async with session.lock:
+            if not session.unfetched:
+                raise_lost(session, self.address)
+                return session.token  # it holds the session's newest state: no round trip
+            pool = self._pool
+            conn = await self._holder(pool, session, "RINGKV.SESSION")
+            if conn is None:
+                return session.token
+            try:
+                await conn.send_command(*_TOKEN_CHANGED)
+                reply = await conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                reply = exc
+            except BaseException:
+                failed(None, session, conn)
+                await conn.disconnect()
+                await pool.release(conn)
+                raise_lost(session, self.address)
+                raise
+            await pool.release(conn)
+            return took_token(session, conn, reply, self.address)
 
     # ------------------------------------------------------------------ reads
 
@@ -234,6 +346,13 @@ class AsyncClient(ClientBase):
                    consistency: Level = None) -> None:
         await self._execute(commands.mset(pairs, self._level(consistency)))
 
+    async def msetnx(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+                     consistency: Level = None) -> bool:
+        """Store every (key, value) pair only if none of the keys exists, atomically; True when
+        stored. Several keys must share one hash tag ({user1}:a, {user1}:b), else ValueError
+        (CROSSSLOT) before anything is sent."""
+        return await self._execute(commands.msetnx(pairs, self._level(consistency)))
+
     async def mset_atomic(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
                     consistency: Level = None) -> list[bytes]:
         """Store every (key, value) pair or none (docs/atomic-batches.md). Returns the keys
@@ -304,3 +423,18 @@ class AsyncClient(ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _take_idle(pool: redis.asyncio.BlockingConnectionPool, conn: Any) -> str:
+    """See `ringkv.client.sync._take_idle`: redis-py's asyncio pool keeps its idle connections in
+    a list, those lent out in a set. Run with no await, so no other task sees it half done."""
+    available = pool._available_connections
+    for i, idle in enumerate(available):
+        if idle is conn:
+            del available[i]
+            pool._in_use_connections.add(conn)
+            return IDLE
+    if conn in pool._in_use_connections:
+        return BUSY
+    # In neither while release() awaits a disconnect: busy until it is back (or closed).
+    return BUSY if _link(conn) is not None else GONE

@@ -456,6 +456,45 @@ def mset(
     return Request("MSET", (b"MSET", *args) if args else (), True, _none, consistency)
 
 
+def _hash_tag(key: bytes) -> bytes | None:
+    """Redis Cluster's hash tag of a key (the node's rule, cluster/ring.hash_part): the bytes
+    between the first `{` and the next `}`, when there is at least one; else None."""
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return None
+
+
+def msetnx(
+    pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]],
+    consistency: Consistency | None = None,
+) -> Request[bool]:
+    """MSETNX: every pair or none, only if no key exists. Several keys must share one hash tag
+    (`{user1}:a`, `{user1}:b`): the node runs them as one consensus round of the tag's
+    register; keys of several tags are refused here, before sending, as the node would refuse
+    them (CROSSSLOT)."""
+    items = list(pairs.items() if isinstance(pairs, Mapping) else pairs)
+    args: list[bytes | int] = []
+    keys: list[bytes] = []
+    for key, value in items:
+        k = encode(key)
+        keys.append(k)
+        args += [k, encode(value, "value")]
+    distinct = list(dict.fromkeys(keys))
+    if len(distinct) > 1:
+        tags = {_hash_tag(k) for k in distinct}
+        if None in tags or len(tags) > 1:
+            other = next(k for k in distinct if _hash_tag(k) != _hash_tag(distinct[0]) or _hash_tag(k) is None)
+            raise ValueError(
+                "CROSSSLOT Keys in request don't hash to the same slot: MSETNX of several keys needs keys of "
+                f"one hash tag ({{tag}}: '{{user1}}:a' and '{{user1}}:b' share 'user1'); {distinct[0]!r} and "
+                f"{other!r} do not")
+    # Not resent: a second copy would find the first copy's keys and answer False.
+    return Request("MSETNX", (b"MSETNX", *args) if args else (), False, _flag, consistency)
+
+
 def mset_atomic(
     pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]],
     consistency: Consistency | None = None,

@@ -128,3 +128,22 @@ class ResultUnknownError(ClientError):
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+class SessionStateLostError(ClientError):
+    """The pooled connection that held a session's newest state (docs/client.md, "Consistency")
+    was lost before the client fetched that state: what the session read since its last write
+    (or since the token was last fetched) is forgotten, so monotonic reads are not promised
+    across this error. Read-your-writes still holds: the token is fetched with every write's
+    reply. Raised once, on the session's next request (not sent); the session then goes on
+    from its last fetched token (`token`)."""
+
+    def __init__(self, address: str, reason: str, token: bytes | None):
+        super().__init__(
+            f"session state lost: the connection to {address} that held the session's newest state "
+            f"{reason} before its token was fetched; the reads since the session's last write are "
+            "forgotten, so a later read may return an older version than one of them (read-your-writes "
+            "still holds); the session goes on from its last fetched token")
+        self.address = address
+        self.reason = reason
+        self.token = token

@@ -11,6 +11,12 @@ the caller gives neither (nor the URL), `credentials()` takes them from the envi
 `RINGKV_USER` and `RINGKV_PASSWORD` (the CLI reads the same variables). A password is never
 part of a repr or an error message.
 
+Seeds: `seeds=("host:port", ...)` are further nodes of the same cluster. The client talks to
+one node at a time, starting with `host:port`; when a connection to it cannot be made (refused,
+unreachable, connect timed out), the request moves to the next seed at once (the request was
+not sent, so this is safe for any request), each seed at most once per request, and the client
+stays on the node that answered. `parse_address` reads one "host[:port]".
+
 TLS (`tls=True`): the node's certificate is verified against `ca_file` (the system's CAs when
 None) and its host name or address against the certificate's SANs, unless `tls_verify=False`;
 `cert_file` and `key_file` present a client certificate (a node with tls_client_auth=required
@@ -22,7 +28,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +41,7 @@ MAX_TIMEOUT_MS = 3_600_000
 MAX_RETRIES = 100
 MAX_CONNECTIONS = 10_000
 MAX_CREDENTIAL_BYTES = 4096  # a node refuses longer passwords (security/passwords.py)
+MAX_SEEDS = 64  # further nodes a client may fail over to
 USER_ENV = "RINGKV_USER"
 PASSWORD_ENV = "RINGKV_PASSWORD"
 
@@ -87,6 +94,7 @@ class ClientOptions:
     tls_verify: bool = True  # False: accept any certificate (tests only: anyone can pose as the node)
     username: str | None = None  # None with a password: the default user
     password: str | None = field(default=None, repr=False)
+    seeds: tuple[tuple[str, int], ...] = ()  # further (host, port)s, tried in order when one refuses
 
     def __post_init__(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -130,14 +138,62 @@ class ClientOptions:
                 raise ConfigError(name, f"must be a non-empty string of at most {MAX_CREDENTIAL_BYTES} bytes")
         if self.username is not None and self.password is None:
             raise ConfigError("password", f"must be given with username {self.username!r} (or in {PASSWORD_ENV})")
+        require(isinstance(self.seeds, tuple) and len(self.seeds) <= MAX_SEEDS
+                and all(isinstance(h, str) and h and type(p) is int and 1 <= p <= 65535 for h, p in self.seeds),
+                "seeds", f"must be at most {MAX_SEEDS} (host, port) pairs (parse_address reads \"host:port\")")
         if (self.cert_file is None) != (self.key_file is None):
             missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
             raise ConfigError(missing, f"must be given with {given} (a client certificate and its key)")
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
-        return f"{host}:{self.port}"
+        return format_address(self.host, self.port)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every node the client may use, in order: (host, port), then the seeds (repeats dropped)."""
+        out = [(self.host, self.port)]
+        for seed in self.seeds:
+            if seed not in out:
+                out.append(seed)
+        return out
+
+
+def format_address(host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host  # IPv6 literal
+    return f"{host}:{port}"
+
+
+def parse_seeds(seeds: Iterable[str | tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """A client's `seeds` argument: "host[:port]" strings or (host, port) pairs."""
+    if isinstance(seeds, str):
+        seeds = seeds.split(",")
+    out = []
+    for seed in seeds:
+        out.append(parse_address(seed) if isinstance(seed, str) else tuple(seed))
+        if len(out) > MAX_SEEDS:
+            raise ConfigError("seeds", f"more than {MAX_SEEDS} seeds")
+    return tuple(out)  # type: ignore[return-value]
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """"host", "host:port", "[v6]:port" or "[v6]" -> (host, port); ConfigError("seeds") otherwise."""
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            host = ""
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        port = 0
+    if not host or not 1 <= port <= 65535:
+        raise ConfigError("seeds", f"{text[:200]!r} is not host[:port] with a port 1..65535")
+    return host, port
 
 
 def parse_url(url: str) -> tuple[str, int, str | None, str | None]:

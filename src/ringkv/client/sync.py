@@ -26,9 +26,31 @@ import redis.exceptions
 import redis.retry
 
 from ringkv.client import commands
-from ringkv.client.base import ClientBase, connection_class, pool_kwargs
+from ringkv.client.base import (
+    _TOKEN_CHANGED,
+    BUSY,
+    GONE,
+    IDLE,
+    SESSION_HOLDER_POLL_S,
+    ClientBase,
+    ClientSession,
+    connection_class,
+    failed,
+    finish,
+    plan,
+    pool_kwargs,
+    raise_lost,
+    took_token,
+)
 from ringkv.client.commands import CasResult, Data, Request
-from ringkv.client.options import ClientOptions, Consistency, credentials, parse_consistency
+from ringkv.client.errors import ClientError, RequestTimeoutError
+from ringkv.client.options import (
+    ClientOptions,
+    Consistency,
+    credentials,
+    parse_consistency,
+    parse_seeds,
+)
 from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
 from ringkv.client.siblings import Resolver, Versions
 
@@ -45,7 +67,8 @@ class Client(ClientBase):
     and does not use it. `tls=True` (with `ca_file`, `cert_file`, `key_file`, `tls_verify`)
     talks to the node's TLS port: see `ClientOptions`. `username` and `password` (else
     RINGKV_USER / RINGKV_PASSWORD) authenticate each connection; a refusal raises
-    `AuthenticationFailedError`, never retried.
+    `AuthenticationFailedError`, never retried. `seeds` ("host:port" or (host, port)) are more
+    nodes of the cluster: a request whose connect fails moves on to the next one (ClientOptions).
     """
 
     def __init__(
@@ -68,6 +91,7 @@ class Client(ClientBase):
         tls_verify: bool = True,
         username: str | None = None,
         password: str | None = None,
+        seeds: Iterable[str | tuple[str, int]] = (),
     ):
         super().__init__(
             ClientOptions(
@@ -88,9 +112,13 @@ class Client(ClientBase):
                 tls_verify=tls_verify,
                 # None and None: RINGKV_USER / RINGKV_PASSWORD from the environment, if set.
                 **dict(zip(("username", "password"), credentials(username, password), strict=True)),
+                seeds=parse_seeds(seeds),
             )
         )
-        self._pool = redis.BlockingConnectionPool(
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> redis.BlockingConnectionPool:
+        return redis.BlockingConnectionPool(
             connection_class=connection_class(self.options),
             **pool_kwargs(self.options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)),
         )
@@ -101,36 +129,62 @@ class Client(ClientBase):
         if not request.args:
             self._check_open()
             return request.parse(None)
+        session = self._session_for(request.consistency)
+        if session is None:
+            return self._run(request, None)
+        with session.lock:  # a session runs one request at a time (ClientSession)
+            return self._run(request, session)
+
+    def _run(self, request: Request[T], session: ClientSession | None) -> T:
         attempts = Attempts(request, self.options, self._rng)
         pool = self._pool
+        tried = 0  # seeds this request moved to after a failed connect (ClientOptions.seeds)
         while True:
             # Checked on every attempt: a retry must not reopen a pool that close() emptied.
             self._check_open()
             attempts.begin()
+            # The session's holder when idle (SessionStateLostError if it was lost), else any.
+            conn = None if session is None else self._holder(pool, session, request.command)
             try:
-                conn = pool.get_connection()
+                if conn is None:
+                    conn = pool.get_connection()
             except TRANSPORT_ERRORS as exc:
+                if self._pool is pool and self._fail_over(exc, tried):
+                    old, self._pool = pool, self._new_pool()
+                    old.disconnect(inuse_connections=False)
+                    # Not sent: moving on is not one of the request's attempts.
+                    attempts.made -= 1
+                    attempts.address = f"{attempts.address}, then {self.options.address}"
+                    tried += 1
+                    pool = self._pool
+                    continue
                 time.sleep(attempts.connect_failed(exc))
+                pool = self._pool  # another thread may have moved to the next seed meanwhile
                 continue
-            session = self._session_for(request.consistency)
+            p = None
             try:
-                if session is None:
-                    conn.send_command(*commands.wire_args(request))
+                args = commands.wire_args(request)
+                p = plan(conn, pool, session, args, request.command)
+                if p is None:
+                    conn.send_command(*args)
                     reply = conn.read_response()
                 else:
-                    conn.send_packed_command(conn.pack_commands(session.wrap(commands.wire_args(request))))
+                    conn.send_packed_command(conn.pack_commands(p.commands))
                     replies: list[Any] = []
-                    for _ in range(3):
+                    for _ in p.commands:
                         try:
                             replies.append(conn.read_response())
                         except redis.exceptions.ResponseError as exc:
                             replies.append(exc)
-                    reply = session.unwrap(replies)
-            except redis.exceptions.ResponseError as exc:
+                    reply = finish(p, conn, replies)
+            except (redis.exceptions.ResponseError, ClientError) as exc:
                 # The error reply was read whole: the connection is clean and goes back.
                 pool.release(conn)
+                if isinstance(exc, ClientError):
+                    raise
                 raise attempts.server_error(exc) from None
             except TRANSPORT_ERRORS as exc:
+                failed(p, session, conn)
                 conn.disconnect()
                 pool.release(conn)
                 time.sleep(attempts.request_failed(exc))
@@ -138,11 +192,55 @@ class Client(ClientBase):
             except BaseException:
                 # Interrupted mid-reply (KeyboardInterrupt, a bug): the rest of the reply must
                 # not be read by the next borrower as the answer to its own request.
+                failed(p, session, conn)
                 conn.disconnect()
                 pool.release(conn)
                 raise
             pool.release(conn)
             return request.parse(reply)
+
+    def _holder(self, pool: Any, session: ClientSession, command: str) -> Any:
+        """The session's holder connection taken from `pool` when idle, None to take any; waits
+        while another request fetches the session's token from the holder (timeout_ms)."""
+        deadline = time.monotonic() + self.options.timeout_ms / 1000
+        while True:
+            got = session.claim(pool, _take_idle, self.address)
+            if got is not BUSY:
+                return got
+            if time.monotonic() > deadline:
+                raise RequestTimeoutError(command, self.options.timeout_ms, self.address,
+                                          "the session's state, being fetched by another request")
+            time.sleep(SESSION_HOLDER_POLL_S)
+
+    @property
+    def session_token(self) -> bytes | None:
+        """The token of this client's session (None: no session yet), with everything the
+        session wrote and read: fetched from the pooled connection holding the session's newest
+        state when that state is not yet in the client's token (one round trip)."""
+        session = self._session
+        if session is None:
+            return None
+        with session.lock:
+            if not session.unfetched:
+                raise_lost(session, self.address)
+                return session.token  # it holds the session's newest state: no round trip
+            pool = self._pool
+            conn = self._holder(pool, session, "RINGKV.SESSION")
+            if conn is None:
+                return session.token
+            try:
+                conn.send_command(*_TOKEN_CHANGED)
+                reply = conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                reply = exc
+            except BaseException:
+                failed(None, session, conn)
+                conn.disconnect()
+                pool.release(conn)
+                raise_lost(session, self.address)
+                raise
+            pool.release(conn)
+            return took_token(session, conn, reply, self.address)
 
     # ------------------------------------------------------------------ reads
 
@@ -281,6 +379,13 @@ class Client(ClientBase):
         """Store every (key, value) pair, as one request."""
         self._execute(commands.mset(pairs, self._level(consistency)))
 
+    def msetnx(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
+               consistency: Level = None) -> bool:
+        """Store every (key, value) pair only if none of the keys exists, atomically; True when
+        stored. Several keys must share one hash tag ({user1}:a, {user1}:b), else ValueError
+        (CROSSSLOT) before anything is sent."""
+        return self._execute(commands.msetnx(pairs, self._level(consistency)))
+
     def mset_atomic(self, pairs: Mapping[Data, Data] | Iterable[tuple[Data, Data]], *,
                     consistency: Level = None) -> list[bytes]:
         """Store every (key, value) pair or none (docs/atomic-batches.md). Returns the keys
@@ -366,3 +471,16 @@ class Client(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _take_idle(pool: redis.BlockingConnectionPool, conn: Any) -> str:
+    """Take `conn` out of `pool` if it is idle there (IDLE); BUSY when lent out, GONE when the
+    pool no longer has it. redis-py's blocking pool keeps its idle connections in a LIFO queue."""
+    queue = pool.pool
+    with queue.mutex:
+        for i, idle in enumerate(queue.queue):
+            if idle is conn:
+                del queue.queue[i]
+                queue.not_full.notify()
+                return IDLE
+    return BUSY if any(c is conn for c in pool._connections) else GONE

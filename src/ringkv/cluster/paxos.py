@@ -34,6 +34,12 @@ Rules of this module:
   ring's): every phase then needs a majority of each ("double quorum"), so the acceptors a
   partition moves to take part before the ring switches to them.
 - Each acceptor's answer counts once per phase; late or duplicate answers change nothing.
+- A register whose values are its whole state (`Register.full_state`: a hash tag's group
+  register, whose value holds the records of every key of the tag written through it) keeps
+  its accepted value after the commit, and a round builds on the highest value accepted in
+  its quorum whether or not a commit of it is known, as plain Paxos does: the stored records
+  only add writes made outside the register. A value of several keys must never be dropped
+  for the stored records of only some of them (docs/consistency.md, "Hash tags").
 
 Values are opaque bytes here (the node stores encoded records). Nothing here reads a clock,
 draws a random number or does IO.
@@ -147,13 +153,15 @@ def on_propose(state: AcceptorState, ballot: Ballot, value: bytes) -> tuple[Acce
     return new, True
 
 
-def on_commit(state: AcceptorState, ballot: Ballot) -> AcceptorState | None:
+def on_commit(state: AcceptorState, ballot: Ballot, keep_value: bool = False) -> AcceptorState | None:
     """The value of `ballot` is chosen and stored as data here: forget an accepted value that
-    it supersedes. None when nothing changes."""
+    it supersedes, unless `keep_value` (a register whose values are its whole state, as a hash
+    tag's group register's are: the next proposer builds on the highest accepted value, not on
+    stored records). None when nothing changes."""
     if ballot <= state.committed:
         return None
     value = state.value
-    if state.accepted <= ballot:
+    if state.accepted <= ballot and not keep_value:
         value = None
     return replace_state(state, value=value, committed=ballot)
 
@@ -244,7 +252,7 @@ class ProposerRound:
         if all(g.met for g in self._groups):
             self.phase = Phase.PROPOSE
 
-    def current(self) -> tuple[Ballot, bytes | None]:
+    def current(self, full_state: bool = False) -> tuple[Ballot, bytes | None]:
         """Of the promise quorum: the highest ballot accepted and not known committed, and its
         value (ZERO and None when there is none: every value accepted in the quorum is known
         committed, and the stored records the promises carried are the register).
@@ -263,9 +271,19 @@ class ProposerRound:
             if p.value is not None and p.accepted > best:
                 best, value = p.accepted, p.value
             committed = max(committed, p.committed)
+        if full_state:
+            # Values are the register's whole state (acceptors keep them after the commit):
+            # the highest accepted one is the register, as in plain Paxos.
+            return best, value
         if value is None or committed >= best:
             return ZERO, None
         return best, value
+
+    def known_committed(self) -> bool:
+        """Whether the highest value accepted in the promise quorum is known committed there
+        (or none was accepted)."""
+        best = max((p.accepted for p in self.promises.values() if p.value is not None), default=ZERO)
+        return best == ZERO or max((p.committed for p in self.promises.values()), default=ZERO) >= best
 
     # ---------------------------------------------------------------- phase 2
 
@@ -371,6 +389,19 @@ class Register(Protocol):
     def base(self, value: bytes | None) -> bytes | None:
         """What acceptors check a value proposed without phase 1 against (its clock)."""
 
+    # A register may set `full_state = True`: its values are its whole state (a hash tag's
+    # group register, node/consensus.py), so its acceptors keep the value after a commit
+    # (on_commit's keep_value) and a round builds on the highest accepted value, known
+    # committed or not; the stored records only add writes made outside the register.
+
+    def unchanged(self, current: bytes | None, known: bytes | None) -> bytes | None:
+        """The value to propose when the command changes nothing but a value must be chosen
+        before it answers: `known` is the value that must be (the accepted value being
+        completed, or the leased value), `current` that merged with the stored records read.
+        A one-key register proposes `current`; one whose values hold several keys' records
+        proposes only `current`'s records of the keys `known` holds, so that a commit never
+        carries some keys of an earlier multi-key value without the others."""
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -394,8 +425,13 @@ class Propose:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
+    """`value` is chosen at `ballot`. `record`: what the replicas must store as data when that
+    is less than the whole value (a full-state register's records the command wrote, its other
+    records being in a value whose commit was already sent); None: the value."""
+
     ballot: Ballot
     value: bytes
+    record: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +467,13 @@ def _may_be_accepted(rnd: ProposerRound, shell_says: Any) -> bool:
     return bool(shell_says) or bool(rnd.accepted_by) or bool(rnd.pending)
 
 
+def _changes(register: Register) -> bytes | None:
+    """What the replicas must store of a value built on one known committed: the records the
+    last compute wrote, for a register that can tell (`changes()`); else None (all of it)."""
+    changes = getattr(register, "changes", None)
+    return None if changes is None else changes()
+
+
 def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fresh_ballot: Callable[[], Ballot],
                    *, lease: Lease | None = None, local: bytes | None = None, max_attempts: int = 8
                    ) -> Generator[Prepare | Propose | Chosen | Pause, Any, Outcome]:
@@ -439,6 +482,7 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
     proposer's own stored record). A value proposed in an attempt that ended without knowing
     its fate is recognised by its dot in the register read by a later attempt."""
     proposed: list[tuple[Any, Any, Ballot]] = []  # (dot, result, ballot) of values maybe accepted
+    full = getattr(register, "full_state", False)
     for attempt in range(max_attempts):
         if lease is not None:
             current = register.merge(lease.value, local)
@@ -447,19 +491,20 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
             if value is None:
                 # Nothing to write, but whether the leased value is still the register's is
                 # known only once a majority accepts at next(ballot): propose it, unchanged.
-                value = current
+                value = register.unchanged(current, lease.value)
             lease = None
             maybe = yield Propose(rnd, value, register.base(current))
             if rnd.phase is Phase.CHOSEN:
-                yield Chosen(rnd.ballot, value)
+                # Built on the leased value, whose commit this proposer sent.
+                yield Chosen(rnd.ballot, value, _changes(register))
                 return Outcome("done", result, rnd.ballot)
             if _may_be_accepted(rnd, maybe) and dot is not None:
                 proposed.append((dot, result, rnd.ballot))
         rnd = ProposerRound(fresh_ballot(), replica_sets)
         records = yield Prepare(rnd)
         if rnd.phase is Phase.PROPOSE:
-            _, accepted = rnd.current()
-            known_chosen = accepted is None
+            _, accepted = rnd.current(full)
+            known_chosen = rnd.known_committed() if full else accepted is None
             current = accepted
             for r in records:
                 current = register.merge(current, r)
@@ -471,21 +516,23 @@ def command_rounds(register: Register, replica_sets: list[tuple[str, ...]], fres
                 # chosen (known committed, or completed now), else look again next attempt.
                 if known_chosen:
                     return Outcome("done", earlier[0], earlier[1])
-                if current is not None:
-                    yield Propose(rnd, current)
+                completing = register.unchanged(current, accepted)
+                if completing is not None:
+                    yield Propose(rnd, completing)
                     if rnd.phase is Phase.CHOSEN:
-                        yield Chosen(rnd.ballot, current)
+                        yield Chosen(rnd.ballot, completing)
                         return Outcome("done", earlier[0], earlier[1])
             else:
                 value, result, dot = register.compute(current, tuple(d for d, _, _ in proposed))
                 if value is None:
                     if known_chosen:
                         return Outcome("done", result)
-                    value = current  # the answer rests on a value not known chosen: choose it first
+                    # The answer rests on a value not known chosen: choose it first.
+                    value = register.unchanged(current, accepted)
                 if value is not None:
                     maybe = yield Propose(rnd, value)
                     if rnd.phase is Phase.CHOSEN:
-                        yield Chosen(rnd.ballot, value)
+                        yield Chosen(rnd.ballot, value, _changes(register) if known_chosen else None)
                         return Outcome("done", result, rnd.ballot)
                     if _may_be_accepted(rnd, maybe) and dot is not None:
                         proposed.append((dot, result, rnd.ballot))
@@ -501,19 +548,21 @@ def read_rounds(register: Register, replica_sets: list[tuple[str, ...]], fresh_b
                 *, max_attempts: int = 8) -> Generator[Prepare | Propose | Chosen | Pause, Any, Outcome]:
     """A linearizable read: phase 1 at a majority of each replica set, and phase 2 first when
     the value found is not known chosen. Outcome `done` carries the value."""
+    full = getattr(register, "full_state", False)
     for attempt in range(max_attempts):
         rnd = ProposerRound(fresh_ballot(), replica_sets)
         records = yield Prepare(rnd)
         if rnd.phase is Phase.PROPOSE:
-            _, accepted = rnd.current()
+            _, accepted = rnd.current(full)
             current = accepted
             for r in records:
                 current = register.merge(current, r)
-            if accepted is None or current is None:
+            if accepted is None or current is None or (full and rnd.known_committed()):
                 return Outcome("done", current)
-            yield Propose(rnd, current)
+            completing = register.unchanged(current, accepted)
+            yield Propose(rnd, completing)
             if rnd.phase is Phase.CHOSEN:
-                yield Chosen(rnd.ballot, current)
+                yield Chosen(rnd.ballot, completing)
                 return Outcome("done", current, rnd.ballot)
         elif rnd.phase is Phase.UNAVAILABLE:
             return _unavailable(rnd)

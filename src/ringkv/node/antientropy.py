@@ -282,11 +282,14 @@ class AntiEntropy:
     def _others(self, partition: int) -> list[str]:
         return [n for n in self.placement.ring.preference_list(partition) if n != self.node_id]
 
-    async def repair_all(self) -> dict:
-        """Compare every partition this node holds with every other replica of it."""
+    async def repair_all(self, progress=None) -> dict:
+        """Compare every partition this node holds with every other replica of it.
+        `progress`: a node/operations.Progress, told the partitions in all and each one done."""
         started = time.monotonic()
         results: list[RoundResult] = []
         partitions = self.placement.ring.replica_partitions(self.node_id)
+        if progress is not None:
+            progress.update(total=len(partitions), phase="comparing", unit="partitions")
         for p in partitions:
             round_ms = self.clock.now_ms()
             ok = True
@@ -296,6 +299,8 @@ class AntiEntropy:
                 ok = ok and not r.error
             if ok:
                 self.stats.completed_ms[p] = round_ms
+            if progress is not None:
+                progress.advance()
         errors = [f"partition {r.partition} with {r.peer}: {r.error}" for r in results if r.error]
         return {
             "partitions": len(partitions),

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from ringkv.clock import Clock
 from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import Member, Ring
+from ringkv.errors import ConfigError
 from ringkv.net.envelope import MessageCodec
 from ringkv.net.transport import TcpTransport, Transport
 from ringkv.node.admission import Admission
@@ -40,7 +42,12 @@ from ringkv.node.identity import NodeIdentity
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_service import LocalService
 from ringkv.node.local_store import LocalStore
-from ringkv.node.membership import MembershipManager, MoveProgress
+from ringkv.node.membership import (
+    MEMBERSHIP_FILE,
+    MembershipManager,
+    MembershipRecord,
+    MoveProgress,
+)
 from ringkv.node.messages import MESSAGE_TYPES
 from ringkv.node.node import ClusterParts, Node, NodeFigures
 from ringkv.node.placement import Placement
@@ -87,12 +94,27 @@ def data_engine_options(cfg: NodeConfig, clock: Clock, compaction_filter=None, k
     )
 
 
+def stop_serving(reason: str) -> None:
+    """A node expelled from the cluster (node/membership.py) stops as `ringkv serve` does on
+    SIGTERM: drain, flush, exit; its record keeps it from starting again on this data. In a
+    process without that handler (a test running nodes in-process) it only stops answering
+    as ready (NodeAdmin.health)."""
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     cfg = config
     clock = clock or Clock()
     loop = asyncio.get_running_loop()
     os.makedirs(cfg.data_dir, exist_ok=True)
     members = cfg.member_list()
+    # The durable membership (node/membership.py): a node that left or was removed does not
+    # open its old data at all.
+    record = MembershipRecord(os.path.join(cfg.data_dir, MEMBERSHIP_FILE), cfg.node_id)
+    problem = record.start_problem(cfg.data_dir)
+    if problem is not None:
+        raise ConfigError("data_dir", problem)
     expiry = ExpiredRecordFilter(cfg.tombstone_grace_s * 1000, clock, cfg.partitions if members else None)
     identity = NodeIdentity.load_or_create(cfg.data_dir, cfg.node_id)
     namespaces = cfg.namespace_specs()
@@ -123,8 +145,11 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
                     system=LocalService(store, namespaces.system))
 
     # --- a member of a cluster
-    ring = Ring([Member(m.node_id, rack=m.rack) for m in members], cfg.partitions, cfg.ring_replicas)
     me = next(m for m in members if m.node_id == cfg.node_id)
+    # The members the record holds; the command line's only for a node whose record knows none.
+    members = record.start_members(members, me)
+    in_ring = [m for m in members if record.ring_status(m.node_id) in ("normal", "leaving")] or members
+    ring = Ring([Member(m.node_id, rack=m.rack) for m in in_ring], cfg.partitions, cfg.ring_replicas)
     placement = Placement(cfg.node_id, ring, namespaces)
     liveness = Liveness()
     transport: Transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
@@ -157,29 +182,35 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
                             replay_interval_ms=cfg.batchlog_replay_interval_ms,
                             max_age_ms=cfg.tombstone_grace_s * 1000)
 
-    progress_path = os.path.join(cfg.data_dir, "membership.json")
-    saved = MembershipManager.saved_status_at(progress_path)
-    joining = saved == "joining" or (cfg.join and saved not in ("normal", "left"))
+    progress_path = os.path.join(cfg.data_dir, MEMBERSHIP_FILE)
+    saved = record.status
+    joining = saved == "joining" or (cfg.join and saved is None)
+    local_status = NodeStatus.JOINING if joining else NodeStatus.LEAVING if saved == "leaving" else NodeStatus.NORMAL
     address = (me.host, me.rpc_port)
     gossiper = Gossiper(
-        local_state(cfg.node_id, clock.now_ms(), address, "", "", me.rack,
-                    NodeStatus.JOINING if joining else NodeStatus.NORMAL),
+        local_state(cfg.node_id, clock.now_ms(), address, "", "", me.rack, local_status),
         [m.node_id for m in members], calls.call, clock,
         interval_ms=cfg.gossip_interval_ms, fanout=cfg.gossip_fanout, phi_threshold=cfg.phi_threshold,
         acceptable_pause_ms=cfg.phi_acceptable_pause_ms,
         load=lambda: {"keys": store.live_keys},
-        on_up=lambda node: handoff.poke())
+        on_up=lambda node: handoff.poke(),
+        admit=record.admit)
+    # What the record knows of the others (statuses, tombstones) until gossip brings news.
+    gossiper.membership.merge(record.known_states(), clock.now_ms())
     liveness.watch(gossiper.is_up, gossiper.phi)
     keyspace = Keyspace(placement, calls, store, figures, gossiper.status)
     membership = MembershipManager(placement, calls, transport, store, anti_entropy, gossiper, clock, members,
                                    settle_s=cfg.membership_settle_ms / 1000, progress_path=progress_path,
-                                   moves=moves)
+                                   moves=moves, record=record, on_expelled=stop_serving)
     admission = Admission(cfg.node_id, cfg.cluster_name, placement, gossiper, membership)
     peers = ReplicaService(placement, store, forwarder, acceptor, gossiper, anti_entropy, hints, stats, figures,
-                           batches=batches)
+                           batches=batches, refused=record.refused)
     await transport.start(peers.handle, peers.handle_now, peers.before_reply)
     if transport.address is not None:
         gossiper.membership.update_local(rpc_host=transport.address[0], rpc_port=transport.address[1])
+    local = gossiper.membership.local
+    record.set_own(str(local.status), clock.now_ms(), rpc=f"{local.rpc_host}:{local.rpc_port}", rack=me.rack,
+                   generation=local.generation)
 
     limits = ServiceLimits(cfg.max_value_bytes, cfg.keys_max_count, cfg.flush_enabled)
     security = cfg.rpc_security()

@@ -31,12 +31,14 @@ from ringkv.node.commands import (
     GetEx,
     IncrBy,
     IncrByFloat,
+    MSetNX,
     Put,
     PutVersioned,
     SerialRead,
     Set,
     write_command,
 )
+from ringkv.node.consensus import crossslot_error, register_key
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_service import flush_namespace
@@ -209,6 +211,10 @@ class ClusterService:
         return sum(v is not None for v in values)
 
     async def mget(self, keys: list[bytes]) -> list[bytes | None]:
+        if len(keys) > 1 and self.levels.r is ConsistencyLevel.SERIAL and self.session is None:
+            group = self._serial_group(keys)
+            if group is not None:
+                return await group
         if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
             return list(await asyncio.gather(*(self.get_value(k) for k in keys)))
         skeys = [self._skey(k) for k in keys]
@@ -220,6 +226,28 @@ class ClusterService:
             w = None if data is None else rec.decode_record(data).winner(now)
             out.append(None if w is None else w.value)
         return out
+
+    def _serial_group(self, keys: list[bytes]):
+        """MGET at SERIAL of keys of one hash tag: one round of the tag's register, so the values
+        are of one instant (no MSETNX half seen). None when the keys are of several registers
+        or the namespace is not on the consensus path (then each key is read on its own)."""
+        skeys = [self._skey(k) for k in keys]
+        register = register_key(skeys[0])
+        if (register == skeys[0] and len(set(skeys)) > 1) or any(register_key(k) != register for k in skeys):
+            return None
+        if self.path.placement.namespaces.of_stored(self._ns).rmw != "paxos":
+            return None
+        return self._serial_values(keys)
+
+    async def _serial_values(self, keys: list[bytes]) -> list[bytes | None]:
+        unique = list(dict.fromkeys(keys))
+        records = await self.path.forwarder.run(self._ns, unique[0], SerialRead(tuple(unique)), self.levels)
+        now = self.now_ms()
+        by_key = {}
+        for key, data in zip(unique, records, strict=True):
+            w = None if data is None else rec.decode_record(data).winner(now)
+            by_key[key] = None if w is None else w.value
+        return [by_key[k] for k in keys]
 
     async def ttl_ms(self, key: bytes) -> int:
         record = await self._record(key)
@@ -343,13 +371,28 @@ class ClusterService:
         return await path.batches.write(self._ns, checked, self.levels)
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
-        """All or nothing when no other client writes these keys meanwhile: the keys live on
-        different replica sets, so the check and the writes are not one atomic step."""
+        """Every key or none, atomically and linearizably (docs/consistency.md, "MSETNX"): the
+        keys must share one hash tag, whose group register runs it as one consensus round
+        (one key: SET NX). Keys of several tags: CROSSSLOT, as Redis Cluster answers. In a
+        namespace with rmw = "fast" the check and the writes are two steps, atomic only when no
+        other client writes these keys meanwhile."""
         unique = self.path.store.check_pairs(pairs, self._ns)
-        if await self.exists(list(unique)):
-            return False
-        await self.mset(list(unique.items()))
-        return True
+        keys = list(unique)
+        if not keys:
+            raise CommandError("MSETNX needs at least one key and value")
+        if len(keys) == 1:
+            key, value = pairs[-1]
+            return bool((await self._run(key, Set(value, condition="nx")))[0])
+        register = register_key(storage_key(self._ns, keys[0]))
+        for key in keys[1:]:
+            if register_key(storage_key(self._ns, key)) != register:
+                raise crossslot_error(keys[0], key)
+        if self.path.placement.namespaces.of_stored(self._ns).rmw != "paxos":
+            if await self.exists(keys):
+                return False
+            await self.mset(list(unique.items()))
+            return True
+        return await self._run(keys[0], MSetNX(tuple(unique.items())))
 
     async def delete(self, keys: Iterable[bytes]) -> int:
         keys = list(keys)

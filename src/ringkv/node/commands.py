@@ -364,13 +364,32 @@ class GetEx(Command, tag="GetEx", frozen=True):
 
 class SerialRead(Command, tag="SerialRead", frozen=True):
     """A linearizable read (SERIAL): writes nothing. Where it runs, the consensus path answers
-    the key's whole record (encoded, or None), which `apply` cannot see."""
+    the key's whole record (encoded, or None), which `apply` cannot see. With `keys` (keys of
+    one hash tag, the first being the key it is sent for), the records of all of them, as of
+    one instant: one round of the tag's register (MGET at SERIAL)."""
+
+    keys: tuple[bytes, ...] = ()
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         return _unchanged(None)
 
 
+class MSetNX(Command, tag="MSetNX", frozen=True):
+    """MSETNX: set every pair's key, or none of them if any key exists; True when set. The
+    keys share one hash tag (or are one key), so they share one consensus register
+    (node/consensus.GroupRegister), which applies the command to all of them at once: it has
+    no one-key `apply`, and runs only on the consensus path."""
+
+    pairs: tuple[tuple[bytes, bytes], ...]
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        raise CommandError("MSETNX of several keys runs only on the consensus path (rmw = \"paxos\")")
+
+    def decode_result(self, raw: Any) -> Any:
+        return bool(raw)
+
+
 KeyCommand = (
     SerialRead | Put | Set | Write | PutVersioned | Delete | DeleteIf | CompareAndSet | GetDel | IncrBy | IncrByFloat | Append
-    | ExpireAt | GetEx
+    | ExpireAt | GetEx | MSetNX
 )

@@ -202,6 +202,7 @@ class NodeConfig:
     # Operations.
     shutdown_drain_ms: int = 5_000
     log_level: str = "info"
+    log_format: str = "text"  # text, or json: one JSON object per line (ringkv/logs.py)
 
     def validate(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -222,6 +223,7 @@ class NodeConfig:
         require(self.rmw in ("paxos", "fast"), "rmw", "must be paxos or fast")
         require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                 "must be debug, info, warning or error")
+        require(self.log_format in ("text", "json"), "log_format", "must be text or json")
         for name in ("sync_interval_ms", "memtable_bytes", "max_value_bytes", "max_connections",
                      "max_output_buffer_bytes", "max_args", "max_inline_bytes", "max_query_buffer_bytes",
                      "keys_max_count", "expiry_index_max_keys", "shutdown_drain_ms"):

@@ -20,6 +20,9 @@ docs/consistency.md says why they are safe and what they cost. This module does 
   was accepted with, and the value: the next command on the key skips phase 1 (one round
   trip), unless another proposer or a plain write came in between.
 
+Keys with a hash tag share the tag's group register (see "registers" below): MSETNX of
+several keys of one tag is one round, committed in one WriteBatch per replica.
+
 What a client is told when a round does not finish:
 - too few replicas answered before anything was accepted: an error saying nothing was
   applied;
@@ -41,6 +44,8 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from ringkv.clock import Clock
 from ringkv.cluster.paxos import (
@@ -66,11 +71,13 @@ from ringkv.cluster.paxos import (
     on_propose,
     read_rounds,
 )
+from ringkv.cluster.ring import hash_part
 from ringkv.errors import CommandError, CorruptionError, InvalidContextError
-from ringkv.node.commands import BLIND, STORED, Command, fill_result
+from ringkv.node.commands import BLIND, STORED, Command, MSetNX, Set, fill_result
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
+    MAX_KEYS_PER_PUT_MANY,
     PaxosAccepted,
     PaxosCommit,
     PaxosPrepare,
@@ -80,7 +87,7 @@ from ringkv.node.messages import (
 )
 from ringkv.node.placement import Placement
 from ringkv.node.quotas import quota_checked
-from ringkv.node.replica import storage_key
+from ringkv.node.replica import split_storage_key, storage_key
 from ringkv.node.replica_calls import ReplicaCalls, outcome
 from ringkv.storage import Engine, Options
 from ringkv.versioning import dvv
@@ -93,6 +100,13 @@ MAX_ATTEMPTS = 8  # rounds one command may take under contention before it gives
 BACKOFF_BASE_MS = 2.0  # first back-off after a refused round, doubled per attempt, jittered
 BACKOFF_MAX_MS = 100.0
 MAX_LEASES = 100_000  # keys whose last accepted ballot (and value) a proposer remembers
+# Keys one command on a hash tag's group register may name, and records one group value may
+# hold (a value is the register's whole state: every key of the tag written through it).
+MAX_GROUP_KEYS = MAX_KEYS_PER_PUT_MANY
+# Bytes of one encoded group value: a promise carries the accepted value and the stored records
+# of the command's keys, both within one RPC frame (16 MiB by default).
+MAX_GROUP_VALUE_BYTES = 6 * 1024 * 1024
+CROSSSLOT = "CROSSSLOT"
 
 
 class ConsensusError(CommandError):
@@ -100,6 +114,192 @@ class ConsensusError(CommandError):
 
     def __init__(self, message: str, status: int = 503):
         super().__init__(message, status=status)
+
+
+# --------------------------------------------------------------------------- registers
+#
+# A key without a hash tag is a register of its own: its Paxos state is kept under its storage
+# key and its value is its record. The keys of one hash tag (`{user1}:a`, `{user1}:b`) share
+# one register, the tag's group register, kept under the storage key of `{tag}` in the same
+# namespace: the same token, so the same partition and replicas (cluster/ring.hash_part). Its
+# value is a group value: the records of every key of the tag written through it (GroupRegister
+# says why all of them), by storage key. Every
+# consensus command on a tagged key (INCR, CAS, SETNX, MSETNX, a SERIAL read, ...) is a round
+# of the group register, so all of them on one tag are linearizable with each other, and a
+# command may change several of the tag's keys in one chosen value (MSETNX). Prepare names the
+# command's keys and the promise carries their stored records; the commit writes every record
+# of the value in one WriteBatch on each replica.
+
+
+def register_key(skey: bytes) -> bytes:
+    """The storage key a key's consensus register is kept under: `skey` itself, or for a key
+    with a hash tag the tag's group register, `{tag}` in the key's namespace."""
+    n = skey[8]
+    key = skey[9 + n:]
+    part = hash_part(key)
+    if len(part) == len(key):
+        return skey
+    group = b"{" + part + b"}"
+    return skey if key == group else skey[:9 + n] + group
+
+
+def is_group_register(skey: bytes) -> bool:
+    """Whether `skey` (a register key) is a hash tag's group register."""
+    key = skey[9 + skey[8]:]
+    return len(hash_part(key)) != len(key)
+
+
+def crossslot_error(first: bytes, other: bytes) -> CommandError:
+    """Redis Cluster's refusal of a multi-key command over several slots, with the rule."""
+    return CommandError(
+        "Keys in request don't hash to the same slot: MSETNX of several keys is one consensus round, "
+        "so its keys must share one hash tag (the part between the first '{' and the next '}': "
+        f"'{{user1}}:a' and '{{user1}}:b' share 'user1'); '{_text(first)}' and '{_text(other)}' do not",
+        kind=CROSSSLOT, status=400)
+
+
+_group_encoder = msgspec.msgpack.Encoder()
+_group_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+
+
+def encode_group(entries: dict[bytes, bytes]) -> bytes:
+    """A group value (or a group base: clocks instead of records): [[skey, bytes], ...] in key
+    order, so that equal values encode equally."""
+    if len(entries) > MAX_GROUP_KEYS:
+        raise CommandError(f"a hash tag's consensus register holds the records of at most {MAX_GROUP_KEYS} keys "
+                           f"(MAX_GROUP_KEYS), and this command would make it {len(entries)}: spread the keys "
+                           "over more hash tags")
+    data = _group_encoder.encode(sorted(entries.items()))
+    if len(data) > MAX_GROUP_VALUE_BYTES:
+        raise CommandError(f"a hash tag's consensus register holds at most {MAX_GROUP_VALUE_BYTES} bytes of records "
+                           f"(MAX_GROUP_VALUE_BYTES), and this command would make it {len(data)}: spread the keys "
+                           "over more hash tags")
+    return data
+
+
+def decode_group(data: bytes | None, register: bytes | None = None) -> dict[bytes, bytes]:
+    """The entries of a group value; with `register`, each key is checked to belong to it (a
+    value comes from a peer: an acceptor never stores records under another tag's register).
+    CorruptionError on anything else."""
+    if data is None:
+        return {}
+    try:
+        pairs = _group_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(f"a group register value is unreadable: {exc}") from None
+    if len(pairs) > MAX_GROUP_KEYS or len(data) > MAX_GROUP_VALUE_BYTES:
+        raise CorruptionError(f"a group register value holds {len(pairs)} records in {len(data)} bytes, over "
+                              f"MAX_GROUP_KEYS ({MAX_GROUP_KEYS}) or MAX_GROUP_VALUE_BYTES ({MAX_GROUP_VALUE_BYTES})")
+    if register is not None:
+        for skey, _ in pairs:
+            if len(skey) < 9 or register_key(skey) != register:
+                raise CorruptionError(f"a group register value names key {skey!r} of another register")
+    return dict(pairs)
+
+
+class GroupRegister:
+    """cluster/paxos.Register over group values, for one command on the hash tag's `keys`.
+
+    A group value is the register's whole state: the records of every key of the tag that a
+    chosen value wrote (`full_state`). Acceptors keep it after the commit, and a round builds on
+    the highest accepted value, merged with the stored records of its keys (which add writes
+    made outside the register, plain SETs). Why not only the command's keys: a value chosen and
+    committed at one replica, then overtaken by a value of other keys accepted everywhere else,
+    would leave its records on that one replica, and a later round that missed it could apply
+    an overlapping MSETNX a second time (tests/node/test_group_register.py found this).
+
+    A dot is (storage key, dvv.Dot): the dot of the first key the command wrote (all of its keys
+    are written in the same value, so one names the value)."""
+
+    __slots__ = ("_apply", "_written", "keys", "policy")
+    full_state = True
+
+    def __init__(self, policy: ConflictPolicy,
+                 apply: Callable[[dict[bytes, bytes], tuple[Any, ...]], tuple[dict[bytes, bytes] | None, Any, Any]],
+                 keys: list[bytes] | tuple[bytes, ...] = ()):
+        self.policy = policy
+        self._apply = apply
+        self.keys = keys
+        self._written: dict[bytes, bytes] = {}
+
+    def merge(self, a: bytes | None, b) -> bytes | None:
+        if b is None:
+            return a
+        b = bytes(b)
+        if a is None or a == b:
+            return b
+        entries = decode_group(a)
+        for skey, record in decode_group(b).items():
+            mine = entries.get(skey)
+            entries[skey] = record if mine is None or mine == record else rec.encode_record(
+                rec.merge(rec.decode_record(mine), rec.decode_record(record), self.policy))
+        return encode_group(entries)
+
+    def compute(self, current: bytes | None, earlier: tuple[Any, ...]) -> tuple[bytes | None, Any, Any]:
+        entries = decode_group(current)
+        new, result, dot = self._apply(entries, earlier)
+        self._written = new or {}
+        if new is None:
+            return None, result, None
+        # The value keeps every record of the current one: those of an unfinished value it
+        # completes are chosen with it.
+        entries.update(new)
+        return encode_group(entries), result, dot
+
+    def changes(self) -> bytes:
+        """The records the last compute wrote, as a group value: all that a commit of a value
+        built on a value known committed must store (paxos.Chosen.record). The value's other
+        records are the earlier value's, whose commit its proposer sent (a replica that missed
+        it got them as hints); storing all of them again on every commit would cost a read and
+        a merge per key of the tag."""
+        return encode_group(self._written)
+
+    @staticmethod
+    def covers(value: bytes | None, dot: tuple[bytes, dvv.Dot]) -> bool:
+        record = decode_group(value).get(dot[0])
+        return record is not None and dvv.covers(rec.decode_record(record).clock, dot[1])
+
+    def base(self, value: bytes | None) -> bytes | None:
+        # The command's keys, which its result depends on: an acceptor holding a plain write to
+        # one of them that the value has not seen refuses the leased proposal. (The value's
+        # other records may be older than a plain write; committing them changes nothing on a
+        # replica that has the write, and the command that next reads such a key checks it.)
+        entries = decode_group(value)
+        clocks = {k: dvv.encode_context(rec.decode_record(entries[k]).clock if k in entries else {})
+                  for k in self.keys}
+        return encode_group(clocks) if clocks else None
+
+    @staticmethod
+    def unchanged(current: bytes | None, known: bytes | None) -> bytes | None:
+        # The records read from stored data of keys `known` lacks stay out: a replica that
+        # missed an earlier multi-key commit must not get some of its keys from this one.
+        if known is None or current is None:
+            return current
+        keys = decode_group(known).keys()
+        return encode_group({k: r for k, r in decode_group(current).items() if k in keys})
+
+
+def check_register_value(register: bytes, value: bytes, base: bytes | None = None) -> None:
+    """Check a value (and base) a peer proposed or committed for `register` before an acceptor
+    keeps it, since it may become stored data: a record (and an encoded clock), or for a group
+    register a group value of that register's keys, each a record (and clocks). Raises
+    CorruptionError (or the record decoder's error)."""
+    if not is_group_register(register):
+        rec.decode_record(value)
+        if base is not None:
+            dvv.decode_context(base)
+        return
+    for record in decode_group(value, register).values():
+        rec.decode_record(record)
+    if base is not None:
+        for clock in decode_group(base, register).values():
+            dvv.decode_context(clock)
+
+
+def group_records(value: bytes | None, skeys: list[bytes]) -> list[bytes | None]:
+    """The records of `skeys` in a group value (None: no record)."""
+    entries = decode_group(value)
+    return [entries.get(k) for k in skeys]
 
 
 # --------------------------------------------------------------------------- acceptor
@@ -142,39 +342,55 @@ class Acceptor:
         self.states = states
         self.store = store
 
-    def prepare(self, skey: bytes, ballot: Ballot) -> tuple[PaxosPromise, int]:
-        """(the answer, the LSN to be durable before it leaves)."""
+    def prepare(self, skey: bytes, ballot: Ballot, keys: list[bytes] | tuple[bytes, ...] = ()
+                ) -> tuple[PaxosPromise, int]:
+        """(the answer, the LSN to be durable before it leaves). `skey` is the register's key;
+        `keys`, for a group register, the storage keys whose records the promise carries."""
+        if keys:
+            _check_group_keys(skey, keys)
         new, answer = on_prepare(self.states.get(skey), ballot)
         lsn = self.states.put(skey, new) if new is not None else 0
         if isinstance(answer, Promise):
-            data = self.store.engine.get(skey)
-            return PaxosPromise(True, ballot, answer.accepted, answer.value, answer.committed,
-                                None if data is None else bytes(data)), lsn
+            if keys:
+                get = self.store.engine.get
+                found = {k: bytes(d) for k in keys if (d := get(k)) is not None}
+                record = encode_group(found) if found else None
+            else:
+                data = self.store.engine.get(skey)
+                record = None if data is None else bytes(data)
+            return PaxosPromise(True, ballot, answer.accepted, answer.value, answer.committed, record), lsn
         return PaxosPromise(False, answer.promised), lsn
 
     def propose(self, skey: bytes, ballot: Ballot, value: bytes, base: bytes | None) -> tuple[PaxosAccepted, int]:
         state = self.states.get(skey)
         if base is not None and ballot >= state.promised:
-            stored = self.store.read(skey)
-            if stored is not None and not dvv.descends(dvv.decode_context(base), stored.clock):
-                # A write this proposer has not seen (a plain SET, or a commit it missed):
-                # it must read again with a full round.
-                return PaxosAccepted(False, state.promised, stale=True), 0
+            bases = decode_group(base, skey).items() if is_group_register(skey) else ((skey, base),)
+            for key, clock in bases:
+                stored = self.store.read(key)
+                if stored is not None and not dvv.descends(dvv.decode_context(clock), stored.clock):
+                    # A write this proposer has not seen (a plain SET, or a commit it missed):
+                    # it must read again with a full round.
+                    return PaxosAccepted(False, state.promised, stale=True), 0
         new, answer = on_propose(state, ballot, value)
         if answer is True:
             return PaxosAccepted(True), self.states.put(skey, new)
         return PaxosAccepted(False, answer.promised), 0
 
     def commit(self, skey: bytes, ballot: Ballot, record: bytes) -> tuple[int, int]:
-        """Store the chosen `record` as data and note the commit: (the data's LSN, the state's)."""
-        data_lsn = self.store.apply_record(skey, record)
-        new = on_commit(self.states.get(skey), ballot)
+        """Store the chosen `record` as data and note the commit: (the data's LSN, the state's).
+        A group register's value is every record of it, written in one WriteBatch: a reader of
+        this replica sees all of a multi-key command or none of it."""
+        if is_group_register(skey):
+            data_lsn = self.store.apply_records(list(decode_group(record, skey).items()))
+        else:
+            data_lsn = self.store.apply_record(skey, record)
+        new = on_commit(self.states.get(skey), ballot, keep_value=is_group_register(skey))
         return data_lsn, (self.states.put(skey, new) if new is not None else 0)
 
     # ------------------------------------------------------------ RPC handlers
 
     async def on_prepare(self, body: PaxosPrepare) -> PaxosPromise:
-        reply, lsn = self.prepare(body.skey, tuple(body.ballot))
+        reply, lsn = self.prepare(body.skey, tuple(body.ballot), body.keys)
         await self.states.durable(lsn)
         return reply
 
@@ -188,6 +404,17 @@ class Acceptor:
         await self.store.durable(data_lsn)
         await self.states.durable(state_lsn)
         return ReplicaAck()
+
+
+def _check_group_keys(register: bytes, keys: list[bytes] | tuple[bytes, ...]) -> None:
+    """A Prepare's keys must be of its group register (a peer sent them)."""
+    if len(keys) > MAX_GROUP_KEYS:
+        raise CommandError(f"a Prepare names {len(keys)} keys, over MAX_GROUP_KEYS ({MAX_GROUP_KEYS})")
+    if not is_group_register(register):
+        raise CommandError("a Prepare names keys, but its register is not a hash tag's group register")
+    for key in keys:
+        if len(key) < 9 or register_key(key) != register:
+            raise CommandError(f"a Prepare names key {key!r}, which is not of its group register")
 
 
 # --------------------------------------------------------------------------- proposer
@@ -220,6 +447,10 @@ class RecordRegister:
     @staticmethod
     def base(value: bytes | None) -> bytes | None:
         return None if value is None else dvv.encode_context(rec.decode_record(value).clock)
+
+    @staticmethod
+    def unchanged(current: bytes | None, known: bytes | None) -> bytes | None:
+        return current
 
 
 class Proposer:
@@ -262,20 +493,36 @@ class Proposer:
     # ------------------------------------------------------------ commands and reads
 
     async def run(self, namespace: bytes, key: bytes, command: Command) -> Any:
-        """Run `command` as consensus rounds until one is chosen (see the module docstring)."""
+        """Run `command` as consensus rounds until one is chosen (see the module docstring).
+        An MSetNX names its keys itself (`key` is its first); they must share one register."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
+        rkey = register_key(skey)
         policy = self.placement.namespaces.of_stored(namespace).conflict_policy
         self.stats["paxos_commands"] += 1
-        lease = self._leases.pop(skey, None)
-        local = self.store.engine.get(skey) if lease is not None else None
-        rounds = command_rounds(
-            RecordRegister(policy, quota_checked(functools.partial(self._apply, command, policy), self.store.quotas,
-                                                 namespace, len(key))), self._replica_sets(skey),
-            functools.partial(self._fresh_ballot, skey), lease=lease,
-            local=None if local is None else bytes(local), max_attempts=MAX_ATTEMPTS)
+        if isinstance(command, MSetNX):
+            skeys = self._group_keys(namespace, [k for k, _ in command.pairs], rkey)
+            if not is_group_register(rkey):  # one key without a tag: its own register, SET NX
+                self.stats["paxos_commands"] -= 1
+                return bool((await self.run(namespace, key, Set(command.pairs[-1][1], condition="nx")))[0])
+        elif rkey != skey or is_group_register(rkey):
+            skeys = [skey]
+        else:
+            skeys = None
+        lease = self._leases.pop(rkey, None)
+        if skeys is None:
+            register: Any = RecordRegister(policy, quota_checked(functools.partial(self._apply, command, policy),
+                                                                 self.store.quotas, namespace, len(key)))
+            local = self.store.engine.get(skey) if lease is not None else None
+            local = None if local is None else bytes(local)
+        else:
+            register = GroupRegister(policy, functools.partial(self._apply_group, command, policy, namespace, skeys),
+                                     skeys)
+            local = self._local_group(skeys) if lease is not None else None
+        rounds = command_rounds(register, self._replica_sets(rkey), functools.partial(self._fresh_ballot, rkey),
+                                lease=lease, local=local, max_attempts=MAX_ATTEMPTS)
         try:
-            outcome = await self._drive(skey, rounds)
+            outcome = await self._drive(rkey, rounds, skeys)
         except InvalidContextError:
             if lease is None:
                 raise
@@ -298,24 +545,55 @@ class Proposer:
             f"consensus on the key was contended for {MAX_ATTEMPTS} rounds (other proposers kept winning): "
             "nothing was applied; retry later", status=409)
 
+    def _group_keys(self, namespace: bytes, keys: list[bytes], rkey: bytes) -> list[bytes]:
+        """The storage keys of a multi-key command, all of register `rkey` (else CROSSSLOT)."""
+        if len(keys) > MAX_GROUP_KEYS:
+            raise CommandError(f"MSETNX names {len(keys)} keys; one consensus round takes at most "
+                               f"{MAX_GROUP_KEYS} (MAX_GROUP_KEYS)")
+        skeys = []
+        for key in keys:
+            self.store.check_key(key, namespace)
+            skey = storage_key(namespace, key)
+            if register_key(skey) != rkey:
+                raise crossslot_error(keys[0], key)
+            skeys.append(skey)
+        return list(dict.fromkeys(skeys))
+
+    def _local_group(self, skeys: list[bytes]) -> bytes | None:
+        """This node's stored records of `skeys`, as a group value (None: none stored)."""
+        get = self.store.engine.get
+        found = {k: bytes(d) for k in skeys if (d := get(k)) is not None}
+        return encode_group(found) if found else None
+
     async def read(self, namespace: bytes, key: bytes) -> bytes | None:
         """A linearizable read (SERIAL): the key's record, encoded (None: no record)."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
+        return (await self.read_many(namespace, [skey]))[0]
+
+    async def read_many(self, namespace: bytes, skeys: list[bytes]) -> list[bytes | None]:
+        """A linearizable read of keys of one register (SERIAL): their records, encoded, all as
+        of one instant (one round of the register)."""
+        rkey = register_key(skeys[0])
+        group = rkey != skeys[0] or is_group_register(rkey)
+        if any(register_key(k) != rkey for k in skeys) or (len(skeys) > 1 and not group):
+            raise CommandError("a SERIAL read of several keys needs keys of one hash tag", kind=CROSSSLOT)
         policy = self.placement.namespaces.of_stored(namespace).conflict_policy
         self.stats["paxos_reads"] += 1
-        outcome = await self._drive(skey, read_rounds(
-            RecordRegister(policy, _no_command), self._replica_sets(skey),
-            functools.partial(self._fresh_ballot, skey), max_attempts=MAX_ATTEMPTS))
+        register = GroupRegister(policy, _no_group_command, skeys) if group else RecordRegister(policy, _no_command)
+        outcome = await self._drive(rkey, read_rounds(
+            register, self._replica_sets(rkey), functools.partial(self._fresh_ballot, rkey),
+            max_attempts=MAX_ATTEMPTS), skeys if group else None)
         if outcome.kind == "done":
-            return outcome.result
+            return group_records(outcome.result, skeys) if group else [outcome.result]
         if outcome.kind == "unavailable":
             raise ConsensusError(f"a SERIAL read needs a majority: consensus on the key {outcome.detail}")
         raise ConsensusError(f"a SERIAL read of the key was contended for {MAX_ATTEMPTS} rounds; retry later",
                              status=409)
 
-    async def _drive(self, skey: bytes, rounds) -> Outcome:
-        """Do what a command's rounds ask for until they return (cluster/paxos.py)."""
+    async def _drive(self, skey: bytes, rounds, keys: list[bytes] | None = None) -> Outcome:
+        """Do what a command's rounds ask for until they return (cluster/paxos.py). `skey` is
+        the register's key; `keys`, for a group register, the command's storage keys."""
         reply: Any = None
         while True:
             try:
@@ -324,7 +602,7 @@ class Proposer:
                 return done.value
             kind = type(step)
             if kind is Prepare:
-                reply = await self._phase1(skey, step.round)
+                reply = await self._phase1(skey, step.round, keys)
             elif kind is Propose:
                 # A leased proposal uses a ballot fresh_ballot never made; once accepted it
                 # also stands for next(ballot), which acceptors then promise: a later fresh
@@ -332,7 +610,8 @@ class Proposer:
                 self._note_seen(skey, next_ballot(step.round.ballot))
                 reply = await self._phase2(skey, step.round, step.value, step.base)
             elif kind is Chosen:
-                self._chosen(skey, step.ballot, step.value)
+                self._chosen(skey, step.ballot, step.value if step.record is None else step.record, step.value,
+                             keys is not None)
                 reply = None
             else:
                 self.stats["paxos_retries"] += 1
@@ -348,15 +627,29 @@ class Proposer:
         return apply_command(command, policy, current, earlier, actor=self.actor, now_ms=self.clock.now_ms(),
                              timestamp=self.store.replica.hlc_now, check_value=self.store.check_value)
 
+    def _apply_group(self, command: Command, policy: ConflictPolicy, namespace: bytes, skeys: list[bytes],
+                     entries: dict[bytes, bytes], earlier: tuple[Any, ...]
+                     ) -> tuple[dict[bytes, bytes] | None, Any, Any]:
+        new, result, dot = apply_group_command(
+            command, policy, skeys, entries, earlier, actor=self.actor, now_ms=self.clock.now_ms(),
+            timestamp=self.store.replica.hlc_now, check_value=self.store.check_value)
+        gate = self.store.quotas
+        if new is not None and gate is not None and namespace in gate.sized:
+            for skey, record in new.items():
+                old = entries.get(skey)
+                gate.check_records(namespace, len(split_storage_key(skey)[1]),
+                                   None if old is None else rec.decode_record(old), rec.decode_record(record))
+        return new, result, dot
+
     # ------------------------------------------------------------ the phases
 
-    async def _phase1(self, skey: bytes, rnd: ProposerRound) -> list[bytes | None]:
+    async def _phase1(self, skey: bytes, rnd: ProposerRound, keys: list[bytes] | None = None) -> list[bytes | None]:
         """Prepare at every acceptor until a quorum promised or it cannot; the stored records
-        of the acceptors that promised."""
+        of the acceptors that promised (group values of `keys` for a group register)."""
         records: list[bytes | None] = []
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        body = PaxosPrepare(skey, rnd.ballot)
+        body = PaxosPrepare(skey, rnd.ballot, keys or [])
 
         def answered(node: str, reply: Any, ok: bool) -> None:
             if ok and reply.ok:
@@ -377,7 +670,7 @@ class Proposer:
                 self.calls.send(node, body).add_done_callback(
                     lambda f, node=node: answered(node, *_flip(outcome(f))))
         if self.node_id in nodes:  # our own acceptor, durable before it counts
-            reply, lsn = self.acceptor.prepare(skey, rnd.ballot)
+            reply, lsn = self.acceptor.prepare(skey, rnd.ballot, keys or ())
             await self.acceptor.states.durable(lsn)
             answered(self.node_id, reply, True)
         if rnd.phase is Phase.PREPARE:
@@ -424,9 +717,10 @@ class Proposer:
             return True
         return bool(rnd.accepted_by or uncertain)
 
-    def _chosen(self, skey: bytes, ballot: Ballot, value: bytes) -> None:
-        """Store the chosen value here, send the commit everywhere else (not awaited; a
-        replica that misses it gets the record as a hint), and keep the lease."""
+    def _chosen(self, skey: bytes, ballot: Ballot, value: bytes, chosen: bytes, group: bool = False) -> None:
+        """Store `value` (what of the `chosen` value replicas must store) here, send the commit
+        everywhere else (not awaited; a replica that misses it gets the record as a hint, each
+        record of a group value as one), and keep the lease on the chosen value."""
         self.stats["paxos_chosen"] += 1
         me = self.node_id
         nodes = {n for s in self._replica_sets(skey) for n in s}
@@ -436,12 +730,19 @@ class Proposer:
         hints = self.hints
         for node in nodes - {me}:
             fut = self.calls.send(node, body)
-            if hints is not None:
+            if hints is not None and group:
+                fut.add_done_callback(lambda f, node=node: None if outcome(f)[0] else _hint_group(hints, node, value))
+            elif hints is not None:
                 fut.add_done_callback(lambda f, node=node: None if outcome(f)[0] else hints.add(node, skey, value))
-        self._leases[skey] = Lease(ballot, value)
+        self._leases[skey] = Lease(ballot, chosen)
         self._leases.move_to_end(skey)
         if len(self._leases) > MAX_LEASES:
             self._leases.popitem(last=False)
+
+
+def _hint_group(hints: HintStore, node: str, value: bytes) -> None:
+    for key, record in decode_group(value).items():
+        hints.add(node, key, record)
 
 
 def apply_command(command: Command, policy: ConflictPolicy, current: bytes | None, earlier: tuple[dvv.Dot, ...], *,
@@ -480,13 +781,61 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
     return rec.encode_record(new), fill_result(effect.result, new), dot
 
 
+def apply_group_command(command: Command, policy: ConflictPolicy, skeys: list[bytes], entries: dict[bytes, bytes],
+                        earlier: tuple[Any, ...], **env: Any) -> tuple[dict[bytes, bytes] | None, Any, Any]:
+    """A group register's proposal: `command` applied to the records of its keys `skeys` in
+    the current group value `entries`: (the new records by storage key, or None when it writes
+    nothing; its result; its dot, (the first key written, that record's dot)). `earlier` are
+    the dots of this command's earlier attempts; `env` is apply_command's keywords.
+
+    MSETNX writes every key or none: none when any key has a live value, else each key as
+    SET NX would, all in one value (so one commit, one WriteBatch per replica)."""
+    def earlier_of(skey: bytes) -> tuple[dvv.Dot, ...]:
+        return tuple(d for k, d in earlier if k == skey)
+
+    if isinstance(command, MSetNX):
+        now_ms = env["now_ms"]
+        for skey in skeys:
+            record = entries.get(skey)
+            if record is not None and rec.decode_record(record).winner(now_ms) is not None:
+                return None, False, None
+        values = dict(zip(skeys, (v for _, v in _unique_pairs(command.pairs)), strict=True))
+        new: dict[bytes, bytes] = {}
+        first = None
+        for skey, value in values.items():
+            record, _, dot = apply_command(Set(value, condition="nx"), policy, entries.get(skey), earlier_of(skey),
+                                           **env)
+            new[skey] = record
+            if first is None:
+                first = (skey, dot)
+        return new, True, first
+    skey = skeys[0]
+    record, result, dot = apply_command(command, policy, entries.get(skey), earlier_of(skey), **env)
+    if record is None:
+        return None, result, None
+    return {skey: record}, result, (skey, dot)
+
+
+def _unique_pairs(pairs: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    """The pairs with each key once, keeping its last value (as Redis), in first-seen order."""
+    return list(dict(pairs).items())
+
+
 def _no_command(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[None, None, None]:
+    return None, None, None
+
+
+def _no_group_command(entries: dict[bytes, bytes], earlier: tuple[Any, ...]) -> tuple[None, None, None]:
     return None, None, None
 
 
 def _flip(result: tuple[bool, Any]) -> tuple[Any, bool]:
     ok, reply = result
     return reply, ok
+
+
+def _text(key: bytes) -> str:
+    return key.decode(errors="backslashreplace")
 
 
 def _ballot_text(ballot: Ballot) -> str:

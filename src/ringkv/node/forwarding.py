@@ -30,8 +30,8 @@ from ringkv.errors import (
     RpcError,
     RpcTimeoutError,
 )
-from ringkv.node.commands import Command, SerialRead
-from ringkv.node.consensus import Proposer
+from ringkv.node.commands import Command, MSetNX, SerialRead
+from ringkv.node.consensus import Proposer, register_key
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import Forward, ForwardReply, ForwardVersioned, ForwardVersionedReply
 from ringkv.node.placement import Placement
@@ -198,13 +198,22 @@ class Forwarder:
         skey = storage_key(namespace, key)
         pref = self.placement.replicas_of(skey)
         rmw = command.reads_current
+        paxos = rmw and self.placement.namespaces.of_stored(namespace).rmw == "paxos"
+        if isinstance(command, MSetNX) and not paxos:
+            raise CommandError("MSETNX of several keys runs only on the consensus path (rmw = \"paxos\")")
+        # On the consensus path the lock is the register's: the keys of one hash tag share one.
+        lock = register_key(skey) if paxos else skey
         if rmw:
-            await self.locks.acquire(skey)
+            await self.locks.acquire(lock)
         try:
-            if rmw and self.placement.namespaces.of_stored(namespace).rmw == "paxos":
+            if paxos:
                 # The consensus path; the lock only keeps this node's own rounds on one key from
                 # contending with each other (each then takes the one-round-trip way).
                 if isinstance(command, SerialRead):
+                    if command.keys:
+                        for k in command.keys:
+                            store.check_key(k, namespace)
+                        return await self.proposer.read_many(namespace, [storage_key(namespace, k) for k in command.keys])
                     return await self.proposer.read(namespace, key)
                 return await self.proposer.run(namespace, key, command)
             if isinstance(command, SerialRead):
@@ -234,7 +243,7 @@ class Forwarder:
             return result
         finally:
             if rmw:
-                self.locks.release(skey)
+                self.locks.release(lock)
 
     async def _catch_up(self, skey: bytes, pref: tuple[str, ...], r: int) -> bool:
         """Merge into this replica what the key's replicas store: every one the failure

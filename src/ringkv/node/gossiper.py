@@ -45,6 +45,15 @@ from ringkv.node.messages import GossipAck, GossipStates, GossipSyn
 
 log = logging.getLogger("ringkv.gossip")
 
+# In the error a member answers a former member with (node/membership.py, MembershipRecord):
+# the refused node finds it in the RemoteError and stops serving.
+FORMER_MEMBER = "former member refused"
+
+
+class MemberRefusedError(RingkvError):
+    """A node this one holds as left or removed spoke for itself: refused (its message says
+    why and what to do), so it learns that it must not serve its old data."""
+
 
 class Gossiper:
     def __init__(
@@ -61,7 +70,10 @@ class Gossiper:
         load: Callable[[], dict] | None = None,
         rng: random.Random | None = None,
         on_up: Callable[[str], None] | None = None,
+        admit: Callable[[NodeState], str | None] | None = None,
     ):
+        """`admit(state)`: why a state must be refused before the merge (a former member's
+        own: node/membership.py), or None to merge it."""
         self.membership = Membership(local)
         self.detectors = FailureDetectors(threshold=phi_threshold,
                                           acceptable_heartbeat_pause_ms=acceptable_pause_ms,
@@ -75,6 +87,8 @@ class Gossiper:
         self.clock = clock
         self.on_up = on_up
         self._listeners: list[Callable[[list], None]] = []  # of StateChange lists (membership.py)
+        self._refusal_listeners: list[Callable[[str, str], None]] = []  # (peer, its refusal)
+        self.admit = admit
         self.rounds = 0
         self.exchanges_failed = 0
         self._down: set[str] = set()
@@ -83,9 +97,13 @@ class Gossiper:
     def node_id(self) -> str:
         return self.membership.local_id
 
-    def subscribe(self, on_change: Callable[[list], None]) -> None:
-        """Call `on_change(changes)` with every batch of state changes gossip brings."""
+    def subscribe(self, on_change: Callable[[list], None],
+                  on_refused: Callable[[str, str], None] | None = None) -> None:
+        """Call `on_change(changes)` with every batch of state changes gossip brings, and
+        `on_refused(peer, message)` when a peer refuses this node as a former member."""
         self._listeners.append(on_change)
+        if on_refused is not None:
+            self._refusal_listeners.append(on_refused)
 
     def add_seed(self, node: str) -> None:
         if node != self.node_id and node not in self.seeds:
@@ -133,6 +151,10 @@ class Gossiper:
         except (RpcError, RingkvError) as exc:
             self.exchanges_failed += 1
             log.debug("gossip with %s failed: %s", peer, exc)
+            message = getattr(exc, "remote_message", "")
+            if FORMER_MEMBER in message:
+                for listener in self._refusal_listeners:
+                    listener(peer, message)
 
     # ------------------------------------------------------------------ serving peers
 
@@ -144,8 +166,19 @@ class Gossiper:
         self.merge(states.states, sender=peer)
 
     def merge(self, states: list[NodeState], sender: str | None = None) -> None:
-        """Merge states `sender` (an authenticated peer; None: this node) told us."""
+        """Merge states `sender` (an authenticated peer; None: this node) told us.
+        MemberRefusedError (after merging the rest) when `admit` refuses the sender's own state."""
         now = self.clock.now_ms()
+        refusal = None
+        if self.admit is not None:
+            kept = []
+            for state in states:
+                why = self.admit(state)
+                if why is None:
+                    kept.append(state)
+                elif state.node_id == sender:
+                    refusal = why
+            states = kept
         refused = self.membership.refused_origin
         changes = self.membership.merge(states, now, sender)
         if self.membership.refused_origin > refused:
@@ -164,6 +197,9 @@ class Gossiper:
             if change.joined or change.restarted:
                 log.info("gossip: %s %s", change.node_id, "restarted" if change.restarted else "is known")
         self._note_transitions()
+        if refusal is not None:
+            log.warning("gossip: refused %s: %s", sender, refusal)
+            raise MemberRefusedError(refusal)
 
     def _note_transitions(self) -> None:
         down = self.down()

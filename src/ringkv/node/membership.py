@@ -38,6 +38,18 @@ gains keys, and the one node holding a key of an N=1 namespace may leave the lis
 `plan_moves` says, per partition, which node must receive what from which: the node driving
 a join or a decommission runs every move of every partition before the ring switches (its own
 comparisons directly, the others' with a SyncPartition RPC to the receiving node).
+
+Join, decommission, remove and cleanup run as long operations (node/operations.py,
+docs/operations.md): each takes a `Progress` and reports its partitions done. A decommission
+cut by a restart resumes (the record says `leaving`), a join too (the record lists the
+partitions received).
+
+Membership is durable (`MembershipRecord`, docs/membership.md "Durable membership"): every
+decision this node learns (a member joining, normal, leaving, left, removed, with the
+incarnation it is about) is kept in `<data_dir>/membership.json`, which a restart starts from
+instead of the command line's `members`. A node whose record says it left or was removed does
+not start; members refuse a former member's old incarnation (its gossip, and a removed one's
+RPCs); a node refused so, or told of its own removal, records it and stops (`on_expelled`).
 """
 
 from __future__ import annotations
@@ -47,11 +59,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ringkv.clock import Clock
-from ringkv.cluster.gossip import NodeStatus
+from ringkv.cluster.gossip import MAX_COUNTER, NodeState, NodeStatus
 from ringkv.cluster.ring import Member, Ring
 from ringkv.errors import AdminConflictError, AdminRequestError, ConfigError
 from ringkv.net.transport import Transport
@@ -60,6 +72,7 @@ from ringkv.node.config import MemberAddress, parse_member
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import SyncPartition
+from ringkv.node.operations import Progress
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls
 
@@ -97,6 +110,7 @@ class MoveProgress:
     done: int = 0
     errors: int = 0
     keys_moved: int = 0  # pulled and pushed by the moves this node ran or asked for
+    moved: int = 0  # partitions moved since the process started, never reset (/metrics' counter)
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "phase": self.phase, "partitions_total": self.total,
@@ -133,11 +147,230 @@ def read_progress(path: str) -> dict:
     if os.path.exists(path):
         try:
             with open(path) as f:
-                return json.load(f)
+                doc = json.load(f)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return doc
         except (OSError, ValueError) as exc:
             # Starting over is safe (a move is an idempotent comparison), but say so.
             log.warning("cannot read %s (%s): membership moves start from the beginning", path, exc)
     return {}
+
+
+# ---------------------------------------------------------------------- the durable record
+
+MEMBERSHIP_FILE = "membership.json"
+RECORD_FORMAT = 1
+LIVE_STATUSES = ("joining", "normal", "leaving")
+GONE_STATUSES = ("left", "removed")
+# Of two entries of one node with the same generation, the later step of the lifecycle wins
+# (the order gossip's versions give them: a removal takes the largest version).
+_STATUS_RANK = {"joining": 0, "normal": 1, "leaving": 2, "left": 3, "removed": 4}
+# In the error a member answers a former member's RPC with; the refused node looks for it.
+FORMER_MEMBER = "former member refused"
+
+
+def newer_entry(a: dict, b: dict | None) -> bool:
+    """Whether record entry `a` supersedes `b` (None: no entry) for the same node."""
+    if b is None:
+        return True
+    if b.get("status") in GONE_STATUSES and a.get("status") in ("normal", "leaving"):
+        # Only a new incarnation joining again (its data wiped) undoes a leave or a removal:
+        # an old incarnation restarted says "normal" with a larger generation, and is refused.
+        return False
+    return (a.get("generation", 0), _STATUS_RANK.get(a.get("status"), -1)) > (
+        b.get("generation", 0), _STATUS_RANK.get(b.get("status"), -1))
+
+
+def merge_records(docs: Iterable[dict]) -> dict[str, dict]:
+    """The newest entry of every node over several nodes' membership.json documents: what a
+    cluster's members decided, as `cluster up` reads it from their data directories."""
+    out: dict[str, dict] = {}
+    for doc in docs:
+        for node, entry in (doc.get("members") or {}).items():
+            if isinstance(entry, dict) and newer_entry(entry, out.get(node)):
+                out[node] = entry
+    return out
+
+
+class MembershipRecord:
+    """This node's durable copy of the cluster's membership decisions, in
+    `<data_dir>/membership.json` (docs/membership.md, "On disk"): every member it knows with its
+    status (joining, normal, leaving, left, removed), the generation (incarnation) the decision
+    is about, its RPC address and rack, and the record's epoch when it was written; the node's
+    own status; a join's partitions already received.
+
+    The command line's `members` only seeds a node whose record knows no members yet. A node
+    whose own status is left or removed refuses to start (`start_problem`), and a node keeps
+    refusing a member it holds as left or removed (`refusal`), so that neither serves old data.
+    Written (atomically, fsynced) only when a decision changes: heartbeats never write.
+    """
+
+    def __init__(self, path: str | None, node_id: str):
+        self.path = path
+        self.node_id = node_id
+        self.doc: dict = read_progress(path) if path else {}
+        members = self.doc.get("members")
+        self.members: dict[str, dict] = dict(members) if isinstance(members, dict) else {}
+        self.doc["members"] = self.members
+        # node -> why its gossip is refused: the members held as left or removed.
+        self.former: dict[str, str] = {}
+        # node -> why its RPCs are refused (ReplicaService reads it): the removed ones. A node
+        # that left keeps coordinating requests until it is stopped (its own record keeps it
+        # from starting again), so its RPCs are taken; a removed one may not serve at all.
+        self.refused: dict[str, str] = {}
+        for node in self.members:
+            self._refresh_refusal(node)
+
+    # -- reading
+
+    @property
+    def status(self) -> str | None:
+        """This node's own status as last recorded (None: never recorded)."""
+        return self.doc.get("status")
+
+    @property
+    def epoch(self) -> int:
+        return int(self.doc.get("epoch", 0))
+
+    def start_problem(self, data_dir: str) -> str | None:
+        """Why this node may not start on this data directory, or None."""
+        status = self.status
+        if status not in GONE_STATUSES:
+            return None
+        how = "left the cluster (decommissioned)" if status == "left" else "was removed from the cluster"
+        return (f"{self.node_id} {how} at membership epoch {self.epoch} (recorded in {self.path}); it refuses "
+                f"to serve its old data, which the other members no longer count on. To bring it back, wipe "
+                f"its data directory ({data_dir}) and join it again as a new node: `ringkv admin join` with "
+                f"--members naming a live member (or `ringkv cluster join` for a cluster run by `cluster up`)")
+
+    def refusal(self, node: str) -> str | None:
+        """Why gossip from `node` speaking for itself is refused (None: it is not)."""
+        return self.former.get(node)
+
+    def start_members(self, seeds: list[MemberAddress], me: MemberAddress) -> list[MemberAddress]:
+        """The members a node starts with: the live members of the record (this node with its
+        configured address), or, for a record that knows none yet, the command line's seeds."""
+        live = {n: e for n, e in self.members.items() if e.get("status") in LIVE_STATUSES and e.get("rpc")}
+        if not live:
+            return seeds
+        out = []
+        for node in sorted(live | {me.node_id: {}}):
+            if node == me.node_id:
+                out.append(me)
+                continue
+            host, _, port = live[node]["rpc"].rpartition(":")
+            out.append(MemberAddress(node, host.strip("[]"), int(port), live[node].get("rack", "")))
+        return out
+
+    def ring_status(self, node: str) -> str:
+        """The recorded status of `node` ("normal" when the record does not know it)."""
+        return self.members.get(node, {}).get("status", "normal")
+
+    def known_states(self) -> list[NodeState]:
+        """The recorded states of the other members, as gossip states older than anything their
+        incarnation says (version 0): tombstones keep refusing, live ones give the ring the
+        recorded statuses until gossip brings the news."""
+        out = []
+        for node, e in sorted(self.members.items()):
+            if node == self.node_id or e.get("status") not in _STATUS_RANK:
+                continue
+            status = NodeStatus(e["status"])
+            if status in (NodeStatus.LEFT, NodeStatus.REMOVED):
+                out.append(NodeState(node, int(e.get("generation", 0)), MAX_COUNTER, status))
+                continue
+            host, _, port = (e.get("rpc") or ":0").rpartition(":")
+            out.append(NodeState(node, int(e.get("generation", 0)), 0, status, host.strip("[]"), int(port or 0),
+                                 rack=e.get("rack", "")))
+        return out
+
+    def admit(self, state: NodeState) -> str | None:
+        """Why a gossip state of a node held as left or removed is refused, or None: only its
+        tombstones, and a new incarnation joining again (its data directory wiped: a new
+        generation, status joining), are taken."""
+        entry = self.members.get(state.node_id)
+        if entry is None or entry.get("status") not in GONE_STATUSES or state.node_id == self.node_id:
+            return None
+        if state.status in (NodeStatus.LEFT, NodeStatus.REMOVED):
+            return None
+        if state.status is NodeStatus.JOINING and state.generation > int(entry.get("generation", 0)):
+            return None
+        return self.former.get(state.node_id)
+
+    # -- writing
+
+    def note(self, state: NodeState, now_ms: int) -> bool:
+        """Record what gossip says of a node if it is a decision (a status) or an address this
+        record does not hold yet; True if the record changed (and was written)."""
+        entry = {"status": str(state.status), "generation": state.generation, "rack": state.rack}
+        if state.rpc_port:
+            entry["rpc"] = f"{state.rpc_host}:{state.rpc_port}"
+        old = self.members.get(state.node_id)
+        if old is not None:
+            same = (old.get("status"), old.get("generation")) == (entry["status"], entry["generation"])
+            if not same and not newer_entry(entry, old):
+                return False  # a later decision is held already (or it would undo a leave)
+            if old.get("rpc") and "rpc" not in entry:
+                entry["rpc"] = old["rpc"]  # a tombstone carries no address: keep the last one known
+            if all(old.get(k) == v for k, v in entry.items()):
+                return False
+        self._decide(state.node_id, entry, now_ms)
+        return True
+
+    def set_own(self, status: str, now_ms: int, rpc: str = "", rack: str = "", generation: int = 0,
+                **extra) -> None:
+        """Record this node's own status (and `extra` fields: a join's `synced` partitions)."""
+        self.doc["status"] = status
+        self.doc.update(extra)
+        entry = dict(self.members.get(self.node_id, {}))
+        entry.update(status=status, generation=generation or entry.get("generation", 0))
+        if rpc:
+            entry["rpc"] = rpc
+        entry["rack"] = rack or entry.get("rack", "")
+        self._decide(self.node_id, entry, now_ms)
+
+    def _decide(self, node: str, entry: dict, now_ms: int) -> None:
+        changed = self.members.get(node, {}).get("status") != entry["status"]
+        if changed:
+            self.doc["epoch"] = self.epoch + 1
+            entry["epoch"] = self.epoch
+            entry["changed_ms"] = now_ms
+        else:
+            entry.setdefault("epoch", self.members.get(node, {}).get("epoch", self.epoch))
+            entry.setdefault("changed_ms", self.members.get(node, {}).get("changed_ms", now_ms))
+        self.members[node] = entry
+        self._refresh_refusal(node)
+        if changed:
+            log.info("membership record: %s is %s (epoch %d)", node, entry["status"], self.epoch)
+        self.save()
+
+    def _refresh_refusal(self, node: str) -> None:
+        entry = self.members[node]
+        status = entry.get("status")
+        if node == self.node_id or status not in GONE_STATUSES:
+            self.former.pop(node, None)
+            self.refused.pop(node, None)
+            return
+        how = "left the cluster" if status == "left" else "was removed from the cluster"
+        self.former[node] = (
+            f"{FORMER_MEMBER}: {self.node_id} holds that {node} {how} at membership epoch {entry.get('epoch', 0)}; "
+            f"{node} may not serve its old data: stop it, wipe its data directory and join it again")
+        if status == "removed":
+            self.refused[node] = self.former[node]
+        else:
+            self.refused.pop(node, None)
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        self.doc["format"] = RECORD_FORMAT
+        self.doc["node_id"] = self.node_id
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.doc, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 class MembershipManager:
@@ -145,7 +378,12 @@ class MembershipManager:
 
     def __init__(self, placement: Placement, calls: ReplicaCalls, transport: Transport, store: LocalStore,
                  anti_entropy: AntiEntropy, gossiper: Gossiper, clock: Clock, config_members, *,
-                 settle_s: float = 3.0, progress_path: str | None = None, moves: MoveProgress | None = None):
+                 settle_s: float = 3.0, progress_path: str | None = None, moves: MoveProgress | None = None,
+                 record: MembershipRecord | None = None, on_expelled: Callable[[str], None] | None = None):
+        """`record`: the durable membership (made from `progress_path` if not given).
+        `on_expelled(reason)`: this node learnt that it was removed, or a member refuses it as
+        a former member: it must stop serving (the process stops; the record keeps it
+        from starting again on this data)."""
         self.placement = placement
         self.node_id = placement.node_id
         self.calls = calls
@@ -159,13 +397,17 @@ class MembershipManager:
         self.config_members = {m.node_id: m for m in config_members}
         self.settle_s = settle_s
         self.progress_path = progress_path
+        self.record = record if record is not None else MembershipRecord(progress_path, self.node_id)
+        self.on_expelled = on_expelled
+        self.expelled = ""  # why this node no longer serves ("" while it does)
         self.ring_nodes: tuple[str, ...] = ()
         self.pending_nodes: tuple[str, ...] = ()
         self.moves = moves if moves is not None else MoveProgress()
         self._sync_queue: list[tuple[int, list[Move]]] = []  # after a ring change: moves to here
         self._already_synced: set[int] = set()  # received while joining: no second pull
         self._wake = asyncio.Event()
-        gossiper.subscribe(self.on_gossip)
+        self._syncing = False  # run() is moving a partition of the queue now
+        gossiper.subscribe(self.on_gossip, on_refused=self.on_refused)
 
     # ------------------------------------------------------------------ rings
 
@@ -222,12 +464,37 @@ class MembershipManager:
 
     def on_gossip(self, changes) -> None:
         t = self.transport
+        now = self.clock.now_ms()
         for ch in changes:
             s = ch.new
             if s is not None and s.node_id != self.node_id and s.rpc_port and ch.address_changed:
                 t.set_peer_address(s.node_id, s.rpc_host, s.rpc_port)
+            if s is None:
+                continue
+            if s.node_id == self.node_id:
+                if s.status is NodeStatus.REMOVED:
+                    self._expel("removed", f"{self.node_id} was removed from the cluster by a member")
+            elif ch.status_changed or ch.address_changed or ch.restarted:
+                self.record.note(s, now)
         if any(ch.ring_changed for ch in changes):
             self.refresh()
+
+    def on_refused(self, peer: str, message: str) -> None:
+        """A member refused this node as a former member (it left or was removed while this
+        node was down): record it and stop serving."""
+        status = "left" if f"{self.node_id} left the cluster" in message else "removed"
+        self._expel(status, f"{peer} refuses this node: {message}")
+
+    def _expel(self, status: str, reason: str) -> None:
+        if self.expelled:
+            return
+        self.expelled = reason
+        local = self.gossiper.membership.local
+        self.record.set_own(status, self.clock.now_ms(), generation=local.generation)
+        log.error("%s; this node stops serving its data. To bring it back: stop it, wipe its data directory "
+                  "and join it again (`ringkv admin join`)", reason)
+        if self.on_expelled is not None:
+            self.on_expelled(reason)
 
     # ------------------------------------------------------------------ background syncing
 
@@ -238,8 +505,13 @@ class MembershipManager:
             self._wake.clear()
             while self._sync_queue:
                 p, moves = self._sync_queue.pop(0)
-                await self._run_moves(p, moves)
+                self._syncing = True
+                try:
+                    await self._run_moves(p, moves)
+                finally:
+                    self._syncing = False
                 self.moves.done += 1
+                self.moves.moved += 1
 
     def _replica_counts(self) -> set[int]:
         return {s.replicas for s in self.placement.namespaces}
@@ -296,24 +568,25 @@ class MembershipManager:
 
     # ------------------------------------------------------------------ join
 
-    @staticmethod
-    def saved_status_at(progress_path: str) -> str | None:
-        """The status the node's last membership step recorded (joining, normal, left)."""
-        return read_progress(progress_path).get("status")
-
     def load_progress(self) -> dict:
-        return read_progress(self.progress_path) if self.progress_path else {}
+        return self.record.doc
 
     def _save_progress(self, doc: dict) -> None:
-        if not self.progress_path:
-            return
-        tmp = self.progress_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, self.progress_path)
+        """Record this node's own status (and a join's partitions received) in the record."""
+        local = self.gossiper.membership.local
+        rpc = f"{local.rpc_host}:{local.rpc_port}" if local.rpc_port else ""
+        self.record.set_own(doc["status"], self.clock.now_ms(), rpc=rpc, rack=local.rack,
+                            generation=local.generation, **{k: v for k, v in doc.items() if k != "status"})
 
-    async def join(self, rate_partitions_per_s: float = 50.0) -> None:
-        """Run by a node started with join = true (see the module docstring)."""
+    def _report(self, progress: Progress | None) -> None:
+        """Tell the operation running this change (node/operations.py) where the moves stand."""
+        if progress is not None:
+            m = self.moves
+            progress.update(done=m.done, total=m.total, phase=m.phase or m.kind)
+
+    async def join(self, rate_partitions_per_s: float = 50.0, progress: Progress | None = None) -> dict:
+        """Run by a node started with join = true (see the module docstring); resumable: a
+        restart picks up at the partitions membership.json does not list as received."""
         g = self.gossiper
         c = self.placement
         me = self.node_id
@@ -332,6 +605,7 @@ class MembershipManager:
                             "from a member: `ringkv admin add-node` or POST /api/v1/admin/cluster/nodes)",
                             ",".join(sorted(set(self.config_members) - {me})) or "none")
         self.moves.phase = "settling"
+        self._report(progress)
         await asyncio.sleep(self.settle_s)  # let every node learn that we are joining
         self.refresh()
         progress = self.load_progress()
@@ -341,13 +615,16 @@ class MembershipManager:
         self.moves.total = len(todo) + len(done)
         self.moves.done = len(done)
         self.moves.phase = "moving"
+        self._report(progress)
         log.info("joining: %d partitions to move (%d already done)", len(todo), len(done))
         for p in todo:
             started = time.monotonic()
             if await self._run_moves(p, plans[p]):
                 done.add(p)
                 self.moves.done += 1
+                self.moves.moved += 1
                 self._save_progress({"status": "joining", "synced": sorted(done)})
+                self._report(progress)
             elapsed = time.monotonic() - started
             if elapsed < 1 / rate_partitions_per_s:
                 await asyncio.sleep(1 / rate_partitions_per_s - elapsed)
@@ -355,8 +632,11 @@ class MembershipManager:
         g.membership.set_local_status(NodeStatus.NORMAL)
         self._save_progress({"status": "normal", "synced": sorted(done)})
         self.moves.phase = "done"
+        self._report(progress)
         self.refresh()
         log.info("joined: %d partitions received; now normal", len(done))
+        return {"status": "normal", "partitions_received": len(done), "keys_moved": self.moves.keys_moved,
+                "errors": self.moves.errors}
 
     def add_seeds(self, entries: list[str]) -> dict:
         """Give a joining node (more) members to learn the cluster from."""
@@ -379,17 +659,24 @@ class MembershipManager:
 
     # ------------------------------------------------------------------ leave
 
-    async def decommission(self, rate_partitions_per_s: float = 50.0) -> dict:
+    async def decommission(self, rate_partitions_per_s: float = 50.0, progress: Progress | None = None) -> dict:
+        """Hand every partition over, then leave (see the module docstring). Resumable: run
+        again after a restart, it compares every partition again (idempotent) and leaves."""
         g = self.gossiper
         c = self.placement
         if g.membership.local.status is NodeStatus.NORMAL:
             g.membership.set_local_status(NodeStatus.LEAVING)
             self.refresh()
+        self._save_progress({"status": "leaving"})  # a restart resumes the decommission
         self.moves.kind = "leave"
+        self.moves.phase = "settling"
+        self._report(progress)
         await asyncio.sleep(self.settle_s)  # every coordinator now also writes to the new owners
         self.refresh()
         plans = {p: moves for p in range(c.ring.partitions) if (moves := self._plan(p))}
         self.moves.total, self.moves.done = len(plans), 0
+        self.moves.phase = "moving"
+        self._report(progress)
         failed = sorted(plans)
         for attempt in range(DECOMMISSION_ATTEMPTS):
             if attempt:
@@ -401,6 +688,8 @@ class MembershipManager:
                 started = time.monotonic()
                 if await self._run_moves(p, plans[p]):
                     self.moves.done += 1
+                    self.moves.moved += 1
+                    self._report(progress)
                 else:
                     failed.append(p)
                 elapsed = time.monotonic() - started
@@ -412,6 +701,7 @@ class MembershipManager:
             # Leaving now could take the only copy of a key with it (a namespace of N=1, or
             # replicas that are down): stay in the ring and say which partitions are stuck.
             g.membership.set_local_status(NodeStatus.NORMAL)
+            self._save_progress({"status": "normal"})
             self.refresh()
             self.moves.kind = ""
             raise AdminConflictError(
@@ -420,6 +710,8 @@ class MembershipManager:
                 "stays in the ring as normal: fix the cause and run decommission again")
         g.membership.set_local_status(NodeStatus.LEFT)
         self._save_progress({"status": "left"})
+        self.moves.phase = "announcing"
+        self._report(progress)
         await asyncio.sleep(self.settle_s)  # let the news spread before the operator stops us
         self.refresh()
         return {"status": "left", "partitions_handed_over": self.moves.total, "keys_moved": self.moves.keys_moved,
@@ -427,7 +719,7 @@ class MembershipManager:
 
     # ------------------------------------------------------------------ cleanup
 
-    async def cleanup(self) -> dict:
+    async def cleanup(self, progress: Progress | None = None) -> dict:
         """Remove from this node the data of partitions (and namespaces) it no longer holds
         as a replica: what joins and decommissions leave behind (`ringkv admin cleanup`).
 
@@ -445,7 +737,11 @@ class MembershipManager:
         namespaces = c.namespaces
         started = time.monotonic()
         removed = partitions = 0
+        if progress is not None:
+            progress.update(total=c.ring.partitions, phase="dropping", unit="partitions")
         for p in range(c.ring.partitions):
+            if progress is not None and p:
+                progress.advance()
             pref = c.ring.preference_list(p)
             position = pref.index(me) if me in pref else c.ring.replicas
             if position < namespaces.min_replicas:
@@ -491,6 +787,19 @@ class MembershipManager:
         self.on_gossip(changes)
         self.refresh()
         return {"removed": node}
+
+    async def wait_rebuilt(self, progress: Progress | None = None) -> dict:
+        """After `remove`: wait until this node has pulled the partitions the removal gave it
+        (the other members pull theirs on their own; `ringkv admin status` asked of each
+        shows it)."""
+        total = len(self._sync_queue) + (1 if self._syncing else 0)
+        if progress is not None:
+            progress.update(total=total, done=0, phase="rebuilding")
+        while self._sync_queue or self._syncing:
+            await asyncio.sleep(0.2)
+            if progress is not None:
+                progress.update(done=max(0, total - len(self._sync_queue) - (1 if self._syncing else 0)))
+        return {"partitions_rebuilt_here": total}
 
     def status(self) -> dict:
         return {

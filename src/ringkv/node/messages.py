@@ -223,11 +223,14 @@ class SyncPartitionReply(msgspec.Struct, tag="SyncPartitionReply", array_like=Tr
 
 
 class PaxosPrepare(msgspec.Struct, tag="PaxosPrepare", array_like=True):
-    """Consensus, phase 1, for one key (node/consensus.py): promise `ballot`. Reply:
-    PaxosPromise."""
+    """Consensus, phase 1, for one register (node/consensus.py): promise `ballot`. Reply:
+    PaxosPromise. `skey` is the register's key: the key itself, or for keys with a hash tag
+    the tag's group register; then `keys` names the storage keys (of that tag) whose records
+    the promise carries."""
 
     skey: bytes
     ballot: tuple[int, str]
+    keys: list[bytes] = []
 
 
 class PaxosPromise(msgspec.Struct, tag="PaxosPromise", array_like=True):
@@ -336,11 +339,29 @@ class ForwardVersionedReply(msgspec.Struct, tag="ForwardVersionedReply", array_l
 MAX_HINT_GET_TARGETS = 16  # a preference list's replicas
 
 
+class BackupRange(msgspec.Struct, tag="BackupRange", array_like=True):
+    """A cluster backup (node/backup.py) reading this replica's records of `partition`, after
+    storage key `after` (None: from the partition's start): at most `max_records` records and
+    about `max_bytes` bytes of them. Reply: BackupPage."""
+
+    partition: int
+    after: bytes | None
+    max_records: int
+    max_bytes: int
+
+
+class BackupPage(msgspec.Struct, tag="BackupPage", array_like=True):
+    """(storage key, stored record) pairs in key order; `done` when the partition has no more."""
+
+    records: list[tuple[bytes, bytes]]
+    done: bool
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
     ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
     AtomicPart, AtomicPartReply, BatchLogStore, BatchLogRemove,
-    HintGet, ForwardVersioned, ForwardVersionedReply,
+    HintGet, ForwardVersioned, ForwardVersionedReply, BackupRange, BackupPage,
 )

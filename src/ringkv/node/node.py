@@ -17,16 +17,20 @@ import logging
 import os
 import re
 import resource
+import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
+from ringkv.cluster.gossip import NodeStatus
 from ringkv.errors import AdminConflictError, AdminRequestError, ConfigError
 from ringkv.net.transport import Transport
 from ringkv.node.admission import Admission, host_port, parse_node_address
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.atomic_batches import AtomicBatches
+from ringkv.node.backup_admin import BackupAdmin
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import AcceptorStore
 from ringkv.node.faults import FaultState
@@ -38,6 +42,7 @@ from ringkv.node.local_store import LocalStore
 from ringkv.node.membership import MembershipManager, MoveProgress
 from ringkv.node.messages import NodeInfoReply
 from ringkv.node.namespaces import compaction_strategy
+from ringkv.node.operations import Operation, OperationRun, Operations, Progress
 from ringkv.node.placement import Placement
 from ringkv.node.quotas import QuotaRefresher, namespace_figures
 from ringkv.node.read_path import ReadPath
@@ -49,6 +54,9 @@ from ringkv.storage.strategies import describe
 log = logging.getLogger("ringkv.node")
 
 EXPIRY_CYCLE_MS = 100
+# Membership changes run one at a time on a node (each plans from the ring the others leave).
+MEMBERSHIP_OPERATIONS = ("join", "decommission", "remove", "cleanup")
+OPERATION_WAIT_MAX_S = 30.0  # one RINGKV.ADMIN WAIT / ?wait_ms answers within this at most
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MIB = 1024 * 1024
@@ -133,7 +141,13 @@ class Node:
         self.faults = faults
         self.cluster = cluster
         self.stalls = StallMonitor()
+        # Long operations (node/operations.py): their state in data_dir/operations.json.
+        self.operations = Operations(config.node_id, config.data_dir, clock)
         self.admin = NodeAdmin(self)
+        # Snapshots, SAVE, cluster backup and restore (node/backup_admin.py); a backup cut off
+        # by a stop goes on from its journal at the next start.
+        self.backups = BackupAdmin(self)
+        self.operations.resume_with("backup", self.backups.resume_backup)
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -158,8 +172,18 @@ class Node:
                 spawn(c.batches.run(), "batch-replay")
             if c.quotas is not None:
                 spawn(c.quotas.run(), "quotas")
-            if c.joining:
-                spawn(c.membership.join(), "join")
+        # Operations the last process left running resume (or are reported interrupted) now
+        # that the background work they rely on runs.
+        self.admin.register_resumers()
+        self.operations.resume_interrupted()
+        if c is not None and c.joining and not self.operations.running(["join"]):
+            self.operations.start("join", lambda progress: c.membership.join(progress=progress),
+                                  conflicts=MEMBERSHIP_OPERATIONS)
+        if (c is not None and c.gossiper.membership.local.status is NodeStatus.LEAVING
+                and not self.operations.running(["decommission"])):
+            # Recorded as leaving, with no decommission to resume (operations.json lost): a
+            # leaving node must finish leaving, or it would hold its partitions forever.
+            self.admin._start("decommission")
         spawn(self._expiry_loop(), "expiry")
         spawn(self.stalls.run(), "stall-monitor")
 
@@ -176,6 +200,7 @@ class Node:
 
     async def stop(self) -> None:
         """End the background work and close everything; the adapters have stopped already."""
+        await self.operations.close()  # left running in operations.json: resumed at the next start
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -199,21 +224,155 @@ class Node:
         self.engine.close()
 
 
+def _disk_figures(path: str) -> dict[str, int]:
+    """Free and total bytes of the file system holding the data directory (for the "disk
+    filling" alert); empty when it cannot be read."""
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return {}
+    return {"free_bytes": usage.free, "total_bytes": usage.total}
+
+
 def _info_text(text: str) -> str:
     """`text` as an INFO value: clients (redis-py) read a value with "," and "=" as a list of
     fields, so thousands separators go and other commas become semicolons."""
     return re.sub(r"(?<=\d),(?=\d{3})", "", text).replace(",", ";")
 
 
+OperationStarter = Callable[[dict[str, Any]], OperationRun]
+
+
 class NodeAdmin:
-    """The node's `AdminService`."""
+    """The node's `AdminService`.
+
+    Long operations: `start_operation(kind, args)` looks `kind` up in `starters` (kind ->
+    a function of the request's args giving the operation's coroutine) and runs it in the
+    node's registry (node/operations.py). Another part of the node offering one (backup,
+    restore) adds it with `add_operation_kind`.
+    """
 
     def __init__(self, node: Node):
         self._node = node
+        self.starters: dict[str, OperationStarter] = {}
+        self.conflicts: dict[str, tuple[str, ...]] = {}
+        self.resumers: dict[str, OperationStarter] = {}
+        self.add_operation_kind("repair", lambda args: self._run_repair)
+        self.add_operation_kind("cleanup", self._of_a_member(self._run_cleanup), conflicts=MEMBERSHIP_OPERATIONS)
+        self.add_operation_kind("decommission", self._of_a_member(self._run_decommission),
+                                conflicts=MEMBERSHIP_OPERATIONS, resumer=lambda args: self._run_decommission)
+        self.add_operation_kind("remove", self._remove_starter, conflicts=MEMBERSHIP_OPERATIONS,
+                                resumer=self._remove_resumer)
+        # A join is started by the node itself (started with join = true), never by a request.
+
+    def add_operation_kind(self, kind: str, starter: OperationStarter, *, conflicts: tuple[str, ...] = (),
+                           resumer: OperationStarter | None = None) -> None:
+        """Offer operations of `kind`: `starter(args)` checks the request's args (raising
+        AdminRequestError or AdminConflictError, which answer the request) and gives the
+        coroutine to run. `conflicts`: kinds that may not run at the same time on this node.
+        `resumer(args)`: the coroutine that finishes one the node was running when it stopped
+        (picking up where it stood); without one, such an operation is reported interrupted."""
+        self.starters[kind] = starter
+        self.conflicts[kind] = conflicts
+        if resumer is not None:
+            self.resumers[kind] = resumer
+
+    def register_resumers(self) -> None:
+        """Tell the registry how to resume each resumable kind (Node.start, once)."""
+        ops = self._node.operations
+        for kind, resumer in self.resumers.items():
+            ops.resume_with(kind, resumer)
+        c = self._node.cluster
+
+        def resume_join(params: dict[str, Any]) -> OperationRun:
+            async def run(progress: Progress) -> dict:
+                if c is None or c.gossiper.membership.local.status is not NodeStatus.JOINING:
+                    return {"status": str(c.gossiper.membership.local.status) if c else "normal"}
+                return await c.membership.join(progress=progress)
+            return run
+
+        ops.resume_with("join", resume_join)
+
+    # ------------------------------------------------------------------ long operations
+
+    def _start(self, kind: str, args: dict[str, Any] | None = None) -> Operation:
+        starter = self.starters.get(kind)
+        if starter is None:
+            raise AdminRequestError(f"no operation of kind {kind!r}: this node starts "
+                                    f"{', '.join(sorted(self.starters))}")
+        args = dict(args or {})
+        conflicts = self.conflicts.get(kind, ())
+        self._node.operations.check_free(kind, conflicts)  # before the starter acts (remove does)
+        run = starter(args)
+        return self._node.operations.start(kind, run, params=args, conflicts=conflicts)
+
+    async def start_operation(self, kind: str, args: dict[str, Any] | None = None) -> dict:
+        return self._start(kind, args).as_dict()
+
+    async def _run_sync(self, kind: str, args: dict[str, Any] | None = None) -> dict:
+        op = self._start(kind, args)
+        return await self._node.operations.wait_result(op.id)
+
+    def operations(self, running_only: bool = False) -> list[dict]:
+        return [op.as_dict() for op in self._node.operations.list(running_only)]
+
+    def operation(self, operation_id: str) -> dict:
+        return self._node.operations.get(operation_id).as_dict()
+
+    async def wait_operation(self, operation_id: str, timeout_s: float) -> dict:
+        if not 0 <= timeout_s <= OPERATION_WAIT_MAX_S:
+            raise AdminRequestError(f"a wait lasts 0 to {OPERATION_WAIT_MAX_S:g} s, got {timeout_s:g} s: "
+                                    "ask again to wait longer")
+        return (await self._node.operations.wait(operation_id, timeout_s)).as_dict()
+
+    async def _run_repair(self, progress: Progress) -> dict:
+        c = self._node.cluster
+        if c is None:
+            return {"partitions": 0, "comparisons": 0, "in_sync": 0, "keys_pushed": 0, "keys_pulled": 0,
+                    "traffic_bytes": 0, "seconds": 0.0, "errors": [], "error_count": 0,
+                    "note": "a cluster of one has nothing to repair"}
+        return await c.anti_entropy.repair_all(progress)
+
+    async def _run_cleanup(self, progress: Progress) -> dict:
+        return await self._membership().cleanup(progress)
+
+    async def _run_decommission(self, progress: Progress) -> dict:
+        return await self._membership().decommission(progress=progress)
+
+    def _of_a_member(self, run: OperationRun) -> OperationStarter:
+        """A starter of `run` that a cluster of one refuses at the request (no membership)."""
+        def starter(args: dict[str, Any]) -> OperationRun:
+            self._membership()
+            return run
+        return starter
+
+    def _remove_starter(self, args: dict[str, Any]) -> OperationRun:
+        """The removal itself is done here, at once (a refusal answers the request); the
+        operation follows this node's rebuild of the partitions it gained."""
+        node_id = args.get("node_id")
+        if not isinstance(node_id, str) or not node_id:
+            raise AdminRequestError("remove needs node_id: the member to take out of the ring")
+        membership = self._membership()
+        done = membership.remove(node_id, bool(args.get("force", False)))
+
+        async def run(progress: Progress) -> dict:
+            return {**done, **await membership.wait_rebuilt(progress)}
+        return run
+
+    def _remove_resumer(self, args: dict[str, Any]) -> OperationRun:
+        """After a restart the removal is on disk (membership.json) and in gossip; what may be
+        missing is the rebuild: a repair of every partition this node holds."""
+        async def run(progress: Progress) -> dict:
+            return {"removed": args.get("node_id"), "repair": await self._run_repair(progress)}
+        return run
 
     @property
     def node_id(self) -> str:
         return self._node.node_id
+
+    @property
+    def backups(self) -> BackupAdmin:
+        return self._node.backups
 
     def _membership(self) -> MembershipManager:
         if self._node.cluster is None:
@@ -226,6 +385,7 @@ class NodeAdmin:
         if c is not None:
             doc = await c.keyspace.status()
             doc["membership"] = c.membership.status()
+            doc["operations"] = self.operations(running_only=True)
             return doc
         # A cluster of one: the same document, one healthy member holding every key once.
         info = node.figures()
@@ -244,15 +404,11 @@ class NodeAdmin:
             "total_keys": info.live_keys,
             "total_keys_unknown_partitions": 0,
             "replication_factor": 1,
+            "operations": self.operations(running_only=True),
         }
 
     async def repair(self) -> dict:
-        c = self._node.cluster
-        if c is None:
-            return {"partitions": 0, "comparisons": 0, "in_sync": 0, "keys_pushed": 0, "keys_pulled": 0,
-                    "traffic_bytes": 0, "seconds": 0.0, "errors": [], "error_count": 0,
-                    "note": "a cluster of one has nothing to repair"}
-        return await c.anti_entropy.repair_all()
+        return await self._run_sync("repair")
 
     async def join(self, seeds: list[str]) -> dict:
         return self._membership().add_seeds(seeds)
@@ -267,13 +423,18 @@ class NodeAdmin:
         return await c.admission.admit(address)
 
     async def decommission(self) -> dict:
-        return await self._membership().decommission()
+        self._membership()
+        return await self._run_sync("decommission")
 
     async def remove(self, node_id: str, force: bool = False) -> dict:
-        return self._membership().remove(node_id, force)
+        """The tombstone at once; the rebuild that follows runs as an operation (RINGKV.ADMIN
+        REMOVE ... ASYNC answers it, to follow it)."""
+        self._start("remove", {"node_id": node_id, "force": force})
+        return {"removed": node_id}
 
     async def cleanup(self) -> dict:
-        return await self._membership().cleanup()
+        self._membership()
+        return await self._run_sync("cleanup")
 
     def membership(self) -> dict:
         """The membership manager's status, with what a member admitting this node checks
@@ -284,7 +445,31 @@ class NodeAdmin:
         local = c.gossiper.membership.local
         doc.update(node_id=self.node_id, rpc_address=host_port(local.rpc_host, local.rpc_port), rack=local.rack,
                    cluster_name=self._node.config.cluster_name, partitions=c.placement.ring.partitions,
-                   replicas=c.placement.ring.replicas)
+                   replicas=c.placement.ring.replicas, operations=self.operations(running_only=True))
+        return doc
+
+    def ring_view(self) -> dict:
+        """Each partition's owner now and in the pending ring, the partitions whose replicas
+        move, and the hints held here per target (the console: api/console.py)."""
+        c = self._node.cluster
+        if c is None:
+            partitions = self._node.config.partitions
+            return {"partitions": partitions, "replicas": 1, "nodes": [self.node_id], "owners": [0] * partitions,
+                    "pending_nodes": None, "pending_owners": None, "moving": [], "hints_pending_for": {}}
+        ring, pending = c.placement.ring, c.placement.pending
+        index = {node: i for i, node in enumerate(ring.node_ids)}
+        doc: dict[str, Any] = {
+            "partitions": ring.partitions, "replicas": ring.replicas, "nodes": list(ring.node_ids),
+            "owners": [index[ring.owner(p)] for p in range(ring.partitions)],
+            "pending_nodes": None, "pending_owners": None, "moving": [],
+            "hints_pending_for": {t: c.hints.pending(t) for t in c.hints.targets()},
+        }
+        if pending is not None:
+            pending_index = {node: i for i, node in enumerate(pending.node_ids)}
+            doc["pending_nodes"] = list(pending.node_ids)
+            doc["pending_owners"] = [pending_index[pending.owner(p)] for p in range(ring.partitions)]
+            doc["moving"] = [p for p in range(ring.partitions)
+                             if ring.preference_list(p) != pending.preference_list(p)]
         return doc
 
     def fault(self, argv: list[bytes]) -> str:
@@ -293,6 +478,9 @@ class NodeAdmin:
         return self._node.faults.apply(argv)
 
     def health(self) -> str | None:
+        c = self._node.cluster
+        if c is not None and c.membership.expelled:
+            return c.membership.expelled
         engine = self._node.engine
         if engine.closed:
             return "the storage engine is closed"
@@ -382,6 +570,7 @@ class NodeAdmin:
                      "samples": node.stalls.samples},
             "expired_keys": node.store.expired_keys,
             "namespaces": namespace_figures(node.store.namespaces, node.store.usage, node.store.quotas),
+            "disk": _disk_figures(node.config.data_dir),
         }
         c = node.cluster
         if c is not None:
@@ -390,8 +579,24 @@ class NodeAdmin:
             out["nodes_down"] = len(c.gossiper.down())
             out["anti_entropy"] = {"comparisons": c.anti_entropy.stats.comparisons,
                                    "keys_transferred": c.anti_entropy.stats.keys_pushed
-                                   + c.anti_entropy.stats.keys_pulled}
-            out["moves"] = {"total": c.membership.moves.total, "done": c.membership.moves.done}
+                                   + c.anti_entropy.stats.keys_pulled,
+                                   "failures": c.anti_entropy.stats.failures}
+            out["moves"] = {"total": c.membership.moves.total, "done": c.membership.moves.done,
+                            "moved": c.membership.moves.moved}
+            # Per peer (api/http_metrics.py labels them): phi and up as this node's detector sees
+            # them, and the replica calls' durations and failures (node/latency.py).
+            # Them: the ring's members and every node gossip knows of (a joining one included).
+            known = set(c.placement.ring.node_ids) | set(c.gossiper.status())
+            known.discard(node.node_id)
+            gossiper = c.gossiper
+            out["peers"] = {peer: {"phi": round(gossiper.phi(peer), 2), "up": gossiper.is_up(peer)}
+                            for peer in known}
+            figures = c.calls.figures
+            out["quorum_latency"] = {op: (h.cumulative(), h.sum_s) for op, h in figures.quorum.items()}
+            for peer, calls in figures.peers.items():
+                out["peers"].setdefault(peer, {}).update(
+                    latency=(calls.latency.cumulative(), calls.latency.sum_s), failures=dict(calls.failures))
+            out["gossip"] = {"rounds": c.gossiper.rounds, "exchanges_failed": c.gossiper.exchanges_failed}
             out["rpc_auth"] = {**c.transport.handshake_stats(),
                                "gossip_states_refused": c.gossiper.membership.refused_origin}
         return out

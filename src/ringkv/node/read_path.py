@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from time import perf_counter
 
 from ringkv.cluster.plans import ReadPlan
 from ringkv.node.local_store import LocalStore
@@ -58,6 +59,7 @@ class ReadPath:
 
     async def read(self, skey: bytes, r: int, pref: tuple[str, ...] | None = None) -> bytes | None:
         """The merge of what R replicas store for the key (None: none has a record)."""
+        started = perf_counter()
         self.stats["reads"] += 1
         if pref is None:
             pref = self.placement.replicas_of(skey)
@@ -84,6 +86,7 @@ class ReadPath:
             if not plan.done:
                 decided = asyncio.get_running_loop().create_future()
                 await decided
+        self.calls.figures.quorum["get"].observe(perf_counter() - started)
         if not plan.succeeded:
             self.stats["quorum_failures"] += 1
             raise plan.error

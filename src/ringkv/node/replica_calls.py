@@ -5,17 +5,20 @@ failure detector believes down fails immediately with `PeerUnavailableError` (it
 partitioned away rather than refusing connections, and waiting out a timeout would hold the
 client for nothing; stand-ins and hints take it from there). Otherwise the transport's fast
 path starts the call without a task, or, while connecting, a task runs the full path. The
-reply (or the failure) arrives on the returned future.
+reply (or the failure) arrives on the returned future. Each call's duration and failure
+is counted for its peer (`figures`, node/latency.py, exported by /metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from ringkv.errors import PeerUnavailableError, RemoteError, RpcTimeoutError
 from ringkv.net.transport import Transport
+from ringkv.node.latency import CallFigures
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -47,6 +50,7 @@ class ReplicaCalls:
         self.transport = transport
         self.liveness = liveness
         self.timeout_ms = timeout_ms
+        self.figures = CallFigures()  # per-peer calls; quorum latencies (the read and write paths')
 
     def is_up(self, node: str) -> bool:
         return self.liveness.is_up(node)
@@ -56,12 +60,14 @@ class ReplicaCalls:
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
         loop = asyncio.get_running_loop()
         if not self.liveness.is_up(node):
+            self.figures.peer(node).failures["unavailable"] += 1
             fut = loop.create_future()
             fut.set_exception(PeerUnavailableError(node, self.liveness.why_down(node)))
             return fut
         fut = self.transport.start_call(node, body, timeout)
         if fut is None:  # connecting, or no free slot: the full path, in a task
             fut = loop.create_task(self.transport.call(node, body, timeout))
+        fut.add_done_callback(_Timed(self.figures, node))
         return fut
 
     async def call(self, node: str, body: Any, timeout_ms: float | None = None) -> Any:
@@ -70,6 +76,29 @@ class ReplicaCalls:
         (asyncio.timeout)."""
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
         return await asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout))
+
+
+class _Timed:
+    """A call's done callback: its duration and, when it failed, the reason, for its peer.
+    A class with slots rather than a closure: one small object per call, no cell objects."""
+
+    __slots__ = ("figures", "node", "started")
+
+    def __init__(self, figures: CallFigures, node: str):
+        self.figures = figures
+        self.node = node
+        self.started = perf_counter()
+
+    def __call__(self, fut: asyncio.Future) -> None:
+        peer = self.figures.peer(self.node)
+        peer.latency.observe(perf_counter() - self.started)
+        if fut.cancelled():
+            return  # the caller gave up on it (the answer was no longer needed): not the peer's failure
+        exc = fut.exception()
+        if exc is not None:
+            reason = ("timeout" if isinstance(exc, RpcTimeoutError)
+                      else "unavailable" if isinstance(exc, PeerUnavailableError) else "error")
+            peer.failures[reason] += 1
 
 
 class Liveness:

@@ -22,9 +22,10 @@ from ringkv.errors import CommandError
 from ringkv.net.rpc import NOT_HANDLED
 from ringkv.node.antientropy import AntiEntropy
 from ringkv.node.atomic_batches import AtomicBatches
-from ringkv.node.consensus import Acceptor
+from ringkv.node.backup import read_backup_page
+from ringkv.node.consensus import Acceptor, check_register_value
 from ringkv.node.forwarding import Forwarder
-from ringkv.node.gossiper import Gossiper
+from ringkv.node.gossiper import Gossiper, MemberRefusedError
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore, check_storage_key
 from ringkv.node.messages import (
@@ -34,6 +35,7 @@ from ringkv.node.messages import (
     AeDigests,
     AeList,
     AtomicPart,
+    BackupRange,
     BatchLogRemove,
     BatchLogStore,
     FlushAll,
@@ -64,7 +66,6 @@ from ringkv.node.messages import (
 )
 from ringkv.node.placement import Placement
 from ringkv.service.limits import MAX_SCAN_COUNT
-from ringkv.versioning.dvv import decode_context
 from ringkv.versioning.record import decode_record
 
 MAX_SYNC_SOURCES = 16  # sources of one SyncPartition: at most a preference list
@@ -74,12 +75,16 @@ _ACK = ReplicaAck()
 # not wait for an fsync (sync != always). FROM_PEER: always on the fast path, and the handler
 # also takes the authenticated peer's id (gossip: cluster/gossip.py's origin rules).
 ALWAYS, NEVER, UNLESS_SYNC, FROM_PEER = "always", "never", "unless-sync", "from-peer"
+_GOSSIP = (GossipSyn, GossipStates)  # a former member's gossip is judged state by state
 
 
 class ReplicaService:
     def __init__(self, placement: Placement, store: LocalStore, forwarder: Forwarder, acceptor: Acceptor,
                  gossiper: Gossiper, anti_entropy: AntiEntropy, hints: HintStore | None, stats: dict[str, int],
-                 node_info: Callable[[], NodeInfoReply], batches: AtomicBatches | None = None):
+                 node_info: Callable[[], NodeInfoReply], batches: AtomicBatches | None = None,
+                 refused: dict[str, str] | None = None):
+        """`refused`: node -> why, the former members (left, removed) whose requests are
+        refused but for gossip, which decides itself (node/membership.py, MembershipRecord)."""
         self.node_id = placement.node_id
         self.placement = placement
         self.store = store
@@ -90,6 +95,7 @@ class ReplicaService:
         self.hints = hints
         self.stats = stats
         self.node_info = node_info
+        self.refused = refused if refused is not None else {}
         # type -> (handler, fast path rule); a handler returns the reply or an awaitable of it.
         self.handlers: dict[type, tuple[Callable[[Any], Any], str]] = {
             ReplicaGet: (self._get, ALWAYS),
@@ -112,6 +118,8 @@ class ReplicaService:
             # Session reads and writes (node/session_reads.py)
             HintGet: (self._hint_get, ALWAYS),
             ForwardVersioned: (forwarder.on_forward_versioned, NEVER),
+            # Cluster backups (node/backup.py): one page of a partition's records.
+            BackupRange: (lambda body: read_backup_page(self.store, self.placement.ring, body), NEVER),
         }
         if batches is not None:
             self.handlers.update({
@@ -127,6 +135,8 @@ class ReplicaService:
         entry = self.handlers.get(type(body))
         if entry is None:
             return NOT_HANDLED
+        if self.refused and peer in self.refused and type(body) not in _GOSSIP:
+            raise MemberRefusedError(self.refused[peer])
         handler, rule = entry
         if rule is ALWAYS or (rule is UNLESS_SYNC and (not self.store.sync_always or self._is_hint(body))):
             return handler(body)
@@ -138,6 +148,8 @@ class ReplicaService:
         entry = self.handlers.get(type(body))
         if entry is None:
             raise CommandError(f"unexpected message {type(body).__name__}")
+        if self.refused and peer in self.refused and type(body) not in _GOSSIP:
+            raise MemberRefusedError(self.refused[peer])
         reply = entry[0](peer, body) if entry[1] is FROM_PEER else entry[0](body)
         if hasattr(reply, "__await__"):
             reply = await reply
@@ -233,21 +245,19 @@ class ReplicaService:
         # slow path awaits the fsync too.
         if self.store.sync_always:
             return self.acceptor.on_prepare(body)
-        return self.acceptor.prepare(body.skey, tuple(body.ballot))[0]
+        return self.acceptor.prepare(body.skey, tuple(body.ballot), body.keys)[0]
 
     def _paxos_propose(self, body: PaxosPropose) -> Any:
         # The accepted value is kept as bytes and may become the key's record: checked first.
         check_storage_key(body.skey)
-        decode_record(body.value)
-        if body.base is not None:
-            decode_context(body.base)
+        check_register_value(body.skey, body.value, body.base)
         if self.store.sync_always:
             return self.acceptor.on_propose(body)
         return self.acceptor.propose(body.skey, tuple(body.ballot), body.value, body.base)[0]
 
     def _paxos_commit(self, body: PaxosCommit) -> Any:
         check_storage_key(body.skey)
-        decode_record(body.record)  # before the acceptor notes the commit
+        check_register_value(body.skey, body.record)  # before the acceptor notes the commit
         return self.acceptor.on_commit(body)
 
     async def _flush_all(self, body: FlushAll) -> FlushAllReply:

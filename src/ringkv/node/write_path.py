@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from time import perf_counter
 
 from ringkv.cluster.plans import Send, WritePlan
 from ringkv.node.handoff import HintStore
@@ -54,6 +55,7 @@ class WritePath:
 
     async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False) -> None:
         """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took it."""
+        started = perf_counter()
         self.stats["writes"] += 1
         plan = self._plan(skey, pref, w, strict)
         decided: asyncio.Future | None = None
@@ -90,6 +92,7 @@ class WritePath:
         if not plan.done:
             decided = asyncio.get_running_loop().create_future()
             await decided
+        calls.figures.quorum["set"].observe(perf_counter() - started)
         if not plan.succeeded:
             stats["quorum_failures"] += 1
             raise plan.error

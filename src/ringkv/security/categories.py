@@ -146,6 +146,19 @@ _UNITS: dict[str, tuple[str, str | None]] = {
     "ringkv.admin|admit": (_ADMIN, None),
     "ringkv.admin|cleanup": (_ADMIN, None),
     "ringkv.admin|compaction": (_ADMIN, None),
+    "ringkv.admin|start": (_ADMIN, None),  # long operations (docs/operations.md)
+    "ringkv.admin|operations": (_ADMIN, None),
+    "ringkv.admin|operation": (_ADMIN, None),
+    "ringkv.admin|wait": (_ADMIN, None),
+    # persistence and backup (Redis's categories for SAVE, BGSAVE, LASTSAVE, DUMP, RESTORE)
+    "save": (_ADMIN, None),
+    "bgsave": (_ADMIN, None),
+    "lastsave": ("admin fast dangerous", None),
+    "dump": ("keyspace read slow", R),
+    "restore": ("keyspace write slow dangerous", W),
+    "ringkv.snapshot": (_ADMIN, None),
+    "ringkv.backup": (_ADMIN, None),
+    "ringkv.restore": (_ADMIN, None),
 }
 
 UNIT_CATEGORIES: dict[str, frozenset[str]] = {u: frozenset(c.split()) for u, (c, _) in _UNITS.items()}
@@ -170,7 +183,8 @@ COMMAND_NAMES: frozenset[str] = frozenset(u for u in _UNITS if "|" not in u)
 NO_AUTH = frozenset({b"auth", b"hello", b"quit"})
 # Commands whose every use is an audit line (who, from where, what, result): the cluster's
 # administration, user changes, and emptying the keyspace.
-AUDITED = frozenset({b"ringkv.admin", b"ringkv.repair", b"ringkv.fault", b"acl", b"flushall", b"flushdb"})
+AUDITED = frozenset({b"ringkv.admin", b"ringkv.repair", b"ringkv.fault", b"acl", b"flushall", b"flushdb",
+                     b"ringkv.snapshot", b"ringkv.backup", b"ringkv.restore", b"save", b"bgsave"})
 # ACL subcommands that change nothing (their use is not an admin action worth a line).
 ACL_READ_ONLY = frozenset({"cat", "whoami", "genpass", "help", "getuser", "list", "users", "dryrun", "log"})
 

@@ -145,8 +145,8 @@ class KeyValueService(Protocol):
 
     async def put(self, key: bytes, value: bytes) -> None: ...
     def put_now(self, key: bytes, value: bytes) -> Any:
-        """A plain SET without a coroutine: an LSN to wait for under sync=always (`durable`),
-        or PENDING (then await put)."""
+        """A plain SET without a coroutine: the LSN to wait for (`durable`) under sync=always,
+        0 when there is nothing to wait for, or PENDING (then await put)."""
 
     async def durable(self, lsn: int) -> None: ...
     async def put_versioned(self, key: bytes, value: bytes | None, context: bytes | None, *,
@@ -165,7 +165,11 @@ class KeyValueService(Protocol):
         be logged (503). A batch of one replica set short of W raises as a SET does
         (QuorumError; a timeout: 504), its outcome unknown but the same for every key.
         Not isolated: readers may see some keys written and others not yet meanwhile."""
-    async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool: ...
+    async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
+        """Set every pair, or none if any key exists; True when set. In a cluster the keys must
+        share one hash tag (one key needs none): one consensus round of the tag's register,
+        atomic and linearizable; keys of several tags raise CommandError kind CROSSSLOT with
+        nothing written (docs/consistency.md, "Hash tags")."""
     async def delete(self, keys: Iterable[bytes]) -> int: ...
     async def getdel(self, key: bytes) -> bytes | None: ...
     async def delete_if(self, key: bytes, condition: str | None = None, match: bytes | None = None) -> int:
@@ -213,11 +217,50 @@ class KeyValueService(Protocol):
     def commit_writes(self) -> None: ...
 
 
+class BackupAdminService(Protocol):
+    """Snapshots of one node, and cluster backup and restore (docs/backup.md). Errors:
+    AdminRequestError (a bad name, no such snapshot or operation, a backup this cluster cannot
+    restore), AdminConflictError (exists already, another backup or restore runs)."""
+
+    async def snapshot(self, name: str | None = None, replace: bool = False) -> dict:
+        """Take a named snapshot of this node's store now (a timestamped name when None):
+        {"name", "node_id", "created_ms", "hlc", "encrypted", "engine": what was linked and
+        copied, "path"}."""
+
+    def snapshot_list(self) -> list[dict]:
+        """The snapshots kept on this node, oldest first (each also with "bytes")."""
+
+    async def snapshot_remove(self, name: str) -> dict: ...
+    async def save(self) -> dict:
+        """SAVE: the node's one SAVE snapshot, replaced."""
+
+    def bgsave(self) -> bool:
+        """BGSAVE: SAVE in the background; False when one already runs."""
+
+    def lastsave_s(self) -> int:
+        """LASTSAVE: unix seconds of the last snapshot taken by this process, 0 before any."""
+
+    def backup(self, directory: str, replicas_per_partition: int | None = None) -> dict:
+        """Start a backup of the whole cluster into `directory` (on this node's file system),
+        each partition read from `replicas_per_partition` replicas (None: a quorum of N), or
+        resume the unfinished one there. The operation's document (its "id" to follow)."""
+
+    def restore(self, directory: str, with_users: bool = False) -> dict:
+        """Start restoring the backup in `directory` into this cluster; the operation's document."""
+
+    def operation(self, op_id: str) -> dict:
+        """A long operation's document (node/operations.py) by id."""
+
+
 class AdminService(Protocol):
     """The operator's calls (`ringkv admin`, RINGKV.ADMIN, /api/v1/admin)."""
 
     @property
     def node_id(self) -> str: ...
+    @property
+    def backups(self) -> BackupAdminService:
+        """Snapshots, SAVE/BGSAVE, cluster backup and restore."""
+
     async def status(self) -> dict:
         """Members (each with node_id, address, status, role, keys_count, memory_used_mb,
         partitions, liveness, a joining node's progress), total_keys, replication_factor, and
@@ -241,8 +284,37 @@ class AdminService(Protocol):
         """Take a dead member out of the ring. AdminConflictError while the failure detector
         holds it up, unless `force` (decommission a live node instead)."""
     async def cleanup(self) -> dict: ...
+
+    # --- long operations (docs/operations.md): an operation document is {"id", "kind",
+    # "node_id", "params", "state" (running, done, failed, interrupted), "unit", "done",
+    # "total", "phase", "started_ms", "updated_ms", "finished_ms", "eta_s" (null: unknown),
+    # "result" (when done), "error" (when failed or interrupted), "resumed" (restarts it
+    # was resumed after)}.
+    async def start_operation(self, kind: str, args: dict[str, Any] | None = None) -> dict:
+        """Start a long operation of `kind` (repair, cleanup, decommission, remove with args
+        node_id and force; others the node offers, e.g. backup) and answer its document at
+        once. AdminRequestError for an unknown kind or bad args; AdminConflictError while a
+        conflicting operation runs on this node (naming it) or the change is refused now."""
+
+    def operations(self, running_only: bool = False) -> list[dict]:
+        """This node's operations, newest first (the last ones finished, and every running one)."""
+
+    def operation(self, operation_id: str) -> dict:
+        """One operation's document; AdminRequestError for an id this node does not know."""
+
+    async def wait_operation(self, operation_id: str, timeout_s: float) -> dict:
+        """The operation's document once it has finished or after `timeout_s` (0 to 30),
+        whichever comes first."""
+
     def membership(self) -> dict:
         """The ring, the pending ring and the progress of a change."""
+
+    def ring_view(self) -> dict:
+        """The ring as the console draws it: {"partitions", "replicas", "nodes" (the ring's
+        members), "owners" (per partition, an index into "nodes"), "pending_nodes" and
+        "pending_owners" (the same for the ring being moved to; null when none), "moving"
+        (partitions whose replicas change), "hints_pending_for" (target node -> hints this
+        node holds for it)}. A cluster of one owns every partition."""
 
     def health(self) -> str | None:
         """None when the node can serve; else why not (the engine closed, or read-only after a

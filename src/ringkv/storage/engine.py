@@ -59,7 +59,7 @@ from ringkv.errors import (
     StorageFullError,
 )
 from ringkv.storage import compaction as jobs
-from ringkv.storage import manifest, sealing, tiered, time_window, wal
+from ringkv.storage import manifest, sealing, snapshot, tiered, time_window, wal
 from ringkv.storage.cache import BlockCache, TableCache
 from ringkv.storage.fs import FsyncFailedError, PosixFileSystem
 from ringkv.storage.memtable import ENTRY_OVERHEAD_BYTES, MemTable
@@ -1202,6 +1202,12 @@ class Engine:
                 self._cond.wait(0.1)
             if self._bg_error is not None:
                 raise ReadOnlyError(self.path, self._bg_error)
+
+    def checkpoint(self, dest: str) -> dict:
+        """A directory `dest` (new) that opens as a store holding every write taken so far:
+        hard links to the live tables, the manifest, a copy of the logs' unflushed tail
+        (storage/snapshot.py). Returns what it linked and copied."""
+        return snapshot.checkpoint(self, dest).as_dict()
 
     def _make_room_for_flush(self) -> None:
         """Wait as a write would (`_make_room`): for a frozen memtable's place, and for

@@ -19,8 +19,10 @@ What the operations are, per system (the report repeats this table):
 Sessions (docs/consistency.md, "Sessions"; the `ringkv-session` systems): each concurrent task
 is one session for the whole run, its own (a user of a web application keeping one), at the
 nodes' default level. With `sessions="client"` a task's requests go through a session view of
-the node's client (`client.session()`): each request is one pipeline of `RINGKV.SESSION
-<token>`, the command and `RINGKV.SESSION TOKEN`, on any pooled connection. With
+the node's client (`client.session()`): a read goes alone on the pooled connection that holds
+the session's newest state, a write is followed by `RINGKV.SESSION TOKEN CHANGED` in the same
+pipeline, and a connection holding another session gives that one's token back before this
+one is resumed on it (docs/client.md, "Sessions"). With
 `sessions="connection"` each task has a connection of its own (redis-py, like the `redis`
 driver) that ran `RINGKV.CONSISTENCY SESSION` once: the session lives on the connection, and
 no token travels.

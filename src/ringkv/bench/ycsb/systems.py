@@ -199,8 +199,10 @@ class RingkvSessionCluster(RingkvFixedLevel):
         return DriverSpec(self.kind, self.addresses(), {"sessions": self.sessions})
 
     def settings(self) -> str:
-        how = ("through a session view of the Python client (`client.session()`): each request "
-               "pipelined as `RINGKV.SESSION <token>`, the command, `RINGKV.SESSION TOKEN`"
+        how = ("through a session view of the Python client (`client.session()`): a read goes "
+               "alone on the pooled connection that holds the session, a write is followed by "
+               "`RINGKV.SESSION TOKEN CHANGED` in the same pipeline, and a connection that holds "
+               "another session hands its token back before it is resumed (docs/client.md)"
                if self.sessions == "client" else
                "on a connection of its own that ran `RINGKV.CONSISTENCY SESSION` (no token travels)")
         return (super().settings() + "; each client task is one session for the whole run, " + how

@@ -597,6 +597,9 @@ class RecordingRegister:
     def base(self, value: bytes | None) -> bytes | None:
         return self.inner.base(value)
 
+    def unchanged(self, current: bytes | None, known: bytes | None) -> bytes | None:
+        return self.inner.unchanged(current, known)
+
 
 def answer_unchosen(rounds: Generator[Any, Any, Outcome], register: RecordingRegister) -> Generator[Any, Any, Outcome]:
     """Bug.ANSWER_UNCHOSEN: command_rounds (over `register`), except that an attempt which
