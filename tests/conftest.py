@@ -20,13 +20,16 @@ settings.load_profile("full" if FULL else "ci")
 
 
 # Test modules that start a cluster of node processes or time real faults. When the suite runs
-# on several pytest-xdist workers (scripts/test does, with --dist loadgroup), these share one
-# worker and run one at a time, so no two clusters compete for the CPU; every other module
-# (single nodes, pure code) keeps to one worker of its own choosing beside them, its module
-# fixtures set up once.
+# on several pytest-xdist workers (scripts/test does), these share one worker and run one at a
+# time, in order, so no two clusters compete for the CPU; every other module (single nodes,
+# pure code) goes whole to either worker, its module fixtures set up once, beside them.
+# (xdist's own --dist loadgroup cannot do this under pytest 9: it renames items through
+# `_nodeid`, which pytest 9 no longer reads, so its groups silently fall apart. The scheduler
+# below groups by module path instead.)
 _SERIAL_DIRS = ("processes", "chaos")
 _SERIAL_WORDS = ("LocalCluster", "\"cluster\", \"up\"")  # a cluster by hand or by `cluster up`
 _SERIAL_MODULES = ("test_floods.py", "test_ycsb.py", "test_consistency_bench.py")  # clocks, clusters
+SERIAL_SCOPE = "serial"
 
 
 def _is_serial(path) -> bool:
@@ -39,15 +42,25 @@ def _is_serial(path) -> bool:
     return any(word in text for word in _SERIAL_WORDS)
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = config.rootpath
+    serial: dict[str, bool] = {}
+
+    class ModuleOrSerialScheduling(LoadScopeScheduling):
+        """One unit of work per test module, and one for every serial module together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in serial:
+                serial[module] = _is_serial(root / module)
+            return SERIAL_SCOPE if serial[module] else module
+
+    return ModuleOrSerialScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    serial: dict = {}
-    for item in items:
-        path = item.path
-        if path not in serial:
-            serial[path] = _is_serial(path)
-        group = "serial" if serial[path] else path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
     if FULL:
         return
     skip = pytest.mark.skip(reason="slow test: run with RINGKV_TEST_FULL=1")

@@ -28,7 +28,10 @@ from ringkv.versioning import record as rec
 from ringkv.versioning.dvv import Dot
 from ringkv.versioning.record import ConflictPolicy
 
-names = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True).filter(lambda n: n != DEFAULT_NAME)
+# Names starting with "__" are reserved for the system namespace: refused, as
+# test_names_starting_with_two_underscores_are_reserved_for_the_system checks.
+names = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True).filter(
+    lambda n: n != DEFAULT_NAME and not n.startswith("__"))
 specs = st.dictionaries(names, st.fixed_dictionaries(
     {}, optional={"replicas": st.integers(1, 16), "conflict_policy": st.sampled_from(["siblings", "lww"])}),
     max_size=8)
@@ -81,6 +84,12 @@ def test_too_many_namespaces_are_refused():
     text = ",".join(f"n{i}:replicas=1" for i in range(64))
     with pytest.raises(ConfigError, match="at most 64 namespaces"):
         Namespaces(3, "siblings", text)
+
+
+@pytest.mark.parametrize("name", ["__", "__system", "__mine"])
+def test_names_starting_with_two_underscores_are_reserved_for_the_system(name):
+    with pytest.raises(ConfigError, match="names starting with '__' are reserved"):
+        Namespaces(3, "siblings", f"{name}:replicas=1")
 
 
 def test_namespaces_load_from_a_toml_table(tmp_path):
