@@ -19,6 +19,7 @@ import redis
 
 from ringkv.client import Client, ConnectionFailedError
 from ringkv.testing.launcher import LocalCluster, free_port
+from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -63,6 +64,10 @@ def test_consistency_decides_whether_a_request_with_a_replica_down_succeeds(clus
         assert rows == {"n1": "UN", "n2": "UN", "n3": "DN"}, status.stdout
     finally:
         n3.start()
+        # The next tests share the cluster: n1 must see n3 up again (its calls to n3 back off
+        # for a second or so after the refusals), not only n3 answer PING.
+        wait_until(lambda: at(n1, "cluster", "status").returncode == 0, 30,
+                   "n1 to see every member up again", interval_s=0.5)
 
 
 def test_cluster_status_shows_state_and_human_units(cluster):
