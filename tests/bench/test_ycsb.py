@@ -101,14 +101,15 @@ def test_latest_reads_only_acknowledged_records_and_prefers_the_newest(seed: int
                                                                        growth: list[int]) -> None:
     last = [start]
     gen = SkewedLatestGenerator(lambda: last[0], random.Random(seed))
-    counts: collections.Counter[int] = collections.Counter()
     for g in [0, *growth]:
         last[0] += g
         for _ in range(200):
             v = gen.next()
             assert 0 < v <= last[0]
-            counts[last[0] - v] += 1  # distance from the newest record
-    assert counts.most_common(1)[0][0] == 0
+    # The newest record is the most popular: on enough draws that chance cannot reverse it (with
+    # 200 the newest and the one before it, about 2:1 in expectation, swapped for some seeds).
+    counts: collections.Counter[int] = collections.Counter(last[0] - gen.next() for _ in range(5000))
+    assert counts.most_common(1)[0][0] == 0, counts.most_common(3)
 
 
 @settings(max_examples=25)
