@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from ringkv.node.config import NodeConfig
-from ringkv.testing.launcher import free_port
+from ringkv.testing.launcher import free_port, port_range
 from ringkv.testing.wait import wait_until
 
 READY_TIMEOUT_S = 40.0
@@ -37,8 +37,9 @@ def ringkv(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 def free_base_port() -> int:
     """A base port whose 3-node block (base .. base+22) is free now."""
     for _ in range(200):
-        # Below Linux's ephemeral range (32768-60999), where the kernel picks client ports.
-        base = random.randrange(10_000, 32_000)
+        # Below Linux's ephemeral range, in this xdist worker's slice (launcher.port_range).
+        low, high = port_range()
+        base = random.randrange(low, high - 30)
         try:
             for port in range(base, base + 23):
                 with socket.socket() as s:

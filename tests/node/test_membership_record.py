@@ -21,6 +21,24 @@ def test_a_new_node_starts_with_the_command_lines_members(tmp_path):
     assert record.start_problem(str(tmp_path)) is None
 
 
+def test_a_record_that_knows_only_this_node_keeps_the_command_lines_members(tmp_path):
+    # Found on a fresh clone: n1 recorded only itself (gossip had not yet told it of the
+    # others), was restarted alone, and came back with a ring of one, taking every key as its
+    # only replica. The seeds it does not know stay members; the ones it recorded as gone do not.
+    path = str(tmp_path / "membership.json")
+    record = MembershipRecord(path, "n1")
+    record.set_own("normal", 1, rpc="127.0.0.1:7001", generation=10)
+    seeds = [MemberAddress("n1", "127.0.0.1", 7001), MemberAddress("n2", "127.0.0.1", 7002),
+             MemberAddress("n3", "127.0.0.1", 7003)]
+    again = MembershipRecord(path, "n1")
+    assert again.start_members(seeds, seeds[0]) == seeds
+    again.note(state("n2", 20, NodeStatus.NORMAL, 7002), 2)
+    again.note(NodeState("n3", 30, MAX_COUNTER, NodeStatus.REMOVED), 3)
+    later = MembershipRecord(path, "n1")
+    n5 = MemberAddress("n5", "127.0.0.1", 7005)
+    assert later.start_members([*seeds, n5], seeds[0]) == [seeds[0], seeds[1], n5]
+
+
 def test_a_restarted_node_starts_with_what_it_recorded_not_the_command_line(tmp_path):
     path = str(tmp_path / "membership.json")
     record = MembershipRecord(path, "n1")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ringkv.testing.launcher import port_range
 from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,8 +38,9 @@ def ringkv(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def free_base_port(nodes: int = 4) -> int:
+    low, high = port_range()  # this xdist worker's slice, below the ephemeral range
     for _ in range(200):
-        base = random.randrange(10_000, 32_000)
+        base = random.randrange(low, high - 10 * nodes - 3)
         try:
             for port in range(base, base + 10 * nodes + 3):
                 with socket.socket() as s:

@@ -250,10 +250,15 @@ class MembershipRecord:
 
     def start_members(self, seeds: list[MemberAddress], me: MemberAddress) -> list[MemberAddress]:
         """The members a node starts with: the live members of the record (this node with its
-        configured address), or, for a record that knows none yet, the command line's seeds."""
-        live = {n: e for n, e in self.members.items() if e.get("status") in LIVE_STATUSES and e.get("rpc")}
+        configured address), and the command line's seeds that the record does not know; never
+        one the record holds as left or removed. A record that knows only this node (written
+        before gossip told it of the others) must not shrink the ring to this node alone: a node
+        restarted so, while the others are down, would take every key as its only replica."""
+        live = {n: e for n, e in self.members.items()
+                if n != me.node_id and e.get("status") in LIVE_STATUSES and e.get("rpc")}
+        gone = {n for n, e in self.members.items() if n != me.node_id and e.get("status") not in LIVE_STATUSES}
         if not live:
-            return seeds
+            return [s for s in seeds if s.node_id not in gone]
         out = []
         for node in sorted(live | {me.node_id: {}}):
             if node == me.node_id:
@@ -261,7 +266,9 @@ class MembershipRecord:
                 continue
             host, _, port = live[node]["rpc"].rpartition(":")
             out.append(MemberAddress(node, host.strip("[]"), int(port), live[node].get("rack", "")))
-        return out
+        known = set(live) | gone | {me.node_id}
+        out += [s for s in seeds if s.node_id not in known]
+        return sorted(out, key=lambda m: m.node_id)
 
     def ring_status(self, node: str) -> str:
         """The recorded status of `node` ("normal" when the record does not know it)."""

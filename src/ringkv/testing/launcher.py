@@ -55,6 +55,23 @@ def connect_address(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
+def port_range() -> tuple[int, int]:
+    """The ports free_port chooses from: 10,000 up to the ephemeral range, split into disjoint
+    slices among pytest-xdist workers (PYTEST_XDIST_WORKER=gwK of PYTEST_XDIST_WORKER_COUNT),
+    so that two workers never pick the same port in the second between picking and binding."""
+    low, high = 10_000, _ephemeral_low() - 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        k = int(worker[2:]) if worker.startswith("gw") else 0
+    except ValueError:
+        return low, high
+    if count > 1 and 0 <= k < count and high - low > 100 * count:
+        size = (high - low + 1) // count
+        low, high = low + k * size, low + (k + 1) * size - 1
+    return low, high
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
 
@@ -63,9 +80,9 @@ def free_port() -> int:
     the machine, e.g. another node's RPC client, and the node then fails with "Address already
     in use". Ports below that range are never handed out implicitly.
     """
-    high = _ephemeral_low() - 1
+    low, high = port_range()
     for _ in range(200):
-        port = _port_rng.randint(10_000, high) if high > 10_000 else 0
+        port = _port_rng.randint(low, high) if high > low else 0
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
