@@ -21,6 +21,7 @@ verifies them without a node.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -108,10 +109,8 @@ class PartitionWriter:
 
     def abort(self) -> None:
         self._file.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):  # never written, or already gone
             os.remove(self._tmp)
-        except FileNotFoundError:
-            pass
 
 
 def check_file(directory: str, entry: dict[str, Any]) -> None:

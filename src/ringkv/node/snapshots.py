@@ -13,6 +13,7 @@ are serialized by one lock; `list` reads the directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -112,10 +113,8 @@ class NodeSnapshots:
             size = 0
             for dirpath, _, files in os.walk(path):
                 for file in files:
-                    try:
+                    with contextlib.suppress(OSError):  # removed while we walked: not counted
                         size += os.path.getsize(os.path.join(dirpath, file))
-                    except OSError:
-                        pass
             out.append({**info, "path": path, "bytes": size})
         out.sort(key=lambda d: (d.get("created_ms", 0), d["name"]))
         return out
