@@ -774,6 +774,7 @@ def plan_round(
     fanout: int,
     probe_unreachable: bool = True,
     known: Set[str] | None = None,
+    detector_now_ms: float | None = None,
 ) -> GossipRound:
     """The decisions of one gossip round, shared by node/gossiper.py and the simulator's
     testing/sim/node.py: beat, choose the peers, and what to send them.
@@ -789,13 +790,16 @@ def plan_round(
     kept up to date from its merges, to save rebuilding it every round. Draws from `rng` in
     a fixed order (choose_peers, then the probe), so a seeded Random replays the same rounds.
     REQUIRES: the shell updated the local load figures (`update_local`) before, if at all.
+    `detector_now_ms` is the time on the detectors' clock when it is not `now_ms`'s (the
+    node times heartbeats on its monotonic clock, which a wall-clock jump does not move).
     """
     membership.beat(now_ms)
     if known is None:
         known = known_members(membership, seeds)
     me = membership.local_id
     is_up = detectors.is_up
-    live = {n for n in known if is_up(n, now_ms)}
+    at = now_ms if detector_now_ms is None else detector_now_ms
+    live = {n for n in known if is_up(n, at)}
     peers = membership.choose_peers(rng, live, seeds, fanout)
     if probe_unreachable:
         down = sorted(n for n in known if n not in live and n != me)

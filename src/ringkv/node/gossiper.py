@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from ringkv.clock import Clock
@@ -109,14 +110,18 @@ class Gossiper:
         if node != self.node_id and node not in self.seeds:
             self.seeds.append(node)
 
+    # The failure detectors time heartbeats on the monotonic clock: intervals are durations,
+    # and a node whose wall clock jumps (NTP, a skew fault) must not hold every peer down until
+    # the next heartbeat. Membership times tombstones on the wall clock, as its generations are.
+
     def is_up(self, node: str) -> bool:
-        return node == self.node_id or self.detectors.is_up(node, self.clock.now_ms())
+        return node == self.node_id or self.detectors.is_up(node, _monotonic_ms())
 
     def phi(self, node: str) -> float:
-        return self.detectors.phi(node, self.clock.now_ms())
+        return self.detectors.phi(node, _monotonic_ms())
 
     def down(self) -> set[str]:
-        return self.detectors.down(self.clock.now_ms())
+        return self.detectors.down(_monotonic_ms())
 
     # ------------------------------------------------------------------ the rounds
 
@@ -137,7 +142,7 @@ class Gossiper:
         # The decisions (beat, peers, the probe of a member held down, the digest) are
         # cluster/gossip.plan_round's, shared with the simulator: only the IO is here.
         plan = plan_round(self.membership, self.detectors, self.rng, now,
-                          seeds=self.seeds, fanout=self.fanout)
+                          seeds=self.seeds, fanout=self.fanout, detector_now_ms=_monotonic_ms())
         self.rounds += 1
         await asyncio.gather(*(self._exchange(p, plan.digest) for p in plan.peers))
         self._note_transitions()
@@ -193,7 +198,7 @@ class Gossiper:
             if change.node_id == self.node_id:
                 continue
             if change.new is not None and not change.new.is_tombstone:
-                self.detectors.heartbeat(change.node_id, now)
+                self.detectors.heartbeat(change.node_id, _monotonic_ms())
             if change.joined or change.restarted:
                 log.info("gossip: %s %s", change.node_id, "restarted" if change.restarted else "is known")
         self._note_transitions()
@@ -212,7 +217,7 @@ class Gossiper:
         self._down = down
 
     def status(self) -> dict[str, dict]:
-        now = self.clock.now_ms()
+        now = _monotonic_ms()
         out = {}
         for s in self.membership.states():
             out[s.node_id] = {
@@ -227,3 +232,7 @@ class Gossiper:
 def local_state(node_id: str, generation: int, rpc: tuple[str, int], resp: str, http: str,
                 rack: str = "", status: NodeStatus = NodeStatus.NORMAL) -> NodeState:
     return NodeState(node_id, generation, 1, status, rpc[0], rpc[1], resp, http, rack)
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic_ns() / 1_000_000
