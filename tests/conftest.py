@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
+import redis
 from hypothesis import HealthCheck, settings
+
+from ringkv.testing.launcher import free_port
+from ringkv.testing.wait import wait_until
 
 FULL = os.environ.get("RINGKV_TEST_FULL") == "1"
 
@@ -67,3 +73,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """The port of a real redis-server (no persistence), for differential tests."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"redis-server exited with {proc.returncode}")
+        return redis.Redis(port=port).ping()
+
+    try:
+        wait_until(answers, 30, "redis-server to answer PING", ignore=(redis.ConnectionError,))
+    except AssertionError:
+        proc.kill()
+        raise
+    yield port
+    proc.terminate()
+    proc.wait(10)

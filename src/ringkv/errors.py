@@ -144,6 +144,18 @@ class AdminConflictError(RingkvError):
     is in progress, a member is down, this node is not joining. It may succeed later."""
 
 
+class ConfigSetError(AdminRequestError):
+    """A run-time setting change (CONFIG SET) refused, nothing changed: `argument` is the
+    setting as the request named it; `unknown` when no setting has that name, else `reason`
+    says why (read at start only, a bad value and the rule it breaks, given twice)."""
+
+    def __init__(self, argument: str, reason: str, unknown: bool = False):
+        super().__init__(f"{argument}: {reason}")
+        self.argument = argument
+        self.reason = reason
+        self.unknown = unknown
+
+
 # --- inter-node RPC (ringkv.net) ---
 
 

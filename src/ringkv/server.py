@@ -55,6 +55,7 @@ class NodeServer:
         self.tls: ServerTls | None = None
         self.http_address: tuple[str, int] | None = None
         self.http_client_stats = HttpClientStats()  # the HTTP API's bounded-clients counts
+        self.http_client_limits: HttpClientLimits | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._http: HttpHandle | None = None
         self._stopping = asyncio.Event()
@@ -98,10 +99,12 @@ class NodeServer:
             client_limits = HttpClientLimits(header_timeout_ms=cfg.http_header_timeout_ms,
                                              idle_timeout_ms=cfg.client_idle_timeout_ms,
                                              max_connections_per_ip=cfg.max_connections_per_ip)
+            self.http_client_limits = client_limits  # changed by CONFIG SET (apply_settings)
             self._http, self.http_address = await start_http(
                 app, cfg.host, cfg.http_port, max_connections=cfg.max_connections, drain_ms=cfg.shutdown_drain_ms,
                 tls=self.tls if cfg.http_tls else None, client_limits=client_limits,
                 client_stats=self.http_client_stats)
+        node.admin.watch_settings(self.apply_settings)  # CONFIG SET (node/runtime_config.py)
         # The RESP address other nodes and clients are told: plain when served, else TLS.
         advertised = self.resp_address or self.resp_tls_address
         node.start(_address(advertised), _address(self.http_address) if self.http_address else "")
@@ -123,6 +126,25 @@ class NodeServer:
         if self.tls is not None:
             log.info("TLS certificate %s from %s (client certificates: %s)", self.tls.certificate,
                      cfg.tls_cert_file, cfg.tls_client_auth)
+
+    def apply_settings(self, changed: dict) -> None:
+        """Settings changed at run time (CONFIG SET, node/runtime_config.LIVE_SETTINGS) that
+        the client servers read: their limits objects are read at each use."""
+        resp, http, cfg = self.resp, self.http_client_limits, self.config
+        if resp is not None:
+            limits = resp.limits
+            limits.max_connections = cfg.max_connections
+            limits.max_connections_per_ip = cfg.max_connections_per_ip
+            limits.idle_timeout_ms = cfg.client_idle_timeout_ms
+            limits.max_inflight_commands = cfg.max_inflight_commands
+            limits.max_output_buffer_bytes = cfg.max_output_buffer_bytes
+            limits.max_client_memory_bytes = cfg.max_client_memory_bytes
+        if http is not None:
+            http.max_connections_per_ip = cfg.max_connections_per_ip
+            http.idle_timeout_ms = cfg.client_idle_timeout_ms
+            http.header_timeout_ms = cfg.http_header_timeout_ms
+        if self._http is not None and {"max_connections", "client_idle_timeout_ms"} & changed.keys():
+            self._http.apply_limits(cfg.max_connections, cfg.client_idle_timeout_ms)
 
     def listening(self) -> str:
         """What it serves where, e.g. "RESP 127.0.0.1:7379, RESP+TLS 127.0.0.1:7389, HTTPS ..."."""

@@ -9,15 +9,11 @@ RESP server, not an in-process stand-in.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import socket
-import subprocess
 
 import pytest
-import redis
 
-from ringkv.testing.launcher import NodeProcess, free_port
-from ringkv.testing.wait import wait_until
+from ringkv.testing.launcher import NodeProcess
 
 # The HTTP API is served beside RESP once it exists; until then the nodes run without it.
 HTTP_ENABLED = "true" if importlib.util.find_spec("ringkv.api.http_serving") else "false"
@@ -51,34 +47,6 @@ def shared_node(tmp_path_factory):
     node.start()
     yield node
     node.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    """The port of a real redis-server (no persistence), for differential tests."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"redis-server exited with {proc.returncode}")
-        return redis.Redis(port=port).ping()
-
-    try:
-        wait_until(answers, 30, "redis-server to answer PING", ignore=(redis.ConnectionError,))
-    except AssertionError:
-        proc.kill()
-        raise
-    yield port
-    proc.terminate()
-    proc.wait(10)
 
 
 # ---------------------------------------------------------------------------------- raw client

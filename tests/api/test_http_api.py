@@ -99,7 +99,7 @@ def test_put_then_get_returns_value_version_and_timestamp(client):
     assert r.headers["etag"] == f'"{put["context"]}"'
     got = client.get(key_url("get:1"))
     doc = got.json()
-    assert set(doc) == {"key", "value", "version", "timestamp", "ttl_remaining", "context", "hlc"}
+    assert set(doc) == {"key", "type", "value", "version", "timestamp", "ttl_remaining", "context", "hlc"}
     assert doc["key"] == "get:1" and doc["value"] == "hello"
     assert (doc["version"], doc["context"], doc["timestamp"], doc["hlc"]) == (
         put["version"], put["context"], put["timestamp"], put["hlc"])

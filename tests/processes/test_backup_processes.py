@@ -233,6 +233,10 @@ def test_dump_and_restore_through_redis_py(clusters):
         rt.restore("dump:bad", 0, payload[:-1] + bytes([payload[-1] ^ 1]))
     with pytest.raises(redis.ResponseError, match="Invalid TTL value, must be >= 0"):
         rt.restore("dump:bad", -5, payload)
+    # A collection travels whole, with its type and its order.
+    rs.rpush("dump:list", b"a", b"\xff", b"c")
+    rt.restore("dump:list", 0, rs.dump("dump:list"))
+    assert rt.type("dump:list") == b"list" and rt.lrange("dump:list", 0, -1) == [b"a", b"\xff", b"c"]
 
 
 def test_export_and_import_round_trip_as_json_lines(clusters, tmp_path):
@@ -243,16 +247,20 @@ def test_export_and_import_round_trip_as_json_lines(clusters, tmp_path):
         rs.set(f"e:{i}", f"x{i}" if i % 2 else b"\xfe\xff" + bytes([i % 256]), px=3_600_000 if i % 5 == 0 else None)
     rs.execute_command("RINGKV.PUTV", b"e:\xffbin", "one")
     rs.execute_command("RINGKV.PUTV", b"e:\xffbin", "two")
+    rs.rpush("e:list", "x", b"\xfe", "z")
+    rs.pexpire("e:list", 3_600_000)
     out_file = tmp_path / "exp.jsonl"
     cli("export", "--namespace", "exp", "--out", str(out_file), "--port", str(source.nodes[2].resp_port))
     lines = out_file.read_text().splitlines()
-    assert json.loads(lines[0])["format"] == "ringkv-export" and len(lines) == 302
+    assert json.loads(lines[0])["format"] == "ringkv-export" and len(lines) == 303
     binary = next(json.loads(line) for line in lines[1:] if isinstance(json.loads(line)["key"], dict))
     assert len(binary["siblings"]) == 2
+    assert next(json.loads(line) for line in lines[1:] if json.loads(line)["key"] == "e:list")["type"] == "list"
     out = json.loads(cli("import", str(out_file), "--port", str(target.nodes[1].resp_port), "--json"))
-    assert out == {"keys": 301, "expired_skipped": 0}
+    assert out == {"keys": 302, "expired_skipped": 0}
     rt = redis.Redis(port=target.nodes[0].resp_port, socket_timeout=30)
     rt.execute_command("RINGKV.NAMESPACE", "exp")
+    assert rt.lrange("e:list", 0, -1) == [b"x", b"\xfe", b"z"] and abs(rt.pttl("e:list") - 3_600_000) < 60_000
     rs_state = {k: (v, e) for k, (v, e) in _state(rs, [f"e:{i}" for i in range(300)]).items()}
     rt_state = _state(rt, [f"e:{i}" for i in range(300)])
     for k, (siblings, expiry) in rs_state.items():

@@ -7,8 +7,9 @@ problem+json in one place (api/http_problems.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from starlette.responses import Response
 
 from ringkv.api.http_codec import API, json_response
@@ -136,6 +137,14 @@ class AdminApi:
         a conflicting operation runs (named) or the change is refused now."""
         return json_response(await self._admin().start_operation(body.kind, dict(body.args)), status=202)
 
+    async def config(self, pattern: Annotated[list[str], Query(
+            max_length=64, description="Glob patterns (Redis's, any case) of the setting names to answer; "
+                                       "several allowed; default every setting")] = ["*"]) -> Response:  # noqa: B006
+        """This node's settings, as CONFIG GET answers them (docs/configuration.md): every setting
+        by its configuration-file name, and the Redis names with an equivalent; values as text;
+        secrets never. Settings are changed at run time with CONFIG SET over RESP."""
+        return json_response(self._admin().config_get(list(pattern)))
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -160,6 +169,7 @@ def admin_routes(api: AdminApi) -> Iterator[tuple[str, Callable, str, dict[str, 
         CompactionResponse, 400)
     yield API + "/admin/namespaces/{namespace}/compaction", api.set_namespace_compaction, "PUT", answers(
         CompactionResponse, 400, 422)
+    yield API + "/admin/config", api.config, "GET", answers(dict[str, str], 422)
     yield API + "/admin/operations", api.list_operations, "GET", answers(OperationsResponse, 422)
     yield API + "/admin/operations", api.start_operation, "POST", {
         **answers(OperationResponse, 400, 409, 422), "status_code": 202}

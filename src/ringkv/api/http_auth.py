@@ -17,7 +17,8 @@ through `GuardedService` and its `AdminService` through `GuardedAdmin`, which ch
 against the request's user as the RESP command it amounts to: GET /keys/k is GET k, PUT is SET
 (SET NX with if_not_exists; RINGKV.CAS with If-Match or /cas, which also read the key first:
 GET), DELETE is DEL, /ttl is PTTL and PEXPIREAT, /incr INCRBY, /versions RINGKV.GETV, PUTV and
-DELV, /batch/get MGET and /batch/put SET (or RINGKV.MSETATOMIC) with every key checked, /scan
+DELV, the collection routes (/fields, /members, /scores, /range, /items) the Redis command each
+runs (HSET, SADD, ZRANGE, LPOP, ...; a GET of a collection also TYPE and its type's read), /batch/get MGET and /batch/put SET (or RINGKV.MSETATOMIC) with every key checked, /scan
 and listings SCAN, /namespaces RINGKV.NAMESPACES, /admin/cluster/status RINGKV.STATUS,
 /repair and /rebalance RINGKV.REPAIR, node and cleanup routes RINGKV.ADMIN's subcommands
 (docs/http.md has the table). A refusal is 403 naming the user and the missing permission.
@@ -42,7 +43,8 @@ from ringkv.api.http_problems import ProblemError, problem_from_exception, probl
 from ringkv.errors import AuthenticationError, CommandError, PermissionDeniedError
 from ringkv.security import tenants
 from ringkv.security.access import PROTECTED_MODE_MESSAGE, AccessControl, Session
-from ringkv.security.categories import RW, R, W
+from ringkv.security.categories import RW, R, W, key_access, unit_of
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.values import ANY_VERSION
 
 # The request's session and how it authenticated ("basic", "bearer" or "" for none).
@@ -304,6 +306,14 @@ class GuardedService:
         self._check("persist" if expire_at_ms == 0 else "pexpireat", (key,), W)
         return await self._kv.expire_at(key, expire_at_ms, condition)
 
+    async def type_command(self, name: str, args: list[bytes]) -> Any:
+        # Checked as the RESP command itself (HSET, LPOP, OBJECT ENCODING, ...): its unit, and
+        # every key it names with the access its key-spec declares.
+        spec = TYPE_COMMANDS[name]
+        unit = unit_of(name.lower(), args[0] if args else None)
+        self._check(unit, spec.keys(args), key_access(unit, [name.encode(), *args]))
+        return await self._kv.type_command(name, args)
+
     # the keyspace
     async def scan(self, cursor: int, count: int = 10, match: bytes | None = None) -> Any:
         self._check("scan")
@@ -328,8 +338,10 @@ _ADMIN_UNITS = {
     "ring_view": "ringkv.status",
     "start_operation": "ringkv.admin|start", "operations": "ringkv.admin|operations",
     "operation": "ringkv.admin|operation", "wait_operation": "ringkv.admin|wait",
+    "config_get": "config|get",
 }
-_ADMIN_READS = frozenset({"status", "membership", "ring_view", "operations", "operation", "wait_operation"})
+_ADMIN_READS = frozenset({"status", "membership", "ring_view", "operations", "operation", "wait_operation",
+                          "config_get"})
 # Read by /healthz, /readyz and /metrics (whose access the middleware decides), not by users.
 _ADMIN_FACTS = frozenset({"node_id", "health", "key_counts", "info", "metrics"})
 

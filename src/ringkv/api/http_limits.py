@@ -126,8 +126,7 @@ def bounded_h11_protocol(limits: HttpClientLimits, stats: HttpClientStats, secur
     """uvicorn's h11 protocol class with the bounds of `limits`; uvicorn makes one per
     connection (`Config(http=...)`)."""
     per_ip: dict[str, int] = {}
-    header_timeout_s = limits.header_timeout_ms / 1000
-    idle_timeout_s = limits.idle_timeout_ms / 1000
+    # `limits` is read at each use, not copied: CONFIG SET changes it on a running node.
 
     class BoundedH11Protocol(H11Protocol):
         """Closes a connection whose request head is not complete within header_timeout_ms of
@@ -152,7 +151,7 @@ def bounded_h11_protocol(limits: HttpClientLimits, stats: HttpClientStats, secur
                 return
             per_ip[ip] = per_ip.get(ip, 0) + 1
             self._ringkv_ip = ip
-            self._head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+            self._head_timer = self.loop.call_later(limits.header_timeout_ms / 1000, self._head_timed_out)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timers()
@@ -173,7 +172,7 @@ def bounded_h11_protocol(limits: HttpClientLimits, stats: HttpClientStats, secur
             state = self.conn.their_state
             if state is h11.IDLE:  # a request head still arriving
                 if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+                    self._head_timer = self.loop.call_later(limits.header_timeout_ms / 1000, self._head_timed_out)
                 return
             if self._head_timer is not None:
                 self._head_timer.cancel()
@@ -181,8 +180,8 @@ def bounded_h11_protocol(limits: HttpClientLimits, stats: HttpClientStats, secur
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
-            if state is h11.SEND_BODY and idle_timeout_s > 0:
-                self._body_timer = self.loop.call_later(idle_timeout_s, self._body_timed_out)
+            if state is h11.SEND_BODY and limits.idle_timeout_ms > 0:
+                self._body_timer = self.loop.call_later(limits.idle_timeout_ms / 1000, self._body_timed_out)
 
         def _cancel_timers(self) -> None:
             for timer in (self._head_timer, self._body_timer):

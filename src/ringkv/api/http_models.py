@@ -84,6 +84,8 @@ class PutKeyResponse(BaseModel):
 
 class GetKeyResponse(BaseModel):
     key: str
+    type: Literal["string"] = Field(
+        "string", description="The key's type: a string here (a collection answers GetCollectionResponse).")
     value: str | None = Field(
         None, description=f"{_TEXT}; absent when it is not (then value_base64). With ?encoding=base64: base64.")
     value_base64: str | None = Field(
@@ -285,6 +287,161 @@ class ContextResponse(BaseModel):
         json_schema_extra=_B64_SCHEMA,
     )
     version: int = Field(description="Its version number.")
+
+
+# ---------------------------------------------------------------------- collections
+# The routes of hashes, sets, sorted sets and lists (api/http_datatypes.py). Elements (hash
+# fields and their values, members, list items) travel as values do: text, or base64 in the
+# `*_base64` twin of a field when any element of the document is not UTF-8 (every element of
+# it then is base64), or always base64 with ?encoding=base64.
+
+MAX_ELEMENTS_PER_REQUEST = 1000  # members, fields or items in one request body
+_ELEMENTS_B64 = "The same, base64 (standard alphabet, padded): for elements that are not UTF-8 text."
+Score = float | Literal["inf", "-inf"]
+_SCORE = 'A sorted-set score: a number, or "inf" / "-inf" (JSON has no infinities).'
+
+
+class ScoredMember(BaseModel):
+    member: str = Field(description="The member (text, or base64 in a `*_base64` list).")
+    score: Score = Field(description=_SCORE)
+
+
+class GetCollectionResponse(BaseModel):
+    key: str
+    type: Literal["hash", "list", "set", "zset"] = Field(description="The key's type.")
+    value: dict[str, str] | list[str] | list[ScoredMember] | None = Field(
+        None, description="The whole collection: a hash as an object field -> value, a list as an array head "
+        "first, a set as an array sorted by bytes, a sorted set as an array of {member, score} in rank order. "
+        "Absent when an element is not UTF-8 (then value_base64).")
+    value_base64: dict[str, str] | list[str] | list[ScoredMember] | None = Field(
+        None, description="The same with every field, value and member base64: when some element is not UTF-8.")
+    ttl_remaining: float | None = Field(description="Seconds until expiry; null when the key does not expire.")
+
+
+class FieldsRequest(BaseModel):
+    """Hash fields to set (HSET): `fields` or `fields_base64`, exactly one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: dict[str, str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST,
+        description="field -> value, as text (with ?encoding=base64: both base64).")
+    fields_base64: dict[str, str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST, description="field -> value, both base64.")
+
+
+class FieldsResponse(BaseModel):
+    key: str
+    fields: dict[str, str] | None = Field(None, description="field -> value (absent when one is not UTF-8).")
+    fields_base64: dict[str, str] | None = Field(None, description=_ELEMENTS_B64)
+
+
+class FieldsWriteResponse(BaseModel):
+    key: str
+    added: int = Field(description="Fields that were new (HSET's answer); the others were overwritten.")
+
+
+class FieldResponse(BaseModel):
+    key: str
+    field: str = Field(description="The field, as the path named it.")
+    value: str | None = Field(None, description=f"{_TEXT}; absent when it is not (then value_base64).")
+    value_base64: str | None = Field(None, description=_VALUE_B64, json_schema_extra=_B64_SCHEMA)
+
+
+class FieldWriteResponse(BaseModel):
+    key: str
+    field: str
+    created: bool = Field(description="The field is new (false: its value was overwritten).")
+
+
+class RemovedResponse(BaseModel):
+    key: str
+    removed: bool = Field(description="The element was there and is removed (false: it was not there).")
+
+
+class MembersRequest(BaseModel):
+    """Set members to add (SADD): `members` or `members_base64`, exactly one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST,
+        description="Members as text (with ?encoding=base64: base64).")
+    members_base64: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST, description="Members, base64.")
+
+
+class MembersResponse(BaseModel):
+    key: str
+    members: list[str] | None = Field(None, description="Every member, sorted by bytes (absent when one is "
+                                                        "not UTF-8).")
+    members_base64: list[str] | None = Field(None, description=_ELEMENTS_B64)
+
+
+class AddedResponse(BaseModel):
+    key: str
+    added: int = Field(description="Members that were not there before.")
+
+
+class MembershipResponse(BaseModel):
+    key: str
+    member: str = Field(description="The member, as the path named it.")
+    is_member: bool
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    score: float | Literal["inf", "+inf", "-inf"] = Field(description=_SCORE)
+    condition: Literal["nx", "xx", "gt", "lt"] | None = Field(
+        None, description="As ZADD's flags: nx only adds a new member, xx only updates an existing one, gt / lt "
+        "only update when the new score is greater / less (a new member is added either way).")
+
+
+class ScoreResponse(BaseModel):
+    key: str
+    member: str
+    score: Score = Field(description=_SCORE)
+
+
+class ScoreWriteResponse(BaseModel):
+    key: str
+    member: str
+    changed: bool = Field(description="The member was added or its score changed (ZADD CH's count).")
+
+
+class RangeResponse(BaseModel):
+    key: str
+    members: list[ScoredMember] | None = Field(
+        None, description="Members with their scores, in the order asked (absent when one is not UTF-8).")
+    members_base64: list[ScoredMember] | None = Field(None, description="The same, members base64.")
+
+
+class PushRequest(BaseModel):
+    """List items to push (LPUSH / RPUSH): `values` or `values_base64`, exactly one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST,
+        description="Items as text (with ?encoding=base64: base64), pushed in this order.")
+    values_base64: list[str] | None = Field(
+        None, min_length=1, max_length=MAX_ELEMENTS_PER_REQUEST, description="Items, base64.")
+    side: Literal["left", "right"] = Field(
+        "right", description="right: append at the tail (RPUSH); left: each at the head in turn (LPUSH), "
+        "so they end up in reverse order.")
+    if_exists: bool = Field(False, description="Push only if the list exists (LPUSHX / RPUSHX).")
+
+
+class PushResponse(BaseModel):
+    key: str
+    length: int = Field(description="The list's length after the push (0: if_exists and no list).")
+
+
+class ItemsResponse(BaseModel):
+    key: str
+    values: list[str] | None = Field(None, description="Items, head first (absent when one is not UTF-8).")
+    values_base64: list[str] | None = Field(None, description=_ELEMENTS_B64)
 
 
 # ---------------------------------------------------------------------- cluster administration

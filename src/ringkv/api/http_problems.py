@@ -105,6 +105,10 @@ _TITLES = {
     "protected-mode": "Protected mode",
     "quota-exceeded": "Quota exceeded",  # a namespace's quota (node/quotas.py): 429
     "misdirected-request": "Misdirected request",  # a Host this node does not answer for (api/http_limits.py)
+    # the collection routes (api/http_datatypes.py)
+    "wrong-type": "Key holds another type",  # Redis's WRONGTYPE
+    "field-not-found": "Field not found",
+    "member-not-found": "Member not found",
 }
 _SLUG_BY_STATUS = {
     400: "bad-request",
@@ -174,6 +178,8 @@ def problem_from_exception(exc: Exception, request: Request | None = None) -> Pr
         retry = {"Retry-After": "1"} if exc.quota == "max_requests_per_s" else None
         return ProblemError(429, "quota-exceeded", str(exc), headers=retry,
                             extensions={"namespace": exc.namespace, "quota": exc.quota, "limit": exc.limit})
+    if isinstance(exc, CommandError) and exc.kind == "WRONGTYPE":
+        return ProblemError(409, "wrong-type", f"WRONGTYPE {exc}")
     if isinstance(exc, CommandError):
         challenge = {"WWW-Authenticate": AUTH_CHALLENGE} if exc.status == 401 else None
         return ProblemError(exc.status, _SLUG_BY_STATUS.get(exc.status, "bad-request"), str(exc), headers=challenge)

@@ -55,6 +55,13 @@ from ringkv.api.http_conditions import (
     parse_preconditions,
     precondition_failed,
 )
+from ringkv.api.http_datatypes import (
+    MAX_TYPE_ATTEMPTS,
+    CollectionApi,
+    StringNow,
+    collection_routes,
+    read_collection,
+)
 from ringkv.api.http_models import (
     MAX_TTL_S,
     BatchGetRequest,
@@ -66,6 +73,7 @@ from ringkv.api.http_models import (
     CasResponse,
     ContextResponse,
     DeleteKeyResponse,
+    GetCollectionResponse,
     GetKeyResponse,
     IncrRequest,
     IncrResponse,
@@ -89,6 +97,7 @@ from ringkv.api.http_problems import (
 from ringkv.api.http_session import CURRENT as CURRENT_SESSION
 from ringkv.errors import CommandError, InvalidContextError, RingkvError
 from ringkv.service.contract import KeyValueService
+from ringkv.service.datatypes.base import WrongTypeError
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.service.values import Written, version_number
 
@@ -139,10 +148,27 @@ class KeyValueApi:
         raw bytes with `Accept: application/octet-stream` (version, timestamp and TTL then in
         headers). `version` is a number that grows with every write; `context` is the exact
         version, also the `ETag` for `If-Match` on a later PUT or DELETE. At
-        `Consistency-Level: SERIAL` the read is linearizable (the key's consensus path)."""
+        `Consistency-Level: SERIAL` the read is linearizable (the key's consensus path). `type`
+        is "string" here; a hash, list, set or sorted set answers its whole value as JSON
+        (`type`, `value`, `ttl_remaining`: GetCollectionResponse)."""
         kb = path_key(request, key, key_encoding)
         kv = self._kv(level)
-        value = await kv.get(kb)
+        for _ in range(MAX_TYPE_ATTEMPTS):
+            try:
+                value = await kv.get(kb)
+                break
+            except WrongTypeError:
+                # A collection: its JSON (api/http_datatypes.py); raw bytes are a string's.
+                if wants_raw(accept):
+                    raise ProblemError(409, "wrong-type", f"key {key[:200]!r} holds a collection, which has no raw "
+                                       "bytes: read it as JSON") from None
+                try:
+                    return json_response(await read_collection(kv, kb, key, encoding))
+                except StringNow:
+                    continue  # a string again since: read it as one
+        else:
+            raise ProblemError(409, "conflict", f"key {key[:200]!r} changed type {MAX_TYPE_ATTEMPTS} times while it "
+                                                "was read; read it again")
         if value is None:
             raise ProblemError(404, "key-not-found", f"no value under key {key[:200]!r}")
         ttl = ttl_remaining(value.expire_at_ms, kv.now_ms())
@@ -155,7 +181,7 @@ class KeyValueApi:
             if ttl is not None:
                 headers["Ringkv-TTL-Remaining"] = f"{ttl:.3f}"
             return Response(value.value, media_type=OCTET_STREAM, headers=headers)
-        doc = value_out(value.value, encoding, {"key": key})
+        doc = value_out(value.value, encoding, {"key": key, "type": "string"})
         doc.update(version_fields(value.context))
         doc.update(timestamp=unix_seconds(value.timestamp), hlc=value.timestamp, ttl_remaining=ttl)
         return json_response(doc, headers=tag)
@@ -621,6 +647,8 @@ def _failed(key: str, problem: ProblemError) -> dict[str, Any]:
 def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any]]]:
     """The route table: (path, handler, method, route options)."""
     key = API + "/keys/{key:ringkv_key}"
+    # First: the plain key routes' pattern would take `k/fields/f` as a key (docs/http.md).
+    yield from collection_routes(CollectionApi(api._kv))
     octet = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     # Before the plain key routes, whose key pattern would take `k/versions` as the key: a key
     # whose path ends in /versions is reached with key_encoding=base64 (docs/http.md).
@@ -640,7 +668,7 @@ def routes(api: KeyValueApi) -> Iterator[tuple[str, Callable, str, dict[str, Any
     etag_header = {"ETag": {"description": 'The key\'s version, quoted: `"<version>"` (for If-Match).',
                             "schema": {"type": "string"}}}
     yield key, api.get_key, "GET", {
-        "response_model": GetKeyResponse,
+        "response_model": GetKeyResponse | GetCollectionResponse,
         # 409: a SERIAL read that kept losing to other proposers of the key (nothing to retry
         # but the read).
         "responses": {200: {"content": octet, "headers": etag_header},

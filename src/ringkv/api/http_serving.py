@@ -296,6 +296,12 @@ class HttpHandle:
         self._task = task
         self._drain_s = drain_s
 
+    def apply_limits(self, max_connections: int, idle_timeout_ms: int) -> None:
+        """New connection and keep-alive limits (CONFIG SET) for connections accepted from now
+        on: uvicorn's protocol copies both from its config when a connection is made."""
+        self._server.config.limit_concurrency = max_connections
+        self._server.config.timeout_keep_alive = keep_alive_s(idle_timeout_ms)
+
     async def close(self) -> None:
         server = self._server
         server.should_exit = True
@@ -320,6 +326,11 @@ def _bind(host: str, port: int) -> socket.socket:
     would log and sys.exit instead)."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def keep_alive_s(idle_timeout_ms: int) -> float:
+    """How long a keep-alive connection may idle between requests: uvicorn's 5 s, or less."""
+    return min(KEEP_ALIVE_S, idle_timeout_ms / 1000) if idle_timeout_ms else KEEP_ALIVE_S
 
 
 async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int = 10_000,
@@ -349,7 +360,7 @@ async def start_http(app: FastAPI, host: str, port: int, *, max_connections: int
         h11_max_incomplete_event_size=MAX_HTTP_HEAD_BYTES,
         http=protocol,
         # A keep-alive connection idle between requests: uvicorn's 5 s, or less.
-        timeout_keep_alive=min(KEEP_ALIVE_S, limits.idle_timeout_ms / 1000) if limits.idle_timeout_ms else KEEP_ALIVE_S,
+        timeout_keep_alive=keep_alive_s(limits.idle_timeout_ms),
         timeout_graceful_shutdown=max(1, math.ceil(drain_s)),
     )
     if tls is not None:

@@ -709,7 +709,9 @@ def _double_text(value: float) -> bytes:
         if value == 0 and math.copysign(1.0, value) < 0:
             return b"-0"
         return b"%d" % int(value)
-    return repr(value).encode()
+    text = repr(value)
+    # Integral doubles past 2**52 print without Python's ".0", as fpconv writes them.
+    return (text[:-2] if text.endswith(".0") else text).encode()
 
 
 class SimpleString(str):

@@ -67,7 +67,13 @@ def _error_reply(exc: Exception) -> bytes:
 
 
 def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:
-    """The keys a command names, at the command table's positions."""
+    """The keys a command names: its table entry's `keys` when it has one, else at the
+    table's positions."""
+    if spec.keys is not None:
+        try:
+            return spec.keys(argv[1:])
+        except (CommandError, IndexError):
+            return []  # malformed: the command refuses it with Redis's error, touching nothing
     first = spec.first_key
     if not first or first >= len(argv):
         return []
@@ -125,7 +131,7 @@ def gate(c: RespConnection, spec: CommandSpec, argv: list[bytes]) -> Any:
             access.audit.admin_action("resp", session.client, user.name, unit, _shown_args(argv), "denied",
                                       "no permission to run the command")
         return noperm_command(user, unit)
-    if spec.first_key and not user.unrestricted:
+    if (spec.first_key or spec.keys is not None) and not user.unrestricted:
         kind = key_access(unit, argv)
         if kind is not None:
             for key in keys_of(spec, argv):
@@ -133,11 +139,12 @@ def gate(c: RespConnection, spec: CommandSpec, argv: list[bytes]) -> Any:
                     access.audit.permission_denied("resp")
                     return NOPERM_KEY
     if user.namespaces is not None:  # a tenant: only its namespaces (security/tenants.py)
-        refused = tenants.resp_refusal(user, name, argv, spec.first_key, c.kv.namespace.name)
+        refused = tenants.resp_refusal(user, name, argv, spec.first_key or int(spec.keys is not None),
+                                       c.kv.namespace.name)
         if refused is not None:
             access.audit.permission_denied("resp")
             return error("NOPERM " + refused)
-    if spec.first_key or name in tenants.NAMESPACE_COMMANDS:
+    if spec.first_key or spec.keys is not None or name in tenants.NAMESPACE_COMMANDS:
         c.kv.admit()  # the namespace's max_requests_per_s (node/quotas.py)
     if audited:
         return _audited(c, spec, argv, unit)

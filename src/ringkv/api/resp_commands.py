@@ -11,7 +11,10 @@ api/resp_ringkv.py; docs/redis-compat.md lists what differs from Redis.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,11 +22,15 @@ from typing import TYPE_CHECKING, Any
 from ringkv import __version__
 from ringkv.api import resp_acl
 from ringkv.api import resp_backup as bk
+from ringkv.api import resp_config as cf
 from ringkv.api import resp_ringkv as rk
-from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer
+from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer, simple
 from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_arg, text
 from ringkv.errors import CommandError
 from ringkv.security.categories import UNIT_CATEGORIES
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes import lists, zsets
+from ringkv.service.datatypes.base import TypeCommand
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.service.numbers import parse_float, parse_int
 from ringkv.service.values import PENDING, value_digest
@@ -49,6 +56,9 @@ class CommandSpec:
     last_key: int = 0
     key_step: int = 0
     flags: tuple[str, ...] = ()
+    # The keys it names, from its arguments after the name, where positions cannot say
+    # (ZUNIONSTORE's numkeys, LMPOP): ACL key patterns check these.
+    keys: Callable[[list[bytes]], list[bytes]] | None = None
 
 
 # ---------------------------------------------------------------------- connection commands
@@ -437,11 +447,6 @@ async def cmd_append(c: RespConnection, argv):
     return integer(await c.kv.append(argv[1], argv[2]))
 
 
-async def cmd_type(c: RespConnection, argv):
-    v = await c.kv.get_value(argv[1])
-    return b"+none\r\n" if v is None else b"+string\r\n"
-
-
 def _expire_condition(argv, start: int):
     cond = None
     for a in argv[start:]:
@@ -498,6 +503,7 @@ async def cmd_scan(c: RespConnection, argv):
     except ValueError:
         return error("ERR invalid cursor")
     count = 10
+    want: str | None = None
     match = None
     i = 2
     while i < len(argv):
@@ -511,14 +517,89 @@ async def cmd_scan(c: RespConnection, argv):
             match = argv[i + 1]
             i += 2
         elif opt == b"type" and i + 1 < len(argv):
-            if argv[i + 1].lower() != b"string":
-                return c.enc.array([b"0", []])  # every ringkv value is a string
+            want = argv[i + 1].decode("utf-8", "replace").lower()
             i += 2
         else:
             return SYNTAX
     count = min(count, MAX_SCAN_COUNT)  # bound the work of one call
     next_cursor, keys = await c.kv.scan(cursor, count, match)
+    if want is not None:
+        # As Redis, the type filter applies after the page is taken: a page may come back short.
+        # An unknown type name matches nothing (Redis 7.0 answers the same).
+        types = await asyncio.gather(*(c.kv.type_command("TYPE", [k]) for k in keys))
+        keys = [k for k, t in zip(keys, types, strict=True) if t == want]
     return c.enc.array([str(next_cursor).encode(), keys])
+
+
+async def cmd_randomkey(c: RespConnection, argv):
+    """A key chosen at random: a scan page from a random token (wrapping once to the start),
+    so a key is chosen with probability about proportional to the gap before its token."""
+    start = random.getrandbits(64) or 1
+    for cursor in (start, 0):
+        while True:
+            next_cursor, keys = await c.kv.scan(cursor, 16, None)
+            for key in keys:
+                # A page is read from one replica per range: confirm the key at the
+                # connection's level, so a key just deleted elsewhere is not named.
+                if await c.kv.exists([key]):
+                    return bulk(key)
+            if next_cursor == 0 or (cursor == 0 and next_cursor >= start):
+                break
+            cursor = next_cursor
+    return c.enc.null
+
+
+_OBJECT_HELP = [
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation Redis 7.0 would use for the value stored at <key>",
+    "    (ringkv stores every value as one record: docs/data-types.md).",
+    "FREQ <key>",
+    "    Not tracked by ringkv: answers an error, as Redis does without an LFU policy.",
+    "IDLETIME <key>",
+    "    Always 0: ringkv does not track access times.",
+    "REFCOUNT <key>",
+    "    Always 1.",
+    "HELP",
+    "    Print this help.",
+]
+
+def _resp3_pairs(name: str, argv: list[bytes]) -> bool:
+    """Whether Redis 7 answers this command's flat [a, b, a, b, ...] reply to a RESP3 client
+    as [[a, b], ...]: ZRANGE-family WITHSCORES, ZPOPMIN/ZPOPMAX with a count, HRANDFIELD
+    WITHVALUES."""
+    if name == "HRANDFIELD":
+        return len(argv) == 4 and argv[3].lower() == b"withvalues"
+    return zsets.resp3_pairs(name, argv[1:])
+
+
+def _type_handler(command: TypeCommand) -> Callable[..., Any]:
+    """The RESP handler of a data-type command: the service runs it (one implementation for
+    a node and a cluster), this turns its reply into RESP."""
+    name = command.name
+    pairs_in_resp3 = (zsets.resp3_pairs(name, [b"", b"", b"", b"withscores"])
+                      or name in ("ZPOPMIN", "ZPOPMAX", "HRANDFIELD"))
+
+    async def handler(c: RespConnection, argv):
+        if name == "OBJECT" and argv[1].lower() == b"help":
+            return c.enc.array([SimpleString(line) for line in _OBJECT_HELP])
+        reply = await c.kv.type_command(name, argv[1:])
+        if type(reply) is str:
+            return simple(reply)
+        if reply is None and lists.null_is_array(name, argv[1:]):  # LMPOP, LPOP key count: `*-1`
+            return c.enc.null_array
+        if pairs_in_resp3 and c.enc.protocol == 3 and reply and _resp3_pairs(name, argv):
+            reply = zsets.pair_up(reply)  # [[member, score], ...], as Redis 7 answers RESP3 clients
+        return c.enc.encode(reply)
+
+    return handler
+
+
+def _type_spec(command: TypeCommand) -> CommandSpec:
+    positions = (command.first_key, command.last_key, command.key_step)
+    spec = _spec(command.name.lower(), _type_handler(command), command.arity, positions,
+                 WRITE if command.write else READONLY)
+    return dataclasses.replace(spec, keys=command.keys)
 
 
 async def cmd_keys(c: RespConnection, argv):
@@ -591,7 +672,6 @@ _TABLE = (
     _spec("digest", cmd_digest, 2, ONE_KEY),
     _spec("strlen", cmd_strlen, 2, ONE_KEY),
     _spec("append", cmd_append, 3, ONE_KEY, WRITE),
-    _spec("type", cmd_type, 2, ONE_KEY),
     _spec("expire", _expire_command(1000, False, "expire"), -3, ONE_KEY, WRITE),
     _spec("pexpire", _expire_command(1, False, "pexpire"), -3, ONE_KEY, WRITE),
     _spec("expireat", _expire_command(1000, True, "expireat"), -3, ONE_KEY, WRITE),
@@ -600,6 +680,7 @@ _TABLE = (
     _spec("pttl", cmd_pttl, 2, ONE_KEY),
     _spec("persist", cmd_persist, 2, ONE_KEY, WRITE),
     _spec("scan", cmd_scan, -2),
+    _spec("randomkey", cmd_randomkey, 1),
     _spec("keys", cmd_keys, 2),
     _spec("flushdb", cmd_flushall, -1, (0, 0, 0), WRITE),
     _spec("flushall", cmd_flushall, -1, (0, 0, 0), WRITE),
@@ -622,12 +703,17 @@ _TABLE = (
     _spec("save", bk.cmd_save, 1, (0, 0, 0), ADMIN),
     _spec("bgsave", bk.cmd_bgsave, -1, (0, 0, 0), ADMIN),
     _spec("lastsave", bk.cmd_lastsave, 1, (0, 0, 0), ADMIN),
-    _spec("dump", bk.cmd_dump, 2, ONE_KEY),
-    _spec("restore", bk.cmd_restore, -4, ONE_KEY, WRITE),
     _spec("ringkv.snapshot", bk.cmd_snapshot, -1, (0, 0, 0), ADMIN),
     _spec("ringkv.backup", bk.cmd_backup, -2, (0, 0, 0), ADMIN),
     _spec("ringkv.restore", bk.cmd_restore_backup, -2, (0, 0, 0), ADMIN),
+    # Settings, functions and scripts (api/resp_config.py)
+    _spec("config", cf.cmd_config, -2, (0, 0, 0), ADMIN),
+    _spec("function", cf.cmd_function, -2),
+    _spec("script", cf.cmd_script, -2),
 )
+
+# The data types and whole-key commands (service/datatypes): TYPE, RENAME, COPY, HSET, SADD, ...
+_TABLE += tuple(_type_spec(command) for command in TYPE_COMMANDS.values())
 
 COMMANDS: dict[bytes, CommandSpec] = {spec.name: spec for spec in _TABLE}
 # Keyed by the lower- and upper-case names too: saves a bytes.lower() per command.

@@ -9,7 +9,8 @@ what it guarantees; docs/formats/backup.md the files and the export line format.
 
 Export lines (one JSON object a line, UTF-8): the first is the header
 `{"format": "ringkv-export", "version": 1, "exported_ms": ...}`, then one per key:
-`{"namespace": "default", "key": K, "siblings": [{"value": V, "expire_at_ms": 0, "timestamp": T}]}`
+`{"namespace": "default", "key": K, "siblings": [{"value": V, "expire_at_ms": 0, "timestamp": T}]}`;
+a key holding a collection: `{"namespace", "key", "type", "dump": base64 DUMP payload, "expire_at_ms"}`
 where K and V are a string when the bytes are valid UTF-8 and `{"base64": "..."}` otherwise,
 `expire_at_ms` is absolute (0: no expiry) and `timestamp` the sibling's HLC timestamp (kept
 for information: an import writes new versions).
@@ -321,7 +322,13 @@ def export_command(session: NodeSession, namespaces: tuple[str, ...], out_path: 
                     for key in page:
                         pipe.execute_command("RINGKV.GETV", key)
                     now = int(time.time() * 1000)
-                    for key, reply in zip(page, pipe.execute(raise_on_error=True), strict=True):
+                    for key, reply in zip(page, pipe.execute(raise_on_error=False), strict=True):
+                        if isinstance(reply, Exception):
+                            if not str(reply).startswith("WRONGTYPE"):
+                                raise reply
+                            # A collection: its DUMP payload and expiry (RESTORE takes it back).
+                            keys += _export_collection(session, r, out, ns, key)
+                            continue
                         siblings = [{"value": _encode(v), "expire_at_ms": now + ttl if ttl >= 0 else 0, "timestamp": ts}
                                     for v, ts, ttl in (reply[1] if reply else [])]
                         if siblings:
@@ -336,6 +343,21 @@ def export_command(session: NodeSession, namespaces: tuple[str, ...], out_path: 
             out.close()
     session.note(f"exported {keys} keys")
     return EXIT_OK
+
+
+def _export_collection(session: NodeSession, r, out, ns: str, key: bytes) -> int:
+    """One export line for a key holding a collection: {"namespace", "key", "type", "dump" (the
+    DUMP payload, base64), "expire_at_ms"}; 0 when it was gone by the time it was read."""
+    kind = _call(session, r, "TYPE", key)
+    payload = _call(session, r, "DUMP", key)
+    pttl = _call(session, r, "PTTL", key)
+    if payload is None:
+        return 0
+    expire_at = int(time.time() * 1000) + pttl if pttl >= 0 else 0
+    out.write(json.dumps({"namespace": ns, "key": _encode(key), "type": kind.decode() if isinstance(kind, bytes) else kind,
+                          "dump": base64.b64encode(payload).decode("ascii"), "expire_at_ms": expire_at},
+                         ensure_ascii=False) + "\n")
+    return 1
 
 
 @click.command("import")
@@ -364,8 +386,13 @@ def import_command(session: NodeSession, path: str) -> int:
                     raise click.ClickException(f"line 1: not a {EXPORT_FORMAT} version {EXPORT_VERSION} header: "
                                                f"{line.strip()[:200]}")
                 continue
+            if isinstance(doc, dict) and isinstance(doc.get("dump"), str):
+                # A collection: {"siblings": [...]} of one sibling, its DUMP payload.
+                doc["siblings"] = [{"dump": _decode({"base64": doc["dump"]}, "dump", number),
+                                    "expire_at_ms": doc.get("expire_at_ms", 0)}]
             if not isinstance(doc, dict) or not isinstance(doc.get("siblings"), list):
-                raise click.ClickException(f"line {number}: expected an object with namespace, key and siblings")
+                raise click.ClickException(f"line {number}: expected an object with namespace, key and siblings "
+                                           "(or a collection's dump)")
             ns = doc.get("namespace", "default")
             key = _decode(doc.get("key"), "key", number)
             now = int(time.time() * 1000)
@@ -378,6 +405,9 @@ def import_command(session: NodeSession, path: str) -> int:
                 current_ns = ns
             for s in live:
                 expire = int(s.get("expire_at_ms", 0))
+                if "dump" in s:
+                    pipe.execute_command("RESTORE", key, expire - now if expire else 0, s["dump"], "REPLACE")
+                    continue
                 pipe.execute_command("RINGKV.PUTV", key, _decode(s.get("value"), "value", number),
                                      *(["PX", expire - now] if expire else []))
             keys += 1

@@ -46,6 +46,7 @@ from ringkv.client.base import (
     took_token,
 )
 from ringkv.client.commands import CasResult, Data, Request
+from ringkv.client.datatypes import DataTypeCommands
 from ringkv.client.errors import ClientError, RequestTimeoutError
 from ringkv.client.options import (
     ClientOptions,
@@ -61,7 +62,7 @@ T = TypeVar("T")
 Level = str | Consistency | None
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(DataTypeCommands, ClientBase):
     """An asyncio client of one ringkv node; see `Client` for what each method does."""
 
     _ASYNCHRONOUS = True

@@ -43,6 +43,7 @@ from ringkv.client.base import (
     took_token,
 )
 from ringkv.client.commands import CasResult, Data, Request
+from ringkv.client.datatypes import DataTypeCommands
 from ringkv.client.errors import ClientError, RequestTimeoutError
 from ringkv.client.options import (
     ClientOptions,
@@ -58,7 +59,7 @@ T = TypeVar("T")
 Level = str | Consistency | None
 
 
-class Client(ClientBase):
+class Client(DataTypeCommands, ClientBase):
     """A blocking client of one ringkv node.
 
     Keys and values are bytes; `str` is accepted and encoded as UTF-8; values come back as

@@ -169,6 +169,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync, keys))
     acceptor = Acceptor(acceptor_states, store)
     proposer = Proposer(cfg.node_id, identity.actor, placement, calls, store, acceptor, hints, clock, stats)
+    store.flush_listeners += [acceptor_states.forget_values, proposer.forget_leases]
     forwarder = Forwarder(placement, calls, store, reads, writes, proposer, stats)
     anti_entropy = AntiEntropy(placement, calls, store, clock, interval_ms=max(1, cfg.anti_entropy_interval_ms),
                                completed_ms=expiry.completed_ms)

@@ -36,6 +36,9 @@ from ringkv.node.commands import (
     PutVersioned,
     SerialRead,
     Set,
+    TypeWrite,
+    entry_of,
+    string_value,
     write_command,
 )
 from ringkv.node.consensus import crossslot_error, register_key
@@ -50,6 +53,8 @@ from ringkv.node.replica import storage_key
 from ringkv.node.session_reads import SessionReads
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes.base import Ctx
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES
 from ringkv.service.session import SessionCodec, SessionToken
@@ -187,14 +192,13 @@ class ClusterService:
         w = record.winner(self.now_ms())
         if w is None:
             return None
-        return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
+        return Value(string_value(w), w.timestamp, w.expire_at_ms, encode_context(record.clock))
 
     async def get_value(self, key: bytes) -> bytes | None:
         record = await self._record(key)
         if record is None:
             return None
-        w = record.winner(self.now_ms())
-        return None if w is None else w.value
+        return string_value(record.winner(self.now_ms()))
 
     def get_value_now(self, key: bytes) -> Any:
         return PENDING
@@ -203,11 +207,16 @@ class ClusterService:
         record = await self._record(key)
         if record is None:
             return SiblingSet([], None)
-        sibs = [Value(s.value, s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
+        sibs = [Value(string_value(s), s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
         return SiblingSet(sibs, encode_context(record.clock))
 
     async def exists(self, keys: Iterable[bytes]) -> int:
-        values = await self.mget(list(keys))
+        keys = list(keys)
+        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
+            records = await asyncio.gather(*(self._record(k) for k in keys))
+            now = self.now_ms()
+            return sum(r is not None and r.winner(now) is not None for r in records)
+        values = await self._winners(keys)
         return sum(v is not None for v in values)
 
     async def mget(self, keys: list[bytes]) -> list[bytes | None]:
@@ -216,7 +225,15 @@ class ClusterService:
             if group is not None:
                 return await group
         if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
-            return list(await asyncio.gather(*(self.get_value(k) for k in keys)))
+            records = await asyncio.gather(*(self._record(k) for k in keys))
+            now = self.now_ms()
+            winners = [None if r is None else r.winner(now) for r in records]
+            # MGET answers nil for a key holding a collection, as Redis does.
+            return [w.value if w is not None and type(w.value) is bytes else None for w in winners]
+        return [w if type(w) is bytes else None for w in await self._winners(keys)]
+
+    async def _winners(self, keys: list[bytes]) -> list[Any]:
+        """The winning values of several keys (None: missing), read in one batch per replica."""
         skeys = [self._skey(k) for k in keys]
         r = self.levels.r
         r_of = {n: resolve(r, n, field="r") for n in {s.replicas for s in self.path.placement.namespaces}}
@@ -246,7 +263,7 @@ class ClusterService:
         by_key = {}
         for key, data in zip(unique, records, strict=True):
             w = None if data is None else rec.decode_record(data).winner(now)
-            by_key[key] = None if w is None else w.value
+            by_key[key] = None if w is None or type(w.value) is not bytes else w.value
         return [by_key[k] for k in keys]
 
     async def ttl_ms(self, key: bytes) -> int:
@@ -258,6 +275,23 @@ class ClusterService:
         if not w.expire_at_ms:
             return -1
         return max(0, w.expire_at_ms - now)
+
+    # ---------------------------------------------------------------- data types
+
+    async def type_command(self, name: str, args: list[bytes]) -> Any:
+        spec = TYPE_COMMANDS[name]
+        keys = spec.keys(args)
+        for key in keys:
+            self._skey(key)  # every key checked before anything runs
+        unique = list(dict.fromkeys(keys))
+        if not spec.write:
+            records = await asyncio.gather(*(self._record(k) for k in unique))
+            now = self.now_ms()
+            entries = {k: None if r is None else entry_of(r.winner(now)) for k, r in zip(unique, records, strict=True)}
+            return spec.run(Ctx(now), args, entries)[1]
+        # One key or several of one hash tag: one command where the key's writes run (several:
+        # the tag's consensus register; node/consensus.apply_group_command).
+        return spec.shape(await self._run(unique[0], TypeWrite(name, tuple(args))))
 
     # ---------------------------------------------------------------- writes
 

@@ -26,10 +26,13 @@ from typing import Any, ClassVar
 import msgspec
 
 from ringkv.errors import CommandError
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes import codec
+from ringkv.service.datatypes.base import KIND_STRING, Ctx, Entry, WrongTypeError
 from ringkv.service.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
 from ringkv.service.values import value_digest
 from ringkv.versioning.dvv import check_known, decode_context, encode_context
-from ringkv.versioning.record import DottedValue, Record, pick_winner
+from ringkv.versioning.record import DottedValue, Record, Typed, pick_winner
 
 INCR_OVERFLOW = "increment or decrement would overflow"
 
@@ -74,6 +77,42 @@ def _unchanged(result: Any) -> Effect:
     return Effect(False, result=result)
 
 
+def string_value(winner: DottedValue | None) -> bytes | None:
+    """The string a live winner holds (None: no live value); WRONGTYPE when it holds a
+    collection. Every command that reads a value as a string takes it through here."""
+    if winner is None:
+        return None
+    value = winner.value
+    if type(value) is Typed:
+        raise WrongTypeError()
+    return value
+
+
+def entry_of(winner: DottedValue | None) -> Entry | None:
+    """What a data-type command sees of a key whose winner is `winner` (None: missing)."""
+    if winner is None:
+        return None
+    value = winner.value
+    if type(value) is Typed:
+        return Entry(value.kind, codec.decode(value.kind, value.data), winner.expire_at_ms)
+    return Entry(KIND_STRING, value, winner.expire_at_ms)
+
+
+def stored_value(entry: Entry) -> bytes | Typed:
+    """The record value that stores `entry` (a non-empty one)."""
+    if entry.kind == KIND_STRING:
+        return entry.value
+    return Typed(entry.kind, codec.encode(entry.kind, entry.value))
+
+
+def entry_effect(before: Entry | None, after: Entry | None, result: Any) -> Effect:
+    """The write that takes a key from `before` to `after` (None or an empty collection: the key
+    is deleted), answering `result`."""
+    if after is None or after.is_empty():
+        return _unchanged(result) if before is None else Effect(True, None, result=result)
+    return Effect(True, stored_value(after), after.expire_at_ms, result=result)
+
+
 class Command(msgspec.Struct, tag=True, array_like=True, frozen=True):
     """A write command of one key."""
 
@@ -84,6 +123,12 @@ class Command(msgspec.Struct, tag=True, array_like=True, frozen=True):
 
     def decode_result(self, raw: Any) -> Any:
         return raw
+
+    def group_keys(self) -> list[bytes] | None:
+        """The keys a command of several keys names (they share one hash tag's consensus
+        register, which applies it to all of them at once: node/consensus.apply_group_command);
+        None for a command of one key."""
+        return None
 
 
 class Put(Command, tag="Put", frozen=True):
@@ -115,13 +160,18 @@ class Set(Command, tag="Set", frozen=True):
         return bool(self.condition or self.return_old or self.keep_ttl)
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        old = winner.value if winner is not None else None
+        # NX, XX and a plain SET look only at existence and overwrite any type; GET and the
+        # value conditions read the value as a string (WRONGTYPE for a collection).
+        if self.return_old or (self.condition is not None and self.condition.startswith("if")):
+            old = string_value(winner)
+        else:
+            old = None if winner is None else b""
         if not condition_holds(self.condition, self.match, old):
-            return _unchanged((False, old))
+            return _unchanged((False, old if self.return_old else None))
         expire = self.expire_at_ms
         if self.keep_ttl and winner is not None:
             expire = winner.expire_at_ms
-        return Effect(True, self.value, expire, result=(True, old if self.reads_current else None))
+        return Effect(True, self.value, expire, result=(True, old if self.return_old else None))
 
     def decode_result(self, raw: Any) -> Any:
         return tuple(raw)
@@ -153,7 +203,8 @@ class DeleteIf(Command, tag="DeleteIf", frozen=True):
     match: bytes | None = None
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        if winner is None or not condition_holds(self.condition, self.match, winner.value):
+        if winner is None or not condition_holds(
+                self.condition, self.match, winner.value if self.condition is None else string_value(winner)):
             return _unchanged(0)
         return Effect(True, None, result=1)
 
@@ -279,7 +330,7 @@ class GetDel(Command, tag="GetDel", frozen=True):
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(None)
-        return Effect(True, None, result=winner.value)
+        return Effect(True, None, result=string_value(winner))
 
 
 class IncrBy(Command, tag="IncrBy", frozen=True):
@@ -289,7 +340,7 @@ class IncrBy(Command, tag="IncrBy", frozen=True):
     versioned: bool = False
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        current = parse_int(winner.value) if winner is not None else 0
+        current = parse_int(string_value(winner)) if winner is not None else 0
         new = current + self.delta
         if not INT64_MIN <= new <= INT64_MAX:
             raise CommandError(INCR_OVERFLOW)
@@ -304,7 +355,7 @@ class IncrByFloat(Command, tag="IncrByFloat", frozen=True):
     delta: float
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        current = parse_float(winner.value) if winner is not None else 0.0
+        current = parse_float(string_value(winner)) if winner is not None else 0.0
         new = current + self.delta
         if math.isnan(new) or math.isinf(new):
             raise CommandError("increment would produce NaN or Infinity")
@@ -316,7 +367,7 @@ class Append(Command, tag="Append", frozen=True):
     value: bytes
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        new = (winner.value if winner is not None else b"") + self.value
+        new = (string_value(winner) if winner is not None else b"") + self.value
         return Effect(True, new, winner.expire_at_ms if winner else 0, result=len(new))
 
 
@@ -354,6 +405,7 @@ class GetEx(Command, tag="GetEx", frozen=True):
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(None)
+        string_value(winner)
         at = self.expire_at_ms
         if at == winner.expire_at_ms:
             return _unchanged(winner.value)
@@ -388,8 +440,66 @@ class MSetNX(Command, tag="MSetNX", frozen=True):
     def decode_result(self, raw: Any) -> Any:
         return bool(raw)
 
+    def group_keys(self) -> list[bytes] | None:
+        return [k for k, _ in self.pairs]
+
+
+class TypeWrite(Command, tag="TypeWrite", frozen=True):
+    """A data-type write (service/datatypes: HSET, SADD, LPUSH, ZADD, SMOVE, RENAME, ...):
+    the command `name` with its arguments after the name. Its keys are what its table entry
+    says; a command of one key runs as any other here, one of several as a group command
+    (`group_keys`, `apply_many`), on one hash tag's register in a cluster."""
+
+    name: str
+    args: tuple[bytes, ...]
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        spec = TYPE_COMMANDS[self.name]
+        args = list(self.args)
+        keys = spec.keys(args)
+        if len(set(keys)) != 1:
+            raise CommandError(f"{self.name} names several keys and runs only as a group command")
+        key = keys[0]
+        before = entry_of(winner)
+        writes, reply = spec.run(Ctx(now_ms), args, {key: before})
+        if key not in writes:
+            return _unchanged(reply)
+        return entry_effect(before, writes[key], reply)
+
+    def apply_many(self, winners: dict[bytes, DottedValue | None], now_ms: int) -> tuple[dict[bytes, Effect], Any]:
+        """The command on several keys at once: each key's effect (only keys it writes) and
+        the reply. `winners` has every key the command names."""
+        spec = TYPE_COMMANDS[self.name]
+        before = {key: entry_of(w) for key, w in winners.items()}
+        entries = {key: None if e is None else Entry(e.kind, e.value, e.expire_at_ms) for key, e in before.items()}
+        writes, reply = spec.run(Ctx(now_ms), list(self.args), entries)
+        effects = {}
+        for key, after in writes.items():
+            effect = entry_effect(before.get(key), after, None)
+            if effect.write:
+                effects[key] = effect
+        return effects, reply
+
+    def group_keys(self) -> list[bytes] | None:
+        keys = TYPE_COMMANDS[self.name].keys(list(self.args))
+        return keys if len(set(keys)) > 1 else None
+
+    def decode_result(self, raw: Any) -> Any:
+        return TYPE_COMMANDS[self.name].shape(raw)
+
+
+class Replace(Command, tag="Replace", frozen=True):
+    """An effect decided elsewhere (one key's part of a group command), applied as it is.
+    Never travels: made and applied where the group command runs."""
+
+    value: bytes | Typed | None
+    expire_at_ms: int = 0
+
+    def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
+        return Effect(True, self.value, self.expire_at_ms)
+
 
 KeyCommand = (
     SerialRead | Put | Set | Write | PutVersioned | Delete | DeleteIf | CompareAndSet | GetDel | IncrBy | IncrByFloat | Append
-    | ExpireAt | GetEx | MSetNX
+    | ExpireAt | GetEx | MSetNX | TypeWrite
 )

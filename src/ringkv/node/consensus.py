@@ -73,7 +73,16 @@ from ringkv.cluster.paxos import (
 )
 from ringkv.cluster.ring import hash_part
 from ringkv.errors import CommandError, CorruptionError, InvalidContextError
-from ringkv.node.commands import BLIND, STORED, Command, MSetNX, Set, fill_result
+from ringkv.node.commands import (
+    BLIND,
+    STORED,
+    Command,
+    MSetNX,
+    Replace,
+    Set,
+    TypeWrite,
+    fill_result,
+)
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -149,10 +158,10 @@ def is_group_register(skey: bytes) -> bool:
     return len(hash_part(key)) != len(key)
 
 
-def crossslot_error(first: bytes, other: bytes) -> CommandError:
+def crossslot_error(first: bytes, other: bytes, command: str = "MSETNX") -> CommandError:
     """Redis Cluster's refusal of a multi-key command over several slots, with the rule."""
     return CommandError(
-        "Keys in request don't hash to the same slot: MSETNX of several keys is one consensus round, "
+        f"Keys in request don't hash to the same slot: {command} of several keys is one consensus round, "
         "so its keys must share one hash tag (the part between the first '{' and the next '}': "
         f"'{{user1}}:a' and '{{user1}}:b' share 'user1'); '{_text(first)}' and '{_text(other)}' do not",
         kind=CROSSSLOT, status=400)
@@ -330,6 +339,24 @@ class AcceptorStore:
         if self.sync_always and lsn:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.wait_durable, lsn)
 
+    def forget_values(self, keep_namespace: bytes) -> int:
+        """After FLUSHALL: every register outside `keep_namespace` forgets the value it holds
+        (a group register keeps its committed value, which would bring the flushed keys
+        back at its next round) and the one it accepted; promises stay, so no ballot is
+        reused. Returns how many states changed."""
+        changed = []
+        with self.engine.scan() as it:
+            for skey, data in it:
+                if split_storage_key(bytes(skey))[0] == keep_namespace:
+                    continue
+                state = decode_state(bytes(data))
+                if state.value is not None or state.accepted != ZERO:
+                    changed.append((bytes(skey), AcceptorState(max(state.promised, state.accepted), ZERO, None,
+                                                               state.committed)))
+        for skey, state in changed:
+            self.put(skey, state)
+        return len(changed)
+
     def close(self) -> None:
         self.engine.flush()
         self.engine.close()
@@ -472,6 +499,10 @@ class Proposer:
 
     # ------------------------------------------------------------ placement and ballots
 
+    def forget_leases(self, keep_namespace: bytes = b"") -> None:
+        """After FLUSHALL: the values this proposer remembers of its last rounds are gone."""
+        self._leases.clear()
+
     def _replica_sets(self, skey: bytes) -> list[tuple[str, ...]]:
         pref = self.placement.replicas_of(skey)
         pending = self.placement.pending_replicas_of(skey)
@@ -500,9 +531,10 @@ class Proposer:
         rkey = register_key(skey)
         policy = self.placement.namespaces.of_stored(namespace).conflict_policy
         self.stats["paxos_commands"] += 1
-        if isinstance(command, MSetNX):
-            skeys = self._group_keys(namespace, [k for k, _ in command.pairs], rkey)
-            if not is_group_register(rkey):  # one key without a tag: its own register, SET NX
+        group_keys = command.group_keys()
+        if group_keys is not None:
+            skeys = self._group_keys(namespace, group_keys, rkey, command)
+            if isinstance(command, MSetNX) and not is_group_register(rkey):  # one key without a tag: SET NX
                 self.stats["paxos_commands"] -= 1
                 return bool((await self.run(namespace, key, Set(command.pairs[-1][1], condition="nx")))[0])
         elif rkey != skey or is_group_register(rkey):
@@ -545,17 +577,18 @@ class Proposer:
             f"consensus on the key was contended for {MAX_ATTEMPTS} rounds (other proposers kept winning): "
             "nothing was applied; retry later", status=409)
 
-    def _group_keys(self, namespace: bytes, keys: list[bytes], rkey: bytes) -> list[bytes]:
+    def _group_keys(self, namespace: bytes, keys: list[bytes], rkey: bytes, command: Command) -> list[bytes]:
         """The storage keys of a multi-key command, all of register `rkey` (else CROSSSLOT)."""
+        name = command.name if isinstance(command, TypeWrite) else "MSETNX"
         if len(keys) > MAX_GROUP_KEYS:
-            raise CommandError(f"MSETNX names {len(keys)} keys; one consensus round takes at most "
+            raise CommandError(f"{name} names {len(keys)} keys; one consensus round takes at most "
                                f"{MAX_GROUP_KEYS} (MAX_GROUP_KEYS)")
         skeys = []
         for key in keys:
             self.store.check_key(key, namespace)
             skey = storage_key(namespace, key)
             if register_key(skey) != rkey:
-                raise crossslot_error(keys[0], key)
+                raise crossslot_error(keys[0], key, name)
             skeys.append(skey)
         return list(dict.fromkeys(skeys))
 
@@ -809,6 +842,26 @@ def apply_group_command(command: Command, policy: ConflictPolicy, skeys: list[by
             if first is None:
                 first = (skey, dot)
         return new, True, first
+    if isinstance(command, TypeWrite) and len(skeys) > 1:
+        now_ms = env["now_ms"]
+        records = {skey: None if entries.get(skey) is None else rec.decode_record(entries[skey]) for skey in skeys}
+        key_of = {skey: split_storage_key(skey)[1] for skey in skeys}
+        effects, result = command.apply_many(
+            {key_of[skey]: None if r is None else r.winner(now_ms) for skey, r in records.items()}, now_ms)
+        if not effects:
+            return None, result, None
+        new = {}
+        first = None
+        for skey in skeys:
+            effect = effects.get(key_of[skey])
+            if effect is None:
+                continue
+            record, _, dot = apply_command(Replace(effect.value, effect.expire_at_ms), policy, entries.get(skey),
+                                           earlier_of(skey), **env)
+            new[skey] = record
+            if first is None:
+                first = (skey, dot)
+        return new, result, first
     skey = skeys[0]
     record, result, dot = apply_command(command, policy, entries.get(skey), earlier_of(skey), **env)
     if record is None:

@@ -30,8 +30,8 @@ from ringkv.errors import (
     RpcError,
     RpcTimeoutError,
 )
-from ringkv.node.commands import Command, MSetNX, SerialRead
-from ringkv.node.consensus import Proposer, register_key
+from ringkv.node.commands import Command, Replace, SerialRead, TypeWrite
+from ringkv.node.consensus import Proposer, crossslot_error, register_key
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import Forward, ForwardReply, ForwardVersioned, ForwardVersionedReply
 from ringkv.node.placement import Placement
@@ -199,7 +199,9 @@ class Forwarder:
         pref = self.placement.replicas_of(skey)
         rmw = command.reads_current
         paxos = rmw and self.placement.namespaces.of_stored(namespace).rmw == "paxos"
-        if isinstance(command, MSetNX) and not paxos:
+        if command.group_keys() is not None and not paxos:
+            if isinstance(command, TypeWrite):
+                return await self._execute_group_fast(namespace, command, r, w, strict)
             raise CommandError("MSETNX of several keys runs only on the consensus path (rmw = \"paxos\")")
         # On the consensus path the lock is the register's: the keys of one hash tag share one.
         lock = register_key(skey) if paxos else skey
@@ -244,6 +246,47 @@ class Forwarder:
         finally:
             if rmw:
                 self.locks.release(lock)
+
+    async def _execute_group_fast(self, namespace: bytes, command: TypeWrite, r: int, w: int, strict: bool) -> Any:
+        """A data-type command of several keys of one hash tag in a namespace with rmw = "fast":
+        under every key's lock (taken in key order), read each at R, decide on what they hold,
+        write the keys it changes here, then replicate each at W. Atomic on this replica; as
+        every fast-path command, two coordinators that disagree on the first replica can
+        interleave (docs/consistency.md)."""
+        store = self.store
+        keys = list(dict.fromkeys(command.group_keys() or ()))
+        skeys = [storage_key(namespace, k) for k in keys]
+        register = register_key(skeys[0])
+        for key, skey in zip(keys, skeys, strict=True):
+            store.check_key(key, namespace)
+            if register_key(skey) != register:
+                raise crossslot_error(keys[0], key, command.name)
+        pref = self.placement.replicas_of(skeys[0])
+        locked = sorted(set(skeys))
+        for skey in locked:
+            await self.locks.acquire(skey)
+        try:
+            for skey in skeys:
+                merged = await self.reads.read(skey, r, pref)
+                stored = store.engine.get(skey)
+                if merged is not None and (stored is None or bytes(stored) != merged):
+                    store.apply_record(skey, merged)
+            effects, result = command.apply_many({k: store.winner(s) for k, s in zip(keys, skeys, strict=True)},
+                                                 store.clock.now_ms())
+            for effect in effects.values():
+                store.check_value(effect.value)
+            lsn = 0
+            for key, effect in effects.items():
+                lsn = store.execute(namespace, key, Replace(effect.value, effect.expire_at_ms))[2] or lsn
+            if store.has_pending_writes:
+                store.commit_writes()
+            await store.durable(lsn)
+            await asyncio.gather(*(self.writes.replicate(skey, bytes(store.engine.get(skey)), pref, w, strict)
+                                   for key, skey in zip(keys, skeys, strict=True) if key in effects))
+            return result
+        finally:
+            for skey in locked:
+                self.locks.release(skey)
 
     async def _catch_up(self, skey: bytes, pref: tuple[str, ...], r: int) -> bool:
         """Merge into this replica what the key's replicas store: every one the failure

@@ -27,12 +27,18 @@ from ringkv.node.commands import (
     IncrByFloat,
     Put,
     PutVersioned,
+    Replace,
     Set,
+    TypeWrite,
+    entry_of,
+    string_value,
     write_command,
 )
 from ringkv.node.local_store import LocalStore
 from ringkv.node.replica import storage_key
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes.base import Ctx
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
 from ringkv.service.session import SessionCodec, SessionToken
@@ -118,7 +124,7 @@ class LocalService:
         w = record.winner(self.now_ms())
         if w is None:
             return None
-        return Value(w.value, w.timestamp, w.expire_at_ms, encode_context(record.clock))
+        return Value(string_value(w), w.timestamp, w.expire_at_ms, encode_context(record.clock))
 
     async def get_value(self, key: bytes) -> bytes | None:
         return self.store.get_value_now(self._skey(key))
@@ -130,7 +136,7 @@ class LocalService:
         record = self.store.read(self._skey(key))
         if record is None:
             return SiblingSet([], None)
-        sibs = [Value(s.value, s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
+        sibs = [Value(string_value(s), s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
         return SiblingSet(sibs, encode_context(record.clock))
 
     async def exists(self, keys: Iterable[bytes]) -> int:
@@ -138,8 +144,12 @@ class LocalService:
         return sum(winner(self._skey(k)) is not None for k in keys)
 
     async def mget(self, keys: list[bytes]) -> list[bytes | None]:
-        get = self.store.get_value_now
-        return [get(self._skey(k)) for k in keys]
+        winner = self.store.winner
+        out: list[bytes | None] = []
+        for k in keys:
+            w = winner(self._skey(k))
+            out.append(w.value if w is not None and type(w.value) is bytes else None)  # MGET: nil for a non-string
+        return out
 
     async def ttl_ms(self, key: bytes) -> int:
         now = self.now_ms()
@@ -150,6 +160,34 @@ class LocalService:
         if not w.expire_at_ms:
             return -1
         return max(0, w.expire_at_ms - now)
+
+    # ---------------------------------------------------------------- data types
+
+    async def type_command(self, name: str, args: list[bytes]) -> Any:
+        spec = TYPE_COMMANDS[name]
+        keys = spec.keys(args)
+        for key in keys:
+            self._skey(key)  # every key checked before anything runs
+        if not spec.write:
+            winner = self.store.winner
+            entries = {key: entry_of(winner(storage_key(self._ns, key))) for key in keys}
+            return spec.run(Ctx(self.now_ms()), args, entries)[1]
+        command = TypeWrite(name, tuple(args))
+        unique = list(dict.fromkeys(keys))
+        if len(unique) == 1:
+            return spec.shape(await self._run(unique[0], command))
+        # Several keys: decided on what they all hold now, then written with no await between,
+        # so no other command on this node sees half of it.
+        winner = self.store.winner
+        effects, reply = command.apply_many({key: winner(storage_key(self._ns, key)) for key in unique},
+                                            self.now_ms())
+        for effect in effects.values():
+            self.store.check_value(effect.value)
+        lsn = 0
+        for key, effect in effects.items():
+            lsn = self.store.execute(self._ns, key, Replace(effect.value, effect.expire_at_ms))[2] or lsn
+        await self.store.durable(lsn)
+        return spec.shape(reply)
 
     # ---------------------------------------------------------------- writes
 

@@ -36,6 +36,7 @@ from ringkv.node.commands import BLIND, STORED, Command, fill_result
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.quotas import NamespaceUsage, QuotaGate, live_bytes, write_growth
 from ringkv.node.replica import Replica, split_storage_key, storage_key
+from ringkv.service.datatypes.base import TYPE_NAMES, WrongTypeError
 from ringkv.service.limits import (
     MAX_ATOMIC_BATCH_BYTES,
     MAX_ATOMIC_BATCH_ITEMS,
@@ -48,6 +49,7 @@ from ringkv.versioning.record import (
     ConflictPolicy,
     DottedValue,
     Record,
+    Typed,
     check_storable,
     overwrite,
     pick_winner,
@@ -96,6 +98,9 @@ class LocalStore:
         self.max_value_bytes = max_value_bytes
         self.keys_max_count = keys_max_count
         self.flush_enabled = flush_enabled
+        # Called after FLUSHALL emptied this replica, with the namespace it kept (the system
+        # one): state kept beside the records (consensus registers) forgets what it held.
+        self.flush_listeners: list[Callable[[bytes], None]] = []
         self.sync_always = sync_always
         # Live keys per ring partition (the top log2(Q) bits of the token), for cluster-wide
         # DBSIZE and `ringkv cluster status`.
@@ -218,8 +223,12 @@ class LocalStore:
                 status=413,
             )
 
-    def check_value(self, value: bytes | None) -> None:
+    def check_value(self, value: bytes | Typed | None) -> None:
         if value is not None and len(value) > self.max_value_bytes:
+            if type(value) is Typed:
+                raise CommandError(
+                    f"the {TYPE_NAMES[value.kind]} would be {len(value)} bytes encoded; a collection is stored as one "
+                    f"record, at most max_value_bytes={self.max_value_bytes}: nothing was written", status=413)
             raise CommandError(
                 f"value is {len(value)} bytes; the limit is max_value_bytes={self.max_value_bytes}", status=413
             )
@@ -279,7 +288,10 @@ class LocalStore:
         w = pick_winner(self.replica._decode(data).siblings)
         if w.expire_at_ms and w.expire_at_ms <= self.clock.now_ms():
             return None
-        return w.value  # None for a tombstone
+        value = w.value  # None for a tombstone
+        if type(value) is Typed:
+            raise WrongTypeError()
+        return value
 
     # ---------------------------------------------------------------- writes
 
@@ -536,6 +548,8 @@ class LocalStore:
         self.usage.clear(keep=(system,))
         self._expiry_heap = []
         self._expiring = {}
+        for listener in self.flush_listeners:
+            listener(system)
         await self.durable(lsn)
         return len(skeys)
 

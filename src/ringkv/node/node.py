@@ -47,6 +47,7 @@ from ringkv.node.placement import Placement
 from ringkv.node.quotas import QuotaRefresher, namespace_figures
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica_calls import ReplicaCalls
+from ringkv.node.runtime_config import RuntimeSettings
 from ringkv.node.stalls import StallMonitor
 from ringkv.storage import Engine
 from ringkv.storage.strategies import describe
@@ -264,6 +265,9 @@ class NodeAdmin:
         self.add_operation_kind("remove", self._remove_starter, conflicts=MEMBERSHIP_OPERATIONS,
                                 resumer=self._remove_resumer)
         # A join is started by the node itself (started with join = true), never by a request.
+        # CONFIG GET / CONFIG SET (node/runtime_config.py): the node applies its own readers'
+        # settings; the process adds the client servers' (`watch_settings`).
+        self._settings: RuntimeSettings | None = None
 
     def add_operation_kind(self, kind: str, starter: OperationStarter, *, conflicts: tuple[str, ...] = (),
                            resumer: OperationStarter | None = None) -> None:
@@ -488,6 +492,46 @@ class NodeAdmin:
         if error is not None:
             return f"the storage engine is read-only after a background error: {error}"
         return None
+
+    # ------------------------------------------------------------------ settings at run time
+
+    def config_get(self, patterns: list[str]) -> dict[str, str]:
+        return self.settings.get(patterns)
+
+    def config_set(self, pairs: list[tuple[str, str]]) -> None:
+        changed = self.settings.set(pairs)
+        if changed:
+            log.info("settings changed at run time (CONFIG SET, not stored): %s",
+                     ", ".join(f"{k}={v}" for k, v in changed.items()))
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        """The settings CONFIG GET and CONFIG SET see, made on first use (from the node's
+        configuration, which exists once the node is assembled)."""
+        if self._settings is None:
+            self._settings = RuntimeSettings(self._node.config, self._resp_port)
+            self._settings.watch(self._apply_settings)
+        return self._settings
+
+    def watch_settings(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener(changed)` after every run-time change (ringkv/server.py applies them
+        to the RESP and HTTP servers)."""
+        self.settings.watch(listener)
+
+    def _apply_settings(self, changed: dict[str, Any]) -> None:
+        if "keys_max_count" in changed:
+            self._node.store.keys_max_count = changed["keys_max_count"]
+        if "log_level" in changed:
+            logging.getLogger().setLevel(getattr(logging, changed["log_level"].upper()))
+
+    def _resp_port(self) -> int:
+        """The plain RESP port clients reach: the bound one when resp_port = 0 picked it, 0
+        when plain RESP is not served (Redis's `port 0`)."""
+        configured = self._node.config.resp_port
+        if configured != 0:
+            return max(configured, 0)
+        address = self._node.figures.resp_address
+        return int(address.rpartition(":")[2]) if address else 0
 
     def key_counts(self) -> dict[str, int]:
         store = self._node.store

@@ -204,6 +204,18 @@ class KeyValueService(Protocol):
     async def flushdb(self) -> int:
         """Every key of this view's namespace (all of them in the default namespace)."""
 
+    # --- data types (service/datatypes; docs/data-types.md)
+    async def type_command(self, name: str, args: list[bytes]) -> Any:
+        """A data-type or whole-key command (HSET, SMEMBERS, LPUSH, ZRANGE, SMOVE, RENAME, TYPE,
+        ...: `service.datatypes.COMMANDS`) by its upper-case name, with its arguments after the
+        name, its arity checked by the caller; its reply (base.py says the shapes). A write runs
+        on the key's write path (in a cluster the consensus path: linearizable), a command that
+        writes several keys as one consensus round, so in a cluster its keys must share a hash
+        tag (else CommandError kind CROSSSLOT, nothing written); a read at the view's R, one key
+        at a time (a read of several keys in several partitions is not one snapshot).
+        WrongTypeError (WRONGTYPE) when a key holds another type; a collection whose encoding
+        would pass max_value_bytes is refused (413) with nothing written."""
+
     # --- the keyspace
     async def dbsize(self) -> int: ...
     async def scan(self, cursor: int, count: int = 10, match: bytes | None = None) -> tuple[int, list[bytes]]:
@@ -345,3 +357,16 @@ class AdminService(Protocol):
     def fault(self, argv: list[bytes]) -> str:
         """RINGKV.FAULT (only when the node runs with fault_injection): PARTITION node..., HEAL,
         CLOCK_SKEW ms. AdminRequestError when fault injection is off or the request is bad."""
+
+    def config_get(self, patterns: list[str]) -> dict[str, str]:
+        """CONFIG GET: this node's settings whose names match any of the glob `patterns` (any
+        case), name -> value as text, sorted by name: every setting by its configuration-file
+        name, and the Redis names with a ringkv equivalent or a fixed answer (node/
+        runtime_config.py lists them). Secrets (cluster_secret, requirepass) are never answered."""
+
+    def config_set(self, pairs: list[tuple[str, str]]) -> None:
+        """CONFIG SET on this node: every (name, value) pair or none, validated together as the
+        configuration loader validates a start; only the settings a running node takes
+        (runtime_config.LIVE_SETTINGS and their Redis names), not stored (a restart takes the
+        configuration's values). ConfigSetError naming the first argument refused: unknown,
+        read at start only, a bad value (the field and its rule), given twice."""

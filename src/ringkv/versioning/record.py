@@ -53,14 +53,28 @@ class ConflictPolicy(enum.StrEnum):
     LWW = "lww"
 
 
+class Typed(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A value that is not a string: a collection (a hash, list, set or sorted set) stored
+    whole, as `kind` (service/datatypes/base.py KIND_*, >= 1) and its encoding `data`
+    (service/datatypes/codec.py). A string is stored as bare bytes, so records of strings are
+    byte for byte what they were before collections existed."""
+
+    kind: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    data: bytes
+
+    def __len__(self) -> int:
+        """The bytes it stores, which the value limits count."""
+        return len(self.data)
+
+
 class DottedValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One value of a key, tagged with the write that made it (its dot): a sibling of the
     record. (The client's `Sibling` is what a sibling-aware read answers.) gc=False: it holds no
     cycles."""
 
     dot: Dot
-    value: bytes | None
-    """None is a tombstone: a versioned delete."""
+    value: bytes | Typed | None
+    """None is a tombstone: a versioned delete; Typed a collection; bytes a string."""
     timestamp: _Timestamp
     """HLC timestamp of the write (hlc.py), used by the winner rule and lww."""
     expire_at_ms: _Timestamp = 0

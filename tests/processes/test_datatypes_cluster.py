@@ -1,0 +1,115 @@
+"""Collections on a real 3-node cluster (docs/data-types.md, "Consistency and convergence"):
+clients pushing, adding and incrementing through every node at once lose nothing, a node
+SIGKILLed and restarted mid-stream loses nothing acknowledged and ends with the same
+collections, and a namespace on the fast path runs multi-key commands of one hash tag."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from ringkv.testing.launcher import LocalCluster
+from ringkv.testing.probes import hears_everyone
+from ringkv.testing.wait import wait_until
+
+PUSHES_PER_CLIENT = 60
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("types"), nodes=3, replica_timeout_ms=300, gossip_interval_ms=200,
+                     namespaces="quick:rmw=fast").start()
+    yield c
+    c.stop()
+
+
+def _clients(cluster) -> list[redis.Redis]:
+    # No retries: a resent push would be applied twice, and the test counts exactly.
+    return [redis.Redis(port=n.resp_port, socket_timeout=15, retry=None) for n in cluster.nodes]
+
+
+def _race(clients: list[redis.Redis], work) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i, clients[i % len(clients)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clients) * 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
+def test_concurrent_writes_through_every_node_lose_nothing(cluster):
+    clients = _clients(cluster)
+
+    def work(i: int, r: redis.Redis) -> None:
+        for n in range(PUSHES_PER_CLIENT):
+            r.rpush("race:list", f"{i}:{n}")
+            r.sadd("race:set", f"{i}:{n}")
+            r.hincrby("race:hash", "total", 1)
+            r.zincrby("race:zset", 1, f"client{i}")
+
+    assert _race(clients, work) == []
+    writers = len(clients) * 2
+    items = [v.decode() for v in clients[0].lrange("race:list", 0, -1)]
+    assert len(items) == len(set(items)) == writers * PUSHES_PER_CLIENT
+    for i in range(writers):  # each client's pushes in the order it made them
+        mine = [int(v.split(":")[1]) for v in items if v.startswith(f"{i}:")]
+        assert mine == list(range(PUSHES_PER_CLIENT))
+    assert clients[1].scard("race:set") == writers * PUSHES_PER_CLIENT
+    assert clients[2].hget("race:hash", "total") == str(writers * PUSHES_PER_CLIENT).encode()
+    assert all(score == PUSHES_PER_CLIENT for _, score in clients[0].zrange("race:zset", 0, -1, withscores=True))
+
+
+def test_a_node_killed_mid_stream_loses_no_acknowledged_push(cluster):
+    clients = _clients(cluster)
+    acked: list[str] = []
+    lock = threading.Lock()
+    victim = cluster.nodes[2]
+    wait_until(lambda: all(hears_everyone(c) for c in clients), 30, "every node hears every other")
+
+    def work(i: int, r: redis.Redis) -> None:
+        if r is clients[2]:
+            return  # the victim's own clients would only see it die
+        for n in range(PUSHES_PER_CLIENT):
+            value = f"{i}:{n}"
+            try:
+                r.rpush("kill:list", value)
+            except redis.RedisError:
+                continue  # not acknowledged: may or may not be there
+            with lock:
+                acked.append(value)
+            if i == 0 and n == PUSHES_PER_CLIENT // 3:
+                victim.kill()
+
+    assert _race(clients, work) == []
+    victim.start()
+    wait_until(lambda: all(hears_everyone(c) for c in _clients(cluster)), 30, "the restarted node is heard again")
+    assert len(acked) >= 2 * PUSHES_PER_CLIENT, "the survivors kept acknowledging pushes after the kill"
+    final = [v.decode() for v in clients[0].lrange("kill:list", 0, -1)]
+    assert set(acked) <= set(final) and len(final) == len(set(final))
+    # Every replica ends with the same list: read it at ONE through each node until they agree.
+    wait_until(lambda: len({tuple(c.execute_command("RINGKV.AT", "ONE", "LRANGE", "kill:list", 0, -1))
+                            for c in _clients(cluster)}) == 1, 30, "every node answers the same list at ONE")
+
+
+def test_a_fast_namespace_runs_multi_key_commands_of_one_tag(cluster):
+    r = _clients(cluster)[1]
+    r.execute_command("RINGKV.NAMESPACE", "quick")
+    r.rpush("{q}src", "a", "b", "c")
+    assert r.lmove("{q}src", "{q}dst", "LEFT", "RIGHT") == b"a"
+    assert r.smove("{q}nope", "{q}dst2", "x") is False
+    r.sadd("{q}s1", "x", "y")
+    assert r.smove("{q}s1", "{q}s2", "x") is True and r.smembers("{q}s2") == {b"x"}
+    assert r.lrange("{q}src", 0, -1) == [b"b", b"c"] and r.lrange("{q}dst", 0, -1) == [b"a"]
+    with pytest.raises(redis.exceptions.ClusterCrossSlotError, match="hash to the same slot"):
+        r.lmove("{q}src", "elsewhere", "LEFT", "RIGHT")
+    assert r.lrange("{q}src", 0, -1) == [b"b", b"c"] and r.exists("elsewhere") == 0
