@@ -13,7 +13,8 @@ import sys
 import click
 
 NEMESES = "kill,pause,partition,skew,disk,loss,slow,restart,membership"
-WORKLOADS = "register,set,counter,cas-register"
+WORKLOADS = "register,set,counter,cas-register"  # the default
+KNOWN_WORKLOADS = WORKLOADS + ",set-crdt,list-push"  # Redis sets, hashes and lists: opt-in
 
 
 def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple[str, ...]:
@@ -39,7 +40,7 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
               help=f"Comma-separated faults from {NEMESES}, or none (disk needs root; loss and "
                    "slow need --netns, which they turn on).")
 @click.option("--workload", "workloads", default=WORKLOADS, show_default=True,
-              help=f"Comma-separated workloads from {WORKLOADS}.")
+              help=f"Comma-separated workloads from {KNOWN_WORKLOADS}.")
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 64),
               help="Client threads, spread over the workloads (even ones STRICT, odd ones SLOPPY).")
 @click.option("--keys", default=4, show_default=True, type=click.IntRange(1, 1000),
@@ -82,7 +83,7 @@ def chaos(seed: int | None, nodes: int, replicas: int, duration_s: float, nemesi
     config = ChaosConfig(
         seed=seed, nodes=nodes, replicas=replicas, duration_s=duration_s,
         nemesis=_names(nemesis, NEMESES, "nemesis", allow_none=True),
-        workloads=_names(workloads, WORKLOADS, "workload"), clients=clients, keys=keys,
+        workloads=_names(workloads, KNOWN_WORKLOADS, "workload"), clients=clients, keys=keys,
         consistency=consistency.lower(), workdir=workdir, keep_data=keep_data, netns=netns,
         lie_every=lie_every, stale_every=stale_every)
     click.echo(f"seed {seed}", err=True)

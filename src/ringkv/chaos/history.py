@@ -42,6 +42,15 @@ class Op:
         cas     RINGKV.CAS; `value` [expected version or None, new value], `result`
                 [applied, version]: the new version when applied, else the current one
         cad     RINGKV.CAD; `value` the expected version, `result` whether it deleted
+        sadd    SADD of one element (set-crdt); `value` the element, `result` 1 if added
+        srem    SREM of one element; `value` the element, `result` 1 if removed
+        hset    HSET of one field; `value` [field, new unique value], `result` 1 if new
+        hdel    HDEL of one field; `value` the field, `result` 1 if removed
+        push    RPUSH of one value (list-push); `value` it, `result` the length after it
+        pop     LPOP; `result` the value popped, None for nil
+
+    A read of a set-crdt or list-push key (SMEMBERS, HGETALL, LRANGE 0 -1) records in
+    `result` what workloads.typed_result makes of the reply.
 
     A write, add or delete carries in `observed` the sibling values of the read whose
     context it was sent with (None: a blind write with no context). `node` is the node the

@@ -6,7 +6,9 @@
 3. stop both, heal everything (resume, restart, heal partitions, clocks to 0, free disks),
    wait until every node sees every other one up, then RINGKV.REPAIR on every node until it
    compares every partition without an error;
-4. read each replica's own copy of every key (the node isolated by a partition of its own for
+4. read every set-crdt and list-push key at SERIAL (recorded as reads of process -1: it
+   settles any consensus round left half done, and the checks see the state it shows); then
+   read each replica's own copy of every key (the node isolated by a partition of its own for
    the moment of the reads, so neither read repair nor anti-entropy can touch a copy between
    the compared reads), polling a few seconds for convergence, then every key at ALL, and
    every cas-register and counter key at SERIAL (recorded in the history as one more read,
@@ -31,12 +33,22 @@ from typing import Any
 
 import redis
 
-from ringkv.chaos import checker
+from ringkv.chaos import checker, typed_checker
 from ringkv.chaos import linearizability as lin
 from ringkv.chaos.history import FAIL, OK, History, save
 from ringkv.chaos.nemesis import DiskFiller, Nemesis, fault_commands
 from ringkv.chaos.schedule import KINDS, NETWORK_KINDS, make_schedule
-from ringkv.chaos.workloads import WORKLOADS, Endpoint, Worker, version_text, wait_all
+from ringkv.chaos.workloads import (
+    ALL_WORKLOADS,
+    WORKLOADS,
+    Endpoint,
+    Worker,
+    typed_kind,
+    typed_read_args,
+    typed_result,
+    version_text,
+    wait_all,
+)
 from ringkv.cluster.ring import Member, Ring
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 
@@ -115,6 +127,8 @@ class ChaosResult:
             lines.append(f"  sessions: {ss['sessions']} sessions, {ss['ops']} operations, {ss['reads_ok']} "
                          f"reads answered, {ss['session_errors']} session errors, {ss['moves']} moves "
                          "between nodes")
+        for workload, figures in s.get("typed", {}).items():
+            lines.append(f"  {workload}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         for workload, c in s.get("linearizability", {}).items():
             lines.append(f"  linearizability, {workload}: {c['keys']} keys, {c['operations']} operations, "
                          f"{c['steps']} steps, {c['seconds']:.1f} s: "
@@ -130,8 +144,8 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         if kind not in KINDS:
             raise ValueError(f"unknown nemesis {kind!r}; choose from {', '.join(KINDS)} or none")
     for w in config.workloads:
-        if w not in WORKLOADS:
-            raise ValueError(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+        if w not in ALL_WORKLOADS:
+            raise ValueError(f"unknown workload {w!r}; choose from {', '.join(ALL_WORKLOADS)}")
     if any(k in NETWORK_KINDS for k in config.nemesis):
         config = dataclasses.replace(config, netns=True)
     network = None
@@ -196,6 +210,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         doc["stuck_workers"] = stuck
         doc["heal"] = _heal(cluster, log)
         keys = sorted({op.key for op in history.ops})
+        unsettled = _settle_typed_keys(cluster, history)
         replicas, converge_s = _converged_replicas(cluster, keys, config)
         doc["converge_s"] = converge_s
         final = _final_reads(cluster, keys)
@@ -207,8 +222,15 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         anomalies = checker.check(history.ops, final, replicas,
                                   read_your_writes=config.consistency != "one",
                                   max_steps=config.linearizability_max_steps, stats=stats)
+        typed_stats: dict[str, Any] = {}
+        anomalies += typed_checker.check(history.ops, final, config.linearizability_max_steps, typed_stats)
+        for workload in ("set-crdt", "list-push"):
+            if workload in typed_stats:
+                stats["linearizability"][workload] = typed_stats[workload]
+            if f"{workload}-figures" in typed_stats:
+                stats.setdefault("typed", {})[workload] = typed_stats[f"{workload}-figures"]
         anomalies += [checker.Anomaly("final-read", k, f"read at SERIAL failed after healing: {e}")
-                      for k, e in unread.items()]
+                      for k, e in {**unsettled, **unread}.items()]
         if stuck:
             anomalies.append(checker.Anomaly("liveness", "-", f"workers still running: {stuck}"))
         stats["counters"] = {k: {"ok": b["ok"], "unknown": b["unknown"], "ok_ops": b["ok_ops"],
@@ -303,6 +325,11 @@ def _local_copies(cluster: LocalCluster, keys_of: dict[str, list[str]]) -> dict[
         try:
             with _redis(node) as r:
                 for key in keys:
+                    if typed_kind(key) is not None:
+                        # A collection: what the local replica holds, in typed_result's form.
+                        reply = r.execute_command("RINGKV.AT", "ONE", *typed_read_args(key))
+                        copies.setdefault(key, {})[node.node_id] = {"items": typed_result(key, reply)}
+                        continue
                     context, siblings = r.execute_command("RINGKV.AT", "ONE", "RINGKV.GETV", key)
                     copies.setdefault(key, {})[node.node_id] = {
                         "context": context.hex() if context else None,
@@ -341,6 +368,10 @@ def _final_reads(cluster: LocalCluster, keys: list[str]) -> dict[str, checker.Fi
             node = cluster.nodes[i % len(cluster.nodes)]
             try:
                 with _redis(node) as r:
+                    if typed_kind(key) is not None:
+                        reply = r.execute_command("RINGKV.AT", "ALL", *typed_read_args(key))
+                        out[key] = checker.FinalRead(typed_result(key, reply))
+                        break
                     _, siblings = r.execute_command("RINGKV.AT", "ALL", "RINGKV.GETV", key)
                 out[key] = checker.FinalRead([s[0].decode() for s in siblings])
                 break
@@ -351,6 +382,34 @@ def _final_reads(cluster: LocalCluster, keys: list[str]) -> dict[str, checker.Fi
                 break
             time.sleep(0.3)
     return out
+
+
+def _settle_typed_keys(cluster: LocalCluster, history: History) -> dict[str, str]:
+    """Read every set-crdt and list-push key at SERIAL after healing, before the replicas are
+    compared: a consensus round a fault left accepted but not committed is completed by it
+    (node/consensus.py), so the copies compared and the final read at ALL show what it
+    settled. Each read is recorded as one by process -1, which the linearizability checks
+    (typed_checker.py) take as the last word on the key. The keys no read succeeded for."""
+    keys = sorted({(op.workload, op.key) for op in history.ops
+                   if typed_kind(op.key) is not None and op.process >= 0})
+    failed: dict[str, str] = {}
+    deadline = time.monotonic() + 20.0
+    for i, (workload, key) in enumerate(keys):
+        while True:
+            node = cluster.nodes[i % len(cluster.nodes)]
+            op = history.invoke(-1, workload, "read", key, None, node.node_id, True, serial=True)
+            try:
+                with _redis(node) as r:
+                    reply = r.execute_command("RINGKV.AT", "SERIAL", *typed_read_args(key))
+                history.complete(op, OK, result=typed_result(key, reply))
+                break
+            except redis.RedisError as exc:
+                history.complete(op, FAIL, error=str(exc))
+                if time.monotonic() > deadline:
+                    failed[key] = str(exc)
+                    break
+                time.sleep(0.3)
+    return failed
 
 
 def _final_serial_reads(cluster: LocalCluster, history: History) -> dict[str, str]:

@@ -14,6 +14,12 @@ workload's operations back to back and recording every one in the history.
     cas-register  a register changed only by consensus: read the value and its version
                   (RINGKV.GETV, half the time at SERIAL), then RINGKV.CAS key version new-value,
                   or now and then RINGKV.CAD key version; checked for linearizability
+    set-crdt      Redis sets and hashes (`sc:<i>`, `hc:<i>`): SADD and SREM of one element of
+                  a small pool, HSET of one field (a new unique value) and HDEL, and reads
+                  (SMEMBERS, HGETALL), half of them at SERIAL; checked per element and field
+                  (typed_checker.py)
+    list-push     Redis lists (`lp:<i>`): RPUSH of a new unique value, LPOP, and reads
+                  (LRANGE 0 -1); checked for lost, duplicated, invented and reordered pushes
 
 Every connection runs `RINGKV.CONSISTENCY QUORUM STRICT` (even-numbered workers) or
 `... SLOPPY` (odd ones), or another level the run asks for: at QUORUM, R + W > N, and the
@@ -68,7 +74,9 @@ import redis.retry
 from ringkv.chaos.history import FAIL, OK, UNKNOWN, History, Op
 from ringkv.client.base import _NO_HANDSHAKE
 
-WORKLOADS = ("register", "set", "counter", "cas-register")
+WORKLOADS = ("register", "set", "counter", "cas-register")  # the default set
+TYPED_WORKLOADS = ("set-crdt", "list-push")  # Redis data types (service/datatypes), opt-in
+ALL_WORKLOADS = WORKLOADS + TYPED_WORKLOADS
 READ_FRACTION = 0.2  # of register, set and cas-register operations, reads only
 REGISTER_DELETE_P = 0.1  # of register writes, deletes
 SET_DELETE_P = 0.05  # of set adds, deletes of the whole set
@@ -88,6 +96,44 @@ REFUSED_BACKOFF_S = 0.1  # a client's pause after an error answer
 SESSION_LEVEL = "SESSION"
 SESSION_HOP_P = 0.2  # chance, per operation, that a session client moves to a random node
 SESSION_ERROR = "session: "  # how a session read that found no replica with its version errs
+# set-crdt and list-push (Redis data types on the key's consensus path)
+TYPED_READ_FRACTION = 0.1  # of their operations, reads only
+TYPED_SERIAL_READ_P = 0.5  # of those reads, at SERIAL (else at the connection's level)
+CRDT_HASH_P = 0.3  # of set-crdt operations, on a hash rather than a set
+SET_POOL_ELEMENTS = 12  # elements e0.. a set-crdt set key draws from: each is added and removed often
+HASH_POOL_FIELDS = 6  # fields f0.. a set-crdt hash key draws from
+SADD_P = 0.6  # of set writes, SADD (else SREM); HSET vs HDEL likewise
+# Of list writes, LPOP (else RPUSH): as many pops as pushes keeps the lists short (some pops
+# find them empty), which keeps the queue model's linearizability search cheap.
+LPOP_P = 0.5
+SET_KEY_PREFIX, HASH_KEY_PREFIX, LIST_KEY_PREFIX = "sc:", "hc:", "lp:"
+
+
+def typed_kind(key: str) -> str | None:
+    """The Redis type a chaos key holds: "set", "hash", "list", or None (a string key read
+    with RINGKV.GETV)."""
+    for prefix, kind in ((SET_KEY_PREFIX, "set"), (HASH_KEY_PREFIX, "hash"), (LIST_KEY_PREFIX, "list")):
+        if key.startswith(prefix):
+            return kind
+    return None
+
+
+def typed_read_args(key: str) -> tuple:
+    """The command that reads the whole of a typed chaos key (typed_kind not None)."""
+    return {"set": ("SMEMBERS", key), "hash": ("HGETALL", key),
+            "list": ("LRANGE", key, 0, -1)}[typed_kind(key)]
+
+
+def typed_result(key: str, reply: Any) -> list[str]:
+    """A typed read's reply as the history records it: a set's members sorted, a hash's
+    fields as `field=value` sorted by field (the workload's fields and values hold no `=`), a
+    list's items in order."""
+    kind = typed_kind(key)
+    if kind == "hash":
+        pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        return sorted(f"{_text(f)}={_text(v)}" for f, v in pairs)
+    items = [_text(v) for v in (reply or ())]
+    return items if kind == "list" else sorted(items)
 
 
 class NotSent(Exception):
@@ -225,8 +271,8 @@ class Worker(threading.Thread):
                  think_ms: float = 10.0, timeout_s: float = 2.0, level: str = "QUORUM",
                  hop_p: float | None = None, lie_every: int = 0, stale_every: int = 0):
         super().__init__(name=f"chaos-{workload}-{index}", daemon=True)
-        if workload not in WORKLOADS:
-            raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+        if workload not in ALL_WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(ALL_WORKLOADS)}")
         self.index = index
         self.workers = workers
         self.workload = workload
@@ -257,7 +303,8 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         step = {"register": self._register, "set": self._set, "counter": self._counter,
-                "cas-register": self._cas_register}[self.workload]
+                "cas-register": self._cas_register, "set-crdt": self._set_crdt,
+                "list-push": self._list_push}[self.workload]
         try:
             while not self.stop.is_set():
                 if self.rng.random() < self.hop_p:
@@ -319,6 +366,10 @@ class Worker(threading.Thread):
             return [1, f"planted {op.index}".encode()]
         if command == "RINGKV.CAD":
             return 1
+        if command in ("SADD", "SREM", "HSET", "HDEL", "RPUSH"):
+            return 1  # added (removed, a new field, the list's length): what a lie would say
+        if command == "LPOP":
+            return None
         return b"planted"  # RINGKV.PUTV and DELV answer a context
 
     def _next_node(self) -> None:
@@ -449,6 +500,58 @@ class Worker(threading.Thread):
         if done:
             applied, current = reply
             self.history.complete(op, OK, result=[bool(applied), version_text(current)])
+
+    def _typed_read(self, key: str) -> None:
+        """A whole-key read of a set-crdt or list-push key, at SERIAL or at the connection's
+        level; its result as typed_result records it."""
+        serial = self.rng.random() < TYPED_SERIAL_READ_P
+        args = typed_read_args(key)
+        op, ok, reply = self.request("read", key, None, ("RINGKV.AT", "SERIAL", *args) if serial else args,
+                                     write=False, serial=serial)
+        if ok:
+            self.history.complete(op, OK, result=typed_result(key, reply))
+
+    def _set_crdt(self) -> None:
+        on_hash = self.rng.random() < CRDT_HASH_P
+        if on_hash:
+            key = f"{HASH_KEY_PREFIX}{self.rng.randrange(max(1, self.keys // 2))}"
+        else:
+            key = f"{SET_KEY_PREFIX}{self.rng.randrange(self.keys)}"
+        if self.rng.random() < TYPED_READ_FRACTION:
+            self._typed_read(key)
+            return
+        add = self.rng.random() < SADD_P
+        if on_hash:
+            field = f"f{self.rng.randrange(HASH_POOL_FIELDS)}"
+            if add:
+                value = self._unique("h")
+                f, recorded, args = "hset", [field, value], ("HSET", key, field, value)
+            else:
+                f, recorded, args = "hdel", field, ("HDEL", key, field)
+        else:
+            element = f"e{self.rng.randrange(SET_POOL_ELEMENTS)}"
+            f, recorded = ("sadd", element) if add else ("srem", element)
+            args = (f.upper(), key, element)
+        op, ok, reply = self.request(f, key, recorded, args)
+        if ok:
+            # SADD, SREM, HDEL: how many elements or fields it added or removed (0 or 1);
+            # HSET: how many fields were new.
+            self.history.complete(op, OK, result=int(reply))
+
+    def _list_push(self) -> None:
+        key = f"{LIST_KEY_PREFIX}{self.rng.randrange(self.keys)}"
+        if self.rng.random() < TYPED_READ_FRACTION:
+            self._typed_read(key)
+            return
+        if self.rng.random() < LPOP_P:
+            op, ok, reply = self.request("pop", key, None, ("LPOP", key))
+            if ok:
+                self.history.complete(op, OK, result=None if reply is None else _text(reply))
+            return
+        value = self._unique("v")
+        op, ok, reply = self.request("push", key, value, ("RPUSH", key, value))
+        if ok:
+            self.history.complete(op, OK, result=int(reply))  # the list's length after it
 
 
 def wait_all(workers: Sequence[Worker], timeout_s: float) -> list[str]:

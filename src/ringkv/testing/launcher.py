@@ -380,10 +380,16 @@ class LocalCluster:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     def start(self) -> LocalCluster:
-        for n in self.nodes:
-            n.start(wait=False)
-        for n in self.nodes:
-            n.wait_ready()
+        """Start every node and wait until each answers; if one cannot start, stop the others
+        before raising (a `with` block's exit does not run when its enter raises)."""
+        try:
+            for n in self.nodes:
+                n.start(wait=False)
+            for n in self.nodes:
+                n.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
