@@ -427,8 +427,11 @@ class Nemesis:
         if shape == "decommission":
             op = self._admin(node_id, "RINGKV.ADMIN", "DECOMMISSION", "ASYNC")
             deadline = time.monotonic() + MEMBERSHIP_TIMEOUT_S
+            # Once started a decommission cannot be called off: wait for it even when the run
+            # is ending, so the node is stopped, wiped and marked left (heal rejoins it); a
+            # node left behind running would leave the cluster after the heal began.
             while op["state"] == "running":
-                if time.monotonic() > deadline or self._stop.is_set():
+                if time.monotonic() > deadline:
                     raise FaultNotApplied(f"decommission {op['id']} of {node_id} still running "
                                           f"({op['done']}/{op['total']} {op['unit']})")
                 time.sleep(0.2)

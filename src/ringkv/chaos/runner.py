@@ -36,7 +36,7 @@ import redis
 from ringkv.chaos import checker, typed_checker
 from ringkv.chaos import linearizability as lin
 from ringkv.chaos.history import FAIL, OK, History, save
-from ringkv.chaos.nemesis import DiskFiller, Nemesis, fault_commands
+from ringkv.chaos.nemesis import MEMBERSHIP_TIMEOUT_S, DiskFiller, Nemesis, fault_commands
 from ringkv.chaos.schedule import KINDS, NETWORK_KINDS, make_schedule
 from ringkv.chaos.workloads import (
     ALL_WORKLOADS,
@@ -203,7 +203,8 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         nemesis_thread.start()
         stop.wait(config.duration_s)
         stop.set()
-        nemesis_thread.join(HEAL_DEADLINE_S)
+        # A fault in progress finishes first (a decommission is waited for, up to its timeout).
+        nemesis_thread.join(max(HEAL_DEADLINE_S, MEMBERSHIP_TIMEOUT_S + 10))
         stuck = wait_all(workers, config.timeout_ms / 1000 * 3 + 5)
         log(f"load stopped at {history.now():.1f} s ({len(history.ops)} operations); healing")
         nemesis.heal()
