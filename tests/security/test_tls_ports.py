@@ -7,6 +7,7 @@ tls_handshake_timeout_ms); and the node goes on serving everyone else."""
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import subprocess
@@ -193,3 +194,19 @@ def test_bad_tls_files_at_start_stop_the_node_with_the_setting_and_file_named(tm
         assert code == 2, n.log_tail()
         assert f"bad configuration: {message}" in n.log_tail(), n.log_tail()
         assert not (tmp_path / f"bad{i}").exists(), "the data directory was made before the check"
+
+
+def test_a_fresh_tls_connection_has_nothing_unasked_to_read(node, pki):
+    """The node sends no TLS 1.3 session tickets after the handshake: redis-py's pool checks a
+    new connection for unread bytes and refuses it when there are any, which failed the test
+    above under load ("Connection has data", then "Connection not ready")."""
+    ours, _ = pki
+    ctx = client_context(ours, ours)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    with socket.create_connection(("127.0.0.1", tls_port(node)), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() == "TLSv1.3"
+        readable, _, _ = select.select([tls], [], [], 0.5)  # raw bytes; tickets would come within this
+        assert readable == [] and tls.pending() == 0
+        tls.sendall(b"PING\r\n")
+        assert tls.recv(64) == b"+PONG\r\n"

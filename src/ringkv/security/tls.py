@@ -138,6 +138,10 @@ def server_context(files: ServerTlsFiles) -> tuple[ssl.SSLContext, CertificateSu
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Client-initiated renegotiation costs the server a handshake per request: a cheap DoS.
     ctx.options |= ssl.OP_NO_RENEGOTIATION
+    # No TLS 1.3 session tickets: they arrive just after the handshake, unasked, and a client
+    # that checks a fresh connection for unread bytes (redis-py's pool does) then refuses it
+    # ("Connection has data", then "Connection not ready"). Resumption is not worth that.
+    ctx.num_tickets = 0
     try:
         ctx.load_cert_chain(files.cert_file, files.key_file)
     except (OSError, ssl.SSLError) as exc:
