@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
@@ -61,8 +62,8 @@ from ringkv.api.http_models import (
     ValueFields,
 )
 from ringkv.api.http_problems import ProblemError, problem_responses
+from ringkv.errors import RingkvError
 from ringkv.service.contract import KeyValueService
-from ringkv.service.datatypes import COMMANDS
 from ringkv.service.datatypes.base import WrongTypeError
 
 # A whole-collection read is TYPE, then the type's read: a key that changes type in between is
@@ -250,17 +251,14 @@ class CollectionApi:
                    args: list[bytes]) -> Any:
         """Run `name` (a data-type command) with `args`; WRONGTYPE as a 409 naming the type the
         key holds."""
-        if name not in COMMANDS:
-            raise ProblemError(503, "unavailable", f"this node does not run {name} (service.datatypes has no such "
-                                                   "command)")
         try:
             return await kv.type_command(name, args)
         except WrongTypeError:
             held = "another type"
-            try:
+            # The refusal stands whatever TYPE says, or if it cannot say (the key changed, a
+            # replica went away): the type is only named to help.
+            with contextlib.suppress(RingkvError):
                 held = _TYPE_NOUNS.get(_type_name(await kv.type_command("TYPE", [kb])), held)
-            except Exception:  # the refusal stands whatever TYPE says (or cannot say)
-                pass
             raise ProblemError(409, "wrong-type", f"WRONGTYPE key {key[:200]!r} holds {held}; {name} works on "
                                                   f"{_TYPE_NOUNS[type_name]}") from None
 
