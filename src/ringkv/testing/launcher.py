@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
@@ -72,6 +73,21 @@ def port_range() -> tuple[int, int]:
     return low, high
 
 
+# Ports free_port handed out lately. A 4-node cluster picks 12 ports before any node binds
+# one; without this, two of them were the same port about once in 150 clusters, and the
+# second node failed to start ("Address already in use").
+MAX_REMEMBERED_PORTS = 4096
+_handed_out: set[int] = set()
+_handed_order: deque[int] = deque()
+
+
+def _remember(port: int) -> None:
+    _handed_out.add(port)
+    _handed_order.append(port)
+    if len(_handed_order) > MAX_REMEMBERED_PORTS:
+        _handed_out.discard(_handed_order.popleft())
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
 
@@ -83,11 +99,14 @@ def free_port() -> int:
     low, high = port_range()
     for _ in range(200):
         port = _port_rng.randint(low, high) if high > low else 0
+        if port in _handed_out:
+            continue  # free now, but a node started a moment ago may not have bound it yet
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _remember(port)
             return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
