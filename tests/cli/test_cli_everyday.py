@@ -5,6 +5,7 @@ nodetool-like state column and human units; `ringkv version` and `ringkv complet
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ringkv.client import Client, ConnectionFailedError
+from ringkv.client import AsyncClient, Client, ConnectionFailedError
 from ringkv.testing.launcher import LocalCluster, free_port
 from ringkv.testing.wait import wait_until
 
@@ -108,6 +109,24 @@ def test_python_client_moves_to_the_next_seed_and_stays_there(cluster):
     with (Client("127.0.0.1", dead, seeds=[f"127.0.0.1:{free_port()}"], retries=1, backoff_base_ms=1) as kv,
           pytest.raises(ConnectionFailedError)):
         kv.get("py:seed")
+
+
+def test_async_client_moves_to_the_next_seed_and_stays_there(cluster):
+    n1, n2, _ = cluster.nodes
+    dead = free_port()
+
+    async def scenario():
+        async with AsyncClient("127.0.0.1", dead, seeds=[("127.0.0.1", n2.resp_port), f"127.0.0.1:{n1.resp_port}"],
+                               retries=0) as kv:
+            await kv.set("aio:seed", "y")
+            assert await kv.get("aio:seed") == b"y"
+            assert kv.address == f"127.0.0.1:{n2.resp_port}"
+        async with AsyncClient("127.0.0.1", dead, seeds=[f"127.0.0.1:{free_port()}"], retries=1,
+                               backoff_base_ms=1) as kv:
+            with pytest.raises(ConnectionFailedError):
+                await kv.get("aio:seed")
+
+    asyncio.run(scenario())
 
 
 def test_version_and_completion_scripts():

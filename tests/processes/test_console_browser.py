@@ -11,7 +11,6 @@ hold no error. Then a node is killed and the console must show it down within a 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 import time
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+from tests.tools import require
 
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 from ringkv.testing.wait import wait_until
@@ -31,11 +31,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("CI"):
-        pytest.fail("chromium and chromium-driver are missing: scripts/system-deps installs them", pytrace=False)
-    pytest.skip("chromium and chromium-driver are not installed (scripts/system-deps installs them)",
-                allow_module_level=True)
+require(CHROMIUM and CHROMEDRIVER, "chromium and chromium-driver", module=True)
 
 # A node killed with SIGKILL answers no NodeInfo at once: status marks it down on the next poll.
 DOWN_SHOWN_WITHIN_S = 10.0

@@ -19,14 +19,19 @@ import httpx
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from tests.tools import require
 
 from ringkv.testing.launcher import LocalCluster
 from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (scripts/system-deps)")
+
+
+def promtool() -> str:
+    return require(shutil.which("promtool"), "promtool (from Debian's prometheus package)")
+
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "ringkv-alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "ringkv.json"
@@ -58,9 +63,8 @@ def series_names(text: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-@needs_promtool
 def test_metrics_pass_promtool_lint(cluster):
-    done = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape(cluster.nodes[0]), capture_output=True,
+    done = subprocess.run([promtool(), "check", "metrics"], input=scrape(cluster.nodes[0]), capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
 
@@ -116,9 +120,8 @@ def test_dashboard_and_alerts_use_only_metrics_a_node_exports(cluster):
     assert len(used) > 20
 
 
-@needs_promtool
 def test_alert_rules_and_dashboard_queries_parse(tmp_path):
-    done = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     alerts = {"RingkvNodeDown", "RingkvHintsPilingUp", "RingkvRepairFailing", "RingkvDiskFilling",
               "RingkvEventLoopStalls"}
@@ -131,23 +134,29 @@ def test_alert_rules_and_dashboard_queries_parse(tmp_path):
         rules.append(f"      - record: ringkv:dashboard_query_{i}\n        expr: {json.dumps(expr)}\n")
     path = tmp_path / "dashboard-rules.yml"
     path.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(rules))
-    done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_json_log_lines_and_an_audit_line_per_admin_action(cluster):
     n1 = cluster.nodes[0]
     redis.Redis(port=n1.resp_port, socket_timeout=30).execute_command("RINGKV.REPAIR")
+    # The HTTP admin API is audited too, with no users configured.
+    answer = httpx.post(f"http://127.0.0.1:{n1.http_port}/api/v1/admin/cluster/repair", timeout=30)
+    assert answer.status_code == 200, answer.text
 
     def audit_lines() -> list[dict]:
         lines = [json.loads(line) for line in n1.log().splitlines() if line and not line.startswith(LAUNCHER_MARK)]
         return [d for d in lines if d.get("logger") == "ringkv.audit"]
 
-    wait_until(lambda: any(d.get("command") == "ringkv.repair" for d in audit_lines()), 10,
-               "the repair's audit line is in n1's log")
-    (line,) = [d for d in audit_lines() if d.get("command") == "ringkv.repair"]
-    assert line["event"] == "admin" and line["result"] == "ok" and line["node_id"] == "n1"
-    assert line["client"].startswith("127.0.0.1:") and line["ts"].endswith("Z")
+    def repairs() -> dict[str, dict]:
+        return {d.get("protocol"): d for d in audit_lines() if d.get("command") == "ringkv.repair"}
+
+    wait_until(lambda: {"resp", "http"} <= repairs().keys(), 10, "both repairs' audit lines are in n1's log")
+    for protocol, line in repairs().items():
+        assert line["event"] == "admin" and line["result"] == "ok" and line["node_id"] == "n1", protocol
+        assert line["client"].startswith("127.0.0.1:") and line["ts"].endswith("Z"), protocol
+    assert len([d for d in audit_lines() if d.get("command") == "ringkv.repair"]) == 2
     # Every line of the node's output is one JSON object, its ready line and startup logs included.
     records = [json.loads(line) for line in n1.log().splitlines() if line and not line.startswith(LAUNCHER_MARK)]
     assert any("ready" in d.get("message", "") for d in records)

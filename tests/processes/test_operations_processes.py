@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 
@@ -53,6 +54,35 @@ def test_a_repair_started_without_waiting_is_followed_by_its_id(cluster):
     assert doc["id"] in listed.stdout and "done" in listed.stdout
     unknown = ringkv("admin", "wait", "n1.999", "--port", port)
     assert unknown.returncode == 4 and "no operation 'n1.999' on n1" in unknown.stderr
+
+
+def test_a_terminal_sees_the_progress_bar_with_an_eta(cluster):
+    """On a terminal the CLI follows an operation with a progress bar (rich), its count of units
+    and an ETA column; it exits 0 only when the operation is done."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
+    env.update(COLUMNS="160", TERM="xterm")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ringkv.cli", "repair", "--port", str(cluster.nodes[0].resp_port)],
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
+    finally:
+        proc.kill()
+        os.close(primary)
+    text = seen.decode(errors="replace")
+    assert "\x1b[" in text  # drawn as a terminal's progress display, not plain lines
+    assert "repair n1." in text and "64/64" in text and "ETA" in text, text
+    assert "compared" in text and "partitions" in text  # the summary once it is done
 
 
 def test_operations_over_http(cluster):

@@ -28,6 +28,11 @@ def test_checkpoint_holds_tables_frozen_logs_and_the_log_tail_but_not_later_writ
             db.put(b"k%05d" % i, b"v%d" % i)
         db.delete(b"k00007")
         report = db.checkpoint(str(tmp_path / "snap"))
+        # The tables are shared, not copied: each of the checkpoint's is the live store's file.
+        tables = [f for f in os.listdir(tmp_path / "snap") if f.endswith(".sst")]
+        assert len(tables) == report["tables"]
+        for name in tables:
+            assert os.path.samefile(tmp_path / "snap" / name, tmp_path / "db" / name), name
         db.put(b"after", b"x")
         db.put(b"k00001", b"changed")
         db.compact_range()  # replaces every table the checkpoint links to
