@@ -221,6 +221,7 @@ class GuardedService:
     levels = property(lambda self: self._kv.levels)
     limits = property(lambda self: self._kv.limits)
     has_pending_writes = property(lambda self: self._kv.has_pending_writes)
+    rate_limited = property(lambda self: self._kv.rate_limited)
 
     def at(self, *args: Any, **kwargs: Any) -> GuardedService:
         return GuardedService(self._kv.at(*args, **kwargs), self._denied)

@@ -292,7 +292,7 @@ def _latency_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
 
 def _resp_metrics(stats: Any) -> Iterator[Metric]:
     commands = CounterMetricFamily(
-        "ringkv_resp_commands", "RESP commands executed, by command.", labels=["command"]
+        "ringkv_resp_commands", "RESP commands run to their reply, by command.", labels=["command"]
     )
     for name, count in list(stats.commands.items()):
         commands.add_metric([name.decode("ascii", "replace")], count)
@@ -308,7 +308,7 @@ def _resp_metrics(stats: Any) -> Iterator[Metric]:
         for bound, n in zip((*RESP_LATENCY_BUCKETS_S, float("inf")), counts):
             total += n
             cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
-        latency.add_metric([name.decode("ascii", "replace")], cumulative, stats.latency_sum_s.get(name, 0.0))
+        latency.add_metric([name.decode("ascii", "replace")], cumulative, counts[-1])
     yield latency
     yield GaugeMetricFamily(
         "ringkv_resp_connections", "Open RESP client connections.", value=stats.connections_current

@@ -27,7 +27,8 @@ from ringkv.api import resp_ringkv as rk
 from ringkv.api.resp import RESP2, RESP3, SimpleString, bulk, error, integer, simple
 from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_arg, text
 from ringkv.errors import CommandError
-from ringkv.security.categories import UNIT_CATEGORIES
+from ringkv.security.categories import AUDITED, UNIT_CATEGORIES
+from ringkv.security.tenants import NAMESPACE_COMMANDS
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.datatypes import lists, zsets
 from ringkv.service.datatypes.base import TypeCommand
@@ -59,6 +60,15 @@ class CommandSpec:
     # The keys it names, from its arguments after the name, where positions cannot say
     # (ZUNIONSTORE's numkeys, LMPOP): ACL key patterns check these.
     keys: Callable[[list[bytes]], list[bytes]] | None = None
+    # Decided once here, not per command: whether a connection that may run everything runs
+    # it straight (every command but the audited ones), and whether it counts towards the
+    # namespace's max_requests_per_s (commands on its data: keyed ones, SCAN, DBSIZE...).
+    direct: bool = dataclasses.field(init=False, default=True)
+    admits: bool = dataclasses.field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direct", self.name not in AUDITED)
+        object.__setattr__(self, "admits", bool(self.first_key) or self.name in NAMESPACE_COMMANDS)
 
 
 # ---------------------------------------------------------------------- connection commands

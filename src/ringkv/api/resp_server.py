@@ -56,8 +56,6 @@ from ringkv.errors import (
 )
 from ringkv.security.access import PROTECTED_MODE_MESSAGE, AccessControl, OpenSession
 from ringkv.security.audit import Audit
-from ringkv.security.categories import AUDITED
-from ringkv.security.tenants import NAMESPACE_COMMANDS
 from ringkv.service.contract import AdminService, KeyValueService
 
 log = logging.getLogger("ringkv.resp")
@@ -101,7 +99,6 @@ class RespStats:
     connections_received: int = 0
     connections_rejected: int = 0
     connections_current: int = 0
-    commands: dict = field(default_factory=dict)  # name -> count
     protocol_errors: int = 0
     output_buffer_closes: int = 0
     connections_rejected_per_ip: int = 0  # over max_connections_per_ip
@@ -111,18 +108,22 @@ class RespStats:
     inflight_pauses: int = 0  # times reading paused at max_inflight_commands
     keyspace_hits: int = 0
     keyspace_misses: int = 0
-    # name -> counts per bucket of LATENCY_BUCKETS_S (the last: above every bound), and sums.
+    # name -> counts per bucket of LATENCY_BUCKETS_S (the next: above every bound), then the
+    # sum of the seconds: one list per command, so counting one costs one dict lookup.
     latency: dict = field(default_factory=dict)
-    latency_sum_s: dict = field(default_factory=dict)
 
     def observe(self, name: bytes, seconds: float) -> None:
         """One command's latency, from parsed to reply ready (fsync waits included)."""
         buckets = self.latency.get(name)
         if buckets is None:
-            buckets = self.latency[name] = [0] * (len(LATENCY_BUCKETS_S) + 1)
-            self.latency_sum_s[name] = 0.0
+            buckets = self.latency[name] = [0] * (len(LATENCY_BUCKETS_S) + 1) + [0.0]
         buckets[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.latency_sum_s[name] += seconds
+        buckets[-1] += seconds
+
+    @property
+    def commands(self) -> dict[bytes, int]:
+        """How many commands of each name ran to their reply (the histogram's counts)."""
+        return {name: sum(buckets[:-1]) for name, buckets in list(self.latency.items())}
 
 
 class RespServer:
@@ -540,8 +541,9 @@ class RespConnection(asyncio.Protocol):
             commands_left = iter(commands)
             for argv in commands_left:
                 self._execute(argv)
-                # One comparison per command on the hot path; the rest only when it trips.
-                if self.closing or len(pending) >= cap or self._out_bytes >= FLUSH_OUTPUT_BYTES:
+                # Cheap tests per command on the hot path (a deque's truth is its length, in C);
+                # the rest only when one trips.
+                if self._out_bytes >= FLUSH_OUTPUT_BYTES or self.closing or (pending and len(pending) >= cap):
                     if self.closing:
                         break
                     if self._out_bytes >= FLUSH_OUTPUT_BYTES:
@@ -576,7 +578,6 @@ class RespConnection(asyncio.Protocol):
     def _execute(self, argv: list[bytes]) -> None:
         # Clients send names in one case or the other: look the name up as sent first.
         spec = COMMANDS_AS_SENT.get(argv[0]) or COMMANDS.get(argv[0].lower())
-        stats = self.server.stats.commands
         if spec is None:
             if self._refuse_http(argv):
                 return
@@ -595,13 +596,12 @@ class RespConnection(asyncio.Protocol):
                 return
             self._reply(error(f"ERR wrong number of arguments for '{name.decode()}' command"))
             return
-        stats[name] = stats.get(name, 0) + 1
         started = perf_counter()
         try:
             # Access control: an open session (a user who may run everything on every key)
             # skips the gate, but for the audited commands (api/resp_acl.py).
-            if self.session.open and name not in AUDITED:
-                if spec.first_key or name in NAMESPACE_COMMANDS:
+            if self.session.open and spec.direct:
+                if spec.admits and self.kv.rate_limited:
                     self.kv.admit()  # the namespace's max_requests_per_s (node/quotas.py)
                 result = spec.handler(self, argv)
             else:
@@ -660,26 +660,27 @@ class RespConnection(asyncio.Protocol):
         out = self._out
         while pending and pending[0][0]:
             out.append(pending.popleft()[1])
-        if not out or self.transport is None:
+        transport = self.transport
+        if not out or transport is None:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self._out_bytes = 0
-        if self.transport.is_closing():
+        if transport.is_closing():
             return
-        self.transport.write(data)
+        transport.write(data)
         if self._held is not None:
             self._resume_if_drained()
-        unsent = self.transport.get_write_buffer_size()
+        unsent = transport.get_write_buffer_size()
         if unsent or self._counted_bytes:
             self._count_memory()
-        if unsent > self.server.limits.max_output_buffer_bytes:
-            self.server.stats.output_buffer_closes += 1
-            log.warning(
-                "closing RESP connection from %s: output buffer over max_output_buffer_bytes=%d",
-                self.peer,
-                self.server.limits.max_output_buffer_bytes,
-            )
-            self.closing = True
-            self.transport.abort()
+            if unsent > self.server.limits.max_output_buffer_bytes:
+                self.server.stats.output_buffer_closes += 1
+                log.warning(
+                    "closing RESP connection from %s: output buffer over max_output_buffer_bytes=%d",
+                    self.peer,
+                    self.server.limits.max_output_buffer_bytes,
+                )
+                self.closing = True
+                transport.abort()
 

@@ -93,7 +93,7 @@ DEFAULT_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
 
 
 class ClusterService:
-    __slots__ = ("_ns", "levels", "namespace", "path", "session")
+    __slots__ = ("_ns", "levels", "namespace", "path", "rate_limited", "session")
 
     def __init__(self, path: DataPath, levels: Levels = DEFAULT_LEVELS, namespace: NamespaceSpec | None = None,
                  session: SessionToken | None = None):
@@ -104,6 +104,7 @@ class ClusterService:
         # The session this view reads and writes in (None: none): its token is updated by
         # every read and write made through the view (node/session_reads.py).
         self.session = session
+        self.rate_limited = path.store.quotas is not None  # False: admit() does nothing
 
     # ---------------------------------------------------------------- views
 

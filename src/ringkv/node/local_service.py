@@ -10,7 +10,8 @@ in between, so the event loop serializes them per key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from ringkv.errors import CommandError, UnknownNamespaceError
@@ -52,13 +53,18 @@ _SESSIONS = SessionCodec("ringkv")
 
 
 class LocalService:
-    __slots__ = ("_ns", "limits", "namespace", "store")
+    __slots__ = ("_ns", "get_value_now", "limits", "namespace", "put_now", "rate_limited", "store")
 
     def __init__(self, store: LocalStore, namespace: NamespaceSpec | None = None):
         self.store = store
         self.namespace = namespace or store.namespaces.default
         self._ns = self.namespace.stored
         self.limits = ServiceLimits(store.max_value_bytes, store.keys_max_count, store.flush_enabled)
+        # The contract's two calls without a coroutine (a plain GET and SET) go straight to the
+        # store, bound to this view's namespace: no frame of this view's own on the hottest path.
+        self.get_value_now: Callable[[bytes], Any] = partial(store.get_value_now, self._ns)
+        self.put_now: Callable[[bytes, bytes], Any] = partial(store.put_now, self._ns)
+        self.rate_limited = store.quotas is not None
 
     # ---------------------------------------------------------------- views
 
@@ -108,7 +114,7 @@ class LocalService:
         gate = self.store.quotas
         if gate is not None and self._ns in gate.sized and not gate.batch_upper_bound(self._ns, pairs):
             get = self.store.get_value_now
-            gate.check_batch(self._ns, pairs, [get(storage_key(self._ns, k)) for k, _ in pairs])
+            gate.check_batch(self._ns, pairs, [get(self._ns, k) for k, _ in pairs])
 
     # ---------------------------------------------------------------- reads
 
@@ -127,10 +133,8 @@ class LocalService:
         return Value(string_value(w), w.timestamp, w.expire_at_ms, encode_context(record.clock))
 
     async def get_value(self, key: bytes) -> bytes | None:
-        return self.store.get_value_now(self._skey(key))
-
-    def get_value_now(self, key: bytes) -> Any:
-        return self.store.get_value_now(storage_key(self._ns, key))
+        self._skey(key)  # a key over the limit is refused with its size
+        return self.store.get_value_now(self._ns, key)
 
     async def get_versions(self, key: bytes) -> SiblingSet:
         record = self.store.read(self._skey(key))
@@ -203,17 +207,6 @@ class LocalService:
 
     async def put(self, key: bytes, value: bytes) -> None:
         await self.store.durable(self.put_now(key, value))
-
-    def put_now(self, key: bytes, value: bytes) -> Any:
-        store = self.store
-        ns = self._ns
-        if len(value) > store.max_value_bytes or len(key) + len(ns) > MAX_KEY_BYTES or not store.plain_sets(ns):
-            lsn = store.execute(ns, key, Put(value))[2]
-        else:
-            lsn = store.overwrite_now(storage_key(ns, key), value)[1]
-        # 0 unless there is an fsync to wait for: the adapter then replies at once, with no
-        # coroutine made per SET (a 2x CPU cost per pipelined SET when it was forgotten).
-        return lsn if store.sync_always else 0
 
     async def durable(self, lsn: int) -> None:
         await self.store.durable(lsn)

@@ -123,6 +123,10 @@ class KeyValueService(Protocol):
         (adapters call it once per data command or request); QuotaExceededError (429) when
         the namespace is over it on this node."""
 
+    # False when no namespace has a quota (fixed when the node starts): `admit` does nothing,
+    # and an adapter's hot path may skip the call.
+    rate_limited: bool
+
     # --- reads
     async def get(self, key: bytes) -> Value | None: ...
     async def get_value(self, key: bytes) -> bytes | None: ...

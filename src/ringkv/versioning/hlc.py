@@ -68,11 +68,19 @@ class HybridLogicalClock:
 
     def now(self, physical_ms: int) -> int:
         """A timestamp for a local event (a write this node coordinates, a message it sends)."""
-        _check_physical(physical_ms)
+        # Every write stamps one, so the checks of _check_physical and _advance are inlined.
+        if not 0 <= physical_ms <= MAX_PHYSICAL_MS:
+            _check_physical(physical_ms)
         # Packed form of the HLC rule: a newer millisecond starts at logical 0, otherwise the
         # counter ticks; "+ 1" on the packed int carries an overflowing counter into the ms.
-        ts = max(self._last + 1, physical_ms << LOGICAL_BITS)
-        return self._advance(ts)
+        ts = self._last + 1
+        physical = physical_ms << LOGICAL_BITS
+        if physical > ts:
+            ts = physical
+        if ts > MAX_TIMESTAMP:
+            return self._advance(ts)  # raises
+        self._last = ts
+        return ts
 
     def observe(self, remote_ts: int, physical_ms: int) -> int:
         """Merge a timestamp received from another node; returns a timestamp for the receipt.
