@@ -510,11 +510,12 @@ def test_two_increments_answering_the_same_value_are_rejected(case, data):
 
 
 def test_a_history_too_hard_for_the_budget_is_undecided_not_wrong():
-    # 18 writes all overlapping and a read of a value none of them wrote: refuting it means
-    # trying the orders of the writes; the budget runs out long before.
+    # 18 writes all overlapping and a read of a value none of them wrote, but a later write
+    # did (so no shortcut sees it impossible): refuting it means trying the orders of the
+    # writes; the budget runs out long before.
     history = [op(c, "write", c, at=(0, 100)) for c in range(18)]
     history.append(op(99, "read", output=-1, at=(101, 102)))
-    history.append(op(99, "write", 0, at=(103, 104)))
+    history.append(op(99, "write", -1, at=(103, 104)))
     started = time.monotonic()
     result = lin.check(history, REGISTER, max_steps=20_000)
     assert time.monotonic() - started < 5.0
@@ -524,6 +525,20 @@ def test_a_history_too_hard_for_the_budget_is_undecided_not_wrong():
     assert again.keys[0].steps == result.keys[0].steps  # a step budget replays exactly
     small = lin.check(history, REGISTER, max_states=1_000)
     assert small.ok is None and "max_states=1000" in small.explanation
+
+
+def test_a_read_of_a_value_nothing_wrote_is_refuted_without_a_search():
+    # The history above without its last write: the register never holds -1, whatever the
+    # order, so the verdict needs no search however many writes overlap (and a CAS from a
+    # value never held cannot succeed either).
+    history = [op(c, "write", c, at=(0, 100)) for c in range(18)]
+    history.append(op(99, "read", output=-1, at=(101, 102)))
+    result = lin.check(history, REGISTER, max_steps=20_000)
+    assert result.ok is False and result.keys[0].steps == 0
+    assert result.failures[0].culprit is history[-1]
+    assert "never holds what it needs" in result.explanation
+    cas = [op(1, "write", 1, at=(0, 1)), op(2, "cas", (7, 8), output=True, at=(2, 3))]
+    assert lin.check(cas, REGISTER).failures[0].culprit is cas[1]
 
 
 def test_a_long_history_of_eight_clients_checks_in_seconds():

@@ -314,7 +314,7 @@ class SimCalls:
     def is_up(self, node: str) -> bool:
         return node not in self.cluster.down
 
-    def send(self, node: str, body, timeout_ms=None) -> asyncio.Future:
+    def send(self, node: str, body, timeout_ms=None, *, known_up: bool = False) -> asyncio.Future:
         self.sent.append((node, type(body).__name__))
         loop = asyncio.get_running_loop()
         if node in self.cluster.down:

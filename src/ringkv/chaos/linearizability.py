@@ -150,6 +150,7 @@ class Model:
         requires(op)        known op, the only state that accepts it
         guard(op)           unknown op, the only guard_of(state) where it changes anything
         drop_unneeded(ops)  unknown ops no linearization needs, set aside before the search
+        impossible(ops)     known ops no order of ops can accept: refuted with no search
         describe_state(s)   how an explanation prints a state
     """
 
@@ -200,6 +201,13 @@ class Model:
         that can tell which are unneeded makes histories with many timeouts checkable. Here:
         those that never change the state."""
         return [op for op in ops if not (op.returned_at is None and self.observes(op))]
+
+    def impossible(self, ops: Sequence[Operation]) -> list[Operation]:
+        """Known operations of `ops` (one key's) that no state any order of `ops` reaches
+        accepts, so that a history holding one is refuted at once, however many operations of
+        unknown outcome would otherwise multiply the search (a read of a value nothing wrote).
+        Only what is certain: the default is none."""
+        return []
 
     def describe_state(self, state: Any) -> str:
         return repr(state)
@@ -296,6 +304,17 @@ class RegisterModel(Model):
     @staticmethod
     def _makes(op: Operation) -> Any:
         return op.input if op.kind == "write" else op.input[1] if op.kind == "cas" else None
+
+    def impossible(self, ops: Sequence[Operation]) -> list[Operation]:
+        """A known read of a value, or a known successful CAS from a value, that the register
+        never holds: neither absent (its start) nor the value of any write or CAS, known or not."""
+        try:
+            held = {None} | {self._makes(op) for op in ops if op.kind != "read"}
+            return [op for op in ops if op.returned_at is not None and (
+                (op.kind == "read" and op.output not in held)
+                or (op.kind == "cas" and op.output is True and op.input[0] not in held))]
+        except TypeError:  # an unhashable value: no shortcut
+            return []
 
     def describe_state(self, state: Any) -> str:
         return "absent" if state is None else repr(state)
@@ -672,6 +691,16 @@ class _Search:
         return False
 
     def run(self) -> KeyResult:
+        impossible = self.model.impossible(self.all_ops)
+        if impossible:
+            culprit = min(impossible, key=lambda op: op.returned_at)
+            concurrent = self._concurrent_with(culprit)
+            return KeyResult(
+                self.key, False, len(self.all_ops), 0, 0,
+                f"key {self.key!r}: not linearizable. No order of its operations lets "
+                f"{culprit.describe()} take effect: the {self.model.name} never holds what it "
+                f"needs ({len(impossible)} such operation{'s' if len(impossible) > 1 else ''}).",
+                culprit, (), concurrent, unknown_dropped=self.unknown_dropped)
         known_ops = self.known
         n_known = len(known_ops)
         if n_known == 0:

@@ -33,8 +33,7 @@ Pure: no clock, no randomness, no IO. One plan belongs to one request; not threa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ringkv.cluster.quorum import ReadQuorum, WriteQuorum
 from ringkv.errors import QuorumError
@@ -46,11 +45,11 @@ def _down_reason(node: str) -> str:
     return DOWN_REASON
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """One message a plan asks the shell to send: a ReplicaPut for a write (a ReplicaGet for a
     read is just the node's name). Equal sends are the same send: within one plan a node gets
-    at most one send per role, so the value identifies it when its answer comes back."""
+    at most one send per role, so the value identifies it when its answer comes back. A named
+    tuple: a plan keeps its sends in sets, and a tuple hashes and compares in C."""
 
     node: str  # where the message goes
     hint_for: str | None = None  # set when `node` is a stand-in keeping the record as a hint for that replica

@@ -123,7 +123,8 @@ class LocalStore:
         self._expiring: dict[bytes, int] = {}
         self.expired_keys = 0
         self.expiry_index_dropped = 0
-        self._commit_waiter: asyncio.Future[None] | None = None
+        # Futures of the callers of `committed` waiting for this loop iteration's log write.
+        self._commit_waiters: list[asyncio.Future[None]] = []
 
     # ---------------------------------------------------------------- start-up and counts
 
@@ -535,21 +536,27 @@ class LocalStore:
         that dot, would take the new value for the old one and keep the old."""
         if not self.engine.has_deferred:
             return
-        waiter = self._commit_waiter
-        if waiter is None:
-            loop = asyncio.get_running_loop()
-            waiter = self._commit_waiter = loop.create_future()
+        # A future per caller, not one shared: a caller cancelled while it waits (an HTTP
+        # request whose client left) cancels only its own (cheaper than asyncio.shield).
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        if not self._commit_waiters:
             loop.call_soon(self._commit_for_waiters)
-        await asyncio.shield(waiter)
+        self._commit_waiters.append(waiter)
+        await waiter
 
     def _commit_for_waiters(self) -> None:
-        waiter, self._commit_waiter = self._commit_waiter, None
+        waiters, self._commit_waiters = self._commit_waiters, []
         try:
             self.commit_writes()
         except Exception as exc:  # the log write failed: nothing deferred may be replicated
-            waiter.set_exception(exc)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
         else:
-            waiter.set_result(None)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def durable(self, lsn: int) -> None:
         """Wait (off the loop) until the write at `lsn` is fsynced; no-op unless sync=always."""

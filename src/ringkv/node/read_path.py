@@ -81,8 +81,9 @@ class ReadPath:
 
         if asks:
             body = ReplicaGet(skey)
-            for node in asks:
-                self.calls.send(node, body).add_done_callback(lambda f, node=node: answered(node, f))
+            for node in asks:  # found up by the plan this moment
+                self.calls.send(node, body, known_up=True).add_done_callback(
+                    lambda f, node=node: answered(node, f))
             if not plan.done:
                 decided = asyncio.get_running_loop().create_future()
                 await decided
@@ -149,8 +150,8 @@ class ReadPath:
                 body = ReplicaGetMany([skeys[i] for i in chunk])
                 sends.extend((node, body, chunk) for node in remote if node in asks)
         outstanding = len(sends)
-        for node, body, chunk in sends:
-            self.calls.send(node, body).add_done_callback(
+        for node, body, chunk in sends:  # found up by the plans this moment
+            self.calls.send(node, body, known_up=True).add_done_callback(
                 lambda f, node=node, chunk=chunk: answered(f, node, chunk))
         if undecided:
             await decided

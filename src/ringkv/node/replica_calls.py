@@ -55,11 +55,13 @@ class ReplicaCalls:
     def is_up(self, node: str) -> bool:
         return self.liveness.is_up(node)
 
-    def send(self, node: str, body: Any, timeout_ms: float | None = None) -> asyncio.Future:
-        """Start a call to `node`; its future holds the reply or the error."""
+    def send(self, node: str, body: Any, timeout_ms: float | None = None, *, known_up: bool = False) -> asyncio.Future:
+        """Start a call to `node`; its future holds the reply or the error. A node held down
+        fails at once, unless the caller asked the failure detector this moment (`known_up`:
+        a plan that just did, so that it is not asked twice per send)."""
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
         loop = asyncio.get_running_loop()
-        if not self.liveness.is_up(node):
+        if not known_up and not self.liveness.is_up(node):
             self.figures.peer(node).failures["unavailable"] += 1
             fut = loop.create_future()
             fut.set_exception(PeerUnavailableError(node, self.liveness.why_down(node)))

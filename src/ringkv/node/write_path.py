@@ -70,7 +70,10 @@ class WritePath:
                     body = ReplicaPut(skey, data, send.hint_for)
                 else:
                     body = plain
-                calls.send(send.node, body).add_done_callback(functools.partial(answered, send))
+                # A counted send's node was just found up by the plan (a replica) or the ring's
+                # fallbacks (a stand-in); a new owner's (not counted) was not.
+                calls.send(send.node, body, known_up=send.counts).add_done_callback(
+                    functools.partial(answered, send))
 
         def answered(send: Send, fut: asyncio.Future) -> None:
             ok, reason = outcome(fut)
