@@ -9,6 +9,7 @@ docs/redis-compat.md.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
@@ -488,6 +489,27 @@ def test_incrbyfloat_refuses_non_floats_and_infinity(rs):
     assert error_of(rs, "INCRBYFLOAT", "f", "nan") == "value is not a valid float"
     assert error_of(rs, "INCRBYFLOAT", "f", "inf") == "increment would produce NaN or Infinity"
     assert rs.exists("f") == 0
+
+
+def test_incrbyfloat_adds_as_redis_long_doubles_do(shared_node, redis_server, raw_connect):
+    """Sums a double would round differently (0.1 + 0.2; 3005.6 + 5.0e-3), long runs of small
+    steps, magnitudes near a double's limit, hex floats, and the refusals, against a real
+    redis-server: the same replies, byte for byte."""
+    ours = raw_connect(shared_node.resp_port)
+    theirs = raw_connect(redis_server)
+    steps = ["0.1", "0.2", "-0.3", "3005.6", "5.0e-3", "1e-17", "3.3333333333333333333", "1e300",
+             "-1e300", "7", "0x1p-60", "2.5", "-2.5e-5", "1e4000", "abc", "inf", " 1", "1.5e"]
+    rng = random.Random(11)
+    for conn in (ours, theirs):
+        conn.command("DEL", "lf:a", "lf:b")
+    mismatches = []
+    for _ in range(300):
+        argv = ("INCRBYFLOAT", rng.choice(["lf:a", "lf:b"]), rng.choice(steps))
+        mine, reference = ours.command(*argv), theirs.command(*argv)
+        if mine != reference:
+            mismatches.append(f"{argv}: ringkv {mine!r}, redis {reference!r}")
+    assert not mismatches, "\n".join(mismatches[:10])
+    assert ours.command("GET", "lf:a") == theirs.command("GET", "lf:a")
 
 
 def test_counters_and_append_keep_the_ttl(r):

@@ -29,11 +29,12 @@ from ringkv.api.resp_args import OK, PONG, SYNTAX, CommandReply, expire_ms, int_
 from ringkv.errors import CommandError
 from ringkv.security.categories import AUDITED, UNIT_CATEGORIES
 from ringkv.security.tenants import NAMESPACE_COMMANDS
+from ringkv.service import longdouble
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.datatypes import lists, zsets
 from ringkv.service.datatypes.base import TypeCommand
 from ringkv.service.limits import MAX_SCAN_COUNT
-from ringkv.service.numbers import parse_float, parse_int
+from ringkv.service.numbers import parse_int
 from ringkv.service.values import PENDING, value_digest
 
 if TYPE_CHECKING:
@@ -399,8 +400,9 @@ async def cmd_decrby(c: RespConnection, argv):
 
 
 async def cmd_incrbyfloat(c: RespConnection, argv):
-    delta = parse_float(argv[2])
-    return bulk(await c.kv.incr_by_float(argv[1], delta))
+    if longdouble.parse(argv[2]) is None:  # refused before any round trip
+        return error("ERR value is not a valid float")
+    return bulk(await c.kv.incr_by_float(argv[1], argv[2]))
 
 
 async def cmd_mget(c: RespConnection, argv):

@@ -459,8 +459,8 @@ class ClusterService:
     async def incr_by_versioned(self, key: bytes, delta: int) -> tuple[int, bytes]:
         return await self._run(key, IncrBy(delta, versioned=True))
 
-    async def incr_by_float(self, key: bytes, delta: float) -> bytes:
-        return await self._run(key, IncrByFloat(delta))
+    async def incr_by_float(self, key: bytes, increment: bytes) -> bytes:
+        return await self._run(key, IncrByFloat(increment=increment))
 
     async def append(self, key: bytes, value: bytes) -> int:
         return await self._run(key, Append(value))

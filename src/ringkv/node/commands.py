@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from ringkv.errors import CommandError
+from ringkv.service import longdouble
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.datatypes import codec
 from ringkv.service.datatypes.base import KIND_STRING, Ctx, Entry, WrongTypeError
@@ -352,15 +353,36 @@ class IncrBy(Command, tag="IncrBy", frozen=True):
 
 
 class IncrByFloat(Command, tag="IncrByFloat", frozen=True):
-    delta: float
+    """INCRBYFLOAT: `increment` is the client's text, added to the stored number in Redis's
+    `long double` and printed as Redis prints it (service/longdouble.py), digit for digit.
+    `delta` is what a node of an earlier build sends instead (a double), still applied as one."""
+
+    delta: float = 0.0
+    increment: bytes = b""
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
-        current = parse_float(string_value(winner)) if winner is not None else 0.0
-        new = current + self.delta
-        if math.isnan(new) or math.isinf(new):
-            raise CommandError("increment would produce NaN or Infinity")
-        text = format_float(new)
-        return Effect(True, text, winner.expire_at_ms if winner else 0, result=text)
+        expire_at_ms = winner.expire_at_ms if winner else 0
+        if not self.increment:
+            current = parse_float(string_value(winner)) if winner is not None else 0.0
+            new = current + self.delta
+            if math.isnan(new) or math.isinf(new):
+                raise CommandError(_NOT_FINITE)
+            text = format_float(new)
+            return Effect(True, text, expire_at_ms, result=text)
+        stored = longdouble.parse(string_value(winner)) if winner is not None else 0
+        by = longdouble.parse(self.increment)
+        if stored is None or by is None:
+            raise CommandError("value is not a valid float")
+        if isinstance(stored, float) or isinstance(by, float):
+            raise CommandError(_NOT_FINITE)  # an infinity read on either side: an infinite or NaN sum
+        total = longdouble.add(stored, by)
+        if isinstance(total, float):  # overflowed
+            raise CommandError(_NOT_FINITE)
+        text = longdouble.format_human(total)
+        return Effect(True, text, expire_at_ms, result=text)
+
+
+_NOT_FINITE = "increment would produce NaN or Infinity"
 
 
 class Append(Command, tag="Append", frozen=True):

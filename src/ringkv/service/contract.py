@@ -196,7 +196,8 @@ class KeyValueService(Protocol):
     async def incr_by(self, key: bytes, delta: int) -> int: ...
     async def incr_by_versioned(self, key: bytes, delta: int) -> tuple[int, bytes]:
         """INCRBY that also answers the version its write makes."""
-    async def incr_by_float(self, key: bytes, delta: float) -> bytes: ...
+    async def incr_by_float(self, key: bytes, increment: bytes) -> bytes:
+        """INCRBYFLOAT: `increment` as the client wrote it, added in Redis's long double."""
     async def append(self, key: bytes, value: bytes) -> int: ...
     async def expire_at(self, key: bytes, expire_at_ms: int, condition: str | None = None) -> bool:
         """Set (0: remove) the expiry; condition nx, xx, gt, lt. A past time deletes."""

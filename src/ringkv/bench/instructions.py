@@ -1,0 +1,132 @@
+"""Bytecode instructions per RESP command on one node: a measure of the hot path that does not
+move with the machine's load, for A/B between commits where CPU time is too noisy.
+
+    python -m ringkv.bench.instructions [--commands 3200] [--top 12]
+
+A node's RESP connection, its service and its engine are built in this process on a fake
+transport (no sockets), warmed up, then fed pipelined SETs and GETs (1 and 16 commands per
+read) under `sys.settrace` with opcode events. It counts the instructions the interpreter runs
+per command, by function: the event loop's own C code, the socket calls and the work C
+extensions do (hiredis, msgspec, xxhash, crc32c) are not counted, so the figure is Python's
+share only. The keys are 1,000, so GETs hit and SETs overwrite, as a benchmark's do.
+
+docs/benchmarks/server.md quotes it beside CPU time per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import sys
+import tempfile
+from typing import Any
+
+import click
+import uvloop
+
+from ringkv.api.resp_server import RespConnection, RespServer
+from ringkv.clock import Clock
+from ringkv.node.local_service import LocalService
+from ringkv.node.local_store import LocalStore
+from ringkv.node.namespaces import Namespaces
+from ringkv.node.replica import Replica
+from ringkv.storage import Engine, Options
+
+KEYS = 1_000
+WORKLOADS = (("SET", 1), ("SET", 16), ("GET", 1), ("GET", 16))
+
+
+class _Transport:
+    """Takes every reply and is never full."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 7379)}.get(name, default)
+
+    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _request(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+async def _count(name: str, pipeline: int, commands: int, directory: str) -> collections.Counter:
+    engine = Engine.open(directory, Options())
+    try:
+        service = LocalService(LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(1, "siblings")))
+        conn = RespConnection(RespServer(service))
+        conn.connection_made(_Transport())
+        rng = random.Random(1)
+
+        def chunk() -> bytes:
+            return b"".join(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz") if name == "SET"
+                            else _request(b"GET", b"key:%06d" % rng.randrange(KEYS)) for _ in range(pipeline))
+
+        for _ in range(KEYS):  # every key written, the code paths warm
+            conn.data_received(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz"))
+            await asyncio.sleep(0)
+        chunks = [chunk() for _ in range(max(1, commands // pipeline))]
+        counts: collections.Counter = collections.Counter()
+
+        def trace(frame: Any, event: str, arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                code = frame.f_code
+                counts[f"{code.co_filename.rpartition('/src/')[2] or code.co_filename}:{code.co_name}"] += 1
+            return trace
+
+        sys.settrace(trace)
+        try:
+            for data in chunks:
+                conn.data_received(data)
+                await asyncio.sleep(0)  # the group commit and its replies run here
+        finally:
+            sys.settrace(None)
+        for key in counts:
+            counts[key] /= len(chunks) * pipeline  # type: ignore[assignment]
+        return counts
+    finally:
+        engine.close()
+
+
+def measure(commands: int = 3_200) -> dict[str, collections.Counter]:
+    """Instructions per command by function, for each workload ("SET -P 16" ...)."""
+    out = {}
+    for name, pipeline in WORKLOADS:
+        with tempfile.TemporaryDirectory() as directory:
+            # uvloop, as a node runs: its event loop is C code, not counted.
+            out[f"{name} -P {pipeline}"] = uvloop.run(_count(name, pipeline, commands, directory))
+    return out
+
+
+@click.command()
+@click.option("--commands", default=3_200, show_default=True, help="Commands counted per workload.")
+@click.option("--top", default=12, show_default=True, help="Functions listed per workload.")
+def main(commands: int, top: int) -> None:
+    for workload, counts in measure(commands).items():
+        click.echo(f"{workload}: {sum(counts.values()):,.0f} instructions per command")
+        for function, n in counts.most_common(top):
+            click.echo(f"  {n:8.1f}  {function}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The instruction-count benchmark (ringkv.bench.instructions) measures what it says: every
+workload runs through the RESP connection, the service and the engine, and its count per
+command does not depend on how many commands were counted."""
+
+from __future__ import annotations
+
+from ringkv.bench.instructions import measure
+
+
+def test_every_workload_is_counted_through_the_whole_path():
+    counts = measure(commands=320)
+    assert list(counts) == ["SET -P 1", "SET -P 16", "GET -P 1", "GET -P 16"]
+    for workload, by_function in counts.items():
+        assert any(f.endswith("api/resp_server.py:_execute") for f in by_function), workload
+        assert any(f.endswith("storage/engine.py:get") for f in by_function), workload
+        total = sum(by_function.values())
+        assert 100 < total < 10_000, (workload, total)
+    assert any(f.endswith("storage/engine.py:put") for f in counts["SET -P 16"])
+    # Pipelining spreads the per-read work (parsing, the log write, the reply) over 16.
+    assert sum(counts["SET -P 16"].values()) < sum(counts["SET -P 1"].values())
+    # Deterministic: the same path counted twice over a different number of commands.
+    again = measure(commands=640)
+    assert abs(sum(again["GET -P 16"].values()) - sum(counts["GET -P 16"].values())) < 5
