@@ -512,6 +512,37 @@ def test_incrbyfloat_adds_as_redis_long_doubles_do(shared_node, redis_server, ra
     assert ours.command("GET", "lf:a") == theirs.command("GET", "lf:a")
 
 
+GLOB_KEYS = ["a", "b", "ab", "ba", "a-b", "a]b", "a[b", "a*b", "a?b", "a\\b", "[ab", "^a", "abc", "xaxbx", "\xe9t\xe9"]
+
+
+def test_keys_and_scan_match_select_what_redis_selects(shared_node, redis_server):
+    """KEYS and SCAN MATCH of globs with classes, ranges, escapes, open classes and stars, on
+    the same keys in ringkv and in redis-server: the same keys."""
+    ours = redis.Redis(port=shared_node.resp_port)
+    theirs = redis.Redis(port=redis_server)
+    for client in (ours, theirs):
+        client.flushall()
+        client.mset({f"g:{k}".encode("latin-1"): b"1" for k in GLOB_KEYS})
+    rng = random.Random(5)
+    alphabet = ["a", "b", "c", "x", "*", "?", "[", "]", "^", "-", "\\", "\xe9"]
+    patterns = ["*", "g:*", "g:[ab", "g:[a-]*", "g:[^a]*", "g:a\\*b", "g:*[", "g:[]]", "g:\\"]
+    patterns += ["g:" + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))) for _ in range(150)]
+    for pattern in patterns:
+        raw = pattern.encode("latin-1")
+        assert sorted(ours.keys(raw)) == sorted(theirs.keys(raw)), pattern
+    for pattern in patterns[:40]:
+        raw = pattern.encode("latin-1")
+        assert sorted(ours.scan_iter(match=raw, count=1000)) == sorted(theirs.scan_iter(match=raw, count=1000)), pattern
+
+
+def test_keys_of_many_stars_does_not_stall_the_node(r):
+    # A backtracking regex takes time exponential in the stars here; Redis's glob is linear.
+    r.set("s" * 2000, "1")
+    started = time.monotonic()
+    assert r.keys("*s" * 25 + "*x") == []
+    assert time.monotonic() - started < 5.0
+
+
 def test_counters_and_append_keep_the_ttl(r):
     r.set("n", "5", ex=100)
     r.execute_command("INCR", "n")

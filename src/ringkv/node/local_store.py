@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import re
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from ringkv.node.namespaces import Namespaces
 from ringkv.node.quotas import NamespaceUsage, QuotaGate, live_bytes, write_growth
 from ringkv.node.replica import Replica, split_storage_key, storage_key
 from ringkv.service.datatypes.base import TYPE_NAMES, WrongTypeError
+from ringkv.service.glob import GlobPattern
 from ringkv.service.limits import (
     MAX_ATOMIC_BATCH_BYTES,
     MAX_ATOMIC_BATCH_ITEMS,
@@ -643,7 +643,7 @@ class LocalStore:
 
         A page never ends between two keys of one token, so resuming at a token is exact.
         """
-        regex = glob_to_regex(match) if match is not None and match != b"*" else None
+        pattern = GlobPattern(match) if match is not None and match != b"*" else None
         now = self.clock.now_ms()
         decode = self.replica._decode
         keys: list[bytes] = []
@@ -662,7 +662,7 @@ class LocalStore:
                 ns, key = split_storage_key(skey)
                 if ns != namespace:
                     continue
-                if regex is not None and regex.match(key) is None:
+                if pattern is not None and not pattern.matches(key):
                     continue
                 if decode(data).winner(now) is None:
                     continue
@@ -701,45 +701,3 @@ def _max_expiry(record: Record) -> int:
     exps = [s.expire_at_ms for s in record.siblings if s.value is not None]
     return max(exps) if exps and all(exps) else 0
 
-
-def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
-    """Redis's glob (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, backslash escapes) as a bytes regex."""
-    out = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i : i + 1]
-        if c == b"*":
-            out.append(b".*")
-        elif c == b"?":
-            out.append(b".")
-        elif c == b"\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i : i + 1]))
-        elif c == b"[":
-            j = i + 1
-            neg = j < n and pattern[j : j + 1] == b"^"
-            if neg:
-                j += 1
-            parts = []
-            while j < n and pattern[j : j + 1] != b"]":
-                if pattern[j : j + 1] == b"\\" and j + 1 < n:
-                    j += 1
-                    parts.append(re.escape(pattern[j : j + 1]))
-                elif j + 2 < n and pattern[j + 1 : j + 2] == b"-" and pattern[j + 2 : j + 3] != b"]":
-                    lo, hi = sorted((pattern[j : j + 1], pattern[j + 2 : j + 3]))
-                    parts.append(re.escape(lo) + b"-" + re.escape(hi))
-                    j += 2
-                else:
-                    parts.append(re.escape(pattern[j : j + 1]))
-                j += 1
-            if j >= n:  # no closing bracket: Redis matches the rest literally
-                out.append(re.escape(pattern[i:]))
-                break
-            body = b"".join(parts)
-            out.append(b"[" + (b"^" if neg else b"") + body + b"]" if body else (b"[^\\s\\S]" if not neg else b"."))
-            i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile(b"".join(out) + rb"\Z", re.DOTALL)

@@ -33,7 +33,7 @@ from typing import Any
 
 from ringkv.errors import AdminRequestError, ConfigError, ConfigSetError
 from ringkv.node.config import FIELDS, NodeConfig, _convert
-from ringkv.node.local_store import glob_to_regex
+from ringkv.service.glob import GlobPattern
 
 # The settings a running node takes, and where each takes effect.
 LIVE_SETTINGS: dict[str, str] = {
@@ -150,14 +150,14 @@ class RuntimeSettings:
         if len(patterns) > MAX_GET_PATTERNS:
             raise AdminRequestError(f"CONFIG GET takes at most {MAX_GET_PATTERNS} patterns (MAX_GET_PATTERNS), "
                                     f"got {len(patterns)}")
-        regexes = [glob_to_regex(p.lower().encode("utf-8", "surrogateescape")) for p in patterns]
+        globs = [GlobPattern(p.lower().encode("utf-8", "surrogateescape")) for p in patterns]
         config = self.config
         out: dict[str, str] = {}
         for name in FIELDS:
-            if name not in SECRET_SETTINGS and any(r.match(name.encode()) for r in regexes):
+            if name not in SECRET_SETTINGS and any(g.matches(name.encode()) for g in globs):
                 out[name] = setting_text(config, name)
         for name, redis in REDIS_NAMES.items():
-            if any(r.match(name.encode()) for r in regexes):
+            if any(g.matches(name.encode()) for g in globs):
                 out[name] = redis.show(config, self)
         return dict(sorted(out.items()))
 

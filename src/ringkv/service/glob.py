@@ -1,7 +1,8 @@
-"""Redis's glob, as SCAN-family MATCH options (ZSCAN, HSCAN, SSCAN) apply it to elements.
+"""Redis's glob: the one matcher of KEYS, SCAN and the SCAN family's MATCH (ZSCAN, HSCAN,
+SSCAN), CONFIG GET and ACL key patterns (security/keypatterns.py).
 
 The syntax and its corner cases are those of Redis 7.0's stringmatchlen, checked against a
-real redis-server by tests/datatypes/test_zsets.py:
+real redis-server by tests/datatypes/test_zsets.py and tests/security/test_acl_units.py:
 
 - `*` any run of bytes, `?` one byte, `\\x` the byte x (a trailing lone `\\` is itself),
   `[abc]` `[^abc]` `[a-z]` one byte of a class; `\\x` inside a class is x; `x-y` is a range
@@ -16,7 +17,9 @@ real redis-server by tests/datatypes/test_zsets.py:
   against abusive patterns): more than 1000 `*` runs followed by something else.
 
 Matching is the greedy algorithm with one remembered star (O(len(pattern) x len(element)) at
-worst), not a regex, so a pattern of many stars cannot take exponential time. Pure: no IO.
+worst), not a regex, so a pattern of many stars cannot take exponential time (a backtracking
+regex of `*a*a*a...b` can: one KEYS would stall the node). A literal and a literal followed by
+one `*` (the usual shapes) are a comparison. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -74,15 +77,21 @@ def _tokens(pattern: bytes) -> list:
 
 
 class GlobPattern:
-    """A compiled MATCH pattern; `matches(element)` is Redis's answer."""
+    """A compiled MATCH pattern; `matches(element)` is Redis's answer. `only_star`: the pattern
+    is `*` (or `**`...), which callers that treat "match everything" apart (KEYS *, SCAN with
+    no MATCH, an ACL's allkeys) may check first."""
 
-    __slots__ = ("_literal", "_tokens", "_too_deep", "text")
+    __slots__ = ("_literal", "_prefix", "_tokens", "_too_deep", "only_star", "text")
 
     def __init__(self, pattern: bytes):
         self.text = pattern
         tokens = _tokens(pattern)
         self._tokens = tokens
         self._literal = bytes(tokens) if all(type(t) is int and t >= 0 for t in tokens) else None
+        self.only_star = tokens == [_STAR]
+        # "prefix*": a literal then one star, matched by startswith.
+        self._prefix = (bytes(tokens[:-1]) if len(tokens) > 1 and tokens[-1] == _STAR
+                        and all(type(t) is int and t >= 0 for t in tokens[:-1]) else None)
         # Each `*` run that has pattern after it is one more level of Redis's recursion.
         inner_stars = sum(1 for t in tokens[:-1] if t == _STAR)
         self._too_deep = inner_stars > _MAX_STAR_NESTING
@@ -92,6 +101,8 @@ class GlobPattern:
             return not self.text
         if self._literal is not None:
             return element == self._literal
+        if self._prefix is not None:
+            return element.startswith(self._prefix)
         if self._too_deep:
             return False
         return _match(self._tokens, element)
