@@ -376,33 +376,32 @@ class LocalStore:
         replica = self.replica
         engine = self.engine
         data = engine.get(skey)
-        key_len = len(skey) - 9 - skey[8]
-        # The bytes the stored record counts for (quotas.live_bytes), -1 when DBSIZE does not
-        # count it (`_counted`); one sibling, the usual case, without a call.
+        # The bytes of the stored record's values (what quotas.live_bytes counts but the key),
+        # -1 when DBSIZE does not count it (`_counted`); one sibling, the usual case, inline.
         if data is None:
             stored = None
-            old_bytes = -1
+            old_len = -1
         else:
             stored = replica._decode(data)
             siblings = stored.siblings
             if len(siblings) == 1:
                 old = siblings[0].value
-                old_bytes = -1 if old is None else key_len + len(old)
+                old_len = -1 if old is None else len(old)
             else:
-                old_bytes = live_bytes(stored, key_len) if _counted(stored) else -1
+                old_len = live_bytes(stored, 0) if _counted(stored) else -1
         quotas = self.quotas
         if quotas is not None and quotas.sized:
-            quotas.check(bytes(skey[9:9 + skey[8]]), 0 if old_bytes >= 0 else 1,
-                         key_len + len(value) - max(old_bytes, 0))
+            quotas.check(bytes(skey[9:9 + skey[8]]), 0 if old_len >= 0 else 1,
+                         len(value) - old_len if old_len >= 0 else len(skey) - 9 - skey[8] + len(value))
         new = overwrite(stored, actor=replica.actor, value=value,
                         timestamp=replica.hlc.now(replica.wall.now_ms()))
         encoded = replica._encode(new)
         lsn = engine.put(skey, encoded, defer=True)
-        if old_bytes < 0:
+        if old_len < 0:
             self._count(skey, 1)
-            self.usage.add(skey, 1, key_len + len(value))
-        elif key_len + len(value) != old_bytes:  # a value of the same size changes no count
-            self.usage.add(skey, 0, key_len + len(value) - old_bytes)
+            self.usage.add(skey, 1, len(skey) - 9 - skey[8] + len(value))  # the key's bytes count too
+        elif len(value) != old_len:  # a value of the same size changes no count
+            self.usage.add(skey, 0, len(value) - old_len)
         return encoded, lsn
 
     def apply_record(self, skey: bytes, data: bytes, defer: bool = False) -> int:
