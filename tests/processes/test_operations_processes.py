@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 
 import httpx
 import pytest
 import redis
+from tests.cli.test_cli_commands import _on_terminal
 
 from ringkv.testing.launcher import LocalCluster
 from ringkv.testing.wait import wait_until
@@ -59,28 +59,8 @@ def test_a_repair_started_without_waiting_is_followed_by_its_id(cluster):
 def test_a_terminal_sees_the_progress_bar_with_an_eta(cluster):
     """On a terminal the CLI follows an operation with a progress bar (rich), its count of units
     and an ETA column; it exits 0 only when the operation is done."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
-    env.update(COLUMNS="160", TERM="xterm")
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ringkv.cli", "repair", "--port", str(cluster.nodes[0].resp_port)],
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env)
-    os.close(secondary)
-    seen = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(primary, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
-    finally:
-        proc.kill()
-        os.close(primary)
-    text = seen.decode(errors="replace")
-    assert "\x1b[" in text  # drawn as a terminal's progress display, not plain lines
+    text = _on_terminal(cluster.nodes[0], "repair")
+    assert "\x1b[" in text  # drawn as a terminal's live display, not plain lines
     assert "repair n1." in text and "64/64" in text and "ETA" in text, text
     assert "compared" in text and "partitions" in text  # the summary once it is done
 
