@@ -314,6 +314,10 @@ class SimCalls:
     def is_up(self, node: str) -> bool:
         return node not in self.cluster.down
 
+    @property
+    def up(self):
+        return self.is_up
+
     def send(self, node: str, body, timeout_ms=None, *, known_up: bool = False) -> asyncio.Future:
         self.sent.append((node, type(body).__name__))
         loop = asyncio.get_running_loop()
@@ -338,7 +342,7 @@ class SimNode:
         self.placement = Placement(node_id, ring, namespaces)
         self.calls = SimCalls(node_id, cluster)
         self.stats = dict.fromkeys(CLUSTER_STATS, 0)
-        self.writes = WritePath(self.placement, self.calls, self.stats, None)
+        self.writes = WritePath(self.placement, self.calls, self.store, self.stats, None)
         self.log = BatchLog(str(root / node_id))
         self.faults = FaultState(self.clock)
         self.batches = AtomicBatches(self.placement, self.calls, self.store, self.writes, self.log, self.faults,

@@ -11,6 +11,12 @@ loop's own C code, the socket calls and the work C
 extensions do (hiredis, msgspec, xxhash, crc32c) are not counted, so the figure is Python's
 share only. The keys are 1,000, so GETs hit and SETs overwrite, as a benchmark's do.
 
+It also counts the garbage each command leaves for the cycle collector: the same commands run
+again untraced with the collector off, and what `gc.collect()` then finds, per command. It
+should be 0: a node collects once 20,000 more objects were made than freed, and each
+collection under load walks the heap (a cycle per SET once cost a cluster's coordinator 30%
+more CPU).
+
 docs/benchmarks/server.md quotes it beside CPU time per request.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import random
 import sys
 import tempfile
@@ -76,7 +83,7 @@ def _request(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-async def _count(name: str, pipeline: int, commands: int, directory: str) -> collections.Counter:
+async def _count(name: str, pipeline: int, commands: int, directory: str) -> tuple[collections.Counter, float]:
     engine = Engine.open(directory, Options())
     try:
         service = LocalService(LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(1, "siblings")))
@@ -115,13 +122,23 @@ async def _count(name: str, pipeline: int, commands: int, directory: str) -> col
             raise RuntimeError(f"{name} -P {pipeline}: the connection closed or answered nothing")
         for key in counts:
             counts[key] /= len(chunks) * pipeline  # type: ignore[assignment]
-        return counts
+        gc.collect()
+        gc.disable()
+        try:
+            for data in chunks:
+                conn.data_received(data)
+                await asyncio.sleep(0)
+            garbage = gc.collect() / (len(chunks) * pipeline)
+        finally:
+            gc.enable()
+        return counts, garbage
     finally:
         engine.close()
 
 
-def measure(commands: int = 3_200) -> dict[str, collections.Counter]:
-    """Instructions per command by function, for each workload ("SET -P 16" ...)."""
+def measure(commands: int = 3_200) -> dict[str, tuple[collections.Counter, float]]:
+    """For each workload ("SET -P 16" ...): instructions per command by function, and the
+    objects per command the cycle collector found."""
     out = {}
     for name, pipeline in WORKLOADS:
         with tempfile.TemporaryDirectory() as directory:
@@ -134,8 +151,9 @@ def measure(commands: int = 3_200) -> dict[str, collections.Counter]:
 @click.option("--commands", default=3_200, show_default=True, help="Commands counted per workload.")
 @click.option("--top", default=12, show_default=True, help="Functions listed per workload.")
 def main(commands: int, top: int) -> None:
-    for workload, counts in measure(commands).items():
-        click.echo(f"{workload}: {sum(counts.values()):,.0f} instructions per command")
+    for workload, (counts, garbage) in measure(commands).items():
+        click.echo(f"{workload}: {sum(counts.values()):,.0f} instructions per command, "
+                   f"{garbage:g} objects of garbage per command")
         for function, n in counts.most_common(top):
             click.echo(f"  {n:8.1f}  {function}")
 

@@ -165,7 +165,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         policy=namespaces.default.conflict_policy, sync=cfg.sync, namespaces=namespaces, encryption_keys=keys))
     stats = dict.fromkeys(CLUSTER_STATS, 0)
     reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair)
-    writes = WritePath(placement, calls, stats, hints)
+    writes = WritePath(placement, calls, store, stats, hints)
     acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync, keys))
     acceptor = Acceptor(acceptor_states, store)
     proposer = Proposer(cfg.node_id, identity.actor, placement, calls, store, acceptor, hints, clock, stats)

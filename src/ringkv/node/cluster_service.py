@@ -336,8 +336,7 @@ class ClusterService:
             skey = storage_key(ns, key)
             pref = path.placement.replicas_of(skey)
             if path.node_id in pref:
-                data, _ = store.overwrite_now(skey, value)
-                await store.committed()  # in our log before any other replica holds it
+                data, _ = store.overwrite_now(skey, value)  # sent once in our log (WritePath)
                 w = resolve(self.levels.w, len(pref), field="w")
                 await path.writes.replicate(skey, data, pref, w, self.levels.strict)
                 if self.session is not None:

@@ -76,6 +76,7 @@ class Gossiper:
         """`admit(state)`: why a state must be refused before the merge (a former member's
         own: node/membership.py), or None to merge it."""
         self.membership = Membership(local)
+        self._me = local.node_id  # is_up's, asked several times per request
         self.detectors = FailureDetectors(threshold=phi_threshold,
                                           acceptable_heartbeat_pause_ms=acceptable_pause_ms,
                                           first_heartbeat_estimate_ms=interval_ms)
@@ -115,7 +116,7 @@ class Gossiper:
     # the next heartbeat. Membership times tombstones on the wall clock, as its generations are.
 
     def is_up(self, node: str) -> bool:
-        return node == self.node_id or self.detectors.is_up(node, _monotonic_ms())
+        return node == self._me or self.detectors.is_up(node, time.monotonic_ns() / 1_000_000)
 
     def phi(self, node: str) -> float:
         return self.detectors.phi(node, _monotonic_ms())

@@ -123,8 +123,8 @@ class LocalStore:
         self._expiring: dict[bytes, int] = {}
         self.expired_keys = 0
         self.expiry_index_dropped = 0
-        # Futures of the callers of `committed` waiting for this loop iteration's log write.
-        self._commit_waiters: list[asyncio.Future[None]] = []
+        # What waits for this loop iteration's log write (`after_commit`).
+        self._after_commit: list[Callable[[BaseException | None], None]] = []
 
     # ---------------------------------------------------------------- start-up and counts
 
@@ -166,25 +166,27 @@ class LocalStore:
                 parts = self._ns_partition_keys[ns] = [0] * self.partitions
         parts[int.from_bytes(skey[:8], "big") >> self._partition_shift] += delta
 
-    def _account(self, skey: bytes, old: Record | None, new: Record | None) -> None:
+    def _account(self, skey: bytes, old: Record | None, new: Record | None) -> int:
         """Count a record's change from `old` to `new`: live keys (DBSIZE) and the namespace's
-        keys and bytes (node/quotas.py)."""
+        keys and bytes (node/quotas.py). Returns `new`'s expiry (`_max_expiry`)."""
         expiring = self._expiring
         if old is None and expiring and skey in expiring:
             self._uncount_vanished(skey)  # collected by compaction since it was counted
-        key_len = len(skey) - 9 - skey[8]
-        old_bytes = live_bytes(old, key_len)
-        new_bytes = live_bytes(new, key_len)
-        counted = _counted(new)
-        delta = counted - _counted(old)
-        if delta:
-            self._count(skey, delta)
-        if delta or new_bytes != old_bytes:
+        old_len, _ = _live(old)
+        new_len, expiry = _live(new)
+        key_len = len(skey) - 9 - skey[8]  # the key's bytes count while it holds a value
+        new_bytes = new_len + key_len if new_len >= 0 else 0
+        if old_len != new_len:  # the values' size changed, or whether there is any
+            old_bytes = old_len + key_len if old_len >= 0 else 0
+            delta = (new_len >= 0) - (old_len >= 0)
+            if delta:
+                self._count(skey, delta)
             self.usage.add(skey, delta, new_bytes - old_bytes)
-        if counted and _max_expiry(new) and (skey in expiring or len(expiring) < self._expiry_max):
+        if new_len >= 0 and expiry and (skey in expiring or len(expiring) < self._expiry_max):
             expiring[skey] = new_bytes
         elif expiring:
             expiring.pop(skey, None)
+        return expiry
 
     def _uncount_vanished(self, skey: bytes) -> bool:
         """Take off the counts a key with a TTL whose record is gone though no write of ours
@@ -424,8 +426,7 @@ class LocalStore:
             lsn = self.engine.put(skey, self.replica._encode(merged), defer=True)
         else:
             lsn = self.replica._store(skey, merged)
-        self._account(skey, stored, merged)
-        self._index_expiry(_max_expiry(merged), skey)
+        self._index_expiry(self._account(skey, stored, merged), skey)
         return lsn
 
     def apply_records(self, records: list[tuple[bytes, bytes]], defer: bool = False) -> int:
@@ -459,8 +460,7 @@ class LocalStore:
             return 0
         lsn = self.engine.write_batch(batch, sync=False, defer=defer)
         for skey, stored, merged in changed:
-            self._account(skey, stored, merged)
-            self._index_expiry(_max_expiry(merged), skey)
+            self._index_expiry(self._account(skey, stored, merged), skey)
         return lsn
 
     def write_atomic(self, namespace: bytes, items: list[BatchItem], timestamp: int | None = None) -> AtomicApplied:
@@ -526,36 +526,28 @@ class LocalStore:
         """Hand every deferred write to the OS. Adapters call it before sending any reply."""
         self.engine.flush_deferred()
 
-    async def committed(self) -> None:
-        """Return once every write deferred so far is in the log (at the end of this loop
-        iteration, shared by every caller waiting in it: one write() for them all).
+    def after_commit(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call `callback(None)` once every write deferred so far is in the log, or
+        `callback(error)` when that log write fails: at the end of this loop iteration, one
+        write() for every caller in it.
 
-        A replica must never hold a version this node's log lacks: a node restarted after a
-        crash would make its next write with the same dot, and the replicas, already holding
-        that dot, would take the new value for the old one and keep the old."""
-        if not self.engine.has_deferred:
-            return
-        # A future per caller, not one shared: a caller cancelled while it waits (an HTTP
-        # request whose client left) cancels only its own (cheaper than asyncio.shield).
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        if not self._commit_waiters:
-            loop.call_soon(self._commit_for_waiters)
-        self._commit_waiters.append(waiter)
-        await waiter
+        What a write sends to other replicas waits for this. A replica must never hold a
+        version this node's log lacks: a node restarted after a crash would make its next write
+        with the same dot, and the replicas, already holding that dot, would take the new value
+        for the old one and keep the old."""
+        if not self._after_commit:
+            asyncio.get_running_loop().call_soon(self._commit_for_waiters)
+        self._after_commit.append(callback)
 
     def _commit_for_waiters(self) -> None:
-        waiters, self._commit_waiters = self._commit_waiters, []
+        callbacks, self._after_commit = self._after_commit, []
+        error: BaseException | None = None
         try:
             self.commit_writes()
         except Exception as exc:  # the log write failed: nothing deferred may be replicated
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-        else:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            error = exc
+        for callback in callbacks:
+            callback(error)
 
     async def durable(self, lsn: int) -> None:
         """Wait (off the loop) until the write at `lsn` is fsynced; no-op unless sync=always."""
@@ -680,8 +672,8 @@ def check_storage_key(skey: bytes) -> None:
     if n < 9 or n < 9 + skey[8] or n - 9 > MAX_KEY_BYTES:
         raise CorruptionError(f"storage key of {n} bytes is malformed (token u64, namespace length u8, "
                               f"namespace, key of at most {MAX_KEY_BYTES} bytes)")
-    namespace, key = split_storage_key(skey)
-    if storage_key(namespace, key) != skey:
+    ns_len = skey[8]  # split_storage_key, inlined: every replicated record passes here
+    if storage_key(skey[9:9 + ns_len], skey[9 + ns_len:]) != skey:
         raise CorruptionError("storage key's token is not its key's: refused")
 
 
@@ -694,6 +686,26 @@ def _counted(record: Record | None) -> bool:
         if s.value is not None:
             return True
     return False
+
+
+def _live(record: Record | None) -> tuple[int, int]:
+    """One pass over a record's siblings: (the bytes of its values, -1 when DBSIZE does not
+    count it, as `_counted`; its expiry, as `_max_expiry`)."""
+    if record is None:
+        return -1, 0
+    total = -1
+    latest = 0
+    forever = False
+    for s in record.siblings:
+        value = s.value
+        if value is not None:
+            total = len(value) if total < 0 else total + len(value)
+            expire_at_ms = s.expire_at_ms
+            if not expire_at_ms:
+                forever = True
+            elif expire_at_ms > latest:
+                latest = expire_at_ms
+    return total, 0 if forever else latest
 
 
 def _max_expiry(record: Record) -> int:

@@ -49,7 +49,7 @@ class ReadPath:
         self._repairs: set[asyncio.Task] = set()
 
     def _plan(self, skey: bytes, pref: tuple[str, ...], r: int) -> ReadPlan:
-        plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.is_up,
+        plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.up,
                         merge=self.placement.merger_of(skey), same=_same,
                         down_reason=self.calls.liveness.why_down)
         if plan.local:

@@ -12,13 +12,14 @@ is counted for its peer (`figures`, node/latency.py, exported by /metrics).
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from ringkv.errors import PeerUnavailableError, RemoteError, RpcTimeoutError
 from ringkv.net.transport import Transport
-from ringkv.node.latency import CallFigures
+from ringkv.node.latency import CallFigures, PeerFigures
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -55,21 +56,28 @@ class ReplicaCalls:
     def is_up(self, node: str) -> bool:
         return self.liveness.is_up(node)
 
+    @property
+    def up(self) -> Callable[[str], bool]:
+        """`is_up` as the failure detector answers it, with no frame of ours (for plans, which
+        ask it per replica)."""
+        return self.liveness.is_up
+
     def send(self, node: str, body: Any, timeout_ms: float | None = None, *, known_up: bool = False) -> asyncio.Future:
         """Start a call to `node`; its future holds the reply or the error. A node held down
         fails at once, unless the caller asked the failure detector this moment (`known_up`:
         a plan that just did, so that it is not asked twice per send)."""
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
-        loop = asyncio.get_running_loop()
         if not known_up and not self.liveness.is_up(node):
             self.figures.peer(node).failures["unavailable"] += 1
-            fut = loop.create_future()
+            fut = asyncio.get_running_loop().create_future()
             fut.set_exception(PeerUnavailableError(node, self.liveness.why_down(node)))
             return fut
+        # The loop is looked up only where it is needed: asyncio.get_running_loop() is a
+        # getpid() system call (CPython checks for a fork), twice per request otherwise.
         fut = self.transport.start_call(node, body, timeout)
         if fut is None:  # connecting, or no free slot: the full path, in a task
-            fut = loop.create_task(self.transport.call(node, body, timeout))
-        fut.add_done_callback(_Timed(self.figures, node))
+            fut = asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout))
+        fut.add_done_callback(_Timed(self.figures.peers.get(node) or self.figures.peer(node)))
         return fut
 
     async def call(self, node: str, body: Any, timeout_ms: float | None = None) -> Any:
@@ -84,23 +92,24 @@ class _Timed:
     """A call's done callback: its duration and, when it failed, the reason, for its peer.
     A class with slots rather than a closure: one small object per call, no cell objects."""
 
-    __slots__ = ("figures", "node", "started")
+    __slots__ = ("peer", "started")
 
-    def __init__(self, figures: CallFigures, node: str):
-        self.figures = figures
-        self.node = node
+    def __init__(self, peer: PeerFigures):
+        self.peer = peer
         self.started = perf_counter()
 
     def __call__(self, fut: asyncio.Future) -> None:
-        peer = self.figures.peer(self.node)
-        peer.latency.observe(perf_counter() - self.started)
+        latency = self.peer.latency  # Histogram.observe, inlined: once per replica call
+        seconds = perf_counter() - self.started
+        latency.counts[bisect_left(latency.bounds_s, seconds)] += 1
+        latency.sum_s += seconds
         if fut.cancelled():
             return  # the caller gave up on it (the answer was no longer needed): not the peer's failure
         exc = fut.exception()
         if exc is not None:
             reason = ("timeout" if isinstance(exc, RpcTimeoutError)
                       else "unavailable" if isinstance(exc, PeerUnavailableError) else "error")
-            peer.failures[reason] += 1
+            self.peer.failures[reason] += 1
 
 
 class Liveness:
@@ -114,6 +123,7 @@ class Liveness:
     def watch(self, is_up: Callable[[str], bool], phi: Callable[[str], float]) -> None:
         self._is_up = is_up
         self._phi = phi
+        self.is_up = is_up  # type: ignore[method-assign]  # asked per replica of every request: no frame of ours
 
     def is_up(self, node: str) -> bool:
         return self._is_up is None or self._is_up(node)

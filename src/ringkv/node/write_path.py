@@ -3,9 +3,10 @@
 The decisions are the pure `cluster/plans.WritePlan`: which nodes get the record, when W is
 met, which stand-in takes a failed replica's copy as a hint (sloppy quorum), and which nodes
 the coordinator keeps a hint for once every answer is in. This module sends what the plan
-says and feeds it the answers. The record is already in this node's log when `replicate` is
-called (a replica acknowledges only what it holds), so this node counts as one replica at once
-when it is one of the key's.
+says and feeds it the answers. The record is already in this node's store when `replicate` is
+called, so this node counts as one replica at once when it is one of the key's; its log write
+may still be deferred to the end of the loop iteration (node/local_store.py), and then nothing
+is sent before it is done: a replica must never hold a version this node's log lacks.
 
 `replicate_many` sends the records of one replica set in one ReplicaPutMany per other replica
 (bounded by MAX_KEYS_PER_PUT_MANY and MAX_BYTES_PER_PUT_MANY); when too few replicas take a
@@ -26,6 +27,7 @@ from time import perf_counter
 
 from ringkv.cluster.plans import Send, WritePlan
 from ringkv.node.handoff import HintStore
+from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
     MAX_BYTES_PER_PUT_MANY,
     MAX_KEYS_PER_PUT_MANY,
@@ -37,11 +39,12 @@ from ringkv.node.replica_calls import ReplicaCalls, outcome
 
 
 class WritePath:
-    def __init__(self, placement: Placement, calls: ReplicaCalls, stats: dict[str, int],
+    def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, stats: dict[str, int],
                  hints: HintStore | None):
         self.node_id = placement.node_id
         self.placement = placement
         self.calls = calls
+        self.store = store
         self.stats = stats
         self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
 
@@ -49,55 +52,30 @@ class WritePath:
         placement = self.placement
         sloppy = self.hints is not None and not strict and len(placement.ring.node_ids) > len(pref)
         extra = placement.extra_replicas_of(skey) if placement.moving else ()
-        return WritePlan(pref, w, me=self.node_id, is_up=self.calls.is_up,
-                         fallbacks=placement.fallbacks_for(skey, len(pref), self.calls.is_up) if sloppy else None,
+        is_up = self.calls.up
+        return WritePlan(pref, w, me=self.node_id, is_up=is_up,
+                         fallbacks=placement.fallbacks_for(skey, len(pref), is_up) if sloppy else None,
                          extra=extra, down_reason=self.calls.liveness.why_down)
 
     async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False) -> None:
-        """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took it."""
+        """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took
+        it, or the log write's error when this node's own log write (still deferred) fails."""
         started = perf_counter()
         self.stats["writes"] += 1
-        plan = self._plan(skey, pref, w, strict)
-        decided: asyncio.Future | None = None
-        calls = self.calls
-        stats = self.stats
-        hints = self.hints
-
-        def start(sends: list[Send]) -> None:
-            for send in sends:
-                if send.hint_for is not None:
-                    stats["stand_ins"] += 1
-                    body = ReplicaPut(skey, data, send.hint_for)
-                else:
-                    body = plain
-                # A counted send's node was just found up by the plan (a replica) or the ring's
-                # fallbacks (a stand-in); a new owner's (not counted) was not.
-                calls.send(send.node, body, known_up=send.counts).add_done_callback(
-                    functools.partial(answered, send))
-
-        def answered(send: Send, fut: asyncio.Future) -> None:
-            ok, reason = outcome(fut)
-            if ok:
-                more = plan.on_ack(send)
-            else:
-                stats["replica_failures"] += 1
-                more = plan.on_failure(send, reason)
-            if more:
-                start(more)
-            if plan.done and decided is not None and not decided.done():
-                decided.set_result(None)
-            if plan.finished and hints is not None:
-                for node in plan.hints():
-                    hints.add(node, skey, data)
-
-        plain = ReplicaPut(skey, data)
-        start(plan.start())
-        if not plan.done:
-            decided = asyncio.get_running_loop().create_future()
-            await decided
-        calls.figures.quorum["set"].observe(perf_counter() - started)
+        write = _Replication(self._plan(skey, pref, w, strict), skey, data, self.calls, self.stats, self.hints)
+        if self.store.has_pending_writes:
+            write.decided = asyncio.get_running_loop().create_future()
+            self.store.after_commit(write.logged)
+            await write.decided
+        else:
+            write.start(write.plan.start())
+            if not write.plan.done:
+                write.decided = asyncio.get_running_loop().create_future()
+                await write.decided
+        self.calls.figures.quorum["set"].observe(perf_counter() - started)
+        plan = write.plan
         if not plan.succeeded:
-            stats["quorum_failures"] += 1
+            self.stats["quorum_failures"] += 1
             raise plan.error
 
     async def replicate_many(self, records: list[tuple[bytes, bytes]], pref: tuple[str, ...], w: int,
@@ -195,3 +173,68 @@ class WritePath:
             if self.hints is not None:
                 for skey, data in chunk:
                     self.hints.add(node, skey, data)
+
+
+class _Replication:
+    """One `replicate` in flight: sends what its plan says and feeds it the answers. An object
+    with slots, not closures that call each other: those would make a reference cycle per
+    write, left for the garbage collector (whose collections then cost more than the rest of a
+    SET's Python on the coordinator)."""
+
+    __slots__ = ("calls", "data", "decided", "hints", "plain", "plan", "skey", "stats")
+
+    def __init__(self, plan: WritePlan, skey: bytes, data: bytes, calls: ReplicaCalls, stats: dict[str, int],
+                 hints: HintStore | None):
+        self.plan = plan
+        self.skey = skey
+        self.data = data
+        self.plain = ReplicaPut(skey, data)
+        self.calls = calls
+        self.stats = stats
+        self.hints = hints
+        self.decided: asyncio.Future | None = None  # set once W is met or missed
+
+    def start(self, sends: list[Send]) -> None:
+        for send in sends:
+            if send.hint_for is not None:
+                self.stats["stand_ins"] += 1
+                body = ReplicaPut(self.skey, self.data, send.hint_for)
+            else:
+                body = self.plain
+            # A counted send's node was just found up by the plan (a replica) or the ring's
+            # fallbacks (a stand-in); a new owner's (not counted) was not.
+            self.calls.send(send.node, body, known_up=send.counts).add_done_callback(
+                functools.partial(self.answered, send))
+
+    def answered(self, send: Send, fut: asyncio.Future) -> None:
+        plan = self.plan
+        ok, reason = outcome(fut)
+        if ok:
+            more = plan.on_ack(send)
+        else:
+            self.stats["replica_failures"] += 1
+            more = plan.on_failure(send, reason)
+        if more:
+            self.start(more)
+        decided = self.decided
+        if plan.done and decided is not None and not decided.done():
+            decided.set_result(None)
+        if plan.finished and self.hints is not None:
+            for node in plan.hints():
+                self.hints.add(node, self.skey, self.data)
+
+    def logged(self, error: BaseException | None) -> None:
+        """Run by the store once this iteration's log write is done (or failed): the sends
+        start from there, with no task switch in between."""
+        if error is None:
+            try:
+                self.start(self.plan.start())
+            except BaseException as exc:  # the waiting request gets it
+                error = exc
+        decided = self.decided
+        if decided is None or decided.done():
+            return  # the request was cancelled meanwhile; the sends went out all the same
+        if error is not None:
+            decided.set_exception(error)
+        elif self.plan.done:
+            decided.set_result(None)
