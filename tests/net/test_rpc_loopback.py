@@ -171,6 +171,41 @@ def test_timeout_names_the_peer_and_the_time(run):
     run(scenario())
 
 
+def test_a_started_call_tells_its_on_done_once_whatever_the_outcome(run):
+    # The cluster's read and write paths learn of replies this way, with no callback of their
+    # own on the future: each outcome must reach on_done exactly once, after the call's slot
+    # is free again.
+    async def scenario() -> None:
+        server = await start_server(Node())
+        client = client_of(server, limits=RpcLimits(max_inflight_requests=1))
+        assert (await client.call("n2", Echo(b"connect"), 10_000)).data == b"connect"
+        seen: list[tuple[str, Any]] = []
+
+        def on_done(future: asyncio.Future) -> None:
+            assert future.done()
+            seen.append(("error", type(future.exception())) if future.exception() else ("reply", future.result()))
+
+        answered = client.start_call("n2", Echo(b"hello"), 1000, on_done)
+        assert answered is not None and seen == []  # never called before start_call returns
+        assert (await answered).data == b"hello"
+        await asyncio.sleep(0)
+        failed = client.start_call("n2", Fail("no"), 1000, on_done)  # the one slot is free again
+        assert failed is not None
+        with pytest.raises(RemoteError):
+            await failed
+        await asyncio.sleep(0)
+        late = client.start_call("n2", Echo(b"slow", delay_ms=500), 50, on_done)
+        assert late is not None
+        with pytest.raises(RpcTimeoutError):
+            await late
+        await asyncio.sleep(0)
+        assert seen == [("reply", Echo(b"hello")), ("error", RemoteError), ("error", RpcTimeoutError)]
+        await client.close()
+        await server.close()
+
+    run(scenario())
+
+
 def test_handler_exception_comes_back_as_a_typed_error_and_the_connection_survives(run):
     async def scenario() -> None:
         server = await start_server(Node())

@@ -318,14 +318,17 @@ class SimCalls:
     def up(self):
         return self.is_up
 
-    def send(self, node: str, body, timeout_ms=None, *, known_up: bool = False) -> asyncio.Future:
+    def send(self, node: str, body, timeout_ms=None, *, known_up: bool = False, on_done=None) -> asyncio.Future:
         self.sent.append((node, type(body).__name__))
         loop = asyncio.get_running_loop()
         if node in self.cluster.down:
             fut = loop.create_future()
             fut.set_exception(PeerUnavailableError(node, "down (test)"))
-            return fut
-        return loop.create_task(self.cluster.nodes[node].receive(self.node_id, body))
+        else:
+            fut = loop.create_task(self.cluster.nodes[node].receive(self.node_id, body))
+        if on_done is not None:
+            fut.add_done_callback(on_done)
+        return fut
 
     async def call(self, node: str, body, timeout_ms=None):
         return await self.send(node, body, timeout_ms)

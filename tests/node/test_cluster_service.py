@@ -31,8 +31,10 @@ class RecordingTransport:
         self.store = store
         self.sent: list[tuple[bytes, bool]] = []  # (record, whether writes were still deferred)
 
-    def start_call(self, node: str, body, timeout_ms: float) -> asyncio.Future:
+    def start_call(self, node: str, body, timeout_ms: float, on_done=None) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
+        if on_done is not None:
+            fut.add_done_callback(on_done)
         if type(body) is ReplicaGet:  # the other replicas hold what this one does
             data = self.store.engine.get(body.skey)
             fut.set_result(ReplicaRecord(None if data is None else bytes(data)))

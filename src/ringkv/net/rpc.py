@@ -1050,10 +1050,15 @@ class PeerChannel:
         finally:
             self._release_slot()
 
-    def start_call(self, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+    def start_call(self, body: Any, timeout_ms: float,
+                   on_done: Callable[[asyncio.Future[Any]], None] | None = None) -> asyncio.Future[Any] | None:
         """call() without a coroutine, when nothing needs waiting for: the request is sent now
         and the returned future resolves as call() would return or raise. None when it cannot
-        be sent at once (not connected, no free slot, writes paused): use call()."""
+        be sent at once (not connected, no free slot, writes paused): use call().
+
+        `on_done(future)` runs in the future's own done callback, after the call's slot is
+        released: a caller that only needs to know the outcome adds no callback of its own
+        (each is a handle the loop schedules and runs)."""
         conn = self._conn
         if (conn is None or conn.closed or conn.write_paused
                 or self._inflight >= self._max_inflight or self._slot_waiters):
@@ -1071,6 +1076,8 @@ class PeerChannel:
             timer.cancel()
             conn.forget(request_id)
             self._release_slot()
+            if on_done is not None:
+                on_done(_future)
 
         future.add_done_callback(finished)
         return future
@@ -1264,12 +1271,13 @@ class RpcClient:
             raise PeerUnavailableError(peer, "no address known for it")
         return await channel.call(body, timeout_ms)
 
-    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+    def start_call(self, peer: str, body: Any, timeout_ms: float,
+                   on_done: Callable[[asyncio.Future[Any]], None] | None = None) -> asyncio.Future[Any] | None:
         """PeerChannel.start_call for `peer` (None: use call())."""
         channel = self._channels.get(peer)
         if channel is None or self._closed or type(body) not in self.codec.body_types:
             return None
-        return channel.start_call(body, timeout_ms)
+        return channel.start_call(body, timeout_ms, on_done)
 
     async def close(self) -> None:
         """Close every connection; calls still waiting fail with PeerUnavailableError."""

@@ -66,9 +66,12 @@ class Transport(abc.ABC):
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
         """Send `body` to `peer`; return its reply body."""
 
-    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
+    def start_call(self, peer: str, body: Any, timeout_ms: float,
+                   on_done: Callable[[asyncio.Future[Any]], None] | None = None) -> asyncio.Future[Any] | None:
         """`call` without a coroutine where the transport can: a future of the reply, or None
-        (then use `call`). The default always says None."""
+        (then use `call`). `on_done(future)` is called once the future is done, from the
+        transport's own done callback (one callback per call, not two). The default always
+        says None."""
         return None
 
     @abc.abstractmethod
@@ -137,8 +140,9 @@ class TcpTransport(Transport):
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
         return await self._client.call(peer, body, timeout_ms)
 
-    def start_call(self, peer: str, body: Any, timeout_ms: float) -> asyncio.Future[Any] | None:
-        return self._client.start_call(peer, body, timeout_ms)
+    def start_call(self, peer: str, body: Any, timeout_ms: float,
+                   on_done: Callable[[asyncio.Future[Any]], None] | None = None) -> asyncio.Future[Any] | None:
+        return self._client.start_call(peer, body, timeout_ms, on_done)
 
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:
         self._client.set_peer_address(node_id, host, port)

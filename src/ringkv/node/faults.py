@@ -97,10 +97,10 @@ class FaultyTransport(Transport):
             raise PeerUnavailableError(peer, PARTITIONED)
         return await self.inner.call(peer, body, timeout_ms)
 
-    def start_call(self, peer: str, body: Any, timeout_ms: float):
+    def start_call(self, peer: str, body: Any, timeout_ms: float, on_done=None):
         if self.faults.blocks(peer):
             return None  # the caller falls back to call(), which refuses
-        return self.inner.start_call(peer, body, timeout_ms)
+        return self.inner.start_call(peer, body, timeout_ms, on_done)
 
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:
         self.inner.set_peer_address(node_id, host, port)

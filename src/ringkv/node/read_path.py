@@ -15,7 +15,9 @@ decided by its own plan.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import operator
 from collections.abc import Iterable
 from time import perf_counter
 
@@ -33,10 +35,6 @@ MAX_REPAIRS_IN_FLIGHT = 10_000
 READ_REPAIR_MODES = ("background", "blocking", "off")
 
 
-def _same(a: bytes | None, b: bytes | None) -> bool:
-    return a == b
-
-
 class ReadPath:
     def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, stats: dict[str, int], *,
                  read_repair: str = "background"):
@@ -50,7 +48,7 @@ class ReadPath:
 
     def _plan(self, skey: bytes, pref: tuple[str, ...], r: int) -> ReadPlan:
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.up,
-                        merge=self.placement.merger_of(skey), same=_same,
+                        merge=self.placement.merger_of(skey), same=operator.eq,
                         down_reason=self.calls.liveness.why_down)
         if plan.local:
             data = self.store.engine.get(skey)
@@ -77,13 +75,14 @@ class ReadPath:
             if plan.done and decided is not None and not decided.done():
                 decided.set_result(None)
             if plan.finished and background:
-                self.repair(skey, plan.result, plan.repairs())
+                stale = plan.repairs()
+                if stale:
+                    self.repair(skey, plan.result, stale)
 
         if asks:
             body = ReplicaGet(skey)
             for node in asks:  # found up by the plan this moment
-                self.calls.send(node, body, known_up=True).add_done_callback(
-                    lambda f, node=node: answered(node, f))
+                self.calls.send(node, body, known_up=True, on_done=functools.partial(answered, node))
             if not plan.done:
                 decided = asyncio.get_running_loop().create_future()
                 await decided
@@ -151,8 +150,7 @@ class ReadPath:
                 sends.extend((node, body, chunk) for node in remote if node in asks)
         outstanding = len(sends)
         for node, body, chunk in sends:  # found up by the plans this moment
-            self.calls.send(node, body, known_up=True).add_done_callback(
-                lambda f, node=node, chunk=chunk: answered(f, node, chunk))
+            self.calls.send(node, body, known_up=True, on_done=lambda f, node=node, chunk=chunk: answered(f, node, chunk))
         if undecided:
             await decided
         out = []

@@ -62,22 +62,27 @@ class ReplicaCalls:
         ask it per replica)."""
         return self.liveness.is_up
 
-    def send(self, node: str, body: Any, timeout_ms: float | None = None, *, known_up: bool = False) -> asyncio.Future:
-        """Start a call to `node`; its future holds the reply or the error. A node held down
-        fails at once, unless the caller asked the failure detector this moment (`known_up`:
-        a plan that just did, so that it is not asked twice per send)."""
+    def send(self, node: str, body: Any, timeout_ms: float | None = None, *, known_up: bool = False,
+             on_done: Callable[[asyncio.Future], None] | None = None) -> asyncio.Future:
+        """Start a call to `node`; its future holds the reply or the error, and `on_done(future)`
+        is called once it is done (never before `send` returns). A node held down fails at
+        once, unless the caller asked the failure detector this moment (`known_up`: a plan
+        that just did, so that it is not asked twice per send)."""
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
         if not known_up and not self.liveness.is_up(node):
             self.figures.peer(node).failures["unavailable"] += 1
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(PeerUnavailableError(node, self.liveness.why_down(node)))
+            if on_done is not None:
+                fut.add_done_callback(on_done)
             return fut
+        timed = _Timed(self.figures.peers.get(node) or self.figures.peer(node), on_done)
         # The loop is looked up only where it is needed: asyncio.get_running_loop() is a
         # getpid() system call (CPython checks for a fork), twice per request otherwise.
-        fut = self.transport.start_call(node, body, timeout)
+        fut = self.transport.start_call(node, body, timeout, timed)
         if fut is None:  # connecting, or no free slot: the full path, in a task
             fut = asyncio.get_running_loop().create_task(self.transport.call(node, body, timeout))
-        fut.add_done_callback(_Timed(self.figures.peers.get(node) or self.figures.peer(node)))
+            fut.add_done_callback(timed)
         return fut
 
     async def call(self, node: str, body: Any, timeout_ms: float | None = None) -> Any:
@@ -89,13 +94,15 @@ class ReplicaCalls:
 
 
 class _Timed:
-    """A call's done callback: its duration and, when it failed, the reason, for its peer.
-    A class with slots rather than a closure: one small object per call, no cell objects."""
+    """A call's done callback: its duration and, when it failed, the reason, for its peer;
+    then the caller's `then`. A class with slots rather than a closure: one small object per
+    call, no cell objects."""
 
-    __slots__ = ("peer", "started")
+    __slots__ = ("peer", "started", "then")
 
-    def __init__(self, peer: PeerFigures):
+    def __init__(self, peer: PeerFigures, then: Callable[[asyncio.Future], None] | None):
         self.peer = peer
+        self.then = then
         self.started = perf_counter()
 
     def __call__(self, fut: asyncio.Future) -> None:
@@ -103,13 +110,16 @@ class _Timed:
         seconds = perf_counter() - self.started
         latency.counts[bisect_left(latency.bounds_s, seconds)] += 1
         latency.sum_s += seconds
-        if fut.cancelled():
-            return  # the caller gave up on it (the answer was no longer needed): not the peer's failure
-        exc = fut.exception()
-        if exc is not None:
-            reason = ("timeout" if isinstance(exc, RpcTimeoutError)
-                      else "unavailable" if isinstance(exc, PeerUnavailableError) else "error")
-            self.peer.failures[reason] += 1
+        # A cancelled call is one the caller gave up on (the answer was no longer needed): not
+        # the peer's failure.
+        if not fut.cancelled():
+            exc = fut.exception()
+            if exc is not None:
+                reason = ("timeout" if isinstance(exc, RpcTimeoutError)
+                          else "unavailable" if isinstance(exc, PeerUnavailableError) else "error")
+                self.peer.failures[reason] += 1
+        if self.then is not None:
+            self.then(fut)
 
 
 class Liveness:

@@ -203,8 +203,7 @@ class _Replication:
                 body = self.plain
             # A counted send's node was just found up by the plan (a replica) or the ring's
             # fallbacks (a stand-in); a new owner's (not counted) was not.
-            self.calls.send(send.node, body, known_up=send.counts).add_done_callback(
-                functools.partial(self.answered, send))
+            self.calls.send(send.node, body, known_up=send.counts, on_done=functools.partial(self.answered, send))
 
     def answered(self, send: Send, fut: asyncio.Future) -> None:
         plan = self.plan
