@@ -25,3 +25,15 @@ def test_every_workload_is_counted_through_the_whole_path():
     assert abs(sum(again.values()) - sum(counts["GET -P 16"].values())) < 5
     # A cycle per command would be freed only by collections that walk the node's heap.
     assert {workload: garbage for workload, (_, garbage) in measured.items()} == dict.fromkeys(measured, 0.0)
+
+
+def test_a_clusters_coordinator_is_counted_through_its_read_and_write_paths():
+    measured = measure(commands=160, cluster=True)
+    for workload, (by_function, garbage) in measured.items():
+        path = "node/write_path.py:replicate" if workload.startswith("SET") else "node/read_path.py:read"
+        assert any(f.endswith(path) for f in by_function), workload
+        assert garbage == 0, workload
+    # The coordinator does more than one node alone: the plans, the quorum, the replica calls.
+    single = measure(commands=160)
+    for workload in measured:
+        assert sum(measured[workload][0].values()) > sum(single[workload][0].values()), workload

@@ -1,7 +1,7 @@
 """Bytecode instructions per RESP command on one node: a measure of the hot path that does not
 move with the machine's load, for A/B between commits where CPU time is too noisy.
 
-    python -m ringkv.bench.instructions [--commands 3200] [--top 12]
+    python -m ringkv.bench.instructions [--commands 3200] [--top 12] [--cluster]
 
 A node's RESP connection, its service and its engine are built in this process on a fake
 transport (no sockets), warmed up, then fed pipelined SETs and GETs (1 and 16 commands per
@@ -10,6 +10,12 @@ per command, by function (this module's own loop and fake transport left out): t
 loop's own C code, the socket calls and the work C
 extensions do (hiredis, msgspec, xxhash, crc32c) are not counted, so the figure is Python's
 share only. The keys are 1,000, so GETs hit and SETs overwrite, as a benchmark's do.
+
+With `--cluster`, the node is the coordinator of a 3-node cluster at QUORUM (N = 3, every key
+on all three): its real read and write paths, plans and replica calls, over a fake transport
+on which the two other replicas answer at once (they hold what this one holds). What is
+counted is the coordinator's Python above the transport; the RPC layer's framing and the
+failure detector (every peer up) are left out.
 
 It also counts the garbage each command leaves for the cycle collector: the same commands run
 again untraced with the collector off, and what `gc.collect()` then finds, per command. It
@@ -35,10 +41,19 @@ import uvloop
 
 from ringkv.api.resp_server import RespConnection, RespServer
 from ringkv.clock import Clock
+from ringkv.cluster.ring import Member, Ring
+from ringkv.node.assembly import CLUSTER_STATS
+from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.local_service import LocalService
 from ringkv.node.local_store import LocalStore
+from ringkv.node.messages import ReplicaAck, ReplicaGet, ReplicaRecord
 from ringkv.node.namespaces import Namespaces
+from ringkv.node.placement import Placement
+from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import Replica
+from ringkv.node.replica_calls import Liveness, ReplicaCalls
+from ringkv.node.write_path import WritePath
+from ringkv.service.contract import KeyValueService, ServiceLimits
 from ringkv.storage import Engine, Options
 
 KEYS = 1_000
@@ -79,14 +94,52 @@ class _Transport:
         self.closed = True
 
 
+class _Peers:
+    """The transport to the two other replicas of a 3-node cluster: each call is answered at
+    once, as a replica holding what this node holds would answer it."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.calls = 0
+
+    def start_call(self, node: str, body: Any, timeout_ms: float, on_done: Any = None) -> asyncio.Future:
+        self.calls += 1
+        future = asyncio.get_running_loop().create_future()
+        if on_done is not None:
+            future.add_done_callback(on_done)
+        if type(body) is ReplicaGet:
+            data = self.store.engine.get(body.skey)
+            future.set_result(ReplicaRecord(None if data is None else bytes(data)))
+        else:
+            future.set_result(ReplicaAck())
+        return future
+
+
+def _service(store: LocalStore, cluster: bool) -> tuple[KeyValueService, _Peers | None]:
+    if not cluster:
+        return LocalService(store), None
+    peers = _Peers(store)
+    liveness = Liveness()
+    liveness.watch(lambda node: True, lambda node: 0.0)  # every peer up (defined here: not counted)
+    calls = ReplicaCalls("n1", peers, liveness, 1_000)  # type: ignore[arg-type]
+    placement = Placement("n1", Ring([Member("n1"), Member("n2"), Member("n3")], 64, 3), store.namespaces)
+    stats = dict.fromkeys(CLUSTER_STATS, 0)
+    path = DataPath("n1", Clock(), store, placement, ReadPath(placement, calls, store, stats),
+                    WritePath(placement, calls, store, stats, None), None, None,  # type: ignore[arg-type]
+                    ServiceLimits(1024 * 1024, 1_000, True))
+    return ClusterService(path), peers
+
+
 def _request(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-async def _count(name: str, pipeline: int, commands: int, directory: str) -> tuple[collections.Counter, float]:
+async def _count(name: str, pipeline: int, commands: int, directory: str,
+                 cluster: bool) -> tuple[collections.Counter, float]:
     engine = Engine.open(directory, Options())
     try:
-        service = LocalService(LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(1, "siblings")))
+        store = LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(3 if cluster else 1, "siblings"))
+        service, peers = _service(store, cluster)
         conn = RespConnection(RespServer(service))
         transport = _Transport()
         conn.connection_made(transport)
@@ -118,7 +171,7 @@ async def _count(name: str, pipeline: int, commands: int, directory: str) -> tup
                 await asyncio.sleep(0)  # the group commit and its replies run here
         finally:
             sys.settrace(None)
-        if transport.closed or not transport.bytes_written:
+        if transport.closed or not transport.bytes_written or (peers is not None and not peers.calls):
             raise RuntimeError(f"{name} -P {pipeline}: the connection closed or answered nothing")
         for key in counts:
             counts[key] /= len(chunks) * pipeline  # type: ignore[assignment]
@@ -136,22 +189,24 @@ async def _count(name: str, pipeline: int, commands: int, directory: str) -> tup
         engine.close()
 
 
-def measure(commands: int = 3_200) -> dict[str, tuple[collections.Counter, float]]:
+def measure(commands: int = 3_200, cluster: bool = False) -> dict[str, tuple[collections.Counter, float]]:
     """For each workload ("SET -P 16" ...): instructions per command by function, and the
-    objects per command the cycle collector found."""
+    objects per command the cycle collector found; of a single node, or with `cluster` of a
+    3-node cluster's coordinator."""
     out = {}
     for name, pipeline in WORKLOADS:
         with tempfile.TemporaryDirectory() as directory:
             # uvloop, as a node runs: its event loop is C code, not counted.
-            out[f"{name} -P {pipeline}"] = uvloop.run(_count(name, pipeline, commands, directory))
+            out[f"{name} -P {pipeline}"] = uvloop.run(_count(name, pipeline, commands, directory, cluster))
     return out
 
 
 @click.command()
 @click.option("--commands", default=3_200, show_default=True, help="Commands counted per workload.")
 @click.option("--top", default=12, show_default=True, help="Functions listed per workload.")
-def main(commands: int, top: int) -> None:
-    for workload, (counts, garbage) in measure(commands).items():
+@click.option("--cluster", is_flag=True, help="Count a 3-node cluster's coordinator (the other replicas stood in for).")
+def main(commands: int, top: int, cluster: bool) -> None:
+    for workload, (counts, garbage) in measure(commands, cluster).items():
         click.echo(f"{workload}: {sum(counts.values()):,.0f} instructions per command, "
                    f"{garbage:g} objects of garbage per command")
         for function, n in counts.most_common(top):

@@ -203,7 +203,7 @@ class WritePlan:
         self._down_reason = down_reason
         # The coordinator never sends to itself, and a new owner already in the list needs
         # no second copy.
-        self.extra = tuple(dict.fromkeys(n for n in extra if n != me and n not in self.pref))
+        self.extra = tuple(dict.fromkeys(n for n in extra if n != me and n not in self.pref)) if extra else ()
         self._open: set[Send] = set()  # sends not answered yet
         self._sent: set[Send] = set()  # every send made, answered or not
         self._failed: set[str] = set()  # replicas that failed so far: what fallbacks() is given
@@ -225,11 +225,15 @@ class WritePlan:
         self._started = True
         me = self._me
         out: list[Send] = []
+        is_up, opened, sent = self._is_up, self._open, self._sent
         for node in self.pref:
             if node == me:
                 continue
-            if self._is_up(node):
-                out.append(self._send(Send(node)))
+            if is_up(node):
+                send = Send(node)  # _send, inlined: once per replica of every write
+                opened.add(send)
+                sent.add(send)
+                out.append(send)
             else:
                 out.extend(self._replica_failed(node, self._down_reason(node)))
         for node in self.extra:
@@ -240,7 +244,10 @@ class WritePlan:
 
     def on_ack(self, send: Send) -> list[Send]:
         """`send`'s node holds the record (as data, or as a hint when it stands in)."""
-        if not self._take(send):
+        opened = self._open
+        if send in opened:  # _take, inlined: once per replica of every write
+            opened.discard(send)
+        elif not self._take(send):
             return []
         if send.counts:
             replica = send.hint_for or send.node

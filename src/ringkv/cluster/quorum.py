@@ -51,34 +51,36 @@ class _Quorum:
     )
 
     def __init__(self, replicas: tuple[str, ...], needed: int, field: str):
-        replicas = tuple(replicas)
-        if not replicas:
+        if type(replicas) is not tuple:
+            replicas = tuple(replicas)
+        n = len(replicas)
+        if not n:
             raise ConfigError("replicas", "a request needs at least one replica")
-        if len(set(replicas)) != len(replicas):
-            twice = sorted(n for n, count in Counter(replicas).items() if count > 1)
+        self._states = dict.fromkeys(replicas, _PENDING)
+        if len(self._states) != n:
+            twice = sorted(node for node, count in Counter(replicas).items() if count > 1)
             raise ConfigError("replicas", f"listed twice: {', '.join(twice)}")
-        if (
-            isinstance(needed, bool)
-            or not isinstance(needed, int)
-            or not 1 <= needed <= len(replicas)
-        ):
-            raise ConfigError(
-                field, f"must be in 1..{len(replicas)} (the replicas asked), got {needed!r}"
-            )
+        if type(needed) is not int or not 1 <= needed <= n:  # a bool's type is bool, not int
+            raise ConfigError(field, f"must be in 1..{n} (the replicas asked), got {needed!r}")
         self.replicas = replicas
         self.needed = needed
-        self._states = dict.fromkeys(replicas, _PENDING)
         self._reasons: dict[str, str] = {}
         self._successes = 0
-        self._pending = len(replicas)
+        self._pending = n
         self._outcome: bool | None = None
         self._error: QuorumError | None = None
 
     def on_success(self, node: str, reply: Any = None) -> bool:
         """Record that `node` succeeded. True only for the answer that decided the outcome."""
-        if self._move(node, _SUCCEEDED):
+        states = self._states
+        if states.get(node) is _PENDING:  # the usual answer, once per replica: _move inlined
+            states[node] = _SUCCEEDED
+            self._pending -= 1
+            self._successes += 1
             self._accept(node, reply)
-        return self._decide()
+        elif self._move(node, _SUCCEEDED):
+            self._accept(node, reply)
+        return self._outcome is None and self._decide()
 
     def on_failure(self, node: str, reason: str) -> bool:
         """Record that `node` failed, e.g. reason="timed out after 500 ms". True if decisive."""
@@ -161,10 +163,11 @@ class ReadQuorum(_Quorum):
     REQUIRES: `merge(a, b)` is commutative and associative (a causal merge of sibling sets is),
     so the result does not depend on the order replies arrive in; `same(a, b)` tells whether
     two versions are equivalent, so a replica whose reply is not `same` as the merge has
-    missed something and gets the merged version by read repair.
+    missed something and gets the merged version by read repair; the merge of two `same`
+    versions is `same` as either (so equal replies, the usual case, are not merged at all).
     """
 
-    __slots__ = ("_merge", "_merged", "_replies", "_same")
+    __slots__ = ("_merge", "_merged", "_mixed", "_replies", "_same")
 
     def __init__(
         self,
@@ -178,6 +181,7 @@ class ReadQuorum(_Quorum):
         self._same = same
         self._replies: dict[str, Any] = {}
         self._merged: Any = _NOTHING
+        self._mixed = False  # whether any reply was not `same` as the merge before it
 
     @property
     def has_result(self) -> bool:
@@ -196,11 +200,16 @@ class ReadQuorum(_Quorum):
         These are the read-repair targets. Replicas that failed or have not answered are not
         listed: nothing is known of what they hold. Call again after late replies arrive.
         """
-        if self._merged is _NOTHING:
-            return ()
+        if not self._mixed:
+            return ()  # every reply so far is `same` as the first: none is stale
         merged, same, replies = self._merged, self._same, self._replies
         return tuple(n for n in self.replicas if n in replies and not same(replies[n], merged))
 
     def _accept(self, node: str, reply: Any) -> None:
         self._replies[node] = reply
-        self._merged = reply if self._merged is _NOTHING else self._merge(self._merged, reply)
+        merged = self._merged
+        if merged is _NOTHING:
+            self._merged = reply
+        elif not self._same(merged, reply):
+            self._merged = self._merge(merged, reply)
+            self._mixed = True

@@ -421,7 +421,8 @@ class LocalStore:
         merged = self.replica.merge_incoming(incoming, stored, policy)
         if merged == stored:
             return 0
-        check_storable(merged)
+        if merged is not incoming:  # the incoming record was checked as it was decoded
+            check_storable(merged)
         if defer:
             lsn = self.engine.put(skey, self.replica._encode(merged), defer=True)
         else:

@@ -28,19 +28,25 @@ class ConsistencyLevel(enum.Enum):
     SESSION = "session"
 
 
+# The members as module constants: resolve() runs once per request, and a member read off the
+# enum class is an attribute lookup through its metaclass.
+_ONE, _QUORUM, _ALL, _SERIAL, _SESSION = (ConsistencyLevel.ONE, ConsistencyLevel.QUORUM, ConsistencyLevel.ALL,
+                                          ConsistencyLevel.SERIAL, ConsistencyLevel.SESSION)
+
+
 def resolve(level: ConsistencyLevel | int, n: int, *, field: str = "level") -> int:
     """The number of replicas `level` requires out of `n`.
 
     An int is an explicit r or w and must be in 1..n. `field` ("r" or "w") names the request
     field in the error, so the client learns which of its arguments was wrong.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if type(n) is not int or n < 1:  # a bool's type is bool, not int
         raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
-    if level is ConsistencyLevel.ONE or level is ConsistencyLevel.SESSION:
-        return 1
-    if level is ConsistencyLevel.QUORUM or level is ConsistencyLevel.SERIAL:
+    if level is _QUORUM or level is _SERIAL:
         return n // 2 + 1
-    if level is ConsistencyLevel.ALL:
+    if level is _ONE or level is _SESSION:
+        return 1
+    if level is _ALL:
         return n
     if isinstance(level, bool) or not isinstance(level, int):
         raise ConfigError(field, f"expected one, quorum, all or an integer, got {level!r}")
