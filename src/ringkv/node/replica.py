@@ -159,13 +159,9 @@ class Replica:
 
     def merge_incoming(self, incoming: Record, stored: Record | None, policy: ConflictPolicy) -> Record:
         """What `apply_skey` would store, without storing it (a caller writing many records in
-        one WriteBatch). Every record a peer replicates passes here: `observe` is inlined."""
+        one WriteBatch). Every record a peer replicates passes here."""
         siblings = incoming.siblings
-        latest = siblings[0].timestamp if len(siblings) == 1 else max(s.timestamp for s in siblings)
-        try:
-            self.hlc.observe(latest, self.wall.now_ms())
-        except ClockSkewError:
-            pass  # stored, not followed: see observe
+        self.observe(siblings[0].timestamp if len(siblings) == 1 else max(s.timestamp for s in siblings))
         return incoming if stored is None else rec.merge(stored, incoming, policy)
 
     def _store(self, skey: bytes, record: Record) -> int:
