@@ -33,7 +33,7 @@ from ringkv.clock import Clock
 from ringkv.errors import CommandError, CorruptionError
 from ringkv.node.commands import BLIND, STORED, Command, Put, fill_result
 from ringkv.node.namespaces import Namespaces
-from ringkv.node.quotas import NamespaceUsage, QuotaGate, live_bytes, write_growth
+from ringkv.node.quotas import NamespaceUsage, QuotaGate, write_growth
 from ringkv.node.replica import Replica, split_storage_key, storage_key
 from ringkv.service.datatypes.base import TYPE_NAMES, WrongTypeError
 from ringkv.service.glob import GlobPattern
@@ -140,12 +140,11 @@ class LocalStore:
         expiring: dict[bytes, int] = {}
         with self.engine.scan() as it:
             for skey, data in it:
-                record = decode(data)
-                exp = _max_expiry(record)
-                if _counted(record):
+                values_len, exp = _live(decode(data))
+                if values_len >= 0:
                     live += 1
                     self._count(skey, 1)
-                    nbytes = live_bytes(record, len(skey) - 9 - skey[8])
+                    nbytes = values_len + len(skey) - 9 - skey[8]  # the key's bytes count too
                     self.usage.add(skey, 1, nbytes)
                     if exp and len(heap) < self._expiry_max:
                         expiring[skey] = nbytes
@@ -168,7 +167,7 @@ class LocalStore:
 
     def _account(self, skey: bytes, old: Record | None, new: Record | None) -> int:
         """Count a record's change from `old` to `new`: live keys (DBSIZE) and the namespace's
-        keys and bytes (node/quotas.py). Returns `new`'s expiry (`_max_expiry`)."""
+        keys and bytes (node/quotas.py). Returns `new`'s expiry (`_live`)."""
         expiring = self._expiring
         if old is None and expiring and skey in expiring:
             self._uncount_vanished(skey)  # collected by compaction since it was counted
@@ -379,7 +378,7 @@ class LocalStore:
         engine = self.engine
         data = engine.get(skey)
         # The bytes of the stored record's values (what quotas.live_bytes counts but the key),
-        # -1 when DBSIZE does not count it (`_counted`); one sibling, the usual case, inline.
+        # -1 when DBSIZE does not count it (`_live`); one sibling, the usual case, inline.
         if data is None:
             stored = None
             old_len = -1
@@ -390,7 +389,7 @@ class LocalStore:
                 old = siblings[0].value
                 old_len = -1 if old is None else len(old)
             else:
-                old_len = live_bytes(stored, 0) if _counted(stored) else -1
+                old_len = _live(stored)[0]
         quotas = self.quotas
         if quotas is not None and quotas.sized:
             quotas.check(bytes(skey[9:9 + skey[8]]), 0 if old_len >= 0 else 1,
@@ -678,20 +677,10 @@ def check_storage_key(skey: bytes) -> None:
         raise CorruptionError("storage key's token is not its key's: refused")
 
 
-def _counted(record: Record | None) -> bool:
-    """Whether DBSIZE counts the record: it holds a value (expired or not, as Redis counts
-    keys whose TTL passed until they are collected)."""
-    if record is None:
-        return False
-    for s in record.siblings:
-        if s.value is not None:
-            return True
-    return False
-
-
 def _live(record: Record | None) -> tuple[int, int]:
-    """One pass over a record's siblings: (the bytes of its values, -1 when DBSIZE does not
-    count it, as `_counted`; its expiry, as `_max_expiry`)."""
+    """One pass over a record's siblings: (the bytes of its values, -1 when it holds none and
+    DBSIZE does not count it, as Redis counts keys whose TTL passed until they are collected;
+    its expiry: the latest of its values', 0 when any value never expires)."""
     if record is None:
         return -1, 0
     total = -1
@@ -707,9 +696,3 @@ def _live(record: Record | None) -> tuple[int, int]:
             elif expire_at_ms > latest:
                 latest = expire_at_ms
     return total, 0 if forever else latest
-
-
-def _max_expiry(record: Record) -> int:
-    exps = [s.expire_at_ms for s in record.siblings if s.value is not None]
-    return max(exps) if exps and all(exps) else 0
-
