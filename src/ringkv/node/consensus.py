@@ -15,8 +15,10 @@ docs/consistency.md says why they are safe and what they cost. This module does 
   stored records of the quorum, and builds the new record with a dot of this node's actor
   and the merged clock as context, so it supersedes everything the round saw. Once a
   majority accepted (of each replica set, during a membership change), the record is chosen:
-  it is stored here, the commit goes to every replica without waiting (a replica that misses
-  it gets a hint), and the client is answered. The proposer keeps the ballot its last value
+  it is stored here, the commit goes to every replica, and the client is answered once the
+  command's write level W of the key's replicas hold the record as data (this one counting;
+  a replica that fails or misses it gets a hint, and then the answer does not wait for it),
+  so that a read at R with R + W > N sees it. The proposer keeps the ballot its last value
   was accepted with, and the value: the next command on the key skips phase 1 (one round
   trip), unless another proposer or a plain write came in between.
 
@@ -523,9 +525,10 @@ class Proposer:
 
     # ------------------------------------------------------------ commands and reads
 
-    async def run(self, namespace: bytes, key: bytes, command: Command) -> Any:
-        """Run `command` as consensus rounds until one is chosen (see the module docstring).
-        An MSetNX names its keys itself (`key` is its first); they must share one register."""
+    async def run(self, namespace: bytes, key: bytes, command: Command, w: int = 1) -> Any:
+        """Run `command` as consensus rounds until one is chosen (see the module docstring),
+        answering once `w` of the key's replicas store the chosen record. An MSetNX names its
+        keys itself (`key` is its first); they must share one register."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
         rkey = register_key(skey)
@@ -536,7 +539,7 @@ class Proposer:
             skeys = self._group_keys(namespace, group_keys, rkey, command)
             if isinstance(command, MSetNX) and not is_group_register(rkey):  # one key without a tag: SET NX
                 self.stats["paxos_commands"] -= 1
-                return bool((await self.run(namespace, key, Set(command.pairs[-1][1], condition="nx")))[0])
+                return bool((await self.run(namespace, key, Set(command.pairs[-1][1], condition="nx"), w))[0])
         elif rkey != skey or is_group_register(rkey):
             skeys = [skey]
         else:
@@ -554,14 +557,14 @@ class Proposer:
         rounds = command_rounds(register, self._replica_sets(rkey), functools.partial(self._fresh_ballot, rkey),
                                 lease=lease, local=local, max_attempts=MAX_ATTEMPTS)
         try:
-            outcome = await self._drive(rkey, rounds, skeys)
+            outcome = await self._drive(rkey, rounds, skeys, w)
         except InvalidContextError:
             if lease is None:
                 raise
             # A client's context names a version the leased value lacks (a plain write since):
             # the leased attempt computes first and proposes nothing, so run the command again
             # with a full round, which reads a majority, before refusing the context.
-            return await self.run(namespace, key, command)
+            return await self.run(namespace, key, command, w)
         if outcome.kind == "done":
             if lease is not None and outcome.ballot == next_ballot(lease.ballot):
                 self.stats["paxos_leased"] += 1
@@ -598,13 +601,14 @@ class Proposer:
         found = {k: bytes(d) for k in skeys if (d := get(k)) is not None}
         return encode_group(found) if found else None
 
-    async def read(self, namespace: bytes, key: bytes) -> bytes | None:
-        """A linearizable read (SERIAL): the key's record, encoded (None: no record)."""
+    async def read(self, namespace: bytes, key: bytes, w: int = 1) -> bytes | None:
+        """A linearizable read (SERIAL): the key's record, encoded (None: no record). A round
+        it completes is committed to `w` replicas before the answer, as a command's."""
         self.store.check_key(key, namespace)
         skey = storage_key(namespace, key)
-        return (await self.read_many(namespace, [skey]))[0]
+        return (await self.read_many(namespace, [skey], w))[0]
 
-    async def read_many(self, namespace: bytes, skeys: list[bytes]) -> list[bytes | None]:
+    async def read_many(self, namespace: bytes, skeys: list[bytes], w: int = 1) -> list[bytes | None]:
         """A linearizable read of keys of one register (SERIAL): their records, encoded, all as
         of one instant (one round of the register)."""
         rkey = register_key(skeys[0])
@@ -616,7 +620,7 @@ class Proposer:
         register = GroupRegister(policy, _no_group_command, skeys) if group else RecordRegister(policy, _no_command)
         outcome = await self._drive(rkey, read_rounds(
             register, self._replica_sets(rkey), functools.partial(self._fresh_ballot, rkey),
-            max_attempts=MAX_ATTEMPTS), skeys if group else None)
+            max_attempts=MAX_ATTEMPTS), skeys if group else None, w)
         if outcome.kind == "done":
             return group_records(outcome.result, skeys) if group else [outcome.result]
         if outcome.kind == "unavailable":
@@ -624,9 +628,10 @@ class Proposer:
         raise ConsensusError(f"a SERIAL read of the key was contended for {MAX_ATTEMPTS} rounds; retry later",
                              status=409)
 
-    async def _drive(self, skey: bytes, rounds, keys: list[bytes] | None = None) -> Outcome:
+    async def _drive(self, skey: bytes, rounds, keys: list[bytes] | None = None, w: int = 1) -> Outcome:
         """Do what a command's rounds ask for until they return (cluster/paxos.py). `skey` is
-        the register's key; `keys`, for a group register, the command's storage keys."""
+        the register's key; `keys`, for a group register, the command's storage keys; `w`, how
+        many replicas store a chosen value before the rounds go on."""
         reply: Any = None
         while True:
             try:
@@ -643,8 +648,10 @@ class Proposer:
                 self._note_seen(skey, next_ballot(step.round.ballot))
                 reply = await self._phase2(skey, step.round, step.value, step.base)
             elif kind is Chosen:
-                self._chosen(skey, step.ballot, step.value if step.record is None else step.record, step.value,
-                             keys is not None)
+                stored = self._chosen(skey, step.ballot, step.value if step.record is None else step.record,
+                                      step.value, keys is not None, w)
+                if stored is not None:
+                    await stored
                 reply = None
             else:
                 self.stats["paxos_retries"] += 1
@@ -750,27 +757,53 @@ class Proposer:
             return True
         return bool(rnd.accepted_by or uncertain)
 
-    def _chosen(self, skey: bytes, ballot: Ballot, value: bytes, chosen: bytes, group: bool = False) -> None:
+    def _chosen(self, skey: bytes, ballot: Ballot, value: bytes, chosen: bytes, group: bool = False,
+                w: int = 1) -> asyncio.Future | None:
         """Store `value` (what of the `chosen` value replicas must store) here, send the commit
-        everywhere else (not awaited; a replica that misses it gets the record as a hint, each
-        record of a group value as one), and keep the lease on the chosen value."""
+        everywhere else (a replica that misses it gets the record as a hint, each record of a
+        group value as one), and keep the lease on the chosen value. Returns what to wait on
+        until `w` of the key's replicas (this one counting) store it, or every commit to them
+        has failed; None when nothing is to wait for.
+
+        The chosen value is decided, so a failed commit does not fail the command: its hint
+        carries the record, and a SERIAL read sees it meanwhile. Waiting is what makes a
+        plain read at R, with R + W > N, see what the command did: without it, a DEL
+        acknowledged at QUORUM could be followed by a QUORUM read of the two replicas its
+        commit had not reached yet, showing the deleted value."""
         self.stats["paxos_chosen"] += 1
         me = self.node_id
-        nodes = {n for s in self._replica_sets(skey) for n in s}
+        sets = self._replica_sets(skey)
+        home = sets[0]
+        nodes = {n for s in sets for n in s}
         if me in nodes:
             self.acceptor.commit(skey, ballot, value)
+        need = w - (me in home)
+        waiting = [n for n in home if n != me] if need > 0 else []
+        waiter = asyncio.get_running_loop().create_future() if waiting else None
+        left = [need, len(waiting)]  # commits still needed, commits to home replicas unanswered
+
+        def answered(node: str, fut: asyncio.Future) -> None:
+            ok = outcome(fut)[0]
+            if not ok and hints is not None:
+                if group:
+                    _hint_group(hints, node, value)
+                else:
+                    hints.add(node, skey, value)
+            if waiter is not None and node in waiting:
+                left[0] -= ok
+                left[1] -= 1
+                if (left[0] <= 0 or left[1] == 0) and not waiter.done():
+                    waiter.set_result(None)
+
         body = PaxosCommit(skey, ballot, value)
         hints = self.hints
         for node in nodes - {me}:
-            fut = self.calls.send(node, body)
-            if hints is not None and group:
-                fut.add_done_callback(lambda f, node=node: None if outcome(f)[0] else _hint_group(hints, node, value))
-            elif hints is not None:
-                fut.add_done_callback(lambda f, node=node: None if outcome(f)[0] else hints.add(node, skey, value))
+            self.calls.send(node, body).add_done_callback(functools.partial(answered, node))
         self._leases[skey] = Lease(ballot, chosen)
         self._leases.move_to_end(skey)
         if len(self._leases) > MAX_LEASES:
             self._leases.popitem(last=False)
+        return waiter
 
 
 def _hint_group(hints: HintStore, node: str, value: bytes) -> None:

@@ -19,6 +19,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from ringkv.cluster.paxos import majority
 from ringkv.errors import (
     CommandError,
     ConnectionLostError,
@@ -215,9 +216,10 @@ class Forwarder:
                     if command.keys:
                         for k in command.keys:
                             store.check_key(k, namespace)
-                        return await self.proposer.read_many(namespace, [storage_key(namespace, k) for k in command.keys])
-                    return await self.proposer.read(namespace, key)
-                return await self.proposer.run(namespace, key, command)
+                        return await self.proposer.read_many(
+                            namespace, [storage_key(namespace, k) for k in command.keys], majority(len(pref)))
+                    return await self.proposer.read(namespace, key, majority(len(pref)))
+                return await self.proposer.run(namespace, key, command, w)
             if isinstance(command, SerialRead):
                 return await self.reads.read(skey, r, pref)
             if rmw:

@@ -28,8 +28,10 @@ copy of node/consensus.py's in callbacks instead of asyncio, and says where it d
   the key's first replica held up; the protocol must not care who proposes, and more
   proposers make more contention). Each node runs one command per key at a time, queueing
   the others, as node/forwarding.Forwarder does with its KeyLocks: see `Bug.NO_KEY_LOCK`.
-- Commits go to every replica without waiting; one that is lost is not made good by a hint
-  (the node adds one): the protocol must not need it.
+- Commits go to every replica and the client is answered without waiting for them (the node
+  waits for its write level W of them, which only plain reads notice, and the simulator makes
+  none); one that is lost is not made good by a hint (the node adds one): the protocol must
+  not need it.
 - No plain (non-Paxos) writes, no expiry, no membership changes (one replica set per key).
 
 Deliberately broken variants (`Bug`) are what the checks must catch (tests/testing/
