@@ -247,6 +247,23 @@ def test_the_batch_log_survives_a_restart(tmp_path):
         again.close()
 
 
+def test_flushall_drops_the_batch_log_entries_of_flushed_namespaces_and_keeps_the_systems(tmp_path):
+    # A replay after FLUSHALL would write the flushed keys again.
+    log = BatchLog(str(tmp_path))
+    try:
+        user = _entry(ts=1 << 30)
+        system = BatchLogEntry("n1", b"__system", 2 << 30, 2, False, ("n1", "n2"), [(b"u", b"1", 0)])
+        for entry in (user, system):
+            log.add(encode_entry(entry), entry.batch_id)
+        assert log.forget(b"__system") == 1
+        assert user.batch_id not in log and log.get(user.batch_id) is None
+        assert log.get(system.batch_id) == system
+        assert log.stats["batchlog_entries"] == 1
+        assert log.stats["batchlog_bytes"] == len(encode_entry(system)) + 8
+    finally:
+        log.close()
+
+
 def test_the_batch_log_refuses_entries_past_its_bounds(tmp_path):
     log = BatchLog(str(tmp_path), max_entries=2, max_bytes=10_000)
     try:

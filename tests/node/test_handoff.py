@@ -34,6 +34,23 @@ def test_hints_survive_a_restart_and_merge_per_key(tmp_path):
     store.close()
 
 
+def test_flushall_drops_every_hint_but_the_system_namespaces(tmp_path):
+    # A hint delivered after FLUSHALL would bring its flushed key back.
+    store = HintStore(str(tmp_path))
+    system = storage_key(b"__system", b"user:alice")
+    store.add("n2", storage_key(b"", b"a"), rec(b"a", 1, b"x"))
+    store.add("n3", storage_key(b"", b"a"), rec(b"a", 1, b"x"))
+    store.add("n3", storage_key(b"tenant", b"b"), rec(b"a", 1, b"y"))
+    store.add("n3", system, rec(b"a", 1, b"z"))
+    assert store.forget(b"__system") == 3
+    assert store.pending() == 1 and store.pending("n2") == 0 and store.pending("n3") == 1
+    assert [skey for skey, _, _ in store.batch("n3")] == [system]
+    store.close()
+    again = HintStore(str(tmp_path))  # and it stays forgotten
+    assert again.pending() == 1 and again.targets() == ["n3"]
+    again.close()
+
+
 def test_a_full_store_drops_new_hints_and_counts_them(tmp_path):
     store = HintStore(str(tmp_path), max_hints=2)
     assert store.add("n3", storage_key(b"", b"a"), rec(b"a", 1, b"1"))

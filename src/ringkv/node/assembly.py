@@ -169,7 +169,8 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync, keys))
     acceptor = Acceptor(acceptor_states, store)
     proposer = Proposer(cfg.node_id, identity.actor, placement, calls, store, acceptor, hints, clock, stats)
-    store.flush_listeners += [acceptor_states.forget_values, proposer.forget_leases]
+    # FLUSHALL forgets what would bring a flushed key back: accepted values, leases, hints.
+    store.flush_listeners += [acceptor_states.forget_values, proposer.forget_leases, hints.forget]
     forwarder = Forwarder(placement, calls, store, reads, writes, proposer, stats)
     anti_entropy = AntiEntropy(placement, calls, store, clock, interval_ms=max(1, cfg.anti_entropy_interval_ms),
                                completed_ms=expiry.completed_ms)
@@ -178,6 +179,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     batch_log = await loop.run_in_executor(None, lambda: BatchLog(
         cfg.data_dir, clock, max_entries=cfg.batchlog_max_entries, max_bytes=cfg.batchlog_max_bytes, sync=cfg.sync,
         encryption_keys=keys))
+    store.flush_listeners.append(batch_log.forget)
     batches = AtomicBatches(placement, calls, store, writes, batch_log, faults, clock,
                             replay_delay_ms=cfg.batchlog_replay_delay_ms,
                             replay_interval_ms=cfg.batchlog_replay_interval_ms,

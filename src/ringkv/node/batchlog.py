@@ -165,6 +165,22 @@ class BatchLog:
         self.engine.delete(batch_id, sync=False)
         return True
 
+    def forget(self, keep_namespace: bytes) -> int:
+        """After FLUSHALL: drop every entry of a namespace other than `keep_namespace` (the
+        system one), for its replay would write flushed keys again. An entry that does not
+        decode stays, for the replay to report as it does. Returns how many were dropped."""
+        doomed = []
+        for bid in list(self._index):
+            try:
+                entry = self.get(bid)
+            except CorruptionError:
+                continue
+            if entry is not None and entry.namespace != keep_namespace:
+                doomed.append(bid)
+        for bid in doomed:
+            self.remove(bid)
+        return len(doomed)
+
     def received(self) -> list[tuple[bytes, int]]:
         """Every entry's (batch id, received_ms), oldest first."""
         return sorted(((bid, received) for bid, (received, _) in self._index.items()), key=lambda e: e[1])

@@ -29,6 +29,7 @@ from ringkv.clock import SYSTEM_CLOCK, Clock
 from ringkv.errors import RpcError
 from ringkv.node.messages import ReplicaPut
 from ringkv.node.namespaces import Namespaces
+from ringkv.node.replica import split_storage_key
 from ringkv.storage import Engine, Options
 from ringkv.versioning import record as rec
 from ringkv.versioning.record import ConflictPolicy
@@ -139,6 +140,21 @@ class HintStore:
         self._targets[target] -= 1
         self.stats["hints_pending"] -= 1
         self.stats["hints_expired" if expired else "hints_delivered"] += 1
+
+    def forget(self, keep_namespace: bytes) -> int:
+        """After FLUSHALL: drop every hint outside `keep_namespace` (the system one), for a
+        hint delivered later would bring a flushed key back. Returns how many were dropped."""
+        doomed = []
+        with self.engine.scan() as it:
+            for key, _ in it:
+                skey = bytes(key[1 + key[0]:])
+                if split_storage_key(skey)[0] != keep_namespace:
+                    doomed.append((key[1:1 + key[0]].decode(), bytes(key)))
+        for target, key in doomed:
+            self.engine.delete(key, sync=False)
+            self._targets[target] -= 1
+            self.stats["hints_pending"] -= 1
+        return len(doomed)
 
     def close(self) -> None:
         self.engine.flush()
