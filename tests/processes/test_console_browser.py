@@ -122,6 +122,15 @@ def test_the_console_shows_the_cluster_with_every_file_from_the_node(cluster, br
     names = {urlsplit(e["name"]).path for e in entries}
     assert {"/", "/console/static/console.js", "/console/static/console.css",
             "/api/v1/console/state"} <= names
+    # Hot keys: a key read far more than others through this node shows in its panel, hot.
+    r = redis.Redis(port=node.resp_port)
+    r.set("console:hot", "v")
+    for i in range(600):
+        r.get("console:hot" if i % 3 else f"console:cold{i}")
+    wait_until(lambda: browser.execute_script(
+        "const row = document.querySelector('#hot-keys tbody tr');"
+        "return row && row.dataset.key === 'console:hot' && row.lastChild.textContent === 'yes'"),
+        PAGE_LOAD_S, "the hot keys panel shows console:hot first, hot")
 
 
 def test_a_killed_node_is_shown_down(cluster, browser):
@@ -169,6 +178,7 @@ def test_with_users_the_page_loads_and_its_figures_need_a_user(secured_node):
     r.execute_command("ACL", "SETUSER", "writer", "on", ">writer-pw", "~*", "+set")
     viewer = httpx.get(base + "/api/v1/console/state", auth=("viewer", "viewer-pw"))
     assert viewer.status_code == 200 and viewer.json()["local"] is None and viewer.json()["operations"] is None
+    assert viewer.json()["hot_keys"] is None and state["hot_keys"]["node_id"] == "n1"
     writer = httpx.get(base + "/api/v1/console/state", auth=("writer", "writer-pw"))
     assert writer.status_code == 403 and "ringkv.status" in writer.json()["detail"]
 
@@ -230,6 +240,12 @@ class ChangingClusterAdmin:
 
     def info(self) -> dict:
         return {"ringkv": {"hints_pending": 421, "ae_failures": 0, "nodes_down": "n3"}}
+
+    def hot_keys(self, limit: int) -> dict:
+        return {"node_id": "n1", "sample_every": 8, "half_life_ms": 10_000, "sampled": 900, "hot_count": 1,
+                "keys": [{"namespace": "default", "key": "user:\\xff",
+                          "key_base64": "dXNlcjr/", "per_s": 360.0, "count": 900, "error": 0,
+                          "reads": 880, "writes": 20, "hot": True}][:limit]}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ Contracts:
   keys, disk, memory and move progress; the ring's owner per partition and the pending ring's
   (partitions whose replicas move are listed); the hints this node holds per target; this
   node's anti-entropy figures; membership progress and, when `admin status` reports them, the
-  long operations in flight. The page polls it every POLL_INTERVAL_MS.
+  long operations in flight; the keys this node coordinated most (RINGKV.HOTKEYS, None for a
+  user who may not run it). The page polls it every POLL_INTERVAL_MS.
 
 docs/console.md is the user's guide.
 """
@@ -51,6 +52,7 @@ DOCS_STATIC_PATH = "/docs/static"
 REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 POLL_INTERVAL_MS = 1500  # the page's refresh period; the script reads it from the state
 FINISHED_OPERATIONS_SHOWN = 5
+HOT_KEYS_SHOWN = 10
 
 STATIC_DIR = Path(__file__).with_name("console_static")
 # The page forbids anything not from this node: scripts, styles, images, fetches.
@@ -76,6 +78,15 @@ def _may_run_info() -> bool:
     except (PermissionDeniedError, AuthenticationError):
         return False
     return True
+
+
+def _hot_keys(admin: AdminService) -> dict | None:
+    """The node's most requested keys as RINGKV.HOTKEYS answers them; None for a user who may
+    not run it."""
+    try:
+        return admin.hot_keys(HOT_KEYS_SHOWN)
+    except PermissionDeniedError:
+        return None
 
 
 def _operations(admin: AdminService, status: dict) -> list[dict] | None:
@@ -129,6 +140,7 @@ class ConsoleApi:
             "ring": ring,
             "health": admin.health(),
         }
+        doc["hot_keys"] = _hot_keys(admin)
         if _may_run_info():
             ringkv = admin.info().get("ringkv", {})
             doc["local"] = {name: ringkv[name] for name in INFO_FIGURES if name in ringkv}

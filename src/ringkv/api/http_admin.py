@@ -22,6 +22,7 @@ from ringkv.api.http_models import (
     CompactionRequest,
     CompactionResponse,
     DecommissionResponse,
+    HotKeysResponse,
     OperationResponse,
     OperationsResponse,
     RemoveResponse,
@@ -32,6 +33,7 @@ from ringkv.api.http_models import (
 )
 from ringkv.api.http_problems import ProblemError, problem_responses
 from ringkv.service.contract import AdminService
+from ringkv.service.limits import HOTKEYS_DEFAULT_COUNT, HOTKEYS_MAX_COUNT
 
 
 class AdminApi:
@@ -145,6 +147,13 @@ class AdminApi:
         secrets never. Settings are changed at run time with CONFIG SET over RESP."""
         return json_response(self._admin().config_get(list(pattern)))
 
+    async def hot_keys(self, count: Annotated[int, Query(
+            ge=1, le=HOTKEYS_MAX_COUNT, description="How many keys to answer at most")] = HOTKEYS_DEFAULT_COUNT) -> Response:
+        """The keys this node coordinated most lately, most requested first (docs/hot-keys.md), as
+        RINGKV.HOTKEYS answers them; each node counts its own: ask every node (`ringkv hotkeys`
+        does) for the cluster's."""
+        return json_response(self._admin().hot_keys(count))
+
     async def metrics_text(self) -> Response:
         """Prometheus metrics: HTTP requests and latency per command, RESP commands, engine, loop."""
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -170,6 +179,7 @@ def admin_routes(api: AdminApi) -> Iterator[tuple[str, Callable, str, dict[str, 
     yield API + "/admin/namespaces/{namespace}/compaction", api.set_namespace_compaction, "PUT", answers(
         CompactionResponse, 400, 422)
     yield API + "/admin/config", api.config, "GET", answers(dict[str, str], 422)
+    yield API + "/admin/hotkeys", api.hot_keys, "GET", answers(HotKeysResponse, 422)
     yield API + "/admin/operations", api.list_operations, "GET", answers(OperationsResponse, 422)
     yield API + "/admin/operations", api.start_operation, "POST", {
         **answers(OperationResponse, 400, 409, 422), "status_code": 202}

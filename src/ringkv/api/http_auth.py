@@ -339,10 +339,10 @@ _ADMIN_UNITS = {
     "ring_view": "ringkv.status",
     "start_operation": "ringkv.admin|start", "operations": "ringkv.admin|operations",
     "operation": "ringkv.admin|operation", "wait_operation": "ringkv.admin|wait",
-    "config_get": "config|get",
+    "config_get": "config|get", "hot_keys": "ringkv.hotkeys",
 }
 _ADMIN_READS = frozenset({"status", "membership", "ring_view", "operations", "operation", "wait_operation",
-                          "config_get"})
+                          "config_get", "hot_keys"})
 # Read by /healthz, /readyz and /metrics (whose access the middleware decides), not by users.
 _ADMIN_FACTS = frozenset({"node_id", "health", "key_counts", "info", "metrics"})
 

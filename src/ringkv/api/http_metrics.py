@@ -160,6 +160,24 @@ class NodeCollector:
             yield from _cluster_metrics(figures)
         if "namespaces" in figures:
             yield from _namespace_metrics(figures["namespaces"])
+        if "hot_keys" in figures:
+            yield from _hot_key_metrics(figures["hot_keys"])
+
+
+def _hot_key_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
+    """The hot-key summary (docs/hot-keys.md): its size, and the few most requested keys with
+    their estimated rate. Those carry the key as a label (its first 64 bytes, escaped), so a
+    key is a time series only while it is among them."""
+    yield GaugeMetricFamily("ringkv_hot_keys_sampled", "Sampled requests in the hot-key summary (decayed).",
+                            value=doc["sampled"])
+    yield GaugeMetricFamily("ringkv_hot_keys_hot", "Keys in the hot set (what hot_reads and hot_cache_ms act on).",
+                            value=doc["hot_count"])
+    rate = GaugeMetricFamily("ringkv_hot_key_requests_per_second", "Estimated requests per second this node "
+                             "coordinated for one of its most requested keys.", labels=["rank", "namespace", "key"])
+    for rank, k in enumerate(doc["keys"], 1):
+        shown = k["key"][:64] + ("..." if len(k["key"]) > 64 else "")
+        rate.add_metric([str(rank), k["namespace"], shown], k["per_s"])
+    yield rate
 
 
 def _namespace_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
@@ -205,6 +223,9 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("stand_ins", "Writes a stand-in took for a failed replica (sloppy quorum)."),
         ("hints_taken", "Writes this node kept as a stand-in, for a replica that was down."),
         ("session_failures", "Session reads that found no replica holding the session's writes in time."),
+        ("replica_reads", "Reads of this node's replica asked by a coordinator (ReplicaGet)."),
+        ("hot_reads_spread", "Reads at ONE of a hot key sent to one replica in turn (hot_reads = spread)."),
+        ("hot_cache_hits", "Reads at ONE of a hot key answered from the coordinator's cache (hot_cache_ms)."),
     ):
         yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
     hints = figures["hints"]

@@ -537,6 +537,27 @@ class ClusterStatusResponse(BaseModel):
     membership: MembershipDocument | None = Field(None, description="Absent on a node of one.")
 
 
+class HotKeyEntry(BaseModel):
+    namespace: str
+    key: str = Field(description="The key as UTF-8 text; bytes that do not decode are escaped (\\xNN).")
+    key_base64: str = Field(description="The key's bytes, base64.")
+    per_s: float = Field(description="Estimated requests per second for the key at this node (reads and writes).")
+    count: int = Field(description="Sampled requests counted for it (decayed): an upper bound.")
+    error: int = Field(description="How much of count it may have inherited when it entered the summary.")
+    reads: int = Field(description="Sampled reads since it entered the summary (decayed).")
+    writes: int = Field(description="Sampled writes since it entered the summary (decayed).")
+    hot: bool = Field(description="In the hot set: the key the namespace's hot_reads and hot_cache_ms act on.")
+
+
+class HotKeysResponse(BaseModel):
+    node_id: str
+    sample_every: int = Field(description="About one request in this many is counted.")
+    half_life_ms: int = Field(description="Counts are halved this often.")
+    sampled: int = Field(description="Sampled requests in the summary (decayed).")
+    hot_count: int = Field(description="Keys in the hot set (what hot_reads and hot_cache_ms act on).")
+    keys: list[HotKeyEntry] = Field(description="Most requested first.")
+
+
 class AdmitResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -202,7 +202,7 @@ def _command_info(spec: CommandSpec) -> list:
 def cmd_info(c: RespConnection, argv):
     wanted = {a.lower().decode("utf-8", "replace") for a in argv[1:]}
     if not wanted or wanted & {"all", "everything", "default"}:
-        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv", "quotas"}
+        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv", "quotas", "hotkeys"}
     return c.enc.verbatim(render_info(c.server, wanted))
 
 
@@ -709,6 +709,7 @@ _TABLE = (
     _spec("ringkv.namespaces", rk.cmd_namespaces, 1),
     _spec("ringkv.status", rk.cmd_status, 1, (0, 0, 0), ADMIN),
     _spec("ringkv.repair", rk.cmd_repair, -1, (0, 0, 0), ADMIN),
+    _spec("ringkv.hotkeys", rk.cmd_hotkeys, -1, (0, 0, 0), ADMIN),
     _spec("ringkv.fault", rk.cmd_fault, -2, (0, 0, 0), ADMIN),
     _spec("ringkv.admin", rk.cmd_admin, -2, (0, 0, 0), ADMIN),
     # Persistence and backup (api/resp_backup.py, docs/backup.md)

@@ -12,6 +12,7 @@ from ringkv.api.resp_args import OK, SYNTAX, CommandReply, expire_ms
 from ringkv.errors import AdminRequestError, CommandError, InvalidContextError
 from ringkv.security import tenants
 from ringkv.service.levels import Levels
+from ringkv.service.limits import HOTKEYS_DEFAULT_COUNT, HOTKEYS_MAX_COUNT
 
 if TYPE_CHECKING:
     from ringkv.api.resp_server import RespConnection
@@ -105,6 +106,24 @@ def _json(doc) -> bytes:
 async def cmd_status(c: RespConnection, argv):
     """RINGKV.STATUS: the cluster's members, partitions and keys, as one JSON document."""
     return _json(await _admin(c, "RINGKV.STATUS").status())
+
+
+def cmd_hotkeys(c: RespConnection, argv):
+    """RINGKV.HOTKEYS [COUNT n]: the keys this node coordinated most lately, most requested
+    first (docs/hot-keys.md), as one JSON document; each key as UTF-8 text (undecodable bytes
+    escaped) and as base64. Admin only: it shows key names of every namespace."""
+    admin = _admin(c, "RINGKV.HOTKEYS")
+    count = HOTKEYS_DEFAULT_COUNT
+    if len(argv) == 3 and argv[1].lower() == b"count":
+        try:
+            count = int(argv[2])
+        except ValueError:
+            count = -1
+        if not 1 <= count <= HOTKEYS_MAX_COUNT:
+            return error(f"ERR RINGKV.HOTKEYS: COUNT must be an integer in 1..{HOTKEYS_MAX_COUNT}")
+    elif len(argv) != 1:
+        return error("ERR RINGKV.HOTKEYS: expected no argument, or COUNT n")
+    return _json(admin.hot_keys(count))
 
 
 async def cmd_repair(c: RespConnection, argv):

@@ -52,6 +52,7 @@ for _command in (
     cluster.cluster_group,
     admin.admin_group,
     admin.repair_command,
+    admin.hotkeys_command,
     shell.version_command,
     shell.completion_command,
 ):

@@ -23,6 +23,9 @@ import time
 from typing import Any
 
 import click
+from rich import box
+from rich.markup import escape
+from rich.table import Table as RichTable
 
 from ringkv.cli.certs import certs_command
 from ringkv.cli.exit_codes import EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
@@ -191,6 +194,64 @@ def repair_command(session: NodeSession, wait: bool, wait_timeout_s: float) -> i
     at once). Exit 0 when every comparison completed, 4 when some failed (listed).
     """
     return follow_operation(session, _start(session, "RINGKV.REPAIR ASYNC"), wait, wait_timeout_s)
+
+
+@click.command("hotkeys")
+@click.option("--count", type=click.IntRange(1, 4096), default=10, show_default=True,
+              help="Keys to show (and to ask each node for).")
+@node_command
+def hotkeys_command(session: NodeSession, count: int) -> int:
+    """Show the cluster's hottest keys now (docs/hot-keys.md): every member's own summary of
+    the keys it coordinated (RINGKV.HOTKEYS), added up per key. `per_s` is an estimate from a
+    sample of the requests; `hot` counts the nodes whose hot set holds the key (where a
+    namespace's hot_reads and hot_cache_ms act on it).
+
+    Exits 0, or 1 when some member could not be asked (the others are shown).
+    """
+    status = fetch_status(session)
+    members = [n for n in status.get("nodes", []) if n.get("status") != "down" and n.get("address")]
+    per_key: dict[tuple[str, str], dict[str, Any]] = {}
+    asked, missed = [], []
+    for member in members or [{"node_id": "(this node)", "address": None}]:
+        address = member["address"]
+        where = None if address is None else [_host_port(address)]
+        # The node asked first reports its own failure and ends the command; another member's
+        # is listed and the others still shown.
+        doc = fetch_json(session, f"RINGKV.HOTKEYS COUNT {count}", lambda d: isinstance(d.get("keys"), list), where,
+                         quiet=len(members) > 1)
+        if doc is None:
+            missed.append(str(member.get("node_id")))
+            continue
+        asked.append(str(doc.get("node_id")))
+        for k in doc["keys"]:
+            entry = per_key.setdefault((k["namespace"], k["key_base64"]), {
+                "namespace": k["namespace"], "key": k["key"], "key_base64": k["key_base64"],
+                "per_s": 0.0, "reads": 0, "writes": 0, "hot": 0, "nodes": []})
+            entry["per_s"] = round(entry["per_s"] + k["per_s"], 1)
+            entry["reads"] += k["reads"]
+            entry["writes"] += k["writes"]
+            entry["hot"] += bool(k["hot"])
+            entry["nodes"].append(doc.get("node_id"))
+    ranked = sorted(per_key.values(), key=lambda e: (-e["per_s"], e["namespace"], e["key"]))[:count]
+    if session.as_json:
+        session.emit({"nodes_asked": asked, "nodes_missed": missed, "keys": ranked})
+        return 1 if missed else 0
+    table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
+    for column, justify in (("namespace", "left"), ("key", "left"), ("per_s", "right"), ("reads", "right"),
+                            ("writes", "right"), ("hot on", "right"), ("seen by", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for e in ranked:
+        table.add_row(escape(e["namespace"]), escape(e["key"]), f"{e['per_s']:,.1f}", f"{e['reads']:,}",
+                      f"{e['writes']:,}", str(e["hot"]), escape(",".join(map(str, e["nodes"]))))
+    session.out.print(table)
+    session.out.print(f"asked {len(asked)} node{'s' if len(asked) != 1 else ''}"
+                      + (f"; could not ask {', '.join(missed)}" if missed else ""), markup=False)
+    return 1 if missed else 0
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @click.group("admin")

@@ -157,9 +157,12 @@ def fetch_status(session: NodeSession) -> dict[str, Any]:
                       lambda d: isinstance(d.get("nodes"), list))
 
 
-def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
+def fetch_json(session: NodeSession, command: str, check,
+               addresses: list[tuple[str, int]] | None = None, quiet: bool = False) -> dict[str, Any] | None:
     """A ringkv command answering one JSON document (the client has no method for these: one
-    raw command over redis-py, with the client's connection settings and no retries)."""
+    raw command over redis-py, with the client's connection settings and no retries), asked
+    of the session's node and seeds in turn, or of `addresses` in turn. A failure ends the
+    command with its exit code, or with `quiet` is None (the caller reports it)."""
     import redis
     import redis.backoff
     import redis.exceptions
@@ -168,7 +171,7 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
     from ringkv.client.base import connection_class, pool_kwargs
 
     options = session.client.options
-    addresses = options.addresses
+    addresses = addresses or options.addresses
     for i, (host, port) in enumerate(addresses):  # the seeds in turn while connecting fails
         options = dataclasses.replace(options, host=host, port=port)
         address = options.address
@@ -184,6 +187,8 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
                 session.note(f"{command}: could not connect to {address} ({exc}); trying {addresses[i + 1][0]}:"
                              f"{addresses[i + 1][1]}")
                 continue
+            if quiet:
+                return None
             _fetch_failed(session, command, address, options.timeout_ms, exc)
         finally:
             pool.disconnect()
@@ -192,6 +197,8 @@ def fetch_json(session: NodeSession, command: str, check) -> dict[str, Any]:
         if not isinstance(doc, dict) or not check(doc):
             raise ValueError("not the expected document")
     except ValueError as exc:
+        if quiet:
+            return None
         session.fail(EXIT_SERVER_ERROR, "server_error",
                      f"{command} at {address}: unexpected reply {str(reply)[:200]!r} ({exc})")
     return doc

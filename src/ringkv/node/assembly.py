@@ -22,6 +22,7 @@ import signal
 
 from ringkv.clock import Clock
 from ringkv.cluster.gossip import NodeStatus
+from ringkv.cluster.hotkeys import HotKeys
 from ringkv.cluster.ring import Member, Ring
 from ringkv.errors import ConfigError
 from ringkv.net.envelope import MessageCodec
@@ -38,6 +39,7 @@ from ringkv.node.faults import FaultState, FaultyTransport
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper, local_state
 from ringkv.node.handoff import HintDelivery, HintStore
+from ringkv.node.hot_cache import HotCache
 from ringkv.node.identity import NodeIdentity
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_service import LocalService
@@ -64,8 +66,8 @@ from ringkv.service.session import SessionCodec
 from ringkv.storage import Engine, Options
 from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
-CLUSTER_STATS = ("reads", "writes", "forwarded", "read_repairs", "quorum_failures", "replica_failures",
-                 "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
+CLUSTER_STATS = ("reads", "replica_reads", "hot_reads_spread", "hot_cache_hits", "writes", "forwarded", "read_repairs",
+                 "quorum_failures", "replica_failures", "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
                  "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures")
 
 
@@ -135,6 +137,9 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         max_value_bytes=cfg.max_value_bytes,
         partitions=cfg.partitions,
         quotas=quotas,
+        hot_keys=HotKeys(clock.now_ms, capacity=cfg.hot_keys_capacity, sample_every=cfg.hot_keys_sample_every,
+                         half_life_ms=cfg.hot_keys_half_life_ms),
+        hot_cache=HotCache(cfg.hot_keys_capacity) if any(s.hot_cache_ms for s in namespaces) else None,
     )
     await loop.run_in_executor(None, store.load)
     moves = MoveProgress()  # the membership manager's, reported by the figures

@@ -14,11 +14,12 @@ local write in the log before it replies (deferred, see LocalStore.overwrite_now
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
+from ringkv.cluster.hotkeys import WRITE
 from ringkv.errors import CommandError, UnknownNamespaceError
 from ringkv.node.commands import (
     Append,
@@ -43,6 +44,7 @@ from ringkv.node.commands import (
 )
 from ringkv.node.consensus import crossslot_error, register_key
 from ringkv.node.forwarding import Forwarder
+from ringkv.node.hot_cache import MISS
 from ringkv.node.keyspace import Keyspace
 from ringkv.node.local_service import flush_namespace
 from ringkv.node.local_store import LocalStore
@@ -179,12 +181,41 @@ class ClusterService:
             if record is not None and self.session is not None:
                 self.session.observe(skey, record.clock)  # linearizable: as new as any write
             return record
-        pref = self.path.placement.replicas_of(skey)
+        path = self.path
+        pref = path.placement.replicas_of(skey)
         r = resolve(self.levels.r, len(pref), field="r")
-        if self.session is not None and self.path.session_reads is not None:
-            return await self.path.session_reads.read(key, skey, r, pref, self.session)
-        data = await self.path.reads.read(skey, r, pref)
+        hot = path.store.hot_keys
+        if hot.tick():  # HotKeys.offer, inlined
+            hot.count(skey)
+        if self.session is not None and path.session_reads is not None:
+            return await path.session_reads.read(key, skey, r, pref, self.session)
+        if r == 1 and skey in hot.hot:
+            data = await self._hot_read(skey, pref)
+        else:
+            data = await path.reads.read(skey, r, pref)
         return None if data is None else rec.decode_record(data)
+
+    async def _hot_read(self, skey: bytes, pref: tuple[str, ...]) -> bytes | None:
+        """A read at ONE of a key this node finds hot, as its namespace asks (docs/hot-keys.md):
+        from the coordinator's cache while an entry is younger than `hot_cache_ms`, from one
+        replica in turn with `hot_reads = "spread"`, else as any read at ONE."""
+        path = self.path
+        spec = self.namespace
+        cache = path.store.hot_cache if spec.hot_cache_ms else None
+        if cache is not None:
+            now = path.clock.now_ms()
+            data = cache.get(skey, now)
+            if data is not MISS:
+                path.reads.stats["hot_cache_hits"] += 1
+                return data
+            generation = cache.generation
+        if spec.hot_reads == "spread":
+            data = await path.reads.read_spread(skey, pref)
+        else:
+            data = await path.reads.read(skey, 1, pref)
+        if cache is not None:
+            cache.put(skey, data, now + spec.hot_cache_ms, now, generation)
+        return data
 
     async def get(self, key: bytes) -> Value | None:
         record = await self._record(key)
@@ -297,9 +328,31 @@ class ClusterService:
     # ---------------------------------------------------------------- writes
 
     def _run(self, key: bytes, command: Command):
+        store = self.path.store
+        if store.hot_keys.tick():  # HotKeys.offer, the key built only when it is counted
+            store.hot_keys.count(storage_key(self._ns, key), WRITE)
         if self.session is None:
-            return self.path.forwarder.run(self._ns, key, command, self.levels)
-        return self._run_in_session(key, command)
+            pending = self.path.forwarder.run(self._ns, key, command, self.levels)
+        else:
+            pending = self._run_in_session(key, command)
+        if store.hot_cache is None or isinstance(command, SerialRead):
+            return pending
+        return self._uncached(list(command.group_keys() or (key,)), pending)
+
+    async def _uncached(self, keys: list[bytes], pending: Awaitable[Any]) -> Any:
+        """Await a write of `keys` with the hot cache (node/hot_cache.py) dropping them before
+        and after it: a read in flight meanwhile keeps nothing, and this node's next read of
+        them reads the replicas again."""
+        cache = self.path.store.hot_cache
+        assert cache is not None
+        skeys = [storage_key(self._ns, k) for k in keys]
+        for skey in skeys:
+            cache.drop(skey)
+        try:
+            return await pending
+        finally:
+            for skey in skeys:
+                cache.drop(skey)
 
     async def _run_in_session(self, key: bytes, command: Command) -> Any:
         """`_run`, then the session requires what the replica that ran it holds after."""
@@ -338,7 +391,10 @@ class ClusterService:
             if path.node_id in pref:
                 data, _ = store.overwrite_now(skey, value)  # sent once in our log (WritePath)
                 w = resolve(self.levels.w, len(pref), field="w")
-                await path.writes.replicate(skey, data, pref, w, self.levels.strict)
+                if store.hot_cache is None:
+                    await path.writes.replicate(skey, data, pref, w, self.levels.strict)
+                else:
+                    await self._uncached([key], path.writes.replicate(skey, data, pref, w, self.levels.strict))
                 if self.session is not None:
                     self.session.observe(skey, rec.decode_record(data).clock, self._settles(w, pref))
                 return
@@ -386,12 +442,13 @@ class ClusterService:
                 elsewhere.append((key, value))
         store.commit_writes()  # in our log before any other replica is asked to hold them
         w = self.levels.w
-        await asyncio.gather(
+        written = asyncio.gather(
             *(self._run(k, Put(v)) for k, v in elsewhere),
             *(path.writes.replicate_many(records[i:i + MAX_KEYS_PER_PUT_MANY], pref,
                                          resolve(w, len(pref), field="w"))
               for pref, records in groups.items()
               for i in range(0, len(records), MAX_KEYS_PER_PUT_MANY)))
+        await (written if store.hot_cache is None else self._uncached(list(unique), written))
 
     async def write_atomic(self, items: list[tuple[bytes, bytes, int]]) -> AtomicWrite:
         """Every item or none (docs/atomic-batches.md): the keys of one replica set commit
@@ -402,7 +459,10 @@ class ClusterService:
         await self._check_batch_quota([(k, v) for k, v, _ in checked])
         if path.batches is None:
             raise CommandError("atomic batches are not available on this node", status=501)
-        return await path.batches.write(self._ns, checked, self.levels)
+        written = path.batches.write(self._ns, checked, self.levels)
+        if path.store.hot_cache is None:
+            return await written
+        return await self._uncached([k for k, _, _ in checked], written)
 
     async def msetnx(self, pairs: list[tuple[bytes, bytes]]) -> bool:
         """Every key or none, atomically and linearizably (docs/consistency.md, "MSETNX"): the

@@ -14,6 +14,7 @@ import re
 import tomllib
 from typing import Any
 
+from ringkv.cluster.hotkeys import MAX_CAPACITY_KEYS as MAX_HOT_KEYS_CAPACITY
 from ringkv.errors import ConfigError
 from ringkv.service.limits import DEFAULT_MAX_VALUE_BYTES
 
@@ -99,6 +100,15 @@ class NodeConfig:
     # default namespace: paxos (a consensus round per key, linearizable) or fast (serialized on
     # the key's first reachable replica, can lose an update during failures). docs/consistency.md.
     rmw: str = "paxos"
+    # Hot keys (docs/hot-keys.md): each node counts the keys it coordinates in a bounded
+    # summary (keys tracked, one request in about `hot_keys_sample_every` counted, counts
+    # halved every `hot_keys_half_life_ms`); the default namespace's mitigations: hot_reads
+    # all | spread (a read at ONE of a hot key asks one replica, in turn), hot_cache_ms (0: off).
+    hot_keys_capacity: int = 64
+    hot_keys_sample_every: int = 16
+    hot_keys_half_life_ms: int = 10_000
+    hot_reads: str = "all"
+    hot_cache_ms: int = 0
     # Other namespaces, each with its own N and policy (node/namespaces.py): a TOML table
     # [namespaces.NAME] of replicas and conflict_policy, or as a string (environment, flags)
     # "NAME:replicas=2:conflict_policy=lww,NAME2:replicas=1". Identical on every node.
@@ -221,6 +231,10 @@ class NodeConfig:
         require(self.sync in ("always", "interval", "never"), "sync", "must be always, interval or never")
         require(self.conflict_policy in ("siblings", "lww"), "conflict_policy", "must be siblings or lww")
         require(self.rmw in ("paxos", "fast"), "rmw", "must be paxos or fast")
+        require(1 <= self.hot_keys_capacity <= MAX_HOT_KEYS_CAPACITY, "hot_keys_capacity",
+                f"must be 1..{MAX_HOT_KEYS_CAPACITY} keys")
+        require(self.hot_keys_sample_every >= 1, "hot_keys_sample_every", "must be >= 1")
+        require(self.hot_keys_half_life_ms >= 1, "hot_keys_half_life_ms", "must be >= 1 ms")
         require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                 "must be debug, info, warning or error")
         require(self.log_format in ("text", "json"), "log_format", "must be text or json")
@@ -429,7 +443,8 @@ class NodeConfig:
             parse_quota({name: getattr(self, name)}, name)
         quota = parse_quota({n: getattr(self, n) for n in ("max_keys", "max_bytes", "max_requests_per_s")}, "max_keys")
         return Namespaces(self.replicas, self.conflict_policy, self.namespaces, MAX_REPLICAS, self.rmw,
-                          self.compaction, self.compaction_settings(), quota=quota)
+                          self.compaction, self.compaction_settings(), quota=quota, hot_reads=self.hot_reads,
+                          hot_cache_ms=self.hot_cache_ms)
 
     def compaction_settings(self) -> dict:
         """The top-level compaction_* settings given a value other than their default: those

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from ringkv.cluster.hotkeys import WRITE
 from ringkv.errors import CommandError, UnknownNamespaceError
 from ringkv.node.commands import (
     Append,
@@ -174,6 +175,9 @@ class LocalService:
             self._skey(key)  # every key checked before anything runs
         if not spec.write:
             winner = self.store.winner
+            hot = self.store.hot_keys
+            if len(keys) == 1 and hot.tick():  # a one-key read, as GET's
+                hot.count(storage_key(self._ns, keys[0]))
             entries = {key: entry_of(winner(storage_key(self._ns, key))) for key in keys}
             return spec.run(Ctx(self.now_ms()), args, entries)[1]
         command = TypeWrite(name, tuple(args))
@@ -196,6 +200,9 @@ class LocalService:
     # ---------------------------------------------------------------- writes
 
     async def _run(self, key: bytes, command: Command) -> Any:
+        hot = self.store.hot_keys
+        if hot.tick():  # HotKeys.offer, the key built only when it is counted
+            hot.count(storage_key(self._ns, key), WRITE)
         result, _, lsn = self.store.execute(self._ns, key, command)
         await self.store.durable(lsn)
         return result

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringkv.clock import Clock
+from ringkv.cluster.hotkeys import WRITE, HotKeys
 from ringkv.errors import CommandError, CorruptionError
 from ringkv.node.commands import BLIND, STORED, Command, Put, fill_result
+from ringkv.node.hot_cache import HotCache
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.quotas import NamespaceUsage, QuotaGate, write_growth
 from ringkv.node.replica import Replica, split_storage_key, storage_key
@@ -89,6 +91,8 @@ class LocalStore:
         max_value_bytes: int = 1024 * 1024,
         partitions: int = 1024,
         quotas: QuotaGate | None = None,
+        hot_keys: HotKeys | None = None,
+        hot_cache: HotCache | None = None,
     ):
         self.replica = replica
         self.engine = replica.engine
@@ -125,6 +129,11 @@ class LocalStore:
         self.expiry_index_dropped = 0
         # What waits for this loop iteration's log write (`after_commit`).
         self._after_commit: list[Callable[[BaseException | None], None]] = []
+        # The keys this node coordinates most (cluster/hotkeys.py), and, when a namespace has
+        # hot_cache_ms, their cached records (node/hot_cache.py; None: no namespace caches).
+        # Offered by the coordinator's paths only: a replica's merges are not requests.
+        self.hot_keys = hot_keys or HotKeys(clock.now_ms)
+        self.hot_cache = hot_cache
 
     # ---------------------------------------------------------------- start-up and counts
 
@@ -284,7 +293,10 @@ class LocalStore:
     def get_value_now(self, namespace: bytes, key: bytes) -> bytes | None:
         """A plain GET of the local replica (LocalService.get_value_now is bound to it), inlined:
         the clock is read only for a value that can expire."""
-        data = self.engine.get(storage_key(namespace, key))
+        skey = storage_key(namespace, key)
+        if self.hot_keys.tick():  # HotKeys.offer, inlined
+            self.hot_keys.count(skey)
+        data = self.engine.get(skey)
         if data is None:
             return None
         w = pick_winner(self.replica._decode(data).siblings)
@@ -376,6 +388,10 @@ class LocalStore:
         the LSN). Every SET passes here: calls are inlined where it costs little to read."""
         replica = self.replica
         engine = self.engine
+        if self.hot_keys.tick():  # HotKeys.offer, inlined
+            self.hot_keys.count(skey, WRITE)
+        if self.hot_cache is not None:
+            self.hot_cache.drop(skey)
         data = engine.get(skey)
         # The bytes of the stored record's values (what quotas.live_bytes counts but the key),
         # -1 when DBSIZE does not count it (`_live`); one sibling, the usual case, inline.
@@ -576,6 +592,9 @@ class LocalStore:
         self.usage.clear(keep=(system,))
         self._expiry_heap = []
         self._expiring = {}
+        self.hot_keys.clear()
+        if self.hot_cache is not None:
+            self.hot_cache.clear()
         for listener in self.flush_listeners:
             listener(system)
         await self.durable(lsn)

@@ -52,6 +52,8 @@ MAX_NAMESPACES = 64
 MAX_NAME_BYTES = 64
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RMW_MODES = ("paxos", "fast")
+HOT_READ_MODES = ("all", "spread")
+MAX_HOT_CACHE_MS = 60_000
 # A compaction setting of the configuration -> (the strategy it belongs to, the engine's name
 # for it, how the configuration's value becomes the engine's).
 COMPACTION_SETTINGS = {
@@ -61,7 +63,22 @@ COMPACTION_SETTINGS = {
     "compaction_window_s": ("time_window", "window_ms", lambda v: int(v) * 1000),
     "compaction_ttl_rule": ("time_window", "ttl_rule", str),
 }
-_FIELDS = ("replicas", "conflict_policy", "rmw", "compaction", *COMPACTION_SETTINGS, *QUOTA_FIELDS)
+_FIELDS = ("replicas", "conflict_policy", "rmw", "compaction", *COMPACTION_SETTINGS, *QUOTA_FIELDS,
+           "hot_reads", "hot_cache_ms")
+
+
+def check_hot(hot_reads: str, hot_cache_ms: Any, field: str, where: str = "") -> tuple[str, int]:
+    """A namespace's hot-key settings, checked: (hot_reads, hot_cache_ms as an int)."""
+    def named(setting: str) -> str:  # a namespace's entry names the setting; a top-level field is it
+        return f"{where}: {setting} " if where else ""
+
+    if hot_reads not in HOT_READ_MODES:
+        raise ConfigError(field, f"{named('hot_reads')}must be all or spread, got {hot_reads!r}")
+    text = str(hot_cache_ms)
+    if not text.isdigit() or int(text) > MAX_HOT_CACHE_MS:
+        raise ConfigError(field, f"{named('hot_cache_ms')}must be an integer in 0..{MAX_HOT_CACHE_MS} (ms), "
+                                 f"got {hot_cache_ms!r}")
+    return hot_reads, int(text)
 
 
 def compaction_strategy(compaction: str, settings: dict[str, Any], field: str, where: str = "") -> Strategy:
@@ -138,7 +155,7 @@ def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
                 raise ConfigError("namespaces", f"entry {entry!r}: expected name:replicas=N:conflict_policy="
                                                 "siblings|lww:rmw=paxos|fast:compaction=leveled|tiered|time_window"
                                                 "[:compaction_...=...][:max_keys=N][:max_bytes=N]"
-                                                "[:max_requests_per_s=N]")
+                                                "[:max_requests_per_s=N][:hot_reads=all|spread][:hot_cache_ms=N]")
             values[key.strip()] = value.strip()
         out.append((name, values))
     return out
@@ -163,14 +180,16 @@ class Namespaces:
 
     def __init__(self, replicas: int, conflict_policy: str, text: str = "", max_replicas: int = 16,
                  rmw: str = "paxos", compaction: str = "leveled", compaction_settings: dict[str, Any] | None = None,
-                 quota: Quota | None = None):
+                 quota: Quota | None = None, hot_reads: str = "all", hot_cache_ms: int = 0):
         if rmw not in RMW_MODES:
             raise ConfigError("rmw", f"must be paxos or fast, got {rmw!r}")
+        check_hot(hot_reads, 0, "hot_reads")
+        check_hot("all", hot_cache_ms, "hot_cache_ms")
         settings = dict(compaction_settings or {})
         compaction_strategy(compaction, settings, "compaction")  # checked before anything else
         self.default = NamespaceSpec(DEFAULT_NAME, replicas, ConflictPolicy(conflict_policy), rmw,
                                      compaction, tuple(sorted(settings.items())),
-                                     **_quota_fields(quota or Quota()))
+                                     **_quota_fields(quota or Quota()), hot_reads=hot_reads, hot_cache_ms=hot_cache_ms)
         self._by_stored: dict[bytes, NamespaceSpec] = {b"": self.default}
         for name, fields in parse_namespaces(text):
             if _NAME.fullmatch(name) is None:
@@ -200,9 +219,11 @@ class Namespaces:
             if compaction:
                 compaction_strategy(compaction, compaction_fields, "namespaces", name)
                 compaction_fields = {k: v if k == "compaction_ttl_rule" else int(v) for k, v in compaction_fields.items()}
+            hot = check_hot(fields.get("hot_reads", hot_reads), fields.get("hot_cache_ms", hot_cache_ms),
+                            "namespaces", name)
             self._by_stored[name.encode()] = NamespaceSpec(
                 name, int(raw_n), ConflictPolicy(policy), mode, compaction, tuple(sorted(compaction_fields.items())),
-                **_quota_fields(parse_quota(fields, "namespaces", name)))
+                **_quota_fields(parse_quota(fields, "namespaces", name)), hot_reads=hot[0], hot_cache_ms=hot[1])
             if len(self._by_stored) > MAX_NAMESPACES:
                 raise ConfigError("namespaces", f"at most {MAX_NAMESPACES} namespaces")
         self.max_replicas = max(s.replicas for s in self._by_stored.values())

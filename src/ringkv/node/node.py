@@ -12,6 +12,7 @@ hint store, flushes the memtable and closes the engine: no acknowledged write is
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -19,6 +20,7 @@ import re
 import resource
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,7 @@ from ringkv.node.operations import Operation, OperationRun, Operations, Progress
 from ringkv.node.placement import Placement
 from ringkv.node.quotas import QuotaRefresher, namespace_figures
 from ringkv.node.read_path import ReadPath
+from ringkv.node.replica import split_storage_key
 from ringkv.node.replica_calls import ReplicaCalls
 from ringkv.node.runtime_config import RuntimeSettings
 from ringkv.node.stalls import StallMonitor
@@ -239,6 +242,19 @@ def _info_text(text: str) -> str:
     """`text` as an INFO value: clients (redis-py) read a value with "," and "=" as a list of
     fields, so thousands separators go and other commas become semicolons."""
     return re.sub(r"(?<=\d),(?=\d{3})", "", text).replace(",", ";")
+
+
+def _key_text(key: bytes) -> str:
+    """A key as an INFO value shows it: its first 64 bytes, percent-escaped where a byte is
+    not printable ASCII or is one of the separators clients split INFO lines on (, = and
+    space), with "..." when it was longer."""
+    text = urllib.parse.quote(key[:HOT_KEY_SHOWN_BYTES], safe="/:{}-_.~@!$'()*+;[]<>|^#?&")
+    return text + ("..." if len(key) > HOT_KEY_SHOWN_BYTES else "")
+
+
+HOT_KEYS_IN_INFO = 10  # INFO hotkeys lists this many keys
+HOT_KEYS_IN_METRICS = 5  # /metrics labels this many keys (each a time series while it is in the top)
+HOT_KEY_SHOWN_BYTES = 64
 
 
 OperationStarter = Callable[[dict[str, Any]], OperationRun]
@@ -571,6 +587,7 @@ class NodeAdmin:
             },
             "ringkv": self._ringkv_info(),
             "quotas": self._quotas_info(),
+            "hotkeys": self._hot_keys_info(),
         }
 
     def _quotas_info(self) -> dict[str, Any]:
@@ -606,6 +623,41 @@ class NodeAdmin:
                     ae_failures=st.failures, ae_partitions_completed=len(st.completed_ms))
         return info
 
+    def hot_keys(self, limit: int) -> dict[str, Any]:
+        sketch = self._node.store.hot_keys
+        keys = [{**entry, "key": entry["key"].decode("utf-8", "backslashreplace"),
+                 "key_base64": base64.b64encode(entry["key"]).decode()} for entry in self._hot_entries(limit)]
+        return {"node_id": self._node.node_id, "sample_every": sketch.sample_every,
+                "half_life_ms": sketch.half_life_ms, "sampled": sketch.total, "hot_count": len(sketch.hot),
+                "keys": keys}
+
+    def _hot_entries(self, limit: int) -> list[dict[str, Any]]:
+        """The summary's `limit` most requested keys, each key as its bytes."""
+        store = self._node.store
+        sketch = store.hot_keys
+        out = []
+        for h in sketch.top(limit):
+            namespace, key = split_storage_key(h.key)
+            out.append({"namespace": store.namespaces.of_stored(namespace).name, "key": key, "per_s": h.per_s,
+                        "count": h.count, "error": h.error, "reads": h.reads, "writes": h.writes,
+                        "hot": h.key in sketch.hot})
+        return out
+
+    def _hot_keys_info(self) -> dict[str, Any]:
+        """INFO's `# Hotkeys`: the summary's figures and its ten most requested keys."""
+        store = self._node.store
+        sketch = store.hot_keys
+        info: dict[str, Any] = {"hotkeys_tracked": len(sketch.top()), "hotkeys_hot": len(sketch.hot),
+                                "hotkeys_sampled": sketch.total, "hotkeys_sample_every": sketch.sample_every}
+        cache = store.hot_cache
+        if cache is not None:
+            info.update(hot_cache_keys=len(cache), hot_cache_hits=cache.hits, hot_cache_misses=cache.misses)
+        for i, h in enumerate(self._hot_entries(HOT_KEYS_IN_INFO)):
+            info[f"hotkey_{i}"] = (f"namespace={_info_text(h['namespace'])},key={_info_text(_key_text(h['key']))},"
+                                   f"per_s={h['per_s']},reads={h['reads']},writes={h['writes']},"
+                                   f"hot={int(h['hot'])}")
+        return info
+
     def metrics(self) -> dict[str, Any]:
         node = self._node
         out: dict[str, Any] = {
@@ -615,6 +667,7 @@ class NodeAdmin:
             "expired_keys": node.store.expired_keys,
             "namespaces": namespace_figures(node.store.namespaces, node.store.usage, node.store.quotas),
             "disk": _disk_figures(node.config.data_dir),
+            "hot_keys": self.hot_keys(HOT_KEYS_IN_METRICS),
         }
         c = node.cluster
         if c is not None:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from time import perf_counter
 
 from ringkv.cluster.plans import ReadPlan
+from ringkv.errors import QuorumError
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import MAX_KEYS_PER_GET_MANY, ReplicaGet, ReplicaGetMany, ReplicaPut
 from ringkv.node.placement import Placement
@@ -45,6 +46,7 @@ class ReadPath:
         self.stats = stats
         self.read_repair = read_repair
         self._repairs: set[asyncio.Task] = set()
+        self._turn = 0  # where `read_spread` starts its next search for a replica
 
     def _plan(self, skey: bytes, pref: tuple[str, ...], r: int) -> ReadPlan:
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.up,
@@ -95,6 +97,27 @@ class ReadPath:
             if tasks:
                 await asyncio.wait(tasks)
         return plan.result
+
+    async def read_spread(self, skey: bytes, pref: tuple[str, ...]) -> bytes | None:
+        """A read at ONE of a hot key in a namespace with hot_reads = "spread" (docs/hot-keys.md):
+        one replica is asked, the next one up in turn, instead of every replica; no read repair
+        (the key's other reads and anti-entropy still repair it). When that replica fails, a
+        read at ONE as usual."""
+        n = len(pref)
+        up = self.calls.up
+        me = self.node_id
+        start = self._turn = (self._turn + 1) % n
+        for i in range(n):
+            node = pref[(start + i) % n]
+            if node == me or up(node):
+                break
+        else:
+            return await self.read(skey, 1, pref)
+        self.stats["hot_reads_spread"] += 1
+        try:
+            return await self.read(skey, 1, (node,))
+        except QuorumError:
+            return await self.read(skey, 1, pref)
 
     async def read_many(self, skeys: list[bytes], r_of: dict[int, int]) -> list[bytes | None]:
         """`read` of several keys; `r_of` maps a replica count N to the R to use for it."""

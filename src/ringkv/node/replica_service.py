@@ -167,6 +167,7 @@ class ReplicaService:
         return type(body) is ReplicaPut and bool(body.hint_for)
 
     def _get(self, body: ReplicaGet) -> ReplicaRecord:
+        self.stats["replica_reads"] += 1
         data = self.store.engine.get(body.skey)
         return ReplicaRecord(None if data is None else bytes(data))
 

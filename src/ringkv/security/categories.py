@@ -224,6 +224,7 @@ _UNITS: dict[str, tuple[str, str | None]] = {
     "ringkv.namespaces": ("slow connection", None),
     "ringkv.status": (_ADMIN, None),
     "ringkv.repair": (_ADMIN, None),
+    "ringkv.hotkeys": (_ADMIN, None),
     "ringkv.fault": (_ADMIN, None),
     "ringkv.admin": (_ADMIN, None),
     "ringkv.admin|status": (_ADMIN, None),

@@ -58,6 +58,11 @@ class NamespaceSpec:
     max_keys: int = 0
     max_bytes: int = 0
     max_requests_per_s: int = 0
+    # Hot keys (docs/hot-keys.md): "spread" sends a read at ONE of a key the coordinator
+    # finds hot to one replica in turn instead of every replica ("all"); `hot_cache_ms` > 0
+    # lets the coordinator answer such reads from a cache at most that many ms old.
+    hot_reads: str = "all"
+    hot_cache_ms: int = 0
 
     @property
     def stored(self) -> bytes:
@@ -70,9 +75,11 @@ class NamespaceSpec:
         if self.compaction:
             out["compaction"] = self.compaction
             out.update(self.compaction_settings)
-        for name in ("max_keys", "max_bytes", "max_requests_per_s"):
+        for name in ("max_keys", "max_bytes", "max_requests_per_s", "hot_cache_ms"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
+        if self.hot_reads != "all":
+            out["hot_reads"] = self.hot_reads
         return out
 
 
@@ -346,6 +353,13 @@ class AdminService(Protocol):
 
     def metrics(self) -> dict[str, Any]:
         """Figures for /metrics: engine, keys, cluster counters (see api/http_metrics.py)."""
+
+    def hot_keys(self, limit: int) -> dict[str, Any]:
+        """The keys this node coordinated most lately (docs/hot-keys.md), at most `limit`:
+        {"node_id", "sample_every", "half_life_ms", "sampled" (the decayed count of sampled
+        requests), "hot_count" (keys in the hot set), "keys": [{"namespace", "key" (UTF-8 text,
+        undecodable bytes escaped), "key_base64", "per_s", "count", "error", "reads", "writes",
+        "hot"}], most requested first}: a JSON document as it is."""
 
     def compaction(self, namespace: str) -> dict:
         """How `namespace`'s keys are compacted on this node now: {"namespace", "family",

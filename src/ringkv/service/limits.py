@@ -23,3 +23,8 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # replica set's part travel in one inter-node frame (16 MiB) with room for the records' clocks.
 MAX_ATOMIC_BATCH_ITEMS = 1000
 MAX_ATOMIC_BATCH_BYTES = 8 * 1024 * 1024
+
+# RINGKV.HOTKEYS and GET /api/v1/admin/hotkeys: keys answered by default and at most (the most
+# a node's hot-key summary tracks, cluster/hotkeys.MAX_CAPACITY_KEYS).
+HOTKEYS_DEFAULT_COUNT = 10
+HOTKEYS_MAX_COUNT = 4096

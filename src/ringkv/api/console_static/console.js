@@ -157,6 +157,7 @@ function render(state) {
   renderRing(state.ring, nodes, colour);
   renderNodes(nodes, state.ring, colour);
   renderLocal(state);
+  renderHotKeys(state);
   renderOperations(state);
   $("footer").textContent = `ringkv ${state.version} · updated ${new Date().toLocaleTimeString()} · ` +
     `every ${(pollIntervalMs / 1000).toFixed(1)} s`;
@@ -286,6 +287,25 @@ function renderLocal(state) {
     else v = count(v);
     list.append(el("div", {}, el("dt", {}, label), el("dd", {}, v)));
   }
+}
+
+function renderHotKeys(state) {
+  $("hot-keys-name").textContent = `(coordinated by ${state.node_id})`;
+  const body = $("hot-keys").querySelector("tbody");
+  body.replaceChildren();
+  const hot = state.hot_keys;
+  if (!hot) {
+    $("hot-keys-note").textContent = "this user may not run RINGKV.HOTKEYS";
+    return;
+  }
+  for (const k of hot.keys) {  // RINGKV.HOTKEYS's entries (docs/hot-keys.md)
+    body.append(el("tr", { "data-key": k.key }, el("td", {}, k.namespace), el("td", {}, k.key),
+      el("td", {}, k.per_s.toFixed(1)), el("td", {}, count(k.reads)), el("td", {}, count(k.writes)),
+      el("td", {}, k.hot ? "yes" : "")));
+  }
+  $("hot-keys-note").textContent = hot.keys.length
+    ? `one request in about ${hot.sample_every} counted; counts halve every ${duration(hot.half_life_ms)}`
+    : "no request counted lately";
 }
 
 function renderOperations(state) {
