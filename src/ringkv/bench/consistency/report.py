@@ -36,12 +36,13 @@ OTHER_LOAD_SHARE = 0.25  # of the machine's cores, used by others while it was s
 ROUND_TRIP_MODEL = (
     ("SET", "1: the coordinator writes its own replica and sends the record to both others, "
      "answering when one has it", "4 (2 ReplicaPut, 2 replies)"),
-    ("INCR or CAS, leased", "1: Propose at the leased ballot to both others, answering when one "
-     "accepted; the commit is sent without waiting", "8 (2 Propose, 2 Accepted, 2 Commit, 2 acks)"),
-    ("INCR or CAS, full round", "2: Prepare, then Propose, each answered by one of the two "
-     "others; then the commit, not waited for", "12 (Prepare and Propose: 4 each; commit: 4)"),
-    ("SERIAL GET", "1 (Prepare) when the key's last round is known committed; 2 when the read "
-     "must first finish a round (Propose the value found)", "4, or 8 + 4 for a commit"),
+    ("INCR or CAS, leased", "2: Propose at the leased ballot to both others, chosen when one "
+     "accepted; then the commit to both, answering when one stored it (W=2 with the proposer)",
+     "8 (2 Propose, 2 Accepted, 2 Commit, 2 acks)"),
+    ("INCR or CAS, full round", "3: Prepare, then Propose, then the commit, each answered by one "
+     "of the two others", "12 (Prepare, Propose and commit: 4 each)"),
+    ("SERIAL GET", "1 (Prepare) when the key's last round is known committed; 3 when the read "
+     "must first finish a round (Propose the value found, and its commit)", "4, or 8 + 4 for a commit"),
     ("any consensus command sent to a node that is not the key's first replica", "+1: the node "
      "forwards it to that replica (the proposer) and relays the answer", "+2 (Forward, reply)"),
     ("etcd Put or Txn", "1 raft round trip: the leader appends to its log and a follower's, each "
@@ -265,7 +266,7 @@ def path_figures(test: str, counters: dict[str, int], operations: int) -> tuple[
     commands = counters.get("paxos_commands", 0) or 1
     leased = counters.get("paxos_leased", 0) / commands
     retries = counters.get("paxos_retries", 0) / commands  # each one a full round more
-    trips = fwd + leased + 2 * (1 - leased) + 2 * retries
+    trips = fwd + 2 * leased + 3 * (1 - leased) + 3 * retries
     msgs = 2 + 2 * fwd + 8 * leased + 12 * (1 - leased) + 12 * retries
     return fwd, leased, trips, msgs
 
@@ -328,8 +329,8 @@ def round_trip_summary(run: BenchRun) -> list[str]:
     i_fwd, i_leased, i_trips, i_msgs = path_figures(INCR, i_counters, i_ops)
     out = [
         f"- **Loaded.** A SET is {s_trips:.0f} replica round trip and {s_msgs:.0f} messages. Of "
-        f"{i_counters['paxos_commands']:,} INCR, {i_leased:.0%} took the leased path (one round "
-        f"trip: Propose) and {i_fwd:.0%} were first forwarded to the key's proposer, so an INCR "
+        f"{i_counters['paxos_commands']:,} INCR, {i_leased:.0%} took the leased path (Propose, "
+        f"then the commit) and {i_fwd:.0%} were first forwarded to the key's proposer, so an INCR "
         f"averaged {i_trips:.2f} replica round trips and {i_msgs:.1f} messages ({i_msgs / s_msgs:.1f}x "
         f"SET's) and cost {_server_us(incrs) / max(_server_us(sets), 1e-9):.2f}x SET's server CPU. "
         f"Its p99 was {_med(_pct(m, 99) for m in incrs) / 1000:.2f} ms against SET's "
@@ -468,7 +469,7 @@ def render(run: BenchRun, note: str = "") -> str:
         "",
         *counters_table(run),
         "",
-        "Leased: a command chosen in one round trip at the ballot its proposer's lease allowed "
+        "Leased: a command chosen in one round trip (then committed in one more) at the ballot its proposer's lease allowed "
         "(`paxos_leased` / `paxos_commands`). Retries: rounds lost to another ballot or a refused "
         "lease, each followed by a back-off and a full round. Stale leases: leased proposals "
         "refused because an acceptor held a write the lease had not seen. Forwarded: commands a "
