@@ -350,6 +350,9 @@ def test_a_write_plan_decides_exactly_once_and_succeeds_iff_w_targets_acked(run,
     assert set(plan.acked_by) == acked
     assert plan.succeeded == (len(acked) >= w)
     assert (plan.error is None) == plan.succeeded
+    # A session may count the write settled only when every replica acked it itself.
+    itself = {r for r in pref if r == me or (answers_ok[r] and r not in held_down and Send(r) in sent)}
+    assert plan.held_by_every_replica == (itself == set(pref))
 
 
 @given(write_runs(), st.data())
@@ -523,6 +526,9 @@ def test_a_reads_merge_repairs_and_outcome_do_not_depend_on_the_order_of_answers
         assert one.repairs() == two.repairs() == [n for n in answered if records[n] != merged]
     else:
         assert not one.has_result
+    # Unanimous (a session may count the read settled): every replica answered, all alike.
+    alike = len(answered) == len(pref) and len({records[n] for n in pref}) == 1
+    assert one.unanimous == two.unanimous == alike
     assert one.done and (one.error is None) == one.succeeded
     # replicas held down were never asked
     assert all(node not in held_down for node in pref if node != me and node in answered)

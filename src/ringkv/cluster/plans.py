@@ -151,6 +151,12 @@ class ReadPlan:
         """Every replica answered or failed: read repair may run."""
         return self._started and not self._open
 
+    @property
+    def unanimous(self) -> bool:
+        """Finished, every replica answered, and all with the same version: each holds the
+        result (a session may count it settled, service/session.py)."""
+        return self.finished and self.quorum.unanimous
+
     def repairs(self) -> list[str]:
         """Replicas that answered with less than the merge, in preference order: read-repair
         targets (the coordinator's own copy included when it is one of them)."""
@@ -295,6 +301,15 @@ class WritePlan:
         if not self.finished:
             raise RuntimeError("hints() is known once every send has been answered")
         return [*self.quorum.failures, *self._extra_failed]
+
+    @property
+    def held_by_every_replica(self) -> bool:
+        """Every send answered and every replica of the preference list acknowledged the
+        record itself (no stand-in took it for one, none failed): a session may count the
+        write settled (service/session.py)."""
+        if not self.finished or len(self.acked_by) != len(self.pref):
+            return False
+        return all(r == n for r, n in self.acked_by.items())
 
     @property
     def stand_ins(self) -> Mapping[str, str]:

@@ -194,6 +194,11 @@ class ReadQuorum(_Quorum):
             raise RuntimeError("no replica has answered the read yet")
         return self._merged
 
+    @property
+    def unanimous(self) -> bool:
+        """Every replica answered, each with a version `same` as the others'."""
+        return len(self._replies) == len(self.replicas) and not self._mixed
+
     def stale_replicas(self) -> tuple[str, ...]:
         """Replicas that answered with something other than the merged result, in replica order.
 

@@ -52,7 +52,7 @@ from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
 from ringkv.node.placement import Placement
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import storage_key
-from ringkv.node.session_reads import SessionReads
+from ringkv.node.session_reads import SessionReads, Settler
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
@@ -391,12 +391,14 @@ class ClusterService:
             if path.node_id in pref:
                 data, _ = store.overwrite_now(skey, value)  # sent once in our log (WritePath)
                 w = resolve(self.levels.w, len(pref), field="w")
-                if store.hot_cache is None:
-                    await path.writes.replicate(skey, data, pref, w, self.levels.strict)
-                else:
-                    await self._uncached([key], path.writes.replicate(skey, data, pref, w, self.levels.strict))
-                if self.session is not None:
-                    self.session.observe(skey, rec.decode_record(data).clock, self._settles(w, pref))
+                session = self.session
+                # In a session, the entry becomes settled once every replica acknowledged,
+                # even after the answer (node/session_reads.Settler).
+                settler = None if session is None else Settler(session, skey, rec.decode_record(data).clock)
+                written = path.writes.replicate(skey, data, pref, w, self.levels.strict, settler)
+                await (written if store.hot_cache is None else self._uncached([key], written))
+                if settler is not None:
+                    session.observe(skey, settler.clock, self._settles(w, pref))
                 return
         store.check_value(value)
         await self._run(key, Put(value))

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import perf_counter
 
 from ringkv.cluster.plans import ReadPlan
@@ -57,8 +57,11 @@ class ReadPath:
             plan.on_record(self.node_id, None if data is None else bytes(data))
         return plan
 
-    async def read(self, skey: bytes, r: int, pref: tuple[str, ...] | None = None) -> bytes | None:
-        """The merge of what R replicas store for the key (None: none has a record)."""
+    async def read(self, skey: bytes, r: int, pref: tuple[str, ...] | None = None,
+                   settled: Callable[[], None] | None = None) -> bytes | None:
+        """The merge of what R replicas store for the key (None: none has a record).
+        `settled` is called, once, if and when every replica has answered with the same
+        version (after the answer, when R is less than N): each holds the result."""
         started = perf_counter()
         self.stats["reads"] += 1
         if pref is None:
@@ -80,6 +83,8 @@ class ReadPath:
                 stale = plan.repairs()
                 if stale:
                     self.repair(skey, plan.result, stale)
+            if settled is not None and plan.unanimous:
+                settled()
 
         if asks:
             body = ReplicaGet(skey)
@@ -88,6 +93,8 @@ class ReadPath:
             if not plan.done:
                 decided = asyncio.get_running_loop().create_future()
                 await decided
+        elif settled is not None and plan.unanimous:  # this node is the only replica
+            settled()
         self.calls.figures.quorum["get"].observe(perf_counter() - started)
         if not plan.succeeded:
             self.stats["quorum_failures"] += 1

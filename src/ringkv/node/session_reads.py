@@ -47,6 +47,32 @@ def _show(key: bytes) -> str:
     return repr(text + ("..." if len(key) > 64 else ""))
 
 
+class Settler:
+    """Marks a session's entry for a key settled once every home replica is known to hold the
+    version it read or wrote (service/session.py: a settled entry leaves the token first, and
+    without degrading it). Every replica's answer often comes after the client's: the
+    read or write path calls this object then, and `answered(clock)` gives the version once
+    the request has it; whichever comes second marks the entry."""
+
+    __slots__ = ("clock", "heard", "skey", "token")
+
+    def __init__(self, token: SessionToken, skey: bytes, clock: Mapping[bytes, int] | None = None):
+        self.token = token
+        self.skey = skey
+        self.clock = clock
+        self.heard = False
+
+    def __call__(self) -> None:  # every home replica holds it
+        self.heard = True
+        if self.clock is not None:
+            self.token.observe(self.skey, self.clock, True)
+
+    def answered(self, clock: Mapping[bytes, int]) -> None:
+        self.clock = clock
+        if self.heard:
+            self.token.observe(self.skey, clock, True)
+
+
 class SessionReads:
     def __init__(self, reads: ReadPath, hints: HintStore | None, stats: dict[str, int], *,
                  wait_ms: int = DEFAULT_SESSION_WAIT_MS):
@@ -65,23 +91,26 @@ class SessionReads:
         token then requires what it returns. SessionError when no replica or hint that could
         be reached within `wait_ms` has it."""
         required = token.required(skey)
+        settler = Settler(token, skey)
         if required is None:
             if token.degraded:
                 r = max(r, len(pref) // 2 + 1)
-            data = await self.reads.read(skey, r, pref)
+            data = await self.reads.read(skey, r, pref, settler)
             record = None if data is None else rec.decode_record(data)
             if record is not None:
                 token.observe(skey, record.clock)
+                settler.answered(record.clock)
             return record
         failure: str = ""
         try:
-            data = await self.reads.read(skey, r, pref)
+            data = await self.reads.read(skey, r, pref, settler)
         except QuorumError as exc:
             data, failure = None, str(exc)
         else:
             record = None if data is None else rec.decode_record(data)
             if record is not None and dvv.descends(record.clock, required):
                 token.observe(skey, record.clock)
+                settler.answered(record.clock)
                 return record
         self.stats["session_searches"] += 1
         record, settled = await self._search(key, skey, pref, required, failure)

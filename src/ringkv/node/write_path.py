@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from time import perf_counter
 
 from ringkv.cluster.plans import Send, WritePlan
@@ -57,12 +58,16 @@ class WritePath:
                          fallbacks=placement.fallbacks_for(skey, len(pref), is_up) if sloppy else None,
                          extra=extra, down_reason=self.calls.liveness.why_down)
 
-    async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False) -> None:
+    async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False,
+                        settled: Callable[[], None] | None = None) -> None:
         """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took
-        it, or the log write's error when this node's own log write (still deferred) fails."""
+        it, or the log write's error when this node's own log write (still deferred) fails.
+        `settled` is called, once, if and when every replica of `pref` has acknowledged the
+        record itself (after the answer, when W is less than N)."""
         started = perf_counter()
         self.stats["writes"] += 1
         write = _Replication(self._plan(skey, pref, w, strict), skey, data, self.calls, self.stats, self.hints)
+        write.settled = settled
         if self.store.has_pending_writes:
             write.decided = asyncio.get_running_loop().create_future()
             self.store.after_commit(write.logged)
@@ -181,7 +186,7 @@ class _Replication:
     write, left for the garbage collector (whose collections then cost more than the rest of a
     SET's Python on the coordinator)."""
 
-    __slots__ = ("calls", "data", "decided", "hints", "plain", "plan", "skey", "stats")
+    __slots__ = ("calls", "data", "decided", "hints", "plain", "plan", "settled", "skey", "stats")
 
     def __init__(self, plan: WritePlan, skey: bytes, data: bytes, calls: ReplicaCalls, stats: dict[str, int],
                  hints: HintStore | None):
@@ -193,8 +198,11 @@ class _Replication:
         self.stats = stats
         self.hints = hints
         self.decided: asyncio.Future | None = None  # set once W is met or missed
+        self.settled: Callable[[], None] | None = None  # told once every replica holds it
 
     def start(self, sends: list[Send]) -> None:
+        if not sends and self.settled is not None and self.plan.held_by_every_replica:
+            self.settled()  # this node is the only replica: no answer will come
         for send in sends:
             if send.hint_for is not None:
                 self.stats["stand_ins"] += 1
@@ -218,9 +226,12 @@ class _Replication:
         decided = self.decided
         if plan.done and decided is not None and not decided.done():
             decided.set_result(None)
-        if plan.finished and self.hints is not None:
-            for node in plan.hints():
-                self.hints.add(node, self.skey, self.data)
+        if plan.finished:
+            if self.hints is not None:
+                for node in plan.hints():
+                    self.hints.add(node, self.skey, self.data)
+            if self.settled is not None and plan.held_by_every_replica:
+                self.settled()
 
     def logged(self, error: BaseException | None) -> None:
         """Run by the store once this iteration's log write is done (or failed): the sends

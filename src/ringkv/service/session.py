@@ -17,8 +17,10 @@ Bounds, with their reasons:
 - `max_token_bytes`, the encoded token's length (`session_max_token_bytes`): tokens travel in
   an HTTP header and on every RESP resume.
 When an entry must go, the oldest *settled* one goes first: settled means every home replica
-of the key is known to hold the requirement (a write acknowledged by all N, a session read that
-all N answered with it), so a read at any level finds it without the entry. When none is
+of the key is known to hold the requirement (a write acknowledged by all N home replicas
+themselves, a session read that all N answered alike; at any level, and often known only after
+the answer: node/session_reads.Settler marks it then), so a read at any level finds it without
+the entry. When none is
 settled, the oldest entry goes and the token becomes *degraded*: from then on a read of a key
 with no entry is made at QUORUM at least (or the asked level when higher). What stays
 guaranteed when degraded is written in docs/consistency.md.
