@@ -131,6 +131,34 @@ def test_a_write_known_held_everywhere_settles_and_goes_first():
     assert token.degraded  # an unsettled entry had to go
 
 
+@given(observations, keys, clocks)
+def test_settling_later_marks_only_an_entry_the_clock_covers_and_keeps_its_place(obs, key, clock):
+    token = _replay(obs)
+    before = _state(token)
+    entry = token.entries.get(key_digest(key))
+    token.settle(key, clock)
+    after = _state(token)
+    assert [d for d, _, _ in after[0]] == [d for d, _, _ in before[0]]  # same entries, same order
+    assert after[1] == before[1]
+    for (d, c, s), (_, c2, s2) in zip(before[0], after[0], strict=True):
+        assert c == c2
+        if d == key_digest(key):
+            assert s2 == (s or dvv.descends(clock, entry.clock))
+        else:
+            assert s2 == s
+    # and it reads back so
+    codec = SessionCodec("c")
+    assert _state(codec.decode(codec.encode(token))) == after
+
+
+def test_settling_a_key_the_token_no_longer_holds_adds_nothing():
+    token = SessionToken(1, 1 << 20)
+    token.observe(b"a" * 9, {b"n1": 1})
+    token.observe(b"b" * 9, {b"n1": 2})  # "a" evicted
+    token.settle(b"a" * 9, {b"n1": 1})
+    assert token.required(b"a" * 9) is None and len(token) == 1
+
+
 def _state(token: SessionToken) -> tuple:
     return list((d, e.clock, e.settled) for d, e in token.entries.items()), token.degraded
 

@@ -394,11 +394,13 @@ class ClusterService:
                 session = self.session
                 # In a session, the entry becomes settled once every replica acknowledged,
                 # even after the answer (node/session_reads.Settler).
-                settler = None if session is None else Settler(session, skey, rec.decode_record(data).clock)
+                settler = None if session is None else Settler(session, skey)
                 written = path.writes.replicate(skey, data, pref, w, self.levels.strict, settler)
                 await (written if store.hot_cache is None else self._uncached([key], written))
                 if settler is not None:
-                    session.observe(skey, settler.clock, self._settles(w, pref))
+                    clock = rec.decode_record(data).clock
+                    session.observe(skey, clock, self._settles(w, pref))
+                    settler.answered(clock)
                 return
         store.check_value(value)
         await self._run(key, Put(value))

@@ -52,25 +52,25 @@ class Settler:
     version it read or wrote (service/session.py: a settled entry leaves the token first, and
     without degrading it). Every replica's answer often comes after the client's: the
     read or write path calls this object then, and `answered(clock)` gives the version once
-    the request has it; whichever comes second marks the entry."""
+    the request has observed it in the token; whichever comes second marks the entry."""
 
     __slots__ = ("clock", "heard", "skey", "token")
 
-    def __init__(self, token: SessionToken, skey: bytes, clock: Mapping[bytes, int] | None = None):
+    def __init__(self, token: SessionToken, skey: bytes):
         self.token = token
         self.skey = skey
-        self.clock = clock
+        self.clock: Mapping[bytes, int] | None = None
         self.heard = False
 
     def __call__(self) -> None:  # every home replica holds it
         self.heard = True
         if self.clock is not None:
-            self.token.observe(self.skey, self.clock, True)
+            self.token.settle(self.skey, self.clock)
 
     def answered(self, clock: Mapping[bytes, int]) -> None:
         self.clock = clock
         if self.heard:
-            self.token.observe(self.skey, clock, True)
+            self.token.settle(self.skey, clock)
 
 
 class SessionReads:

@@ -197,6 +197,18 @@ class SessionToken:
         self._take(key_digest(skey), dict(clock), settled)
         self._bound()
 
+    def settle(self, skey: bytes, clock: Mapping[bytes, int]) -> None:
+        """Every home replica of `skey` is now known to hold `clock` (learned after the
+        request's answer: node/session_reads.Settler): the key's entry becomes settled if
+        `clock` covers what it requires. Its place and its size stay as they were."""
+        digest = key_digest(skey)
+        entry = self.entries.get(digest)
+        if entry is None or entry.settled or not dvv.descends(clock, entry.clock):
+            return
+        self.entries[digest] = Requirement(entry.clock, True)
+        self._settled += 1
+        self._encoded = None
+
     def _take(self, digest: int, clock: dict[bytes, int], settled: bool) -> None:
         entries = self.entries
         entry = entries.get(digest)
