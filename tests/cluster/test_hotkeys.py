@@ -31,7 +31,7 @@ def test_space_saving_guarantees_hold_for_any_stream(stream, capacity):
         sketch.count(key)
     truth = collections.Counter(stream)
     top = {h.key: h for h in sketch.top()}
-    assert len(top) <= capacity  # bounded memory
+    assert len(top) == len(sketch) <= capacity  # bounded memory
     assert sum(h.count for h in top.values()) == len(stream) == sketch.total
     for key, h in top.items():
         assert h.count - h.error <= truth[key] <= h.count

@@ -143,6 +143,10 @@ class HotKeys:
         bar = max(self.min_count, self.min_share * self.total)
         self.hot = frozenset(k for k, e in self._entries.items() if e[0] - e[1] >= bar)
 
+    def __len__(self) -> int:
+        """Keys counted now (at most `capacity`)."""
+        return len(self._entries)
+
     def is_hot(self, key: bytes) -> bool:
         return key in self.hot
 

@@ -647,7 +647,7 @@ class NodeAdmin:
         """INFO's `# Hotkeys`: the summary's figures and its ten most requested keys."""
         store = self._node.store
         sketch = store.hot_keys
-        info: dict[str, Any] = {"hotkeys_tracked": len(sketch.top()), "hotkeys_hot": len(sketch.hot),
+        info: dict[str, Any] = {"hotkeys_tracked": len(sketch), "hotkeys_hot": len(sketch.hot),
                                 "hotkeys_sampled": sketch.total, "hotkeys_sample_every": sketch.sample_every}
         cache = store.hot_cache
         if cache is not None:
