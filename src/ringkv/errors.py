@@ -237,7 +237,8 @@ class QuorumError(RingkvError):
     """
 
     def __init__(self, needed: int, answered: int, failures: dict[str, str],
-                 pending: tuple[str, ...] = ()):
+                 pending: tuple[str, ...] = (), dc: str = ""):
+        self.dc = dc  # the datacenter whose need was missed (a datacenter level), else ""
         self.needed = needed
         self.answered = answered
         self.failures = dict(sorted(failures.items()))
@@ -246,4 +247,5 @@ class QuorumError(RingkvError):
         if self.pending:
             # Decided before they answered: too many had already failed for W (or R) to be met.
             detail += f" ({', '.join(self.pending)} had not answered yet)"
-        super().__init__(f"needed {needed} replicas, {answered} answered: {detail}")
+        where = f"datacenter {dc}: " if dc else ""
+        super().__init__(f"{where}needed {needed} replicas, {answered} answered: {detail}")

@@ -89,7 +89,9 @@ async def consistency_level(
         Header(
             alias="Consistency-Level",
             description="ONE (or EVENTUAL), QUORUM or ALL (or STRONG), case-insensitive: the request's R and "
-            "W. SERIAL: a linearizable read through the key's consensus path (a write at SERIAL is at QUORUM).",
+            "W. SERIAL: a linearizable read through the key's consensus path (a write at SERIAL is at QUORUM). "
+            "LOCAL_ONE, LOCAL_QUORUM: one or a majority of the replicas in the node's datacenter; EACH_QUORUM: a "
+            "majority in every datacenter (docs/multi-dc.md).",
             json_schema_extra={"enum": [c.value for c in ConsistencyLevel]},
         ),
     ] = None,  # type: ignore[assignment]
@@ -122,8 +124,8 @@ async def consistency_level(
             raise ProblemError(
                 400,
                 "invalid-consistency",
-                f"{source} is {raw[:64]!r}; expected ONE (or EVENTUAL), QUORUM, ALL (or STRONG), or SERIAL "
-                "(a linearizable read)",
+                f"{source} is {raw[:64]!r}; expected ONE (or EVENTUAL), QUORUM, ALL (or STRONG), SERIAL "
+                "(a linearizable read), SESSION, LOCAL_ONE, LOCAL_QUORUM or EACH_QUORUM",
             ) from None
     if len(levels) == 2 and levels[0].service_level != levels[1].service_level:
         raise ProblemError(

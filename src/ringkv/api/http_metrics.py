@@ -226,6 +226,8 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("replica_reads", "Reads of this node's replica asked by a coordinator (ReplicaGet)."),
         ("hot_reads_spread", "Reads at ONE of a hot key sent to one replica in turn (hot_reads = spread)."),
         ("hot_cache_hits", "Reads at ONE of a hot key answered from the coordinator's cache (hot_cache_ms)."),
+        ("relays_sent", "Writes sent once to another datacenter's relay for all its replicas."),
+        ("relayed_writes", "Writes this node relayed to the other replicas of its datacenter."),
     ):
         yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
     hints = figures["hints"]

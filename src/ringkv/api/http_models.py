@@ -21,13 +21,17 @@ class ConsistencyLevel(StrEnum):
     """The levels a request may name. EVENTUAL and STRONG are the specification's names for ONE
     and ALL. SERIAL is for reads: linearizable, through the key's consensus path; a write at
     SERIAL is a write at QUORUM (service/levels.py). SESSION is ONE in the request's session
-    (the Session-Token header: read-your-writes and monotonic reads, api/http_session.py)."""
+    (the Session-Token header: read-your-writes and monotonic reads, api/http_session.py).
+    LOCAL_ONE, LOCAL_QUORUM and EACH_QUORUM count replicas per datacenter (docs/multi-dc.md)."""
 
     ONE = "ONE"
     QUORUM = "QUORUM"
     ALL = "ALL"
     SERIAL = "SERIAL"
     SESSION = "SESSION"
+    LOCAL_ONE = "LOCAL_ONE"
+    LOCAL_QUORUM = "LOCAL_QUORUM"
+    EACH_QUORUM = "EACH_QUORUM"
     EVENTUAL = "EVENTUAL"
     STRONG = "STRONG"
 

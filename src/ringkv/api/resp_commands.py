@@ -202,7 +202,8 @@ def _command_info(spec: CommandSpec) -> list:
 def cmd_info(c: RespConnection, argv):
     wanted = {a.lower().decode("utf-8", "replace") for a in argv[1:]}
     if not wanted or wanted & {"all", "everything", "default"}:
-        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv", "quotas", "hotkeys"}
+        wanted = {"server", "clients", "memory", "stats", "keyspace", "persistence", "ringkv", "quotas", "hotkeys",
+                  "datacenters"}
     return c.enc.verbatim(render_info(c.server, wanted))
 
 

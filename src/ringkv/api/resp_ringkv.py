@@ -43,10 +43,10 @@ if TYPE_CHECKING:
 
 def _level_arg(data: bytes, field: str) -> str:
     """A level as the client sent it, normalised; the service's `at()` parses and checks it
-    (ONE, QUORUM, ALL or a count against the key's N)."""
+    (ONE, QUORUM, ALL, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM or a count against the key's N)."""
     text = data.decode("utf-8", "replace").strip()
     if not text:
-        raise CommandError(f"{field} must be ONE, QUORUM, ALL or a replica count")
+        raise CommandError(f"{field} must be ONE, QUORUM, ALL, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM or a replica count")
     return text.upper()
 
 

@@ -77,10 +77,12 @@ def _version_arg(text: str) -> bytes:
 
 
 _consistency_option = click.option(
-    "--consistency", type=click.Choice(["ONE", "QUORUM", "ALL", "SERIAL", "SESSION"], case_sensitive=False),
+    "--consistency", type=click.Choice(["ONE", "QUORUM", "ALL", "SERIAL", "SESSION", "LOCAL_ONE", "LOCAL_QUORUM",
+                                        "EACH_QUORUM"], case_sensitive=False),
     help="Replicas that must answer (default: the node's). SERIAL: a linearizable read through the key's "
          "consensus path; a write at SERIAL is at QUORUM. SESSION: ONE in a session that lasts for this "
-         "command (docs/consistency.md, \"Sessions\").")
+         "command (docs/consistency.md, \"Sessions\"). LOCAL_ONE, LOCAL_QUORUM: in the node's datacenter; "
+         "EACH_QUORUM: a majority in every datacenter (docs/multi-dc.md).")
 
 
 @click.command("get", epilog=EXIT_CODES_HELP)

@@ -54,6 +54,8 @@ class Consistency(enum.StrEnum):
     through the key's consensus path (it sees every CAS and conditional write acknowledged
     before it); a write at SERIAL is a write at QUORUM. SESSION is ONE in the client's session:
     reads see the client's own writes and never go back in time (docs/consistency.md).
+    LOCAL_ONE and LOCAL_QUORUM count only the replicas in the datacenter of the node the client
+    talks to, EACH_QUORUM a majority in every datacenter (docs/multi-dc.md).
     """
 
     ONE = "ONE"
@@ -61,6 +63,9 @@ class Consistency(enum.StrEnum):
     ALL = "ALL"
     SERIAL = "SERIAL"
     SESSION = "SESSION"
+    LOCAL_ONE = "LOCAL_ONE"
+    LOCAL_QUORUM = "LOCAL_QUORUM"
+    EACH_QUORUM = "EACH_QUORUM"
 
 
 def parse_consistency(value: str | Consistency | None, field: str = "consistency") -> Consistency | None:
@@ -72,7 +77,7 @@ def parse_consistency(value: str | Consistency | None, field: str = "consistency
             return Consistency(value.upper())
         except ValueError:
             pass
-    raise ConfigError(field, f"must be one of ONE, QUORUM, ALL, SERIAL, SESSION, got {value!r}")
+    raise ConfigError(field, f"must be one of {', '.join(Consistency)}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

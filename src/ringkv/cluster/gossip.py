@@ -147,7 +147,9 @@ class NodeState(msgspec.Struct, frozen=True, array_like=True):
 
     def member(self) -> Member:
         """The node as the ring sees it."""
-        return Member(self.node_id, self.weight, self.rack, self.dc)
+        if self.dc:
+            return Member(self.node_id, self.weight, self.rack, self.dc)
+        return Member.at(self.node_id, self.rack, self.weight)  # "dc/rack" in one label
 
 
 class DigestEntry(NamedTuple):

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ringkv.cluster.quorum import ReadQuorum, WriteQuorum
+from ringkv.cluster.quorum import DcNeed, ReadQuorum, WriteQuorum
 from ringkv.errors import QuorumError
 
 DOWN_REASON = "down (failure detector)"
@@ -64,6 +64,7 @@ Fallbacks = Callable[[frozenset[str]], Sequence[tuple[str, str | None]]]
 class ReadPlan:
     """One quorum read of one key: ask every replica, succeed once `r` answered, merge.
 
+    `needs` (a datacenter level): what each datacenter must answer, instead of `r` of all.
     The caller reads its own copy when `local` and reports it with `on_record(me, record)`,
     before `start()` (as the node does: its own copy is at hand first, so a quorum error then
     counts it among those that answered). REQUIRES, as ReadQuorum: `merge` is commutative and
@@ -82,8 +83,9 @@ class ReadPlan:
         merge: Callable[[Any, Any], Any],
         same: Callable[[Any, Any], bool],
         down_reason: Callable[[str], str] = _down_reason,
+        needs: tuple[DcNeed, ...] = (),
     ):
-        self.quorum = ReadQuorum(pref, r, merge, same)
+        self.quorum = ReadQuorum(pref, r, merge, same, needs)
         self.pref = self.quorum.replicas
         self._me = me
         self._is_up = is_up
@@ -169,7 +171,8 @@ class WritePlan:
     `me` in `pref`: the coordinator already holds the write (it counts as one ack at once).
     `fallbacks` None means strict: no stand-ins (STRICT, no hint store, or no node beyond the
     preference list). `extra`: a moving partition's new owners, sent the record too, never
-    counted toward W, hinted when they fail.
+    counted toward W, hinted when they fail. `needs` (a datacenter level): what each
+    datacenter must acknowledge, instead of `w` of all.
     """
 
     __slots__ = (
@@ -200,8 +203,9 @@ class WritePlan:
         fallbacks: Fallbacks | None = None,
         extra: tuple[str, ...] = (),
         down_reason: Callable[[str], str] = _down_reason,
+        needs: tuple[DcNeed, ...] = (),
     ):
-        self.quorum = WriteQuorum(pref, w)
+        self.quorum = WriteQuorum(pref, w, needs)
         self.pref = self.quorum.replicas
         self._me = me
         self._is_up = is_up

@@ -6,8 +6,10 @@ module has no clock). The request succeeds once W (or R) replicas succeeded, and
 as too few replicas are left to get there. Once decided, the outcome is fixed; later answers
 are still recorded, because the coordinator still applies them (read repair of late replies,
 hints). Reads keep the merge of every version received, through `merge` and `same` functions
-supplied by the caller, so this module does not know the record format. Implements
-docs/ring.md, "Quorum decisions".
+supplied by the caller, so this module does not know the record format. A datacenter level
+(LOCAL_QUORUM, EACH_QUORUM, ...) gives per-datacenter needs instead of one count: the request
+succeeds once every datacenter's need is met and fails as soon as one cannot be, naming that
+datacenter. Implements docs/ring.md, "Quorum decisions", and docs/multi-dc.md.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ringkv.errors import ConfigError, QuorumError
-from ringkv.service.levels import ConsistencyLevel, parse_level, resolve
+from ringkv.service.levels import ConsistencyLevel, DcNeed, parse_level, resolve
 
-__all__ = ["ConsistencyLevel", "ReadQuorum", "WriteQuorum", "parse_level", "resolve"]
+__all__ = ["ConsistencyLevel", "DcNeed", "ReadQuorum", "WriteQuorum", "parse_level", "resolve"]
 
 
 # Per-replica state and its transitions: (state, answer) -> new state. A success after a
@@ -41,6 +43,7 @@ class _Quorum:
 
     __slots__ = (
         "_error",
+        "_needs",
         "_outcome",
         "_pending",
         "_reasons",
@@ -50,7 +53,7 @@ class _Quorum:
         "replicas",
     )
 
-    def __init__(self, replicas: tuple[str, ...], needed: int, field: str):
+    def __init__(self, replicas: tuple[str, ...], needed: int, field: str, needs: tuple[DcNeed, ...] = ()):
         if type(replicas) is not tuple:
             replicas = tuple(replicas)
         n = len(replicas)
@@ -69,6 +72,7 @@ class _Quorum:
         self._pending = n
         self._outcome: bool | None = None
         self._error: QuorumError | None = None
+        self._needs = needs  # per-datacenter needs; when given, they decide (not `needed`)
 
     def on_success(self, node: str, reply: Any = None) -> bool:
         """Record that `node` succeeded. True only for the answer that decided the outcome."""
@@ -132,12 +136,35 @@ class _Quorum:
     def _decide(self) -> bool:
         if self._outcome is not None:
             return False
+        if self._needs:
+            return self._decide_per_dc()
         if self._successes >= self.needed:
             self._outcome = True
             return True
         if self._successes + self._pending < self.needed:
             self._outcome = False
             self._error = QuorumError(self.needed, self._successes, self.failures, self.pending)
+            return True
+        return False
+
+    def _decide_per_dc(self) -> bool:
+        states = self._states
+        met = True
+        for need in self._needs:
+            succeeded = sum(1 for n in need.members if states.get(n) is _SUCCEEDED)
+            if succeeded >= need.needed:
+                continue
+            met = False
+            pending = [n for n in self.replicas if n in need.members and states[n] is _PENDING]
+            if succeeded + len(pending) < need.needed:
+                self._outcome = False
+                failures = {n: r for n, r in self.failures.items() if n in need.members}
+                if not need.members:
+                    failures = {"(none)": "holds no replica of this key there"}
+                self._error = QuorumError(need.needed, succeeded, failures, tuple(pending), dc=need.dc or "(unnamed)")
+                return True
+        if met:
+            self._outcome = True
             return True
         return False
 
@@ -150,8 +177,8 @@ class WriteQuorum(_Quorum):
 
     __slots__ = ()
 
-    def __init__(self, replicas: tuple[str, ...], w: int):
-        super().__init__(replicas, w, "w")
+    def __init__(self, replicas: tuple[str, ...], w: int, needs: tuple[DcNeed, ...] = ()):
+        super().__init__(replicas, w, "w", needs)
 
 
 _NOTHING = object()
@@ -175,8 +202,9 @@ class ReadQuorum(_Quorum):
         r: int,
         merge: Callable[[Any, Any], Any],
         same: Callable[[Any, Any], bool],
+        needs: tuple[DcNeed, ...] = (),
     ):
-        super().__init__(replicas, r, "r")
+        super().__init__(replicas, r, "r", needs)
         self._merge = merge
         self._same = same
         self._replies: dict[str, Any] = {}

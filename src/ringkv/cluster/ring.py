@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -103,6 +103,35 @@ class Member(msgspec.Struct, frozen=True):
     weight: float = 1.0
     rack: str = ""
     dc: str = ""
+
+    @classmethod
+    def at(cls, node_id: str, location: str = "", weight: float = 1.0) -> Member:
+        """A member from its location as configured and gossiped: "rack", or "dc/rack" for a
+        node in a named datacenter (the rack may then be empty: "dc/")."""
+        dc, sep, rack = location.rpartition("/")
+        return cls(node_id, weight, rack, dc if sep else "")
+
+
+def location(dc: str, rack: str) -> str:
+    """The location string `Member.at` reads: "rack" without a datacenter, else "dc/rack"."""
+    return f"{dc}/{rack}" if dc else rack
+
+
+def check_dc_replicas(replicas: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """A per-datacenter replica count ({"dc1": 3, "dc2": 2}), checked and sorted by name."""
+    if not replicas:
+        raise ConfigError("replicas", "a per-datacenter replica count needs at least one datacenter")
+    out = []
+    for dc, count in sorted(replicas.items()):
+        if not isinstance(dc, str) or not dc:
+            raise ConfigError("replicas", f"datacenter names must be non-empty strings, got {dc!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_REPLICAS:
+            raise ConfigError("replicas", f"{dc}: must be an integer in 1..{MAX_REPLICAS}, got {count!r}")
+        out.append((dc, count))
+    total = sum(c for _, c in out)
+    if total > MAX_REPLICAS:
+        raise ConfigError("replicas", f"at most {MAX_REPLICAS} replicas in all, got {total}")
+    return tuple(out)
 
 
 def _validated_members(members: Iterable[Member]) -> tuple[Member, ...]:
@@ -269,11 +298,17 @@ class PartitionChange(NamedTuple):
 class Ring:
     """Owners and preference lists of Q partitions for a set of members.
 
+    `replicas` is N, or a count per datacenter ({"dc1": 3, "dc2": 2}): then each preference
+    list holds that many nodes of each datacenter (rack-distinct within it first), N is their
+    sum, and a fallback stands in only for a replica of its own datacenter (docs/multi-dc.md).
+
     REQUIRES: every node of a cluster builds its ring with the same `partitions` and
     `replicas`; they are cluster settings, fixed at creation. Lookups by partition are O(1).
     """
 
     __slots__ = (
+        "_dc_numbers",
+        "_dcs",
         "_index",
         "_owned",
         "_owner_idx",
@@ -281,6 +316,7 @@ class Ring:
         "_pref_idx",
         "_preference",
         "_replica_of",
+        "dc_replicas",
         "members",
         "node_ids",
         "partitions",
@@ -291,9 +327,13 @@ class Ring:
         self,
         members: Iterable[Member],
         partitions: int = DEFAULT_PARTITIONS,
-        replicas: int = DEFAULT_REPLICAS,
+        replicas: int | Mapping[str, int] = DEFAULT_REPLICAS,
     ):
         check_partitions(partitions)
+        self.dc_replicas: tuple[tuple[str, int], ...] = ()
+        if isinstance(replicas, Mapping):
+            self.dc_replicas = check_dc_replicas(replicas)
+            replicas = sum(c for _, c in self.dc_replicas)
         if (
             isinstance(replicas, bool)
             or not isinstance(replicas, int)
@@ -311,6 +351,12 @@ class Ring:
         domains = [
             domain_numbers.setdefault((m.dc, m.rack), len(domain_numbers)) for m in self.members
         ]
+        self._dc_numbers: dict[str, int] = {}
+        for dc, _ in self.dc_replicas:
+            self._dc_numbers.setdefault(dc, len(self._dc_numbers))
+        for m in self.members:
+            self._dc_numbers.setdefault(m.dc, len(self._dc_numbers))
+        self._dcs = tuple(self._dc_numbers[m.dc] for m in self.members)
 
         owners = assign_owners(self.members, partitions)
         self._owner_idx = tuple(owners)
@@ -319,7 +365,11 @@ class Ring:
         for p, node in enumerate(self._owners):
             owned[node].append(p)
         self._owned = {node: tuple(ps) for node, ps in owned.items()}
-        self._pref_idx = build_preference_lists(owners, domains, replicas)
+        if self.dc_replicas:
+            quotas = {self._dc_numbers[dc]: count for dc, count in self.dc_replicas}
+            self._pref_idx = build_preference_lists(owners, domains, replicas, self._dcs, quotas)
+        else:
+            self._pref_idx = build_preference_lists(owners, domains, replicas)
         names = self.node_ids
         self._preference = tuple(tuple(names[i] for i in lst) for lst in self._pref_idx)
         replica_of: dict[str, list[int]] = {node: [] for node in self.node_ids}
@@ -329,7 +379,25 @@ class Ring:
         self._replica_of = {node: tuple(ps) for node, ps in replica_of.items()}
 
     def __repr__(self) -> str:
-        return f"Ring({len(self.members)} members, partitions={self.partitions}, replicas={self.replicas})"
+        replicas = dict(self.dc_replicas) if self.dc_replicas else self.replicas
+        return f"Ring({len(self.members)} members, partitions={self.partitions}, replicas={replicas})"
+
+    # -- datacenters
+
+    @property
+    def replication(self) -> int | dict[str, int]:
+        """The `replicas` this ring was built with: N, or the count per datacenter."""
+        return dict(self.dc_replicas) if self.dc_replicas else self.replicas
+
+    def dc_of(self, node_id: str) -> str:
+        """The datacenter of a member ("" when none is named, or not a member)."""
+        i = self._index.get(node_id)
+        return "" if i is None else self.members[i].dc
+
+    @property
+    def datacenters(self) -> tuple[str, ...]:
+        """The datacenters of the members and of the per-datacenter replica counts, sorted."""
+        return tuple(sorted(self._dc_numbers))
 
     # -- keys to partitions
 
@@ -351,7 +419,9 @@ class Ring:
         """The partition's N replicas, owner first, rack-distinct nodes before the rest.
 
         A namespace with a smaller N uses a prefix: every prefix is itself rack-diverse.
-        Shorter than N only when fewer than N members own partitions.
+        Shorter than N only when fewer than N members own partitions. With per-datacenter
+        counts, each datacenter's nodes in walk order (the owner first when its datacenter
+        holds replicas); shorter only when a datacenter has fewer members than its count.
         """
         return self._preference[self._checked(partition)]
 
@@ -374,7 +444,8 @@ class Ring:
         if unavailable.isdisjoint(names[i] for i in primaries):
             return tuple(Holder(names[i]) for i in primaries)
         down = {self._index[node] for node in unavailable if node in self._index}
-        pairs = walk_fallbacks(self._owner_idx, partition, primaries, down)
+        pairs = walk_fallbacks(self._owner_idx, partition, primaries, down,
+                               self._dcs if self.dc_replicas else None)
         return tuple(Holder(names[i], None if f is None else names[f]) for i, f in pairs)
 
     def owned_partitions(self, node_id: str) -> tuple[int, ...]:

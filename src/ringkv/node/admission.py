@@ -193,10 +193,10 @@ class Admission:
         # The ring the cluster will have: computed off the loop (a few ms at 1024 partitions),
         # from the members as they are now.
         members = {m.node_id: m for m in self.membership.compute()[0]}
-        members[new_id] = Member(new_id, rack=str(doc.get("rack") or ""))
+        members[new_id] = Member.at(new_id, str(doc.get("rack") or ""))
         ring = self.placement.ring
         to_receive = await asyncio.to_thread(
-            _replica_partitions, [members[n] for n in sorted(members)], ring.partitions, ring.replicas, new_id)
+            _replica_partitions, [members[n] for n in sorted(members)], ring.partitions, ring.replication, new_id)
         log.info("admitted %s at %s (RPC %s): %d partitions to receive; seeds %s", new_id, where,
                  doc.get("rpc_address"), to_receive, ",".join(seeds))
         return {
@@ -254,6 +254,10 @@ class Admission:
                 f"the node at {where} ({new_id}) runs with partitions={doc.get('partitions')} and "
                 f"N={doc.get('replicas')}; this cluster has partitions={ring.partitions} and N={ring.replicas}: "
                 "restart it with the cluster's settings (they are fixed at cluster creation)")
+        if (doc.get("dc_replicas") or {}) != dict(ring.dc_replicas):
+            raise AdminConflictError(
+                f"the node at {where} ({new_id}) counts replicas per datacenter as {doc.get('dc_replicas') or 'none'}; "
+                f"this cluster as {dict(ring.dc_replicas) or 'none'}: restart it with the cluster's dc_replicas")
         if pending is not None:
             changing = sorted(set(pending.node_ids) ^ set(ring.node_ids))
             if changing != [new_id]:
@@ -298,7 +302,7 @@ class Admission:
                          for s in others[:ADMIT_MAX_SEEDS - 1]]
 
 
-def _replica_partitions(members: list[Member], partitions: int, replicas: int, node_id: str) -> int:
+def _replica_partitions(members: list[Member], partitions: int, replicas: int | dict[str, int], node_id: str) -> int:
     """How many partitions `node_id` holds as a replica in the ring of `members`."""
     return len(Ring(members, partitions, replicas).replica_partitions(node_id))
 

@@ -35,7 +35,7 @@ from ringkv.node.cluster_service import ClusterService, DataPath
 from ringkv.node.config import NodeConfig
 from ringkv.node.consensus import Acceptor, AcceptorStore, Proposer
 from ringkv.node.expiry_filter import ExpiredRecordFilter, RecordExpiry
-from ringkv.node.faults import FaultState, FaultyTransport
+from ringkv.node.faults import FaultState, FaultyTransport, WanTransport
 from ringkv.node.forwarding import Forwarder
 from ringkv.node.gossiper import Gossiper, local_state
 from ringkv.node.handoff import HintDelivery, HintStore
@@ -68,7 +68,7 @@ from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
 CLUSTER_STATS = ("reads", "replica_reads", "hot_reads_spread", "hot_cache_hits", "writes", "forwarded", "read_repairs",
                  "quorum_failures", "replica_failures", "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
-                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures")
+                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures", "relays_sent", "relayed_writes")
 
 
 def data_engine_options(cfg: NodeConfig, clock: Clock, compaction_filter=None, keys=None) -> Options:
@@ -154,13 +154,16 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     # The members the record holds; the command line's only for a node whose record knows none.
     members = record.start_members(members, me)
     in_ring = [m for m in members if record.ring_status(m.node_id) in ("normal", "leaving")] or members
-    ring = Ring([Member(m.node_id, rack=m.rack) for m in in_ring], cfg.partitions, cfg.ring_replicas)
+    ring = Ring([Member.at(m.node_id, m.rack) for m in in_ring], cfg.partitions, cfg.ring_replication)
     placement = Placement(cfg.node_id, ring, namespaces)
     liveness = Liveness()
     transport: Transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),
                                         host=me.host, port=me.rpc_port, security=cfg.rpc_security())
     if cfg.fault_injection:
         transport = FaultyTransport(transport, faults)
+    if cfg.emulated_wan_delay_ms:
+        transport = WanTransport(transport, cfg.emulated_wan_delay_ms,
+                                 lambda peer: placement.dc_of(peer) != placement.dc)
     for m in members:
         if m.node_id != cfg.node_id:
             transport.set_peer_address(m.node_id, m.host, m.rpc_port)

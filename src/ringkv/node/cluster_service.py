@@ -183,7 +183,14 @@ class ClusterService:
             return record
         path = self.path
         pref = path.placement.replicas_of(skey)
-        r = resolve(self.levels.r, len(pref), field="r")
+        level = self.levels.r
+        if type(level) is ConsistencyLevel and level.per_dc:
+            pref, r, needs = path.placement.read_scope(level, pref)
+            if needs:  # EACH_QUORUM
+                data = await path.reads.read(skey, r, pref, needs=needs)
+                return None if data is None else rec.decode_record(data)
+        else:
+            r = resolve(level, len(pref), field="r")
         hot = path.store.hot_keys
         if hot.tick():  # HotKeys.offer, inlined
             hot.count(skey)
@@ -244,7 +251,9 @@ class ClusterService:
 
     async def exists(self, keys: Iterable[bytes]) -> int:
         keys = list(keys)
-        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
+        r = self.levels.r
+        if len(keys) == 1 or r is ConsistencyLevel.SERIAL or self.session is not None or (
+                type(r) is ConsistencyLevel and r.per_dc):
             records = await asyncio.gather(*(self._record(k) for k in keys))
             now = self.now_ms()
             return sum(r is not None and r.winner(now) is not None for r in records)
@@ -256,7 +265,9 @@ class ClusterService:
             group = self._serial_group(keys)
             if group is not None:
                 return await group
-        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None:
+        r = self.levels.r
+        if len(keys) == 1 or r is ConsistencyLevel.SERIAL or self.session is not None or (
+                type(r) is ConsistencyLevel and r.per_dc):  # per datacenter: each key on its own
             records = await asyncio.gather(*(self._record(k) for k in keys))
             now = self.now_ms()
             winners = [None if r is None else r.winner(now) for r in records]
@@ -390,12 +401,14 @@ class ClusterService:
             pref = path.placement.replicas_of(skey)
             if path.node_id in pref:
                 data, _ = store.overwrite_now(skey, value)  # sent once in our log (WritePath)
-                w = resolve(self.levels.w, len(pref), field="w")
+                level = self.levels.w
+                w = resolve(level, len(pref), field="w")
+                needs = path.placement.dc_needs(level, pref) if type(level) is ConsistencyLevel and level.per_dc else ()
                 session = self.session
                 # In a session, the entry becomes settled once every replica acknowledged,
                 # even after the answer (node/session_reads.Settler).
                 settler = None if session is None else Settler(session, skey)
-                written = path.writes.replicate(skey, data, pref, w, self.levels.strict, settler)
+                written = path.writes.replicate(skey, data, pref, w, self.levels.strict, settler, needs)
                 await (written if store.hot_cache is None else self._uncached([key], written))
                 if settler is not None:
                     clock = rec.decode_record(data).clock

@@ -37,8 +37,13 @@ class NodeConfig:
     members: str = ""
     partitions: int = 1024
     replicas: int = 3  # N of the default namespace
-    read_consistency: str = "quorum"  # one | quorum | all | an integer r
-    write_consistency: str = "quorum"  # one | quorum | all | an integer w
+    # Replicas per datacenter (docs/multi-dc.md), "dc1=3,dc2=2"; in TOML also as
+    # `replicas = { dc1 = 3, dc2 = 2 }`. Each member then names its datacenter in `members`
+    # (`node_id@host:port/dc/rack`), N is the sum, and every namespace has this N.
+    dc_replicas: str = ""
+    # one | quorum | all | local_one | local_quorum | each_quorum | an integer r (w)
+    read_consistency: str = "quorum"
+    write_consistency: str = "quorum"
     replica_timeout_ms: int = 500  # how long a coordinator waits for one replica's answer
     read_repair: str = "background"  # background | blocking | off
     # Sessions (read-your-writes and monotonic reads, docs/consistency.md "Sessions"): the
@@ -78,6 +83,9 @@ class NodeConfig:
     rpc_insecure: bool = False
     # Tests and the chaos suite only: accept RINGKV.FAULT commands (node/faults.py).
     fault_injection: bool = False
+    # Trying datacenters on one machine: hold every message to or from a node of another
+    # datacenter this many ms each way (node/faults.WanTransport; 0: off).
+    emulated_wan_delay_ms: int = 0
     # Atomic batches (docs/atomic-batches.md): a batch over several replica sets waits in the
     # batch log (<data_dir>/batchlog) of two nodes until every key is written. Every interval,
     # each node replays the entries it has held for longer than the delay (twice the delay
@@ -277,11 +285,25 @@ class NodeConfig:
         except ConfigError as exc:
             raise ConfigError("partitions", f"{exc}".split(": ", 1)[1]) from None
         require(1 <= self.replicas <= MAX_REPLICAS, "replicas", f"must be in 1..{MAX_REPLICAS}")
+        require(0 <= self.emulated_wan_delay_ms <= MAX_EMULATED_WAN_DELAY_MS, "emulated_wan_delay_ms",
+                f"must be in 0..{MAX_EMULATED_WAN_DELAY_MS} (ms)")
+        per_dc = self.dc_replication()
+        if per_dc:
+            total = sum(per_dc.values())
+            require(self.replicas == total, "replicas",
+                    f"must be the sum of dc_replicas ({total}) when replicas are counted per datacenter")
+        names = ("one", "quorum", "all", "local_one", "local_quorum", "each_quorum")
         for name in ("read_consistency", "write_consistency"):
             value = getattr(self, name)
-            require(value in ("one", "quorum", "all") or (value.isdigit() and 1 <= int(value) <= self.replicas),
-                    name, f"must be one, quorum, all or an integer in 1..replicas={self.replicas}")
-        self.namespace_specs()
+            require(value in names or (value.isdigit() and 1 <= int(value) <= self.replicas),
+                    name, f"must be one of {', '.join(names)} or an integer in 1..replicas={self.replicas}")
+        specs = self.namespace_specs()
+        if per_dc:
+            for spec in specs:
+                if spec.replicas != self.replicas:
+                    raise ConfigError("namespaces", f"{spec.name}: replicas are counted per datacenter "
+                                                    f"(dc_replicas), so every namespace has N = {self.replicas}; "
+                                                    f"got replicas={spec.replicas}")
         require(self.quota_refresh_interval_ms >= 1, "quota_refresh_interval_ms", "must be >= 1")
         self.encryption_keys()
         members = self.member_list()
@@ -454,6 +476,34 @@ class NodeConfig:
         return {name: getattr(self, name) for name in COMPACTION_SETTINGS
                 if getattr(self, name) != FIELDS[name].default}
 
+    def dc_replication(self) -> dict[str, int]:
+        """`dc_replicas` parsed ({} when replicas are not counted per datacenter); ConfigError
+        naming the entry that is wrong."""
+        from ringkv.cluster.ring import check_dc_replicas
+
+        out: dict[str, int] = {}
+        for entry in (e.strip() for e in self.dc_replicas.split(",")):
+            if not entry:
+                continue
+            dc, sep, count = entry.partition("=")
+            dc = dc.strip()
+            if not sep or not _LABEL.fullmatch(dc) or not count.strip().isdigit():
+                raise ConfigError("dc_replicas", f"entry {entry!r} is not dc=count (e.g. dc1=3,dc2=2)")
+            if dc in out:
+                raise ConfigError("dc_replicas", f"datacenter {dc!r} is listed twice")
+            out[dc] = int(count)
+        if out:
+            try:
+                check_dc_replicas(out)
+            except ConfigError as exc:
+                raise ConfigError("dc_replicas", str(exc).split(": ", 1)[1]) from None
+        return out
+
+    @property
+    def ring_replication(self) -> int | dict[str, int]:
+        """What the ring is built with: its N, or the count per datacenter."""
+        return self.dc_replication() or self.ring_replicas
+
     @property
     def ring_replicas(self) -> int:
         """N of the ring: the largest of every namespace's (smaller ones use a prefix)."""
@@ -494,21 +544,25 @@ class MemberAddress:
     node_id: str
     host: str
     rpc_port: int
-    rack: str = ""
+    rack: str = ""  # the location: "rack", or "dc/rack" (cluster/ring.Member.at reads it)
 
 
 def parse_member(entry: str) -> MemberAddress:
-    """One `node_id@host:rpc_port[/rack]` entry; ConfigError naming it when malformed."""
+    """One `node_id@host:rpc_port[/rack]` or `node_id@host:rpc_port/dc/rack` entry (the rack
+    may be empty: `/dc/`); ConfigError naming it when malformed."""
     m = _MEMBER.fullmatch(entry.strip())
     if m is None:
-        raise ConfigError("members", f"entry {entry!r} is not node_id@host:port[/rack]")
+        raise ConfigError("members", f"entry {entry!r} is not node_id@host:port[/rack] or node_id@host:port/dc/rack")
     node_id, host, port, rack = m.group(1), m.group(2), int(m.group(3)), m.group(4) or ""
     if not 1 <= port <= 65535:
         raise ConfigError("members", f"entry {entry!r}: port must be 1..65535")
     return MemberAddress(node_id, host, port, rack)
 
 
-_MEMBER = re.compile(r"([A-Za-z0-9_.-]+)@([A-Za-z0-9_.:-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})(?:/([A-Za-z0-9_.-]+))?")
+_MEMBER = re.compile(r"([A-Za-z0-9_.-]+)@([A-Za-z0-9_.:-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})"
+                     r"(?:/([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]*)?))?")
+_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_EMULATED_WAN_DELAY_MS = 10_000
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
@@ -516,6 +570,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
 
 def _convert(name: str, raw: Any, source: str) -> Any:
     kind = FIELDS[name].type
+    if name == "replicas" and isinstance(raw, str) and "=" in raw:
+        return raw  # per datacenter, "dc1=3,dc2=2": load_config moves it to dc_replicas
     try:
         if kind == "bool":
             if isinstance(raw, bool):
@@ -560,6 +616,8 @@ def load_config(
         for key, raw in doc.items():
             if key not in FIELDS:
                 raise ConfigError(key, f"unknown setting in {toml_path}")
+            if key == "replicas" and isinstance(raw, dict):  # replicas = { dc1 = 3, dc2 = 2 }
+                key, raw = "dc_replicas", ",".join(f"{dc}={n}" for dc, n in raw.items())
             if key == "namespaces" and isinstance(raw, dict):
                 from ringkv.node.namespaces import format_namespaces
 
@@ -576,6 +634,11 @@ def load_config(
             if key not in FIELDS:
                 raise ConfigError(key, "unknown setting")
             values[key] = _convert(key, raw, f"flag --{key.replace('_', '-')}")
+    if isinstance(values.get("replicas"), str):  # "dc1=3,dc2=2" given for replicas
+        values["dc_replicas"] = values.pop("replicas")
+    if values.get("dc_replicas") and "replicas" not in values:
+        probe = NodeConfig(dc_replicas=values["dc_replicas"])
+        values["replicas"] = sum(probe.dc_replication().values()) or NodeConfig.replicas
     config = NodeConfig(**values)
     config.validate()
     return config

@@ -13,11 +13,16 @@ keys is written, until `HEAL`: the moment a coordinator's crash is worst for the
 kill the node then and watch the replay finish it; docs/atomic-batches.md).
 
 A node with `fault_injection = false` (the default) refuses every RINGKV.FAULT command.
+
+`emulated_wan_delay_ms` (a setting, not a command: `ringkv cluster up --dcs 2 --wan-delay-ms
+40`) makes datacenters on one machine as far apart as a WAN: `WanTransport` holds every
+message to or from a node of another datacenter that long each way (docs/multi-dc.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ringkv.clock import Clock
@@ -100,6 +105,57 @@ class FaultyTransport(Transport):
     def start_call(self, peer: str, body: Any, timeout_ms: float, on_done=None):
         if self.faults.blocks(peer):
             return None  # the caller falls back to call(), which refuses
+        return self.inner.start_call(peer, body, timeout_ms, on_done)
+
+    def set_peer_address(self, node_id: str, host: str, port: int) -> None:
+        self.inner.set_peer_address(node_id, host, port)
+
+    @property
+    def address(self):
+        return self.inner.address
+
+    def handshake_stats(self) -> dict[str, int]:
+        return self.inner.handshake_stats()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+
+class WanTransport(Transport):
+    """A transport that delays what it exchanges with nodes of other datacenters by
+    `delay_ms` each way: a call waits before it is sent, and a request from such a node waits
+    before it is handled, so a round trip between datacenters takes 2 x delay_ms more."""
+
+    def __init__(self, inner: Transport, delay_ms: float, far: Callable[[str], bool]):
+        self.inner = inner
+        self.node_id = inner.node_id
+        self._delay_s = delay_ms / 1000
+        self._far = far  # far(peer): whether the peer is in another datacenter
+
+    async def start(self, handler, fast_handler=None, before_reply=None) -> None:
+        far, delay = self._far, self._delay_s
+
+        async def delayed(peer: str, body: Any) -> Any:
+            if far(peer):
+                await asyncio.sleep(delay)
+            return await handler(peer, body)
+
+        def near_now(peer: str, body: Any) -> Any:
+            if far(peer) or fast_handler is None:
+                return NOT_HANDLED  # the async handler waits first
+            return fast_handler(peer, body)
+
+        await self.inner.start(delayed, near_now, before_reply)
+
+    async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
+        if self._far(peer):
+            await asyncio.sleep(self._delay_s)
+        return await self.inner.call(peer, body, timeout_ms)
+
+    def start_call(self, peer: str, body: Any, timeout_ms: float, on_done=None):
+        if self._far(peer):
+            return None  # the caller falls back to call(), which waits
         return self.inner.start_call(peer, body, timeout_ms, on_done)
 
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:

@@ -40,7 +40,7 @@ from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import storage_key
 from ringkv.node.replica_calls import ReplicaCalls, failure_reason
 from ringkv.node.write_path import WritePath
-from ringkv.service.levels import Levels, resolve
+from ringkv.service.levels import ConsistencyLevel, Levels, resolve
 from ringkv.versioning.dvv import encode_context
 from ringkv.versioning.record import decode_record
 
@@ -134,13 +134,19 @@ class Forwarder:
         n = len(pref)
         r = resolve(levels.r, n, field="r")
         w = resolve(levels.w, n, field="w")
+        w_level = levels.w if type(levels.w) is ConsistencyLevel and levels.w.per_dc else None
         if me in pref and not command.reads_current:
-            result = await self.execute(namespace, key, command, r, w, levels.strict)
+            result = await self.execute(namespace, key, command, r, w, levels.strict, w_level)
             if clock_out is not None:
                 clock_out.append(self.clock_of(skey))
             return result
         failures: dict[str, str] = {}
         # The first replica the failure detector believes up (the list in order if none is).
+        # Across datacenters, this node's come first, so that a write does not cross a WAN
+        # link twice, except where every coordinator must pick the same replica (rmw = fast).
+        if self.placement.multi_dc and (not command.reads_current
+                                        or self.placement.namespaces.of_stored(namespace).rmw == "paxos"):
+            pref = self.placement.local_first(pref)
         order = [node for node in pref if self.calls.is_up(node)] or list(pref)
         for node in pref:
             if node not in order:
@@ -148,12 +154,12 @@ class Forwarder:
         body = None
         for node in order:
             if node == me:
-                result = await self.execute(namespace, key, command, r, w, levels.strict)
+                result = await self.execute(namespace, key, command, r, w, levels.strict, w_level)
                 if clock_out is not None:
                     clock_out.append(self.clock_of(skey))
                 return result
             if body is None:
-                body = Forward(namespace, key, command, r, w, levels.strict)
+                body = Forward(namespace, key, command, r, w, levels.strict, w_level.value if w_level else "")
                 if clock_out is not None:
                     body = ForwardVersioned(body)
             timeout = self.calls.timeout_ms * FORWARD_TIMEOUTS
@@ -191,9 +197,11 @@ class Forwarder:
         self.stats["quorum_failures"] += 1
         raise QuorumError(1, 0, failures)
 
-    async def execute(self, namespace: bytes, key: bytes, command: Command, r: int, w: int, strict: bool) -> Any:
+    async def execute(self, namespace: bytes, key: bytes, command: Command, r: int, w: int, strict: bool,
+                      w_level: ConsistencyLevel | None = None) -> Any:
         """Run `command` on this node, a replica of the key: (for a read-modify-write) read at
-        R under the key's lock, apply it locally, replicate the result at W."""
+        R under the key's lock, apply it locally, replicate the result at W (at `w_level` per
+        datacenter when it is a datacenter level; consensus rounds count W of all)."""
         store = self.store
         engine = store.engine
         skey = storage_key(namespace, key)
@@ -243,7 +251,8 @@ class Forwarder:
             await store.durable(lsn)
             after = engine.get(skey)
             if after is not None and after is not before and after != before:
-                await self.writes.replicate(skey, bytes(after), pref, w, strict)
+                needs = self.placement.dc_needs(w_level, pref) if w_level is not None else ()
+                await self.writes.replicate(skey, bytes(after), pref, w, strict, needs=needs)
             return result
         finally:
             if rmw:
@@ -315,8 +324,14 @@ class Forwarder:
         n = len(self.placement.replicas_of(storage_key(body.namespace, body.key)))
         if not (1 <= body.r <= n and 1 <= body.w <= n):
             return ForwardReply(error=f"forwarded levels r={body.r}, w={body.w} outside 1..{n}")
+        w_level = None
+        if body.w_level:
+            try:
+                w_level = ConsistencyLevel(body.w_level)
+            except ValueError:
+                return ForwardReply(error=f"forwarded write level {body.w_level[:32]!r} is not a level")
         try:
-            result = await self.execute(body.namespace, body.key, body.command, body.r, body.w, body.strict)
+            result = await self.execute(body.namespace, body.key, body.command, body.r, body.w, body.strict, w_level)
         except QuorumError as exc:
             return ForwardReply(error=str(exc), kind="ERR", status=503, quorum=True)
         except CommandError as exc:

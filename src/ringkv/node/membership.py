@@ -400,7 +400,7 @@ class MembershipManager:
         self.gossiper = gossiper
         self.clock = clock
         self.partitions = placement.ring.partitions
-        self.replicas = placement.ring.replicas
+        self.replicas = placement.ring.replication  # N, or the count per datacenter
         self.config_members = {m.node_id: m for m in config_members}
         self.settle_s = settle_s
         self.progress_path = progress_path
@@ -426,8 +426,8 @@ class MembershipManager:
 
     def compute(self) -> tuple[list[Member], list[Member]]:
         statuses = self._statuses()
-        ring = [Member(n, rack=rack) for n, (st, rack) in sorted(statuses.items()) if st in RING]
-        pending = [Member(n, rack=rack) for n, (st, rack) in sorted(statuses.items()) if st in PENDING]
+        ring = [Member.at(n, rack) for n, (st, rack) in sorted(statuses.items()) if st in RING]
+        pending = [Member.at(n, rack) for n, (st, rack) in sorted(statuses.items()) if st in PENDING]
         return ring, pending
 
     def refresh(self) -> bool:

@@ -71,10 +71,34 @@ class ReplicaAck(msgspec.Struct, tag="ReplicaAck", array_like=True):
     ok: bool = True
 
 
+MAX_RELAY_TARGETS = 15  # a preference list's replicas, less the relay itself
+
+
+class ReplicaPutRelay(msgspec.Struct, tag="ReplicaPutRelay", array_like=True):
+    """A write sent once to another datacenter (docs/multi-dc.md): merge `record` here as
+    ReplicaPut does, then send it on to `targets`, the key's other replicas in this datacenter
+    (at most MAX_RELAY_TARGETS). Reply: RelayReply, once every target answered or timed out;
+    the relay keeps a hint for each target that failed."""
+
+    skey: bytes
+    record: bytes
+    targets: list[str]
+
+
+class RelayReply(msgspec.Struct, tag="RelayReply", array_like=True):
+    """Which of a relay's targets hold the record (the relay itself included), and why the
+    others do not: [node, reason] pairs."""
+
+    acked: list[str]
+    failed: list[list[str]]
+
+
 class Forward(msgspec.Struct, tag="Forward", array_like=True):
     """Run a key's write command on this replica, as its coordinator (read-modify-write
     commands, and writes that reached a node that holds no replica of the key). Reply:
-    ForwardReply. `r`/`w` are the levels the client asked for, resolved to counts."""
+    ForwardReply. `r`/`w` are the levels the client asked for, resolved to counts;
+    `w_level` names a datacenter write level (local_quorum, ...), which the replica
+    replicates at per datacenter, its own datacenter the local one ("": a count)."""
 
     namespace: bytes
     key: bytes
@@ -82,6 +106,7 @@ class Forward(msgspec.Struct, tag="Forward", array_like=True):
     r: int
     w: int
     strict: bool = False  # refuse stand-ins (sloppy quorum) when replicating
+    w_level: str = ""
 
 
 class ForwardReply(msgspec.Struct, tag="ForwardReply", array_like=True):
@@ -363,5 +388,5 @@ MESSAGE_TYPES = (
     AeDigests, AeDigestsReply, AeList, AeListReply, Repair, RepairReply, SyncPartition, SyncPartitionReply,
     ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
     AtomicPart, AtomicPartReply, BatchLogStore, BatchLogRemove,
-    HintGet, ForwardVersioned, ForwardVersionedReply, BackupRange, BackupPage,
+    HintGet, ForwardVersioned, ForwardVersionedReply, BackupRange, BackupPage, ReplicaPutRelay, RelayReply,
 )

@@ -465,7 +465,8 @@ class NodeAdmin:
         local = c.gossiper.membership.local
         doc.update(node_id=self.node_id, rpc_address=host_port(local.rpc_host, local.rpc_port), rack=local.rack,
                    cluster_name=self._node.config.cluster_name, partitions=c.placement.ring.partitions,
-                   replicas=c.placement.ring.replicas, operations=self.operations(running_only=True))
+                   replicas=c.placement.ring.replicas, dc_replicas=dict(c.placement.ring.dc_replicas),
+                   operations=self.operations(running_only=True))
         return doc
 
     def ring_view(self) -> dict:
@@ -588,7 +589,20 @@ class NodeAdmin:
             "ringkv": self._ringkv_info(),
             "quotas": self._quotas_info(),
             "hotkeys": self._hot_keys_info(),
+            "datacenters": self._datacenters_info(),
         }
+
+    def _datacenters_info(self) -> dict[str, Any]:
+        """INFO's `# Datacenters` (docs/multi-dc.md): this node's datacenter, the ring's, the
+        replicas per datacenter, and the writes sent to and taken as a relay."""
+        c = self._node.cluster
+        if c is None:
+            return {}
+        ring = c.placement.ring
+        return {"datacenter": c.placement.dc, "datacenters": ",".join(ring.datacenters),
+                "dc_replicas": ",".join(f"{dc}={n}" for dc, n in ring.dc_replicas),
+                "emulated_wan_delay_ms": self._node.config.emulated_wan_delay_ms,
+                "relays_sent": c.stats["relays_sent"], "relayed_writes": c.stats["relayed_writes"]}
 
     def _quotas_info(self) -> dict[str, Any]:
         """INFO's `# Quotas`: per namespace with a quota, the cluster estimate of its keys and

@@ -13,7 +13,9 @@ import functools
 from collections.abc import Callable
 
 from ringkv.cluster.ring import Ring
+from ringkv.errors import QuorumError
 from ringkv.node.namespaces import Namespaces
+from ringkv.service.levels import ConsistencyLevel, DcNeed, dc_needs
 from ringkv.versioning import record as rec
 from ringkv.versioning.record import ConflictPolicy
 
@@ -43,6 +45,8 @@ class Placement:
         of each partition."""
         self.ring = ring
         self.pending = pending
+        self.multi_dc = len(ring.datacenters) > 1 or (pending is not None and len(pending.datacenters) > 1)
+        self.dc = self.dc_of(self.node_id)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
         self._prefs_by_n = {n: tuple(pref[:n] for pref in self._prefs)
                             for n in {s.replicas for s in self.namespaces} if n < ring.replicas}
@@ -69,6 +73,39 @@ class Placement:
         if self.pending is not None:
             nodes |= set(self.pending.node_ids)
         return tuple(sorted(nodes))
+
+    def dc_of(self, node: str) -> str:
+        """A node's datacenter, as the ring (or, for a joining node, the pending ring) has it."""
+        if node in self.ring.node_ids or self.pending is None:
+            return self.ring.dc_of(node)
+        return self.pending.dc_of(node)
+
+    def dc_needs(self, level: ConsistencyLevel, pref: tuple[str, ...]) -> tuple[DcNeed, ...]:
+        """What a datacenter level asks of each datacenter among `pref`, this node's being
+        the local one."""
+        return dc_needs(level, pref, self.dc_of, self.dc)
+
+    def read_scope(self, level: ConsistencyLevel, pref: tuple[str, ...]
+                   ) -> tuple[tuple[str, ...], int, tuple[DcNeed, ...]]:
+        """(replicas to ask, R, per-datacenter needs) of a read at a datacenter level: a local
+        level asks only this node's datacenter (it never waits on another's link); EACH_QUORUM
+        asks all and needs a majority in each. QuorumError naming the datacenter when this
+        node's holds no replica of the key."""
+        if level is ConsistencyLevel.EACH_QUORUM:
+            needs = self.dc_needs(level, pref)
+            return pref, min(len(pref), sum(n.needed for n in needs)), needs
+        dc = self.dc
+        local = tuple(n for n in pref if self.dc_of(n) == dc)
+        if not local:
+            raise QuorumError(1, 0, {"(none)": "no replica of this key is in this datacenter"}, dc=dc or "(unnamed)")
+        return local, 1 if level is ConsistencyLevel.LOCAL_ONE else len(local) // 2 + 1, ()
+
+    def local_first(self, pref: tuple[str, ...]) -> tuple[str, ...]:
+        """`pref` with this node's datacenter's replicas first (each part in order)."""
+        if not self.multi_dc:
+            return pref
+        dc = self.dc
+        return (*(n for n in pref if self.dc_of(n) == dc), *(n for n in pref if self.dc_of(n) != dc))
 
     def partition_of(self, skey: bytes) -> int:
         return int.from_bytes(skey[:8], "big") >> self._shift

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from time import perf_counter
 
 from ringkv.cluster.plans import ReadPlan
+from ringkv.cluster.quorum import DcNeed
 from ringkv.errors import QuorumError
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import MAX_KEYS_PER_GET_MANY, ReplicaGet, ReplicaGetMany, ReplicaPut
@@ -48,25 +49,26 @@ class ReadPath:
         self._repairs: set[asyncio.Task] = set()
         self._turn = 0  # where `read_spread` starts its next search for a replica
 
-    def _plan(self, skey: bytes, pref: tuple[str, ...], r: int) -> ReadPlan:
+    def _plan(self, skey: bytes, pref: tuple[str, ...], r: int, needs: tuple[DcNeed, ...] = ()) -> ReadPlan:
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.up,
                         merge=self.placement.merger_of(skey), same=operator.eq,
-                        down_reason=self.calls.liveness.why_down)
+                        down_reason=self.calls.liveness.why_down, needs=needs)
         if plan.local:
             data = self.store.engine.get(skey)
             plan.on_record(self.node_id, None if data is None else bytes(data))
         return plan
 
     async def read(self, skey: bytes, r: int, pref: tuple[str, ...] | None = None,
-                   settled: Callable[[], None] | None = None) -> bytes | None:
+                   settled: Callable[[], None] | None = None, needs: tuple[DcNeed, ...] = ()) -> bytes | None:
         """The merge of what R replicas store for the key (None: none has a record).
         `settled` is called, once, if and when every replica has answered with the same
-        version (after the answer, when R is less than N): each holds the result."""
+        version (after the answer, when R is less than N): each holds the result. `needs`
+        (EACH_QUORUM): what each datacenter must answer, instead of R of all."""
         started = perf_counter()
         self.stats["reads"] += 1
         if pref is None:
             pref = self.placement.replicas_of(skey)
-        plan = self._plan(skey, pref, r)
+        plan = self._plan(skey, pref, r, needs)
         asks = plan.start()
         decided: asyncio.Future | None = None
         background = self.read_repair == "background"

@@ -15,6 +15,7 @@ and nothing of it is stored.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ringkv.node.messages import (
     MAX_HINT_GET_TARGETS,
     MAX_KEYS_PER_GET_MANY,
     MAX_KEYS_PER_PUT_MANY,
+    MAX_RELAY_TARGETS,
     AeDigests,
     AeList,
     AtomicPart,
@@ -50,6 +52,7 @@ from ringkv.node.messages import (
     PaxosCommit,
     PaxosPrepare,
     PaxosPropose,
+    RelayReply,
     Repair,
     RepairReply,
     ReplicaAck,
@@ -57,6 +60,7 @@ from ringkv.node.messages import (
     ReplicaGetMany,
     ReplicaPut,
     ReplicaPutMany,
+    ReplicaPutRelay,
     ReplicaRecord,
     ReplicaRecords,
     ScanPage,
@@ -65,6 +69,7 @@ from ringkv.node.messages import (
     SyncPartitionReply,
 )
 from ringkv.node.placement import Placement
+from ringkv.node.replica_calls import outcome
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.versioning.record import decode_record
 
@@ -102,6 +107,7 @@ class ReplicaService:
             ReplicaGetMany: (self._get_many, ALWAYS),
             ReplicaPut: (self._put, UNLESS_SYNC),
             ReplicaPutMany: (self._put_many, UNLESS_SYNC),
+            ReplicaPutRelay: (self._relay, NEVER),
             GossipSyn: (gossiper.on_syn, ALWAYS),
             GossipStates: (self._gossip_states, FROM_PEER),
             AeDigests: (anti_entropy.on_digests, ALWAYS),
@@ -182,6 +188,34 @@ class ReplicaService:
             raise CommandError(f"{len(body.skeys)} keys in one ReplicaGetMany; the limit is {MAX_KEYS_PER_GET_MANY}")
         get = self.store.engine.get
         return ReplicaRecords([None if (d := get(k)) is None else bytes(d) for k in body.skeys])
+
+    async def _relay(self, body: ReplicaPutRelay) -> RelayReply:
+        """A write another datacenter's coordinator sent here once for all of this datacenter's
+        replicas of the key: stored here, then sent on to the others (docs/multi-dc.md)."""
+        if len(body.targets) > MAX_RELAY_TARGETS:
+            raise CommandError(f"{len(body.targets)} targets in one ReplicaPutRelay; the limit is {MAX_RELAY_TARGETS}")
+        store = self.store
+        lsn = store.apply_record(body.skey, body.record)  # checks the key and the record
+        if store.has_pending_writes:
+            store.commit_writes()
+        await store.durable(lsn)
+        self.stats["relayed_writes"] += 1
+        calls = self.forwarder.calls
+        put = ReplicaPut(body.skey, body.record)
+        targets = [t for t in dict.fromkeys(body.targets) if t != self.node_id]
+        futures = [calls.send(t, put) for t in targets]
+        if futures:
+            await asyncio.wait(futures)
+        acked, failed = [self.node_id], []
+        for target, fut in zip(targets, futures, strict=True):
+            ok, reason = outcome(fut)
+            if ok:
+                acked.append(target)
+                continue
+            failed.append([target, reason])
+            if self.hints is not None:
+                self.hints.add(target, body.skey, body.record)
+        return RelayReply(acked, failed)
 
     def _put(self, body: ReplicaPut) -> Any:
         if body.hint_for:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from ringkv.cluster.plans import Send, WritePlan
+from ringkv.cluster.quorum import DcNeed
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -34,6 +35,7 @@ from ringkv.node.messages import (
     MAX_KEYS_PER_PUT_MANY,
     ReplicaPut,
     ReplicaPutMany,
+    ReplicaPutRelay,
 )
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls, outcome
@@ -49,24 +51,29 @@ class WritePath:
         self.stats = stats
         self.hints = hints  # where writes a replica missed wait for it (node/handoff.py)
 
-    def _plan(self, skey: bytes, pref: tuple[str, ...], w: int, strict: bool) -> WritePlan:
+    def _plan(self, skey: bytes, pref: tuple[str, ...], w: int, strict: bool, needs: tuple[DcNeed, ...] = ()
+              ) -> WritePlan:
         placement = self.placement
         sloppy = self.hints is not None and not strict and len(placement.ring.node_ids) > len(pref)
         extra = placement.extra_replicas_of(skey) if placement.moving else ()
         is_up = self.calls.up
         return WritePlan(pref, w, me=self.node_id, is_up=is_up,
                          fallbacks=placement.fallbacks_for(skey, len(pref), is_up) if sloppy else None,
-                         extra=extra, down_reason=self.calls.liveness.why_down)
+                         extra=extra, down_reason=self.calls.liveness.why_down, needs=needs)
 
     async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False,
-                        settled: Callable[[], None] | None = None) -> None:
+                        settled: Callable[[], None] | None = None, needs: tuple[DcNeed, ...] = ()) -> None:
         """Raises the plan's QuorumError when fewer than W replicas (or their stand-ins) took
         it, or the log write's error when this node's own log write (still deferred) fails.
         `settled` is called, once, if and when every replica of `pref` has acknowledged the
-        record itself (after the answer, when W is less than N)."""
+        record itself (after the answer, when W is less than N). `needs` (a datacenter level):
+        what each datacenter must acknowledge, instead of W of all."""
         started = perf_counter()
         self.stats["writes"] += 1
-        write = _Replication(self._plan(skey, pref, w, strict), skey, data, self.calls, self.stats, self.hints)
+        write = _Replication(self._plan(skey, pref, w, strict, needs), skey, data, self.calls, self.stats,
+                             self.hints)
+        if self.placement.multi_dc:
+            write.placement = self.placement
         write.settled = settled
         if self.store.has_pending_writes:
             write.decided = asyncio.get_running_loop().create_future()
@@ -184,9 +191,15 @@ class _Replication:
     """One `replicate` in flight: sends what its plan says and feeds it the answers. An object
     with slots, not closures that call each other: those would make a reference cycle per
     write, left for the garbage collector (whose collections then cost more than the rest of a
-    SET's Python on the coordinator)."""
+    SET's Python on the coordinator).
 
-    __slots__ = ("calls", "data", "decided", "hints", "plain", "plan", "settled", "skey", "stats")
+    Across datacenters (`placement` set), the replicas of each other datacenter get the record
+    in one ReplicaPutRelay to the first of them, which stores it and sends it on to the others
+    there: one message per remote datacenter crosses the WAN, not one per replica
+    (docs/multi-dc.md). If the relay fails, the others are sent to directly."""
+
+    __slots__ = ("calls", "data", "decided", "hinted_by_relay", "hints", "placement", "plain", "plan", "settled",
+                 "skey", "stats")
 
     def __init__(self, plan: WritePlan, skey: bytes, data: bytes, calls: ReplicaCalls, stats: dict[str, int],
                  hints: HintStore | None):
@@ -199,10 +212,14 @@ class _Replication:
         self.hints = hints
         self.decided: asyncio.Future | None = None  # set once W is met or missed
         self.settled: Callable[[], None] | None = None  # told once every replica holds it
+        self.placement: Placement | None = None  # set when the ring spans datacenters
+        self.hinted_by_relay: set[str] = set()  # failed replicas a relay keeps a hint for
 
     def start(self, sends: list[Send]) -> None:
         if not sends and self.settled is not None and self.plan.held_by_every_replica:
             self.settled()  # this node is the only replica: no answer will come
+        if self.placement is not None and len(sends) > 1:
+            sends = self._relay(sends)
         for send in sends:
             if send.hint_for is not None:
                 self.stats["stand_ins"] += 1
@@ -213,9 +230,53 @@ class _Replication:
             # fallbacks (a stand-in); a new owner's (not counted) was not.
             self.calls.send(send.node, body, known_up=send.counts, on_done=functools.partial(self.answered, send))
 
+    def _relay(self, sends: list[Send]) -> list[Send]:
+        """Send each other datacenter's replicas their copy through one relay there; returns
+        the sends still to make one by one."""
+        placement = self.placement
+        assert placement is not None
+        here, dc_of = placement.dc, placement.dc_of
+        remote: dict[str, list[Send]] = {}
+        direct = []
+        for send in sends:
+            if send.hint_for is None and send.counts and (dc := dc_of(send.node)) != here:
+                remote.setdefault(dc, []).append(send)
+            else:
+                direct.append(send)
+        for group in remote.values():
+            if len(group) == 1:
+                direct.append(group[0])
+                continue
+            self.stats["relays_sent"] += 1
+            body = ReplicaPutRelay(self.skey, self.data, [s.node for s in group[1:]])
+            # The relay waits up to a replica timeout on its targets before it answers.
+            self.calls.send(group[0].node, body, 2 * self.calls.timeout_ms, known_up=True,
+                            on_done=functools.partial(self.relayed, group))
+        return direct
+
+    def relayed(self, group: list[Send], fut: asyncio.Future) -> None:
+        ok, reply = outcome(fut)
+        if not ok:  # the relay may not hold it; the others are asked directly
+            self._answer(group[0], False, f"{reply} (as relay)")
+            placement, self.placement = self.placement, None
+            self.start(group[1:])
+            self.placement = placement
+            return
+        failed = dict(reply.failed)
+        acked = set(reply.acked)
+        for send in group:
+            if send.node in acked:
+                self._answer(send, True, "")
+            else:
+                self.hinted_by_relay.add(send.node)
+                reason = failed.get(send.node, "not reported by the relay")
+                self._answer(send, False, f"{reason} (through relay {group[0].node})")
+
     def answered(self, send: Send, fut: asyncio.Future) -> None:
+        self._answer(send, *outcome(fut))
+
+    def _answer(self, send: Send, ok: bool, reason: str) -> None:
         plan = self.plan
-        ok, reason = outcome(fut)
         if ok:
             more = plan.on_ack(send)
         else:
@@ -228,8 +289,10 @@ class _Replication:
             decided.set_result(None)
         if plan.finished:
             if self.hints is not None:
+                relayed = self.hinted_by_relay
                 for node in plan.hints():
-                    self.hints.add(node, self.skey, self.data)
+                    if node not in relayed:  # the relay keeps that one
+                        self.hints.add(node, self.skey, self.data)
             if self.settled is not None and plan.held_by_every_replica:
                 self.settled()
 
