@@ -116,3 +116,33 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
             time.sleep(0.5)
         assert not missing, missing[:10]
         assert n1.execute_command("RINGKV.AT", "EACH_QUORUM", "GET", "dc2-side") == b"w"
+
+
+def test_anti_entropy_across_datacenters_keeps_to_its_bandwidth_bound(tmp_path):
+    """dc2 misses 100 writes of 1 KB (hints expire at once, so only anti-entropy repairs them);
+    a repair pushes them to dc2's three replicas (300 KB) at 50 KB/s: about six seconds, where
+    the same repair within a datacenter takes a fraction of one."""
+    rate = 50_000
+    cluster = _cluster(tmp_path)
+    for n in cluster.nodes:
+        n.settings.update(anti_entropy_wan_bytes_per_s=str(rate), max_hint_window_ms="1", emulated_wan_delay_ms="0")
+    with cluster:
+        clients = {n.node_id: redis.Redis(port=n.resp_port) for n in cluster.nodes}
+        n1 = clients["n1"]
+        for node in DC1:
+            clients[node].execute_command("RINGKV.FAULT", "PARTITION", *DC2)
+        for node in DC2:
+            clients[node].execute_command("RINGKV.FAULT", "PARTITION", *DC1)
+        value = "x" * 1000
+        for i in range(100):
+            n1.execute_command("RINGKV.AT", "LOCAL_QUORUM", "SET", f"ae{i}", value)
+        for client in clients.values():
+            client.execute_command("RINGKV.FAULT", "HEAL")
+        started = time.monotonic()
+        summary = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=60).execute_command("RINGKV.REPAIR")
+        took = time.monotonic() - started
+        assert b'"error_count": 0' in summary, summary
+        assert took >= 300_000 / rate * 0.8, took
+        assert float(n1.info("datacenters")["anti_entropy_wan_waited_s"]) >= 3
+        for node in DC2:
+            assert _local_copy(clients[node], "ae99") == [value.encode()], node

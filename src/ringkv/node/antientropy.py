@@ -28,6 +28,11 @@ not hold it. Partition moves use the same rule with the joining or leaving node'
 
 `repair_all()` (`ringkv repair`, `RINGKV.REPAIR`) compares every partition this node holds
 with every other replica of it and reports what it fixed.
+
+With a replica in another datacenter (docs/multi-dc.md), what a comparison exchanges (digests,
+listings, records pushed and pulled) is paced by `WanPacer`: at most `wan_bytes_per_s` a
+second from this node across datacenters, all comparisons together, so repairing after an
+outage does not fill the WAN link that the requests use too.
 """
 
 from __future__ import annotations
@@ -135,6 +140,28 @@ def _scan_digests(engine, first: int, last: int, keep: Callable[[bytes], bool] |
         return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it if keep(k)]
 
 
+class WanPacer:
+    """A token bucket in bytes: `spend(n)` returns at once while the bucket holds `n`, else
+    sleeps until the rate has refilled it (a debt larger than the burst waits its share)."""
+
+    def __init__(self, bytes_per_s: int, burst_bytes: int | None = None):
+        self.rate = bytes_per_s
+        self.burst = burst_bytes if burst_bytes is not None else max(bytes_per_s // 10, 64 * 1024)
+        self._tokens = float(self.burst)
+        self._at = time.monotonic()
+        self.waited_s = 0.0  # total time spent waiting: how much the bound held comparisons back
+
+    async def spend(self, n: int) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= n
+        if self._tokens < 0:
+            wait = -self._tokens / self.rate
+            self.waited_s += wait
+            await asyncio.sleep(wait)
+
+
 class AntiEntropy:
     """Merkle-tree comparisons of this node's partitions with their other replicas.
 
@@ -143,8 +170,10 @@ class AntiEntropy:
     """
 
     def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, clock: Clock, *,
-                 interval_ms: int = 1000, completed_ms: dict[int, int] | None = None):
+                 interval_ms: int = 1000, completed_ms: dict[int, int] | None = None, wan_bytes_per_s: int = 0):
         self.placement = placement
+        # Paces comparisons with replicas in other datacenters (None: unbounded, 0 configured).
+        self.wan = WanPacer(wan_bytes_per_s) if wan_bytes_per_s > 0 else None
         self.node_id = placement.node_id
         self.calls = calls
         self.store = store
@@ -237,6 +266,9 @@ class AntiEntropy:
         result = RoundResult(partition, peer, in_sync=False)
         timeout = calls.timeout_ms * 4
         first = True
+        placement = self.placement
+        wan = self.wan if self.wan is not None and placement.dc_of(peer) != placement.dc else None
+        sent = 0  # diff.traffic_bytes already paced
         try:
             while (request := diff.next_request()) is not None:
                 if isinstance(request, DigestRequest):
@@ -251,12 +283,17 @@ class AntiEntropy:
                     reply = await calls.call(peer, AeList(partition, [list(n) for n in request.nodes], min_replicas),
                                          timeout)
                     diff.receive_listing(request, mine.listing(request.nodes), dict(reply.entries))
+                if wan is not None:
+                    await wan.spend(diff.traffic_bytes - sent)
+                    sent = diff.traffic_bytes
             result.in_sync = diff.in_sync
             they_need = diff.they_need[:MAX_TRANSFER_KEYS_PER_ROUND]
             i_need = diff.i_need[:MAX_TRANSFER_KEYS_PER_ROUND]
             for skey in they_need:
                 data = self.engine.get(skey)
                 if data is not None:
+                    if wan is not None:
+                        await wan.spend(len(skey) + len(data))
                     await calls.call(peer, ReplicaPut(skey, bytes(data)), timeout)
                     result.pushed += 1
             for skey in i_need:
@@ -264,6 +301,8 @@ class AntiEntropy:
                 if reply.record is not None:
                     store.apply_record(skey, reply.record)
                     result.pulled += 1
+                    if wan is not None:
+                        await wan.spend(len(skey) + len(reply.record))
             if store.has_pending_writes:
                 store.commit_writes()
         except (RpcError, RingkvError, ValueError) as exc:

@@ -181,6 +181,7 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     store.flush_listeners += [acceptor_states.forget_values, proposer.forget_leases, hints.forget]
     forwarder = Forwarder(placement, calls, store, reads, writes, proposer, stats)
     anti_entropy = AntiEntropy(placement, calls, store, clock, interval_ms=max(1, cfg.anti_entropy_interval_ms),
+                               wan_bytes_per_s=cfg.anti_entropy_wan_bytes_per_s,
                                completed_ms=expiry.completed_ms)
     handoff = HintDelivery(hints, calls.call, is_up=liveness.is_up, rate_per_s=cfg.hint_delivery_rate_per_s,
                            timeout_ms=cfg.replica_timeout_ms * 4)

@@ -64,6 +64,9 @@ class NodeConfig:
     # Anti-entropy (node/antientropy.py): one partition compared with one peer per interval;
     # 0 turns the background rounds off (`ringkv repair` still works).
     anti_entropy_interval_ms: int = 1000
+    # What anti-entropy may exchange with replicas in other datacenters, all comparisons
+    # together (docs/multi-dc.md); 0: unbounded.
+    anti_entropy_wan_bytes_per_s: int = 1_000_000
     # Live membership (node/membership.py): start as a joining node and receive partitions;
     # how long a node waits after announcing a join or leave before moving data.
     join: bool = False
@@ -269,6 +272,7 @@ class NodeConfig:
         require(self.phi_threshold > 0, "phi_threshold", "must be > 0")
         require(self.membership_settle_ms >= 0, "membership_settle_ms", "must be >= 0")
         require(self.anti_entropy_interval_ms >= 0, "anti_entropy_interval_ms", "must be >= 0 (0: off)")
+        require(self.anti_entropy_wan_bytes_per_s >= 0, "anti_entropy_wan_bytes_per_s", "must be >= 0 (0: unbounded)")
         require(self.phi_acceptable_pause_ms >= 0, "phi_acceptable_pause_ms", "must be >= 0")
         for name in ("max_hint_window_ms", "max_hints", "hint_delivery_rate_per_s", "gossip_interval_ms",
                      "batchlog_replay_interval_ms", "batchlog_max_entries", "batchlog_max_bytes"):
