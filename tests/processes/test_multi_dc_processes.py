@@ -6,14 +6,20 @@ naming dc2; after healing every replica in both datacenters holds every write
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 import redis
 
-from ringkv.testing.launcher import LocalCluster
+from ringkv.client import Client
+from ringkv.testing.launcher import LocalCluster, NodeProcess
+from ringkv.testing.wait import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -81,6 +87,10 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
                           headers={"Consistency-Level": "LOCAL_QUORUM"}, timeout=10)
         assert reply.status_code < 300, reply.text
         assert n4.execute_command("RINGKV.AT", "LOCAL_ONE", "GET", "h") == b"from-dc2"
+        with Client(port=cluster.nodes[4].resp_port, consistency="LOCAL_QUORUM") as kv:
+            kv.set("c", "client")
+            assert kv.get("c") == b"client"
+            assert kv.get("h", consistency="EACH_QUORUM") == b"from-dc2"
 
         # dc2 cut off from dc1, both ways.
         for node in DC1:
@@ -146,3 +156,55 @@ def test_anti_entropy_across_datacenters_keeps_to_its_bandwidth_bound(tmp_path):
         assert float(n1.info("datacenters")["anti_entropy_wan_waited_s"]) >= 3
         for node in DC2:
             assert _local_copy(clients[node], "ae99") == [value.encode()], node
+
+
+def _status(port: int) -> dict:
+    return json.loads(redis.Redis(port=port, socket_timeout=30).execute_command("RINGKV.STATUS"))
+
+
+def test_a_node_joins_one_datacenter_and_takes_its_share_of_that_datacenters_copies(tmp_path):
+    """Two copies in each of two datacenters of two nodes; n5 joins dc2 and takes about a third
+    of dc2's copies, dc1 keeps every key twice, and no key is lost."""
+    settings = dict(dc_replicas="dc1=2,dc2=2", partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
+                    replica_timeout_ms=2000)
+    cluster = LocalCluster(tmp_path, nodes=4, **settings)
+    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
+    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
+    for n in cluster.nodes:
+        n.settings["members"] = members
+    with cluster:
+        ports = [n.resp_port for n in cluster.nodes]
+        r1 = redis.Redis(port=ports[0])
+        keys = {f"k{i}": f"v{i}" for i in range(300)}
+        for key, value in keys.items():
+            r1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", key, value)
+        n5 = NodeProcess(tmp_path / "n5", node_id="n5", **settings, **cluster.secret_settings)
+        n5.settings["members"] = members.split(",")[0] + f",n5@127.0.0.1:{n5.rpc_port}/dc2/r3"
+        n5.proc = subprocess.Popen(
+            [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n5",
+             "--data-dir", str(n5.data_dir), "--resp-port", str(n5.resp_port),
+             "--http-port", str(n5.http_port), "--rpc-port", str(n5.rpc_port)],
+            env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n5.settings.items()}},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            n5.wait_ready()
+            everyone = [*ports, n5.resp_port]
+            wait_until(lambda: all(_status(p)["membership"]["ring"] == ["n1", "n2", "n3", "n4", "n5"]
+                                   and not _status(p)["membership"]["pending"] for p in everyone), 90,
+                       "n5 to join and every node to learn it", interval_s=0.5)
+            assert redis.Redis(port=n5.resp_port).info("datacenters")["datacenter"] == "dc2"
+            r5 = redis.Redis(port=n5.resp_port)
+            for key, value in keys.items():
+                assert r5.execute_command("RINGKV.AT", "EACH_QUORUM", "GET", key) == value.encode(), key
+            held: dict = {}
+
+            def settled() -> bool:
+                held.clear()
+                held.update({n["node_id"]: n["keys"] for n in _status(ports[0])["nodes"]})
+                return (held.get("n1") == held.get("n2") == len(keys)
+                        and held.get("n3", 0) + held.get("n4", 0) + held.get("n5", 0) >= 2 * len(keys))
+            wait_until(settled, 60, lambda: f"dc1 to hold every key twice and dc2 twice: {held}", interval_s=0.5)
+            # n5 holds about a third of dc2's copies (2 of 3 nodes hold each key there).
+            assert 0.4 * len(keys) <= held["n5"] <= 0.95 * len(keys), held
+        finally:
+            n5.stop()
