@@ -29,7 +29,7 @@ def test_consistency_levels_per_connection_and_their_errors(r):
     assert r.execute_command("RINGKV.CONSISTENCY") == [b"read", b"ONE", b"write", b"ALL", b"mode", b"STRICT"]
     # One node holds one replica: a count above 1 can never be met, and says so.
     assert "r: must be in 1..1" in err(r, "RINGKV.CONSISTENCY", "2")
-    assert "expected ONE, QUORUM, ALL, SERIAL, SESSION or a replica count" in err(r, "RINGKV.CONSISTENCY", "MOST")
+    assert "expected ONE, QUORUM, ALL, SERIAL, SESSION, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM or a replica count" in err(r, "RINGKV.CONSISTENCY", "MOST")
     assert "syntax error" in err(r, "RINGKV.CONSISTENCY", "READ")
     assert "syntax error" in err(r, "RINGKV.CONSISTENCY", "SIDEWAYS", "ONE")
     # A refused change leaves the levels as they were.

@@ -95,7 +95,7 @@ DEFAULT_LEVELS = Levels(ConsistencyLevel.QUORUM, ConsistencyLevel.QUORUM, False)
 
 
 class ClusterService:
-    __slots__ = ("_ns", "levels", "namespace", "path", "rate_limited", "session")
+    __slots__ = ("_dc_r", "_dc_w", "_ns", "levels", "namespace", "path", "rate_limited", "session")
 
     def __init__(self, path: DataPath, levels: Levels = DEFAULT_LEVELS, namespace: NamespaceSpec | None = None,
                  session: SessionToken | None = None):
@@ -107,6 +107,9 @@ class ClusterService:
         # every read and write made through the view (node/session_reads.py).
         self.session = session
         self.rate_limited = path.store.quotas is not None  # False: admit() does nothing
+        # The levels when they count per datacenter (None: a count of all N), found once here.
+        self._dc_r = levels.r if type(levels.r) is ConsistencyLevel and levels.r.per_dc else None
+        self._dc_w = levels.w if type(levels.w) is ConsistencyLevel and levels.w.per_dc else None
 
     # ---------------------------------------------------------------- views
 
@@ -184,7 +187,7 @@ class ClusterService:
         path = self.path
         pref = path.placement.replicas_of(skey)
         level = self.levels.r
-        if type(level) is ConsistencyLevel and level.per_dc:
+        if self._dc_r is not None:
             pref, r, needs = path.placement.read_scope(level, pref)
             if needs:  # EACH_QUORUM
                 data = await path.reads.read(skey, r, pref, needs=needs)
@@ -251,9 +254,7 @@ class ClusterService:
 
     async def exists(self, keys: Iterable[bytes]) -> int:
         keys = list(keys)
-        r = self.levels.r
-        if len(keys) == 1 or r is ConsistencyLevel.SERIAL or self.session is not None or (
-                type(r) is ConsistencyLevel and r.per_dc):
+        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None or self._dc_r is not None:
             records = await asyncio.gather(*(self._record(k) for k in keys))
             now = self.now_ms()
             return sum(r is not None and r.winner(now) is not None for r in records)
@@ -265,9 +266,8 @@ class ClusterService:
             group = self._serial_group(keys)
             if group is not None:
                 return await group
-        r = self.levels.r
-        if len(keys) == 1 or r is ConsistencyLevel.SERIAL or self.session is not None or (
-                type(r) is ConsistencyLevel and r.per_dc):  # per datacenter: each key on its own
+        # Per datacenter, each key is read on its own.
+        if len(keys) == 1 or self.levels.r is ConsistencyLevel.SERIAL or self.session is not None or self._dc_r is not None:
             records = await asyncio.gather(*(self._record(k) for k in keys))
             now = self.now_ms()
             winners = [None if r is None else r.winner(now) for r in records]
@@ -403,7 +403,7 @@ class ClusterService:
                 data, _ = store.overwrite_now(skey, value)  # sent once in our log (WritePath)
                 level = self.levels.w
                 w = resolve(level, len(pref), field="w")
-                needs = path.placement.dc_needs(level, pref) if type(level) is ConsistencyLevel and level.per_dc else ()
+                needs = () if self._dc_w is None else path.placement.dc_needs(level, pref)
                 session = self.session
                 # In a session, the entry becomes settled once every replica acknowledged,
                 # even after the answer (node/session_reads.Settler).

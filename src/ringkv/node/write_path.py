@@ -28,6 +28,7 @@ from time import perf_counter
 
 from ringkv.cluster.plans import Send, WritePlan
 from ringkv.cluster.quorum import DcNeed
+from ringkv.errors import RingkvError
 from ringkv.node.handoff import HintStore
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -187,6 +188,25 @@ class WritePath:
                     self.hints.add(node, skey, data)
 
 
+class _Known:
+    """A replica's answer that a relay reported, shaped as the finished call `outcome` reads:
+    no failure, or a failure with its reason."""
+
+    __slots__ = ("_failure",)
+
+    def __init__(self, failure: str | None = None):
+        self._failure = None if failure is None else RingkvError(failure)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        return self._failure
+
+    def result(self) -> None:
+        return None
+
+
 class _Replication:
     """One `replicate` in flight: sends what its plan says and feeds it the answers. An object
     with slots, not closures that call each other: those would make a reference cycle per
@@ -213,7 +233,7 @@ class _Replication:
         self.decided: asyncio.Future | None = None  # set once W is met or missed
         self.settled: Callable[[], None] | None = None  # told once every replica holds it
         self.placement: Placement | None = None  # set when the ring spans datacenters
-        self.hinted_by_relay: set[str] = set()  # failed replicas a relay keeps a hint for
+        self.hinted_by_relay: set[str] | None = None  # failed replicas a relay keeps a hint for
 
     def start(self, sends: list[Send]) -> None:
         if not sends and self.settled is not None and self.plan.held_by_every_replica:
@@ -257,7 +277,7 @@ class _Replication:
     def relayed(self, group: list[Send], fut: asyncio.Future) -> None:
         ok, reply = outcome(fut)
         if not ok:  # the relay may not hold it; the others are asked directly
-            self._answer(group[0], False, f"{reply} (as relay)")
+            self.answered(group[0], _Known(f"{reply} (as relay)"))
             placement, self.placement = self.placement, None
             self.start(group[1:])
             self.placement = placement
@@ -266,17 +286,17 @@ class _Replication:
         acked = set(reply.acked)
         for send in group:
             if send.node in acked:
-                self._answer(send, True, "")
+                self.answered(send, _Known())
             else:
+                if self.hinted_by_relay is None:
+                    self.hinted_by_relay = set()
                 self.hinted_by_relay.add(send.node)
                 reason = failed.get(send.node, "not reported by the relay")
-                self._answer(send, False, f"{reason} (through relay {group[0].node})")
+                self.answered(send, _Known(f"{reason} (through relay {group[0].node})"))
 
-    def answered(self, send: Send, fut: asyncio.Future) -> None:
-        self._answer(send, *outcome(fut))
-
-    def _answer(self, send: Send, ok: bool, reason: str) -> None:
+    def answered(self, send: Send, fut: asyncio.Future | _Known) -> None:
         plan = self.plan
+        ok, reason = outcome(fut)
         if ok:
             more = plan.on_ack(send)
         else:
@@ -289,7 +309,7 @@ class _Replication:
             decided.set_result(None)
         if plan.finished:
             if self.hints is not None:
-                relayed = self.hinted_by_relay
+                relayed = self.hinted_by_relay or ()
                 for node in plan.hints():
                     if node not in relayed:  # the relay keeps that one
                         self.hints.add(node, self.skey, self.data)
