@@ -204,6 +204,8 @@ def test_a_node_joins_one_datacenter_and_takes_its_share_of_that_datacenters_cop
                 return (held.get("n1") == held.get("n2") == len(keys)
                         and held.get("n3", 0) + held.get("n4", 0) + held.get("n5", 0) >= 2 * len(keys))
             wait_until(settled, 60, lambda: f"dc1 to hold every key twice and dc2 twice: {held}", interval_s=0.5)
+            assert {n["node_id"]: n["datacenter"] for n in _status(ports[0])["nodes"]} == {
+                "n1": "dc1", "n2": "dc1", "n3": "dc2", "n4": "dc2", "n5": "dc2"}
             # n5 holds about a third of dc2's copies (2 of 3 nodes hold each key there).
             assert 0.4 * len(keys) <= held["n5"] <= 0.95 * len(keys), held
         finally:

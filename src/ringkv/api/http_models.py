@@ -503,6 +503,7 @@ class ClusterMember(BaseModel):
         description="Resident memory of its process in MiB; null when it did not answer.")
     reachable: bool = Field(description="It answered this status request.")
     in_ring: bool
+    datacenter: str = Field("", description="Its datacenter (docs/multi-dc.md); empty when none is named.")
     primary_partitions: int
     replica_partitions: int
     share: float

@@ -189,9 +189,12 @@ class ClusterService:
         level = self.levels.r
         if self._dc_r is not None:
             pref, r, needs = path.placement.read_scope(level, pref)
-            if needs:  # EACH_QUORUM
+            if needs:  # EACH_QUORUM: a majority of every datacenter, as new as any write at it
                 data = await path.reads.read(skey, r, pref, needs=needs)
-                return None if data is None else rec.decode_record(data)
+                record = None if data is None else rec.decode_record(data)
+                if record is not None and self.session is not None:
+                    self.session.observe(skey, record.clock)
+                return record
         else:
             r = resolve(level, len(pref), field="r")
         hot = path.store.hot_keys

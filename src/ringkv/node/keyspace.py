@@ -191,6 +191,7 @@ class Keyspace:
                 "memory_used_mb": round(reply.rss_bytes / MIB, 1) if reply is not None and reply.rss_bytes else None,
                 "reachable": reply is not None,
                 "in_ring": in_ring,
+                "datacenter": placement.dc_of(node),
                 "primary_partitions": len(ring.owned_partitions(node)),
                 "replica_partitions": len(ring.replica_partitions(node)),
                 "share": round(shares.get(node, 0.0), 4),
