@@ -3,9 +3,11 @@
 Every copy of a message is lost with probability `loss`, else delivered after a delay drawn
 uniformly from [min_delay_ms, max_delay_ms]; independent delays are what reorder messages. A
 message is duplicated (two independent copies, each lost or delayed on its own) with
-probability `duplication`. A partition splits the nodes into groups that cannot talk: a
-message between groups is dropped when sent and, if the partition began while it was in
-flight, when it arrives.
+probability `duplication`. With a `topology` (topology.py) the delay range is instead the one
+for the pair of datacenters the two nodes are in: short within one, a WAN delay between two.
+A partition splits the nodes into groups that cannot talk: a message between groups is
+dropped when sent and, if the partition began while it was in flight, when it arrives; a
+group may be whole datacenters (`Topology.nodes_in`).
 
 All randomness comes from the `random.Random` the simulation hands in, drawn in the order
 messages are sent, so one seed gives one history.
@@ -21,6 +23,7 @@ from typing import Any
 
 from ringkv.errors import ConfigError
 from ringkv.testing.sim.events import EventQueue
+from ringkv.testing.sim.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class NetworkConditions:
     min_delay_ms: float = 1.0
     max_delay_ms: float = 1.0
     duplication: float = 0.0  # probability that a message is sent twice
+    # Datacenters: when set, a message's delay range is the topology's for the pair of
+    # datacenters of its two nodes, and min_delay_ms and max_delay_ms are not used.
+    topology: Topology | None = None
 
     def __post_init__(self) -> None:
         for field in ("loss", "duplication"):
@@ -44,12 +50,13 @@ class NetworkConditions:
             )
 
     def describe(self) -> str:
-        delay = (
-            f"{self.min_delay_ms:g} ms"
-            if self.min_delay_ms == self.max_delay_ms
-            else f"{self.min_delay_ms:g}-{self.max_delay_ms:g} ms"
-        )
-        return f"loss {self.loss:.0%}, delay {delay}, duplication {self.duplication:.0%}"
+        if self.topology is not None:
+            delay = self.topology.describe()
+        elif self.min_delay_ms == self.max_delay_ms:
+            delay = f"delay {self.min_delay_ms:g} ms"
+        else:
+            delay = f"delay {self.min_delay_ms:g}-{self.max_delay_ms:g} ms"
+        return f"loss {self.loss:.0%}, {delay}, duplication {self.duplication:.0%}"
 
 
 # Delivery: (src, dst, message, dst_generation at send time) -> None.
@@ -126,13 +133,17 @@ class SimulatedNetwork:
             copies = 2
             self.duplicated += 1
         now = self._queue.now_ms
+        if c.topology is None:
+            lo, hi = c.min_delay_ms, c.max_delay_ms
+        else:
+            lo, hi = c.topology.delay_range_ms(src, dst)
         for _ in range(copies):
             if c.loss and rng.random() < c.loss:
                 self.copies_lost += 1
                 continue
-            delay = c.min_delay_ms
-            if c.max_delay_ms > c.min_delay_ms:
-                delay = rng.uniform(c.min_delay_ms, c.max_delay_ms)
+            # Drawn only when there is a range, as before topologies existed, so that a seed
+            # without one replays the history it always did.
+            delay = rng.uniform(lo, hi) if hi > lo else lo
             self._queue.schedule(now + delay, self._arrive, src, dst, message, dst_generation)
 
     def _arrive(self, src: str, dst: str, message: Any, dst_generation: int) -> None:

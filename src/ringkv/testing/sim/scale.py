@@ -10,6 +10,8 @@ one combined run: cold start, then three status changes and one crash, with susp
 counted throughout. `--quick` leaves 1000 nodes out and shortens the rest, for a look.
 
 Ring figures use cluster/ring.Ring, ring.diff and Ring.fallbacks directly: no simulation.
+Section 7, datacenters, is sim/scale_datacenters.py (`python -m ringkv.testing.sim.datacenters
+report` measures it alone).
 """
 
 from __future__ import annotations
@@ -665,6 +667,9 @@ def heal_section(quick: bool) -> Section:
 
 
 def write_report(out: str, quick: bool = False) -> None:
+    # Imported here: section 7 builds on this module's Section.
+    from ringkv.testing.sim.scale_datacenters import datacenter_section
+
     started = time.process_time()
     wall = time.monotonic()
     big = None
@@ -681,11 +686,13 @@ def write_report(out: str, quick: bool = False) -> None:
         _timed(lambda: join_section(quick)),
         _timed(lambda: hint_section(quick)),
         _timed(lambda: heal_section(quick)),
+        _timed(lambda: datacenter_section(quick)),
     ]
     total_cpu = time.process_time() - started
     gossip = GossipSettings()
     lines = [
-        "# Scale: gossip, failure detection, the ring and hints at 10, 100 and 1000 nodes",
+        "# Scale: gossip, failure detection, the ring and hints at 10, 100 and 1000 nodes, "
+        "and across datacenters",
         "",
         f"Measured {datetime.date.today().isoformat()} by `python -m ringkv.testing.simulator "
         f"report{' --quick' if quick else ''}` on {os.cpu_count()} cores "
@@ -695,7 +702,7 @@ def write_report(out: str, quick: bool = False) -> None:
         "",
         "## How it was measured",
         "",
-        "Sections 1-3 and 6 run the deterministic simulator (`ringkv/testing/simulator.py`): "
+        "Sections 1-3, 6 and 7 run the deterministic simulator (`ringkv/testing/simulator.py`): "
         "every node is the real `cluster/gossip.Membership` and `cluster/phi.FailureDetectors`, "
         "driven as `node/gossiper.py` drives them (beat, choose peers, three-way exchange "
         "GossipSyn/GossipAck/GossipStates through a simulated network, merge, every newer "
