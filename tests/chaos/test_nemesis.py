@@ -13,7 +13,7 @@ import threading
 from ringkv.chaos.history import History
 from ringkv.chaos.nemesis import Nemesis, process_stopped
 from ringkv.chaos.schedule import FaultEvent, partition_sides
-from ringkv.testing.launcher import LocalCluster
+from ringkv.testing.launcher import LocalCluster, datacenter_layout
 
 
 def test_faults_on_nodes_that_never_answer_are_counted_as_not_applied(tmp_path):
@@ -41,6 +41,26 @@ def test_faults_on_nodes_that_never_answer_are_counted_as_not_applied(tmp_path):
     # Why the commands failed is in the history too.
     assert any(f.action == "sync" and not f.ok and "Connection refused" in (f.error or "")
                for f in history.faults)
+
+
+def test_datacenter_faults_on_nodes_that_never_answer_are_counted_as_not_applied(tmp_path):
+    cluster = LocalCluster(tmp_path, nodes=4, locations=datacenter_layout(4, 2))
+    assert cluster.datacenters == {"dc1": ["n1", "n2"], "dc2": ["n3", "n4"]}
+    assert f"n3@127.0.0.1:{cluster.node('n3').rpc_port}/dc2/r1" in cluster.members.split(",")
+    blocked = {"n1": ("n3", "n4"), "n2": ("n3", "n4"), "n3": ("n1", "n2"), "n4": ("n1", "n2")}
+    schedule = [
+        FaultEvent(0.0, 0.2, "dc-partition", ("n1", "n2"), "dc1", tuple(sorted(blocked.items()))),
+        FaultEvent(0.3, 0.4, "dc-kill", ("n3", "n4"), "dc2"),
+    ]
+    lines: list[str] = []
+    nemesis = Nemesis(cluster, History(), schedule, log=lines.append)
+    nemesis.run(threading.Event())
+
+    assert lines[0].endswith("dc-partition dc1: n1,n2 -x- n3,n4")
+    assert (nemesis.begun, nemesis.applied) == (2, 0)
+    reasons = dict((e.label(), why) for e, why in nemesis.not_applied())
+    assert reasons == {"dc-partition/dc1": "its nodes never took it while it lasted",
+                       "dc-kill/dc2": "FaultNotApplied: n3 was not running"}
 
 
 def test_a_paused_process_shows_as_stopped():

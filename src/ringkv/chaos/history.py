@@ -91,9 +91,10 @@ class Op:
 class FaultAction:
     """One thing the nemesis did: `action` is kill, stop (SIGTERM), start, pause, resume,
     partition, heal, skew, unskew, fill, free, loss, slow, restore (the end of loss or
-    slowness), restart (a rolling restart begins), sync (faults re-applied to a node), or
-    not-applied (a fault that did not take effect, `detail` naming it); `ok` False with
-    `error` when it could not be done."""
+    slowness), restart (a rolling restart begins), dc-kill and dc-start (a datacenter's
+    nodes are killed; they are being started again, each then `start` once it answers), sync
+    (faults re-applied to a node), or not-applied (a fault that did not take effect, `detail`
+    naming it); `ok` False with `error` when it could not be done."""
 
     time_s: float
     action: str

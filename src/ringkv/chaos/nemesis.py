@@ -25,6 +25,12 @@ the schedule until it ends or `stop` is set; `heal` ends every fault: resume the
 restart the killed, heal partitions, clocks back to 0, disks emptied; and raises if a node
 cannot be brought back to no fault at all (the checks after it would mean nothing).
 
+A datacenter's faults (the cluster's nodes in datacenters: testing/launcher.LocalCluster's
+`locations`): `dc-partition` is a partition whose sides are one datacenter and the rest, made
+and healed as any partition; `dc-kill` SIGKILLs every node of one datacenter (applied once
+every process has exited) and at its end starts them all at once, then waits for each, so
+the datacenter comes back in the time of its slowest node rather than the sum of them.
+
 A membership change (`membership/decommission`, `membership/remove`) takes a node out for
 good: decommissioned (RINGKV.ADMIN DECOMMISSION ASYNC, followed to its end) and stopped, or
 killed and removed by a live member (RINGKV.ADMIN REMOVE ... FORCE); its data directory is then
@@ -135,6 +141,9 @@ class Nemesis:
         self.held_skew: dict[str, int] = {}
         self.status: dict[int, str] = {}  # schedule index -> applied | pending | not applied
         self.reasons: dict[int, str] = {}  # why a fault is not applied
+        # When each applied fault was seen to hold (history time): what happened under it
+        # is what happened from then on.
+        self.applied_at_s: dict[int, float] = {}
         self._active: set[int] = set()
         self._stop = threading.Event()
 
@@ -205,6 +214,7 @@ class Nemesis:
         down takes it, or its end)."""
         if self.status.get(i) == PENDING and self._holds(self.schedule[i]):
             self.status[i] = APPLIED
+            self.applied_at_s[i] = self.history.now()
 
     def _settle_active(self) -> None:
         for i in sorted(self._active):
@@ -220,7 +230,7 @@ class Nemesis:
     def _holds(self, e: FaultEvent) -> bool:
         """Whether a fault of the kinds that go through node commands holds now; the others
         are checked where they are made (a failure raises there)."""
-        if e.kind == "partition":
+        if e.kind in ("partition", "dc-partition"):
             held = self.held_blocked
             return all(b in held.get(a, ()) or a in held.get(b, ()) for a, bs in e.blocked for b in bs)
         if e.kind == "skew":
@@ -233,10 +243,10 @@ class Nemesis:
             self._kill(node)
         elif e.kind == "pause":
             self._pause(node)
-        elif e.kind == "partition":
+        elif e.kind in ("partition", "dc-partition"):
             self.blocked = e.blocked_map()
-            self.history.fault("partition", list(e.nodes), e.describe())
-            for n in e.nodes:
+            self.history.fault("partition", list(self.blocked), e.describe())
+            for n in self.blocked:
                 if self.network is not None:
                     self._network_block(n, self.blocked.get(n, ()))
                 else:
@@ -260,6 +270,10 @@ class Nemesis:
             self._rolling_restart(e)
         elif e.kind == "membership":
             self._leave(node, e.shape)
+        elif e.kind == "dc-kill":
+            self.history.fault("dc-kill", list(e.nodes), e.describe())
+            for n in e.nodes:
+                self._kill(n, f"datacenter {e.shape}")
         else:
             raise ValueError(e.kind)
 
@@ -269,10 +283,11 @@ class Nemesis:
             self._restart(node)
         elif e.kind == "pause":
             self._resume(node)
-        elif e.kind == "partition":
+        elif e.kind in ("partition", "dc-partition"):
             self.blocked = {}
-            self.history.fault("heal", list(e.nodes))
-            for n in e.nodes:
+            healed = list(e.blocked_map())
+            self.history.fault("heal", healed)
+            for n in healed:
                 if self.network is not None:
                     self.network.unblock(n)
                     self.held_blocked.pop(n, None)
@@ -290,6 +305,9 @@ class Nemesis:
             self._free(node)
         elif e.kind == "membership" and node in self.left:
             self._rejoin(node)
+        elif e.kind == "dc-kill":
+            self.history.fault("dc-start", list(e.nodes), e.describe())
+            self._restart_all([n for n in e.nodes if n in self.killed])
         # A rolling restart ends when its last node is back (in _begin).
 
     # ------------------------------------------------------------------ healing
@@ -299,8 +317,7 @@ class Nemesis:
         cannot be brought back to no fault at all."""
         for node in sorted(self.paused):
             self._resume(node)
-        for node in sorted(self.killed):
-            self._restart(node)
+        self._restart_all(sorted(self.killed))
         for node in sorted(self.full):
             self._free(node)
         for node in sorted(self.left):
@@ -367,6 +384,28 @@ class Nemesis:
         self.killed.discard(node_id)
         self.history.fault("start", [node_id])
         self._sync(node_id)
+
+    def _restart_all(self, node_ids: list[str]) -> None:
+        """Start the nodes at once, then wait for each to be ready (their starts overlap: a
+        node takes seconds to start, mostly waiting); raises the first failure once every
+        node has been waited for."""
+        started = []
+        for node_id in node_ids:
+            try:
+                self.cluster.node(node_id).start(wait=False)
+                started.append(node_id)
+            except Exception as exc:
+                self.history.fault("start", [node_id], ok=False, error=str(exc)[-500:])
+        failures = []
+        for node_id in started:
+            try:
+                self._restart(node_id)  # already running: waits until it answers
+            except Exception as exc:
+                failures.append(exc)
+        if len(started) < len(node_ids):
+            raise FaultNotApplied(f"could not start {', '.join(sorted(set(node_ids) - set(started)))}")
+        if failures:
+            raise failures[0]
 
     def _resume(self, node_id: str) -> None:
         self.cluster.node(node_id).resume()

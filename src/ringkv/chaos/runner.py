@@ -1,7 +1,9 @@
 """One chaos run, start to verdict (docs/reliability.md):
 
 1. start a LocalCluster with fault injection on (data directories on small tmpfs mounts when
-   the `disk` nemesis is asked for: root only);
+   the `disk` nemesis is asked for: root only), its nodes in `dcs` datacenters when asked
+   (testing/launcher.datacenter_layout; `replicas` then counts per datacenter, and a client at
+   a LOCAL level keeps to the nodes of one datacenter, so its reads can see its writes);
 2. run the workload clients and the nemesis's schedule for `duration_s`;
 3. stop both, heal everything (resume, restart, heal partitions, clocks to 0, free disks),
    wait until every node sees every other one up, then RINGKV.REPAIR on every node until it
@@ -37,7 +39,7 @@ from ringkv.chaos import checker, typed_checker
 from ringkv.chaos import linearizability as lin
 from ringkv.chaos.history import FAIL, OK, History, save
 from ringkv.chaos.nemesis import MEMBERSHIP_TIMEOUT_S, DiskFiller, Nemesis, fault_commands
-from ringkv.chaos.schedule import KINDS, NETWORK_KINDS, make_schedule
+from ringkv.chaos.schedule import DC_KINDS, KINDS, NETWORK_KINDS, make_schedule
 from ringkv.chaos.workloads import (
     ALL_WORKLOADS,
     WORKLOADS,
@@ -50,7 +52,13 @@ from ringkv.chaos.workloads import (
     wait_all,
 )
 from ringkv.cluster.ring import Member, Ring
-from ringkv.testing.launcher import LocalCluster, NodeProcess
+from ringkv.testing.launcher import (
+    LocalCluster,
+    NodeProcess,
+    datacenter_layout,
+    datacenter_of,
+    dc_replicas_setting,
+)
 
 HEAL_DEADLINE_S = 60.0
 CONVERGE_DEADLINE_S = 10.0
@@ -68,10 +76,13 @@ class ChaosConfig:
     think_ms: float = 10.0
     timeout_ms: int = 2000  # client socket timeout
     # R and W of every client: one | quorum | all | session (ONE in a session per client,
-    # checked for read-your-writes and monotonic reads per session: workloads.py)
+    # checked for read-your-writes and monotonic reads per session: workloads.py), or a
+    # datacenter level: local_one | local_quorum | each_quorum
     consistency: str = "quorum"
     partitions: int = 64
-    replicas: int = 3
+    replicas: int = 3  # N; with dcs > 1, per datacenter
+    dcs: int = 1  # datacenters dc1.. (testing/launcher.datacenter_layout)
+    wan_delay_ms: int = 0  # emulated delay between datacenters, each way
     hold_s: tuple[float, float] = (2.0, 6.0)
     gap_s: tuple[float, float] = (1.0, 3.0)
     disk_mib: int = 48  # tmpfs size per node with the `disk` nemesis
@@ -94,7 +105,9 @@ class ChaosConfig:
         return (f"ringkv chaos --seed {self.seed} --nodes {self.nodes} --duration-s {self.duration_s:g} "
                 f"--nemesis {','.join(self.nemesis) or 'none'} --workload {','.join(self.workloads)} "
                 f"--clients {self.clients} --keys {self.keys}"
-                + (f" --replicas {self.replicas}" if self.replicas != 3 else "")
+                + (f" --replicas {self.replicas}" if self.replicas != 3 or self.dcs > 1 else "")
+                + (f" --dcs {self.dcs}" if self.dcs > 1 else "")
+                + (f" --wan-delay-ms {self.wan_delay_ms}" if self.wan_delay_ms else "")
                 + (" --netns" if self.netns else "")
                 + (f" --consistency {self.consistency}" if self.consistency != "quorum" else "")
                 + (f" --plant-lost-writes {self.lie_every}" if self.lie_every else "")
@@ -146,6 +159,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
     for w in config.workloads:
         if w not in ALL_WORKLOADS:
             raise ValueError(f"unknown workload {w!r}; choose from {', '.join(ALL_WORKLOADS)}")
+    locations = _datacenters(config)
     if any(k in NETWORK_KINDS for k in config.nemesis):
         config = dataclasses.replace(config, netns=True)
     network = None
@@ -163,16 +177,23 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         "replicas": config.replicas, "partitions": config.partitions, "fault_injection": "true",
         "gossip_interval_ms": 200, **config.settings,
     }
+    if locations:
+        dcs = sorted({datacenter_of(loc) for loc in locations})
+        settings.update(replicas=config.replicas * len(dcs),
+                        dc_replicas=dc_replicas_setting(dict.fromkeys(dcs, config.replicas)),
+                        emulated_wan_delay_ms=config.wan_delay_ms)
     if network is not None:
         # Nodes in network namespaces listen on private addresses, not loopback; the harness's
         # clients and nemesis reach them there without users, as on a trusted network
         # (docs/security.md, protected mode). Members still prove the cluster secret.
         settings.setdefault("protected_mode", "false")
-    cluster = LocalCluster(cluster_dir, nodes=config.nodes, network=network, **settings)
+    cluster = LocalCluster(cluster_dir, nodes=config.nodes, network=network, locations=locations, **settings)
     node_ids = [n.node_id for n in cluster.nodes]
     schedule = make_schedule(config.seed, node_ids, config.duration_s, config.nemesis,
-                             hold_s=config.hold_s, gap_s=config.gap_s)
-    log(f"chaos seed {config.seed}: {config.nodes} nodes, {config.duration_s:g} s, nemesis "
+                             hold_s=config.hold_s, gap_s=config.gap_s, datacenters=cluster.datacenters)
+    where = "; ".join(f"{dc}: {','.join(ids)}" for dc, ids in cluster.datacenters.items())
+    log(f"chaos seed {config.seed}: {config.nodes} nodes{f' ({where})' if where else ''}, "
+        f"{config.duration_s:g} s, nemesis "
         f"{','.join(config.nemesis) or 'none'}, workloads {','.join(config.workloads)}, "
         f"{len(schedule)} faults scheduled; data in {workdir}"
         + (f"; nodes in network namespaces on {network.subnet}.0/24" if network is not None else ""))
@@ -188,7 +209,8 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         endpoints = [Endpoint(n.node_id, n.resp_port, n.host) for n in cluster.nodes]
         stop = threading.Event()
         workers = [
-            Worker(i, config.clients, config.workloads[i % len(config.workloads)], endpoints,
+            Worker(i, config.clients, config.workloads[i % len(config.workloads)],
+                   _worker_endpoints(i, endpoints, cluster, config),
                    history, config.seed, stop, keys=config.keys, think_ms=config.think_ms,
                    timeout_s=config.timeout_ms / 1000, level=config.consistency.upper(),
                    lie_every=config.lie_every, stale_every=config.stale_every)
@@ -221,7 +243,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
         stats = _stats(history, schedule, keys, nemesis)
         stats["sessions"] = checker.session_stats(history.ops)
         anomalies = checker.check(history.ops, final, replicas,
-                                  read_your_writes=config.consistency != "one",
+                                  read_your_writes=config.consistency not in ("one", "local_one"),
                                   max_steps=config.linearizability_max_steps, stats=stats)
         typed_stats: dict[str, Any] = {}
         anomalies += typed_checker.check(history.ops, final, config.linearizability_max_steps, typed_stats)
@@ -256,6 +278,37 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
     if not config.keep_data:
         shutil.rmtree(cluster_dir, ignore_errors=True)
     return ChaosResult(config, path, anomalies, stats)
+
+
+def _datacenters(config: ChaosConfig) -> list[str]:
+    """Each node's location with `dcs` > 1 ([] with one datacenter); ValueError for a layout
+    that cannot be, or a datacenter nemesis without datacenters."""
+    wanting = [k for k in config.nemesis if k in DC_KINDS]
+    if config.dcs < 2:
+        if wanting:
+            raise ValueError(f"the {', '.join(wanting)} nemesis needs datacenters: --dcs 2 or more")
+        if config.wan_delay_ms:
+            raise ValueError("--wan-delay-ms delays messages between datacenters: --dcs 2 or more")
+        return []
+    locations = datacenter_layout(config.nodes, config.dcs)
+    smallest = min(sum(datacenter_of(loc) == f"dc{d + 1}" for loc in locations) for d in range(config.dcs))
+    if config.replicas > smallest:
+        raise ValueError(f"--replicas {config.replicas} per datacenter, but dc{config.dcs} has {smallest} "
+                         f"node{'s' if smallest != 1 else ''} of --nodes {config.nodes}")
+    return locations
+
+
+def _worker_endpoints(index: int, endpoints: list[Endpoint], cluster: LocalCluster,
+                      config: ChaosConfig) -> list[Endpoint]:
+    """The nodes client `index` may use: all of them, or with a LOCAL level those of one
+    datacenter, since its reads at LOCAL_QUORUM see its writes only when both go through the
+    same datacenter. Client i runs workload i mod W (of W); its datacenter is the
+    ((i + i div W) mod D)-th, so each workload's clients are spread over the datacenters."""
+    dcs = sorted(cluster.datacenters.items())
+    if not config.consistency.startswith("local_") or not dcs:
+        return endpoints
+    mine = set(dcs[(index + index // len(config.workloads)) % len(dcs)][1])
+    return [e for e in endpoints if e.node_id in mine]
 
 
 # ------------------------------------------------------------------ healing and final state
@@ -308,7 +361,10 @@ def _heal(cluster: LocalCluster, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _replica_sets(cluster: LocalCluster, keys: list[str], config: ChaosConfig) -> dict[str, tuple[str, ...]]:
-    ring = Ring([Member(n.node_id) for n in cluster.nodes], config.partitions, config.replicas)
+    dcs = cluster.datacenters
+    replicas = dict.fromkeys(dcs, config.replicas) if dcs else config.replicas
+    ring = Ring([Member.at(n.node_id, cluster.locations.get(n.node_id, "")) for n in cluster.nodes],
+                config.partitions, replicas)
     return {k: ring.preference_list(ring.partition_for_key(b"", k.encode())) for k in keys}
 
 
@@ -452,7 +508,9 @@ def _stats(history: History, schedule, keys: list[str], nemesis: Nemesis) -> dic
         outcomes[op.outcome or "unknown"] = outcomes.get(op.outcome or "unknown", 0) + 1
     return {"ops": len(history.ops), **outcomes, "keys": len(keys),
             "faults": {"scheduled": len(schedule), "begun": nemesis.begun, "applied": nemesis.applied,
-                       "not_applied": [[e.describe().strip(), why] for e, why in nemesis.not_applied()]},
+                       "not_applied": [[e.describe().strip(), why] for e, why in nemesis.not_applied()],
+                       # [index in the schedule, when it was seen to hold]
+                       "applied_at_s": sorted([i, t] for i, t in nemesis.applied_at_s.items())},
             "fault_kinds": nemesis.kinds(),
             "fault_actions_failed": sum(not f.ok for f in history.faults)}
 

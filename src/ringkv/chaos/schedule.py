@@ -24,25 +24,41 @@ Faults, one `FaultEvent` each:
                killed, and a live member removes it); its data directory is wiped; at
                `end_s` it joins again as a new node of the same id (node/membership.py).
                Counts as a node down; one at a time, never during a rolling restart.
+    dc-partition
+               cut one datacenter (`shape` names it, `nodes` are its nodes) off from the
+               others: each of its nodes blocks every node outside it and each node outside
+               blocks each of its nodes (RINGKV.FAULT PARTITION; `blocked` has every node of
+               the cluster), healed at `end_s`
+    dc-kill    SIGKILL every node of one datacenter (`shape`, `nodes` its nodes) at `start_s`,
+               start them all again at `end_s`
+               (dc-partition and dc-kill need `datacenters`, two or more; without, they make no
+               fault)
 
 With one kind the faults come one after another, a quiet gap between them. With several, a
 fault may start while another is still on (`overlap_p`), so kinds combine: a kill during a
 partition, a pause of a skewed node. Rules that keep every combination meaningful: at most
 one partition at a time, one skew per node, and at most a minority of nodes down (killed or
 paused, a rolling restart counting as one) at once, so a quorum of the up nodes can still
-exist; one rolling restart at a time.
+exist; one rolling restart at a time. A datacenter's faults take more on purpose (a datacenter
+level keeps the others serving, docs/multi-dc.md): a dc-partition is the one partition of its
+time, and a dc-kill the one process fault of its time (no kill, pause, full disk, rolling
+restart or membership change begins while it lasts, nor it while one of those does).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # New kinds go at the end: a seed's schedule for the kinds it had stays what it was.
-KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow", "restart", "membership")
+KINDS = ("kill", "pause", "partition", "skew", "disk", "loss", "slow", "restart", "membership",
+         "dc-partition", "dc-kill")
 NETWORK_KINDS = ("loss", "slow")  # need nodes in network namespaces
+DC_KINDS = ("dc-partition", "dc-kill")  # need datacenters
+PARTITION_KINDS = ("partition", "dc-partition")  # one at a time: a node holds one set of blocks
+PROCESS_KINDS = ("kill", "pause", "disk", "restart", "membership")  # none during a dc-kill
 PARTITION_SHAPES = ("halves", "isolate", "bridge")
 RESTART_SHAPES = ("term", "kill")  # how a rolling restart stops each node
 MEMBERSHIP_SHAPES = ("decommission", "remove")  # how a membership change takes a node out
@@ -50,8 +66,9 @@ MEMBERSHIP_SHAPES = ("decommission", "remove")  # how a membership change takes 
 
 @dataclasses.dataclass(frozen=True)
 class FaultEvent:
-    """One fault. `nodes` are its targets (for a partition, every node); `blocked` maps each
-    node to the nodes it must not reach (partition only); `skew_ms` is the clock shift."""
+    """One fault. `nodes` are its targets (for a partition, every node; for a datacenter's
+    fault, the datacenter's nodes); `blocked` maps each node to the nodes it must not reach
+    (partition, dc-partition); `skew_ms` is the clock shift."""
 
     start_s: float
     end_s: float
@@ -71,6 +88,11 @@ class FaultEvent:
 
     def describe(self) -> str:
         when = f"{self.start_s:6.1f}-{self.end_s:6.1f}s"
+        if self.kind == "dc-partition":
+            outside = [n for n, _ in self.blocked if n not in self.nodes]
+            return f"{when} dc-partition {self.shape}: {','.join(self.nodes)} -x- {','.join(outside)}"
+        if self.kind == "dc-kill":
+            return f"{when} dc-kill {self.shape}: {','.join(self.nodes)}, started again at the end"
         if self.kind == "partition":
             sides = " ".join(f"{n}-x-{','.join(b)}" for n, b in self.blocked if b)
             return f"{when} partition/{self.shape}: {sides}"
@@ -127,8 +149,10 @@ def make_schedule(
     gap_s: tuple[float, float] = (1.0, 3.0),
     overlap_p: float = 0.35,
     max_skew_ms: int = 30_000,
+    datacenters: Mapping[str, Sequence[str]] | None = None,
 ) -> list[FaultEvent]:
-    """Faults from `warmup_s` to `duration_s` (none ends later), in order of start."""
+    """Faults from `warmup_s` to `duration_s` (none ends later), in order of start.
+    `datacenters`: each datacenter's nodes, for dc-partition and dc-kill."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from {', '.join(KINDS)}")
@@ -138,6 +162,7 @@ def make_schedule(
         return []
     rng = random.Random(f"ringkv-chaos-schedule:{seed}")
     max_down = max(1, (len(nodes) - 1) // 2)
+    dcs = {dc: tuple(sorted(members)) for dc, members in sorted((datacenters or {}).items()) if members}
     events: list[FaultEvent] = []
     t = warmup_s
     while t + hold_s[0] <= duration_s:
@@ -145,7 +170,7 @@ def make_schedule(
         hold = rng.uniform(*hold_s)
         end = min(t + hold, duration_s)
         active = [e for e in events if _overlaps(e, t, end)]
-        event = _make_event(rng, kind, nodes, t, end, active, max_down, max_skew_ms)
+        event = _make_event(rng, kind, nodes, t, end, active, max_down, max_skew_ms, dcs)
         if event is not None:
             events.append(event)
         if len(kinds) > 1 and rng.random() < overlap_p:
@@ -156,8 +181,13 @@ def make_schedule(
 
 
 def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, end: float,
-                active: list[FaultEvent], max_down: int, max_skew_ms: int) -> FaultEvent | None:
+                active: list[FaultEvent], max_down: int, max_skew_ms: int,
+                dcs: Mapping[str, tuple[str, ...]]) -> FaultEvent | None:
     start, end = round(start, 3), round(end, 3)
+    if (kind in DC_KINDS or kind in PROCESS_KINDS) and any(e.kind == "dc-kill" for e in active):
+        return None  # a datacenter is down: the rest of the cluster stays whole
+    if kind in DC_KINDS:
+        return _datacenter_event(rng, kind, nodes, start, end, active, dcs)
     down = {n for e in active if e.kind in ("kill", "pause", "disk", "membership") for n in e.nodes}
     # A rolling restart holds one node down at a time, which one depending on when.
     restarting = any(e.kind == "restart" for e in active)
@@ -181,7 +211,7 @@ def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, e
         order = tuple(rng.sample(nodes, len(nodes)))
         return FaultEvent(start, end, kind, order, rng.choice(RESTART_SHAPES))
     if kind == "partition":
-        if any(e.kind == "partition" for e in active):
+        if any(e.kind in PARTITION_KINDS for e in active):
             return None
         shapes = [s for s in PARTITION_SHAPES if s != "bridge" or len(nodes) >= 3]
         shape = rng.choice(shapes)
@@ -204,3 +234,22 @@ def _make_event(rng: random.Random, kind: str, nodes: list[str], start: float, e
         amount = round(rng.uniform(0.05, 0.3), 3) if kind == "loss" else float(rng.choice((32, 64, 128)))
         return FaultEvent(start, end, kind, (node,), amount=amount)
     raise ValueError(kind)
+
+
+def _datacenter_event(rng: random.Random, kind: str, nodes: list[str], start: float, end: float,
+                      active: list[FaultEvent], dcs: Mapping[str, tuple[str, ...]]) -> FaultEvent | None:
+    """A dc-partition or dc-kill of a datacenter drawn from `dcs` (None with fewer than two)."""
+    if len(dcs) < 2:
+        return None
+    dc = rng.choice(sorted(dcs))
+    inside = dcs[dc]
+    outside = tuple(n for n in nodes if n not in inside)
+    if kind == "dc-partition":
+        if any(e.kind in PARTITION_KINDS for e in active):
+            return None
+        blocked = {n: outside for n in inside}
+        blocked.update({n: inside for n in outside})
+        return FaultEvent(start, end, kind, inside, dc, tuple(sorted(blocked.items())))
+    if any(e.kind in PROCESS_KINDS for e in active):
+        return None
+    return FaultEvent(start, end, kind, inside, dc)

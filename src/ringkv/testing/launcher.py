@@ -12,6 +12,10 @@ marked by a line of its own; with `pid_file=True` the pid is in `<data_dir>.pid`
 process runs. Settings reach the node as `RINGKV_*` environment variables; the node id, data
 directory and ports as flags. Only the standard library is imported here, so the command line
 can use this without loading any test tooling.
+
+Datacenters on one machine (docs/multi-dc.md): `datacenter_layout` places nodes in
+datacenters dc1..dc<D>, for `ringkv cluster up --dcs` and chaos runs alike, and a LocalCluster
+given `locations` names each member's datacenter and rack in `members`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
@@ -329,6 +334,38 @@ class NodeProcess:
             pass
 
 
+MAX_DATACENTERS = 8  # `cluster up --dcs`, chaos runs: dc1..dc8
+
+
+def datacenter_layout(nodes: int, dcs: int) -> list[str]:
+    """Where nodes n1..n<nodes> go in datacenters dc1..dc<dcs>: each node's location as a
+    `members` entry names it (`dc1/r1`, docs/multi-dc.md). Contiguous blocks, so a node's name
+    tells its datacenter (6 nodes in 2: n1-n3 in dc1, n4-n6 in dc2); when the count does not
+    divide, the first datacenters have one node more (5 in 2: n1-n3, n4-n5). Each node is a rack
+    of its own within its datacenter (r1, r2, ... there), so replicas in one datacenter are on
+    distinct racks. ValueError unless 1 <= dcs <= min(nodes, MAX_DATACENTERS)."""
+    if not 1 <= dcs <= MAX_DATACENTERS:
+        raise ValueError(f"datacenters must be 1..{MAX_DATACENTERS}, got {dcs}")
+    if dcs > nodes:
+        raise ValueError(f"{dcs} datacenters need at least {dcs} nodes (one each), got {nodes}")
+    out = []
+    for d in range(dcs):
+        size = nodes // dcs + (d < nodes % dcs)
+        out += [f"dc{d + 1}/r{k + 1}" for k in range(size)]
+    return out
+
+
+def datacenter_of(location: str) -> str:
+    """The datacenter of a location (`dc1/r1` -> `dc1`; "" for a bare rack or none)."""
+    dc, sep, _ = location.rpartition("/")
+    return dc if sep else ""
+
+
+def dc_replicas_setting(counts: Mapping[str, int]) -> str:
+    """The `dc_replicas` setting of replica counts per datacenter: "dc1=3,dc2=3"."""
+    return ",".join(f"{dc}={n}" for dc, n in sorted(counts.items()))
+
+
 SECRET_FILE_NAME = "cluster.secret"
 SECRET_BYTES = 32
 
@@ -358,15 +395,23 @@ class LocalCluster:
     Node i is `n<i+1>`, its data in `<root>/n<i+1>`, its log in `<root>/n<i+1>.log`. Settings
     apply to every node (as RINGKV_* variables), e.g. `replicas=3, read_repair="blocking"`.
 
+    With `locations` (one per node, `datacenter_layout`'s), each member's entry names its
+    datacenter and rack (`n1@127.0.0.1:port/dc1/r1`); settings such as `dc_replicas` are the
+    caller's to give.
+
     Members authenticate each other: the cluster's secret is `<root>/cluster.secret` (made on
     first use, mode 0600), given to every node. A node started later to join the cluster gets
     it with `**cluster.secret_settings`. `cluster_secret_file=""` starts a cluster without one
     (loopback only), and settings naming their own secret or RPC TLS files are kept as given.
     """
 
-    def __init__(self, root: str | os.PathLike, nodes: int = 3, network=None, **settings):
+    def __init__(self, root: str | os.PathLike, nodes: int = 3, network=None,
+                 locations: Sequence[str] | None = None, **settings):
         """`network`: a chaos.netns.NetnsNetwork that is up, to run each node in its own
-        network namespace at its own address (None: every node on loopback)."""
+        network namespace at its own address (None: every node on loopback). `locations`:
+        each node's `dc/rack` in order (None or empty: no datacenter, no rack)."""
+        if locations and len(locations) != nodes:
+            raise ValueError(f"{len(locations)} locations for {nodes} nodes")
         self.root = Path(root)
         self.secret_file: Path | None = None
         if not any(settings.get(k) is not None for k in ("cluster_secret_file", "cluster_secret",
@@ -381,13 +426,26 @@ class LocalCluster:
                                                        "exec_prefix": network.exec_prefix(f"n{i + 1}")}))
             for i in range(nodes)
         ]
-        members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}" for n in self.nodes)
+        # node id -> its location ("dc1/r1"), as its members entry names it
+        self.locations = {n.node_id: loc for n, loc in zip(self.nodes, locations or (), strict=False)}
+        members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}"
+                           + (f"/{self.locations[n.node_id]}" if n.node_id in self.locations else "")
+                           for n in self.nodes)
         for n in self.nodes:
             n.settings["members"] = members
 
     @property
     def members(self) -> str:
         return self.nodes[0].settings["members"]
+
+    @property
+    def datacenters(self) -> dict[str, list[str]]:
+        """Each datacenter's node ids, in node order ({} when no node names one)."""
+        out: dict[str, list[str]] = {}
+        for node_id, location in self.locations.items():
+            if datacenter_of(location):
+                out.setdefault(datacenter_of(location), []).append(node_id)
+        return out
 
     @property
     def secret_settings(self) -> dict[str, str]:
