@@ -16,12 +16,21 @@ nodes that left or were removed. `cluster join` adds a node n<next> to a cluster
 cluster-up.json); it runs in the background, and the running `cluster up` stops it with the
 others; the next `cluster up` restarts it as a member.
 
+Datacenters (`up --dcs D`, docs/multi-dc.md): the nodes go in datacenters dc1..dc<D> in
+contiguous blocks (testing/launcher.datacenter_layout: 6 nodes in 2 are n1-n3 in dc1 and n4-n6
+in dc2), each a rack of its own there, named in every `members` entry (`n4@host:port/dc2/r1`);
+`--replicas` counts per datacenter (the nodes' `dc_replicas`), and every node holds messages
+to and from another datacenter `--wan-delay-ms` each way (`emulated_wan_delay_ms`). The layout,
+the counts and the delay are recorded in cluster-up.json, so a restart keeps them; `cluster
+join` puts its node in the datacenter with the fewest members (or `--dc`).
+
 `cluster status` prints the members as the node asked sees them; it exits 1 when some member
 is down (did not answer, or its failure detector holds it down).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,11 +49,17 @@ from rich.table import Table as RichTable
 from ringkv.cli.exit_codes import EXIT_NO, EXIT_OK, EXIT_USAGE
 from ringkv.cli.serve import DEFAULT_DATA_DIR
 from ringkv.cli.session import NodeSession, fetch_status, node_command
+from ringkv.cluster.ring import MAX_REPLICAS
+from ringkv.node.config import MAX_EMULATED_WAN_DELAY_MS
 from ringkv.node.membership import GONE_STATUSES, LIVE_STATUSES, MEMBERSHIP_FILE, merge_records
 from ringkv.testing.launcher import (
+    MAX_DATACENTERS,
     SECRET_FILE_NAME,
     NodeProcess,
     connect_address,
+    datacenter_layout,
+    datacenter_of,
+    dc_replicas_setting,
     ensure_cluster_secret,
 )
 
@@ -55,6 +70,8 @@ CLUSTER_READY_TIMEOUT_S = 30.0
 CLUSTER_STOP_TIMEOUT_S = 30.0
 CLUSTER_JOIN_TIMEOUT_S = 600.0  # `cluster join --wait`: the new node's partitions to arrive
 SETTINGS_FILE_NAME = "cluster-up.json"  # what `cluster up` started with, for `cluster join`
+DEFAULT_REPLICAS = 3  # N, or per datacenter at most the smallest datacenter's nodes
+DEFAULT_WAN_DELAY_MS = 40  # with --dcs 2 or more: about two regions of one continent apart
 _NODE_DIR = re.compile(r"n([1-9][0-9]*)")
 _PIPE_WIDTH = 200  # columns of tables written to a pipe or file
 
@@ -236,13 +253,20 @@ def _alive(pid: int) -> bool:
               help="Holds each node's data directory n<i>/, log n<i>.log and pid file n<i>.pid.")
 @click.option("--base-port", default=7379, show_default=True, type=click.IntRange(1, 65535),
               help="Node i listens on RESP base+10*(i-1), HTTP +1, inter-node RPC +2.")
-@click.option("--replicas", default=3, show_default=True, type=click.IntRange(min=1),
-              help="N, replicas per key (at most --nodes).")
+@click.option("--replicas", default=None, type=click.IntRange(min=1),
+              help="N, replicas per key (at most --nodes; default 3). With --dcs 2 or more, replicas "
+                   "per datacenter (default 3, or the smallest datacenter's node count if less).")
+@click.option("--dcs", default=None, type=click.IntRange(1, MAX_DATACENTERS),
+              help="Datacenters dc1..dcD, the nodes in contiguous blocks (6 nodes in 2: n1-n3 in dc1, "
+                   "n4-n6 in dc2), each node a rack of its own there. Default 1 (no datacenter named).")
+@click.option("--wan-delay-ms", default=None, type=click.IntRange(0, MAX_EMULATED_WAN_DELAY_MS),
+              help=f"With --dcs 2 or more: every node holds each message to or from another datacenter "
+                   f"this many ms each way, as a WAN would (default {DEFAULT_WAN_DELAY_MS}; 0: off).")
 @click.option("--sync", default="interval", show_default=True,
               type=click.Choice(["always", "interval", "never"]), help="WAL sync policy of every node.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address every node listens on.")
-def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sync: str,
-               host: str) -> None:
+def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | None, dcs: int | None,
+               wan_delay_ms: int | None, sync: str, host: str) -> None:
     """Start a cluster of ring nodes on this machine, each its own `ringkv serve` process,
     and run it until Ctrl-C (or SIGTERM), which stops every node cleanly.
 
@@ -252,6 +276,11 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
     `cluster up` again on the same DATA_DIR restarts the cluster's current members on their
     data, as the nodes recorded them: nodes added with `cluster join` included, nodes that
     left (decommissioned) or were removed not (--nodes then does not apply).
+
+    With --dcs D the nodes are spread over datacenters dc1..dcD (n1-n3 in dc1 and n4-n6 in
+    dc2 for 6 nodes in 2), --replicas counts per datacenter, and messages between datacenters
+    take --wan-delay-ms each way. A restart keeps the datacenters and replica counts the
+    cluster was made with, and the delay unless --wan-delay-ms is given.
     """
     out = _console()
     err = _console(stderr=True)
@@ -261,8 +290,10 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
         gone = sorted((n, e["status"]) for n, e in recorded.items() if e.get("status") in GONE_STATUSES)
         out.print(f"restarting the recorded members: {', '.join(f'n{i}' for i in indexes)}"
                   + (f" (not {', '.join(f'{n}, which {s}' for n, s in gone)})" if gone else ""), markup=False)
-        saved = _read_settings(root)
-        replicas = saved.get("replicas", replicas)
+        layout = _recorded_layout(_read_settings(root), recorded, indexes, replicas, dcs, wan_delay_ms, err)
+    else:
+        layout = _new_layout(node_count, replicas, dcs, wan_delay_ms)
+    replicas = layout.replicas
     last_port = base_port + CLUSTER_PORT_STRIDE * (max(indexes) - 1) + 2
     if last_port > 65535:
         raise click.BadParameter(
@@ -270,7 +301,6 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
             param_hint="'--base-port'")
     nodes = [_local_node(i, root, host, base_port) for i in indexes]
     node_count = len(nodes)
-    replicas = min(replicas, node_count) if not recorded else replicas
     reach = connect_address(host)  # where this process and the nodes reach each other
 
     busy = []
@@ -318,7 +348,8 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    members = ",".join(f"{n.node_id}@{reach}:{n.rpc_port}" for n in nodes)
+    members = ",".join(_member_entry(n.node_id, reach, n.rpc_port, layout.locations.get(n.node_id, ""))
+                       for n in nodes)
     try:
         # Members prove this secret to each other at every RPC connection (docs/security.md);
         # kept with the data, so a restarted cluster keeps it.
@@ -328,8 +359,9 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
                                  param_hint="'--data-dir'") from None
     for n in nodes:
         n.settings.update(members=members, replicas=replicas, sync=sync,
-                          cluster_secret_file=str(secret_file))
-    _write_settings(root, {"replicas": replicas, "sync": sync, "base_port": base_port, "host": host})
+                          cluster_secret_file=str(secret_file), **layout.node_settings())
+    _write_settings(root, {"replicas": replicas, "sync": sync, "base_port": base_port, "host": host,
+                           **layout.recorded()})
     out.print(f"starting {node_count} node{'s' if node_count != 1 else ''} in {escape(root)} ...")
     try:
         for n in nodes:
@@ -363,7 +395,7 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
             time.sleep(0.1)
 
     if not stop_signal:
-        _print_cluster(out, nodes, root, host, reach, replicas)
+        _print_cluster(out, nodes, root, host, reach, layout)
 
     # Run until told to stop; report nodes that exit meanwhile, keep the others running.
     exited: set[str] = set()
@@ -386,6 +418,90 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int, sy
     _stop_joined(out, root, nodes)
     _stop_nodes(out, nodes)
     out.print("cluster stopped")
+
+
+@dataclasses.dataclass
+class ClusterLayout:
+    """Where a `cluster up` cluster's nodes are and how it replicates: `replicas` is N (the
+    sum over the datacenters with `dc_replicas`), `locations` each node's `dc/rack` ({} with
+    one datacenter, which names none), `wan_delay_ms` the emulated delay between
+    datacenters."""
+
+    replicas: int
+    dc_replicas: dict[str, int] = dataclasses.field(default_factory=dict)
+    locations: dict[str, str] = dataclasses.field(default_factory=dict)
+    wan_delay_ms: int = 0
+
+    def node_settings(self) -> dict[str, Any]:
+        """The node settings beyond `replicas` (none with one datacenter)."""
+        if not self.dc_replicas:
+            return {}
+        return {"dc_replicas": dc_replicas_setting(self.dc_replicas), "emulated_wan_delay_ms": self.wan_delay_ms}
+
+    def recorded(self) -> dict[str, Any]:
+        """What cluster-up.json keeps of it, beside `replicas`."""
+        return {"dcs": max(1, len(self.dc_replicas)), "dc_replicas": self.dc_replicas,
+                "wan_delay_ms": self.wan_delay_ms, "locations": self.locations}
+
+
+def _new_layout(node_count: int, replicas: int | None, dcs: int | None, wan_delay_ms: int | None) -> ClusterLayout:
+    """A new cluster's layout from the command line; click.BadParameter naming the option
+    that cannot be."""
+    dcs = dcs or 1
+    if dcs == 1:
+        if wan_delay_ms:
+            raise click.BadParameter("delays messages between datacenters: give --dcs 2 or more too",
+                                     param_hint="'--wan-delay-ms'")
+        return ClusterLayout(min(replicas or DEFAULT_REPLICAS, node_count))
+    try:
+        locations = datacenter_layout(node_count, dcs)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (--nodes {node_count})", param_hint="'--dcs'") from None
+    names = sorted({datacenter_of(loc) for loc in locations})
+    smallest = min(sum(datacenter_of(loc) == dc for loc in locations) for dc in names)
+    per_dc = min(DEFAULT_REPLICAS, smallest) if replicas is None else replicas
+    if per_dc > smallest:
+        raise click.BadParameter(
+            f"{per_dc} replicas per datacenter, but dc{dcs} has {smallest} node{'s' if smallest != 1 else ''} "
+            f"(--nodes {node_count} in --dcs {dcs}): give at most {smallest}, or more nodes", param_hint="'--replicas'")
+    if per_dc * dcs > MAX_REPLICAS:
+        raise click.BadParameter(f"{per_dc} per datacenter in {dcs} datacenters is {per_dc * dcs} replicas of "
+                                 f"each key, over {MAX_REPLICAS}", param_hint="'--replicas'")
+    return ClusterLayout(per_dc * dcs, {dc: per_dc for dc in names},
+                         {f"n{i + 1}": loc for i, loc in enumerate(locations)},
+                         DEFAULT_WAN_DELAY_MS if wan_delay_ms is None else wan_delay_ms)
+
+
+def _recorded_layout(saved: dict[str, Any], recorded: dict[str, dict], indexes: list[int], replicas: int | None,
+                     dcs: int | None, wan_delay_ms: int | None, err: Console) -> ClusterLayout:
+    """The layout of a cluster started again: what cluster-up.json recorded (a node it does not
+    place, where its membership record does), with the delay of --wan-delay-ms if given. A
+    note when --dcs or --replicas asked for another layout: they apply to a new cluster."""
+    dc_counts = {str(dc): int(n) for dc, n in (saved.get("dc_replicas") or {}).items()}
+    locations = {str(node): str(loc) for node, loc in (saved.get("locations") or {}).items()}
+    for i in indexes:
+        location = recorded.get(f"n{i}", {}).get("rack", "")
+        if f"n{i}" not in locations and location:
+            locations[f"n{i}"] = location
+    layout = ClusterLayout(int(saved.get("replicas", replicas or DEFAULT_REPLICAS)), dc_counts, locations,
+                           int(saved.get("wan_delay_ms", 0)))
+    per_dc = max(dc_counts.values(), default=layout.replicas)
+    if (dcs is not None and dcs != max(1, len(dc_counts))) or (replicas is not None and replicas != per_dc):
+        shape = (f"{len(dc_counts)} datacenters, {per_dc} replicas in each" if dc_counts
+                 else f"one datacenter, {layout.replicas} replicas")
+        err.print(f"note: --dcs and --replicas apply to a new cluster; this one keeps {shape} "
+                  f"(recorded in {SETTINGS_FILE_NAME})", style="yellow", markup=False)
+    if wan_delay_ms is not None:
+        if wan_delay_ms and not dc_counts:
+            raise click.BadParameter("delays messages between datacenters, and this cluster has one",
+                                     param_hint="'--wan-delay-ms'")
+        layout.wan_delay_ms = wan_delay_ms
+    return layout
+
+
+def _member_entry(node_id: str, host: str, rpc_port: int, location: str) -> str:
+    """A `members` entry: `node_id@host:port`, then `/dc/rack` when the node has a location."""
+    return f"{node_id}@{host}:{rpc_port}" + (f"/{location}" if location else "")
 
 
 def _follow_join(node: NodeProcess, reach: str, err: Console) -> None:
@@ -440,11 +556,17 @@ def _write_settings(root: str, doc: dict[str, Any]) -> None:
               help="The directory of a cluster started by `cluster up` (and running).")
 @click.option("--wait/--no-wait", "wait", default=True, show_default=True,
               help="Wait until the new node has received its partitions and serves them.")
-def cluster_join(data_dir: str, wait: bool) -> None:
+@click.option("--dc", default=None,
+              help="The datacenter of the new node, in a cluster started with --dcs (default: the one "
+                   "with the fewest members).")
+def cluster_join(data_dir: str, wait: bool, dc: str | None) -> None:
     """Add a node to the cluster `cluster up` runs from DATA_DIR: n<next>, with its data, log
     and pid file under DATA_DIR beside the others, on the ports its index gives it. It joins
     (receives its partitions, then serves), runs in the background, is stopped by that
     `cluster up` with the others, and is restarted by the next `cluster up` as a member.
+
+    In a cluster of several datacenters it goes in --dc, or in the datacenter with the fewest
+    members, as a rack of its own there.
 
     Exit 0 once it has joined (with --no-wait: once it runs), 1 when it could not start.
     """
@@ -467,10 +589,15 @@ def cluster_join(data_dir: str, wait: bool) -> None:
                       style="red", markup=False)
             raise SystemExit(EXIT_USAGE)
     reach = connect_address(node.host)
-    seeds = ",".join(f"{n}@{e['rpc']}" for n, e in sorted(live.items()))
-    node.settings.update(members=f"{seeds},{node.node_id}@{reach}:{node.rpc_port}", join="true",
-                         replicas=saved.get("replicas", 3), sync=saved.get("sync", "interval"),
-                         cluster_secret_file=os.path.join(root, SECRET_FILE_NAME))
+    layout = _recorded_layout(saved, recorded, [], None, None, None, err)
+    location = _join_location(layout, live, dc)
+    if location:
+        layout.locations[node.node_id] = location
+        _write_settings(root, {**saved, **layout.recorded()})
+    seeds = ",".join(f"{n}@{e['rpc']}" + (f"/{e['rack']}" if e.get("rack") else "") for n, e in sorted(live.items()))
+    node.settings.update(members=f"{seeds},{_member_entry(node.node_id, reach, node.rpc_port, location)}",
+                         join="true", replicas=layout.replicas, sync=saved.get("sync", "interval"),
+                         cluster_secret_file=os.path.join(root, SECRET_FILE_NAME), **layout.node_settings())
     node.started_by = "ringkv cluster join"
     os.makedirs(node.data_dir, exist_ok=True)
     out.print(f"starting {node.node_id} (RESP {node.host}:{node.resp_port}) to join {', '.join(sorted(live))} ...",
@@ -492,27 +619,64 @@ def cluster_join(data_dir: str, wait: bool) -> None:
               f"{node.data_dir}, log {node.log_path}", markup=False)
 
 
+def _join_location(layout: ClusterLayout, live: dict[str, dict], dc: str | None) -> str:
+    """Where a joining node goes: "" in a cluster of one datacenter, else `dc` (by default the
+    datacenter with the fewest live members, the first by name on a tie) and a rack of its
+    own there."""
+    if not layout.dc_replicas:
+        if dc is not None:
+            raise click.BadParameter("this cluster has no datacenters (it was started without --dcs)",
+                                     param_hint="'--dc'")
+        return ""
+    members = {name: 0 for name in layout.dc_replicas}
+    for node, entry in live.items():
+        where = datacenter_of(str(entry.get("rack") or layout.locations.get(node, "")))
+        if where in members:
+            members[where] += 1
+    if dc is None:
+        dc = min(sorted(members), key=lambda name: members[name])
+    elif dc not in members:
+        raise click.BadParameter(f"{dc!r} is not one of this cluster's datacenters ({', '.join(sorted(members))})",
+                                 param_hint="'--dc'")
+    # Racks are numbered in order of arrival, and never reused: a node that left keeps its.
+    taken = sum(datacenter_of(loc) == dc for loc in layout.locations.values())
+    return f"{dc}/r{taken + 1}"
+
+
 def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, host: str, reach: str,
-                   replicas: int) -> None:
+                   layout: ClusterLayout) -> None:
     rel = os.path.relpath(root)
     shown_root = root if rel.startswith("..") else rel
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
-    out.print(f"[bold green]ringkv cluster ready[/]: {count}, N={replicas}, "
-              f"data and logs in {escape(shown_root)}")
+    if layout.dc_replicas:
+        per_dc = ", ".join(f"{dc}={n}" for dc, n in sorted(layout.dc_replicas.items()))
+        shape = (f"{count} in {len(layout.dc_replicas)} datacenters, N={layout.replicas} ({per_dc}), "
+                 f"emulated WAN delay {layout.wan_delay_ms} ms each way")
+    else:
+        shape = f"{count}, N={layout.replicas}"
+    out.print(f"[bold green]ringkv cluster ready[/]: {escape(shape)}, data and logs in {escape(shown_root)}")
+    located = bool(layout.dc_replicas)
     table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
-    for column in ("node", "RESP", "HTTP", "RPC", "data dir", "log"):
+    for column in ("node", *(("dc", "rack") if located else ()), "RESP", "HTTP", "RPC", "data dir", "log"):
         table.add_column(column, overflow="fold")
     for n in nodes:
-        table.add_row(n.node_id, f"{host}:{n.resp_port}", f"{host}:{n.http_port}",
+        location = layout.locations.get(n.node_id, "")
+        where = (datacenter_of(location) or "-", location.rpartition("/")[2] or "-") if located else ()
+        table.add_row(n.node_id, *where, f"{host}:{n.resp_port}", f"{host}:{n.http_port}",
                       f"{host}:{n.rpc_port}", n.node_id + os.sep, os.path.basename(n.log_path))
     out.print(table)
     first = nodes[0]
     h = "" if reach == "127.0.0.1" else f" -h {reach}"
     where = f"[{reach}]" if ":" in reach else reach
+    lines = [f"redis-cli{h} -p {first.resp_port} set greeting hello",
+             f"curl http://{where}:{first.http_port}/api/v1/keys/greeting",
+             f"ringkv cluster status{' --host ' + reach if h else ''} --port {first.resp_port}"]
+    far = [n for n in nodes if located and datacenter_of(layout.locations.get(n.node_id, ""))
+           != datacenter_of(layout.locations.get(first.node_id, ""))]
+    if far:  # the same key read in another datacenter, from its replicas there only
+        lines.insert(1, f"redis-cli{h} -p {far[0].resp_port} RINGKV.AT LOCAL_QUORUM GET greeting")
     out.print("Talk to any node, e.g.:", markup=False)
-    for line in (f"redis-cli{h} -p {first.resp_port} set greeting hello",
-                 f"curl http://{where}:{first.http_port}/api/v1/keys/greeting",
-                 f"ringkv cluster status{' --host ' + reach if h else ''} --port {first.resp_port}"):
+    for line in lines:
         out.print(f"  {line}", markup=False)
     out.print(f"Process ids are in {shown_root}{os.sep}n<i>.pid. A node that exits is reported "
               "and the others keep running.", markup=False)
@@ -557,7 +721,8 @@ def cluster_status_command(session: NodeSession) -> int:
     """Show the cluster's members as the node asked sees them: state (as nodetool status:
     U/D for up/down, then N/J/L for normal/joining/leaving), status (healthy, joining,
     leaving, down), role, addresses, keys held, memory, partitions owned (primary) and stored
-    (replica), ring share and disk use (KiB, MiB, GiB); then the cluster's key count.
+    (replica), ring share and disk use (KiB, MiB, GiB); then the cluster's key count. In a
+    cluster of several datacenters, each member's datacenter too, and the members up in each.
 
     Exits 0 when no member is down, 1 when some member is down.
     """
@@ -567,9 +732,14 @@ def cluster_status_command(session: NodeSession) -> int:
     if session.as_json:
         session.emit(status)
         return EXIT_NO if down else EXIT_OK
+    # Each member's datacenter, as the status entries name it ("" when none is named).
+    datacenters = {str(n.get("node_id")): str(n.get("datacenter") or "") for n in nodes}
+    located = any(datacenters.values())
     table = RichTable(box=box.SIMPLE_HEAD, show_edge=False, caption=STATE_LEGEND, caption_justify="left")
     table.add_column("state", no_wrap=True)
     table.add_column("node", no_wrap=True)
+    if located:
+        table.add_column("dc", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("role", no_wrap=True)
     table.add_column("RESP", overflow="fold")
@@ -586,9 +756,11 @@ def cluster_status_command(session: NodeSession) -> int:
         state = str(n.get("status"))
         if state == "joining" and move.get("kind") == "join":
             state += f" {move.get('partitions_done', 0)}/{move.get('partitions_total', 0)}"
+        dc = datacenters.get(str(n.get("node_id"))) or "-"
         table.add_row(
             _state_code(n),
             escape(str(n.get("node_id", "?"))),
+            *((escape(dc),) if located else ()),
             f"[{colours.get(str(n.get('status')), 'red')}]{escape(state)}[/]",
             escape(str(n.get("role") or "-")),
             escape(n.get("address") or n.get("resp") or "-"),
@@ -615,4 +787,12 @@ def cluster_status_command(session: NodeSession) -> int:
         f"N={info.get('replicas', '?')}, {number(status.get('total_keys'))} keys"
         + (f" (at least: {status['total_keys_unknown_partitions']} partitions unanswered)"
            if status.get("total_keys_unknown_partitions") else ""), markup=False)
+    if located:
+        per_dc: dict[str, list[dict]] = {}
+        for n in nodes:
+            per_dc.setdefault(datacenters.get(str(n.get("node_id"))) or "-", []).append(n)
+        session.out.print("; ".join(
+            f"{dc}: {len(members)} member{'s' if len(members) != 1 else ''} "
+            f"({sum(m.get('status') != 'down' for m in members)} up)" for dc, members in sorted(per_dc.items())),
+            markup=False)
     return EXIT_NO if down else EXIT_OK
