@@ -41,8 +41,9 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from xxhash import xxh3_64_intdigest
 
@@ -70,8 +71,12 @@ from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls
 
 log = logging.getLogger("ringkv.antientropy")
+T = TypeVar("T")
 
 TREE_TTL_S = 30.0  # how long a responder keeps a tree it built for a comparison
+# Comparisons this node runs at once (repairs, partition moves, SyncPartition requests): each
+# is a few round trips one after the other, which a WAN link makes slow, so several overlap.
+MAX_PARALLEL_COMPARISONS = 8
 MAX_CACHED_TREES = 64
 MAX_TRANSFER_KEYS_PER_ROUND = 100_000  # keys pushed plus pulled for one partition and peer
 _TOKEN = struct.Struct(">Q")
@@ -140,6 +145,29 @@ def _scan_digests(engine, first: int, last: int, keep: Callable[[bytes], bool] |
         return [(bytes(k), xxh3_64_intdigest(v)) for k, v in it if keep(k)]
 
 
+async def at_most(parallel: int, items: Iterable[T], run: Callable[[T], Awaitable[None]],
+                  interval_s: float = 0.0) -> None:
+    """`run(item)` for every item, at most `parallel` at once, and (with `interval_s`) the
+    starts at least that far apart. An exception in one cancels the others and is raised."""
+    pending = iter(items)
+    next_start = time.monotonic()
+
+    async def worker() -> None:
+        nonlocal next_start
+        for item in pending:  # one iterator shared by the workers: each item is run once
+            if interval_s:
+                now = time.monotonic()
+                start = max(now, next_start)
+                next_start = start + interval_s
+                if start > now:
+                    await asyncio.sleep(start - now)
+            await run(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(parallel):
+            group.create_task(worker())
+
+
 class WanPacer:
     """A token bucket in bytes: `spend(n)` returns at once while the bucket holds `n`, else
     sleeps until the rate has refilled it (a debt larger than the burst waits its share)."""
@@ -187,7 +215,7 @@ class AntiEntropy:
         self._next = 0
         self._peer_turn: dict[int, int] = {}
         self._round_started: dict[int, tuple[int, set[str]]] = {}
-        self._lock = asyncio.Lock()  # one comparison at a time from this node
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_COMPARISONS)
 
     # ------------------------------------------------------------------ trees
 
@@ -251,7 +279,7 @@ class AntiEntropy:
         """One comparison of `partition` with `peer`, and the transfers it calls for; of the
         keys of namespaces with N >= min_replicas (None: as the two nodes' positions in the
         rings say; membership moves give it, node/membership.py)."""
-        async with self._lock:
+        async with self._slots:
             return await self._compare(partition, peer, min_replicas)
 
     async def _compare(self, partition: int, peer: str, min_replicas: int | None) -> RoundResult:
@@ -329,7 +357,8 @@ class AntiEntropy:
         partitions = self.placement.ring.replica_partitions(self.node_id)
         if progress is not None:
             progress.update(total=len(partitions), phase="comparing", unit="partitions")
-        for p in partitions:
+
+        async def repair(p: int) -> None:
             round_ms = self.clock.now_ms()
             ok = True
             for peer in self._others(p):
@@ -340,6 +369,8 @@ class AntiEntropy:
                 self.stats.completed_ms[p] = round_ms
             if progress is not None:
                 progress.advance()
+
+        await at_most(MAX_PARALLEL_COMPARISONS, partitions, repair)
         errors = [f"partition {r.partition} with {r.peer}: {r.error}" for r in results if r.error]
         return {
             "partitions": len(partitions),
