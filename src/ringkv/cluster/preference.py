@@ -10,7 +10,7 @@ N takes a prefix of the cached list. Implements docs/ring.md ("Preference lists"
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Sequence, Set
 from typing import NamedTuple
 
 
@@ -31,65 +31,39 @@ class Holder(NamedTuple):
 
 
 def build_preference_lists(
-    owners: Sequence[int],
-    domains: Sequence[int],
-    replicas: int,
-    dcs: Sequence[int] | None = None,
-    quotas: Mapping[int, int] | None = None,
+    owners: Sequence[int], domains: Sequence[int], replicas: int
 ) -> list[tuple[int, ...]]:
     """The preference list of every partition, as indexes into the member table.
 
     `owners[p]` is the member index owning partition p; `domains[i]` is member i's failure
-    domain (its datacenter and rack, numbered). Only members that own a partition can appear:
-    the walk meets nobody else.
-
-    Without `quotas`, the list has `replicas` nodes of any datacenter: one per domain first, in
-    walk order, then (fewer domains than N) more distinct nodes in walk order. With `quotas`
-    (datacenter number -> replicas there; `dcs[i]` is member i's datacenter), each datacenter
-    gets its own count, chosen the same way among its own members, and `replicas` is ignored.
-    A datacenter's part is shorter than asked only when fewer of its members own partitions.
+    domain (its rack, numbered). Only members that own a partition can appear: the walk meets
+    nobody else. A list is shorter than `replicas` only when fewer members own partitions.
     """
     q = len(owners)
     owning = set(owners)
-    if quotas is None:
-        dcs = [0] * len(domains)
-        quotas = {0: replicas}
-    assert dcs is not None
-    # Per datacenter: how many nodes, and how many of them on distinct racks, the list can have.
-    wanted: dict[int, int] = {}
-    wanted_domains: dict[int, int] = {}
-    for dc, count in quotas.items():
-        members = [i for i in owning if dcs[i] == dc]
-        wanted[dc] = min(count, len(members))
-        wanted_domains[dc] = min(wanted[dc], len({domains[i] for i in members}))
-    total_domains = sum(wanted_domains.values())
-    total = sum(wanted.values())
+    wanted = min(replicas, len(owning))
+    wanted_domains = min(wanted, len({domains[i] for i in owning}))
     lists: list[tuple[int, ...]] = []
     for p in range(q):
-        # Pass 1: one node per rack, in walk order, until each datacenter's racks are covered.
+        # Pass 1: one node per rack, in walk order, until `wanted_domains` racks are covered.
         chosen: list[int] = []
         seen_domains: set[int] = set()
-        picked = dict.fromkeys(quotas, 0)
         j = p
-        while len(chosen) < total_domains:
+        while len(chosen) < wanted_domains:
             node = owners[j]
-            dc = dcs[node]
-            if dc in picked and domains[node] not in seen_domains and picked[dc] < wanted_domains[dc]:
+            if domains[node] not in seen_domains:
                 seen_domains.add(domains[node])
-                picked[dc] += 1
                 chosen.append(node)
             j = j + 1 if j + 1 < q else 0
-        if len(chosen) < total:
-            # Pass 2 (fewer racks than N in some datacenter): fill with distinct nodes, again
-            # in walk order from p, after the rack-distinct ones so that prefixes stay diverse.
+        if len(chosen) < wanted:
+            # Pass 2 (fewer racks than N): fill with distinct nodes, again in walk order from p.
+            # These go after the rack-distinct ones so that prefixes stay rack-diverse.
             taken = set(chosen)
             j = p
-            while len(chosen) < total:
+            while len(chosen) < wanted:
                 node = owners[j]
-                dc = dcs[node]
-                if node not in taken and dc in picked and picked[dc] < wanted[dc]:
+                if node not in taken:
                     taken.add(node)
-                    picked[dc] += 1
                     chosen.append(node)
                 j = j + 1 if j + 1 < q else 0
         lists.append(tuple(chosen))
@@ -101,35 +75,35 @@ def walk_fallbacks(
     partition: int,
     primaries: Sequence[int],
     unavailable: Set[int],
-    dcs: Sequence[int] | None = None,
+    owning: int | None = None,
 ) -> list[tuple[int, int | None]]:
     """Primaries that are available, then a fallback for each unavailable primary.
 
     Returns (node, stands_in_for) pairs with `stands_in_for=None` for a primary. Fallbacks are
     the next distinct available owners met walking clockwise from `partition` that are not
-    primaries, handed to the unavailable primaries in preference order. With `dcs` (member ->
-    datacenter number), a fallback stands in only for a primary of its own datacenter, so a
-    datacenter's copies stay in it. When the ring runs out of available nodes, the unavailable
-    primaries left over get no fallback.
+    primaries, handed to the unavailable primaries in preference order. When the ring runs out
+    of available nodes, the unavailable primaries left over get no fallback. `owning`, the
+    number of distinct owners when the caller knows it, ends the walk once it has met them
+    all instead of after a whole turn of the ring (every node of a datacenter down).
     """
     targets: list[tuple[int, int | None]] = [(i, None) for i in primaries if i not in unavailable]
     missing = [i for i in primaries if i in unavailable]
     if not missing:
         return targets
     q = len(owners)
+    owning = q if owning is None else owning
     excluded = set(primaries)
+    stands_in = iter(missing)
     j = partition
     for _ in range(q):
         node = owners[j]
         if node not in excluded:
             excluded.add(node)
             if node not in unavailable:
-                for k, primary in enumerate(missing):
-                    if dcs is None or dcs[primary] == dcs[node]:
-                        targets.append((node, primary))
-                        del missing[k]
-                        break
-                if not missing:
+                targets.append((node, next(stands_in)))
+                if len(targets) == len(primaries):
                     break
+            if len(excluded) >= owning:
+                break  # every owner met: the rest of the walk meets no one new
         j = j + 1 if j + 1 < q else 0
     return targets

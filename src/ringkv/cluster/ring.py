@@ -298,17 +298,19 @@ class PartitionChange(NamedTuple):
 class Ring:
     """Owners and preference lists of Q partitions for a set of members.
 
-    `replicas` is N, or a count per datacenter ({"dc1": 3, "dc2": 2}): then each preference
-    list holds that many nodes of each datacenter (rack-distinct within it first), N is their
-    sum, and a fallback stands in only for a replica of its own datacenter (docs/multi-dc.md).
+    `replicas` is N, or a count per datacenter ({"dc1": 3, "dc2": 2}): then every datacenter
+    of the counts is a ring of its own (its members own all Q partitions among themselves,
+    by the same matching), each preference list holds that many nodes of each datacenter's
+    ring (rack-distinct within it first), N is their sum, a fallback stands in only for a
+    replica of its own datacenter, and a member joining or leaving one datacenter changes
+    nothing in the others (docs/multi-dc.md).
 
     REQUIRES: every node of a cluster builds its ring with the same `partitions` and
     `replicas`; they are cluster settings, fixed at creation. Lookups by partition are O(1).
     """
 
     __slots__ = (
-        "_dc_numbers",
-        "_dcs",
+        "_dc_owners",
         "_index",
         "_owned",
         "_owner_idx",
@@ -351,25 +353,21 @@ class Ring:
         domains = [
             domain_numbers.setdefault((m.dc, m.rack), len(domain_numbers)) for m in self.members
         ]
-        self._dc_numbers: dict[str, int] = {}
-        for dc, _ in self.dc_replicas:
-            self._dc_numbers.setdefault(dc, len(self._dc_numbers))
-        for m in self.members:
-            self._dc_numbers.setdefault(m.dc, len(self._dc_numbers))
-        self._dcs = tuple(self._dc_numbers[m.dc] for m in self.members)
-
-        owners = assign_owners(self.members, partitions)
+        # datacenter -> (its owner table as member indexes, how many distinct owners)
+        self._dc_owners: dict[str, tuple[tuple[int, ...], int]] = {}
+        if self.dc_replicas:
+            self._pref_idx = self._per_dc_lists(domains)
+            owners = [lst[0] if lst else -1 for lst in self._pref_idx]
+        else:
+            owners = assign_owners(self.members, partitions)
+            self._pref_idx = build_preference_lists(owners, domains, replicas)
         self._owner_idx = tuple(owners)
-        self._owners = tuple(self.node_ids[i] for i in owners)
+        self._owners = tuple(self.node_ids[i] if i >= 0 else "" for i in owners)
         owned: dict[str, list[int]] = {node: [] for node in self.node_ids}
         for p, node in enumerate(self._owners):
-            owned[node].append(p)
+            if node:
+                owned[node].append(p)
         self._owned = {node: tuple(ps) for node, ps in owned.items()}
-        if self.dc_replicas:
-            quotas = {self._dc_numbers[dc]: count for dc, count in self.dc_replicas}
-            self._pref_idx = build_preference_lists(owners, domains, replicas, self._dcs, quotas)
-        else:
-            self._pref_idx = build_preference_lists(owners, domains, replicas)
         names = self.node_ids
         self._preference = tuple(tuple(names[i] for i in lst) for lst in self._pref_idx)
         replica_of: dict[str, list[int]] = {node: [] for node in self.node_ids}
@@ -377,6 +375,27 @@ class Ring:
             for node in lst:
                 replica_of[node].append(p)
         self._replica_of = {node: tuple(ps) for node, ps in replica_of.items()}
+
+    def _per_dc_lists(self, domains: list[int]) -> list[tuple[int, ...]]:
+        """Every partition's preference list from one ring per datacenter of the counts: each
+        datacenter's members own all Q partitions among themselves, its part of a list is
+        built from its own owners, and the parts follow each other in datacenter order turned
+        by the partition (partition p starts at the (p mod D)-th datacenter), so that each
+        datacenter's nodes come first, and own, about 1/D of the partitions."""
+        parts: list[list[tuple[int, ...]]] = []
+        for dc, count in self.dc_replicas:
+            local = [i for i, m in enumerate(self.members) if m.dc == dc]
+            if not local:
+                continue
+            table = tuple(local[j] for j in assign_owners(tuple(self.members[i] for i in local), self.partitions))
+            self._dc_owners[dc] = (table, len(set(table)))
+            parts.append(build_preference_lists(table, domains, count))
+        lists: list[tuple[int, ...]] = []
+        d = len(parts)
+        for p in range(self.partitions):
+            first = p % d if d else 0
+            lists.append(tuple(i for k in range(d) for i in parts[(first + k) % d][p]))
+        return lists
 
     def __repr__(self) -> str:
         replicas = dict(self.dc_replicas) if self.dc_replicas else self.replicas
@@ -397,7 +416,7 @@ class Ring:
     @property
     def datacenters(self) -> tuple[str, ...]:
         """The datacenters of the members and of the per-datacenter replica counts, sorted."""
-        return tuple(sorted(self._dc_numbers))
+        return tuple(sorted({m.dc for m in self.members} | {dc for dc, _ in self.dc_replicas}))
 
     # -- keys to partitions
 
@@ -420,8 +439,10 @@ class Ring:
 
         A namespace with a smaller N uses a prefix: every prefix is itself rack-diverse.
         Shorter than N only when fewer than N members own partitions. With per-datacenter
-        counts, each datacenter's nodes in walk order (the owner first when its datacenter
-        holds replicas); shorter only when a datacenter has fewer members than its count.
+        counts, each datacenter's part from its own ring, the parts in datacenter order turned
+        by the partition (`_per_dc_lists`); shorter only when a datacenter has fewer members
+        than its count. Prefixes are then not balanced across datacenters: every namespace
+        has the whole list (node/config.py refuses a smaller N).
         """
         return self._preference[self._checked(partition)]
 
@@ -444,8 +465,16 @@ class Ring:
         if unavailable.isdisjoint(names[i] for i in primaries):
             return tuple(Holder(names[i]) for i in primaries)
         down = {self._index[node] for node in unavailable if node in self._index}
-        pairs = walk_fallbacks(self._owner_idx, partition, primaries, down,
-                               self._dcs if self.dc_replicas else None)
+        if not self.dc_replicas:
+            pairs = walk_fallbacks(self._owner_idx, partition, primaries, down)
+        else:
+            # Each datacenter's stand-ins from its own ring, after every available primary.
+            pairs = [(i, None) for i in primaries if i not in down]
+            for dc, (table, owning) in self._dc_owners.items():
+                mine = [i for i in primaries if self.members[i].dc == dc]
+                if not down.isdisjoint(mine):
+                    pairs += [pair for pair in walk_fallbacks(table, partition, mine, down, owning)
+                              if pair[1] is not None]
         return tuple(Holder(names[i], None if f is None else names[f]) for i, f in pairs)
 
     def owned_partitions(self, node_id: str) -> tuple[int, ...]:
