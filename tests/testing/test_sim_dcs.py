@@ -283,3 +283,10 @@ def test_a_join_in_one_datacenter_takes_about_its_share_of_that_datacenters_repl
     assert dc1.ideal * 0.8 <= dc1.changed <= 256
     assert dc1.transfers >= dc1.changed
     assert moves["dc2"].ideal == moves["dc3"].ideal == 0.0
+
+
+def test_the_simulators_command_runs_the_datacenter_scenarios_too():
+    from ringkv.testing.sim.datacenters import scenario_dc_spread
+    from ringkv.testing.simulator import run_scenario
+
+    assert run_scenario("dc-spread", 3).figures == scenario_dc_spread(3).figures

@@ -746,6 +746,19 @@ def scenario_consensus(seed: int, **params: object) -> ScenarioResult:
     return run(seed, **params)
 
 
+def _datacenter_scenario(name: str) -> Callable[..., ScenarioResult]:
+    """One of testing/sim/datacenters.py's scenarios (dc-spread, dc-crash, dc-quiet,
+    dc-partition: gossip and the detectors across WAN delays), imported when run."""
+
+    def run(seed: int, **params: object) -> ScenarioResult:
+        from ringkv.testing.sim.datacenters import SCENARIOS as DATACENTER_SCENARIOS
+
+        return DATACENTER_SCENARIOS[name](seed, **params)
+
+    run.__name__ = f"scenario_{name.replace('-', '_')}"
+    return run
+
+
 SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "propagation": scenario_propagation,
     "crash": scenario_crash,
@@ -753,6 +766,7 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "convergence": scenario_convergence,
     "kv": scenario_kv,
     "consensus": scenario_consensus,
+    **{name: _datacenter_scenario(name) for name in ("dc-spread", "dc-crash", "dc-quiet", "dc-partition")},
 }
 
 
