@@ -61,6 +61,29 @@ def test_no_acknowledged_write_is_lost_and_every_replica_converges_over_2000_see
     print(f"{CI_SEEDS} seeds of kv in {time.process_time() - started:.1f} s of CPU")
 
 
+DC_SEEDS = 1000
+
+
+def test_across_two_datacenters_each_quorum_writes_are_seen_by_local_quorum_reads_over_1000_seeds():
+    """8 nodes in 2 datacenters, 3 copies in each; writes at EACH_QUORUM, reads at LOCAL_QUORUM
+    in the contact's datacenter (R + W > each datacenter's N): no acknowledged write lost,
+    under the same crashes, partitions and loss."""
+    totals: dict[str, int] = {}
+    for seed in seeds(range(DC_SEEDS)):
+        for name, value in run_scenario("kv", seed, nodes=8, dcs=2).figures.items():
+            if isinstance(value, int):
+                totals[name] = totals.get(name, 0) + value
+    for figure in ("crashes", "partitions", "stand_ins", "hints_delivered", "writes_failed"):
+        assert totals[figure] > 0, figure
+    assert totals["writes_acked"] > totals["writes_failed"]
+
+
+def test_each_quorum_acknowledged_one_replica_short_in_each_datacenter_is_caught():
+    found = first_failure(100, nodes=8, dcs=2, bug="ack-early")
+    assert found is not None, "EACH_QUORUM short of one ack per datacenter went unnoticed for 100 seeds"
+    assert "lost write" in str(found[1])
+
+
 @pytest.mark.slow
 def test_no_acknowledged_write_is_lost_over_5000_longer_runs():
     # 4 clients x 30 operations on 4 keys: about 22 ms of CPU a seed, 2 minutes in all.

@@ -59,16 +59,19 @@ def scenario_kv(
     bug: str = "none",
     promise_sloppy: int = 0,
     max_settle_ms: float = 60_000.0,
+    dcs: int = 0,
 ) -> ScenarioResult:
     """Reads and writes under faults, then convergence; see the module docstring."""
     params = dict(nodes=nodes, clients=clients, ops=ops, keys=keys, loss=loss,
                   min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms, duplication=duplication,
                   think_ms=think_ms, faults=faults, sloppy=sloppy, bug=bug,
-                  promise_sloppy=promise_sloppy, max_settle_ms=max_settle_ms)
+                  promise_sloppy=promise_sloppy, max_settle_ms=max_settle_ms, dcs=dcs)
     network = NetworkConditions(loss=loss, min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms,
                                 duplication=duplication)
-    sim = KvSimulation(nodes, seed, network, kv=KvSettings(sloppy=bool(sloppy), bug=Bug(bug)),
+    sim = KvSimulation(nodes, seed, network, kv=KvSettings(sloppy=bool(sloppy), bug=Bug(bug), dcs=dcs),
                        keep_trace=40)
+    # With datacenters: writes at EACH_QUORUM, reads at LOCAL_QUORUM (R + W > each one's N).
+    read_level = ConsistencyLevel.LOCAL_QUORUM if dcs else ConsistencyLevel.QUORUM
     history = History()
     key_names = [f"k{i}".encode() for i in range(keys)]
     # The clients' choices come from their own stream, so that adding a fault does not change
@@ -94,7 +97,7 @@ def scenario_kv(
             sim.client_write(contact, key, value, lambda result: finished(op, result))
         else:
             op = history.invoke(client, "read", key, contact, sim.now_ms)
-            sim.client_read(contact, key, ConsistencyLevel.QUORUM, lambda result: finished(op, result))
+            sim.client_read(contact, key, read_level, lambda result: finished(op, result))
 
     def finished(op: Op, result: WriteResult | ReadResult) -> None:
         history.complete(op, result, sim.now_ms)

@@ -26,6 +26,10 @@ gossiper. What is simplified, and why it does not weaken the checks:
   its ack comes back only if it was not changed meanwhile (see `Bug.HINT_RACE`).
 - Read repair runs once every replica has answered (the node's default, "background").
 - No anti-entropy, no membership changes (so no `extra` nodes), no expiry, no deletes.
+- With `dcs` (datacenters), member i is in datacenter dc(i mod dcs + 1), each keeps
+  `replicas_per_dc` copies (cluster/ring.Ring's per-datacenter rings), writes go at
+  EACH_QUORUM and reads at LOCAL_QUORUM in the contact node's datacenter, through the same
+  per-datacenter needs as the node's (service/levels.dc_needs, Placement.read_scope).
 
 Deliberately broken variants (`Bug`) are what the checker must catch (tests/testing/
 test_sim_kv.py): they prove the checks can fail.
@@ -44,6 +48,7 @@ from ringkv.cluster.plans import ReadPlan, Send, WritePlan
 from ringkv.cluster.quorum import ConsistencyLevel, resolve
 from ringkv.cluster.ring import Member, Ring
 from ringkv.errors import ClockSkewError, ConfigError
+from ringkv.service.levels import dc_needs
 from ringkv.testing.sim.network import NetworkConditions
 from ringkv.testing.sim.node import GossipSettings
 from ringkv.testing.simulator import Simulation
@@ -85,6 +90,8 @@ class KvSettings:
     sloppy: bool = True  # stand-ins for failed replicas (False: every write is STRICT)
     read_repair: bool = True
     bug: Bug = Bug.NONE
+    dcs: int = 0  # datacenters (0: none, the ring counts N over all nodes)
+    replicas_per_dc: int = 3  # with dcs: copies in each datacenter
 
     def __post_init__(self) -> None:
         if not self.replica_timeout_ms > 0:
@@ -175,10 +182,15 @@ def _same(a: Record | None, b: Record | None) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def ring_of(members: tuple[str, ...], partitions: int, replicas: int) -> Ring:
-    """The ring of a member set. Cached: a Ring is immutable, and every seed of a scenario
-    runs the same members."""
-    return Ring([Member(m) for m in members], partitions=partitions, replicas=replicas)
+def ring_of(members: tuple[str, ...], partitions: int, replicas: int, dcs: int = 0,
+            replicas_per_dc: int = 3) -> Ring:
+    """The ring of a member set (with `dcs`: member i in datacenter dc(i mod dcs + 1), each
+    datacenter keeping `replicas_per_dc` copies). Cached: a Ring is immutable, and every seed
+    of a scenario runs the same members."""
+    if not dcs:
+        return Ring([Member(m) for m in members], partitions=partitions, replicas=replicas)
+    return Ring([Member(m, dc=f"dc{i % dcs + 1}") for i, m in enumerate(members)], partitions=partitions,
+                replicas={f"dc{d + 1}": replicas_per_dc for d in range(dcs)})
 
 
 # --- what survives a crash -----------------------------------------------------------------------
@@ -382,14 +394,19 @@ class KvNode:
                             timestamp=store.clock.now(self.physical_ms()))
         store.records[key] = new
         w = resolve(ConsistencyLevel.QUORUM, len(pref), field="w")
+        needs = ()
+        if s.dcs:
+            needs = dc_needs(ConsistencyLevel.EACH_QUORUM, pref, sim.ring.dc_of, sim.ring.dc_of(me))
+            w = sum(n.needed for n in needs)
         if s.bug is Bug.ACK_EARLY:
             w = max(1, w - 1)
+            needs = tuple(n._replace(needed=max(1, n.needed - 1)) for n in needs)
         ring = sim.ring
         fallbacks = None
         if s.sloppy and len(ring.node_ids) > len(pref):
             def fallbacks(failed: frozenset[str]) -> list[tuple[str, str | None]]:
                 return [(r.node_id, r.hint_for) for r in ring.fallbacks(partition, failed, len(pref))]
-        plan = WritePlan(pref, w, me=me, is_up=self.is_up, fallbacks=fallbacks)
+        plan = WritePlan(pref, w, me=me, is_up=self.is_up, fallbacks=fallbacks, needs=needs)
         write = _Write(plan, key, new, new.siblings[0].dot, done)
         self.stats.writes_coordinated += 1
         self._writes.append(write)
@@ -434,6 +451,9 @@ class KvNode:
         """A client's GET sent to this node: a ReadPlan over the key's replicas, read repair
         once every replica has answered (node/read_path.py, ReadPath.read)."""
         pref, _ = self.sim.placement(key)
+        if level is ConsistencyLevel.LOCAL_QUORUM:  # Placement.read_scope: this datacenter's replicas
+            dc_of = self.sim.ring.dc_of
+            pref = tuple(n for n in pref if dc_of(n) == dc_of(self.node_id))
         r = resolve(level, len(pref), field="r")
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.is_up, merge=merge_records, same=_same)
         read = _Read(plan, key, done)
@@ -559,7 +579,7 @@ class KvSimulation(Simulation):
     ):
         super().__init__(nodes, seed, network, gossip, keep_trace=keep_trace)
         self.kv = kv or KvSettings()
-        self.ring = ring_of(self.members, self.kv.partitions, self.kv.replicas)
+        self.ring = ring_of(self.members, self.kv.partitions, self.kv.replicas, self.kv.dcs, self.kv.replicas_per_dc)
         self.call_ids = itertools.count(1)
         self.stores = {n: ReplicaStore(n) for n in self.members}
         self.kv_nodes: dict[str, KvNode] = {}
