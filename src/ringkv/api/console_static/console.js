@@ -247,7 +247,7 @@ function renderNodes(nodes, ring, colour) {
       : (n.move && n.move.kind ? `${n.move.kind} ${n.move.phase || ""}` : "–");
     const row = el("tr", { "data-node": n.node_id, "data-status": n.status, class: n.status },
       el("td", {}, el("i", { class: "swatch", style: `background:${colour(n.node_id)}` }), " ", n.node_id,
-         el("br"), el("small", {}, n.address || n.error || "")),
+         el("br"), el("small", {}, (n.datacenter ? `${n.datacenter} · ` : "") + (n.address || n.error || ""))),
       el("td", {}, el("span", { class: `badge ${n.status}` }, n.status), " ", el("small", {}, n.role || "")),
       el("td", {}, n.phi === undefined || n.phi === null ? "–" : Number(n.phi).toFixed(2)),
       el("td", {}, count(n.keys_count)),
