@@ -314,6 +314,14 @@ class NodeConfig:
         if members:
             require(any(m.node_id == self.node_id for m in members), "members",
                     f"must include this node ({self.node_id})")
+        if per_dc:
+            # Replicas are counted per datacenter: a member in none would hold nothing.
+            for m in members:
+                dc = m.rack.rpartition("/")[0] if "/" in m.rack else ""
+                if not dc:
+                    raise ConfigError("members", f"{m.node_id} names no datacenter, but replicas are counted per "
+                                                 f"datacenter ({self.dc_replicas}): write it "
+                                                 f"{m.node_id}@{m.host}:{m.rpc_port}/dc/rack")
         self.validate_member_auth(members)
 
     def validate_client_bounds(self) -> None:

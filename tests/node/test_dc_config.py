@@ -1,0 +1,58 @@
+"""Configuring datacenters (docs/multi-dc.md): the per-datacenter counts in every form an
+operator writes them, and each mistake refused with the setting it is about."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringkv.errors import ConfigError
+from ringkv.node.config import load_config, parse_member
+
+MEMBERS = "n1@127.0.0.1:9001/dc1/r1,n2@127.0.0.1:9002/dc1/r2,n3@127.0.0.1:9003/dc2/"
+
+
+def test_a_toml_table_of_replicas_is_the_per_datacenter_count(tmp_path):
+    path = tmp_path / "ringkv.toml"
+    path.write_text(f'members = "{MEMBERS}"\nreplicas = {{ dc1 = 2, dc2 = 1 }}\n'
+                    'read_consistency = "local_quorum"\nwrite_consistency = "each_quorum"\n')
+    config = load_config(str(path), env={})
+    assert config.dc_replication() == {"dc1": 2, "dc2": 1}
+    assert config.replicas == 3 and config.ring_replication == {"dc1": 2, "dc2": 1}
+    assert config.read_consistency == "local_quorum"
+
+
+@pytest.mark.parametrize("env", [
+    {"RINGKV_REPLICAS": "dc1=2,dc2=1"},
+    {"RINGKV_DC_REPLICAS": "dc1=2, dc2=1"},
+    {"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_REPLICAS": "3"},
+])
+def test_the_environment_names_them_as_a_string(env):
+    config = load_config(None, env={"RINGKV_MEMBERS": MEMBERS, **env})
+    assert config.dc_replication() == {"dc1": 2, "dc2": 1} and config.replicas == 3
+
+
+@pytest.mark.parametrize("env, field, words", [
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=x"}, "dc_replicas", "entry 'dc2=x' is not dc=count"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc1=1"}, "dc_replicas", "'dc1' is listed twice"),
+    ({"RINGKV_DC_REPLICAS": "dc1=0"}, "dc_replicas", "dc1: must be an integer in 1..16"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_REPLICAS": "4"}, "replicas", "must be the sum of dc_replicas (3)"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2", "RINGKV_NAMESPACES": "small:replicas=1"}, "namespaces",
+     "small: replicas are counted per datacenter"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2", "RINGKV_MEMBERS": "n1@127.0.0.1:9001/dc1/r1,n2@127.0.0.1:9002/r2"},
+     "members", "n2 names no datacenter"),
+    ({"RINGKV_READ_CONSISTENCY": "nearest"}, "read_consistency", "local_quorum, each_quorum"),
+    ({"RINGKV_EMULATED_WAN_DELAY_MS": "20000"}, "emulated_wan_delay_ms", "0..10000"),
+])
+def test_mistakes_are_refused_naming_the_setting(env, field, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"RINGKV_MEMBERS": MEMBERS, **env})
+    assert caught.value.field == field
+    assert words in str(caught.value)
+
+
+def test_a_member_entry_carries_its_datacenter_and_rack():
+    assert parse_member("n3@10.0.2.1:7381/dc2/r4").rack == "dc2/r4"
+    assert parse_member("n3@10.0.2.1:7381/dc2/").rack == "dc2/"
+    assert parse_member("n3@10.0.2.1:7381/r4").rack == "r4"
+    with pytest.raises(ConfigError, match="node_id@host:port/dc/rack"):
+        parse_member("n3@10.0.2.1:7381/dc2/r4/extra")
