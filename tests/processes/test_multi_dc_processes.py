@@ -75,8 +75,11 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
         assert n1.info("datacenters")["dc_replicas"] == {"dc1": 3, "dc2": 3}
         # One message crosses to dc2 per write, to a relay that sends it on to the others there.
         sent, relayed = _cluster_stat(n1, "relays_sent"), sum(_cluster_stat(clients[n], "relayed_writes") for n in DC2)
+        crossed = _cluster_stat(n1, "emulated_wan_writes_sent")
         n1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", "relayed", "once")
         assert _cluster_stat(n1, "relays_sent") == sent + 1
+        # One replica write crossed to dc2 for dc2's three replicas.
+        assert _cluster_stat(n1, "emulated_wan_writes_sent") == crossed + 1
         assert sum(_cluster_stat(clients[n], "relayed_writes") for n in DC2) == relayed + 1
         for node in DC1 + DC2:
             assert _local_copy(clients[node], "relayed") == [b"once"], node

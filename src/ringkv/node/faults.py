@@ -29,6 +29,9 @@ from ringkv.clock import Clock
 from ringkv.errors import AdminRequestError, PeerUnavailableError, RingkvError
 from ringkv.net.rpc import NOT_HANDLED
 from ringkv.net.transport import Transport
+from ringkv.node.messages import ReplicaPut, ReplicaPutMany, ReplicaPutRelay
+
+_REPLICA_WRITES = (ReplicaPut, ReplicaPutMany, ReplicaPutRelay)
 
 PARTITIONED = "partitioned by fault injection"
 
@@ -132,6 +135,7 @@ class WanTransport(Transport):
         self.node_id = inner.node_id
         self._delay_s = delay_ms / 1000
         self._far = far  # far(peer): whether the peer is in another datacenter
+        self.far_writes = 0  # replica writes sent to nodes of other datacenters (INFO datacenters)
 
     async def start(self, handler, fast_handler=None, before_reply=None) -> None:
         far, delay = self._far, self._delay_s
@@ -150,12 +154,14 @@ class WanTransport(Transport):
 
     async def call(self, peer: str, body: Any, timeout_ms: float) -> Any:
         if self._far(peer):
+            if type(body) in _REPLICA_WRITES:
+                self.far_writes += 1
             await asyncio.sleep(self._delay_s)
         return await self.inner.call(peer, body, timeout_ms)
 
     def start_call(self, peer: str, body: Any, timeout_ms: float, on_done=None):
         if self._far(peer):
-            return None  # the caller falls back to call(), which waits
+            return None  # the caller falls back to call(), which waits and counts it
         return self.inner.start_call(peer, body, timeout_ms, on_done)
 
     def set_peer_address(self, node_id: str, host: str, port: int) -> None:

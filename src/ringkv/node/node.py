@@ -604,7 +604,9 @@ class NodeAdmin:
                 "emulated_wan_delay_ms": self._node.config.emulated_wan_delay_ms,
                 "relays_sent": c.stats["relays_sent"], "relayed_writes": c.stats["relayed_writes"],
                 "anti_entropy_wan_bytes_per_s": self._node.config.anti_entropy_wan_bytes_per_s,
-                "anti_entropy_wan_waited_s": round(c.anti_entropy.wan.waited_s, 3) if c.anti_entropy.wan else 0}
+                "anti_entropy_wan_waited_s": round(c.anti_entropy.wan.waited_s, 3) if c.anti_entropy.wan else 0,
+                # Replica writes sent to other datacenters' nodes, counted where the WAN is emulated.
+                "emulated_wan_writes_sent": getattr(c.transport, "far_writes", 0)}
 
     def _quotas_info(self) -> dict[str, Any]:
         """INFO's `# Quotas`: per namespace with a quota, the cluster estimate of its keys and
