@@ -106,6 +106,9 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
         for i in range(20):
             assert n1.set(f"outage{i}", f"v{i}")
             assert n1.get(f"outage{i}") == f"v{i}".encode()
+        # MSET and MGET at LOCAL_QUORUM wait on dc1 alone too (key by key).
+        assert n1.execute_command("RINGKV.AT", "LOCAL_QUORUM", "MSET", "m1", "a", "m2", "b")
+        assert n1.execute_command("RINGKV.AT", "LOCAL_QUORUM", "MGET", "m1", "m2") == [b"a", b"b"]
         with pytest.raises(redis.ResponseError, match="datacenter dc2: needed 2 replicas, 0 answered"):
             n1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", "each", "x")
         with pytest.raises(redis.ResponseError, match="datacenter dc2"):
@@ -118,7 +121,7 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
         # Healed: the hints kept for dc2 (and dc1) are handed off, and every replica converges.
         for client in clients.values():
             client.execute_command("RINGKV.FAULT", "HEAL")
-        expected = {f"outage{i}": [f"v{i}".encode()] for i in range(20)} | {"dc2-side": [b"w"]}
+        expected = {f"outage{i}": [f"v{i}".encode()] for i in range(20)} | {"dc2-side": [b"w"], "m1": [b"a"]}
         deadline = time.monotonic() + 60
         missing: list = []
         while time.monotonic() < deadline:

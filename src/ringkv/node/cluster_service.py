@@ -448,7 +448,8 @@ class ClusterService:
             and (store.quotas is None or ns not in store.quotas.sized)  # each write checked: node/quotas.py
             and path.placement.namespaces.of_stored(ns).conflict_policy is rec.ConflictPolicy.SIBLINGS
         )
-        if not batchable or self.session is not None:
+        # In a session, or at a datacenter level (each key's write waits per datacenter), key by key.
+        if not batchable or self.session is not None or self._dc_w is not None:
             await asyncio.gather(*(self._run(k, Put(v)) for k, v in unique.items()))
             return
         groups: dict[tuple[str, ...], list[tuple[bytes, bytes]]] = {}
