@@ -76,13 +76,33 @@ class FaultState:
         raise AdminRequestError("expected PARTITION node..., HEAL, CLOCK_SKEW ms or BATCH_HOLD")
 
 
-class FaultyTransport(Transport):
+class _Wrapping(Transport):
+    """A transport in front of another: what it does not change goes straight through."""
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+        self.node_id = inner.node_id
+
+    def set_peer_address(self, node_id: str, host: str, port: int) -> None:
+        self.inner.set_peer_address(node_id, host, port)
+
+    @property
+    def address(self):
+        return self.inner.address
+
+    def handshake_stats(self) -> dict[str, int]:
+        return self.inner.handshake_stats()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class FaultyTransport(_Wrapping):
     """A transport that refuses calls to the peers a FaultState blocks."""
 
     def __init__(self, inner: Transport, faults: FaultState):
-        self.inner = inner
+        super().__init__(inner)
         self.faults = faults
-        self.node_id = inner.node_id
 
     async def start(self, handler, fast_handler=None, before_reply=None) -> None:
         faults = self.faults
@@ -110,29 +130,16 @@ class FaultyTransport(Transport):
             return None  # the caller falls back to call(), which refuses
         return self.inner.start_call(peer, body, timeout_ms, on_done)
 
-    def set_peer_address(self, node_id: str, host: str, port: int) -> None:
-        self.inner.set_peer_address(node_id, host, port)
-
-    @property
-    def address(self):
-        return self.inner.address
-
-    def handshake_stats(self) -> dict[str, int]:
-        return self.inner.handshake_stats()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 
-class WanTransport(Transport):
+class WanTransport(_Wrapping):
     """A transport that delays what it exchanges with nodes of other datacenters by
     `delay_ms` each way: a call waits before it is sent, and a request from such a node waits
     before it is handled, so a round trip between datacenters takes 2 x delay_ms more."""
 
     def __init__(self, inner: Transport, delay_ms: float, far: Callable[[str], bool]):
-        self.inner = inner
-        self.node_id = inner.node_id
+        super().__init__(inner)
         self._delay_s = delay_ms / 1000
         self._far = far  # far(peer): whether the peer is in another datacenter
         self.far_writes = 0  # replica writes sent to nodes of other datacenters (INFO datacenters)
@@ -163,16 +170,3 @@ class WanTransport(Transport):
         if self._far(peer):
             return None  # the caller falls back to call(), which waits and counts it
         return self.inner.start_call(peer, body, timeout_ms, on_done)
-
-    def set_peer_address(self, node_id: str, host: str, port: int) -> None:
-        self.inner.set_peer_address(node_id, host, port)
-
-    @property
-    def address(self):
-        return self.inner.address
-
-    def handshake_stats(self) -> dict[str, int]:
-        return self.inner.handshake_stats()
-
-    async def close(self) -> None:
-        await self.inner.close()

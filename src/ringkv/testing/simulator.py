@@ -792,6 +792,34 @@ def _param(text: str) -> object:
     return None if text == "None" else text
 
 
+def replay(parser: argparse.ArgumentParser, scenario: Callable[..., ScenarioResult], seed: int,
+           extra: list[str]) -> int:
+    """The `run` command: `scenario` with `seed` and the `--name value` parameters in `extra`,
+    its figures printed; 1 (and the failure, with its replay command) when a check fails."""
+    params: dict[str, object] = {}
+    it = iter(extra)
+    for flag in it:
+        if not flag.startswith("--"):
+            parser.error(f"unexpected argument {flag!r}")
+        params[flag[2:].replace("-", "_")] = _param(next(it, "None"))
+    started = time.process_time()
+    try:
+        result = scenario(seed, **params)
+    except SimulationFailure as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"scenario {result.name} seed={result.seed}: ok")
+    for key, value in result.figures.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else value
+        print(f"  {key}: {shown}")
+    print(
+        f"  virtual time: {result.virtual_ms / 1000:.1f} s, events: {result.events}, "
+        f"cpu: {time.process_time() - started:.1f} s"
+    )
+    print(f"  trace sha256: {result.trace_hash}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ringkv.testing.simulator",
@@ -807,28 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--quick", action="store_true", help="fewer seeds, shorter runs")
     args, extra = parser.parse_known_args(argv)
     if args.command == "run":
-        params: dict[str, object] = {}
-        it = iter(extra)
-        for flag in it:
-            if not flag.startswith("--"):
-                parser.error(f"unexpected argument {flag!r}")
-            params[flag[2:].replace("-", "_")] = _param(next(it, "None"))
-        started = time.process_time()
-        try:
-            result = run_scenario(args.scenario, args.seed, **params)
-        except SimulationFailure as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            return 1
-        print(f"scenario {result.name} seed={result.seed}: ok")
-        for key, value in result.figures.items():
-            shown = f"{value:.3f}" if isinstance(value, float) else value
-            print(f"  {key}: {shown}")
-        print(
-            f"  virtual time: {result.virtual_ms / 1000:.1f} s, events: {result.events}, "
-            f"cpu: {time.process_time() - started:.1f} s"
-        )
-        print(f"  trace sha256: {result.trace_hash}")
-        return 0
+        return replay(parser, SCENARIOS[args.scenario], args.seed, extra)
     if extra:
         parser.error(f"unexpected arguments {' '.join(extra)}")
     from ringkv.testing.sim.scale import write_report

@@ -35,7 +35,7 @@ from ringkv.cluster.ring import Member, Ring, diff
 from ringkv.testing.sim.network import NetworkConditions
 from ringkv.testing.sim.node import DEFAULT_FANOUT, GossipSettings, suspected_since
 from ringkv.testing.sim.topology import LOCAL_DELAY_MS, WAN_DELAY_MS, Topology
-from ringkv.testing.simulator import ScenarioResult, Simulation, SimulationFailure
+from ringkv.testing.simulator import ScenarioResult, Simulation, SimulationFailure, replay
 
 DEFAULT_RACKS_PER_DC = 5
 PLACEMENT_JOINERS = 3
@@ -607,15 +607,6 @@ def crossing_share(topology: Topology) -> float:
 # --- command line --------------------------------------------------------------------------------
 
 
-def _param(text: str) -> object:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return None if text == "None" else text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ringkv.testing.sim.datacenters",
@@ -640,27 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.out, section)
         print(f"wrote section 7 into {args.out} ({section.cpu_s:.0f} s CPU)")
         return 0
-    params: dict[str, object] = {}
-    it = iter(extra)
-    for flag in it:
-        if not flag.startswith("--"):
-            parser.error(f"unexpected argument {flag!r}")
-        params[flag[2:].replace("-", "_")] = _param(next(it, "None"))
-    started = time.process_time()
-    try:
-        result = SCENARIOS[args.scenario](args.seed, **params)
-    except SimulationFailure as e:
-        print(f"FAILED: {e}", file=sys.stderr)
-        return 1
-    print(f"scenario {result.name} seed={result.seed}: ok")
-    for key, value in result.figures.items():
-        print(f"  {key}: {f'{value:.3f}' if isinstance(value, float) else value}")
-    print(
-        f"  virtual time: {result.virtual_ms / 1000:.1f} s, events: {result.events}, "
-        f"cpu: {time.process_time() - started:.1f} s"
-    )
-    print(f"  trace sha256: {result.trace_hash}")
-    return 0
+    return replay(parser, SCENARIOS[args.scenario], args.seed, extra)
 
 
 if __name__ == "__main__":
