@@ -76,7 +76,7 @@ class Placement:
 
     def dc_of(self, node: str) -> str:
         """A node's datacenter, as the ring (or, for a joining node, the pending ring) has it."""
-        if node in self.ring.node_ids or self.pending is None:
+        if self.pending is None or node in self.ring.node_ids:  # the usual case first: no tuple scan
             return self.ring.dc_of(node)
         return self.pending.dc_of(node)
 
