@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ringkv.cluster.plans import WritePlan
 from ringkv.cluster.preference import walk_fallbacks
 from ringkv.cluster.quorum import ReadQuorum, WriteQuorum
-from ringkv.cluster.ring import Member, Ring, check_dc_replicas, location
+from ringkv.cluster.ring import Member, Ring, check_dc_replicas, layout_text, location, parse_layout
 from ringkv.errors import ConfigError, QuorumError
 from ringkv.service.levels import ConsistencyLevel, dc_needs, parse_level, resolve
 
@@ -235,3 +235,37 @@ def test_a_per_datacenter_write_plan_decides_as_the_counts_say(order, oks):
             plan.on_failure(sends[node], "refused")
     want = all(sum(outcome[n] for n in PREF if DC[n] == dc) >= 2 for dc in ("dca", "dcb"))
     assert plan.done and plan.succeeded == want
+
+
+@SETTINGS
+@given(layouts(), st.data())
+def test_a_namespace_with_its_own_counts_takes_the_first_of_each_datacenters_part(layout, data):
+    members, quotas = layout
+    ring = Ring(members, 128, quotas)
+    own = tuple((dc, data.draw(st.integers(0, n))) for dc, n in sorted(quotas.items()))
+    own = tuple((dc, n) for dc, n in own if n)
+    if not own:
+        return
+    for p in range(0, 128, 7):
+        pref, mine = ring.preference_list(p), ring.replicas_for(p, own)
+        for dc, n in own:
+            part = [x for x in pref if ring.dc_of(x) == dc]
+            assert [x for x in mine if ring.dc_of(x) == dc] == part[:n]  # so rack-distinct first too
+        assert {ring.dc_of(x) for x in mine} <= {dc for dc, _ in own}
+        # Stand-ins for its replicas come from their own datacenter, never its other replicas.
+        down = set(data.draw(st.lists(st.sampled_from(mine), max_size=len(mine), unique=True)))
+        holders = ring.fallbacks(p, down, own)
+        assert [h.node_id for h in holders if h.hint_for is None] == [x for x in mine if x not in down]
+        for h in holders:
+            if h.hint_for is not None:
+                assert h.hint_for in down and h.node_id not in mine
+                assert ring.dc_of(h.node_id) == ring.dc_of(h.hint_for)
+    assert parse_layout(layout_text(own)) == own
+
+
+def test_a_layout_reads_back_from_its_text_and_bad_text_is_refused():
+    assert layout_text(3) == "3" and parse_layout("3") == 3
+    assert parse_layout("dc2=1;dc1=2") == (("dc1", 2), ("dc2", 1))
+    for bad in ("0", "dc1", "dc1=x", "=1", "17"):
+        with pytest.raises(ValueError):
+            parse_layout(bad)

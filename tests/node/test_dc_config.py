@@ -38,6 +38,18 @@ def test_the_environment_names_them_as_a_string(env):
     ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_REPLICAS": "4"}, "replicas", "must be the sum of dc_replicas (3)"),
     ({"RINGKV_DC_REPLICAS": "dc1=2", "RINGKV_NAMESPACES": "small:replicas=1"}, "namespaces",
      "small: replicas are counted per datacenter"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_NAMESPACES": "x:replicas=dc3=1"}, "namespaces",
+     "x: replicas datacenter 'dc3' has no replicas in this cluster (dc_replicas names dc1, dc2)"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_NAMESPACES": "x:replicas=dc1=3"}, "namespaces",
+     "x: replicas dc1: must be an integer in 0..2 (the cluster's count there), got 3"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_NAMESPACES": "x:replicas=dc1=0;dc2=0"}, "namespaces",
+     "x: replicas at least one datacenter must hold a replica"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_NAMESPACES": "x:replicas=dc1=1;dc1=2"}, "namespaces",
+     "x: replicas names datacenter 'dc1' twice"),
+    ({"RINGKV_DC_REPLICAS": "dc1=2,dc2=1", "RINGKV_NAMESPACES": "x:replicas=dc1=one"}, "namespaces",
+     "x: replicas entry 'dc1=one' is not dc=count"),
+    ({"RINGKV_NAMESPACES": "x:replicas=dc1=1"}, "namespaces",
+     "x: replicas counts per datacenter need the cluster's counted per datacenter (dc_replicas)"),
     ({"RINGKV_DC_REPLICAS": "dc1=2", "RINGKV_MEMBERS": "n1@127.0.0.1:9001/dc1/r1,n2@127.0.0.1:9002/r2"},
      "members", "n2 names no datacenter"),
     ({"RINGKV_READ_CONSISTENCY": "nearest"}, "read_consistency", "local_quorum, each_quorum"),
@@ -56,3 +68,21 @@ def test_a_member_entry_carries_its_datacenter_and_rack():
     assert parse_member("n3@10.0.2.1:7381/r4").rack == "r4"
     with pytest.raises(ConfigError, match="node_id@host:port/dc/rack"):
         parse_member("n3@10.0.2.1:7381/dc2/r4/extra")
+
+
+def test_a_namespace_counts_its_own_replicas_per_datacenter(tmp_path):
+    path = tmp_path / "ringkv.toml"
+    path.write_text(f'members = "{MEMBERS}"\nreplicas = {{ dc1 = 2, dc2 = 1 }}\n'
+                    '[namespaces.thin]\nreplicas = { dc1 = 1, dc2 = 1 }\n'
+                    '[namespaces.home]\nreplicas = { dc1 = 2, dc2 = 0 }\n'
+                    '[namespaces.all]\nreplicas = { dc2 = 1, dc1 = 2 }\n')
+    specs = load_config(str(path), env={}).namespace_specs()
+    thin, home, every = specs.named("thin"), specs.named("home"), specs.named("all")
+    assert (thin.replicas, thin.layout) == (2, (("dc1", 1), ("dc2", 1)))
+    assert (home.replicas, home.layout) == (2, (("dc1", 2),))  # a datacenter of 0 holds none
+    assert home.as_dict()["dc_replicas"] == {"dc1": 2}
+    assert (every.replicas, every.layout) == (3, 3)  # the cluster's own counts: the whole list
+    # The same as one string, as the environment gives it.
+    same = load_config(None, env={"RINGKV_MEMBERS": MEMBERS, "RINGKV_DC_REPLICAS": "dc1=2,dc2=1",
+                                  "RINGKV_NAMESPACES": "thin:replicas=dc1=1;dc2=1"}).namespace_specs()
+    assert same.named("thin").layout == thin.layout

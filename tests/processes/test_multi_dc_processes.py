@@ -216,3 +216,79 @@ def test_a_node_joins_one_datacenter_and_takes_its_share_of_that_datacenters_cop
             assert 0.4 * len(keys) <= held["n5"] <= 0.95 * len(keys), held
         finally:
             n5.stop()
+
+
+def test_namespaces_with_their_own_counts_per_datacenter_keep_them_through_repair_and_a_join(tmp_path):
+    """Two datacenters of two nodes, two copies in each; "thin" keeps one copy per datacenter
+    and "home" two in dc1 and none in dc2. Repairs copy nothing outside a namespace's replicas,
+    a node joining dc2 takes only what dc2 holds (no "home" key), and after cleanup every key
+    is where its namespace's counts put it."""
+    settings = dict(dc_replicas="dc1=2,dc2=2", partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
+                    replica_timeout_ms=2000, anti_entropy_interval_ms=0,
+                    namespaces="thin:replicas=dc1=1;dc2=1,home:replicas=dc1=2")
+    cluster = LocalCluster(tmp_path, nodes=4, **settings)
+    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
+    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
+    for n in cluster.nodes:
+        n.settings["members"] = members
+    keys = [f"k{i}" for i in range(100)]
+    with cluster:
+        ports = [n.resp_port for n in cluster.nodes]
+
+        def conn(port: int, namespace: str) -> redis.Redis:
+            r = redis.Redis(port=port, socket_timeout=60, single_connection_client=True)
+            assert r.execute_command("RINGKV.NAMESPACE", namespace) == b"OK"
+            return r
+
+        assert conn(ports[0], "default").execute_command("RINGKV.NAMESPACES") == [
+            [b"default", 4, b"siblings"], [b"thin", 2, b"siblings"], [b"home", 2, b"siblings"]]
+        first = cluster.nodes[0]
+        listed = httpx.get(f"http://{first.host}:{first.http_port}/api/v1/namespaces", timeout=30).json()
+        assert {ns["name"]: ns.get("dc_replicas") for ns in listed["namespaces"]} == {
+            "default": None, "thin": {"dc1": 1, "dc2": 1}, "home": {"dc1": 2}}
+        thin, home = conn(ports[0], "thin"), conn(ports[2], "home")  # "home" written from dc2
+        for key in keys:
+            assert thin.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", key, "t") == b"OK"
+            assert home.set(key, "h") is True
+        held: dict = {}
+
+        def holding(dc1: int, dc2: int, nodes=ports) -> bool:
+            held.clear()
+            held.update({n["node_id"]: n["keys"] for n in _status(nodes[0])["nodes"]})
+            return (held.get("n1", 0) + held.get("n2", 0) == dc1
+                    and held.get("n3", 0) + held.get("n4", 0) + held.get("n5", 0) == dc2)
+
+        # dc1: one copy of each "thin" key and two of each "home" key; dc2: one "thin" copy.
+        wait_until(lambda: holding(300, 100), 30, lambda: f"300 copies in dc1, 100 in dc2: {held}", interval_s=0.3)
+        # "home" has no replica in dc2: a read local to dc2 says so; one in dc1 answers.
+        with pytest.raises(redis.ResponseError, match="dc2"):
+            conn(ports[3], "home").execute_command("RINGKV.AT", "LOCAL_QUORUM", "GET", keys[0])
+        assert conn(ports[1], "home").execute_command("RINGKV.AT", "LOCAL_QUORUM", "GET", keys[0]) == b"h"
+        for port in ports:  # anti-entropy between every pair of replicas copies nothing across
+            assert json.loads(redis.Redis(port=port, socket_timeout=60).execute_command("RINGKV.REPAIR"))[
+                "error_count"] == 0
+        assert holding(300, 100), held
+
+        n5 = NodeProcess(tmp_path / "n5", node_id="n5", **settings, **cluster.secret_settings)
+        n5.settings["members"] = members.split(",")[0] + f",n5@127.0.0.1:{n5.rpc_port}/dc2/r3"
+        n5.proc = subprocess.Popen(
+            [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n5",
+             "--data-dir", str(n5.data_dir), "--resp-port", str(n5.resp_port),
+             "--http-port", str(n5.http_port), "--rpc-port", str(n5.rpc_port)],
+            env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n5.settings.items()}},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            n5.wait_ready()
+            everyone = [*ports, n5.resp_port]
+            wait_until(lambda: all(_status(p)["membership"]["ring"] == ["n1", "n2", "n3", "n4", "n5"]
+                                   and not _status(p)["membership"]["pending"] for p in everyone), 90,
+                       "n5 to join and every node to learn it", interval_s=0.5)
+            for port in everyone:
+                redis.Redis(port=port, socket_timeout=60).execute_command("RINGKV.ADMIN", "CLEANUP")
+            assert holding(300, 100, everyone), held
+            assert held["n5"] > 0, held  # n5 took its share of dc2's "thin" copies
+            thin5 = conn(n5.resp_port, "thin")
+            for key in keys:
+                assert thin5.execute_command("RINGKV.AT", "LOCAL_ONE", "GET", key) == b"t", key
+        finally:
+            n5.stop()

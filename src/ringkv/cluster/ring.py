@@ -134,6 +134,75 @@ def check_dc_replicas(replicas: Mapping[str, int]) -> tuple[tuple[str, int], ...
     return tuple(out)
 
 
+# Which nodes of a partition's preference list hold a namespace's keys: N, the first N of the
+# list, or a count per datacenter (sorted by name), the first that many of each datacenter's
+# part, none of a datacenter it does not name (docs/multi-dc.md, "Counts per namespace").
+Layout = int | tuple[tuple[str, int], ...]
+
+
+def namespace_layout(cluster: Mapping[str, int], counts: Mapping[str, int]) -> Layout:
+    """A namespace's per-datacenter counts checked against the cluster's: every datacenter
+    one of the cluster's, each count in 0..the cluster's count there, at least one replica.
+    The cluster's own counts come back as their sum (the whole preference list)."""
+    if not cluster:
+        raise ConfigError("replicas", "counts per datacenter need the cluster's counted per datacenter (dc_replicas)")
+    out = []
+    for dc, count in sorted(counts.items()):
+        if dc not in cluster:
+            raise ConfigError("replicas", f"datacenter {dc!r} has no replicas in this cluster "
+                                          f"(dc_replicas names {', '.join(sorted(cluster))})")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= cluster[dc]:
+            raise ConfigError("replicas", f"{dc}: must be an integer in 0..{cluster[dc]} (the cluster's count "
+                                          f"there), got {count!r}")
+        if count:
+            out.append((dc, count))
+    if not out:
+        raise ConfigError("replicas", "at least one datacenter must hold a replica")
+    if all(dict(out).get(dc, 0) == n for dc, n in cluster.items()):
+        return sum(cluster.values())
+    return tuple(out)
+
+
+def layout_text(layout: Layout) -> str:
+    """A layout as configured and as sent between nodes: "3" or "dc1=2;dc2=1"."""
+    if isinstance(layout, int):
+        return str(layout)
+    return ";".join(f"{dc}={n}" for dc, n in layout)
+
+
+def parse_layout(text: str) -> Layout:
+    """`layout_text`'s form back (ValueError when it is not one)."""
+    if "=" not in text:
+        n = int(text)
+        if not 1 <= n <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be in 1..{MAX_REPLICAS}, got {n}")
+        return n
+    out = []
+    for entry in text.split(";"):
+        dc, sep, count = entry.partition("=")
+        if not sep or not dc or not count.isdigit():
+            raise ValueError(f"{entry!r} is not dc=count")
+        out.append((dc, int(count)))
+    return tuple(sorted(out))
+
+
+def take_layout(pref: tuple[str, ...], layout: Layout, dc_of) -> tuple[str, ...]:
+    """The nodes of preference list `pref` that hold keys of `layout` (dc_of: a node's
+    datacenter)."""
+    if isinstance(layout, int):
+        return pref[:layout]
+    counts = dict(layout)
+    seen: dict[str, int] = {}
+    out = []
+    for node in pref:
+        dc = dc_of(node)
+        k = seen.get(dc, 0)
+        if k < counts.get(dc, 0):
+            out.append(node)
+        seen[dc] = k + 1
+    return tuple(out)
+
+
 def _validated_members(members: Iterable[Member]) -> tuple[Member, ...]:
     by_id: dict[str, Member] = {}
     for m in members:
@@ -441,23 +510,31 @@ class Ring:
         Shorter than N only when fewer than N members own partitions. With per-datacenter
         counts, each datacenter's part from its own ring, the parts in datacenter order turned
         by the partition (`_per_dc_lists`); shorter only when a datacenter has fewer members
-        than its count. Prefixes are then not balanced across datacenters: every namespace
-        has the whole list (node/config.py refuses a smaller N).
+        than its count. Prefixes are then not balanced across datacenters: a namespace with
+        fewer replicas counts them per datacenter (`replicas_for`).
         """
         return self._preference[self._checked(partition)]
 
+    def replicas_for(self, partition: int, layout: Layout) -> tuple[str, ...]:
+        """The nodes of the partition's preference list that hold keys of `layout`."""
+        return take_layout(self._preference[self._checked(partition)], layout, self.dc_of)
+
     def fallbacks(
-        self, partition: int, unavailable: Set[str], n: int | None = None
+        self, partition: int, unavailable: Set[str], n: Layout | None = None
     ) -> tuple[Holder, ...]:
         """Where a sloppy-quorum request for `partition` goes when `unavailable` nodes are down.
 
-        The first `n` (default N) nodes of the preference list that are available, in order,
-        then for each unavailable one the next available node walking clockwise that is not
-        among those n, with `hint_for` naming the primary it stands in for. Fewer than n
-        entries only when the ring has no more available nodes.
+        The nodes of the preference list that hold keys of layout `n` (default: all N) and are
+        available, in order, then for each unavailable one the next available node walking
+        clockwise that is not among them (of its own datacenter, with per-datacenter counts),
+        with `hint_for` naming the primary it stands in for. Fewer entries only when the ring
+        has no more available nodes.
         """
         primaries = self._pref_idx[self._checked(partition)]
-        if n is not None:
+        if isinstance(n, tuple):
+            members = self.members
+            primaries = take_layout(primaries, n, lambda i: members[i].dc)
+        elif n is not None:
             if not 1 <= n <= self.replicas:
                 raise ValueError(f"n must be in 1..{self.replicas}, got {n}")
             primaries = primaries[:n]

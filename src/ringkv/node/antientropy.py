@@ -21,10 +21,12 @@ round. Rebuilding is always exact. Where the scans start to cost too much (large
 the next step is building trees in a worker process from the engine's files.
 
 Namespaces with a smaller N than the ring's (node/namespaces.py) keep a key on a prefix of
-the preference list, so two replicas at positions i and j of a partition's list must agree
-only on the keys of namespaces with N > max(i, j): both sides build their trees from those
-keys alone (`min_replicas` in the messages), and a key is never copied to a node that should
-not hold it. Partition moves use the same rule with the joining or leaving node's position.
+the preference list, and namespaces with counts of their own per datacenter on the first few
+of each datacenter's part: each has a layout (cluster/ring.py). Two replicas of a partition
+must agree only on the keys of the layouts both hold: both sides build their trees from those
+keys alone (`layouts` in the messages, absent when they share every layout), and a key is
+never copied to a node that should not hold it. Partition moves use the same rule with the
+joining or leaving node's place in the new lists.
 
 `repair_all()` (`ringkv repair`, `RINGKV.REPAIR`) compares every partition this node holds
 with every other replica of it and reports what it fixed.
@@ -57,6 +59,7 @@ from ringkv.cluster.merkle import (
     pack_digests,
     unpack_digests,
 )
+from ringkv.cluster.ring import Layout, layout_text, parse_layout
 from ringkv.errors import RingkvError, RpcError
 from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import (
@@ -67,11 +70,36 @@ from ringkv.node.messages import (
     ReplicaGet,
     ReplicaPut,
 )
+from ringkv.node.namespaces import MAX_NAMESPACES
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls
 
 log = logging.getLogger("ringkv.antientropy")
 T = TypeVar("T")
+Layouts = frozenset[Layout] | None  # the layouts a comparison covers (None: all)
+
+
+class _Shared:
+    """`compare`'s default: the layouts both nodes hold."""
+
+
+SHARED = _Shared()
+
+
+def layouts_to_wire(layouts: Layouts) -> list[str] | None:
+    return None if layouts is None else sorted(layout_text(lay) for lay in layouts)
+
+
+def layouts_from_wire(texts: list[str] | None) -> Layouts:
+    """A message's `layouts` (RingkvError naming what is wrong: a peer's bad message)."""
+    if texts is None:
+        return None
+    if len(texts) > MAX_NAMESPACES + 1:
+        raise RingkvError(f"at most {MAX_NAMESPACES + 1} layouts in a comparison, got {len(texts)}")
+    try:
+        return frozenset(parse_layout(t) for t in texts)
+    except ValueError as exc:
+        raise RingkvError(f"bad layout in a comparison: {exc}") from None
 
 TREE_TTL_S = 30.0  # how long a responder keeps a tree it built for a comparison
 # Comparisons this node runs at once (repairs, partition moves, SyncPartition requests): each
@@ -211,7 +239,7 @@ class AntiEntropy:
         self.stats = AntiEntropyStats()
         if completed_ms is not None:
             self.stats.completed_ms = completed_ms
-        self._cache: dict[tuple[int, int], _Side] = {}  # (partition, min_replicas) -> tree
+        self._cache: dict[tuple[int, Layouts], _Side] = {}  # (partition, layouts) -> tree
         self._next = 0
         self._peer_turn: dict[int, int] = {}
         self._round_started: dict[int, tuple[int, set[str]]] = {}
@@ -219,53 +247,45 @@ class AntiEntropy:
 
     # ------------------------------------------------------------------ trees
 
-    def _keep(self, min_replicas: int) -> Callable[[bytes], bool] | None:
-        """Which keys a comparison covers: those of namespaces with N >= min_replicas."""
-        namespaces = self.placement.namespaces
-        if min_replicas <= namespaces.min_replicas:
+    def _keep(self, layouts: Layouts) -> Callable[[bytes], bool] | None:
+        """Which keys a comparison covers: those of namespaces of `layouts` (None: all)."""
+        if layouts is None or layouts >= self.placement.namespaces.layouts:
             return None
-        n_of = namespaces.replicas_of_skey
-        return lambda skey: n_of(skey) >= min_replicas
+        layout_of = self.placement.namespaces.layout_of_skey
+        return lambda skey: layout_of(skey) in layouts
 
-    def min_replicas(self, partition: int, peer: str) -> int:
-        """The N a namespace needs for both this node and `peer` to hold its keys of
-        `partition`: one more than the later of their two positions."""
-        placement = self.placement
-        if placement.namespaces.min_replicas == placement.namespaces.max_replicas:
-            return 0
-        return max(placement.position(self.node_id, partition), placement.position(peer, partition)) + 1
-
-    def build(self, partition: int, min_replicas: int = 0) -> _Side:
+    def build(self, partition: int, layouts: Layouts = None) -> _Side:
         ring = self.placement.ring
         first, last = ring.partition_range(partition)
-        keep = self._keep(min_replicas)
+        keep = self._keep(layouts)
         items = _scan_digests(self.engine, first, last, keep)
         tree = MerkleTree.build_from_digests(partition, ring.partitions, items)
         return _Side(tree, self.engine, keep)
 
-    def _responder_side(self, partition: int, min_replicas: int) -> _Side:
-        key = (partition, min_replicas)
+    def _responder_side(self, partition: int, layouts: Layouts) -> _Side:
+        key = (partition, layouts)
         side = self._cache.get(key)
         if side is None or time.monotonic() - side.built > TREE_TTL_S:
             if len(self._cache) >= MAX_CACHED_TREES:
                 oldest = min(self._cache, key=lambda k: self._cache[k].built)
                 del self._cache[oldest]
-            side = self._cache[key] = self.build(partition, min_replicas)
+            side = self._cache[key] = self.build(partition, layouts)
         return side
 
     # ------------------------------------------------------------------ serving peers
 
     def on_digests(self, body: AeDigests) -> AeDigestsReply:
-        if body.fresh:
-            self._cache.pop((body.partition, body.min_replicas), None)
         self._check_partition(body.partition)
-        side = self._responder_side(body.partition, body.min_replicas)
+        layouts = layouts_from_wire(body.layouts)
+        if body.fresh:
+            self._cache.pop((body.partition, layouts), None)
+        side = self._responder_side(body.partition, layouts)
         req = DigestRequest(body.level, body.parents_level, tuple(body.parents))
         return AeDigestsReply(pack_digests(side.digests(req.level, req.indexes)))
 
     def on_list(self, body: AeList) -> AeListReply:
         self._check_partition(body.partition)
-        side = self._responder_side(body.partition, body.min_replicas)
+        side = self._responder_side(body.partition, layouts_from_wire(body.layouts))
         listing = side.listing([tuple(n) for n in body.nodes])
         return AeListReply(sorted(listing.items()))
 
@@ -275,21 +295,22 @@ class AntiEntropy:
 
     # ------------------------------------------------------------------ comparing
 
-    async def compare(self, partition: int, peer: str, min_replicas: int | None = None) -> RoundResult:
+    async def compare(self, partition: int, peer: str, layouts: Layouts | _Shared = SHARED) -> RoundResult:
         """One comparison of `partition` with `peer`, and the transfers it calls for; of the
-        keys of namespaces with N >= min_replicas (None: as the two nodes' positions in the
-        rings say; membership moves give it, node/membership.py)."""
+        keys of namespaces of `layouts` (None: all; SHARED: those both nodes hold, as the
+        rings say; membership moves give theirs, node/membership.py)."""
         async with self._slots:
-            return await self._compare(partition, peer, min_replicas)
+            return await self._compare(partition, peer, layouts)
 
-    async def _compare(self, partition: int, peer: str, min_replicas: int | None) -> RoundResult:
+    async def _compare(self, partition: int, peer: str, layouts: Layouts | _Shared) -> RoundResult:
         calls = self.calls
         store = self.store
-        if min_replicas is None:
-            min_replicas = self.min_replicas(partition, peer)
-        elif min_replicas <= self.placement.namespaces.min_replicas:
-            min_replicas = 0
-        mine = self.build(partition, min_replicas)
+        if isinstance(layouts, _Shared):
+            layouts = self.placement.shared(partition, self.node_id, peer)
+        elif layouts is not None and layouts >= self.placement.namespaces.layouts:
+            layouts = None
+        mine = self.build(partition, layouts)
+        wire = layouts_to_wire(layouts)
         diff = TreeDiff(mine.tree)
         result = RoundResult(partition, peer, in_sync=False)
         timeout = calls.timeout_ms * 4
@@ -301,14 +322,14 @@ class AntiEntropy:
             while (request := diff.next_request()) is not None:
                 if isinstance(request, DigestRequest):
                     reply = await calls.call(peer, AeDigests(partition, request.level, request.parents_level,
-                                                         list(request.parents), first, min_replicas),
+                                                         list(request.parents), first, wire),
                                          timeout)
                     first = False
                     diff.receive_digests(request, mine.digests(request.level, request.indexes),
                                          unpack_digests(reply.digests))
                 else:
                     assert isinstance(request, ListRequest)
-                    reply = await calls.call(peer, AeList(partition, [list(n) for n in request.nodes], min_replicas),
+                    reply = await calls.call(peer, AeList(partition, [list(n) for n in request.nodes], wire),
                                          timeout)
                     diff.receive_listing(request, mine.listing(request.nodes), dict(reply.entries))
                 if wan is not None:

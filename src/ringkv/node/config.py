@@ -304,9 +304,10 @@ class NodeConfig:
         specs = self.namespace_specs()
         if per_dc:
             for spec in specs:
-                if spec.replicas != self.replicas:
+                if spec.replicas != self.replicas and not spec.dc_replicas:
                     raise ConfigError("namespaces", f"{spec.name}: replicas are counted per datacenter "
-                                                    f"(dc_replicas), so every namespace has N = {self.replicas}; "
+                                                    f"(dc_replicas), so a namespace counts its own per datacenter "
+                                                    f"too (e.g. replicas=dc1=2;dc2=1) or has N = {self.replicas}; "
                                                     f"got replicas={spec.replicas}")
         require(self.quota_refresh_interval_ms >= 1, "quota_refresh_interval_ms", "must be >= 1")
         self.encryption_keys()
@@ -478,7 +479,7 @@ class NodeConfig:
         quota = parse_quota({n: getattr(self, n) for n in ("max_keys", "max_bytes", "max_requests_per_s")}, "max_keys")
         return Namespaces(self.replicas, self.conflict_policy, self.namespaces, MAX_REPLICAS, self.rmw,
                           self.compaction, self.compaction_settings(), quota=quota, hot_reads=self.hot_reads,
-                          hot_cache_ms=self.hot_cache_ms)
+                          hot_cache_ms=self.hot_cache_ms, dc_replicas=self.dc_replication())
 
     def compaction_settings(self) -> dict:
         """The top-level compaction_* settings given a value other than their default: those

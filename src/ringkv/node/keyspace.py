@@ -78,7 +78,7 @@ class Keyspace:
         spec = self.placement.namespaces.of_stored(namespace)
         total, missing = self._count_once(infos, spec)
         if missing:
-            pref = self.placement.prefs_for(spec.replicas)[missing[0]]
+            pref = self.placement.prefs_for(spec.layout)[missing[0]]
             detail = "; ".join(f"{n} {infos.get(n)}" for n in pref)
             raise CommandError(f"DBSIZE needs one replica of every partition; none answered for "
                                f"partition {missing[0]}: {detail}", status=503)
@@ -90,7 +90,7 @@ class Keyspace:
         total = 0
         missing: list[int] = []
         name = spec.name
-        for p, pref in enumerate(self.placement.prefs_for(spec.replicas)):
+        for p, pref in enumerate(self.placement.prefs_for(spec.layout)):
             for node in pref:
                 info = infos.get(node)
                 if isinstance(info, NodeInfoReply):
@@ -110,7 +110,7 @@ class Keyspace:
             raise CommandError("invalid cursor")
         placement = self.placement
         ring = placement.ring
-        prefs = placement.prefs_for(placement.namespaces.of_stored(namespace).replicas)
+        prefs = placement.prefs_for(placement.namespaces.of_stored(namespace).layout)
         me = self.node_id
         keys: list[bytes] = []
         examined = 0

@@ -34,7 +34,8 @@ every partition ends with N replicas holding its data.
 
 With namespaces of different N (node/namespaces.py), a node at position i of a preference list
 holds the keys of namespaces with N > i, so a node that only moves forward in a list also
-gains keys, and the one node holding a key of an N=1 namespace may leave the list entirely.
+gains keys, and the one node holding a key of an N=1 namespace may leave the list entirely;
+a namespace with counts of its own per datacenter has lists of its own (its layout).
 `plan_moves` says, per partition, which node must receive what from which: the node driving
 a join or a decommission runs every move of every partition before the ring switches (its own
 comparisons directly, the others' with a SyncPartition RPC to the receiving node).
@@ -59,15 +60,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ringkv.clock import Clock
 from ringkv.cluster.gossip import MAX_COUNTER, NodeState, NodeStatus
-from ringkv.cluster.ring import Member, Ring
+from ringkv.cluster.ring import Layout, Member, Ring
 from ringkv.errors import AdminConflictError, AdminRequestError, ConfigError
 from ringkv.net.transport import Transport
-from ringkv.node.antientropy import MAX_PARALLEL_COMPARISONS, AntiEntropy, at_most
+from ringkv.node.antientropy import MAX_PARALLEL_COMPARISONS, AntiEntropy, at_most, layouts_to_wire
 from ringkv.node.config import MemberAddress, parse_member
 from ringkv.node.gossiper import Gossiper
 from ringkv.node.local_store import LocalStore
@@ -87,13 +88,14 @@ DECOMMISSION_RETRY_S = 2.0  # pause before the second round (twice that before t
 
 @dataclass(frozen=True)
 class Move:
-    """`gainer` receives from `source` the keys of namespaces with N >= min_replicas; among
-    them those of the N values in `covers`, which it did not hold before."""
+    """`gainer` receives from `source` the keys of namespaces of `layouts` (those the gainer
+    holds in the new lists and the source in the old); among them those of `covers`, which
+    the gainer did not hold before."""
 
     gainer: str
     source: str
-    min_replicas: int
-    covers: tuple[int, ...]
+    layouts: frozenset[Layout]
+    covers: tuple[Layout, ...]
 
 
 @dataclass
@@ -117,29 +119,44 @@ class MoveProgress:
                 "partitions_done": self.done, "errors": self.errors}
 
 
-def plan_moves(old: Sequence[str], new: Sequence[str], replica_counts: Iterable[int]) -> list[Move]:
-    """The moves that make the nodes of `new` (a partition's next preference list) hold what
-    that list gives them, from the nodes of `old` (its current list).
+def plan_moves(old: Mapping[Layout, Sequence[str]], new: Mapping[Layout, Sequence[str]]) -> list[Move]:
+    """The moves that make the nodes of a partition's next lists (`new`: layout -> the nodes
+    that will hold its keys) hold what those lists give them, from the nodes of its current
+    lists (`old`).
 
-    A node at position i holds the namespaces with N > i. A node at position i of `new` and j
-    of `old` (infinite when absent) needs the N values with i < N <= j; a source at position k
-    of `old` holds those with N > k. The gainer compares with every source that holds one it
-    needs, over the keys both must hold (N > max(i, k)): nothing reaches a node that its
-    position does not give it. With one N and a node already in the list, there is nothing
-    to move.
+    A gainer needs the layouts whose new list has it and old list does not; it compares with
+    every source of the old lists that holds one it needs, over the keys of the layouts both
+    must hold (the gainer in the new list, the source in the old): nothing reaches a node
+    that its place does not give it. With one layout and a node already in its list, there
+    is nothing to move. With prefixes (`prefix_lists`), a node at position i holds the
+    namespaces with N > i, so a node that only moves forward in a list gains keys too.
     """
-    counts = sorted(set(replica_counts))
     moves: list[Move] = []
-    for i, gainer in enumerate(new):
-        j = old.index(gainer) if gainer in old else len(old) + max(counts)
-        needs = [n for n in counts if i < n <= j]
+    for gainer in _in_order(new.values()):
+        needs = [lay for lay, nodes in new.items() if gainer in nodes and gainer not in old.get(lay, ())]
         if not needs:
             continue
-        for k, source in enumerate(old):
-            covers = tuple(n for n in needs if n > k)
+        for source in _in_order(old.values()):
+            covers = tuple(lay for lay in needs if source in old[lay])
             if source != gainer and covers:
-                moves.append(Move(gainer, source, max(i, k) + 1, covers))
+                both = frozenset(lay for lay, nodes in new.items() if gainer in nodes and source in old.get(lay, ()))
+                moves.append(Move(gainer, source, both, covers))
     return moves
+
+
+def prefix_lists(pref: Sequence[str], counts: Iterable[int]) -> dict[Layout, Sequence[str]]:
+    """`plan_moves`' lists of namespaces that keep keys on a prefix of `pref`, one per N."""
+    return {n: pref[:n] for n in sorted(set(counts))}
+
+
+def _in_order(lists: Iterable[Sequence[str]]) -> list[str]:
+    """Every node of `lists`, each once, by its earliest place in any of them."""
+    first: dict[str, int] = {}
+    for nodes in lists:
+        for i, node in enumerate(nodes):
+            if i < first.get(node, i + 1):
+                first[node] = i
+    return sorted(first, key=first.__getitem__)
 
 
 def read_progress(path: str) -> dict:
@@ -451,12 +468,13 @@ class MembershipManager:
                  f"; pending: {','.join(pending_ids)}" if pending is not None else "")
         if changed and old is not None:
             me = self.node_id
-            counts = self._replica_counts()
+            layouts = self.placement.namespaces.layouts
             gained = []
             for p in ring.replica_partitions(me):
                 if p in self._already_synced:
                     continue
-                moves = [m for m in plan_moves(old.preference_list(p), ring.preference_list(p), counts)
+                moves = [m for m in plan_moves({lay: old.replicas_for(p, lay) for lay in layouts},
+                                               {lay: ring.replicas_for(p, lay) for lay in layouts})
                          if m.gainer == me]
                 if moves:
                     gained.append((p, moves))
@@ -520,9 +538,6 @@ class MembershipManager:
                 self.moves.done += 1
                 self.moves.moved += 1
 
-    def _replica_counts(self) -> set[int]:
-        return {s.replicas for s in self.placement.namespaces}
-
     async def _run_moves(self, partition: int, moves: list[Move]) -> bool:
         """Run a partition's moves: this node's comparisons itself, the others' by asking the
         receiving node (SyncPartition). True when every gainer got every N it needs from some
@@ -533,12 +548,12 @@ class MembershipManager:
             by_gainer.setdefault(m.gainer, []).append(m)
         ok = True
         for gainer, gainer_moves in by_gainer.items():
-            needed = {n for m in gainer_moves for n in m.covers}
-            covered: set[int] = set()
+            needed = {lay for m in gainer_moves for lay in m.covers}
+            covered: set[Layout] = set()
             usable = [m for m in gainer_moves if self.calls.is_up(m.source) or m.source == me]
             if gainer == me:
                 for m in usable:
-                    result = await self.anti_entropy.compare(partition, m.source, m.min_replicas)
+                    result = await self.anti_entropy.compare(partition, m.source, m.layouts)
                     self.moves.keys_moved += result.pulled + result.pushed
                     if result.error:
                         self.moves.errors += 1
@@ -546,7 +561,9 @@ class MembershipManager:
                     else:
                         covered.update(m.covers)
             elif usable:
-                body = SyncPartition(partition, [(m.source, m.min_replicas) for m in usable])
+                every = self.placement.namespaces.layouts
+                body = SyncPartition(partition, [(m.source, None if m.layouts >= every else layouts_to_wire(m.layouts))
+                                                 for m in usable])
                 try:
                     reply = await self.calls.call(gainer, body, SYNC_TIMEOUT_MS)
                 except Exception as exc:  # RpcError, a remote error: the move is not done
@@ -570,8 +587,9 @@ class MembershipManager:
         c = self.placement
         if c.pending is None:
             return []
-        return plan_moves(c.ring.preference_list(partition), c.pending.preference_list(partition),
-                          self._replica_counts())
+        layouts = c.namespaces.layouts
+        return plan_moves({lay: c.ring.replicas_for(partition, lay) for lay in layouts},
+                          {lay: c.pending.replicas_for(partition, lay) for lay in layouts})
 
     # ------------------------------------------------------------------ join
 
@@ -750,13 +768,12 @@ class MembershipManager:
         for p in range(c.ring.partitions):
             if progress is not None and p:
                 progress.advance()
-            pref = c.ring.preference_list(p)
-            position = pref.index(me) if me in pref else c.ring.replicas
-            if position < namespaces.min_replicas:
+            held = c.holds(me, p)
+            if held >= namespaces.layouts:
                 continue  # a replica of every namespace here
             first, last = c.ring.partition_range(p)
             n = self.store.drop_range(
-                first, last, lambda skey, position=position: namespaces.replicas_of_skey(skey) <= position)
+                first, last, lambda skey, held=held: namespaces.layout_of_skey(skey) not in held)
             if n:
                 removed += n
                 partitions += 1

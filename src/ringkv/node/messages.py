@@ -203,9 +203,9 @@ class AeDigests(msgspec.Struct, tag="AeDigests", array_like=True):
     parents_level: int
     parents: list[int]
     fresh: bool = False
-    # Compare only keys of namespaces with N >= min_replicas (0: all): the two replicas' later
-    # position in the partition's preference list, plus one (node/namespaces.py).
-    min_replicas: int = 0
+    # Compare only keys of namespaces of these layouts ("3", "dc1=2;dc2=1"; None: all): those
+    # both replicas hold (node/antientropy.py, cluster/ring.py's Layout).
+    layouts: list[str] | None = None
 
 
 class AeDigestsReply(msgspec.Struct, tag="AeDigestsReply", array_like=True):
@@ -218,7 +218,7 @@ class AeList(msgspec.Struct, tag="AeList", array_like=True):
 
     partition: int
     nodes: list[list[int]]
-    min_replicas: int = 0  # as in AeDigests
+    layouts: list[str] | None = None  # as in AeDigests
 
 
 class AeListReply(msgspec.Struct, tag="AeListReply", array_like=True):
@@ -234,11 +234,11 @@ class RepairReply(msgspec.Struct, tag="RepairReply", array_like=True):
 
 
 class SyncPartition(msgspec.Struct, tag="SyncPartition", array_like=True):
-    """A membership move: compare `partition` with each (source, min_replicas) in turn, as
-    AeDigests' min_replicas says, receiving what the receiver lacks. Reply: SyncPartitionReply."""
+    """A membership move: compare `partition` with each (source, layouts) in turn, over the
+    keys AeDigests' layouts says, receiving what the receiver lacks. Reply: SyncPartitionReply."""
 
     partition: int
-    sources: list[tuple[str, int]]
+    sources: list[tuple[str, list[str] | None]]
 
 
 class SyncPartitionReply(msgspec.Struct, tag="SyncPartitionReply", array_like=True):

@@ -32,8 +32,10 @@ namespace's are the top-level settings of those names), checked by node/quotas.p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ringkv.cluster.ring import Layout, namespace_layout
 from ringkv.errors import ConfigError
 from ringkv.node.quotas import QUOTA_FIELDS, Quota, parse_quota
 from ringkv.service.contract import DEFAULT_NAMESPACE_NAME, NamespaceSpec
@@ -140,6 +142,23 @@ class NamespaceRouter:
         self.__init__(state["families"])
 
 
+def _dc_layout(name: str, text: str, cluster: Mapping[str, int]) -> Layout:
+    """A namespace's `replicas = "dc1=2;dc2=1"` checked against the cluster's counts."""
+    counts: dict[str, int] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        dc, sep, count = entry.partition("=")
+        if not sep or not dc.strip() or not count.strip().isdigit():
+            raise ConfigError("namespaces", f"{name}: replicas entry {entry!r} is not dc=count "
+                                            "(e.g. replicas=dc1=2;dc2=1)")
+        if dc.strip() in counts:
+            raise ConfigError("namespaces", f"{name}: replicas names datacenter {dc.strip()!r} twice")
+        counts[dc.strip()] = int(count)
+    try:
+        return namespace_layout(cluster, counts)
+    except ConfigError as exc:
+        raise ConfigError("namespaces", f"{name}: replicas {str(exc).split(': ', 1)[1]}") from None
+
+
 def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
     """`name:field=value:field=value, name2:...` into (name, {field: value}); ConfigError
     naming the entry that is wrong. Values are checked by `Namespaces`."""
@@ -161,6 +180,13 @@ def parse_namespaces(text: str) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def _field_text(key: str, value: Any) -> str:
+    """A namespace's setting from its TOML table as the string form writes it."""
+    if key == "replicas" and isinstance(value, dict):  # replicas = { dc1 = 2, dc2 = 1 }
+        return ";".join(f"{dc}={n}" for dc, n in value.items())
+    return str(value)
+
+
 def format_namespaces(table: dict[str, Any]) -> str:
     """A TOML `[namespaces.NAME]` table in the string form `parse_namespaces` reads."""
     entries = []
@@ -171,7 +197,7 @@ def format_namespaces(table: dict[str, Any]) -> str:
         if unknown:
             raise ConfigError("namespaces", f"[namespaces.{name}]: unknown setting {unknown[0]!r} "
                                             f"({', '.join(_FIELDS)})")
-        entries.append(":".join([str(name)] + [f"{k}={fields[k]}" for k in _FIELDS if k in fields]))
+        entries.append(":".join([str(name)] + [f"{k}={_field_text(k, fields[k])}" for k in _FIELDS if k in fields]))
     return ",".join(entries)
 
 
@@ -180,7 +206,10 @@ class Namespaces:
 
     def __init__(self, replicas: int, conflict_policy: str, text: str = "", max_replicas: int = 16,
                  rmw: str = "paxos", compaction: str = "leveled", compaction_settings: dict[str, Any] | None = None,
-                 quota: Quota | None = None, hot_reads: str = "all", hot_cache_ms: int = 0):
+                 quota: Quota | None = None, hot_reads: str = "all", hot_cache_ms: int = 0,
+                 dc_replicas: Mapping[str, int] | None = None):
+        """`dc_replicas`: the cluster's replica counts per datacenter, when it counts them so
+        ({} or None otherwise); a namespace may then give counts of its own."""
         if rmw not in RMW_MODES:
             raise ConfigError("rmw", f"must be paxos or fast, got {rmw!r}")
         check_hot(hot_reads, 0, "hot_reads")
@@ -202,6 +231,12 @@ class Namespaces:
                 raise ConfigError("namespaces", f"{name!r} is defined twice (the default namespace is "
                                                 "set by replicas and conflict_policy)")
             raw_n = fields.get("replicas", str(replicas))
+            own_counts: tuple[tuple[str, int], ...] = ()
+            if "=" in raw_n:  # counts per datacenter: dc1=2;dc2=1
+                layout = _dc_layout(name, raw_n, dc_replicas or {})
+                if isinstance(layout, tuple):
+                    own_counts = layout
+                raw_n = str(sum(c for _, c in own_counts) or layout)
             if not raw_n.isdigit() or not 1 <= int(raw_n) <= max_replicas:
                 raise ConfigError("namespaces", f"{name}: replicas must be an integer in 1..{max_replicas}, "
                                                 f"got {raw_n!r}")
@@ -223,12 +258,16 @@ class Namespaces:
                             "namespaces", name)
             self._by_stored[name.encode()] = NamespaceSpec(
                 name, int(raw_n), ConflictPolicy(policy), mode, compaction, tuple(sorted(compaction_fields.items())),
-                **_quota_fields(parse_quota(fields, "namespaces", name)), hot_reads=hot[0], hot_cache_ms=hot[1])
+                **_quota_fields(parse_quota(fields, "namespaces", name)), hot_reads=hot[0], hot_cache_ms=hot[1],
+                dc_replicas=own_counts)
             if len(self._by_stored) > MAX_NAMESPACES:
                 raise ConfigError("namespaces", f"at most {MAX_NAMESPACES} namespaces")
         self.max_replicas = max(s.replicas for s in self._by_stored.values())
         self.min_replicas = min(s.replicas for s in self._by_stored.values())
-        self.uniform = len({(s.replicas, s.conflict_policy) for s in self._by_stored.values()}) == 1
+        self.uniform = len({(s.layout, s.conflict_policy) for s in self._by_stored.values()}) == 1
+        # Every namespace's layout (cluster/ring.py's Layout); the system namespace's, the
+        # whole list, is among them (the default namespace's N is the largest).
+        self.layouts = frozenset(s.layout for s in self._by_stored.values()) | {self.max_replicas}
         # Added last, with the largest N and the default's policy: it changes none of the above.
         self.system = NamespaceSpec(SYSTEM_NAME, self.max_replicas, self.default.conflict_policy, "paxos")
         self._by_stored[self.system.stored] = self.system
@@ -270,6 +309,13 @@ class Namespaces:
 
     def replicas_of_skey(self, skey: bytes) -> int:
         return self.of_skey(skey).replicas
+
+    def layout_of_skey(self, skey: bytes) -> Layout:
+        return self.of_skey(skey).layout
+
+    def layouts_of(self, stored: Iterable[bytes]) -> frozenset[Layout]:
+        """The layouts of namespaces as stored (a name no longer configured: the default's)."""
+        return frozenset(self.of_stored(ns).layout for ns in stored)
 
     # ------------------------------------------------------------------ the engine's families
 

@@ -2,8 +2,9 @@
 
 `Placement` holds the ring this node routes by and, while nodes join or leave, the pending
 ring (node/membership.py swaps both with `set_rings`). A namespace with a smaller N than the
-ring's uses a prefix of each preference list (docs/namespaces.md), so the lists of every N in
-use are computed once per ring. Storage keys carry their namespace, so every question here
+ring's uses a prefix of each preference list (docs/namespaces.md), one with its own counts per
+datacenter the first that many of each datacenter's part (docs/multi-dc.md): its layout. The
+lists of every layout in use are computed once per ring. Storage keys carry their namespace, so every question here
 takes a storage key and answers for that key's N and conflict policy.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from ringkv.cluster.ring import Ring
+from ringkv.cluster.ring import Layout, Ring
 from ringkv.errors import QuorumError
 from ringkv.node.namespaces import Namespaces
 from ringkv.service.levels import ConsistencyLevel, DcNeed, dc_needs
@@ -48,17 +49,18 @@ class Placement:
         self.multi_dc = len(ring.datacenters) > 1 or (pending is not None and len(pending.datacenters) > 1)
         self.dc = self.dc_of(self.node_id)
         self._prefs = tuple(ring.preference_list(p) for p in range(ring.partitions))
-        self._prefs_by_n = {n: tuple(pref[:n] for pref in self._prefs)
-                            for n in {s.replicas for s in self.namespaces} if n < ring.replicas}
-        self._default_prefs = self.prefs_for(self.namespaces.default.replicas)
-        # n -> partition -> the pending ring's replicas that the ring lacks
-        extra: dict[int, dict[int, tuple[str, ...]]] = {}
+        # layout -> partition -> its replicas, for every layout but the whole list's
+        self._prefs_by_layout = {layout: tuple(ring.replicas_for(p, layout) for p in range(ring.partitions))
+                                 for layout in self.namespaces.layouts if layout != ring.replicas}
+        self._default_prefs = self.prefs_for(self.namespaces.default.layout)
+        # layout -> partition -> the pending ring's replicas that the ring lacks
+        extra: dict[Layout, dict[int, tuple[str, ...]]] = {}
         if pending is not None:
-            for n in {s.replicas for s in self.namespaces}:
-                for p, pref in enumerate(self._prefs):
-                    more = tuple(x for x in pending.preference_list(p)[:n] if x not in pref[:n])
+            for layout in self.namespaces.layouts:
+                for p, pref in enumerate(self.prefs_for(layout)):
+                    more = tuple(x for x in pending.replicas_for(p, layout) if x not in pref)
                     if more:
-                        extra.setdefault(n, {})[p] = more
+                        extra.setdefault(layout, {})[p] = more
         self._extra = extra
 
     @property
@@ -110,19 +112,20 @@ class Placement:
     def partition_of(self, skey: bytes) -> int:
         return int.from_bytes(skey[:8], "big") >> self._shift
 
-    def prefs_for(self, n: int) -> tuple[tuple[str, ...], ...]:
-        """Every partition's preference list for a namespace of N = n."""
-        return self._prefs_by_n.get(n, self._prefs)
+    def prefs_for(self, layout: Layout) -> tuple[tuple[str, ...], ...]:
+        """Every partition's replicas for a namespace of `layout` (its N, or its counts per
+        datacenter: NamespaceSpec.layout)."""
+        return self._prefs_by_layout.get(layout, self._prefs)
 
     def replicas_of(self, skey: bytes) -> tuple[str, ...]:
         if not skey[8]:
             return self._default_prefs[int.from_bytes(skey[:8], "big") >> self._shift]
-        n = self.namespaces.replicas_of_skey(skey)
-        return self.prefs_for(n)[int.from_bytes(skey[:8], "big") >> self._shift]
+        layout = self.namespaces.layout_of_skey(skey)
+        return self.prefs_for(layout)[int.from_bytes(skey[:8], "big") >> self._shift]
 
     def extra_replicas_of(self, skey: bytes) -> tuple[str, ...]:
         """While a partition moves: the new owners a write to `skey` also goes to."""
-        by_partition = self._extra.get(self.namespaces.replicas_of_skey(skey))
+        by_partition = self._extra.get(self.namespaces.layout_of_skey(skey))
         return () if by_partition is None else by_partition.get(self.partition_of(skey), ())
 
     def pending_replicas_of(self, skey: bytes) -> tuple[str, ...] | None:
@@ -130,19 +133,19 @@ class Placement:
         change is in progress). A consensus round needs a majority of both lists."""
         if self.pending is None:
             return None
-        n = self.namespaces.replicas_of_skey(skey)
-        return self.pending.preference_list(self.partition_of(skey))[:n]
+        return self.pending.replicas_for(self.partition_of(skey), self.namespaces.layout_of_skey(skey))
 
-    def fallbacks_for(self, skey: bytes, n: int, is_up: Callable[[str], bool]
+    def fallbacks_for(self, skey: bytes, is_up: Callable[[str], bool]
                       ) -> Callable[[frozenset[str]], list[tuple[str, str | None]]]:
         """The ring's sloppy-quorum list of `skey`'s partition, as a WritePlan asks for it:
         nodes held down are passed over as stand-ins (asking one would cost a timeout)."""
         partition = self.partition_of(skey)
         ring = self.ring
+        layout = self.namespaces.layout_of_skey(skey)
 
         def fallbacks(failed: frozenset[str]) -> list[tuple[str, str | None]]:
             unavailable = failed | {node for node in ring.node_ids if not is_up(node)}
-            return [(r.node_id, r.hint_for) for r in ring.fallbacks(partition, unavailable, n)]
+            return [(r.node_id, r.hint_for) for r in ring.fallbacks(partition, unavailable, layout)]
         return fallbacks
 
     def merger_of(self, skey: bytes) -> RawMerge:
@@ -151,14 +154,21 @@ class Placement:
             return self._default_merge
         return self._merges[self.namespaces.policy_of_skey(skey)]
 
-    def position(self, node: str, partition: int) -> int:
-        """`node`'s place in the partition's preference list (the pending ring's when it is
-        not in the ring's); the ring's N when in neither."""
-        pref = self._prefs[partition]
-        if node in pref:
-            return pref.index(node)
+    def holds(self, node: str, partition: int) -> frozenset[Layout]:
+        """The layouts of which `node` holds `partition`'s keys: under the ring, or the
+        pending ring's when the ring does not list it (a joining node)."""
+        if node in self._prefs[partition]:
+            return frozenset(lay for lay in self.namespaces.layouts if node in self.prefs_for(lay)[partition])
         if self.pending is not None:
-            pending = self.pending.preference_list(partition)
-            if node in pending:
-                return pending.index(node)
-        return self.ring.replicas
+            return frozenset(lay for lay in self.namespaces.layouts
+                             if node in self.pending.replicas_for(partition, lay))
+        return frozenset()
+
+    def shared(self, partition: int, a: str, b: str) -> frozenset[Layout] | None:
+        """The layouts whose keys of `partition` both `a` and `b` hold (what anti-entropy
+        between them compares); None when that is every layout."""
+        layouts = self.namespaces.layouts
+        if len(layouts) == 1:
+            return None
+        both = self.holds(a, partition) & self.holds(b, partition)
+        return None if both == layouts else both

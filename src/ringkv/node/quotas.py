@@ -387,11 +387,11 @@ def namespace_figures(specs: Iterable[Any], usage: NamespaceUsage, gate: QuotaGa
 
 class QuotaRefresher:
     """Every `interval_ms`, the other members' counts into `gate.remote` (module docstring).
-    `node_infos` is Keyspace.node_infos; `prefs_for(n)` the preference lists for N = n;
+    `node_infos` is Keyspace.node_infos; `prefs_for(layout)` the preference lists of a namespace layout;
     `members()` the ring's members now."""
 
     def __init__(self, gate: QuotaGate, node_id: str, specs: Iterable[Any], node_infos: Callable[[], Any],
-                 prefs_for: Callable[[int], Any], members: Callable[[], int], interval_ms: int):
+                 prefs_for: Callable[[Any], Any], members: Callable[[], int], interval_ms: int):
         self.gate = gate
         self.node_id = node_id
         self.specs = [s for s in specs if s.stored in gate.sized]
@@ -428,7 +428,7 @@ class QuotaRefresher:
         for spec in self.specs:
             name = "" if not spec.stored else spec.name
             counts = {node: (k.get(name) or [], b.get(name) or []) for node, (k, b) in self.last.items()}
-            self.gate.remote[spec.stored] = remote_usage(self.node_id, self.prefs_for(spec.replicas), counts)
+            self.gate.remote[spec.stored] = remote_usage(self.node_id, self.prefs_for(spec.layout), counts)
         self.gate.remote_age_ms = self.gate._now()
         self.refreshes += 1
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ringkv.errors import CommandError
 from ringkv.net.rpc import NOT_HANDLED
-from ringkv.node.antientropy import AntiEntropy
+from ringkv.node.antientropy import AntiEntropy, layouts_from_wire
 from ringkv.node.atomic_batches import AtomicBatches
 from ringkv.node.backup import read_backup_page
 from ringkv.node.consensus import Acceptor, check_register_value
@@ -264,10 +264,10 @@ class ReplicaService:
             raise CommandError(f"SyncPartition: partition {body.partition} out of range or more than "
                                f"{MAX_SYNC_SOURCES} sources")
         reply = SyncPartitionReply({}, 0, 0)
-        for source, min_replicas in body.sources:
+        for source, wire in body.sources:
             if source == self.node_id:
                 continue
-            result = await self.anti_entropy.compare(body.partition, source, min_replicas)
+            result = await self.anti_entropy.compare(body.partition, source, layouts_from_wire(wire))
             if result.error:
                 reply.failed[source] = result.error
             reply.pulled += result.pulled

@@ -141,7 +141,7 @@ class SessionReads:
                     futures[self.calls.send(node, ReplicaGet(skey))] = (node, False)
             if self.hints is not None:
                 merged = merge(merged, self.hints.read(skey, targets))
-            stand_ins = [node for node, _ in self.placement.fallbacks_for(skey, len(pref), self.calls.is_up)(
+            stand_ins = [node for node, _ in self.placement.fallbacks_for(skey, self.calls.is_up)(
                 frozenset(pref))]
             for node in stand_ins:
                 if node != me:

@@ -59,7 +59,7 @@ class WritePath:
         extra = placement.extra_replicas_of(skey) if placement.moving else ()
         is_up = self.calls.up
         return WritePlan(pref, w, me=self.node_id, is_up=is_up,
-                         fallbacks=placement.fallbacks_for(skey, len(pref), is_up) if sloppy else None,
+                         fallbacks=placement.fallbacks_for(skey, is_up) if sloppy else None,
                          extra=extra, down_reason=self.calls.liveness.why_down, needs=needs)
 
     async def replicate(self, skey: bytes, data: bytes, pref: tuple[str, ...], w: int, strict: bool = False,

@@ -63,6 +63,15 @@ class NamespaceSpec:
     # lets the coordinator answer such reads from a cache at most that many ms old.
     hot_reads: str = "all"
     hot_cache_ms: int = 0
+    # With replicas counted per datacenter: this namespace's own counts, sorted by name, when
+    # they are not the cluster's (`replicas` is then their sum; docs/multi-dc.md).
+    dc_replicas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def layout(self) -> int | tuple[tuple[str, int], ...]:
+        """Which nodes of a preference list hold this namespace's keys (cluster/ring.py's
+        Layout): the first N, or the first that many of each datacenter's part."""
+        return self.dc_replicas or self.replicas
 
     @property
     def stored(self) -> bytes:
@@ -80,6 +89,8 @@ class NamespaceSpec:
                 out[name] = getattr(self, name)
         if self.hot_reads != "all":
             out["hot_reads"] = self.hot_reads
+        if self.dc_replicas:
+            out["dc_replicas"] = dict(self.dc_replicas)
         return out
 
 
