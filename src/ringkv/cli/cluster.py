@@ -24,6 +24,21 @@ to and from another datacenter `--wan-delay-ms` each way (`emulated_wan_delay_ms
 the counts and the delay are recorded in cluster-up.json, so a restart keeps them; `cluster
 join` puts its node in the datacenter with the fewest members (or `--dc`).
 
+Network namespaces (`up --netns`, docs/cluster.md; Linux, root): every node runs in a network
+namespace of its own (chaos/netns.NetnsNetwork), named `rkv<tag>-<dc>-n<i>` (`rkv<tag>-n<i>`
+without datacenters), at address 10.<a>.<b>.<10+i> on a bridge `rkv<tag>br` whose address,
+.1, is the root namespace's way in: the printed addresses and commands work from there. With
+datacenters, the WAN delay between them is then the kernel's (`tc netem` on every node's eth0,
+for packets to the other datacenters' nodes only, and `emulated_wan_delay_ms = 0`) where the
+kernel has sch_netem; elsewhere the nodes keep emulating it, and a note says so. However `up`
+ends (Ctrl-C, SIGTERM, a node that failed to start), it removes every namespace, veth and the
+bridge it made. The tag (so the subnet and every node's address) is recorded in
+cluster-up.json: the members record each other's addresses, so a restart is in the same
+namespaces at the same addresses (`--netns` or not; `--no-netns` on such a cluster, or
+`--netns` on one made without it, is refused), and `cluster join` refuses a cluster in
+namespaces. A `cluster up` killed by SIGKILL leaves its namespaces behind; the next `up` of
+that directory says which, and how to remove them.
+
 `cluster status` prints the members as the node asked sees them; it exits 1 when some member
 is down (did not answer, or its failure detector holds it down).
 """
@@ -41,11 +56,14 @@ import time
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from ringkv.chaos.netns import RECORDED_TAGS, NetnsError, NetnsNetwork, netem_available
+from ringkv.chaos.netns import unavailable as netns_unavailable
 from ringkv.cli.exit_codes import EXIT_NO, EXIT_OK, EXIT_USAGE
 from ringkv.cli.serve import DEFAULT_DATA_DIR
 from ringkv.cli.session import NodeSession, fetch_status, node_command
@@ -73,6 +91,7 @@ SETTINGS_FILE_NAME = "cluster-up.json"  # what `cluster up` started with, for `c
 DEFAULT_REPLICAS = 3  # N, or per datacenter at most the smallest datacenter's nodes
 DEFAULT_WAN_DELAY_MS = 40  # with --dcs 2 or more: about two regions of one continent apart
 _NODE_DIR = re.compile(r"n([1-9][0-9]*)")
+NETNS_TAG_TRIES = 64  # `up --netns`: tags (subnets) tried for one free on this machine
 _PIPE_WIDTH = 200  # columns of tables written to a pipe or file
 
 CLUSTER_UP_EXIT_CODES_HELP = """\b
@@ -104,14 +123,20 @@ def cluster_group() -> None:
     """Run a cluster on this machine (`up`) and look at one (`status`)."""
 
 
-def _local_node(index: int, root: str, host: str, base_port: int) -> NodeProcess:
+def _local_node(index: int, root: str, host: str, base_port: int,
+                network: NetnsNetwork | None = None) -> NodeProcess:
     """Node n<index> of `cluster up`: data in root/n<index>, log root/n<index>.log, pid file
-    root/n<index>.pid, and the ports its index gives it."""
+    root/n<index>.pid, and the ports its index gives it; on `host`, or in its namespace of
+    `network` at its address there."""
+    node_id = f"n{index}"
     resp_port = base_port + CLUSTER_PORT_STRIDE * (index - 1)
+    where: dict[str, Any] = {"host": host}
+    if network is not None:
+        where = {"host": network.address(node_id), "exec_prefix": network.exec_prefix(node_id)}
     return NodeProcess(
-        os.path.join(root, f"n{index}"), node_id=f"n{index}", host=host, resp_port=resp_port,
+        os.path.join(root, node_id), node_id=node_id, resp_port=resp_port,
         http_port=resp_port + 1, rpc_port=resp_port + 2, pid_file=True, own_process_group=True,
-        started_by="ringkv cluster up")
+        started_by="ringkv cluster up", **where)
 
 
 def _exit_text(code: int) -> str:
@@ -260,13 +285,21 @@ def _alive(pid: int) -> bool:
               help="Datacenters dc1..dcD, the nodes in contiguous blocks (6 nodes in 2: n1-n3 in dc1, "
                    "n4-n6 in dc2), each node a rack of its own there. Default 1 (no datacenter named).")
 @click.option("--wan-delay-ms", default=None, type=click.IntRange(0, MAX_EMULATED_WAN_DELAY_MS),
-              help=f"With --dcs 2 or more: every node holds each message to or from another datacenter "
-                   f"this many ms each way, as a WAN would (default {DEFAULT_WAN_DELAY_MS}; 0: off).")
+              help=f"With --dcs 2 or more: each message to or from another datacenter takes this many ms "
+                   f"more each way, as over a WAN (held by the nodes; with --netns by the kernel's tc netem "
+                   f"where it has sch_netem; default {DEFAULT_WAN_DELAY_MS}; 0: off).")
 @click.option("--sync", default="interval", show_default=True,
               type=click.Choice(["always", "interval", "never"]), help="WAL sync policy of every node.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address every node listens on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address every node listens on (not with --netns: each node has its own there).")
+@click.option("--netns/--no-netns", "netns", default=None,
+              help="Run each node in a Linux network namespace of its own (needs root, ip, iptables and tc), "
+                   "at an address of its own (10.24x.y.11, .12, ...) on a bridge that the root namespace "
+                   "reaches; all removed when the cluster stops. With --dcs 2 or more the WAN delay is the "
+                   "kernel's (tc netem, between the datacenters' namespaces), or still the nodes' where the "
+                   "kernel lacks sch_netem. A restart keeps what the cluster was made with.")
 def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | None, dcs: int | None,
-               wan_delay_ms: int | None, sync: str, host: str) -> None:
+               wan_delay_ms: int | None, sync: str, host: str, netns: bool | None) -> None:
     """Start a cluster of ring nodes on this machine, each its own `ringkv serve` process,
     and run it until Ctrl-C (or SIGTERM), which stops every node cleanly.
 
@@ -281,6 +314,12 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
     dc2 for 6 nodes in 2), --replicas counts per datacenter, and messages between datacenters
     take --wan-delay-ms each way. A restart keeps the datacenters and replica counts the
     cluster was made with, and the delay unless --wan-delay-ms is given.
+
+    With --netns (Linux, root) each node runs in a network namespace of its own, named
+    rkv<tag>-<dc>-n<i> (`ip netns list`), at its own address, reached from this machine through
+    a bridge; the WAN delay between datacenters is then made by the kernel (tc netem) if it has
+    sch_netem, else still by the nodes (a note says so). Stopping the cluster removes the
+    namespaces and the bridge. A restart runs in the same namespaces at the same addresses.
     """
     out = _console()
     err = _console(stderr=True)
@@ -299,12 +338,13 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
         raise click.BadParameter(
             f"{max(indexes)} nodes from {base_port} need ports up to {last_port}, over 65535",
             param_hint="'--base-port'")
-    nodes = [_local_node(i, root, host, base_port) for i in indexes]
+    host_given = click.get_current_context().get_parameter_source("host") != ParameterSource.DEFAULT
+    network = _cluster_network(indexes, layout, netns, bool(recorded), host_given, root)
+    nodes = [_local_node(i, root, host, base_port, network) for i in indexes]
     node_count = len(nodes)
-    reach = connect_address(host)  # where this process and the nodes reach each other
 
     busy = []
-    for n in nodes:
+    for n in nodes if network is None else ():  # in namespaces made for this run, every port is free
         for what, port in n.ports:
             problem = _bind_error(host, port)
             if isinstance(problem, socket.gaierror):
@@ -312,10 +352,10 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
             if problem is not None:
                 busy.append(f"port {port} ({what} of {n.node_id}) is not free on {host}: "
                             f"{problem.strerror or problem}")
-    if busy:
+    still = [(n, pid) for n in nodes if (pid := n.recorded_pid()) is not None] if busy or network else []
+    if busy or still:
         for line in busy:
             err.print(f"ringkv: {line}", style="red", markup=False)
-        still = [(n, pid) for n in nodes if (pid := n.recorded_pid()) is not None]
         if still:
             names = ", ".join(f"{n.node_id} (pid {pid})" for n, pid in still)
             err.print(f"nodes of a cluster started earlier from {root} are still running: {names}; "
@@ -324,6 +364,8 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
         else:
             err.print("choose other ports with --base-port", markup=False)
         raise SystemExit(EXIT_USAGE)
+    if network is not None and recorded:  # a new cluster's tag is one nothing uses
+        _refuse_leftovers(network, root, err)
 
     try:
         os.makedirs(root, exist_ok=True)
@@ -348,7 +390,7 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    members = ",".join(_member_entry(n.node_id, reach, n.rpc_port, layout.locations.get(n.node_id, ""))
+    members = ",".join(_member_entry(n.node_id, n.connect_host, n.rpc_port, layout.locations.get(n.node_id, ""))
                        for n in nodes)
     try:
         # Members prove this secret to each other at every RPC connection (docs/security.md);
@@ -357,11 +399,45 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
     except OSError as exc:
         raise click.BadParameter(f"cannot make the cluster secret in {root}: {exc.strerror or exc}",
                                  param_hint="'--data-dir'") from None
+    # The kernel delays what crosses between the datacenters' namespaces, when it can.
+    wan_by_kernel = network is not None and len(layout.dc_replicas) > 1 and layout.wan_delay_ms > 0 \
+        and netem_available()
     for n in nodes:
         n.settings.update(members=members, replicas=replicas, sync=sync,
                           cluster_secret_file=str(secret_file), **layout.node_settings())
+        if wan_by_kernel:
+            n.settings["emulated_wan_delay_ms"] = 0
+        if network is not None and "RINGKV_PROTECTED_MODE" not in os.environ:
+            # In a namespace, a node's clients (this machine's root namespace, through the bridge)
+            # are not on its loopback, which is all protected mode serves without users; the
+            # bridge is this machine's alone, as with the chaos suite's namespaces. Members
+            # still prove the cluster secret.
+            n.settings["protected_mode"] = "false"
     _write_settings(root, {"replicas": replicas, "sync": sync, "base_port": base_port, "host": host,
                            **layout.recorded()})
+    if network is not None and len(layout.dc_replicas) > 1 and layout.wan_delay_ms > 0 and not wan_by_kernel:
+        err.print(f"note: this kernel lacks sch_netem (tc netem), so the {layout.wan_delay_ms} ms WAN delay "
+                  "between the datacenters is emulated in the nodes (emulated_wan_delay_ms), not made by the "
+                  "network", style="yellow", markup=False)
+    try:
+        if network is not None:
+            _network_up(network, layout, wan_by_kernel, err)
+        _run_nodes(out, err, root, nodes, layout, stop_signal, network, wan_by_kernel)
+    finally:
+        if network is not None:
+            for n in nodes:
+                if n.running:  # only when an error cut the stop short
+                    n.kill()
+            network.down()
+            out.print(f"removed the network namespaces and bridge {network.bridge}", markup=False)
+
+
+def _run_nodes(out: Console, err: Console, root: str, nodes: list[NodeProcess], layout: ClusterLayout,
+               stop_signal: list[int], network: NetnsNetwork | None, wan_by_kernel: bool) -> None:
+    """Start the nodes, wait until each is ready, print how to reach them, and watch them until
+    a signal lands in `stop_signal`; then stop them (and the nodes `cluster join` added). Exit
+    1 (SystemExit) when one fails to start or get ready, or every node exits."""
+    node_count = len(nodes)
     out.print(f"starting {node_count} node{'s' if node_count != 1 else ''} in {escape(root)} ...")
     try:
         for n in nodes:
@@ -395,7 +471,7 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
             time.sleep(0.1)
 
     if not stop_signal:
-        _print_cluster(out, nodes, root, host, reach, layout)
+        _print_cluster(out, nodes, root, layout, network, wan_by_kernel)
 
     # Run until told to stop; report nodes that exit meanwhile, keep the others running.
     exited: set[str] = set()
@@ -424,13 +500,15 @@ def cluster_up(node_count: int, data_dir: str, base_port: int, replicas: int | N
 class ClusterLayout:
     """Where a `cluster up` cluster's nodes are and how it replicates: `replicas` is N (the
     sum over the datacenters with `dc_replicas`), `locations` each node's `dc/rack` ({} with
-    one datacenter, which names none), `wan_delay_ms` the emulated delay between
-    datacenters."""
+    one datacenter, which names none), `wan_delay_ms` the delay between datacenters,
+    `netns_tag` the tag of the network namespaces the nodes run in (None: the host's network;
+    chaos/netns.NetnsNetwork)."""
 
     replicas: int
     dc_replicas: dict[str, int] = dataclasses.field(default_factory=dict)
     locations: dict[str, str] = dataclasses.field(default_factory=dict)
     wan_delay_ms: int = 0
+    netns_tag: int | None = None
 
     def node_settings(self) -> dict[str, Any]:
         """The node settings beyond `replicas` (none with one datacenter)."""
@@ -441,7 +519,8 @@ class ClusterLayout:
     def recorded(self) -> dict[str, Any]:
         """What cluster-up.json keeps of it, beside `replicas`."""
         return {"dcs": max(1, len(self.dc_replicas)), "dc_replicas": self.dc_replicas,
-                "wan_delay_ms": self.wan_delay_ms, "locations": self.locations}
+                "wan_delay_ms": self.wan_delay_ms, "locations": self.locations,
+                "netns": None if self.netns_tag is None else {"tag": self.netns_tag}}
 
 
 def _new_layout(node_count: int, replicas: int | None, dcs: int | None, wan_delay_ms: int | None) -> ClusterLayout:
@@ -483,8 +562,10 @@ def _recorded_layout(saved: dict[str, Any], recorded: dict[str, dict], indexes: 
         location = recorded.get(f"n{i}", {}).get("rack", "")
         if f"n{i}" not in locations and location:
             locations[f"n{i}"] = location
+    netns = saved.get("netns")
     layout = ClusterLayout(int(saved.get("replicas", replicas or DEFAULT_REPLICAS)), dc_counts, locations,
-                           int(saved.get("wan_delay_ms", 0)))
+                           int(saved.get("wan_delay_ms", 0)),
+                           int(netns["tag"]) if isinstance(netns, dict) and "tag" in netns else None)
     per_dc = max(dc_counts.values(), default=layout.replicas)
     if (dcs is not None and dcs != max(1, len(dc_counts))) or (replicas is not None and replicas != per_dc):
         shape = (f"{len(dc_counts)} datacenters, {per_dc} replicas in each" if dc_counts
@@ -497,6 +578,98 @@ def _recorded_layout(saved: dict[str, Any], recorded: dict[str, dict], indexes: 
                                      param_hint="'--wan-delay-ms'")
         layout.wan_delay_ms = wan_delay_ms
     return layout
+
+
+def _cluster_network(indexes: list[int], layout: ClusterLayout, netns: bool | None, restarting: bool,
+                     host_given: bool, root: str) -> NetnsNetwork | None:
+    """The network namespaces the nodes n<i> (i in `indexes`) run in, not made yet, or None
+    for the host's network; sets `layout.netns_tag`. A new cluster gets them with --netns, on
+    a tag (subnet) no network of this machine uses. A restarted one keeps what it was made
+    with (its members recorded each other's addresses, which only the same tag gives back), so
+    a --netns or --no-netns that says otherwise is refused. Node n<i> is in `rkv<tag>-<dc>-n<i>`
+    at address .<10+i>: its address does not depend on which other nodes run."""
+    if restarting:
+        if netns and layout.netns_tag is None:
+            raise click.BadParameter(
+                "this cluster was made without it: its members recorded each other's host addresses, which "
+                "they would not have in namespaces; start a new cluster with --netns in another --data-dir",
+                param_hint="'--netns'")
+        if netns is False and layout.netns_tag is not None:
+            raise click.BadParameter(
+                "this cluster was made with --netns: its members recorded each other's addresses in their "
+                "namespaces, and restart only there (leave --no-netns out)", param_hint="'--no-netns'")
+        if layout.netns_tag is None:
+            return None
+    elif not netns:
+        layout.netns_tag = None
+        return None
+    if host_given:
+        raise click.BadParameter("does not apply with --netns: each node listens on its namespace's address",
+                                 param_hint="'--host'")
+    why = netns_unavailable()
+    if why is not None:
+        made = " (this cluster was made with --netns, and restarts only in namespaces)" if restarting else ""
+        raise click.BadParameter(f"cannot run nodes in network namespaces here: {why}{made}",
+                                 param_hint="'--netns'")
+
+    def network(tag: int) -> NetnsNetwork:
+        names, slots = {}, {}
+        for i in indexes:
+            dc = datacenter_of(layout.locations.get(f"n{i}", ""))
+            names[f"n{i}"] = f"rkv{tag}-{dc}-n{i}" if dc else f"rkv{tag}-n{i}"
+            slots[f"n{i}"] = i
+        return NetnsNetwork([f"n{i}" for i in indexes], tag, namespace_names=names, slots=slots)
+
+    if restarting:
+        if layout.netns_tag not in RECORDED_TAGS:
+            raise click.ClickException(f"{SETTINGS_FILE_NAME} in {root} records netns tag {layout.netns_tag}, "
+                                       f"not one of {RECORDED_TAGS.start}..{RECORDED_TAGS.stop - 1}")
+        return network(layout.netns_tag)
+    start = os.getpid() % len(RECORDED_TAGS)
+    try:
+        for k in range(NETNS_TAG_TRIES):
+            tag = RECORDED_TAGS[(start + k) % len(RECORDED_TAGS)]
+            if not (candidate := network(tag)).in_use():
+                layout.netns_tag = tag
+                return candidate
+    except NetnsError as exc:
+        raise click.ClickException(f"cannot look at this machine's networks: {exc}") from None
+    raise click.ClickException(f"no free subnet for the namespaces: the {NETNS_TAG_TRIES} tried "
+                               f"(from rkv{RECORDED_TAGS[start]}br on) are all in use")
+
+
+def _refuse_leftovers(network: NetnsNetwork, root: str, err: Console) -> None:
+    """Exit 2 when the namespaces or bridge of a restarted cluster are still there (a `cluster
+    up` killed by SIGKILL could not remove them), saying how to remove them."""
+    try:
+        taken = network.in_use()
+    except NetnsError as exc:
+        raise click.ClickException(f"cannot look at this machine's networks: {exc}") from None
+    if not taken:
+        return
+    shown = [t for t in taken if not t.startswith("veth ")] or taken  # veths go with their namespaces
+    err.print(f"ringkv: the network of this cluster is already there: {', '.join(shown)} (left by a "
+              f"`cluster up` of {root} that was killed)", style="red", markup=False)
+    removals = [f"ip netns del {network.namespace(n)}" for n in network.node_ids
+                if f"namespace {network.namespace(n)}" in taken]
+    removals += [f"ip link del {network.bridge}"] if f"bridge {network.bridge}" in taken else []
+    if removals:
+        err.print(f"remove it, then start the cluster again: {'; '.join(removals)}", markup=False)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _network_up(network: NetnsNetwork, layout: ClusterLayout, wan_by_kernel: bool, err: Console) -> None:
+    """Make the nodes' namespaces, and with `wan_by_kernel` the delay between the datacenters'
+    (on failure, whatever was made is removed by the caller's network.down()); exit 1 when
+    the kernel refuses."""
+    try:
+        network.up()
+        if wan_by_kernel:
+            groups = {n: datacenter_of(layout.locations.get(n, "")) for n in network.node_ids}
+            network.delay_between(groups, layout.wan_delay_ms)
+    except NetnsError as exc:
+        err.print(f"ringkv: cannot make the nodes' network namespaces: {exc}", style="red", markup=False)
+        raise SystemExit(EXIT_NO) from None
 
 
 def _member_entry(node_id: str, host: str, rpc_port: int, location: str) -> str:
@@ -579,6 +752,12 @@ def cluster_join(data_dir: str, wait: bool, dc: str | None) -> None:
     if not saved or not live:
         raise click.BadParameter(f"{root} holds no cluster started by `ringkv cluster up` (no {SETTINGS_FILE_NAME} "
                                  "or no recorded member): start one first", param_hint="'--data-dir'")
+    if saved.get("netns"):
+        # Its node would need a namespace on the running `up`'s bridge, which that `up` removes,
+        # and the other nodes' netem filters to know its address.
+        raise click.BadParameter(f"the cluster in {root} runs its nodes in network namespaces (cluster up "
+                                 "--netns), to which `cluster join` cannot add one: start it with more --nodes "
+                                 "instead (in a new --data-dir)", param_hint="'--data-dir'")
     taken = [int(m.group(1)) for e in os.listdir(root) if (m := _NODE_DIR.fullmatch(e))]
     index = max(taken, default=0) + 1
     node = _local_node(index, root, saved.get("host", "127.0.0.1"), int(saved.get("base_port", 7379)))
@@ -643,41 +822,52 @@ def _join_location(layout: ClusterLayout, live: dict[str, dict], dc: str | None)
     return f"{dc}/r{taken + 1}"
 
 
-def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, host: str, reach: str,
-                   layout: ClusterLayout) -> None:
+def _print_cluster(out: Console, nodes: list[NodeProcess], root: str, layout: ClusterLayout,
+                   network: NetnsNetwork | None, wan_by_kernel: bool) -> None:
     rel = os.path.relpath(root)
     shown_root = root if rel.startswith("..") else rel
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
     if layout.dc_replicas:
         per_dc = ", ".join(f"{dc}={n}" for dc, n in sorted(layout.dc_replicas.items()))
-        shape = (f"{count} in {len(layout.dc_replicas)} datacenters, N={layout.replicas} ({per_dc}), "
-                 f"emulated WAN delay {layout.wan_delay_ms} ms each way")
+        delay = (f"WAN delay {layout.wan_delay_ms} ms each way (tc netem between the datacenters' namespaces)"
+                 if wan_by_kernel else f"emulated WAN delay {layout.wan_delay_ms} ms each way")
+        shape = f"{count} in {len(layout.dc_replicas)} datacenters, N={layout.replicas} ({per_dc}), {delay}"
     else:
         shape = f"{count}, N={layout.replicas}"
     out.print(f"[bold green]ringkv cluster ready[/]: {escape(shape)}, data and logs in {escape(shown_root)}")
     located = bool(layout.dc_replicas)
     table = RichTable(box=box.SIMPLE_HEAD, show_edge=False)
-    for column in ("node", *(("dc", "rack") if located else ()), "RESP", "HTTP", "RPC", "data dir", "log"):
+    for column in ("node", *(("dc", "rack") if located else ()), *(("netns",) if network else ()),
+                   "RESP", "HTTP", "RPC", "data dir", "log"):
         table.add_column(column, overflow="fold")
     for n in nodes:
         location = layout.locations.get(n.node_id, "")
         where = (datacenter_of(location) or "-", location.rpartition("/")[2] or "-") if located else ()
-        table.add_row(n.node_id, *where, f"{host}:{n.resp_port}", f"{host}:{n.http_port}",
-                      f"{host}:{n.rpc_port}", n.node_id + os.sep, os.path.basename(n.log_path))
+        namespace = (network.namespace(n.node_id),) if network else ()
+        table.add_row(n.node_id, *where, *namespace, f"{n.host}:{n.resp_port}", f"{n.host}:{n.http_port}",
+                      f"{n.host}:{n.rpc_port}", n.node_id + os.sep, os.path.basename(n.log_path))
     out.print(table)
+
+    def redis_cli(n: NodeProcess) -> str:
+        return "redis-cli" + ("" if n.connect_host == "127.0.0.1" else f" -h {n.connect_host}") + f" -p {n.resp_port}"
+
     first = nodes[0]
-    h = "" if reach == "127.0.0.1" else f" -h {reach}"
+    reach = first.connect_host
     where = f"[{reach}]" if ":" in reach else reach
-    lines = [f"redis-cli{h} -p {first.resp_port} set greeting hello",
+    lines = [f"{redis_cli(first)} set greeting hello",
              f"curl http://{where}:{first.http_port}/api/v1/keys/greeting",
-             f"ringkv cluster status{' --host ' + reach if h else ''} --port {first.resp_port}"]
+             f"ringkv cluster status{'' if reach == '127.0.0.1' else ' --host ' + reach} --port {first.resp_port}"]
     far = [n for n in nodes if located and datacenter_of(layout.locations.get(n.node_id, ""))
            != datacenter_of(layout.locations.get(first.node_id, ""))]
     if far:  # the same key read in another datacenter, from its replicas there only
-        lines.insert(1, f"redis-cli{h} -p {far[0].resp_port} RINGKV.AT LOCAL_QUORUM GET greeting")
+        lines.insert(1, f"{redis_cli(far[0])} RINGKV.AT LOCAL_QUORUM GET greeting")
     out.print("Talk to any node, e.g.:", markup=False)
     for line in lines:
         out.print(f"  {line}", markup=False)
+    if network is not None:
+        out.print(f"Each node runs in the network namespace of its netns column (`ip netns exec NAME ss -tn` "
+                  f"looks inside), behind bridge {network.bridge} ({network.gateway}/24, this machine's way in); "
+                  "stopping the cluster removes them.", markup=False)
     out.print(f"Process ids are in {shown_root}{os.sep}n<i>.pid. A node that exits is reported "
               "and the others keep running.", markup=False)
     out.print(f"Members authenticate with the secret in {os.path.join(shown_root, SECRET_FILE_NAME)}: "
