@@ -708,6 +708,7 @@ _TABLE = (
     _spec("ringkv.session", rk.cmd_session, -1),
     _spec("ringkv.namespace", rk.cmd_namespace, -1),
     _spec("ringkv.namespaces", rk.cmd_namespaces, 1),
+    _spec("ringkv.ring", rk.cmd_ring, 1),
     _spec("ringkv.status", rk.cmd_status, 1, (0, 0, 0), ADMIN),
     _spec("ringkv.repair", rk.cmd_repair, -1, (0, 0, 0), ADMIN),
     _spec("ringkv.hotkeys", rk.cmd_hotkeys, -1, (0, 0, 0), ADMIN),

@@ -399,6 +399,13 @@ def cmd_namespace(c: RespConnection, argv):
     return OK
 
 
+def cmd_ring(c: RespConnection, argv):
+    """RINGKV.RING: where the connection's namespace keeps its keys, as one JSON document, for
+    token-aware clients (docs/client.md): the partition count, the token rule, every node with
+    its RESP address and datacenter, and each partition's replicas in preference order."""
+    return _json(c.kv.ring_map())
+
+
 def cmd_namespaces(c: RespConnection, argv):
     """RINGKV.NAMESPACES: every namespace the user may use (security/tenants.py), each as
     [name, replicas, conflict_policy]."""

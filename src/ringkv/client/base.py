@@ -18,6 +18,7 @@ import redis.exceptions
 
 from ringkv.client.errors import ClientError, SessionStateLostError
 from ringkv.client.options import ClientOptions, Consistency, parse_consistency, parse_url
+from ringkv.client.routing import Address, Router
 from ringkv.errors import ClosedError, ConfigError
 
 # redis-py sends CLIENT SETINFO twice on every new connection unless told not to. A ringkv node
@@ -351,6 +352,10 @@ class ClientBase:
         self.options = options
         self._rng = random.Random()  # backoff jitter only
         self._closed = False
+        # Token-aware routing (client/routing.py): the ring map and a pool per replica node.
+        self._router = (Router(options.namespace, options.host, options.datacenter, options.ring_refresh_ms)
+                        if options.token_aware else None)
+        self._routed: dict[Address, Any] = {}
         # The client's own session: at consistency SESSION (the default or a call's), or a
         # view made by session().
         self._session: ClientSession | None = (
@@ -409,6 +414,16 @@ class ClientBase:
         rotated = (*addresses[1:], addresses[0])
         self.options = dataclasses.replace(self.options, host=rotated[0][0], port=rotated[0][1], seeds=rotated[1:])
         return True
+
+    @property
+    def routing(self) -> dict[str, Any] | None:
+        """With token_aware: requests sent to a replica of their key and not, the ring map's
+        size and the last error fetching it (client/routing.py); None otherwise."""
+        return None if self._router is None else self._router.stats()
+
+    def _options_at(self, address: Address) -> ClientOptions:
+        """These options for the pool of one routed node."""
+        return dataclasses.replace(self.options, host=address[0], port=address[1], seeds=())
 
     def _check_open(self) -> None:
         if self._closed:

@@ -17,6 +17,7 @@ Keys and values are bytes; `str` is accepted and encoded as UTF-8. Replies are b
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -537,3 +538,12 @@ def info(section: str | None = None) -> Request[dict[str, dict[str, Any]]]:
 
 def ping() -> Request[bool]:
     return Request("PING", (b"PING",), True, _pong)
+
+
+def ring_map() -> Request[Any]:
+    """RINGKV.RING: the client's namespace's partitions and their replicas (client/routing.py)."""
+    return Request("RINGKV.RING", (b"RINGKV.RING",), True, _json)
+
+
+def _json(reply: Any) -> Any:
+    return json.loads(reply)

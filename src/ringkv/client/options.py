@@ -17,6 +17,10 @@ unreachable, connect timed out), the request moves to the next seed at once (the
 not sent, so this is safe for any request), each seed at most once per request, and the client
 stays on the node that answered. `parse_address` reads one "host[:port]".
 
+Token-aware routing (`token_aware=True`, client/routing.py): each request with a key goes to
+one of the key's replicas, from the ring map the cluster gives (`RINGKV.RING`), preferring
+`datacenter`'s when given; the map is fetched again every `ring_refresh_ms`.
+
 TLS (`tls=True`): the node's certificate is verified against `ca_file` (the system's CAs when
 None) and its host name or address against the certificate's SANs, unless `tls_verify=False`;
 `cert_file` and `key_file` present a client certificate (a node with tls_client_auth=required
@@ -32,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from ringkv.client.routing import check_routing
 from ringkv.errors import ConfigError
 
 DEFAULT_PORT = 7379
@@ -100,6 +105,10 @@ class ClientOptions:
     username: str | None = None  # None with a password: the default user
     password: str | None = field(default=None, repr=False)
     seeds: tuple[tuple[str, int], ...] = ()  # further (host, port)s, tried in order when one refuses
+    # Token-aware routing (client/routing.py): each keyed request to one of its key's replicas.
+    token_aware: bool = False
+    datacenter: str | None = None  # with token_aware: prefer the key's replicas in this datacenter
+    ring_refresh_ms: float = 10_000  # with token_aware: how often the ring map is fetched again
 
     def __post_init__(self) -> None:
         def require(cond: bool, name: str, message: str) -> None:
@@ -146,6 +155,9 @@ class ClientOptions:
         require(isinstance(self.seeds, tuple) and len(self.seeds) <= MAX_SEEDS
                 and all(isinstance(h, str) and h and type(p) is int and 1 <= p <= 65535 for h, p in self.seeds),
                 "seeds", f"must be at most {MAX_SEEDS} (host, port) pairs (parse_address reads \"host:port\")")
+        check_routing(self.token_aware, self.datacenter, self.ring_refresh_ms)
+        if self.datacenter is not None and not self.token_aware:
+            raise ConfigError("datacenter", "routes requests to replicas in a datacenter: pass token_aware=True too")
         if (self.cert_file is None) != (self.key_file is None):
             missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
             raise ConfigError(missing, f"must be given with {given} (a client certificate and its key)")

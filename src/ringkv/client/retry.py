@@ -58,7 +58,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError, TimeoutError)
 # redis-py's BlockingConnectionPool raises ConnectionError with this text when every pooled
 # connection stayed busy for the pool's timeout: that is a wait, not an unreachable node.
-_POOL_EXHAUSTED = "No connection available."
+POOL_EXHAUSTED = "No connection available."
 # What a node's error reply says when it does not know whether a write was applied
 # (node/consensus.py, node/forwarding.py: HTTP's 504). RESP has no error kind for it; the
 # text is the contract.
@@ -98,7 +98,7 @@ class Attempts:
         """No connection for this attempt: the request was not sent. Returns the delay in
         seconds before the next attempt, or raises the caller's error."""
         self._refused_credentials(exc)
-        if isinstance(exc, redis.exceptions.ConnectionError) and str(exc) == _POOL_EXHAUSTED:
+        if isinstance(exc, redis.exceptions.ConnectionError) and str(exc) == POOL_EXHAUSTED:
             raise RequestTimeoutError(
                 self.request.command,
                 self.options.timeout_ms,

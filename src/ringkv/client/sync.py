@@ -49,10 +49,12 @@ from ringkv.client.options import (
     ClientOptions,
     Consistency,
     credentials,
+    format_address,
     parse_consistency,
     parse_seeds,
 )
-from ringkv.client.retry import TRANSPORT_ERRORS, Attempts
+from ringkv.client.retry import POOL_EXHAUSTED, TRANSPORT_ERRORS, Attempts
+from ringkv.client.routing import Address
 from ringkv.client.siblings import Resolver, Versions
 
 T = TypeVar("T")
@@ -93,6 +95,9 @@ class Client(DataTypeCommands, ClientBase):
         username: str | None = None,
         password: str | None = None,
         seeds: Iterable[str | tuple[str, int]] = (),
+        token_aware: bool = False,
+        datacenter: str | None = None,
+        ring_refresh_ms: float = 10_000,
     ):
         super().__init__(
             ClientOptions(
@@ -114,14 +119,18 @@ class Client(DataTypeCommands, ClientBase):
                 # None and None: RINGKV_USER / RINGKV_PASSWORD from the environment, if set.
                 **dict(zip(("username", "password"), credentials(username, password), strict=True)),
                 seeds=parse_seeds(seeds),
+                token_aware=token_aware,
+                datacenter=datacenter,
+                ring_refresh_ms=ring_refresh_ms,
             )
         )
         self._pool = self._new_pool()
 
-    def _new_pool(self) -> redis.BlockingConnectionPool:
+    def _new_pool(self, options: ClientOptions | None = None) -> redis.BlockingConnectionPool:
+        options = options or self.options
         return redis.BlockingConnectionPool(
-            connection_class=connection_class(self.options),
-            **pool_kwargs(self.options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)),
+            connection_class=connection_class(options),
+            **pool_kwargs(options, redis.retry.Retry(redis.backoff.NoBackoff(), 0)),
         )
 
     # ------------------------------------------------------------------ the round trip
@@ -140,6 +149,11 @@ class Client(DataTypeCommands, ClientBase):
         attempts = Attempts(request, self.options, self._rng)
         pool = self._pool
         tried = 0  # seeds this request moved to after a failed connect (ClientOptions.seeds)
+        # Token-aware: the replica of the request's key it goes to (None: the client's node).
+        routed = None if self._router is None or session is not None else self._route(request)
+        if routed is not None:
+            pool = self._routed_pool(routed)
+            attempts.address = format_address(*routed)
         while True:
             # Checked on every attempt: a retry must not reopen a pool that close() emptied.
             self._check_open()
@@ -150,6 +164,15 @@ class Client(DataTypeCommands, ClientBase):
                 if conn is None:
                     conn = pool.get_connection()
             except TRANSPORT_ERRORS as exc:
+                if routed is not None and not isinstance(exc, redis.exceptions.AuthenticationError):
+                    # The replica could not be reached: the request (not sent) goes on
+                    # through the client's node; the replica gets no routed request a while.
+                    if str(exc) != POOL_EXHAUSTED:
+                        self._router.held_down(routed, time.monotonic() * 1000)
+                    routed, pool = None, self._pool
+                    attempts.made -= 1
+                    attempts.address = f"{attempts.address}, then {self.options.address}"
+                    continue
                 if self._pool is pool and self._fail_over(exc, tried):
                     old, self._pool = pool, self._new_pool()
                     old.disconnect(inuse_connections=False)
@@ -199,6 +222,30 @@ class Client(DataTypeCommands, ClientBase):
                 raise
             pool.release(conn)
             return request.parse(reply)
+
+    def _route(self, request: Request) -> Address | None:
+        """Where a token-aware client sends `request`: a replica of its key, or None (the
+        client's node). Fetches the ring map first when it is due (one round trip to the
+        client's node, by one request at a time)."""
+        router = self._router
+        if router.should_fetch(time.monotonic() * 1000):
+            try:
+                doc = self._run(commands.ring_map(), None)
+            except Exception as exc:  # an older node, no permission, unreachable: stay on the node
+                router.fetch_failed(str(exc), time.monotonic() * 1000)
+            except BaseException:
+                router.fetch_failed("interrupted", time.monotonic() * 1000)
+                raise
+            else:
+                router.fetched(doc, time.monotonic() * 1000)
+        return router.target(request.command, request.args, time.monotonic() * 1000)
+
+    def _routed_pool(self, address: Address) -> Any:
+        """The pool of a routed node (one per node of the ring map: at most MAX_MEMBERS)."""
+        pool = self._routed.get(address)
+        if pool is None:
+            pool = self._routed[address] = self._new_pool(self._options_at(address))
+        return pool
 
     def _holder(self, pool: Any, session: ClientSession, command: str) -> Any:
         """The session's holder connection taken from `pool` when idle, None to take any; waits
@@ -466,6 +513,8 @@ class Client(DataTypeCommands, ClientBase):
         """Close every pooled connection. Calls after this raise `ringkv.errors.ClosedError`."""
         self._closed = True
         self._pool.disconnect()
+        for pool in list(self._routed.values()):
+            pool.disconnect()
 
     def __enter__(self) -> Self:
         return self

@@ -151,6 +151,9 @@ class ClusterService:
     def namespaces(self) -> list[NamespaceSpec]:
         return list(self.path.placement.namespaces)
 
+    def ring_map(self) -> dict:
+        return self.path.keyspace.ring_map(self.namespace)
+
     def now_ms(self) -> int:
         return self.path.clock.now_ms()
 

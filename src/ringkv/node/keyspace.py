@@ -20,6 +20,8 @@ from ringkv.service.contract import NamespaceSpec
 from ringkv.service.limits import MAX_TOKEN
 
 MIB = 1024 * 1024
+# How a client computes a key's token (cluster/ring.py's `token`), as the ring map states it.
+TOKEN_RULE = "xxh3_64(u32be(len(namespace)) + namespace + hash_part(key)), hash_part: the {tag} or the key"
 
 # A member's `role` in the status document: its membership state (Dynamo has no leader).
 ROLES = {"normal": "member", "joining": "joining", "leaving": "leaving", "left": "left", "removed": "removed"}
@@ -70,6 +72,23 @@ class Keyspace:
         for node, reply in zip(others, replies, strict=True):
             out[node] = failure_reason(reply) if isinstance(reply, BaseException) else reply
         return out
+
+    def ring_map(self, spec: NamespaceSpec) -> dict:
+        """Where `spec`'s keys live, for token-aware clients (docs/client.md, "Token-aware
+        routing"): the partition count, every node of the ring with the RESP address it
+        advertises, its datacenter and whether this node's failure detector holds it up, and
+        each partition's replicas in preference order, as indexes into `nodes`. A key's
+        partition is the top log2(partitions) bits of its token (`token_rule`)."""
+        placement = self.placement
+        ring = placement.ring
+        gossip = self.gossip_status() if self.gossip_status is not None else {}
+        names = ring.node_ids
+        index = {node: i for i, node in enumerate(names)}
+        nodes = [{"node_id": node, "resp": (gossip.get(node) or {}).get("resp_address") or None,
+                  "datacenter": ring.dc_of(node) or None, "up": (gossip.get(node) or {}).get("up", True)}
+                 for node in names]
+        return {"namespace": spec.name, "partitions": ring.partitions, "token_rule": TOKEN_RULE,
+                "nodes": nodes, "replicas": [[index[n] for n in pref] for pref in placement.prefs_for(spec.layout)]}
 
     async def dbsize(self, namespace: bytes) -> int:
         """Live keys of `namespace` in the cluster: each partition counted on its first

@@ -14,7 +14,8 @@ plus the data-type and @keyspace/@connection groups). ringkv's own commands:
   @string @slow).
 - RINGKV.CONSISTENCY, RINGKV.AT and RINGKV.NAMESPACE set the connection's levels or namespace
   (@fast @connection); RINGKV.AT's inner command is checked on its own. RINGKV.NAMESPACES
-  lists the namespaces (@slow @connection).
+  lists the namespaces, RINGKV.RING where the connection's namespace keeps its keys (both
+  @slow @connection, as Redis's CLUSTER SLOTS is @slow).
 - FLUSHALL and FLUSHDB are @admin @slow @dangerous (Redis also has them in @keyspace and
   @write: a user given +@write could empty the cluster).
 - RINGKV.STATUS, RINGKV.REPAIR, RINGKV.FAULT and every RINGKV.ADMIN subcommand act on the
@@ -222,6 +223,7 @@ _UNITS: dict[str, tuple[str, str | None]] = {
     "ringkv.session": (_CONN_FAST, None),
     "ringkv.namespace": (_CONN_FAST, None),
     "ringkv.namespaces": ("slow connection", None),
+    "ringkv.ring": ("slow connection", None),
     "ringkv.status": (_ADMIN, None),
     "ringkv.repair": (_ADMIN, None),
     "ringkv.hotkeys": (_ADMIN, None),

@@ -133,6 +133,10 @@ class KeyValueService(Protocol):
         `in_namespace`) stay in the session."""
 
     def namespaces(self) -> list[NamespaceSpec]: ...
+    def ring_map(self) -> dict:
+        """Where this namespace's keys live, for token-aware clients: `partitions`,
+        `token_rule`, `nodes` ([{node_id, resp, datacenter, up}]) and `replicas` (per
+        partition, indexes into `nodes` in preference order)."""
     def now_ms(self) -> int:
         """The node's clock, for adapters turning relative expiries into absolute ones."""
 
