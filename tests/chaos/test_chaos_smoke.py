@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ringkv.chaos.runner import ChaosConfig, run
+from ringkv.cluster.ring import Member, Ring
 from ringkv.cli import main
 
 SMOKE_DURATION_S = 8.0
@@ -65,11 +66,23 @@ def _assert_clean(result, min_faults: int = 1) -> None:
                                      pytest.param("partition", marks=pytest.mark.slow),
                                      pytest.param("skew", marks=pytest.mark.slow), "restart"])
 def test_one_nemesis_leaves_no_anomaly(tmp_path, nemesis):
-    result = _run(tmp_path, print, seed=14, nodes=3, duration_s=SMOKE_DURATION_S,
-                  nemesis=(nemesis,), clients=SMOKE_CLIENTS, **SMOKE_FAULTS)
+    # The kill run's clients are token-aware (each request to one of its key's replicas, the
+    # one it goes to killed now and then); the others' talk to a node of their own.
+    token_aware = nemesis == "kill"
+    nodes = 4 if token_aware else 3
+    result = _run(tmp_path, print, seed=14, nodes=nodes, duration_s=SMOKE_DURATION_S,
+                  nemesis=(nemesis,), clients=SMOKE_CLIENTS, token_aware=token_aware, **SMOKE_FAULTS)
     _assert_clean(result, min_faults=MIN_FAULTS[nemesis])
     assert result.history_path.exists()
     doc = json.loads(result.history_path.read_text())
+    if token_aware:
+        # Routed by key: nearly every request went to one of its key's three replicas (of four
+        # nodes); the rest went on through another node after a replica did not answer.
+        ring = Ring([Member(f"n{i + 1}") for i in range(nodes)], result.config.partitions, 3)
+        ops = [o for o in doc["ops"] if o["process"] >= 0]
+        on_replica = sum(o["node"] in ring.preference_list(ring.partition_for_key(b"", o["key"].encode()))
+                         for o in ops)
+        assert on_replica >= 0.9 * len(ops), (on_replica, len(ops))
     deletes = [o for o in doc["ops"] if o["f"] in ("delete", "cad") and o["outcome"] == "ok"]
     assert deletes, "the workloads delete"
 

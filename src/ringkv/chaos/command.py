@@ -72,9 +72,12 @@ def _names(value: str, known: str, what: str, allow_none: bool = False) -> tuple
 @click.option("--plant-stale-session-reads", "stale_every", default=0, type=click.IntRange(min=0),
               metavar="N", help="Test the session checks (with --consistency session): each "
                    "client records every N-th read with its session's first answer for the key.")
+@click.option("--token-aware", is_flag=True,
+              help="Each client sends every request to one of its key's replicas (from RINGKV.RING), "
+                   "as a token-aware driver does, instead of to its current node.")
 def chaos(seed: int | None, nodes: int, replicas: int | None, dcs: int, wan_delay_ms: int, duration_s: float,
           nemesis: str, workloads: str, clients: int, keys: int, consistency: str, workdir: str | None,
-          keep_data: bool, netns: bool, lie_every: int, stale_every: int) -> None:
+          keep_data: bool, netns: bool, lie_every: int, stale_every: int, token_aware: bool) -> None:
     """Run workloads against a local cluster under a seeded schedule of faults (SIGKILL,
     SIGSTOP, partitions, clock skew, a full disk, restart churn, a datacenter cut off or
     killed), heal, repair, and check
@@ -109,7 +112,7 @@ def chaos(seed: int | None, nodes: int, replicas: int | None, dcs: int, wan_dela
         nemesis=_names(nemesis, NEMESES, "nemesis", allow_none=True),
         workloads=_names(workloads, KNOWN_WORKLOADS, "workload"), clients=clients, keys=keys,
         consistency=consistency.lower(), workdir=workdir, keep_data=keep_data, netns=netns,
-        lie_every=lie_every, stale_every=stale_every)
+        lie_every=lie_every, stale_every=stale_every, token_aware=token_aware)
     click.echo(f"seed {seed}", err=True)
     result = run(config, log=lambda line: click.echo(line, err=True))
     click.echo(result.summary())

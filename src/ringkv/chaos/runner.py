@@ -98,6 +98,8 @@ class ChaosConfig:
     # Another, for sessions: every n-th session read is recorded with the session's first
     # answer for the key (workloads.py). A run with it must report session anomalies.
     stale_every: int = 0
+    # Clients send each request to one of its key's replicas (client/routing.py, workloads.py).
+    token_aware: bool = False
     linearizability_max_steps: int = lin.DEFAULT_MAX_STEPS  # the search's budget per key
 
     def command(self) -> str:
@@ -111,7 +113,8 @@ class ChaosConfig:
                 + (" --netns" if self.netns else "")
                 + (f" --consistency {self.consistency}" if self.consistency != "quorum" else "")
                 + (f" --plant-lost-writes {self.lie_every}" if self.lie_every else "")
-                + (f" --plant-stale-session-reads {self.stale_every}" if self.stale_every else ""))
+                + (f" --plant-stale-session-reads {self.stale_every}" if self.stale_every else "")
+                + (" --token-aware" if self.token_aware else ""))
 
 
 @dataclasses.dataclass
@@ -213,7 +216,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = print) -> ChaosResult:
                    _worker_endpoints(i, endpoints, cluster, config),
                    history, config.seed, stop, keys=config.keys, think_ms=config.think_ms,
                    timeout_s=config.timeout_ms / 1000, level=config.consistency.upper(),
-                   lie_every=config.lie_every, stale_every=config.stale_every)
+                   lie_every=config.lie_every, stale_every=config.stale_every, token_aware=config.token_aware)
             for i in range(config.clients)
         ]
         disk = DiskFiller({n.node_id: n.data_dir for n in cluster.nodes}) if mounts else None

@@ -49,6 +49,12 @@ what a session must survive. Operations record their session and the causal cont
 answered (history.Op), for checker.check_sessions. A session read refused with
 `session: ...` (no reachable replica has what the session saw) is a failed read, counted.
 
+Token-aware clients (`ringkv chaos --token-aware`): each request goes to one of its key's
+replicas among the client's nodes, from the ring map (`RINGKV.RING`, fetched again every
+ten seconds, client/routing.py), instead of the client's current node; a replica whose
+connect fails is held down two seconds. Moving to another node is a new connection, which
+resumes the client's session first (level SESSION).
+
 A planted bug, to test the checkers rather than the store (`lie_every`): the worker records
 every n-th write as acknowledged without sending it, with a made-up answer (the INCR's value
 one more increment on, a new CAS version). A run with it must fail. Another, for sessions
@@ -59,6 +65,7 @@ would answer; the session checks must catch it.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -73,6 +80,7 @@ import redis.retry
 
 from ringkv.chaos.history import FAIL, OK, UNKNOWN, History, Op
 from ringkv.client.base import _NO_HANDSHAKE
+from ringkv.client.routing import Router
 
 WORKLOADS = ("register", "set", "counter", "cas-register")  # the default set
 TYPED_WORKLOADS = ("set-crdt", "list-push")  # Redis data types (service/datatypes), opt-in
@@ -269,7 +277,8 @@ class Worker(threading.Thread):
     def __init__(self, index: int, workers: int, workload: str, endpoints: Sequence[Endpoint],
                  history: History, seed: int, stop: threading.Event, *, keys: int = 4,
                  think_ms: float = 10.0, timeout_s: float = 2.0, level: str = "QUORUM",
-                 hop_p: float | None = None, lie_every: int = 0, stale_every: int = 0):
+                 hop_p: float | None = None, lie_every: int = 0, stale_every: int = 0,
+                 token_aware: bool = False):
         super().__init__(name=f"chaos-{workload}-{index}", daemon=True)
         if workload not in ALL_WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(ALL_WORKLOADS)}")
@@ -298,6 +307,11 @@ class Worker(threading.Thread):
         self._node = index % len(self.endpoints)
         self.session = NodeSession(self.endpoints[self._node], self.strict, timeout_s, level,
                                    self.carrier)
+        # Token-aware (client/routing.py): each request to one of its key's replicas among
+        # this client's endpoints, from the ring map, fetched again every RING_REFRESH_S.
+        self.router = (Router(None, "", rng=random.Random(f"ringkv-chaos-route:{seed}:{index}"))
+                       if token_aware else None)
+        self._by_address = {(e.host, e.port): e for e in self.endpoints}
 
     # ------------------------------------------------------------------ the loop
 
@@ -321,6 +335,8 @@ class Worker(threading.Thread):
             write: bool = True, serial: bool = False) -> tuple[Op, bool, Any]:
         """Send one request and record it: (the op, whether a reply came, the reply). The op
         is completed here unless a reply came: the caller completes it with its result."""
+        if self.router is not None:
+            self._route(key)
         op = self.history.invoke(self.process, self.workload, f, key, value,
                                  self.session.endpoint.node_id, self.strict, observed, serial,
                                  self.carrier.name if self.carrier else None)
@@ -332,6 +348,9 @@ class Worker(threading.Thread):
             reply = self.session.call(*args)
         except NotSent as exc:
             self.history.complete(op, FAIL, error=f"not sent: {exc}")
+            if self.router is not None:
+                endpoint = self.session.endpoint
+                self.router.held_down((endpoint.host, endpoint.port), time.monotonic() * 1000)
             self._next_node()
             return op, False, None
         except Indeterminate as exc:
@@ -356,6 +375,30 @@ class Worker(threading.Thread):
         if self.carrier is not None and args[0] in ("RINGKV.PUTV", "RINGKV.DELV"):
             op.context = version_text(reply)  # the clock the write left: the session requires it
         return op, True, reply
+
+    def _route(self, key: str) -> None:
+        """Token-aware: move to one of `key`'s replicas (a new connection, which resumes the
+        client's session if it has one), fetching the ring map first when it is due."""
+        router = self.router
+        now_ms = time.monotonic() * 1000
+        if router.should_fetch(now_ms):
+            try:
+                doc = json.loads(self.session.call("RINGKV.RING"))
+            except (NotSent, Indeterminate, Refused, ValueError) as exc:
+                router.fetch_failed(str(exc), now_ms)
+            else:
+                # Each node at the address this client uses for it; none for the others.
+                mine = {e.node_id: f"{e.host}:{e.port}" for e in self.endpoints}
+                for node in doc.get("nodes", ()) if isinstance(doc, dict) else ():
+                    if isinstance(node, dict):
+                        node["resp"] = mine.get(node.get("node_id"))
+                router.fetched(doc, now_ms)
+        target = router.target("GET", ("GET", key.encode()), now_ms)
+        endpoint = self._by_address.get(target) if target is not None else None
+        if endpoint is not None and endpoint != self.session.endpoint:
+            self.session.close()
+            self._node = self.endpoints.index(endpoint)
+            self.session = NodeSession(endpoint, self.strict, self.timeout_s, self.level, self.carrier)
 
     def _made_up_reply(self, op: Op, args: tuple) -> Any:
         """The planted bug's answer to a write it never sent: what the command would answer."""
