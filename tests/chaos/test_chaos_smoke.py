@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from ringkv.chaos.runner import ChaosConfig, run
-from ringkv.cluster.ring import Member, Ring
 from ringkv.cli import main
+from ringkv.cluster.ring import Member, Ring
 
 SMOKE_DURATION_S = 8.0
 # Shorter faults than a default run, so each smoke run has three: seed 14 gives, on 3 nodes,

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ringkv.cluster.plans import DOWN_REASON, ReadPlan, Send, WritePlan
+from ringkv.cluster.quorum import DcNeed
 from ringkv.cluster.ring import Member, Ring
 from ringkv.errors import ConfigError
 
@@ -414,20 +415,44 @@ def test_stand_ins_are_the_first_unused_fallbacks_for_the_failures_so_far(run, d
 # --- reads: scenarios ----------------------------------------------------------------------------
 
 
-def test_a_replica_reads_its_own_copy_and_asks_the_others():
+def test_a_replica_at_quorum_reads_its_own_copy_and_asks_one_other():
     plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
     assert plan.local
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == ["b"]  # the local copy is one of the two
+    assert not plan.done
+    plan.on_record("b", frozenset({1}))
+    assert plan.done and plan.succeeded and plan.result == {1}
+    assert plan.finished and plan.repairs() == []  # c was not asked: nothing to wait for
+    assert plan.speculate() is None  # decided: nobody more is asked
+
+
+def test_a_replica_at_one_asks_nobody():
+    plan = ReadPlan(ABC, 1, me="b", is_up=everyone_up, merge=union, same=same)
+    plan.on_record("b", None)
+    assert plan.done and plan.succeeded and plan.result is None
+    assert plan.start() == []
+    assert plan.finished and not plan.unanimous
+
+
+def test_with_fanout_all_a_replica_reads_its_own_copy_and_asks_every_other():
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same, fanout="all")
     plan.on_record("a", frozenset({1}))
     assert plan.start() == ["b", "c"]
     plan.on_record("b", frozenset({1}))
     assert plan.done and plan.succeeded and plan.result == {1}
     assert not plan.finished
+    assert plan.speculate() is None
+    plan.on_record("c", frozenset({1}))
+    assert plan.unanimous  # every replica answered alike: a session may settle its entry
 
 
-def test_a_node_that_is_not_a_replica_reads_every_replica_remotely():
+def test_a_node_that_is_not_a_replica_asks_r_replicas_or_with_fanout_all_every_one():
     plan = ReadPlan(ABC, 2, me="z", is_up=everyone_up, merge=union, same=same)
     assert not plan.local
-    assert plan.start() == ["a", "b", "c"]
+    assert plan.start() == ["a", "b"]
+    every = ReadPlan(ABC, 2, me="z", is_up=everyone_up, merge=union, same=same, fanout="all")
+    assert every.start() == ["a", "b", "c"]
 
 
 def test_a_read_does_not_ask_a_replica_held_down():
@@ -437,19 +462,55 @@ def test_a_read_does_not_ask_a_replica_held_down():
     assert plan.quorum.failures == {"b": DOWN_REASON}
 
 
+def test_a_replica_that_fails_is_replaced_by_the_next_at_once():
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == ["b"]
+    assert plan.on_failure("b", "timed out after 500 ms") == ["c"]
+    assert not plan.done
+    plan.on_record("c", frozenset({1}))
+    assert plan.succeeded and plan.finished
+
+
 def test_a_read_that_cannot_reach_r_fails_naming_every_replica_and_why():
     plan = ReadPlan(ABC, 2, me="a", is_up=down("c"), merge=union, same=same)
     plan.on_record("a", frozenset({1}))
     (b,) = plan.start()
-    plan.on_failure(b, "timed out after 500 ms")
+    assert plan.on_failure(b, "timed out after 500 ms") == []  # c, the one left, is held down
     assert plan.done and not plan.succeeded
     assert str(plan.error) == (
         "needed 2 replicas, 1 answered: b timed out after 500 ms; c down (failure detector)"
     )
 
 
-def test_a_read_repairs_the_replicas_that_answered_with_less_including_late_ones():
+def test_a_slow_replica_makes_the_read_speculate_once_and_the_faster_answer_decides():
     plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == ["b"]
+    assert plan.speculate() == "c"  # b is slower than its p99: the shell's timer fired
+    assert plan.speculate() is None  # nobody left
+    plan.on_record("c", frozenset({1}))
+    assert plan.done and plan.succeeded and not plan.finished  # b may still answer
+    plan.on_record("b", frozenset({2}))  # late, and newer: a and c missed it
+    assert plan.finished and plan.result == {1, 2}
+    assert plan.repairs() == ["a", "b", "c"]
+
+
+def test_speculation_skips_replicas_held_down_and_ends_at_the_decision():
+    up = {"a": True, "b": True, "c": True, "d": True}
+    plan = ReadPlan(("a", "b", "c", "d"), 2, me="z", is_up=lambda n: up[n], merge=union, same=same)
+    assert plan.start() == ["a", "b"]
+    up["c"] = False
+    assert plan.speculate() == "d"
+    assert plan.quorum.failures == {"c": DOWN_REASON}
+    plan.on_record("a", None)
+    plan.on_record("d", None)
+    assert plan.succeeded and plan.speculate() is None
+    assert plan.on_failure("b", "timed out after 500 ms") == []  # decided: nobody replaces it
+
+
+def test_a_read_repairs_the_replicas_that_answered_with_less_including_late_ones():
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same, fanout="all")
     plan.on_record("a", frozenset({1}))
     plan.start()
     plan.on_record("b", frozenset({1}))
@@ -460,16 +521,71 @@ def test_a_read_repairs_the_replicas_that_answered_with_less_including_late_ones
     assert plan.repairs() == ["a", "b", "c"]
 
 
+def test_at_quorum_a_replica_not_asked_is_not_repaired():
+    # c holds less, but a QUORUM read from a asks b only: read repair cannot know about c
+    # (anti-entropy heals it); with fanout "all" it would be repaired.
+    plan = ReadPlan(ABC, 2, me="a", is_up=everyone_up, merge=union, same=same)
+    plan.on_record("a", frozenset({1, 2}))
+    plan.start()
+    plan.on_record("b", frozenset({1}))
+    assert plan.finished and plan.result == {1, 2} and plan.repairs() == ["b"]
+
+
 def test_a_replica_that_answers_after_its_timeout_is_not_counted():
     plan = ReadPlan(ABC, 2, me=None, is_up=everyone_up, merge=union, same=same)
-    plan.start()
+    assert plan.start() == ["a", "b"]
     plan.on_record("a", None)
-    plan.on_failure("b", "timed out after 500 ms")
+    assert plan.on_failure("b", "timed out after 500 ms") == ["c"]
     plan.on_record("b", frozenset({1}))
-    plan.on_failure("c", "timed out after 500 ms")
+    assert plan.on_failure("c", "timed out after 500 ms") == []
     assert plan.done and not plan.succeeded and plan.finished
     with pytest.raises(ValueError):
         plan.on_record("zz", None)
+
+
+def test_the_order_to_ask_in_is_the_callers_and_errors_keep_the_preference_order():
+    # Across datacenters the node asks its own datacenter's replicas first.
+    plan = ReadPlan(("a", "b", "c", "d"), 3, me=None, is_up=down("b"), merge=union, same=same,
+                    order=("c", "d", "a", "b"))
+    assert plan.start() == ["c", "d", "a"]
+    plan.on_failure("a", "timed out after 500 ms")
+    assert plan.done and not plan.succeeded
+    assert list(plan.quorum.failures) == ["a", "b"]
+    with pytest.raises(ValueError):
+        ReadPlan(ABC, 2, me=None, is_up=everyone_up, merge=union, same=same, order=("a", "b"))
+
+
+def test_an_unknown_fanout_is_refused_naming_the_setting():
+    with pytest.raises(ConfigError, match="read_fanout: must be quorum or all, got 'some'"):
+        ReadPlan(ABC, 2, me=None, is_up=everyone_up, merge=union, same=same, fanout="some")
+
+
+DC1, DC2 = frozenset({"a", "b", "c"}), frozenset({"d", "e", "f"})
+EACH_QUORUM = (DcNeed("dc1", DC1, 2), DcNeed("dc2", DC2, 2))
+
+
+def test_each_quorum_asks_enough_in_each_datacenter_and_replaces_a_failure_within_it():
+    plan = ReadPlan(("a", "d", "b", "e", "c", "f"), 4, me="a", is_up=everyone_up, merge=union, same=same,
+                    needs=EACH_QUORUM)
+    plan.on_record("a", None)
+    assert plan.start() == ["b", "d", "e"]  # a counts for dc1; two of dc2
+    assert plan.on_failure("d", "timed out after 500 ms") == ["f"]  # dc2's next, not dc1's c
+    plan.on_record("b", None)
+    plan.on_record("e", None)
+    assert not plan.done
+    assert plan.speculate() is None  # f is asked already; c would not help dc2
+    plan.on_record("f", None)
+    assert plan.done and plan.succeeded
+
+
+def test_each_quorum_speculates_only_in_a_datacenter_whose_need_is_not_met():
+    plan = ReadPlan(("a", "d", "b", "e", "c", "f"), 4, me="a", is_up=everyone_up, merge=union, same=same,
+                    needs=EACH_QUORUM)
+    plan.on_record("a", None)
+    plan.start()
+    plan.on_record("b", None)  # dc1 met
+    assert plan.speculate() == "f"  # c would not help
+    assert plan.speculate() is None
 
 
 # --- reads: properties ---------------------------------------------------------------------------
@@ -488,56 +604,180 @@ def read_runs(draw):
     return ReadRun(pref, r, me, held_down, records, fails)
 
 
-def run_read(order_seed: list[int], pref, r, me, held_down, records, fails):
-    plan = ReadPlan(pref, r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same)
+FANOUTS = st.sampled_from(["quorum", "all"])
+
+
+def run_read(order_seed: list[int], pref, r, me, held_down, records, fails, fanout="quorum"):
+    """Answers in the order `order_seed` picks, replacements asked as the plan says, no
+    speculation: the plan, who is still waiting, the decisions after each step, who was asked."""
+    plan = ReadPlan(pref, r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same,
+                    fanout=fanout)
     decisions = []
     if plan.local:
         plan.on_record(me, records[me])
         decisions.append(plan.done)
     pending = plan.start()
+    asked = list(pending)
     decisions.append(plan.done)
-    for i in order_seed:
-        if not pending:
-            break
-        node = pending.pop(i % len(pending))
+    steps = iter(order_seed)
+    while pending:
+        node = pending.pop(next(steps, 0) % len(pending))
         if fails[node]:
-            plan.on_failure(node, "timed out after 500 ms")
+            more = plan.on_failure(node, "timed out after 500 ms")
+            pending += more
+            asked += more
         else:
             plan.on_record(node, records[node])
         decisions.append(plan.done)
-    return plan, pending, decisions
+    return plan, asked, decisions
 
 
-@given(read_runs(), st.lists(st.integers(0, 10), min_size=6, max_size=6),
+def expected_read(pref, r, me, held_down, records, fails, fanout):
+    """Who answers a read without speculation: the local copy, then the replicas up in
+    preference order, as many as it takes to reach R (every one with fanout "all")."""
+    answered = [me] if me in pref else []
+    for node in pref:
+        if node == me or node in held_down or (fanout == "quorum" and len(answered) >= r):
+            continue
+        if not fails[node]:
+            answered.append(node)
+    return answered
+
+
+@given(read_runs(), FANOUTS, st.lists(st.integers(0, 10), min_size=6, max_size=6),
        st.lists(st.integers(0, 10), min_size=6, max_size=6))
-def test_a_reads_merge_repairs_and_outcome_do_not_depend_on_the_order_of_answers(run, order1, order2):
+def test_a_reads_merge_repairs_and_outcome_do_not_depend_on_the_order_of_answers(run, fanout, order1, order2):
     pref, r, me, held_down, records, fails = run
-    one, left1, decisions = run_read(order1, *run)
-    two, left2, _ = run_read(order2, *run)
-    assert not left1 and not left2 and one.finished and two.finished
+    one, asked1, decisions = run_read(order1, *run, fanout=fanout)
+    two, asked2, _ = run_read(order2, *run, fanout=fanout)
+    assert one.finished and two.finished and sorted(asked1) == sorted(asked2)
     assert decisions.count(True) == 0 or decisions[decisions.index(True):] == [True] * (len(decisions) - decisions.index(True))
-    answered = [n for n in pref if n == me or (n not in held_down and not fails[n])]
+    answered = expected_read(*run, fanout)
     assert one.succeeded == two.succeeded == (len(answered) >= r)
     if answered:
         merged = None
         for n in answered:
             merged = union(merged, records[n])
         assert one.result == two.result == merged
-        assert one.repairs() == two.repairs() == [n for n in answered if records[n] != merged]
+        assert one.repairs() == two.repairs() == [n for n in pref if n in answered and records[n] != merged]
     else:
         assert not one.has_result
     # Unanimous (a session may count the read settled): every replica answered, all alike.
     alike = len(answered) == len(pref) and len({records[n] for n in pref}) == 1
     assert one.unanimous == two.unanimous == alike
     assert one.done and (one.error is None) == one.succeeded
-    # replicas held down were never asked
-    assert all(node not in held_down for node in pref if node != me and node in answered)
+    # Never the coordinator nor a replica held down; every replica that answered was asked,
+    # and so was each that failed on the way (it was replaced).
+    assert me not in asked1 and not set(asked1) & held_down
+    assert set(answered) - {me} <= set(asked1)
+    assert all(fails[n] or n in answered for n in asked1)
 
 
-@given(read_runs())
-def test_a_read_never_asks_the_coordinator_nor_a_replica_held_down(run):
+@given(read_runs(), FANOUTS)
+def test_a_read_never_asks_the_coordinator_nor_a_replica_held_down(run, fanout):
     pref, me, held_down = run.pref, run.me, run.held_down
-    plan = ReadPlan(pref, run.r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same)
+    plan = ReadPlan(pref, run.r, me=me, is_up=lambda node: node not in held_down, merge=union, same=same,
+                    fanout=fanout)
+    if plan.local:
+        plan.on_record(me, None)
     asked = plan.start()
-    assert asked == [n for n in pref if n != me and n not in held_down]
-    assert set(plan.quorum.failures) == set(held_down)
+    up = [n for n in pref if n != me and n not in held_down]
+    if fanout == "all":
+        assert asked == up
+        assert set(plan.quorum.failures) == set(held_down)
+    else:  # as many as R needs, the local copy counting as one
+        assert asked == up[:max(0, run.r - plan.local)]
+        assert set(plan.quorum.failures) <= set(held_down)
+
+
+@st.composite
+def dc_read_runs(draw):
+    """A read at EACH_QUORUM over two datacenters (1-3 replicas each), or at R of all."""
+    pref = tuple(draw(st.permutations(("a", "b", "c", "d", "e", "f")))[:draw(st.integers(2, 6))])
+    dcs = (frozenset(n for n in pref if n in "abc"), frozenset(n for n in pref if n in "def"))
+    needs = tuple(DcNeed(f"dc{i + 1}", members, len(members) // 2 + 1) for i, members in enumerate(dcs) if members)
+    if draw(st.booleans()):
+        needs = ()
+    r = sum(n.needed for n in needs) if needs else draw(st.integers(1, len(pref)))
+    me = draw(st.sampled_from([None, *pref]))
+    held_down = frozenset(draw(st.sets(st.sampled_from(pref))) - {me})
+    records = {node: draw(st.none() | st.frozensets(st.integers(0, 5), max_size=3)) for node in pref}
+    fails = {node: draw(st.booleans()) and node != me for node in pref}
+    return pref, r, needs, ReadRun(pref, r, me, held_down, records, fails)
+
+
+@given(dc_read_runs(), FANOUTS, st.data())
+def test_failures_and_speculation_ask_each_replica_at_most_once_never_one_held_down_until_r_or_none_left(
+        drawn, fanout, data):
+    """Answers, failures and speculative retries in any interleaving: a replica held down (or
+    found down on the way) is never asked, none twice, `speculate` adds at most one and none
+    once the read is decided; at the end R answered, or nobody that could help is left; the
+    result is the merge of every answer; read repair targets answered replicas that hold less."""
+    pref, r, needs, run = drawn
+    _, _, me, held_down, records, fails = run
+    went_down: set[str] = set()
+
+    def is_up(node: str) -> bool:
+        return node not in held_down and node not in went_down
+
+    plan = ReadPlan(pref, r, me=me, is_up=is_up, merge=union, same=same, needs=needs, fanout=fanout)
+    answered: list[str] = []
+    if plan.local:
+        plan.on_record(me, records[me])
+        answered.append(me)
+    pending = plan.start()
+    asked = list(pending)
+    if fanout == "all":
+        assert asked == [n for n in pref if n != me and n not in held_down]
+    for step in itertools.count():
+        for node in asked:
+            assert node != me and node in pref and node not in held_down
+        assert len(asked) == len(set(asked))
+        if step < 30:  # then the answers left, in order, so that every run ends
+            action = data.draw(st.sampled_from(["answer", "speculate", "detector"]) if pending
+                               else st.sampled_from(["stop", "speculate"]))
+        else:
+            action = "answer" if pending else "stop"
+        if action == "stop":
+            break
+        if action == "detector":  # the failure detector holds one more node down from now on
+            went_down.add(data.draw(st.sampled_from(pref)))
+            continue
+        if action == "speculate":
+            was_done = plan.done
+            extra = plan.speculate()
+            if extra is not None:
+                assert not was_done and extra not in asked and is_up(extra)
+                asked.append(extra)
+                pending.append(extra)
+            continue
+        node = pending.pop(data.draw(st.integers(0, len(pending) - 1)) if step < 30 else 0)
+        if fails[node]:
+            more = plan.on_failure(node, "timed out after 500 ms")
+            assert all(is_up(n) for n in more)
+            asked += more
+            pending += more
+        else:
+            plan.on_record(node, records[node])
+            answered.append(node)
+    assert plan.finished and plan.done
+    if plan.succeeded:
+        if needs:
+            assert all(len(n.members & set(answered)) >= n.needed for n in needs)
+        else:
+            assert len(answered) >= r
+    else:
+        # It gave up only once a need (R of all, without needs) could not be met any more: too
+        # many of its replicas failed, each asked and failed or found down by the plan.
+        failed = set(plan.quorum.failures)
+        assert failed <= {n for n in asked if fails[n]} | held_down | went_down
+        musts = [(n.members, n.needed) for n in needs] or [(frozenset(pref), r)]
+        assert any(len(members - failed) < needed for members, needed in musts), (failed, plan.unasked)
+    merged = None
+    for n in answered:
+        merged = union(merged, records[n])
+    if answered:
+        assert plan.result == merged
+        assert plan.repairs() == [n for n in pref if n in answered and records[n] != merged]
+    else:
+        assert not plan.has_result and plan.repairs() == []

@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -431,9 +432,67 @@ def test_levels_out_of_range_and_all_with_a_replica_down(tmp_path):
             quorum_failure(err.value, 3, (1, 2), ("n3",))
             assert r.execute_command("RINGKV.AT", "ONE", "GET", "k") == b"v"
             assert r.get("k") == b"v"  # the connection is still at QUORUM: 2 of 3 answer
+            assert r.mget("k", "k") == [b"v", b"v"]
         with connect(n2) as r:
             # Explicit counts behave like the named levels: 3 is ALL here, 2 is QUORUM.
             with pytest.raises(redis.ResponseError) as err:
                 r.execute_command("RINGKV.AT", "3", "GET", "k")
             quorum_failure(err.value, 3, (1, 2), ("n3",))
             assert r.execute_command("RINGKV.AT", "2", "GET", "k") == b"v"
+
+
+# --------------------------------------------------------------------------- 7. a stalled replica
+
+
+@pytest.mark.timeout(180)
+def test_reads_at_quorum_and_one_do_not_wait_for_a_paused_replica_asked_first(tmp_path):
+    """read_fanout = "quorum" (the default) asks one other replica at QUORUM: for about half the
+    keys that is the paused one. The failure detector is told never to hold a node down
+    (phi_threshold), so what keeps those reads well under replica_timeout_ms is the speculative
+    retry alone: after the asked replica's recent p99 the coordinator asks the third."""
+    timeout_ms = 2000
+    keys = [f"stall:{i}" for i in range(120)]
+    with LocalCluster(tmp_path, nodes=3, replicas=3, replica_timeout_ms=timeout_ms, phi_threshold=1e6,
+                      anti_entropy_interval_ms=0) as cluster:
+        n1, n2, n3 = cluster.nodes
+        with connect(n1) as r:
+            for key in keys:
+                assert r.execute_command("RINGKV.AT", "ALL", "SET", key, key) == b"OK"
+            # Reads for over a second, so that each coordinator has measured its peers' p99.
+            for node in (n1, n3):
+                with connect(node) as other:
+                    for _ in range(2):
+                        assert [other.get(k) for k in keys] == [k.encode() for k in keys]
+            time.sleep(1.1)
+            before = int(r.info("ringkv")["cluster_speculative_reads"])
+        n2.pause()
+        worst: dict[tuple[str, str], float] = {}  # the slowest read, ms
+        try:
+            latencies: dict[tuple[str, str], list[float]] = {}
+            for node in (n1, n3):
+                with connect(node) as r:
+                    for level in ("QUORUM", "ONE"):
+                        took = latencies[node.node_id, level] = []
+                        for key in keys:
+                            started = time.perf_counter()
+                            assert r.execute_command("RINGKV.AT", level, "GET", key) == key.encode()
+                            took.append(time.perf_counter() - started)
+            with connect(n1) as r:
+                speculated = int(r.info("ringkv")["cluster_speculative_reads"]) - before
+            # MGET: one ReplicaGetMany per replica asked; its keys that asked n2 retry together.
+            for node in (n1, n3):
+                with connect(node) as r:
+                    started = time.perf_counter()
+                    assert r.mget(keys) == [k.encode() for k in keys]
+                    worst[node.node_id, "MGET"] = (time.perf_counter() - started) * 1000
+        finally:
+            n2.resume()
+        worst.update({k: max(v) * 1000 for k, v in latencies.items()})
+        print(f"slowest read with n2 paused, ms: {worst}; n1 speculated {speculated} times")
+        # Well under the replica timeout (2000 ms): each read that asked n2 first waited its
+        # p99 plus one round trip to n3, not the timeout.
+        assert all(ms < timeout_ms / 10 for ms in worst.values()), worst
+        # About half of n1's QUORUM reads asked n2 first (its ONE reads ask nobody).
+        assert len(keys) // 4 <= speculated <= len(keys), speculated
+        with connect(n1) as r:  # and n2, resumed, answers again
+            assert poll(lambda: r.execute_command("RINGKV.AT", "ALL", "GET", keys[0])) == keys[0].encode()

@@ -92,13 +92,14 @@ def test_spread_reads_of_hot_keys_go_to_one_replica_each_evenly(cluster):
     reads = 6000
     plain, plain_hottest = _load(cluster, "plain", reads)
     spread, spread_hottest = _load(cluster, "spread", reads)
-    # Without spreading, every read at ONE asks all three replicas (the first answer decides,
-    # the others serve read repair): each replica serves every read.
-    assert sum(plain) >= 3 * reads * 0.97, plain
-    assert min(plain_hottest) >= reads // 4 * 0.97, plain_hottest
-    # With it, a hot key's read asks one replica, the next in turn: the zipfian load's hot keys
-    # cost its replicas less in all...
-    assert sum(spread) < 0.95 * sum(plain), (spread, plain)
+    # Without spreading, a read at ONE asks one replica (read_fanout = "quorum", the default:
+    # R of them): the key's first in preference order, so one replica serves every read of
+    # the hottest key. (With read_fanout = "all" each replica served every read.)
+    assert reads * 0.97 <= sum(plain) <= reads * 1.03, plain
+    assert max(plain_hottest) >= reads // 4 * 0.97, plain_hottest
+    # With it, a hot key's read asks one replica too, but the next in turn: the zipfian load
+    # costs its replicas no more in all...
+    assert sum(spread) <= 1.03 * sum(plain), (spread, plain)
     # ...and the hottest key's reads are shared evenly, each served once.
     hottest = sum(spread_hottest)
     assert hottest < reads // 4 * 1.1, spread_hottest
@@ -155,11 +156,12 @@ def test_the_hot_cache_is_bounded_in_staleness_and_never_hides_a_write_made_thro
     via.set(key, "v0")
     for _ in range(2000):  # make it hot at `via`
         via.get(key)
-    served = _replica_reads(cluster.nodes[holders[1]])
+    # Summed over the replicas: a read at ONE asks only one of them (read_fanout = "quorum").
+    served = sum(_replica_reads(cluster.nodes[i]) for i in holders)
     for _ in range(200):
         assert via.get(key) == b"v0"
     # Answered from the cache: hardly any reached the replicas (one refill per 300 ms at most).
-    assert _replica_reads(cluster.nodes[holders[1]]) - served < 50
+    assert sum(_replica_reads(cluster.nodes[i]) for i in holders) - served < 50
     # A write through `via` is read back through it at once.
     via.set(key, "v1")
     assert via.get(key) == b"v1"

@@ -161,6 +161,33 @@ def test_a_quorum_read_started_after_an_acknowledged_write_must_see_it():
     assert report.startswith("lost write: write #0 of k = v") and "which returned no record" in report
 
 
+@pytest.mark.parametrize(("settings", "answered_ms", "speculative"), [
+    # R replicas asked; the silent one is overtaken by a speculative retry after 60 ms
+    (KvSettings(), (60, 70), 1),
+    # no retry in time: its 500 ms timeout asks the next
+    (KvSettings(speculate_after_ms=10_000), (500, 510), 0),
+    # every replica asked from the start
+    (KvSettings(read_fanout="all"), (0, 10), 0),
+])
+def test_a_quorum_read_whose_first_replica_is_silent_answers_from_the_next(settings, answered_ms, speculative):
+    sim = KvSimulation(5, 3, NetworkConditions(min_delay_ms=1, max_delay_ms=1), kv=settings)
+    key = b"k"
+    pref, _ = sim.placement(key)
+    writes: list[WriteResult] = []
+    sim.client_write(pref[0], key, b"v", writes.append)
+    sim.run_for(100)
+    assert [w.status for w in writes] == ["ok"]
+    sim.crash(pref[1])  # the first replica a QUORUM read through pref[0] asks; not yet suspected
+    reads: list[tuple[float, ReadResult]] = []
+    started = sim.now_ms
+    sim.client_read(pref[0], key, ConsistencyLevel.QUORUM, lambda result: reads.append((sim.now_ms, result)))
+    sim.run_for(1000)
+    ((at, result),) = reads
+    assert result.status == "ok" and result.record.siblings[0].value == b"v"
+    assert answered_ms[0] <= at - started <= answered_ms[1]
+    assert sim.stats().speculative_reads == speculative
+
+
 def test_a_read_that_started_before_the_write_was_acknowledged_promises_nothing():
     history = History()
     r = history.invoke(1, "read", b"k", "n1", 0.0)

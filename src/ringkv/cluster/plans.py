@@ -4,13 +4,17 @@ decided, who stands in for a failed replica, and who needs a hint. Answers in, s
 A plan is a state machine per request, as h11's connection is per HTTP exchange: the shell
 (node/read_path.py and node/write_path.py, or the simulator's testing/sim/kv.py) calls `start()` and sends what it
 returns, reports every answer with `on_ack`/`on_record` or `on_failure` (a timeout is a failure
-the shell reports: plans own no timers), and sends what those return in turn. It replies to
-the client the first time `done` is true, and acts on `hints()` / `repairs()` once `finished`.
+the shell reports: plans own no timers), and sends what those return in turn; a read's shell
+also calls `ReadPlan.speculate()` when its own timer says an asked replica is slow, and sends
+what it returns. It replies to the client the first time `done` is true, and acts on
+`hints()` / `repairs()` once `finished`.
 The counting is cluster/quorum.py's (`ReadQuorum`, `WriteQuorum`); docs/ring.md ("Quorum
 decisions", "Fallbacks") and docs/cluster.md ("The path of a request", "Hinted handoff") are
 the rules implemented here.
 
 Rules of the module:
+- A read asks as many replicas as R needs (`fanout="quorum"`), or every one (`"all"`); one that
+  fails is replaced by the next unasked one at once, and `speculate()` adds one more.
 - A replica the failure detector holds down (`is_up` is false) is not asked: it fails at once,
   so a partitioned node costs no timeout. The coordinator itself (`me`) is never sent to: it
   reads its own copy (`ReadPlan.local`) or already holds the write (it counts as one ack).
@@ -25,7 +29,7 @@ Rules of the module:
 - Each send is answered once: the first answer counts and later ones are ignored, as the RPC
   layer completes a call once (a duplicate, or a reply after its timeout, changes nothing).
 - After the decision, answers are still recorded: reads merge late records (read repair of
-  late replicas), writes learn which replicas missed the record (hints).
+  late replicas, among those asked), writes learn which replicas missed the record (hints).
 
 Pure: no clock, no randomness, no IO. One plan belongs to one request; not thread-safe.
 """
@@ -36,9 +40,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ringkv.cluster.quorum import DcNeed, ReadQuorum, WriteQuorum
-from ringkv.errors import QuorumError
+from ringkv.errors import ConfigError, QuorumError
 
 DOWN_REASON = "down (failure detector)"
+# Who a read asks: "quorum", as many replicas as R needs (more only when one fails or is
+# slow); "all", every replica at once.
+READ_FANOUTS = ("quorum", "all")
 
 
 def _down_reason(node: str) -> str:
@@ -62,16 +69,27 @@ Fallbacks = Callable[[frozenset[str]], Sequence[tuple[str, str | None]]]
 
 
 class ReadPlan:
-    """One quorum read of one key: ask every replica, succeed once `r` answered, merge.
+    """One quorum read of one key: ask the replicas it needs, succeed once `r` answered, merge.
 
-    `needs` (a datacenter level): what each datacenter must answer, instead of `r` of all.
-    The caller reads its own copy when `local` and reports it with `on_record(me, record)`,
-    before `start()` (as the node does: its own copy is at hand first, so a quorum error then
+    `fanout` says who is asked. "quorum" (the node's default, `read_fanout`): only as many
+    replicas as R needs, the local copy counting as one, in preference order (`order`, when
+    given: the same replicas in the order to ask them, e.g. this datacenter's first),
+    skipping those held down; when an asked replica fails, the next unasked one is asked at
+    once (`on_failure` returns it); `speculate()`, which the shell calls when an asked replica
+    is slower than its recent p99, returns one more to ask while the read is undecided. "all":
+    every replica is asked at `start()`, as every read did before (session reads need it:
+    `unanimous` means every replica answered with the same version).
+
+    `needs` (a datacenter level): what each datacenter must answer, instead of `r` of all; a
+    "quorum" fan-out asks enough in each. The caller reads its own copy when `local` and
+    reports it with `on_record(me, record)`, before `start()` (as the node does: its own copy
+    is at hand first, so it counts toward R before anybody is asked, and a quorum error then
     counts it among those that answered). REQUIRES, as ReadQuorum: `merge` is commutative and
     associative, so the result does not depend on the order answers arrive in.
     """
 
-    __slots__ = ("_down_reason", "_is_up", "_me", "_open", "_started", "local", "pref", "quorum")
+    __slots__ = ("_answered", "_down_reason", "_is_up", "_needs", "_open", "_started", "fanout", "local", "pref",
+                 "quorum", "unasked")
 
     def __init__(
         self,
@@ -84,48 +102,102 @@ class ReadPlan:
         same: Callable[[Any, Any], bool],
         down_reason: Callable[[str], str] = _down_reason,
         needs: tuple[DcNeed, ...] = (),
+        fanout: str = "quorum",
+        order: tuple[str, ...] | None = None,
     ):
+        if fanout not in READ_FANOUTS:
+            raise ConfigError("read_fanout", f"must be quorum or all, got {fanout!r}")
         self.quorum = ReadQuorum(pref, r, merge, same, needs)
         self.pref = self.quorum.replicas
-        self._me = me
+        self.fanout = fanout
         self._is_up = is_up
         self._down_reason = down_reason  # the failure of a replica held down, e.g. with its phi
-        self.local = me is not None and me in self.pref
-        self._open = set(self.pref)  # replicas that have neither answered nor failed
+        self._needs = needs
+        if order is None:
+            unasked = list(self.pref)
+        elif sorted(order) == sorted(self.pref):
+            unasked = list(order)
+        else:
+            raise ValueError(f"order {order!r} is not the replicas {self.pref!r}")
+        self.local = local = me is not None and me in unasked
+        if local:
+            unasked.remove(me)
+        # Remote replicas neither asked nor found held down yet, in the order to ask them.
+        self.unasked = unasked
+        self._open = {me} if local else set()  # asked (or read here) and not answered yet
+        self._answered = self.quorum.replies  # replica -> its record (None: no record), for those that answered
         self._started = False
 
     def start(self) -> list[str]:
-        """The remote replicas to send a ReplicaGet to, in preference order. Replicas held
-        down are not among them: they have failed already."""
+        """The remote replicas to send a ReplicaGet to, in the order to ask them. Replicas held
+        down are not among them: those met on the way have failed already."""
         if self._started:
             raise RuntimeError("a read plan is started once")
         self._started = True
-        me = self._me
-        out = []
-        for node in self.pref:
-            if node == me:
-                continue
-            if self._is_up(node):
-                out.append(node)
-            else:
-                self.on_failure(node, self._down_reason(node))
-        return out
+        if self.fanout == "all":
+            out: list[str] = []
+            is_up, opened = self._is_up, self._open
+            for node in self.unasked:
+                if is_up(node):
+                    opened.add(node)
+                    out.append(node)
+                else:
+                    self.quorum.on_failure(node, self._down_reason(node))
+            self.unasked.clear()
+            return out
+        if self._needs:
+            return self._top_up()
+        return self._ask(self.quorum.needed - len(self._answered) - len(self._open))
 
     def on_record(self, node: str, record: Any) -> None:
         """`node` answered with `record` (None: it holds no record of the key)."""
-        if node in self._open:
-            self._open.discard(node)
+        opened = self._open
+        if node in opened:
+            opened.discard(node)
             self.quorum.on_success(node, record)
         elif node not in self.quorum.replicas:
             raise ValueError(f"{node!r} is not a replica of this read")
 
-    def on_failure(self, node: str, reason: str) -> None:
-        """`node` did not answer: reason as QuorumError lists it, e.g. "timed out after 500 ms"."""
-        if node in self._open:
-            self._open.discard(node)
-            self.quorum.on_failure(node, reason)
+    def on_failure(self, node: str, reason: str) -> list[str]:
+        """`node` did not answer: reason as QuorumError lists it, e.g. "timed out after 500 ms".
+        Returns the replicas to ask in its place (none once the read is decided, or when every
+        replica was asked)."""
+        opened = self._open
+        if node in opened:
+            opened.discard(node)
+            quorum = self.quorum
+            quorum.on_failure(node, reason)
+            if self.unasked and not quorum.done:
+                return self._top_up()
         elif node not in self.quorum.replicas:
             raise ValueError(f"{node!r} is not a replica of this read")
+        return []
+
+    def speculate(self) -> str | None:
+        """One more replica to ask, because one asked is slow (the shell's timer): the next
+        unasked replica up (with datacenter needs, of a datacenter whose need is not met yet),
+        or None when the read is decided or no replica is left. At most one per call."""
+        quorum = self.quorum
+        if not self._started or quorum.done:
+            return None
+        unasked, needs = self.unasked, self._needs
+        while unasked:
+            if needs:
+                answered = self._answered
+                unmet = [n.members for n in needs if len(n.members & answered.keys()) < n.needed]
+                node = next((n for n in unasked if any(n in members for members in unmet)), None)
+                if node is None:
+                    return None
+                unasked.remove(node)
+            else:
+                node = unasked.pop(0)
+            if self._is_up(node):
+                self._open.add(node)
+                return node
+            quorum.on_failure(node, self._down_reason(node))
+            if quorum.done:
+                return None
+        return None
 
     @property
     def done(self) -> bool:
@@ -150,19 +222,61 @@ class ReadPlan:
 
     @property
     def finished(self) -> bool:
-        """Every replica answered or failed: read repair may run."""
+        """Every replica asked answered or failed, and none will be asked any more: read
+        repair may run."""
         return self._started and not self._open
 
     @property
     def unanimous(self) -> bool:
         """Finished, every replica answered, and all with the same version: each holds the
-        result (a session may count it settled, service/session.py)."""
+        result (a session may count it settled, service/session.py). Only a read that asked
+        every replica can be: fan-out "all", or R = N."""
         return self.finished and self.quorum.unanimous
 
     def repairs(self) -> list[str]:
         """Replicas that answered with less than the merge, in preference order: read-repair
-        targets (the coordinator's own copy included when it is one of them)."""
+        targets (the coordinator's own copy included when it is one of them). A replica not
+        asked is not among them: anti-entropy finds what it lacks."""
         return list(self.quorum.stale_replicas())
+
+    # -- internals
+
+    def _top_up(self) -> list[str]:
+        """Ask enough unasked replicas that those answered plus those asked and waiting reach R
+        again (per datacenter with needs)."""
+        needs = self._needs
+        if not needs:
+            return self._ask(self.quorum.needed - len(self._answered) - len(self._open))
+        out: list[str] = []
+        answered, opened, unasked, quorum = self._answered, self._open, self.unasked, self.quorum
+        for need in needs:
+            members = need.members
+            want = need.needed - len(members & answered.keys()) - len(members & opened)
+            for node in [n for n in unasked if n in members]:
+                if want <= 0 or quorum.done:
+                    break
+                unasked.remove(node)
+                if self._is_up(node):
+                    opened.add(node)
+                    out.append(node)
+                    want -= 1
+                else:
+                    quorum.on_failure(node, self._down_reason(node))
+        return out
+
+    def _ask(self, want: int) -> list[str]:
+        """The next `want` unasked replicas up, in order; those held down on the way fail."""
+        out: list[str] = []
+        unasked, is_up, opened = self.unasked, self._is_up, self._open
+        while want > 0 and unasked:
+            node = unasked.pop(0)
+            if is_up(node):
+                opened.add(node)
+                out.append(node)
+                want -= 1
+            else:
+                self.quorum.on_failure(node, self._down_reason(node))
+        return out
 
 
 class WritePlan:
@@ -353,4 +467,4 @@ class WritePlan:
         return []
 
 
-__all__ = ["DOWN_REASON", "Fallbacks", "ReadPlan", "Send", "WritePlan"]
+__all__ = ["DOWN_REASON", "READ_FANOUTS", "Fallbacks", "ReadPlan", "Send", "WritePlan"]

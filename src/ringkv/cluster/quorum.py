@@ -194,7 +194,7 @@ class ReadQuorum(_Quorum):
     versions is `same` as either (so equal replies, the usual case, are not merged at all).
     """
 
-    __slots__ = ("_merge", "_merged", "_mixed", "_replies", "_same")
+    __slots__ = ("_merge", "_merged", "_mixed", "_same", "replies")
 
     def __init__(
         self,
@@ -207,7 +207,7 @@ class ReadQuorum(_Quorum):
         super().__init__(replicas, r, "r", needs)
         self._merge = merge
         self._same = same
-        self._replies: dict[str, Any] = {}
+        self.replies: dict[str, Any] = {}  # replica -> its first successful reply (read-only outside)
         self._merged: Any = _NOTHING
         self._mixed = False  # whether any reply was not `same` as the merge before it
 
@@ -225,7 +225,7 @@ class ReadQuorum(_Quorum):
     @property
     def unanimous(self) -> bool:
         """Every replica answered, each with a version `same` as the others'."""
-        return len(self._replies) == len(self.replicas) and not self._mixed
+        return len(self.replies) == len(self.replicas) and not self._mixed
 
     def stale_replicas(self) -> tuple[str, ...]:
         """Replicas that answered with something other than the merged result, in replica order.
@@ -235,11 +235,11 @@ class ReadQuorum(_Quorum):
         """
         if not self._mixed:
             return ()  # every reply so far is `same` as the first: none is stale
-        merged, same, replies = self._merged, self._same, self._replies
+        merged, same, replies = self._merged, self._same, self.replies
         return tuple(n for n in self.replicas if n in replies and not same(replies[n], merged))
 
     def _accept(self, node: str, reply: Any) -> None:
-        self._replies[node] = reply
+        self.replies[node] = reply
         merged = self._merged
         if merged is _NOTHING:
             self._merged = reply

@@ -46,6 +46,9 @@ class NodeConfig:
     write_consistency: str = "quorum"
     replica_timeout_ms: int = 500  # how long a coordinator waits for one replica's answer
     read_repair: str = "background"  # background | blocking | off
+    # Who a read asks: "quorum", as many replicas as R needs (the local copy counting), one more
+    # when one fails or is slower than its recent p99; "all", every replica (node/read_path.py).
+    read_fanout: str = "quorum"
     # Sessions (read-your-writes and monotonic reads, docs/consistency.md "Sessions"): the
     # keys a token remembers, its encoded length, and how long a session read looks for a
     # replica holding what the session saw before it answers an error.
@@ -263,6 +266,9 @@ class NodeConfig:
                 "cluster_name", "must be letters, digits, '-', '_' or '.'")
         require(self.read_repair in ("background", "blocking", "off"), "read_repair",
                 "must be background, blocking or off")
+        require(self.read_fanout in ("quorum", "all"), "read_fanout",
+                "must be quorum (ask as many replicas as R needs, with a speculative retry) or all "
+                "(ask every replica)")
         require(self.replica_timeout_ms >= 1, "replica_timeout_ms", "must be >= 1")
         require(1 <= self.session_max_keys <= 65_536, "session_max_keys", "must be in 1..65536")
         require(256 <= self.session_max_token_bytes <= 1 << 20, "session_max_token_bytes",

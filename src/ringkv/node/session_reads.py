@@ -2,10 +2,12 @@
 
 A session's token (service/session.py) requires, per key it wrote or read, a clock that the
 record a read returns must descend. `SessionReads.read` first reads as any read at its level
-does (`ReadPath.read`: R replicas, read repair). When the answer descends the requirement, that
-is the answer: the common case costs what the level costs, plus one clock comparison. When it
-does not (the replicas asked have not received the session's write yet, or the session read a
-newer copy elsewhere), the coordinator searches, in rounds until `session_wait_ms` has passed:
+does (`ReadPath.read`: R answers, read repair), but asks every home replica whatever the node's
+`read_fanout` (the `Settler` needs every replica's answer). When the answer descends the
+requirement, that is the answer: the common case costs what the level costs with
+`read_fanout = "all"`, plus one clock comparison. When it does not (the replicas that answered
+have not received the session's write yet, or the session read a newer copy elsewhere), the
+coordinator searches, in rounds until `session_wait_ms` has passed:
 
 1. every home replica of the key (the local one without a hop), and
 2. the hints kept for the key's home replicas: this node's own, and those of the key's
@@ -95,7 +97,7 @@ class SessionReads:
         if required is None:
             if token.degraded:
                 r = max(r, len(pref) // 2 + 1)
-            data = await self.reads.read(skey, r, pref, settler)
+            data = await self.reads.read(skey, r, pref, settler, fanout="all")
             record = None if data is None else rec.decode_record(data)
             if record is not None:
                 token.observe(skey, record.clock)
@@ -103,7 +105,7 @@ class SessionReads:
             return record
         failure: str = ""
         try:
-            data = await self.reads.read(skey, r, pref, settler)
+            data = await self.reads.read(skey, r, pref, settler, fanout="all")
         except QuorumError as exc:
             data, failure = None, str(exc)
         else:

@@ -24,7 +24,12 @@ gossiper. What is simplified, and why it does not weaken the checks:
   holds up at most `max_hints_per_tick` hints; no back-off (node/handoff.HintDelivery backs
   off a failing target from 1 s to 60 s; that only slows delivery). A hint is removed when
   its ack comes back only if it was not changed meanwhile (see `Bug.HINT_RACE`).
-- Read repair runs once every replica has answered (the node's default, "background").
+- Reads ask R replicas (the node's default `read_fanout = "quorum"`; `read_fanout="all"`
+  asks every one), the next one at once for each that fails, and one more after a fixed
+  `speculate_after_ms` if still undecided, where the node waits an asked replica's recent
+  p99. Read repair runs once every replica asked has answered (the node's default,
+  "background"); only those can be repaired, and with no anti-entropy here, the final read
+  at ALL of the data-path scenario is what repairs the others.
 - No anti-entropy, no membership changes (so no `extra` nodes), no expiry, no deletes.
 - With `dcs` (datacenters), member i is in datacenter dc(i mod dcs + 1), each keeps
   `replicas_per_dc` copies (cluster/ring.Ring's per-datacenter rings), writes go at
@@ -44,7 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ringkv.cluster.plans import ReadPlan, Send, WritePlan
+from ringkv.cluster.plans import READ_FANOUTS, ReadPlan, Send, WritePlan
 from ringkv.cluster.quorum import ConsistencyLevel, resolve
 from ringkv.cluster.ring import Member, Ring
 from ringkv.errors import ClockSkewError, ConfigError
@@ -89,6 +94,12 @@ class KvSettings:
     max_hints_per_tick: int = 64  # per target and tick: a bound, as hint_delivery_rate_per_s
     sloppy: bool = True  # stand-ins for failed replicas (False: every write is STRICT)
     read_repair: bool = True
+    # Who a read asks (node/read_path.py): "quorum", R replicas, one more at once for each that
+    # fails and one more `speculate_after_ms` after the start if still undecided (the node's
+    # timer is an asked replica's recent p99; here a fixed delay, about the simulated network's
+    # slowest round trip at its default delays); "all", every replica.
+    read_fanout: str = "quorum"
+    speculate_after_ms: float = 60.0
     bug: Bug = Bug.NONE
     dcs: int = 0  # datacenters (0: none, the ring counts N over all nodes)
     replicas_per_dc: int = 3  # with dcs: copies in each datacenter
@@ -98,6 +109,10 @@ class KvSettings:
             raise ConfigError("replica_timeout_ms", f"must be > 0, got {self.replica_timeout_ms!r}")
         if not self.hint_interval_ms > 0:
             raise ConfigError("hint_interval_ms", f"must be > 0, got {self.hint_interval_ms!r}")
+        if self.read_fanout not in READ_FANOUTS:
+            raise ConfigError("read_fanout", f"must be quorum or all, got {self.read_fanout!r}")
+        if not self.speculate_after_ms > 0:
+            raise ConfigError("speculate_after_ms", f"must be > 0, got {self.speculate_after_ms!r}")
         if self.max_hints_per_tick < 1:
             raise ConfigError("max_hints_per_tick", f"must be >= 1, got {self.max_hints_per_tick!r}")
         object.__setattr__(self, "bug", Bug(self.bug))
@@ -255,6 +270,7 @@ class KvStats:
     stand_ins: int = 0
     hints_delivered: int = 0
     read_repairs: int = 0
+    speculative_reads: int = 0
     quorum_failures: int = 0
     replica_timeouts: int = 0
 
@@ -448,32 +464,52 @@ class KvNode:
     # -- reads
 
     def read(self, key: bytes, level: ConsistencyLevel, done: Callable[[ReadResult], None]) -> None:
-        """A client's GET sent to this node: a ReadPlan over the key's replicas, read repair
-        once every replica has answered (node/read_path.py, ReadPath.read)."""
+        """A client's GET sent to this node: a ReadPlan over the key's replicas (R of them, or
+        every one with read_fanout "all"), a replacement for each that fails, one speculative
+        retry, read repair once every replica asked has answered (node/read_path.py,
+        ReadPath.read)."""
         pref, _ = self.sim.placement(key)
         if level is ConsistencyLevel.LOCAL_QUORUM:  # Placement.read_scope: this datacenter's replicas
             dc_of = self.sim.ring.dc_of
             pref = tuple(n for n in pref if dc_of(n) == dc_of(self.node_id))
         r = resolve(level, len(pref), field="r")
-        plan = ReadPlan(pref, r, me=self.node_id, is_up=self.is_up, merge=merge_records, same=_same)
+        plan = ReadPlan(pref, r, me=self.node_id, is_up=self.is_up, merge=merge_records, same=_same,
+                        fanout=self.settings.read_fanout)
         read = _Read(plan, key, done)
         self.stats.reads_coordinated += 1
         self._reads.append(read)
         if plan.local:
             plan.on_record(self.node_id, self.store.records.get(key))
+        self._ask(read, plan.start())
+        if not plan.done and plan.unasked:
+            sim = self.sim
+            sim.queue.schedule(sim.now_ms + self.settings.speculate_after_ms, self._speculate, read)
+        self._read_progress(read)
+
+    def _ask(self, read: _Read, nodes: Iterable[str]) -> None:
         timeout_ms = self.settings.replica_timeout_ms
-        for node in plan.start():
-            self.call(node, Get(key), timeout_ms,
+        for node in nodes:
+            self.call(node, Get(read.key), timeout_ms,
                       functools.partial(self._got, read, node),
                       functools.partial(self._get_failed, read, node))
-        self._read_progress(read)
 
     def _got(self, read: _Read, node: str, body: Got) -> None:
         read.plan.on_record(node, body.record)
         self._read_progress(read)
 
     def _get_failed(self, read: _Read, node: str, reason: str) -> None:
-        read.plan.on_failure(node, reason)
+        self._ask(read, read.plan.on_failure(node, reason))
+        self._read_progress(read)
+
+    def _speculate(self, read: _Read) -> None:
+        """The read's timer: if it is still undecided (and this incarnation still runs it),
+        ask one more replica."""
+        if not self.alive or read not in self._reads:
+            return
+        node = read.plan.speculate()
+        if node is not None:
+            self.stats.speculative_reads += 1
+            self._ask(read, (node,))
         self._read_progress(read)
 
     def _read_progress(self, read: _Read) -> None:
