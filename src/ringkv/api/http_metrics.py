@@ -224,6 +224,8 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("hints_taken", "Writes this node kept as a stand-in, for a replica that was down."),
         ("session_failures", "Session reads that found no replica holding the session's writes in time."),
         ("replica_reads", "Reads of this node's replica asked by a coordinator (ReplicaGet)."),
+        ("speculative_reads", "Reads that asked one more replica because the one asked was slower than "
+                              "its recent p99 (read_fanout = quorum)."),
         ("hot_reads_spread", "Reads at ONE of a hot key sent to one replica in turn (hot_reads = spread)."),
         ("hot_cache_hits", "Reads at ONE of a hot key answered from the coordinator's cache (hot_cache_ms)."),
         ("relays_sent", "Writes sent once to another datacenter's relay for all its replicas."),

@@ -2,7 +2,7 @@
 
 Any node of a cluster coordinates any request, so a client that talks to one node is always
 right; but when that node holds no replica of the key, it must forward the request (a write)
-or ask every replica over the network (a read), one more hop than needed. A token-aware client
+or ask the replicas over the network (a read), one more hop than needed. A token-aware client
 (`Client(..., token_aware=True)`) asks the cluster where each partition's replicas are
 (`RINGKV.RING`, one JSON document per namespace) and sends a keyed request straight to one of
 the key's replicas, which then coordinates it: Cassandra's and Riak's drivers do the same.
