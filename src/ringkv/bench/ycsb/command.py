@@ -13,9 +13,10 @@ import click
 
 ALL_WORKLOADS = "a,b,c,d,e,f"
 ALL_SYSTEMS = "ringkv-cluster,ringkv-node,redis,etcd"
-# Measured only when named: the cluster at fixed levels, and in sessions (docs/benchmarks/ycsb.md,
-# "Sessions").
-EXTRA_SYSTEMS = "ringkv-one,ringkv-quorum,ringkv-session,ringkv-session-raw"
+# Measured only when named: the cluster at fixed levels, in sessions (docs/benchmarks/ycsb.md,
+# "Sessions"), and in two datacenters (docs/benchmarks/multidc.md).
+EXTRA_SYSTEMS = ("ringkv-one,ringkv-quorum,ringkv-session,ringkv-session-raw,"
+                 "ringkv-dc-local,ringkv-dc-each,ringkv-dc-each-rw")
 
 
 def _names(value: str, known: str, what: str) -> tuple[str, ...]:
@@ -32,7 +33,8 @@ def _names(value: str, known: str, what: str) -> tuple[str, ...]:
               help="Comma-separated YCSB core workloads; they run in YCSB's order A, B, C, F, D, E.")
 @click.option("--systems", default=ALL_SYSTEMS, show_default=True,
               help="Comma-separated systems to measure, each started and stopped by the harness; "
-                   f"also {EXTRA_SYSTEMS} (the cluster at fixed levels, in sessions).")
+                   f"also {EXTRA_SYSTEMS} (the cluster at fixed levels, in sessions, in two "
+                   "datacenters).")
 @click.option("--records", default=10_000, show_default=True, type=click.IntRange(min=1),
               help="Records loaded before the workloads run.")
 @click.option("--operations", default=20_000, show_default=True, type=click.IntRange(min=1),
@@ -55,9 +57,11 @@ def _names(value: str, known: str, what: str) -> tuple[str, ...]:
               help="The markdown report; '-' prints it and writes no file.")
 @click.option("--plots-dir", default="docs/benchmarks/ycsb", show_default=True,
               help="Where the PNG plots go ('-': none).")
+@click.option("--json", "json_out", default=None,
+              help="Also write the figures as JSON to this file (unrounded, for comparing runs).")
 def ycsb(workloads: str, systems: str, records: int, operations: int, value_size: int, fields: int,
          clients: int, processes: int, duration_s: float | None, consistency: str, seed: int,
-         out: str, plots_dir: str) -> None:
+         out: str, plots_dir: str, json_out: str | None) -> None:
     """Run YCSB's core workloads A-F against ringkv (3-node cluster and one node), Redis and
     etcd, started here on loopback, and write a report with tables and plots.
 
@@ -73,7 +77,7 @@ def ycsb(workloads: str, systems: str, records: int, operations: int, value_size
     except BenchDependencyError as exc:
         raise click.ClickException(str(exc)) from None
     from ringkv.bench.ycsb.harness import BenchConfig, run_benchmark
-    from ringkv.bench.ycsb.report import plot, render
+    from ringkv.bench.ycsb.report import figures, plot, render
 
     if clients < processes:
         raise click.BadParameter(f"--clients ({clients}) must be at least --processes ({processes})")
@@ -96,6 +100,13 @@ def ycsb(workloads: str, systems: str, records: int, operations: int, value_size
             log(f"wrote {path}")
         base = os.path.dirname(os.path.abspath(out)) if out != "-" else os.getcwd()
         plots_rel = os.path.relpath(os.path.abspath(plots_dir), base)
+    if json_out:
+        import json
+
+        os.makedirs(os.path.dirname(json_out) or ".", exist_ok=True)
+        with open(json_out, "w") as f:
+            json.dump(figures(run), f, indent=1)
+        log(f"wrote {json_out}")
     report = render(run, plots_rel)
     if out == "-":
         sys.stdout.write(report)

@@ -113,6 +113,33 @@ def cpu_table(run: BenchRun) -> list[str]:
     return lines
 
 
+def figures(run: BenchRun) -> dict:
+    """The run's figures as plain data (`--json`): what the tables show, unrounded, so that
+    several runs can be compared by a script (ratios within a round, medians over rounds)."""
+    phases = []
+    for m in run.measurements:
+        errors, misses = m.result.errors(), m.result.misses()
+        operations = {}
+        for op, h in m.histograms.items():
+            operations[op] = {
+                "count": h.get_total_count(),
+                **{f"p{p:g}_ms": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES},
+                "max_ms": h.get_max_value() / 1000,
+                "failed": errors.get(op, 0),
+                "not_found": misses.get(op, 0),
+            }
+        phases.append({
+            "system": m.system, "phase": m.workload, "seconds": m.elapsed_s, "ops_per_s": m.throughput,
+            "server_cpu_s": m.server_cpu_s, "client_cpu_s": m.client_cpu_s,
+            "machine_busy": m.machine_busy, "other_cores": m.other_cores, "operations": operations,
+        })
+    return {
+        "command": run.command, "started": run.started, "ended": run.ended, "machine": run.machine,
+        "systems": {s: {"version": i.version, "settings": i.settings} for s, i in run.systems.items()},
+        "skipped": run.skipped, "phases": phases, "warnings": [c.line() for c in run.caveats],
+    }
+
+
 def render(run: BenchRun, plots_rel: str | None = None) -> str:
     cfg = run.config
     mi = run.machine

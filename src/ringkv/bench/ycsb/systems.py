@@ -11,6 +11,9 @@ runs with, and how much CPU its processes have used.
 | ringkv-one, ringkv-quorum | the same at R=W=ONE, at R=W=QUORUM, whatever `--consistency` says |
 | ringkv-session | the same at R=W=ONE, each client task in a session of its own through the Python client (docs/consistency.md, "Sessions") |
 | ringkv-session-raw | the same, each task on a connection of its own that ran `RINGKV.CONSISTENCY SESSION` |
+| ringkv-dc-local | 6 `ringkv serve` processes in 2 datacenters of 3 (dc1=3,dc2=3, N=6), 40 ms emulated WAN delay each way, R=W=LOCAL_QUORUM; half the client tasks on dc1's nodes, half on dc2's |
+| ringkv-dc-each | the same cluster, W=EACH_QUORUM, R=LOCAL_QUORUM (strong in every datacenter, docs/multi-dc.md) |
+| ringkv-dc-each-rw | the same cluster, R=W=EACH_QUORUM |
 | ringkv-node | 1 `ringkv serve` process, defaults |
 | redis | `redis-server` with its defaults (RDB snapshots, no AOF) |
 | etcd | 3 `etcd` processes (Debian's etcd-server) forming one raft cluster |
@@ -33,7 +36,14 @@ from pathlib import Path
 
 from ringkv.bench.server import RedisServer, _version
 from ringkv.bench.ycsb.drivers import DriverSpec
-from ringkv.testing.launcher import LocalCluster, NodeProcess, free_port
+from ringkv.testing.launcher import (
+    LocalCluster,
+    NodeProcess,
+    datacenter_layout,
+    datacenter_of,
+    dc_replicas_setting,
+    free_port,
+)
 
 ETCD_READY_TIMEOUT_S = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -214,6 +224,85 @@ class RingkvSessionRaw(RingkvSessionCluster):
     sessions = "connection"
 
 
+class RingkvDatacenters(RingkvCluster):
+    """Two datacenters of three nodes each on loopback, three copies of every key in each, the
+    WAN between them emulated in the nodes (`emulated_wan_delay_ms`: this machine's kernel has
+    no tc netem, docs/multi-dc.md). Its levels are its own; `--consistency` does not change
+    them.
+
+    Clients are deployed as an application running in both datacenters would be: each task
+    talks to one node only, and the addresses alternate between the datacenters (n1, n4, n2,
+    n5, n3, n6), so with task i on address i mod 6 each client process has as many tasks in
+    dc1 as in dc2, each talking to a node of its own datacenter."""
+
+    name = "ringkv-dc-local"
+    DATACENTERS = 2
+    NODES_PER_DC = 3
+    COPIES_PER_DC = 3
+    WAN_DELAY_MS = 40  # each way: a round trip between the datacenters takes 80 ms more
+    read_level = "local_quorum"
+    write_level = "local_quorum"
+
+    def __init__(self, root: Path, consistency: str = "quorum"):
+        super().__init__(root, self.read_level)
+
+    def make_cluster(self) -> LocalCluster:
+        """The cluster, not started."""
+        nodes = self.DATACENTERS * self.NODES_PER_DC
+        locations = datacenter_layout(nodes, self.DATACENTERS)
+        counts = dict.fromkeys(sorted({datacenter_of(loc) for loc in locations}), self.COPIES_PER_DC)
+        return LocalCluster(
+            self.root, nodes=nodes, locations=locations, replicas=sum(counts.values()),
+            dc_replicas=dc_replicas_setting(counts), emulated_wan_delay_ms=self.WAN_DELAY_MS,
+            read_consistency=self.read_level, write_consistency=self.write_level, **_QUIET)
+
+    def start(self) -> None:
+        self.cluster = self.make_cluster()
+        self.cluster.start()
+
+    def ordered_nodes(self) -> list[NodeProcess]:
+        """The nodes, taking each datacenter in turn: dc1's first, dc2's first, dc1's second..."""
+        by_dc = list(self.cluster.datacenters.values())
+        out = []
+        for i in range(max(len(ids) for ids in by_dc)):
+            out += [self.cluster.node(ids[i]) for ids in by_dc if i < len(ids)]
+        return out
+
+    def addresses(self):
+        return tuple(("127.0.0.1", n.resp_port) for n in self.ordered_nodes())
+
+    def settings(self) -> str:
+        dcs = self.DATACENTERS
+        nodes = dcs * self.NODES_PER_DC
+        counts = ",".join(f"dc{d + 1}={self.COPIES_PER_DC}" for d in range(dcs))
+        levels = (f"R=W={self.read_level.upper()}" if self.read_level == self.write_level else
+                  f"W={self.write_level.upper()}, R={self.read_level.upper()}")
+        return (f"{nodes} `ringkv serve` processes on loopback in {dcs} datacenters of "
+                f"{self.NODES_PER_DC} (n1-n3 in dc1, n4-n6 in dc2, each node a rack of its own), "
+                f"`dc_replicas = \"{counts}\"` (N={nodes}), `emulated_wan_delay_ms = "
+                f"{self.WAN_DELAY_MS}` (every RPC to or from the other datacenter held "
+                f"{self.WAN_DELAY_MS} ms each way, so a round trip across costs "
+                f"{2 * self.WAN_DELAY_MS} ms more), {levels} (node defaults), WAL fsynced every "
+                "100 ms, HTTP off; each client task talks to one node, half of them to dc1's "
+                "nodes and half to dc2's (an application deployed in both datacenters, each "
+                "copy using its own datacenter's nodes)")
+
+
+class RingkvDatacentersEach(RingkvDatacenters):
+    """The same, writes at EACH_QUORUM: with reads at LOCAL_QUORUM, strong in every datacenter."""
+
+    name = "ringkv-dc-each"
+    write_level = "each_quorum"
+
+
+class RingkvDatacentersEachReads(RingkvDatacenters):
+    """The same, reads and writes at EACH_QUORUM."""
+
+    name = "ringkv-dc-each-rw"
+    read_level = "each_quorum"
+    write_level = "each_quorum"
+
+
 class RingkvNode(System):
     name = "ringkv-node"
     kind = "ringkv"
@@ -367,5 +456,6 @@ class EtcdCluster(System):
 
 SYSTEMS: dict[str, type[System]] = {
     s.name: s for s in (RingkvCluster, RingkvOne, RingkvQuorum, RingkvSessionCluster,
-                        RingkvSessionRaw, RingkvNode, Redis, EtcdCluster)
+                        RingkvSessionRaw, RingkvDatacenters, RingkvDatacentersEach,
+                        RingkvDatacentersEachReads, RingkvNode, Redis, EtcdCluster)
 }
