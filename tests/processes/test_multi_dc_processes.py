@@ -292,3 +292,36 @@ def test_namespaces_with_their_own_counts_per_datacenter_keep_them_through_repai
                 assert thin5.execute_command("RINGKV.AT", "LOCAL_ONE", "GET", key) == b"t", key
         finally:
             n5.stop()
+
+
+def test_spread_reads_of_a_hot_key_stay_in_the_coordinators_datacenter(tmp_path):
+    """hot_reads = "spread" across two datacenters 40 ms apart: a hot key's reads at ONE take
+    turns over dc1's replicas only, never a replica across the WAN."""
+    settings = dict(dc_replicas="dc1=2,dc2=2", partitions=16, emulated_wan_delay_ms=WAN_DELAY_MS,
+                    gossip_interval_ms=200, namespaces="hot:hot_reads=spread")
+    cluster = LocalCluster(tmp_path, nodes=4, **settings)
+    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
+    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
+    for n in cluster.nodes:
+        n.settings["members"] = members
+    with cluster:
+        r1 = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=30, single_connection_client=True)
+        assert r1.execute_command("RINGKV.NAMESPACE", "hot") == b"OK"
+        r1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", "k", "v")
+        for _ in range(200):  # k becomes hot on n1
+            assert r1.execute_command("RINGKV.AT", "ONE", "GET", "k") == b"v"
+
+        def served() -> list[int]:
+            return [int(redis.Redis(port=n.resp_port).info("ringkv")["cluster_replica_reads"]) for n in cluster.nodes]
+
+        before, spread_before = served(), int(r1.info("ringkv")["cluster_hot_reads_spread"])
+        took = []
+        for _ in range(100):
+            started = time.perf_counter()
+            assert r1.execute_command("RINGKV.AT", "ONE", "GET", "k") == b"v"
+            took.append((time.perf_counter() - started) * 1000)
+        after = served()
+        assert int(r1.info("ringkv")["cluster_hot_reads_spread"]) - spread_before == 100
+        assert after[2] == before[2] and after[3] == before[3], (before, after)  # nothing across the WAN
+        assert after[1] - before[1] >= 40, (before, after)  # n2 takes its turns, n1 the others
+        assert statistics.median(took) < WAN_DELAY_MS, took

@@ -173,13 +173,20 @@ class ReadPath:
         """A read at ONE of a hot key in a namespace with hot_reads = "spread" (docs/hot-keys.md):
         one replica is asked, the next one up in turn, instead of the first (or, with
         read_fanout = "all", every) replica; no read repair (the key's other reads and
-        anti-entropy still repair it). When that replica fails, a read at ONE as usual."""
-        n = len(pref)
+        anti-entropy still repair it). When that replica fails, a read at ONE as usual. Across
+        datacenters, the turn goes round this node's datacenter's replicas only (when it holds
+        any): a replica across the WAN costs its round trip on every read sent there."""
+        turn = pref
+        placement = self.placement
+        if placement.multi_dc:
+            dc = placement.dc
+            turn = tuple(node for node in pref if placement.dc_of(node) == dc) or pref
+        n = len(turn)
         up = self.calls.up
         me = self.node_id
         start = self._turn = (self._turn + 1) % n
         for i in range(n):
-            node = pref[(start + i) % n]
+            node = turn[(start + i) % n]
             if node == me or up(node):
                 break
         else:
