@@ -13,9 +13,11 @@ import click
 
 ALL_WORKLOADS = "a,b,c,d,e,f"
 ALL_SYSTEMS = "ringkv-cluster,ringkv-node,redis,etcd"
-# Measured only when named: the cluster at fixed levels, in sessions (docs/benchmarks/ycsb.md,
-# "Sessions"), and in two datacenters (docs/benchmarks/multidc.md).
-EXTRA_SYSTEMS = ("ringkv-one,ringkv-quorum,ringkv-session,ringkv-session-raw,"
+# Measured only when named: the cluster with token-aware clients and on six nodes
+# (docs/benchmarks/ycsb.md, "Token-aware clients"), at fixed levels, in sessions
+# (docs/benchmarks/ycsb.md, "Sessions"), and in two datacenters (docs/benchmarks/multidc.md).
+EXTRA_SYSTEMS = ("ringkv-cluster-token,ringkv-six,ringkv-six-token,"
+                 "ringkv-one,ringkv-quorum,ringkv-session,ringkv-session-raw,"
                  "ringkv-dc-local,ringkv-dc-each,ringkv-dc-each-rw")
 
 

@@ -6,7 +6,9 @@
 
 A `DriverSpec` is plain data (it crosses to the client processes); `make_driver` opens the
 system's own client there. A driver spreads its tasks over the system's addresses (task i
-talks to address i mod n), so on a cluster every member coordinates its share of requests.
+talks to address i mod n), so on a cluster every member coordinates its share of requests;
+with the option `token_aware` (the `-token` systems), ringkv's tasks share one token-aware
+client instead, which sends each request to one of its key's replicas.
 
 What the operations are, per system (the report repeats this table):
 
@@ -128,12 +130,21 @@ class RingkvDriver(Driver):
         from ringkv.client import AsyncClient
 
         per_node = -(-tasks // len(spec.addresses))
-        self.clients = [
-            AsyncClient(host, port, max_connections=max(per_node, 1),
-                        timeout_ms=REQUEST_TIMEOUT_S * 1000, connect_timeout_ms=5000,
-                        consistency=spec.options.get("consistency"))
-            for host, port in spec.addresses
-        ]
+        if spec.options.get("token_aware"):
+            # One token-aware client for every task: each request goes to one of its key's
+            # replicas (docs/client.md, "Token-aware routing"), a pool of up to `tasks`
+            # connections per node; the other addresses are its seeds.
+            (host, port), *seeds = spec.addresses
+            self.clients = [AsyncClient(host, port, seeds=seeds, token_aware=True, max_connections=max(tasks, 1),
+                                        timeout_ms=REQUEST_TIMEOUT_S * 1000, connect_timeout_ms=5000,
+                                        consistency=spec.options.get("consistency"))]
+        else:
+            self.clients = [
+                AsyncClient(host, port, max_connections=max(per_node, 1),
+                            timeout_ms=REQUEST_TIMEOUT_S * 1000, connect_timeout_ms=5000,
+                            consistency=spec.options.get("consistency"))
+                for host, port in spec.addresses
+            ]
         if spec.options.get("sessions") == "client":
             # Task i's session goes through node i mod n's client, like its plain requests.
             self.sessions = [RingkvSession(self.clients[t % len(self.clients)].session())

@@ -8,6 +8,8 @@ runs with, and how much CPU its processes have used.
 | name | what runs |
 |---|---|
 | ringkv-cluster | 3 `ringkv serve` processes (LocalCluster), N=3, R and W from `--consistency` |
+| ringkv-cluster-token | the same, each client process's tasks sharing one token-aware client (docs/client.md, "Token-aware routing") |
+| ringkv-six, ringkv-six-token | 6 processes, N=3, tasks spread over the nodes / one token-aware client |
 | ringkv-one, ringkv-quorum | the same at R=W=ONE, at R=W=QUORUM, whatever `--consistency` says |
 | ringkv-session | the same at R=W=ONE, each client task in a session of its own through the Python client (docs/consistency.md, "Sessions") |
 | ringkv-session-raw | the same, each task on a connection of its own that ran `RINGKV.CONSISTENCY SESSION` |
@@ -154,11 +156,16 @@ _QUIET = {"http_enabled": "false", "log_level": "warning"}
 class RingkvCluster(System):
     name = "ringkv-cluster"
     kind = "ringkv"
+    nodes = 3
+    token_aware = False  # the client sends each request to one of its key's replicas
 
     def start(self) -> None:
-        self.cluster = LocalCluster(self.root, nodes=3, replicas=3, read_consistency=self.consistency,
+        self.cluster = LocalCluster(self.root, nodes=self.nodes, replicas=3, read_consistency=self.consistency,
                                     write_consistency=self.consistency, **_QUIET)
         self.cluster.start()
+
+    def driver_spec(self) -> DriverSpec:
+        return DriverSpec(self.kind, self.addresses(), {"token_aware": True} if self.token_aware else {})
 
     def stop(self) -> None:
         self.cluster.stop()
@@ -173,10 +180,29 @@ class RingkvCluster(System):
         return _ringkv_version()
 
     def settings(self) -> str:
-        return (f"3 `ringkv serve` processes on loopback, N=3, R=W={self.consistency.upper()} "
+        how = ("each client process's tasks share one token-aware client (`token_aware=True`), "
+               "which sends each request to one of its key's replicas at random"
+               if self.token_aware else f"each client process spreads its tasks over the {self.nodes} nodes")
+        return (f"{self.nodes} `ringkv serve` processes on loopback, N=3, R=W={self.consistency.upper()} "
                 "(node defaults `read_consistency`/`write_consistency`), WAL fsynced every 100 ms "
-                "(`sync = interval`, the default), HTTP off; each client process spreads its "
-                "tasks over the three nodes")
+                f"(`sync = interval`, the default), HTTP off; {how}")
+
+
+class RingkvClusterToken(RingkvCluster):
+    name = "ringkv-cluster-token"
+    token_aware = True
+
+
+class RingkvSix(RingkvCluster):
+    """Six nodes, N=3: a coordinator holds half the keys, so routing by key saves hops."""
+
+    name = "ringkv-six"
+    nodes = 6
+
+
+class RingkvSixToken(RingkvSix):
+    name = "ringkv-six-token"
+    token_aware = True
 
 
 class RingkvFixedLevel(RingkvCluster):
@@ -455,7 +481,8 @@ class EtcdCluster(System):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (RingkvCluster, RingkvOne, RingkvQuorum, RingkvSessionCluster,
+    s.name: s for s in (RingkvCluster, RingkvClusterToken, RingkvSix, RingkvSixToken, RingkvOne, RingkvQuorum,
+                        RingkvSessionCluster,
                         RingkvSessionRaw, RingkvDatacenters, RingkvDatacentersEach,
                         RingkvDatacentersEachReads, RingkvNode, Redis, EtcdCluster)
 }
