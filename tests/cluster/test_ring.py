@@ -1,6 +1,10 @@
 """The ring as an operator sees it: balanced shares, few partitions moved on join and leave,
 rack-diverse replicas, and the same ring on every node. docs/ring.md explains the bounds
-asserted here and gives the measured figures behind them."""
+asserted here and gives the measured figures behind them.
+
+Tests of properties both ring algorithms share run on both; the balance and movement bounds
+here are those of "dithered", the ring of clusters created before "bounded" (whose own bounds
+are in test_ring_movement.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ from hypothesis import strategies as st
 from xxhash import xxh3_64_intdigest
 
 from ringkv.cluster.ring import (
+    DEFAULT_ALGORITHM,
     MAX_PARTITIONS,
+    RING_ALGORITHMS,
+    RING_DITHERED,
     Member,
     Ring,
     capacities,
@@ -115,6 +122,15 @@ def test_the_same_member_listed_twice_is_one_member():
     assert ring.node_ids == ("a", "b")
 
 
+def test_an_unknown_ring_algorithm_is_refused_naming_the_setting():
+    with pytest.raises(ConfigError) as info:
+        Ring([Member("a")], partitions=64, algorithm="consistent")
+    assert info.value.field == "ring_algorithm"
+    # The default keeps existing clusters' placement; "bounded" is chosen at creation.
+    assert DEFAULT_ALGORITHM == RING_DITHERED
+    assert Ring([Member("a")], 64).algorithm == RING_DITHERED
+
+
 def test_partitions_out_of_range_are_refused():
     ring = Ring([Member("a"), Member("b")], partitions=64)
     for bad in (-1, 64):
@@ -127,13 +143,14 @@ def test_partitions_out_of_range_are_refused():
 # --- one ring everywhere ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
 @HEAVY
 @given(node_names(max_n=80), st.randoms(use_true_random=False))
-def test_every_node_computes_the_same_ring_whatever_the_member_order(names, rnd):
+def test_every_node_computes_the_same_ring_whatever_the_member_order(algorithm, names, rnd):
     members = [Member(n, weight=1.0 + i % 3, rack=f"r{i % 4}") for i, n in enumerate(names)]
     shuffled = list(members)
     rnd.shuffle(shuffled)
-    a, b = Ring(members, 1024), Ring(shuffled, 1024)
+    a, b = Ring(members, 1024, algorithm=algorithm), Ring(shuffled, 1024, algorithm=algorithm)
     assert [a.preference_list(p) for p in range(1024)] == [
         b.preference_list(p) for p in range(1024)
     ]
@@ -145,16 +162,17 @@ def rendezvous_key(p: int, member: Member, weighted: bool) -> float | int:
     return math.log(((h >> 11) + 0.5) * 2.0**-53) / member.weight if weighted else h
 
 
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
 @pytest.mark.parametrize("weights", [[1.0], [1.0, 2.0, 3.0]])
-def test_owners_form_the_stable_matching_the_design_note_describes(weights):
+def test_owners_form_the_stable_matching_the_design_note_describes(weights, algorithm):
     # Recompute the rendezvous keys from docs/ring.md and check that no partition and node
     # would both rather be together than with what they have (no blocking pair).
     rnd = random.Random(4)
     members = [Member(f"n{i}", weight=rnd.choice(weights)) for i in range(40)]
-    ring = Ring(members, 1024)
+    ring = Ring(members, 1024, algorithm=algorithm)
     weighted = len(weights) > 1
     keys = {(p, m.node_id): rendezvous_key(p, m, weighted) for p in range(1024) for m in members}
-    caps = dict(zip(ring.node_ids, capacities(ring.members, 1024)))
+    caps = dict(zip(ring.node_ids, capacities(ring.members, 1024, algorithm)))
     load = counts(ring)
     weakest = {
         node: min((keys[p, node] for p in ring.owned_partitions(node)), default=None)
@@ -169,7 +187,7 @@ def test_owners_form_the_stable_matching_the_design_note_describes(weights):
                 assert weakest[node] > keys[p, node]
 
 
-# --- balance ----------------------------------------------------------------------------------
+# --- balance ("dithered"; "bounded": test_ring_movement.py) --------------------------------------
 
 
 @HEAVY
@@ -180,7 +198,7 @@ def test_owners_form_the_stable_matching_the_design_note_describes(weights):
 @example([f"node-{i}" for i in range(200)])
 def test_the_largest_share_is_within_ten_percent_of_the_mean(names):
     q = partitions_for(len(names))
-    ring = Ring([Member(n) for n in names], q)
+    ring = Ring([Member(n) for n in names], q, algorithm=RING_DITHERED)
     mean = q / len(names)
     assert max(counts(ring).values()) <= 1.1 * mean
     assert sum(counts(ring).values()) == q
@@ -194,7 +212,7 @@ def test_shares_follow_weights(names, rnd):
     total = sum(m.weight for m in members)
     # Sized so that the lightest node's ideal share is >= 16 partitions (docs/ring.md).
     q = partitions_for(math.ceil(total / min(m.weight for m in members)))
-    ring = Ring(members, q)
+    ring = Ring(members, q, algorithm=RING_DITHERED)
     load = counts(ring)
     by_weight: dict[float, list[float]] = {}
     for m in members:
@@ -208,7 +226,7 @@ def test_shares_follow_weights(names, rnd):
         assert abs(got - ideal) <= 0.10 * ideal  # measured worst 4.5%
 
 
-# --- movement on join and leave ---------------------------------------------------------------
+# --- movement on join and leave ("dithered"; "bounded": test_ring_movement.py) ---------------------
 
 
 def movement_bound(nodes_after: int, q: int) -> float:
@@ -241,8 +259,8 @@ def check_one_node_changed(small: Ring, big: Ring, node: str) -> None:
 @example([f"node-{i}" for i in range(205)])  # ceil(Q/n) steps from 21 to 20 here
 def test_adding_a_node_moves_about_its_share(names):
     q = partitions_for(len(names))
-    before = Ring([Member(n) for n in names[:-1]], q)
-    after = Ring([Member(n) for n in names], q)
+    before = Ring([Member(n) for n in names[:-1]], q, algorithm=RING_DITHERED)
+    after = Ring([Member(n) for n in names], q, algorithm=RING_DITHERED)
     check_one_node_changed(before, after, names[-1])
 
 
@@ -251,8 +269,8 @@ def test_adding_a_node_moves_about_its_share(names):
 def test_removing_a_node_moves_about_its_share(names, which):
     q = partitions_for(len(names))
     gone = names[which % len(names)]
-    before = Ring([Member(n) for n in names], q)
-    after = Ring([Member(n) for n in names if n != gone], q)
+    before = Ring([Member(n) for n in names], q, algorithm=RING_DITHERED)
+    after = Ring([Member(n) for n in names if n != gone], q, algorithm=RING_DITHERED)
     check_one_node_changed(after, before, gone)
     assert set(before.owned_partitions(gone)) <= {c.partition for c in diff(before, after)}
 
@@ -260,13 +278,16 @@ def test_removing_a_node_moves_about_its_share(names, which):
 # --- preference lists -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
 @HEAVY
 @given(node_names(), st.integers(1, 12), st.integers(1, 5), st.randoms(use_true_random=False))
-def test_every_preference_list_has_n_distinct_nodes_and_spans_racks(names, racks, n, rnd):
+def test_every_preference_list_has_n_distinct_nodes_and_spans_racks(algorithm, names, racks, n, rnd):
     members = [Member(x, rack=f"rack-{rnd.randrange(racks)}") for x in names]
-    ring = Ring(members, partitions_for(len(names)), replicas=n)
+    ring = Ring(members, partitions_for(len(names)), replicas=n, algorithm=algorithm)
     rack_of = {m.node_id: m.rack for m in members}
-    owning_racks = {rack_of[node] for node, c in counts(ring).items() if c}
+    # A walk meets only owners; a ranking ranks every member.
+    holders = counts(ring) if algorithm == RING_DITHERED else dict.fromkeys(ring.node_ids, 1)
+    owning_racks = {rack_of[node] for node, c in holders.items() if c}
     for p in range(ring.partitions):
         nodes = ring.preference_list(p)
         assert nodes[0] == ring.owner(p)
@@ -281,20 +302,22 @@ def test_racks_in_different_datacenters_are_different_failure_domains():
     assert all(len({dc_of[x] for x in ring.preference_list(p)}) == 3 for p in range(256))
 
 
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
 @HEAVY
 @given(node_names(max_n=60), st.integers(1, 4), st.randoms(use_true_random=False))
-def test_a_smaller_n_takes_a_prefix_of_the_preference_list(names, racks, rnd):
+def test_a_smaller_n_takes_a_prefix_of_the_preference_list(algorithm, names, racks, rnd):
     members = [Member(x, rack=f"r{rnd.randrange(racks)}") for x in names]
-    full = Ring(members, 1024, replicas=5)
+    full = Ring(members, 1024, replicas=5, algorithm=algorithm)
     for n in (1, 2, 3):
-        short = Ring(members, 1024, replicas=n)
+        short = Ring(members, 1024, replicas=n, algorithm=algorithm)
         assert all(short.preference_list(p) == full.preference_list(p)[:n] for p in range(1024))
 
 
-def test_a_cluster_smaller_than_n_replicates_on_every_node():
-    ring = Ring([Member("a"), Member("b")], 64, replicas=3)
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
+def test_a_cluster_smaller_than_n_replicates_on_every_node(algorithm):
+    ring = Ring([Member("a"), Member("b")], 64, replicas=3, algorithm=algorithm)
     assert all(sorted(ring.preference_list(p)) == ["a", "b"] for p in range(64))
-    alone = Ring([Member("solo")], 64)
+    alone = Ring([Member("solo")], 64, algorithm=algorithm)
     assert {alone.preference_list(p) for p in range(64)} == {("solo",)}
 
 
@@ -321,6 +344,7 @@ def clockwise_nodes(ring: Ring, partition: int) -> list[str]:
     return seen
 
 
+@pytest.mark.parametrize("algorithm", RING_ALGORITHMS)
 @LIGHT
 @given(
     st.integers(3, 30),
@@ -328,8 +352,8 @@ def clockwise_nodes(ring: Ring, partition: int) -> list[str]:
     st.sets(st.integers(0, 29), max_size=12),
     st.integers(1, 3),
 )
-def test_fallbacks_stand_in_for_unavailable_primaries_walking_clockwise(nodes, p, down, n):
-    ring = Ring([Member(f"n{i}", rack=f"r{i % 4}") for i in range(nodes)], 1024)
+def test_fallbacks_stand_in_for_unavailable_primaries_walking_clockwise(algorithm, nodes, p, down, n):
+    ring = Ring([Member(f"n{i}", rack=f"r{i % 4}") for i in range(nodes)], 1024, algorithm=algorithm)
     unavailable = {f"n{i}" for i in down}
     primaries = ring.preference_list(p)[:n]
     targets = ring.fallbacks(p, unavailable, n)

@@ -86,3 +86,11 @@ def test_a_namespace_counts_its_own_replicas_per_datacenter(tmp_path):
     same = load_config(None, env={"RINGKV_MEMBERS": MEMBERS, "RINGKV_DC_REPLICAS": "dc1=2,dc2=1",
                                   "RINGKV_NAMESPACES": "thin:replicas=dc1=1;dc2=1"}).namespace_specs()
     assert same.named("thin").layout == thin.layout
+
+
+def test_the_ring_algorithm_is_a_setting_checked_by_name():
+    assert load_config(None, env={}).ring_algorithm == "dithered"  # every cluster's until now
+    assert load_config(None, env={"RINGKV_RING_ALGORITHM": "bounded"}).ring_algorithm == "bounded"
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"RINGKV_RING_ALGORITHM": "consistent"})
+    assert caught.value.field == "ring_algorithm" and "bounded, dithered" in str(caught.value)

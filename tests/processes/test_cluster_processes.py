@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import redis
 
+from ringkv.cluster.ring import RING_BOUNDED, RING_DITHERED, Member, Ring
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 from ringkv.testing.wait import wait_until
 from ringkv.versioning.dvv import decode_context
@@ -496,3 +497,20 @@ def test_reads_at_quorum_and_one_do_not_wait_for_a_paused_replica_asked_first(tm
         assert len(keys) // 4 <= speculated <= len(keys), speculated
         with connect(n1) as r:  # and n2, resumed, answers again
             assert poll(lambda: r.execute_command("RINGKV.AT", "ALL", "GET", keys[0])) == keys[0].encode()
+
+
+def test_a_cluster_created_with_the_bounded_ring_places_keys_by_it(tmp_path):
+    """ring_algorithm = "bounded" reaches every node's ring: the cluster's ring map is the
+    bounded ring of its members, not the default one."""
+    with LocalCluster(tmp_path, nodes=4, partitions=64, ring_algorithm="bounded") as cluster:
+        doc = json.loads(redis.Redis(port=cluster.nodes[2].resp_port).execute_command("RINGKV.RING"))
+        members = [Member(n.node_id) for n in cluster.nodes]
+        names = [n["node_id"] for n in doc["nodes"]]
+        served = [tuple(names[i] for i in replicas) for replicas in doc["replicas"]]
+        bounded, dithered = Ring(members, 64, 3, RING_BOUNDED), Ring(members, 64, 3, RING_DITHERED)
+        assert served == [bounded.preference_list(p) for p in range(64)]
+        assert served != [dithered.preference_list(p) for p in range(64)]
+        r = redis.Redis(port=cluster.nodes[0].resp_port)
+        for i in range(50):
+            assert r.set(f"k{i}", i) is True
+        assert [int(r.get(f"k{i}")) for i in range(50)] == list(range(50))

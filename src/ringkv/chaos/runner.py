@@ -51,7 +51,7 @@ from ringkv.chaos.workloads import (
     version_text,
     wait_all,
 )
-from ringkv.cluster.ring import Member, Ring
+from ringkv.cluster.ring import DEFAULT_ALGORITHM, Member, Ring
 from ringkv.testing.launcher import (
     LocalCluster,
     NodeProcess,
@@ -367,7 +367,7 @@ def _replica_sets(cluster: LocalCluster, keys: list[str], config: ChaosConfig) -
     dcs = cluster.datacenters
     replicas = dict.fromkeys(dcs, config.replicas) if dcs else config.replicas
     ring = Ring([Member.at(n.node_id, cluster.locations.get(n.node_id, "")) for n in cluster.nodes],
-                config.partitions, replicas)
+                config.partitions, replicas, config.settings.get("ring_algorithm", DEFAULT_ALGORITHM))
     return {k: ring.preference_list(ring.partition_for_key(b"", k.encode())) for k in keys}
 
 

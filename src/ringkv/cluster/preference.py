@@ -1,16 +1,21 @@
 """Preference lists: which nodes hold a partition's replicas, and who stands in when some are down.
 
-Pure functions over the ring's owner table (one owner per partition, see `ring.py`). A
-partition's preference list walks the ring clockwise from the partition (p, p+1, ..., wrapping)
-and collects the owners it meets: first one node per failure domain (rack) until it has N, then,
-if there are fewer than N racks, more distinct nodes in walk order. Listing the rack-distinct
-nodes first makes every prefix of the list a valid shorter list, so a namespace with a smaller
-N takes a prefix of the cached list. Implements docs/ring.md ("Preference lists", "Fallbacks").
+Pure functions over the ring's owner table (one owner per partition, see `ring.py`). Two ways to
+fill a list after its owner, one per ring algorithm:
+
+- walked ("dithered"): walk the ring clockwise from the partition (p, p+1, ..., wrapping) and
+  collect the owners met;
+- ranked ("bounded"): take the partition's own rendezvous ranking of the members, best first.
+
+Either way, first one node per failure domain (rack) until there are N, then, if there are fewer
+than N racks, more distinct nodes in the same order. Listing the rack-distinct nodes first makes
+every prefix of the list a valid shorter list, so a namespace with a smaller N takes a prefix of
+the cached list. Implements docs/ring.md ("Preference lists", "Fallbacks").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from typing import NamedTuple
 
 
@@ -66,6 +71,50 @@ def build_preference_lists(
                     taken.add(node)
                     chosen.append(node)
                 j = j + 1 if j + 1 < q else 0
+        lists.append(tuple(chosen))
+    return lists
+
+
+def build_ranked_lists(
+    owners: Sequence[int],
+    ranking: Callable[[int], Iterable[int]],
+    domains: Sequence[int],
+    pool: Sequence[int],
+    replicas: int,
+) -> list[tuple[int, ...]]:
+    """The preference list of every partition from the partition's own ranking of the members.
+
+    `owners[p]` is the member index owning partition p, `ranking(p)` every member of `pool` (the
+    members that may hold replicas) in partition p's order of preference, best first, and
+    `domains[i]` member i's failure domain. A list is the owner, then the first members of the
+    ranking on racks not yet in the list, then, with fewer racks than `replicas`, the first
+    members not yet in it. It is shorter than `replicas` only when the pool is smaller.
+
+    Unlike a walk of the ring, this ties a partition's replicas to that partition alone: a node
+    joining enters the lists of the partitions that rank it among their first N and no others,
+    and an owner that changes between two nodes of the list changes no replica (docs/ring.md).
+    """
+    wanted = min(replicas, len(pool))
+    wanted_domains = min(wanted, len({domains[i] for i in pool}))
+    lists: list[tuple[int, ...]] = []
+    for p, owner in enumerate(owners):
+        chosen = [owner]
+        if wanted_domains > 1:
+            seen = {domains[owner]}
+            for node in ranking(p):
+                if domains[node] not in seen:
+                    seen.add(domains[node])
+                    chosen.append(node)
+                    if len(chosen) == wanted_domains:
+                        break
+        if len(chosen) < wanted:
+            taken = set(chosen)
+            for node in ranking(p):
+                if node not in taken:
+                    taken.add(node)
+                    chosen.append(node)
+                    if len(chosen) == wanted:
+                        break
         lists.append(tuple(chosen))
     return lists
 

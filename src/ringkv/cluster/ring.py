@@ -1,12 +1,17 @@
 """The ring: keys to tokens, tokens to partitions, partitions to owner nodes and replicas.
 
-Contract: a `Ring` is a pure function of (member set, partition count Q, replica count N). The
-order of the member list does not matter, nothing depends on the process (no `hash()`, no clock,
-no randomness), so every node that knows the same members computes the same ring. Partitions
+Contract: a `Ring` is a pure function of (member set, partition count Q, replica count N,
+algorithm). The order of the member list does not matter, nothing depends on the process (no
+`hash()`, no clock, no randomness), so every node that knows the same members computes the
+same ring. Partitions
 are Q equal contiguous ranges of the 64-bit token space (Q a power of two, fixed at cluster
-creation). Owners are chosen by weighted rendezvous hashing under a per-node capacity within
-1.5 partitions of the node's weighted share, resolved as the unique stable matching between
-partitions and nodes. Implements docs/ring.md, which also gives measured balance and movement.
+creation). Owners are chosen by weighted rendezvous hashing under a per-node capacity,
+resolved as the unique stable matching between partitions and nodes. Two algorithms, fixed per
+cluster: "bounded" (the default) caps a node at its weighted share + 2·√min(share, n) and
+fills each preference list from the partition's own rendezvous ranking, so a join or leave
+moves about the changed node's share; "dithered" (clusters created before it) caps a node
+within 1.5 partitions of its share and walks the ring for the lists. Implements docs/ring.md,
+which also gives measured balance and movement.
 
 A `Ring` is immutable once built and safe to share between tasks.
 """
@@ -15,14 +20,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Set
 from fractions import Fraction
 from typing import NamedTuple
 
 import msgspec
+import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from ringkv.cluster.preference import Holder, build_preference_lists, walk_fallbacks
+from ringkv.cluster.preference import (
+    Holder,
+    build_preference_lists,
+    build_ranked_lists,
+    walk_fallbacks,
+)
 from ringkv.errors import ConfigError
 
 TOKEN_BITS = 64
@@ -225,30 +236,66 @@ def _validated_members(members: Iterable[Member]) -> tuple[Member, ...]:
 
 # --- ownership --------------------------------------------------------------------------------
 
+# How owners and preference lists are computed. All nodes of a cluster must use the same one, so
+# it is a cluster setting fixed at creation, like Q (docs/ring.md, "Two algorithms").
+RING_BOUNDED = "bounded"  # bounded-load caps, ranked preference lists: less movement, less balance
+RING_DITHERED = "dithered"  # the default: caps within 1.5 of the share, walked lists
+RING_ALGORITHMS = (RING_BOUNDED, RING_DITHERED)
+DEFAULT_ALGORITHM = RING_DITHERED
 
-def capacities(members: tuple[Member, ...], partitions: int) -> list[int]:
-    """Each member's most partitions: its ideal share rounded by a per-node dither.
 
-    ideal_i = Q * weight_i / total weight; cap_i = floor(ideal_i + 1/2 + d_i) with d_i in [0, 1)
-    a hash of the node id, so cap_i lies in (ideal_i - 1/2, ideal_i + 3/2). Were all nodes to
-    round alike (ceil), every node of a weight would drop a unit of capacity at the same
-    membership change and evict partitions all at once; dithered, a join lowers the caps of a
-    few nodes whose total roughly matches the newcomer's share (docs/ring.md, "Movement").
-    If the caps fall short of Q, the nodes furthest below their ideal get one more each.
-    Fractions (exact for any float) make the result independent of summation order and of
-    rounding, so every node computes the same caps.
+def check_algorithm(algorithm: str) -> str:
+    """`algorithm` if it is one of `RING_ALGORITHMS`, else ConfigError on `ring_algorithm`."""
+    if algorithm not in RING_ALGORITHMS:
+        raise ConfigError(
+            "ring_algorithm", f"must be one of {', '.join(RING_ALGORITHMS)}, got {algorithm!r}"
+        )
+    return algorithm
+
+
+def bounded_slack(ideal: Fraction, members: int) -> Fraction:
+    """How far above its ideal share a member's capacity lies under "bounded": 2·√min(ideal, n).
+
+    Computed in integers (rounded down to a multiple of 2⁻³²), so every node gets the same value.
+    2·√ideal is two standard deviations of the member's rendezvous share; capping the slack at
+    2·√n gives small clusters, where each join moves many partitions per node anyway, their
+    balance back (docs/ring.md, "Movement").
     """
+    m = min(ideal, Fraction(members))
+    return Fraction(math.isqrt(math.floor(4 * m * (1 << 64))), 1 << 32)
+
+
+def capacities(
+    members: tuple[Member, ...], partitions: int, algorithm: str = DEFAULT_ALGORITHM
+) -> list[int]:
+    """Each member's most partitions: its ideal share plus a slack, rounded by a per-node dither.
+
+    ideal_i = Q * weight_i / total weight; cap_i = floor(ideal_i + slack_i + d_i) with d_i in
+    [0, 1) a hash of the node id. "dithered": slack 1/2, so cap_i lies in (ideal_i - 1/2,
+    ideal_i + 3/2). "bounded": slack `bounded_slack`, so cap_i < ideal_i + 2·√min(ideal_i, n) + 1.
+    Were all nodes to round alike (ceil), every node of a weight would drop a unit of capacity at
+    the same membership change and evict partitions all at once; dithered, a join lowers the caps
+    of a few nodes whose total roughly matches the newcomer's share (docs/ring.md, "Movement").
+    If the caps fall short of Q (under "bounded" only when shares are below 1/4 partition), the
+    nodes furthest below their ideal get one more each. Fractions (exact for any float) make the
+    result independent of summation order and of rounding, so every node computes the same caps.
+    """
+    check_algorithm(algorithm)
     weights = [Fraction(m.weight) for m in members]
     total = sum(weights)
     ideal = [partitions * w / total for w in weights]
     dither = [
         Fraction(xxh3_64_intdigest(m.node_id.encode(), _CAPACITY_SEED), 1 << 64) for m in members
     ]
-    caps = [math.floor(x + _HALF + d) for x, d in zip(ideal, dither)]
+    if algorithm == RING_DITHERED:
+        caps = [math.floor(x + _HALF + d) for x, d in zip(ideal, dither)]
+    else:
+        n = len(members)
+        caps = [math.floor(x + bounded_slack(x, n) + d) for x, d in zip(ideal, dither)]
     short = partitions - sum(caps)
     if short > 0:
-        # Every term cap - ideal exceeds -1/2, so more than 2 * short nodes are below their
-        # ideal, and one more unit keeps each of them under ideal + 1.
+        # "dithered": every term cap - ideal exceeds -1/2, so more than 2 * short nodes are below
+        # their ideal, and one more unit keeps each of them under ideal + 1.
         below = sorted(range(len(caps)), key=lambda i: (caps[i] - ideal[i], members[i].node_id))
         for i in below[:short]:
             caps[i] += 1
@@ -256,7 +303,7 @@ def capacities(members: tuple[Member, ...], partitions: int) -> list[int]:
 
 
 class _Preferences:
-    """Rendezvous keys of (partition, member) pairs, computed only as far as needed.
+    """Rendezvous keys of (partition, member) pairs, computed only as far as needed ("dithered").
 
     score(p, i) = xxh3_64(p as 4 bytes, seed = xxh3_64(node id)). With equal weights the score
     itself is the key (higher wins), all integers. With unequal weights the key is
@@ -304,19 +351,140 @@ class _Preferences:
         return row[i], i
 
 
-def assign_owners(members: tuple[Member, ...], partitions: int) -> list[int]:
-    """The owner (index into `members`) of every partition.
+# XXH3's 64-bit hash of a 4-byte input under a seed, vectorized: the constants of the xxHash
+# specification ("XXH3_len_4to8_64b"). test_ring.py checks the result against xxhash itself.
+_XXH3_BITFLIP_4TO8 = 0xC73AB174C5ECD5A2  # readLE64(kSecret + 8) ^ readLE64(kSecret + 16)
+_XXH3_PRIME_MX2 = np.uint64(0x9FB21C651E98DF25)
+_BLOCK = 1 << 20  # (partition, member) pairs scored at once
 
-    Every partition ranks the members by its rendezvous key; every member ranks partitions by
-    the same key and takes at most its capacity. The result is the stable matching: no
-    partition would rather be with a member that would rather have it. Because both sides
-    rank by one key per pair, that matching is unique, so the order in which proposals are
-    processed does not change it. Partitions propose (Gale-Shapley); most are accepted by
-    their first choice, so the full ranking is computed for few of them.
+
+def _bitflip(seed: int) -> int:
+    """What a seed contributes to the XXH3 hash of a 4-to-8-byte input."""
+    swapped = int.from_bytes((seed & 0xFFFFFFFF).to_bytes(4, "little"), "big")
+    return (_XXH3_BITFLIP_4TO8 - (seed ^ (swapped << 32))) % (1 << 64)
+
+
+def _scores(first: int, stop: int, bitflips: np.ndarray) -> np.ndarray:
+    """xxh3_64(p as 4 bytes big-endian, seed_i) for partitions first..stop-1 (rows) and the
+    members whose `_bitflip`s are given (columns), as uint64: `_Preferences`' scores, in bulk."""
+    u64 = np.uint64
+    word = np.arange(first, stop, dtype=np.uint32).byteswap().astype(np.uint64)  # readLE32
+    h = (word | (word << u64(32)))[:, None] ^ bitflips[None, :]
+    h ^= ((h << u64(49)) | (h >> u64(15))) ^ ((h << u64(24)) | (h >> u64(40)))
+    h *= _XXH3_PRIME_MX2
+    h ^= (h >> u64(35)) + u64(4)
+    h *= _XXH3_PRIME_MX2
+    h ^= h >> u64(28)
+    return h
+
+
+class _Ranking:
+    """Every partition's ranking of the members ("bounded"), by `_Preferences`' keys.
+
+    The first `depth` places of every partition are computed up front with numpy, a block of
+    partitions at a time; a partition's whole ranking only when asked. Keys are compared exactly
+    as `_Preferences` defines them: uint64 scores, or for unequal weights ln(u) / weight through
+    `math.log`. numpy's own log, which may differ from the C library's in the last bit, only
+    picks the candidates for the first places (with a margin far above that difference), and
+    their order comes from `math.log`. Ties go to the lower index (the smaller node id).
     """
-    prefs = _Preferences(members)
-    caps = capacities(members, partitions)
-    held: list[list[tuple[object, int]]] = [[] for _ in members]  # min-heaps of (key, partition)
+
+    __slots__ = ("_bitflips", "_first_keys", "_inv_weights", "_keep", "_n", "_orders", "_top", "_weighted")
+
+    def __init__(self, members: tuple[Member, ...], partitions: int, depth: int):
+        n = self._n = len(members)
+        self._bitflips = np.array(
+            [_bitflip(xxh3_64_intdigest(m.node_id.encode())) for m in members], dtype=np.uint64
+        )
+        self._weighted = len({m.weight for m in members}) > 1
+        self._inv_weights = [1.0 / m.weight for m in members]
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._keep = True  # whether whole rankings are kept once computed
+        self._top: list[list[int]] = []
+        self._first_keys: list = []
+        depth = max(1, min(depth, n))
+        rows = max(1, _BLOCK // n)
+        for start in range(0, partitions, rows):
+            self._first_places(start, _scores(start, min(partitions, start + rows), self._bitflips), depth)
+
+    def _exact(self, scores: list[int], members) -> list:
+        """The keys of these scores of these members, exactly as `_Preferences.keys`."""
+        if not self._weighted:
+            return scores
+        log, iw = math.log, self._inv_weights
+        return [log(((h >> 11) + 0.5) * _UNIT_53) * iw[i] for h, i in zip(scores, members)]
+
+    def _first_places(self, start: int, h: np.ndarray, depth: int) -> None:
+        n = self._n
+        if self._weighted:
+            inv = np.array(self._inv_weights)
+            approx = np.log(((h >> np.uint64(11)).astype(np.float64) + 0.5) * _UNIT_53) * inv[None, :]
+        else:
+            approx = h
+        if depth < n:
+            cand = np.argpartition(approx, n - depth, axis=1)[:, n - depth:]
+            kth = np.take_along_axis(approx, cand, axis=1).min(axis=1)
+            if self._weighted:
+                kth = kth - np.abs(kth) * 2.0**-30  # far wider than two logs can differ
+            exact_rows = np.flatnonzero((approx >= kth[:, None]).sum(axis=1) != depth)
+        else:
+            cand = np.broadcast_to(np.arange(n), h.shape)
+            exact_rows = np.empty(0, dtype=np.intp)
+        special = set(exact_rows.tolist())
+        cand_scores = np.take_along_axis(h, cand, axis=1).tolist()
+        for r, (members, scores) in enumerate(zip(cand.tolist(), cand_scores)):
+            if r in special:
+                # Ties or near-ties at the last place: every member within the margin competes.
+                members = np.flatnonzero(approx[r] >= kth[r]).tolist()
+                scores = h[r, members].tolist()
+            keys = self._exact(scores, members)
+            order = sorted(range(len(members)), key=lambda k: (keys[k], -members[k]), reverse=True)
+            self._top.append([members[k] for k in order[:depth]])
+            self._first_keys.append(keys[order[0]])
+
+    def _order(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._orders.get(p)
+        if cached is None:
+            scores = _scores(p, p + 1, self._bitflips)[0]
+            if self._weighted:
+                row = np.array(self._exact(scores.tolist(), range(self._n)))
+                order = np.lexsort((np.arange(self._n), -row))
+            else:
+                row = scores
+                order = np.lexsort((np.arange(self._n), ~row))
+            cached = (row, order)
+            if self._keep:
+                self._orders[p] = cached
+        return cached
+
+    def first_choice(self, p: int) -> tuple[object, int]:
+        """(key, member) of the partition's favourite member."""
+        return self._first_keys[p], self._top[p][0]
+
+    def choice(self, p: int, rank: int) -> tuple[object, int]:
+        """(key, member) of the partition's `rank`-th favourite member (0 = first)."""
+        row, order = self._order(p)
+        i = int(order[rank])
+        return row[i].item(), i
+
+    def ranking(self, p: int) -> Iterator[int]:
+        """Every member, the partition's favourite first."""
+        top = self._top[p]
+        yield from top
+        if len(top) < self._n:
+            yield from self._order(p)[1][len(top):].tolist()
+
+    def forget(self) -> None:
+        """Drop the whole rankings kept while matching, and keep none from now on: building
+        lists asks for each partition's at most twice (with racks of very unequal sizes, for
+        many partitions: 16 kB each at 1000 members)."""
+        self._orders.clear()
+        self._keep = False
+
+
+def _stable_matching(prefs: _Preferences | _Ranking, caps: list[int], partitions: int) -> list[int]:
+    """The owner (member index) of every partition: the stable matching under `caps`."""
+    held: list[list[tuple[object, int]]] = [[] for _ in caps]  # min-heaps of (key, partition)
     owner = [-1] * partitions
     rank = [0] * partitions
     free = list(range(partitions - 1, -1, -1))
@@ -329,7 +497,7 @@ def assign_owners(members: tuple[Member, ...], partitions: int) -> list[int]:
         if len(heap) < caps[i]:
             heapq.heappush(heap, entry)
             owner[p] = i
-        elif heap[0] < entry:
+        elif heap and heap[0] < entry:  # a member whose capacity is 0 turns everyone away
             _, evicted = heapq.heapreplace(heap, entry)
             owner[p] = i
             owner[evicted] = -1
@@ -339,6 +507,56 @@ def assign_owners(members: tuple[Member, ...], partitions: int) -> list[int]:
     # Sum of capacities >= Q, so every partition found a member before running out of choices.
     assert -1 not in owner
     return owner
+
+
+def _owners(
+    members: tuple[Member, ...], partitions: int, algorithm: str, depth: int
+) -> tuple[list[int], _Ranking | None]:
+    """The owners, and under "bounded" the rankings (first `depth` places at hand)."""
+    if algorithm == RING_DITHERED:
+        return _stable_matching(_Preferences(members), capacities(members, partitions, algorithm), partitions), None
+    ranking = _Ranking(members, partitions, depth)
+    owners = _stable_matching(ranking, capacities(members, partitions, algorithm), partitions)
+    ranking.forget()
+    return owners, ranking
+
+
+def _depth(replicas: int) -> int:
+    """How many first places of each ranking to compute up front for lists of `replicas`: enough
+    that finding N racks rarely needs a whole ranking (which costs some 0.1 ms at 1000 members)."""
+    return 2 * replicas + 4
+
+
+def assign_owners(
+    members: tuple[Member, ...], partitions: int, algorithm: str = DEFAULT_ALGORITHM
+) -> list[int]:
+    """The owner (index into `members`) of every partition.
+
+    Every partition ranks the members by its rendezvous key; every member ranks partitions by
+    the same key and takes at most its capacity (`capacities`, which is where the algorithms
+    differ). The result is the stable matching: no partition would rather be with a member
+    that would rather have it. Because both sides rank by one key per pair, that matching is
+    unique, so the order in which proposals are processed does not change it. Partitions
+    propose (Gale-Shapley); most are accepted by their first choice, so the full ranking is
+    computed for few of them.
+    """
+    return _owners(members, partitions, check_algorithm(algorithm), 1)[0]
+
+
+def _preference_lists(
+    owners: list[int],
+    ranking: _Ranking | None,
+    pool: list[int],
+    domains: list[int],
+    replicas: int,
+) -> list[tuple[int, ...]]:
+    """Preference lists over global member indexes; `owners` are global, `ranking` (None under
+    "dithered") ranks the members `pool` lists, by their index in it."""
+    if ranking is None:
+        return build_preference_lists(owners, domains, replicas)
+    return build_ranked_lists(
+        owners, lambda p: map(pool.__getitem__, ranking.ranking(p)), domains, pool, replicas
+    )
 
 
 # --- the ring ---------------------------------------------------------------------------------
@@ -374,8 +592,11 @@ class Ring:
     replica of its own datacenter, and a member joining or leaving one datacenter changes
     nothing in the others (docs/multi-dc.md).
 
-    REQUIRES: every node of a cluster builds its ring with the same `partitions` and
-    `replicas`; they are cluster settings, fixed at creation. Lookups by partition are O(1).
+    `algorithm` is how owners and lists are computed (`RING_ALGORITHMS`): "bounded", the
+    default, or "dithered", the ring of clusters created before it (docs/ring.md).
+
+    REQUIRES: every node of a cluster builds its ring with the same `partitions`, `replicas`
+    and `algorithm`; they are cluster settings, fixed at creation. Lookups by partition are O(1).
     """
 
     __slots__ = (
@@ -387,6 +608,7 @@ class Ring:
         "_pref_idx",
         "_preference",
         "_replica_of",
+        "algorithm",
         "dc_replicas",
         "members",
         "node_ids",
@@ -399,8 +621,10 @@ class Ring:
         members: Iterable[Member],
         partitions: int = DEFAULT_PARTITIONS,
         replicas: int | Mapping[str, int] = DEFAULT_REPLICAS,
+        algorithm: str = DEFAULT_ALGORITHM,
     ):
         check_partitions(partitions)
+        self.algorithm = check_algorithm(algorithm)
         self.dc_replicas: tuple[tuple[str, int], ...] = ()
         if isinstance(replicas, Mapping):
             self.dc_replicas = check_dc_replicas(replicas)
@@ -428,8 +652,9 @@ class Ring:
             self._pref_idx = self._per_dc_lists(domains)
             owners = [lst[0] if lst else -1 for lst in self._pref_idx]
         else:
-            owners = assign_owners(self.members, partitions)
-            self._pref_idx = build_preference_lists(owners, domains, replicas)
+            owners, ranking = _owners(self.members, partitions, algorithm, _depth(replicas))
+            everyone = list(range(len(self.members)))
+            self._pref_idx = _preference_lists(owners, ranking, everyone, domains, replicas)
         self._owner_idx = tuple(owners)
         self._owners = tuple(self.node_ids[i] if i >= 0 else "" for i in owners)
         owned: dict[str, list[int]] = {node: [] for node in self.node_ids}
@@ -456,9 +681,12 @@ class Ring:
             local = [i for i, m in enumerate(self.members) if m.dc == dc]
             if not local:
                 continue
-            table = tuple(local[j] for j in assign_owners(tuple(self.members[i] for i in local), self.partitions))
+            owners, ranking = _owners(
+                tuple(self.members[i] for i in local), self.partitions, self.algorithm, _depth(count)
+            )
+            table = tuple(local[j] for j in owners)
             self._dc_owners[dc] = (table, len(set(table)))
-            parts.append(build_preference_lists(table, domains, count))
+            parts.append(_preference_lists(list(table), ranking, local, domains, count))
         lists: list[tuple[int, ...]] = []
         d = len(parts)
         for p in range(self.partitions):
@@ -468,7 +696,8 @@ class Ring:
 
     def __repr__(self) -> str:
         replicas = dict(self.dc_replicas) if self.dc_replicas else self.replicas
-        return f"Ring({len(self.members)} members, partitions={self.partitions}, replicas={replicas})"
+        return (f"Ring({len(self.members)} members, partitions={self.partitions}, replicas={replicas}, "
+                f"algorithm={self.algorithm!r})")
 
     # -- datacenters
 

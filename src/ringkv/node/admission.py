@@ -196,7 +196,8 @@ class Admission:
         members[new_id] = Member.at(new_id, str(doc.get("rack") or ""))
         ring = self.placement.ring
         to_receive = await asyncio.to_thread(
-            _replica_partitions, [members[n] for n in sorted(members)], ring.partitions, ring.replication, new_id)
+            _replica_partitions, [members[n] for n in sorted(members)], ring.partitions, ring.replication, new_id,
+            ring.algorithm)
         log.info("admitted %s at %s (RPC %s): %d partitions to receive; seeds %s", new_id, where,
                  doc.get("rpc_address"), to_receive, ",".join(seeds))
         return {
@@ -254,6 +255,12 @@ class Admission:
                 f"the node at {where} ({new_id}) runs with partitions={doc.get('partitions')} and "
                 f"N={doc.get('replicas')}; this cluster has partitions={ring.partitions} and N={ring.replicas}: "
                 "restart it with the cluster's settings (they are fixed at cluster creation)")
+        # A node from before ring_algorithm existed places partitions as "dithered" does.
+        if doc.get("ring_algorithm", "dithered") != ring.algorithm:
+            raise AdminConflictError(
+                f"the node at {where} ({new_id}) places partitions with ring_algorithm="
+                f"{doc.get('ring_algorithm', 'dithered')}; this cluster with {ring.algorithm}: restart it with the "
+                "cluster's ring_algorithm (fixed at cluster creation)")
         if (doc.get("dc_replicas") or {}) != dict(ring.dc_replicas):
             raise AdminConflictError(
                 f"the node at {where} ({new_id}) counts replicas per datacenter as {doc.get('dc_replicas') or 'none'}; "
@@ -302,9 +309,10 @@ class Admission:
                          for s in others[:ADMIT_MAX_SEEDS - 1]]
 
 
-def _replica_partitions(members: list[Member], partitions: int, replicas: int | dict[str, int], node_id: str) -> int:
+def _replica_partitions(members: list[Member], partitions: int, replicas: int | dict[str, int], node_id: str,
+                        algorithm: str = "dithered") -> int:
     """How many partitions `node_id` holds as a replica in the ring of `members`."""
-    return len(Ring(members, partitions, replicas).replica_partitions(node_id))
+    return len(Ring(members, partitions, replicas, algorithm).replica_partitions(node_id))
 
 
 def _error_text(error: Exception) -> str:

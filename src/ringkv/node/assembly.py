@@ -154,7 +154,8 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
     # The members the record holds; the command line's only for a node whose record knows none.
     members = record.start_members(members, me)
     in_ring = [m for m in members if record.ring_status(m.node_id) in ("normal", "leaving")] or members
-    ring = Ring([Member.at(m.node_id, m.rack) for m in in_ring], cfg.partitions, cfg.ring_replication)
+    ring = Ring([Member.at(m.node_id, m.rack) for m in in_ring], cfg.partitions, cfg.ring_replication,
+                cfg.ring_algorithm)
     placement = Placement(cfg.node_id, ring, namespaces)
     liveness = Liveness()
     transport: Transport = TcpTransport(cfg.node_id, cfg.cluster_name, MessageCodec(MESSAGE_TYPES),

@@ -39,8 +39,11 @@ class NodeConfig:
     replicas: int = 3  # N of the default namespace
     # Replicas per datacenter (docs/multi-dc.md), "dc1=3,dc2=2"; in TOML also as
     # `replicas = { dc1 = 3, dc2 = 2 }`. Each member then names its datacenter in `members`
-    # (`node_id@host:port/dc/rack`), N is the sum, and every namespace has this N.
+    # (`node_id@host:port/dc/rack`), N is the sum; a namespace may count its own per datacenter.
     dc_replicas: str = ""
+    # How the ring places partitions (cluster/ring.py RING_ALGORITHMS, docs/ring.md): fixed at
+    # cluster creation and the same on every node, like `partitions`.
+    ring_algorithm: str = "dithered"
     # one | quorum | all | local_one | local_quorum | each_quorum | an integer r (w)
     read_consistency: str = "quorum"
     write_consistency: str = "quorum"
@@ -288,12 +291,13 @@ class NodeConfig:
         require(self.batchlog_replay_delay_ms > 3 * self.replica_timeout_ms, "batchlog_replay_delay_ms",
                 f"must be longer than a forwarded write's timeout, 3 x replica_timeout_ms = "
                 f"{3 * self.replica_timeout_ms} ms")
-        from ringkv.cluster.ring import MAX_REPLICAS, check_partitions
+        from ringkv.cluster.ring import MAX_REPLICAS, check_algorithm, check_partitions
 
         try:
             check_partitions(self.partitions)
         except ConfigError as exc:
             raise ConfigError("partitions", f"{exc}".split(": ", 1)[1]) from None
+        check_algorithm(self.ring_algorithm)
         require(1 <= self.replicas <= MAX_REPLICAS, "replicas", f"must be in 1..{MAX_REPLICAS}")
         require(0 <= self.emulated_wan_delay_ms <= MAX_EMULATED_WAN_DELAY_MS, "emulated_wan_delay_ms",
                 f"must be in 0..{MAX_EMULATED_WAN_DELAY_MS} (ms)")

@@ -418,6 +418,7 @@ class MembershipManager:
         self.clock = clock
         self.partitions = placement.ring.partitions
         self.replicas = placement.ring.replication  # N, or the count per datacenter
+        self.algorithm = placement.ring.algorithm  # fixed at cluster creation (ring_algorithm)
         self.config_members = {m.node_id: m for m in config_members}
         self.settle_s = settle_s
         self.progress_path = progress_path
@@ -458,9 +459,9 @@ class MembershipManager:
         old = c.ring if self.ring_nodes else None
         if not ring_members:
             return False
-        ring = Ring(ring_members, self.partitions, self.replicas)
+        ring = Ring(ring_members, self.partitions, self.replicas, self.algorithm)
         pending = None if pending_ids == ring_ids or not pending_members else Ring(
-            pending_members, self.partitions, self.replicas)
+            pending_members, self.partitions, self.replicas, self.algorithm)
         changed = ring_ids != self.ring_nodes
         self.ring_nodes, self.pending_nodes = ring_ids, pending_ids
         c.set_rings(ring, pending)

@@ -466,6 +466,7 @@ class NodeAdmin:
         doc.update(node_id=self.node_id, rpc_address=host_port(local.rpc_host, local.rpc_port), rack=local.rack,
                    cluster_name=self._node.config.cluster_name, partitions=c.placement.ring.partitions,
                    replicas=c.placement.ring.replicas, dc_replicas=dict(c.placement.ring.dc_replicas),
+                   ring_algorithm=c.placement.ring.algorithm,
                    operations=self.operations(running_only=True))
         return doc
 

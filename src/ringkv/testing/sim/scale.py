@@ -32,6 +32,8 @@ from ringkv.cluster.gossip import NodeStatus
 from ringkv.cluster.ring import (
     DEFAULT_REPLICAS,
     MAX_PARTITIONS,
+    RING_BOUNDED,
+    RING_DITHERED,
     Member,
     Ring,
     diff,
@@ -70,6 +72,10 @@ SUSPICION_BUCKETS_MS = (0.0, 10_000.0, 20_000.0, 30_000.0, 60_000.0)
 RING_SIZES = (10, 100, 1000)
 RING_PARTITIONS = (1024, 4096, 16384, MAX_PARTITIONS)
 JOINERS = 3
+WIDE_JOINERS = 20  # the same joins over more joiners: a mean with less luck in it
+LEAVERS = 3
+# The ring algorithms compared in section 4: the opt-in "bounded" first, then the default.
+RING_MEASURED = (RING_BOUNDED, RING_DITHERED)
 HEAL_LIMIT_MS = 60_000.0
 HINT_WRITES_PER_S = 1000
 HINT_OUTAGE_S = 600
@@ -154,10 +160,13 @@ def intro(section: int, quick: bool = False) -> str:
     if section == 4:
         return (
             f"`Ring` of n members against n + 1, compared with `ring.diff`; N = "
-            f"{DEFAULT_REPLICAS}, one rack, equal weights; means over {JOINERS} joiners (names "
-            "joiner0, joiner1, ...). *Owner changes*: partitions whose owner differs, split "
-            "into those *to the joiner* and those *between old nodes*; *replica transfers*: "
-            "the gained replicas of every changed partition, what streaming copies."
+            f"{DEFAULT_REPLICAS}, one rack, equal weights, members n0000, n0001, ...; means over "
+            f"{JOINERS} joiners (names joiner0, joiner1, ...). *Owner changes*: partitions whose "
+            "owner differs, split into those *to the joiner* and those *between old nodes*; "
+            "*replica transfers*: the gained replicas of every changed partition, what streaming "
+            f"copies. Each row for both ring algorithms (docs/ring.md): *{RING_BOUNDED}*, chosen at "
+            f"cluster creation with `ring_algorithm = \"{RING_BOUNDED}\"`, and *{RING_DITHERED}*, the "
+            "default and the ring before it (the figures of earlier reports)."
         )
     if section == 5:
         writes = HINT_WRITES_PER_S * HINT_OUTAGE_S // (10 if quick else 1)
@@ -483,45 +492,86 @@ def false_suspicion_section(big: BigRun | None, quick: bool) -> Section:
 # --- 4. ring movement on a join ------------------------------------------------------------------
 
 
+@dataclass
+class RingMovement:
+    """One ring algorithm at n members and Q partitions: what joins and leaves move, and balance."""
+
+    algorithm: str
+    n: int
+    q: int
+    owner_moves: list[int]  # per joiner (joiner0, joiner1, ...)
+    to_joiner: list[int]
+    transfers: list[int]
+    leave_moves: list[int]  # per leaver
+    leave_transfers: list[int]
+    loads: list[int]  # partitions each member of the n owns
+    replica_loads: list[int]
+    build_s: float  # CPU to build the ring of the n
+
+
+def ring_movement(algorithm: str, n: int, q: int, joiners: int, leavers: int) -> RingMovement:
+    """Join `joiners` nodes one at a time to n members (each against the same n) and take
+    `leavers` of them out, and compare each ring with the n members' by `ring.diff`."""
+    replicas = DEFAULT_REPLICAS
+    members = [Member(f"n{i:04d}") for i in range(n)]
+    started = time.process_time()
+    base = Ring(members, q, replicas, algorithm)
+    build_s = time.process_time() - started
+    out = RingMovement(algorithm, n, q, [], [], [], [], [], [], [], build_s)
+    for k in range(joiners):
+        joiner = f"joiner{k}"
+        changes = diff(base, Ring([*members, Member(joiner)], q, replicas, algorithm))
+        moved = [c for c in changes if c.old_owner != c.new_owner]
+        out.owner_moves.append(len(moved))
+        out.to_joiner.append(sum(1 for c in moved if c.new_owner == joiner))
+        out.transfers.append(sum(len(c.gained) for c in changes))
+    for k in range(leavers):
+        gone = members[k * n // leavers].node_id
+        changes = diff(base, Ring([m for m in members if m.node_id != gone], q, replicas, algorithm))
+        out.leave_moves.append(sum(1 for c in changes if c.old_owner != c.new_owner))
+        out.leave_transfers.append(sum(len(c.gained) for c in changes))
+    out.loads = [len(base.owned_partitions(node)) for node in base.node_ids]
+    out.replica_loads = [len(base.replica_partitions(node)) for node in base.node_ids]
+    return out
+
+
 def join_section(quick: bool) -> Section:
     s = Section("4. Partitions moved when one node joins")
     s.text(intro(4, quick))
-    rows = []
     replicas = DEFAULT_REPLICAS
-    for n in RING_SIZES:
-        members = [Member(f"n{i:04d}") for i in range(n)]
-        for q in RING_PARTITIONS:
-            if quick and q > 4096:
-                continue
-            base = Ring(members, q, replicas)
-            owner_moves, to_joiner, transfers, joiner_share = [], [], [], []
-            for k in range(JOINERS):
-                joiner = f"joiner{k}"
-                grown = Ring([*members, Member(joiner)], q, replicas)
-                changes = diff(base, grown)
-                moved = [c for c in changes if c.old_owner != c.new_owner]
-                owner_moves.append(len(moved))
-                to_joiner.append(sum(1 for c in moved if c.new_owner == joiner))
-                transfers.append(sum(len(c.gained) for c in changes))
-                joiner_share.append(len(grown.owned_partitions(joiner)))
-            ideal = q / (n + 1)
-            rows.append(
-                [
-                    str(n),
-                    str(q),
-                    f"{q / n:,.1f}",
-                    f"{ideal:,.1f}",
-                    f"{statistics.mean(owner_moves):,.1f}",
-                    f"{statistics.mean(owner_moves) / ideal:.2f}",
-                    f"{statistics.mean(to_joiner):,.1f}",
-                    f"{statistics.mean(owner_moves) - statistics.mean(to_joiner):,.1f}",
-                    f"{statistics.mean(transfers):,.1f}",
-                    f"{replicas * ideal:,.1f}",
-                    f"{min(joiner_share)}-{max(joiner_share)}",
-                ]
-            )
+    wide = JOINERS if quick else WIDE_JOINERS
+    results = [
+        ring_movement(algorithm, n, q, wide, LEAVERS)
+        for n in RING_SIZES
+        for q in RING_PARTITIONS
+        if not (quick and q > 4096)
+        for algorithm in RING_MEASURED
+    ]
+    rows = []
+    for r in results:
+        ideal = r.q / (r.n + 1)
+        moves, to_joiner = statistics.mean(r.owner_moves[:JOINERS]), statistics.mean(r.to_joiner[:JOINERS])
+        transfers = statistics.mean(r.transfers[:JOINERS])
+        rows.append(
+            [
+                r.algorithm,
+                str(r.n),
+                str(r.q),
+                f"{r.q / r.n:,.1f}",
+                f"{ideal:,.1f}",
+                f"{moves:,.1f}",
+                f"{moves / ideal:.2f}",
+                f"{to_joiner:,.1f}",
+                f"{moves - to_joiner:,.1f}",
+                f"{transfers:,.1f}",
+                f"{replicas * ideal:,.1f}",
+                f"{transfers / (replicas * ideal):.2f}",
+                f"{min(r.to_joiner[:JOINERS])}-{max(r.to_joiner[:JOINERS])}",
+            ]
+        )
     s.table(
         [
+            "algorithm",
             "nodes n",
             "Q",
             "Q/n",
@@ -532,9 +582,60 @@ def join_section(quick: bool) -> Section:
             "between old nodes",
             "replica transfers",
             "ideal N*Q/(n+1)",
+            "/ ideal",
             "joiner owns",
         ],
         rows,
+        "lrrrrrrrrrrrr",
+    )
+    s.text(
+        f"The same rings: the joins over {wide} joiners (joiner0 to joiner{wide - 1}, mean and "
+        f"worst, each against its ideal), {LEAVERS} members leaving (n0000 and members spaced "
+        "n/3 apart; owner changes against the leaver's share Q/n, replica transfers against "
+        "N·Q/n), and the balance of the n members' ring: partitions owned (*share*) and held "
+        "as a replica (*replica load*, against N·Q/n) per member, over the mean; *own none*: "
+        "members without a partition. *Build*: CPU seconds to build the ring of the n members."
+    )
+    rows = []
+    for r in results:
+        ideal = r.q / (r.n + 1)
+        mean_share = r.q / r.n
+        rows.append(
+            [
+                r.algorithm,
+                str(r.n),
+                str(r.q),
+                f"{statistics.mean(r.owner_moves) / ideal:.2f}",
+                f"{max(r.owner_moves) / ideal:.2f}",
+                f"{statistics.mean(r.transfers) / (replicas * ideal):.2f}",
+                f"{max(r.transfers) / (replicas * ideal):.2f}",
+                f"{statistics.mean(r.leave_moves) / mean_share:.2f}",
+                f"{statistics.mean(r.leave_transfers) / (replicas * mean_share):.2f}",
+                f"{min(r.loads) / mean_share:.2f}-{max(r.loads) / mean_share:.2f}",
+                str(sum(1 for x in r.loads if x == 0)),
+                f"{min(r.replica_loads) / (replicas * mean_share):.2f}-"
+                f"{max(r.replica_loads) / (replicas * mean_share):.2f}",
+                f"{r.build_s:.2f}",
+            ]
+        )
+    s.table(
+        [
+            "algorithm",
+            "nodes n",
+            "Q",
+            f"{wide} joins: owner changes / ideal",
+            "worst",
+            "replica transfers / ideal",
+            "worst",
+            "leave: owner changes / ideal",
+            "leave: replica transfers / ideal",
+            "share / mean",
+            "own none",
+            "replica load / mean",
+            "build (s)",
+        ],
+        rows,
+        "lrrrrrrrrrrrr",
     )
     return s
 
