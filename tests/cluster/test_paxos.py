@@ -741,3 +741,21 @@ def test_a_command_whose_earlier_attempt_was_chosen_answers_that_attempts_result
     with pytest.raises(StopIteration) as done:
         rounds.send([b"c1", None])
     assert done.value.value == Outcome("done", 1, v1.round.ballot)
+
+
+def test_the_proposers_own_vote_on_a_leased_proposal_waits_until_it_decides():
+    # Three acceptors, "a" the proposer's own: its vote counts only once another accepted; after
+    # two stale refusals it is never cast, so the value is accepted nowhere.
+    rnd = ProposerRound((5, "a"), [("a", "b", "c")], leased=True)
+    rnd.propose()
+    assert not rnd.one_vote_short("a")
+    rnd.on_failure("b", "holds a write the leased value has not seen", Phase.PROPOSE)
+    assert not rnd.one_vote_short("a")
+    rnd.on_failure("c", "holds a write the leased value has not seen", Phase.PROPOSE)
+    assert rnd.phase is not Phase.PROPOSE and not rnd.accepted_by
+    ok = ProposerRound((5, "a"), [("a", "b", "c")], leased=True)
+    ok.propose()
+    ok.on_accepted("c")
+    assert ok.one_vote_short("a")
+    ok.on_accepted("a")
+    assert ok.phase is Phase.CHOSEN and not ok.one_vote_short("a")

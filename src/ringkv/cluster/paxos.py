@@ -323,6 +323,15 @@ class ProposerRound:
         """`node` did not answer the `phase` message (down, timed out, an error)."""
         self._no(node, reason, phase)
 
+    def one_vote_short(self, node: str) -> bool:
+        """Whether `node`'s own vote, not cast yet, would complete the majority of every
+        replica set it is in: the proposer's own acceptor then votes on a leased proposal
+        (node/consensus.py), and not before, so that a leased value the other acceptors
+        refuse as stale is accepted nowhere and no later round completes it."""
+        if node in self._answered:
+            return False
+        return all(len(g.yes) >= g.needed - 1 for g in self._groups if node in g.nodes)
+
     def _no(self, node: str, reason: str, phase: Phase) -> None:
         # An answer to an earlier phase (a Prepare's refusal arriving once the round is
         # proposing) says nothing about this one.

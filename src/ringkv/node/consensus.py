@@ -743,14 +743,30 @@ class Proposer:
                 waiter.set_result(None)
 
         nodes = rnd.propose()
+        me = self.node_id
+        tick = [loop.create_future()]  # resolved at each remote answer
+
+        def remote(node: str, f: asyncio.Future) -> None:
+            answered(node, *_flip(outcome(f)))
+            if not tick[0].done():
+                tick[0].set_result(None)
+
         for node in nodes:
-            if node != self.node_id:
-                self.calls.send(node, body).add_done_callback(
-                    lambda f, node=node: answered(node, *_flip(outcome(f))))
-        if self.node_id in nodes:
-            reply, lsn = self.acceptor.propose(skey, rnd.ballot, value, base)
-            await self.acceptor.states.durable(lsn)
-            answered(self.node_id, reply, True)
+            if node != me:
+                self.calls.send(node, body).add_done_callback(functools.partial(remote, node))
+        if me in nodes:
+            if base is not None:
+                # A leased proposal (no Prepare read it): this acceptor votes only when its vote
+                # completes a majority. A value the other acceptors refuse as stale (they hold a
+                # plain write it has not seen; an acknowledged write is on a majority, so on one
+                # of them) is then accepted nowhere, and no later round can complete it.
+                while rnd.phase is Phase.PROPOSE and not rnd.one_vote_short(me):
+                    await tick[0]
+                    tick[0] = loop.create_future()
+            if rnd.phase is Phase.PROPOSE:
+                reply, lsn = self.acceptor.propose(skey, rnd.ballot, value, base)
+                await self.acceptor.states.durable(lsn)
+                answered(me, reply, True)
         if rnd.phase is Phase.PROPOSE:
             await waiter
         if rnd.phase is Phase.CHOSEN:
