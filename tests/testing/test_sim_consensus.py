@@ -120,9 +120,11 @@ def test_a_command_whose_earlier_attempt_was_chosen_answers_that_attempts_result
 # --- deliberately broken variants must be caught -------------------------------------------------
 
 
-def test_an_acceptor_that_forgets_its_promises_on_restart_is_caught_within_300_seeds():
-    found = first_failure(300, bug="forget-promises")
-    assert found is not None, "an acceptor forgetting its promises went unnoticed for 300 seeds"
+def test_an_acceptor_that_forgets_its_promises_on_restart_is_caught_within_1200_seeds():
+    # First caught at seed 948 since a leased proposal gets the proposer's own vote last
+    # (fewer of the proposer's own acceptances for a forgotten promise to betray); before, <300.
+    found = first_failure(1200, bug="forget-promises")
+    assert found is not None, "an acceptor forgetting its promises went unnoticed for 1200 seeds"
     seed, failure = found
     assert "linearizable" in str(failure) or str(failure).startswith("counter")
     assert f"--seed {seed} " in str(failure) and "--bug forget-promises" in str(failure)

@@ -523,12 +523,25 @@ class ConsensusNode:
 
         body = PaxosPropose(key, rnd.ballot, value, base)
         nodes = rnd.propose()
+        me = self.node_id
+        voted = [me not in nodes]
+
+        def own_vote() -> None:
+            # On a leased proposal the own acceptor votes last, once its vote completes a
+            # majority (Proposer._phase2): a stale leased value is then accepted nowhere.
+            if not voted[0] and rnd.phase is Phase.PROPOSE and (base is None or rnd.one_vote_short(me)):
+                voted[0] = True
+                answered(me, acceptor_propose(self.store, key, rnd.ballot, value, base), True)
+
+        def remote(node: str, reply: Any, ok: bool) -> None:
+            answered(node, reply, ok)
+            own_vote()
+
         for node in nodes:
-            if node != self.node_id:
-                self.call(node, body, functools.partial(answered, node, ok=True),
-                          functools.partial(_failure, answered, node))
-        if self.node_id in nodes:
-            answered(self.node_id, acceptor_propose(self.store, key, rnd.ballot, value, base), True)
+            if node != me:
+                self.call(node, body, functools.partial(remote, node, ok=True),
+                          functools.partial(_failure, remote, node))
+        own_vote()
 
     def _chosen(self, key: bytes, ballot: Ballot, value: bytes) -> None:
         """Store the chosen value here, send the commit to every other replica without
