@@ -23,6 +23,8 @@ from ringkv.errors import ConfigError
 from ringkv.testing.launcher import LocalCluster
 from ringkv.testing.wait import wait_until
 
+# Four nodes in two datacenters, each on a rack of its own: n1, n2 in dc1 and n3, n4 in dc2.
+FOUR_IN_TWO = ("dc1/r1", "dc1/r2", "dc2/r1", "dc2/r2")
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -143,11 +145,7 @@ def test_a_replica_that_cannot_be_reached_is_stepped_around_and_the_datacenter_i
     dc2's replicas; with one of them killed, its requests go on (to the other, or through
     the client's node) and none fails."""
     settings = dict(dc_replicas="dc1=1,dc2=2", partitions=32, gossip_interval_ms=200, replica_timeout_ms=1000)
-    cluster = LocalCluster(tmp_path, nodes=4, **settings)
-    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
-    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
-    for n in cluster.nodes:
-        n.settings["members"] = members
+    cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
     keys = [f"k{i}" for i in range(60)]
     with cluster:
         doc = json.loads(redis.Redis(port=cluster.nodes[0].resp_port).execute_command("RINGKV.RING"))

@@ -21,6 +21,8 @@ from ringkv.client import Client
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 from ringkv.testing.wait import wait_until
 
+# Four nodes in two datacenters, each on a rack of its own: n1, n2 in dc1 and n3, n4 in dc2.
+FOUR_IN_TWO = ("dc1/r1", "dc1/r2", "dc2/r1", "dc2/r2")
 pytestmark = pytest.mark.timeout(180)
 
 WAN_DELAY_MS = 40  # each way: a round trip between the datacenters takes 80 ms more
@@ -173,11 +175,8 @@ def test_a_node_joins_one_datacenter_and_takes_its_share_of_that_datacenters_cop
     of dc2's copies, dc1 keeps every key twice, and no key is lost."""
     settings = dict(dc_replicas="dc1=2,dc2=2", partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
                     replica_timeout_ms=2000)
-    cluster = LocalCluster(tmp_path, nodes=4, **settings)
-    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
-    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
-    for n in cluster.nodes:
-        n.settings["members"] = members
+    cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
+    members = cluster.members
     with cluster:
         ports = [n.resp_port for n in cluster.nodes]
         r1 = redis.Redis(port=ports[0])
@@ -226,11 +225,8 @@ def test_namespaces_with_their_own_counts_per_datacenter_keep_them_through_repai
     settings = dict(dc_replicas="dc1=2,dc2=2", partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
                     replica_timeout_ms=2000, anti_entropy_interval_ms=0,
                     namespaces="thin:replicas=dc1=1;dc2=1,home:replicas=dc1=2")
-    cluster = LocalCluster(tmp_path, nodes=4, **settings)
-    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
-    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
-    for n in cluster.nodes:
-        n.settings["members"] = members
+    cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
+    members = cluster.members
     keys = [f"k{i}" for i in range(100)]
     with cluster:
         ports = [n.resp_port for n in cluster.nodes]
@@ -299,11 +295,7 @@ def test_spread_reads_of_a_hot_key_stay_in_the_coordinators_datacenter(tmp_path)
     turns over dc1's replicas only, never a replica across the WAN."""
     settings = dict(dc_replicas="dc1=2,dc2=2", partitions=16, emulated_wan_delay_ms=WAN_DELAY_MS,
                     gossip_interval_ms=200, namespaces="hot:hot_reads=spread")
-    cluster = LocalCluster(tmp_path, nodes=4, **settings)
-    layout = {"n1": "dc1/r1", "n2": "dc1/r2", "n3": "dc2/r1", "n4": "dc2/r2"}
-    members = ",".join(f"{n.node_id}@{n.host}:{n.rpc_port}/{layout[n.node_id]}" for n in cluster.nodes)
-    for n in cluster.nodes:
-        n.settings["members"] = members
+    cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
     with cluster:
         r1 = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=30, single_connection_client=True)
         assert r1.execute_command("RINGKV.NAMESPACE", "hot") == b"OK"
@@ -322,6 +314,8 @@ def test_spread_reads_of_a_hot_key_stay_in_the_coordinators_datacenter(tmp_path)
             took.append((time.perf_counter() - started) * 1000)
         after = served()
         assert int(r1.info("ringkv")["cluster_hot_reads_spread"]) - spread_before == 100
-        assert after[2] == before[2] and after[3] == before[3], (before, after)  # nothing across the WAN
+        # Nothing across the WAN: dc2's nodes serve only the cluster's own background reads
+        # (the users' directory, a few a second), where half the spread reads went before.
+        assert (after[2] - before[2]) + (after[3] - before[3]) <= 5, (before, after)
         assert after[1] - before[1] >= 40, (before, after)  # n2 takes its turns, n1 the others
         assert statistics.median(took) < WAN_DELAY_MS, took
