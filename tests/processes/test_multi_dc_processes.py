@@ -166,6 +166,24 @@ def test_anti_entropy_across_datacenters_keeps_to_its_bandwidth_bound(tmp_path):
             assert _local_copy(clients[node], "ae99") == [value.encode()], node
 
 
+def _start_joining_n5(tmp_path, cluster: LocalCluster, settings: dict) -> NodeProcess:
+    """n5 started with `ringkv admin join` into dc2 (rack r3), n1 its seed; ready, not joined yet."""
+    n5 = NodeProcess(tmp_path / "n5", node_id="n5", **settings, **cluster.secret_settings)
+    n5.settings["members"] = cluster.members.split(",")[0] + f",n5@127.0.0.1:{n5.rpc_port}/dc2/r3"
+    n5.proc = subprocess.Popen(
+        [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n5",
+         "--data-dir", str(n5.data_dir), "--resp-port", str(n5.resp_port),
+         "--http-port", str(n5.http_port), "--rpc-port", str(n5.rpc_port)],
+        env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n5.settings.items()}},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        n5.wait_ready()
+    except BaseException:
+        n5.stop()
+        raise
+    return n5
+
+
 def _status(port: int) -> dict:
     return json.loads(redis.Redis(port=port, socket_timeout=30).execute_command("RINGKV.STATUS"))
 
@@ -176,23 +194,14 @@ def test_a_node_joins_one_datacenter_and_takes_its_share_of_that_datacenters_cop
     settings = dict(dc_replicas="dc1=2,dc2=2", partitions=64, gossip_interval_ms=200, membership_settle_ms=1000,
                     replica_timeout_ms=2000)
     cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
-    members = cluster.members
     with cluster:
         ports = [n.resp_port for n in cluster.nodes]
         r1 = redis.Redis(port=ports[0])
         keys = {f"k{i}": f"v{i}" for i in range(300)}
         for key, value in keys.items():
             r1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", key, value)
-        n5 = NodeProcess(tmp_path / "n5", node_id="n5", **settings, **cluster.secret_settings)
-        n5.settings["members"] = members.split(",")[0] + f",n5@127.0.0.1:{n5.rpc_port}/dc2/r3"
-        n5.proc = subprocess.Popen(
-            [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n5",
-             "--data-dir", str(n5.data_dir), "--resp-port", str(n5.resp_port),
-             "--http-port", str(n5.http_port), "--rpc-port", str(n5.rpc_port)],
-            env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n5.settings.items()}},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        n5 = _start_joining_n5(tmp_path, cluster, settings)
         try:
-            n5.wait_ready()
             everyone = [*ports, n5.resp_port]
             wait_until(lambda: all(_status(p)["membership"]["ring"] == ["n1", "n2", "n3", "n4", "n5"]
                                    and not _status(p)["membership"]["pending"] for p in everyone), 90,
@@ -226,7 +235,6 @@ def test_namespaces_with_their_own_counts_per_datacenter_keep_them_through_repai
                     replica_timeout_ms=2000, anti_entropy_interval_ms=0,
                     namespaces="thin:replicas=dc1=1;dc2=1,home:replicas=dc1=2")
     cluster = LocalCluster(tmp_path, nodes=4, locations=FOUR_IN_TWO, **settings)
-    members = cluster.members
     keys = [f"k{i}" for i in range(100)]
     with cluster:
         ports = [n.resp_port for n in cluster.nodes]
@@ -265,16 +273,8 @@ def test_namespaces_with_their_own_counts_per_datacenter_keep_them_through_repai
                 "error_count"] == 0
         assert holding(300, 100), held
 
-        n5 = NodeProcess(tmp_path / "n5", node_id="n5", **settings, **cluster.secret_settings)
-        n5.settings["members"] = members.split(",")[0] + f",n5@127.0.0.1:{n5.rpc_port}/dc2/r3"
-        n5.proc = subprocess.Popen(
-            [sys.executable, "-m", "ringkv.cli", "admin", "join", "--node-id", "n5",
-             "--data-dir", str(n5.data_dir), "--resp-port", str(n5.resp_port),
-             "--http-port", str(n5.http_port), "--rpc-port", str(n5.rpc_port)],
-            env={**os.environ, **{f"RINGKV_{k.upper()}": str(v) for k, v in n5.settings.items()}},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        n5 = _start_joining_n5(tmp_path, cluster, settings)
         try:
-            n5.wait_ready()
             everyone = [*ports, n5.resp_port]
             wait_until(lambda: all(_status(p)["membership"]["ring"] == ["n1", "n2", "n3", "n4", "n5"]
                                    and not _status(p)["membership"]["pending"] for p in everyone), 90,
