@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ringkv import __version__
+from ringkv import __version__, hotpath
 from ringkv.api import resp_acl
 from ringkv.api import resp_backup as bk
 from ringkv.api import resp_config as cf
@@ -212,11 +212,15 @@ def render_info(server: RespServer, sections: set[str]) -> str:
     st = server.stats
     admin = server.admin
     if "server" in sections:
+        # Whether the Cython-built hot path runs, and if not why (ringkv/hotpath.py).
+        hot = hotpath.status()
         out.append(
             "# Server\r\n"
             f"redis_version:7.2.0\r\nringkv_version:{__version__}\r\nredis_mode:standalone\r\n"
             f"process_id:{os.getpid()}\r\n"
             f"uptime_in_seconds:{(server.service.now_ms() - server.started_ms) // 1000}\r\n"
+            f"hot_path:{hot['mode']}\r\nhot_path_modules_compiled:{hot['compiled']}\r\n"
+            + (f"hot_path_reason:{hot['reason']}\r\n" if hot["reason"] else "")
         )
     if "clients" in sections:
         out.append(

@@ -367,7 +367,7 @@ class Engine:
         # table) are on disk but not in next_file: never hand them out again, so a new file
         # never truncates an old one whose bytes recovery may still need.
         on_disk = [int(stem) for stem, _, ext in (n.partition(".") for n in names) if ext in ("sst", "wal") and stem.isdigit()]
-        state.next_file = max([state.next_file, *(n + 1 for n in on_disk)])
+        state.next_file = max([state.next_file] + [n + 1 for n in on_disk])
         self._mstate = state
         stored: dict[str, Version] = {}
         for name, family_levels in {DEFAULT_FAMILY: state.levels, **state.families}.items():
