@@ -7,9 +7,11 @@ compiler, or with RINGKV_COMPILE=0, ringkv installs as pure Python (each extensi
 docs/compiled.md explains the choice and the figures.
 """
 
+import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +31,10 @@ def load_hotpath():
 def extensions() -> list:
     if os.environ.get("RINGKV_COMPILE", "1").strip().lower() in ("0", "false", "no", "off"):
         print("ringkv: RINGKV_COMPILE=0: installing the pure-Python hot path", file=sys.stderr)
+        return []
+    compiler = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(compiler) is None:
+        print(f"ringkv: no C compiler ({compiler}): installing the pure-Python hot path", file=sys.stderr)
         return []
     try:
         from Cython.Build import cythonize
@@ -52,6 +58,15 @@ def extensions() -> list:
             # because its time says otherwise (copied with its old time, say).
             Path(ROOT / source).with_suffix(".c").unlink(missing_ok=True)
     record_path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    # An extension of a module taken off the list would shadow its source: remove it.
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for built in (ROOT / "src" / "ringkv").rglob("*"):
+        if built.name.endswith(suffixes):
+            stem = built.name[: -len(next(x for x in suffixes if built.name.endswith(x)))]
+            name = ".".join((*built.relative_to(ROOT / "src").parent.parts, stem))
+            if name not in sources:
+                built.unlink()
+                built.with_name(stem + ".c").unlink(missing_ok=True)
     return cythonize(
         modules,
         compiler_directives={

@@ -6,6 +6,7 @@ Python's import system prefers the extension. The `.py` stays the reference and 
 
 - `RINGKV_PURE=1` in the environment runs the pure-Python modules even where extensions are
   built (the test suite runs its pure pass this way; a node started so says it in INFO);
+  `RINGKV_PURE=storage.engine,storage.wal` runs only those as Python (to measure one module);
 - an extension built from other source than the .py now beside it (edited or checked out
   since; setup.py records each source's SHA-256 in hotpath_build.json) is passed over for the
   source, so a stale build never runs code that is no longer in the tree;
@@ -14,6 +15,8 @@ Python's import system prefers the extension. The `.py` stays the reference and 
 
 The compile keeps Python's semantics: annotations are not turned into C types
 (`annotation_typing=False`), so a compiled module accepts exactly what its source accepts.
+Where a module has a `.pxd` beside it (storage/bloom.pxd), that file gives some of its names
+C types: used only for integer loops whose results are the same in C as in Python.
 What it cannot do is be traced line by line (`sys.settrace` sees no frames inside it).
 docs/compiled.md has the measurements and how to build, check and bypass it.
 
@@ -31,7 +34,10 @@ import sys
 
 # The modules on the path of a GET or SET through RESP, the coordinator, the RPC layer and
 # the engine: what `python -m ringkv.bench.instructions` counts per command, and the record
-# and clock codecs, framing, memtable and block search the performance issue names.
+# and clock codecs, framing, memtable and block search the performance issue names. Each was
+# measured compiled against Python (docs/compiled.md); storage/wal.py is left out: compiled,
+# it made every put about 8% slower (its work is attribute access, which CPython 3.11's
+# specializing interpreter does faster than generic C code).
 MODULES: tuple[str, ...] = (
     "ringkv.api.resp",
     "ringkv.api.resp_args",
@@ -53,7 +59,6 @@ MODULES: tuple[str, ...] = (
     "ringkv.storage.memtable",
     "ringkv.storage.sstable",
     "ringkv.storage.version",
-    "ringkv.storage.wal",
     "ringkv.versioning.dvv",
     "ringkv.versioning.hlc",
     "ringkv.versioning.record",
@@ -66,6 +71,22 @@ _MODULE_SET = frozenset(MODULES)
 def pure_requested() -> bool:
     """True when the environment asks for the pure-Python modules (`RINGKV_PURE=1`)."""
     return os.environ.get(PURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def pure_modules() -> frozenset[str]:
+    """The modules to run as Python: all with `RINGKV_PURE=1`, or those a comma-separated
+    `RINGKV_PURE=storage.engine,storage.wal` names (for measuring one module's compile)."""
+    value = os.environ.get(PURE_ENV, "").strip()
+    if pure_requested():
+        return _MODULE_SET
+    if not value or value.lower() in ("0", "false", "no", "off"):
+        return frozenset()
+    wanted = {("ringkv." + n.strip()).replace("ringkv.ringkv.", "ringkv.") for n in value.split(",") if n.strip()}
+    unknown = wanted - _MODULE_SET
+    if unknown:
+        raise ValueError(f"{PURE_ENV} names modules that are not compiled: {', '.join(sorted(unknown))} "
+                         f"(the compiled ones are in ringkv/hotpath.py's MODULES)")
+    return frozenset(wanted)
 
 
 def _source_and_extension(fullname: str, search_path) -> tuple[str | None, str | None]:
@@ -88,8 +109,16 @@ _built_from: dict[str, str] | None = None
 
 
 def source_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    """SHA-256 of a module's source and, where there is one, of the .pxd beside it (the C
+    types Cython compiles it with)."""
+    digest = hashlib.sha256()
+    for part in (path, path[: -len(".py")] + ".pxd"):
+        try:
+            with open(part, "rb") as f:
+                digest.update(f.read())
+        except FileNotFoundError:
+            pass
+    return digest.hexdigest()
 
 
 def _record() -> dict[str, str]:
@@ -114,16 +143,17 @@ class _SourceFirstFinder:
     """Loads a hot-path module from its .py when pure mode is asked for or its build is stale;
     otherwise leaves the module to the normal finders (which take the extension)."""
 
-    def __init__(self, force_pure: bool):
+    def __init__(self, force_pure: frozenset[str]):
         self.force_pure = force_pure
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _MODULE_SET:
+        if not fullname.startswith("ringkv."):
             return None
         source, extension = _source_and_extension(fullname, path)
         if source is None or extension is None:
             return None  # nothing built: the normal finders load the source anyway
-        if self.force_pure or _stale(fullname, source):
+        if fullname not in _MODULE_SET or fullname in self.force_pure or _stale(fullname, source):
+            # (An extension of a module no longer in MODULES is a leftover of an older build.)
             return importlib.util.spec_from_file_location(fullname, source)
         return None
 
@@ -135,7 +165,7 @@ def install() -> None:
     """Put the finder first on `sys.meta_path` (once). ringkv/__init__.py calls it, so it runs
     before any hot-path module is imported."""
     if not any(isinstance(f, _SourceFirstFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SourceFirstFinder(pure_requested()))
+        sys.meta_path.insert(0, _SourceFirstFinder(pure_modules()))
 
 
 def needs_build() -> list[str]:
@@ -176,8 +206,11 @@ def status() -> dict[str, str]:
         if pure_requested():
             reasons.append(f"{PURE_ENV} set")
         else:
+            chosen = [name for name in pure if name in pure_modules()]
+            if chosen:
+                reasons.append(f"{PURE_ENV} names " + " ".join(n.rpartition(".")[2] for n in chosen))
             stale, unbuilt = [], []
-            for name in pure:
+            for name in (name for name in pure if name not in chosen):
                 _, extension = _source_and_extension(name, sys.modules[name.rpartition(".")[0]].__path__)
                 (unbuilt if extension is None else stale).append(name.rpartition(".")[2])
             if stale:
