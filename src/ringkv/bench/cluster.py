@@ -11,6 +11,10 @@ clients), so every node coordinates a third of the requests; their ops/s add up 
 quoted is the worst of the three. Runs rotate between the three systems and repeat; the report
 quotes medians and each repeat's ratio to Redis.
 
+Then (unless `--no-sweep`) it measures latency against throughput on the cluster: SET and GET
+at 1 to 50 clients, a table, the load up to which p99 stays under 1 ms against half the maximum
+throughput, and a plot (cluster-latency.png beside --out).
+
 With `--profile-dir`, a last extra run samples the cluster's nodes with py-spy (if installed;
 it is in the `bench` extra) and the report lists where their time goes.
 
@@ -58,14 +62,15 @@ class Cell:
         return [a.rps / b.rps for a, b in zip(self.runs[system], self.runs["redis"])]
 
 
-def run_spread(ports: list[int], test: str, requests: int) -> Result:
-    """redis-benchmark against several nodes at once, CLIENTS clients in all."""
+def run_spread(ports: list[int], test: str, requests: int, total_clients: int = CLIENTS) -> Result:
+    """redis-benchmark against several nodes at once, `total_clients` clients in all (a node
+    left without a client when there are fewer clients than nodes gets no redis-benchmark)."""
     n = len(ports)
-    clients = [CLIENTS // n + (1 if i < CLIENTS % n else 0) for i in range(n)]
+    clients = [total_clients // n + (1 if i < total_clients % n else 0) for i in range(n)]
     procs = [
-        subprocess.Popen(redis_benchmark_command(port, test, requests * c // CLIENTS, 1, c),
+        subprocess.Popen(redis_benchmark_command(port, test, requests * c // total_clients, 1, c),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for port, c in zip(ports, clients)
+        for port, c in zip(ports, clients) if c
     ]
     results = []
     for p in procs:
@@ -133,7 +138,8 @@ def profile_summary(paths: list[str], top: int = 20) -> list[str]:
     return lines
 
 
-def render(cells: dict[str, Cell], requests: int, repeats: int, profile: list[str]) -> str:
+def render(cells: dict[str, Cell], requests: int, repeats: int, profile: list[str],
+           sweep: list[str] | None = None) -> str:
     lines = [
         "# Cluster benchmark: three ringkv nodes, one ringkv node and redis-server",
         "",
@@ -166,6 +172,8 @@ def render(cells: dict[str, Cell], requests: int, repeats: int, profile: list[st
     lines += ["", "Every repeat (ops/s):", "", "| test | cluster | node | redis |", "|---|---|---|---|"]
     for test, cell in cells.items():
         lines.append(f"| {test} | " + " | ".join(", ".join(f"{r.rps:,.0f}" for r in cell.runs[s]) for s in SYSTEMS) + " |")
+    if sweep:
+        lines += ["", *sweep]
     if profile:
         lines += ["", "## Where the cluster's CPU goes", "", *profile]
     return "\n".join(lines) + "\n"
@@ -200,12 +208,119 @@ def run_profiled(tmp: str, profile_dir: str, requests: int, quiet: dict) -> list
     return profile_summary([p for p in paths if os.path.exists(p)])
 
 
+# The latency sweep: closed-loop load at each of these client counts (spread over the nodes),
+# from one client to saturation. Each point is one (throughput, latency) pair of the curve.
+SWEEP_CLIENTS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 50)
+SWEEP_P99_TARGET_MS = 1.0
+
+
+def run_sweep(ports: list[int], requests: int, repeats: int) -> dict[str, dict[int, list[Result]]]:
+    """For SET and GET, every client count of SWEEP_CLIENTS, `repeats` times (the counts in a
+    rotated order each time, so load drift does not line up with the count)."""
+    out: dict[str, dict[int, list[Result]]] = {t: {c: [] for c in SWEEP_CLIENTS} for t in ("SET", "GET")}
+    for rep in range(repeats):
+        counts = list(SWEEP_CLIENTS)
+        shift = rep * 3 % len(counts)
+        counts = counts[shift:] + counts[:shift]
+        for test in ("SET", "GET"):
+            for c in counts:
+                # At least 4,000 requests per client: a p99 needs enough samples per process.
+                r = run_spread(ports, test, max(requests * c // CLIENTS, 4_000 * c), c)
+                out[test][c].append(r)
+                print(f"sweep {rep + 1} {test} {c} clients: {r.rps:,.0f} ops/s p50 {r.p50_ms} ms "
+                      f"p99 {r.p99_ms} ms", flush=True)
+    return out
+
+
+def sweep_points(runs: dict[int, list[Result]]) -> list[tuple[int, float, float, float]]:
+    """(clients, ops/s, p50 ms, p99 ms) per client count: medians of the repeats."""
+    return [(c, statistics.median(r.rps for r in rs), statistics.median(r.p50_ms for r in rs),
+             statistics.median(r.p99_ms for r in rs)) for c, rs in runs.items() if rs]
+
+
+def sweep_verdict(points: list[tuple[int, float, float, float]]) -> tuple[float, float, float | None, str]:
+    """(maximum ops/s, half of it, p99 at the fastest point at or below half, verdict)."""
+    peak = max(p[1] for p in points)
+    half = peak / 2
+    below = [p for p in points if p[1] <= half]
+    if not below:
+        return peak, half, None, "no point at or below half the maximum"
+    p99 = max(p[3] for p in below)  # the worst p99 over every load up to half
+    return peak, half, p99, "PASS" if p99 < SWEEP_P99_TARGET_MS else "SHORT"
+
+
+def render_sweep(sweep: dict[str, dict[int, list[Result]]], plot_path: str | None, requests: int,
+                 repeats: int) -> list[str]:
+    lines = [
+        "## Latency against throughput",
+        "",
+        f"Closed-loop load from redis-benchmark at {', '.join(map(str, SWEEP_CLIENTS))} clients in all, "
+        "spread over the three nodes as above (the worst node's p99 is the point's p99); "
+        f"at least 4,000 requests per client per point, {repeats} repeat(s) in rotated orders, "
+        "medians. Each client waits for its answer before sending again, so a point's throughput "
+        "is what that many clients reach and its latency what they saw there. Target: p99 under "
+        f"{SWEEP_P99_TARGET_MS:g} ms at every load up to half of the maximum throughput.",
+        "",
+    ]
+    if plot_path:
+        lines += [f"![latency against throughput]({os.path.basename(plot_path)})", ""]
+    lines += ["| test | clients | ops/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    verdicts = []
+    for test, runs in sweep.items():
+        points = sweep_points(runs)
+        for c, rps, p50, p99 in points:
+            lines.append(f"| {test} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
+        peak, half, p99, verdict = sweep_verdict(points)
+        held = [p for p in points if p[3] < SWEEP_P99_TARGET_MS]
+        holds_to = max((p[1] for p in held), default=0.0)
+        verdicts.append(
+            f"- {test}: maximum {peak:,.0f} ops/s; half is {half:,.0f} ops/s; worst p99 at or below "
+            f"half: {'n/a' if p99 is None else f'{p99:.2f} ms'} ({verdict}); p99 stays under "
+            f"{SWEEP_P99_TARGET_MS:g} ms up to {holds_to:,.0f} ops/s ({holds_to / peak:.0%} of the maximum)."
+        )
+    return [*lines, "", *verdicts]
+
+
+def plot_sweep(sweep: dict[str, dict[int, list[Result]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for test, colour in (("SET", "tab:red"), ("GET", "tab:blue")):
+        points = sweep_points(sweep[test])
+        xs = [p[1] for p in points]
+        ax.plot(xs, [p[3] for p in points], "o-", color=colour, label=f"{test} p99")
+        ax.plot(xs, [p[2] for p in points], "o--", color=colour, alpha=0.5, label=f"{test} p50")
+        peak = max(xs)
+        ax.axvline(peak / 2, color=colour, linestyle=":", alpha=0.6)
+        for c, x, _, y in points:
+            ax.annotate(str(c), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7, color=colour)
+    ax.axhline(SWEEP_P99_TARGET_MS, color="black", linewidth=0.8, linestyle="-.", label=f"{SWEEP_P99_TARGET_MS:g} ms")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("throughput, ops/s (numbers: clients; dotted: half of each test's maximum)")
+    ax.set_ylabel("latency, ms")
+    ax.set_title("3-node ringkv cluster at QUORUM: latency against throughput")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 @click.command()
 @click.option("--requests", default=100_000, show_default=True, help="Requests per run (spread over the nodes for the cluster).")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--out", default="docs/benchmarks/cluster.md", show_default=True, help="'-' writes no file.")
 @click.option("--profile-dir", default=None, help="Also profile the cluster's nodes in one extra run; keep the profiles here.")
-def main(requests: int, repeats: int, out: str, profile_dir: str | None) -> None:
+@click.option("--sweep/--no-sweep", default=True, show_default=True,
+              help="Also measure latency against throughput from 1 to 50 clients, with a plot beside --out.")
+def main(requests: int, repeats: int, out: str, profile_dir: str | None, sweep: bool) -> None:
     if shutil.which("redis-benchmark") is None or shutil.which("redis-server") is None:
         raise SystemExit("needs redis-server and redis-benchmark (Debian: apt-get install redis-server redis-tools)")
     cells: dict[str, Cell] = {t: Cell() for t in ("SET", "GET")}
@@ -227,10 +342,19 @@ def main(requests: int, repeats: int, out: str, profile_dir: str | None) -> None
                         cells[test].runs[system].append(r)
                         print(f"repeat {rep + 1} {test} {system}: {r.rps:,.0f} ops/s p50 {r.p50_ms} ms "
                               f"p99 {r.p99_ms} ms", flush=True)
+            swept = run_sweep(ports, requests, repeats) if sweep else None
         profile: list[str] = []
         if profile_dir:
             profile = run_profiled(tmp, profile_dir, requests, quiet)
-    report = render(cells, requests, repeats, profile)
+    sweep_lines: list[str] = []
+    if swept is not None:
+        plot_path = None
+        if out != "-":
+            plot_path = os.path.join(os.path.dirname(out) or ".", "cluster-latency.png")
+            os.makedirs(os.path.dirname(plot_path) or ".", exist_ok=True)
+            plot_sweep(swept, plot_path)
+        sweep_lines = render_sweep(swept, plot_path, requests, repeats)
+    report = render(cells, requests, repeats, profile, sweep_lines)
     print(report)
     if out != "-":
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

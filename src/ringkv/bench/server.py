@@ -7,6 +7,8 @@ every 100 ms), redis-server with its default persistence (RDB snapshots, no AOF)
 directory. For each of SET and GET, at 50 clients, without pipelining and with `-P 16`, it runs
 redis-benchmark (Debian's redis-tools) and keeps ops/s, p50 and p99. Runs alternate between the
 two servers and repeat; the report quotes medians and the ratio to Redis of each repeat's pair.
+A third server, a ringkv node with `RINGKV_PURE=1`, runs beside them: the compiled hot path's
+gain over the same code as Python, measured in the same run (docs/compiled.md).
 
 This is a benchmark, not a test: the machine is small and shared, so only ratios measured side
 by side mean much, and nothing here is tuned to make ringkv look good.
@@ -28,7 +30,9 @@ import time
 from dataclasses import dataclass, field
 
 import click
+import redis as redis_py
 
+from ringkv.hotpath import PURE_ENV
 from ringkv.testing.launcher import NodeProcess, free_port
 
 CLIENTS = 50
@@ -48,9 +52,14 @@ class Result:
 class Cell:
     ringkv: list[Result] = field(default_factory=list)
     redis: list[Result] = field(default_factory=list)
+    pure: list[Result] = field(default_factory=list)  # ringkv with RINGKV_PURE=1
 
     def ratios(self) -> list[float]:
         return [a.rps / b.rps for a, b in zip(self.ringkv, self.redis)]
+
+    def compiled_ratios(self) -> list[float]:
+        """Each repeat's ringkv ops/s over the same build's pure-Python ops/s."""
+        return [a.rps / b.rps for a, b in zip(self.ringkv, self.pure)]
 
 
 def redis_benchmark_command(port: int, test: str, requests: int, pipeline: int, clients: int = CLIENTS) -> list[str]:
@@ -97,6 +106,13 @@ class RedisServer:
             self.proc.wait(10)
 
 
+def hot_path_of(port: int) -> str:
+    """What a node's INFO says of its hot path: "compiled", or why not (ringkv/hotpath.py)."""
+    info = redis_py.Redis(port=port, socket_timeout=10).info("server")
+    reason = info.get("hot_path_reason")
+    return info["hot_path"] + (f": {reason}" if reason else "")
+
+
 def process_cpu_s(pid: int) -> float:
     """User plus system CPU seconds process `pid` has used (Linux /proc; 0 elsewhere). Per
     request, it moves far less with the machine's load than ops/s does: the figure to compare
@@ -127,7 +143,7 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def render(cells: dict, requests: int, repeats: int) -> str:
+def render(cells: dict, requests: int, repeats: int, hot_path: str) -> str:
     lines = [
         "# Server benchmark: one ringkv node against redis-server",
         "",
@@ -142,9 +158,13 @@ def render(cells: dict, requests: int, repeats: int) -> str:
         "(`-r 100000`), 3-byte values. Medians of the repeats; the ratio is the median of each "
         "repeat's ringkv/Redis pair (the runs alternate, so both see the same machine load).",
         "",
+        f"ringkv runs its compiled hot path ({hot_path}); a second ringkv node started with "
+        "`RINGKV_PURE=1` runs the same code as Python in the same run (docs/compiled.md): "
+        "the last columns compare the two.",
+        "",
         "| test | pipeline | ringkv ops/s | ringkv p50 / p99 ms | Redis ops/s | Redis p50 / p99 ms | ratio | target | verdict "
-        "| CPU us per request, ringkv / Redis |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| CPU us per request, ringkv / Redis | pure-Python ringkv ops/s, p99 ms, CPU us | compiled / pure ops/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for (test, pipeline), cell in cells.items():
         rk = cell.ringkv
@@ -161,7 +181,9 @@ def render(cells: dict, requests: int, repeats: int) -> str:
             f"{statistics.median(r.rps for r in rd):,.0f} | "
             f"{statistics.median(r.p50_ms for r in rd):.2f} / {statistics.median(r.p99_ms for r in rd):.2f} | "
             f"{ratio:.2f} | >= {target} | {verdict} | "
-            f"{statistics.median(r.cpu_us for r in rk):.1f} / {statistics.median(r.cpu_us for r in rd):.1f} |"
+            f"{statistics.median(r.cpu_us for r in rk):.1f} / {statistics.median(r.cpu_us for r in rd):.1f} | "
+            f"{statistics.median(r.rps for r in cell.pure):,.0f}, {statistics.median(r.p99_ms for r in cell.pure):.2f}, "
+            f"{statistics.median(r.cpu_us for r in cell.pure):.1f} | {statistics.median(cell.compiled_ratios()):.2f} |"
         )
     lines += [
         "",
@@ -172,13 +194,14 @@ def render(cells: dict, requests: int, repeats: int) -> str:
         "",
         "Every repeat:",
         "",
-        "| test | pipeline | ringkv ops/s | Redis ops/s | ratio |",
-        "|---|---|---|---|---|",
+        "| test | pipeline | ringkv ops/s | Redis ops/s | ratio | pure-Python ringkv ops/s | compiled / pure |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (test, pipeline), cell in cells.items():
         lines.append(
             f"| {test} | {pipeline} | {', '.join(f'{r.rps:,.0f}' for r in cell.ringkv)} | "
-            f"{', '.join(f'{r.rps:,.0f}' for r in cell.redis)} | {', '.join(f'{x:.2f}' for x in cell.ratios())} |"
+            f"{', '.join(f'{r.rps:,.0f}' for r in cell.redis)} | {', '.join(f'{x:.2f}' for x in cell.ratios())} | "
+            f"{', '.join(f'{r.rps:,.0f}' for r in cell.pure)} | {', '.join(f'{x:.2f}' for x in cell.compiled_ratios())} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -193,25 +216,31 @@ def main(requests: int, repeats: int, out: str) -> None:
     cells: dict[tuple[str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="ringkv-bench-server-") as tmp:
         node = NodeProcess(os.path.join(tmp, "ringkv"), http_enabled="false", log_level="warning")
-        with node, RedisServer(tmp) as redis:
+        pure = NodeProcess(os.path.join(tmp, "ringkv-pure"), http_enabled="false", log_level="warning",
+                           env={PURE_ENV: "1"})
+        with node, pure, RedisServer(tmp) as redis:
+            hot_path = hot_path_of(node.resp_port)
+            if not hot_path_of(pure.resp_port).startswith("pure"):
+                raise SystemExit("the node started with RINGKV_PURE=1 does not run pure Python")
             for rep in range(repeats):
                 for pipeline in (1, 16):
                     for test in ("SET", "GET"):
                         cell = cells.setdefault((test, pipeline), Cell())
                         n = requests * (4 if pipeline > 1 else 1)
                         # Alternate which server goes first so drift in load hits both alike.
-                        order = [("ringkv", node.resp_port), ("redis", redis.port)]
+                        order = [("ringkv", node.resp_port), ("redis", redis.port), ("pure", pure.resp_port)]
                         if rep % 2:
                             order.reverse()
+                        pids = {"ringkv": node.proc.pid, "redis": redis.proc.pid, "pure": pure.proc.pid}
                         for name, port in order:
-                            pid = node.proc.pid if name == "ringkv" else redis.proc.pid
+                            pid = pids[name]
                             cpu_before = process_cpu_s(pid)
                             r = run_redis_benchmark(port, test, n, pipeline)
                             r.cpu_us = 1e6 * (process_cpu_s(pid) - cpu_before) / n
                             getattr(cell, name).append(r)
                             print(f"repeat {rep + 1} {test} -P {pipeline} {name}: {r.rps:,.0f} ops/s "
                                   f"p50 {r.p50_ms} ms p99 {r.p99_ms} ms, {r.cpu_us:.1f} us CPU per request", flush=True)
-    report = render(cells, requests, repeats)
+    report = render(cells, requests, repeats, hot_path)
     print(report)
     if out != "-":
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

@@ -365,9 +365,29 @@ class SqliteAdapter(StoreAdapter):
         )
 
 
+class PureRingkvAdapter(RingkvAdapter):
+    """ringkv's engine as Python source: the same defaults in a worker started with
+    RINGKV_PURE=1, so the compiled hot path is set aside (ringkv/hotpath.py). Not in the default
+    systems: run beside "ringkv" to measure what the compile gains (docs/compiled.md)."""
+
+    name = "ringkv-pure"
+    environment = {"RINGKV_PURE": "1"}
+
+    def open(self, path: Path) -> None:
+        from ringkv import hotpath
+
+        super().open(path)
+        if hotpath.module_state("ringkv.storage.engine") != "pure":
+            raise RuntimeError("ringkv-pure: the engine runs compiled although RINGKV_PURE=1 is set")
+
+    def settings(self) -> str:
+        return super().settings() + " Pure Python: RINGKV_PURE=1."
+
+
 ADAPTERS: dict[str, type[StoreAdapter]] = {
     cls.name: cls
-    for cls in (RingkvAdapter, SealedRingkvAdapter, RocksdbAdapter, LeveldbAdapter, LmdbAdapter, SqliteAdapter)
+    for cls in (RingkvAdapter, SealedRingkvAdapter, PureRingkvAdapter, RocksdbAdapter, LeveldbAdapter,
+                LmdbAdapter, SqliteAdapter)
 }
 
 

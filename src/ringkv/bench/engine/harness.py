@@ -131,6 +131,8 @@ def _run_worker(system: str, config: BenchConfig, repeat: int, root: Path) -> di
         job["ttl"] = dataclasses.asdict(config.ttl)
     job_path.write_text(json.dumps(job))
     env = dict(os.environ)
+    adapter = {**ADAPTERS, **STRATEGY_ADAPTERS}.get(system)
+    env.update(adapter.environment if adapter is not None else {})
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(src_root()), env.get("PYTHONPATH", "")) if p
     )

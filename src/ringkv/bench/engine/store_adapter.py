@@ -29,6 +29,8 @@ class StoreAdapter(ABC):
     name: ClassVar[str]
     # What must import for the system to run; checked in the parent before spawning.
     requires: ClassVar[str]
+    # Set in the environment of the worker process that runs the system.
+    environment: ClassVar[dict[str, str]] = {}
 
     put: Callable[[bytes, bytes], object]
     get: Callable[[bytes], bytes | None]
