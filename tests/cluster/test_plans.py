@@ -588,6 +588,17 @@ def test_each_quorum_speculates_only_in_a_datacenter_whose_need_is_not_met():
     assert plan.speculate() is None
 
 
+def test_a_write_tells_each_datacenters_relay_how_many_copies_its_level_needs_there():
+    pref = ("a", "d", "b", "e", "c", "f")
+    each = WritePlan(pref, 4, me="a", is_up=everyone_up, needs=EACH_QUORUM)
+    assert (each.copies_needed_in("dc1"), each.copies_needed_in("dc2")) == (2, 2)
+    # LOCAL_QUORUM from dc1 needs nothing of dc2 by count: its relay waits for every answer.
+    local = WritePlan(pref, 2, me="a", is_up=everyone_up, needs=(DcNeed("dc1", DC1, 2),))
+    assert local.copies_needed_in("dc2") == 0
+    # A count over every replica (QUORUM, ALL) needs each answer: 0, wait for all.
+    assert WritePlan(pref, 4, me="a", is_up=everyone_up).copies_needed_in("dc2") == 0
+
+
 # --- reads: properties ---------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from ringkv.client import Client
+from ringkv.client.routing import RingMap
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 from ringkv.testing.wait import wait_until
 
@@ -134,6 +136,44 @@ def test_two_datacenters_local_levels_relays_and_an_outage_of_one(tmp_path):
             time.sleep(0.5)
         assert not missing, missing[:10]
         assert n1.execute_command("RINGKV.AT", "EACH_QUORUM", "GET", "dc2-side") == b"w"
+
+
+def _dc2_replicas_of(r: redis.Redis, key: bytes) -> list[str]:
+    """The key's dc2 replicas in preference order: the first is its writes' relay there."""
+    doc = json.loads(r.execute_command("RINGKV.RING"))
+    ids = [node["node_id"] for node in doc["nodes"]]
+    return [ids[i] for i in RingMap(doc, "127.0.0.1").replicas_of(b"", key) if ids[i] in DC2]
+
+
+def test_an_each_quorum_write_does_not_wait_on_the_slowest_replica_behind_its_relay(tmp_path):
+    """EACH_QUORUM needs 2 of dc2's 3 copies: the relay answers once it and one more hold the
+    write, without waiting for a third replica that has stopped answering (before any failure
+    detector notices, a wait would last the whole replica timeout); the stopped one gets the
+    write once it runs again."""
+    with _cluster(tmp_path) as cluster:
+        nodes = {n.node_id: n for n in cluster.nodes}
+        clients = {n.node_id: redis.Redis(port=n.resp_port, socket_timeout=20) for n in cluster.nodes}
+        n1 = clients["n1"]
+        order = _dc2_replicas_of(n1, b"slow-key")
+        relay, slow = order[0], order[-1]
+        assert n1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", "slow-key", "before")
+        early = _cluster_stat(clients[relay], "relays_answered_early")
+        os.kill(nodes[slow].proc.pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            assert n1.execute_command("RINGKV.AT", "EACH_QUORUM", "SET", "slow-key", "while-stopped")
+            took_ms = (time.perf_counter() - started) * 1000
+        finally:
+            os.kill(nodes[slow].proc.pid, signal.SIGCONT)
+        # Two WAN crossings and the relay's hop; far below the 1,000 ms replica timeout that
+        # waiting for the stopped replica would have cost.
+        assert took_ms < 600, took_ms
+        assert _cluster_stat(clients[relay], "relays_answered_early") == early + 1
+        # The relay's send to the stopped replica completes (or becomes a hint) once it runs.
+        wait_until(lambda: _local_copy(clients[slow], "slow-key") == [b"while-stopped"], timeout_s=30,
+                   what=f"{slow} holding the write its relay answered before it")
+        for node in DC1 + DC2:
+            assert _local_copy(clients[node], "slow-key") == [b"while-stopped"], node
 
 
 def test_anti_entropy_across_datacenters_keeps_to_its_bandwidth_bound(tmp_path):

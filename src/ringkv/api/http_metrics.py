@@ -230,6 +230,8 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("hot_cache_hits", "Reads at ONE of a hot key answered from the coordinator's cache (hot_cache_ms)."),
         ("relays_sent", "Writes sent once to another datacenter's relay for all its replicas."),
         ("relayed_writes", "Writes this node relayed to the other replicas of its datacenter."),
+        ("relays_answered_early", "Relayed writes answered once enough replicas here held them, "
+                                  "before a slower one."),
     ):
         yield CounterMetricFamily(f"ringkv_cluster_{name}", help_text, value=stats.get(name, 0))
     hints = figures["hints"]

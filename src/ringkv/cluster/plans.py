@@ -420,6 +420,15 @@ class WritePlan:
             raise RuntimeError("hints() is known once every send has been answered")
         return [*self.quorum.failures, *self._extra_failed]
 
+    def copies_needed_in(self, dc: str) -> int:
+        """How many of datacenter `dc`'s replicas must acknowledge for this write's level, when
+        the level counts per datacenter and names `dc` (EACH_QUORUM: a majority there); 0 when
+        every answer counts (ALL, QUORUM across datacenters, or a level with no need there)."""
+        for need in self.quorum.needs:
+            if need.dc == dc:
+                return need.needed
+        return 0
+
     @property
     def held_by_every_replica(self) -> bool:
         """Every send answered and every replica of the preference list acknowledged the

@@ -107,6 +107,11 @@ class _Quorum:
         return self._error
 
     @property
+    def needs(self) -> tuple[DcNeed, ...]:
+        """What each datacenter must answer (a datacenter level), or () for a count of all."""
+        return self._needs
+
+    @property
     def pending(self) -> tuple[str, ...]:
         """Replicas that have not answered yet, in replica order."""
         return tuple(n for n in self.replicas if self._states[n] is _PENDING)

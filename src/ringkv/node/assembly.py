@@ -68,7 +68,8 @@ from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
 CLUSTER_STATS = ("reads", "replica_reads", "speculative_reads", "hot_reads_spread", "hot_cache_hits", "writes", "forwarded", "read_repairs",
                  "quorum_failures", "replica_failures", "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
-                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures", "relays_sent", "relayed_writes")
+                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures", "relays_sent", "relayed_writes",
+                 "relays_answered_early")
 
 
 def data_engine_options(cfg: NodeConfig, clock: Clock, compaction_filter=None, keys=None) -> Options:

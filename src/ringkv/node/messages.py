@@ -77,20 +77,25 @@ MAX_RELAY_TARGETS = 15  # a preference list's replicas, less the relay itself
 class ReplicaPutRelay(msgspec.Struct, tag="ReplicaPutRelay", array_like=True):
     """A write sent once to another datacenter (docs/multi-dc.md): merge `record` here as
     ReplicaPut does, then send it on to `targets`, the key's other replicas in this datacenter
-    (at most MAX_RELAY_TARGETS). Reply: RelayReply, once every target answered or timed out;
-    the relay keeps a hint for each target that failed."""
+    (at most MAX_RELAY_TARGETS). Reply: RelayReply, once `enough` of this datacenter's replicas
+    hold it (the relay itself counting as one), or every target answered or timed out; 0 means
+    every target (ALL, QUORUM across datacenters, a session write: the coordinator counts each
+    answer). The relay keeps a hint for each target that fails, before or after it replied."""
 
     skey: bytes
     record: bytes
     targets: list[str]
+    enough: int = 0
 
 
 class RelayReply(msgspec.Struct, tag="RelayReply", array_like=True):
-    """Which of a relay's targets hold the record (the relay itself included), and why the
-    others do not: [node, reason] pairs."""
+    """Which of a relay's targets hold the record (the relay itself included), why the others
+    do not ([node, reason] pairs), and which had not answered when `enough` had (`pending`:
+    the relay goes on sending to them, and keeps a hint for each that fails)."""
 
     acked: list[str]
     failed: list[list[str]]
+    pending: list[str] = msgspec.field(default_factory=list)
 
 
 class Forward(msgspec.Struct, tag="Forward", array_like=True):

@@ -604,6 +604,7 @@ class NodeAdmin:
                 "dc_replicas": ",".join(f"{dc}={n}" for dc, n in ring.dc_replicas),
                 "emulated_wan_delay_ms": self._node.config.emulated_wan_delay_ms,
                 "relays_sent": c.stats["relays_sent"], "relayed_writes": c.stats["relayed_writes"],
+                "relays_answered_early": c.stats["relays_answered_early"],
                 "anti_entropy_wan_bytes_per_s": self._node.config.anti_entropy_wan_bytes_per_s,
                 "anti_entropy_wan_waited_s": round(c.anti_entropy.wan.waited_s, 3) if c.anti_entropy.wan else 0,
                 # Replica writes sent to other datacenters' nodes, counted where the WAN is emulated.

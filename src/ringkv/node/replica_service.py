@@ -16,6 +16,7 @@ and nothing of it is stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -194,6 +195,8 @@ class ReplicaService:
         replicas of the key: stored here, then sent on to the others (docs/multi-dc.md)."""
         if len(body.targets) > MAX_RELAY_TARGETS:
             raise CommandError(f"{len(body.targets)} targets in one ReplicaPutRelay; the limit is {MAX_RELAY_TARGETS}")
+        if not 0 <= body.enough <= 1 + len(body.targets):
+            raise CommandError(f"ReplicaPutRelay asks for {body.enough} copies of {1 + len(body.targets)} replicas")
         store = self.store
         lsn = store.apply_record(body.skey, body.record)  # checks the key and the record
         if store.has_pending_writes:
@@ -203,19 +206,33 @@ class ReplicaService:
         calls = self.forwarder.calls
         put = ReplicaPut(body.skey, body.record)
         targets = [t for t in dict.fromkeys(body.targets) if t != self.node_id]
-        futures = [calls.send(t, put) for t in targets]
-        if futures:
-            await asyncio.wait(futures)
+        sent = {calls.send(t, put): t for t in targets}
+        enough = body.enough or 1 + len(targets)
         acked, failed = [self.node_id], []
-        for target, fut in zip(targets, futures, strict=True):
-            ok, reason = outcome(fut)
-            if ok:
+        waiting = set(sent)
+        while waiting and len(acked) < enough:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                self._relay_answered(sent[fut], body, acked, failed, fut)
+        if waiting:
+            # Enough hold it for the coordinator's level (EACH_QUORUM's majority here): it need
+            # not wait on a slow replica. The rest still get it, or a hint.
+            self.stats["relays_answered_early"] += 1
+            for fut in waiting:
+                fut.add_done_callback(functools.partial(self._relay_answered, sent[fut], body, None, None))
+        return RelayReply(acked, failed, [sent[f] for f in waiting])
+
+    def _relay_answered(self, target: str, body: ReplicaPutRelay, acked: list[str] | None,
+                        failed: list[list[str]] | None, fut: asyncio.Future) -> None:
+        ok, reason = outcome(fut)
+        if ok:
+            if acked is not None:
                 acked.append(target)
-                continue
+            return
+        if failed is not None:
             failed.append([target, reason])
-            if self.hints is not None:
-                self.hints.add(target, body.skey, body.record)
-        return RelayReply(acked, failed)
+        if self.hints is not None:
+            self.hints.add(target, body.skey, body.record)
 
     def _put(self, body: ReplicaPut) -> Any:
         if body.hint_for:

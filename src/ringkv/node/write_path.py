@@ -268,7 +268,11 @@ class _Replication:
                 direct.append(group[0])
                 continue
             self.stats["relays_sent"] += 1
-            body = ReplicaPutRelay(self.skey, self.data, [s.node for s in group[1:]])
+            # What this write's level needs from there (EACH_QUORUM: a majority), so the relay
+            # answers without waiting on its slowest replica; a session write waits for every
+            # copy (it settles only when each replica holds it).
+            enough = 0 if self.settled is not None else self.plan.copies_needed_in(dc_of(group[0].node))
+            body = ReplicaPutRelay(self.skey, self.data, [s.node for s in group[1:]], enough)
             # The relay waits up to a replica timeout on its targets before it answers.
             self.calls.send(group[0].node, body, 2 * self.calls.timeout_ms, known_up=True,
                             on_done=functools.partial(self.relayed, group))
@@ -284,6 +288,11 @@ class _Replication:
             return
         failed = dict(reply.failed)
         acked = set(reply.acked)
+        # Those the relay answered before: it goes on sending to them and keeps a hint for
+        # each that fails, so the write is in hand for them as for a stand-in's hint. Counted
+        # as acknowledged: the level was met without them, and the plan must finish for this
+        # write's own hints (a failed replica in another datacenter) to be kept.
+        acked.update(reply.pending)
         for send in group:
             if send.node in acked:
                 self.answered(send, _Known())
