@@ -36,6 +36,7 @@ class HeldCommits:
     def __init__(self, acceptors: dict[str, Acceptor]):
         self.acceptors = acceptors
         self.held: list[tuple[str, PaxosCommit, asyncio.Future]] = []
+        self.proposals: list[tuple[str, bool, bool]] = []  # (node, leased, accepted) of each Propose
 
     def start_call(self, node: str, body, timeout_ms: float, on_done=None) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -47,7 +48,9 @@ class HeldCommits:
         elif type(body) is PaxosPrepare:
             fut.set_result(acceptor.prepare(body.skey, tuple(body.ballot), body.keys)[0])
         elif type(body) is PaxosPropose:
-            fut.set_result(acceptor.propose(body.skey, tuple(body.ballot), body.value, body.base)[0])
+            reply = acceptor.propose(body.skey, tuple(body.ballot), body.value, body.base)[0]
+            self.proposals.append((node, body.base is not None, reply.ok))
+            fut.set_result(reply)
         else:
             raise AssertionError(f"unexpected message {body!r}")
         return fut
@@ -71,13 +74,13 @@ class HeldCommits:
 
 
 class Three:
-    def __init__(self, root):
-        self.namespaces = Namespaces(3, "siblings")
+    def __init__(self, root, nodes: tuple[str, ...] = NODES):
+        self.namespaces = Namespaces(len(nodes), "siblings")
         self.engines: list[Engine] = []
         self.stores: dict[str, LocalStore] = {}
         acceptors: dict[str, Acceptor] = {}
         closers = []
-        for node in NODES:
+        for node in nodes:
             engine = Engine.open(str(root / node / "data"), Options())
             self.engines.append(engine)
             store = LocalStore(Replica(engine, f"{node}@x".encode()), Clock(), namespaces=self.namespaces)
@@ -89,7 +92,7 @@ class Three:
         closers.append(self.hints)
         self.closers = closers
         self.transport = HeldCommits(acceptors)
-        ring = Ring([Member(n) for n in NODES], 64, 3)
+        ring = Ring([Member(n) for n in nodes], 64, len(nodes))
         calls = ReplicaCalls("n1", self.transport, Liveness(), 1000)
         self.proposer = Proposer("n1", b"n1@x", Placement("n1", ring, self.namespaces), calls, self.stores["n1"],
                                  acceptors["n1"], self.hints, Clock(), dict.fromkeys(CLUSTER_STATS, 0))
@@ -166,5 +169,40 @@ def test_a_chosen_value_whose_commits_fail_is_answered_and_hinted(tmp_path):
             assert hint is not None and decode_record(hint).siblings[0].value == b"7"
         finally:
             three.close()
+
+    asyncio.run(main())
+
+
+def test_with_five_replicas_a_leased_value_one_acceptor_took_does_not_hide_an_acknowledged_write(tmp_path):
+    """N = 5: a plain SET acknowledged by n3, n4 and n5 (a majority) missed the proposer n1 and
+    n2. The leased INCR, built on n1's record from before the SET, is accepted by n2 alone and
+    refused as stale by the rest; the full round that follows finds n2's accepted value and
+    the SET in its Prepare answers, and the INCR counts the SET (docs/consistency.md)."""
+    async def main():
+        five = Three(tmp_path, ("n1", "n2", "n3", "n4", "n5"))
+        try:
+            first = asyncio.ensure_future(five.proposer.run(b"", b"counter", IncrBy(5), w=3))
+            await _settle()
+            for node in ("n2", "n3", "n4", "n5"):
+                five.transport.deliver(node)
+            assert await asyncio.wait_for(first, 1) == 5
+            skey = storage_key(b"", b"counter")
+            record, _ = five.stores["n3"].overwrite_now(skey, b"100")  # the plain SET, at QUORUM
+            for node in ("n4", "n5"):
+                five.stores[node].apply_record(skey, record)
+            second = asyncio.ensure_future(five.proposer.run(b"", b"counter", IncrBy(1), w=3))
+            await _settle()
+            for node in ("n2", "n3", "n4", "n5"):
+                if any(to == node for to, _, _ in five.transport.held):
+                    five.transport.deliver(node)
+            assert await asyncio.wait_for(second, 1) == 101
+            assert five.value_at("n1", b"counter") == b"101"
+            # The case itself: the leased proposal was accepted by n2 alone, refused as stale by
+            # the three that hold the SET, and a full round followed.
+            leased = [(node, ok) for node, was_leased, ok in five.transport.proposals if was_leased]
+            assert sorted(leased) == [("n2", True), ("n3", False), ("n4", False), ("n5", False)]
+            assert five.proposer.stats["paxos_stale_leases"] == 3
+        finally:
+            five.close()
 
     asyncio.run(main())

@@ -238,6 +238,7 @@ def maybe_accepted(reason: str) -> bool:
 # --- one incarnation of a node -------------------------------------------------------------------
 
 SERIAL = None  # the `command` of a SERIAL read
+MAX_LEASED_LEFT = 10_000  # leased values left by failed rounds that a run keeps track of
 
 
 @dataclass(eq=False)
@@ -259,6 +260,9 @@ class ConsensusStats:
     chosen: int = 0
     leased: int = 0  # commands done in one round trip on a lease
     stale_leases: int = 0
+    # Leased values a remote acceptor took in a round that then failed (others refused it as
+    # stale), chosen later by another round: the path docs/consistency.md argues is safe.
+    leased_completed_later: int = 0
     retries: int = 0  # Pauses
     timeouts: int = 0
     connections_lost: int = 0
@@ -501,9 +505,13 @@ class ConsensusNode:
         uncertain: set[str] = set()
         moved_on = False
 
+        taken_remotely = [False]  # a leased value accepted by another acceptor
+
         def answered(node: str, reply: Any, ok: bool) -> None:
             nonlocal moved_on
             if ok and reply.ok:
+                if base is not None and node != self.node_id:
+                    taken_remotely[0] = True
                 rnd.on_accepted(node)
             elif ok:
                 if reply.stale:
@@ -519,6 +527,8 @@ class ConsensusNode:
             if rnd.phase is not Phase.PROPOSE and not moved_on:
                 moved_on = True
                 chosen = rnd.phase is Phase.CHOSEN
+                if not chosen and taken_remotely[0]:
+                    self.sim.note_leased_value_left(key, value, rnd.ballot)
                 self._advance(run, chosen or bool(rnd.accepted_by or uncertain))
 
         body = PaxosPropose(key, rnd.ballot, value, base)
@@ -547,6 +557,8 @@ class ConsensusNode:
         """Store the chosen value here, send the commit to every other replica without
         waiting, keep the lease (Proposer._chosen)."""
         self.stats.chosen += 1
+        if self.sim.leased_value_chosen(key, value, ballot):
+            self.stats.leased_completed_later += 1
         nodes = self.sim.placement(key)
         if self.node_id in nodes:
             acceptor_commit(self.store, key, ballot, value, self.physical_ms())
@@ -687,9 +699,21 @@ class ConsensusSimulation(Simulation):
         self._open_ops: dict[str, dict[int, Callable[[], None]]] = {}
         self._op_ids = itertools.count(1)
         self._past_stats = ConsensusStats()
+        self._leased_left: dict[tuple[bytes, bytes], Ballot] = {}
         self.crashes = 0
         for name in self.members:
             self._start_consensus(name, self.nodes[name].generation)
+
+    def note_leased_value_left(self, key: bytes, value: bytes, ballot: Ballot) -> None:
+        """A leased proposal's round failed after another acceptor accepted its value: a later
+        round may find and complete it (counted by `leased_value_chosen`)."""
+        if len(self._leased_left) < MAX_LEASED_LEFT:
+            self._leased_left[key, value] = ballot
+
+    def leased_value_chosen(self, key: bytes, value: bytes, ballot: Ballot) -> bool:
+        """Whether `value`, chosen now at `ballot`, is a leased value left by a failed round."""
+        left = self._leased_left.pop((key, value), None)
+        return left is not None and left != ballot
 
     def placement(self, key: bytes) -> tuple[str, ...]:
         """The key's replicas, its acceptors (the preference list, as the node computes it)."""

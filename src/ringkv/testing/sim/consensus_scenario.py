@@ -339,6 +339,7 @@ def scenario_consensus(
             "chosen": stats.chosen,
             "leased": stats.leased,
             "stale_leases": stats.stale_leases,
+            "leased_completed_later": stats.leased_completed_later,
             "retries": stats.retries,
             "timeouts": stats.timeouts,
             "connections_lost": stats.connections_lost,
