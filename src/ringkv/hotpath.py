@@ -117,7 +117,7 @@ def source_digest(path: str) -> str:
             with open(part, "rb") as f:
                 digest.update(f.read())
         except FileNotFoundError:
-            pass
+            continue  # no .pxd: the module is compiled without C types
     return digest.hexdigest()
 
 
@@ -156,9 +156,6 @@ class _SourceFirstFinder:
             # (An extension of a module no longer in MODULES is a leftover of an older build.)
             return importlib.util.spec_from_file_location(fullname, source)
         return None
-
-    def invalidate_caches(self) -> None:
-        pass
 
 
 def install() -> None:

@@ -1,4 +1,4 @@
-"""The "bounded" ring (the default): a join or leave moves little more than the changed node's
+"""The "bounded" ring (opt-in, `ring_algorithm = "bounded"`): a join or leave moves little more than the changed node's
 share, every node computes the same ring, and each share stays under its stated bound. Also
 what both algorithms must keep: the bit-exact placements of existing clusters. docs/ring.md
 ("Two algorithms", "Movement") explains the bounds and gives the measured figures behind them;
@@ -13,8 +13,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+from tests.cluster.test_ring import HEAVY, LIGHT, counts, node_names, partitions_for
 from xxhash import xxh3_64_intdigest
 
 from ringkv.cluster.preference import build_ranked_lists
@@ -32,29 +33,6 @@ from ringkv.cluster.ring import (
     capacities,
     diff,
 )
-
-HEAVY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LIGHT = settings(max_examples=40, deadline=None)
-
-
-def partitions_for(nodes: int) -> int:
-    """The smallest power of two >= 16 x the node count, and at least the default 1024."""
-    q = 1024
-    while q < 16 * nodes:
-        q *= 2
-    return q
-
-
-@st.composite
-def node_names(draw, min_n: int = 3, max_n: int = 40) -> list[str]:
-    n = draw(st.integers(min_n, max_n))
-    stem = draw(st.sampled_from(["node-", "n", "db", "10.0.0.", "kv-prod-eu-"]))
-    salt = draw(st.integers(0, 2**32 - 1))
-    return [f"{stem}{salt:x}-{i}" for i in range(n)]
-
-
-def counts(ring: Ring) -> dict[str, int]:
-    return {node: len(ring.owned_partitions(node)) for node in ring.node_ids}
 
 
 def slack_bound(ideal: float, n: int) -> float:
