@@ -17,7 +17,7 @@ INT64_MAX = (1 << 63) - 1
 def parse_int(data: bytes) -> int:
     """A signed 64-bit decimal with no spaces, sign only for negatives, no leading zeros."""
     # Python's int() also takes "1_000" and surrounding spaces; Redis's string2ll takes neither.
-    if not data or len(data) > 20 or data != data.strip() or data.startswith(b"+") or b"_" in data:
+    if not data or len(data) > 20 or data != data.strip() or data.startswith(b"+") or data.find(b"_") >= 0:
         raise CommandError(NOT_AN_INTEGER)
     try:
         n = int(data)
@@ -32,7 +32,7 @@ def parse_float(data: bytes) -> float:
     """A double as Redis's strtold-based parsing takes it: no spaces, no "1_0" (Python's float()
     takes it), no NaN, and no overflow to infinity ("1e400"); "inf" itself is fine."""
     try:
-        if data != data.strip() or b"_" in data:
+        if data != data.strip() or data.find(b"_") >= 0:  # find: see node/replica.storage_key
             raise ValueError
         f = float(data)
     except ValueError:
