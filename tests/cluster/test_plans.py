@@ -792,3 +792,155 @@ def test_failures_and_speculation_ask_each_replica_at_most_once_never_one_held_d
         assert plan.repairs() == [n for n in pref if n in answered and records[n] != merged]
     else:
         assert not plan.has_result and plan.repairs() == []
+
+
+# --- digest reads ---------------------------------------------------------------------------------
+
+
+def digest_of(record: frozenset | None) -> bytes:
+    """A digest of a test record: equal records, equal digests; different ones, different."""
+    return b"" if record is None else repr(sorted(record)).encode()
+
+
+def digest_plan(r: int, me: str | None, **kw) -> ReadPlan:
+    return ReadPlan(ABC, r, me=me, is_up=kw.pop("is_up", everyone_up), merge=union, same=same,
+                    digest=digest_of, **kw)
+
+
+def test_a_replica_coordinator_asks_the_others_for_digests_of_its_own_copy():
+    plan = digest_plan(2, "a")
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == ["b"]
+    assert plan.asks_digest("b") and plan.known == digest_of(frozenset({1}))
+    assert plan.on_digest("b", digest_of(frozenset({1}))) == []
+    assert plan.done and plan.succeeded and plan.result == {1}
+    assert plan.finished and plan.repairs() == []
+
+
+def test_a_replica_that_holds_another_record_answers_it_whole_and_is_repaired_or_repairs():
+    plan = digest_plan(2, "a")
+    plan.on_record("a", frozenset({1}))
+    plan.start()
+    # the replica's digest differs from `known`: it sends its record (one round trip)
+    assert plan.on_record("b", frozenset({2})) == []
+    assert plan.done and plan.result == {1, 2}
+    assert plan.repairs() == ["a", "b"]
+
+
+def test_without_a_local_copy_one_replica_sends_its_record_and_the_next_a_digest():
+    plan = digest_plan(2, "z")
+    assert plan.start() == ["a", "b"]
+    assert not plan.asks_digest("a") and plan.asks_digest("b") and plan.known is None
+    # the digest comes first: held until the record it is compared with
+    assert plan.on_digest("b", digest_of(frozenset({1}))) == []
+    assert not plan.done and not plan.finished
+    assert plan.on_record("a", frozenset({1})) == []
+    assert plan.done and plan.succeeded and plan.result == {1} and plan.finished
+
+
+def test_a_digest_that_matches_no_record_has_its_replica_asked_for_the_record():
+    plan = digest_plan(2, "z")
+    plan.start()
+    plan.on_record("a", frozenset({1}))
+    assert plan.on_digest("b", digest_of(frozenset({2}))) == ["b"]
+    assert not plan.done and not plan.asks_digest("b")  # asked again, for the record
+    plan.on_record("b", frozenset({2}))
+    assert plan.done and plan.result == {1, 2} and plan.repairs() == ["a", "b"]
+    # A held digest that the record does not match: asked again when the record comes.
+    held = digest_plan(2, "z")
+    held.start()
+    held.on_digest("b", digest_of(frozenset({2})))
+    assert held.on_record("a", frozenset({1})) == ["b"]
+    assert not held.done
+
+
+def test_when_the_replica_asked_for_the_record_fails_a_held_digest_becomes_the_record_ask():
+    plan = digest_plan(2, "z")
+    plan.start()
+    plan.on_digest("b", digest_of(None))
+    assert plan.on_failure("a", "timed out after 500 ms") == ["b", "c"]
+    assert not plan.asks_digest("b") and plan.asks_digest("c")  # b is asked for the record now
+    assert plan.on_digest("c", digest_of(None)) == []
+    assert not plan.done
+    plan.on_record("b", None)
+    assert plan.done and plan.succeeded and plan.result is None and plan.finished
+
+
+def test_a_digest_answer_with_nothing_to_compare_and_no_record_asked_for_is_asked_again():
+    plan = digest_plan(3, "z", fanout="all")
+    assert plan.start() == ["a", "b", "c"]
+    assert plan.on_failure("a", "refused") == []  # nobody unasked; b and c are digest asks
+    assert plan.on_digest("b", digest_of(frozenset({1}))) == ["b"]
+    assert plan.on_digest("c", digest_of(frozenset({1}))) == []  # held: b's record is on its way
+    plan.on_record("b", frozenset({1}))
+    assert plan.finished and plan.done and not plan.succeeded  # R = 3 and a failed
+    assert plan.quorum.replies == {"b": {1}, "c": {1}}
+
+
+def test_a_read_decided_by_the_coordinators_own_copy_computes_no_digest():
+    computed = []
+
+    def counting(record):
+        computed.append(record)
+        return digest_of(record)
+
+    plan = ReadPlan(ABC, 1, me="a", is_up=everyone_up, merge=union, same=same, digest=counting)
+    plan.on_record("a", frozenset({1}))
+    assert plan.start() == [] and plan.done and computed == []
+
+
+@given(dc_read_runs(), FANOUTS, st.data())
+def test_digest_reads_count_a_replica_only_with_the_record_it_holds_and_always_finish(drawn, fanout, data):
+    """Digest reads against replicas that answer as node/replica_service does (the digest
+    when it matches `known` or none was sent, else the record), with failures, speculation
+    and answers in any order: each replica counted toward R counted with the record it holds;
+    a replica is asked at most twice, the second time for its record after its digest; the
+    read always finishes; the result, outcome and repairs are those of the records counted."""
+    pref, r, needs, run = drawn
+    _, _, me, held_down, records, fails = run
+    plan = ReadPlan(pref, r, me=me, is_up=lambda n: n not in held_down, merge=union, same=same,
+                    needs=needs, fanout=fanout, digest=digest_of)
+    asks: dict[str, list[str]] = {}
+    pending: list[tuple[str, str, bytes | None]] = []  # (node, "digest" or "record", known)
+
+    def ask(nodes):
+        for node in nodes:
+            kind = "digest" if plan.asks_digest(node) else "record"
+            asks.setdefault(node, []).append(kind)
+            pending.append((node, kind, plan.known))
+
+    if plan.local:
+        plan.on_record(me, records[me])
+    ask(plan.start())
+    for step in itertools.count():
+        if step < 30 and pending and data.draw(st.booleans()):
+            extra = plan.speculate()
+            if extra is not None:
+                ask([extra])
+            continue
+        if not pending:
+            break
+        node, kind, known = pending.pop(data.draw(st.integers(0, len(pending) - 1)) if step < 30 else 0)
+        if fails[node]:
+            ask(plan.on_failure(node, "timed out after 500 ms"))
+        elif kind == "record" or (known is not None and known != digest_of(records[node])):
+            ask(plan.on_record(node, records[node]))
+        else:
+            ask(plan.on_digest(node, digest_of(records[node])))
+    assert plan.finished and plan.done
+    for node, kinds in asks.items():
+        assert node != me and node not in held_down
+        assert kinds in (["record"], ["digest"], ["digest", "record"]), (node, kinds)
+    counted = plan.quorum.replies
+    assert all(counted[n] == records[n] for n in counted)
+    if plan.succeeded:
+        if needs:
+            assert all(len(n.members & counted.keys()) >= n.needed for n in needs)
+        else:
+            assert len(counted) >= r
+    if counted:
+        merged = None
+        for n in counted:
+            merged = union(merged, records[n])
+        assert plan.result == merged
+        assert plan.repairs() == [n for n in pref if n in counted and records[n] != merged]

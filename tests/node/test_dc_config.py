@@ -94,3 +94,11 @@ def test_the_ring_algorithm_is_a_setting_checked_by_name():
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"RINGKV_RING_ALGORITHM": "consistent"})
     assert caught.value.field == "ring_algorithm" and "bounded, dithered" in str(caught.value)
+
+
+def test_digest_reads_are_off_unless_turned_on_and_the_setting_takes_only_a_boolean():
+    assert load_config(None, env={}).read_digests is False
+    assert load_config(None, env={"RINGKV_READ_DIGESTS": "true"}).read_digests is True
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"RINGKV_READ_DIGESTS": "sometimes"})
+    assert caught.value.field == "read_digests"

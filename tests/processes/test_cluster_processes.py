@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import redis
 
+from ringkv.client.routing import RingMap
 from ringkv.cluster.ring import RING_BOUNDED, RING_DITHERED, Member, Ring
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 from ringkv.testing.wait import wait_until
@@ -497,6 +498,60 @@ def test_reads_at_quorum_and_one_do_not_wait_for_a_paused_replica_asked_first(tm
         assert len(keys) // 4 <= speculated <= len(keys), speculated
         with connect(n1) as r:  # and n2, resumed, answers again
             assert poll(lambda: r.execute_command("RINGKV.AT", "ALL", "GET", keys[0])) == keys[0].encode()
+
+
+def cluster_stat(nodes: list[NodeProcess], name: str) -> int:
+    """INFO ringkv's cluster_<name>, summed over the nodes."""
+    return sum(int(redis.Redis(port=n.resp_port).info("ringkv")[f"cluster_{name}"]) for n in nodes)
+
+
+@pytest.mark.timeout(120)
+def test_digest_reads_ask_one_replica_for_the_record_and_still_find_and_repair_a_stale_one(tmp_path):
+    """read_digests = true: of the replicas a QUORUM read asks, one sends its
+    record (the coordinator's own copy, when it is a replica) and the other only a digest. Four
+    nodes, N = 3, so each node coordinates reads of keys it holds and of keys it does not. A
+    replica that missed a write (partitioned from the coordinator, which kept a hint it cannot
+    deliver yet) answers its record instead of a digest; the read returns the write and repairs
+    the replica."""
+    keys = [f"digest:{i}" for i in range(40)]
+    with LocalCluster(tmp_path, nodes=4, replicas=3, anti_entropy_interval_ms=0, read_digests=True,
+                      fault_injection=True) as cluster:
+        nodes = cluster.nodes
+        with connect(nodes[0]) as r:
+            for key in keys:
+                assert r.execute_command("RINGKV.AT", "ALL", "SET", key, key * 50) == b"OK"
+            ring = RingMap(json.loads(r.execute_command("RINGKV.RING")), "127.0.0.1")
+        names = [n.node_id for n in nodes]
+        by_name = dict(zip(names, nodes))
+        before = cluster_stat(nodes, "replica_digest_reads")
+        for node in nodes:
+            with connect(node) as r:
+                assert [r.get(k) for k in keys] == [k.encode() * 50 for k in keys]
+        # One digest ask per QUORUM read, whoever coordinates it (plus a speculative retry now
+        # and then, which is a digest ask too), and every digest matched.
+        digests = cluster_stat(nodes, "replica_digest_reads") - before
+        assert len(keys) * 4 <= digests <= len(keys) * 4 * 1.1, digests
+        assert cluster_stat(nodes, "digest_mismatches") == 0
+
+        # A stale replica: the key's first replica coordinates a write while it cannot reach
+        # the third, so the third misses it (the hint waits for the partition to heal).
+        key = keys[0]
+        first, _, third = (names[i] for i in ring.replicas_of(b"", key.encode()))  # the default namespace
+        coordinator, stale = by_name[first], by_name[third]
+        with connect(coordinator) as r, connect(stale) as s:
+            assert r.execute_command("RINGKV.FAULT", "PARTITION", third) == f"blocked {third}".encode()
+            assert s.execute_command("RINGKV.FAULT", "PARTITION", first) == f"blocked {first}".encode()
+            assert r.set(key, "newer") is True
+            assert s.execute_command("RINGKV.AT", "ONE", "GET", key) == key.encode() * 50  # stale
+            # Through the stale replica at QUORUM: its own copy and the second replica's digest
+            # ask, answered with the newer record because the digests differ.
+            mismatches = int(s.info("ringkv")["cluster_digest_mismatches"])
+            assert s.get(key) == b"newer"
+            assert int(s.info("ringkv")["cluster_digest_mismatches"]) == mismatches + 1
+            # read repair fixed the stale copy
+            assert poll(lambda: s.execute_command("RINGKV.AT", "ONE", "GET", key), lambda v: v == b"newer")
+            r.execute_command("RINGKV.FAULT", "HEAL")
+            s.execute_command("RINGKV.FAULT", "HEAL")
 
 
 def test_a_cluster_created_with_the_bounded_ring_places_keys_by_it(tmp_path):

@@ -99,7 +99,7 @@ def test_the_runs_do_meet_the_faults_they_are_meant_to_survive():
             if isinstance(value, int):
                 totals[name] = totals.get(name, 0) + value
     for figure in ("crashes", "partitions", "stand_ins", "hints_delivered", "read_repairs",
-                   "writes_acked_through_stand_ins", "writes_failed", "writes_unknown",
+                   "digest_mismatches", "writes_acked_through_stand_ins", "writes_failed", "writes_unknown",
                    "keys_cut_short_by_crashes"):
         assert totals[figure] > 0, figure
     assert totals["writes_acked"] > totals["writes_failed"] + totals["writes_unknown"]
@@ -118,6 +118,19 @@ def test_a_write_acknowledged_after_w_minus_1_acks_is_reported_lost_within_100_s
 
 def test_a_replica_that_drops_every_tenth_write_is_caught_within_100_seeds():
     assert first_failure(100, bug="drop-writes") is not None
+
+
+def test_a_replica_that_answers_digest_asks_with_the_digest_it_was_sent_is_caught_within_100_seeds():
+    # Digest reads count a replica toward R by its digest: one that claims to match whatever it
+    # is sent lets a stale copy stand for the record, so a read misses a write or read repair
+    # skips a replica.
+    found = first_failure(100, bug="digest-echo")
+    assert found is not None, "a replica echoing the coordinator's digest went unnoticed for 100 seeds"
+
+
+def test_without_digest_reads_no_acknowledged_write_is_lost_either():
+    for seed in seeds(range(300)):
+        assert run_scenario("kv", seed, digests=0).figures["digest_mismatches"] == 0
 
 
 def test_hint_delivery_that_removes_a_hint_changed_in_flight_loses_a_miss():

@@ -223,7 +223,10 @@ def _cluster_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         ("stand_ins", "Writes a stand-in took for a failed replica (sloppy quorum)."),
         ("hints_taken", "Writes this node kept as a stand-in, for a replica that was down."),
         ("session_failures", "Session reads that found no replica holding the session's writes in time."),
-        ("replica_reads", "Reads of this node's replica asked by a coordinator (ReplicaGet)."),
+        ("replica_reads", "Reads of this node's replica asked by a coordinator (ReplicaGet, ReplicaGetDigest)."),
+        ("replica_digest_reads", "Of replica_reads, digest reads (ReplicaGetDigest; read_digests = true)."),
+        ("digest_mismatches", "Digest asks of reads coordinated here that found a replica holding another "
+                              "record (it answered with the record, or was asked for it)."),
         ("speculative_reads", "Reads that asked one more replica because the one asked was slower than "
                               "its recent p99 (read_fanout = quorum)."),
         ("hot_reads_spread", "Reads at ONE of a hot key sent to one replica in turn (hot_reads = spread)."),

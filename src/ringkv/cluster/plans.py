@@ -52,6 +52,9 @@ def _down_reason(node: str) -> str:
     return DOWN_REASON
 
 
+_NO_RECORD = object()  # a digest that matches no record received (a record may be None)
+
+
 class Send(NamedTuple):
     """One message a plan asks the shell to send: a ReplicaPut for a write (a ReplicaGet for a
     read is just the node's name). Equal sends are the same send: within one plan a node gets
@@ -80,6 +83,17 @@ class ReadPlan:
     every replica is asked at `start()`, as every read did before (session reads need it:
     `unanimous` means every replica answered with the same version).
 
+    `digest` (digest reads): a function of a record to its digest (bytes; equal records, equal
+    digests). Given, one replica asked sends its whole record and the others only its digest,
+    as Cassandra's reads do: the first replica asked while the plan holds no record and asks
+    nobody for one is a data ask, every other a digest ask (`asks_digest(node)`); a digest ask
+    carries `known`, the digest of the record the plan holds (None before it holds one), so a
+    replica whose record differs answers with the record itself and costs no second round
+    trip. A digest that matches a record received counts as that record; one that matches none
+    (or arrives with no record received and none asked for) has its replica asked again for the
+    record (`on_digest` returns it); one that arrives while a record is on its way waits for it.
+    A replica counts toward R only once its record or a matching digest is in.
+
     `needs` (a datacenter level): what each datacenter must answer, instead of `r` of all; a
     "quorum" fan-out asks enough in each. The caller reads its own copy when `local` and
     reports it with `on_record(me, record)`, before `start()` (as the node does: its own copy
@@ -88,8 +102,8 @@ class ReadPlan:
     associative, so the result does not depend on the order answers arrive in.
     """
 
-    __slots__ = ("_answered", "_down_reason", "_is_up", "_needs", "_open", "_started", "fanout", "local", "pref",
-                 "quorum", "unasked")
+    __slots__ = ("_answered", "_by_digest", "_data_open", "_digest", "_digesting", "_down_reason", "_held", "_is_up",
+                 "_needs", "_open", "_started", "_undigested", "fanout", "local", "pref", "quorum", "unasked")
 
     def __init__(
         self,
@@ -104,6 +118,7 @@ class ReadPlan:
         needs: tuple[DcNeed, ...] = (),
         fanout: str = "quorum",
         order: tuple[str, ...] | None = None,
+        digest: Callable[[Any], bytes] | None = None,
     ):
         if fanout not in READ_FANOUTS:
             raise ConfigError("read_fanout", f"must be quorum or all, got {fanout!r}")
@@ -127,6 +142,15 @@ class ReadPlan:
         self._open = {me} if local else set()  # asked (or read here) and not answered yet
         self._answered = self.quorum.replies  # replica -> its record (None: no record), for those that answered
         self._started = False
+        # Digest reads: the digest function; the records received, by digest; the replicas
+        # asked for a digest and for a record, not answered yet; those whose digest waits for
+        # a record to compare with.
+        self._digest = digest
+        self._by_digest: dict[bytes, Any] = {}
+        self._undigested: list[Any] = []  # records received whose digest is not computed yet
+        self._digesting: set[str] = set()
+        self._data_open: set[str] = set()
+        self._held: dict[str, bytes] = {}
 
     def start(self) -> list[str]:
         """The remote replicas to send a ReplicaGet to, in the order to ask them. Replicas held
@@ -136,10 +160,10 @@ class ReadPlan:
         self._started = True
         if self.fanout == "all":
             out: list[str] = []
-            is_up, opened = self._is_up, self._open
+            is_up = self._is_up
             for node in self.unasked:
                 if is_up(node):
-                    opened.add(node)
+                    self._open_node(node)
                     out.append(node)
                 else:
                     self.quorum.on_failure(node, self._down_reason(node))
@@ -147,16 +171,59 @@ class ReadPlan:
             return out
         if self._needs:
             return self._top_up()
-        return self._ask(self.quorum.needed - len(self._answered) - len(self._open))
+        return self._ask(self.quorum.needed - len(self._answered) - len(self._open) - len(self._held))
 
-    def on_record(self, node: str, record: Any) -> None:
-        """`node` answered with `record` (None: it holds no record of the key)."""
+    def on_record(self, node: str, record: Any) -> list[str]:
+        """`node` answered with `record` (None: it holds no record of the key). Returns the
+        replicas to ask for their record (digest reads: those whose digest waited for a record
+        and matches none received)."""
         opened = self._open
         if node in opened:
             opened.discard(node)
             self.quorum.on_success(node, record)
+            if self._digest is not None:
+                self._digesting.discard(node)
+                self._data_open.discard(node)
+                self._undigested.append(record)  # digested when a digest is compared or sent
+                if self._held:
+                    return self._resolve_held()
         elif node not in self.quorum.replicas:
             raise ValueError(f"{node!r} is not a replica of this read")
+        return []
+
+    def on_digest(self, node: str, digest: bytes) -> list[str]:
+        """`node` answered a digest ask with the digest of what it holds. Returns the replicas
+        to ask for their record: `node` itself when the digest matches no record received and
+        none is on its way (or none can be compared yet and none is asked for)."""
+        opened = self._open
+        if node not in opened:
+            if node not in self.quorum.replicas:
+                raise ValueError(f"{node!r} is not a replica of this read")
+            return []
+        opened.discard(node)
+        self._digesting.discard(node)
+        by_digest = self._digests()
+        record = by_digest.get(digest, _NO_RECORD)
+        if record is not _NO_RECORD:
+            self.quorum.on_success(node, record)
+            return []
+        if not by_digest and self._data_open:
+            self._held[node] = digest  # compared when the record asked for comes
+            return []
+        self._open_data(node)
+        return [node]
+
+    def asks_digest(self, node: str) -> bool:
+        """Whether `node`, just returned to be asked, is asked for a digest (else its record)."""
+        return node in self._digesting
+
+    @property
+    def known(self) -> bytes | None:
+        """The digest a digest ask carries: of the first record received (the coordinator's
+        own copy, when it holds one), or None before any."""
+        for digest in self._digests():
+            return digest
+        return None
 
     def on_failure(self, node: str, reason: str) -> list[str]:
         """`node` did not answer: reason as QuorumError lists it, e.g. "timed out after 500 ms".
@@ -167,6 +234,18 @@ class ReadPlan:
             opened.discard(node)
             quorum = self.quorum
             quorum.on_failure(node, reason)
+            if self._digest is not None:
+                self._digesting.discard(node)
+                data_open = self._data_open
+                if node in data_open:
+                    data_open.discard(node)
+                    held = self._held
+                    if held and not data_open and not self._digests():
+                        # the record the held digests waited for will not come: ask one of them
+                        other = next(iter(held))
+                        del held[other]
+                        self._open_data(other)
+                        return [other, *self._top_up()] if self.unasked and not quorum.done else [other]
             if self.unasked and not quorum.done:
                 return self._top_up()
         elif node not in self.quorum.replicas:
@@ -192,7 +271,7 @@ class ReadPlan:
             else:
                 node = unasked.pop(0)
             if self._is_up(node):
-                self._open.add(node)
+                self._open_node(node)
                 return node
             quorum.on_failure(node, self._down_reason(node))
             if quorum.done:
@@ -224,7 +303,7 @@ class ReadPlan:
     def finished(self) -> bool:
         """Every replica asked answered or failed, and none will be asked any more: read
         repair may run."""
-        return self._started and not self._open
+        return self._started and not self._open and not self._held
 
     @property
     def unanimous(self) -> bool:
@@ -246,18 +325,19 @@ class ReadPlan:
         again (per datacenter with needs)."""
         needs = self._needs
         if not needs:
-            return self._ask(self.quorum.needed - len(self._answered) - len(self._open))
+            return self._ask(self.quorum.needed - len(self._answered) - len(self._open) - len(self._held))
         out: list[str] = []
-        answered, opened, unasked, quorum = self._answered, self._open, self.unasked, self.quorum
+        answered, opened, held, unasked, quorum = self._answered, self._open, self._held, self.unasked, self.quorum
         for need in needs:
             members = need.members
-            want = need.needed - len(members & answered.keys()) - len(members & opened)
+            want = (need.needed - len(members & answered.keys()) - len(members & opened)
+                    - len(members & held.keys()))
             for node in [n for n in unasked if n in members]:
                 if want <= 0 or quorum.done:
                     break
                 unasked.remove(node)
                 if self._is_up(node):
-                    opened.add(node)
+                    self._open_node(node)
                     out.append(node)
                     want -= 1
                 else:
@@ -267,16 +347,57 @@ class ReadPlan:
     def _ask(self, want: int) -> list[str]:
         """The next `want` unasked replicas up, in order; those held down on the way fail."""
         out: list[str] = []
-        unasked, is_up, opened = self.unasked, self._is_up, self._open
+        unasked, is_up = self.unasked, self._is_up
         while want > 0 and unasked:
             node = unasked.pop(0)
             if is_up(node):
-                opened.add(node)
+                self._open_node(node)
                 out.append(node)
                 want -= 1
             else:
                 self.quorum.on_failure(node, self._down_reason(node))
         return out
+
+    def _open_node(self, node: str) -> None:
+        """`node` is asked: for a digest when digests are on and a record is held or asked for
+        already, else for its record."""
+        self._open.add(node)
+        if self._digest is not None:
+            if self._by_digest or self._undigested or self._data_open:
+                self._digesting.add(node)
+            else:
+                self._data_open.add(node)
+
+    def _digests(self) -> dict[bytes, Any]:
+        """The records received, by digest (computed only when one is compared or sent: a read
+        decided by the coordinator's own copy hashes nothing)."""
+        by_digest, undigested = self._by_digest, self._undigested
+        if undigested:
+            digest = self._digest
+            for record in undigested:
+                by_digest.setdefault(digest(record), record)  # type: ignore[misc]  # set with _undigested
+            undigested.clear()
+        return by_digest
+
+    def _open_data(self, node: str) -> None:
+        """`node`, which answered a digest ask, is asked again, for its record."""
+        self._open.add(node)
+        self._data_open.add(node)
+
+    def _resolve_held(self) -> list[str]:
+        """A record came: the held digests that match one count; the others' replicas are
+        asked for their records."""
+        by_digest, quorum, held = self._digests(), self.quorum, self._held
+        again: list[str] = []
+        for node, digest in list(held.items()):
+            del held[node]
+            record = by_digest.get(digest, _NO_RECORD)
+            if record is not _NO_RECORD:
+                quorum.on_success(node, record)
+            else:
+                self._open_data(node)
+                again.append(node)
+        return again
 
 
 class WritePlan:

@@ -66,10 +66,11 @@ from ringkv.service.session import SessionCodec
 from ringkv.storage import Engine, Options
 from ringkv.storage.options import MAX_VALUE_BYTES_CEILING
 
-CLUSTER_STATS = ("reads", "replica_reads", "speculative_reads", "hot_reads_spread", "hot_cache_hits", "writes", "forwarded", "read_repairs",
-                 "quorum_failures", "replica_failures", "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands", "paxos_reads", "paxos_chosen",
-                 "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches", "session_failures", "relays_sent", "relayed_writes",
-                 "relays_answered_early")
+CLUSTER_STATS = ("reads", "replica_reads", "replica_digest_reads", "digest_mismatches", "speculative_reads",
+                 "hot_reads_spread", "hot_cache_hits", "writes", "forwarded", "read_repairs",
+                 "quorum_failures", "replica_failures", "repairs_dropped", "stand_ins", "hints_taken", "paxos_commands",
+                 "paxos_reads", "paxos_chosen", "paxos_leased", "paxos_retries", "paxos_stale_leases", "session_searches",
+                 "session_failures", "relays_sent", "relayed_writes", "relays_answered_early")
 
 
 def data_engine_options(cfg: NodeConfig, clock: Clock, compaction_filter=None, keys=None) -> Options:
@@ -174,7 +175,8 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         cfg.data_dir, clock, max_hints=cfg.max_hints, max_hint_window_ms=cfg.max_hint_window_ms,
         policy=namespaces.default.conflict_policy, sync=cfg.sync, namespaces=namespaces, encryption_keys=keys))
     stats = dict.fromkeys(CLUSTER_STATS, 0)
-    reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair, fanout=cfg.read_fanout)
+    reads = ReadPath(placement, calls, store, stats, read_repair=cfg.read_repair, fanout=cfg.read_fanout,
+                     digests=cfg.read_digests)
     writes = WritePath(placement, calls, store, stats, hints)
     acceptor_states = await loop.run_in_executor(None, lambda: AcceptorStore(cfg.data_dir, cfg.sync, keys))
     acceptor = Acceptor(acceptor_states, store)

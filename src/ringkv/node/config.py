@@ -52,6 +52,11 @@ class NodeConfig:
     # Who a read asks: "quorum", as many replicas as R needs (the local copy counting), one more
     # when one fails or is slower than its recent p99; "all", every replica (node/read_path.py).
     read_fanout: str = "quorum"
+    # Digest reads: of the replicas a read asks, one sends its record and the others only its
+    # digest, or the record when it differs from the coordinator's (node/read_path.py). Off
+    # by default: they halve the bytes a read moves but cost CPU to hash, and on the machines
+    # measured CPU is the limit (docs/benchmarks/cluster.md, "Digest reads").
+    read_digests: bool = False
     # Sessions (read-your-writes and monotonic reads, docs/consistency.md "Sessions"): the
     # keys a token remembers, its encoded length, and how long a session read looks for a
     # replica holding what the session saw before it answers an error.

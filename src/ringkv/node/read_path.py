@@ -34,9 +34,18 @@ from time import perf_counter
 
 from ringkv.cluster.plans import READ_FANOUTS, ReadPlan
 from ringkv.cluster.quorum import DcNeed
-from ringkv.errors import QuorumError
+from ringkv.errors import QuorumError, RemoteError
+from ringkv.net.envelope import ErrorCode
 from ringkv.node.local_store import LocalStore
-from ringkv.node.messages import MAX_KEYS_PER_GET_MANY, ReplicaGet, ReplicaGetMany, ReplicaPut
+from ringkv.node.messages import (
+    MAX_KEYS_PER_GET_MANY,
+    ReplicaDigest,
+    ReplicaGet,
+    ReplicaGetDigest,
+    ReplicaGetMany,
+    ReplicaPut,
+    record_digest,
+)
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import ReplicaCalls, outcome
 
@@ -59,6 +68,9 @@ MIN_SAMPLES = 32
 P99_REFRESH_S = 1.0
 SPECULATE_FLOOR_MS = 1.0
 SPECULATE_UNKNOWN_MS = 50.0
+# A peer that refused a ReplicaGetDigest as a message it does not know (a node of an earlier
+# build, mid rolling upgrade) is asked for whole records for this long before it is tried again.
+NO_DIGEST_S = 60.0
 
 
 def _timer_s(ms: float) -> float:
@@ -73,7 +85,7 @@ def p99(samples: list[float]) -> float:
 
 class ReadPath:
     def __init__(self, placement: Placement, calls: ReplicaCalls, store: LocalStore, stats: dict[str, int], *,
-                 read_repair: str = "background", fanout: str = DEFAULT_READ_FANOUT):
+                 read_repair: str = "background", fanout: str = DEFAULT_READ_FANOUT, digests: bool = False):
         if fanout not in READ_FANOUTS:
             raise ValueError(f"read_fanout must be quorum or all, got {fanout!r}")
         self.node_id = placement.node_id
@@ -84,6 +96,8 @@ class ReadPath:
         self.read_repair = read_repair
         self.background = read_repair == "background"
         self.fanout = fanout
+        self.digest = record_digest if digests else None  # digest reads (ReadPlan's `digest`)
+        self.no_digest: dict[str, float] = {}  # peer -> perf_counter() time until which it gets no digest ask
         self._repairs: set[asyncio.Task] = set()
         self._turn = 0  # where `read_spread` starts its next search for a replica
         # Speculative retry: per peer, the durations of its answers to reads in this window,
@@ -99,7 +113,7 @@ class ReadPath:
         placement = self.placement
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.calls.up,
                         merge=placement.merger_of(skey), same=operator.eq,
-                        down_reason=self.calls.liveness.why_down, needs=needs, fanout=fanout,
+                        down_reason=self.calls.liveness.why_down, needs=needs, fanout=fanout, digest=self.digest,
                         # across datacenters, this one's replicas are asked first
                         order=placement.local_first(pref) if placement.multi_dc and not needs else None)
         if plan.local:
@@ -140,9 +154,7 @@ class ReadPath:
         asks = plan.start()
         if asks:
             read = _Read(self, plan, skey, settled)
-            calls, body, answered = self.calls, read.body, read.answered
-            for node in asks:  # found up by the plan this moment
-                calls.send(node, body, known_up=True, on_done=functools.partial(answered, node, started))
+            read.send(asks, started)
             if not plan.done:
                 loop = asyncio.get_running_loop()
                 decided = read.decided = loop.create_future()
@@ -281,9 +293,24 @@ class _Read:
         self.decided: asyncio.Future | None = None  # set once R answered or cannot
 
     def send(self, nodes: Iterable[str], sent: float) -> None:
-        calls, body, answered = self.path.calls, self.body, self.answered
-        for node in nodes:  # found up by the plan this moment
-            calls.send(node, body, known_up=True, on_done=functools.partial(answered, node, sent))
+        """Ask each node (found up by the plan this moment) for its record, or its digest when
+        the plan says so and the node takes digest asks."""
+        calls, body, answered, plan = self.path.calls, self.body, self.answered, self.plan
+        no_digest = self.path.no_digest
+        for node in nodes:
+            ask = body
+            if plan.asks_digest(node) and not (no_digest and self._refuses_digests(node)):
+                ask = ReplicaGetDigest(self.skey, plan.known)
+            calls.send(node, ask, known_up=True, on_done=functools.partial(answered, node, sent))
+
+    def _refuses_digests(self, node: str) -> bool:
+        until = self.path.no_digest.get(node)
+        if until is None:
+            return False
+        if perf_counter() < until:
+            return True
+        del self.path.no_digest[node]
+        return False
 
     def answered(self, node: str, sent: float, fut: asyncio.Future) -> None:
         plan = self.plan
@@ -295,7 +322,20 @@ class _Read:
                 samples = path.latencies[node] = []
             if len(samples) < WINDOW_READS:
                 samples.append(perf_counter() - sent)
-            plan.on_record(node, reply.record)
+            if type(reply) is ReplicaDigest:
+                again = plan.on_digest(node, reply.digest)
+            else:
+                if plan.asks_digest(node) and node not in path.no_digest:
+                    path.stats["digest_mismatches"] += 1  # asked for a digest: it holds another record
+                again = plan.on_record(node, reply.record)
+            if again:  # digests that match no record received: ask for the records
+                path.stats["digest_mismatches"] += len(again)
+                self.send(again, perf_counter())
+        elif plan.asks_digest(node) and _unknown_message(fut):
+            # a node of an earlier build: ask it for the record instead, and for a while
+            path.no_digest[node] = perf_counter() + NO_DIGEST_S
+            path.calls.send(node, self.body, known_up=True, on_done=functools.partial(self.answered, node, sent))
+            return
         else:
             instead = plan.on_failure(node, reply)
             if instead:
@@ -412,6 +452,12 @@ class _ReadMany:
         decided = self.decided
         if self.undecided == 0 and decided is not None and not decided.done():
             decided.set_result(None)
+
+
+def _unknown_message(fut: asyncio.Future) -> bool:
+    """The call failed because the peer does not know the message's type."""
+    exc = None if fut.cancelled() else fut.exception()
+    return isinstance(exc, RemoteError) and exc.code == ErrorCode.BAD_REQUEST
 
 
 def _repair_done(task: asyncio.Task) -> None:

@@ -57,7 +57,9 @@ from ringkv.node.messages import (
     Repair,
     RepairReply,
     ReplicaAck,
+    ReplicaDigest,
     ReplicaGet,
+    ReplicaGetDigest,
     ReplicaGetMany,
     ReplicaPut,
     ReplicaPutMany,
@@ -68,6 +70,7 @@ from ringkv.node.messages import (
     ScanRange,
     SyncPartition,
     SyncPartitionReply,
+    record_digest,
 )
 from ringkv.node.placement import Placement
 from ringkv.node.replica_calls import outcome
@@ -105,6 +108,7 @@ class ReplicaService:
         # type -> (handler, fast path rule); a handler returns the reply or an awaitable of it.
         self.handlers: dict[type, tuple[Callable[[Any], Any], str]] = {
             ReplicaGet: (self._get, ALWAYS),
+            ReplicaGetDigest: (self._get_digest, ALWAYS),
             ReplicaGetMany: (self._get_many, ALWAYS),
             ReplicaPut: (self._put, UNLESS_SYNC),
             ReplicaPutMany: (self._put_many, UNLESS_SYNC),
@@ -177,6 +181,18 @@ class ReplicaService:
         self.stats["replica_reads"] += 1
         data = self.store.engine.get(body.skey)
         return ReplicaRecord(None if data is None else bytes(data))
+
+    def _get_digest(self, body: ReplicaGetDigest) -> ReplicaDigest | ReplicaRecord:
+        """The digest of the record, or the record itself when the coordinator holds another."""
+        self.stats["replica_reads"] += 1
+        self.stats["replica_digest_reads"] += 1
+        data = self.store.engine.get(body.skey)
+        record = None if data is None else bytes(data)
+        digest = record_digest(record)
+        known = body.known
+        if known is None or known == digest:
+            return ReplicaDigest(digest)
+        return ReplicaRecord(record)
 
     def _hint_get(self, body: HintGet) -> ReplicaRecord:
         if len(body.targets) > MAX_HINT_GET_TARGETS:

@@ -22,7 +22,7 @@ Liveness phase: faults off (heal, no loss or duplication, every node restarted).
    reads must also see the writes acknowledged through stand-ins.
 
 Parameters that break things on purpose, for the tests that prove the checks can fail:
-`bug` (sim/kv.Bug: "ack-early", "drop-writes", "hint-race") and `promise_sloppy=1` (hold
+`bug` (sim/kv.Bug: "ack-early", "drop-writes", "hint-race", "digest-echo") and `promise_sloppy=1` (hold
 writes acknowledged through stand-ins to every later QUORUM read, which Dynamo's sloppy
 quorum does not promise).
 """
@@ -60,15 +60,17 @@ def scenario_kv(
     promise_sloppy: int = 0,
     max_settle_ms: float = 60_000.0,
     dcs: int = 0,
+    digests: int = 1,
 ) -> ScenarioResult:
     """Reads and writes under faults, then convergence; see the module docstring."""
     params = dict(nodes=nodes, clients=clients, ops=ops, keys=keys, loss=loss,
                   min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms, duplication=duplication,
                   think_ms=think_ms, faults=faults, sloppy=sloppy, bug=bug,
-                  promise_sloppy=promise_sloppy, max_settle_ms=max_settle_ms, dcs=dcs)
+                  promise_sloppy=promise_sloppy, max_settle_ms=max_settle_ms, dcs=dcs, digests=digests)
     network = NetworkConditions(loss=loss, min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms,
                                 duplication=duplication)
-    sim = KvSimulation(nodes, seed, network, kv=KvSettings(sloppy=bool(sloppy), bug=Bug(bug), dcs=dcs),
+    sim = KvSimulation(nodes, seed, network, kv=KvSettings(sloppy=bool(sloppy), bug=Bug(bug), dcs=dcs,
+                                                         read_digests=bool(digests)),
                        keep_trace=40)
     # With datacenters: writes at EACH_QUORUM, reads at LOCAL_QUORUM (R + W > each one's N).
     read_level = ConsistencyLevel.LOCAL_QUORUM if dcs else ConsistencyLevel.QUORUM
@@ -197,6 +199,7 @@ def scenario_kv(
             "stand_ins": stats.stand_ins,
             "hints_delivered": stats.hints_delivered,
             "read_repairs": stats.read_repairs,
+            "digest_mismatches": stats.digest_mismatches,
             "keys_cut_short_by_crashes": len(sim.excused),
             "keys_healed_only_by_read_repair": excused_divergent,
             "safety_ms": safety_ms,

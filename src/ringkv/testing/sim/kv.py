@@ -47,6 +47,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any
 
 from ringkv.cluster.plans import READ_FANOUTS, ReadPlan, Send, WritePlan
@@ -80,6 +81,10 @@ class Bug(enum.StrEnum):
     # into it meanwhile, as node/handoff.HintDelivery does today (it awaits the call, then
     # deletes the key): the newer miss is lost for hinted handoff.
     HINT_RACE = "hint-race"
+    # A replica answers every digest ask with the digest it was sent, as if it held the
+    # coordinator's record, instead of the digest of its own: a comparison that trusts what it
+    # should check. A stale replica then counts toward R with a record it lacks.
+    DIGEST_ECHO = "digest-echo"
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ class KvSettings:
     # slowest round trip at its default delays); "all", every replica.
     read_fanout: str = "quorum"
     speculate_after_ms: float = 60.0
+    # Digest reads (the node's `read_digests`, off by default there; on here, the path with
+    # more cases): one replica asked sends its record, the others a digest of theirs, or the
+    # record when it differs from the coordinator's.
+    read_digests: bool = True
     bug: Bug = Bug.NONE
     dcs: int = 0  # datacenters (0: none, the ring counts N over all nodes)
     replicas_per_dc: int = 3  # with dcs: copies in each datacenter
@@ -129,6 +138,22 @@ class Get:
 @dataclass(frozen=True, slots=True)
 class Got:
     record: Record | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetDigest:
+    key: bytes
+    known: bytes | None  # the digest of the coordinator's record (None: it holds none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class GotDigest:
+    digest: bytes
+
+
+def record_digest(record: Record | None) -> bytes:
+    """A simulated record's digest: as node/messages.record_digest, of its encoding."""
+    return b"" if record is None else sha256(rec.encode_record(record)).digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +296,7 @@ class KvStats:
     hints_delivered: int = 0
     read_repairs: int = 0
     speculative_reads: int = 0
+    digest_mismatches: int = 0
     quorum_failures: int = 0
     replica_timeouts: int = 0
 
@@ -364,6 +390,14 @@ class KvNode:
         store = self.store
         if kind is Get:
             return Got(store.records.get(body.key))
+        if kind is GetDigest:
+            record = store.records.get(body.key)
+            digest = record_digest(record)
+            if self.settings.bug is Bug.DIGEST_ECHO and body.known is not None:
+                return GotDigest(body.known)
+            if body.known is None or body.known == digest:
+                return GotDigest(digest)
+            return Got(record)
         if kind is Put:
             if body.hint_for is not None:
                 store.add_hint(body.hint_for, body.key, body.record)
@@ -474,7 +508,8 @@ class KvNode:
             pref = tuple(n for n in pref if dc_of(n) == dc_of(self.node_id))
         r = resolve(level, len(pref), field="r")
         plan = ReadPlan(pref, r, me=self.node_id, is_up=self.is_up, merge=merge_records, same=_same,
-                        fanout=self.settings.read_fanout)
+                        fanout=self.settings.read_fanout,
+                        digest=record_digest if self.settings.read_digests else None)
         read = _Read(plan, key, done)
         self.stats.reads_coordinated += 1
         self._reads.append(read)
@@ -488,13 +523,24 @@ class KvNode:
 
     def _ask(self, read: _Read, nodes: Iterable[str]) -> None:
         timeout_ms = self.settings.replica_timeout_ms
+        plan = read.plan
         for node in nodes:
-            self.call(node, Get(read.key), timeout_ms,
+            ask = GetDigest(read.key, plan.known) if plan.asks_digest(node) else Get(read.key)
+            self.call(node, ask, timeout_ms,
                       functools.partial(self._got, read, node),
                       functools.partial(self._get_failed, read, node))
 
-    def _got(self, read: _Read, node: str, body: Got) -> None:
-        read.plan.on_record(node, body.record)
+    def _got(self, read: _Read, node: str, body: Got | GotDigest) -> None:
+        plan = read.plan
+        if type(body) is GotDigest:
+            again = plan.on_digest(node, body.digest)
+        else:
+            if plan.asks_digest(node):
+                self.stats.digest_mismatches += 1
+            again = plan.on_record(node, body.record)
+        if again:
+            self.stats.digest_mismatches += len(again)
+            self._ask(read, again)
         self._read_progress(read)
 
     def _get_failed(self, read: _Read, node: str, reason: str) -> None:
