@@ -48,7 +48,7 @@ def test_a_session_reads_its_write_at_one_through_a_node_that_missed_it(tmp_path
     with LocalCluster(tmp_path, **SETTINGS) as cluster:
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
-        n1.set("k", "old")
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "k", "old") == b"OK"  # on every replica before the faults
         _partition(by, "n1", "n3")
         writer = redis.Redis(port=cluster.nodes[0].resp_port)
         token = writer.execute_command("RINGKV.SESSION")
@@ -70,7 +70,7 @@ def test_a_session_write_on_one_replica_is_read_through_another_while_the_third_
     with LocalCluster(tmp_path, **SETTINGS) as cluster:
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
-        n1.set("k", "old")
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "k", "old") == b"OK"  # on every replica before the faults
         cluster.nodes[2].pause()  # SIGSTOP: n3 hangs
         try:
             _partition(by, "n1", "n2")  # so that only n1 takes the write
@@ -99,7 +99,7 @@ def test_monotonic_reads_across_nodes(tmp_path):
     with LocalCluster(tmp_path, **SETTINGS) as cluster:
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
-        n1.set("k", "v1")
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "k", "v1") == b"OK"  # on every replica before the faults
         _partition(by, "n1", "n3")
         n1.execute_command("RINGKV.AT", "ONE", "SET", "k", "v2")  # not in a session: n1, n2 only
         assert n3.execute_command("RINGKV.AT", "ONE", "GET", "k") == b"v1"  # plain ONE goes back
@@ -117,7 +117,7 @@ def test_a_session_moves_between_nodes_mid_partition(tmp_path):
     with LocalCluster(tmp_path, **SETTINGS) as cluster:
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
-        n1.set("k", "before")
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "k", "before") == b"OK"  # on every replica before the faults
         # n1 alone on one side, n2 and n3 on the other.
         _partition(by, "n1", "n2")
         _partition(by, "n1", "n3")
@@ -150,7 +150,8 @@ def test_http_session_token_header_carries_the_session_between_nodes(tmp_path):
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
         urls = [f"http://127.0.0.1:{n.http_port}/api/v1/keys" for n in cluster.nodes]
-        n1.set("h", "old")
+        # at ALL: a QUORUM write may still be on its way to n3 when the partition cuts it off
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "h", "old") == b"OK"
         _partition(by, "n1", "n3")
         with httpx.Client(timeout=10) as http:
             put = http.put(f"{urls[0]}/h", json={"value": "mine"}, headers={"Consistency-Level": "SESSION"})
@@ -197,7 +198,7 @@ def test_the_python_client_keeps_its_session_across_connections_and_nodes(tmp_pa
     with LocalCluster(tmp_path, **SETTINGS) as cluster:
         n1, n2, n3 = _clients(cluster)
         by = {"n1": n1, "n2": n2, "n3": n3}
-        n1.set("c", "old")
+        assert n1.execute_command("RINGKV.AT", "ALL", "SET", "c", "old") == b"OK"  # on every replica before the faults
         _partition(by, "n1", "n3")
         with Client(port=cluster.nodes[0].resp_port, consistency="SESSION") as writer, \
                 Client(port=cluster.nodes[2].resp_port, consistency="ONE") as reader:

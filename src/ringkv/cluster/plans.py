@@ -53,6 +53,8 @@ def _down_reason(node: str) -> str:
 
 
 _NO_RECORD = object()  # a digest that matches no record received (a record may be None)
+# A plan without digests: its digest state, empty for good (read, never written).
+_NO_DIGESTS: tuple[dict, list, frozenset, frozenset, dict] = ({}, [], frozenset(), frozenset(), {})
 
 
 class Send(NamedTuple):
@@ -145,12 +147,17 @@ class ReadPlan:
         # Digest reads: the digest function; the records received, by digest; the replicas
         # asked for a digest and for a record, not answered yet; those whose digest waits for
         # a record to compare with.
+        # Without digests they stay the shared empty ones, never written (every write below
+        # is under `_digest is not None`): a read's plan costs what it did before digests.
         self._digest = digest
-        self._by_digest: dict[bytes, Any] = {}
-        self._undigested: list[Any] = []  # records received whose digest is not computed yet
-        self._digesting: set[str] = set()
-        self._data_open: set[str] = set()
-        self._held: dict[str, bytes] = {}
+        if digest is None:
+            self._by_digest, self._undigested, self._digesting, self._data_open, self._held = _NO_DIGESTS
+        else:
+            self._by_digest = {}
+            self._undigested = []  # records received whose digest is not computed yet
+            self._digesting = set()
+            self._data_open = set()
+            self._held = {}
 
     def start(self) -> list[str]:
         """The remote replicas to send a ReplicaGet to, in the order to ask them. Replicas held
@@ -160,10 +167,13 @@ class ReadPlan:
         self._started = True
         if self.fanout == "all":
             out: list[str] = []
-            is_up = self._is_up
+            is_up, digests = self._is_up, self._digest is not None
             for node in self.unasked:
                 if is_up(node):
-                    self._open_node(node)
+                    if digests:
+                        self._open_node(node)
+                    else:
+                        self._open.add(node)
                     out.append(node)
                 else:
                     self.quorum.on_failure(node, self._down_reason(node))
@@ -195,6 +205,8 @@ class ReadPlan:
         """`node` answered a digest ask with the digest of what it holds. Returns the replicas
         to ask for their record: `node` itself when the digest matches no record received and
         none is on its way (or none can be compared yet and none is asked for)."""
+        if self._digest is None:
+            raise RuntimeError("a digest answered a read plan made without digests")
         opened = self._open
         if node not in opened:
             if node not in self.quorum.replicas:
@@ -348,10 +360,14 @@ class ReadPlan:
         """The next `want` unasked replicas up, in order; those held down on the way fail."""
         out: list[str] = []
         unasked, is_up = self.unasked, self._is_up
+        digests = self._digest is not None
         while want > 0 and unasked:
             node = unasked.pop(0)
             if is_up(node):
-                self._open_node(node)
+                if digests:
+                    self._open_node(node)
+                else:
+                    self._open.add(node)
                 out.append(node)
                 want -= 1
             else:

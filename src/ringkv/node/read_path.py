@@ -154,7 +154,12 @@ class ReadPath:
         asks = plan.start()
         if asks:
             read = _Read(self, plan, skey, settled)
-            read.send(asks, started)
+            if self.digest is None:
+                calls, body, answered = self.calls, read.body, read.answered
+                for node in asks:  # found up by the plan this moment
+                    calls.send(node, body, known_up=True, on_done=functools.partial(answered, node, started))
+            else:
+                read.send(asks, started)
             if not plan.done:
                 loop = asyncio.get_running_loop()
                 decided = read.decided = loop.create_future()
@@ -322,16 +327,19 @@ class _Read:
                 samples = path.latencies[node] = []
             if len(samples) < WINDOW_READS:
                 samples.append(perf_counter() - sent)
-            if type(reply) is ReplicaDigest:
-                again = plan.on_digest(node, reply.digest)
+            if path.digest is None:
+                plan.on_record(node, reply.record)
             else:
-                if plan.asks_digest(node) and node not in path.no_digest:
-                    path.stats["digest_mismatches"] += 1  # asked for a digest: it holds another record
-                again = plan.on_record(node, reply.record)
-            if again:  # digests that match no record received: ask for the records
-                path.stats["digest_mismatches"] += len(again)
-                self.send(again, perf_counter())
-        elif plan.asks_digest(node) and _unknown_message(fut):
+                if type(reply) is ReplicaDigest:
+                    again = plan.on_digest(node, reply.digest)
+                else:
+                    if plan.asks_digest(node) and node not in path.no_digest:
+                        path.stats["digest_mismatches"] += 1  # asked for a digest: it holds another record
+                    again = plan.on_record(node, reply.record)
+                if again:  # digests that match no record received: ask for the records
+                    path.stats["digest_mismatches"] += len(again)
+                    self.send(again, perf_counter())
+        elif path.digest is not None and plan.asks_digest(node) and _unknown_message(fut):
             # a node of an earlier build: ask it for the record instead, and for a while
             path.no_digest[node] = perf_counter() + NO_DIGEST_S
             path.calls.send(node, self.body, known_up=True, on_done=functools.partial(self.answered, node, sent))
