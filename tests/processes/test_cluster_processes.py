@@ -532,6 +532,10 @@ def test_digest_reads_ask_one_replica_for_the_record_and_still_find_and_repair_a
         digests = cluster_stat(nodes, "replica_digest_reads") - before
         assert len(keys) * 4 <= digests <= len(keys) * 4 * 1.1, digests
         assert cluster_stat(nodes, "digest_mismatches") == 0
+        # MGET asks for records (one ReplicaGetMany per replica asked): no digest ask.
+        with connect(nodes[1]) as r:
+            assert r.mget(keys) == [k.encode() * 50 for k in keys]
+        assert cluster_stat(nodes, "replica_digest_reads") - before == digests
 
         # A stale replica: the key's first replica coordinates a write while it cannot reach
         # the third, so the third misses it (the hint waits for the partition to heal).
