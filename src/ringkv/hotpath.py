@@ -15,8 +15,9 @@ Python's import system prefers the extension. The `.py` stays the reference and 
 
 The compile keeps Python's semantics: annotations are not turned into C types
 (`annotation_typing=False`), so a compiled module accepts exactly what its source accepts.
-Where a module has a `.pxd` beside it (storage/bloom.pxd), that file gives some of its names
-C types: used only for integer loops whose results are the same in C as in Python.
+Where a module has a `.pxd` beside it, Cython reads it: storage/bloom.pxd gives the probe
+loop C integers (whose results are the same in C as in Python); the others declare the hot
+classes as extension types whose fields, all Python objects, are C struct members.
 What it cannot do is be traced line by line (`sys.settrace` sees no frames inside it).
 docs/compiled.md has the measurements and how to build, check and bypass it.
 

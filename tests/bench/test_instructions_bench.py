@@ -8,14 +8,15 @@ from __future__ import annotations
 import pytest
 
 from ringkv import hotpath
-from ringkv.bench.instructions import measure
+from ringkv.bench.instructions import measure, measure_cpu
 
-# The count is of Python bytecode, which a compiled module has none of: these run in
-# scripts/test's pure pass (RINGKV_PURE=1), as `python -m ringkv.bench.instructions` runs itself.
-pytestmark = pytest.mark.skipif(hotpath.module_state("ringkv.api.resp_server") == "compiled",
-                                reason="counts bytecode: runs in the pure pass")
+# The count is of Python bytecode, which a compiled module has none of: the counting tests run
+# in scripts/test's pure pass (RINGKV_PURE=1), as `python -m ringkv.bench.instructions` runs itself.
+counts_bytecode = pytest.mark.skipif(hotpath.module_state("ringkv.api.resp_server") == "compiled",
+                                     reason="counts bytecode: runs in the pure pass")
 
 
+@counts_bytecode
 def test_every_workload_is_counted_through_the_whole_path():
     measured = measure(commands=320)
     assert list(measured) == ["SET -P 1", "SET -P 16", "GET -P 1", "GET -P 16"]
@@ -35,6 +36,7 @@ def test_every_workload_is_counted_through_the_whole_path():
     assert {workload: garbage for workload, (_, garbage) in measured.items()} == dict.fromkeys(measured, 0.0)
 
 
+@counts_bytecode
 def test_a_clusters_coordinator_is_counted_through_its_read_and_write_paths():
     measured = measure(commands=160, cluster=True)
     for workload, (by_function, garbage) in measured.items():
@@ -45,3 +47,13 @@ def test_a_clusters_coordinator_is_counted_through_its_read_and_write_paths():
     single = measure(commands=160)
     for workload in measured:
         assert sum(measured[workload][0].values()) > sum(single[workload][0].values()), workload
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["node", "coordinator"])
+def test_cpu_mode_times_every_workload_on_whichever_modules_loaded(cluster):
+    # `--cpu` runs compiled and pure alike (both passes run this): each workload answered
+    # (the harness raises if the connection closed or sent nothing) in a time per command
+    # that a real run could have taken.
+    timed = measure_cpu(commands=1_600, cluster=cluster)
+    assert list(timed) == ["SET -P 1", "SET -P 16", "GET -P 1", "GET -P 16"]
+    assert all(0.5 < us < 5_000 for us in timed.values()), timed

@@ -267,7 +267,11 @@ def error_reply(exc: Exception) -> bytes:
     return error(f"ERR internal error: {type(exc).__name__}: {exc}")
 
 
-class RespConnection(asyncio.Protocol):
+class RespConnection:
+    """One client's connection: an asyncio protocol (asyncio and uvloop call its methods by
+    name, so it needs no base class; without one, the compiled build makes it an extension
+    type whose fields are read without a lookup by name: resp_server.pxd)."""
+
     __slots__ = (
         "_counted_bytes",
         "_held",
@@ -382,6 +386,11 @@ class RespConnection(asyncio.Protocol):
                 server.connections_per_ip[ip] = left
             else:
                 del server.connections_per_ip[ip]
+
+    def eof_received(self) -> None:
+        """The client closed its side: returning None lets the transport close ours (the
+        asyncio.Protocol default)."""
+        return None
 
     def pause_writing(self) -> None:
         # The client reads slower than it asks: stop reading its requests until it catches up.

@@ -2,6 +2,7 @@
 move with the machine's load, for A/B between commits where CPU time is too noisy.
 
     python -m ringkv.bench.instructions [--commands 3200] [--top 12] [--cluster]
+    python -m ringkv.bench.instructions --cpu 3 [--cluster]
 
 A node's RESP connection, its service and its engine are built in this process on a fake
 transport (no sockets), warmed up, then fed pipelined SETs and GETs (1 and 16 commands per
@@ -26,6 +27,10 @@ more CPU).
 docs/benchmarks/server.md quotes it beside CPU time per request. The count is of the Python
 source: where the hot path is compiled (ringkv/hotpath.py), the tool runs itself again with
 RINGKV_PURE=1, since a tracer sees nothing inside an extension module.
+
+With `--cpu N` it counts nothing: it times N rounds of 20,000 commands of each workload on the
+same harness, untraced, and prints the median CPU time per command, on whichever modules the
+process loads: compiled, or the Python source with RINGKV_PURE=1 (docs/compiled.md).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ import collections
 import gc
 import os
 import random
+import statistics
 import sys
 import tempfile
+import time
 from typing import Any
 
 import click
@@ -138,25 +145,37 @@ def _request(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
+async def _prepared(name: str, pipeline: int, commands: int, engine: Engine,
+                    cluster: bool) -> tuple[RespConnection, _Transport, _Peers | None, list[bytes]]:
+    """A connection to a node (or a cluster's coordinator) on `engine`, every key written and
+    the code paths warm, and the requests of the workload, `pipeline` commands per read."""
+    store = LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(3 if cluster else 1, "siblings"))
+    service, peers = _service(store, cluster)
+    conn = RespConnection(RespServer(service))
+    transport = _Transport()
+    conn.connection_made(transport)
+    rng = random.Random(1)
+
+    def chunk() -> bytes:
+        return b"".join(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz") if name == "SET"
+                        else _request(b"GET", b"key:%06d" % rng.randrange(KEYS)) for _ in range(pipeline))
+
+    for _ in range(KEYS):  # every key written, the code paths warm
+        conn.data_received(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz"))
+        await asyncio.sleep(0)
+    return conn, transport, peers, [chunk() for _ in range(max(1, commands // pipeline))]
+
+
+def _check_answered(name: str, pipeline: int, transport: _Transport, peers: _Peers | None) -> None:
+    if transport.closed or not transport.bytes_written or (peers is not None and not peers.calls):
+        raise RuntimeError(f"{name} -P {pipeline}: the connection closed or answered nothing")
+
+
 async def _count(name: str, pipeline: int, commands: int, directory: str,
                  cluster: bool) -> tuple[collections.Counter, float]:
     engine = Engine.open(directory, Options())
     try:
-        store = LocalStore(Replica(engine, b"a1"), Clock(), namespaces=Namespaces(3 if cluster else 1, "siblings"))
-        service, peers = _service(store, cluster)
-        conn = RespConnection(RespServer(service))
-        transport = _Transport()
-        conn.connection_made(transport)
-        rng = random.Random(1)
-
-        def chunk() -> bytes:
-            return b"".join(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz") if name == "SET"
-                            else _request(b"GET", b"key:%06d" % rng.randrange(KEYS)) for _ in range(pipeline))
-
-        for _ in range(KEYS):  # every key written, the code paths warm
-            conn.data_received(_request(b"SET", b"key:%06d" % rng.randrange(KEYS), b"xyz"))
-            await asyncio.sleep(0)
-        chunks = [chunk() for _ in range(max(1, commands // pipeline))]
+        conn, transport, peers, chunks = await _prepared(name, pipeline, commands, engine, cluster)
         counts: collections.Counter = collections.Counter()
 
         def trace(frame: Any, event: str, arg: Any) -> Any:
@@ -175,8 +194,7 @@ async def _count(name: str, pipeline: int, commands: int, directory: str,
                 await asyncio.sleep(0)  # the group commit and its replies run here
         finally:
             sys.settrace(None)
-        if transport.closed or not transport.bytes_written or (peers is not None and not peers.calls):
-            raise RuntimeError(f"{name} -P {pipeline}: the connection closed or answered nothing")
+        _check_answered(name, pipeline, transport, peers)
         for key in counts:
             counts[key] /= len(chunks) * pipeline  # type: ignore[assignment]
         gc.collect()
@@ -193,6 +211,23 @@ async def _count(name: str, pipeline: int, commands: int, directory: str,
         engine.close()
 
 
+async def _cpu(name: str, pipeline: int, commands: int, directory: str, cluster: bool) -> float:
+    """CPU microseconds per command of the same workload, untraced, on whichever modules this
+    process loaded (compiled or Python source): the in-process rows of docs/compiled.md."""
+    engine = Engine.open(directory, Options())
+    try:
+        conn, transport, peers, chunks = await _prepared(name, pipeline, commands, engine, cluster)
+        started = time.process_time()
+        for data in chunks:
+            conn.data_received(data)
+            await asyncio.sleep(0)
+        spent = time.process_time() - started
+        _check_answered(name, pipeline, transport, peers)
+        return 1e6 * spent / (len(chunks) * pipeline)
+    finally:
+        engine.close()
+
+
 def measure(commands: int = 3_200, cluster: bool = False) -> dict[str, tuple[collections.Counter, float]]:
     """For each workload ("SET -P 16" ...): instructions per command by function, and the
     objects per command the cycle collector found; of a single node, or with `cluster` of a
@@ -205,11 +240,32 @@ def measure(commands: int = 3_200, cluster: bool = False) -> dict[str, tuple[col
     return out
 
 
+def measure_cpu(commands: int = 20_000, cluster: bool = False) -> dict[str, float]:
+    """For each workload: CPU microseconds per command, untraced (see `_cpu`)."""
+    out = {}
+    for name, pipeline in WORKLOADS:
+        with tempfile.TemporaryDirectory() as directory:
+            out[f"{name} -P {pipeline}"] = uvloop.run(_cpu(name, pipeline, commands, directory, cluster))
+    return out
+
+
 @click.command()
 @click.option("--commands", default=3_200, show_default=True, help="Commands counted per workload.")
 @click.option("--top", default=12, show_default=True, help="Functions listed per workload.")
 @click.option("--cluster", is_flag=True, help="Count a 3-node cluster's coordinator (the other replicas stood in for).")
-def main(commands: int, top: int, cluster: bool) -> None:
+@click.option("--cpu", "cpu_rounds", default=0, show_default=True,
+              help="Instead of counting, time this many rounds of 20,000 commands per workload, untraced, "
+                   "on the modules this process loads (compiled, or Python with RINGKV_PURE=1).")
+def main(commands: int, top: int, cluster: bool, cpu_rounds: int) -> None:
+    if cpu_rounds:
+        status = hotpath.status()
+        click.echo(f"hot path: {status['mode']} ({status['compiled']} modules compiled)")
+        rounds = [measure_cpu(20_000, cluster) for _ in range(cpu_rounds)]
+        for workload in rounds[0]:
+            figures = sorted(r[workload] for r in rounds)
+            click.echo(f"{workload}: {statistics.median(figures):.2f} us of CPU per command (median of "
+                       f"{len(figures)}; {', '.join(f'{f:.2f}' for f in figures)})")
+        return
     if hotpath.status()["mode"] != "pure":
         # The tracer sees no bytecode inside a compiled module: count the Python source, as
         # every earlier count did, by running again with the compiled hot path set aside.
