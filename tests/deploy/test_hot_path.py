@@ -128,3 +128,24 @@ def test_a_node_serves_and_says_in_info_which_hot_path_it_runs(tmp_path, pure):
             assert info["hot_path_modules_compiled"] == f"{total}/{total}"
     finally:
         node.stop()
+
+
+def test_an_installed_package_carries_everything_its_build_record_digests(tmp_path):
+    # A non-editable install (the Docker image's `pip install .`) copies the package into
+    # site-packages; a module whose .pxd stayed behind would digest differently there than
+    # when it was compiled, and run as Python for a "stale build".
+    tree = tmp_path / "tree"
+    (tree / "src").mkdir(parents=True)
+    shutil.copytree(SRC / "ringkv", tree / "src" / "ringkv",
+                    ignore=shutil.ignore_patterns("*.c", "*.so", "__pycache__", "hotpath_build.json"))
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(SRC.parent / name, tree / name)
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path / "installed")], cwd=tree,
+                   check=True, capture_output=True, timeout=120, env={**os.environ, "RINGKV_COMPILE": "0"})
+    with_declarations = 0
+    for name in hotpath.MODULES:
+        relative = Path(*name.split(".")).with_suffix(".py")
+        with_declarations += (SRC / relative).with_suffix(".pxd").exists()
+        assert hotpath.source_digest(str(tmp_path / "installed" / relative)) == \
+            hotpath.source_digest(str(SRC / relative)), name
+    assert with_declarations >= 10, "no module has a .pxd: the test proves nothing"

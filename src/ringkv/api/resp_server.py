@@ -1,4 +1,4 @@
-"""The Redis-protocol server: an asyncio.Protocol per connection, commands to service calls.
+"""The Redis-protocol server: an asyncio protocol per connection, commands to service calls.
 
 Path of a request: `data_received` feeds the connection's `RequestParser`; each complete command
 is looked up in the command table (api/resp_commands.py, one `CommandSpec` per command); the

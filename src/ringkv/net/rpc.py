@@ -1,4 +1,4 @@
-"""Inter-node RPC over TCP: asyncio.Protocol server and client (docs/formats/rpc.md).
+"""Inter-node RPC over TCP: asyncio protocol server and client (docs/formats/rpc.md).
 
 `RpcServer` accepts connections, checks each one's handshake, and runs every Request through
 `async handler(peer_node_id, body) -> reply body` as a task of its own, at most
@@ -22,7 +22,6 @@ protocol object is owned by its transport; the channel only reads its `closed` f
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import logging
@@ -175,8 +174,11 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else describe_exception(exc)
 
 
-class _FramedConnection(asyncio.Protocol, abc.ABC):
-    """What both ends share: framing, coalesced writes, write backpressure, closing."""
+class _FramedConnection:
+    """What both ends share: framing, coalesced writes, write backpressure, closing.
+
+    An asyncio protocol with no base class (asyncio and uvloop call its methods by name): the
+    compiled build makes it and its subclasses extension types (rpc.pxd, docs/compiled.md)."""
 
     __slots__ = ("_codec", "_decoder", "_flush_scheduled", "_handshaking", "_limits", "_loop",
                  "_out", "_transport", "_write", "_write_paused", "closed", "remote")
@@ -266,13 +268,13 @@ class _FramedConnection(asyncio.Protocol, abc.ABC):
 
     # -- for subclasses -----------------------------------------------------------------------
 
-    @abc.abstractmethod
     def _frame_received(self, frame: bytes) -> None:
         """One whole frame arrived (the server and client sides read different messages)."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def _frame_too_large(self, size_bytes: int) -> None:
         """The peer announced a frame over max_frame_bytes; the connection must close."""
+        raise NotImplementedError
 
     def _writing_paused_changed(self) -> None:
         pass
