@@ -45,6 +45,7 @@ MODULES: tuple[str, ...] = (
     "ringkv.api.resp_commands",
     "ringkv.api.resp_server",
     "ringkv.cluster.hotkeys",
+    "ringkv.cluster.plans",
     "ringkv.net.framing",
     "ringkv.net.rpc",
     "ringkv.node.cluster_service",

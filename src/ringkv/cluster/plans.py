@@ -48,7 +48,7 @@ DOWN_REASON = "down (failure detector)"
 READ_FANOUTS = ("quorum", "all")
 
 
-def _down_reason(node: str) -> str:
+def _no_detector_reason(node: str) -> str:
     return DOWN_REASON
 
 
@@ -116,7 +116,7 @@ class ReadPlan:
         is_up: Callable[[str], bool],
         merge: Callable[[Any, Any], Any],
         same: Callable[[Any, Any], bool],
-        down_reason: Callable[[str], str] = _down_reason,
+        down_reason: Callable[[str], str] = _no_detector_reason,
         needs: tuple[DcNeed, ...] = (),
         fanout: str = "quorum",
         order: tuple[str, ...] | None = None,
@@ -453,7 +453,7 @@ class WritePlan:
         is_up: Callable[[str], bool],
         fallbacks: Fallbacks | None = None,
         extra: tuple[str, ...] = (),
-        down_reason: Callable[[str], str] = _down_reason,
+        down_reason: Callable[[str], str] = _no_detector_reason,
         needs: tuple[DcNeed, ...] = (),
     ):
         self.quorum = WriteQuorum(pref, w, needs)
