@@ -9,8 +9,10 @@ unit tests of the compiled modules again with RINGKV_PURE=1 (the fallback).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,3 +151,47 @@ def test_an_installed_package_carries_everything_its_build_record_digests(tmp_pa
         assert hotpath.source_digest(str(tmp_path / "installed" / relative)) == \
             hotpath.source_digest(str(SRC / relative)), name
     assert with_declarations >= 10, "no module has a .pxd: the test proves nothing"
+
+
+def _declared_classes(pxd: Path) -> dict[str, tuple[set[str], str | None]]:
+    """class -> (fields declared in the .pxd, its base class there or None); `__dict__` counts
+    as a field (a class that keeps one takes any attribute)."""
+    classes: dict[str, tuple[set[str], str | None]] = {}
+    current = None
+    for line in pxd.read_text().splitlines():
+        if match := re.match(r"cdef class (\w+)(?:\((\w+)\))?:", line):
+            current = match.group(1)
+            classes[current] = (set(), match.group(2))
+        elif current and (match := re.match(r"\s+cdef (?:public )?\w+ (.+)", line)):
+            # `cdef public object a, b` or `cdef unsigned long long n`: each item's last word.
+            classes[current][0].update(item.split()[-1] for item in match.group(1).split(","))
+    return classes
+
+
+def test_every_attribute_a_declared_class_sets_is_declared_in_its_pxd():
+    # A class declared in a .pxd has no __dict__ unless it declares one: an attribute its .py
+    # sets but the .pxd does not name would work as Python and fail compiled (AttributeError).
+    checked = 0
+    for name in hotpath.MODULES:
+        source = SRC / Path(*name.split(".")).with_suffix(".py")
+        pxd = source.with_suffix(".pxd")
+        if not pxd.exists():
+            continue
+        declared = _declared_classes(pxd)
+        tree = ast.parse(source.read_text())
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef) or node.name not in declared:
+                continue
+            fields, base = declared[node.name]
+            while base is not None:
+                fields = fields | declared[base][0]
+                base = declared[base][1]
+            if "__dict__" in fields:
+                continue
+            assigned = {target.attr for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                        for target in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"}
+            assert assigned <= fields, f"{name}.{node.name} sets {sorted(assigned - fields)}, not in {pxd.name}"
+            checked += 1
+    assert checked >= 15, "fewer declared classes than the hot path has: the test proves nothing"

@@ -177,6 +177,11 @@ def _describe_os_error(exc: OSError) -> str:
 class _FramedConnection:
     """What both ends share: framing, coalesced writes, write backpressure, closing.
 
+    Each side defines what this class calls: `_frame_received(frame)` when one whole frame
+    arrived (the server and client sides read different messages), and
+    `_frame_too_large(size_bytes)` when the peer announced a frame over max_frame_bytes (the
+    connection must close).
+
     An asyncio protocol with no base class (asyncio and uvloop call its methods by name): the
     compiled build makes it and its subclasses extension types (rpc.pxd, docs/compiled.md)."""
 
@@ -267,14 +272,6 @@ class _FramedConnection:
         self._writing_paused_changed()
 
     # -- for subclasses -----------------------------------------------------------------------
-
-    def _frame_received(self, frame: bytes) -> None:
-        """One whole frame arrived (the server and client sides read different messages)."""
-        raise NotImplementedError
-
-    def _frame_too_large(self, size_bytes: int) -> None:
-        """The peer announced a frame over max_frame_bytes; the connection must close."""
-        raise NotImplementedError
 
     def _writing_paused_changed(self) -> None:
         pass
