@@ -298,3 +298,80 @@ def test_bulk_add_writes_the_same_table_as_adding_one_entry_at_a_time(tmp_path_f
                 writer.add_many([k for k, _ in items[a:b]], [v for _, v in items[a:b]])
 
     assert build("single.sst", one_by_one) == build("bulk.sst", in_slices)
+
+
+# -- point lookups through a block's hash index (Table.get)
+
+def _index_entries(cache: BlockCache) -> list:
+    return [k for k in list(cache._entries) if k[1] < 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.dictionaries(st.binary(min_size=1, max_size=12), st.one_of(st.none(), st.binary(max_size=40)),
+                          min_size=1, max_size=120),
+    probes=st.lists(st.binary(min_size=1, max_size=12), max_size=40),
+)
+def test_point_lookups_answer_the_same_before_and_after_blocks_gain_a_hash_index(tmp_path_factory, items, probes):
+    # Model: a present key answers its value (None: a tombstone), anything else MISSING, on
+    # the first read of a block (binary search), the second (the index is built) and after.
+    path, meta = write(tmp_path_factory.mktemp("index"), sorted(items.items()), block_bytes=128)
+    table = open_table(path, meta)
+    asked = list(items) + probes
+    for _ in range(3):
+        for key in asked:
+            want, got = items.get(key, sstable.MISSING), table.get(key)
+            if want is None or want is sstable.MISSING:
+                assert got is want
+            else:
+                assert got == want
+    # Every block some key was read from twice now has an index, cached beside it.
+    assert len(_index_entries(table._block_cache)) == len(layout(path).blocks)
+
+
+def test_a_block_read_once_has_no_index_and_an_absent_index_counts_no_miss(tmp_path):
+    path, meta = write(tmp_path, ITEMS, block_bytes=256)
+    table = open_table(path, meta)
+    cache = table._block_cache
+    assert table.get(b"key:00001") == ITEMS[1][1]
+    assert _index_entries(cache) == []
+    assert (cache.hits, cache.misses) == (0, 1)  # the block's decode; no miss for the index
+    assert table.get(b"key:00002") == ITEMS[2][1]  # the block is cached: this read builds its index
+    assert len(_index_entries(cache)) == 1
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert table.get(b"key:00003") == ITEMS[3][1]  # through the index: one hit
+    assert (cache.hits, cache.misses) == (2, 1)
+    # A scan reads blocks without building indexes.
+    assert len(list(table.items_from(None, None))) == len(ITEMS)
+    assert len(_index_entries(cache)) == 1
+
+
+def test_a_block_index_is_charged_for_the_block_it_keeps_alive_and_leaves_with_its_table(tmp_path):
+    path, meta = write(tmp_path, ITEMS, block_bytes=256)
+    table = open_table(path, meta)
+    cache = table._block_cache
+    table.get(b"key:00001")
+    block_charge = cache.used_bytes
+    table.get(b"key:00001")
+    (index_key,) = _index_entries(cache)
+    index_charge = cache.charge_of(index_key)
+    assert index_charge > block_charge  # the dict itself, plus the block's keys and values
+    assert cache.used_bytes == block_charge + index_charge
+    cache.evict_table(meta.number)
+    assert cache.used_bytes == 0 and not cache._entries
+
+
+def test_a_full_cache_evicts_the_block_before_the_index_that_point_lookups_keep_touching(tmp_path):
+    path, meta = write(tmp_path, ITEMS, block_bytes=256)
+    table = sstable.Table(path, meta, FS, BlockCache(1 << 20), TableCache(FS, 8))
+    cache = table._block_cache
+    table.get(b"key:00001")
+    table.get(b"key:00001")
+    (index_key,) = _index_entries(cache)
+    block_key = (meta.number, -1 - index_key[1])
+    assert block_key in cache._entries
+    cache.capacity_bytes = cache.charge_of(index_key) + 1  # room for the index and the filler below
+    table.get(b"key:00002")  # touches the index only
+    cache.put(("filler",), b"", 1)  # one more insert: the least recently used entry goes
+    assert block_key not in cache._entries and index_key in cache._entries
+    assert table.get(b"key:00003") == ITEMS[3][1]  # still answered, through the index

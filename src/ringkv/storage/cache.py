@@ -36,6 +36,24 @@ class BlockCache:
             pass
         return entry[0]
 
+    def probe(self, key):
+        """Like `get`, but an absent key counts no miss: for entries derived from a block
+        (its hash index), whose absence says nothing about whether the block is cached."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self.hits += 1
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:
+            pass
+        return entry[0]
+
+    def charge_of(self, key) -> int:
+        """The bytes `key`'s entry is charged (0 when it is not cached)."""
+        entry = self._entries.get(key)
+        return 0 if entry is None else entry[1]
+
     def put(self, key, value, charge_bytes: int) -> None:
         if charge_bytes > self.capacity_bytes:
             return  # larger than the whole cache: serve it uncached
