@@ -17,7 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ringkv.client import AsyncClient, Client
-from ringkv.client.routing import DOWN_HOLD_MS, RingMap, Router
+from ringkv.client.routing import (
+    DOWN_HOLD_MS,
+    PROPOSED,
+    RingMap,
+    Router,
+    routing_key,
+    runs_on_proposer,
+)
 from ringkv.cluster.ring import partition_of, token
 from ringkv.errors import ConfigError
 from ringkv.testing.launcher import LocalCluster
@@ -66,6 +73,60 @@ def test_a_request_goes_to_one_of_its_keys_replicas_that_is_not_held_down(doc, k
         assert target in {ring.addresses[i] for i in local}
     # Held down for DOWN_HOLD_MS only.
     assert router.target("GET", (b"GET", key), DOWN_HOLD_MS + 1) is not None
+
+
+# What a node runs on the key's proposer, and what it runs on any replica.
+ON_PROPOSER = [
+    ("INCR", (b"INCR", b"k")), ("RINGKV.CAS", (b"RINGKV.CAS", b"k", b"", b"v")), ("DEL", (b"DEL", b"k")),
+    ("SET", (b"SET", b"k", b"v", b"nx")), ("SET", (b"SET", b"k", b"v", b"EX", b"5", b"GET")),
+    ("SET", (b"SET", b"k", b"v", b"IFEQ", b"old")), ("GETEX", (b"GETEX", b"k", b"PX", b"50")),
+    ("HSET", (b"HSET", b"k", b"f", b"v")), ("LPUSH", (b"LPUSH", b"k", b"a")), ("RENAME", (b"RENAME", b"k", b"j")),
+]
+ANY_REPLICA = [
+    ("GET", (b"GET", b"k")), ("SET", (b"SET", b"k", b"v")), ("SET", (b"SET", b"k", b"NX")),
+    ("SET", (b"SET", b"k", b"v", b"EX", b"5")), ("GETEX", (b"GETEX", b"k")), ("HGET", (b"HGET", b"k", b"f")),
+    ("RINGKV.PUTV", (b"RINGKV.PUTV", b"k", b"", b"v")), ("LRANGE", (b"LRANGE", b"k", b"0", b"-1")),
+]
+
+
+def test_what_runs_on_the_proposer_is_told_from_the_command_and_its_options():
+    for command, args in ON_PROPOSER:
+        assert runs_on_proposer(command, args), args
+    for command, args in ANY_REPLICA:
+        assert not runs_on_proposer(command, args), args
+        assert runs_on_proposer(command, args, serial=True), args  # a read at SERIAL
+    assert {"HSET", "SADD", "ZADD", "LPUSH", "SMOVE", "RENAME"} <= PROPOSED
+    assert not {"HGET", "SMEMBERS", "ZRANGE", "LRANGE", "GET", "SET", "RINGKV.PUTV"} & PROPOSED
+    # Routed by the first key, also where a count comes first; malformed: not routed.
+    assert routing_key("LMPOP", (b"LMPOP", b"2", b"a", b"b", b"LEFT")) == b"a"
+    assert routing_key("SINTERCARD", (b"SINTERCARD", b"2", b"a", b"b")) == b"a"
+    assert routing_key("ZUNIONSTORE", (b"ZUNIONSTORE", b"d", b"x")) is None
+
+
+@given(maps(), st.binary(min_size=1, max_size=20), st.sampled_from([None, "dc1", "dc2"]),
+       st.sets(st.integers(0, 5)), st.sampled_from([*ON_PROPOSER, ("GET", "serial")]))
+def test_a_command_for_the_proposer_goes_to_the_first_reachable_replica_in_preference_order(doc, key, dc, down,
+                                                                                         request):
+    # As a node of the client's datacenter would pick (node/forwarding.py): its datacenter's
+    # first reachable replica when it has one, else the first reachable replica.
+    router = Router(None, "127.0.0.1", dc)
+    router.fetched(doc, 0)
+    ring = RingMap(doc, "127.0.0.1")
+    for i in down:
+        if i < len(ring.addresses) and ring.addresses[i] is not None:
+            router.held_down(ring.addresses[i], 0)
+    command, args = request
+    serial = args == "serial"
+    args = (command.encode(), key, *(() if serial else args[2:]))
+    replicas = doc["replicas"][partition_of(token(b"", key), doc["partitions"])]
+    reachable = [i for i in replicas if ring.addresses[i] is not None and i not in down]
+    target = router.target(command, args, 1, serial)
+    if not reachable:
+        assert target is None
+        return
+    local = [i for i in reachable if dc and ring.datacenters[i] == dc]
+    assert target == ring.addresses[(local or reachable)[0]]
+    assert all(router.target(command, args, 1, serial) == target for _ in range(5))  # never at random
 
 
 def test_keyless_requests_stay_on_the_clients_node_and_a_wildcard_address_takes_its_host():
@@ -162,3 +223,48 @@ def test_a_replica_that_cannot_be_reached_is_stepped_around_and_the_datacenter_i
             cluster.nodes[3].kill()
             assert [kv.get(k) for k in keys] == [k.encode() for k in keys]
             assert ("127.0.0.1", cluster.nodes[3].resp_port) in kv._router.down_until_ms
+
+
+def test_a_token_aware_client_sends_consensus_commands_to_the_proposer_so_none_is_forwarded(tmp_path):
+    """Three nodes, three copies of each key: every node is a replica, and a consensus command
+    runs on the key's first replica. A token-aware client sends it there, so no node forwards
+    one (the nodes' `forwarded` counters stay put); a plain client on n1 has two keys in three
+    forwarded. Every command below took a consensus round (`paxos_commands`, `paxos_reads`), so
+    the client's list of such commands matches what the nodes do."""
+    keys = [f"c{i}" for i in range(30)]
+
+    def counters() -> tuple[int, int]:
+        forwarded = proposed = 0
+        for n in cluster.nodes:
+            info = redis.Redis(port=n.resp_port).info("ringkv")
+            forwarded += int(info["cluster_forwarded"])
+            proposed += int(info["cluster_paxos_commands"]) + int(info["cluster_paxos_reads"])
+        return forwarded, proposed
+
+    def workload(kv) -> int:
+        for key in keys:
+            assert kv.incr(key) == 1
+            assert kv.set(key + ":nx", "v", if_not_exists=True) is True
+            assert kv.cas(key + ":nx", kv.cas(key + ":nx", None, "x").version, "w").success
+            assert kv.get(key, consistency="SERIAL") == b"1"
+            assert kv.hset(key + ":h", "f", "v") == 1
+            assert kv.delete(key + ":h") == 1
+        return 6 * len(keys) + len(keys)  # the refused CAS above is a round too
+
+    with LocalCluster(tmp_path, nodes=3, replicas=3, partitions=64) as cluster:
+        port = cluster.nodes[0].resp_port
+        with Client("127.0.0.1", port, token_aware=True, ring_refresh_ms=200, retries=0) as kv:
+            wait_until(lambda: kv.set("warm", "up") and kv._router.map is not None
+                       and None not in kv._router.map.addresses, 30, "every node's address", interval_s=0.1)
+            forwarded, proposed = counters()
+            rounds = workload(kv)
+            after = counters()
+            assert after[0] - forwarded == 0
+            assert after[1] - proposed == rounds
+        keys = [f"p{i}" for i in range(30)]
+        with Client("127.0.0.1", port, retries=0) as plain:
+            forwarded, proposed = counters()
+            rounds = workload(plain)
+            after = counters()
+            assert after[1] - proposed == rounds
+            assert after[0] - forwarded >= rounds // 3  # about 2 in 3 keys have another first replica

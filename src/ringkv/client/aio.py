@@ -229,7 +229,8 @@ class AsyncClient(DataTypeCommands, ClientBase):
                 raise
             else:
                 router.fetched(doc, time.monotonic() * 1000)
-        return router.target(request.command, request.args, time.monotonic() * 1000)
+        return router.target(request.command, request.args, time.monotonic() * 1000,
+                             request.consistency is Consistency.SERIAL)
 
     def _routed_pool(self, address: Address) -> Any:
         pool = self._routed.get(address)

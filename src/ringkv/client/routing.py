@@ -9,7 +9,12 @@ the key's replicas, which then coordinates it: Cassandra's and Riak's drivers do
 
 - **Which replica:** one of the key's replicas that this client does not hold down, chosen at
   random (so a hot key's requests spread over its replicas), among those in `datacenter` when
-  the client names one and one is there, else among all of them.
+  the client names one and one is there, else among all of them. Except for what a node runs
+  on the key's proposer, its first reachable replica (`runs_on_proposer`: the consensus path's
+  commands, reads at SERIAL, and the same commands in a namespace with `rmw = "fast"`): any
+  other node forwards those there, so they go to the first replica in the key's preference
+  order that the client does not hold down (in `datacenter` first, as a node of that
+  datacenter would pick), which saves that hop (docs/client.md, "Token-aware routing").
 - **The map** is fetched on the first keyed request and again every `ring_refresh_ms`
   (default 10 s; after a second while some node's address is not known yet), by one request
   at a time; a stale map is never wrong, only slower: every node
@@ -35,7 +40,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ringkv.cluster.ring import MAX_MEMBERS, MAX_PARTITIONS, check_partitions, partition_of, token
-from ringkv.errors import ConfigError
+from ringkv.errors import CommandError, ConfigError
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes.base import first_key
 
 DEFAULT_RING_REFRESH_MS = 10_000
 MAX_RING_REFRESH_MS = 3_600_000
@@ -44,6 +51,45 @@ DOWN_HOLD_MS = 2_000  # how long a node whose connect failed gets no routed requ
 # Requests with no key to route by (their args[1] is not a key).
 KEYLESS = frozenset({"SCAN", "DBSIZE", "INFO", "PING", "RINGKV.RING"})
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+
+# The string and keyspace commands whose result depends on the key's current value: a node
+# runs them on the key's proposer (docs/consistency.md's table of the consensus path). Every
+# data-type command that writes (HSET, SADD, LPUSH, RENAME, ...) runs there too.
+PROPOSED = frozenset({
+    "INCR", "INCRBY", "DECR", "DECRBY", "INCRBYFLOAT", "APPEND", "SETNX", "GETSET", "GETDEL",
+    "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST", "DEL", "UNLINK", "DELEX", "MSETNX",
+    "RINGKV.CAS", "RINGKV.CAD",
+}) | frozenset(name for name, spec in TYPE_COMMANDS.items() if spec.write)
+# SET runs there with any of these options (a plain SET or one with only an expiry does not);
+# GETEX with any of its expiry options (without one it is a read).
+SET_READING_OPTIONS = frozenset({b"NX", b"XX", b"GET", b"KEEPTTL", b"IFEQ", b"IFNE", b"IFDEQ", b"IFDNE"})
+GETEX_WRITING_OPTIONS = frozenset({b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"})
+
+
+def routing_key(command: str, args: Sequence[Any]) -> bytes | None:
+    """The key a request is routed by: its first key (LMPOP's and SINTERCARD's come after a
+    count), None when it names none the client can find (the node then reports what is wrong)."""
+    spec = TYPE_COMMANDS.get(command)
+    if spec is not None and spec.keys is not first_key:
+        try:
+            keys = spec.keys([a for a in args[1:] if isinstance(a, bytes)])
+        except (CommandError, IndexError, ValueError):
+            return None
+        return keys[0] if keys else None
+    return args[1] if len(args) >= 2 and isinstance(args[1], bytes) else None
+
+
+def runs_on_proposer(command: str, args: Sequence[Any], serial: bool = False) -> bool:
+    """Whether a node runs the keyed request `args` (its command named `command`) on the key's
+    proposer, its first reachable replica, forwarding it there from any other node. `serial`:
+    the request is a read at SERIAL."""
+    if serial or command in PROPOSED:
+        return True
+    options = SET_READING_OPTIONS if command == "SET" else GETEX_WRITING_OPTIONS if command == "GETEX" else None
+    if options is None:
+        return False
+    start = 3 if command == "SET" else 2  # SET key value [options], GETEX key [options]
+    return any(isinstance(a, bytes) and a.upper() in options for a in args[start:])
 
 Address = tuple[str, int]
 
@@ -144,13 +190,16 @@ class Router:
         self.due_ms = now_ms + self.refresh_ms
         self.last_error = why
 
-    def target(self, command: str, args: Sequence[Any], now_ms: float) -> Address | None:
-        """A replica to send the request `args` to, None for the client's own node."""
+    def target(self, command: str, args: Sequence[Any], now_ms: float, serial: bool = False) -> Address | None:
+        """A replica to send the request `args` to, None for the client's own node. `serial`:
+        the request is a read at SERIAL (it runs on the key's proposer)."""
         ring = self.map
-        if ring is None or command in KEYLESS or len(args) < 2 or not isinstance(args[1], bytes):
+        key = None if ring is None or command in KEYLESS else routing_key(command, args)
+        if key is None:
             return None
         down = self.down_until_ms
-        up = [(i, a) for i in ring.replicas_of(self.namespace, args[1])
+        # In preference order: a request for the proposer goes to the first of them.
+        up = [(i, a) for i in ring.replicas_of(self.namespace, key)
               if (a := ring.addresses[i]) is not None and down.get(a, 0.0) <= now_ms]
         if self.datacenter:
             up = [(i, a) for i, a in up if ring.datacenters[i] == self.datacenter] or up
@@ -158,7 +207,9 @@ class Router:
             self.unrouted += 1
             return None
         self.routed += 1
-        return up[0][1] if len(up) == 1 else self.rng.choice(up)[1]
+        if len(up) == 1 or runs_on_proposer(command, args, serial):
+            return up[0][1]
+        return self.rng.choice(up)[1]
 
     def held_down(self, address: Address, now_ms: float) -> None:
         """A connect to `address` failed: no routed request goes there for DOWN_HOLD_MS."""

@@ -238,7 +238,8 @@ class Client(DataTypeCommands, ClientBase):
                 raise
             else:
                 router.fetched(doc, time.monotonic() * 1000)
-        return router.target(request.command, request.args, time.monotonic() * 1000)
+        return router.target(request.command, request.args, time.monotonic() * 1000,
+                             request.consistency is Consistency.SERIAL)
 
     def _routed_pool(self, address: Address) -> Any:
         """The pool of a routed node (one per node of the ring map: at most MAX_MEMBERS)."""
