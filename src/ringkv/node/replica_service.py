@@ -125,7 +125,7 @@ class ReplicaService:
             FlushAll: (self._flush_all, NEVER),
             PaxosPrepare: (self._paxos_prepare, UNLESS_SYNC),
             PaxosPropose: (self._paxos_propose, UNLESS_SYNC),
-            PaxosCommit: (self._paxos_commit, NEVER),
+            PaxosCommit: (self._paxos_commit, UNLESS_SYNC),
             # Session reads and writes (node/session_reads.py)
             HintGet: (self._hint_get, ALWAYS),
             ForwardVersioned: (forwarder.on_forward_versioned, NEVER),
@@ -326,7 +326,11 @@ class ReplicaService:
     def _paxos_commit(self, body: PaxosCommit) -> Any:
         check_storage_key(body.skey)
         check_register_value(body.skey, body.record)  # before the acceptor notes the commit
-        return self.acceptor.on_commit(body)
+        if self.store.sync_always:
+            return self.acceptor.on_commit(body)
+        # Both writes reach the OS here, before the answer: no fsync to wait for.
+        self.acceptor.commit(body.skey, tuple(body.ballot), body.record)
+        return _ACK
 
     async def _flush_all(self, body: FlushAll) -> FlushAllReply:
         return FlushAllReply(await self.store.flush())
