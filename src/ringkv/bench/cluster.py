@@ -47,6 +47,7 @@ from ringkv.bench.server import (
     redis_benchmark_command,
     run_redis_benchmark,
 )
+from ringkv.hotpath import PURE_ENV
 from ringkv.testing.launcher import LocalCluster, NodeProcess
 
 RATIO_TARGET = 0.25
@@ -125,7 +126,8 @@ def profile_summary(paths: list[str], top: int = 20) -> list[str]:
     lines = [
         f"py-spy samples (100 per second per node, of the thread holding the GIL, so idle waits "
         f"in epoll do not count) of the three nodes during one "
-        f"SET and one GET run: {total:,} samples.",
+        f"SET and one GET run: {total:,} samples. The profiled nodes run the Python source "
+        "(`RINGKV_PURE=1`): py-spy sees nothing inside compiled modules (docs/compiled.md).",
         "",
         "| where the time goes | share |",
         "|---|---:|",
@@ -185,7 +187,8 @@ def run_profiled(tmp: str, profile_dir: str, requests: int, quiet: dict) -> list
         return ["(py-spy is not installed: `pip install py-spy` to profile)"]
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     os.makedirs(profile_dir, exist_ok=True)
-    cluster = LocalCluster(os.path.join(tmp, "profiled"), nodes=3, replicas=3, **quiet)
+    # Python-source nodes: py-spy reads Python frames, and compiled code has none.
+    cluster = LocalCluster(os.path.join(tmp, "profiled"), nodes=3, replicas=3, env={PURE_ENV: "1"}, **quiet)
     paths = []
     with cluster:
         ports = [n.resp_port for n in cluster.nodes]

@@ -38,6 +38,10 @@ ALL_SYSTEMS = "ringkv,etcd"
               help="Operations per test with one client and no queueing, after the repeats (0: none).")
 @click.option("--profile-dir", default=None,
               help="Also run one INCR phase under py-spy on the ringkv nodes; keep the profiles here.")
+@click.option("--ringkv-client", type=click.Choice(["redis-py", "token-aware"]), default="redis-py", show_default=True,
+              help="What ringkv's tasks talk through: redis-py, one client per node (a consensus command "
+                   "sent to a node that is not the key's proposer is forwarded there), or ringkv's own "
+                   "token-aware asyncio client (each one sent to the key's proposer).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the SET/Put key choices.")
 @click.option("--note", default="",
               help="A line printed at the top of the report (e.g. that it is a smoke run).")
@@ -45,7 +49,7 @@ ALL_SYSTEMS = "ringkv,etcd"
               help="The markdown report; '-' prints it and writes no file.")
 def consistency(systems: str, operations: int, duration_s: float, repeats: int, processes: int,
                 clients: int, keys: int, hot_keys: int, value_size: int, probe_operations: int,
-                profile_dir: str | None, seed: int, note: str, out: str) -> None:
+                profile_dir: str | None, ringkv_client: str, seed: int, note: str, out: str) -> None:
     """Measure ringkv's consensus path (INCR, CAS, SERIAL GET) against etcd's compare-and-swap,
     both started here on loopback, and write a report with the issue's two targets.
 
@@ -77,12 +81,14 @@ def consistency(systems: str, operations: int, duration_s: float, repeats: int, 
     config = BenchConfig(systems=names, operations=operations, duration_s=duration_s or None,
                          repeats=repeats, processes=processes, clients=clients, keys=keys,
                          hot_keys=hot_keys, value_size=value_size,
-                         probe_operations=probe_operations, profile_dir=profile_dir, seed=seed)
+                         probe_operations=probe_operations, profile_dir=profile_dir, seed=seed,
+                         ringkv_client=ringkv_client)
     command = (f"ringkv bench consistency --systems {','.join(names)} --operations {operations} "
                f"--duration-s {duration_s:g} --repeats {repeats} --processes {processes} "
                f"--clients {clients} --keys {keys} --hot-keys {hot_keys} --value-size {value_size} "
                f"--probe-operations {probe_operations} --seed {seed}"
-               + (f" --profile-dir {shlex.quote(profile_dir)}" if profile_dir else ""))
+               + (f" --profile-dir {shlex.quote(profile_dir)}" if profile_dir else "")
+               + (f" --ringkv-client {ringkv_client}" if ringkv_client != "redis-py" else ""))
 
     def log(line: str) -> None:
         click.echo(line, err=True)

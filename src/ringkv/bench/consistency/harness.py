@@ -43,7 +43,8 @@ from ringkv.bench.consistency.loadgen import (
 )
 from ringkv.bench.ycsb.harness import Measurement, _measure, machine_info
 from ringkv.bench.ycsb.loadgen import ClientPoolError
-from ringkv.bench.ycsb.systems import EtcdCluster, RingkvCluster, System
+from ringkv.bench.ycsb.systems import EtcdCluster, RingkvCluster, RingkvClusterToken, System
+from ringkv.hotpath import PURE_ENV
 
 SYSTEMS = ("ringkv", "etcd")
 TESTS = (WRITE, INCR, CAS, READ, CONTENDED)
@@ -62,6 +63,9 @@ PHASE_TIMEOUT_S = 3600.0
 PROFILED_TEST = INCR
 
 
+RINGKV_CLIENTS = ("redis-py", "token-aware")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     systems: tuple[str, ...] = SYSTEMS
@@ -76,6 +80,7 @@ class BenchConfig:
     probe_operations: int = 1_000
     profile_dir: str | None = None
     seed: int = 1
+    ringkv_client: str = "redis-py"  # or "token-aware": ringkv's own client (sessions.py)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -87,6 +92,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.clients < self.processes:
             raise ValueError(f"clients ({self.clients}) must be at least processes ({self.processes})")
+        if self.ringkv_client not in RINGKV_CLIENTS:
+            raise ValueError(f"ringkv_client must be one of {', '.join(RINGKV_CLIENTS)}, got {self.ringkv_client!r}")
         if self.probe_operations < 0:
             raise ValueError(f"probe_operations must be >= 0, got {self.probe_operations}")
 
@@ -156,12 +163,34 @@ class ClusterCounters:
             c.close()
 
 
-def _start(name: str, root: Path) -> System:
-    system: System = RingkvCluster(root) if name == "ringkv" else EtcdCluster(root)
+def _start(name: str, root: Path, ringkv_client: str = "redis-py") -> System:
+    ringkv = RingkvClusterToken if ringkv_client == "token-aware" else RingkvCluster
+    system: System = ringkv(root) if name == "ringkv" else EtcdCluster(root)
     reason = system.unavailable_reason()
     if reason:
         raise RuntimeError(f"{name} cannot run here: {reason}")
     return system
+
+
+def _profiled(config: BenchConfig, tmp: Path, log: Callable[[str], None]) -> list[str]:
+    """One more INCR phase, with the same clients, on a cluster of its own whose nodes run the
+    Python source (RINGKV_PURE=1): py-spy reads Python frames and sees nothing inside the
+    compiled modules (docs/compiled.md), where the measured nodes spend most of their time."""
+    from ringkv.bench.consistency.profile import Recording, summarise
+
+    system = RingkvClusterToken(tmp / "profiled") if config.ringkv_client == "token-aware" \
+        else RingkvCluster(tmp / "profiled")
+    system.node_env = {PURE_ENV: "1"}
+    with system, ClientPool(config.processes, config.clients) as pool:
+        pool.connect({"ringkv": system.driver_spec()})
+        pids = {f"n{i + 1}": pid for i, pid in enumerate(system.pids())}
+        phase = config.phase("ringkv", PROFILED_TEST, config.repeats + 2)
+        with Recording(config.profile_dir, PROFILED_TEST, pids) as rec:
+            result, _, _ = _measure(pool, system, phase)
+        log(f"profiled ringkv {OPERATION['ringkv'][PROFILED_TEST]} on Python-source nodes: "
+            f"{result.operations / max(result.elapsed_s, 1e-9):,.0f} ops/s")
+        pool.disconnect()
+    return summarise(rec.paths, OPERATION["ringkv"][PROFILED_TEST])
 
 
 def _rotated(systems: tuple[str, ...], repeat: int) -> list[str]:
@@ -192,7 +221,7 @@ def run_benchmark(config: BenchConfig, command: str = "", log: Callable[[str], N
         systems: dict[str, System] = {}
         for name in config.systems:
             log(f"{name}: starting")
-            systems[name] = stack.enter_context(_start(name, tmp))
+            systems[name] = stack.enter_context(_start(name, tmp, config.ringkv_client))
             run.versions[name] = systems[name].version()
             run.settings[name] = systems[name].settings()
         counters = ClusterCounters(systems["ringkv"].addresses())
@@ -218,15 +247,6 @@ def run_benchmark(config: BenchConfig, command: str = "", log: Callable[[str], N
                         m = measure(pool, config.phase(name, test, repeat), repeat)
                         run.measurements.append(m)
                         log(f"repeat {repeat + 1} {name} {OPERATION[name][test]}: {_describe(m)}")
-            if config.profile_dir:
-                from ringkv.bench.consistency.profile import Recording, summarise
-
-                ringkv = systems["ringkv"]
-                pids = {f"n{i + 1}": pid for i, pid in enumerate(ringkv.pids())}
-                with Recording(config.profile_dir, PROFILED_TEST, pids) as rec:
-                    m = measure(pool, config.phase("ringkv", PROFILED_TEST, config.repeats), config.repeats)
-                log(f"profiled ringkv {OPERATION['ringkv'][PROFILED_TEST]}: {_describe(m)}")
-                run.profile = summarise(rec.paths, OPERATION["ringkv"][PROFILED_TEST])
         except BaseException:
             with contextlib.suppress(ClientPoolError):  # keep the first error
                 pool.disconnect()
@@ -246,6 +266,9 @@ def run_benchmark(config: BenchConfig, command: str = "", log: Callable[[str], N
                         run.probes.append(m)
                         log(f"probe {name} {OPERATION[name][test]}: {_describe(m)}")
                 probe.disconnect()
+
+        if config.profile_dir:
+            run.profile = _profiled(config, tmp, log)
     run.ended = time.time()
     if hasattr(os, "getloadavg"):
         run.machine["load_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -127,7 +127,7 @@ class _Worker:
     def connect(self, specs: dict[str, DriverSpec]) -> None:
         async def open_and_check() -> None:
             for name, spec in specs.items():
-                self.sessions[name] = Sessions(spec.kind, spec.addresses, self.tasks)
+                self.sessions[name] = Sessions(spec.kind, spec.addresses, self.tasks, spec.options)
                 await self.sessions[name].check()
 
         self.loop.run_until_complete(asyncio.wait_for(open_and_check(), CONNECT_TIMEOUT_S))

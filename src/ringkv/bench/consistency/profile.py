@@ -131,7 +131,11 @@ def summarise(paths: list[str], phase: str, top: int = 20) -> list[str]:
     lines = [
         f"py-spy samples ({SAMPLE_RATE_HZ} per second per node, of the thread holding the GIL, so "
         f"idle waits in epoll do not count) of the three nodes during one extra {phase} phase "
-        f"(same clients, not counted in the tables above): {total:,} samples.",
+        f"(same clients, not counted in the tables above): {total:,} samples. The profiled "
+        "nodes are a cluster of their own running the Python source (`RINGKV_PURE=1`): py-spy "
+        "reads Python frames and sees nothing inside the compiled modules the measured nodes "
+        "run (docs/compiled.md), so the shares are those of the source, whose request path "
+        "costs more CPU than the compiled one.",
         "",
         "Each sample charged to the deepest stage of the request path on its stack (the code that "
         "stage runs and what it calls, up to the next stage):",

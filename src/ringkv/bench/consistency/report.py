@@ -426,7 +426,13 @@ def render(run: BenchRun, note: str = "") -> str:
         f"- Both systems run at once on this machine's loopback, started by the benchmark; the "
         f"same {cfg.processes} client processes and {cfg.clients} concurrent tasks "
         f"({cfg.clients // cfg.processes} or so per process, asyncio, closed loop, no think time) "
-        "measure both, each task talking to node or member (task number mod 3).",
+        "measure both, each task talking to node or member (task number mod 3)"
+        + (": for ringkv, through one token-aware client per process (`--ringkv-client token-aware`: "
+           "ringkv's own asyncio client, `ringkv.client.AsyncClient(token_aware=True)`, with the "
+           "operations of the table above as its methods `set`, `incr`, `get_versions`, `cas` and "
+           "`get(consistency=\"SERIAL\")`), which sends each consensus command to its key's proposer, "
+           "so no node forwards one; the table's redis-py column does not apply." if cfg.ringkv_client == "token-aware"
+           else "."),
         f"- Each phase is {cfg.operations:,} operations over all clients"
         + (f", or {cfg.duration_s:g} s if that comes first" if cfg.duration_s else "")
         + f". {_repeats(cfg.repeats)}; in each, the tests run in the order of the tables below and "

@@ -22,6 +22,7 @@ fails is counted, never sent again by the library.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any, Protocol
 
@@ -109,6 +110,61 @@ def _ringkv_sessions(addresses: tuple[tuple[str, int], ...], tasks: int) -> tupl
     return [RingkvSession(c) for c in clients], clients
 
 
+class RingkvClientSession:
+    """The same operations through ringkv's own asyncio client, token-aware (`--ringkv-client
+    token-aware`): each request goes to one of its key's replicas, and a consensus command (INCR,
+    CAS, a SERIAL read) to the key's proposer, so no node forwards it (docs/client.md)."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, client: Any):
+        self.c = client
+
+    @staticmethod
+    def _contended(exc: Exception) -> Exception:
+        return ContendedError(str(exc)) if CONTENDED_MARK in str(exc) else exc
+
+    async def write(self, key: bytes, value: bytes) -> None:
+        await self.c.set(key, value)
+
+    async def read(self, key: bytes) -> int:
+        try:
+            return 0 if await self.c.get(key, consistency="SERIAL") is None else 1
+        except Exception as exc:
+            raise self._contended(exc) from None
+
+    async def version(self, key: bytes) -> bytes | None:
+        return (await self.c.get_versions(key)).context  # None: no record, as `cas` expects it
+
+    async def cas(self, key: bytes, version: bytes | None, value: bytes) -> tuple[bool, bytes | None]:
+        try:
+            result = await self.c.cas(key, version, value)
+        except Exception as exc:
+            raise self._contended(exc) from None
+        return result.success, result.version
+
+    async def incr(self, key: bytes) -> int:
+        try:
+            return await self.c.incr(key)
+        except Exception as exc:
+            raise self._contended(exc) from None
+
+    async def ping(self) -> None:
+        await self.c.ping()
+
+
+def _ringkv_client_sessions(addresses: tuple[tuple[str, int], ...], tasks: int
+                            ) -> tuple[list[RingkvClientSession], list[Any]]:
+    from ringkv.client import AsyncClient
+
+    # One client per process: it holds a pool per node it routes to. Retries off, as above.
+    host, port = addresses[0]
+    client = AsyncClient(host, port, token_aware=True, retries=0, max_connections=max(tasks, 1),
+                         timeout_ms=REQUEST_TIMEOUT_S * 1000, connect_timeout_ms=5000,
+                         seeds=[f"{h}:{p}" for h, p in addresses[1:]])
+    return [RingkvClientSession(client)] * len(addresses), [client]
+
+
 # ---------------------------------------------------------------------- etcd
 
 
@@ -153,9 +209,14 @@ class Sessions:
     """The sessions of one system in one client process: task i uses sessions[i mod n], so
     the tasks spread evenly over the nodes or members."""
 
-    def __init__(self, kind: str, addresses: tuple[tuple[str, int], ...], tasks: int):
+    def __init__(self, kind: str, addresses: tuple[tuple[str, int], ...], tasks: int,
+                 options: dict[str, Any] | None = None):
         self.kind = kind
-        if kind == "ringkv":
+        self.token_aware = kind == "ringkv" and bool((options or {}).get("token_aware"))
+        if self.token_aware:
+            self.sessions, self._clients = _ringkv_client_sessions(addresses, tasks)
+            self._etcd = None
+        elif kind == "ringkv":
             self.sessions, self._clients = _ringkv_sessions(addresses, tasks)
             self._etcd = None
         elif kind == "etcd":
@@ -176,9 +237,21 @@ class Sessions:
         anything is timed, and the connections exist."""
         for s in self.sessions:
             await s.read(b"consistency-bench-connect-check")
+        if self.token_aware:
+            # Until the ring map names every node, requests go to the client's node.
+            client = self._clients[0]
+            for _ in range(200):
+                router = client._router
+                if router.map is not None and None not in router.map.addresses \
+                        and len(router.map.addresses) == len(self.sessions):
+                    break
+                await asyncio.sleep(0.05)
+                await client.get(b"consistency-bench-connect-check")
+            else:
+                raise RuntimeError(f"the token-aware client has no complete ring map: {client.routing}")
 
     async def close(self) -> None:
         for c in self._clients:
-            await c.aclose()
+            await (c.close() if self.token_aware else c.aclose())
         if self._etcd is not None:
             await self._etcd.close()

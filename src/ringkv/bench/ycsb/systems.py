@@ -158,10 +158,11 @@ class RingkvCluster(System):
     kind = "ringkv"
     nodes = 3
     token_aware = False  # the client sends each request to one of its key's replicas
+    node_env: dict[str, str] | None = None  # extra environment of the nodes (RINGKV_PURE=1 to profile)
 
     def start(self) -> None:
         self.cluster = LocalCluster(self.root, nodes=self.nodes, replicas=3, read_consistency=self.consistency,
-                                    write_consistency=self.consistency, **_QUIET)
+                                    write_consistency=self.consistency, env=self.node_env, **_QUIET)
         self.cluster.start()
 
     def driver_spec(self) -> DriverSpec:
@@ -181,7 +182,8 @@ class RingkvCluster(System):
 
     def settings(self) -> str:
         how = ("each client process's tasks share one token-aware client (`token_aware=True`), "
-               "which sends each request to one of its key's replicas at random"
+               "which sends each request to one of its key's replicas at random, and each consensus "
+               "command (INCR, CAS, a SERIAL read) to the key's proposer, its first replica"
                if self.token_aware else f"each client process spreads its tasks over the {self.nodes} nodes")
         return (f"{self.nodes} `ringkv serve` processes on loopback, N=3, R=W={self.consistency.upper()} "
                 "(node defaults `read_consistency`/`write_consistency`), WAL fsynced every 100 ms "
