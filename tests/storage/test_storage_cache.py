@@ -114,3 +114,15 @@ def test_engine_with_many_tables_respects_both_cache_budgets(tmp_path):
     assert stats["table_cache"]["open_files"] <= 4
     assert stats["block_cache"]["used_bytes"] <= 64 * 1024
     assert stats["block_cache"]["hits"] > 0
+
+
+def test_a_grown_entry_is_charged_more_and_the_least_recently_used_go_first():
+    cache = BlockCache(300)
+    for key in ("a", "b", "c"):
+        cache.put(key, key, 100)
+    cache.get("a")  # order now b, c, a
+    cache.grow("c", 50)  # 350 > 300: b, the least recently used, goes
+    assert list(cache._entries) == ["c", "a"] and cache.used_bytes == 250
+    assert cache.charge_of("c") == 150
+    cache.grow("gone", 1_000)  # evicted or never cached: nothing changes
+    assert cache.used_bytes == 250 and "gone" not in cache._entries

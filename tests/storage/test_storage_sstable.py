@@ -302,8 +302,9 @@ def test_bulk_add_writes_the_same_table_as_adding_one_entry_at_a_time(tmp_path_f
 
 # -- point lookups through a block's hash index (Table.get)
 
-def _index_entries(cache: BlockCache) -> list:
-    return [k for k in list(cache._entries) if k[1] < 0]
+def _indexed(cache: BlockCache) -> int:
+    """Cached blocks that have built their hash index."""
+    return sum(1 for value, _ in list(cache._entries.values()) if value[2] is not None)
 
 
 @settings(max_examples=60, deadline=None)
@@ -325,53 +326,35 @@ def test_point_lookups_answer_the_same_before_and_after_blocks_gain_a_hash_index
                 assert got is want
             else:
                 assert got == want
-    # Every block some key was read from twice now has an index, cached beside it.
-    assert len(_index_entries(table._block_cache)) == len(layout(path).blocks)
+    # Every block some key was read from twice now has its index.
+    assert _indexed(table._block_cache) == len(layout(path).blocks)
 
 
-def test_a_block_read_once_has_no_index_and_an_absent_index_counts_no_miss(tmp_path):
+def test_a_block_read_once_has_no_index_and_building_one_counts_no_extra_read(tmp_path):
     path, meta = write(tmp_path, ITEMS, block_bytes=256)
     table = open_table(path, meta)
     cache = table._block_cache
     assert table.get(b"key:00001") == ITEMS[1][1]
-    assert _index_entries(cache) == []
-    assert (cache.hits, cache.misses) == (0, 1)  # the block's decode; no miss for the index
-    assert table.get(b"key:00002") == ITEMS[2][1]  # the block is cached: this read builds its index
-    assert len(_index_entries(cache)) == 1
-    assert (cache.hits, cache.misses) == (1, 1)
-    assert table.get(b"key:00003") == ITEMS[3][1]  # through the index: one hit
+    assert _indexed(cache) == 0 and (cache.hits, cache.misses) == (0, 1)  # decoded, searched
+    assert table.get(b"key:00002") == ITEMS[2][1]  # cached: this read builds its index
+    assert _indexed(cache) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert table.get(b"key:00003") == ITEMS[3][1]  # through the index
     assert (cache.hits, cache.misses) == (2, 1)
     # A scan reads blocks without building indexes.
     assert len(list(table.items_from(None, None))) == len(ITEMS)
-    assert len(_index_entries(cache)) == 1
+    assert _indexed(cache) == 1
 
 
-def test_a_block_index_is_charged_for_the_block_it_keeps_alive_and_leaves_with_its_table(tmp_path):
+def test_a_block_index_is_charged_to_its_block_and_leaves_with_its_table(tmp_path):
     path, meta = write(tmp_path, ITEMS, block_bytes=256)
     table = open_table(path, meta)
     cache = table._block_cache
     table.get(b"key:00001")
-    block_charge = cache.used_bytes
+    (key,) = list(cache._entries)
+    decoded = cache.charge_of(key)
+    assert cache.used_bytes == decoded
     table.get(b"key:00001")
-    (index_key,) = _index_entries(cache)
-    index_charge = cache.charge_of(index_key)
-    assert index_charge > block_charge  # the dict itself, plus the block's keys and values
-    assert cache.used_bytes == block_charge + index_charge
+    index = cache._entries[key][0][2]
+    assert cache.charge_of(key) == decoded + sys.getsizeof(index) == cache.used_bytes
     cache.evict_table(meta.number)
     assert cache.used_bytes == 0 and not cache._entries
-
-
-def test_a_full_cache_evicts_the_block_before_the_index_that_point_lookups_keep_touching(tmp_path):
-    path, meta = write(tmp_path, ITEMS, block_bytes=256)
-    table = sstable.Table(path, meta, FS, BlockCache(1 << 20), TableCache(FS, 8))
-    cache = table._block_cache
-    table.get(b"key:00001")
-    table.get(b"key:00001")
-    (index_key,) = _index_entries(cache)
-    block_key = (meta.number, -1 - index_key[1])
-    assert block_key in cache._entries
-    cache.capacity_bytes = cache.charge_of(index_key) + 1  # room for the index and the filler below
-    table.get(b"key:00002")  # touches the index only
-    cache.put(("filler",), b"", 1)  # one more insert: the least recently used entry goes
-    assert block_key not in cache._entries and index_key in cache._entries
-    assert table.get(b"key:00003") == ITEMS[3][1]  # still answered, through the index

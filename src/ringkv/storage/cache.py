@@ -36,18 +36,21 @@ class BlockCache:
             pass
         return entry[0]
 
-    def probe(self, key):
-        """Like `get`, but an absent key counts no miss: for entries derived from a block
-        (its hash index), whose absence says nothing about whether the block is cached."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self.hits += 1
-        try:
-            self._entries.move_to_end(key)
-        except KeyError:
-            pass
-        return entry[0]
+    def grow(self, key, extra_bytes: int) -> None:
+        """Charge `key`'s entry `extra_bytes` more (its value grew: a block's hash index),
+        evicting the least recently used entries if that goes over the budget. Nothing
+        happens when the entry is gone (evicted meanwhile): its value is then not cached."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            self._entries[key] = (entry[0], entry[1] + extra_bytes)
+            used = self.used_bytes + extra_bytes
+            capacity = self.capacity_bytes
+            popitem = self._entries.popitem
+            while used > capacity and self._entries:
+                used -= popitem(last=False)[1][1]
+            self.used_bytes = used
 
     def charge_of(self, key) -> int:
         """The bytes `key`'s entry is charged (0 when it is not cached)."""

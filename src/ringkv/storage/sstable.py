@@ -414,57 +414,54 @@ class Table:
             + 12 * len(keys)
         )
 
-    def _block(self, i: int) -> tuple[list[bytes], list[bytes | None]]:
+    def _block(self, i: int) -> list:
+        """Block `i` as cached: [keys, values, its hash index or None]."""
         off = self._index_offsets[i]
-        cache = self._block_cache
-        key = (self.number, off)
-        block = cache.get(key)
+        block = self._block_cache.get((self.number, off))
         if block is not None:
             return block
         return self._load(i, off)
 
-    def _load(self, i: int, off: int) -> tuple[list[bytes], list[bytes | None]]:
+    def _load(self, i: int, off: int) -> list:
         """Read, check and decode block `i` (at `off`), and cache it."""
         data = self._table_cache.get(self.number, self.path).read(off, self._index_sizes[i])
         raw = decode_block_bytes(data, self.path, off, self._opener)
         try:
-            block = _decode_block(raw)
+            keys, vals = _decode_block(raw)
         except msgspec.DecodeError as exc:
             raise CorruptionError(f"SSTable data block does not decode ({exc})", self.path, off) from exc
-        if len(block[0]) != len(block[1]):
+        if len(keys) != len(vals):
             raise CorruptionError("SSTable data block keys and values differ in count", self.path, off)
-        self._block_cache.put((self.number, off), block, len(raw) + CACHE_BYTES_PER_ENTRY * len(block[0]))
+        block = [keys, vals, None]
+        self._block_cache.put((self.number, off), block, len(raw) + CACHE_BYTES_PER_ENTRY * len(keys))
         return block
 
     def get(self, key: bytes):
         """The stored value, None for a tombstone, or `MISSING` when the table lacks the key.
 
-        A block found in the cache (read before) gets a hash index, a dict of its keys, cached
-        beside it under (number, -1 - offset): a point lookup in a block read often is then one
-        hash probe instead of a binary search whose every step touches another key object in
-        memory (about 0.9 us of a 2 us lookup at 200,000 keys; docs/benchmarks/engine.md). A
-        block read once, by a scan or a single lookup, is searched and costs no index.
-        Both entries may be cached at once, each charged for the block's contents; the block's
-        own entry, no longer touched by point lookups, is the first of the two to be evicted."""
+        A block found in the cache (read before) gets a hash index, a dict of its keys kept in
+        its cache entry, whose charge grows by the dict's size: a point lookup in a block read
+        often is then one hash probe instead of a binary search whose every step touches
+        another key object in memory (about 0.9 us of a 2 us lookup at 200,000 keys;
+        docs/benchmarks/engine.md). A block read once, by a scan or a single lookup, is
+        searched and costs no index."""
         i = bisect_left(self._index_keys, key)
         if i == len(self._index_keys):
             return MISSING
-        cache = self._block_cache
         off = self._index_offsets[i]
-        index = cache.probe((self.number, -1 - off))
-        if index is not None:
-            return index.get(key, MISSING)
+        cache = self._block_cache
         block = cache.get((self.number, off))
         if block is None:
-            keys, vals = self._load(i, off)
+            keys, vals, _ = self._load(i, off)
             j = bisect_left(keys, key)
             if j < len(keys) and keys[j] == key:
                 return vals[j]
             return MISSING
-        # The index keeps the block's keys and values alive after the block's own entry is
-        # evicted (point lookups no longer touch it), so it is charged for them too.
-        index = dict(zip(block[0], block[1]))
-        cache.put((self.number, -1 - off), index, sys.getsizeof(index) + cache.charge_of((self.number, off)))
+        index = block[2]
+        if index is None:
+            # Two threads racing here both build it and both charge it: over by one dict.
+            index = block[2] = dict(zip(block[0], block[1]))
+            cache.grow((self.number, off), sys.getsizeof(index))
         return index.get(key, MISSING)
 
     def blocks_from(self, start: bytes | None, end: bytes | None):
@@ -474,7 +471,7 @@ class Table:
         n = len(index_keys)
         lo = None if start is None else start
         while i < n:
-            keys, vals = self._block(i)
+            keys, vals, _ = self._block(i)
             a = bisect_left(keys, lo) if lo is not None else 0
             lo = None
             if end is not None and keys[-1] >= end:
