@@ -100,6 +100,7 @@ def test_what_runs_on_the_proposer_is_told_from_the_command_and_its_options():
     # Routed by the first key, also where a count comes first; malformed: not routed.
     assert routing_key("LMPOP", (b"LMPOP", b"2", b"a", b"b", b"LEFT")) == b"a"
     assert routing_key("SINTERCARD", (b"SINTERCARD", b"2", b"a", b"b")) == b"a"
+    assert routing_key("LMPOP", (b"LMPOP", 2, b"a", b"b", b"LEFT")) == b"a"  # a count given as an int
     assert routing_key("ZUNIONSTORE", (b"ZUNIONSTORE", b"d", b"x")) is None
 
 

@@ -72,7 +72,7 @@ def routing_key(command: str, args: Sequence[Any]) -> bytes | None:
     spec = TYPE_COMMANDS.get(command)
     if spec is not None and spec.keys is not first_key:
         try:
-            keys = spec.keys([a for a in args[1:] if isinstance(a, bytes)])
+            keys = spec.keys([a if isinstance(a, bytes) else str(a).encode() for a in args[1:]])
         except (CommandError, IndexError, ValueError):
             return None
         return keys[0] if keys else None
