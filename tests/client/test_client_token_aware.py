@@ -52,9 +52,9 @@ def maps(draw):
     return _doc(partitions, nodes, replicas)
 
 
-@given(maps(), st.binary(min_size=1, max_size=20), st.sampled_from([None, "dc1", "dc2"]),
-       st.sets(st.integers(0, 5)))
-def test_a_request_goes_to_one_of_its_keys_replicas_that_is_not_held_down(doc, key, dc, down):
+def _routed(doc: dict, key: bytes, dc: str | None, down: set[int]) -> tuple[Router, RingMap, list[int]]:
+    """A router that fetched `doc` and holds the nodes `down` down; the key's replicas it may
+    reach, in preference order."""
     router = Router(None, "127.0.0.1", dc)
     router.fetched(doc, 0)
     ring = RingMap(doc, "127.0.0.1")
@@ -62,7 +62,13 @@ def test_a_request_goes_to_one_of_its_keys_replicas_that_is_not_held_down(doc, k
         if i < len(ring.addresses) and ring.addresses[i] is not None:
             router.held_down(ring.addresses[i], 0)
     replicas = doc["replicas"][partition_of(token(b"", key), doc["partitions"])]
-    reachable = [i for i in replicas if ring.addresses[i] is not None and i not in down]
+    return router, ring, [i for i in replicas if ring.addresses[i] is not None and i not in down]
+
+
+@given(maps(), st.binary(min_size=1, max_size=20), st.sampled_from([None, "dc1", "dc2"]),
+       st.sets(st.integers(0, 5)))
+def test_a_request_goes_to_one_of_its_keys_replicas_that_is_not_held_down(doc, key, dc, down):
+    router, ring, reachable = _routed(doc, key, dc, down)
     target = router.target("GET", (b"GET", key), 1)
     if not reachable:
         assert target is None
@@ -110,17 +116,10 @@ def test_a_command_for_the_proposer_goes_to_the_first_reachable_replica_in_prefe
                                                                                          request):
     # As a node of the client's datacenter would pick (node/forwarding.py): its datacenter's
     # first reachable replica when it has one, else the first reachable replica.
-    router = Router(None, "127.0.0.1", dc)
-    router.fetched(doc, 0)
-    ring = RingMap(doc, "127.0.0.1")
-    for i in down:
-        if i < len(ring.addresses) and ring.addresses[i] is not None:
-            router.held_down(ring.addresses[i], 0)
+    router, ring, reachable = _routed(doc, key, dc, down)
     command, args = request
     serial = args == "serial"
     args = (command.encode(), key, *(() if serial else args[2:]))
-    replicas = doc["replicas"][partition_of(token(b"", key), doc["partitions"])]
-    reachable = [i for i in replicas if ring.addresses[i] is not None and i not in down]
     target = router.target(command, args, 1, serial)
     if not reachable:
         assert target is None
