@@ -35,6 +35,7 @@ from ringkv.cluster.preference import (
     walk_fallbacks,
 )
 from ringkv.errors import ConfigError
+from ringkv.service.elements import ELEMENT_MARK, owner_of
 
 TOKEN_BITS = 64
 DEFAULT_PARTITIONS = 1024
@@ -55,7 +56,12 @@ def hash_part(key: bytes) -> bytes:
     """The part of a key its token is computed from: Redis Cluster's hash tag, the bytes
     between the first `{` and the first `}` after it when there is at least one, else the
     whole key. `{user1}:cart` and `{user1}:profile` share a token, so they share a partition
-    and replica set (multi-key commands on them can be atomic)."""
+    and replica set (multi-key commands on them can be atomic).
+
+    A collection's element key (service/elements.py) hashes as its collection's key, so the
+    elements live in the collection's partition."""
+    if key[:3] == ELEMENT_MARK:
+        key = owner_of(key)
     start = key.find(b"{")
     if start != -1:
         end = key.find(b"}", start + 1)

@@ -36,8 +36,9 @@ from ringkv.node.commands import BLIND, STORED, Command, Put, fill_result
 from ringkv.node.hot_cache import HotCache
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.quotas import NamespaceUsage, QuotaGate, write_growth
-from ringkv.node.replica import Replica, split_storage_key, storage_key
+from ringkv.node.replica import Replica, record_storage_key, split_storage_key, storage_key
 from ringkv.service.datatypes.base import TYPE_NAMES, WrongTypeError
+from ringkv.service.elements import ELEMENT_MARK, RESERVED_PREFIX, reserved_key_error
 from ringkv.service.glob import GlobPattern
 from ringkv.service.limits import (
     MAX_ATOMIC_BATCH_BYTES,
@@ -139,7 +140,6 @@ class LocalStore:
 
     def load(self) -> None:
         """Count keys and index expiries from what is on disk (once, at start)."""
-        live = 0
         heap: list[tuple[int, bytes]] = []
         decode = self.replica._decode
         self._partition_keys = [0] * self.partitions
@@ -151,20 +151,20 @@ class LocalStore:
             for skey, data in it:
                 values_len, exp = _live(decode(data))
                 if values_len >= 0:
-                    live += 1
                     self._count(skey, 1)
                     nbytes = values_len + len(skey) - 9 - skey[8]  # the key's bytes count too
-                    self.usage.add(skey, 1, nbytes)
+                    self.usage.add(skey, 0 if _is_element(skey) else 1, nbytes)
                     if exp and len(heap) < self._expiry_max:
                         expiring[skey] = nbytes
                 if exp and len(heap) < self._expiry_max:
                     heap.append((exp, skey))
         heapq.heapify(heap)
-        self.live_keys = live
         self._expiry_heap = heap
         self._expiring = expiring
 
     def _count(self, skey: bytes, delta: int) -> None:
+        if _is_element(skey):
+            return  # a collection's element: DBSIZE counts its collection's key only
         self.live_keys += delta
         parts = self._partition_keys
         if skey[8]:
@@ -189,7 +189,7 @@ class LocalStore:
             delta = (new_len >= 0) - (old_len >= 0)
             if delta:
                 self._count(skey, delta)
-            self.usage.add(skey, delta, new_bytes - old_bytes)
+            self.usage.add(skey, delta if delta == 0 or not _is_element(skey) else 0, new_bytes - old_bytes)
         if new_len >= 0 and expiry and (skey in expiring or len(expiring) < self._expiry_max):
             expiring[skey] = new_bytes
         elif expiring:
@@ -204,7 +204,7 @@ class LocalStore:
         if nbytes is None:
             return False
         self._count(skey, -1)
-        self.usage.add(skey, -1, -nbytes)
+        self.usage.add(skey, 0 if _is_element(skey) else -1, -nbytes)
         return True
 
     def partition_keys(self, namespace: bytes = b"") -> list[int]:
@@ -227,6 +227,10 @@ class LocalStore:
 
     @staticmethod
     def check_key(key: bytes, namespace: bytes) -> None:
+        """CommandError for a client's key storage refuses: too long, or in the internal key
+        space (storage_key refuses that too; here it is found before a batch writes any key)."""
+        if key[:2] == RESERVED_PREFIX:
+            raise reserved_key_error(key)
         if len(key) + len(namespace) > MAX_KEY_BYTES:
             raise CommandError(
                 f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES - len(namespace)} bytes "
@@ -670,7 +674,7 @@ class LocalStore:
                 examined += 1
                 last_token = tok
                 ns, key = split_storage_key(skey)
-                if ns != namespace:
+                if ns != namespace or key[:2] == RESERVED_PREFIX:  # internal records are no keys
                     continue
                 if pattern is not None and not pattern.matches(key):
                     continue
@@ -683,6 +687,13 @@ class LocalStore:
         self._fsync_pool.shutdown(wait=True)
 
 
+def _is_element(skey: bytes) -> bool:
+    """Whether `skey` stores a collection's element (service/elements.py): bytes for quotas,
+    but no key of its own for DBSIZE and key quotas."""
+    n = 9 + skey[8]
+    return skey[n:n + 3] == ELEMENT_MARK
+
+
 def check_storage_key(skey: bytes) -> None:
     """CorruptionError unless `skey` is a storage key as node/replica.storage_key makes them:
     token, namespace length, namespace, key, with the token the key's (a record under another
@@ -692,7 +703,7 @@ def check_storage_key(skey: bytes) -> None:
         raise CorruptionError(f"storage key of {n} bytes is malformed (token u64, namespace length u8, "
                               f"namespace, key of at most {MAX_KEY_BYTES} bytes)")
     ns_len = skey[8]  # split_storage_key, inlined: every replicated record passes here
-    if storage_key(skey[9:9 + ns_len], skey[9 + ns_len:]) != skey:
+    if record_storage_key(skey[9:9 + ns_len], skey[9 + ns_len:]) != skey:
         raise CorruptionError("storage key's token is not its key's: refused")
 
 

@@ -20,6 +20,14 @@ from xxhash import xxh3_64_digest
 
 from ringkv.clock import SYSTEM_CLOCK, Clock
 from ringkv.errors import ClockSkewError, LimitError
+from ringkv.service.elements import (
+    ELEMENT_MARK,
+    RESERVED_PREFIX,
+    element_key,
+    elements_prefix,
+    owner_of,
+    reserved_key_error,
+)
 from ringkv.service.limits import MAX_NAMESPACE_BYTES
 from ringkv.storage import Engine
 from ringkv.versioning import record as rec
@@ -54,7 +62,40 @@ def storage_key(namespace: bytes, key: bytes) -> bytes:
         end = key.find(b"}", start + 1)
         if end > start + 1:
             hashed = key[start + 1:end]
+    if key[:2] == RESERVED_PREFIX:  # internal records are placed by record_storage_key
+        raise reserved_key_error(key)
     return xxh3_64_digest(p[0] + hashed) + p[1] + key
+
+
+def record_storage_key(namespace: bytes, key: bytes) -> bytes:
+    """`storage_key` of any record's key, a collection's element key (service/elements.py)
+    included: an element is placed by its collection's key. For keys that come from storage
+    or a peer, never from a client (storage_key refuses a client's reserved key)."""
+    if key[:3] != ELEMENT_MARK:
+        return storage_key(namespace, key)
+    owner = storage_key(namespace, owner_of(key))
+    return owner[:9 + len(namespace)] + key
+
+
+def element_storage_key(skey: bytes, element: bytes) -> bytes:
+    """The storage key of `element` of the collection stored under `skey`."""
+    n = 9 + skey[8]
+    return skey[:n] + element_key(skey[n:], element)
+
+
+def elements_range(skey: bytes) -> tuple[bytes, bytes]:
+    """[start, end) of the storage keys of every element of the collection stored under
+    `skey`, in element byte order."""
+    n = 9 + skey[8]
+    start = skey[:n] + elements_prefix(skey[n:])
+    return start, _after_prefix(start)
+
+
+def _after_prefix(prefix: bytes) -> bytes:
+    """The least key greater than every key that begins with `prefix` (which does not end in
+    0xff bytes only: an element prefix ends with its collection key, after a length)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
 
 
 def split_storage_key(skey: bytes) -> tuple[bytes, bytes]:
