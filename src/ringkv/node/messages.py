@@ -417,6 +417,31 @@ class BackupPage(msgspec.Struct, tag="BackupPage", array_like=True):
     done: bool
 
 
+class ReplicaGetRange(msgspec.Struct, tag="ReplicaGetRange", array_like=True):
+    """Read this replica's records of the storage keys in [start, end), from just after `after`
+    (None: from `start`), in key order: at most `max_records` (capped at MAX_RANGE_RECORDS) and
+    about `max_bytes` (capped at MAX_RANGE_BYTES; one record always fits). The range lies under
+    one token (a collection's elements, service/elements.py), so one replica set holds all of
+    it. Reply: ReplicaRange, tombstones included (a read merges them like any record)."""
+
+    start: bytes
+    end: bytes
+    after: bytes | None
+    max_records: int
+    max_bytes: int
+
+
+class ReplicaRange(msgspec.Struct, tag="ReplicaRange", array_like=True):
+    """(storage key, stored record) pairs in key order; `done` when the range has no more."""
+
+    records: list[tuple[bytes, bytes]]
+    done: bool
+
+
+MAX_RANGE_RECORDS = 1000
+MAX_RANGE_BYTES = 4 * 1024 * 1024
+
+
 MESSAGE_TYPES = (
     ReplicaGet, ReplicaRecord, ReplicaGetDigest, ReplicaDigest, ReplicaGetMany, ReplicaRecords, ReplicaPut, ReplicaAck, Forward, ForwardReply, ScanRange,
     ScanPage, NodeInfo, NodeInfoReply, FlushAll, FlushAllReply, GossipSyn, GossipAck, GossipStates,
@@ -424,4 +449,5 @@ MESSAGE_TYPES = (
     ReplicaPutMany, PaxosPrepare, PaxosPromise, PaxosPropose, PaxosAccepted, PaxosCommit,
     AtomicPart, AtomicPartReply, BatchLogStore, BatchLogRemove,
     HintGet, ForwardVersioned, ForwardVersionedReply, BackupRange, BackupPage, ReplicaPutRelay, RelayReply,
+    ReplicaGetRange, ReplicaRange,
 )

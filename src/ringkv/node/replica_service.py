@@ -61,6 +61,7 @@ from ringkv.node.messages import (
     ReplicaGet,
     ReplicaGetDigest,
     ReplicaGetMany,
+    ReplicaGetRange,
     ReplicaPut,
     ReplicaPutMany,
     ReplicaPutRelay,
@@ -73,6 +74,7 @@ from ringkv.node.messages import (
     record_digest,
 )
 from ringkv.node.placement import Placement
+from ringkv.node.range_reads import read_range_page
 from ringkv.node.replica_calls import outcome
 from ringkv.service.limits import MAX_SCAN_COUNT
 from ringkv.versioning.record import decode_record
@@ -131,6 +133,8 @@ class ReplicaService:
             ForwardVersioned: (forwarder.on_forward_versioned, NEVER),
             # Cluster backups (node/backup.py): one page of a partition's records.
             BackupRange: (lambda body: read_backup_page(self.store, self.placement.ring, body), NEVER),
+            # A page of a collection's elements (node/range_reads.py).
+            ReplicaGetRange: (lambda body: read_range_page(self.store, body), ALWAYS),
         }
         if batches is not None:
             self.handlers.update({
