@@ -33,7 +33,7 @@ from ringkv.service.elements import (
 )
 from ringkv.service.limits import MAX_KEY_BYTES
 from ringkv.storage import Engine, Options
-from ringkv.versioning.record import apply_write, encode_record
+from ringkv.versioning.record import KIND_CLEARED, Typed, apply_write, encode_record
 
 user_keys = st.binary(max_size=60).filter(lambda k: not k.startswith(b"\x00\xff"))
 namespaces = st.binary(max_size=12)
@@ -149,6 +149,26 @@ def test_elements_are_bytes_of_their_namespace_but_no_keys_of_it(tmp_path):
         # An element deleted (a tombstone merged over it) gives its bytes back, no key.
         store.apply_record(element_storage_key(skey, b"m000"), _removed(b"x" * 10))
         assert store.dbsize(b"") == 1 and store.usage.bytes(b"") < used
+        engine.close()
+
+    asyncio.run(main())
+
+
+def test_a_key_whose_record_holds_only_a_clear_marker_is_no_key(tmp_path):
+    """A deleted collection's meta record keeps a clear marker (docs/formats/elements.md): DBSIZE,
+    SCAN and GET see no key, and a value written over it counts again."""
+
+    async def main():
+        clock = Clock()
+        engine = Engine.open(str(tmp_path / "engine"), Options())
+        store = LocalStore(Replica(engine, b"a1", clock), clock, namespaces=Namespaces(1, "siblings"))
+        kv = LocalService(store)
+        marker = apply_write(None, actor=b"n9", context=None, value=Typed(KIND_CLEARED, b"\x90"), timestamp=1)
+        store.apply_record(storage_key(b"", b"gone"), encode_record(marker))
+        assert store.dbsize(b"") == 0 and store.usage.keys(b"") == 0
+        assert await kv.get(b"gone") is None and await kv.keys(b"*") == []
+        await kv.set(b"gone", b"back")
+        assert store.dbsize(b"") == 1 and await kv.get_value(b"gone") == b"back"
         engine.close()
 
     asyncio.run(main())

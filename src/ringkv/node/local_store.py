@@ -49,6 +49,7 @@ from ringkv.service.limits import (
 from ringkv.storage import WriteBatch
 from ringkv.versioning.dvv import check_known, decode_context
 from ringkv.versioning.record import (
+    KIND_CLEARED,
     ConflictPolicy,
     DottedValue,
     Record,
@@ -303,12 +304,21 @@ class LocalStore:
         data = self.engine.get(skey)
         if data is None:
             return None
-        w = pick_winner(self.replica._decode(data).siblings)
+        record = self.replica._decode(data)
+        siblings = record.siblings
+        w = pick_winner(siblings)
+        value = w.value  # None for a tombstone
+        if type(value) is Typed or len(siblings) > 1:
+            # A collection, or siblings: Record.winner's whole rule (a clear marker reads as
+            # absent, a live collection meta beats a newer tombstone).
+            w = record.winner(self.clock.now_ms())
+            if w is None:
+                return None
+            if type(w.value) is Typed:
+                raise WrongTypeError()
+            return w.value
         if w.expire_at_ms and w.expire_at_ms <= self.clock.now_ms():
             return None
-        value = w.value  # None for a tombstone
-        if type(value) is Typed:
-            raise WrongTypeError()
         return value
 
     # ---------------------------------------------------------------- writes
@@ -718,7 +728,7 @@ def _live(record: Record | None) -> tuple[int, int]:
     forever = False
     for s in record.siblings:
         value = s.value
-        if value is not None:
+        if value is not None and (type(value) is not Typed or value.kind != KIND_CLEARED):  # a marker is absent
             total = len(value) if total < 0 else total + len(value)
             expire_at_ms = s.expire_at_ms
             if not expire_at_ms:

@@ -11,6 +11,13 @@ The winner is picked before liveness is looked at: if it is a tombstone, or expi
 (0 < expire_at_ms <= now_ms), the key is not found, even if an older concurrent sibling is
 live. Sibling-aware reads return `live_siblings(now_ms)` and the record's clock as context.
 
+Collections stored one record per element (docs/formats/elements.md) add two kinds of typed
+value to a key's record: a collection's meta (kinds META_OFFSET + 1..4) and a clear marker
+(KIND_CLEARED), which reads as absent, as a tombstone does. When the winner is a tombstone, a
+clear marker or expired and a live meta is among the siblings, the newest live meta wins
+instead: a write of the collection concurrent with its delete keeps it (add wins). Records
+without those kinds (every string, every collection stored whole) follow the rule above.
+
 Conflict policy per namespace: `siblings` keeps every value no write has superseded (dotted
 version vectors, see dvv.py); `lww` keeps only the winner, by the rule above, and ignores
 causality, as Cassandra does: the HLC is what orders writes there.
@@ -51,6 +58,13 @@ class ConflictPolicy(enum.StrEnum):
 
     SIBLINGS = "siblings"
     LWW = "lww"
+
+
+# Typed kinds of collections stored one record per element (docs/formats/elements.md): a
+# collection's meta record holds META_OFFSET + its kind (1..4, service/datatypes/base.py), or
+# a clear marker.
+META_OFFSET = 16
+KIND_CLEARED = 32
 
 
 class Typed(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -99,6 +113,15 @@ class DottedValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return self.expire_at_ms or None
 
 
+def _is_meta(value: object) -> bool:
+    return type(value) is Typed and META_OFFSET < value.kind < KIND_CLEARED
+
+
+def is_cleared(value: object) -> bool:
+    """Whether a sibling's value is a clear marker (it reads as absent)."""
+    return type(value) is Typed and value.kind == KIND_CLEARED
+
+
 def _winner_key(sibling: DottedValue) -> tuple[int, Dot]:
     return sibling.timestamp, sibling.dot
 
@@ -132,13 +155,23 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     def winner(self, now_ms: int) -> DottedValue | None:
         """What a plain GET returns at `now_ms`: the winner, or None (not found) when the
-        winner is a tombstone or has expired."""
-        best = pick_winner(self.siblings)
-        return best if best.is_live(now_ms) else None
+        winner is a tombstone, a clear marker or has expired and no live collection meta is
+        among the siblings (the module docstring's rule)."""
+        siblings = self.siblings
+        best = pick_winner(siblings)
+        if best.is_live(now_ms):
+            value = best.value
+            if type(value) is not Typed or value.kind != KIND_CLEARED:
+                return best
+        if len(siblings) == 1:
+            return None
+        metas = [s for s in siblings if _is_meta(s.value) and s.is_live(now_ms)]
+        return pick_winner(metas) if metas else None
 
     def live_siblings(self, now_ms: int) -> list[DottedValue]:
-        """The values a sibling-aware read returns: no tombstones, nothing expired."""
-        return [s for s in self.siblings if s.is_live(now_ms)]
+        """The values a sibling-aware read returns: no tombstones, clear markers or expired
+        values."""
+        return [s for s in self.siblings if s.is_live(now_ms) and not is_cleared(s.value)]
 
     def is_dead(self, now_ms: int, grace_ms: int = 0) -> bool:
         """Whether every sibling is a tombstone or expired, and has been for `grace_ms`.

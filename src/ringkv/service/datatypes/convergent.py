@@ -57,11 +57,17 @@ import msgspec
 from ringkv.errors import CorruptionError
 from ringkv.service.datatypes.base import KIND_HASH, KIND_LIST, KIND_SET, KIND_ZSET
 from ringkv.versioning.dvv import Dot, VersionVector, join
-from ringkv.versioning.record import DottedValue, Record, Typed, overwrite, pick_winner
+from ringkv.versioning.record import (
+    KIND_CLEARED,
+    META_OFFSET,
+    DottedValue,
+    Record,
+    Typed,
+    is_cleared,
+    overwrite,
+    pick_winner,
+)
 
-# Typed kinds of the meta record: META_OFFSET + the collection's KIND_*, and the clear marker.
-META_OFFSET = 16
-KIND_CLEARED = 32
 ELEMENT_KINDS = (KIND_HASH, KIND_LIST, KIND_SET, KIND_ZSET)
 
 
@@ -72,10 +78,6 @@ def meta_kind(kind: int) -> int:
 def is_meta(value: object) -> bool:
     """A live meta's value (not a clear marker)."""
     return type(value) is Typed and META_OFFSET < value.kind < KIND_CLEARED
-
-
-def is_cleared(value: object) -> bool:
-    return type(value) is Typed and value.kind == KIND_CLEARED
 
 
 _clock_enc = msgspec.msgpack.Encoder()
@@ -138,16 +140,6 @@ class MetaState:
         return self.kind > 0
 
 
-def winner(record: Record, now_ms: int) -> DottedValue | None:
-    """The record's winning live sibling under the rule above (None: absent): the plain-key
-    winner, except that a live meta beats a newer tombstone, clear marker or expired value."""
-    best = pick_winner(record.siblings)
-    if best.is_live(now_ms) and not is_cleared(best.value):
-        return best
-    metas = [s for s in record.siblings if is_meta(s.value) and s.is_live(now_ms)]
-    return pick_winner(metas) if metas else None
-
-
 def meta_state(record: Record | None, now_ms: int) -> MetaState:
     if record is None:
         return MetaState(0, {})
@@ -155,7 +147,7 @@ def meta_state(record: Record | None, now_ms: int) -> MetaState:
     for s in record.siblings:
         if is_meta(s.value) or is_cleared(s.value):
             cleared = join(cleared, decode_clock(s.value.data))
-    best = winner(record, now_ms)
+    best = record.winner(now_ms)  # the rule above is the record's own (versioning/record.py)
     if best is None:
         return MetaState(0, join(cleared, record.clock))
     if is_meta(best.value):
@@ -235,9 +227,15 @@ def write_meta(stored: Record | None, state: MetaState, *, actor: bytes, timesta
                      timestamp=timestamp, expire_at_ms=state.expire_at_ms if state.exists else 0)
 
 
+def clear_marker(cleared: Mapping[bytes, int]) -> Typed:
+    """A clear marker's value: every birth `cleared` covers is gone. A DEL's is the meta
+    record's clock (node/commands.Delete)."""
+    return Typed(KIND_CLEARED, encode_clock(cleared))
+
+
 def clear_meta(stored: Record | None, state: MetaState, *, actor: bytes, timestamp: int, whole: bool) -> Record:
     """The meta record after `actor` clears the collection: DEL (`whole`: every birth the
     record's clock holds is gone) or the removal of its last element (only what was cleared
     before stays cleared: the elements removed are tombstones already)."""
     cleared = join(state.cleared, stored.clock) if whole and stored is not None else state.cleared
-    return overwrite(stored, actor=actor, value=Typed(KIND_CLEARED, encode_clock(cleared)), timestamp=timestamp)
+    return overwrite(stored, actor=actor, value=clear_marker(cleared), timestamp=timestamp)
