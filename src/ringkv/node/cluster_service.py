@@ -21,6 +21,7 @@ from typing import Any
 from ringkv.clock import Clock
 from ringkv.cluster.hotkeys import WRITE
 from ringkv.errors import CommandError, UnknownNamespaceError
+from ringkv.node import elements
 from ringkv.node.commands import (
     Append,
     Command,
@@ -334,13 +335,27 @@ class ClusterService:
             self._skey(key)  # every key checked before anything runs
         unique = list(dict.fromkeys(keys))
         if not spec.write:
+            if name in elements.SET_COMMANDS:
+                return await self._read_elements(name, args, unique[0])
             records = await asyncio.gather(*(self._record(k) for k in unique))
             now = self.now_ms()
+            if any(elements.holds_elements(r, now) for r in records):
+                return await self._read_elements(name, args, unique[0])
             entries = {k: None if r is None else entry_of(r.winner(now)) for k, r in zip(unique, records, strict=True)}
             return spec.run(Ctx(now), args, entries)[1]
         # One key or several of one hash tag: one command where the key's writes run (several:
         # the tag's consensus register; node/consensus.apply_group_command).
         return spec.shape(await self._run(unique[0], TypeWrite(name, tuple(args))))
+
+    async def _read_elements(self, name: str, args: list[bytes], first: bytes) -> Any:
+        """A read naming a set stored one record per element (node/elements.py), at the view's
+        R; SERIAL reads every replica (sets converge without consensus rounds, so there is no
+        register to read linearizably)."""
+        pref = self.path.placement.replicas_of(storage_key(self._ns, first))
+        level = self.levels.r
+        r = len(pref) if level is ConsistencyLevel.SERIAL else resolve(level, len(pref), field="r")
+        backend = elements.ClusterBackend(self.path.store, self.path.placement, self.path.reads, self.path.writes, r, 0)
+        return await elements.read(backend, self._ns, name, args, self.now_ms())
 
     # ---------------------------------------------------------------- writes
 

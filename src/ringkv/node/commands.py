@@ -30,10 +30,11 @@ from ringkv.service import longdouble
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.datatypes import codec
 from ringkv.service.datatypes.base import KIND_STRING, Ctx, Entry, WrongTypeError
+from ringkv.service.datatypes.convergent import clear_marker, is_meta
 from ringkv.service.numbers import INT64_MAX, INT64_MIN, format_float, parse_float, parse_int
 from ringkv.service.values import value_digest
 from ringkv.versioning.dvv import check_known, decode_context, encode_context
-from ringkv.versioning.record import DottedValue, Record, Typed, pick_winner
+from ringkv.versioning.record import META_OFFSET, DottedValue, Record, Typed, pick_winner
 
 INCR_OVERFLOW = "increment or decrement would overflow"
 
@@ -89,12 +90,26 @@ def string_value(winner: DottedValue | None) -> bytes | None:
     return value
 
 
+class _NotLoaded:  # private, shared with node/elements.py
+    """The value of a collection stored per element where its members were not loaded: enough
+    for a command of another type (WRONGTYPE), and loud for anything else."""
+
+    def _refuse(self, *_: Any) -> Any:
+        raise CommandError("a collection stored one record per element reached a command that reads it whole; "
+                           "this is a bug (node/elements.py runs such commands)")
+
+    __iter__ = __len__ = __contains__ = __bool__ = _refuse
+
+
 def entry_of(winner: DottedValue | None) -> Entry | None:
-    """What a data-type command sees of a key whose winner is `winner` (None: missing)."""
+    """What a data-type command sees of a key whose winner is `winner` (None: missing). A
+    collection stored per element (node/elements.py loads those) shows its type only."""
     if winner is None:
         return None
     value = winner.value
     if type(value) is Typed:
+        if is_meta(value):
+            return Entry(value.kind - META_OFFSET, _NotLoaded(), winner.expire_at_ms)
         return Entry(value.kind, codec.decode(value.kind, value.data), winner.expire_at_ms)
     return Entry(KIND_STRING, value, winner.expire_at_ms)
 
@@ -319,11 +334,15 @@ class PutVersioned(Command, tag="PutVersioned", frozen=True):
 
 
 class Delete(Command, tag="Delete", frozen=True):
-    """DEL of one key: 1 when it existed (and is now a tombstone), else 0."""
+    """DEL of one key: 1 when it existed (and is now a tombstone), else 0. A collection stored
+    one record per element gets a clear marker instead of a tombstone: every element born in
+    the record's clock is gone (docs/formats/elements.md)."""
 
     def apply(self, winner: DottedValue | None, now_ms: int, clock: Mapping[bytes, int] | None = None) -> Effect:
         if winner is None:
             return _unchanged(0)
+        if is_meta(winner.value):
+            return Effect(True, clear_marker(clock or {}), result=1)
         return Effect(True, None, result=1)
 
 

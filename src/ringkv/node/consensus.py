@@ -160,10 +160,11 @@ def is_group_register(skey: bytes) -> bool:
     return len(hash_part(key)) != len(key)
 
 
-def crossslot_error(first: bytes, other: bytes, command: str = "MSETNX") -> CommandError:
+def crossslot_error(first: bytes, other: bytes, command: str = "MSETNX",
+                    reason: str = "is one consensus round") -> CommandError:
     """Redis Cluster's refusal of a multi-key command over several slots, with the rule."""
     return CommandError(
-        f"Keys in request don't hash to the same slot: {command} of several keys is one consensus round, "
+        f"Keys in request don't hash to the same slot: {command} of several keys {reason}, "
         "so its keys must share one hash tag (the part between the first '{' and the next '}': "
         f"'{{user1}}:a' and '{{user1}}:b' share 'user1'); '{_text(first)}' and '{_text(other)}' do not",
         kind=CROSSSLOT, status=400)

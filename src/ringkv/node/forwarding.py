@@ -31,6 +31,7 @@ from ringkv.errors import (
     RpcError,
     RpcTimeoutError,
 )
+from ringkv.node import elements
 from ringkv.node.commands import Command, Replace, SerialRead, TypeWrite
 from ringkv.node.consensus import Proposer, crossslot_error, register_key
 from ringkv.node.local_store import LocalStore
@@ -40,6 +41,7 @@ from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import storage_key
 from ringkv.node.replica_calls import ReplicaCalls, failure_reason
 from ringkv.node.write_path import WritePath
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.levels import ConsistencyLevel, Levels, resolve
 from ringkv.versioning.dvv import encode_context
 from ringkv.versioning.record import decode_record
@@ -101,6 +103,9 @@ class KeyLocks:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+_NOT_ELEMENTS = object()  # Forwarder._execute_elements: not a command for node/elements.py
 
 
 class Forwarder:
@@ -206,6 +211,10 @@ class Forwarder:
         engine = store.engine
         skey = storage_key(namespace, key)
         pref = self.placement.replicas_of(skey)
+        if type(command) is TypeWrite and elements.wants(command.name):
+            result = await self._execute_elements(namespace, command, pref, r, w)
+            if result is not _NOT_ELEMENTS:
+                return result
         rmw = command.reads_current
         paxos = rmw and self.placement.namespaces.of_stored(namespace).rmw == "paxos"
         if command.group_keys() is not None and not paxos:
@@ -257,6 +266,31 @@ class Forwarder:
         finally:
             if rmw:
                 self.locks.release(lock)
+
+    async def _execute_elements(self, namespace: bytes, command: TypeWrite, pref: tuple[str, ...], r: int, w: int) -> Any:
+        """A set command, or a keyspace write naming a set stored per element, run here on
+        records that converge (node/elements.py): under its keys' locks, read at R (at least
+        N - W + 1: the emptiness rule), written at W on home replicas. _NOT_ELEMENTS when a
+        keyspace write names no such set (it runs as before)."""
+        spec = TYPE_COMMANDS[command.name]
+        args = list(command.args)
+        keys = spec.keys(args)
+        elements.check_one_slot(namespace, command.name, keys)
+        skeys = sorted({storage_key(namespace, k) for k in keys})
+        backend = elements.ClusterBackend(self.store, self.placement, self.reads, self.writes,
+                                          max(r, len(pref) - w + 1), w)
+        for skey in skeys:
+            await self.locks.acquire(skey)
+        try:
+            if command.name not in elements.SET_COMMANDS:
+                now = self.store.clock.now_ms()
+                held = [elements.holds_elements(await backend.record(skey), now) for skey in skeys]
+                if not any(held):
+                    return _NOT_ELEMENTS
+            return await elements.run(backend, namespace, command.name, args, self.store.clock.now_ms())
+        finally:
+            for skey in skeys:
+                self.locks.release(skey)
 
     async def _execute_group_fast(self, namespace: bytes, command: TypeWrite, r: int, w: int, strict: bool) -> Any:
         """A data-type command of several keys of one hash tag in a namespace with rmw = "fast":

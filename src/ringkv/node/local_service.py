@@ -16,6 +16,7 @@ from typing import Any
 
 from ringkv.cluster.hotkeys import WRITE
 from ringkv.errors import CommandError, UnknownNamespaceError
+from ringkv.node import elements
 from ringkv.node.commands import (
     Append,
     Command,
@@ -173,12 +174,16 @@ class LocalService:
         keys = spec.keys(args)
         for key in keys:
             self._skey(key)  # every key checked before anything runs
+        if name in elements.SET_COMMANDS or (name in elements.KEYSPACE_WRITES and self._holds_elements(keys)):
+            return await self._elements(spec, name, args)
         if not spec.write:
             winner = self.store.winner
             hot = self.store.hot_keys
             if len(keys) == 1 and hot.tick():  # a one-key read, as GET's
                 hot.count(storage_key(self._ns, keys[0]))
             entries = {key: entry_of(winner(storage_key(self._ns, key))) for key in keys}
+            if any(e is not None and elements.not_loaded(e) for e in entries.values()):
+                return await self._elements(spec, name, args)  # TYPE, DUMP, ... of a set stored per element
             return spec.run(Ctx(self.now_ms()), args, entries)[1]
         command = TypeWrite(name, tuple(args))
         unique = list(dict.fromkeys(keys))
@@ -196,6 +201,17 @@ class LocalService:
             lsn = self.store.execute(self._ns, key, Replace(effect.value, effect.expire_at_ms))[2] or lsn
         await self.store.durable(lsn)
         return spec.shape(reply)
+
+    async def _elements(self, spec, name: str, args: list[bytes]) -> Any:
+        """A command on sets stored one record per element (node/elements.py)."""
+        backend = elements.LocalBackend(self.store)
+        if not spec.write:
+            return await elements.read(backend, self._ns, name, args, self.now_ms())
+        return spec.shape(await elements.run(backend, self._ns, name, args, self.now_ms()))
+
+    def _holds_elements(self, keys: list[bytes]) -> bool:
+        now = self.now_ms()
+        return any(elements.holds_elements(self.store.read(storage_key(self._ns, k)), now) for k in keys)
 
     # ---------------------------------------------------------------- writes
 

@@ -1,0 +1,368 @@
+"""Sets stored one record per element: the commands, run where the key's writes run.
+
+docs/formats/elements.md is the layout and the rules; service/datatypes/convergent.py decides
+what records mean and what to write. This module does the IO for a command:
+
+1. **Load** each key it names: the meta record (the collection's own key) at R, merged into this
+   replica's copy; then, for a set stored per element, its members: only the ones the command
+   names for SADD, SREM, SISMEMBER and SMISMEMBER (what they answer depends on nothing else),
+   every one (a range read) for the rest. A set stored whole by an earlier release, a string or
+   another collection loads as the pure commands have always seen it.
+2. **Run** the pure command (service/datatypes) on what was loaded.
+3. **Write** what changed: each added member born at this replica's next meta write, each
+   removed member a tombstone, at W on the key's home replicas (no stand-ins, `strict`), and only
+   then the meta record. A set that became empty gets a clear marker, after a read of its
+   members at R with R + W > N found none left (the emptiness rule). A key that now holds
+   something else is overwritten whole, as before.
+
+No consensus round: the records converge by the rules, so two replicas that run commands on
+one set at once (both believe they come first) still agree after repair. A set stored whole is
+rewritten per element by the first write that loads it (a migration, once per set).
+
+`Backend` is where records come from and go: `ClusterBackend` reads at R and replicates at W,
+`LocalBackend` is a single node's engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ringkv.errors import CommandError
+from ringkv.node.commands import _NotLoaded
+from ringkv.node.consensus import crossslot_error, register_key
+from ringkv.node.range_reads import read_range
+from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
+from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
+from ringkv.service.datatypes import codec, sets
+from ringkv.service.datatypes.base import KIND_SET, KIND_STRING, Ctx, Entry
+from ringkv.service.datatypes.convergent import (
+    MetaState,
+    clear_meta,
+    meta_state,
+    next_birth,
+    remove_element,
+    visible,
+    write_element,
+    write_meta,
+)
+from ringkv.service.elements import check_element, split_element_key
+from ringkv.versioning.record import Record, Typed, decode_record, encode_record, overwrite
+
+SET_COMMANDS = frozenset(spec.name for spec in sets.COMMANDS)
+# Commands whose answer depends only on the members they name: they load only those.
+_NAMED_FROM = {"SADD": 1, "SREM": 1, "SISMEMBER": 1, "SMISMEMBER": 1}
+# Commands that look only at a key's type: they load no member.
+_TYPE_ONLY = frozenset({"TYPE"})
+# Keyspace commands that move whole values between keys: they run here when a key they name
+# holds a set stored per element.
+KEYSPACE_WRITES = frozenset({"RENAME", "RENAMENX", "COPY", "RESTORE"})
+
+
+class Backend(Protocol):
+    """Records as a command sees them: read at R (and merged into this replica), written here
+    and at W."""
+
+    async def record(self, skey: bytes) -> Record | None: ...
+
+    async def records(self, skeys: list[bytes]) -> list[Record | None]: ...
+
+    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]: ...
+
+    def local(self, skey: bytes) -> Record | None: ...
+
+    async def write(self, records: list[tuple[bytes, Record]]) -> None: ...
+
+    async def flush(self) -> None: ...  # what `write` left to wait for (a single node's fsync)
+
+    store: Any  # the node's LocalStore (its value limits)
+
+    def stamp(self) -> tuple[bytes, int]: ...  # (this replica's actor, an HLC timestamp now)
+
+
+@dataclass
+class Loaded:
+    """What one key holds, as a command loaded it."""
+
+    key: bytes
+    skey: bytes
+    meta: Record | None
+    state: MetaState
+    entry: Entry | None
+    per_element: bool  # a set stored one record per element
+    partial: bool = False  # only the members the command names are in `entry`
+    members: dict[bytes, Record | None] = field(default_factory=dict)  # what was read of them
+
+
+def holds_elements(record: Record | None, now_ms: int) -> bool:
+    """Whether `record` (a key's own record) is a collection stored per element now."""
+    return record is not None and meta_state(record, now_ms).exists
+
+
+def not_loaded(entry: Entry) -> bool:
+    """Whether `entry` (node/commands.entry_of's) is a set stored per element, members not read."""
+    return type(entry.value) is _NotLoaded
+
+
+def wants(name: str) -> bool:
+    """Whether a command may need this module: set commands always; keyspace writes when a key
+    they name holds a set stored per element (the caller checks with `holds_elements`)."""
+    return name in SET_COMMANDS or name in KEYSPACE_WRITES
+
+
+def named_members(name: str, args: list[bytes]) -> list[bytes] | None:
+    start = _NAMED_FROM.get(name)
+    return None if start is None else list(dict.fromkeys(args[start:]))
+
+
+async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, members: list[bytes] | None,
+               type_only: bool = False) -> Loaded:
+    skey = storage_key(namespace, key)
+    eskeys = None
+    if members is not None and not type_only:
+        for m in members:
+            check_element(namespace, key, m)
+        eskeys = [element_storage_key(skey, m) for m in members]
+        # The meta record and the named members in one round trip: which members are present
+        # is decided once both are here.
+        meta, named = await asyncio.gather(backend.record(skey), backend.records(eskeys))
+    else:
+        meta = await backend.record(skey)
+    state = meta_state(meta, now_ms)
+    if state.kind == -1:  # a string, or a collection stored whole
+        value = state.other.value
+        if type(value) is Typed:
+            entry = Entry(value.kind, codec.decode(value.kind, value.data), state.other.expire_at_ms)
+        else:
+            entry = Entry(KIND_STRING, value, state.other.expire_at_ms)
+        return Loaded(key, skey, meta, state, entry, False)
+    if not state.exists:
+        return Loaded(key, skey, meta, state, None, False)
+    if state.kind != KIND_SET:
+        raise CommandError(f"key {key[:64]!r} holds a collection of kind {state.kind} stored per element, which this "
+                           "build does not read: upgrade the node")
+    loaded = Loaded(key, skey, meta, state, None, True)
+    if type_only:
+        loaded.entry, loaded.partial = Entry(KIND_SET, set(), state.expire_at_ms), True
+        return loaded
+    if eskeys is not None:
+        loaded.members = dict(zip(members, named, strict=True))
+        loaded.partial = True
+    else:
+        start, end = elements_range(skey)
+        loaded.members = {split_element_key(split_storage_key(s)[1])[1]: rec for s, rec in await backend.range(start, end)}
+    present = {m for m, rec in loaded.members.items() if visible(rec, state, now_ms) is not None}
+    loaded.entry = Entry(KIND_SET, present, state.expire_at_ms)
+    return loaded
+
+
+def check_one_slot(namespace: bytes, name: str, keys: list[bytes]) -> None:
+    """In a cluster, a command's keys must share a hash tag: one replica set runs it whole."""
+    first = register_key(storage_key(namespace, keys[0]))
+    for key in keys[1:]:
+        if register_key(storage_key(namespace, key)) != first:
+            raise crossslot_error(keys[0], key, name, "runs on one replica set")
+
+
+async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes], now_ms: int) -> Any:
+    """A read command (SMEMBERS, SISMEMBER, TYPE, ...) on keys at least one of which may hold a set
+    stored per element."""
+    spec = TYPE_COMMANDS[name]
+    keys = list(dict.fromkeys(spec.keys(args)))
+    members = named_members(name, args)
+    entries = {}
+    for key in keys:
+        loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
+        entries[key] = loaded.entry
+    return spec.run(Ctx(now_ms), args, entries)[1]
+
+
+async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], now_ms: int) -> Any:
+    """A write command, run here under the locks of its keys (the caller's), on what the keys
+    hold; returns the reply."""
+    spec = TYPE_COMMANDS[name]
+    keys = list(dict.fromkeys(spec.keys(args)))
+    members = named_members(name, args)
+    loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
+    entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
+               for key, lo in loaded.items()}
+    writes, reply = spec.run(Ctx(now_ms), args, entries)
+    emptied: list[Loaded] = []
+    elements: list[tuple[bytes, Record]] = []
+    metas: list[tuple[bytes, Record]] = []
+    for key, after in writes.items():
+        _plan(backend, loaded[key], after, elements, metas, emptied)
+    if elements:
+        await backend.write(elements)  # every element at W before any meta write names its birth
+    if metas:
+        await backend.write(metas)
+    for lo in emptied:
+        await _clear_if_empty(backend, lo, now_ms)
+    await backend.flush()
+    return reply
+
+
+def _copy(value: Any) -> Any:
+    return set(value) if type(value) is set else dict(value) if type(value) is dict else \
+        list(value) if type(value) is list else value
+
+
+def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, metas: list, emptied: list) -> None:
+    """The records that take key `lo` to `after` (None or an empty collection: gone)."""
+    actor, ts = backend.stamp()
+    gone = after is None or after.is_empty()
+    if not gone and after.kind == KIND_SET:
+        before = lo.entry.value if lo.per_element else set()  # a set stored whole is rewritten per element
+        adds = [m for m in after.value if m not in before]
+        removes = [m for m in before if m not in after.value]
+        if not adds and not removes and lo.per_element and after.expire_at_ms == lo.state.expire_at_ms:
+            return
+        meta = backend.local(lo.skey)
+        state = meta_state(meta, 0) if meta is not None else lo.state
+        state = MetaState(KIND_SET, state.cleared if lo.per_element else lo.state.cleared, after.expire_at_ms)
+        birth = next_birth(meta, actor)
+        namespace = lo.skey[9:9 + lo.skey[8]]
+        for m in adds:
+            check_element(namespace, lo.key, m)
+            eskey = element_storage_key(lo.skey, m)
+            elements.append((eskey, write_element(backend.local(eskey), state, meta, actor=actor, timestamp=ts,
+                                                  kind=KIND_SET, birth=birth)))
+        for m in removes:
+            eskey = element_storage_key(lo.skey, m)
+            elements.append((eskey, remove_element(backend.local(eskey), actor=actor, timestamp=ts)))
+        if adds or not lo.per_element or after.expire_at_ms != lo.state.expire_at_ms:
+            metas.append((lo.skey, write_meta(meta, state, actor=actor, timestamp=ts, kind=KIND_SET)))
+        return
+    if gone and lo.per_element:
+        for m in (lo.entry.value if lo.partial else ()):  # the named members it removed
+            if after is None or m not in after.value:
+                eskey = element_storage_key(lo.skey, m)
+                elements.append((eskey, remove_element(backend.local(eskey), actor=actor, timestamp=ts)))
+        if lo.partial:
+            emptied.append(lo)  # the members it did not load decide whether the set is gone
+        else:
+            meta = backend.local(lo.skey)
+            metas.append((lo.skey, clear_meta(meta, meta_state(meta, 0), actor=actor, timestamp=ts, whole=True)))
+        return
+    # A key that holds something else now (or nothing): its own record, overwritten whole.
+    value = None if gone else (after.value if after.kind == KIND_STRING else Typed(after.kind, codec.encode(after.kind, after.value)))
+    backend.store.check_value(value)
+    metas.append((lo.skey, overwrite(backend.local(lo.skey), actor=actor, value=value, timestamp=ts,
+                                     expire_at_ms=0 if gone else after.expire_at_ms)))
+
+
+async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
+    """A clear marker for a set whose named members a command removed, when a read of all its
+    members finds none left (the emptiness rule: the backend reads at R with R + W > N)."""
+    start, end = elements_range(lo.skey)
+    meta = await backend.record(lo.skey)
+    state = meta_state(meta, now_ms)
+    if not state.exists or state.kind != KIND_SET:
+        return
+    for _, rec in await backend.range(start, end):
+        if visible(rec, state, now_ms) is not None:
+            return
+    actor, ts = backend.stamp()
+    await backend.write([(lo.skey, clear_meta(backend.local(lo.skey), state, actor=actor, timestamp=ts, whole=False))])
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+class LocalBackend:
+    """A single node: its engine is every replica."""
+
+    def __init__(self, store):
+        self.store = store
+        self.lsn = 0
+
+    async def record(self, skey: bytes) -> Record | None:
+        return self.store.read(skey)
+
+    async def records(self, skeys: list[bytes]) -> list[Record | None]:
+        return [self.store.read(s) for s in skeys]
+
+    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]:
+        with self.store.engine.scan(start, end) as it:
+            return [(bytes(k), decode_record(bytes(v))) for k, v in it]
+
+    def local(self, skey: bytes) -> Record | None:
+        return self.store.read(skey)
+
+    async def write(self, records: list[tuple[bytes, Record]]) -> None:
+        # No await here: a command's writes and the reads before them are one step of the
+        # event loop, so no other command on this node sees half of them.
+        for skey, record in records:
+            self.lsn = self.store.apply_record(skey, encode_record(record)) or self.lsn
+
+    async def flush(self) -> None:
+        await self.store.durable(self.lsn)
+
+    def stamp(self) -> tuple[bytes, int]:
+        replica = self.store.replica
+        return replica.actor, replica.hlc.now(replica.wall.now_ms())
+
+
+class ClusterBackend:
+    """A replica of the keys in a cluster: reads at `r` from the key's replicas (merged into
+    this one), writes here and then at `w` on home replicas only."""
+
+    def __init__(self, store, placement, reads, writes, r: int, w: int):
+        self.store, self.placement, self.reads, self.writes = store, placement, reads, writes
+        self.r, self.w = r, w
+
+    def _merge_here(self, skey: bytes, merged: bytes | None) -> None:
+        if merged is None:
+            return
+        stored = self.store.engine.get(skey)
+        if stored is None or bytes(stored) != merged:
+            self.store.apply_record(skey, merged)
+
+    async def record(self, skey: bytes) -> Record | None:
+        merged = await self.reads.read(skey, self.r, self.placement.replicas_of(skey))
+        self._merge_here(skey, merged)
+        return self.store.read(skey)
+
+    async def records(self, skeys: list[bytes]) -> list[Record | None]:
+        if not skeys:
+            return []
+        n = len(self.placement.replicas_of(skeys[0]))
+        merged = await self.reads.read_many(skeys, {n: self.r})
+        for skey, data in zip(skeys, merged, strict=True):
+            self._merge_here(skey, data)
+        return [self.store.read(s) for s in skeys]
+
+    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]:
+        out: list[tuple[bytes, Record]] = []
+        after = None
+        while True:
+            page = await read_range(self.reads, start, end, after, self.r)
+            for skey, data in page.records:
+                self._merge_here(skey, data)
+                out.append((skey, decode_record(data)))
+            if page.after is None:
+                return out
+            after = page.after
+
+    def local(self, skey: bytes) -> Record | None:
+        return self.store.read(skey)
+
+    async def write(self, records: Sequence[tuple[bytes, Record]]) -> None:
+        sent = []
+        for skey, record in records:
+            data = encode_record(record)
+            self.store.apply_record(skey, data, defer=True)
+            sent.append((skey, data))
+        if self.store.has_pending_writes:
+            self.store.commit_writes()  # in the log before any other replica is asked to hold them
+        await asyncio.gather(*(self.writes.replicate(skey, data, self.placement.replicas_of(skey), self.w, True)
+                               for skey, data in sent))
+
+    async def flush(self) -> None:
+        return None
+
+    def stamp(self) -> tuple[bytes, int]:
+        replica = self.store.replica
+        return replica.actor, replica.hlc.now(replica.wall.now_ms())
