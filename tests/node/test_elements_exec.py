@@ -138,3 +138,23 @@ def test_types_stay_apart_and_ttls_stay_with_the_set(tmp_path):
         assert await kv.type_command("SMEMBERS", [b"s"]) == {b"z"}  # not a or b: they went with the first set
 
     _run(tmp_path, body)
+
+
+def test_a_large_set_read_whole_leaves_the_node_serving_and_concurrent_pops_take_distinct_members(tmp_path):
+    async def body(store, kv):
+        await kv.set(b"x", b"v")
+        for start in range(0, 20_000, 2_000):
+            await kv.type_command("SADD", [b"big", *(b"m%05d" % i for i in range(start, start + 2_000))])
+        task = asyncio.get_running_loop().create_task(kv.type_command("SCARD", [b"big"]))
+        await asyncio.sleep(0)
+        assert not task.done()
+        assert await kv.get_value(b"x") == b"v"  # served while the set is read page by page
+        assert not task.done()
+        assert await task == 20_000
+        # SPOPs of one key wait for each other (they read the set across pages): none pops a
+        # member another popped.
+        first, second = await asyncio.gather(*(kv.type_command("SPOP", [b"big", b"10000"]) for _ in range(2)))
+        assert len(first) == len(second) == 10_000 and not set(first) & set(second)
+        assert await kv.type_command("SCARD", [b"big"]) == 0
+
+    _run(tmp_path, body)

@@ -10,8 +10,10 @@ what records mean and what to write. This module does the IO for a command:
    another collection loads as the pure commands have always seen it.
 2. **Run** the pure command (service/datatypes) on what was loaded.
 3. **Write** what changed: each added member born at this replica's next meta write, each
-   removed member a tombstone, at W on the key's home replicas (no stand-ins, `strict`), and only
-   then the meta record. A set that became empty gets a clear marker, after a read of its
+   removed member a tombstone, and the meta record, at W on the key's home replicas (no
+   stand-ins, `strict`), in one batch per replica, so that a replica holding the meta write
+   holds the members it names (a command of more than 1,000 records writes the members
+   first, then the meta record). A set that became empty gets a clear marker, after a read of its
    members at R with R + W > N found none left (the emptiness rule). A key that now holds
    something else is overwritten whole, as before.
 
@@ -26,13 +28,14 @@ rewritten per element by the first write that loads it (a migration, once per se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ringkv.errors import CommandError
 from ringkv.node.commands import _NotLoaded
 from ringkv.node.consensus import crossslot_error, register_key
+from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
 from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
@@ -69,7 +72,7 @@ class Backend(Protocol):
 
     async def records(self, skeys: list[bytes]) -> list[Record | None]: ...
 
-    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]: ...
+    def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]: ...
 
     def local(self, skey: bytes) -> Record | None: ...
 
@@ -93,7 +96,7 @@ class Loaded:
     entry: Entry | None
     per_element: bool  # a set stored one record per element
     partial: bool = False  # only the members the command names are in `entry`
-    members: dict[bytes, Record | None] = field(default_factory=dict)  # what was read of them
+    members: dict[bytes, Record | None] = field(default_factory=dict)  # the named members' records
 
 
 def holds_elements(record: Record | None, now_ms: int) -> bool:
@@ -152,7 +155,12 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
         loaded.partial = True
     else:
         start, end = elements_range(skey)
-        loaded.members = {split_element_key(split_storage_key(s)[1])[1]: rec for s, rec in await backend.range(start, end)}
+        present = set()
+        async for page in backend.pages(start, end):  # kept: the members, not their records
+            present.update(split_element_key(split_storage_key(s)[1])[1] for s, rec in page
+                           if visible(rec, state, now_ms) is not None)
+        loaded.entry = Entry(KIND_SET, present, state.expire_at_ms)
+        return loaded
     present = {m for m, rec in loaded.members.items() if visible(rec, state, now_ms) is not None}
     loaded.entry = Entry(KIND_SET, present, state.expire_at_ms)
     return loaded
@@ -194,10 +202,14 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     metas: list[tuple[bytes, Record]] = []
     for key, after in writes.items():
         _plan(backend, loaded[key], after, elements, metas, emptied)
-    if elements:
-        await backend.write(elements)  # every element at W before any meta write names its birth
-    if metas:
-        await backend.write(metas)
+    if elements and metas and len(elements) + len(metas) <= MAX_KEYS_PER_PUT_MANY:
+        # One batch per replica: a replica that holds a meta write holds the elements it names.
+        await backend.write(elements + metas)
+    else:
+        if elements:
+            await backend.write(elements)  # every element at W before any meta write names its birth
+        if metas:
+            await backend.write(metas)
     for lo in emptied:
         await _clear_if_empty(backend, lo, now_ms)
     await backend.flush()
@@ -261,14 +273,44 @@ async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
     state = meta_state(meta, now_ms)
     if not state.exists or state.kind != KIND_SET:
         return
-    for _, rec in await backend.range(start, end):
-        if visible(rec, state, now_ms) is not None:
+    async for page in backend.pages(start, end):
+        if any(visible(rec, state, now_ms) is not None for _, rec in page):
             return
     actor, ts = backend.stamp()
     await backend.write([(lo.skey, clear_meta(backend.local(lo.skey), state, actor=actor, timestamp=ts, whole=False))])
 
 
 # ---------------------------------------------------------------------------- backends
+
+LOCAL_PAGE_RECORDS = 1000
+
+
+class LocalLocks:
+    """A single node's per-key locks for these commands, shared by every view of its store
+    (a range read frees the event loop between pages, so commands on one key must wait for
+    each other). An entry exists only while a key is held."""
+
+    _held: dict[bytes, asyncio.Lock] = {}
+    _waiting: dict[bytes, int] = {}
+
+    @classmethod
+    async def acquire(cls, store: object, skeys: list[bytes]) -> list[bytes]:
+        held = []
+        for skey in sorted(set(skeys)):
+            name = id(store).to_bytes(8, "little") + skey
+            lock = cls._held.setdefault(name, asyncio.Lock())
+            cls._waiting[name] = cls._waiting.get(name, 0) + 1
+            await lock.acquire()
+            held.append(name)
+        return held
+
+    @classmethod
+    def release(cls, held: list[bytes]) -> None:
+        for name in held:
+            cls._held[name].release()
+            cls._waiting[name] -= 1
+            if not cls._waiting[name]:
+                del cls._waiting[name], cls._held[name]
 
 
 class LocalBackend:
@@ -284,16 +326,25 @@ class LocalBackend:
     async def records(self, skeys: list[bytes]) -> list[Record | None]:
         return [self.store.read(s) for s in skeys]
 
-    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]:
+    async def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]:
+        """Pages of LOCAL_PAGE_RECORDS over a snapshot, the event loop free between pages (a
+        set of a million members takes seconds: the node serves others meanwhile)."""
         with self.store.engine.scan(start, end) as it:
-            return [(bytes(k), decode_record(bytes(v))) for k, v in it]
+            page = []
+            for k, v in it:
+                page.append((bytes(k), decode_record(bytes(v))))
+                if len(page) >= LOCAL_PAGE_RECORDS:
+                    yield page
+                    page = []
+                    await asyncio.sleep(0)
+            if page:
+                yield page
 
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
 
     async def write(self, records: list[tuple[bytes, Record]]) -> None:
-        # No await here: a command's writes and the reads before them are one step of the
-        # event loop, so no other command on this node sees half of them.
+        # The command holds its keys' locks (LocalLocks); its writes are one step of the loop.
         for skey, record in records:
             self.lsn = self.store.apply_record(skey, encode_record(record)) or self.lsn
 
@@ -334,31 +385,35 @@ class ClusterBackend:
             self._merge_here(skey, data)
         return [self.store.read(s) for s in skeys]
 
-    async def range(self, start: bytes, end: bytes) -> list[tuple[bytes, Record]]:
-        out: list[tuple[bytes, Record]] = []
+    async def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]:
         after = None
         while True:
             page = await read_range(self.reads, start, end, after, self.r)
+            out = []
             for skey, data in page.records:
                 self._merge_here(skey, data)
                 out.append((skey, decode_record(data)))
+            yield out
             if page.after is None:
-                return out
+                return
             after = page.after
 
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
 
     async def write(self, records: Sequence[tuple[bytes, Record]]) -> None:
+        """Store `records` here (one log write), then at W on home replicas: one ReplicaPutMany
+        per replica, applied there in one WriteBatch (a command's keys share one partition)."""
         sent = []
+        lsn = 0
         for skey, record in records:
             data = encode_record(record)
-            self.store.apply_record(skey, data, defer=True)
+            lsn = self.store.apply_record(skey, data, defer=True) or lsn
             sent.append((skey, data))
         if self.store.has_pending_writes:
             self.store.commit_writes()  # in the log before any other replica is asked to hold them
-        await asyncio.gather(*(self.writes.replicate(skey, data, self.placement.replicas_of(skey), self.w, True)
-                               for skey, data in sent))
+        await self.store.durable(lsn)  # fsynced first under sync=always
+        await self.writes.replicate_many(sent, self.placement.replicas_of(sent[0][0]), self.w, True)
 
     async def flush(self) -> None:
         return None

@@ -207,7 +207,11 @@ class LocalService:
         backend = elements.LocalBackend(self.store)
         if not spec.write:
             return await elements.read(backend, self._ns, name, args, self.now_ms())
-        return spec.shape(await elements.run(backend, self._ns, name, args, self.now_ms()))
+        held = await elements.LocalLocks.acquire(self.store, [storage_key(self._ns, k) for k in spec.keys(args)])
+        try:
+            return spec.shape(await elements.run(backend, self._ns, name, args, self.now_ms()))
+        finally:
+            elements.LocalLocks.release(held)
 
     def _holds_elements(self, keys: list[bytes]) -> bool:
         now = self.now_ms()
