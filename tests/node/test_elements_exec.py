@@ -26,13 +26,13 @@ class Counting:
 
     def __init__(self, store: LocalStore):
         self.writes = 0
-        apply = store.apply_record
+        put = store.store_record
 
-        def counted(skey, data, defer=False):
+        def counted(skey, stored, new, defer=False):
             self.writes += 1
-            return apply(skey, data, defer)
+            return put(skey, stored, new, defer)
 
-        store.apply_record = counted
+        store.store_record = counted
 
 
 def _run(tmp_path, body):

@@ -28,6 +28,7 @@ rewritten per element by the first write that loads it (a migration, once per se
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,8 +53,9 @@ from ringkv.service.datatypes.convergent import (
     write_meta,
 )
 from ringkv.service.elements import check_element, split_element_key
-from ringkv.versioning.record import Record, Typed, decode_record, encode_record, overwrite
+from ringkv.versioning.record import Record, Typed, decode_record, overwrite
 
+_RANDOM = random.Random()  # SPOP's and SRANDMEMBER's choices (seeding one per command costs 10 us)
 SET_COMMANDS = frozenset(spec.name for spec in sets.COMMANDS)
 # Commands whose answer depends only on the members they name: they load only those.
 _NAMED_FROM = {"SADD": 1, "SREM": 1, "SISMEMBER": 1, "SMISMEMBER": 1}
@@ -76,13 +78,15 @@ class Backend(Protocol):
 
     def local(self, skey: bytes) -> Record | None: ...
 
-    async def write(self, records: list[tuple[bytes, Record]]) -> None: ...
+    async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None: ...  # (skey, stored, new)
 
     async def flush(self) -> None: ...  # what `write` left to wait for (a single node's fsync)
 
     store: Any  # the node's LocalStore (its value limits)
 
     def stamp(self) -> tuple[bytes, int]: ...  # (this replica's actor, an HLC timestamp now)
+
+    concurrent: bool  # whether reads may be issued at once (a cluster's, over the network)
 
 
 @dataclass
@@ -128,9 +132,12 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
         for m in members:
             check_element(namespace, key, m)
         eskeys = [element_storage_key(skey, m) for m in members]
-        # The meta record and the named members in one round trip: which members are present
-        # is decided once both are here.
-        meta, named = await asyncio.gather(backend.record(skey), backend.records(eskeys))
+        if backend.concurrent:
+            # The meta record and the named members in one round trip: which members are
+            # present is decided once both are here.
+            meta, named = await asyncio.gather(backend.record(skey), backend.records(eskeys))
+        else:
+            meta, named = await backend.record(skey), await backend.records(eskeys)
     else:
         meta = await backend.record(skey)
     state = meta_state(meta, now_ms)
@@ -184,7 +191,7 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     for key in keys:
         loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
         entries[key] = loaded.entry
-    return spec.run(Ctx(now_ms), args, entries)[1]
+    return spec.run(Ctx(now_ms, _RANDOM), args, entries)[1]
 
 
 async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], now_ms: int) -> Any:
@@ -196,7 +203,7 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
-    writes, reply = spec.run(Ctx(now_ms), args, entries)
+    writes, reply = spec.run(Ctx(now_ms, _RANDOM), args, entries)
     emptied: list[Loaded] = []
     elements: list[tuple[bytes, Record]] = []
     metas: list[tuple[bytes, Record]] = []
@@ -239,30 +246,34 @@ def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, met
         for m in adds:
             check_element(namespace, lo.key, m)
             eskey = element_storage_key(lo.skey, m)
-            elements.append((eskey, write_element(backend.local(eskey), state, meta, actor=actor, timestamp=ts,
-                                                  kind=KIND_SET, birth=birth)))
+            stored = backend.local(eskey)
+            elements.append((eskey, stored, write_element(stored, state, meta, actor=actor, timestamp=ts,
+                                                          kind=KIND_SET, birth=birth)))
         for m in removes:
             eskey = element_storage_key(lo.skey, m)
-            elements.append((eskey, remove_element(backend.local(eskey), actor=actor, timestamp=ts)))
+            stored = backend.local(eskey)
+            elements.append((eskey, stored, remove_element(stored, actor=actor, timestamp=ts)))
         if adds or not lo.per_element or after.expire_at_ms != lo.state.expire_at_ms:
-            metas.append((lo.skey, write_meta(meta, state, actor=actor, timestamp=ts, kind=KIND_SET)))
+            metas.append((lo.skey, meta, write_meta(meta, state, actor=actor, timestamp=ts, kind=KIND_SET)))
         return
     if gone and lo.per_element:
         for m in (lo.entry.value if lo.partial else ()):  # the named members it removed
             if after is None or m not in after.value:
                 eskey = element_storage_key(lo.skey, m)
-                elements.append((eskey, remove_element(backend.local(eskey), actor=actor, timestamp=ts)))
+                stored = backend.local(eskey)
+                elements.append((eskey, stored, remove_element(stored, actor=actor, timestamp=ts)))
         if lo.partial:
             emptied.append(lo)  # the members it did not load decide whether the set is gone
         else:
             meta = backend.local(lo.skey)
-            metas.append((lo.skey, clear_meta(meta, meta_state(meta, 0), actor=actor, timestamp=ts, whole=True)))
+            metas.append((lo.skey, meta, clear_meta(meta, meta_state(meta, 0), actor=actor, timestamp=ts, whole=True)))
         return
     # A key that holds something else now (or nothing): its own record, overwritten whole.
     value = None if gone else (after.value if after.kind == KIND_STRING else Typed(after.kind, codec.encode(after.kind, after.value)))
     backend.store.check_value(value)
-    metas.append((lo.skey, overwrite(backend.local(lo.skey), actor=actor, value=value, timestamp=ts,
-                                     expire_at_ms=0 if gone else after.expire_at_ms)))
+    stored = backend.local(lo.skey)
+    metas.append((lo.skey, stored, overwrite(stored, actor=actor, value=value, timestamp=ts,
+                                             expire_at_ms=0 if gone else after.expire_at_ms)))
 
 
 async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
@@ -277,7 +288,8 @@ async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
         if any(visible(rec, state, now_ms) is not None for _, rec in page):
             return
     actor, ts = backend.stamp()
-    await backend.write([(lo.skey, clear_meta(backend.local(lo.skey), state, actor=actor, timestamp=ts, whole=False))])
+    stored = backend.local(lo.skey)
+    await backend.write([(lo.skey, stored, clear_meta(stored, state, actor=actor, timestamp=ts, whole=False))])
 
 
 # ---------------------------------------------------------------------------- backends
@@ -316,6 +328,8 @@ class LocalLocks:
 class LocalBackend:
     """A single node: its engine is every replica."""
 
+    concurrent = False
+
     def __init__(self, store):
         self.store = store
         self.lsn = 0
@@ -343,10 +357,10 @@ class LocalBackend:
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
 
-    async def write(self, records: list[tuple[bytes, Record]]) -> None:
+    async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None:
         # The command holds its keys' locks (LocalLocks); its writes are one step of the loop.
-        for skey, record in records:
-            self.lsn = self.store.apply_record(skey, encode_record(record)) or self.lsn
+        for skey, stored, record in records:
+            self.lsn = self.store.store_record(skey, stored, record)[1] or self.lsn
 
     async def flush(self) -> None:
         await self.store.durable(self.lsn)
@@ -359,6 +373,8 @@ class LocalBackend:
 class ClusterBackend:
     """A replica of the keys in a cluster: reads at `r` from the key's replicas (merged into
     this one), writes here and then at `w` on home replicas only."""
+
+    concurrent = True
 
     def __init__(self, store, placement, reads, writes, r: int, w: int):
         self.store, self.placement, self.reads, self.writes = store, placement, reads, writes
@@ -401,14 +417,14 @@ class ClusterBackend:
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
 
-    async def write(self, records: Sequence[tuple[bytes, Record]]) -> None:
+    async def write(self, records: Sequence[tuple[bytes, Record | None, Record]]) -> None:
         """Store `records` here (one log write), then at W on home replicas: one ReplicaPutMany
         per replica, applied there in one WriteBatch (a command's keys share one partition)."""
         sent = []
         lsn = 0
-        for skey, record in records:
-            data = encode_record(record)
-            lsn = self.store.apply_record(skey, data, defer=True) or lsn
+        for skey, stored, record in records:
+            data, written = self.store.store_record(skey, stored, record, defer=True)
+            lsn = written or lsn
             sent.append((skey, data))
         if self.store.has_pending_writes:
             self.store.commit_writes()  # in the log before any other replica is asked to hold them

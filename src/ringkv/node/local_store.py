@@ -459,6 +459,16 @@ class LocalStore:
         self._index_expiry(self._account(skey, stored, merged), skey)
         return lsn
 
+    def store_record(self, skey: bytes, stored: Record | None, new: Record, defer: bool = False) -> tuple[bytes, int]:
+        """Store `new`, which this replica made from its own `stored` record (a collection's
+        element or meta write, node/elements.py): no merge, no decode. Returns the stored bytes
+        (what the other replicas are sent) and the LSN. `defer` as apply_record's."""
+        check_storable(new)
+        data = self.replica._encode(new)
+        lsn = self.engine.put(skey, data, defer=defer)
+        self._index_expiry(self._account(skey, stored, new), skey)
+        return data, lsn
+
     def apply_records(self, records: list[tuple[bytes, bytes]], defer: bool = False) -> int:
         """Merge several records other replicas made (ReplicaPutMany) in one WriteBatch: on this
         replica they all reach the log or none does, whatever crashes. Every record is decoded
