@@ -36,6 +36,7 @@ from typing import Any
 from ringkv.errors import AdminConflictError, AdminRequestError, CommandError, RingkvError
 from ringkv.node import backup_format as fmt
 from ringkv.node.messages import BackupPage, BackupRange
+from ringkv.node.range_reads import scan_page
 from ringkv.service.limits import MAX_TOKEN
 from ringkv.versioning.record import decode_record
 
@@ -70,15 +71,7 @@ def read_backup_page(store, ring, body: BackupRange) -> BackupPage:
     first, last = ring.partition_range(body.partition)
     start = _TOKEN.pack(first) if body.after is None else bytes(body.after) + b"\x00"
     end = _TOKEN.pack(last + 1) if last < MAX_TOKEN else None
-    records: list[tuple[bytes, bytes]] = []
-    size = 0
-    with store.engine.scan(start, end) as it:
-        for skey, data in it:
-            if len(records) >= max_records or size >= max_bytes:
-                return BackupPage(records, False)
-            records.append((bytes(skey), bytes(data)))
-            size += len(skey) + len(data)
-    return BackupPage(records, True)
+    return BackupPage(*scan_page(store, start, end, max_records, max_bytes))
 
 
 # ---------------------------------------------------------------------- what the node gives

@@ -39,15 +39,23 @@ def read_range_page(store: LocalStore, body: ReplicaGetRange) -> ReplicaRange:
     max_records = max(1, min(body.max_records, MAX_RANGE_RECORDS))
     max_bytes = max(1, min(body.max_bytes, MAX_RANGE_BYTES))
     first = start if body.after is None else bytes(body.after) + b"\x00"
+    return ReplicaRange(*scan_page(store, first, end, max_records, max_bytes))
+
+
+def scan_page(store: LocalStore, first: bytes, end: bytes | None, max_records: int,
+              max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """This replica's (storage key, record) pairs from `first` up to `end` (None: the last key),
+    at most `max_records` and about `max_bytes` (one record always fits); and whether that was
+    all of them. A range read's page, and a backup's."""
     records: list[tuple[bytes, bytes]] = []
     size = 0
     with store.engine.scan(first, end) as it:
         for skey, data in it:
             if len(records) >= max_records or size >= max_bytes:
-                return ReplicaRange(records, False)
+                return records, False
             records.append((bytes(skey), bytes(data)))
             size += len(skey) + len(data)
-    return ReplicaRange(records, True)
+    return records, True
 
 
 @dataclass(slots=True)
