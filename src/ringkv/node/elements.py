@@ -238,9 +238,8 @@ def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, met
         removes = [m for m in before if m not in after.value]
         if not adds and not removes and lo.per_element and after.expire_at_ms == lo.state.expire_at_ms:
             return
-        meta = backend.local(lo.skey)
-        state = meta_state(meta, 0) if meta is not None else lo.state
-        state = MetaState(KIND_SET, state.cleared if lo.per_element else lo.state.cleared, after.expire_at_ms)
+        meta = backend.local(lo.skey)  # the record `lo.state` was read from (the keys are locked)
+        state = MetaState(KIND_SET, lo.state.cleared, after.expire_at_ms)
         birth = next_birth(meta, actor)
         namespace = lo.skey[9:9 + lo.skey[8]]
         for m in adds:
@@ -266,7 +265,7 @@ def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, met
             emptied.append(lo)  # the members it did not load decide whether the set is gone
         else:
             meta = backend.local(lo.skey)
-            metas.append((lo.skey, meta, clear_meta(meta, meta_state(meta, 0), actor=actor, timestamp=ts, whole=True)))
+            metas.append((lo.skey, meta, clear_meta(meta, lo.state, actor=actor, timestamp=ts, whole=True)))
         return
     # A key that holds something else now (or nothing): its own record, overwritten whole.
     value = None if gone else (after.value if after.kind == KIND_STRING else Typed(after.kind, codec.encode(after.kind, after.value)))

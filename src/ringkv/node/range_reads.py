@@ -86,17 +86,18 @@ async def read_range(path: ReadPath, start: bytes, end: bytes, after: bytes | No
     pending = iter(order)
     asked: dict[asyncio.Future, str] = {}
 
-    def ask_next() -> bool:
+    def ask_more() -> None:
+        """Ask the next replicas until R answers are in or asked for, or none is left."""
         for node in pending:
             if node == me:
                 answers[me] = read_range_page(path.store, body)
-                return True
-            asked[calls.send(node, body)] = node  # fails at once when the node is held down
-            return True
-        return False
+            else:
+                asked[calls.send(node, body)] = node  # fails at once when the node is held down
+            if len(answers) + len(asked) >= r:
+                return
 
-    while len(answers) + len(asked) < r and ask_next():
-        pass
+    if r > 0:
+        ask_more()
     while len(answers) < r and asked:
         done, _ = await asyncio.wait(asked, return_when=asyncio.FIRST_COMPLETED)
         for fut in done:
@@ -106,8 +107,8 @@ async def read_range(path: ReadPath, start: bytes, end: bytes, after: bytes | No
                 answers[node] = fut.result()
             else:
                 failures[node] = failure_reason(exc) if exc is not None else "answered something else"
-        while len(answers) + len(asked) < r and ask_next():
-            pass
+        if len(answers) + len(asked) < r:
+            ask_more()
     for fut in asked:  # more than R answering is no use once R have
         fut.cancel()
     if len(answers) < r:
