@@ -116,6 +116,25 @@ def test_a_reply_that_no_order_explains_is_caught():
     assert kinds(sets(s, {"sc:0": ["e1"]})) == ["linearizability"]
 
 
+def test_two_removes_at_once_may_both_count_but_one_after_the_other_may_not():
+    """Sets and hashes converge without consensus: two replicas that each run an HDEL of one
+    field at once (a partition) both saw it, and both answer 1. One after the other, the
+    second must answer 0, and a SERIAL read must still fit the order."""
+    s = Script()
+    s.hset("hc:0", "f1", "h0.1", 0, 1)
+    s.hdel("hc:0", "f1", 2, 4)
+    s.hdel("hc:0", "f1", 3, 5)  # overlaps the first: both may count
+    assert sets(s, {"hc:0": []}) == []
+    s.hdel("hc:0", "f1", 6, 7)  # after both: the field is gone
+    assert kinds(sets(s, {"hc:0": []})) == ["linearizability"]
+    s = Script()
+    s.hset("hc:0", "f1", "h0.1", 0, 1)
+    s.hdel("hc:0", "f1", 2, 4)
+    s.hdel("hc:0", "f1", 3, 5)
+    s.read("set-crdt", "hc:0", ["f1=h0.1"], 6, 7)  # a remove's effect cannot be undone
+    assert kinds(sets(s, {"hc:0": []})) == ["linearizability"]
+
+
 def test_hash_fields_lost_deleted_back_and_invented_are_caught():
     s = Script()
     s.hset("hc:0", "f1", "h0.1", 0, 1)

@@ -71,6 +71,14 @@ PRESENT = "+"  # the state of a set element that is in the set (FieldModel)
 # ------------------------------------------------------------------ models
 
 
+class _AnyReply:
+    def __repr__(self) -> str:
+        return "(any count)"
+
+
+ANY_REPLY = _AnyReply()
+
+
 class FieldModel(lin.Model):
     """One set element or hash field: None while absent, else its value (PRESENT for a set
     element).
@@ -78,6 +86,9 @@ class FieldModel(lin.Model):
         write(value) -> 1 if it was absent, else 0     SADD (value PRESENT), HSET
         remove       -> 1 if it was present, else 0    SREM, HDEL
         read         -> the value, or None
+
+    A write's reply may be ANY_REPLY: any count (`_field_history` gives that to writes that
+    overlap another write of the element; their effects are still ordered and checked).
     """
 
     name = "field"
@@ -90,10 +101,10 @@ class FieldModel(lin.Model):
         if op.kind == "read":
             return op.returned_at is None or op.output == state, state
         if op.kind == "write":
-            if op.returned_at is not None and op.output != (1 if state is None else 0):
+            if op.returned_at is not None and op.output is not ANY_REPLY and op.output != (1 if state is None else 0):
                 return False, state
             return True, op.input
-        if op.returned_at is not None and op.output != (0 if state is None else 1):
+        if op.returned_at is not None and op.output is not ANY_REPLY and op.output != (0 if state is None else 1):
             return False, state
         return True, None
 
@@ -238,7 +249,16 @@ def last_word(writes: Sequence[Op]) -> tuple[Op | None, set[str | None]]:
 
 
 def _field_history(key: str, kops: Sequence[Op], universe: set[str], is_hash: bool) -> list[lin.Operation]:
+    """Each element's operations for the linearizability search. Sets and hashes converge
+    without consensus (docs/data-types.md): two replicas that each believe they are the first
+    reachable one (a partition) may run two commands on one element at once, and each counts
+    what it saw (two SREMs of one member both answer 1). So a write that overlaps another
+    write of its element has its reply unchecked (ANY_REPLY); its effect is still ordered
+    with the rest, and every reply of a write that overlaps none, and every SERIAL read, must
+    fit one order."""
     out = []
+    writes = [o for o in kops if o.outcome != FAIL and o.f in ("sadd", "srem", "hset", "hdel")]
+    overlapped = _overlapping(writes)
     for o in kops:
         if o.outcome == FAIL:
             continue
@@ -246,15 +266,34 @@ def _field_history(key: str, kops: Sequence[Op], universe: set[str], is_hash: bo
         returned = o.complete_s if known else None
         if o.f in ("sadd", "srem", "hset", "hdel"):
             kind = "write" if o.f in ("sadd", "hset") else "remove"
+            reply = (ANY_REPLY if o.index in overlapped else o.result) if known else None
             out.append(lin.Operation(o.process, kind, _effect(o) if kind == "write" else None,
-                                     o.result if known else None, o.invoke_s, returned,
-                                     (key, _target(o)), o.index))
+                                     reply, o.invoke_s, returned, (key, _target(o)), o.index))
         elif o.f == "read" and known and o.serial:
             state = _hash_map(o.result) if is_hash else dict.fromkeys(o.result, PRESENT)
             for e in sorted(universe):
                 out.append(lin.Operation(o.process, "read", None, state.get(e), o.invoke_s, returned,
                                          (key, e), o.index))
     return out
+
+
+def _overlapping(writes: Sequence[Op]) -> set[int]:
+    """The indexes of writes that overlap in time another write of the same element (one of
+    unknown outcome lasts to the end of the history)."""
+    found: set[int] = set()
+    by_target: dict[str, list[Op]] = defaultdict(list)
+    for w in writes:
+        by_target[_target(w)].append(w)
+    for ws in by_target.values():
+        ws.sort(key=lambda o: o.invoke_s)
+        latest_end, latest = float("-inf"), None
+        for w in ws:
+            end = w.complete_s if w.outcome == OK else float("inf")
+            if latest is not None and w.invoke_s < latest_end:
+                found.update((w.index, latest.index))
+            if end > latest_end:
+                latest_end, latest = end, w
+    return found
 
 
 def check_set_crdt(ops: Sequence[Op], final: Mapping[str, FinalRead],
