@@ -56,6 +56,25 @@ def test_hash_fields_set_read_and_delete(http: httpx.Client, r: redis.Redis) -> 
     assert http.get("/keys/nobody/fields").status_code == 404
 
 
+def test_a_hash_fields_versions_over_http_and_resp(http: httpx.Client, r: redis.Redis) -> None:
+    r.hset("user:2", "name", "ada")
+    doc = http.get("/keys/user:2/fields/name/versions").json()
+    assert doc["key"] == "user:2" and doc["field"] == "name" and doc["version"] > 0 and doc["context"]
+    assert [s["value"] for s in doc["siblings"]] == ["ada"] and doc["siblings"][0]["hlc"] > 0
+    context, siblings = r.execute_command("RINGKV.HGETV", "user:2", "name")
+    assert context == base64.b64decode(doc["context"]) and [s[0] for s in siblings] == [b"ada"]
+    assert siblings[0][2] == -1  # a field has no expiry of its own
+    assert http.get("/keys/user:2/fields/nope/versions").json()["siblings"] == []
+    assert r.execute_command("RINGKV.HGETV", "nobody", "f") == [None, []]
+    r.set("plain", "v")
+    wrong = http.get("/keys/plain/fields/f/versions")
+    assert wrong.status_code == 409 and wrong.json()["type"] == "urn:ringkv:problem:wrong-type"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.execute_command("RINGKV.HGETV", "plain", "f")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("RINGKV.HGETV", "user:2")
+
+
 def test_set_members_add_check_remove(http: httpx.Client, r: redis.Redis) -> None:
     added = http.post("/keys/tags/members", json={"members": ["b", "a", "c", "a"]})
     assert added.json() == {"key": "tags", "added": 3}

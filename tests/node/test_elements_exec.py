@@ -1,7 +1,7 @@
-"""Sets stored one record per element (node/elements.py) on a real node's store: what a
-command writes does not grow with the set, a set emptied or deleted is gone whatever its size,
-a set stored whole by an earlier release is rewritten per element by its first write, and
-types are kept apart."""
+"""Sets and hashes stored one record per element (node/elements.py) on a real node's store:
+what a command writes does not grow with the collection, a collection emptied or deleted is
+gone whatever its size, one stored whole by an earlier release is rewritten per element by its
+first write, and types are kept apart."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from ringkv.errors import CommandError
 from ringkv.node.local_service import LocalService
 from ringkv.node.local_store import LocalStore
 from ringkv.node.namespaces import Namespaces
-from ringkv.node.replica import Replica, elements_range, storage_key
+from ringkv.node.replica import Replica, element_storage_key, elements_range, storage_key
 from ringkv.service.datatypes import codec
-from ringkv.service.datatypes.base import KIND_SET
+from ringkv.service.datatypes.base import KIND_HASH, KIND_SET
+from ringkv.service.datatypes.convergent import meta_state, write_element
 from ringkv.storage import Engine, Options
+from ringkv.versioning.dvv import Dot
 from ringkv.versioning.record import Typed, apply_write, encode_record
 
 
@@ -156,5 +158,102 @@ def test_a_large_set_read_whole_leaves_the_node_serving_and_concurrent_pops_take
         first, second = await asyncio.gather(*(kv.type_command("SPOP", [b"big", b"10000"]) for _ in range(2)))
         assert len(first) == len(second) == 10_000 and not set(first) & set(second)
         assert await kv.type_command("SCARD", [b"big"]) == 0
+
+    _run(tmp_path, body)
+
+
+def test_a_write_to_a_large_hash_stores_only_the_fields_it_changes(tmp_path):
+    async def body(store, kv):
+        pairs = [x for i in range(5000) for x in (b"f%05d" % i, b"v%d" % i)]
+        assert await kv.type_command("HSET", [b"big", *pairs]) == 5000
+        assert _element_records(store, b"big") == 5000
+        counting = Counting(store)
+        assert await kv.type_command("HSET", [b"big", b"f00001", b"v1"]) == 0
+        assert counting.writes == 0  # the same value: nothing written
+        assert await kv.type_command("HSET", [b"big", b"f00001", b"changed"]) == 0
+        assert counting.writes == 2  # the field (born again) and the hash's own record
+        assert await kv.type_command("HINCRBY", [b"big", b"n", b"7"]) == 7
+        assert counting.writes == 4
+        assert await kv.type_command("HDEL", [b"big", b"f00002", b"absent"]) == 1
+        assert counting.writes == 5  # a tombstone over one field
+        assert await kv.type_command("HGET", [b"big", b"f00001"]) == b"changed"
+        assert await kv.type_command("HMGET", [b"big", b"f00002", b"f00003", b"n"]) == [None, b"v3", b"7"]
+        assert await kv.type_command("HEXISTS", [b"big", b"f00002"]) == 0
+        assert await kv.type_command("HSTRLEN", [b"big", b"f00001"]) == 7
+        assert await kv.type_command("HSETNX", [b"big", b"f00003", b"x"]) == 0
+        assert await kv.type_command("HLEN", [b"big"]) == 5000
+        assert counting.writes == 5
+        whole = await kv.type_command("HGETALL", [b"big"])
+        assert len(whole) == 5000 and whole[b"n"] == b"7" and b"f00002" not in whole
+        assert await kv.delete([b"big"]) == 1
+        assert counting.writes == 5 and _element_records(store, b"big") == 5001  # one clear marker; fields lazily dropped
+        assert await kv.type_command("HGETALL", [b"big"]) == {}
+        assert await kv.type_command("HGET", [b"big", b"f00003"]) is None
+        assert await kv.type_command("HSET", [b"big", b"f00003", b"again"]) == 1
+        assert await kv.type_command("HGETALL", [b"big"]) == {b"f00003": b"again"}
+
+    _run(tmp_path, body)
+
+
+def test_a_hash_stored_whole_is_read_and_then_rewritten_per_element(tmp_path):
+    async def body(store, kv):
+        skey = storage_key(b"", b"old")
+        whole = Typed(KIND_HASH, codec.encode(KIND_HASH, {b"a": b"1", b"b": b"x"}))
+        store.apply_record(skey, encode_record(apply_write(None, actor=b"old-build", context=None, value=whole,
+                                                           timestamp=1)))
+        assert await kv.type_command("HGETALL", [b"old"]) == {b"a": b"1", b"b": b"x"}
+        assert await kv.type_command("HGET", [b"old", b"a"]) == b"1"
+        assert _element_records(store, b"old") == 0
+        assert await kv.type_command("HINCRBY", [b"old", b"a", b"2"]) == 3
+        assert _element_records(store, b"old") == 2
+        assert await kv.type_command("HGETALL", [b"old"]) == {b"a": b"3", b"b": b"x"}
+        assert type(store.winner(skey).value) is Typed and store.winner(skey).value.kind != KIND_HASH
+
+    _run(tmp_path, body)
+
+
+def test_a_hash_emptied_is_gone_and_keeps_its_ttl_while_it_lives(tmp_path):
+    async def body(store, kv):
+        assert await kv.type_command("HSET", [b"h", b"a", b"1", b"b", b"2"]) == 2
+        assert await kv.expire_at(b"h", kv.now_ms() + 100_000)
+        assert await kv.type_command("HSET", [b"h", b"c", b"3"]) == 1
+        assert 0 < await kv.ttl_ms(b"h") <= 100_000  # a write keeps the key's expiry, as in Redis
+        assert await kv.type_command("HDEL", [b"h", b"a", b"b", b"c"]) == 3
+        assert await kv.type_command("TYPE", [b"h"]) == "none"
+        assert await kv.exists([b"h"]) == 0
+        assert await kv.type_command("SADD", [b"h2", b"m"]) == 1
+        with pytest.raises(CommandError, match="wrong kind"):
+            await kv.type_command("HSET", [b"h2", b"f", b"v"])
+        with pytest.raises(CommandError, match="wrong kind"):
+            await kv.type_command("HINCRBY", [b"h2", b"f", b"1"])
+        assert await kv.type_command("HINCRBY", [b"h", b"n", b"1"]) == 1
+        assert await kv.ttl_ms(b"h") == -1  # a new hash: no expiry from the old one
+        with pytest.raises(CommandError, match="not an integer"):
+            await kv.type_command("HINCRBY", [b"h", b"n", b"x"])
+        assert await kv.type_command("HSET", [b"h", b"s", b"text"]) == 1
+        with pytest.raises(CommandError, match="hash value is not an integer"):
+            await kv.type_command("HINCRBY", [b"h", b"s", b"1"])
+        assert await kv.type_command("HINCRBYFLOAT", [b"h", b"n", b"0.5"]) == b"1.5"
+
+    _run(tmp_path, body)
+
+
+def test_concurrent_writes_of_one_field_are_siblings_with_the_newest_answered(tmp_path):
+    """Two replicas that each set one field without seeing the other's write (a partition):
+    the field's record holds both values; HGET answers the newest, RINGKV.HGETV both, and the
+    next HSET of the field replaces both."""
+    async def body(store, kv):
+        assert await kv.type_command("HSET", [b"h", b"f", b"mine", b"g", b"1"]) == 2
+        skey = storage_key(b"", b"h")
+        state = meta_state(store.read(skey), kv.now_ms())
+        other = write_element(None, state, None, actor=b"b2", timestamp=store.replica.hlc_now() + 10**9,
+                              kind=KIND_HASH, birth=Dot(b"b2", 1), value=b"theirs")
+        store.apply_record(element_storage_key(skey, b"f"), encode_record(other))
+        assert await kv.type_command("HGET", [b"h", b"f"]) == b"theirs"  # the newer write
+        versions = await kv.hash_field_versions(b"h", b"f")
+        assert sorted(v.value for v in versions.siblings) == [b"mine", b"theirs"] and versions.context
+        assert [v.value for v in (await kv.hash_field_versions(b"h", b"g")).siblings] == [b"1"]
+        assert await kv.type_command("HSET", [b"h", b"f", b"resolved"]) == 0
+        assert [v.value for v in (await kv.hash_field_versions(b"h", b"f")).siblings] == [b"resolved"]
 
     _run(tmp_path, body)

@@ -5,11 +5,13 @@ collections, and a namespace on the fast path runs multi-key commands of one has
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 import redis
 
+from ringkv.client.routing import RingMap
 from ringkv.testing.launcher import LocalCluster
 from ringkv.testing.probes import hears_everyone
 from ringkv.testing.wait import wait_until
@@ -125,3 +127,50 @@ def test_a_fast_namespace_runs_multi_key_commands_of_one_tag(cluster):
     with pytest.raises(redis.exceptions.ClusterCrossSlotError, match="hash to the same slot"):
         r.lmove("{q}src", "elsewhere", "LEFT", "RIGHT")
     assert r.lrange("{q}src", 0, -1) == [b"b", b"c"] and r.exists("elsewhere") == 0
+
+
+
+INCREMENTS_PER_SIDE = 40
+
+
+def test_hincrby_from_both_sides_of_a_bridge_partition_loses_no_increment(tmp_path):
+    """The key's first two replicas cannot reach each other; the third reaches both. A client
+    of each of the two runs HINCRBY on one field: each of them believes it is the first
+    reachable replica and runs the command itself, at once. Each increment is a consensus
+    round of the field's record (the third replica is in both majorities), so the field ends
+    with every increment; a command run on each side without a round would lose some (two
+    writes that each read the same value)."""
+    with LocalCluster(tmp_path, nodes=3, replica_timeout_ms=300, gossip_interval_ms=200,
+                      fault_injection=True) as cluster:
+        by_name = {n.node_id: n for n in cluster.nodes}
+        r = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=15, retry=None)
+        ring = RingMap(json.loads(r.execute_command("RINGKV.RING")), "127.0.0.1")
+        names = [n.node_id for n in cluster.nodes]
+        first, second, _ = (names[i] for i in ring.replicas_of(b"", b"bridge:hash"))
+        a = redis.Redis(port=by_name[first].resp_port, socket_timeout=15, retry=None)
+        b = redis.Redis(port=by_name[second].resp_port, socket_timeout=15, retry=None)
+        assert a.hset("bridge:hash", "other", "x") == 1
+        assert a.execute_command("RINGKV.FAULT", "PARTITION", second) == f"blocked {second}".encode()
+        assert b.execute_command("RINGKV.FAULT", "PARTITION", first) == f"blocked {first}".encode()
+        replies: list[list[int]] = [[], []]
+        errors: list[BaseException] = []
+
+        def work(side: int, client: redis.Redis) -> None:
+            try:
+                for _ in range(INCREMENTS_PER_SIDE):
+                    replies[side].append(client.hincrby("bridge:hash", "total", 1))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i, c)) for i, c in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        # Linearizable: every reply is distinct, and the field holds their number.
+        assert sorted(replies[0] + replies[1]) == list(range(1, 2 * INCREMENTS_PER_SIDE + 1))
+        a.execute_command("RINGKV.FAULT", "HEAL")
+        b.execute_command("RINGKV.FAULT", "HEAL")
+        assert _at_all(r, "HGET", "bridge:hash", "total") == str(2 * INCREMENTS_PER_SIDE).encode()
+        assert _at_all(r, "HGET", "bridge:hash", "other") == b"x"

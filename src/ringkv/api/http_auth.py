@@ -266,6 +266,10 @@ class GuardedService:
         self._check("ringkv.getv", (key,), R)
         return await self._kv.get_versions(key)
 
+    async def hash_field_versions(self, key: bytes, field: bytes) -> Any:
+        self._check("ringkv.hgetv", (key,), R)
+        return await self._kv.hash_field_versions(key, field)
+
     async def exists(self, keys: Iterable[bytes]) -> int:
         keys = list(keys)
         self._check("exists", keys, "any")

@@ -37,8 +37,10 @@ from ringkv.api.http_codec import (
     json_response,
     path_key,
     suffixed_path_key,
+    unix_seconds,
     value_in,
     value_out,
+    version_fields,
 )
 from ringkv.api.http_models import (
     AddedResponse,
@@ -46,6 +48,7 @@ from ringkv.api.http_models import (
     FieldsRequest,
     FieldsResponse,
     FieldsWriteResponse,
+    FieldVersionsResponse,
     FieldWriteResponse,
     ItemsResponse,
     MembershipResponse,
@@ -305,6 +308,27 @@ class CollectionApi:
             raise ProblemError(404, "field-not-found", f"key {key[:200]!r} has no field {field[:200]!r}")
         return json_response(value_out(value, encoding, {"key": key, "field": field}))
 
+    async def get_field_versions(self, request: Request, key: KeyPath, field: ElementPath, level: Consistency,
+                                 key_encoding: KeyEncodingQuery = "utf-8",
+                                 encoding: ValueEncodingQuery = "utf-8") -> Response:
+        """Every value of one field (RINGKV.HGETV): HSETs of the field on two replicas at once
+        (a partition) leave both values until the next write of the field, and GET .../fields/{field}
+        answers the newest; this answers all of them. An empty list when the hash has no such
+        field; 409 when the key holds another type."""
+        if not request.scope["path"].endswith("/versions"):
+            raise ProblemError(404, "not-found", f"no route for {request.method} {request.scope['path'][:200]!r}")
+        kb = path_key(request, key, key_encoding)
+        fb = path_element(request, field, encoding, "field")
+        try:
+            versions = await self._views(level).hash_field_versions(kb, fb)
+        except WrongTypeError:
+            raise ProblemError(409, "wrong-type", f"WRONGTYPE key {key[:200]!r} holds no hash") from None
+        return json_response({
+            "key": key, "field": field, **version_fields(versions.context),
+            "siblings": [value_out(s.value, encoding, {"timestamp": unix_seconds(s.timestamp), "hlc": s.timestamp})
+                         for s in versions.siblings],
+        })
+
     async def put_field(self, request: Request, key: KeyPath, field: ElementPath, body: Annotated[ValueFields, Body()],
                         level: Consistency, key_encoding: KeyEncodingQuery = "utf-8",
                         encoding: ValueEncodingQuery = "utf-8") -> Response:
@@ -497,6 +521,10 @@ def collection_routes(api: CollectionApi) -> Iterator[tuple[str, Callable, str, 
     writes = problem_responses(400, 409, 413, 422, 503, 504, 507)
     not_found = problem_responses(400, 404, 409, 413, 422, 503)
     element = "/{field:ringkv_key}"
+    # Before the field routes, whose pattern would take `f/versions` as the field: a field whose
+    # path ends in /versions is reached with encoding=base64 (docs/http.md).
+    yield key + "/fields" + element + "/versions", api.get_field_versions, "GET", {
+        "response_model": FieldVersionsResponse, "responses": reads}
     yield key + "/fields" + element, api.get_field, "GET", {"response_model": FieldResponse, "responses": not_found}
     yield key + "/fields" + element, api.put_field, "PUT", {"response_model": FieldWriteResponse, "responses": writes}
     yield key + "/fields" + element, api.delete_field, "DELETE", {"response_model": RemovedResponse,

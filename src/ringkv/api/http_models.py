@@ -352,6 +352,27 @@ class FieldResponse(BaseModel):
     value_base64: str | None = Field(None, description=_VALUE_B64, json_schema_extra=_B64_SCHEMA)
 
 
+class FieldVersion(BaseModel):
+    value: str | None = Field(None, description=f"{_TEXT}; absent when it is not (then value_base64).")
+    value_base64: str | None = Field(None, description=_VALUE_B64, json_schema_extra=_B64_SCHEMA)
+    timestamp: int = Field(description=_TIMESTAMP)
+    hlc: int = Field(description="Hybrid logical clock timestamp of the HSET (or increment) that wrote it.")
+
+
+class FieldVersionsResponse(BaseModel):
+    key: str
+    field: str = Field(description="The field, as the path named it.")
+    context: str | None = Field(
+        description="Causal context of the field's record (opaque), base64; null when the field has no record.",
+        json_schema_extra=_B64_SCHEMA,
+    )
+    version: int = Field(description="The version number of that context (0 without a record).")
+    siblings: list[FieldVersion] = Field(
+        description="Every value of the field that concurrent writes left (the plain read answers the newest), "
+                    "in a stable order; empty when the hash has no such field."
+    )
+
+
 class FieldWriteResponse(BaseModel):
     key: str
     field: str

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 #       (bulk string), its HLC timestamp (integer), milliseconds until it expires (integer, -1
 #       when it does not). RESP3 answers the same nested arrays (its null is `_`): one shape
 #       for every client to parse.
+#   RINGKV.HGETV key field
+#       -> the same shape for one field of a hash: every value concurrent HSETs of the field
+#       left (HGET answers the newest), the field record's context (null: no record), ttl_ms
+#       -1 (a field has no expiry of its own: the hash's is PTTL's). WRONGTYPE for a key that
+#       holds no hash.
 #   RINGKV.PUTV key value [CONTEXT context] [PX ms | EX seconds]  -> the new context (bulk)
 #   RINGKV.DELV key [CONTEXT context]                             -> the new context (bulk)
 #       DELV writes a versioned tombstone: with the context of a read, no sibling that read
@@ -264,7 +269,14 @@ def cmd_at(c: RespConnection, argv):
 
 
 async def cmd_getv(c: RespConnection, argv):
-    versions = await c.kv.get_versions(argv[1])
+    return _versions_reply(c, await c.kv.get_versions(argv[1]))
+
+
+async def cmd_hgetv(c: RespConnection, argv):
+    return _versions_reply(c, await c.kv.hash_field_versions(argv[1], argv[2]))
+
+
+def _versions_reply(c: RespConnection, versions):
     now = c.kv.now_ms()
     siblings = [
         [s.value, s.timestamp, max(0, s.expire_at_ms - now) if s.expire_at_ms else -1]

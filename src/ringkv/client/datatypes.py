@@ -26,6 +26,7 @@ from typing import Any
 
 from ringkv.client.commands import Data, Request, encode
 from ringkv.client.options import Consistency
+from ringkv.client.siblings import parse_versions
 
 Number = int | float
 Bound = Number | str | bytes  # a score or lex bound: 1.5, "(1.5", "-inf", "[a"
@@ -181,6 +182,13 @@ class DataTypeCommands:
 
     def hget(self, name: Data, key: Data) -> Any:
         return self._send(True, _same, b"HGET", encode(name), encode(key, "field"))
+
+    def hget_versions(self, name: Data, key: Data) -> Any:
+        """Every value of one hash field (RINGKV.HGETV): HSETs of the field on two replicas at
+        once leave each value until the next write of the field (`hget` answers the newest). A
+        `Versions`: `.siblings` (values and timestamps) and `.context`; no siblings when the
+        hash has no such field."""
+        return self._send(True, parse_versions, b"RINGKV.HGETV", encode(name), encode(key, "field"))
 
     def hmget(self, name: Data, keys: Data | Iterable[Data], *args: Data) -> Any:
         """The values of the fields, in order, None for each missing one."""

@@ -335,7 +335,7 @@ class ClusterService:
             self._skey(key)  # every key checked before anything runs
         unique = list(dict.fromkeys(keys))
         if not spec.write:
-            if name in elements.SET_COMMANDS:
+            if name in elements.ELEMENT_COMMANDS:
                 return await self._read_elements(name, args, unique[0])
             records = await asyncio.gather(*(self._record(k) for k in unique))
             now = self.now_ms()
@@ -348,14 +348,21 @@ class ClusterService:
         return spec.shape(await self._run(unique[0], TypeWrite(name, tuple(args))))
 
     async def _read_elements(self, name: str, args: list[bytes], first: bytes) -> Any:
-        """A read naming a set stored one record per element (node/elements.py), at the view's
-        R; SERIAL reads every replica (sets converge without consensus rounds, so there is no
-        register to read linearizably)."""
-        pref = self.path.placement.replicas_of(storage_key(self._ns, first))
+        """A read naming a set or hash stored one record per element (node/elements.py), at the
+        view's R; SERIAL reads every replica (these converge without consensus rounds, so there
+        is no register to read linearizably)."""
+        return await elements.read(self._elements_backend(first), self._ns, name, args, self.now_ms())
+
+    def _elements_backend(self, key: bytes) -> elements.ClusterBackend:
+        pref = self.path.placement.replicas_of(storage_key(self._ns, key))
         level = self.levels.r
         r = len(pref) if level is ConsistencyLevel.SERIAL else resolve(level, len(pref), field="r")
-        backend = elements.ClusterBackend(self.path.store, self.path.placement, self.path.reads, self.path.writes, r, 0)
-        return await elements.read(backend, self._ns, name, args, self.now_ms())
+        return elements.ClusterBackend(self.path.store, self.path.placement, self.path.reads, self.path.writes, r, 0)
+
+    async def hash_field_versions(self, key: bytes, field: bytes) -> SiblingSet:
+        self._skey(key)
+        values, clock = await elements.field_versions(self._elements_backend(key), self._ns, key, field, self.now_ms())
+        return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
 
     # ---------------------------------------------------------------- writes
 

@@ -100,6 +100,7 @@ from ringkv.node.placement import Placement
 from ringkv.node.quotas import quota_checked
 from ringkv.node.replica import split_storage_key, storage_key
 from ringkv.node.replica_calls import ReplicaCalls, outcome
+from ringkv.service.elements import ELEMENT_MARK
 from ringkv.storage import Engine, Options
 from ringkv.versioning import dvv
 from ringkv.versioning import record as rec
@@ -144,9 +145,13 @@ class ConsensusError(CommandError):
 
 def register_key(skey: bytes) -> bytes:
     """The storage key a key's consensus register is kept under: `skey` itself, or for a key
-    with a hash tag the tag's group register, `{tag}` in the key's namespace."""
+    with a hash tag the tag's group register, `{tag}` in the key's namespace. A collection's
+    element (a hash field an HINCRBY changes) is a register of its own, tag or not: a group
+    value would hold every field."""
     n = skey[8]
     key = skey[9 + n:]
+    if key[:3] == ELEMENT_MARK:
+        return skey
     part = hash_part(key)
     if len(part) == len(key):
         return skey
@@ -157,7 +162,7 @@ def register_key(skey: bytes) -> bytes:
 def is_group_register(skey: bytes) -> bool:
     """Whether `skey` (a register key) is a hash tag's group register."""
     key = skey[9 + skey[8]:]
-    return len(hash_part(key)) != len(key)
+    return key[:3] != ELEMENT_MARK and len(hash_part(key)) != len(key)
 
 
 def crossslot_error(first: bytes, other: bytes, command: str = "MSETNX",
@@ -566,6 +571,41 @@ class Proposer:
             # the leased attempt computes first and proposes nothing, so run the command again
             # with a full round, which reads a majority, before refusing the context.
             return await self.run(namespace, key, command, w)
+        return self._result(outcome, lease)
+
+    async def run_element(self, namespace: bytes, eskey: bytes,
+                          effect: Callable[[rec.Record | None], tuple[bytes, Any]], w: int = 1) -> Any:
+        """A read-modify-write of one element of a collection (HINCRBY of a hash field), as
+        rounds of the element's own register (`register_key`): `effect(record)` answers the
+        element's new value and the command's result from its record as the round found it
+        (None: no record), and must not write anything itself (a round may compute several
+        times). Answers once `w` of the key's replicas store the chosen record; errors as
+        `run`'s. The caller (node/elements.py) writes the collection's meta record after."""
+        policy = self.placement.namespaces.of_stored(namespace).conflict_policy
+        self.stats["paxos_commands"] += 1
+
+        def apply(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[bytes | None, Any, Any]:
+            record = None if current is None else rec.decode_record(current)
+            value, result = effect(record)
+            context = record.clock if record is not None else None
+            floor = max((d.counter for d in earlier if d.actor == self.actor), default=0)
+            if floor and (context is None or context.get(self.actor, 0) < floor):
+                context = {**(context or {}), self.actor: floor}
+            self.store.check_value(value)
+            new = rec.apply_write(record, actor=self.actor, context=context, value=value,
+                                  timestamp=self.store.replica.hlc_now(), expire_at_ms=0, policy=policy)
+            dot = max((s.dot for s in new.siblings if s.dot.actor == self.actor), key=lambda d: d.counter)
+            return rec.encode_record(new), result, dot
+
+        register = RecordRegister(policy, quota_checked(apply, self.store.quotas, namespace, len(eskey) - 9 - eskey[8]))
+        lease = self._leases.pop(eskey, None)
+        local = self.store.engine.get(eskey) if lease is not None else None
+        rounds = command_rounds(register, self._replica_sets(eskey), functools.partial(self._fresh_ballot, eskey),
+                                lease=lease, local=None if local is None else bytes(local), max_attempts=MAX_ATTEMPTS)
+        return self._result(await self._drive(eskey, rounds, None, w), lease)
+
+    def _result(self, outcome: Outcome, lease: Lease | None) -> Any:
+        """A command's result from its rounds' outcome, or the error that says what happened."""
         if outcome.kind == "done":
             if lease is not None and outcome.ballot == next_ballot(lease.ballot):
                 self.stats["paxos_leased"] += 1

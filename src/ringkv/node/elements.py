@@ -40,25 +40,49 @@ from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
 from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
-from ringkv.service.datatypes import codec, sets
-from ringkv.service.datatypes.base import KIND_SET, KIND_STRING, Ctx, Entry
+from ringkv.service.datatypes import codec, hashes, sets
+from ringkv.service.datatypes.base import (
+    KIND_HASH,
+    KIND_SET,
+    KIND_STRING,
+    Ctx,
+    Entry,
+    WrongTypeError,
+)
 from ringkv.service.datatypes.convergent import (
     MetaState,
+    carried_births,
     clear_meta,
+    element_value,
+    encode_element,
     meta_state,
     next_birth,
+    present_siblings,
     remove_element,
     visible,
     write_element,
     write_meta,
 )
 from ringkv.service.elements import check_element, split_element_key
+from ringkv.versioning.dvv import join
 from ringkv.versioning.record import Record, Typed, decode_record, overwrite
 
 _RANDOM = random.Random()  # SPOP's and SRANDMEMBER's choices (seeding one per command costs 10 us)
 SET_COMMANDS = frozenset(spec.name for spec in sets.COMMANDS)
-# Commands whose answer depends only on the members they name: they load only those.
-_NAMED_FROM = {"SADD": 1, "SREM": 1, "SISMEMBER": 1, "SMISMEMBER": 1}
+HASH_COMMANDS = frozenset(spec.name for spec in hashes.COMMANDS)
+# The commands of the collections stored one record per element.
+ELEMENT_COMMANDS = SET_COMMANDS | HASH_COMMANDS
+# The kinds stored per element, and what a collection's value is built from its elements.
+STORED_PER_ELEMENT = frozenset({KIND_SET, KIND_HASH})
+# Commands whose answer depends only on the elements they name: they load only those, the
+# arguments args[start:stop:step].
+_NAMED = {"SADD": (1, None, 1), "SREM": (1, None, 1), "SISMEMBER": (1, None, 1), "SMISMEMBER": (1, None, 1),
+          "HSET": (1, None, 2), "HMSET": (1, None, 2), "HSETNX": (1, 2, 1), "HGET": (1, 2, 1),
+          "HMGET": (1, None, 1), "HDEL": (1, None, 1), "HEXISTS": (1, 2, 1), "HSTRLEN": (1, 2, 1),
+          "HINCRBY": (1, 2, 1), "HINCRBYFLOAT": (1, 2, 1)}
+# Commands whose result depends on the element's current value: in a cluster each is a
+# consensus round of the field's own record (node/consensus.Proposer.run_element).
+INCREMENTS = frozenset({"HINCRBY", "HINCRBYFLOAT"})
 # Commands that look only at a key's type: they load no member.
 _TYPE_ONLY = frozenset({"TYPE"})
 # Keyspace commands that move whole values between keys: they run here when a key they name
@@ -88,6 +112,11 @@ class Backend(Protocol):
 
     concurrent: bool  # whether reads may be issued at once (a cluster's, over the network)
 
+    # A consensus round of one element's record (node/consensus.Proposer.run_element), or None
+    # where a command holding the key's locks is already linearizable (a single node) or the
+    # namespace chose the fast path (rmw = "fast").
+    consensus: Any
+
 
 @dataclass
 class Loaded:
@@ -114,14 +143,25 @@ def not_loaded(entry: Entry) -> bool:
 
 
 def wants(name: str) -> bool:
-    """Whether a command may need this module: set commands always; keyspace writes when a key
-    they name holds a set stored per element (the caller checks with `holds_elements`)."""
-    return name in SET_COMMANDS or name in KEYSPACE_WRITES
+    """Whether a command may need this module: set and hash commands always; keyspace writes
+    when a key they name holds a collection stored per element (the caller checks with
+    `holds_elements`)."""
+    return name in ELEMENT_COMMANDS or name in KEYSPACE_WRITES
 
 
 def named_members(name: str, args: list[bytes]) -> list[bytes] | None:
-    start = _NAMED_FROM.get(name)
-    return None if start is None else list(dict.fromkeys(args[start:]))
+    """The elements a command names, when its answer depends on nothing else (None: all)."""
+    where = _NAMED.get(name)
+    return None if where is None else list(dict.fromkeys(args[where[0]:where[1]:where[2]]))
+
+
+def _no_value(sibling: Any) -> bytes:
+    return b""
+
+
+def _value_of(kind: int, present: dict[bytes, bytes]) -> Any:
+    """A collection's value (base.py's table) from its present elements' values."""
+    return set(present) if kind == KIND_SET else present
 
 
 async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, members: list[bytes] | None,
@@ -150,27 +190,53 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
         return Loaded(key, skey, meta, state, entry, False)
     if not state.exists:
         return Loaded(key, skey, meta, state, None, False)
-    if state.kind != KIND_SET:
+    if state.kind not in STORED_PER_ELEMENT:
         raise CommandError(f"key {key[:64]!r} holds a collection of kind {state.kind} stored per element, which this "
                            "build does not read: upgrade the node")
+    kind = state.kind
     loaded = Loaded(key, skey, meta, state, None, True)
     if type_only:
-        loaded.entry, loaded.partial = Entry(KIND_SET, set(), state.expire_at_ms), True
+        loaded.entry, loaded.partial = Entry(kind, _value_of(kind, {}), state.expire_at_ms), True
         return loaded
+    present: dict[bytes, bytes] = {}
+    value_of = element_value if kind != KIND_SET else _no_value  # a member has no value to decode
     if eskeys is not None:
         loaded.members = dict(zip(members, named, strict=True))
         loaded.partial = True
+        for m, rec in loaded.members.items():
+            sibling = visible(rec, state, now_ms)
+            if sibling is not None:
+                present[m] = value_of(sibling)
     else:
         start, end = elements_range(skey)
-        present = set()
-        async for page in backend.pages(start, end):  # kept: the members, not their records
-            present.update(split_element_key(split_storage_key(s)[1])[1] for s, rec in page
-                           if visible(rec, state, now_ms) is not None)
-        loaded.entry = Entry(KIND_SET, present, state.expire_at_ms)
-        return loaded
-    present = {m for m, rec in loaded.members.items() if visible(rec, state, now_ms) is not None}
-    loaded.entry = Entry(KIND_SET, present, state.expire_at_ms)
+        async for page in backend.pages(start, end):  # kept: the elements' values, not their records
+            for s, rec in page:
+                sibling = visible(rec, state, now_ms)
+                if sibling is not None:
+                    present[split_element_key(split_storage_key(s)[1])[1]] = value_of(sibling)
+    loaded.entry = Entry(kind, _value_of(kind, present), state.expire_at_ms)
     return loaded
+
+
+async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: bytes, now_ms: int
+                         ) -> tuple[list[tuple[bytes, int]], Any]:
+    """Every value a hash field holds: ([(value, HLC timestamp), ...] in a stable order, the
+    field record's clock, None without one). One value unless writes of the field on two
+    replicas at once left siblings, which HGET resolves to the newest; a hash stored whole
+    has one value per field. WRONGTYPE when the key holds something else."""
+    check_element(namespace, key, field)
+    loaded = await load(backend, namespace, key, now_ms, [field])
+    if loaded.entry is None:
+        return [], None
+    if loaded.entry.kind != KIND_HASH:
+        raise WrongTypeError()
+    if not loaded.per_element:  # stored whole: the key's own record versions it
+        value = loaded.entry.value.get(field)
+        other = loaded.state.other
+        return ([] if value is None else [(value, other.timestamp)]), loaded.meta.clock
+    record = loaded.members[field]
+    present = present_siblings(record, loaded.state, now_ms)
+    return [(element_value(s), s.timestamp) for s in present], (None if record is None else record.clock)
 
 
 def check_one_slot(namespace: bytes, name: str, keys: list[bytes]) -> None:
@@ -198,6 +264,8 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     """A write command, run here under the locks of its keys (the caller's), on what the keys
     hold; returns the reply."""
     spec = TYPE_COMMANDS[name]
+    if name in INCREMENTS and backend.consensus is not None:
+        return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
     members = named_members(name, args)
     loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
@@ -209,6 +277,64 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     metas: list[tuple[bytes, Record]] = []
     for key, after in writes.items():
         _plan(backend, loaded[key], after, elements, metas, emptied)
+    await _write(backend, elements, metas)
+    for lo in emptied:
+        await _clear_if_empty(backend, lo, now_ms)
+    await backend.flush()
+    return reply
+
+
+async def _increment(backend: Backend, namespace: bytes, spec: Any, args: list[bytes], now_ms: int) -> Any:
+    """HINCRBY or HINCRBYFLOAT in a cluster: a consensus round of the field's record, so that
+    increments from any number of coordinators are linearizable and none is lost.
+
+    The round reads the field at a majority and writes its new value with a dot that
+    supersedes all it read. A present field keeps its births (`carried_births`): the increment
+    is removed by exactly the removes that would remove the field. A field the round finds
+    absent is born at this replica's next meta write, which follows the round (the element at
+    W before the meta record names its birth, as every add)."""
+    key, field = args[0], args[1]
+    ctx = Ctx(now_ms, _RANDOM)
+    spec.run(ctx, args, {key: Entry(KIND_HASH, {}, 0)})  # the increment's own errors, before any round
+    check_element(namespace, key, field)
+    lo = await load(backend, namespace, key, now_ms, [])  # the meta record: the round reads the field
+    if lo.entry is not None and lo.entry.kind != KIND_HASH:
+        spec.run(ctx, args, {key: lo.entry})  # WRONGTYPE
+    if lo.entry is not None and not lo.per_element:  # a hash stored whole: rewritten per element first
+        elements: list[tuple[bytes, Record]] = []
+        metas: list[tuple[bytes, Record]] = []
+        _plan(backend, lo, Entry(KIND_HASH, dict(lo.entry.value), lo.entry.expire_at_ms), elements, metas, [])
+        await _write(backend, elements, metas)
+        lo = await load(backend, namespace, key, now_ms, [])
+    actor, ts = backend.stamp()
+    meta = backend.local(lo.skey)
+    birth = next_birth(meta, actor)
+    state = lo.state if lo.state.exists else MetaState(KIND_HASH, lo.state.cleared)
+    born = []
+
+    def effect(record: Record | None) -> tuple[bytes, Any]:
+        sibling = visible(record, state, now_ms)
+        entry = Entry(KIND_HASH, {} if sibling is None else {field: element_value(sibling)}, 0)
+        reply = spec.run(ctx, args, {key: entry})[1]
+        if sibling is None:
+            births = carried_births(record, state, meta.clock if meta is not None else {})
+            births.add(birth)
+            born.append(True)
+        else:
+            births = carried_births(record, state, {})
+        return encode_element(KIND_HASH, list(births), entry.value[field]), reply
+
+    reply = await backend.consensus(namespace, element_storage_key(lo.skey, field), effect)
+    if born:
+        actor, ts = backend.stamp()
+        meta = backend.local(lo.skey)
+        meta_state_now = MetaState(KIND_HASH, state.cleared, state.expire_at_ms)
+        await backend.write([(lo.skey, meta, write_meta(meta, meta_state_now, actor=actor, timestamp=ts,
+                                                        kind=KIND_HASH))])
+    return reply
+
+
+async def _write(backend: Backend, elements: list, metas: list) -> None:
     if elements and metas and len(elements) + len(metas) <= MAX_KEYS_PER_PUT_MANY:
         # One batch per replica: a replica that holds a meta write holds the elements it names.
         await backend.write(elements + metas)
@@ -217,10 +343,6 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
             await backend.write(elements)  # every element at W before any meta write names its birth
         if metas:
             await backend.write(metas)
-    for lo in emptied:
-        await _clear_if_empty(backend, lo, now_ms)
-    await backend.flush()
-    return reply
 
 
 def _copy(value: Any) -> Any:
@@ -232,28 +354,41 @@ def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, met
     """The records that take key `lo` to `after` (None or an empty collection: gone)."""
     actor, ts = backend.stamp()
     gone = after is None or after.is_empty()
-    if not gone and after.kind == KIND_SET:
-        before = lo.entry.value if lo.per_element else set()  # a set stored whole is rewritten per element
-        adds = [m for m in after.value if m not in before]
-        removes = [m for m in before if m not in after.value]
-        if not adds and not removes and lo.per_element and after.expire_at_ms == lo.state.expire_at_ms:
-            return
+    if not gone and after.kind in STORED_PER_ELEMENT:
+        kind = after.kind
         meta = backend.local(lo.skey)  # the record `lo.state` was read from (the keys are locked)
-        state = MetaState(KIND_SET, lo.state.cleared, after.expire_at_ms)
+        same = lo.per_element and lo.entry.kind == kind
+        if same:
+            before, cleared = lo.entry.value, lo.state.cleared
+        elif lo.per_element:  # a collection of another kind replaced: none of its elements stays
+            before, cleared = (), join(lo.state.cleared, meta.clock)
+        else:  # a collection stored whole is rewritten per element; a string replaced
+            before, cleared = (), lo.state.cleared
+        if kind == KIND_SET:
+            adds = [(m, b"") for m in after.value if m not in before]
+            removes = [m for m in before if m not in after.value]
+        else:
+            adds = [(f, v) for f, v in after.value.items() if before.get(f) != v] if same else list(after.value.items())
+            removes = [f for f in before if f not in after.value]
+        if not adds and not removes and same and after.expire_at_ms == lo.state.expire_at_ms:
+            return
+        state = MetaState(kind, cleared, after.expire_at_ms)
         birth = next_birth(meta, actor)
         namespace = lo.skey[9:9 + lo.skey[8]]
-        for m in adds:
+        for m, value in adds:
             check_element(namespace, lo.key, m)
+            if value:
+                backend.store.check_value(value)
             eskey = element_storage_key(lo.skey, m)
             stored = backend.local(eskey)
             elements.append((eskey, stored, write_element(stored, state, meta, actor=actor, timestamp=ts,
-                                                          kind=KIND_SET, birth=birth)))
+                                                          kind=kind, birth=birth, value=value)))
         for m in removes:
             eskey = element_storage_key(lo.skey, m)
             stored = backend.local(eskey)
             elements.append((eskey, stored, remove_element(stored, actor=actor, timestamp=ts)))
-        if adds or not lo.per_element or after.expire_at_ms != lo.state.expire_at_ms:
-            metas.append((lo.skey, meta, write_meta(meta, state, actor=actor, timestamp=ts, kind=KIND_SET)))
+        if adds or not same or after.expire_at_ms != lo.state.expire_at_ms:
+            metas.append((lo.skey, meta, write_meta(meta, state, actor=actor, timestamp=ts, kind=kind)))
         return
     if gone and lo.per_element:
         for m in (lo.entry.value if lo.partial else ()):  # the named members it removed
@@ -281,7 +416,7 @@ async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
     start, end = elements_range(lo.skey)
     meta = await backend.record(lo.skey)
     state = meta_state(meta, now_ms)
-    if not state.exists or state.kind != KIND_SET:
+    if not state.exists or state.kind != lo.state.kind:
         return
     async for page in backend.pages(start, end):
         if any(visible(rec, state, now_ms) is not None for _, rec in page):
@@ -328,6 +463,7 @@ class LocalBackend:
     """A single node: its engine is every replica."""
 
     concurrent = False
+    consensus = None
 
     def __init__(self, store):
         self.store = store
@@ -375,9 +511,14 @@ class ClusterBackend:
 
     concurrent = True
 
-    def __init__(self, store, placement, reads, writes, r: int, w: int):
+    def __init__(self, store, placement, reads, writes, r: int, w: int, proposer=None):
         self.store, self.placement, self.reads, self.writes = store, placement, reads, writes
         self.r, self.w = r, w
+        self.proposer = proposer
+        self.consensus = None if proposer is None else self._consensus
+
+    async def _consensus(self, namespace: bytes, eskey: bytes, effect) -> Any:
+        return await self.proposer.run_element(namespace, eskey, effect, self.w)
 
     def _merge_here(self, skey: bytes, merged: bytes | None) -> None:
         if merged is None:

@@ -277,12 +277,13 @@ class Forwarder:
         keys = spec.keys(args)
         elements.check_one_slot(namespace, command.name, keys)
         skeys = sorted({storage_key(namespace, k) for k in keys})
+        paxos = self.placement.namespaces.of_stored(namespace).rmw == "paxos"
         backend = elements.ClusterBackend(self.store, self.placement, self.reads, self.writes,
-                                          max(r, len(pref) - w + 1), w)
+                                          max(r, len(pref) - w + 1), w, self.proposer if paxos else None)
         for skey in skeys:
             await self.locks.acquire(skey)
         try:
-            if command.name not in elements.SET_COMMANDS:
+            if command.name not in elements.ELEMENT_COMMANDS:
                 now = self.store.clock.now_ms()
                 held = [elements.holds_elements(await backend.record(skey), now) for skey in skeys]
                 if not any(held):

@@ -145,6 +145,12 @@ class LocalService:
         sibs = [Value(string_value(s), s.timestamp, s.expire_at_ms, b"") for s in record.live_siblings(self.now_ms())]
         return SiblingSet(sibs, encode_context(record.clock))
 
+    async def hash_field_versions(self, key: bytes, field: bytes) -> SiblingSet:
+        self._skey(key)
+        values, clock = await elements.field_versions(elements.LocalBackend(self.store), self._ns, key, field,
+                                                      self.now_ms())
+        return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
+
     async def exists(self, keys: Iterable[bytes]) -> int:
         winner = self.store.winner
         return sum(winner(self._skey(k)) is not None for k in keys)
@@ -174,7 +180,7 @@ class LocalService:
         keys = spec.keys(args)
         for key in keys:
             self._skey(key)  # every key checked before anything runs
-        if name in elements.SET_COMMANDS or (name in elements.KEYSPACE_WRITES and self._holds_elements(keys)):
+        if name in elements.ELEMENT_COMMANDS or (name in elements.KEYSPACE_WRITES and self._holds_elements(keys)):
             return await self._elements(spec, name, args)
         if not spec.write:
             winner = self.store.winner

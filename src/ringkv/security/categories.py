@@ -9,7 +9,8 @@ Redis commands keep the categories Redis gives them (its command table: READONLY
 WRITE is @write, FAST is @fast and every other command @slow, ADMIN is @admin and @dangerous,
 plus the data-type and @keyspace/@connection groups). ringkv's own commands:
 
-- RINGKV.GETV reads a key (@read @string @fast); PUTV and DELV write one (@write @string
+- RINGKV.GETV reads a key (@read @string @fast), RINGKV.HGETV a hash field (@read @hash
+  @fast); PUTV and DELV write one (@write @string
   @fast); CAS, CAD and MSETATOMIC write through a consensus round or the batch log (@write
   @string @slow).
 - RINGKV.CONSISTENCY, RINGKV.AT and RINGKV.NAMESPACE set the connection's levels or namespace
@@ -213,6 +214,7 @@ _UNITS: dict[str, tuple[str, str | None]] = {
     "acl|load": (_ADMIN, None),
     # ringkv's own
     "ringkv.getv": ("read string fast", R),
+    "ringkv.hgetv": ("read hash fast", R),
     "ringkv.putv": ("write string fast", W),
     "ringkv.delv": ("write string fast", W),
     "ringkv.cas": ("write string slow", W),

@@ -156,6 +156,9 @@ class KeyValueService(Protocol):
         """bytes, None, or PENDING (then await get_value)."""
 
     async def get_versions(self, key: bytes) -> SiblingSet: ...
+    async def hash_field_versions(self, key: bytes, field: bytes) -> SiblingSet:
+        """Every value of one hash field (siblings of concurrent HSETs), with its record's
+        context; WRONGTYPE for a key that holds no hash."""
     async def exists(self, keys: Iterable[bytes]) -> int: ...
     async def mget(self, keys: list[bytes]) -> list[bytes | None]: ...
     async def ttl_ms(self, key: bytes) -> int:

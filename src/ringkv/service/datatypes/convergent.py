@@ -160,10 +160,16 @@ def meta_state(record: Record | None, now_ms: int) -> MetaState:
 
 def visible(record: Record | None, state: MetaState, now_ms: int) -> DottedValue | None:
     """The element's present sibling in a collection in `state` (None: not a member)."""
-    if record is None or not state.exists:
-        return None
-    present = [s for s in record.siblings if s.is_live(now_ms) and _born_in(s, state)]
+    present = present_siblings(record, state, now_ms)
     return pick_winner(present) if present else None
+
+
+def present_siblings(record: Record | None, state: MetaState, now_ms: int) -> list[DottedValue]:
+    """Every present sibling of an element's record: concurrent writes of one hash field that no
+    write has replaced (`visible` picks the winner among them)."""
+    if record is None or not state.exists:
+        return []
+    return [s for s in record.siblings if s.is_live(now_ms) and _born_in(s, state)]
 
 
 def _born_in(sibling: DottedValue, state: MetaState) -> bool:
@@ -204,14 +210,24 @@ def write_element(stored: Record | None, state: MetaState, meta: Record | None, 
     reached this one (its birth is neither cleared nor in `meta`'s clock): its births go on in
     the new sibling, else a DEL that saw this write but not that one would clear both. Births
     the meta record's clock holds need not: a replica that sees this write's meta sees them."""
-    births = {birth}
+    births = carried_births(stored, state, meta.clock if meta is not None else {})
+    births.add(birth)
+    return overwrite(stored, actor=actor, value=encode_element(kind, list(births), value), timestamp=timestamp)
+
+
+def carried_births(stored: Record | None, state: MetaState, known: Mapping[bytes, int]) -> set[Dot]:
+    """The births of `stored`'s live siblings that neither `state.cleared` nor `known` covers:
+    what a write replacing them must carry on (`write_element`). With `known` empty, every
+    birth still in the collection: an update that keeps the element's birth (HINCRBY of a
+    present field, node/elements.py) carries them all, so it is removed by exactly the
+    removes that would have removed the element."""
+    births: set[Dot] = set()
     if stored is not None:
-        known = meta.clock if meta is not None else {}
         for s in stored.siblings:
             if s.value is not None:
                 births.update(b for b in decode_element(s.value)[1]
                               if not _covered(state.cleared, b) and not _covered(known, b))
-    return overwrite(stored, actor=actor, value=encode_element(kind, list(births), value), timestamp=timestamp)
+    return births
 
 
 def remove_element(stored: Record | None, *, actor: bytes, timestamp: int) -> Record:
