@@ -257,3 +257,47 @@ def test_concurrent_writes_of_one_field_are_siblings_with_the_newest_answered(tm
         assert [v.value for v in (await kv.hash_field_versions(b"h", b"f")).siblings] == [b"resolved"]
 
     _run(tmp_path, body)
+
+
+def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path, monkeypatch):
+    """SRANDMEMBER, SPOP and HRANDFIELD without a count draw a member from the engine
+    (storage/sampling.py) and read only it; they read the whole collection only when draws keep
+    finding removed members."""
+    from ringkv.node import elements
+
+    ranges = []
+    pages = elements.LocalBackend.pages
+
+    def counted(self, start, end, first_records=0):
+        ranges.append(first_records)
+        return pages(self, start, end, first_records)
+
+    monkeypatch.setattr(elements.LocalBackend, "pages", counted)
+
+    async def body(store, kv):
+        members = [b"m%05d" % i for i in range(3000)]
+        assert await kv.type_command("SADD", [b"big", *members]) == 3000
+        store.engine.flush()  # some members in a table, the next ones in the memtable
+        assert await kv.type_command("SADD", [b"big", *(b"n%05d" % i for i in range(1000))]) == 1000
+        drawn = [await kv.type_command("SRANDMEMBER", [b"big"]) for _ in range(400)]
+        assert len(set(drawn)) > 300 and all(m.startswith((b"m", b"n")) for m in drawn)
+        assert ranges == []  # no member read but the drawn ones
+        popped = [await kv.type_command("SPOP", [b"big"]) for _ in range(200)]
+        assert len(set(popped)) == 200 and await kv.type_command("SMISMEMBER", [b"big", *popped[:5]]) == [0] * 5
+        assert set(ranges) == {elements.PROBE_PAGE_RECORDS}  # each pop's emptiness probe only
+        ranges.clear()
+        assert await kv.type_command("SCARD", [b"big"]) == 3800 and ranges == [0]
+
+        assert await kv.type_command("SADD", [b"few", *members[:2000]]) == 2000
+        assert await kv.type_command("SREM", [b"few", *members[3:2000]]) == 1997
+        ranges.clear()
+        left = {await kv.type_command("SRANDMEMBER", [b"few"]) for _ in range(30)}
+        assert left <= set(members[:3]) and ranges  # draws found tombstones: the members were read
+        assert sorted([await kv.type_command("SPOP", [b"few"]) for _ in range(3)]) == members[:3]
+        assert await kv.type_command("SPOP", [b"few"]) is None and await kv.exists([b"few"]) == 0
+
+        assert await kv.type_command("HSET", [b"h", *(x for i in range(500) for x in (b"f%d" % i, b"v"))]) == 500
+        fields = {await kv.type_command("HRANDFIELD", [b"h"]) for _ in range(100)}
+        assert len(fields) > 50 and all(f.startswith(b"f") for f in fields)
+
+    _run(tmp_path, body)

@@ -28,6 +28,7 @@ rewritten per element by the first write that loads it (a migration, once per se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 from ringkv.errors import CommandError
 from ringkv.node.commands import _NotLoaded
 from ringkv.node.consensus import crossslot_error, register_key
-from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY
+from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY, MAX_RANGE_RECORDS
 from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
@@ -80,6 +81,10 @@ _NAMED = {"SADD": (1, None, 1), "SREM": (1, None, 1), "SISMEMBER": (1, None, 1),
           "HSET": (1, None, 2), "HMSET": (1, None, 2), "HSETNX": (1, 2, 1), "HGET": (1, 2, 1),
           "HMGET": (1, None, 1), "HDEL": (1, None, 1), "HEXISTS": (1, 2, 1), "HSTRLEN": (1, 2, 1),
           "HINCRBY": (1, 2, 1), "HINCRBYFLOAT": (1, 2, 1)}
+# Commands that choose one element at random (without a count): they draw it from this
+# replica's engine and load only it (`_draw`), and read every element only when draws fail.
+_DRAWN = frozenset({"SPOP", "SRANDMEMBER", "HRANDFIELD"})
+DRAWS = 8  # draws of one command before it reads every element instead
 # Commands whose result depends on the element's current value: in a cluster each is a
 # consensus round of the field's own record (node/consensus.Proposer.run_element).
 INCREMENTS = frozenset({"HINCRBY", "HINCRBYFLOAT"})
@@ -98,9 +103,12 @@ class Backend(Protocol):
 
     async def records(self, skeys: list[bytes]) -> list[Record | None]: ...
 
-    def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]: ...
+    def pages(self, start: bytes, end: bytes, first_records: int = 0) -> AsyncIterator[list[tuple[bytes, Record]]]: ...
+    # (`first_records`: a small first page, growing after; 0: full pages from the start)
 
     def local(self, skey: bytes) -> Record | None: ...
+
+    def sample(self, start: bytes, end: bytes) -> bytes | None: ...  # a storage key of this replica in [start, end)
 
     async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None: ...  # (skey, stored, new)
 
@@ -209,11 +217,12 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
                 present[m] = value_of(sibling)
     else:
         start, end = elements_range(skey)
-        async for page in backend.pages(start, end):  # kept: the elements' values, not their records
-            for s, rec in page:
-                sibling = visible(rec, state, now_ms)
-                if sibling is not None:
-                    present[split_element_key(split_storage_key(s)[1])[1]] = value_of(sibling)
+        async with contextlib.aclosing(backend.pages(start, end)) as pages:  # closed even on an error
+            async for page in pages:  # kept: the elements' values, not their records
+                for s, rec in page:
+                    sibling = visible(rec, state, now_ms)
+                    if sibling is not None:
+                        present[split_element_key(split_storage_key(s)[1])[1]] = value_of(sibling)
     loaded.entry = Entry(kind, _value_of(kind, present), state.expire_at_ms)
     return loaded
 
@@ -239,6 +248,25 @@ async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: 
     return [(element_value(s), s.timestamp) for s in present], (None if record is None else record.clock)
 
 
+async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int) -> bytes | None:
+    """A present element of the collection `key` (stored per element), drawn at random from this
+    replica's engine (storage/sampling.py) and confirmed at R; None when the key holds no such
+    collection, or DRAWS draws found no present element (many removed ones, or a node that
+    holds no replica of the key): the caller then reads every element."""
+    skey = storage_key(namespace, key)
+    state = meta_state(await backend.record(skey), now_ms)
+    if not state.exists or state.kind not in STORED_PER_ELEMENT:
+        return None
+    start, end = elements_range(skey)
+    for _ in range(DRAWS):
+        eskey = backend.sample(start, end)
+        if eskey is None:
+            continue
+        if visible((await backend.records([eskey]))[0], state, now_ms) is not None:
+            return split_element_key(split_storage_key(eskey)[1])[1]
+    return None
+
+
 def check_one_slot(namespace: bytes, name: str, keys: list[bytes]) -> None:
     """In a cluster, a command's keys must share a hash tag: one replica set runs it whole."""
     first = register_key(storage_key(namespace, keys[0]))
@@ -253,6 +281,9 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     spec = TYPE_COMMANDS[name]
     keys = list(dict.fromkeys(spec.keys(args)))
     members = named_members(name, args)
+    if name in _DRAWN and len(args) == 1:
+        drawn = await _draw(backend, namespace, args[0], now_ms)
+        members = None if drawn is None else [drawn]
     entries = {}
     for key in keys:
         loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
@@ -268,6 +299,9 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
         return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
     members = named_members(name, args)
+    if name in _DRAWN and len(args) == 1:
+        drawn = await _draw(backend, namespace, args[0], now_ms)
+        members = None if drawn is None else [drawn]
     loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
@@ -418,9 +452,13 @@ async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
     state = meta_state(meta, now_ms)
     if not state.exists or state.kind != lo.state.kind:
         return
-    async for page in backend.pages(start, end):
-        if any(visible(rec, state, now_ms) is not None for _, rec in page):
-            return
+    # Closed at once when it stops early: a local page reader holds an engine snapshot, and
+    # every write to the memtable copies into each open one (left to the garbage collector,
+    # hundreds piled up and an HDEL cost 12 ms).
+    async with contextlib.aclosing(backend.pages(start, end, PROBE_PAGE_RECORDS)) as pages:
+        async for page in pages:
+            if any(visible(rec, state, now_ms) is not None for _, rec in page):
+                return
     actor, ts = backend.stamp()
     stored = backend.local(lo.skey)
     await backend.write([(lo.skey, stored, clear_meta(stored, state, actor=actor, timestamp=ts, whole=False))])
@@ -429,6 +467,10 @@ async def _clear_if_empty(backend: Backend, lo: Loaded, now_ms: int) -> None:
 # ---------------------------------------------------------------------------- backends
 
 LOCAL_PAGE_RECORDS = 1000
+# The emptiness probe's first page (records), and how pages grow after a small first one: a
+# probe of a set that still has members reads a few records, not a full page.
+PROBE_PAGE_RECORDS = 16
+PAGE_GROWTH = 8
 
 
 class LocalLocks:
@@ -475,22 +517,27 @@ class LocalBackend:
     async def records(self, skeys: list[bytes]) -> list[Record | None]:
         return [self.store.read(s) for s in skeys]
 
-    async def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]:
+    async def pages(self, start: bytes, end: bytes, first_records: int = 0) -> AsyncIterator[list[tuple[bytes, Record]]]:
         """Pages of LOCAL_PAGE_RECORDS over a snapshot, the event loop free between pages (a
         set of a million members takes seconds: the node serves others meanwhile)."""
+        size = first_records or LOCAL_PAGE_RECORDS
         with self.store.engine.scan(start, end) as it:
             page = []
             for k, v in it:
                 page.append((bytes(k), decode_record(bytes(v))))
-                if len(page) >= LOCAL_PAGE_RECORDS:
+                if len(page) >= size:
                     yield page
                     page = []
+                    size = min(LOCAL_PAGE_RECORDS, size * PAGE_GROWTH)
                     await asyncio.sleep(0)
             if page:
                 yield page
 
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
+
+    def sample(self, start: bytes, end: bytes) -> bytes | None:
+        return self.store.engine.sample(start, end, _RANDOM)
 
     async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None:
         # The command holds its keys' locks (LocalLocks); its writes are one step of the loop.
@@ -541,10 +588,12 @@ class ClusterBackend:
             self._merge_here(skey, data)
         return [self.store.read(s) for s in skeys]
 
-    async def pages(self, start: bytes, end: bytes) -> AsyncIterator[list[tuple[bytes, Record]]]:
+    async def pages(self, start: bytes, end: bytes, first_records: int = 0) -> AsyncIterator[list[tuple[bytes, Record]]]:
         after = None
+        size = first_records or MAX_RANGE_RECORDS
         while True:
-            page = await read_range(self.reads, start, end, after, self.r)
+            page = await read_range(self.reads, start, end, after, self.r, max_records=size)
+            size = min(MAX_RANGE_RECORDS, size * PAGE_GROWTH)
             out = []
             for skey, data in page.records:
                 self._merge_here(skey, data)
@@ -556,6 +605,11 @@ class ClusterBackend:
 
     def local(self, skey: bytes) -> Record | None:
         return self.store.read(skey)
+
+    def sample(self, start: bytes, end: bytes) -> bytes | None:
+        # This node's own copy: a coordinator that is no replica of the key holds none of it
+        # (the draw finds nothing, and the command reads every element).
+        return self.store.engine.sample(start, end, _RANDOM)
 
     async def write(self, records: Sequence[tuple[bytes, Record | None, Record]]) -> None:
         """Store `records` here (one log write), then at W on home replicas: one ReplicaPutMany

@@ -59,7 +59,7 @@ from ringkv.errors import (
     StorageFullError,
 )
 from ringkv.storage import compaction as jobs
-from ringkv.storage import manifest, sealing, snapshot, tiered, time_window, wal
+from ringkv.storage import manifest, sampling, sealing, snapshot, tiered, time_window, wal
 from ringkv.storage.cache import BlockCache, TableCache
 from ringkv.storage.fs import FsyncFailedError, PosixFileSystem
 from ringkv.storage.memtable import ENTRY_OVERHEAD_BYTES, MemTable
@@ -857,6 +857,17 @@ class Engine:
 
     def scan_prefix(self, prefix: bytes) -> ScanIterator:
         return self.scan(prefix, _prefix_end(prefix))
+
+    def sample(self, start: bytes, end: bytes, rng) -> bytes | None:
+        """A key stored in [start, end), drawn at random without reading the range
+        (storage/sampling.py says how, and how far from uniform); None when the draw found
+        none. The key may hold a tombstone: read it to judge it."""
+        if self._closed:
+            raise ClosedError(f"engine at {self.path} is closed")
+        with self._write_lock:
+            state = self._state
+            memtables = [m.sorted_keys() for m in (state.mem, *state.imms)]
+        return sampling.draw(memtables, state.versions, start, end, rng)
 
     # ------------------------------------------------------------------ background work
 
