@@ -287,6 +287,15 @@ def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path,
         assert set(ranges) == {elements.PROBE_PAGE_RECORDS}  # each pop's emptiness probe only
         ranges.clear()
         assert await kv.type_command("SCARD", [b"big"]) == 3800 and ranges == [0]
+        ranges.clear()
+        ten = await kv.type_command("SRANDMEMBER", [b"big", b"10"])
+        assert len(set(ten)) == 10 and await kv.type_command("SMISMEMBER", [b"big", *ten]) == [1] * 10
+        five = await kv.type_command("SPOP", [b"big", b"5"])
+        assert len(five) == 5 and await kv.type_command("SMISMEMBER", [b"big", *five]) == [0] * 5
+        assert set(ranges) <= {elements.PROBE_PAGE_RECORDS}  # draws, and the pop's emptiness probe
+        with pytest.raises(CommandError, match="out of range"):
+            await kv.type_command("SPOP", [b"big", b"-1"])
+        assert len(await kv.type_command("SRANDMEMBER", [b"big", b"-300"])) == 300  # repeats: read whole
 
         assert await kv.type_command("SADD", [b"few", *members[:2000]]) == 2000
         assert await kv.type_command("SREM", [b"few", *members[3:2000]]) == 1997
@@ -299,5 +308,10 @@ def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path,
         assert await kv.type_command("HSET", [b"h", *(x for i in range(500) for x in (b"f%d" % i, b"v"))]) == 500
         fields = {await kv.type_command("HRANDFIELD", [b"h"]) for _ in range(100)}
         assert len(fields) > 50 and all(f.startswith(b"f") for f in fields)
+        pairs = await kv.type_command("HRANDFIELD", [b"h", b"3", b"WITHVALUES"])
+        assert len(pairs) == 6 and len(set(pairs[::2])) == 3 and pairs[1::2] == [b"v"] * 3
+        assert sorted(await kv.type_command("SRANDMEMBER", [b"few", b"5"])) == []  # gone: nothing to draw
+        assert await kv.type_command("SADD", [b"three", b"a", b"b", b"c"]) == 3
+        assert sorted(await kv.type_command("SRANDMEMBER", [b"three", b"5"])) == [b"a", b"b", b"c"]  # fewer: all
 
     _run(tmp_path, body)

@@ -42,9 +42,12 @@ from ringkv.chaos.nemesis import MEMBERSHIP_TIMEOUT_S, DiskFiller, Nemesis, faul
 from ringkv.chaos.schedule import DC_KINDS, KINDS, NETWORK_KINDS, make_schedule
 from ringkv.chaos.workloads import (
     ALL_WORKLOADS,
+    HASH_COUNTER_PREFIX,
+    TYPED_WORKLOADS,
     WORKLOADS,
     Endpoint,
     Worker,
+    counter_read_args,
     typed_kind,
     typed_read_args,
     typed_result,
@@ -428,6 +431,10 @@ def _final_reads(cluster: LocalCluster, keys: list[str]) -> dict[str, checker.Fi
             node = cluster.nodes[i % len(cluster.nodes)]
             try:
                 with _redis(node) as r:
+                    if key.startswith(HASH_COUNTER_PREFIX):  # a counter: its field's value
+                        reply = r.execute_command("RINGKV.AT", "ALL", *counter_read_args(key))
+                        out[key] = checker.FinalRead([] if reply is None else [reply.decode()])
+                        break
                     if typed_kind(key) is not None:
                         reply = r.execute_command("RINGKV.AT", "ALL", *typed_read_args(key))
                         out[key] = checker.FinalRead(typed_result(key, reply))
@@ -451,7 +458,7 @@ def _settle_typed_keys(cluster: LocalCluster, history: History) -> dict[str, str
     settled. Each read is recorded as one by process -1, which the linearizability checks
     (typed_checker.py) take as the last word on the key. The keys no read succeeded for."""
     keys = sorted({(op.workload, op.key) for op in history.ops
-                   if typed_kind(op.key) is not None and op.process >= 0})
+                   if op.workload in TYPED_WORKLOADS and op.process >= 0})
     failed: dict[str, str] = {}
     deadline = time.monotonic() + 20.0
     for i, (workload, key) in enumerate(keys):
@@ -487,7 +494,7 @@ def _final_serial_reads(cluster: LocalCluster, history: History) -> dict[str, st
             try:
                 with _redis(node) as r:
                     if workload == "counter":
-                        reply = r.execute_command("RINGKV.AT", "SERIAL", "GET", key)
+                        reply = r.execute_command("RINGKV.AT", "SERIAL", *counter_read_args(key))
                         history.complete(op, OK, result=[] if reply is None else [reply.decode()])
                     else:
                         context, siblings = r.execute_command("RINGKV.AT", "SERIAL", "RINGKV.GETV", key)

@@ -10,7 +10,9 @@ workload's operations back to back and recording every one in the history.
                   unique element, RINGKV.PUTV with the read's context; now and then a
                   RINGKV.DELV of the whole set with the read's context
     counter       INCR and INCRBY 3 (the consensus path: per-key Paxos, docs/consistency.md)
-                  and reads at SERIAL (`RINGKV.AT SERIAL GET`)
+                  and reads at SERIAL (`RINGKV.AT SERIAL GET`); on a third of the keys
+                  (`hctr:<i>`), HINCRBY of one field of a hash instead (a round of the
+                  field's own record) and `RINGKV.AT SERIAL HGET`
     cas-register  a register changed only by consensus: read the value and its version
                   (RINGKV.GETV, half the time at SERIAL), then RINGKV.CAS key version new-value,
                   or now and then RINGKV.CAD key version; checked for linearizability
@@ -115,12 +117,23 @@ SADD_P = 0.6  # of set writes, SADD (else SREM); HSET vs HDEL likewise
 # find them empty), which keeps the queue model's linearizability search cheap.
 LPOP_P = 0.5
 SET_KEY_PREFIX, HASH_KEY_PREFIX, LIST_KEY_PREFIX = "sc:", "hc:", "lp:"
+# Counters kept in a hash field (HINCRBY): the counter workload's keys with this prefix.
+HASH_COUNTER_PREFIX, HASH_COUNTER_FIELD = "hctr:", "total"
+HASH_COUNTER_P = 1 / 3  # of counter operations, on a hash counter
+
+
+def counter_read_args(key: str) -> tuple:
+    """The command that reads a counter key's value (a string, or a hash counter's field)."""
+    if key.startswith(HASH_COUNTER_PREFIX):
+        return ("HGET", key, HASH_COUNTER_FIELD)
+    return ("GET", key)
 
 
 def typed_kind(key: str) -> str | None:
     """The Redis type a chaos key holds: "set", "hash", "list", or None (a string key read
     with RINGKV.GETV)."""
-    for prefix, kind in ((SET_KEY_PREFIX, "set"), (HASH_KEY_PREFIX, "hash"), (LIST_KEY_PREFIX, "list")):
+    for prefix, kind in ((SET_KEY_PREFIX, "set"), (HASH_KEY_PREFIX, "hash"), (LIST_KEY_PREFIX, "list"),
+                         (HASH_COUNTER_PREFIX, "hash")):
         if key.startswith(prefix):
             return kind
     return None
@@ -403,7 +416,7 @@ class Worker(threading.Thread):
     def _made_up_reply(self, op: Op, args: tuple) -> Any:
         """The planted bug's answer to a write it never sent: what the command would answer."""
         command = args[0].upper()
-        if command in ("INCR", "INCRBY"):
+        if command in ("INCR", "INCRBY", "HINCRBY"):
             return self.counters.get(op.key, 0) + int(op.value)
         if command == "RINGKV.CAS":
             return [1, f"planted {op.index}".encode()]
@@ -505,9 +518,10 @@ class Worker(threading.Thread):
             self.history.complete(op, OK)
 
     def _counter(self) -> None:
-        key = f"ctr:{self.rng.randrange(max(1, self.keys // 2))}"
+        hashed = self.rng.random() < HASH_COUNTER_P
+        key = f"{HASH_COUNTER_PREFIX if hashed else 'ctr:'}{self.rng.randrange(max(1, self.keys // 2))}"
         if self.rng.random() < COUNTER_READ_FRACTION:
-            op, ok, reply = self.request("read", key, None, ("RINGKV.AT", "SERIAL", "GET", key),
+            op, ok, reply = self.request("read", key, None, ("RINGKV.AT", "SERIAL", *counter_read_args(key)),
                                      write=False, serial=True)
             if ok:
                 values = [] if reply is None else [_text(reply)]
@@ -516,7 +530,10 @@ class Worker(threading.Thread):
                 self.history.complete(op, OK, result=values)
             return
         delta = INCRBY_DELTA if self.rng.random() < INCRBY_P else 1
-        args = ("INCR", key) if delta == 1 else ("INCRBY", key, delta)
+        if hashed:
+            args: tuple = ("HINCRBY", key, HASH_COUNTER_FIELD, delta)
+        else:
+            args = ("INCR", key) if delta == 1 else ("INCRBY", key, delta)
         op, ok, reply = self.request("incr", key, delta, args)
         if ok:
             self.counters[key] = int(reply)

@@ -81,10 +81,12 @@ _NAMED = {"SADD": (1, None, 1), "SREM": (1, None, 1), "SISMEMBER": (1, None, 1),
           "HSET": (1, None, 2), "HMSET": (1, None, 2), "HSETNX": (1, 2, 1), "HGET": (1, 2, 1),
           "HMGET": (1, None, 1), "HDEL": (1, None, 1), "HEXISTS": (1, 2, 1), "HSTRLEN": (1, 2, 1),
           "HINCRBY": (1, 2, 1), "HINCRBYFLOAT": (1, 2, 1)}
-# Commands that choose one element at random (without a count): they draw it from this
-# replica's engine and load only it (`_draw`), and read every element only when draws fail.
+# Commands that choose elements at random (without a count, or a positive one up to
+# MAX_DRAWN): they draw them from this replica's engine and load only those (`_draw`), and read
+# every element only when draws fall short.
 _DRAWN = frozenset({"SPOP", "SRANDMEMBER", "HRANDFIELD"})
-DRAWS = 8  # draws of one command before it reads every element instead
+DRAW_ROUNDS = 3  # rounds of draws (each 2 per element still wanted, then one read) before reading every element
+MAX_DRAWN = 64  # the largest positive count answered by draws
 # Commands whose result depends on the element's current value: in a cluster each is a
 # consensus round of the field's own record (node/consensus.Proposer.run_element).
 INCREMENTS = frozenset({"HINCRBY", "HINCRBYFLOAT"})
@@ -248,22 +250,45 @@ async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: 
     return [(element_value(s), s.timestamp) for s in present], (None if record is None else record.clock)
 
 
-async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int) -> bytes | None:
-    """A present element of the collection `key` (stored per element), drawn at random from this
-    replica's engine (storage/sampling.py) and confirmed at R; None when the key holds no such
-    collection, or DRAWS draws found no present element (many removed ones, or a node that
-    holds no replica of the key): the caller then reads every element."""
+def _wanted(name: str, args: list[bytes]) -> int:
+    """How many distinct elements a random command asks for that draws can answer: 1 without a
+    count, the count when it is positive and at most MAX_DRAWN (HRANDFIELD's WITHVALUES
+    allowed); 0 when it must read every element (a negative count draws with repeats from the
+    whole collection; a malformed one gets the command's own error there)."""
+    if name not in _DRAWN or not args:
+        return 0
+    if len(args) == 1:
+        return 1
+    if len(args) > 3 or (len(args) == 3 and (name != "HRANDFIELD" or args[2].lower() != b"withvalues")):
+        return 0
+    count = args[1]
+    if not count.isdigit() or len(count) > 3:
+        return 0
+    return int(count) if 0 < int(count) <= MAX_DRAWN else 0
+
+
+async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, want: int) -> list[bytes] | None:
+    """`want` distinct present elements of the collection `key` (stored per element), drawn at
+    random from this replica's engine (storage/sampling.py) and confirmed at R, in rounds of one
+    read each; None when the key holds no such collection, or DRAW_ROUNDS rounds found fewer
+    (many removed elements, a collection smaller than `want`, or a node that holds no replica
+    of the key): the caller then reads every element."""
     skey = storage_key(namespace, key)
     state = meta_state(await backend.record(skey), now_ms)
     if not state.exists or state.kind not in STORED_PER_ELEMENT:
         return None
     start, end = elements_range(skey)
-    for _ in range(DRAWS):
-        eskey = backend.sample(start, end)
-        if eskey is None:
-            continue
-        if visible((await backend.records([eskey]))[0], state, now_ms) is not None:
-            return split_element_key(split_storage_key(eskey)[1])[1]
+    found: dict[bytes, None] = {}
+    for _ in range(DRAW_ROUNDS):
+        need = want - len(found)
+        drawn = {e for _ in range(2 * need + 2) if (e := backend.sample(start, end)) is not None}
+        drawn = [e for e in drawn if e not in found]
+        if drawn:
+            for eskey, record in zip(drawn, await backend.records(drawn), strict=True):
+                if len(found) < want and visible(record, state, now_ms) is not None:
+                    found[eskey] = None
+        if len(found) == want:
+            return [split_element_key(split_storage_key(e)[1])[1] for e in found]
     return None
 
 
@@ -281,9 +306,9 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     spec = TYPE_COMMANDS[name]
     keys = list(dict.fromkeys(spec.keys(args)))
     members = named_members(name, args)
-    if name in _DRAWN and len(args) == 1:
-        drawn = await _draw(backend, namespace, args[0], now_ms)
-        members = None if drawn is None else [drawn]
+    want = _wanted(name, args)
+    if want:
+        members = await _draw(backend, namespace, args[0], now_ms, want)
     entries = {}
     for key in keys:
         loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
@@ -299,9 +324,9 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
         return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
     members = named_members(name, args)
-    if name in _DRAWN and len(args) == 1:
-        drawn = await _draw(backend, namespace, args[0], now_ms)
-        members = None if drawn is None else [drawn]
+    want = _wanted(name, args)
+    if want:
+        members = await _draw(backend, namespace, args[0], now_ms, want)
     loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
