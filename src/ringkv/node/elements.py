@@ -1,13 +1,15 @@
-"""Sets stored one record per element: the commands, run where the key's writes run.
+"""Sets and hashes stored one record per element: the commands, run where the key's writes run.
 
 docs/formats/elements.md is the layout and the rules; service/datatypes/convergent.py decides
 what records mean and what to write. This module does the IO for a command:
 
 1. **Load** each key it names: the meta record (the collection's own key) at R, merged into this
-   replica's copy; then, for a set stored per element, its members: only the ones the command
-   names for SADD, SREM, SISMEMBER and SMISMEMBER (what they answer depends on nothing else),
-   every one (a range read) for the rest. A set stored whole by an earlier release, a string or
-   another collection loads as the pure commands have always seen it.
+   replica's copy; then, for a collection stored per element, its elements: only the ones the
+   command names for SADD, SREM, SISMEMBER, SMISMEMBER, HSET, HGET, HDEL, ... (what they answer
+   depends on nothing else; `_NAMED`), the ones drawn at random for SPOP, SRANDMEMBER and
+   HRANDFIELD (`_draw`), every one (a range read) for the rest. A collection stored whole by an
+   earlier release, a string or another collection loads as the pure commands have always
+   seen it.
 2. **Run** the pure command (service/datatypes) on what was loaded.
 3. **Write** what changed: each added member born at this replica's next meta write, each
    removed member a tombstone, and the meta record, at W on the key's home replicas (no
@@ -18,8 +20,10 @@ what records mean and what to write. This module does the IO for a command:
    something else is overwritten whole, as before.
 
 No consensus round: the records converge by the rules, so two replicas that run commands on
-one set at once (both believe they come first) still agree after repair. A set stored whole is
-rewritten per element by the first write that loads it (a migration, once per set).
+one collection at once (both believe they come first) still agree after repair. The exception
+is HINCRBY and HINCRBYFLOAT, whose result depends on the field's value: in a cluster each is a
+consensus round of the field's own record (`_increment`). A collection stored whole is
+rewritten per element by the first write that loads it (a migration, once per key).
 
 `Backend` is where records come from and go: `ClusterBackend` reads at R and replicates at W,
 `LocalBackend` is a single node's engine.
