@@ -587,14 +587,10 @@ class Proposer:
         def apply(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[bytes | None, Any, Any]:
             record = None if current is None else rec.decode_record(current)
             value, result = effect(record)
-            context = record.clock if record is not None else None
-            floor = max((d.counter for d in earlier if d.actor == self.actor), default=0)
-            if floor and (context is None or context.get(self.actor, 0) < floor):
-                context = {**(context or {}), self.actor: floor}
             self.store.check_value(value)
-            new = rec.apply_write(record, actor=self.actor, context=context, value=value,
-                                  timestamp=self.store.replica.hlc_now(), expire_at_ms=0, policy=policy)
-            dot = max((s.dot for s in new.siblings if s.dot.actor == self.actor), key=lambda d: d.counter)
+            new, dot = proposed_record(record, None if record is None else record.clock, earlier, actor=self.actor,
+                                       value=value, timestamp=self.store.replica.hlc_now(), expire_at_ms=0,
+                                       policy=policy)
             return rec.encode_record(new), result, dot
 
         register = RecordRegister(policy, quota_checked(apply, self.store.quotas, namespace, len(eskey) - 9 - eskey[8]))
@@ -893,15 +889,24 @@ def apply_command(command: Command, policy: ConflictPolicy, current: bytes | Non
     else:
         context = dvv.decode_context(effect.context)
         dvv.check_known(record.clock if record is not None else {}, context)  # as LocalStore.execute's
+    if check_value is not None:
+        check_value(effect.value)
+    new, dot = proposed_record(record, context, earlier, actor=actor, value=effect.value, timestamp=timestamp(),
+                               expire_at_ms=effect.expire_at_ms, policy=policy)
+    return rec.encode_record(new), fill_result(effect.result, new), dot
+
+
+def proposed_record(record: rec.Record | None, context: dvv.VersionVector | None, earlier: tuple[dvv.Dot, ...], *,
+                    actor: bytes, value: Any, timestamp: int, expire_at_ms: int,
+                    policy: ConflictPolicy) -> tuple[rec.Record, dvv.Dot]:
+    """The record a proposal writes over `record` with `context`, and its dot: above the dots
+    of `earlier` (this command's earlier attempts; `apply_command` says why)."""
     floor = max((d.counter for d in earlier if d.actor == actor), default=0)
     if floor and (context is None or context.get(actor, 0) < floor):
         context = {**(context or {}), actor: floor}
-    if check_value is not None:
-        check_value(effect.value)
-    new = rec.apply_write(record, actor=actor, context=context, value=effect.value, timestamp=timestamp(),
-                          expire_at_ms=effect.expire_at_ms, policy=policy)
-    dot = max((s.dot for s in new.siblings if s.dot.actor == actor), key=lambda d: d.counter)
-    return rec.encode_record(new), fill_result(effect.result, new), dot
+    new = rec.apply_write(record, actor=actor, context=context, value=value, timestamp=timestamp,
+                          expire_at_ms=expire_at_ms, policy=policy)
+    return new, max((s.dot for s in new.siblings if s.dot.actor == actor), key=lambda d: d.counter)
 
 
 def apply_group_command(command: Command, policy: ConflictPolicy, skeys: list[bytes], entries: dict[bytes, bytes],

@@ -271,6 +271,15 @@ def _wanted(name: str, args: list[bytes]) -> int:
     return int(count) if 0 < int(count) <= MAX_DRAWN else 0
 
 
+async def _loaded_elements(backend: Backend, namespace: bytes, name: str, args: list[bytes], now_ms: int
+                           ) -> list[bytes] | None:
+    """The elements a command loads: those it names, those drawn for it, or None (all)."""
+    want = _wanted(name, args)
+    if want:
+        return await _draw(backend, namespace, args[0], now_ms, want)
+    return named_members(name, args)
+
+
 async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, want: int) -> list[bytes] | None:
     """`want` distinct present elements of the collection `key` (stored per element), drawn at
     random from this replica's engine (storage/sampling.py) and confirmed at R, in rounds of one
@@ -309,10 +318,7 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     stored per element."""
     spec = TYPE_COMMANDS[name]
     keys = list(dict.fromkeys(spec.keys(args)))
-    members = named_members(name, args)
-    want = _wanted(name, args)
-    if want:
-        members = await _draw(backend, namespace, args[0], now_ms, want)
+    members = await _loaded_elements(backend, namespace, name, args, now_ms)
     entries = {}
     for key in keys:
         loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
@@ -327,10 +333,7 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     if name in INCREMENTS and backend.consensus is not None:
         return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
-    members = named_members(name, args)
-    want = _wanted(name, args)
-    if want:
-        members = await _draw(backend, namespace, args[0], now_ms, want)
+    members = await _loaded_elements(backend, namespace, name, args, now_ms)
     loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
@@ -369,7 +372,7 @@ async def _increment(backend: Backend, namespace: bytes, spec: Any, args: list[b
         _plan(backend, lo, Entry(KIND_HASH, dict(lo.entry.value), lo.entry.expire_at_ms), elements, metas, [])
         await _write(backend, elements, metas)
         lo = await load(backend, namespace, key, now_ms, [])
-    actor, ts = backend.stamp()
+    actor = backend.stamp()[0]
     meta = backend.local(lo.skey)
     birth = next_birth(meta, actor)
     state = lo.state if lo.state.exists else MetaState(KIND_HASH, lo.state.cleared)
