@@ -75,6 +75,23 @@ def test_a_hash_fields_versions_over_http_and_resp(http: httpx.Client, r: redis.
         r.execute_command("RINGKV.HGETV", "user:2")
 
 
+def test_a_sorted_set_members_scores_over_http_and_resp(http: httpx.Client, r: redis.Redis) -> None:
+    r.zadd("board", {"ada": 2.5, "top": float("inf")})
+    doc = http.get("/keys/board/scores/ada/versions").json()
+    assert doc["key"] == "board" and doc["member"] == "ada" and doc["version"] > 0 and doc["context"]
+    assert [s["score"] for s in doc["siblings"]] == [2.5] and doc["siblings"][0]["hlc"] > 0
+    assert [s["score"] for s in http.get("/keys/board/scores/top/versions").json()["siblings"]] == ["inf"]
+    context, siblings = r.execute_command("RINGKV.ZSCOREV", "board", "ada")
+    assert context == base64.b64decode(doc["context"]) and [s[0] for s in siblings] == [b"2.5"]
+    assert http.get("/keys/board/scores/nope/versions").json()["siblings"] == []
+    assert r.execute_command("RINGKV.ZSCOREV", "nobody", "m") == [None, []]
+    r.hset("fields", "f", "v")
+    wrong = http.get("/keys/fields/scores/f/versions")
+    assert wrong.status_code == 409 and wrong.json()["type"] == "urn:ringkv:problem:wrong-type"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.execute_command("RINGKV.ZSCOREV", "fields", "f")
+
+
 def test_set_members_add_check_remove(http: httpx.Client, r: redis.Redis) -> None:
     added = http.post("/keys/tags/members", json={"members": ["b", "a", "c", "a"]})
     assert added.json() == {"key": "tags", "added": 3}

@@ -32,6 +32,7 @@ def test_hash_methods_answer_as_redis_py(kv: Client) -> None:
     assert kv.hset("h", mapping={"b": "2", "c": b"3"}, items=["d", "4"]) == 3
     assert kv.hsetnx("h", "a", "x") == 0
     assert kv.hget("h", "a") == b"1" and kv.hget("h", "zz") is None
+    assert [s.value for s in kv.hget_versions("h", "a").siblings] == [b"1"]
     assert kv.hmget("h", ["a", "zz"], "b") == [b"1", None, b"2"]
     assert kv.hgetall("h") == {b"a": b"1", b"b": b"2", b"c": b"3", b"d": b"4"}
     assert kv.hgetall("missing") == {}
@@ -76,6 +77,8 @@ def test_sorted_set_methods_answer_as_redis_py(kv: Client) -> None:
     assert kv.zadd("z", {"b": 1}, incr=True) == 3.5
     assert kv.zadd("z", {"new": 1}, xx=True, incr=True) is None
     assert kv.zscore("z", "a") == 5.0 and kv.zscore("z", "zz") is None
+    assert [s.value for s in kv.zscore_versions("z", "a").siblings] == [b"5"]
+    assert kv.zscore_versions("z", "zz").siblings == []
     assert kv.zmscore("z", ["a", "zz"]) == [5.0, None]
     assert kv.zincrby("z", 2, "c") == 5.0
     assert kv.zcard("z") == 3 and kv.zcount("z", "(3.5", "+inf") == 2

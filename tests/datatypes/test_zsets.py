@@ -19,7 +19,15 @@ from ringkv.errors import CommandError
 from ringkv.service.datatypes import COMMANDS, execute
 from ringkv.service.datatypes.base import KIND_SET, KIND_STRING, KIND_ZSET, Ctx, Entry
 from ringkv.service.datatypes.codec import decode, encode
-from ringkv.service.datatypes.zsets import pair_up, parse_score, resp3_pairs, score_text
+from ringkv.service.datatypes.zsets import (
+    Walk,
+    pair_up,
+    parse_score,
+    resp3_pairs,
+    score_text,
+    walk_of,
+    walked,
+)
 from ringkv.service.glob import GlobPattern
 
 FULL = os.environ.get("RINGKV_TEST_FULL") == "1"
@@ -568,3 +576,47 @@ def test_glob_corner_cases_redis_has():
     deep = b"a*" * 1050
     assert not GlobPattern(deep).matches(b"a" * 1100)  # past Redis's nesting guard
     assert GlobPattern(b"a*" * 900).matches(b"a" * 1100)
+
+
+@settings(max_examples=300)
+@given(zsets, st.integers(0, 2**32))
+def test_a_command_answers_the_same_on_the_members_its_walk_reaches(zset, seed):
+    """A store with a score index loads only the members `walk_of` names (the first ones in
+    score order, within a score range): on them, each command answers and removes exactly what
+    it does on the whole set, errors included. Commands whose walk is None read every member."""
+    rng = random.Random(seed)
+    for _ in range(20):
+        argv = random_command(rng)
+        name, args = argv[0].decode().upper(), [b"z", *argv[2:]]
+        walk = walk_of(name, args)
+        if walk is None or COMMANDS[name].keys(args) != [b"z"]:
+            continue
+        whole, part = fresh(zset), fresh(walked(zset, walk))
+        assert run_ours(part, [argv[0], *args]) == run_ours(whole, [argv[0], *args]), (argv, walk)
+        if COMMANDS[name].write:
+            kept = whole[b"z"].value if b"z" in whole else {}
+            left = part[b"z"].value if b"z" in part else {}
+            assert {m for m in zset if m not in kept} == {m for m in walked(zset, walk) if m not in left}, argv
+
+
+def test_walks_of_the_orders_that_need_every_member_are_none():
+    assert walk_of("ZREVRANGE", [b"z", b"0", b"1"]) is None
+    assert walk_of("ZRANGE", [b"z", b"0", b"1", b"REV"]) is None
+    assert walk_of("ZRANGE", [b"z", b"0", b"-1"]) is None
+    assert walk_of("ZRANGE", [b"z", b"[a", b"[b", b"BYLEX"]) is None
+    assert walk_of("ZCARD", [b"z"]) is None and walk_of("ZPOPMAX", [b"z"]) is None
+    assert walk_of("ZRANGE", [b"z", b"2", b"9"]) == Walk(most=10)
+    assert walk_of("ZRANGEBYSCORE", [b"z", b"(1", b"5", b"LIMIT", b"2", b"3"]) == Walk(1.0, 5.0, 5, low_open=True)
+    assert walk_of("ZRANK", [b"z", b"m"]) == Walk(member=b"m")
+
+
+@given(zsets, scores, scores, st.booleans(), st.booleans(), st.integers(-1, 6), st.integers(-1, 6))
+def test_a_score_walk_with_a_limit_reaches_every_member_it_answers(zset, lo, hi, lo_open, hi_open, offset, count):
+    """ZRANGEBYSCORE ... LIMIT on the members its walk reaches answers as on the whole set,
+    whatever the bounds' openness (an open low bound's own members do not count)."""
+    args = [b"z", (b"(" if lo_open else b"") + repr(lo).encode(), (b"(" if hi_open else b"") + repr(hi).encode(),
+            b"LIMIT", b"%d" % offset, b"%d" % count]
+    walk = walk_of("ZRANGEBYSCORE", args)
+    ctx = Ctx(now_ms=0)
+    assert execute(fresh(walked(zset, walk)), "ZRANGEBYSCORE", args, ctx) == execute(fresh(zset), "ZRANGEBYSCORE",
+                                                                                       args, ctx)

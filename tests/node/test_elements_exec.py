@@ -1,4 +1,4 @@
-"""Sets and hashes stored one record per element (node/elements.py) on a real node's store:
+"""Sets, hashes and sorted sets stored one record per element (node/elements.py) on a real node's store:
 what a command writes does not grow with the collection, a collection emptied or deleted is
 gone whatever its size, one stored whole by an earlier release is rewritten per element by its
 first write, and types are kept apart."""
@@ -16,8 +16,8 @@ from ringkv.node.local_store import LocalStore
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.replica import Replica, element_storage_key, elements_range, storage_key
 from ringkv.service.datatypes import codec
-from ringkv.service.datatypes.base import KIND_HASH, KIND_SET
-from ringkv.service.datatypes.convergent import meta_state, write_element
+from ringkv.service.datatypes.base import KIND_HASH, KIND_SET, KIND_ZSET
+from ringkv.service.datatypes.convergent import encode_score, meta_state, write_element
 from ringkv.storage import Engine, Options
 from ringkv.versioning.dvv import Dot
 from ringkv.versioning.record import Typed, apply_write, encode_record
@@ -60,6 +60,22 @@ def _element_bytes(store: LocalStore, key: bytes) -> list[tuple[bytes, bytes]]:
     start, end = elements_range(storage_key(b"", key))
     with store.engine.scan(start, end) as it:
         return [(bytes(k), bytes(v)) for k, v in it]
+
+
+def _count_range_reads(monkeypatch) -> list[int]:
+    """The first page size of each range read of a collection's elements a command makes
+    from now on (0: full pages, a read of the whole collection)."""
+    from ringkv.node import elements
+
+    ranges: list[int] = []
+    pages = elements.LocalBackend.pages
+
+    def counted(self, start, end, first_records=0):
+        ranges.append(first_records)
+        return pages(self, start, end, first_records)
+
+    monkeypatch.setattr(elements.LocalBackend, "pages", counted)
+    return ranges
 
 
 def test_a_write_to_a_large_set_stores_only_what_it_changes(tmp_path):
@@ -259,20 +275,156 @@ def test_concurrent_writes_of_one_field_are_siblings_with_the_newest_answered(tm
     _run(tmp_path, body)
 
 
+def test_a_write_to_a_large_sorted_set_stores_only_the_members_it_changes(tmp_path):
+    async def body(store, kv):
+        pairs = [x for i in range(5000) for x in (b"%d" % i, b"m%05d" % i)]
+        assert await kv.type_command("ZADD", [b"big", *pairs]) == 5000
+        assert _element_records(store, b"big") == 5000
+        counting = Counting(store)
+        assert await kv.type_command("ZADD", [b"big", b"1", b"m00001"]) == 0
+        assert counting.writes == 0  # the same score: nothing written
+        assert await kv.type_command("ZADD", [b"big", b"CH", b"-2.5", b"m00001"]) == 1
+        assert counting.writes == 2  # the member (born again) and the sorted set's own record
+        assert await kv.type_command("ZINCRBY", [b"big", b"7", b"new"]) == 7.0
+        assert await kv.type_command("ZADD", [b"big", b"INCR", b"1", b"new"]) == 8.0
+        assert counting.writes == 6
+        assert await kv.type_command("ZADD", [b"big", b"NX", b"INCR", b"1", b"new"]) is None
+        assert await kv.type_command("ZADD", [b"big", b"GT", b"0", b"m00003"]) == 0
+        assert counting.writes == 6  # neither changed anything
+        assert await kv.type_command("ZREM", [b"big", b"m00002", b"absent"]) == 1
+        assert counting.writes == 7  # a tombstone over one member
+        assert await kv.type_command("ZSCORE", [b"big", b"m00001"]) == -2.5
+        assert await kv.type_command("ZMSCORE", [b"big", b"m00002", b"m00003", b"new"]) == [None, 3.0, 8.0]
+        assert await kv.type_command("ZCARD", [b"big"]) == 5000
+        assert await kv.type_command("ZRANGE", [b"big", b"0", b"2", b"WITHSCORES"]) == [
+            b"m00001", -2.5, b"m00000", 0.0, b"m00003", 3.0]
+        assert await kv.type_command("ZRANK", [b"big", b"new"]) == 8
+        assert await kv.type_command("ZRANGEBYSCORE", [b"big", b"(4998", b"+inf"]) == [b"m04999"]
+        assert counting.writes == 7
+        assert await kv.type_command("ZPOPMAX", [b"big"]) == [b"m04999", 4999.0]
+        assert await kv.delete([b"big"]) == 1
+        assert _element_records(store, b"big") == 5001  # one clear marker; members lazily dropped
+        assert await kv.type_command("ZSCORE", [b"big", b"m00003"]) is None
+        assert await kv.type_command("ZADD", [b"big", b"XX", b"1", b"m00003"]) == 0
+        assert await kv.exists([b"big"]) == 0
+        assert await kv.type_command("ZADD", [b"big", b"1", b"m00003"]) == 1
+        assert await kv.type_command("ZRANGE", [b"big", b"0", b"-1", b"WITHSCORES"]) == [b"m00003", 1.0]
+
+    _run(tmp_path, body)
+
+
+def test_a_sorted_set_stored_whole_is_read_and_then_rewritten_per_element(tmp_path):
+    async def body(store, kv):
+        skey = storage_key(b"", b"old")
+        whole = Typed(KIND_ZSET, codec.encode(KIND_ZSET, {b"a": 1.0, b"b": 2.5}))
+        store.apply_record(skey, encode_record(apply_write(None, actor=b"old-build", context=None, value=whole,
+                                                           timestamp=1)))
+        assert await kv.type_command("ZRANGE", [b"old", b"0", b"-1", b"WITHSCORES"]) == [b"a", 1.0, b"b", 2.5]
+        assert [v.value for v in (await kv.zset_score_versions(b"old", b"b")).siblings] == [b"2.5"]
+        assert _element_records(store, b"old") == 0
+        assert await kv.type_command("ZINCRBY", [b"old", b"2", b"a"]) == 3.0
+        assert _element_records(store, b"old") == 2
+        assert await kv.type_command("ZRANGE", [b"old", b"0", b"-1", b"WITHSCORES"]) == [b"b", 2.5, b"a", 3.0]
+        assert type(store.winner(skey).value) is Typed and store.winner(skey).value.kind != KIND_ZSET
+
+    _run(tmp_path, body)
+
+
+def test_concurrent_writes_of_one_member_are_siblings_with_the_newest_score_answered(tmp_path):
+    """As a hash field's: two replicas that each set one member's score without seeing the
+    other's write leave both; ZSCORE and the ranges use the newest, RINGKV.ZSCOREV shows both,
+    and the next write of the member replaces both."""
+    async def body(store, kv):
+        assert await kv.type_command("ZADD", [b"z", b"1", b"m", b"5", b"n"]) == 2
+        skey = storage_key(b"", b"z")
+        state = meta_state(store.read(skey), kv.now_ms())
+        other = write_element(None, state, None, actor=b"b2", timestamp=store.replica.hlc_now() + 10**9,
+                              kind=KIND_ZSET, birth=Dot(b"b2", 1), value=encode_score(9.0))
+        store.apply_record(element_storage_key(skey, b"m"), encode_record(other))
+        assert await kv.type_command("ZSCORE", [b"z", b"m"]) == 9.0  # the newer write
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"-1"]) == [b"n", b"m"]
+        versions = await kv.zset_score_versions(b"z", b"m")
+        assert sorted(v.value for v in versions.siblings) == [b"1", b"9"] and versions.context
+        assert await kv.type_command("ZINCRBY", [b"z", b"1", b"m"]) == 10.0
+        assert [v.value for v in (await kv.zset_score_versions(b"z", b"m")).siblings] == [b"10"]
+        assert (await kv.zset_score_versions(b"z", b"absent")).siblings == []
+        await kv.type_command("HSET", [b"h", b"f", b"v"])
+        with pytest.raises(CommandError, match="wrong kind"):
+            await kv.zset_score_versions(b"h", b"f")
+
+    _run(tmp_path, body)
+
+
+def test_walks_in_score_order_read_only_what_they_reach_through_the_score_index(tmp_path, monkeypatch):
+    """With a score index (node/score_index.py), ZRANGE from the lowest rank, ZRANGEBYSCORE,
+    ZCOUNT, ZRANK, ZPOPMIN and ZREMRANGEBYSCORE read the members they reach, not the set; an
+    entry whose record no longer backs it is skipped and dropped; a restart rebuilds the index
+    from the records."""
+    from ringkv.node import elements
+    from ringkv.node.score_index import ScoreIndex
+
+    ranges = _count_range_reads(monkeypatch)
+
+    async def main():
+        clock = Clock()
+
+        def open_store():
+            engine = Engine.open(str(tmp_path / "engine"), Options())
+            store = LocalStore(Replica(engine, b"a1", clock), clock, namespaces=Namespaces(1, "siblings"),
+                               score_index=ScoreIndex.open(str(tmp_path)))
+            store.load()
+            return engine, store, LocalService(store)
+
+        engine, store, kv = open_store()
+        scores = {b"m%05d" % i: float((i * 7919) % 5000) - 2500.0 for i in range(5000)}
+        flat = [x for m, sc in scores.items() for x in (repr(sc).encode(), m)]
+        assert await kv.type_command("ZADD", [b"z", *flat]) == 5000
+        order = sorted(scores, key=lambda m: (scores[m], m))
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"4"]) == order[:5]
+        assert await kv.type_command("ZRANGEBYSCORE", [b"z", b"(-10", b"10", b"LIMIT", b"1", b"2"]) == [
+            m for m in order if -10 < scores[m] <= 10][1:3]
+        assert await kv.type_command("ZCOUNT", [b"z", b"0", b"(100"]) == 100
+        assert await kv.type_command("ZRANK", [b"z", order[42]]) == 42
+        assert await kv.type_command("ZRANK", [b"z", b"absent"]) is None
+        assert await kv.type_command("ZPOPMIN", [b"z", b"3"]) == [x for m in order[:3] for x in (m, scores[m])]
+        assert await kv.type_command("ZREMRANGEBYSCORE", [b"z", b"-2497", b"-2496"]) == 2
+        assert await kv.type_command("ZREMRANGEBYRANK", [b"z", b"0", b"0"]) == 1
+        # No command read the whole set: the removals' emptiness probes read a first page only.
+        assert set(ranges) == {elements.PROBE_PAGE_RECORDS}
+        ranges.clear()
+        left = order[6:]
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"2", b"WITHSCORES"]) == [
+            x for m in left[:3] for x in (m, scores[m])]
+        assert await kv.type_command("ZREVRANGE", [b"z", b"0", b"0"]) == [left[-1]] and ranges == [0]  # reads all
+        # A member's record collected without a write of ours: its entry is skipped, then dropped.
+        engine.delete(element_storage_key(storage_key(b"", b"z"), left[0]))
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"0"]) == [left[1]]
+        assert store.score_index.stale_dropped == 1
+        # A new score moves the member; DEL then a new set: the old members' entries stay, unused.
+        assert await kv.type_command("ZADD", [b"z", b"-9999", left[100]]) == 0
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"1"]) == [left[100], left[1]]
+        assert await kv.delete([b"z"]) == 1
+        assert await kv.type_command("ZADD", [b"z", b"5", b"x", b"1", b"y"]) == 2
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"9"]) == [b"y", b"x"]
+        store.close()
+        engine.close()
+        # A restart: the index is rebuilt from the records.
+        engine, store, kv = open_store()
+        assert await kv.type_command("ZRANGE", [b"z", b"0", b"9", b"WITHSCORES"]) == [b"y", 1.0, b"x", 5.0]
+        assert await kv.type_command("ZRANK", [b"z", b"x"]) == 1
+        store.close()
+        engine.close()
+
+    asyncio.run(main())
+
+
 def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path, monkeypatch):
     """SRANDMEMBER, SPOP and HRANDFIELD without a count draw a member from the engine
     (storage/sampling.py) and read only it; they read the whole collection only when draws keep
     finding removed members."""
     from ringkv.node import elements
 
-    ranges = []
-    pages = elements.LocalBackend.pages
-
-    def counted(self, start, end, first_records=0):
-        ranges.append(first_records)
-        return pages(self, start, end, first_records)
-
-    monkeypatch.setattr(elements.LocalBackend, "pages", counted)
+    ranges = _count_range_reads(monkeypatch)
 
     async def body(store, kv):
         members = [b"m%05d" % i for i in range(3000)]

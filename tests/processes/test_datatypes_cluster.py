@@ -133,32 +133,44 @@ def test_a_fast_namespace_runs_multi_key_commands_of_one_tag(cluster):
 INCREMENTS_PER_SIDE = 40
 
 
-def test_hincrby_from_both_sides_of_a_bridge_partition_loses_no_increment(tmp_path):
+def _replica_clients(cluster, key: bytes) -> list[tuple[str, redis.Redis]]:
+    """(node id, a client of it) of each replica of `key`, in preference order."""
+    r = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=15, retry=None)
+    ring = RingMap(json.loads(r.execute_command("RINGKV.RING")), "127.0.0.1")
+    nodes = cluster.nodes
+    return [(nodes[i].node_id, redis.Redis(port=nodes[i].resp_port, socket_timeout=15, retry=None))
+            for i in ring.replicas_of(b"", key)]
+
+
+def _cut_apart(one: tuple[str, redis.Redis], other: tuple[str, redis.Redis]) -> None:
+    """Two nodes stop hearing each other (RINGKV.FAULT PARTITION on both sides)."""
+    assert one[1].execute_command("RINGKV.FAULT", "PARTITION", other[0]) == f"blocked {other[0]}".encode()
+    assert other[1].execute_command("RINGKV.FAULT", "PARTITION", one[0]) == f"blocked {one[0]}".encode()
+
+
+def test_hincrby_and_zincrby_from_both_sides_of_a_bridge_partition_lose_no_increment(tmp_path):
     """The key's first two replicas cannot reach each other; the third reaches both. A client
-    of each of the two runs HINCRBY on one field: each of them believes it is the first
-    reachable replica and runs the command itself, at once. Each increment is a consensus
-    round of the field's record (the third replica is in both majorities), so the field ends
-    with every increment; a command run on each side without a round would lose some (two
-    writes that each read the same value)."""
+    of each of the two runs HINCRBY on one field and ZINCRBY on one member: each of them
+    believes it is the first reachable replica and runs the command itself, at once. Each
+    increment is a consensus round of the element's record (the third replica is in both
+    majorities), so each element ends with every increment; a command run on each side
+    without a round would lose some (two writes that each read the same value)."""
     with LocalCluster(tmp_path, nodes=3, replica_timeout_ms=300, gossip_interval_ms=200,
                       fault_injection=True) as cluster:
-        by_name = {n.node_id: n for n in cluster.nodes}
-        r = redis.Redis(port=cluster.nodes[0].resp_port, socket_timeout=15, retry=None)
-        ring = RingMap(json.loads(r.execute_command("RINGKV.RING")), "127.0.0.1")
-        names = [n.node_id for n in cluster.nodes]
-        first, second, _ = (names[i] for i in ring.replicas_of(b"", b"bridge:hash"))
-        a = redis.Redis(port=by_name[first].resp_port, socket_timeout=15, retry=None)
-        b = redis.Redis(port=by_name[second].resp_port, socket_timeout=15, retry=None)
-        assert a.hset("bridge:hash", "other", "x") == 1
-        assert a.execute_command("RINGKV.FAULT", "PARTITION", second) == f"blocked {second}".encode()
-        assert b.execute_command("RINGKV.FAULT", "PARTITION", first) == f"blocked {first}".encode()
+        first, second, (_, r) = _replica_clients(cluster, b"{bridge}:hash")
+        a, b = first[1], second[1]
+        assert a.hset("{bridge}:hash", "other", "x") == 1
+        assert a.zadd("{bridge}:zset", {"other": 5}) == 1
+        _cut_apart(first, second)
         replies: list[list[int]] = [[], []]
+        scores: list[list[float]] = [[], []]
         errors: list[BaseException] = []
 
         def work(side: int, client: redis.Redis) -> None:
             try:
                 for _ in range(INCREMENTS_PER_SIDE):
-                    replies[side].append(client.hincrby("bridge:hash", "total", 1))
+                    replies[side].append(client.hincrby("{bridge}:hash", "total", 1))
+                    scores[side].append(client.zincrby("{bridge}:zset", 1, "total"))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -170,7 +182,34 @@ def test_hincrby_from_both_sides_of_a_bridge_partition_loses_no_increment(tmp_pa
         assert errors == []
         # Linearizable: every reply is distinct, and the field holds their number.
         assert sorted(replies[0] + replies[1]) == list(range(1, 2 * INCREMENTS_PER_SIDE + 1))
+        assert sorted(scores[0] + scores[1]) == [float(i) for i in range(1, 2 * INCREMENTS_PER_SIDE + 1)]
         a.execute_command("RINGKV.FAULT", "HEAL")
         b.execute_command("RINGKV.FAULT", "HEAL")
-        assert _at_all(r, "HGET", "bridge:hash", "total") == str(2 * INCREMENTS_PER_SIDE).encode()
-        assert _at_all(r, "HGET", "bridge:hash", "other") == b"x"
+        assert _at_all(r, "HGET", "{bridge}:hash", "total") == str(2 * INCREMENTS_PER_SIDE).encode()
+        assert _at_all(r, "HGET", "{bridge}:hash", "other") == b"x"
+        assert _at_all(r, "ZSCORE", "{bridge}:zset", "total") == 2 * INCREMENTS_PER_SIDE
+        assert _at_all(r, "ZSCORE", "{bridge}:zset", "other") == 5
+
+
+def test_a_replica_that_missed_a_sorted_sets_writes_walks_it_through_the_others_indexes(tmp_path):
+    """Each replica keeps its own score index (node/score_index.py). One replica is cut off from
+    the coordinator while members are added at QUORUM; a walk in score order through that
+    replica at QUORUM reads the union of its index and another replica's, so it finds the
+    members it never stored, and answers as the replicas that hold them do."""
+    with LocalCluster(tmp_path, nodes=3, replica_timeout_ms=300, gossip_interval_ms=200,
+                      fault_injection=True) as cluster:
+        first, _, third = _replica_clients(cluster, b"board")
+        a, c = first[1], third[1]
+        assert a.zadd("board", {"early": 0}) == 1
+        _cut_apart(first, third)
+        scores = {f"m{i:03d}": float((i * 37) % 101) for i in range(100)}
+        assert a.zadd("board", scores) == 100
+        order = [m.encode() for m in sorted(scores, key=lambda m: (scores[m], m))]
+        # Through the replica that missed them (its own index has only "early"):
+        assert c.zrange("board", 0, 4) == [b"early", *order[:4]]
+        assert c.zrangebyscore("board", 10, 20, start=1, num=3) == [
+            m.encode() for m in sorted((m for m in scores if 10 <= scores[m] <= 20),
+                                       key=lambda m: (scores[m], m))][1:4]
+        assert c.zrank("board", order[50]) == 51
+        assert c.zcount("board", "-inf", "(50") == 1 + sum(1 for s in scores.values() if s < 50)
+        assert a.zrange("board", 0, 4) == c.zrange("board", 0, 4)

@@ -270,6 +270,10 @@ class GuardedService:
         self._check("ringkv.hgetv", (key,), R)
         return await self._kv.hash_field_versions(key, field)
 
+    async def zset_score_versions(self, key: bytes, member: bytes) -> Any:
+        self._check("ringkv.zscorev", (key,), R)
+        return await self._kv.zset_score_versions(key, member)
+
     async def exists(self, keys: Iterable[bytes]) -> int:
         keys = list(keys)
         self._check("exists", keys, "any")

@@ -60,6 +60,7 @@ from ringkv.api.http_models import (
     RemovedResponse,
     ScoreRequest,
     ScoreResponse,
+    ScoreVersionsResponse,
     ScoreWriteResponse,
     ValueEncoding,
     ValueFields,
@@ -315,19 +316,28 @@ class CollectionApi:
         (a partition) leave both values until the next write of the field, and GET .../fields/{field}
         answers the newest; this answers all of them. An empty list when the hash has no such
         field; 409 when the key holds another type."""
-        if not request.scope["path"].endswith("/versions"):
-            raise ProblemError(404, "not-found", f"no route for {request.method} {request.scope['path'][:200]!r}")
-        kb = path_key(request, key, key_encoding)
-        fb = path_element(request, field, encoding, "field")
-        try:
-            versions = await self._views(level).hash_field_versions(kb, fb)
-        except WrongTypeError:
-            raise ProblemError(409, "wrong-type", f"WRONGTYPE key {key[:200]!r} holds no hash") from None
+        versions = await self._element_versions(request, key, field, level, key_encoding, encoding, "field")
         return json_response({
             "key": key, "field": field, **version_fields(versions.context),
             "siblings": [value_out(s.value, encoding, {"timestamp": unix_seconds(s.timestamp), "hlc": s.timestamp})
                          for s in versions.siblings],
         })
+
+    async def _element_versions(self, request: Request, key: str, element: str, level: Any, key_encoding: str,
+                                encoding: str, what: str) -> Any:
+        """The SiblingSet of a hash field (`what` "field") or a sorted-set member ("member")."""
+        if not request.scope["path"].endswith("/versions"):
+            raise ProblemError(404, "not-found", f"no route for {request.method} {request.scope['path'][:200]!r}")
+        kb = path_key(request, key, key_encoding)
+        eb = path_element(request, element, encoding, what)
+        views = self._views(level)
+        try:
+            if what == "field":
+                return await views.hash_field_versions(kb, eb)
+            return await views.zset_score_versions(kb, eb)
+        except WrongTypeError:
+            held = "hash" if what == "field" else "sorted set"
+            raise ProblemError(409, "wrong-type", f"WRONGTYPE key {key[:200]!r} holds no {held}") from None
 
     async def put_field(self, request: Request, key: KeyPath, field: ElementPath, body: Annotated[ValueFields, Body()],
                         level: Consistency, key_encoding: KeyEncodingQuery = "utf-8",
@@ -399,6 +409,20 @@ class CollectionApi:
         if score is None:
             raise ProblemError(404, "member-not-found", f"key {key[:200]!r} has no member {member[:200]!r}")
         return json_response({"key": key, "member": member, "score": score_out(score)})
+
+    async def get_score_versions(self, request: Request, key: KeyPath, member: ElementPath, level: Consistency,
+                                 key_encoding: KeyEncodingQuery = "utf-8",
+                                 encoding: ValueEncodingQuery = "utf-8") -> Response:
+        """Every score of one member (RINGKV.ZSCOREV): ZADDs of the member on two replicas at
+        once (a partition) leave both scores until the next write of the member, and GET
+        .../scores/{member} answers the newest; this answers all of them. An empty list when
+        the sorted set has no such member; 409 when the key holds another type."""
+        versions = await self._element_versions(request, key, member, level, key_encoding, encoding, "member")
+        return json_response({
+            "key": key, "member": member, **version_fields(versions.context),
+            "siblings": [{"score": score_out(s.value), "timestamp": unix_seconds(s.timestamp), "hlc": s.timestamp}
+                         for s in versions.siblings],
+        })
 
     async def put_score(self, request: Request, key: KeyPath, member: ElementPath,
                         body: Annotated[ScoreRequest, Body()], level: Consistency,
@@ -538,6 +562,8 @@ def collection_routes(api: CollectionApi) -> Iterator[tuple[str, Callable, str, 
                                                                    "responses": writes}
     yield key + "/members", api.get_members, "GET", {"response_model": MembersResponse, "responses": not_found}
     yield key + "/members", api.add_members, "POST", {"response_model": AddedResponse, "responses": writes}
+    yield key + "/scores" + member + "/versions", api.get_score_versions, "GET", {
+        "response_model": ScoreVersionsResponse, "responses": reads}
     yield key + "/scores" + member, api.get_score, "GET", {"response_model": ScoreResponse, "responses": not_found}
     yield key + "/scores" + member, api.put_score, "PUT", {"response_model": ScoreWriteResponse,
                                                            "responses": writes}

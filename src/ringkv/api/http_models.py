@@ -359,14 +359,19 @@ class FieldVersion(BaseModel):
     hlc: int = Field(description="Hybrid logical clock timestamp of the HSET (or increment) that wrote it.")
 
 
-class FieldVersionsResponse(BaseModel):
+class _ElementVersions(BaseModel):
+    """What the versions of one element of a collection (a hash field, a sorted-set member) share."""
+
     key: str
-    field: str = Field(description="The field, as the path named it.")
     context: str | None = Field(
-        description="Causal context of the field's record (opaque), base64; null when the field has no record.",
+        description="Causal context of the element's record (opaque), base64; null when it has no record.",
         json_schema_extra=_B64_SCHEMA,
     )
     version: int = Field(description="The version number of that context (0 without a record).")
+
+
+class FieldVersionsResponse(_ElementVersions):
+    field: str = Field(description="The field, as the path named it.")
     siblings: list[FieldVersion] = Field(
         description="Every value of the field that concurrent writes left (the plain read answers the newest), "
                     "in a stable order; empty when the hash has no such field."
@@ -427,6 +432,20 @@ class ScoreResponse(BaseModel):
     key: str
     member: str
     score: Score = Field(description=_SCORE)
+
+
+class ScoreVersion(BaseModel):
+    score: Score = Field(description=_SCORE)
+    timestamp: int = Field(description=_TIMESTAMP)
+    hlc: int = Field(description="Hybrid logical clock timestamp of the ZADD (or increment) that wrote it.")
+
+
+class ScoreVersionsResponse(_ElementVersions):
+    member: str = Field(description="The member, as the path named it.")
+    siblings: list[ScoreVersion] = Field(
+        description="Every score of the member that concurrent writes left (the plain read answers the newest), "
+                    "in a stable order; empty when the sorted set has no such member."
+    )
 
 
 class ScoreWriteResponse(BaseModel):

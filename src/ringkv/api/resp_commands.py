@@ -703,6 +703,7 @@ _TABLE = (
     _spec("flushall", cmd_flushall, -1, (0, 0, 0), WRITE),
     _spec("ringkv.getv", rk.cmd_getv, 2, ONE_KEY),
     _spec("ringkv.hgetv", rk.cmd_hgetv, 3, ONE_KEY),
+    _spec("ringkv.zscorev", rk.cmd_zscorev, 3, ONE_KEY),
     _spec("ringkv.putv", rk.cmd_putv, -3, ONE_KEY, WRITE),
     _spec("ringkv.delv", rk.cmd_delv, -2, ONE_KEY, WRITE),
     _spec("ringkv.cas", rk.cmd_cas, -4, ONE_KEY, WRITE),

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 #       left (HGET answers the newest), the field record's context (null: no record), ttl_ms
 #       -1 (a field has no expiry of its own: the hash's is PTTL's). WRONGTYPE for a key that
 #       holds no hash.
+#   RINGKV.ZSCOREV key member
+#       -> the same for one member of a sorted set: every score concurrent ZADDs of the member
+#       left (ZSCORE answers the newest), as ZSCORE's text. WRONGTYPE for a key that holds no
+#       sorted set.
 #   RINGKV.PUTV key value [CONTEXT context] [PX ms | EX seconds]  -> the new context (bulk)
 #   RINGKV.DELV key [CONTEXT context]                             -> the new context (bulk)
 #       DELV writes a versioned tombstone: with the context of a read, no sibling that read
@@ -274,6 +278,10 @@ async def cmd_getv(c: RespConnection, argv):
 
 async def cmd_hgetv(c: RespConnection, argv):
     return _versions_reply(c, await c.kv.hash_field_versions(argv[1], argv[2]))
+
+
+async def cmd_zscorev(c: RespConnection, argv):
+    return _versions_reply(c, await c.kv.zset_score_versions(argv[1], argv[2]))
 
 
 def _versions_reply(c: RespConnection, versions):

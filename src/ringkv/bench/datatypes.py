@@ -11,8 +11,9 @@ pops from one list (`mylist`) and adds to one set, hash and sorted set, so those
 grow to `--requests` elements during the run.
 
 Part 2 builds a hash, a set and a sorted set of each size in both servers (pipelined writes),
-then times HGET, SISMEMBER and ZSCORE of random members from one client, one request at a time,
-and reports the median and p99 per size. The ringkv node runs with max_value_bytes at its
+then times HGET, SISMEMBER and ZSCORE of random members, and ZRANGE of ten members from a random
+rank under 100 (the sorted set's score index), from one client, one request at a time, and
+reports the median and p99 per size. The ringkv node runs with max_value_bytes at its
 maximum (32 MiB) so that large collections can be stored at all; a size that still does not fit
 is reported as refused.
 
@@ -45,6 +46,8 @@ FLAT_TARGET = 1.5  # largest size's median latency over the smallest's
 MAX_VALUE_BYTES = 32 * 1024 * 1024
 FILL_BATCH = 1000  # elements per pipelined write while building a collection
 READS = 2000  # one-element reads timed per (type, size)
+KINDS = ("hash", "set", "zset", "zrange")
+READ_NAMES = {"hash": "HGET", "set": "SISMEMBER", "zset": "ZSCORE", "zrange": "ZRANGE r r+9"}
 
 
 @dataclass
@@ -72,7 +75,7 @@ def _fill(client: redis.Redis, kind: str, key: str, size: int) -> None:
             client.hset(key, mapping={m: "v" for m in members})
         elif kind == "set":
             client.sadd(key, *members)
-        else:
+        else:  # zset, zrange
             client.zadd(key, {m: i for i, m in enumerate(members, start)})
 
 
@@ -86,8 +89,11 @@ def _read_latencies(client: redis.Redis, kind: str, key: str, size: int) -> list
             client.hget(key, member)
         elif kind == "set":
             client.sismember(key, member)
-        else:
+        elif kind == "zset":
             client.zscore(key, member)
+        else:
+            first = rng.randrange(min(size, 100))
+            client.zrange(key, first, first + 9)
         out.append((time.perf_counter() - started) * 1e6)
     return out
 
@@ -131,9 +137,9 @@ def render(pairs: dict[str, Pair], latency: dict, requests: int, repeats: int, s
         rk = cell["ringkv"]
         rk_text = cell["refused"] if rk is None else f"{statistics.median(rk):,.0f} / {_p99(rk):,.0f}"
         rd = cell["redis"]
-        lines.append(f"| {dict(hash='HGET', set='SISMEMBER', zset='ZSCORE')[kind]} | {size:,} | {rk_text} | "
+        lines.append(f"| {READ_NAMES[kind]} | {size:,} | {rk_text} | "
                      f"{statistics.median(rd):,.0f} / {_p99(rd):,.0f} |")
-    for kind in ("hash", "set", "zset"):
+    for kind in KINDS:
         small = latency.get((kind, sizes[0]), {}).get("ringkv")
         large = latency.get((kind, sizes[-1]), {}).get("ringkv")
         if small and large:
@@ -172,7 +178,7 @@ def main(requests: int, repeats: int, sizes: str, out: str) -> None:
                 if rep == 0:
                     for name, port in order:
                         client = redis.Redis(port=port, socket_timeout=600)
-                        for kind in ("hash", "set", "zset"):
+                        for kind in KINDS:
                             for size in size_list:
                                 cell = latency.setdefault((kind, size), {"ringkv": None, "redis": None,
                                                                           "refused": ""})

@@ -339,6 +339,13 @@ class DataTypeCommands:
         """The member's score, a float; None when it is not a member."""
         return self._send(True, _float_or_none, b"ZSCORE", encode(name), encode(value, "member"))
 
+    def zscore_versions(self, name: Data, value: Data) -> Any:
+        """Every score of one sorted-set member (RINGKV.ZSCOREV): ZADDs of the member on two
+        replicas at once leave each score until the next write of the member (`zscore` answers
+        the newest). A `Versions` whose siblings' values are the scores as text; no siblings
+        when the sorted set has no such member."""
+        return self._send(True, parse_versions, b"RINGKV.ZSCOREV", encode(name), encode(value, "member"))
+
     def zmscore(self, key: Data, members: Iterable[Data]) -> Any:
         names = _values(members, "member")
         if not names:

@@ -58,6 +58,7 @@ from ringkv.node.read_path import ReadPath
 from ringkv.node.replica import Replica
 from ringkv.node.replica_calls import Liveness, ReplicaCalls
 from ringkv.node.replica_service import ReplicaService
+from ringkv.node.score_index import ScoreIndex
 from ringkv.node.session_reads import SessionReads
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import ServiceLimits
@@ -142,8 +143,9 @@ async def open_node(config: NodeConfig, clock: Clock | None = None) -> Node:
         hot_keys=HotKeys(clock.now_ms, capacity=cfg.hot_keys_capacity, sample_every=cfg.hot_keys_sample_every,
                          half_life_ms=cfg.hot_keys_half_life_ms),
         hot_cache=HotCache(cfg.hot_keys_capacity) if any(s.hot_cache_ms for s in namespaces) else None,
+        score_index=ScoreIndex.open(cfg.data_dir, keys),
     )
-    await loop.run_in_executor(None, store.load)
+    await loop.run_in_executor(None, store.load)  # fills the score index too
     moves = MoveProgress()  # the membership manager's, reported by the figures
     figures = NodeFigures(cfg.node_id, identity, engine, store, clock, moves)
     faults = FaultState(clock)

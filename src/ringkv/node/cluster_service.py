@@ -57,7 +57,7 @@ from ringkv.node.session_reads import SessionReads, Settler
 from ringkv.node.write_path import WritePath
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
-from ringkv.service.datatypes.base import Ctx
+from ringkv.service.datatypes.base import KIND_ZSET, Ctx
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES
 from ringkv.service.session import SessionCodec, SessionToken
@@ -362,6 +362,12 @@ class ClusterService:
     async def hash_field_versions(self, key: bytes, field: bytes) -> SiblingSet:
         self._skey(key)
         values, clock = await elements.field_versions(self._elements_backend(key), self._ns, key, field, self.now_ms())
+        return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
+
+    async def zset_score_versions(self, key: bytes, member: bytes) -> SiblingSet:
+        self._skey(key)
+        values, clock = await elements.field_versions(self._elements_backend(key), self._ns, key, member,
+                                                      self.now_ms(), KIND_ZSET)
         return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
 
     # ---------------------------------------------------------------- writes

@@ -577,9 +577,9 @@ class Proposer:
                           effect: Callable[[rec.Record | None], tuple[bytes, Any]], w: int = 1) -> Any:
         """A read-modify-write of one element of a collection (HINCRBY of a hash field), as
         rounds of the element's own register (`register_key`): `effect(record)` answers the
-        element's new value and the command's result from its record as the round found it
-        (None: no record), and must not write anything itself (a round may compute several
-        times). Answers once `w` of the key's replicas store the chosen record; errors as
+        element's new value (None: nothing to write) and the command's result from its record
+        as the round found it (None: no record), and must not write anything itself (a round
+        may compute several times). Answers once `w` of the key's replicas store the chosen record; errors as
         `run`'s. The caller (node/elements.py) writes the collection's meta record after."""
         policy = self.placement.namespaces.of_stored(namespace).conflict_policy
         self.stats["paxos_commands"] += 1
@@ -587,6 +587,8 @@ class Proposer:
         def apply(current: bytes | None, earlier: tuple[dvv.Dot, ...]) -> tuple[bytes | None, Any, Any]:
             record = None if current is None else rec.decode_record(current)
             value, result = effect(record)
+            if value is None:
+                return None, result, None  # nothing to write
             self.store.check_value(value)
             new, dot = proposed_record(record, None if record is None else record.clock, earlier, actor=self.actor,
                                        value=value, timestamp=self.store.replica.hlc_now(), expire_at_ms=0,

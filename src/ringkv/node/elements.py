@@ -1,13 +1,14 @@
-"""Sets and hashes stored one record per element: the commands, run where the key's writes run.
+"""Sets, hashes and sorted sets stored one record per element: the commands, run where the
+key's writes run.
 
 docs/formats/elements.md is the layout and the rules; service/datatypes/convergent.py decides
 what records mean and what to write. This module does the IO for a command:
 
 1. **Load** each key it names: the meta record (the collection's own key) at R, merged into this
    replica's copy; then, for a collection stored per element, its elements: only the ones the
-   command names for SADD, SREM, SISMEMBER, SMISMEMBER, HSET, HGET, HDEL, ... (what they answer
-   depends on nothing else; `_NAMED`), the ones drawn at random for SPOP, SRANDMEMBER and
-   HRANDFIELD (`_draw`), every one (a range read) for the rest. A collection stored whole by an
+   command names for SADD, SREM, SISMEMBER, SMISMEMBER, HSET, HGET, HDEL, ZADD, ZSCORE, ZREM, ...
+   (what they answer depends on nothing else; `named_members`), the ones drawn at random for
+   SPOP, SRANDMEMBER and HRANDFIELD (`_draw`), every one (a range read) for the rest. A collection stored whole by an
    earlier release, a string or another collection loads as the pure commands have always
    seen it.
 2. **Run** the pure command (service/datatypes) on what was loaded.
@@ -20,10 +21,11 @@ what records mean and what to write. This module does the IO for a command:
    something else is overwritten whole, as before.
 
 No consensus round: the records converge by the rules, so two replicas that run commands on
-one collection at once (both believe they come first) still agree after repair. The exception
-is HINCRBY and HINCRBYFLOAT, whose result depends on the field's value: in a cluster each is a
-consensus round of the field's own record (`_increment`). A collection stored whole is
-rewritten per element by the first write that loads it (a migration, once per key).
+one collection at once (both believe they come first) still agree after repair. The exceptions
+are HINCRBY, HINCRBYFLOAT, ZINCRBY and ZADD ... INCR, whose result depends on the element's
+value: in a cluster each is a consensus round of the element's own record (`_increment`). A
+collection stored whole is rewritten per element by the first write that loads it (a
+migration, once per key).
 
 `Backend` is where records come from and go: `ClusterBackend` reads at R and replicates at W,
 `LocalBackend` is a single node's engine.
@@ -38,18 +40,20 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ringkv.errors import CommandError
+from ringkv.errors import CommandError, QuorumError
 from ringkv.node.commands import _NotLoaded
 from ringkv.node.consensus import crossslot_error, register_key
 from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY, MAX_RANGE_RECORDS
 from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
+from ringkv.node.score_index import ordered_score, parse_entry, record_scores, score_bound_after
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
-from ringkv.service.datatypes import codec, hashes, sets
+from ringkv.service.datatypes import codec, hashes, sets, zsets
 from ringkv.service.datatypes.base import (
     KIND_HASH,
     KIND_SET,
     KIND_STRING,
+    KIND_ZSET,
     Ctx,
     Entry,
     WrongTypeError,
@@ -58,8 +62,10 @@ from ringkv.service.datatypes.convergent import (
     MetaState,
     carried_births,
     clear_meta,
+    decode_score,
     element_value,
     encode_element,
+    encode_score,
     meta_state,
     next_birth,
     present_siblings,
@@ -75,16 +81,19 @@ from ringkv.versioning.record import Record, Typed, decode_record, overwrite
 _RANDOM = random.Random()  # SPOP's and SRANDMEMBER's choices (seeding one per command costs 10 us)
 SET_COMMANDS = frozenset(spec.name for spec in sets.COMMANDS)
 HASH_COMMANDS = frozenset(spec.name for spec in hashes.COMMANDS)
+ZSET_COMMANDS = frozenset(spec.name for spec in zsets.COMMANDS)
 # The commands of the collections stored one record per element.
-ELEMENT_COMMANDS = SET_COMMANDS | HASH_COMMANDS
+ELEMENT_COMMANDS = SET_COMMANDS | HASH_COMMANDS | ZSET_COMMANDS
 # The kinds stored per element, and what a collection's value is built from its elements.
-STORED_PER_ELEMENT = frozenset({KIND_SET, KIND_HASH})
+STORED_PER_ELEMENT = frozenset({KIND_SET, KIND_HASH, KIND_ZSET})
 # Commands whose answer depends only on the elements they name: they load only those, the
 # arguments args[start:stop:step].
 _NAMED = {"SADD": (1, None, 1), "SREM": (1, None, 1), "SISMEMBER": (1, None, 1), "SMISMEMBER": (1, None, 1),
           "HSET": (1, None, 2), "HMSET": (1, None, 2), "HSETNX": (1, 2, 1), "HGET": (1, 2, 1),
           "HMGET": (1, None, 1), "HDEL": (1, None, 1), "HEXISTS": (1, 2, 1), "HSTRLEN": (1, 2, 1),
-          "HINCRBY": (1, 2, 1), "HINCRBYFLOAT": (1, 2, 1)}
+          "HINCRBY": (1, 2, 1), "HINCRBYFLOAT": (1, 2, 1),
+          "ZREM": (1, None, 1), "ZSCORE": (1, 2, 1), "ZMSCORE": (1, None, 1), "ZINCRBY": (2, 3, 1)}
+# ZADD names its members after its flags and between its scores (`named_members`).
 # Commands that choose elements at random (without a count, or a positive one up to
 # MAX_DRAWN): they draw them from this replica's engine and load only those (`_draw`), and read
 # every element only when draws fall short.
@@ -92,8 +101,13 @@ _DRAWN = frozenset({"SPOP", "SRANDMEMBER", "HRANDFIELD"})
 DRAW_ROUNDS = 3  # rounds of draws (each 2 per element still wanted, then one read) before reading every element
 MAX_DRAWN = 64  # the largest positive count answered by draws
 # Commands whose result depends on the element's current value: in a cluster each is a
-# consensus round of the field's own record (node/consensus.Proposer.run_element).
-INCREMENTS = frozenset({"HINCRBY", "HINCRBYFLOAT"})
+# consensus round of the element's own record (node/consensus.Proposer.run_element). ZADD
+# with INCR is one too (`is_increment`).
+INCREMENTS = frozenset({"HINCRBY", "HINCRBYFLOAT", "ZINCRBY"})
+# Sorted-set commands that walk the score order from the lowest score (zsets.walk_of): where
+# the store keeps a score index (node/score_index.py) they load only the members the walk
+# reaches, checking its entries in rounds of one index read and one read of their records.
+INDEX_PAGE_ENTRIES = 64
 # Commands that look only at a key's type: they load no member.
 _TYPE_ONLY = frozenset({"TYPE"})
 # Keyspace commands that move whole values between keys: they run here when a key they name
@@ -115,6 +129,13 @@ class Backend(Protocol):
     def local(self, skey: bytes) -> Record | None: ...
 
     def sample(self, start: bytes, end: bytes) -> bytes | None: ...  # a storage key of this replica in [start, end)
+
+    indexed: bool  # whether sorted sets' score indexes can be read (node/score_index.py)
+
+    def index_pages(self, start: bytes, end: bytes, first: int) -> AsyncIterator[list[tuple[bytes, float, bytes]]]: ...
+    # (pages of (index key, score, member) in [start, end) at R, the first of `first` entries)
+
+    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None: ...  # an entry found stale
 
     async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None: ...  # (skey, stored, new)
 
@@ -165,8 +186,15 @@ def wants(name: str) -> bool:
 
 def named_members(name: str, args: list[bytes]) -> list[bytes] | None:
     """The elements a command names, when its answer depends on nothing else (None: all)."""
+    if name == "ZADD":  # key [flags] score member [score member ...]
+        return list(dict.fromkeys(args[zsets.zadd_options(args)[1] + 1::2]))
     where = _NAMED.get(name)
     return None if where is None else list(dict.fromkeys(args[where[0]:where[1]:where[2]]))
+
+
+def is_increment(name: str, args: list[bytes]) -> bool:
+    """Whether a command's new value of an element is computed from its current one."""
+    return name in INCREMENTS or (name == "ZADD" and b"incr" in zsets.zadd_options(args)[0])
 
 
 def _no_value(sibling: Any) -> bytes:
@@ -175,7 +203,16 @@ def _no_value(sibling: Any) -> bytes:
 
 def _value_of(kind: int, present: dict[bytes, bytes]) -> Any:
     """A collection's value (base.py's table) from its present elements' values."""
-    return set(present) if kind == KIND_SET else present
+    if kind == KIND_SET:
+        return set(present)
+    if kind == KIND_ZSET:
+        return {m: decode_score(v) for m, v in present.items()}
+    return present
+
+
+def _element_bytes(kind: int, value: Any) -> bytes:
+    """What an element record stores of an element's value in a collection's value."""
+    return encode_score(value) if kind == KIND_ZSET else value
 
 
 async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, members: list[bytes] | None,
@@ -233,25 +270,34 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
     return loaded
 
 
-async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: bytes, now_ms: int
-                         ) -> tuple[list[tuple[bytes, int]], Any]:
-    """Every value a hash field holds: ([(value, HLC timestamp), ...] in a stable order, the
-    field record's clock, None without one). One value unless writes of the field on two
-    replicas at once left siblings, which HGET resolves to the newest; a hash stored whole
-    has one value per field. WRONGTYPE when the key holds something else."""
+async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: bytes, now_ms: int,
+                         kind: int = KIND_HASH) -> tuple[list[tuple[bytes, int]], Any]:
+    """Every value a hash field holds (`kind` KIND_HASH), or every score a sorted-set member has
+    (KIND_ZSET, as ZSCORE's text): ([(value, HLC timestamp), ...] in a stable order, the
+    element record's clock, None without one). One value unless writes of the element on two
+    replicas at once left siblings, which HGET and ZSCORE resolve to the newest; a collection
+    stored whole has one value per element. WRONGTYPE when the key holds something else."""
     check_element(namespace, key, field)
     loaded = await load(backend, namespace, key, now_ms, [field])
     if loaded.entry is None:
         return [], None
-    if loaded.entry.kind != KIND_HASH:
+    if loaded.entry.kind != kind:
         raise WrongTypeError()
+    text = zsets.score_text if kind == KIND_ZSET else _same
     if not loaded.per_element:  # stored whole: the key's own record versions it
         value = loaded.entry.value.get(field)
         other = loaded.state.other
-        return ([] if value is None else [(value, other.timestamp)]), loaded.meta.clock
+        return ([] if value is None else [(text(value), other.timestamp)]), loaded.meta.clock
     record = loaded.members[field]
     present = present_siblings(record, loaded.state, now_ms)
+    if kind == KIND_ZSET:
+        return ([(text(decode_score(element_value(s))), s.timestamp) for s in present],
+                None if record is None else record.clock)
     return [(element_value(s), s.timestamp) for s in present], (None if record is None else record.clock)
+
+
+def _same(value: bytes) -> bytes:
+    return value
 
 
 def _wanted(name: str, args: list[bytes]) -> int:
@@ -305,6 +351,60 @@ async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, wan
     return None
 
 
+async def _load_walk(backend: Backend, namespace: bytes, key: bytes, now_ms: int, walk: zsets.Walk) -> Loaded | None:
+    """The members of the sorted set `key` that `walk` reaches, in score order from the lowest
+    (a partial load, as for named members), read through the score index: each entry is
+    checked against the member's record read at R (its present score must be the entry's),
+    so entries a write or a DEL left behind are skipped. None when the key holds no sorted
+    set stored per element (`load` reads it as it is)."""
+    skey = storage_key(namespace, key)
+    meta = await backend.record(skey)
+    state = meta_state(meta, now_ms)
+    if state.kind != KIND_ZSET:
+        return None
+    found: dict[bytes, float] = {}
+    loaded = Loaded(key, skey, meta, state, Entry(KIND_ZSET, found, state.expire_at_ms), True, partial=True)
+    high = walk.high
+    if walk.member is not None:  # ZRANK: the members up to this one's score
+        check_element(namespace, key, walk.member)
+        sibling = visible((await backend.records([element_storage_key(skey, walk.member)]))[0], state, now_ms)
+        if sibling is None:
+            return loaded
+        high = decode_score(element_value(sibling))
+    prefix = elements_range(skey)[0]
+    start, end = prefix + ordered_score(walk.low), prefix + score_bound_after(high)
+    want = walk.most
+    first = min(want, INDEX_PAGE_ENTRIES) if want else INDEX_PAGE_ENTRIES
+    async with contextlib.aclosing(backend.index_pages(start, end, first)) as pages:
+        async for page in pages:
+            eskeys = [element_storage_key(skey, member) for _, _, member in page]
+            for (ikey, score, member), eskey, record in zip(page, eskeys, await backend.records(eskeys), strict=True):
+                sibling = visible(record, state, now_ms)
+                if sibling is not None and decode_score(element_value(sibling)) == score:
+                    if not walk.reaches(score):
+                        continue
+                    found.setdefault(member, score)
+                    if len(found) == want:
+                        return loaded
+                else:
+                    backend.stale(ikey, eskey, score)
+    return loaded
+
+
+async def _load_key(backend: Backend, namespace: bytes, key: bytes, now_ms: int, members: list[bytes] | None,
+                    walk: zsets.Walk | None, type_only: bool = False) -> Loaded:
+    """`load`, or `_load_walk` for a walk on a sorted set where the backend reads score
+    indexes (a replica that keeps none, an older build's, sends the command to `load`)."""
+    if walk is not None and backend.indexed:
+        try:
+            loaded = await _load_walk(backend, namespace, key, now_ms, walk)
+        except QuorumError:
+            loaded = None
+        if loaded is not None:
+            return loaded
+    return await load(backend, namespace, key, now_ms, members, type_only)
+
+
 def check_one_slot(namespace: bytes, name: str, keys: list[bytes]) -> None:
     """In a cluster, a command's keys must share a hash tag: one replica set runs it whole."""
     first = register_key(storage_key(namespace, keys[0]))
@@ -319,9 +419,10 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     spec = TYPE_COMMANDS[name]
     keys = list(dict.fromkeys(spec.keys(args)))
     members = await _loaded_elements(backend, namespace, name, args, now_ms)
+    walk = zsets.walk_of(name, args)
     entries = {}
     for key in keys:
-        loaded = await load(backend, namespace, key, now_ms, members, type_only=name in _TYPE_ONLY)
+        loaded = await _load_key(backend, namespace, key, now_ms, members, walk, type_only=name in _TYPE_ONLY)
         entries[key] = loaded.entry
     return spec.run(Ctx(now_ms, _RANDOM), args, entries)[1]
 
@@ -330,11 +431,12 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     """A write command, run here under the locks of its keys (the caller's), on what the keys
     hold; returns the reply."""
     spec = TYPE_COMMANDS[name]
-    if name in INCREMENTS and backend.consensus is not None:
+    if backend.consensus is not None and is_increment(name, args):
         return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
     members = await _loaded_elements(backend, namespace, name, args, now_ms)
-    loaded = {key: await load(backend, namespace, key, now_ms, members) for key in keys}
+    walk = zsets.walk_of(name, args)
+    loaded = {key: await _load_key(backend, namespace, key, now_ms, members, walk) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
     writes, reply = spec.run(Ctx(now_ms, _RANDOM), args, entries)
@@ -351,52 +453,60 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
 
 
 async def _increment(backend: Backend, namespace: bytes, spec: Any, args: list[bytes], now_ms: int) -> Any:
-    """HINCRBY or HINCRBYFLOAT in a cluster: a consensus round of the field's record, so that
-    increments from any number of coordinators are linearizable and none is lost.
+    """HINCRBY, HINCRBYFLOAT, ZINCRBY or ZADD ... INCR in a cluster: a consensus round of the
+    element's record, so that increments from any number of coordinators are linearizable
+    and none is lost.
 
-    The round reads the field at a majority and writes its new value with a dot that
-    supersedes all it read. A present field keeps its births (`carried_births`): the increment
-    is removed by exactly the removes that would remove the field. A field the round finds
-    absent is born at this replica's next meta write, which follows the round (the element at
-    W before the meta record names its birth, as every add)."""
-    key, field = args[0], args[1]
+    The round reads the element at a majority and writes its new value with a dot that
+    supersedes all it read. A present element keeps its births (`carried_births`): the
+    increment is removed by exactly the removes that would remove the element. An element the
+    round finds absent is born at this replica's next meta write, which follows the round (the
+    element at W before the meta record names its birth, as every add). A round that changes
+    nothing (ZADD NX INCR of a present member) writes nothing."""
+    name, key = spec.name, args[0]
+    kind = KIND_HASH if name in HASH_COMMANDS else KIND_ZSET
     ctx = Ctx(now_ms, _RANDOM)
-    spec.run(ctx, args, {key: Entry(KIND_HASH, {}, 0)})  # the increment's own errors, before any round
-    check_element(namespace, key, field)
-    lo = await load(backend, namespace, key, now_ms, [])  # the meta record: the round reads the field
-    if lo.entry is not None and lo.entry.kind != KIND_HASH:
+    spec.run(ctx, args, {key: Entry(kind, {}, 0)})  # the command's own errors, before any round
+    element = args[1] if kind == KIND_HASH else args[2] if name == "ZINCRBY" else args[-1]
+    check_element(namespace, key, element)
+    lo = await load(backend, namespace, key, now_ms, [])  # the meta record: the round reads the element
+    if lo.entry is not None and lo.entry.kind != kind:
         spec.run(ctx, args, {key: lo.entry})  # WRONGTYPE
-    if lo.entry is not None and not lo.per_element:  # a hash stored whole: rewritten per element first
+    if lo.entry is not None and not lo.per_element:  # stored whole: rewritten per element first
         elements: list[tuple[bytes, Record]] = []
         metas: list[tuple[bytes, Record]] = []
-        _plan(backend, lo, Entry(KIND_HASH, dict(lo.entry.value), lo.entry.expire_at_ms), elements, metas, [])
+        _plan(backend, lo, Entry(kind, _copy(lo.entry.value), lo.entry.expire_at_ms), elements, metas, [])
         await _write(backend, elements, metas)
         lo = await load(backend, namespace, key, now_ms, [])
     actor = backend.stamp()[0]
     meta = backend.local(lo.skey)
     birth = next_birth(meta, actor)
-    state = lo.state if lo.state.exists else MetaState(KIND_HASH, lo.state.cleared)
+    state = lo.state if lo.state.exists else MetaState(kind, lo.state.cleared)
     born = []
 
-    def effect(record: Record | None) -> tuple[bytes, Any]:
+    def effect(record: Record | None) -> tuple[bytes | None, Any]:
         sibling = visible(record, state, now_ms)
-        entry = Entry(KIND_HASH, {} if sibling is None else {field: element_value(sibling)}, 0)
-        reply = spec.run(ctx, args, {key: entry})[1]
+        before = None if sibling is None else _value_of(kind, {element: element_value(sibling)})[element]
+        entry = Entry(kind, {} if sibling is None else {element: before}, 0)
+        writes, reply = spec.run(ctx, args, {key: entry})
+        after = writes.get(key)
+        value = None if after is None else after.value.get(element)
+        if value is None or value == before:
+            return None, reply  # nothing to write (the round still orders the command)
         if sibling is None:
             births = carried_births(record, state, meta.clock if meta is not None else {})
             births.add(birth)
             born.append(True)
         else:
             births = carried_births(record, state, {})
-        return encode_element(KIND_HASH, list(births), entry.value[field]), reply
+        return encode_element(kind, list(births), _element_bytes(kind, value)), reply
 
-    reply = await backend.consensus(namespace, element_storage_key(lo.skey, field), effect)
+    reply = await backend.consensus(namespace, element_storage_key(lo.skey, element), effect)
     if born:
         actor, ts = backend.stamp()
         meta = backend.local(lo.skey)
-        meta_state_now = MetaState(KIND_HASH, state.cleared, state.expire_at_ms)
-        await backend.write([(lo.skey, meta, write_meta(meta, meta_state_now, actor=actor, timestamp=ts,
-                                                        kind=KIND_HASH))])
+        meta_state_now = MetaState(kind, state.cleared, state.expire_at_ms)
+        await backend.write([(lo.skey, meta, write_meta(meta, meta_state_now, actor=actor, timestamp=ts, kind=kind))])
     return reply
 
 
@@ -432,10 +542,9 @@ def _plan(backend: Backend, lo: Loaded, after: Entry | None, elements: list, met
             before, cleared = (), lo.state.cleared
         if kind == KIND_SET:
             adds = [(m, b"") for m in after.value if m not in before]
-            removes = [m for m in before if m not in after.value]
-        else:
-            adds = [(f, v) for f, v in after.value.items() if before.get(f) != v] if same else list(after.value.items())
-            removes = [f for f in before if f not in after.value]
+        else:  # a hash field's value, a member's score
+            adds = [(e, _element_bytes(kind, v)) for e, v in after.value.items() if not same or before.get(e) != v]
+        removes = [e for e in before if e not in after.value]
         if not adds and not removes and same and after.expire_at_ms == lo.state.expire_at_ms:
             return
         state = MetaState(kind, cleared, after.expire_at_ms)
@@ -505,6 +614,13 @@ PROBE_PAGE_RECORDS = 16
 PAGE_GROWTH = 8
 
 
+def _drop_stale(store: Any, ikey: bytes, eskey: bytes, score: float) -> None:
+    """Remove an index entry that this replica's own record of the member does not back (a
+    record the engine collected, or an entry read from a peer and never held here)."""
+    if score not in record_scores(store.read(eskey)):
+        store.score_index.discard(ikey)
+
+
 class LocalLocks:
     """A single node's per-key locks for these commands, shared by every view of its store
     (a range read frees the event loop between pages, so commands on one key must wait for
@@ -570,6 +686,28 @@ class LocalBackend:
 
     def sample(self, start: bytes, end: bytes) -> bytes | None:
         return self.store.engine.sample(start, end, _RANDOM)
+
+    @property
+    def indexed(self) -> bool:
+        return self.store.score_index is not None
+
+    async def index_pages(self, start: bytes, end: bytes, first: int) -> AsyncIterator[list[tuple[bytes, float, bytes]]]:
+        """The entries over a snapshot of this node's index, in pages growing from `first`."""
+        entries = self.store.score_index.entries(start, end)
+        try:
+            size, page = first, []
+            for entry in entries:
+                page.append(entry)
+                if len(page) >= size:
+                    yield page
+                    page, size = [], min(LOCAL_PAGE_RECORDS, size * PAGE_GROWTH)
+            if page:
+                yield page
+        finally:
+            entries.close()  # the snapshot, at once (see _clear_if_empty)
+
+    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None:
+        _drop_stale(self.store, ikey, eskey, score)
 
     async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None:
         # The command holds its keys' locks (LocalLocks); its writes are one step of the loop.
@@ -642,6 +780,24 @@ class ClusterBackend:
         # This node's own copy: a coordinator that is no replica of the key holds none of it
         # (the draw finds nothing, and the command reads every element).
         return self.store.engine.sample(start, end, _RANDOM)
+
+    @property
+    def indexed(self) -> bool:
+        return self.store.score_index is not None
+
+    async def index_pages(self, start: bytes, end: bytes, first: int) -> AsyncIterator[list[tuple[bytes, float, bytes]]]:
+        """The union of R replicas' entries (read_range over their indexes), in pages."""
+        after, size = None, first
+        while True:
+            page = await read_range(self.reads, start, end, after, self.r, max_records=size, index=True)
+            size = min(MAX_RANGE_RECORDS, size * PAGE_GROWTH)
+            yield [parse_entry(ikey) for ikey, _ in page.records]
+            if page.after is None:
+                return
+            after = page.after
+
+    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None:
+        _drop_stale(self.store, ikey, eskey, score)
 
     async def write(self, records: Sequence[tuple[bytes, Record | None, Record]]) -> None:
         """Store `records` here (one log write), then at W on home replicas: one ReplicaPutMany

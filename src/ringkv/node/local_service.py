@@ -41,7 +41,7 @@ from ringkv.node.local_store import LocalStore
 from ringkv.node.replica import storage_key
 from ringkv.service.contract import NamespaceSpec, ServiceLimits
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
-from ringkv.service.datatypes.base import Ctx
+from ringkv.service.datatypes.base import KIND_ZSET, Ctx
 from ringkv.service.levels import ConsistencyLevel, Levels, parse_level, resolve
 from ringkv.service.limits import MAX_KEY_BYTES, MAX_TOKEN
 from ringkv.service.session import SessionCodec, SessionToken
@@ -149,6 +149,12 @@ class LocalService:
         self._skey(key)
         values, clock = await elements.field_versions(elements.LocalBackend(self.store), self._ns, key, field,
                                                       self.now_ms())
+        return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
+
+    async def zset_score_versions(self, key: bytes, member: bytes) -> SiblingSet:
+        self._skey(key)
+        values, clock = await elements.field_versions(elements.LocalBackend(self.store), self._ns, key, member,
+                                                      self.now_ms(), KIND_ZSET)
         return SiblingSet([Value(v, ts, 0, b"") for v, ts in values], None if clock is None else encode_context(clock))
 
     async def exists(self, keys: Iterable[bytes]) -> int:

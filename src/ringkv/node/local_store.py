@@ -37,6 +37,7 @@ from ringkv.node.hot_cache import HotCache
 from ringkv.node.namespaces import Namespaces
 from ringkv.node.quotas import NamespaceUsage, QuotaGate, write_growth
 from ringkv.node.replica import Replica, record_storage_key, split_storage_key, storage_key
+from ringkv.node.score_index import ScoreIndex
 from ringkv.service.datatypes.base import TYPE_NAMES, WrongTypeError
 from ringkv.service.elements import ELEMENT_MARK, RESERVED_PREFIX, reserved_key_error
 from ringkv.service.glob import GlobPattern
@@ -95,6 +96,7 @@ class LocalStore:
         quotas: QuotaGate | None = None,
         hot_keys: HotKeys | None = None,
         hot_cache: HotCache | None = None,
+        score_index: ScoreIndex | None = None,
     ):
         self.replica = replica
         self.engine = replica.engine
@@ -136,6 +138,9 @@ class LocalStore:
         # Offered by the coordinator's paths only: a replica's merges are not requests.
         self.hot_keys = hot_keys or HotKeys(clock.now_ms)
         self.hot_cache = hot_cache
+        # Sorted-set members by score (node/score_index.py), kept in step with every record
+        # stored here (`_account`); None: range commands read and sort every member.
+        self.score_index = score_index
 
     # ---------------------------------------------------------------- start-up and counts
 
@@ -148,9 +153,13 @@ class LocalStore:
         self.live_keys = 0
         self.usage.clear()
         expiring: dict[bytes, int] = {}
+        index = None if self.score_index is None else self.score_index.loader()
         with self.engine.scan() as it:
             for skey, data in it:
-                values_len, exp = _live(decode(data))
+                record = decode(data)
+                values_len, exp = _live(record)
+                if index is not None and _is_element(skey):
+                    index.add(bytes(skey), record)
                 if values_len >= 0:
                     self._count(skey, 1)
                     nbytes = values_len + len(skey) - 9 - skey[8]  # the key's bytes count too
@@ -159,6 +168,8 @@ class LocalStore:
                         expiring[skey] = nbytes
                 if exp and len(heap) < self._expiry_max:
                     heap.append((exp, skey))
+        if index is not None:
+            index.flush()
         heapq.heapify(heap)
         self._expiry_heap = heap
         self._expiring = expiring
@@ -178,6 +189,8 @@ class LocalStore:
     def _account(self, skey: bytes, old: Record | None, new: Record | None) -> int:
         """Count a record's change from `old` to `new`: live keys (DBSIZE) and the namespace's
         keys and bytes (node/quotas.py). Returns `new`'s expiry (`_live`)."""
+        if self.score_index is not None and _is_element(skey):
+            self.score_index.update(skey, old, new)
         expiring = self._expiring
         if old is None and expiring and skey in expiring:
             self._uncount_vanished(skey)  # collected by compaction since it was counted
@@ -619,6 +632,8 @@ class LocalStore:
         self.hot_keys.clear()
         if self.hot_cache is not None:
             self.hot_cache.clear()
+        if self.score_index is not None:
+            self.score_index.clear(keep=system)
         for listener in self.flush_listeners:
             listener(system)
         await self.durable(lsn)
@@ -705,6 +720,8 @@ class LocalStore:
 
     def close(self) -> None:
         self._fsync_pool.shutdown(wait=True)
+        if self.score_index is not None:
+            self.score_index.close()
 
 
 def _is_element(skey: bytes) -> bool:

@@ -422,13 +422,17 @@ class ReplicaGetRange(msgspec.Struct, tag="ReplicaGetRange", array_like=True):
     (None: from `start`), in key order: at most `max_records` (capped at MAX_RANGE_RECORDS) and
     about `max_bytes` (capped at MAX_RANGE_BYTES; one record always fits). The range lies under
     one token (a collection's elements, service/elements.py), so one replica set holds all of
-    it. Reply: ReplicaRange, tombstones included (a read merges them like any record)."""
+    it. Reply: ReplicaRange, tombstones included (a read merges them like any record).
+
+    With `index`, the range is one of this replica's score index (node/score_index.py): the
+    pairs are (index key, empty), what the index holds, not records."""
 
     start: bytes
     end: bytes
     after: bytes | None
     max_records: int
     max_bytes: int
+    index: bool = False
 
 
 class ReplicaRange(msgspec.Struct, tag="ReplicaRange", array_like=True):

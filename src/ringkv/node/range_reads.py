@@ -27,6 +27,7 @@ from ringkv.node.local_store import LocalStore
 from ringkv.node.messages import MAX_RANGE_BYTES, MAX_RANGE_RECORDS, ReplicaGetRange, ReplicaRange
 from ringkv.node.read_path import ReadPath
 from ringkv.node.replica_calls import failure_reason
+from ringkv.node.score_index import ScoreIndex
 
 
 def read_range_page(store: LocalStore, body: ReplicaGetRange) -> ReplicaRange:
@@ -39,14 +40,18 @@ def read_range_page(store: LocalStore, body: ReplicaGetRange) -> ReplicaRange:
     max_records = max(1, min(body.max_records, MAX_RANGE_RECORDS))
     max_bytes = max(1, min(body.max_bytes, MAX_RANGE_BYTES))
     first = start if body.after is None else bytes(body.after) + b"\x00"
+    if body.index:
+        if store.score_index is None:
+            raise CommandError("ReplicaGetRange: this replica keeps no score index")
+        return ReplicaRange(*scan_page(store.score_index, first, end, max_records, max_bytes))
     return ReplicaRange(*scan_page(store, first, end, max_records, max_bytes))
 
 
-def scan_page(store: LocalStore, first: bytes, end: bytes | None, max_records: int,
+def scan_page(store: LocalStore | ScoreIndex, first: bytes, end: bytes | None, max_records: int,
               max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
     """This replica's (storage key, record) pairs from `first` up to `end` (None: the last key),
     at most `max_records` and about `max_bytes` (one record always fits); and whether that was
-    all of them. A range read's page, and a backup's."""
+    all of them. A range read's page, and a backup's (and of the score index: its entries)."""
     records: list[tuple[bytes, bytes]] = []
     size = 0
     with store.engine.scan(first, end) as it:
@@ -68,15 +73,18 @@ class RangePage:
 
 
 async def read_range(path: ReadPath, start: bytes, end: bytes, after: bytes | None, r: int,
-                     max_records: int = MAX_RANGE_RECORDS, max_bytes: int = MAX_RANGE_BYTES) -> RangePage:
+                     max_records: int = MAX_RANGE_RECORDS, max_bytes: int = MAX_RANGE_BYTES,
+                     index: bool = False) -> RangePage:
     """A page of the merged records of [start, end) from R replicas (see the module docstring).
     QuorumError when fewer than R replicas answer (R more than the replicas: none asked), naming
-    the ones that failed and why."""
+    the ones that failed and why. With `index`, [start, end) is a range of the replicas' score
+    indexes: the page is the union of their entries (index key, b""), with no repair (each
+    replica's index is its own)."""
     placement, calls = path.placement, path.calls
     pref = placement.replicas_of(start)
     if r > len(pref):
         raise QuorumError(r, 0, {}, pref)
-    body = ReplicaGetRange(start, end, after, max_records, max_bytes)
+    body = ReplicaGetRange(start, end, after, max_records, max_bytes, index)
     me = path.node_id
     answers: dict[str, ReplicaRange] = {}
     failures: dict[str, str] = {}
@@ -114,10 +122,10 @@ async def read_range(path: ReadPath, start: bytes, end: bytes, after: bytes | No
     if len(answers) < r:
         path.stats["quorum_failures"] += 1
         raise QuorumError(r, len(answers), failures)
-    return _merge(path, answers)
+    return _merge(path, answers, index)
 
 
-def _merge(path: ReadPath, answers: dict[str, ReplicaRange]) -> RangePage:
+def _merge(path: ReadPath, answers: dict[str, ReplicaRange], index: bool = False) -> RangePage:
     """The page the answers make together, and the repairs they call for."""
     cutoff: bytes | None = None
     for page in answers.values():
@@ -133,11 +141,14 @@ def _merge(path: ReadPath, answers: dict[str, ReplicaRange]) -> RangePage:
             if cutoff is not None and skey > cutoff:
                 break
             skey, data = bytes(skey), bytes(data)
+            if index:
+                merged[skey] = b""
+                continue
             held.setdefault(skey, {})[node] = data
             old = merged.get(skey)
             merged[skey] = data if old is None else merge_of(skey)(old, data)
     keys = sorted(merged)
-    if path.read_repair != "off":
+    if path.read_repair != "off" and not index:
         for skey in keys:
             record = merged[skey]
             copies = held[skey]

@@ -10,7 +10,7 @@ WRITE is @write, FAST is @fast and every other command @slow, ADMIN is @admin an
 plus the data-type and @keyspace/@connection groups). ringkv's own commands:
 
 - RINGKV.GETV reads a key (@read @string @fast), RINGKV.HGETV a hash field (@read @hash
-  @fast); PUTV and DELV write one (@write @string
+  @fast), RINGKV.ZSCOREV a sorted-set member (@read @sortedset @fast); PUTV and DELV write one (@write @string
   @fast); CAS, CAD and MSETATOMIC write through a consensus round or the batch log (@write
   @string @slow).
 - RINGKV.CONSISTENCY, RINGKV.AT and RINGKV.NAMESPACE set the connection's levels or namespace
@@ -215,6 +215,7 @@ _UNITS: dict[str, tuple[str, str | None]] = {
     # ringkv's own
     "ringkv.getv": ("read string fast", R),
     "ringkv.hgetv": ("read hash fast", R),
+    "ringkv.zscorev": ("read sortedset fast", R),
     "ringkv.putv": ("write string fast", W),
     "ringkv.delv": ("write string fast", W),
     "ringkv.cas": ("write string slow", W),

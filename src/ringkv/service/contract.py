@@ -159,6 +159,9 @@ class KeyValueService(Protocol):
     async def hash_field_versions(self, key: bytes, field: bytes) -> SiblingSet:
         """Every value of one hash field (siblings of concurrent HSETs), with its record's
         context; WRONGTYPE for a key that holds no hash."""
+    async def zset_score_versions(self, key: bytes, member: bytes) -> SiblingSet:
+        """Every score of one sorted-set member (siblings of concurrent ZADDs) as ZSCORE's
+        text, with its record's context; WRONGTYPE for a key that holds no sorted set."""
     async def exists(self, keys: Iterable[bytes]) -> int: ...
     async def mget(self, keys: list[bytes]) -> list[bytes | None]: ...
     async def ttl_ms(self, key: bytes) -> int:

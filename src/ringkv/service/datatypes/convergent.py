@@ -49,6 +49,7 @@ the empty collection in place instead (the next write that empties it, or a DEL,
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -101,7 +102,8 @@ def decode_clock(data: bytes) -> VersionVector:
 
 def encode_element(kind: int, births: list[Dot], value: bytes = b"") -> bytes:
     """An element sibling's stored value: its collection's kind, its births (see
-    `write_element`), and its value (a hash field's value; empty for a set member)."""
+    `write_element`), and its value (a hash field's value, a sorted-set member's score as
+    `encode_score` writes it; empty for a set member)."""
     return _clock_enc.encode((kind, sorted((b.actor, b.counter) for b in births), value))
 
 
@@ -111,6 +113,20 @@ def decode_element(data: bytes) -> tuple[int, list[Dot], bytes]:
         return kind, [Dot(actor, counter) for actor, counter in births], value
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptionError(f"a collection's element does not decode: {exc}") from None
+
+
+_SCORE = struct.Struct(">d")
+
+
+def encode_score(score: float) -> bytes:
+    """A sorted-set member's element value: its score, an IEEE 754 double, big-endian."""
+    return _SCORE.pack(score)
+
+
+def decode_score(data: bytes) -> float:
+    if len(data) != 8:
+        raise CorruptionError(f"a sorted-set member's score is {len(data)} bytes, not 8")
+    return _SCORE.unpack(data)[0]
 
 
 def _covered(clock: Mapping[bytes, int], dot: Dot) -> bool:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ringkv.errors import CommandError
@@ -304,15 +305,25 @@ def _zset_of(entry: Entry | None) -> dict[bytes, float] | None:
 _ZADD_FLAGS = (b"nx", b"xx", b"ch", b"incr", b"gt", b"lt")
 
 
-def _zadd_generic(
-    args: list[bytes], entries: dict[bytes, Entry | None], incr: bool
-) -> tuple[Writes, Any]:
-    key = args[0]
-    flags: set[bytes] = {b"incr"} if incr else set()
+def zadd_options(args: list[bytes]) -> tuple[set[bytes], int]:
+    """ZADD's flags (lower case) and the index of its first score in `args` (key first):
+    flags are read up to the first argument that is none, as Redis reads them, so a member
+    named like a flag is a member."""
+    flags: set[bytes] = set()
     idx = 1
     while idx < len(args) and args[idx].lower() in _ZADD_FLAGS:
         flags.add(args[idx].lower())
         idx += 1
+    return flags, idx
+
+
+def _zadd_generic(
+    args: list[bytes], entries: dict[bytes, Entry | None], incr: bool
+) -> tuple[Writes, Any]:
+    key = args[0]
+    flags, idx = zadd_options(args)
+    if incr:
+        flags.add(b"incr")
     incr, nx, xx, gt, lt = (f in flags for f in (b"incr", b"nx", b"xx", b"gt", b"lt"))
     rest = len(args) - idx
     if rest % 2 or not rest:
@@ -566,6 +577,100 @@ def _zpopmin(ctx: Ctx, args: list[bytes], entries: dict[bytes, Entry | None]) ->
 
 def _zpopmax(ctx: Ctx, args: list[bytes], entries: dict[bytes, Entry | None]) -> tuple[Writes, Any]:
     return _zpop_generic(args, entries, biggest=True)
+
+
+# --- which members a command walks -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """The members a command's answer depends on, when the set is walked in (score, member)
+    order from its lowest score: the first `most` members (0: every one) with scores in
+    [`low`, `high`] (above `low` when `low_open`); with `member` (ZRANK), `high` is that
+    member's score instead, and the walk is empty when it is absent. A store with a score
+    index loads only those (node/elements.py): the command answers the same on them as on
+    the whole set."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    most: int = 0
+    member: bytes | None = None
+    low_open: bool = False
+
+    def reaches(self, score: float) -> bool:
+        """Whether a member of `score` at or above `low` is in the walk's range."""
+        return not (self.low_open and score == self.low)
+
+
+_NOTHING = Walk(0.0, 0.0, 1)  # arguments the command refuses: its error needs no member
+_WALKED = frozenset({"ZRANGE", "ZRANGEBYSCORE", "ZCOUNT", "ZRANK", "ZPOPMIN", "ZREMRANGEBYSCORE",
+                     "ZREMRANGEBYRANK"})
+
+
+def walk_of(name: str, args: list[bytes]) -> Walk | None:
+    """The `Walk` of a command (args: key first), or None when its answer may depend on every
+    member: the reverse orders (ZREVRANGE, ZRANGE ... REV, ZPOPMAX, ZREVRANK), negative ranks
+    (counted from the end), lex ranges, ZCARD."""
+    if name not in _WALKED:
+        return None
+    try:
+        if name == "ZRANK":
+            return Walk(member=args[1]) if len(args) == 2 else _NOTHING
+        if name == "ZPOPMIN":
+            count = 1 if len(args) == 1 else parse_long(args[1], NOT_POSITIVE) if len(args) == 2 else -1
+            return Walk(most=count) if count > 0 else _NOTHING
+        if len(args) < 3:
+            return _NOTHING
+        if name in ("ZCOUNT", "ZREMRANGEBYSCORE"):
+            return _score_walk(args[1], args[2], 0)
+        if name == "ZREMRANGEBYRANK":
+            return _rank_walk(args[1], args[2])
+        by, reverse, most = ("score" if name == "ZRANGEBYSCORE" else None), False, 0
+        j = 3
+        while j < len(args):
+            word = args[j].lower()
+            if word == b"limit" and len(args) - j - 1 >= 2:
+                offset, count = parse_long(args[j + 1]), parse_long(args[j + 2])
+                most = 1 if offset < 0 else 0 if count < 0 else max(1, offset + count)
+                j += 2
+            elif word == b"rev" and name == "ZRANGE":
+                reverse = True
+            elif word in (b"byscore", b"bylex") and name == "ZRANGE" and by is None:
+                by = word.decode()[2:]
+            elif word != b"withscores":
+                return _NOTHING  # a syntax error
+            j += 1
+        if reverse or by == "lex":
+            return None
+        return _rank_walk(args[1], args[2]) if by is None else _score_walk(args[1], args[2], most)
+    except CommandError:
+        return _NOTHING
+
+
+def _score_walk(low: bytes, high: bytes, most: int) -> Walk:
+    (lo, lo_open), hi = _score_bound(low), _score_bound(high)[0]
+    return Walk(lo, max(lo, hi), most, low_open=lo_open)
+
+
+def _rank_walk(start: bytes, stop: bytes) -> Walk | None:
+    first, last = parse_long(start), parse_long(stop)
+    if first < 0 or last < 0:
+        return None  # counted from the end: the set's size decides
+    return Walk(most=last + 1 if last >= first else 1)
+
+
+def walked(zset: dict[bytes, float], walk: Walk) -> dict[bytes, float]:
+    """The members of `zset` that `walk` reaches (what a store with a score index loads)."""
+    high = walk.high
+    if walk.member is not None:
+        if walk.member not in zset:
+            return {}
+        high = zset[walk.member]
+    inside = [(score, m) for m, score in zset.items() if walk.low <= score <= high and walk.reaches(score)]
+    inside.sort()
+    if walk.most:
+        inside = inside[:walk.most]
+    return {m: score for score, m in inside}
 
 
 # --- ZUNIONSTORE, ZINTERSTORE ----------------------------------------------------------------
