@@ -43,6 +43,12 @@ class Script:
     def hdel(self, key, field, t0, t1, result=1, outcome=OK):
         return self.op("set-crdt", "hdel", key, field, t0, t1, outcome, result)
 
+    def zadd(self, key, member, score, t0, t1, result=1, outcome=OK):
+        return self.op("set-crdt", "zadd", key, [member, score], t0, t1, outcome, result)
+
+    def zrem(self, key, member, t0, t1, result=1, outcome=OK):
+        return self.op("set-crdt", "zrem", key, member, t0, t1, outcome, result)
+
     def read(self, workload, key, items, t0, t1, serial=True, process=-1):
         return self.op(workload, "read", key, None, t0, t1, OK, list(items), process, serial)
 
@@ -145,6 +151,21 @@ def test_hash_fields_lost_deleted_back_and_invented_are_caught():
     assert kinds(sets(s, {"hc:0": ["f1=h0.1"]})) == ["lost-field-write"]  # an older value won
     assert kinds(sets(s, {"hc:0": ["f1=h0.2", "f2=h0.3"]})) == ["lost-field-delete"]
     assert kinds(sets(s, {"hc:0": ["f1=h0.2", "f3=h9.9"]})) == ["phantom"]
+
+
+def test_sorted_set_members_are_checked_as_fields_with_their_scores_as_values():
+    s = Script()
+    s.zadd("zc:0", "f1", "10000001", 0, 1)
+    s.zadd("zc:0", "f1", "10000002", 2, 3, result=0)
+    s.zadd("zc:0", "f2", "10000003", 0, 1)
+    s.zrem("zc:0", "f2", 2, 3)
+    s.read("set-crdt", "zc:0", ["f1=10000002"], 4, 5)
+    assert sets(s, {"zc:0": ["f1=10000002"]}) == []
+    assert kinds(sets(s, {"zc:0": ["f1=10000001"]})) == ["lost-field-write"]  # an older score won
+    assert kinds(sets(s, {"zc:0": ["f1=10000002", "f2=10000003"]})) == ["lost-field-delete"]
+    assert kinds(sets(s, {"zc:0": ["f1=10000002", "f3=99"]})) == ["phantom"]
+    s.read("set-crdt", "zc:0", ["f1=10000001"], 6, 7)  # a SERIAL read after the second ZADD
+    assert "linearizability" in kinds(sets(s, {"zc:0": ["f1=10000002"]}))
 
 
 # ------------------------------------------------------------------ list-push
@@ -296,7 +317,7 @@ def _assert_clean(result, min_faults: int) -> None:
     assert s["faults"]["applied"] == s["faults"]["begun"] >= min_faults, s["faults"]
     assert result.anomalies == [], result.summary()
     doc = json.loads(result.history_path.read_text())
-    for workload, fs in (("set-crdt", ("sadd", "srem", "hset", "hdel")), ("list-push", ("push", "pop"))):
+    for workload, fs in (("set-crdt", ("sadd", "srem", "hset", "hdel", "zadd", "zrem")), ("list-push", ("push", "pop"))):
         for f in fs:
             done = [o for o in doc["ops"] if o["workload"] == workload and o["f"] == f and o["outcome"] == "ok"]
             assert len(done) > 10, (workload, f, len(done))
@@ -328,14 +349,14 @@ def test_data_types_under_every_nemesis_leave_no_anomaly(tmp_path):
 @pytest.mark.timeout(150)
 def test_a_planted_bug_in_the_data_type_workloads_is_caught(tmp_path):
     # Every fifth write of each client recorded as acknowledged and never sent (SADD, SREM,
-    # HSET, HDEL answering 1, RPUSH a length of 1, LPOP nil).
+    # HSET, HDEL, ZADD, ZREM answering 1, RPUSH a length of 1, LPOP nil).
     result = run(ChaosConfig(seed=14, nodes=3, duration_s=5, nemesis=(), workloads=("set-crdt", "list-push"),
                              clients=4, lie_every=5, workdir=str(tmp_path / "chaos")), log=print)
     print(result.summary())
     found = {a.kind for a in result.anomalies}
     assert {"lost-push", "empty-pop", "linearizability"} <= found, result.summary()
     assert found & {"lost-add", "lost-remove", "lost-field-write", "lost-field-delete"}, result.summary()
-    assert {a.key.split(":")[0] for a in result.anomalies if a.kind == "linearizability"} == {"sc", "hc", "lp"}
+    assert {a.key.split(":")[0] for a in result.anomalies if a.kind == "linearizability"} == {"sc", "hc", "zc", "lp"}
 
 
 def test_chaos_command_knows_the_data_type_workloads():

@@ -418,6 +418,92 @@ def test_walks_in_score_order_read_only_what_they_reach_through_the_score_index(
     asyncio.run(main())
 
 
+def test_a_member_whose_score_changes_during_a_walk_is_in_it_at_its_new_score(tmp_path, monkeypatch):
+    """A walk reads index entries, then the members' records: a ZADD between the two moves a
+    member's entry where the walk has already read. The walk still answers it (at its new
+    score, where that lies in the range), as every element present throughout must be."""
+    from ringkv.node import elements
+    from ringkv.node.score_index import ScoreIndex
+
+    async def main():
+        clock = Clock()
+        engine = Engine.open(str(tmp_path / "engine"), Options())
+        store = LocalStore(Replica(engine, b"a1", clock), clock, namespaces=Namespaces(1, "siblings"),
+                           score_index=ScoreIndex.open(str(tmp_path)))
+        kv = LocalService(store)
+        try:
+            assert await kv.type_command("ZADD", [b"z", *(x for i in range(10) for x in (b"%d" % i, b"m%d" % i))]) == 10
+            records = elements.LocalBackend.records
+            moves = [(b"m3", b"100"), (b"m6", b"-1")]
+            moving_now = []
+
+            async def moving(self, skeys):
+                if moves and not moving_now:  # another client's ZADD, after the walk read the entries
+                    member, score = moves.pop(0)
+                    moving_now.append(member)
+                    await kv.type_command("ZADD", [b"z", score, member])
+                    moving_now.clear()
+                return await records(self, skeys)
+
+            monkeypatch.setattr(elements.LocalBackend, "records", moving)
+            assert await kv.type_command("ZRANGEBYSCORE", [b"z", b"-inf", b"+inf", b"WITHSCORES"]) == [
+                b"m0", 0.0, b"m1", 1.0, b"m2", 2.0, b"m4", 4.0, b"m5", 5.0, b"m6", 6.0, b"m7", 7.0, b"m8", 8.0,
+                b"m9", 9.0, b"m3", 100.0]  # m3 moved ahead: the index read had it at 3, the record at 100
+            # m6 moved behind the walk, which read its entry at 6 and its record at -1:
+            assert await kv.type_command("ZRANGE", [b"z", b"0", b"5"]) == [b"m6", b"m0", b"m1", b"m2", b"m4", b"m5"]
+            monkeypatch.setattr(elements.LocalBackend, "records", records)
+            assert await kv.type_command("ZRANGE", [b"z", b"0", b"1", b"WITHSCORES"]) == [b"m6", -1.0, b"m0", 0.0]
+        finally:
+            store.close()
+            engine.close()
+
+    asyncio.run(main())
+
+
+def test_an_entry_its_record_no_longer_backs_goes_after_a_grace_period(tmp_path):
+    """The score index deletes a member's old entry GRACE_S after its score changed (walks
+    under way may still read it), and keeps it when the score comes back in the meantime."""
+    from ringkv.node import score_index
+    from ringkv.node.score_index import ScoreIndex
+    from ringkv.versioning.record import overwrite
+
+    now = [100.0]
+    index = ScoreIndex(Engine.open(str(tmp_path / "zindex"), Options()), now_s=lambda: now[0])
+    try:
+        skey = storage_key(b"", b"z")
+        eskey = element_storage_key(skey, b"m")
+        state = meta_state(None, 0)
+
+        def member(score, stored=None):
+            return write_element(stored, state, None, actor=b"a1", timestamp=1, kind=KIND_ZSET, birth=Dot(b"a1", 1),
+                                 value=encode_score(score))
+
+        def scores():
+            start, end = elements_range(skey)
+            return [sc for _, sc, _ in index.entries(start, end)]
+
+        one = member(1.0)
+        index.update(eskey, None, one)
+        two = member(2.0, one)
+        index.update(eskey, one, two)
+        assert scores() == [1.0, 2.0]  # the old entry waits out the grace period
+        now[0] += score_index.GRACE_S + 1
+        index.update(storage_key(b"", b"other"), None, None)  # any update collects what is due
+        assert scores() == [2.0]
+        three = member(1.0, two)
+        index.update(eskey, two, three)  # back to 1 ...
+        back = member(2.0, three)
+        index.update(eskey, three, back)  # ... and to 2 within the grace period: its entry stays
+        now[0] += score_index.GRACE_S + 1
+        index.update(eskey, back, overwrite(back, actor=b"a1", value=None, timestamp=2))  # removed
+        assert scores() == [2.0]
+        now[0] += score_index.GRACE_S + 1
+        index.update(storage_key(b"", b"other"), None, None)
+        assert scores() == []
+    finally:
+        index.close()
+
+
 def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path, monkeypatch):
     """SRANDMEMBER, SPOP and HRANDFIELD without a count draw a member from the engine
     (storage/sampling.py) and read only it; they read the whole collection only when draws keep

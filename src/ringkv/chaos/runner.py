@@ -321,8 +321,10 @@ def _worker_endpoints(index: int, endpoints: list[Endpoint], cluster: LocalClust
 
 
 def _redis(node: NodeProcess, timeout_s: float = 10.0) -> redis.Redis:
+    # RESP2, as the workers speak: a typed read's reply is the flat array typed_result reads
+    # (RESP3 would pair a sorted set's members with float scores).
     return redis.Redis(host=node.host, port=node.resp_port, socket_timeout=timeout_s,
-                       socket_connect_timeout=timeout_s, single_connection_client=True)
+                       socket_connect_timeout=timeout_s, single_connection_client=True, protocol=2)
 
 
 def _heal(cluster: LocalCluster, log: Callable[[str], None]) -> dict[str, Any]:

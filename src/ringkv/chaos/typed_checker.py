@@ -216,19 +216,24 @@ def _check_lin(history: list[lin.Operation], model: lin.Model, workload: str, ma
 # ------------------------------------------------------------------ set-crdt
 
 
+# set-crdt's writes: those that set a value (a field's, a member's score), and all of them.
+VALUED_WRITES = ("hset", "zadd")
+CRDT_WRITES = ("sadd", "srem", "hset", "hdel", "zadd", "zrem")
+
+
 def _effect(op: Op) -> str | None:
     """What a set-crdt write leaves in its element or field: PRESENT, the HSET's value, or
     None (removed)."""
     if op.f == "sadd":
         return PRESENT
-    if op.f == "hset":
+    if op.f in VALUED_WRITES:
         return op.value[1]
     return None
 
 
 def _target(op: Op) -> str:
     """The element or field a set-crdt write touches."""
-    return op.value[0] if op.f == "hset" else op.value
+    return op.value[0] if op.f in VALUED_WRITES else op.value
 
 
 def last_word(writes: Sequence[Op]) -> tuple[Op | None, set[str | None]]:
@@ -257,15 +262,15 @@ def _field_history(key: str, kops: Sequence[Op], universe: set[str], is_hash: bo
     with the rest, and every reply of a write that overlaps none, and every SERIAL read, must
     fit one order."""
     out = []
-    writes = [o for o in kops if o.outcome != FAIL and o.f in ("sadd", "srem", "hset", "hdel")]
+    writes = [o for o in kops if o.outcome != FAIL and o.f in CRDT_WRITES]
     overlapped = _overlapping(writes)
     for o in kops:
         if o.outcome == FAIL:
             continue
         known = o.outcome == OK
         returned = o.complete_s if known else None
-        if o.f in ("sadd", "srem", "hset", "hdel"):
-            kind = "write" if o.f in ("sadd", "hset") else "remove"
+        if o.f in CRDT_WRITES:
+            kind = "write" if o.f in ("sadd", *VALUED_WRITES) else "remove"
             reply = (ANY_REPLY if o.index in overlapped else o.result) if known else None
             out.append(lin.Operation(o.process, kind, _effect(o) if kind == "write" else None,
                                      reply, o.invoke_s, returned, (key, _target(o)), o.index))
@@ -306,8 +311,8 @@ def check_set_crdt(ops: Sequence[Op], final: Mapping[str, FinalRead],
     history: list[lin.Operation] = []
     figures: Counter[str] = Counter()
     pool = {f"e{i}" for i in range(SET_POOL_ELEMENTS)}
-    for kind in ("set", "hash"):
-        is_hash = kind == "hash"
+    for kind in ("set", "hash", "zset"):
+        is_hash = kind != "set"  # a sorted set's member is checked as a field, its score as the value
         for key, kops in sorted(_typed_ops(ops, "set-crdt", kind).items()):
             writes = [o for o in kops if o.f != "read"]
             for o in writes:
@@ -315,7 +320,7 @@ def check_set_crdt(ops: Sequence[Op], final: Mapping[str, FinalRead],
             by_target: dict[str, list[Op]] = defaultdict(list)
             for w in writes:
                 by_target[_target(w)].append(w)
-            written = {w.value[1] for w in writes if w.f == "hset" and w.outcome != FAIL}
+            written = {w.value[1] for w in writes if w.f in VALUED_WRITES and w.outcome != FAIL}
             reads = [o for o in kops if o.f == "read" and o.outcome == OK]
             universe = set(by_target)
             for r in reads:

@@ -16,10 +16,12 @@ workload's operations back to back and recording every one in the history.
     cas-register  a register changed only by consensus: read the value and its version
                   (RINGKV.GETV, half the time at SERIAL), then RINGKV.CAS key version new-value,
                   or now and then RINGKV.CAD key version; checked for linearizability
-    set-crdt      Redis sets and hashes (`sc:<i>`, `hc:<i>`): SADD and SREM of one element of
-                  a small pool, HSET of one field (a new unique value) and HDEL, and reads
-                  (SMEMBERS, HGETALL), half of them at SERIAL; checked per element and field
-                  (typed_checker.py)
+    set-crdt      Redis sets, hashes and sorted sets (`sc:<i>`, `hc:<i>`, `zc:<i>`): SADD and
+                  SREM of one element of a small pool, HSET of one field (a new unique value)
+                  and HDEL, ZADD of one member (a new unique score) and ZREM, and reads
+                  (SMEMBERS, HGETALL, ZRANGEBYSCORE -inf +inf WITHSCORES: a walk of the score
+                  index), half of them at SERIAL; checked per element, field and member
+                  (typed_checker.py; a member's score is checked as a field's value)
     list-push     Redis lists (`lp:<i>`): RPUSH of a new unique value, LPOP, and reads
                   (LRANGE 0 -1); checked for lost, duplicated, invented and reordered pushes
 
@@ -110,13 +112,14 @@ SESSION_ERROR = "session: "  # how a session read that found no replica with its
 TYPED_READ_FRACTION = 0.1  # of their operations, reads only
 TYPED_SERIAL_READ_P = 0.5  # of those reads, at SERIAL (else at the connection's level)
 CRDT_HASH_P = 0.3  # of set-crdt operations, on a hash rather than a set
+CRDT_ZSET_P = 0.2  # of the rest, on a sorted set
 SET_POOL_ELEMENTS = 12  # elements e0.. a set-crdt set key draws from: each is added and removed often
 HASH_POOL_FIELDS = 6  # fields f0.. a set-crdt hash key draws from
 SADD_P = 0.6  # of set writes, SADD (else SREM); HSET vs HDEL likewise
 # Of list writes, LPOP (else RPUSH): as many pops as pushes keeps the lists short (some pops
 # find them empty), which keeps the queue model's linearizability search cheap.
 LPOP_P = 0.5
-SET_KEY_PREFIX, HASH_KEY_PREFIX, LIST_KEY_PREFIX = "sc:", "hc:", "lp:"
+SET_KEY_PREFIX, HASH_KEY_PREFIX, LIST_KEY_PREFIX, ZSET_KEY_PREFIX = "sc:", "hc:", "lp:", "zc:"
 # Counters kept in a hash field (HINCRBY): the counter workload's keys with this prefix.
 HASH_COUNTER_PREFIX, HASH_COUNTER_FIELD = "hctr:", "total"
 HASH_COUNTER_P = 1 / 3  # of counter operations, on a hash counter
@@ -130,10 +133,10 @@ def counter_read_args(key: str) -> tuple:
 
 
 def typed_kind(key: str) -> str | None:
-    """The Redis type a chaos key holds: "set", "hash", "list", or None (a string key read
-    with RINGKV.GETV)."""
+    """The Redis type a chaos key holds: "set", "hash", "list", "zset", or None (a string key
+    read with RINGKV.GETV)."""
     for prefix, kind in ((SET_KEY_PREFIX, "set"), (HASH_KEY_PREFIX, "hash"), (LIST_KEY_PREFIX, "list"),
-                         (HASH_COUNTER_PREFIX, "hash")):
+                         (HASH_COUNTER_PREFIX, "hash"), (ZSET_KEY_PREFIX, "zset")):
         if key.startswith(prefix):
             return kind
     return None
@@ -142,15 +145,16 @@ def typed_kind(key: str) -> str | None:
 def typed_read_args(key: str) -> tuple:
     """The command that reads the whole of a typed chaos key (typed_kind not None)."""
     return {"set": ("SMEMBERS", key), "hash": ("HGETALL", key),
-            "list": ("LRANGE", key, 0, -1)}[typed_kind(key)]
+            "list": ("LRANGE", key, 0, -1), "zset": ("ZRANGEBYSCORE", key, "-inf", "+inf", "WITHSCORES")}[
+        typed_kind(key)]
 
 
 def typed_result(key: str, reply: Any) -> list[str]:
     """A typed read's reply as the history records it: a set's members sorted, a hash's
     fields as `field=value` sorted by field (the workload's fields and values hold no `=`), a
-    list's items in order."""
+    sorted set's members as `member=score` likewise, a list's items in order."""
     kind = typed_kind(key)
-    if kind == "hash":
+    if kind in ("hash", "zset"):
         pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
         return sorted(f"{_text(f)}={_text(v)}" for f, v in pairs)
     items = [_text(v) for v in (reply or ())]
@@ -422,7 +426,7 @@ class Worker(threading.Thread):
             return [1, f"planted {op.index}".encode()]
         if command == "RINGKV.CAD":
             return 1
-        if command in ("SADD", "SREM", "HSET", "HDEL", "RPUSH"):
+        if command in ("SADD", "SREM", "HSET", "HDEL", "RPUSH", "ZADD", "ZREM"):
             return 1  # added (removed, a new field, the list's length): what a lie would say
         if command == "LPOP":
             return None
@@ -573,8 +577,11 @@ class Worker(threading.Thread):
 
     def _set_crdt(self) -> None:
         on_hash = self.rng.random() < CRDT_HASH_P
+        on_zset = not on_hash and self.rng.random() < CRDT_ZSET_P
         if on_hash:
             key = f"{HASH_KEY_PREFIX}{self.rng.randrange(max(1, self.keys // 2))}"
+        elif on_zset:
+            key = f"{ZSET_KEY_PREFIX}{self.rng.randrange(max(1, self.keys // 2))}"
         else:
             key = f"{SET_KEY_PREFIX}{self.rng.randrange(self.keys)}"
         if self.rng.random() < TYPED_READ_FRACTION:
@@ -588,14 +595,22 @@ class Worker(threading.Thread):
                 f, recorded, args = "hset", [field, value], ("HSET", key, field, value)
             else:
                 f, recorded, args = "hdel", field, ("HDEL", key, field)
+        elif on_zset:
+            member = f"f{self.rng.randrange(HASH_POOL_FIELDS)}"
+            if add:
+                self.seq += 1
+                score = str(self.index * 10_000_000 + self.seq)  # unique, and read back as written
+                f, recorded, args = "zadd", [member, score], ("ZADD", key, score, member)
+            else:
+                f, recorded, args = "zrem", member, ("ZREM", key, member)
         else:
             element = f"e{self.rng.randrange(SET_POOL_ELEMENTS)}"
             f, recorded = ("sadd", element) if add else ("srem", element)
             args = (f.upper(), key, element)
         op, ok, reply = self.request(f, key, recorded, args)
         if ok:
-            # SADD, SREM, HDEL: how many elements or fields it added or removed (0 or 1);
-            # HSET: how many fields were new.
+            # SADD, SREM, HDEL, ZREM: how many elements, fields or members it added or
+            # removed (0 or 1); HSET, ZADD: how many fields or members were new.
             self.history.complete(op, OK, result=int(reply))
 
     def _list_push(self) -> None:

@@ -375,19 +375,33 @@ async def _load_walk(backend: Backend, namespace: bytes, key: bytes, now_ms: int
     start, end = prefix + ordered_score(walk.low), prefix + score_bound_after(high)
     want = walk.most
     first = min(want, INDEX_PAGE_ENTRIES) if want else INDEX_PAGE_ENTRIES
+    moved: dict[bytes, float] = {}  # members whose record holds another score than the entry read
+    reached = None  # (score, member) where a walk with a limit stopped
     async with contextlib.aclosing(backend.index_pages(start, end, first)) as pages:
         async for page in pages:
             eskeys = [element_storage_key(skey, member) for _, _, member in page]
             for (ikey, score, member), eskey, record in zip(page, eskeys, await backend.records(eskeys), strict=True):
                 sibling = visible(record, state, now_ms)
-                if sibling is not None and decode_score(element_value(sibling)) == score:
-                    if not walk.reaches(score):
-                        continue
+                present = None if sibling is None else decode_score(element_value(sibling))
+                if present != score:
+                    backend.stale(ikey, eskey, score)
+                    if present is not None:
+                        moved[member] = present
+                    continue
+                if walk.reaches(score):
                     found.setdefault(member, score)
                     if len(found) == want:
-                        return loaded
-                else:
-                    backend.stale(ikey, eskey, score)
+                        reached = (score, member)
+                        break
+            if reached is not None:
+                break
+    # A member whose score changed between the index read and the record read (a write at
+    # once with the walk) is in it at its present score, when that lies in what the walk
+    # covered: its new entry may be in a page already read, or on a replica not asked.
+    for member, score in moved.items():
+        if member not in found and walk.low <= score <= high and walk.reaches(score) and (
+                reached is None or (score, member) <= reached):
+            found[member] = score
     return loaded
 
 

@@ -18,7 +18,9 @@ The index is this replica's own, derived from its member records and nothing els
 - LocalStore keeps it in step: every path that stores a record (a command's own writes, a
   peer's merged in, a range dropped, active expiry) calls `update` with the record before and
   after, which writes an entry for each score a live sibling holds and deletes the entries
-  of scores no sibling holds any more.
+  of scores no sibling holds any more, GRACE_S later: a walk that read the entries before
+  the member's new one was written still meets the old one in a later page, and finds the
+  member by its record (node/elements._load_walk); at most MAX_DEFERRED_ENTRIES wait.
 - It is not made durable and not trusted across a restart: `open` empties it and LocalStore's
   start-up scan (which reads every record anyway, to count keys) fills it again, so a crash
   between a record's write and its entry's cannot leave them apart.
@@ -35,6 +37,8 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import time
+from collections import deque
 from collections.abc import Iterator
 
 from ringkv.errors import CorruptionError
@@ -46,6 +50,8 @@ from ringkv.versioning.record import Record
 
 INDEX_DIR = "zindex"
 LOAD_BATCH_ENTRIES = 1000  # entries per WriteBatch while the start-up scan fills the index
+GRACE_S = 5.0  # how long an entry its record no longer backs stays, for walks under way
+MAX_DEFERRED_ENTRIES = 100_000  # entries waiting out GRACE_S; beyond it the oldest go at once
 _DOUBLE = struct.Struct(">d")
 _U64 = struct.Struct(">Q")
 _SIGN = 1 << 63
@@ -104,9 +110,12 @@ def record_scores(record: Record | None) -> set[float]:
 class ScoreIndex:
     """The index of one replica's store (see the module docstring)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, now_s=time.monotonic):
         self.engine = engine
         self.stale_dropped = 0  # entries readers found stale and removed
+        self._now_s = now_s
+        self._doomed: dict[bytes, float] = {}  # entry -> when it goes (`update`)
+        self._order: deque[tuple[float, bytes]] = deque()
 
     @classmethod
     def open(cls, data_dir: str, encryption_keys=None) -> ScoreIndex:
@@ -123,16 +132,34 @@ class ScoreIndex:
 
     def update(self, eskey: bytes, old: Record | None, new: Record | None) -> None:
         """Keep the entries of the member stored under `eskey` in step with its record."""
+        if self._order:
+            self._collect(self._now_s())
         before = record_scores(old)
         after = record_scores(new)
         if before == after:
             return
         prefix, member = split_member_key(eskey)
-        put, delete = self.engine.put, self.engine.delete
+        now = self._now_s()
+        doomed = self._doomed
         for score in before - after:
-            delete(prefix + ordered_score(score) + member, sync=False)
+            key = prefix + ordered_score(score) + member
+            doomed[key] = now + GRACE_S
+            self._order.append((now + GRACE_S, key))
         for score in after - before:
-            put(prefix + ordered_score(score) + member, b"", sync=False)
+            key = prefix + ordered_score(score) + member
+            doomed.pop(key, None)  # a score the member had again before its entry went
+            self.engine.put(key, b"", sync=False)
+        if len(self._order) > MAX_DEFERRED_ENTRIES:
+            self._collect(now)
+
+    def _collect(self, now: float) -> None:
+        """Delete the entries whose grace is over (or the oldest, beyond the bound)."""
+        order, doomed = self._order, self._doomed
+        while order and (order[0][0] <= now or len(order) > MAX_DEFERRED_ENTRIES):
+            due, key = order.popleft()
+            if doomed.get(key) == due:
+                del doomed[key]
+                self.engine.delete(key, sync=False)
 
     def loader(self) -> _Loader:
         """Fills the index from the records, one at a time (LocalStore.load's scan)."""
@@ -146,13 +173,19 @@ class ScoreIndex:
                 yield parse_entry(bytes(key))
 
     def discard(self, key: bytes) -> None:
-        """Remove an entry a reader found stale against this replica's own record."""
-        if self.engine.get(key) is not None:
-            self.engine.delete(key, sync=False)
+        """Remove an entry a reader found stale against this replica's own record (after
+        GRACE_S, as `update` does: other walks may be reading it)."""
+        if key not in self._doomed and self.engine.get(key) is not None:
+            now = self._now_s()
+            self._doomed[key] = now + GRACE_S
+            self._order.append((now + GRACE_S, key))
             self.stale_dropped += 1
+            self._collect(now)
 
     def clear(self, keep: bytes) -> None:
         """Remove every entry but those of namespace `keep` (FLUSHALL)."""
+        self._doomed.clear()
+        self._order.clear()
         with self.engine.scan() as it:
             doomed = [bytes(k) for k, _ in it if bytes(k[9:9 + k[8]]) != keep]
         for key in doomed:
