@@ -599,15 +599,21 @@ def test_a_command_answers_the_same_on_the_members_its_walk_reaches(zset, seed):
             assert {m for m in zset if m not in kept} == {m for m in walked(zset, walk) if m not in left}, argv
 
 
-def test_walks_of_the_orders_that_need_every_member_are_none():
-    assert walk_of("ZREVRANGE", [b"z", b"0", b"1"]) is None
-    assert walk_of("ZRANGE", [b"z", b"0", b"1", b"REV"]) is None
-    assert walk_of("ZRANGE", [b"z", b"0", b"-1"]) is None
+def test_walks_of_each_order_and_the_commands_that_need_every_member():
+    assert walk_of("ZRANGE", [b"z", b"0", b"-1"]) is None  # counted from the end
+    assert walk_of("ZREVRANGE", [b"z", b"-3", b"-1"]) is None
     assert walk_of("ZRANGE", [b"z", b"[a", b"[b", b"BYLEX"]) is None
-    assert walk_of("ZCARD", [b"z"]) is None and walk_of("ZPOPMAX", [b"z"]) is None
+    assert walk_of("ZCARD", [b"z"]) is None
     assert walk_of("ZRANGE", [b"z", b"2", b"9"]) == Walk(most=10)
+    assert walk_of("ZREVRANGE", [b"z", b"0", b"1"]) == Walk(most=2, reverse=True)
+    assert walk_of("ZRANGE", [b"z", b"0", b"1", b"REV"]) == Walk(most=2, reverse=True)
     assert walk_of("ZRANGEBYSCORE", [b"z", b"(1", b"5", b"LIMIT", b"2", b"3"]) == Walk(1.0, 5.0, 5, low_open=True)
+    assert walk_of("ZREVRANGEBYSCORE", [b"z", b"(5", b"1", b"LIMIT", b"0", b"2"]) == Walk(
+        1.0, 5.0, 2, high_open=True, reverse=True)
+    assert walk_of("ZRANGE", [b"z", b"5", b"1", b"BYSCORE", b"REV"]) == Walk(1.0, 5.0, reverse=True)
     assert walk_of("ZRANK", [b"z", b"m"]) == Walk(member=b"m")
+    assert walk_of("ZREVRANK", [b"z", b"m"]) == Walk(member=b"m", reverse=True)
+    assert walk_of("ZPOPMAX", [b"z", b"3"]) == Walk(most=3, reverse=True)
 
 
 @given(zsets, scores, scores, st.booleans(), st.booleans(), st.integers(-1, 6), st.integers(-1, 6))
@@ -620,3 +626,17 @@ def test_a_score_walk_with_a_limit_reaches_every_member_it_answers(zset, lo, hi,
     ctx = Ctx(now_ms=0)
     assert execute(fresh(walked(zset, walk)), "ZRANGEBYSCORE", args, ctx) == execute(fresh(zset), "ZRANGEBYSCORE",
                                                                                        args, ctx)
+
+
+
+@given(zsets, scores, scores, st.booleans(), st.booleans(), st.integers(-1, 6), st.integers(-1, 6))
+def test_a_reverse_score_walk_with_a_limit_reaches_every_member_it_answers(zset, hi, lo, hi_open, lo_open, offset,
+                                                                            count):
+    """As above, from the highest score down: ZREVRANGEBYSCORE max min ... LIMIT, whose open
+    high end's own members do not count."""
+    args = [b"z", (b"(" if hi_open else b"") + repr(hi).encode(), (b"(" if lo_open else b"") + repr(lo).encode(),
+            b"WITHSCORES", b"LIMIT", b"%d" % offset, b"%d" % count]
+    walk = walk_of("ZREVRANGEBYSCORE", args)
+    ctx = Ctx(now_ms=0)
+    assert execute(fresh(walked(zset, walk)), "ZREVRANGEBYSCORE", args, ctx) == execute(
+        fresh(zset), "ZREVRANGEBYSCORE", args, ctx)

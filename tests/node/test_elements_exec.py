@@ -6,6 +6,7 @@ first write, and types are kept apart."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -356,10 +357,10 @@ def test_concurrent_writes_of_one_member_are_siblings_with_the_newest_score_answ
 
 
 def test_walks_in_score_order_read_only_what_they_reach_through_the_score_index(tmp_path, monkeypatch):
-    """With a score index (node/score_index.py), ZRANGE from the lowest rank, ZRANGEBYSCORE,
-    ZCOUNT, ZRANK, ZPOPMIN and ZREMRANGEBYSCORE read the members they reach, not the set; an
-    entry whose record no longer backs it is skipped and dropped; a restart rebuilds the index
-    from the records."""
+    """With a score index (node/score_index.py), ZRANGE and ZREVRANGE from a non-negative rank,
+    the score ranges either way, ZCOUNT, ZRANK, ZREVRANK, ZPOPMIN, ZPOPMAX and
+    ZREMRANGEBYSCORE read the members they reach, not the set; an entry whose record no longer
+    backs it is skipped and dropped; a restart rebuilds the index from the records."""
     from ringkv.node import elements
     from ringkv.node.score_index import ScoreIndex
 
@@ -395,7 +396,16 @@ def test_walks_in_score_order_read_only_what_they_reach_through_the_score_index(
         left = order[6:]
         assert await kv.type_command("ZRANGE", [b"z", b"0", b"2", b"WITHSCORES"]) == [
             x for m in left[:3] for x in (m, scores[m])]
-        assert await kv.type_command("ZREVRANGE", [b"z", b"0", b"0"]) == [left[-1]] and ranges == [0]  # reads all
+        # From the top, through the descending entries:
+        assert await kv.type_command("ZREVRANGE", [b"z", b"0", b"2"]) == left[::-1][:3]
+        assert await kv.type_command("ZREVRANK", [b"z", left[-10]]) == 9
+        assert await kv.type_command("ZREVRANGEBYSCORE", [b"z", b"(10", b"-10", b"LIMIT", b"1", b"2"]) == [
+            m for m in left[::-1] if -10 <= scores[m] < 10][1:3]
+        assert await kv.type_command("ZPOPMAX", [b"z"]) == [left[-1], scores[left[-1]]]
+        left = left[:-1]
+        assert set(ranges) <= {elements.PROBE_PAGE_RECORDS}
+        ranges.clear()
+        assert await kv.type_command("ZREVRANGE", [b"z", b"-1", b"-1"]) == [left[0]] and ranges == [0]  # reads all
         # A member's record collected without a write of ours: its entry is skipped, then dropped.
         engine.delete(element_storage_key(storage_key(b"", b"z"), left[0]))
         assert await kv.type_command("ZRANGE", [b"z", b"0", b"0"]) == [left[1]]
@@ -434,7 +444,7 @@ def test_a_member_whose_score_changes_during_a_walk_is_in_it_at_its_new_score(tm
         try:
             assert await kv.type_command("ZADD", [b"z", *(x for i in range(10) for x in (b"%d" % i, b"m%d" % i))]) == 10
             records = elements.LocalBackend.records
-            moves = [(b"m3", b"100"), (b"m6", b"-1")]
+            moves = [(b"m3", b"100"), (b"m6", b"-1"), (b"m8", b"50")]
             moving_now = []
 
             async def moving(self, skeys):
@@ -451,6 +461,8 @@ def test_a_member_whose_score_changes_during_a_walk_is_in_it_at_its_new_score(tm
                 b"m9", 9.0, b"m3", 100.0]  # m3 moved ahead: the index read had it at 3, the record at 100
             # m6 moved behind the walk, which read its entry at 6 and its record at -1:
             assert await kv.type_command("ZRANGE", [b"z", b"0", b"5"]) == [b"m6", b"m0", b"m1", b"m2", b"m4", b"m5"]
+            # From the top: m8 moved from 8 to 50 while the walk read its entry.
+            assert await kv.type_command("ZREVRANGE", [b"z", b"0", b"2"]) == [b"m3", b"m8", b"m9"]
             monkeypatch.setattr(elements.LocalBackend, "records", records)
             assert await kv.type_command("ZRANGE", [b"z", b"0", b"1", b"WITHSCORES"]) == [b"m6", -1.0, b"m0", 0.0]
         finally:
@@ -464,7 +476,7 @@ def test_an_entry_its_record_no_longer_backs_goes_after_a_grace_period(tmp_path)
     """The score index deletes a member's old entry GRACE_S after its score changed (walks
     under way may still read it), and keeps it when the score comes back in the meantime."""
     from ringkv.node import score_index
-    from ringkv.node.score_index import ScoreIndex
+    from ringkv.node.score_index import ScoreIndex, walk_range
     from ringkv.versioning.record import overwrite
 
     now = [100.0]
@@ -479,8 +491,11 @@ def test_an_entry_its_record_no_longer_backs_goes_after_a_grace_period(tmp_path)
                                  value=encode_score(score))
 
         def scores():
-            start, end = elements_range(skey)
-            return [sc for _, sc, _ in index.entries(start, end)]
+            prefix = elements_range(skey)[0]
+            up = [(sc, m) for _, sc, m in index.entries(*walk_range(prefix, -math.inf, math.inf, False))]
+            down = [(sc, m) for _, sc, m in index.entries(*walk_range(prefix, -math.inf, math.inf, True))]
+            assert down == up[::-1] and {m for _, m in up} <= {b"m"}
+            return [sc for sc, _ in up]
 
         one = member(1.0)
         index.update(eskey, None, one)

@@ -19,8 +19,9 @@ workload's operations back to back and recording every one in the history.
     set-crdt      Redis sets, hashes and sorted sets (`sc:<i>`, `hc:<i>`, `zc:<i>`): SADD and
                   SREM of one element of a small pool, HSET of one field (a new unique value)
                   and HDEL, ZADD of one member (a new unique score) and ZREM, and reads
-                  (SMEMBERS, HGETALL, ZRANGEBYSCORE -inf +inf WITHSCORES: a walk of the score
-                  index), half of them at SERIAL; checked per element, field and member
+                  (SMEMBERS, HGETALL, ZRANGEBYSCORE or ZREVRANGEBYSCORE of every score: a
+                  walk of the score index), half of them at SERIAL; checked per element,
+                  field and member
                   (typed_checker.py; a member's score is checked as a field's value)
     list-push     Redis lists (`lp:<i>`): RPUSH of a new unique value, LPOP, and reads
                   (LRANGE 0 -1); checked for lost, duplicated, invented and reordered pushes
@@ -143,10 +144,15 @@ def typed_kind(key: str) -> str | None:
 
 
 def typed_read_args(key: str) -> tuple:
-    """The command that reads the whole of a typed chaos key (typed_kind not None)."""
-    return {"set": ("SMEMBERS", key), "hash": ("HGETALL", key),
-            "list": ("LRANGE", key, 0, -1), "zset": ("ZRANGEBYSCORE", key, "-inf", "+inf", "WITHSCORES")}[
-        typed_kind(key)]
+    """The command that reads the whole of a typed chaos key (typed_kind not None). A sorted
+    set is read by a walk of the score index: from the lowest score on even keys, from the
+    highest on odd ones."""
+    kind = typed_kind(key)
+    if kind == "zset":
+        if int(key.rsplit(":", 1)[1]) % 2:
+            return ("ZREVRANGEBYSCORE", key, "+inf", "-inf", "WITHSCORES")
+        return ("ZRANGEBYSCORE", key, "-inf", "+inf", "WITHSCORES")
+    return {"set": ("SMEMBERS", key), "hash": ("HGETALL", key), "list": ("LRANGE", key, 0, -1)}[kind]
 
 
 def typed_result(key: str, reply: Any) -> list[str]:

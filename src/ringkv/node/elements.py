@@ -46,7 +46,7 @@ from ringkv.node.consensus import crossslot_error, register_key
 from ringkv.node.messages import MAX_KEYS_PER_PUT_MANY, MAX_RANGE_RECORDS
 from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
-from ringkv.node.score_index import ordered_score, parse_entry, record_scores, score_bound_after
+from ringkv.node.score_index import parse_entry, record_scores, walk_range
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
 from ringkv.service.datatypes import codec, hashes, sets, zsets
 from ringkv.service.datatypes.base import (
@@ -353,7 +353,7 @@ async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, wan
 
 async def _load_walk(backend: Backend, namespace: bytes, key: bytes, now_ms: int, walk: zsets.Walk) -> Loaded | None:
     """The members of the sorted set `key` that `walk` reaches, in score order from the lowest
-    (a partial load, as for named members), read through the score index: each entry is
+    or the highest (a partial load, as for named members), read through the score index: each entry is
     checked against the member's record read at R (its present score must be the entry's),
     so entries a write or a DEL left behind are skipped. None when the key holds no sorted
     set stored per element (`load` reads it as it is)."""
@@ -364,15 +364,17 @@ async def _load_walk(backend: Backend, namespace: bytes, key: bytes, now_ms: int
         return None
     found: dict[bytes, float] = {}
     loaded = Loaded(key, skey, meta, state, Entry(KIND_ZSET, found, state.expire_at_ms), True, partial=True)
-    high = walk.high
-    if walk.member is not None:  # ZRANK: the members up to this one's score
+    low, high = walk.low, walk.high
+    if walk.member is not None:  # ZRANK, ZREVRANK: the members up to this one's score
         check_element(namespace, key, walk.member)
         sibling = visible((await backend.records([element_storage_key(skey, walk.member)]))[0], state, now_ms)
         if sibling is None:
             return loaded
-        high = decode_score(element_value(sibling))
-    prefix = elements_range(skey)[0]
-    start, end = prefix + ordered_score(walk.low), prefix + score_bound_after(high)
+        if walk.reverse:
+            low = decode_score(element_value(sibling))
+        else:
+            high = decode_score(element_value(sibling))
+    start, end = walk_range(elements_range(skey)[0], low, high, walk.reverse)
     want = walk.most
     first = min(want, INDEX_PAGE_ENTRIES) if want else INDEX_PAGE_ENTRIES
     moved: dict[bytes, float] = {}  # members whose record holds another score than the entry read
@@ -399,8 +401,8 @@ async def _load_walk(backend: Backend, namespace: bytes, key: bytes, now_ms: int
     # once with the walk) is in it at its present score, when that lies in what the walk
     # covered: its new entry may be in a page already read, or on a replica not asked.
     for member, score in moved.items():
-        if member not in found and walk.low <= score <= high and walk.reaches(score) and (
-                reached is None or (score, member) <= reached):
+        if member not in found and low <= score <= high and walk.reaches(score) and (
+                reached is None or ((score, member) >= reached if walk.reverse else (score, member) <= reached)):
             found[member] = score
     return loaded
 

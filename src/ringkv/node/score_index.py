@@ -2,15 +2,19 @@
 score index").
 
 A sorted set is stored one record per member (node/elements.py); the member's record holds
-its score. Commands that walk the score order (ZRANGE from the lowest score, ZRANGEBYSCORE,
-ZCOUNT, ZRANK, ZPOPMIN, ZREMRANGEBY...) would have to read and sort every member; this index
-lets them read the members in order and stop when they have what they need. An entry is
+its score. Commands that walk the score order (ZRANGE, ZREVRANGE, ZRANGEBYSCORE, ZCOUNT,
+ZRANK, ZPOPMIN, ZPOPMAX, ZREMRANGEBY...) would have to read and sort every member; this index
+lets them read the members in order, either way, and stop when they have what they need. Each
+score a member holds has two entries, with empty values:
 
-    index key = elements prefix of the set (node/replica.elements_range) | score u64 | member
+    ascending:  elements prefix of the set (node/replica.elements_range) | 00 | score u64 | member
+    descending: elements prefix of the set | 01 | ~score u64 | ~(member escaped, terminated)
 
-with an empty value, where `score u64` is the score's IEEE 754 bits made to sort as the
-numbers do (`ordered_score`): a set's entries are one contiguous run, ordered by (score,
-member bytes), Redis's order.
+where `score u64` is the score's IEEE 754 bits made to sort as the numbers do
+(`ordered_score`), `~` inverts every bit, and the member is escaped (00 -> 00 FF) and ends
+with 00 00 before it is inverted, so that inverted members sort in reverse (`descending_key`).
+A set's ascending entries are one contiguous run ordered by (score, member bytes), Redis's
+order, and its descending ones another in the reverse order: the engine scans forward only.
 
 The index is this replica's own, derived from its member records and nothing else:
 - It lives in an engine of its own (`<data_dir>/zindex`), so replication, read repair, hinted
@@ -57,6 +61,8 @@ _U64 = struct.Struct(">Q")
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
 SCORE_BYTES = 8
+ASCENDING, DESCENDING = b"\x00", b"\x01"
+_FLIP = bytes(range(255, -1, -1))  # bytes.translate table: every bit inverted
 
 
 def ordered_score(score: float) -> bytes:
@@ -79,19 +85,40 @@ def split_member_key(eskey: bytes) -> tuple[bytes, bytes]:
     return eskey[:end], eskey[end:]
 
 
+def entry_keys(prefix: bytes, score: float, member: bytes) -> tuple[bytes, bytes]:
+    """The ascending and the descending entry of `member` at `score` in the set whose elements
+    prefix is `prefix`."""
+    ordered = ordered_score(score)
+    escaped = member.replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+    return (prefix + ASCENDING + ordered + member,
+            prefix + DESCENDING + (ordered + escaped).translate(_FLIP))
+
+
 def parse_entry(key: bytes) -> tuple[bytes, float, bytes]:
-    """(index key, score, member) of an index key (this replica's or a peer's)."""
+    """(index key, score, member) of an entry of either order (this replica's or a peer's)."""
     n = 9 + key[8]
-    at = n + 5 + int.from_bytes(key[n + 3:n + 5], "big")
-    if len(key) < at + SCORE_BYTES or key[n:n + 3] != ELEMENT_MARK:
+    at = n + 6 + int.from_bytes(key[n + 3:n + 5], "big")
+    direction = key[at - 1:at]
+    if len(key) < at + SCORE_BYTES or key[n:n + 3] != ELEMENT_MARK or direction not in (ASCENDING, DESCENDING):
         raise CorruptionError(f"score index entry of {len(key)} bytes is malformed")
-    return key, score_of(key[at:at + SCORE_BYTES]), key[at + SCORE_BYTES:]
+    if direction == ASCENDING:
+        return key, score_of(key[at:at + SCORE_BYTES]), key[at + SCORE_BYTES:]
+    raw = key[at:].translate(_FLIP)
+    if not raw.endswith(b"\x00\x00"):
+        raise CorruptionError("score index entry's member is not terminated")
+    return key, score_of(raw[:SCORE_BYTES]), raw[SCORE_BYTES:-2].replace(b"\x00\xff", b"\x00")
 
 
-def score_bound_after(score: float) -> bytes:
-    """The least 8 bytes above `ordered_score(score)`: a walk's end, past every member of that
-    score."""
-    return _U64.pack(min(_ALL, _U64.unpack(ordered_score(score))[0] + 1))
+def walk_range(prefix: bytes, low: float, high: float, reverse: bool) -> tuple[bytes, bytes]:
+    """[start, end) of the entries of the members with scores in [low, high], in the order a
+    walk takes (ascending, or descending when `reverse`)."""
+    if reverse:
+        first, last, direction = ordered_score(high).translate(_FLIP), ordered_score(low).translate(_FLIP), DESCENDING
+    else:
+        first, last, direction = ordered_score(low), ordered_score(high), ASCENDING
+    after = _U64.unpack(last)[0] + 1
+    end = prefix + direction + _U64.pack(after) if after <= _ALL else prefix + bytes((direction[0] + 1,))
+    return prefix + direction + first, end
 
 
 def record_scores(record: Record | None) -> set[float]:
@@ -142,13 +169,13 @@ class ScoreIndex:
         now = self._now_s()
         doomed = self._doomed
         for score in before - after:
-            key = prefix + ordered_score(score) + member
-            doomed[key] = now + GRACE_S
-            self._order.append((now + GRACE_S, key))
+            for key in entry_keys(prefix, score, member):
+                doomed[key] = now + GRACE_S
+                self._order.append((now + GRACE_S, key))
         for score in after - before:
-            key = prefix + ordered_score(score) + member
-            doomed.pop(key, None)  # a score the member had again before its entry went
-            self.engine.put(key, b"", sync=False)
+            for key in entry_keys(prefix, score, member):
+                doomed.pop(key, None)  # a score the member had again before its entry went
+                self.engine.put(key, b"", sync=False)
         if len(self._order) > MAX_DEFERRED_ENTRIES:
             self._collect(now)
 
@@ -166,8 +193,8 @@ class ScoreIndex:
         return _Loader(self.engine)
 
     def entries(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, float, bytes]]:
-        """`parse_entry` of each entry in [start, end), in order, over a snapshot; `start` and
-        `end` are index keys of one set (its prefix and an `ordered_score`)."""
+        """`parse_entry` of each entry in [start, end), in order, over a snapshot (a
+        `walk_range`)."""
         with self.engine.scan(start, end) as it:
             for key, _ in it:
                 yield parse_entry(bytes(key))
@@ -203,8 +230,9 @@ class _Loader:
         if scores:
             prefix, member = split_member_key(eskey)
             for score in scores:
-                self.batch.put(prefix + ordered_score(score) + member, b"")
-            self.pending += len(scores)
+                for key in entry_keys(prefix, score, member):
+                    self.batch.put(key, b"")
+            self.pending += 2 * len(scores)
             if self.pending >= LOAD_BATCH_ENTRIES:
                 self.flush()
 

@@ -585,47 +585,49 @@ def _zpopmax(ctx: Ctx, args: list[bytes], entries: dict[bytes, Entry | None]) ->
 @dataclass(frozen=True, slots=True)
 class Walk:
     """The members a command's answer depends on, when the set is walked in (score, member)
-    order from its lowest score: the first `most` members (0: every one) with scores in
-    [`low`, `high`] (above `low` when `low_open`); with `member` (ZRANK), `high` is that
-    member's score instead, and the walk is empty when it is absent. A store with a score
-    index loads only those (node/elements.py): the command answers the same on them as on
-    the whole set."""
+    order from its lowest score, or from its highest when `reverse`: the first `most` members
+    (0: every one) with scores in [`low`, `high`] (an end left out when it is open); with
+    `member` (ZRANK, ZREVRANK), the end the walk stops at is that member's score instead, and
+    the walk is empty when it is absent. A store with a score index loads only those
+    (node/elements.py): the command answers the same on them as on the whole set."""
 
     low: float = -math.inf
     high: float = math.inf
     most: int = 0
     member: bytes | None = None
     low_open: bool = False
+    high_open: bool = False
+    reverse: bool = False
 
     def reaches(self, score: float) -> bool:
-        """Whether a member of `score` at or above `low` is in the walk's range."""
-        return not (self.low_open and score == self.low)
+        """Whether a member of `score` within [low, high] is in the walk's range."""
+        return not ((self.low_open and score == self.low) or (self.high_open and score == self.high))
 
 
 _NOTHING = Walk(0.0, 0.0, 1)  # arguments the command refuses: its error needs no member
-_WALKED = frozenset({"ZRANGE", "ZRANGEBYSCORE", "ZCOUNT", "ZRANK", "ZPOPMIN", "ZREMRANGEBYSCORE",
-                     "ZREMRANGEBYRANK"})
+_WALKED = frozenset({"ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZCOUNT", "ZRANK",
+                     "ZREVRANK", "ZPOPMIN", "ZPOPMAX", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK"})
 
 
 def walk_of(name: str, args: list[bytes]) -> Walk | None:
     """The `Walk` of a command (args: key first), or None when its answer may depend on every
-    member: the reverse orders (ZREVRANGE, ZRANGE ... REV, ZPOPMAX, ZREVRANK), negative ranks
-    (counted from the end), lex ranges, ZCARD."""
+    member: negative ranks (counted from the other end), lex ranges, ZCARD."""
     if name not in _WALKED:
         return None
     try:
-        if name == "ZRANK":
-            return Walk(member=args[1]) if len(args) == 2 else _NOTHING
-        if name == "ZPOPMIN":
+        if name in ("ZRANK", "ZREVRANK"):
+            return Walk(member=args[1], reverse=name == "ZREVRANK") if len(args) == 2 else _NOTHING
+        if name in ("ZPOPMIN", "ZPOPMAX"):
             count = 1 if len(args) == 1 else parse_long(args[1], NOT_POSITIVE) if len(args) == 2 else -1
-            return Walk(most=count) if count > 0 else _NOTHING
+            return Walk(most=count, reverse=name == "ZPOPMAX") if count > 0 else _NOTHING
         if len(args) < 3:
             return _NOTHING
         if name in ("ZCOUNT", "ZREMRANGEBYSCORE"):
-            return _score_walk(args[1], args[2], 0)
+            return _score_walk(args[1], args[2], 0, False)
         if name == "ZREMRANGEBYRANK":
-            return _rank_walk(args[1], args[2])
-        by, reverse, most = ("score" if name == "ZRANGEBYSCORE" else None), False, 0
+            return _rank_walk(args[1], args[2], False)
+        by = "score" if name in ("ZRANGEBYSCORE", "ZREVRANGEBYSCORE") else "rank" if name == "ZREVRANGE" else None
+        reverse, most = name.startswith("ZREV"), 0
         j = 3
         while j < len(args):
             word = args[j].lower()
@@ -640,34 +642,43 @@ def walk_of(name: str, args: list[bytes]) -> Walk | None:
             elif word != b"withscores":
                 return _NOTHING  # a syntax error
             j += 1
-        if reverse or by == "lex":
+        if by == "lex":
             return None
-        return _rank_walk(args[1], args[2]) if by is None else _score_walk(args[1], args[2], most)
+        if by in (None, "rank"):
+            return _rank_walk(args[1], args[2], reverse)
+        # A reverse score range names its high end first.
+        low, high = (args[2], args[1]) if reverse else (args[1], args[2])
+        return _score_walk(low, high, most, reverse)
     except CommandError:
         return _NOTHING
 
 
-def _score_walk(low: bytes, high: bytes, most: int) -> Walk:
-    (lo, lo_open), hi = _score_bound(low), _score_bound(high)[0]
-    return Walk(lo, max(lo, hi), most, low_open=lo_open)
+def _score_walk(low: bytes, high: bytes, most: int, reverse: bool) -> Walk:
+    (lo, lo_open), (hi, hi_open) = _score_bound(low), _score_bound(high)
+    if hi < lo:  # an empty range: the walk starts at its own end
+        lo, hi = (hi, hi) if reverse else (lo, lo)
+    return Walk(lo, hi, most, low_open=lo_open, high_open=hi_open, reverse=reverse)
 
 
-def _rank_walk(start: bytes, stop: bytes) -> Walk | None:
+def _rank_walk(start: bytes, stop: bytes, reverse: bool) -> Walk | None:
     first, last = parse_long(start), parse_long(stop)
     if first < 0 or last < 0:
-        return None  # counted from the end: the set's size decides
-    return Walk(most=last + 1 if last >= first else 1)
+        return None  # counted from the other end: the set's size decides
+    return Walk(most=last + 1 if last >= first else 1, reverse=reverse)
 
 
 def walked(zset: dict[bytes, float], walk: Walk) -> dict[bytes, float]:
     """The members of `zset` that `walk` reaches (what a store with a score index loads)."""
-    high = walk.high
+    low, high = walk.low, walk.high
     if walk.member is not None:
         if walk.member not in zset:
             return {}
-        high = zset[walk.member]
-    inside = [(score, m) for m, score in zset.items() if walk.low <= score <= high and walk.reaches(score)]
-    inside.sort()
+        if walk.reverse:
+            low = zset[walk.member]
+        else:
+            high = zset[walk.member]
+    inside = [(score, m) for m, score in zset.items() if low <= score <= high and walk.reaches(score)]
+    inside.sort(reverse=walk.reverse)
     if walk.most:
         inside = inside[:walk.most]
     return {m: score for score, m in inside}
