@@ -519,19 +519,79 @@ def test_an_entry_its_record_no_longer_backs_goes_after_a_grace_period(tmp_path)
         index.close()
 
 
+def test_restore_writes_a_set_hash_or_sorted_set_one_record_per_element(tmp_path):
+    """RESTORE of a DUMP of a collection writes it per element, as its own commands would:
+    the payload may be larger than max_value_bytes, which bounds a single record; a string is
+    still one record."""
+    async def main():
+        clock = Clock()
+        engine = Engine.open(str(tmp_path / "engine"), Options())
+        store = LocalStore(Replica(engine, b"a1", clock), clock, namespaces=Namespaces(1, "siblings"),
+                           max_value_bytes=1000)
+        kv = LocalService(store)
+        try:
+            fields = [x for i in range(300) for x in (b"field%04d" % i, b"value%04d" % i)]
+            assert await kv.type_command("HSET", [b"h", *fields]) == 300
+            assert await kv.type_command("ZADD", [b"z", *(x for i in range(300) for x in (b"%d" % i, b"m%04d" % i))])
+            assert await kv.type_command("SADD", [b"s", *(b"m%04d" % i for i in range(300))]) == 300
+            for key, kind in ((b"h", KIND_HASH), (b"z", KIND_ZSET), (b"s", KIND_SET)):
+                payload = await kv.type_command("DUMP", [key])
+                assert len(payload) > 1000
+                assert await kv.type_command("RESTORE", [key + b"2", b"0", payload]) == "OK"
+                assert _element_records(store, key + b"2") == 300
+                assert meta_state(store.read(storage_key(b"", key + b"2")), kv.now_ms()).kind == kind
+                with pytest.raises(CommandError, match="already exists"):
+                    await kv.type_command("RESTORE", [key + b"2", b"0", payload])
+            assert await kv.type_command("HGET", [b"h2", b"field0299"]) == b"value0299"
+            assert await kv.type_command("ZRANGE", [b"z2", b"0", b"1"]) == [b"m0000", b"m0001"]
+            assert await kv.type_command("SCARD", [b"s2"]) == 300
+            # REPLACE over a collection of the same kind: the elements the payload lacks go.
+            small = await kv.type_command("DUMP", [b"h"])
+            assert await kv.type_command("HDEL", [b"h", *(b"field%04d" % i for i in range(1, 300))]) == 299
+            assert await kv.type_command("RESTORE", [b"h2", b"0", await kv.type_command("DUMP", [b"h"]),
+                                                     b"REPLACE"]) == "OK"
+            assert await kv.type_command("HGETALL", [b"h2"]) == {b"field0000": b"value0000"}
+            assert await kv.type_command("RESTORE", [b"h3", b"5000", small]) == "OK"
+            assert 0 < await kv.ttl_ms(b"h3") <= 5000 and await kv.type_command("HLEN", [b"h3"]) == 300
+            await kv.set(b"str", b"x" * 900)
+            assert await kv.type_command("RESTORE", [b"str2", b"0", await kv.type_command("DUMP", [b"str"])]) == "OK"
+            assert await kv.get_value(b"str2") == b"x" * 900 and _element_records(store, b"str2") == 0
+        finally:
+            store.close()
+            engine.close()
+
+    asyncio.run(main())
+
+
 def test_random_choices_of_a_large_set_read_only_the_members_they_draw(tmp_path, monkeypatch):
     """SRANDMEMBER, SPOP and HRANDFIELD without a count draw a member from the engine
-    (storage/sampling.py) and read only it; they read the whole collection only when draws keep
-    finding removed members."""
+    (storage/sampling.py) and read only it, once (in a cluster each read is a round trip);
+    they read the whole collection only when draws keep finding removed members."""
     from ringkv.node import elements
 
     ranges = _count_range_reads(monkeypatch)
+    reads = []
+    record, records = elements.LocalBackend.record, elements.LocalBackend.records
+
+    async def one(self, skey):
+        reads.append(1)
+        return await record(self, skey)
+
+    async def many(self, skeys):
+        reads.append(len(skeys))
+        return await records(self, skeys)
+
+    monkeypatch.setattr(elements.LocalBackend, "record", one)
+    monkeypatch.setattr(elements.LocalBackend, "records", many)
 
     async def body(store, kv):
         members = [b"m%05d" % i for i in range(3000)]
         assert await kv.type_command("SADD", [b"big", *members]) == 3000
         store.engine.flush()  # some members in a table, the next ones in the memtable
         assert await kv.type_command("SADD", [b"big", *(b"n%05d" % i for i in range(1000))]) == 1000
+        reads.clear()
+        assert await kv.type_command("SRANDMEMBER", [b"big"]) in members + [b"n%05d" % i for i in range(1000)]
+        assert len(reads) == 2  # the meta record, then the drawn members (one draw may repeat)
         drawn = [await kv.type_command("SRANDMEMBER", [b"big"]) for _ in range(400)]
         assert len(set(drawn)) > 300 and all(m.startswith((b"m", b"n")) for m in drawn)
         assert ranges == []  # no member read but the drawn ones

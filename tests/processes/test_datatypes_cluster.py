@@ -129,6 +129,21 @@ def test_a_fast_namespace_runs_multi_key_commands_of_one_tag(cluster):
     assert r.lrange("{q}src", 0, -1) == [b"b", b"c"] and r.exists("elsewhere") == 0
 
 
+def test_dump_and_restore_move_collections_between_keys_through_any_node(cluster):
+    """A DUMP taken through one node and restored through another: the collection is written
+    one record per element on the new key's replicas, and reads back whole at ALL."""
+    a, b, c = _clients(cluster)
+    a.zadd("board:src", {f"m{i:03d}": i for i in range(200)})
+    a.hset("profile:src", mapping={f"f{i}": f"v{i}" for i in range(50)})
+    for name in ("board", "profile"):
+        assert b.restore(f"{name}:dst", 0, a.dump(f"{name}:src")) == b"OK"
+    assert _at_all(c, "ZREVRANGE", "board:dst", "0", "2") == [b"m199", b"m198", b"m197"]
+    assert _at_all(c, "ZCARD", "board:dst") == 200 and _at_all(c, "HLEN", "profile:dst") == 50
+    assert _at_all(c, "HGET", "profile:dst", "f7") == b"v7"
+    with pytest.raises(redis.ResponseError, match="already exists"):
+        c.restore("board:dst", 0, a.dump("board:src"))
+
+
 
 INCREMENTS_PER_SIDE = 40
 

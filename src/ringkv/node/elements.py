@@ -48,7 +48,7 @@ from ringkv.node.range_reads import read_range
 from ringkv.node.replica import element_storage_key, elements_range, split_storage_key, storage_key
 from ringkv.node.score_index import parse_entry, record_scores, walk_range
 from ringkv.service.datatypes import COMMANDS as TYPE_COMMANDS
-from ringkv.service.datatypes import codec, hashes, sets, zsets
+from ringkv.service.datatypes import codec, hashes, keyspace, sets, zsets
 from ringkv.service.datatypes.base import (
     KIND_HASH,
     KIND_SET,
@@ -178,10 +178,17 @@ def not_loaded(entry: Entry) -> bool:
 
 
 def wants(name: str) -> bool:
-    """Whether a command may need this module: set and hash commands always; keyspace writes
-    when a key they name holds a collection stored per element (the caller checks with
-    `holds_elements`)."""
+    """Whether a command may need this module: set, hash and sorted-set commands always;
+    keyspace writes when a key they name holds a collection stored per element (the caller
+    checks with `holds_elements`) or when they restore one (`restores_elements`)."""
     return name in ELEMENT_COMMANDS or name in KEYSPACE_WRITES
+
+
+def restores_elements(name: str, args: list[bytes]) -> bool:
+    """Whether a command is a RESTORE of a DUMP payload of a set, hash or sorted set: it is
+    written one record per element, as every write of one is (so no size bound applies to
+    it), rather than whole."""
+    return name == "RESTORE" and len(args) > 2 and keyspace.payload_kind(args[2]) in STORED_PER_ELEMENT
 
 
 def named_members(name: str, args: list[bytes]) -> list[bytes] | None:
@@ -245,29 +252,34 @@ async def load(backend: Backend, namespace: bytes, key: bytes, now_ms: int, memb
         raise CommandError(f"key {key[:64]!r} holds a collection of kind {state.kind} stored per element, which this "
                            "build does not read: upgrade the node")
     kind = state.kind
-    loaded = Loaded(key, skey, meta, state, None, True)
     if type_only:
-        loaded.entry, loaded.partial = Entry(kind, _value_of(kind, {}), state.expire_at_ms), True
-        return loaded
+        return Loaded(key, skey, meta, state, Entry(kind, _value_of(kind, {}), state.expire_at_ms), True, True)
+    if eskeys is not None:
+        return _partial(key, skey, meta, state, dict(zip(members, named, strict=True)), now_ms)
     present: dict[bytes, bytes] = {}
     value_of = element_value if kind != KIND_SET else _no_value  # a member has no value to decode
-    if eskeys is not None:
-        loaded.members = dict(zip(members, named, strict=True))
-        loaded.partial = True
-        for m, rec in loaded.members.items():
-            sibling = visible(rec, state, now_ms)
-            if sibling is not None:
-                present[m] = value_of(sibling)
-    else:
-        start, end = elements_range(skey)
-        async with contextlib.aclosing(backend.pages(start, end)) as pages:  # closed even on an error
-            async for page in pages:  # kept: the elements' values, not their records
-                for s, rec in page:
-                    sibling = visible(rec, state, now_ms)
-                    if sibling is not None:
-                        present[split_element_key(split_storage_key(s)[1])[1]] = value_of(sibling)
-    loaded.entry = Entry(kind, _value_of(kind, present), state.expire_at_ms)
-    return loaded
+    start, end = elements_range(skey)
+    async with contextlib.aclosing(backend.pages(start, end)) as pages:  # closed even on an error
+        async for page in pages:  # kept: the elements' values, not their records
+            for s, rec in page:
+                sibling = visible(rec, state, now_ms)
+                if sibling is not None:
+                    present[split_element_key(split_storage_key(s)[1])[1]] = value_of(sibling)
+    return Loaded(key, skey, meta, state, Entry(kind, _value_of(kind, present), state.expire_at_ms), True)
+
+
+def _partial(key: bytes, skey: bytes, meta: Record | None, state: MetaState, named: dict[bytes, Record | None],
+             now_ms: int) -> Loaded:
+    """A collection stored per element, loaded as the elements `named` (element -> its record)."""
+    kind = state.kind
+    value_of = element_value if kind != KIND_SET else _no_value  # a member has no value to decode
+    present = {}
+    for m, rec in named.items():
+        sibling = visible(rec, state, now_ms)
+        if sibling is not None:
+            present[m] = value_of(sibling)
+    return Loaded(key, skey, meta, state, Entry(kind, _value_of(kind, present), state.expire_at_ms), True, True,
+                  named)
 
 
 async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: bytes, now_ms: int,
@@ -318,26 +330,29 @@ def _wanted(name: str, args: list[bytes]) -> int:
 
 
 async def _loaded_elements(backend: Backend, namespace: bytes, name: str, args: list[bytes], now_ms: int
-                           ) -> list[bytes] | None:
-    """The elements a command loads: those it names, those drawn for it, or None (all)."""
+                           ) -> tuple[list[bytes] | None, Loaded | None]:
+    """The elements a command loads: (those it names, or None: all of them; or the key it draws
+    from, loaded with the elements drawn for it)."""
     want = _wanted(name, args)
     if want:
-        return await _draw(backend, namespace, args[0], now_ms, want)
-    return named_members(name, args)
+        return None, await _draw(backend, namespace, args[0], now_ms, want)
+    return named_members(name, args), None
 
 
-async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, want: int) -> list[bytes] | None:
-    """`want` distinct present elements of the collection `key` (stored per element), drawn at
-    random from this replica's engine (storage/sampling.py) and confirmed at R, in rounds of one
-    read each; None when the key holds no such collection, or DRAW_ROUNDS rounds found fewer
-    (many removed elements, a collection smaller than `want`, or a node that holds no replica
-    of the key): the caller then reads every element."""
+async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, want: int) -> Loaded | None:
+    """The collection `key` (stored per element) loaded as `want` distinct present elements,
+    drawn at random from this replica's engine (storage/sampling.py) and confirmed at R, in
+    rounds of one read each (the records read are the ones loaded); None when the key holds no
+    such collection, or DRAW_ROUNDS rounds found fewer (many removed elements, a collection
+    smaller than `want`, or a node that holds no replica of the key): the caller then reads
+    every element."""
     skey = storage_key(namespace, key)
-    state = meta_state(await backend.record(skey), now_ms)
+    meta = await backend.record(skey)
+    state = meta_state(meta, now_ms)
     if not state.exists or state.kind not in STORED_PER_ELEMENT:
         return None
     start, end = elements_range(skey)
-    found: dict[bytes, None] = {}
+    found: dict[bytes, Record] = {}
     for _ in range(DRAW_ROUNDS):
         need = want - len(found)
         drawn = {e for _ in range(2 * need + 2) if (e := backend.sample(start, end)) is not None}
@@ -345,9 +360,10 @@ async def _draw(backend: Backend, namespace: bytes, key: bytes, now_ms: int, wan
         if drawn:
             for eskey, record in zip(drawn, await backend.records(drawn), strict=True):
                 if len(found) < want and visible(record, state, now_ms) is not None:
-                    found[eskey] = None
+                    found[eskey] = record
         if len(found) == want:
-            return [split_element_key(split_storage_key(e)[1])[1] for e in found]
+            named = {split_element_key(split_storage_key(e)[1])[1]: r for e, r in found.items()}
+            return _partial(key, skey, meta, state, named, now_ms)
     return None
 
 
@@ -434,11 +450,11 @@ async def read(backend: Backend, namespace: bytes, name: str, args: list[bytes],
     stored per element."""
     spec = TYPE_COMMANDS[name]
     keys = list(dict.fromkeys(spec.keys(args)))
-    members = await _loaded_elements(backend, namespace, name, args, now_ms)
+    members, drawn = await _loaded_elements(backend, namespace, name, args, now_ms)
     walk = zsets.walk_of(name, args)
     entries = {}
     for key in keys:
-        loaded = await _load_key(backend, namespace, key, now_ms, members, walk, type_only=name in _TYPE_ONLY)
+        loaded = drawn or await _load_key(backend, namespace, key, now_ms, members, walk, type_only=name in _TYPE_ONLY)
         entries[key] = loaded.entry
     return spec.run(Ctx(now_ms, _RANDOM), args, entries)[1]
 
@@ -450,9 +466,9 @@ async def run(backend: Backend, namespace: bytes, name: str, args: list[bytes], 
     if backend.consensus is not None and is_increment(name, args):
         return await _increment(backend, namespace, spec, args, now_ms)
     keys = list(dict.fromkeys(spec.keys(args)))
-    members = await _loaded_elements(backend, namespace, name, args, now_ms)
+    members, drawn = await _loaded_elements(backend, namespace, name, args, now_ms)
     walk = zsets.walk_of(name, args)
-    loaded = {key: await _load_key(backend, namespace, key, now_ms, members, walk) for key in keys}
+    loaded = {key: drawn or await _load_key(backend, namespace, key, now_ms, members, walk) for key in keys}
     entries = {key: None if lo.entry is None else Entry(lo.entry.kind, _copy(lo.entry.value), lo.entry.expire_at_ms)
                for key, lo in loaded.items()}
     writes, reply = spec.run(Ctx(now_ms, _RANDOM), args, entries)

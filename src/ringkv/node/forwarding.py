@@ -283,7 +283,7 @@ class Forwarder:
         for skey in skeys:
             await self.locks.acquire(skey)
         try:
-            if command.name not in elements.ELEMENT_COMMANDS:
+            if command.name not in elements.ELEMENT_COMMANDS and not elements.restores_elements(command.name, args):
                 now = self.store.clock.now_ms()
                 held = [elements.holds_elements(await backend.record(skey), now) for skey in skeys]
                 if not any(held):

@@ -186,7 +186,8 @@ class LocalService:
         keys = spec.keys(args)
         for key in keys:
             self._skey(key)  # every key checked before anything runs
-        if name in elements.ELEMENT_COMMANDS or (name in elements.KEYSPACE_WRITES and self._holds_elements(keys)):
+        if name in elements.ELEMENT_COMMANDS or (name in elements.KEYSPACE_WRITES and (
+                self._holds_elements(keys) or elements.restores_elements(name, args))):
             return await self._elements(spec, name, args)
         if not spec.write:
             winner = self.store.winner

@@ -181,6 +181,14 @@ def dump_payload(entry: Entry) -> bytes:
     return body + _CRC.pack(crc32c(body))
 
 
+def payload_kind(payload: bytes) -> int | None:
+    """The KIND_* a DUMP payload says it holds (unchecked: `payload_entry` checks it), None for
+    what is not one."""
+    if len(payload) < _DUMP_HEAD_BYTES + _CRC.size or not payload.startswith(DUMP_MAGIC):
+        return None
+    return payload[len(DUMP_MAGIC) + 1]
+
+
 def payload_entry(payload: bytes) -> Entry | None:
     """The value a DUMP payload holds (expiry 0), None when it is not one this build reads."""
     if len(payload) < _DUMP_HEAD_BYTES + _CRC.size or not payload.startswith(DUMP_MAGIC):
