@@ -646,13 +646,6 @@ PROBE_PAGE_RECORDS = 16
 PAGE_GROWTH = 8
 
 
-def _drop_stale(store: Any, ikey: bytes, eskey: bytes, score: float) -> None:
-    """Remove an index entry that this replica's own record of the member does not back (a
-    record the engine collected, or an entry read from a peer and never held here)."""
-    if score not in record_scores(store.read(eskey)):
-        store.score_index.discard(ikey)
-
-
 class LocalLocks:
     """A single node's per-key locks for these commands, shared by every view of its store
     (a range read frees the event loop between pages, so commands on one key must wait for
@@ -681,7 +674,35 @@ class LocalLocks:
                 del cls._waiting[name], cls._held[name]
 
 
-class LocalBackend:
+class _OnStore:
+    """What both backends take from this node's own store."""
+
+    store: Any
+
+    def local(self, skey: bytes) -> Record | None:
+        return self.store.read(skey)
+
+    def sample(self, start: bytes, end: bytes) -> bytes | None:
+        # This node's own copy: in a cluster, a coordinator that is no replica of the key holds
+        # none of it (the draw finds nothing, and the command reads every element).
+        return self.store.engine.sample(start, end, _RANDOM)
+
+    @property
+    def indexed(self) -> bool:
+        return self.store.score_index is not None
+
+    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None:
+        """Remove an index entry that this replica's own record of the member does not back (a
+        record the engine collected, or an entry read from a peer and never held here)."""
+        if score not in record_scores(self.store.read(eskey)):
+            self.store.score_index.discard(ikey)
+
+    def stamp(self) -> tuple[bytes, int]:
+        replica = self.store.replica
+        return replica.actor, replica.hlc.now(replica.wall.now_ms())
+
+
+class LocalBackend(_OnStore):
     """A single node: its engine is every replica."""
 
     concurrent = False
@@ -713,16 +734,6 @@ class LocalBackend:
             if page:
                 yield page
 
-    def local(self, skey: bytes) -> Record | None:
-        return self.store.read(skey)
-
-    def sample(self, start: bytes, end: bytes) -> bytes | None:
-        return self.store.engine.sample(start, end, _RANDOM)
-
-    @property
-    def indexed(self) -> bool:
-        return self.store.score_index is not None
-
     async def index_pages(self, start: bytes, end: bytes, first: int) -> AsyncIterator[list[tuple[bytes, float, bytes]]]:
         """The entries over a snapshot of this node's index, in pages growing from `first`."""
         entries = self.store.score_index.entries(start, end)
@@ -738,9 +749,6 @@ class LocalBackend:
         finally:
             entries.close()  # the snapshot, at once (see _clear_if_empty)
 
-    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None:
-        _drop_stale(self.store, ikey, eskey, score)
-
     async def write(self, records: list[tuple[bytes, Record | None, Record]]) -> None:
         # The command holds its keys' locks (LocalLocks); its writes are one step of the loop.
         for skey, stored, record in records:
@@ -749,12 +757,8 @@ class LocalBackend:
     async def flush(self) -> None:
         await self.store.durable(self.lsn)
 
-    def stamp(self) -> tuple[bytes, int]:
-        replica = self.store.replica
-        return replica.actor, replica.hlc.now(replica.wall.now_ms())
 
-
-class ClusterBackend:
+class ClusterBackend(_OnStore):
     """A replica of the keys in a cluster: reads at `r` from the key's replicas (merged into
     this one), writes here and then at `w` on home replicas only."""
 
@@ -805,18 +809,6 @@ class ClusterBackend:
                 return
             after = page.after
 
-    def local(self, skey: bytes) -> Record | None:
-        return self.store.read(skey)
-
-    def sample(self, start: bytes, end: bytes) -> bytes | None:
-        # This node's own copy: a coordinator that is no replica of the key holds none of it
-        # (the draw finds nothing, and the command reads every element).
-        return self.store.engine.sample(start, end, _RANDOM)
-
-    @property
-    def indexed(self) -> bool:
-        return self.store.score_index is not None
-
     async def index_pages(self, start: bytes, end: bytes, first: int) -> AsyncIterator[list[tuple[bytes, float, bytes]]]:
         """The union of R replicas' entries (read_range over their indexes), in pages."""
         after, size = None, first
@@ -827,9 +819,6 @@ class ClusterBackend:
             if page.after is None:
                 return
             after = page.after
-
-    def stale(self, ikey: bytes, eskey: bytes, score: float) -> None:
-        _drop_stale(self.store, ikey, eskey, score)
 
     async def write(self, records: Sequence[tuple[bytes, Record | None, Record]]) -> None:
         """Store `records` here (one log write), then at W on home replicas: one ReplicaPutMany
@@ -847,7 +836,3 @@ class ClusterBackend:
 
     async def flush(self) -> None:
         return None
-
-    def stamp(self) -> tuple[bytes, int]:
-        replica = self.store.replica
-        return replica.actor, replica.hlc.now(replica.wall.now_ms())
