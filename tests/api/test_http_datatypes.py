@@ -84,6 +84,10 @@ def test_a_sorted_set_members_scores_over_http_and_resp(http: httpx.Client, r: r
     context, siblings = r.execute_command("RINGKV.ZSCOREV", "board", "ada")
     assert context == base64.b64decode(doc["context"]) and [s[0] for s in siblings] == [b"2.5"]
     assert http.get("/keys/board/scores/nope/versions").json()["siblings"] == []
+    r.zadd("board", {"tenth": 0.1, "big": 2.0**60})
+    # The text ZSCORE answers over RESP2 (the shortest that reads back):
+    for member, text in (("tenth", b"0.1"), ("big", b"1.152921504606847e+18"), ("ada", b"2.5")):
+        assert r.execute_command("RINGKV.ZSCOREV", "board", member)[1][0][0] == text
     assert r.execute_command("RINGKV.ZSCOREV", "nobody", "m") == [None, []]
     r.hset("fields", "f", "v")
     wrong = http.get("/keys/fields/scores/f/versions")

@@ -32,6 +32,7 @@ from ringkv.api.resp import (
     split_inline,
 )
 from ringkv.errors import ConfigError
+from ringkv.service.datatypes.base import double_text
 
 MiB = 1024 * 1024
 FAST = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -740,7 +741,7 @@ def expected2(value):
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float):
-        return resp._double_text(value)
+        return double_text(value)
     if isinstance(value, list):
         return [expected2(v) for v in value]
     if isinstance(value, dict):
@@ -755,7 +756,7 @@ def expected3(value):
     if isinstance(value, str):
         return value.encode()
     if isinstance(value, float):
-        return ("double", resp._double_text(value))
+        return ("double", double_text(value))
     if isinstance(value, list):
         return [expected3(v) for v in value]
     if isinstance(value, dict):
@@ -771,7 +772,7 @@ def test_any_reply_value_decodes_to_itself_in_resp2_and_resp3(value):
     assert decode2(RESP2.encode(value)) == [expected2(value)]
     assert decode3(RESP3.encode(value)) == [expected3(value)]
     if isinstance(value, float):
-        assert float(resp._double_text(value)) == value
+        assert float(double_text(value)) == value
 
 
 @FAST

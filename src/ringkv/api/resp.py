@@ -42,7 +42,6 @@ jobs, so take them as upper bounds), per command, with the pure-Python path in b
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from itertools import chain
@@ -51,6 +50,7 @@ from typing import Any
 import hiredis
 
 from ringkv.errors import ConfigError, RingkvError
+from ringkv.service.datatypes.base import double_text
 
 __all__ = [
     "EMPTY_ARRAY",
@@ -698,22 +698,6 @@ def bulk(data: bytes) -> bytes:
     return b"".join((b"$%d\r\n" % size, data, CRLF))
 
 
-def _double_text(value: float) -> bytes:
-    """How Redis writes a double: inf/-inf/nan, integral values without a fraction, else the
-    shortest text that reads back to the same double (Python's repr, like Redis's fpconv)."""
-    if value != value:
-        return b"nan"
-    if value in (math.inf, -math.inf):
-        return b"inf" if value > 0 else b"-inf"
-    if value.is_integer() and -(2**52) < value < 2**52:
-        if value == 0 and math.copysign(1.0, value) < 0:
-            return b"-0"
-        return b"%d" % int(value)
-    text = repr(value)
-    # Integral doubles past 2**52 print without Python's ".0", as fpconv writes them.
-    return (text[:-2] if text.endswith(".0") else text).encode()
-
-
 class SimpleString(str):
     """A value that `ReplyEncoder.encode` writes as a simple string (`+OK`), not a bulk string."""
 
@@ -784,7 +768,7 @@ class ReplyEncoder:
         return self.true if value else self.false
 
     def double(self, value: float) -> bytes:
-        text = _double_text(value)
+        text = double_text(value)
         if self.protocol == 3:
             return b"," + text + CRLF
         return _BULK_HEADERS[len(text)] + text + CRLF

@@ -57,6 +57,7 @@ from ringkv.service.datatypes.base import (
     Ctx,
     Entry,
     WrongTypeError,
+    double_text,
 )
 from ringkv.service.datatypes.convergent import (
     MetaState,
@@ -295,7 +296,7 @@ async def field_versions(backend: Backend, namespace: bytes, key: bytes, field: 
         return [], None
     if loaded.entry.kind != kind:
         raise WrongTypeError()
-    text = zsets.score_text if kind == KIND_ZSET else _same
+    text = double_text if kind == KIND_ZSET else _same
     if not loaded.per_element:  # stored whole: the key's own record versions it
         value = loaded.entry.value.get(field)
         other = loaded.state.other

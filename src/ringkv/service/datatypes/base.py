@@ -29,6 +29,7 @@ None. Keys not in `writes` are not written.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,3 +136,20 @@ def wrong_arity(name: str) -> CommandError:
 SYNTAX_ERROR = "syntax error"
 NOT_INTEGER = "value is not an integer or out of range"
 NOT_FLOAT = "value is not a valid float"
+
+
+def double_text(value: float) -> bytes:
+    """How Redis writes a double in a reply (ZSCORE, INCRBYFLOAT's siblings in RESP2, RESP3's
+    double): inf/-inf/nan, integral values without a fraction, else the shortest text that
+    reads back to the same double (Python's repr, like Redis's fpconv)."""
+    if value != value:
+        return b"nan"
+    if value in (math.inf, -math.inf):
+        return b"inf" if value > 0 else b"-inf"
+    if value.is_integer() and -(2**52) < value < 2**52:
+        if value == 0 and math.copysign(1.0, value) < 0:
+            return b"-0"
+        return b"%d" % int(value)
+    text = repr(value)
+    # Integral doubles past 2**52 print without Python's ".0", as fpconv writes them.
+    return (text[:-2] if text.endswith(".0") else text).encode()
